@@ -1,0 +1,57 @@
+/* Thread-local error detail (see err.h). */
+#include "err.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static _Thread_local char err_buf[ERR_MSG_MAX];
+static _Thread_local char err_tmp[ERR_MSG_MAX];
+
+int err_setv(int errnum, const char *fmt, va_list ap) {
+        if (errnum > 0)
+                errnum = -errnum;
+        vsnprintf(err_buf, sizeof(err_buf), fmt, ap);
+        return errnum;
+}
+
+int err_set(int errnum, const char *fmt, ...) {
+        va_list ap;
+        va_start(ap, fmt);
+        errnum = err_setv(errnum, fmt, ap);
+        va_end(ap);
+        return errnum;
+}
+
+int err_prefix(int errnum, const char *fmt, ...) {
+        char ctx[ERR_MSG_MAX];
+        va_list ap;
+
+        if (errnum > 0)
+                errnum = -errnum;
+        va_start(ap, fmt);
+        vsnprintf(ctx, sizeof(ctx), fmt, ap);
+        va_end(ap);
+        snprintf(err_tmp, sizeof(err_tmp), "%s", err_buf[0] ? err_buf : strerror(-errnum));
+        snprintf(err_buf, sizeof(err_buf), "%s: %s", ctx, err_tmp);
+        return errnum;
+}
+
+const char *err_msg(void) {
+        return err_buf;
+}
+
+const char *err_str(int errnum) {
+        if (err_buf[0])
+                return err_buf;
+        return strerror(errnum < 0 ? -errnum : errnum);
+}
+
+char *err_take(int errnum) {
+        char *s = strdup(err_str(errnum));
+        err_buf[0] = '\0';
+        return s;
+}
+
+void err_clear(void) {
+        err_buf[0] = '\0';
+}
