@@ -1,1 +1,454 @@
-/* placeholder: being written */
+/* The job engine (see job.h for the model, docs/threading.md for the rules).
+ *
+ * Waiting: a thread that wants a slot increments vm->job.queued and waits on
+ * the condition variable of what blocks it (async_cond for a mask or a busy
+ * async slot, job_cond for a busy normal or agent slot) with one absolute
+ * deadline for the whole acquisition.  Each wakeup rechecks everything,
+ * because an async job may have started while it slept.
+ */
+#include "job.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "err.h"
+#include "vm.h"
+
+static atomic_llong default_timeout_ms = JOB_DEFAULT_TIMEOUT_MS;
+
+static const char *const job_names[JOB_MAX] = {
+        [JOB_NONE] = "none",
+        [JOB_QUERY] = "query",
+        [JOB_DESTROY] = "destroy",
+        [JOB_SUSPEND] = "suspend",
+        [JOB_MODIFY] = "modify",
+        [JOB_ABORT] = "abort",
+        [JOB_MIGRATION_OP] = "migration-op",
+        [JOB_MODIFY_MIGRATION_SAFE] = "modify-migration-safe",
+        [JOB_NESTED] = "nested",
+};
+
+static const char *const async_names[ASYNC_JOB_MAX] = {
+        [ASYNC_JOB_NONE] = "none",
+        [ASYNC_JOB_MIGRATION_OUT] = "migration-out",
+        [ASYNC_JOB_MIGRATION_IN] = "migration-in",
+        [ASYNC_JOB_START] = "start",
+        [ASYNC_JOB_SAVE] = "save",
+        [ASYNC_JOB_SNAPSHOT] = "snapshot",
+};
+
+static const char *const agent_names[AGENT_JOB_MAX] = {
+        [AGENT_JOB_NONE] = "none",
+        [AGENT_JOB_QUERY] = "query",
+        [AGENT_JOB_MODIFY] = "modify",
+};
+
+static const char *const phase_names[JOB_PHASE_MAX] = {
+        [JOB_PHASE_NONE] = "none",
+        [JOB_PHASE_BEGIN] = "begin",
+        [JOB_PHASE_PERFORM] = "perform",
+        [JOB_PHASE_PERFORM_DONE] = "perform_done",
+        [JOB_PHASE_CONFIRM] = "confirm",
+        [JOB_PHASE_CONFIRM_CANCELLED] = "confirm_cancelled",
+        [JOB_PHASE_PREPARE] = "prepare",
+        [JOB_PHASE_FINISH] = "finish",
+        [JOB_PHASE_POSTCOPY_FAILED] = "postcopy_failed",
+        [JOB_PHASE_LAUNCH] = "launch",
+        [JOB_PHASE_CONNECT] = "connect",
+};
+
+static int lookup(const char *const *names, int n, const char *s) {
+        for (int i = 0; s && i < n; i++)
+                if (strcmp(names[i], s) == 0)
+                        return i;
+        return -EINVAL;
+}
+
+const char *job_type_to_string(JobType t) {
+        return t >= 0 && t < JOB_MAX ? job_names[t] : "?";
+}
+int job_type_from_string(const char *s) {
+        return lookup(job_names, JOB_MAX, s);
+}
+const char *async_job_to_string(AsyncJobType t) {
+        return t >= 0 && t < ASYNC_JOB_MAX ? async_names[t] : "?";
+}
+int async_job_from_string(const char *s) {
+        return lookup(async_names, ASYNC_JOB_MAX, s);
+}
+const char *agent_job_to_string(AgentJobType t) {
+        return t >= 0 && t < AGENT_JOB_MAX ? agent_names[t] : "?";
+}
+const char *job_phase_to_string(JobPhase p) {
+        return p >= 0 && p < JOB_PHASE_MAX ? phase_names[p] : "?";
+}
+int job_phase_from_string(const char *s) {
+        return lookup(phase_names, JOB_PHASE_MAX, s);
+}
+
+uint32_t async_job_default_mask(AsyncJobType t) {
+        switch (t) {
+        case ASYNC_JOB_MIGRATION_OUT:
+                return JOB_DEFAULT_MASK | JOB_MASK(JOB_SUSPEND) | JOB_MASK(JOB_MIGRATION_OP) |
+                       JOB_MASK(JOB_MODIFY_MIGRATION_SAFE);
+        case ASYNC_JOB_MIGRATION_IN:
+                /* Unlike libvirt, QUERY stays allowed on the destination:
+                 * monitoring must work for the whole migration. */
+                return JOB_DEFAULT_MASK | JOB_MASK(JOB_MODIFY_MIGRATION_SAFE);
+        default:
+                return JOB_DEFAULT_MASK;
+        }
+}
+
+void job_set_default_timeout(int64_t ms) {
+        atomic_store(&default_timeout_ms, ms > 0 ? ms : JOB_DEFAULT_TIMEOUT_MS);
+}
+
+int64_t job_default_timeout(void) {
+        return atomic_load(&default_timeout_ms);
+}
+
+static double age_s(uint64_t since_ns, uint64_t now) {
+        return since_ns && now > since_ns ? (double) (now - since_ns) / 1e9 : 0.0;
+}
+
+/* "job 'query' (op X, 'query-status') for 1.2 s; async job ... " */
+static void describe_holders(Vm *vm, char *buf, size_t size) {
+        VmJob *j = &vm->job;
+        uint64_t now = now_ns();
+        size_t n = 0;
+
+        buf[0] = '\0';
+        if (j->active != JOB_NONE)
+                n += (size_t) snprintf(buf + n, size - n, "job '%s' (op %s, '%s') for %.1f s",
+                                       job_names[j->active], j->owner, j->what,
+                                       age_s(j->started_ns, now));
+        if (j->async != ASYNC_JOB_NONE && n < size)
+                n += (size_t) snprintf(buf + n, size - n,
+                                       "%sasync job '%s' (op %s) in phase '%s' for %.1f s (phase for %.1f s)",
+                                       n ? "; " : "", async_names[j->async], j->async_owner,
+                                       phase_names[j->phase], age_s(j->async_started_ns, now),
+                                       age_s(j->phase_started_ns, now));
+        if (j->agent_active != AGENT_JOB_NONE && n < size)
+                n += (size_t) snprintf(buf + n, size - n, "%sagent job '%s' (op %s, '%s') for %.1f s",
+                                       n ? "; " : "", agent_names[j->agent_active], j->agent_owner,
+                                       j->agent_what, age_s(j->agent_started_ns, now));
+        if (n == 0)
+                snprintf(buf, size, "no holder (woken too late)");
+}
+
+static int timeout_error(Vm *vm, const char *kind, const char *name, const char *op,
+                         int64_t timeout_ms) {
+        char holders[512];
+        describe_holders(vm, holders, sizeof(holders));
+        return err_set(-ETIMEDOUT,
+                       "cannot acquire %s job '%s' for VM '%s' (op %s) within %lld ms: held by %s",
+                       kind, name, vm->name, op, (long long) timeout_ms, holders);
+}
+
+static void set_owner(char *dst, const char *op) {
+        snprintf(dst, OP_ID_MAX, "%s", op ? op : "");
+}
+
+static bool mask_admits(VmJob *j, JobType t) {
+        return j->async == ASYNC_JOB_NONE || (j->mask & JOB_MASK(t));
+}
+
+static int begin_normal(Vm *vm, JobType type, AsyncJobType nested_async, const char *op,
+                        const char *what, int64_t timeout_ms) {
+        VmJob *j = &vm->job;
+        bool nested = type == JOB_NESTED;
+        int r = 0;
+
+        vm_assert_locked(vm);
+        if (timeout_ms < 0)
+                timeout_ms = job_default_timeout();
+        Deadline d = deadline_in_ms(timeout_ms);
+
+        if (vm->removed)
+                return err_set(-ESRCH, "VM '%s' is being removed", vm->name);
+        if (j->agent_active != AGENT_JOB_NONE && strcmp(j->agent_owner, op) == 0)
+                return err_set(-EDEADLK, "op %s holds the agent job of VM '%s'; it may not also take a normal job",
+                               op, vm->name);
+        if (type != JOB_DESTROY && j->queued >= JOB_MAX_QUEUED)
+                return err_set(-EAGAIN, "VM '%s': %u operations already wait for a job", vm->name,
+                               j->queued);
+
+        j->queued++;
+        for (;;) {
+                if (nested && !job_async_owned_by(vm, nested_async, op)) {
+                        r = err_set(-EPERM, "op %s does not own a '%s' job on VM '%s'", op,
+                                    async_names[nested_async], vm->name);
+                        break;
+                }
+                if (!nested && !mask_admits(j, type)) {
+                        if (cond_wait(&vm->async_cond, &vm->lock, d) < 0) {
+                                r = timeout_error(vm, "", job_names[type], op, timeout_ms);
+                                break;
+                        }
+                        continue;
+                }
+                if (j->active != JOB_NONE) {
+                        if (cond_wait(&vm->job_cond, &vm->lock, d) < 0) {
+                                r = timeout_error(vm, "", job_names[type], op, timeout_ms);
+                                break;
+                        }
+                        continue;
+                }
+                if (vm->removed) {
+                        r = err_set(-ESRCH, "VM '%s' was removed", vm->name);
+                        break;
+                }
+                break;
+        }
+        j->queued--;
+        if (r < 0)
+                return r;
+
+        j->active = type;
+        set_owner(j->owner, op);
+        snprintf(j->what, sizeof(j->what), "%s", what ? what : job_names[type]);
+        j->started_ns = now_ns();
+        vm->generation++;
+        return 0;
+}
+
+int job_begin(Vm *vm, JobType type, const char *op, const char *what, int64_t timeout_ms) {
+        assert(type > JOB_NONE && type < JOB_MAX && type != JOB_NESTED);
+        return begin_normal(vm, type, ASYNC_JOB_NONE, op, what, timeout_ms);
+}
+
+int job_begin_nested(Vm *vm, AsyncJobType type, const char *op, const char *what,
+                     int64_t timeout_ms) {
+        return begin_normal(vm, JOB_NESTED, type, op, what, timeout_ms);
+}
+
+void job_end(Vm *vm) {
+        vm_assert_locked(vm);
+        assert(vm->job.active != JOB_NONE);
+        vm->job.active = JOB_NONE;
+        vm->job.owner[0] = '\0';
+        vm->job.what[0] = '\0';
+        vm->job.started_ns = 0;
+        vm->generation++;
+        cond_broadcast(&vm->job_cond);
+}
+
+int job_begin_async(Vm *vm, AsyncJobType type, const char *op, int64_t timeout_ms) {
+        VmJob *j = &vm->job;
+        int r = 0;
+
+        vm_assert_locked(vm);
+        assert(type > ASYNC_JOB_NONE && type < ASYNC_JOB_MAX);
+        if (timeout_ms < 0)
+                timeout_ms = job_default_timeout();
+        Deadline d = deadline_in_ms(timeout_ms);
+
+        if (vm->removed)
+                return err_set(-ESRCH, "VM '%s' is being removed", vm->name);
+        if (j->queued >= JOB_MAX_QUEUED)
+                return err_set(-EAGAIN, "VM '%s': %u operations already wait for a job", vm->name,
+                               j->queued);
+        j->queued++;
+        for (;;) {
+                if (j->async != ASYNC_JOB_NONE) {
+                        if (cond_wait(&vm->async_cond, &vm->lock, d) < 0) {
+                                r = timeout_error(vm, "async", async_names[type], op, timeout_ms);
+                                break;
+                        }
+                        continue;
+                }
+                if (j->active != JOB_NONE) {
+                        if (cond_wait(&vm->job_cond, &vm->lock, d) < 0) {
+                                r = timeout_error(vm, "async", async_names[type], op, timeout_ms);
+                                break;
+                        }
+                        continue;
+                }
+                if (vm->removed)
+                        r = err_set(-ESRCH, "VM '%s' was removed", vm->name);
+                break;
+        }
+        j->queued--;
+        if (r < 0)
+                return r;
+
+        j->async = type;
+        set_owner(j->async_owner, op);
+        j->async_started_ns = j->phase_started_ns = now_ns();
+        j->phase = JOB_PHASE_NONE;
+        j->mask = async_job_default_mask(type);
+        j->abort_requested = false;
+        vm->generation++;
+        return 0;
+}
+
+bool job_async_owned_by(Vm *vm, AsyncJobType type, const char *op) {
+        vm_assert_locked(vm);
+        return vm->job.async != ASYNC_JOB_NONE && (type == ASYNC_JOB_NONE || vm->job.async == type) &&
+               op && strcmp(vm->job.async_owner, op) == 0;
+}
+
+void job_set_mask(Vm *vm, uint32_t mask) {
+        vm_assert_locked(vm);
+        vm->job.mask = mask | JOB_MASK(JOB_DESTROY);
+        cond_broadcast(&vm->async_cond);
+}
+
+/* Order of phases within an async job; -1 = the phase is not one of it. */
+static int phase_rank(AsyncJobType t, JobPhase p) {
+        switch (t) {
+        case ASYNC_JOB_MIGRATION_OUT:
+                switch (p) {
+                case JOB_PHASE_BEGIN: return 1;
+                case JOB_PHASE_PERFORM: return 2;
+                case JOB_PHASE_PERFORM_DONE: return 3;
+                case JOB_PHASE_CONFIRM:
+                case JOB_PHASE_CONFIRM_CANCELLED: return 4;
+                case JOB_PHASE_POSTCOPY_FAILED: return 5;
+                default: return -1;
+                }
+        case ASYNC_JOB_MIGRATION_IN:
+                switch (p) {
+                case JOB_PHASE_PREPARE: return 1;
+                case JOB_PHASE_FINISH: return 2;
+                case JOB_PHASE_POSTCOPY_FAILED: return 3;
+                default: return -1;
+                }
+        case ASYNC_JOB_START:
+                switch (p) {
+                case JOB_PHASE_LAUNCH: return 1;
+                case JOB_PHASE_CONNECT: return 2;
+                default: return -1;
+                }
+        default:
+                return -1;
+        }
+}
+
+static bool phase_transition_ok(AsyncJobType t, JobPhase from, JobPhase to) {
+        int rf = from == JOB_PHASE_NONE ? 0 : phase_rank(t, from);
+        int rt = phase_rank(t, to);
+        if (rt < 0)
+                return false;
+        if (from == to)
+                return true;
+        /* After post-copy failed, recovery resumes the stream or ends it. */
+        if (from == JOB_PHASE_POSTCOPY_FAILED)
+                return to == JOB_PHASE_PERFORM || to == JOB_PHASE_CONFIRM || to == JOB_PHASE_FINISH;
+        return rt > rf;
+}
+
+int job_set_phase(Vm *vm, JobPhase phase) {
+        VmJob *j = &vm->job;
+        vm_assert_locked(vm);
+
+        if (j->async == ASYNC_JOB_NONE)
+                return err_set(-EINVAL, "VM '%s': phase '%s' set with no async job", vm->name,
+                               job_phase_to_string(phase));
+        if (!phase_transition_ok(j->async, j->phase, phase))
+                return err_set(-EINVAL, "VM '%s': %s job cannot go from phase '%s' to '%s'", vm->name,
+                               async_names[j->async], phase_names[j->phase],
+                               job_phase_to_string(phase));
+        if (j->phase != phase) {
+                j->phase = phase;
+                j->phase_started_ns = now_ns();
+                vm->generation++;
+        }
+        vm_unlock(vm);
+        int r = vm_save_status(vm);
+        vm_lock(vm);
+        return r;
+}
+
+void job_end_async(Vm *vm) {
+        VmJob *j = &vm->job;
+        vm_assert_locked(vm);
+        assert(j->async != ASYNC_JOB_NONE);
+        j->async = ASYNC_JOB_NONE;
+        j->async_owner[0] = '\0';
+        j->phase = JOB_PHASE_NONE;
+        j->async_started_ns = j->phase_started_ns = 0;
+        j->mask = 0;
+        j->abort_requested = false;
+        vm->generation++;
+        cond_broadcast(&vm->async_cond);
+        cond_broadcast(&vm->job_cond);
+        vm_unlock(vm);
+        (void) vm_save_status(vm); /* a failure is in the log; the job is over */
+        vm_lock(vm);
+}
+
+int job_restore_async(Vm *vm, AsyncJobType type, const char *op, JobPhase phase) {
+        VmJob *j = &vm->job;
+        vm_assert_locked(vm);
+        if (j->async != ASYNC_JOB_NONE)
+                return err_set(-EBUSY, "VM '%s' already has a '%s' job", vm->name, async_names[j->async]);
+        if (type <= ASYNC_JOB_NONE || type >= ASYNC_JOB_MAX ||
+            (phase != JOB_PHASE_NONE && phase_rank(type, phase) < 0))
+                return err_set(-EINVAL, "VM '%s': cannot restore %s job in phase '%s'", vm->name,
+                               async_job_to_string(type), job_phase_to_string(phase));
+        j->async = type;
+        set_owner(j->async_owner, op);
+        j->async_started_ns = j->phase_started_ns = now_ns();
+        j->phase = phase;
+        j->mask = async_job_default_mask(type);
+        vm->generation++;
+        return 0;
+}
+
+int job_begin_agent(Vm *vm, AgentJobType type, const char *op, const char *what,
+                    int64_t timeout_ms) {
+        VmJob *j = &vm->job;
+        int r = 0;
+
+        vm_assert_locked(vm);
+        assert(type > AGENT_JOB_NONE && type < AGENT_JOB_MAX);
+        if (timeout_ms < 0)
+                timeout_ms = job_default_timeout();
+        Deadline d = deadline_in_ms(timeout_ms);
+
+        if (vm->removed)
+                return err_set(-ESRCH, "VM '%s' is being removed", vm->name);
+        if (j->active != JOB_NONE && strcmp(j->owner, op) == 0)
+                return err_set(-EDEADLK, "op %s holds a normal job on VM '%s'; it may not also take the agent job",
+                               op, vm->name);
+        if (j->queued >= JOB_MAX_QUEUED)
+                return err_set(-EAGAIN, "VM '%s': %u operations already wait for a job", vm->name,
+                               j->queued);
+        j->queued++;
+        while (j->agent_active != AGENT_JOB_NONE) {
+                if (cond_wait(&vm->job_cond, &vm->lock, d) < 0) {
+                        r = timeout_error(vm, "agent", agent_names[type], op, timeout_ms);
+                        break;
+                }
+        }
+        j->queued--;
+        if (r < 0)
+                return r;
+        j->agent_active = type;
+        set_owner(j->agent_owner, op);
+        snprintf(j->agent_what, sizeof(j->agent_what), "%s", what ? what : agent_names[type]);
+        j->agent_started_ns = now_ns();
+        vm->generation++;
+        return 0;
+}
+
+void job_end_agent(Vm *vm) {
+        vm_assert_locked(vm);
+        assert(vm->job.agent_active != AGENT_JOB_NONE);
+        vm->job.agent_active = AGENT_JOB_NONE;
+        vm->job.agent_owner[0] = '\0';
+        vm->job.agent_what[0] = '\0';
+        vm->job.agent_started_ns = 0;
+        vm->generation++;
+        cond_broadcast(&vm->job_cond);
+}
+
+void job_request_abort(Vm *vm) {
+        vm_assert_locked(vm);
+        vm->job.abort_requested = true;
+        vm->generation++;
+        cond_broadcast(&vm->cond);
+}

@@ -1,1 +1,524 @@
-/* placeholder: being written */
+/* The VM object (see vm.h): lifetime, state, QMP event handling, the
+ * enter/exit helpers around monitor and agent calls, destroy, snapshots.
+ *
+ * Every function here keeps vm->lock for a few field reads or writes at
+ * most.  The helpers that talk to QEMU or the guest release it first.
+ */
+#include "vm.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "err.h"
+#include "log.h"
+#include "qga.h"
+#include "qmp.h"
+#include "status.h"
+
+static LockClass vm_lock_class = LOCK_CLASS_INIT("vm");
+static LockClass vm_status_lock_class = LOCK_CLASS_INIT("vm-status");
+
+static const char *const state_names[VM_STATE_MAX] = {
+        [VM_STATE_NOSTATE] = "nostate",
+        [VM_STATE_RUNNING] = "running",
+        [VM_STATE_PAUSED] = "paused",
+        [VM_STATE_SHUTDOWN] = "shutdown",
+        [VM_STATE_SHUTOFF] = "shutoff",
+        [VM_STATE_CRASHED] = "crashed",
+};
+
+static const char *const reason_names[VM_REASON_MAX] = {
+        [VM_REASON_UNKNOWN] = "unknown",
+        [VM_REASON_BOOTED] = "booted",
+        [VM_REASON_USER] = "user",
+        [VM_REASON_STARTING_UP] = "starting-up",
+        [VM_REASON_MIGRATION] = "migration",
+        [VM_REASON_MIGRATED] = "migrated",
+        [VM_REASON_MIGRATION_CANCELED] = "migration-canceled",
+        [VM_REASON_POSTCOPY] = "postcopy",
+        [VM_REASON_POSTCOPY_FAILED] = "postcopy-failed",
+        [VM_REASON_IOERROR] = "ioerror",
+        [VM_REASON_SHUTDOWN] = "shutdown",
+        [VM_REASON_DESTROYED] = "destroyed",
+        [VM_REASON_CRASHED] = "crashed",
+        [VM_REASON_FAILED] = "failed",
+        [VM_REASON_VANISHED] = "vanished",
+        [VM_REASON_DAEMON] = "daemon",
+};
+
+static int lookup(const char *const *names, int n, const char *s) {
+        for (int i = 0; s && i < n; i++)
+                if (strcmp(names[i], s) == 0)
+                        return i;
+        return -EINVAL;
+}
+
+const char *vm_state_to_string(VmState s) {
+        return s >= 0 && s < VM_STATE_MAX ? state_names[s] : "?";
+}
+int vm_state_from_string(const char *s) {
+        return lookup(state_names, VM_STATE_MAX, s);
+}
+const char *vm_reason_to_string(VmReason r) {
+        return r >= 0 && r < VM_REASON_MAX ? reason_names[r] : "?";
+}
+int vm_reason_from_string(const char *s) {
+        return lookup(reason_names, VM_REASON_MAX, s);
+}
+
+bool vm_name_is_valid(const char *name) {
+        size_t n = name ? strlen(name) : 0;
+        if (n == 0 || n >= VM_NAME_MAX || name[0] == '.' || name[0] == '-')
+                return false;
+        for (size_t i = 0; i < n; i++) {
+                char c = name[i];
+                if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                      c == '.' || c == '_' || c == '-'))
+                        return false;
+        }
+        return true;
+}
+
+bool vm_uuid_is_valid(const char *uuid) {
+        if (!uuid || strlen(uuid) != VM_UUID_LEN - 1)
+                return false;
+        for (int i = 0; i < VM_UUID_LEN - 1; i++) {
+                char c = uuid[i];
+                if (i == 8 || i == 13 || i == 18 || i == 23) {
+                        if (c != '-')
+                                return false;
+                } else if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')))
+                        return false;
+        }
+        return true;
+}
+
+void vm_uuid_generate(char ret[VM_UUID_LEN]) {
+        uint8_t b[16];
+        if (getrandom(b, sizeof(b), 0) != sizeof(b)) {
+                uint64_t t = now_ns() ^ (uint64_t) (uintptr_t) ret;
+                for (size_t i = 0; i < sizeof(b); i++, t = t * 6364136223846793005ULL + 1)
+                        b[i] = (uint8_t) (t >> 56);
+        }
+        b[6] = (uint8_t) ((b[6] & 0x0f) | 0x40);
+        b[8] = (uint8_t) ((b[8] & 0x3f) | 0x80);
+        snprintf(ret, VM_UUID_LEN,
+                 "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
+                 b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
+                 b[15]);
+}
+
+int vm_new(const char *name, const char *uuid, const char *status_dir, const VmOps *ops,
+           Vm **ret_vm) {
+        if (!vm_name_is_valid(name))
+                return err_set(-EINVAL, "invalid VM name '%s': use 1-63 of A-Z a-z 0-9 . _ -, not starting with . or -",
+                               name ? name : "");
+        if (!vm_uuid_is_valid(uuid))
+                return err_set(-EINVAL, "invalid UUID '%s' for VM '%s'", uuid ? uuid : "", name);
+        if (status_dir && strlen(status_dir) >= VM_PATH_MAX)
+                return err_set(-ENAMETOOLONG, "status folder path too long");
+
+        Vm *vm = calloc(1, sizeof(*vm));
+        if (!vm)
+                return err_set(-ENOMEM, "out of memory");
+        atomic_init(&vm->refs, 1);
+        snprintf(vm->name, sizeof(vm->name), "%s", name);
+        for (int i = 0; i < VM_UUID_LEN - 1; i++)
+                vm->uuid[i] = (char) ((uuid[i] >= 'A' && uuid[i] <= 'F') ? uuid[i] - 'A' + 'a' : uuid[i]);
+        if (status_dir)
+                snprintf(vm->status_dir, sizeof(vm->status_dir), "%s", status_dir);
+        if (ops)
+                vm->ops = *ops;
+        lock_init(&vm->lock, &vm_lock_class);
+        lock_init(&vm->status_lock, &vm_status_lock_class);
+        cond_init(&vm->job_cond);
+        cond_init(&vm->async_cond);
+        cond_init(&vm->cond);
+        vm->state = VM_STATE_SHUTOFF;
+        vm->reason = VM_REASON_UNKNOWN;
+        vm->mig_event = MIGRATION_STATUS_NONE;
+        *ret_vm = vm;
+        return 0;
+}
+
+Vm *vm_ref(Vm *vm) {
+        if (vm)
+                atomic_fetch_add(&vm->refs, 1);
+        return vm;
+}
+
+void vm_unref(Vm *vm) {
+        if (!vm || atomic_fetch_sub(&vm->refs, 1) != 1)
+                return;
+        assert(!lock_held(&vm->lock));
+        qmp_monitor_close(vm->mon);
+        qga_free(vm->agent);
+        free(vm->definition_json);
+        cond_destroy(&vm->cond);
+        cond_destroy(&vm->async_cond);
+        cond_destroy(&vm->job_cond);
+        lock_destroy(&vm->status_lock);
+        lock_destroy(&vm->lock);
+        free(vm);
+}
+
+void vm_lock(Vm *vm) {
+        lock_acquire(&vm->lock);
+}
+
+void vm_unlock(Vm *vm) {
+        lock_release(&vm->lock);
+}
+
+static void changed_locked(Vm *vm) {
+        vm->generation++;
+        cond_broadcast(&vm->cond);
+}
+
+void vm_set_state_locked(Vm *vm, VmState state, VmReason reason) {
+        vm_assert_locked(vm);
+        vm->state = state;
+        vm->reason = reason;
+        changed_locked(vm);
+}
+
+bool vm_is_active_locked(Vm *vm) {
+        vm_assert_locked(vm);
+        return !vm->being_destroyed && vm->state != VM_STATE_SHUTOFF &&
+               vm->state != VM_STATE_CRASHED && vm->state != VM_STATE_NOSTATE;
+}
+
+void vm_attach_monitor_locked(Vm *vm, QmpMonitor *mon, pid_t pid) {
+        vm_assert_locked(vm);
+        assert(!vm->mon);
+        vm->mon = mon;
+        vm->pid = pid;
+        vm->being_destroyed = false;
+        changed_locked(vm);
+}
+
+QmpMonitor *vm_detach_monitor_locked(Vm *vm) {
+        vm_assert_locked(vm);
+        QmpMonitor *m = vm->mon;
+        vm->mon = NULL;
+        changed_locked(vm);
+        return m;
+}
+
+void vm_mark_shutoff_locked(Vm *vm, VmReason reason) {
+        vm_assert_locked(vm);
+        vm->pid = 0;
+        vm->state = VM_STATE_SHUTOFF;
+        vm->reason = reason;
+        changed_locked(vm);
+        cond_broadcast(&vm->job_cond);
+        cond_broadcast(&vm->async_cond);
+}
+
+void vm_set_definition_locked(Vm *vm, char *definition_json) {
+        vm_assert_locked(vm);
+        free(vm->definition_json);
+        vm->definition_json = definition_json;
+        changed_locked(vm);
+}
+
+void vm_attach_agent_locked(Vm *vm, QgaAgent *agent) {
+        vm_assert_locked(vm);
+        assert(vm->job.agent_active == AGENT_JOB_NONE);
+        qga_free(vm->agent); /* never in use: no agent job */
+        vm->agent = agent;
+        vm->agent_health.configured = agent != NULL;
+        changed_locked(vm);
+}
+
+void vm_set_error_locked(Vm *vm, const char *fmt, ...) {
+        va_list ap;
+        vm_assert_locked(vm);
+        va_start(ap, fmt);
+        vsnprintf(vm->last_error, sizeof(vm->last_error), fmt, ap);
+        va_end(ap);
+        vm->generation++;
+}
+
+static VmReason resume_reason(Vm *vm) {
+        switch (vm->job.async) {
+        case ASYNC_JOB_MIGRATION_IN:
+                return vm->mig.postcopy_started ? VM_REASON_POSTCOPY : VM_REASON_MIGRATED;
+        case ASYNC_JOB_MIGRATION_OUT:
+                return VM_REASON_MIGRATION_CANCELED;
+        case ASYNC_JOB_START:
+                return VM_REASON_BOOTED;
+        default:
+                return vm->reason == VM_REASON_STARTING_UP ? VM_REASON_BOOTED : VM_REASON_USER;
+        }
+}
+
+void vm_handle_qmp_event(void *opaque, const QmpEvent *ev) {
+        Vm *vm = opaque;
+
+        vm_lock(vm);
+        switch (ev->type) {
+        case QMP_EVENT_STOP:
+                if (vm->state == VM_STATE_RUNNING || vm->state == VM_STATE_NOSTATE) {
+                        VmReason r = VM_REASON_USER;
+                        if (vm->job.async == ASYNC_JOB_MIGRATION_OUT) {
+                                r = vm->mig.postcopy_started ? VM_REASON_POSTCOPY : VM_REASON_MIGRATION;
+                                vm->mig.stop_ns = ev->received_ns;
+                        } else if (vm->job.async == ASYNC_JOB_MIGRATION_IN)
+                                r = VM_REASON_MIGRATION;
+                        vm_set_state_locked(vm, VM_STATE_PAUSED, r);
+                }
+                break;
+        case QMP_EVENT_RESUME:
+                if (vm->job.async == ASYNC_JOB_MIGRATION_IN)
+                        vm->mig.resume_ns = ev->received_ns;
+                if (vm->state != VM_STATE_SHUTOFF)
+                        vm_set_state_locked(vm, VM_STATE_RUNNING, resume_reason(vm));
+                break;
+        case QMP_EVENT_MIGRATION:
+                vm->mig_event = ev->migration_status;
+                if (ev->migration_status == MIGRATION_STATUS_POSTCOPY_ACTIVE) {
+                        vm->mig.postcopy_started = true;
+                        if (vm->state == VM_STATE_PAUSED && vm->reason == VM_REASON_MIGRATION &&
+                            vm->job.async == ASYNC_JOB_MIGRATION_OUT)
+                                vm->reason = VM_REASON_POSTCOPY;
+                }
+                changed_locked(vm);
+                break;
+        case QMP_EVENT_MIGRATION_PASS:
+                vm->mig_pass = ev->pass;
+                changed_locked(vm);
+                break;
+        case QMP_EVENT_SHUTDOWN:
+                if (vm->state != VM_STATE_SHUTOFF)
+                        vm_set_state_locked(vm, VM_STATE_SHUTDOWN, VM_REASON_SHUTDOWN);
+                break;
+        default:
+                break;
+        }
+        vm_unlock(vm);
+        if (vm->ops.event)
+                vm->ops.event(vm, ev, vm->ops.opaque);
+}
+
+void vm_handle_qmp_eof(void *opaque, int error, const char *reason) {
+        Vm *vm = opaque;
+        VmReason r;
+
+        vm_lock(vm);
+        if (vm->being_destroyed)
+                r = VM_REASON_DESTROYED;
+        else if (vm->state == VM_STATE_SHUTDOWN)
+                r = VM_REASON_SHUTDOWN;
+        else if (vm->job.async == ASYNC_JOB_MIGRATION_OUT && vm->job.phase == JOB_PHASE_CONFIRM)
+                r = VM_REASON_MIGRATED;
+        else {
+                r = VM_REASON_CRASHED;
+                vm_set_error_locked(vm, "QEMU went away: %s", reason ? reason : strerror(-error));
+        }
+        if (vm->state != VM_STATE_SHUTOFF)
+                vm_mark_shutoff_locked(vm, r);
+        vm_unlock(vm);
+        log_debug("VM %s: QEMU monitor closed (%s), state shutoff/%s", vm->name,
+                  reason ? reason : "", reason_names[r]);
+        if (vm->ops.eof)
+                vm->ops.eof(vm, vm->ops.opaque);
+}
+
+int vm_wait_locked(Vm *vm, Deadline d) {
+        vm_assert_locked(vm);
+        if (!vm_is_active_locked(vm))
+                return err_set(-ESRCH, "VM '%s' is not running", vm->name);
+        int r = cond_wait(&vm->cond, &vm->lock, d);
+        if (!vm_is_active_locked(vm))
+                return err_set(-ESRCH, "VM '%s' stopped running", vm->name);
+        return r < 0 ? err_set(-ETIMEDOUT, "VM '%s': wait timed out", vm->name) : 0;
+}
+
+int vm_enter_monitor(Vm *vm, QmpMonitor **ret_mon) {
+        vm_assert_locked(vm);
+        assert(vm->job.active != JOB_NONE); /* a job is required: our bug otherwise */
+        if (!vm_is_active_locked(vm) || !vm->mon)
+                return err_set(-ESRCH, "VM '%s' is not running%s", vm->name,
+                               vm->being_destroyed ? " (being destroyed)" : "");
+        if (qmp_monitor_is_wedged(vm->mon))
+                return err_set(-EBUSY, "QMP monitor of VM '%s' is wedged: QEMU stopped answering", vm->name);
+        QmpMonitor *m = qmp_monitor_ref(vm->mon);
+        vm_unlock(vm);
+        *ret_mon = m;
+        return 0;
+}
+
+int vm_exit_monitor(Vm *vm, QmpMonitor *mon) {
+        qmp_monitor_unref(mon);
+        vm_lock(vm);
+        if (!vm_is_active_locked(vm))
+                return err_set(-ESRCH, "VM '%s' stopped running during a monitor call", vm->name);
+        return 0;
+}
+
+int vm_enter_monitor_async(Vm *vm, AsyncJobType type, const char *op, const char *what,
+                           QmpMonitor **ret_mon) {
+        int r = job_begin_nested(vm, type, op, what, -1);
+        if (r < 0)
+                return r;
+        r = vm_enter_monitor(vm, ret_mon);
+        if (r < 0)
+                job_end(vm);
+        return r;
+}
+
+int vm_exit_monitor_async(Vm *vm, QmpMonitor *mon) {
+        int r = vm_exit_monitor(vm, mon);
+        job_end(vm);
+        return r;
+}
+
+int vm_enter_agent(Vm *vm, QgaAgent **ret_agent) {
+        vm_assert_locked(vm);
+        assert(vm->job.agent_active != AGENT_JOB_NONE);
+        if (!vm_is_active_locked(vm))
+                return err_set(-ESRCH, "VM '%s' is not running", vm->name);
+        if (!vm->agent)
+                return err_set(-ENOTCONN, "VM '%s' has no guest-agent channel", vm->name);
+        if (vm->state != VM_STATE_RUNNING)
+                return err_set(-EAGAIN, "VM '%s' is %s: its guest agent cannot answer", vm->name,
+                               state_names[vm->state]);
+        *ret_agent = vm->agent;
+        vm_unlock(vm);
+        return 0;
+}
+
+int vm_exit_agent(Vm *vm, QgaAgent *agent) {
+        (void) agent;
+        vm_lock(vm);
+        if (!vm_is_active_locked(vm))
+                return err_set(-ESRCH, "VM '%s' stopped running during a guest-agent call", vm->name);
+        return 0;
+}
+
+void vm_note_agent_result_locked(Vm *vm, int r, const char *detail) {
+        vm_assert_locked(vm);
+        vm->agent_health.ok = r >= 0;
+        vm->agent_health.checked_ns = now_ns();
+        snprintf(vm->agent_health.error, sizeof(vm->agent_health.error), "%s",
+                 r >= 0 ? "" : (detail ? detail : strerror(-r)));
+        vm->generation++;
+}
+
+static void kill_qemu_locked(Vm *vm) {
+        if (vm->ops.kill)
+                vm->ops.kill(vm, vm->ops.opaque);
+        else if (vm->pid > 0)
+                kill(vm->pid, SIGKILL);
+        if (vm->mon)
+                qmp_monitor_abort(vm->mon, "VM is being destroyed");
+}
+
+int vm_destroy(Vm *vm, const char *op, VmReason reason, int64_t timeout_ms) {
+        QmpMonitor *old = NULL;
+        int r;
+
+        vm_lock(vm);
+        vm->being_destroyed = true;
+        kill_qemu_locked(vm);
+        changed_locked(vm);
+        cond_broadcast(&vm->job_cond);
+        cond_broadcast(&vm->async_cond);
+
+        r = job_begin(vm, JOB_DESTROY, op, "destroy", timeout_ms);
+        if (r < 0) {
+                vm_unlock(vm);
+                return err_prefix(r, "QEMU of VM '%s' was killed, but", vm->name);
+        }
+        if (vm->state != VM_STATE_SHUTOFF)
+                vm_mark_shutoff_locked(vm, reason);
+        else
+                vm->reason = reason;
+        old = vm_detach_monitor_locked(vm);
+        vm->being_destroyed = false;
+        job_end(vm);
+        vm_unlock(vm);
+
+        qmp_monitor_close(old);
+        return vm_save_status(vm);
+}
+
+int vm_save_status(Vm *vm) {
+        VmStatusRecord rec = { 0 };
+        int r;
+
+        assert(!lock_held(&vm->lock));
+        if (!vm->status_dir[0])
+                return 0;
+        lock_acquire(&vm->status_lock);
+        vm_lock(vm);
+        r = status_record_from_vm_locked(vm, &rec);
+        vm_unlock(vm);
+        if (r >= 0)
+                r = status_write(vm->status_dir, &rec);
+        lock_release(&vm->status_lock);
+        status_record_clear(&rec);
+        if (r < 0)
+                log_debug("VM %s: saving status failed: %s", vm->name, err_str(r));
+        return r;
+}
+
+int vm_remove_status(Vm *vm) {
+        int r;
+        assert(!lock_held(&vm->lock));
+        if (!vm->status_dir[0])
+                return 0;
+        lock_acquire(&vm->status_lock);
+        r = status_remove(vm->status_dir, vm->name);
+        lock_release(&vm->status_lock);
+        return r;
+}
+
+static uint64_t age_ms(uint64_t since_ns, uint64_t now) {
+        return since_ns && now > since_ns ? (now - since_ns) / NSEC_PER_MSEC : 0;
+}
+
+void vm_snapshot(Vm *vm, VmSnapshot *ret) {
+        uint64_t now = now_ns();
+
+        memset(ret, 0, sizeof(*ret));
+        vm_lock(vm);
+        memcpy(ret->name, vm->name, sizeof(ret->name));
+        memcpy(ret->uuid, vm->uuid, sizeof(ret->uuid));
+        ret->state = vm->state;
+        ret->reason = vm->reason;
+        ret->pid = vm->pid;
+        ret->monitor_wedged = vm->mon && qmp_monitor_is_wedged(vm->mon);
+        ret->job = vm->job.active;
+        memcpy(ret->job_owner, vm->job.owner, sizeof(ret->job_owner));
+        memcpy(ret->job_what, vm->job.what, sizeof(ret->job_what));
+        ret->job_age_ms = age_ms(vm->job.started_ns, now);
+        ret->agent_job = vm->job.agent_active;
+        ret->agent_job_age_ms = age_ms(vm->job.agent_started_ns, now);
+        ret->async_job = vm->job.async;
+        memcpy(ret->async_owner, vm->job.async_owner, sizeof(ret->async_owner));
+        ret->phase = vm->job.phase;
+        ret->async_age_ms = age_ms(vm->job.async_started_ns, now);
+        ret->phase_age_ms = age_ms(vm->job.phase_started_ns, now);
+        ret->migration = vm->mig_stats;
+        ret->migration_age_ms = vm->mig_stats_ns ? age_ms(vm->mig_stats_ns, now) : UINT64_MAX;
+        ret->migration_event = vm->mig_event;
+        ret->migration_pass = vm->mig_pass;
+        ret->agent = vm->agent_health;
+        memcpy(ret->last_error, vm->last_error, sizeof(ret->last_error));
+        ret->generation = vm->generation;
+        vm_unlock(vm);
+}
+
+void vm_set_migration_stats_locked(Vm *vm, const MigrationStats *st) {
+        vm_assert_locked(vm);
+        vm->mig_stats = *st;
+        vm->mig_stats_ns = now_ns();
+        changed_locked(vm);
+}

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Install every Debian package Drover needs and configure + build it.
+# Idempotent: safe to run again; only missing packages are installed.
+#
+# Usage: tests/scripts/setup.sh [BUILD_DIR] [extra meson options...]
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/../.." && pwd)
+build=${1:-$here/build}
+shift || true
+
+packages=(
+  # build
+  meson ninja-build pkg-config gcc binutils
+  libjson-c-dev libprotobuf-c-dev protobuf-c-compiler libgrpc-dev
+  libssh-dev libsqlite3-dev libcmocka-dev
+  # run and test: real QEMU, real qemu-ga, hosts as network namespaces
+  qemu-system-x86 qemu-guest-agent qemu-utils iproute2 procps
+  openssh-server openssh-client openssl
+  # independent gRPC client for interop tests
+  python3 python3-grpcio python3-grpc-tools python3-protobuf
+  # terminal checks
+  tmux
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if ((${#missing[@]})); then
+  if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null; then SUDO=sudo; else
+      echo "setup: need root to install: ${missing[*]}" >&2; exit 1; fi
+  else SUDO=; fi
+  echo "setup: installing ${missing[*]}"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if [ ! -f "$build/build.ninja" ]; then
+  meson setup "$build" "$here" "$@"
+elif (($#)); then
+  meson configure "$build" "$@"
+fi
+ninja -C "$build"

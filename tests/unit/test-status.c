@@ -1,0 +1,294 @@
+/* Unit tests for status files: round trip, atomic replacement, and bad
+ * files (corrupt, truncated, unknown version, wrong types) that are
+ * quarantined with a clear reason while the other VMs load. */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "err.h"
+#include "status.h"
+#include "testutil.h"
+
+static void fill_record(VmStatusRecord *rec, const char *name) {
+        memset(rec, 0, sizeof(*rec));
+        snprintf(rec->name, sizeof(rec->name), "%s", name);
+        vm_uuid_generate(rec->uuid);
+        rec->definition_json = strdup("{\"memory_mib\": 64, \"vcpus\": 1}");
+        rec->state = VM_STATE_PAUSED;
+        rec->reason = VM_REASON_MIGRATION;
+        rec->pid = getpid();
+        rec->pid_start_time = status_pid_start_time(getpid());
+        snprintf(rec->qmp_path, sizeof(rec->qmp_path), "/run/drover/%s.qmp", name);
+        snprintf(rec->qga_path, sizeof(rec->qga_path), "/run/drover/%s.qga", name);
+        rec->async_job = ASYNC_JOB_MIGRATION_OUT;
+        rec->phase = JOB_PHASE_PERFORM;
+        snprintf(rec->op_id, sizeof(rec->op_id), "op-%s", name);
+        snprintf(rec->mig.peer, sizeof(rec->mig.peer), "10.77.0.2:7000");
+        snprintf(rec->mig.uri, sizeof(rec->mig.uri), "tcp:10.77.0.2:49152");
+        rec->mig.has_orig_params = true;
+        rec->mig.orig_params.has_max_bandwidth = true;
+        rec->mig.orig_params.max_bandwidth = 134217728;
+        rec->mig.orig_params.has_downtime_limit = true;
+        rec->mig.orig_params.downtime_limit = 300;
+        rec->mig.orig_params.has_tls_creds = true;
+        rec->mig.orig_caps = MIGRATION_CAP_BIT(MIGRATION_CAP_EVENTS);
+        rec->mig.postcopy_started = true;
+        rec->extra_json = strdup("{\"note\": \"x\"}");
+}
+
+static void test_round_trip(void **state) {
+        const char *dir = tu_tmpdir("status-rt");
+        VmStatusRecord a, b;
+        fill_record(&a, "web1");
+        assert_int_equal(status_write(dir, &a), 0);
+        assert_int_equal(status_read(tu_path(dir, "web1.json"), &b), 0);
+        assert_string_equal(a.name, b.name);
+        assert_string_equal(a.uuid, b.uuid);
+        assert_int_equal(b.state, VM_STATE_PAUSED);
+        assert_int_equal(b.reason, VM_REASON_MIGRATION);
+        assert_int_equal(b.pid, getpid());
+        assert_true(b.pid_start_time > 0);
+        assert_int_equal(a.pid_start_time, b.pid_start_time);
+        assert_string_equal(a.qmp_path, b.qmp_path);
+        assert_string_equal(a.qga_path, b.qga_path);
+        assert_int_equal(b.async_job, ASYNC_JOB_MIGRATION_OUT);
+        assert_int_equal(b.phase, JOB_PHASE_PERFORM);
+        assert_string_equal(b.op_id, "op-web1");
+        assert_string_equal(b.mig.peer, "10.77.0.2:7000");
+        assert_string_equal(b.mig.uri, "tcp:10.77.0.2:49152");
+        assert_true(b.mig.has_orig_params);
+        assert_true(b.mig.orig_params.has_max_bandwidth);
+        assert_int_equal(b.mig.orig_params.max_bandwidth, 134217728);
+        assert_int_equal(b.mig.orig_params.downtime_limit, 300);
+        assert_true(b.mig.orig_params.has_tls_creds);
+        assert_string_equal(b.mig.orig_params.tls_creds, "");
+        assert_false(b.mig.orig_params.has_multifd_channels);
+        assert_int_equal(b.mig.orig_caps, MIGRATION_CAP_BIT(MIGRATION_CAP_EVENTS));
+        assert_true(b.mig.postcopy_started);
+        assert_non_null(strstr(b.definition_json, "\"memory_mib\":64"));
+        assert_non_null(strstr(b.extra_json, "\"note\":\"x\""));
+        status_record_clear(&a);
+        status_record_clear(&b);
+
+        /* the file is replaced atomically: no temporary files are left and
+         * the mode is private */
+        DIR *d = opendir(dir);
+        struct dirent *de;
+        int files = 0;
+        while ((de = readdir(d)))
+                if (de->d_name[0] != '.' || strncmp(de->d_name, ".web1", 5) == 0)
+                        files++;
+        closedir(d);
+        assert_int_equal(files, 1);
+        struct stat st;
+        assert_int_equal(stat(tu_path(dir, "web1.json"), &st), 0);
+        assert_int_equal(st.st_mode & 0777, 0600);
+
+        assert_int_equal(status_remove(dir, "web1"), 0);
+        assert_int_equal(access(tu_path(dir, "web1.json"), F_OK), -1);
+        assert_int_equal(status_remove(dir, "web1"), 0); /* already gone is fine */
+}
+
+static void write_file(const char *path, const char *content) {
+        FILE *f = fopen(path, "w");
+        assert_non_null(f);
+        fputs(content, f);
+        fclose(f);
+}
+
+typedef struct Loaded {
+        int good;
+        int bad;
+        char names[8][VM_NAME_MAX];
+        char bad_files[8][64];
+        char bad_details[8][512];
+} Loaded;
+
+static void on_good(VmStatusRecord *rec, void *opaque) {
+        Loaded *l = opaque;
+        snprintf(l->names[l->good++ % 8], VM_NAME_MAX, "%s", rec->name);
+}
+
+static void on_bad(const char *file, int error, const char *detail, void *opaque) {
+        Loaded *l = opaque;
+        snprintf(l->bad_files[l->bad % 8], 64, "%s", file);
+        snprintf(l->bad_details[l->bad % 8], 512, "%s", detail);
+        l->bad++;
+}
+
+static const char *detail_for(Loaded *l, const char *file) {
+        for (int i = 0; i < l->bad && i < 8; i++)
+                if (strcmp(l->bad_files[i], file) == 0)
+                        return l->bad_details[i];
+        return NULL;
+}
+
+static void test_bad_files_quarantined_others_load(void **state) {
+        const char *dir = tu_tmpdir("status-bad");
+        VmStatusRecord a;
+        Loaded l = { 0 };
+        char *good_json;
+
+        fill_record(&a, "good");
+        assert_int_equal(status_write(dir, &a), 0);
+        assert_int_equal(status_record_to_json(&a, &good_json), 0);
+        status_record_clear(&a);
+
+        write_file(tu_path(dir, "garbage.json"), "{\"format\": \"drover-vm-status\", \"version\": 1, \"name\": ");
+        write_file(tu_path(dir, "future.json"),
+                   "{\"format\": \"drover-vm-status\", \"version\": 99, \"name\": \"future\"}");
+        write_file(tu_path(dir, "alien.json"), "{\"format\": \"something-else\", \"version\": 1}");
+        write_file(tu_path(dir, "badtype.json"),
+                   "{\"format\": \"drover-vm-status\", \"version\": 1, \"name\": \"badtype\", "
+                   "\"uuid\": \"11111111-2222-3333-4444-555555555555\", \"state\": \"running\", "
+                   "\"reason\": \"booted\", \"pid\": \"123\"}");
+        write_file(tu_path(dir, "badstate.json"),
+                   "{\"format\": \"drover-vm-status\", \"version\": 1, \"name\": \"badstate\", "
+                   "\"uuid\": \"11111111-2222-3333-4444-555555555555\", \"state\": \"flying\", "
+                   "\"reason\": \"booted\", \"pid\": 0}");
+        /* a record whose name does not match its file */
+        char *renamed = strdup(good_json);
+        write_file(tu_path(dir, "impostor.json"), renamed);
+        free(renamed);
+        write_file(tu_path(dir, "empty.json"), "");
+        write_file(tu_path(dir, "notes.txt"), "not a status file");
+
+        int n = status_load_all(dir, on_good, on_bad, &l);
+        assert_int_equal(n, 1);
+        assert_int_equal(l.good, 1);
+        assert_string_equal(l.names[0], "good");
+        assert_int_equal(l.bad, 7);
+
+        assert_non_null(strstr(detail_for(&l, "garbage.json"), "not valid JSON"));
+        assert_non_null(strstr(detail_for(&l, "future.json"), "version 99 is not supported"));
+        assert_non_null(strstr(detail_for(&l, "alien.json"), "format 'something-else'"));
+        assert_non_null(strstr(detail_for(&l, "badtype.json"), "'pid' has the wrong type"));
+        assert_non_null(strstr(detail_for(&l, "badstate.json"), "'state' has unknown value 'flying'"));
+        assert_non_null(strstr(detail_for(&l, "impostor.json"), "does not match the file name"));
+        assert_non_null(detail_for(&l, "empty.json"));
+
+        /* bad files moved to quarantine/ with a reason note; good ones stay */
+        assert_int_equal(access(tu_path(dir, "garbage.json"), F_OK), -1);
+        assert_int_equal(access(tu_path(dir, "good.json"), F_OK), 0);
+        assert_int_equal(access(tu_path(dir, "notes.txt"), F_OK), 0);
+        DIR *d = opendir(tu_path(dir, "quarantine"));
+        assert_non_null(d);
+        struct dirent *de;
+        int files = 0, notes = 0;
+        while ((de = readdir(d))) {
+                if (de->d_name[0] == '.')
+                        continue;
+                if (strstr(de->d_name, ".reason"))
+                        notes++;
+                else
+                        files++;
+        }
+        closedir(d);
+        assert_int_equal(files, 7);
+        assert_int_equal(notes, 7);
+
+        /* a second load sees only the good one and nothing bad */
+        Loaded l2 = { 0 };
+        assert_int_equal(status_load_all(dir, on_good, on_bad, &l2), 1);
+        assert_int_equal(l2.bad, 0);
+        free(good_json);
+}
+
+static void test_parse_errors_are_clear(void **state) {
+        VmStatusRecord rec;
+        const char *trailing = "{\"format\": \"drover-vm-status\", \"version\": 1} x";
+        assert_int_equal(status_record_from_json(trailing, strlen(trailing), &rec), -EBADMSG);
+        assert_non_null(strstr(err_msg(), "trailing data"));
+        const char *arr = "[1, 2]";
+        assert_int_equal(status_record_from_json(arr, strlen(arr), &rec), -EBADMSG);
+        assert_non_null(strstr(err_msg(), "not a JSON object"));
+        const char *noop = "{\"format\": \"drover-vm-status\", \"version\": 1, \"name\": \"a\", "
+                           "\"uuid\": \"11111111-2222-3333-4444-555555555555\", \"state\": \"running\", "
+                           "\"reason\": \"booted\", \"pid\": 5, "
+                           "\"job\": {\"async\": \"migration-out\", \"phase\": \"perform\", \"op\": \"\"}}";
+        assert_int_equal(status_record_from_json(noop, strlen(noop), &rec), -EINVAL);
+        assert_non_null(strstr(err_msg(), "without an operation id"));
+        const char *badphase = "{\"format\": \"drover-vm-status\", \"version\": 1, \"name\": \"a\", "
+                               "\"uuid\": \"11111111-2222-3333-4444-555555555555\", \"state\": \"running\", "
+                               "\"reason\": \"booted\", \"pid\": 5, "
+                               "\"job\": {\"async\": \"migration-out\", \"phase\": \"warp\", \"op\": \"x\"}}";
+        assert_int_equal(status_record_from_json(badphase, strlen(badphase), &rec), -EINVAL);
+        assert_non_null(strstr(err_msg(), "'phase' has unknown value 'warp'"));
+        const char *badname = "{\"format\": \"drover-vm-status\", \"version\": 1, \"name\": \"../etc\", "
+                              "\"uuid\": \"11111111-2222-3333-4444-555555555555\", \"state\": \"running\", "
+                              "\"reason\": \"booted\", \"pid\": 5}";
+        assert_int_equal(status_record_from_json(badname, strlen(badname), &rec), -EINVAL);
+        assert_non_null(strstr(err_msg(), "invalid VM name"));
+        const char *negpid = "{\"format\": \"drover-vm-status\", \"version\": 1, \"name\": \"a\", "
+                             "\"uuid\": \"11111111-2222-3333-4444-555555555555\", \"state\": \"running\", "
+                             "\"reason\": \"booted\", \"pid\": -5}";
+        assert_int_equal(status_record_from_json(negpid, strlen(negpid), &rec), -EINVAL);
+        const char *longstr = "{\"format\": \"drover-vm-status\", \"version\": 1, \"name\": \"a\", "
+                              "\"uuid\": \"11111111-2222-3333-4444-555555555555\", \"state\": \"running\", "
+                              "\"reason\": \"booted\", \"pid\": 5, \"migration\": {\"peer\": "
+                              "\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+                              "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+                              "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"}}";
+        assert_int_equal(status_record_from_json(longstr, strlen(longstr), &rec), -EINVAL);
+        assert_non_null(strstr(err_msg(), "'peer' is longer than"));
+}
+
+static void test_oversized_and_special_files(void **state) {
+        const char *dir = tu_tmpdir("status-big");
+        VmStatusRecord rec;
+        char *big = malloc(STATUS_FILE_MAX + 16);
+        memset(big, ' ', STATUS_FILE_MAX + 15);
+        big[STATUS_FILE_MAX + 15] = '\0';
+        write_file(tu_path(dir, "big.json"), big);
+        free(big);
+        assert_int_equal(status_read(tu_path(dir, "big.json"), &rec), -EFBIG);
+        assert_int_equal(mkdir(tu_path(dir, "dir.json"), 0700), 0);
+        assert_true(status_read(tu_path(dir, "dir.json"), &rec) < 0);
+        assert_int_equal(symlink("/etc/passwd", tu_path(dir, "link.json")), 0);
+        assert_true(status_read(tu_path(dir, "link.json"), &rec) < 0); /* O_NOFOLLOW */
+        assert_int_equal(status_read(tu_path(dir, "missing.json"), &rec), -ENOENT);
+        assert_non_null(strstr(err_msg(), "cannot open status file"));
+        /* a missing folder reads as empty */
+        assert_int_equal(status_load_all(tu_path(dir, "nope"), NULL, NULL, NULL), 0);
+}
+
+static void test_vm_save_status(void **state) {
+        const char *dir = tu_tmpdir("status-vm");
+        Vm *vm;
+        VmStatusRecord rec;
+        assert_int_equal(vm_new("saved", "11111111-2222-3333-4444-555555555555", dir, NULL, &vm), 0);
+        vm_lock(vm);
+        vm_set_definition_locked(vm, strdup("{\"vcpus\": 2}"));
+        vm_set_state_locked(vm, VM_STATE_RUNNING, VM_REASON_BOOTED);
+        snprintf(vm->qmp_path, sizeof(vm->qmp_path), "/tmp/x.qmp");
+        vm_unlock(vm);
+        assert_int_equal(vm_save_status(vm), 0);
+        assert_int_equal(status_read(tu_path(dir, "saved.json"), &rec), 0);
+        assert_int_equal(rec.state, VM_STATE_RUNNING);
+        assert_string_equal(rec.qmp_path, "/tmp/x.qmp");
+        assert_non_null(strstr(rec.definition_json, "\"vcpus\":2"));
+        status_record_clear(&rec);
+        assert_int_equal(vm_remove_status(vm), 0);
+        assert_int_equal(access(tu_path(dir, "saved.json"), F_OK), -1);
+        vm_unref(vm);
+}
+
+int main(void) {
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_round_trip),
+                cmocka_unit_test(test_bad_files_quarantined_others_load),
+                cmocka_unit_test(test_parse_errors_are_clear),
+                cmocka_unit_test(test_oversized_and_special_files),
+                cmocka_unit_test(test_vm_save_status),
+        };
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
