@@ -32,7 +32,14 @@ int err_prefix(int errnum, const char *fmt, ...) {
         vsnprintf(ctx, sizeof(ctx), fmt, ap);
         va_end(ap);
         snprintf(err_tmp, sizeof(err_tmp), "%s", err_buf[0] ? err_buf : strerror(-errnum));
-        snprintf(err_buf, sizeof(err_buf), "%s: %s", ctx, err_tmp);
+        /* ctx then the old detail, each cut to fit */
+        size_t n = strnlen(ctx, sizeof(err_buf) - 3);
+        memcpy(err_buf, ctx, n);
+        memcpy(err_buf + n, ": ", 2);
+        size_t rest = sizeof(err_buf) - n - 3;
+        size_t m = strnlen(err_tmp, rest);
+        memcpy(err_buf + n + 2, err_tmp, m);
+        err_buf[n + 2 + m] = '\0';
         return errnum;
 }
 

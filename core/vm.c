@@ -282,6 +282,7 @@ void vm_handle_qmp_event(void *opaque, const QmpEvent *ev) {
                 break;
         case QMP_EVENT_MIGRATION:
                 vm->mig_event = ev->migration_status;
+                vm->mig_events++;
                 if (ev->migration_status == MIGRATION_STATUS_POSTCOPY_ACTIVE) {
                         vm->mig.postcopy_started = true;
                         if (vm->state == VM_STATE_PAUSED && vm->reason == VM_REASON_MIGRATION &&
@@ -292,6 +293,7 @@ void vm_handle_qmp_event(void *opaque, const QmpEvent *ev) {
                 break;
         case QMP_EVENT_MIGRATION_PASS:
                 vm->mig_pass = ev->pass;
+                vm->mig_events++;
                 changed_locked(vm);
                 break;
         case QMP_EVENT_SHUTDOWN:

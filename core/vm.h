@@ -138,6 +138,8 @@ struct Vm {
         uint64_t mig_stats_ns;           /* lock: vm->lock */
         MigrationStatus mig_event;       /* lock: vm->lock; last MIGRATION event */
         int64_t mig_pass;                /* lock: vm->lock; last MIGRATION_PASS */
+        uint64_t mig_events;             /* lock: vm->lock; count of MIGRATION(_PASS) events,
+                                            so a waiter can tell it missed none */
         VmMigration mig;                 /* lock: vm->lock */
         VmAgentHealth agent_health;      /* lock: vm->lock */
         char last_error[256];            /* lock: vm->lock */
