@@ -13,7 +13,9 @@
  * call.  Error codes: -EOPNOTSUPP for CommandNotFound/CommandDisabled or a
  * command guest-info lists as disabled (detail names the command),
  * -EREMOTEIO for any other agent error, -ETIMEDOUT, -ECONNREFUSED/-ENOENT
- * when nothing listens, -EPROTO for malformed or oversized replies.
+ * when nothing listens, -ECONNRESET when the agent closed the connection
+ * during the call (the next call reconnects), -EPROTO for malformed or
+ * oversized replies.
  */
 #pragma once
 
@@ -65,6 +67,9 @@ typedef struct QgaInterface {
         char (*addrs)[64]; /* "10.0.0.2/24" */
 } QgaInterface;
 
+/* The guest's interfaces; *ret (free with qga_interfaces_free()) and *ret_n
+ * are written only on success.  An alias such as "eth1:0" is merged into
+ * "eth1" (its addresses first, as libvirt does). */
 int qga_network_get_interfaces(QgaAgent *a, int64_t timeout_ms, QgaInterface **ret,
                                size_t *ret_n);
 void qga_interfaces_free(QgaInterface *ifs, size_t n);
