@@ -1,1 +1,509 @@
-/* placeholder: being written */
+/* gRPC client on the C core (see rpcclient.h).
+ *
+ * One grpc_channel per RpcClient, shared by all threads.  Each call creates
+ * its own GRPC_CQ_PLUCK queue (cheap, and a shared pluck queue would cap
+ * concurrency at GRPC_MAX_COMPLETION_QUEUE_PLUCKERS), so any number of
+ * threads can call at once.  Paths named through a service descriptor are
+ * registered with the channel once and cached.
+ *
+ * A unary call is one batch of six ops.  RECV_INITIAL_METADATA is always
+ * part of the batch that ends the call: without it the status only arrives
+ * at the deadline (grpc-c-core.md pitfall 1).  A server stream sends its
+ * request in one batch, then reads one message per batch (the first also
+ * receives the initial metadata) until the end marker, then receives the
+ * status.  Statuses become -errno once, here, through
+ * rpc_errno_from_status().
+ */
+#include "rpcclient.h"
+
+#include <errno.h>
+#include <grpc/support/alloc.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lock.h"
+#include "log.h"
+#include "rpc-priv.h"
+
+#define DEFAULT_TIMEOUT_MS 30000
+#define DEFAULT_MAX_RESPONSE (4u * 1024 * 1024)
+
+static LockClass client_lock_class = LOCK_CLASS_INIT("rpc-client");
+
+/* A method path registered with the channel (kept for its lifetime). */
+typedef struct RegisteredPath {
+        const ProtobufCMethodDescriptor *md; /* immutable */
+        char *path;                          /* immutable */
+        void *handle;                        /* immutable */
+        struct RegisteredPath *next;         /* lock: cl->lock */
+} RegisteredPath;
+
+/* cl->lock protects the cache of registered paths; the rest is immutable. */
+struct RpcClient {
+        grpc_channel *ch;           /* immutable */
+        char *target;               /* immutable */
+        int64_t default_timeout_ms; /* immutable */
+        bool wait_for_ready;        /* immutable */
+        Lock lock;
+        RegisteredPath *paths;      /* lock: cl->lock */
+};
+
+/* Owned by its reader thread; only ->call is touched by rpc_stream_cancel. */
+struct RpcStream {
+        RpcClient *cl;
+        grpc_call *call;                        /* immutable until freed */
+        grpc_completion_queue *cq;
+        const ProtobufCMessageDescriptor *out;
+        char path[256];
+        bool got_initial_md;
+        bool done;
+        bool malformed;                         /* a message did not parse */
+        int result;
+        RpcStatus status;
+};
+
+static char tag_batch;
+#define TAG_BATCH ((void *) &tag_batch)
+
+int rpc_client_new(const char *target, const RpcClientOptions *opts, RpcClient **ret_cl) {
+        RpcClientOptions o = opts ? *opts : (RpcClientOptions){ 0 };
+        grpc_channel_credentials *creds;
+        RpcPem pem = { 0 };
+        RpcAddrKind kind;
+        int r;
+
+        r = rpc_addr_parse(target, &kind, NULL, 0, NULL, 0, NULL, 0);
+        if (r < 0)
+                return r;
+        if (o.tls) {
+                r = rpc_pem_load(o.tls, false, &pem);
+                if (r < 0)
+                        return err_prefix(r, "client for %s", target);
+        } else {
+                r = rpc_dev_mode_check(target, "client");
+                if (r < 0)
+                        return r;
+        }
+        RpcClient *cl = calloc(1, sizeof(*cl));
+        if (!cl || !(cl->target = strdup(target))) {
+                free(cl);
+                rpc_pem_clear(&pem);
+                return err_set(-ENOMEM, "out of memory");
+        }
+        cl->default_timeout_ms = o.default_timeout_ms > 0 ? o.default_timeout_ms : DEFAULT_TIMEOUT_MS;
+        cl->wait_for_ready = o.wait_for_ready;
+        lock_init(&cl->lock, &client_lock_class);
+
+        rpc_lib_ref();
+        size_t max = o.max_response_bytes ? o.max_response_bytes : DEFAULT_MAX_RESPONSE;
+        grpc_arg args[2] = {
+                { .type = GRPC_ARG_INTEGER, .key = (char *) GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
+                  .value.integer = max > INT32_MAX ? INT32_MAX : (int) max },
+                { .type = GRPC_ARG_STRING, .key = (char *) GRPC_SSL_TARGET_NAME_OVERRIDE_ARG,
+                  .value.string = o.tls ? (char *) o.tls->server_name : NULL },
+        };
+        grpc_channel_args chargs = { .num_args = o.tls && o.tls->server_name ? 2 : 1, .args = args };
+        if (o.tls) {
+                grpc_ssl_pem_key_cert_pair pair = { .private_key = pem.key, .cert_chain = pem.cert };
+                creds = grpc_ssl_credentials_create(pem.ca, pem.cert ? &pair : NULL, NULL, NULL);
+        } else
+                creds = grpc_insecure_credentials_create();
+        cl->ch = grpc_channel_create(target, creds, &chargs);
+        grpc_channel_credentials_release(creds);
+        rpc_pem_clear(&pem);
+        if (!cl->ch) {
+                rpc_client_free(cl);
+                return err_set(-EINVAL, "cannot create a gRPC channel to %s", target);
+        }
+        *ret_cl = cl;
+        return 0;
+}
+
+void rpc_client_free(RpcClient *cl) {
+        if (!cl)
+                return;
+        if (cl->ch)
+                grpc_channel_destroy(cl->ch);
+        while (cl->paths) {
+                RegisteredPath *p = cl->paths;
+                cl->paths = p->next;
+                free(p->path);
+                free(p);
+        }
+        lock_destroy(&cl->lock);
+        free(cl->target);
+        free(cl);
+        rpc_lib_unref();
+}
+
+/* The method descriptor and registered handle for @svc/@method. */
+static int client_method(RpcClient *cl, const ProtobufCServiceDescriptor *svc, const char *method,
+                         const ProtobufCMethodDescriptor **ret_md, RegisteredPath **ret_path) {
+        const ProtobufCMethodDescriptor *md = method ? protobuf_c_service_descriptor_get_method_by_name(svc, method) : NULL;
+        RegisteredPath *p;
+
+        if (!md)
+                return err_set(-EINVAL, "service %s has no method %s", svc->name, method ? method : "(null)");
+        lock_acquire(&cl->lock);
+        for (p = cl->paths; p && p->md != md; p = p->next)
+                ;
+        if (!p) {
+                char buf[512];
+                snprintf(buf, sizeof(buf), "/%s/%s", svc->name, md->name);
+                p = calloc(1, sizeof(*p));
+                if (p && !(p->path = strdup(buf))) {
+                        free(p);
+                        p = NULL;
+                }
+                if (p) {
+                        p->md = md;
+                        p->handle = grpc_channel_register_call(cl->ch, p->path, NULL, NULL);
+                        p->next = cl->paths;
+                        cl->paths = p;
+                }
+        }
+        lock_release(&cl->lock);
+        if (!p)
+                return err_set(-ENOMEM, "out of memory");
+        *ret_md = md;
+        *ret_path = p;
+        return 0;
+}
+
+static int64_t client_timeout(RpcClient *cl, int64_t timeout_ms) {
+        return timeout_ms > 0 ? timeout_ms : cl->default_timeout_ms;
+}
+
+static grpc_call *client_call_create(RpcClient *cl, const char *path, void *handle,
+                                     int64_t timeout_ms, grpc_completion_queue *cq) {
+        gpr_timespec dl = rpc_deadline_ms(client_timeout(cl, timeout_ms));
+
+        if (handle)
+                return grpc_channel_create_registered_call(cl->ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq,
+                                                           handle, dl, NULL);
+        grpc_slice m = grpc_slice_from_copied_string(path);
+        grpc_call *call = grpc_channel_create_call(cl->ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq, m, NULL, dl, NULL);
+        grpc_slice_unref(m);
+        return call;
+}
+
+static bool client_batch(grpc_call *call, grpc_completion_queue *cq, const grpc_op *ops, size_t n) {
+        if (grpc_call_start_batch(call, ops, n, TAG_BATCH, NULL) != GRPC_CALL_OK)
+                return false;
+        /* The call's deadline bounds this wait. */
+        grpc_event ev = grpc_completion_queue_pluck(cq, TAG_BATCH, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+        return ev.type == GRPC_OP_COMPLETE && ev.success;
+}
+
+static void client_cq_destroy(grpc_completion_queue *cq) {
+        grpc_completion_queue_shutdown(cq);
+        grpc_completion_queue_destroy(cq);
+}
+
+/* Fill @st from a received status; returns 0 or the mapped -errno with
+ * an err_set() detail naming @path. */
+static int status_result(const char *path, grpc_status_code code, grpc_slice details,
+                         const char *debug, RpcStatus *st) {
+        st->code = rpc_code_from_grpc(code);
+        rpc_slice_str(details, st->details, sizeof(st->details));
+        if (st->code == RPC_OK)
+                return 0;
+        if (debug)
+                log_debug("rpc %s: %s: %s", path, rpc_code_to_string(st->code), debug);
+        return err_set(rpc_errno_from_status(st->code), "%s: %s: %s", path,
+                       rpc_code_to_string(st->code), st->details);
+}
+
+/* One unary exchange of bytes.  @req NULL sends no message. */
+static int client_unary_bb(RpcClient *cl, const char *path, void *handle, grpc_byte_buffer *req,
+                           int64_t timeout_ms, grpc_byte_buffer **ret_resp, RpcStatus *st) {
+        grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
+        grpc_metadata_array md_initial, md_trailing;
+        grpc_byte_buffer *resp = NULL;
+        grpc_status_code code = GRPC_STATUS_UNKNOWN;
+        grpc_slice details = grpc_empty_slice();
+        const char *debug = NULL;
+        grpc_op ops[6];
+        size_t n = 0;
+        int r;
+
+        grpc_call *call = client_call_create(cl, path, handle, timeout_ms, cq);
+        if (!call) {
+                client_cq_destroy(cq);
+                st->code = RPC_INTERNAL;
+                snprintf(st->details, sizeof(st->details), "cannot create a call");
+                return err_set(-ENOMEM, "%s: cannot create a gRPC call", path);
+        }
+        grpc_metadata_array_init(&md_initial);
+        grpc_metadata_array_init(&md_trailing);
+        memset(ops, 0, sizeof(ops));
+        ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
+        ops[n++].flags = cl->wait_for_ready ? GRPC_INITIAL_METADATA_WAIT_FOR_READY : 0;
+        if (req) {
+                ops[n].op = GRPC_OP_SEND_MESSAGE;
+                ops[n++].data.send_message.send_message = req;
+        }
+        ops[n++].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+        ops[n].op = GRPC_OP_RECV_INITIAL_METADATA;
+        ops[n++].data.recv_initial_metadata.recv_initial_metadata = &md_initial;
+        ops[n].op = GRPC_OP_RECV_MESSAGE;
+        ops[n++].data.recv_message.recv_message = &resp;
+        ops[n].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+        ops[n].data.recv_status_on_client.trailing_metadata = &md_trailing;
+        ops[n].data.recv_status_on_client.status = &code;
+        ops[n].data.recv_status_on_client.status_details = &details;
+        ops[n++].data.recv_status_on_client.error_string = &debug;
+
+        if (!client_batch(call, cq, ops, n)) {
+                code = GRPC_STATUS_INTERNAL;
+                grpc_slice_unref(details);
+                details = grpc_slice_from_static_string("the call failed locally");
+        }
+        r = status_result(path, code, details, debug, st);
+        if (r == 0 && !resp)
+                r = err_set(-EBADMSG, "%s: OK without a reply message", path);
+        if (r == 0)
+                *ret_resp = TAKE_PTR(resp);
+        if (resp)
+                grpc_byte_buffer_destroy(resp);
+        gpr_free((void *) debug);
+        grpc_slice_unref(details);
+        grpc_metadata_array_destroy(&md_initial);
+        grpc_metadata_array_destroy(&md_trailing);
+        grpc_call_unref(call);
+        client_cq_destroy(cq);
+        return r;
+}
+
+int rpc_client_unary(RpcClient *cl, const ProtobufCServiceDescriptor *svc, const char *method,
+                     const ProtobufCMessage *req, int64_t timeout_ms, ProtobufCMessage **ret_resp,
+                     RpcStatus *ret_status) {
+        const ProtobufCMethodDescriptor *md;
+        RegisteredPath *p;
+        RpcStatus st_local;
+        RpcStatus *st = ret_status ? ret_status : &st_local;
+        grpc_byte_buffer *resp = NULL;
+        grpc_slice bytes;
+        int r;
+
+        r = client_method(cl, svc, method, &md, &p);
+        if (r < 0)
+                return r;
+        if (!req || req->descriptor != md->input)
+                return err_set(-EINVAL, "%s: the request is not a %s", p->path, md->input->name);
+        grpc_byte_buffer *bb = rpc_pack(req);
+        r = client_unary_bb(cl, p->path, p->handle, bb, timeout_ms, &resp, st);
+        grpc_byte_buffer_destroy(bb);
+        if (r < 0)
+                return r;
+        r = rpc_bb_flatten(resp, &bytes);
+        grpc_byte_buffer_destroy(resp);
+        if (r < 0)
+                return err_prefix(r, "%s", p->path);
+        ProtobufCMessage *m = protobuf_c_message_unpack(md->output, NULL, GRPC_SLICE_LENGTH(bytes),
+                                                        GRPC_SLICE_START_PTR(bytes));
+        grpc_slice_unref(bytes);
+        if (!m)
+                return err_set(-EBADMSG, "%s: malformed reply %s", p->path, md->output->name);
+        *ret_resp = m;
+        return 0;
+}
+
+int rpc_client_unary_raw(RpcClient *cl, const char *path, const void *data, size_t len,
+                         int64_t timeout_ms, void **ret_data, size_t *ret_len,
+                         RpcStatus *ret_status) {
+        RpcStatus st_local;
+        grpc_byte_buffer *req = NULL, *resp = NULL;
+        grpc_slice bytes;
+        int r;
+
+        if (data) {
+                grpc_slice s = grpc_slice_from_copied_buffer(data, len);
+                req = grpc_raw_byte_buffer_create(&s, 1);
+                grpc_slice_unref(s);
+        }
+        r = client_unary_bb(cl, path, NULL, req, timeout_ms, &resp, ret_status ? ret_status : &st_local);
+        if (req)
+                grpc_byte_buffer_destroy(req);
+        if (r < 0)
+                return r;
+        r = rpc_bb_flatten(resp, &bytes);
+        grpc_byte_buffer_destroy(resp);
+        if (r < 0)
+                return r;
+        size_t n = GRPC_SLICE_LENGTH(bytes);
+        void *out = n ? malloc(n) : NULL;
+        if (n && !out) {
+                grpc_slice_unref(bytes);
+                return err_set(-ENOMEM, "out of memory");
+        }
+        if (n)
+                memcpy(out, GRPC_SLICE_START_PTR(bytes), n);
+        grpc_slice_unref(bytes);
+        *ret_data = out;
+        *ret_len = n;
+        return 0;
+}
+
+/* Receive the final status of a stream and record the result. */
+static int stream_finish(RpcStream *s) {
+        grpc_metadata_array md_initial, md_trailing;
+        grpc_status_code code = GRPC_STATUS_UNKNOWN;
+        grpc_slice details = grpc_empty_slice();
+        const char *debug = NULL;
+        grpc_op ops[2];
+        size_t n = 0;
+
+        grpc_metadata_array_init(&md_initial);
+        grpc_metadata_array_init(&md_trailing);
+        memset(ops, 0, sizeof(ops));
+        if (!s->got_initial_md) {
+                ops[n].op = GRPC_OP_RECV_INITIAL_METADATA;
+                ops[n++].data.recv_initial_metadata.recv_initial_metadata = &md_initial;
+                s->got_initial_md = true;
+        }
+        ops[n].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+        ops[n].data.recv_status_on_client.trailing_metadata = &md_trailing;
+        ops[n].data.recv_status_on_client.status = &code;
+        ops[n].data.recv_status_on_client.status_details = &details;
+        ops[n++].data.recv_status_on_client.error_string = &debug;
+        if (!client_batch(s->call, s->cq, ops, n)) {
+                code = GRPC_STATUS_INTERNAL;
+                grpc_slice_unref(details);
+                details = grpc_slice_from_static_string("the call failed locally");
+        }
+        s->result = status_result(s->path, code, details, debug, &s->status);
+        s->done = true;
+        gpr_free((void *) debug);
+        grpc_slice_unref(details);
+        grpc_metadata_array_destroy(&md_initial);
+        grpc_metadata_array_destroy(&md_trailing);
+        return s->result;
+}
+
+/* Repeat the recorded end of the stream (and its detail for this thread). */
+static int stream_result(RpcStream *s) {
+        if (s->malformed)
+                return err_set(s->result, "%s: malformed message %s", s->path, s->out->name);
+        if (s->result < 0)
+                return err_set(s->result, "%s: %s: %s", s->path, rpc_code_to_string(s->status.code),
+                               s->status.details);
+        return 0;
+}
+
+int rpc_stream_open(RpcClient *cl, const ProtobufCServiceDescriptor *svc, const char *method,
+                    const ProtobufCMessage *req, int64_t timeout_ms, RpcStream **ret_stream) {
+        const ProtobufCMethodDescriptor *md;
+        RegisteredPath *p;
+        grpc_op ops[3];
+        int r;
+
+        r = client_method(cl, svc, method, &md, &p);
+        if (r < 0)
+                return r;
+        if (!req || req->descriptor != md->input)
+                return err_set(-EINVAL, "%s: the request is not a %s", p->path, md->input->name);
+        RpcStream *s = calloc(1, sizeof(*s));
+        if (!s)
+                return err_set(-ENOMEM, "out of memory");
+        s->cl = cl;
+        s->out = md->output;
+        snprintf(s->path, sizeof(s->path), "%s", p->path);
+        s->cq = grpc_completion_queue_create_for_pluck(NULL);
+        s->call = client_call_create(cl, p->path, p->handle, timeout_ms, s->cq);
+        if (!s->call) {
+                rpc_stream_free(s);
+                return err_set(-ENOMEM, "%s: cannot create a gRPC call", p->path);
+        }
+        grpc_byte_buffer *bb = rpc_pack(req);
+        memset(ops, 0, sizeof(ops));
+        ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+        ops[0].flags = cl->wait_for_ready ? GRPC_INITIAL_METADATA_WAIT_FOR_READY : 0;
+        ops[1].op = GRPC_OP_SEND_MESSAGE;
+        ops[1].data.send_message.send_message = bb;
+        ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+        bool ok = client_batch(s->call, s->cq, ops, 3);
+        grpc_byte_buffer_destroy(bb);
+        if (!ok) {
+                /* The call already failed (unreachable, deadline): report its status. */
+                r = stream_finish(s);
+                rpc_stream_free(s);
+                return r < 0 ? r : err_set(-EPROTO, "%s: the request could not be sent", p->path);
+        }
+        *ret_stream = s;
+        return 0;
+}
+
+int rpc_stream_read(RpcStream *s, ProtobufCMessage **ret_msg) {
+        grpc_metadata_array md_initial;
+        grpc_byte_buffer *bb = NULL;
+        grpc_op ops[2];
+        size_t n = 0;
+        grpc_slice bytes;
+
+        if (s->done)
+                return stream_result(s);
+        grpc_metadata_array_init(&md_initial);
+        memset(ops, 0, sizeof(ops));
+        if (!s->got_initial_md) {
+                ops[n].op = GRPC_OP_RECV_INITIAL_METADATA;
+                ops[n++].data.recv_initial_metadata.recv_initial_metadata = &md_initial;
+        }
+        ops[n].op = GRPC_OP_RECV_MESSAGE;
+        ops[n++].data.recv_message.recv_message = &bb;
+        bool ok = client_batch(s->call, s->cq, ops, n);
+        if (ok)
+                s->got_initial_md = true;
+        grpc_metadata_array_destroy(&md_initial);
+        if (!bb)
+                return stream_finish(s);
+
+        ProtobufCMessage *m = NULL;
+        if (rpc_bb_flatten(bb, &bytes) == 0) {
+                m = protobuf_c_message_unpack(s->out, NULL, GRPC_SLICE_LENGTH(bytes), GRPC_SLICE_START_PTR(bytes));
+                grpc_slice_unref(bytes);
+        }
+        grpc_byte_buffer_destroy(bb);
+        if (!m) {
+                grpc_call_cancel(s->call, NULL);
+                stream_finish(s);
+                s->malformed = true;
+                s->result = -EBADMSG;
+                s->status.code = RPC_INTERNAL;
+                snprintf(s->status.details, sizeof(s->status.details), "malformed message %s", s->out->name);
+                return stream_result(s);
+        }
+        *ret_msg = m;
+        return 1;
+}
+
+void rpc_stream_cancel(RpcStream *s) {
+        if (s && s->call)
+                grpc_call_cancel(s->call, NULL);
+}
+
+const RpcStatus *rpc_stream_status(RpcStream *s) {
+        return s->done ? &s->status : NULL;
+}
+
+void rpc_stream_free(RpcStream *s) {
+        if (!s)
+                return;
+        if (s->call) {
+                if (!s->done) {
+                        /* Keep the caller's error detail across our own cancel. */
+                        char saved[ERR_MSG_MAX];
+                        snprintf(saved, sizeof(saved), "%s", err_msg());
+                        grpc_call_cancel(s->call, NULL);
+                        stream_finish(s);
+                        err_clear();
+                        if (saved[0])
+                                err_set(-EIO, "%s", saved);
+                }
+                grpc_call_unref(s->call);
+        }
+        if (s->cq)
+                client_cq_destroy(s->cq);
+        free(s);
+}

@@ -1,0 +1,102 @@
+/* gRPC client: blocking unary and server-streaming calls on one channel.
+ *
+ * One RpcClient holds one gRPC channel to a target and is shared by any
+ * number of threads: every call gets its own completion queue, so callers
+ * never contend except inside the transport.  Every call has a deadline (the
+ * caller's, or the client's default when the caller passes 0).
+ *
+ * Methods are named by the protoc-c service descriptor and the method name,
+ * so request and reply types come from the .proto.  A call returns 0 on OK;
+ * any other status becomes a -errno (rpc_errno_from_status()) with the
+ * details in err_set() ("/pkg.Svc/Method: NOT_FOUND: vm x not found") and,
+ * when asked for, the exact code and details in an RpcStatus.
+ *
+ * Security: TLS with the cluster CA, presenting a client certificate; or a
+ * plaintext development mode, accepted only for loopback TCP and unix
+ * targets and logged as a warning (see rpcserver.h for RpcTls).
+ *
+ * Received messages belong to the caller: protobuf_c_message_free_unpacked(m,
+ * NULL) or the generated foo__free_unpacked(m, NULL).  Sent messages are
+ * typically stack-built FOO__INIT structs.
+ */
+#pragma once
+
+#include <protobuf-c/protobuf-c.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cleanup.h"
+#include "err.h"
+#include "rpcserver.h"
+
+typedef struct RpcClient RpcClient;
+typedef struct RpcStream RpcStream;
+
+typedef struct RpcClientOptions {
+        const RpcTls *tls;          /* NULL: plaintext development mode (loopback/unix only) */
+        int64_t default_timeout_ms; /* for calls that pass timeout_ms <= 0; 0 = 30 s */
+        size_t max_response_bytes;  /* 0 = 4 MiB; larger replies fail with RESOURCE_EXHAUSTED */
+        bool wait_for_ready;        /* while the server is unreachable, queue calls until
+                                     * their deadline instead of failing at once */
+} RpcClientOptions;
+
+/* The outcome of a call as the server (or the transport) reported it. */
+typedef struct RpcStatus {
+        RpcCode code;
+        char details[ERR_MSG_MAX];
+} RpcStatus;
+
+/* Create a client for @target ("host:port", "[v6]:port", "unix:/path",
+ * "unix-abstract:name").  The channel connects lazily, so an unreachable
+ * server shows up as UNAVAILABLE (-EAGAIN) on the first call.  @opts may be
+ * NULL (development mode, defaults).  Returns 0 and *ret_cl, or -EINVAL
+ * (bad target or TLS material), -EPERM (plaintext to a non-local target). */
+int rpc_client_new(const char *target, const RpcClientOptions *opts, RpcClient **ret_cl);
+
+/* Free the client; no call or stream may be in progress.  Accepts NULL. */
+void rpc_client_free(RpcClient *cl);
+DEFINE_POINTER_CLEANUP(RpcClient, rpc_client_free);
+
+/* Call unary method @method of @svc with @req (of the method's input type),
+ * waiting at most @timeout_ms (<= 0: the client's default).  On success
+ * returns 0 and *ret_resp (the caller frees it).  On failure returns -errno
+ * with err_set() detail, and fills @ret_status when not NULL (also on
+ * success, with RPC_OK); -EINVAL without a call for a bad method or type. */
+int rpc_client_unary(RpcClient *cl, const ProtobufCServiceDescriptor *svc, const char *method,
+                     const ProtobufCMessage *req, int64_t timeout_ms, ProtobufCMessage **ret_resp,
+                     RpcStatus *ret_status);
+
+/* The same with raw bytes and a free-form @path ("/pkg.Svc/Method"), for
+ * tests and tools.  @data NULL sends no message at all (only a half-close);
+ * (non-NULL, 0) sends an empty message.  On success *ret_data (malloc'ed,
+ * may be NULL for an empty reply) and *ret_len. */
+int rpc_client_unary_raw(RpcClient *cl, const char *path, const void *data, size_t len,
+                         int64_t timeout_ms, void **ret_data, size_t *ret_len,
+                         RpcStatus *ret_status);
+
+/* Open a server-streaming call: sends @req and returns the stream.  The
+ * deadline (@timeout_ms, <= 0: the default) covers the whole stream.
+ * Returns 0 and *ret_stream, or -errno as rpc_client_unary(). */
+int rpc_stream_open(RpcClient *cl, const ProtobufCServiceDescriptor *svc, const char *method,
+                    const ProtobufCMessage *req, int64_t timeout_ms, RpcStream **ret_stream);
+
+/* Block for the next message.  Returns 1 and *ret_msg (the caller frees
+ * it), 0 when the stream ended with OK, or -errno when it ended with another
+ * status (err_set() detail; -ECANCELED after rpc_stream_cancel(), -ETIMEDOUT
+ * at the deadline, -EAGAIN when the server went away) or a reply did not
+ * parse (-EBADMSG, the call is cancelled).  After the end every call returns
+ * the same result.  One reader thread at a time. */
+int rpc_stream_read(RpcStream *st, ProtobufCMessage **ret_msg);
+
+/* Cancel the stream: a blocked or later rpc_stream_read() returns
+ * -ECANCELED and the server's handler sees cancellation.  Any thread, while
+ * the stream is not being freed. */
+void rpc_stream_cancel(RpcStream *st);
+
+/* The final status once rpc_stream_read() returned <= 0, else NULL. */
+const RpcStatus *rpc_stream_status(RpcStream *st);
+
+/* Cancel if still open and free.  Accepts NULL. */
+void rpc_stream_free(RpcStream *st);
+DEFINE_POINTER_CLEANUP(RpcStream, rpc_stream_free);

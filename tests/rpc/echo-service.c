@@ -1,0 +1,140 @@
+/* The test Echoer service (see echo-service.h). */
+#include "echo-service.h"
+
+#include <errno.h>
+#include <string.h>
+
+#include "err.h"
+
+typedef Drover__Test__V1__EchoRequest EchoRequest;
+typedef Drover__Test__V1__EchoReply EchoReply;
+
+static RpcCode do_echo(RpcCall *c, const ProtobufCMessage *reqm, ProtobufCMessage *respm, void *user) {
+        EchoService *es = user;
+        const EchoRequest *req = (const EchoRequest *) reqm;
+        EchoReply *resp = (EchoReply *) respm;
+        char id[256];
+
+        atomic_fetch_add(&es->echo_calls, 1);
+        resp->text = req->text;                 /* pointing into the request is allowed */
+        resp->seq = req->count;
+        resp->remaining_ms = rpc_call_remaining_ms(c);
+        if (rpc_call_peer_identity(c, id, sizeof(id)) == 0)
+                resp->outcome = rpc_call_strdup(c, id);
+        err_clear();
+        return RPC_OK;
+}
+
+static RpcCode do_fail(RpcCall *c, const ProtobufCMessage *reqm, ProtobufCMessage *respm, void *user) {
+        const EchoRequest *req = (const EchoRequest *) reqm;
+        return rpc_call_fail_errno(c, err_set(-req->errno_value, "failing as asked: %s", req->text));
+}
+
+static RpcCode do_sleep(RpcCall *c, const ProtobufCMessage *reqm, ProtobufCMessage *respm, void *user) {
+        EchoService *es = user;
+        const EchoRequest *req = (const EchoRequest *) reqm;
+        EchoReply *resp = (EchoReply *) respm;
+
+        atomic_fetch_add(&es->sleep_started, 1);
+        resp->remaining_ms = rpc_call_remaining_ms(c);
+        atomic_store(&es->last_remaining_ms, resp->remaining_ms);
+        switch (rpc_call_wait(c, req->interval_ms > 0 ? req->interval_ms : -1)) {
+        case RPC_WAIT_TIMEOUT:
+                resp->outcome = "timeout";
+                return RPC_OK;
+        case RPC_WAIT_WOKEN:
+                resp->outcome = "woken";
+                return RPC_OK;
+        case RPC_WAIT_CANCELLED:
+        default:
+                atomic_fetch_add(&es->sleep_cancelled, 1);
+                return rpc_call_fail(c, RPC_CANCELLED, "sleep cancelled");
+        }
+}
+
+static RpcCode do_watch(RpcCall *c, const ProtobufCMessage *reqm, void *user) {
+        EchoService *es = user;
+        const EchoRequest *req = (const EchoRequest *) reqm;
+        bool events = req->interval_ms <= 0;
+        RpcCode code = RPC_OK;
+
+        atomic_fetch_add(&es->watch_started, 1);
+        if (events) {
+                pthread_mutex_lock(&es->mu);
+                rpc_call_unref(es->subscriber);
+                es->subscriber = rpc_call_ref(c);
+                pthread_mutex_unlock(&es->mu);
+        }
+        for (int i = 0; i < req->count; i++) {
+                if (events || i > 0) {
+                        RpcWait w = rpc_call_wait(c, events ? -1 : req->interval_ms);
+                        if (w == RPC_WAIT_CANCELLED) {
+                                atomic_fetch_add(&es->watch_cancelled, 1);
+                                code = rpc_call_fail(c, RPC_CANCELLED, "watch cancelled");
+                                goto out;
+                        }
+                }
+                EchoReply r = DROVER__TEST__V1__ECHO_REPLY__INIT;
+                r.text = events ? "event" : req->text;
+                r.seq = i;
+                int e = rpc_call_send(c, &r.base);
+                if (e < 0) {
+                        atomic_fetch_add(&es->watch_cancelled, 1);
+                        code = rpc_call_fail_errno(c, e);
+                        goto out;
+                }
+        }
+        atomic_fetch_add(&es->watch_done, 1);
+out:
+        if (events) {
+                pthread_mutex_lock(&es->mu);
+                if (es->subscriber == c) {
+                        es->subscriber = NULL;
+                        rpc_call_unref(c);
+                }
+                pthread_mutex_unlock(&es->mu);
+        }
+        return code;
+}
+
+static const RpcMethodDef echo_methods[] = {
+        { .name = "Echo", .unary = do_echo },
+        { .name = "Watch", .stream = do_watch },
+        { .name = "Fail", .unary = do_fail },
+        { .name = "Sleep", .unary = do_sleep },
+};
+
+void echo_service_init(EchoService *es) {
+        memset(es, 0, sizeof(*es));
+        pthread_mutex_init(&es->mu, NULL);
+}
+
+void echo_service_destroy(EchoService *es) {
+        rpc_call_unref(es->subscriber);
+        es->subscriber = NULL;
+        pthread_mutex_destroy(&es->mu);
+}
+
+int echo_service_register(RpcServer *srv, EchoService *es) {
+        return rpc_server_add_service(srv, &drover__test__v1__echoer__descriptor, echo_methods,
+                                      sizeof(echo_methods) / sizeof(echo_methods[0]), es);
+}
+
+int echo_service_register_some(RpcServer *srv, EchoService *es, const char *const *names) {
+        for (; *names; names++)
+                for (size_t i = 0; i < sizeof(echo_methods) / sizeof(echo_methods[0]); i++)
+                        if (strcmp(echo_methods[i].name, *names) == 0) {
+                                int r = rpc_server_add_service(srv, &drover__test__v1__echoer__descriptor,
+                                                               &echo_methods[i], 1, es);
+                                if (r < 0)
+                                        return r;
+                        }
+        return 0;
+}
+
+RpcCall *echo_service_subscriber(EchoService *es) {
+        pthread_mutex_lock(&es->mu);
+        RpcCall *c = es->subscriber ? rpc_call_ref(es->subscriber) : NULL;
+        pthread_mutex_unlock(&es->mu);
+        return c;
+}

@@ -1,0 +1,128 @@
+#!/usr/bin/python3
+"""Interop test: Debian's grpcio (an independent gRPC implementation of the
+client side) against the C echo-server built on core/rpcserver.c.
+
+Usage: interop.py ECHO_SERVER PROTO_DIR
+
+Stubs are generated at test time from echo.proto with grpc_tools.protoc into
+a scratch folder.  Only /usr/bin/python3 sees Debian's grpcio; without it the
+test exits 77 (skipped) with the reason.
+"""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+try:
+    import grpc
+    import grpc_tools  # noqa: F401
+except ImportError as e:
+    print(f"SKIP: python3-grpcio / python3-grpc-tools not importable: {e}")
+    sys.exit(77)
+
+failures = 0
+checks = 0
+
+
+def check(name, cond, detail=""):
+    global failures, checks
+    checks += 1
+    if cond:
+        print(f"ok {checks} - {name}")
+    else:
+        failures += 1
+        print(f"not ok {checks} - {name} {detail}")
+
+
+def expect_error(fn, code):
+    try:
+        fn()
+    except grpc.RpcError as e:
+        return e.code() == code, f"{e.code()} {e.details()}"
+    return False, "no error"
+
+
+def main():
+    server_bin, proto_dir = sys.argv[1], sys.argv[2]
+    tmp = tempfile.mkdtemp(prefix="drover-interop-")
+    subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-I{proto_dir}",
+                    f"--python_out={tmp}", f"--grpc_python_out={tmp}", "echo.proto"],
+                   check=True)
+    sys.path.insert(0, tmp)
+    import echo_pb2
+    import echo_pb2_grpc
+
+    sock = os.path.join(tmp, "echo.sock")
+    srv = subprocess.Popen([server_bin, "-t", "8", "127.0.0.1:0", f"unix:{sock}"],
+                           stdout=subprocess.PIPE, text=True)
+    port = None
+    try:
+        for line in srv.stdout:
+            if line.startswith("LISTEN 127.0.0.1:0 "):
+                port = int(line.split()[2])
+            if line.strip() == "READY":
+                break
+        check("server ready", port is not None)
+        ch = grpc.insecure_channel(f"127.0.0.1:{port}")
+        stub = echo_pb2_grpc.EchoerStub(ch)
+
+        r = stub.Echo(echo_pb2.EchoRequest(text="héllo"), timeout=5)
+        check("unary Echo", r.text == "héllo", repr(r))
+
+        replies = list(stub.Watch(echo_pb2.EchoRequest(text="w", count=4, interval_ms=10), timeout=5))
+        check("stream Watch", [x.seq for x in replies] == [0, 1, 2, 3], repr(replies))
+
+        nope = ch.unary_unary("/drover.test.v1.Echoer/Nope")
+        ok, d = expect_error(lambda: nope(b"", timeout=5), grpc.StatusCode.UNIMPLEMENTED)
+        check("unknown method -> UNIMPLEMENTED", ok, d)
+        other = ch.unary_unary("/no.such.Service/Thing")
+        ok, d = expect_error(lambda: other(b"", timeout=5), grpc.StatusCode.UNIMPLEMENTED)
+        check("unknown service -> UNIMPLEMENTED", ok, d)
+
+        raw = ch.unary_unary("/drover.test.v1.Echoer/Echo")
+        ok, d = expect_error(lambda: raw(b"\x0a\xff\xff", timeout=5), grpc.StatusCode.INVALID_ARGUMENT)
+        check("malformed bytes -> INVALID_ARGUMENT", ok, d)
+
+        t0 = time.monotonic()
+        ok, d = expect_error(lambda: stub.Sleep(echo_pb2.EchoRequest(), timeout=0.2),
+                             grpc.StatusCode.DEADLINE_EXCEEDED)
+        el = time.monotonic() - t0
+        check("deadline -> DEADLINE_EXCEEDED", ok and 0.15 < el < 2.0, f"{d} after {el:.3f}s")
+
+        try:
+            stub.Fail(echo_pb2.EchoRequest(text="x", errno_value=2), timeout=5)
+            check("Fail ENOENT -> NOT_FOUND", False, "no error")
+        except grpc.RpcError as e:
+            check("Fail ENOENT -> NOT_FOUND", e.code() == grpc.StatusCode.NOT_FOUND
+                  and e.details() == "failing as asked: x", f"{e.code()} {e.details()}")
+
+        it = stub.Watch(echo_pb2.EchoRequest(text="c", count=100, interval_ms=1000), timeout=30)
+        first = next(it)
+        it.cancel()
+        ok, d = expect_error(lambda: next(it), grpc.StatusCode.CANCELLED)
+        check("client cancel -> CANCELLED", first.seq == 0 and ok, d)
+
+        uch = grpc.insecure_channel(f"unix:{sock}")
+        r = echo_pb2_grpc.EchoerStub(uch).Echo(echo_pb2.EchoRequest(text="unix"), timeout=5)
+        check("unary over unix socket", r.text == "unix")
+        uch.close()
+        ch.close()
+
+        srv.send_signal(signal.SIGTERM)
+        out, _ = srv.communicate(timeout=10)
+        check("clean exit on SIGTERM", srv.returncode == 0 and "SHUTDOWN" in out, f"rc={srv.returncode} {out!r}")
+        check("unix socket removed", not os.path.exists(sock))
+    finally:
+        if srv.poll() is None:
+            srv.kill()
+            srv.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"1..{checks}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
