@@ -158,6 +158,8 @@ void vm_unref(Vm *vm) {
         assert(!lock_held(&vm->lock));
         qmp_monitor_close(vm->mon);
         qga_free(vm->agent);
+        if (vm->ops.free)
+                vm->ops.free(vm->ops.opaque);
         free(vm->definition_json);
         cond_destroy(&vm->cond);
         cond_destroy(&vm->async_cond);
@@ -429,6 +431,10 @@ int vm_destroy(Vm *vm, const char *op, VmReason reason, int64_t timeout_ms) {
         vm_lock(vm);
         vm->being_destroyed = true;
         kill_qemu_locked(vm);
+        /* An async job (start, migration) must not carry on with a QEMU
+         * that is gone: it sees the request at its next step. */
+        if (vm->job.async != ASYNC_JOB_NONE)
+                vm->job.abort_requested = true;
         changed_locked(vm);
         cond_broadcast(&vm->job_cond);
         cond_broadcast(&vm->async_cond);

@@ -86,6 +86,8 @@ typedef struct VmOps {
         void (*event)(Vm *vm, const QmpEvent *ev, void *opaque);
         /* After vm_handle_qmp_eof() marked QEMU gone; same rules. */
         void (*eof)(Vm *vm, void *opaque);
+        /* Free @opaque when the last reference to the VM goes.  May be NULL. */
+        void (*free)(void *opaque);
         void *opaque;
 } VmOps;
 
@@ -224,8 +226,9 @@ int vm_exit_agent(Vm *vm, QgaAgent *agent);
 /* Record the outcome of an agent call in agent_health.  Locked. */
 void vm_note_agent_result_locked(Vm *vm, int r, const char *detail);
 
-/* Destroy: mark being_destroyed, kill QEMU (ops.kill) and abort the monitor
- * so a thread stuck in a command returns, THEN wait (@timeout_ms) for a
+/* Destroy: mark being_destroyed, kill QEMU (ops.kill), abort the monitor
+ * so a thread stuck in a command returns, and ask a running async job to
+ * abort (job.abort_requested), THEN wait (@timeout_ms) for a
  * DESTROY job, mark SHUTOFF/@reason and end the job.  Called with vm->lock
  * NOT held.  Returns 0, or -ETIMEDOUT naming the holder if the job did not
  * come free (QEMU is dead regardless). */

@@ -1,0 +1,66 @@
+/* drover-agent configuration: a JSON file, validated at start.
+ *
+ *   { "host": "host-a",                        (default: gethostname)
+ *     "state_dir": "/var/lib/drover/agent",    (status files; created 0700)
+ *     "run_dir": "/run/drover/agent",          (sockets, serial logs, pidfiles; created 0700)
+ *     "listen": ["unix:/run/drover/agent.sock", "10.0.0.1:7400"],
+ *     "qemu_binary": "/usr/bin/qemu-system-x86_64",
+ *     "accel": "kvm",                          ("kvm" or "tcg")
+ *     "tls": { "cert": "...", "key": "...", "ca": "..." },
+ *     "dev_mode": false,                       (plaintext; loopback/unix listeners only)
+ *     "job_timeout_ms": 30000,
+ *     "qmp_timeout_ms": 10000,
+ *     "qga_timeout_ms": 5000,
+ *     "start_timeout_ms": 10000,
+ *     "max_guests": 512,
+ *     "rpc_threads": 8,
+ *     "max_request_bytes": 4194304,
+ *     "log_level": "info" }
+ *
+ * Unknown members, wrong types, relative paths, a missing QEMU binary, an
+ * empty listen list, TLS files that do not exist, or neither TLS nor
+ * dev_mode: each is -EINVAL with a detail naming the member.  Command-line
+ * options of drover-agent override the file (agent_config_set()).
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define AGENT_MAX_LISTEN 8
+
+typedef struct AgentConfig {
+        char host[64];
+        char state_dir[256];
+        char run_dir[256];
+        size_t n_listen;
+        char listen[AGENT_MAX_LISTEN][256];
+        char qemu_binary[256];
+        char accel[8];
+        char tls_cert[256];
+        char tls_key[256];
+        char tls_ca[256];
+        bool dev_mode;
+        int64_t job_timeout_ms;
+        int64_t qmp_timeout_ms;
+        int64_t qga_timeout_ms;
+        int64_t start_timeout_ms;
+        unsigned max_guests;
+        unsigned rpc_threads;
+        size_t max_request_bytes;
+        char log_level[16];
+} AgentConfig;
+
+/* Defaults (see above). */
+void agent_config_defaults(AgentConfig *c);
+/* Read and validate a file, starting from the defaults. */
+int agent_config_load(const char *path, AgentConfig *ret);
+/* Parse JSON text (for tests), starting from the defaults, no validation. */
+int agent_config_parse(const char *json, size_t len, AgentConfig *ret);
+/* Override one member by its JSON name from a string ("dev_mode=true");
+ * used by command-line options.  -EINVAL for unknown names or bad values. */
+int agent_config_set(AgentConfig *c, const char *name, const char *value);
+/* Check the whole configuration (paths absolute, binary executable, TLS
+ * files readable, listen addresses parse, dev_mode only on loopback/unix). */
+int agent_config_validate(const AgentConfig *c);

@@ -1,0 +1,423 @@
+/* gRPC handlers of drover-agent (see agent-rpc.h).
+ *
+ * Response strings and sub-messages live in the call's arena
+ * (rpc_call_strdup/rpc_call_alloc); handlers never free.  A guest that is
+ * not running answers FAILED_PRECONDITION, an unknown one NOT_FOUND.
+ */
+#include "agent-rpc.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "agent.pb-c.h"
+#include "err.h"
+#include "lock.h"
+#include "log.h"
+
+#define VERSION "0.1.0"
+
+static RpcCode fail(RpcCall *c, int r) {
+        /* core says -ESRCH for "not running"; for an existing guest that is a
+         * precondition, not a missing object */
+        if (r == -ESRCH)
+                r = -EBUSY;
+        return rpc_call_fail_errno(c, r);
+}
+
+static Drover__V1__GuestState state_of(VmState s) {
+        switch (s) {
+        case VM_STATE_RUNNING: return DROVER__V1__GUEST_STATE__GUEST_STATE_RUNNING;
+        case VM_STATE_PAUSED: return DROVER__V1__GUEST_STATE__GUEST_STATE_PAUSED;
+        case VM_STATE_SHUTDOWN: return DROVER__V1__GUEST_STATE__GUEST_STATE_SHUTDOWN;
+        case VM_STATE_SHUTOFF: return DROVER__V1__GUEST_STATE__GUEST_STATE_SHUTOFF;
+        case VM_STATE_CRASHED: return DROVER__V1__GUEST_STATE__GUEST_STATE_CRASHED;
+        default: return DROVER__V1__GUEST_STATE__GUEST_STATE_UNSPECIFIED;
+        }
+}
+
+static void fill_status(RpcCall *c, Drover__V1__GuestStatus *o, const VmSnapshot *s) {
+        Drover__V1__MigrationStats *m = rpc_call_alloc(c, sizeof(*m));
+        drover__v1__migration_stats__init(m);
+        o->name = rpc_call_strdup(c, s->name);
+        o->uuid = rpc_call_strdup(c, s->uuid);
+        o->state = state_of(s->state);
+        o->reason = (char *) vm_reason_to_string(s->reason);
+        o->pid = s->pid;
+        o->job = (char *) job_type_to_string(s->job);
+        o->job_owner = rpc_call_strdup(c, s->job_owner);
+        o->job_age_ms = s->job_age_ms;
+        o->async_job = (char *) async_job_to_string(s->async_job);
+        o->async_owner = rpc_call_strdup(c, s->async_owner);
+        o->phase = (char *) job_phase_to_string(s->phase);
+        o->phase_age_ms = s->phase_age_ms;
+        o->agent_job = (char *) agent_job_to_string(s->agent_job);
+        o->monitor_wedged = s->monitor_wedged;
+        m->status = (char *) migration_status_to_string(s->migration.status);
+        m->total_time_ms = s->migration.total_time_ms;
+        m->downtime_ms = s->migration.downtime_ms;
+        m->expected_downtime_ms = s->migration.expected_downtime_ms;
+        m->setup_time_ms = s->migration.setup_time_ms;
+        m->ram_transferred_bytes = s->migration.ram_transferred;
+        m->ram_remaining_bytes = s->migration.ram_remaining;
+        m->ram_total_bytes = s->migration.ram_total;
+        m->dirty_pages_rate = s->migration.ram_dirty_pages_rate;
+        m->mbps = s->migration.ram_mbps;
+        m->iteration = s->migration.ram_dirty_sync_count;
+        m->cpu_throttle_percent = s->migration.cpu_throttle_percentage;
+        m->postcopy_requests = s->migration.ram_postcopy_requests;
+        m->error = rpc_call_strdup(c, s->migration.has_error_desc ? s->migration.error_desc : "");
+        m->age_ms = s->migration_age_ms == UINT64_MAX ? 0 : s->migration_age_ms;
+        o->migration = m;
+        o->guest_agent_configured = s->agent.configured;
+        o->guest_agent_ok = s->agent.ok;
+        o->guest_agent_checked_age_ms =
+                s->agent.checked_ns ? (now_ns() - s->agent.checked_ns) / NSEC_PER_MSEC : 0;
+        o->guest_agent_error = rpc_call_strdup(c, s->agent.error);
+        o->last_error = rpc_call_strdup(c, s->last_error);
+        o->generation = s->generation;
+}
+
+static Drover__V1__GuestStatus *new_status(RpcCall *c, Vm *vm) {
+        VmSnapshot s;
+        Drover__V1__GuestStatus *o = rpc_call_alloc(c, sizeof(*o));
+        drover__v1__guest_status__init(o);
+        vm_snapshot(vm, &s);
+        fill_status(c, o, &s);
+        return o;
+}
+
+static Vm *find(RpcCall *c, Agent *a, const char *guest, RpcCode *ret_code) {
+        if (!guest || !guest[0]) {
+                *ret_code = rpc_call_fail(c, RPC_INVALID_ARGUMENT, "'guest' is required (a name or UUID)");
+                return NULL;
+        }
+        Vm *vm = vm_registry_lookup(a->vms, guest);
+        if (!vm)
+                *ret_code = rpc_call_fail(c, RPC_NOT_FOUND, "no guest '%s' on host %s", guest, a->cfg.host);
+        return vm;
+}
+
+/* Each handler counts itself in flight. */
+#define BEGIN_HANDLER(a) atomic_fetch_add(&(a)->rpcs_in_flight, 1)
+#define END_HANDLER(a, code) ({ atomic_fetch_sub(&(a)->rpcs_in_flight, 1); (code); })
+
+static RpcCode h_define(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
+        Agent *a = user;
+        const Drover__V1__DefineRequest *req = (const void *) req_;
+        Drover__V1__GetGuestResponse *resp = (void *) resp_;
+        char op[OP_ID_MAX];
+        Vm *vm;
+        BEGIN_HANDLER(a);
+        agent_op_id(a, req->op_id, op);
+        int r = agent_vm_define(a, req->definition_json, strlen(req->definition_json), op, &vm);
+        if (r < 0)
+                return END_HANDLER(a, fail(c, r));
+        resp->status = new_status(c, vm);
+        vm_lock(vm);
+        resp->definition_json = rpc_call_strdup(c, vm->definition_json);
+        vm_unlock(vm);
+        vm_unref(vm);
+        return END_HANDLER(a, RPC_OK);
+}
+
+/* The shape shared by Undefine, Destroy, Suspend, Resume. */
+typedef int (*GuestOpFn)(Agent *a, Vm *vm, const char *op);
+
+static RpcCode guest_op(RpcCall *c, Agent *a, const Drover__V1__GuestRef *req, GuestOpFn fn,
+                        Drover__V1__GuestStatus *resp) {
+        char op[OP_ID_MAX];
+        RpcCode code = RPC_OK;
+        BEGIN_HANDLER(a);
+        _cleanup_(vm_unrefp) Vm *vm = find(c, a, req->guest, &code);
+        if (!vm)
+                return END_HANDLER(a, code);
+        agent_op_id(a, req->op_id, op);
+        int r = fn(a, vm, op);
+        if (r < 0)
+                return END_HANDLER(a, fail(c, r));
+        if (resp) {
+                VmSnapshot s;
+                vm_snapshot(vm, &s);
+                fill_status(c, resp, &s);
+        }
+        return END_HANDLER(a, RPC_OK);
+}
+
+static RpcCode h_undefine(RpcCall *c, const ProtobufCMessage *req, ProtobufCMessage *resp, void *user) {
+        (void) resp;
+        return guest_op(c, user, (const void *) req, agent_vm_undefine, NULL);
+}
+static RpcCode h_destroy(RpcCall *c, const ProtobufCMessage *req, ProtobufCMessage *resp, void *user) {
+        return guest_op(c, user, (const void *) req, agent_vm_destroy, (void *) resp);
+}
+static RpcCode h_suspend(RpcCall *c, const ProtobufCMessage *req, ProtobufCMessage *resp, void *user) {
+        return guest_op(c, user, (const void *) req, agent_vm_suspend, (void *) resp);
+}
+static RpcCode h_resume(RpcCall *c, const ProtobufCMessage *req, ProtobufCMessage *resp, void *user) {
+        return guest_op(c, user, (const void *) req, agent_vm_resume, (void *) resp);
+}
+
+static RpcCode h_start(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
+        Agent *a = user;
+        const Drover__V1__StartRequest *req = (const void *) req_;
+        char op[OP_ID_MAX];
+        RpcCode code = RPC_OK;
+        BEGIN_HANDLER(a);
+        _cleanup_(vm_unrefp) Vm *vm = find(c, a, req->guest, &code);
+        if (!vm)
+                return END_HANDLER(a, code);
+        agent_op_id(a, req->op_id, op);
+        int r = agent_vm_start(a, vm, op, req->paused, req->timeout_ms);
+        if (r < 0)
+                return END_HANDLER(a, fail(c, r));
+        VmSnapshot s;
+        vm_snapshot(vm, &s);
+        fill_status(c, (void *) resp_, &s);
+        return END_HANDLER(a, RPC_OK);
+}
+
+static RpcCode h_shutdown(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
+        Agent *a = user;
+        const Drover__V1__ShutdownRequest *req = (const void *) req_;
+        char op[OP_ID_MAX];
+        RpcCode code = RPC_OK;
+        BEGIN_HANDLER(a);
+        _cleanup_(vm_unrefp) Vm *vm = find(c, a, req->guest, &code);
+        if (!vm)
+                return END_HANDLER(a, code);
+        agent_op_id(a, req->op_id, op);
+        int64_t timeout = req->timeout_ms ? req->timeout_ms : 60000;
+        int64_t left = rpc_call_remaining_ms(c);
+        if (left >= 0 && left < timeout && !req->force)
+                timeout = left; /* answer before the client gives up */
+        int r = agent_vm_shutdown(a, vm, op, timeout, req->force);
+        if (r < 0)
+                return END_HANDLER(a, fail(c, r));
+        VmSnapshot s;
+        vm_snapshot(vm, &s);
+        fill_status(c, (void *) resp_, &s);
+        return END_HANDLER(a, RPC_OK);
+}
+
+static RpcCode h_list(RpcCall *c, const ProtobufCMessage *req, ProtobufCMessage *resp_, void *user) {
+        Agent *a = user;
+        Drover__V1__ListGuestsResponse *resp = (void *) resp_;
+        Vm **vms;
+        size_t n;
+        (void) req;
+        BEGIN_HANDLER(a);
+        int r = vm_registry_list(a->vms, &vms, &n);
+        if (r < 0)
+                return END_HANDLER(a, fail(c, r));
+        resp->guests = rpc_call_alloc(c, (n ? n : 1) * sizeof(*resp->guests));
+        resp->n_guests = n;
+        for (size_t i = 0; i < n; i++)
+                resp->guests[i] = new_status(c, vms[i]);
+        vm_registry_list_free(vms, n);
+        return END_HANDLER(a, RPC_OK);
+}
+
+static RpcCode h_get(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
+        Agent *a = user;
+        const Drover__V1__GuestRef *req = (const void *) req_;
+        Drover__V1__GetGuestResponse *resp = (void *) resp_;
+        RpcCode code = RPC_OK;
+        BEGIN_HANDLER(a);
+        _cleanup_(vm_unrefp) Vm *vm = find(c, a, req->guest, &code);
+        if (!vm)
+                return END_HANDLER(a, code);
+        resp->status = new_status(c, vm);
+        vm_lock(vm);
+        resp->definition_json = rpc_call_strdup(c, vm->definition_json ? vm->definition_json : "");
+        vm_unlock(vm);
+        return END_HANDLER(a, RPC_OK);
+}
+
+static void wake_call(void *opaque) {
+        rpc_call_wake(opaque);
+}
+
+static RpcCode h_watch(RpcCall *c, const ProtobufCMessage *req_, void *user) {
+        Agent *a = user;
+        const Drover__V1__WatchEventsRequest *req = (const void *) req_;
+        AgentEvent evs[64];
+        BEGIN_HANDLER(a);
+        rpc_call_ref(c);
+        int id = event_bus_subscribe(a->events, wake_call, c);
+        if (id < 0) {
+                rpc_call_unref(c);
+                return END_HANDLER(a, fail(c, id));
+        }
+        uint64_t last = event_bus_last_seq(a->events);
+        RpcCode code = RPC_OK;
+        for (;;) {
+                size_t n = event_bus_read(a->events, last, evs, ELEMENTSOF(evs));
+                for (size_t i = 0; i < n; i++) {
+                        last = evs[i].seq;
+                        if (req->guest[0] && strcmp(req->guest, evs[i].guest) != 0 &&
+                            strcasecmp(req->guest, evs[i].uuid) != 0)
+                                continue;
+                        Drover__V1__GuestEvent ev = DROVER__V1__GUEST_EVENT__INIT;
+                        ev.seq = evs[i].seq;
+                        ev.time_unix_ms = evs[i].time_unix_ms;
+                        ev.guest = evs[i].guest;
+                        ev.uuid = evs[i].uuid;
+                        ev.kind = evs[i].kind;
+                        ev.detail = evs[i].detail;
+                        ev.state = state_of((VmState) evs[i].state);
+                        ev.reason = evs[i].reason;
+                        if (rpc_call_send(c, &ev.base) < 0)
+                                goto done;
+                }
+                if (n == ELEMENTSOF(evs))
+                        continue;
+                if (rpc_call_wait(c, -1) == RPC_WAIT_CANCELLED)
+                        break;
+        }
+done:
+        event_bus_unsubscribe(a->events, id);
+        rpc_call_unref(c);
+        return END_HANDLER(a, code);
+}
+
+static RpcCode h_guest_ping(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
+        Agent *a = user;
+        const Drover__V1__GuestRef *req = (const void *) req_;
+        Drover__V1__GuestPingResponse *resp = (void *) resp_;
+        char op[OP_ID_MAX];
+        RpcCode code = RPC_OK;
+        BEGIN_HANDLER(a);
+        _cleanup_(vm_unrefp) Vm *vm = find(c, a, req->guest, &code);
+        if (!vm)
+                return END_HANDLER(a, code);
+        agent_op_id(a, req->op_id, op);
+        int r = agent_vm_guest_ping(a, vm, op, &resp->round_trip_us);
+        return END_HANDLER(a, r < 0 ? fail(c, r) : RPC_OK);
+}
+
+static RpcCode h_guest_info(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
+        Agent *a = user;
+        const Drover__V1__GuestRef *req = (const void *) req_;
+        Drover__V1__GuestInfoResponse *resp = (void *) resp_;
+        char op[OP_ID_MAX];
+        AgentGuestInfo info;
+        RpcCode code = RPC_OK;
+        BEGIN_HANDLER(a);
+        _cleanup_(vm_unrefp) Vm *vm = find(c, a, req->guest, &code);
+        if (!vm)
+                return END_HANDLER(a, code);
+        agent_op_id(a, req->op_id, op);
+        int r = agent_vm_guest_info(a, vm, op, &info);
+        if (r < 0)
+                return END_HANDLER(a, fail(c, r));
+        resp->version = rpc_call_strdup(c, info.version);
+        resp->enabled_commands = rpc_call_alloc(c, (info.n_enabled + 1) * sizeof(char *));
+        resp->disabled_commands = rpc_call_alloc(c, (info.n_disabled + 1) * sizeof(char *));
+        for (size_t i = 0; i < info.n_enabled; i++)
+                resp->enabled_commands[i] = rpc_call_strdup(c, info.enabled[i]);
+        for (size_t i = 0; i < info.n_disabled; i++)
+                resp->disabled_commands[i] = rpc_call_strdup(c, info.disabled[i]);
+        resp->n_enabled_commands = info.n_enabled;
+        resp->n_disabled_commands = info.n_disabled;
+        agent_guest_info_clear(&info);
+        return END_HANDLER(a, RPC_OK);
+}
+
+static RpcCode h_guest_set_time(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
+        Agent *a = user;
+        const Drover__V1__GuestSetTimeRequest *req = (const void *) req_;
+        Drover__V1__GuestSetTimeResponse *resp = (void *) resp_;
+        char op[OP_ID_MAX];
+        RpcCode code = RPC_OK;
+        BEGIN_HANDLER(a);
+        if (req->time_unix_ns < 0)
+                return END_HANDLER(a, rpc_call_fail(c, RPC_INVALID_ARGUMENT, "'time_unix_ns' must not be negative"));
+        _cleanup_(vm_unrefp) Vm *vm = find(c, a, req->guest, &code);
+        if (!vm)
+                return END_HANDLER(a, code);
+        agent_op_id(a, req->op_id, op);
+        int r = agent_vm_guest_set_time(a, vm, op, req->time_unix_ns, req->from_rtc,
+                                        &resp->guest_time_before_ns, &resp->guest_time_after_ns);
+        return END_HANDLER(a, r < 0 ? fail(c, r) : RPC_OK);
+}
+
+static RpcCode h_stats(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
+        Agent *a = user;
+        const Drover__V1__GetAgentStatsRequest *req = (const void *) req_;
+        Drover__V1__GetAgentStatsResponse *resp = (void *) resp_;
+        LockStats ls[32];
+        unsigned by_state[VM_STATE_MAX] = { 0 };
+        Vm **vms;
+        size_t n;
+        BEGIN_HANDLER(a);
+
+        size_t nl = MIN(lock_stats_snapshot(ls, ELEMENTSOF(ls)), ELEMENTSOF(ls));
+        if (req->reset_locks)
+                lock_stats_reset();
+        resp->host = a->cfg.host;
+        resp->version = (char *) VERSION;
+        resp->uptime_ms = (now_ns() - a->started_ns) / NSEC_PER_MSEC;
+        resp->locks = rpc_call_alloc(c, (nl + 1) * sizeof(*resp->locks));
+        resp->n_locks = nl;
+        for (size_t i = 0; i < nl; i++) {
+                Drover__V1__LockClassStats *l = rpc_call_alloc(c, sizeof(*l));
+                drover__v1__lock_class_stats__init(l);
+                l->name = rpc_call_strdup(c, ls[i].name);
+                l->count = ls[i].count;
+                l->total_ns = ls[i].total_ns;
+                l->max_ns = ls[i].max_ns;
+                l->wait_max_ns = ls[i].wait_max_ns;
+                l->histogram = rpc_call_alloc(c, sizeof(uint64_t) * LOCK_HIST_BUCKETS);
+                memcpy(l->histogram, ls[i].hist, sizeof(uint64_t) * LOCK_HIST_BUCKETS);
+                l->n_histogram = LOCK_HIST_BUCKETS;
+                resp->locks[i] = l;
+        }
+        if (vm_registry_list(a->vms, &vms, &n) < 0)
+                return END_HANDLER(a, fail(c, -ENOMEM));
+        for (size_t i = 0; i < n; i++) {
+                VmSnapshot s;
+                vm_snapshot(vms[i], &s);
+                by_state[s.state]++;
+                resp->jobs_in_flight += s.job != JOB_NONE;
+                resp->async_jobs_in_flight += s.async_job != ASYNC_JOB_NONE;
+                resp->agent_jobs_in_flight += s.agent_job != AGENT_JOB_NONE;
+        }
+        vm_registry_list_free(vms, n);
+        resp->guests_total = (uint32_t) n;
+        resp->guests_by_state = rpc_call_alloc(c, VM_STATE_MAX * sizeof(*resp->guests_by_state));
+        for (int st = 0; st < VM_STATE_MAX; st++) {
+                if (!by_state[st])
+                        continue;
+                Drover__V1__GetAgentStatsResponse__GuestsByStateEntry *e = rpc_call_alloc(c, sizeof(*e));
+                drover__v1__get_agent_stats_response__guests_by_state_entry__init(e);
+                e->key = (char *) vm_state_to_string((VmState) st);
+                e->value = by_state[st];
+                resp->guests_by_state[resp->n_guests_by_state++] = e;
+        }
+        resp->rpcs_in_flight = atomic_load(&a->rpcs_in_flight) - 1; /* not counting this one */
+        return END_HANDLER(a, RPC_OK);
+}
+
+static const RpcMethodDef agent_methods[] = {
+        { "Define", h_define, NULL },
+        { "Undefine", h_undefine, NULL },
+        { "Start", h_start, NULL },
+        { "Shutdown", h_shutdown, NULL },
+        { "Destroy", h_destroy, NULL },
+        { "Suspend", h_suspend, NULL },
+        { "Resume", h_resume, NULL },
+        { "ListGuests", h_list, NULL },
+        { "GetGuest", h_get, NULL },
+        { "WatchEvents", NULL, h_watch },
+        { "GuestPing", h_guest_ping, NULL },
+        { "GuestInfo", h_guest_info, NULL },
+        { "GuestSetTime", h_guest_set_time, NULL },
+        { "GetAgentStats", h_stats, NULL },
+};
+
+int agent_rpc_register(RpcServer *srv, Agent *a) {
+        return rpc_server_add_service(srv, &drover__v1__agent__descriptor, agent_methods,
+                                      ELEMENTSOF(agent_methods), a);
+}

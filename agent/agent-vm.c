@@ -1,0 +1,919 @@
+/* Guest lifecycle on one host (see agent.h).
+ *
+ * Start runs as a START async job: phase `launch` (persisted) covers the
+ * host checks, tap creation, exec of QEMU and the wait for its monitor, all
+ * with no lock held; phase `connect` covers attaching the monitor and the
+ * first commands.  QEMU always starts with -S, so a guest never runs before
+ * its monitor is attached; a restart that finds a START job in its status
+ * file kills that QEMU (half-started guests are never trusted).
+ */
+#define _GNU_SOURCE
+#include "agent.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "agent-net.h"
+#include "err.h"
+#include "log.h"
+#include "qga.h"
+#include "qmp.h"
+#include "status.h"
+
+/* ---- agent object ---------------------------------------------------------- */
+
+static int make_dir(const char *path) {
+        char tmp[256];
+        snprintf(tmp, sizeof(tmp), "%s", path);
+        for (char *p = tmp + 1; *p; p++)
+                if (*p == '/') {
+                        *p = '\0';
+                        if (mkdir(tmp, 0755) < 0 && errno != EEXIST)
+                                return err_set(-errno, "cannot create %s: %m", tmp);
+                        *p = '/';
+                }
+        if (mkdir(tmp, 0700) < 0 && errno != EEXIST)
+                return err_set(-errno, "cannot create %s: %m", tmp);
+        return 0;
+}
+
+int agent_new(const AgentConfig *cfg, Agent **ret) {
+        Agent *a;
+        int r;
+
+        if ((r = make_dir(cfg->state_dir)) < 0 || (r = make_dir(cfg->run_dir)) < 0)
+                return r;
+        a = calloc(1, sizeof(*a));
+        if (!a)
+                return err_set(-ENOMEM, "out of memory");
+        a->cfg = *cfg;
+        a->started_ns = now_ns();
+        if ((r = vm_registry_new(&a->vms)) < 0 || (r = event_bus_new(&a->events)) < 0) {
+                agent_free(a);
+                return r;
+        }
+        vm_registry_set_max(a->vms, cfg->max_guests);
+        job_set_default_timeout(cfg->job_timeout_ms);
+        *ret = a;
+        return 0;
+}
+
+void agent_free(Agent *a) {
+        if (!a)
+                return;
+        vm_registry_free(a->vms);
+        event_bus_free(a->events);
+        free(a);
+}
+
+void agent_op_id(Agent *a, const char *given, char ret[OP_ID_MAX]) {
+        bool ok = given && given[0] && strlen(given) < OP_ID_MAX;
+        for (const char *p = given; ok && *p; p++)
+                ok = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+                     *p == '-' || *p == '_' || *p == '.' || *p == ':';
+        if (ok) {
+                snprintf(ret, OP_ID_MAX, "%s", given);
+                return;
+        }
+        uint32_t rnd = 0;
+        if (getrandom(&rnd, sizeof(rnd), 0) != sizeof(rnd))
+                rnd = (uint32_t) now_ns();
+        snprintf(ret, OP_ID_MAX, "%.32s-%llu-%08x", a->cfg.host,
+                 (unsigned long long) atomic_fetch_add(&a->op_counter, 1) + 1, rnd);
+}
+
+void agent_emit(Agent *a, Vm *vm, const char *kind, const char *fmt, ...) {
+        AgentEvent ev = { 0 };
+        VmSnapshot s;
+        va_list ap;
+
+        vm_snapshot(vm, &s);
+        snprintf(ev.guest, sizeof(ev.guest), "%s", s.name);
+        snprintf(ev.uuid, sizeof(ev.uuid), "%s", s.uuid);
+        snprintf(ev.kind, sizeof(ev.kind), "%s", kind);
+        snprintf(ev.reason, sizeof(ev.reason), "%s", vm_reason_to_string(s.reason));
+        ev.state = (int) s.state;
+        if (fmt) {
+                va_start(ap, fmt);
+                vsnprintf(ev.detail, sizeof(ev.detail), fmt, ap);
+                va_end(ap);
+        }
+        event_bus_publish(a->events, &ev);
+}
+
+/* ---- per-VM hooks ------------------------------------------------------------ */
+
+static void cleanup_host_side(AgentVm *av) {
+        for (size_t i = 0; i < av->def.n_nics; i++) {
+                char tap[16];
+                guest_tap_name(av->def.uuid, i, tap);
+                if (agent_tap_delete(tap) < 0)
+                        log_warning("guest %s: %s", av->def.name, err_msg());
+        }
+        unlink(av->paths.qmp);
+        unlink(av->paths.pidfile);
+}
+
+static void on_qmp_event(Vm *vm, const QmpEvent *ev, void *opaque) {
+        AgentVm *av = opaque;
+        const char *kind = NULL;
+        switch (ev->type) {
+        case QMP_EVENT_STOP: kind = "paused"; break;
+        case QMP_EVENT_RESUME: kind = "resumed"; break;
+        case QMP_EVENT_SHUTDOWN: kind = "shutdown"; break;
+        case QMP_EVENT_MIGRATION: kind = "migration"; break;
+        default: return;
+        }
+        if (ev->type == QMP_EVENT_MIGRATION)
+                agent_emit(av->agent, vm, kind, "status %s", migration_status_to_string(ev->migration_status));
+        else
+                agent_emit(av->agent, vm, kind, "QEMU event %s", ev->name);
+}
+
+static void on_qmp_eof(Vm *vm, void *opaque) {
+        AgentVm *av = opaque;
+        VmSnapshot s;
+        /* QEMU is gone: free its taps and stale socket, persist, tell. */
+        cleanup_host_side(av);
+        (void) vm_save_status(vm);
+        vm_snapshot(vm, &s);
+        agent_emit(av->agent, vm, s.reason == VM_REASON_CRASHED ? "crashed" : "stopped", "%s",
+                   s.last_error[0] ? s.last_error : vm_reason_to_string(s.reason));
+}
+
+static int fill_status(Vm *vm, VmStatusRecord *rec, void *opaque) {
+        (void) vm;
+        (void) rec;
+        (void) opaque;
+        return 0; /* the definition travels in vm->definition_json */
+}
+
+/* Copy @src into @dst of @size bytes, refusing to truncate. */
+static int copy_path(char *dst, size_t size, const char *src) {
+        size_t n = strlen(src);
+        if (n >= size)
+                return err_set(-ENAMETOOLONG, "path too long (%zu bytes, at most %zu): %s", n, size - 1, src);
+        memcpy(dst, src, n + 1);
+        return 0;
+}
+
+static void free_agent_vm(void *opaque) {
+        free(opaque);
+}
+
+static int new_agent_vm(Agent *a, const GuestDef *def, const char *canonical_json, Vm **ret_vm) {
+        AgentVm *av = calloc(1, sizeof(*av));
+        Vm *vm;
+        int r;
+
+        if (!av)
+                return err_set(-ENOMEM, "out of memory");
+        av->agent = a;
+        av->def = *def;
+        guest_paths(a->cfg.run_dir, def->name, &av->paths);
+        if (strlen(av->paths.qmp) >= VM_PATH_MAX || strlen(av->paths.qga) >= VM_PATH_MAX ||
+            strlen(av->paths.qmp) >= sizeof(((struct sockaddr_un *) 0)->sun_path)) {
+                free(av);
+                return err_set(-ENAMETOOLONG, "run_dir is too long for guest %s's socket paths", def->name);
+        }
+        VmOps ops = { .fill_status = fill_status, .event = on_qmp_event, .eof = on_qmp_eof,
+                      .free = free_agent_vm, .opaque = av };
+        if ((r = vm_new(def->name, def->uuid, a->cfg.state_dir, &ops, &vm)) < 0) {
+                free(av);
+                return r;
+        }
+        char *copy = strdup(canonical_json);
+        QgaAgent *qga = NULL;
+        if (!copy || (def->guest_agent && qga_new(av->paths.qga, &qga) < 0)) {
+                free(copy);
+                vm_unref(vm);
+                return err_set(-ENOMEM, "out of memory");
+        }
+        vm_lock(vm);
+        vm_set_definition_locked(vm, copy);
+        (void) copy_path(vm->qmp_path, sizeof(vm->qmp_path), av->paths.qmp); /* checked above */
+        if (def->guest_agent)
+                (void) copy_path(vm->qga_path, sizeof(vm->qga_path), av->paths.qga);
+        vm_attach_agent_locked(vm, qga);
+        vm_unlock(vm);
+        *ret_vm = vm;
+        return 0;
+}
+
+/* ---- define / undefine ----------------------------------------------------- */
+
+int agent_vm_define(Agent *a, const char *json, size_t len, const char *op, Vm **ret_vm) {
+        _cleanup_free_ char *canonical = NULL;
+        GuestDef def;
+        Vm *vm;
+        int r;
+
+        if ((r = guest_def_parse(json, len, &def)) < 0)
+                return r;
+        if ((r = guest_def_to_json(&def, &canonical)) < 0)
+                return r;
+        if ((r = new_agent_vm(a, &def, canonical, &vm)) < 0)
+                return r;
+        if ((r = vm_registry_add(a->vms, vm)) < 0) {
+                vm_unref(vm);
+                return r;
+        }
+        if ((r = vm_save_status(vm)) < 0) {
+                (void) vm_registry_remove(a->vms, vm);
+                vm_unref(vm);
+                return err_prefix(r, "guest %s not defined", def.name);
+        }
+        log_info("guest %s (%s) defined by op %s", def.name, def.uuid, op);
+        agent_emit(a, vm, "defined", "op %s", op);
+        *ret_vm = vm;
+        return 0;
+}
+
+int agent_vm_undefine(Agent *a, Vm *vm, const char *op) {
+        int r;
+        vm_lock(vm);
+        if ((r = job_begin(vm, JOB_MODIFY, op, "undefine", -1)) < 0)
+                goto out;
+        if (vm->job.async != ASYNC_JOB_NONE || vm_is_active_locked(vm) || vm->state == VM_STATE_SHUTDOWN) {
+                r = err_set(-EBUSY, "guest %s is %s%s%s: destroy or shut it down first", vm->name,
+                            vm_state_to_string(vm->state), vm->job.async ? " with a running " : "",
+                            vm->job.async ? async_job_to_string(vm->job.async) : "");
+                job_end(vm);
+                goto out;
+        }
+        vm_unlock(vm);
+        agent_emit(a, vm, "undefined", "op %s", op);
+        r = vm_registry_remove(a->vms, vm);
+        vm_lock(vm);
+        job_end(vm);
+        vm_unlock(vm);
+        if (r >= 0)
+                r = vm_remove_status(vm);
+        log_info("guest %s undefined by op %s", vm->name, op);
+        return r;
+out:
+        vm_unlock(vm);
+        return r;
+}
+
+/* ---- start ------------------------------------------------------------------- */
+
+/* Start QEMU in its own session so it outlives the agent (double fork).
+ * Returns the pid of QEMU; exec failures are reported with their errno. */
+static int spawn_detached(char **argv, const char *log_path, pid_t *ret_pid) {
+        int pid_pipe[2], err_pipe[2];
+        pid_t child, qemu = 0;
+        int exec_errno = 0, st;
+
+        if (pipe2(pid_pipe, O_CLOEXEC) < 0)
+                return err_set(-errno, "pipe: %m");
+        if (pipe2(err_pipe, O_CLOEXEC) < 0) {
+                close(pid_pipe[0]);
+                close(pid_pipe[1]);
+                return err_set(-errno, "pipe: %m");
+        }
+        child = fork();
+        if (child < 0) {
+                int r = -errno;
+                close(pid_pipe[0]); close(pid_pipe[1]); close(err_pipe[0]); close(err_pipe[1]);
+                return err_set(r, "fork: %s", strerror(-r));
+        }
+        if (child == 0) {
+                sigset_t none;
+                sigemptyset(&none);
+                sigprocmask(SIG_SETMASK, &none, NULL);
+                signal(SIGPIPE, SIG_DFL);
+                setsid();
+                pid_t g = fork();
+                if (g != 0) {
+                        ssize_t _unused_ w = write(pid_pipe[1], &g, sizeof(g));
+                        _exit(g < 0 ? 1 : 0);
+                }
+                int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+                int nul = open("/dev/null", O_RDONLY | O_CLOEXEC);
+                if (fd >= 0) {
+                        dup2(fd, STDOUT_FILENO);
+                        dup2(fd, STDERR_FILENO);
+                }
+                if (nul >= 0)
+                        dup2(nul, STDIN_FILENO);
+                execv(argv[0], argv);
+                int e = errno;
+                ssize_t _unused_ w2 = write(err_pipe[1], &e, sizeof(e));
+                _exit(127);
+        }
+        close(pid_pipe[1]);
+        close(err_pipe[1]);
+        while (waitpid(child, &st, 0) < 0 && errno == EINTR)
+                ;
+        ssize_t n = read(pid_pipe[0], &qemu, sizeof(qemu));
+        close(pid_pipe[0]);
+        ssize_t m = read(err_pipe[0], &exec_errno, sizeof(exec_errno)); /* EOF on a good exec */
+        close(err_pipe[0]);
+        if (n != sizeof(qemu) || qemu <= 0)
+                return err_set(-ECHILD, "could not start %s", argv[0]);
+        if (m == sizeof(exec_errno))
+                return err_set(-exec_errno, "cannot execute %s: %s", argv[0], strerror(exec_errno));
+        *ret_pid = qemu;
+        return 0;
+}
+
+static char *log_tail(const char *path) {
+        static _Thread_local char buf[512];
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        buf[0] = '\0';
+        if (fd < 0)
+                return buf;
+        off_t end = lseek(fd, 0, SEEK_END);
+        off_t from = end > (off_t) sizeof(buf) - 1 ? end - (off_t) sizeof(buf) + 1 : 0;
+        ssize_t n = pread(fd, buf, sizeof(buf) - 1, from);
+        close(fd);
+        buf[n > 0 ? n : 0] = '\0';
+        for (ssize_t i = n - 1; i >= 0 && (buf[i] == '\n' || buf[i] == ' '); i--)
+                buf[i] = '\0';
+        for (char *p = buf; *p; p++)
+                if (*p == '\n')
+                        *p = ' ';
+        return buf;
+}
+
+/* Alive and not a zombie (a killed QEMU may wait a while for its reaper). */
+static bool process_alive(pid_t pid) {
+        char path[64], buf[512];
+        if (pid <= 0)
+                return false;
+        snprintf(path, sizeof(path), "/proc/%d/stat", (int) pid);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return false;
+        ssize_t n = read(fd, buf, sizeof(buf) - 1);
+        close(fd);
+        if (n <= 0)
+                return false;
+        buf[n] = '\0';
+        const char *p = strrchr(buf, ')');
+        return p && p[1] == ' ' && p[2] != 'Z' && p[2] != 'X';
+}
+
+/* Wait for QEMU's monitor socket to accept, watching that QEMU lives. */
+static int wait_for_monitor(const char *path, pid_t pid, const char *log_path, Deadline d) {
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        int r = copy_path(sa.sun_path, sizeof(sa.sun_path), path);
+        if (r < 0)
+                return r;
+        for (;;) {
+                int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+                if (fd < 0)
+                        return err_set(-errno, "socket: %m");
+                int ok = connect(fd, (struct sockaddr *) &sa, sizeof(sa));
+                close(fd);
+                if (ok == 0)
+                        return 0;
+                if (!process_alive(pid))
+                        return err_set(-ECHILD, "QEMU exited during start: %s", log_tail(log_path));
+                if (deadline_expired(d))
+                        return err_set(-ETIMEDOUT, "QEMU did not open its monitor %s in time", path);
+                sleep_ms(5);
+        }
+}
+
+static int argv_append(char ***argv, const char *arg) {
+        size_t n = 0;
+        while ((*argv)[n])
+                n++;
+        char **v = realloc(*argv, (n + 2) * sizeof(char *));
+        if (!v)
+                return -ENOMEM;
+        v[n] = strdup(arg);
+        v[n + 1] = NULL;
+        *argv = v;
+        return v[n] ? 0 : -ENOMEM;
+}
+
+static int launch(Agent *a, AgentVm *av, pid_t *ret_pid) {
+        char **argv = NULL;
+        int r;
+
+        if ((r = guest_def_check_host(&av->def)) < 0)
+                return r;
+        for (size_t i = 0; i < av->def.n_nics; i++) {
+                char tap[16];
+                guest_tap_name(av->def.uuid, i, tap);
+                if ((r = agent_tap_create(tap, av->def.nics[i].bridge)) < 0)
+                        return r;
+        }
+        unlink(av->paths.qmp);
+        unlink(av->paths.qga);
+        unlink(av->paths.pidfile);
+        if ((r = guest_build_argv(&av->def, &av->paths, a->cfg.qemu_binary, a->cfg.accel, false, &argv)) < 0)
+                return r;
+        if (argv_append(&argv, "-S") < 0) {
+                guest_argv_free(argv);
+                return err_set(-ENOMEM, "out of memory");
+        }
+        r = spawn_detached(argv, av->paths.log, ret_pid);
+        guest_argv_free(argv);
+        return r;
+}
+
+/* TEST-ONLY: DROVER_TEST_HOLD=PHASE:MS makes the agent sleep MS ms right
+ * after persisting PHASE, with no lock held, so a test can kill -9 the agent
+ * at exactly that phase.  Documented in docs/agent.md; never set it in
+ * production. */
+static void test_hold(JobPhase phase) {
+        const char *h = getenv("DROVER_TEST_HOLD");
+        const char *colon = h ? strchr(h, ':') : NULL;
+        if (!colon || (size_t) (colon - h) != strlen(job_phase_to_string(phase)) ||
+            strncmp(h, job_phase_to_string(phase), (size_t) (colon - h)) != 0)
+                return;
+        long ms = strtol(colon + 1, NULL, 10);
+        log_warning("DROVER_TEST_HOLD: holding in phase %s for %ld ms", job_phase_to_string(phase), ms);
+        sleep_ms(ms > 0 && ms < 600000 ? ms : 0);
+}
+
+static void kill_pid(pid_t pid) {
+        if (pid > 0)
+                kill(pid, SIGKILL);
+}
+
+#define NESTED(vm, type, op, what, call)                                               \
+        ({                                                                             \
+                QmpMonitor *mon_;                                                      \
+                int r_ = vm_enter_monitor_async((vm), (type), (op), (what), &mon_);    \
+                if (r_ >= 0) {                                                         \
+                        r_ = (call);                                                   \
+                        int e_ = vm_exit_monitor_async((vm), mon_);                    \
+                        if (r_ >= 0)                                                   \
+                                r_ = e_;                                               \
+                }                                                                      \
+                r_;                                                                    \
+        })
+
+int agent_vm_start(Agent *a, Vm *vm, const char *op, bool paused, int64_t timeout_ms) {
+        AgentVm *av = vm->ops.opaque;
+        QmpMonitor *old = NULL, *mon = NULL;
+        pid_t pid = 0;
+        int r;
+
+        vm_lock(vm);
+        if ((r = job_begin_async(vm, ASYNC_JOB_START, op, -1)) < 0) {
+                vm_unlock(vm);
+                return r;
+        }
+        if (vm->state != VM_STATE_SHUTOFF && vm->state != VM_STATE_CRASHED) {
+                r = err_set(-EBUSY, "guest %s is already %s", vm->name, vm_state_to_string(vm->state));
+                job_end_async(vm);
+                vm_unlock(vm);
+                return r;
+        }
+        old = vm_detach_monitor_locked(vm); /* the dead monitor of the last run */
+        vm->last_error[0] = '\0';
+        r = job_set_phase(vm, JOB_PHASE_LAUNCH);
+        vm_unlock(vm);
+        qmp_monitor_close(old);
+        if (r < 0)
+                goto fail;
+
+        /* No lock held: host checks, taps, exec, waiting for the monitor. */
+        if ((r = launch(a, av, &pid)) < 0)
+                goto fail;
+        test_hold(JOB_PHASE_LAUNCH);
+        vm_lock(vm);
+        vm->pid = pid; /* so destroy and recovery can find it */
+        bool aborted = vm->job.abort_requested;
+        vm_unlock(vm);
+        (void) vm_save_status(vm);
+        if (aborted) {
+                r = err_set(-ECANCELED, "start of guest %s was cancelled by a destroy", vm->name);
+                goto fail;
+        }
+        Deadline d = deadline_in_ms(timeout_ms > 0 ? timeout_ms : a->cfg.start_timeout_ms);
+        if ((r = wait_for_monitor(av->paths.qmp, pid, av->paths.log, d)) < 0)
+                goto fail;
+        QmpCallbacks cb = { .event = vm_handle_qmp_event, .eof = vm_handle_qmp_eof, .opaque = vm };
+        if ((r = qmp_monitor_connect(av->paths.qmp, &cb, d, &mon)) < 0)
+                goto fail;
+
+        vm_lock(vm);
+        if (vm->job.abort_requested) {
+                vm_unlock(vm);
+                r = err_set(-ECANCELED, "start of guest %s was cancelled by a destroy", vm->name);
+                goto fail;
+        }
+        vm_attach_monitor_locked(vm, TAKE_PTR(mon), pid);
+        vm_set_state_locked(vm, VM_STATE_PAUSED, VM_REASON_STARTING_UP);
+        if ((r = job_set_phase(vm, JOB_PHASE_CONNECT)) >= 0 && !paused)
+                r = NESTED(vm, ASYNC_JOB_START, op, "cont", qmp_cont(mon_, a->cfg.qmp_timeout_ms));
+        if (r >= 0) {
+                if (paused)
+                        vm_set_state_locked(vm, VM_STATE_PAUSED, VM_REASON_USER);
+                else
+                        vm_set_state_locked(vm, VM_STATE_RUNNING, VM_REASON_BOOTED);
+                job_end_async(vm);
+                vm_unlock(vm);
+                log_info("guest %s started (pid %d) by op %s", vm->name, (int) pid, op);
+                agent_emit(a, vm, "started", "pid %d, op %s", (int) pid, op);
+                return 0;
+        }
+        vm_unlock(vm);
+
+fail: {
+        char why[ERR_MSG_MAX];
+        snprintf(why, sizeof(why), "%s", err_str(r));
+        qmp_monitor_close(mon);
+        kill_pid(pid);
+        vm_lock(vm);
+        QmpMonitor *dead = vm_detach_monitor_locked(vm);
+        /* A start that never got as far as QEMU changes nothing but the
+         * last error; one that did leaves the guest shut off (failed). */
+        if (pid > 0 && (vm->state != VM_STATE_SHUTOFF || vm->reason != VM_REASON_DESTROYED))
+                vm_mark_shutoff_locked(vm, VM_REASON_FAILED);
+        vm_set_error_locked(vm, "start failed: %s", why);
+        if (vm->job.async == ASYNC_JOB_START)
+                job_end_async(vm);
+        vm_unlock(vm);
+        qmp_monitor_close(dead);
+        cleanup_host_side(av);
+        (void) vm_save_status(vm);
+        log_warning("guest %s: start failed: %s", vm->name, why);
+        agent_emit(a, vm, "failed", "start failed: %s", why);
+        return err_set(r, "%s", why);
+        }
+}
+
+/* ---- shutdown, destroy, suspend, resume ---------------------------------------- */
+
+/* Run one monitor command under a normal job of @type. */
+static int monitor_command(Agent *a, Vm *vm, JobType type, const char *op, const char *what,
+                           int (*fn)(QmpMonitor *m, int64_t timeout_ms, void *arg), void *arg) {
+        QmpMonitor *mon;
+        int r;
+
+        vm_lock(vm);
+        if ((r = job_begin(vm, type, op, what, -1)) < 0)
+                goto out;
+        if ((r = vm_enter_monitor(vm, &mon)) == 0) {
+                r = fn(mon, a->cfg.qmp_timeout_ms, arg);
+                int e = vm_exit_monitor(vm, mon);
+                if (r >= 0)
+                        r = e;
+        }
+        job_end(vm);
+out:
+        vm_unlock(vm);
+        return r;
+}
+
+static int do_powerdown(QmpMonitor *m, int64_t t, void *arg) {
+        (void) arg;
+        return qmp_call(m, "system_powerdown", NULL, t, NULL);
+}
+static int do_stop(QmpMonitor *m, int64_t t, void *arg) {
+        (void) arg;
+        return qmp_stop(m, t);
+}
+static int do_cont(QmpMonitor *m, int64_t t, void *arg) {
+        (void) arg;
+        return qmp_cont(m, t);
+}
+static int do_rtc_reset(QmpMonitor *m, int64_t t, void *arg) {
+        (void) arg;
+        return qmp_call(m, "rtc-reset-reinjection", NULL, t, NULL);
+}
+
+int agent_vm_shutdown(Agent *a, Vm *vm, const char *op, int64_t timeout_ms, bool force) {
+        int r = monitor_command(a, vm, JOB_MODIFY, op, "system_powerdown", do_powerdown, NULL);
+        if (r < 0)
+                return r;
+        Deadline d = deadline_in_ms(timeout_ms > 0 ? timeout_ms : 60000);
+        vm_lock(vm);
+        while (vm_is_active_locked(vm) && !deadline_expired(d))
+                (void) vm_wait_locked(vm, d);
+        bool off = !vm_is_active_locked(vm);
+        vm_unlock(vm);
+        if (off)
+                return 0;
+        if (!force)
+                return err_set(-ETIMEDOUT, "guest %s did not power off within %lld ms (it may not handle ACPI)",
+                               vm->name, (long long) (timeout_ms > 0 ? timeout_ms : 60000));
+        log_info("guest %s: no power-off within the timeout, destroying it (op %s)", vm->name, op);
+        return agent_vm_destroy(a, vm, op);
+}
+
+int agent_vm_destroy(Agent *a, Vm *vm, const char *op) {
+        int r = vm_destroy(vm, op, VM_REASON_DESTROYED, -1);
+        cleanup_host_side(vm->ops.opaque);
+        if (r >= 0) {
+                log_info("guest %s destroyed by op %s", vm->name, op);
+                agent_emit(a, vm, "destroyed", "op %s", op);
+        }
+        return r;
+}
+
+int agent_vm_suspend(Agent *a, Vm *vm, const char *op) {
+        return monitor_command(a, vm, JOB_SUSPEND, op, "stop", do_stop, NULL);
+}
+
+int agent_vm_resume(Agent *a, Vm *vm, const char *op) {
+        return monitor_command(a, vm, JOB_MODIFY, op, "cont", do_cont, NULL);
+}
+
+/* ---- guest agent ------------------------------------------------------------------ */
+
+typedef int (*AgentCallFn)(QgaAgent *qga, int64_t timeout_ms, void *arg);
+
+static int agent_call(Agent *a, Vm *vm, AgentJobType type, const char *op, const char *what,
+                      AgentCallFn fn, void *arg) {
+        QgaAgent *qga;
+        int r;
+
+        vm_lock(vm);
+        if ((r = job_begin_agent(vm, type, op, what, -1)) < 0)
+                goto out;
+        if ((r = vm_enter_agent(vm, &qga)) == 0) {
+                r = fn(qga, a->cfg.qga_timeout_ms, arg);
+                char detail[ERR_MSG_MAX];
+                snprintf(detail, sizeof(detail), "%s", r < 0 ? err_str(r) : "");
+                int e = vm_exit_agent(vm, qga);
+                vm_note_agent_result_locked(vm, r, detail);
+                if (r < 0)
+                        err_set(r, "guest agent of %s: %s", vm->name, detail);
+                else
+                        r = e;
+        }
+        job_end_agent(vm);
+out:
+        vm_unlock(vm);
+        return r;
+}
+
+static int do_ping(QgaAgent *q, int64_t t, void *arg) {
+        uint64_t t0 = now_ns();
+        int r = qga_ping(q, t);
+        *(uint64_t *) arg = (now_ns() - t0) / 1000;
+        return r;
+}
+
+int agent_vm_guest_ping(Agent *a, Vm *vm, const char *op, uint64_t *ret_us) {
+        return agent_call(a, vm, AGENT_JOB_QUERY, op, "guest-ping", do_ping, ret_us);
+}
+
+static int do_info(QgaAgent *q, int64_t t, void *arg) {
+        AgentGuestInfo *info = arg;
+        const QgaInfo *qi;
+        int r = qga_info(q, t, &qi);
+        if (r < 0)
+                return r;
+        snprintf(info->version, sizeof(info->version), "%s", qi->version);
+        info->enabled = calloc(qi->n_commands + 1, sizeof(*info->enabled));
+        info->disabled = calloc(qi->n_commands + 1, sizeof(*info->disabled));
+        if (!info->enabled || !info->disabled)
+                return err_set(-ENOMEM, "out of memory");
+        for (size_t i = 0; i < qi->n_commands; i++) {
+                if (qi->commands[i].enabled)
+                        snprintf(info->enabled[info->n_enabled++], 64, "%s", qi->commands[i].name);
+                else
+                        snprintf(info->disabled[info->n_disabled++], 64, "%s", qi->commands[i].name);
+        }
+        return 0;
+}
+
+int agent_vm_guest_info(Agent *a, Vm *vm, const char *op, AgentGuestInfo *ret) {
+        memset(ret, 0, sizeof(*ret));
+        int r = agent_call(a, vm, AGENT_JOB_QUERY, op, "guest-info", do_info, ret);
+        if (r < 0)
+                agent_guest_info_clear(ret);
+        return r;
+}
+
+void agent_guest_info_clear(AgentGuestInfo *info) {
+        free(info->enabled);
+        free(info->disabled);
+        memset(info, 0, sizeof(*info));
+}
+
+typedef struct SetTimeArg {
+        int64_t ns;
+        bool from_rtc;
+        int64_t before, after;
+} SetTimeArg;
+
+static int do_set_time(QgaAgent *q, int64_t t, void *arg) {
+        SetTimeArg *s = arg;
+        int r;
+        if (qga_get_time(q, t, &s->before) < 0)
+                s->before = 0;
+        if ((r = qga_set_time(q, t, s->from_rtc ? -1 : (s->ns > 0 ? s->ns : (int64_t) wall_ns()))) < 0)
+                return r;
+        if (qga_get_time(q, t, &s->after) < 0)
+                s->after = 0;
+        return 0;
+}
+
+int agent_vm_guest_set_time(Agent *a, Vm *vm, const char *op, int64_t ns, bool from_rtc,
+                            int64_t *ret_before, int64_t *ret_after) {
+        SetTimeArg s = { .ns = ns, .from_rtc = from_rtc };
+        int r = agent_call(a, vm, AGENT_JOB_MODIFY, op, "guest-set-time", do_set_time, &s);
+        if (r < 0)
+                return r;
+        /* x86 guests need the RTC interrupt backlog dropped after a jump:
+         * a separate MODIFY job, never held together with the agent job. */
+        if (monitor_command(a, vm, JOB_MODIFY, op, "rtc-reset-reinjection", do_rtc_reset, NULL) < 0)
+                log_debug("guest %s: rtc-reset-reinjection: %s", vm->name, err_msg());
+        *ret_before = s.before;
+        *ret_after = s.after;
+        return 0;
+}
+
+/* ---- restart: reconnect to the guests that outlived us ---------------------------------- */
+
+typedef struct Loader {
+        Agent *a;
+        int loaded;
+} Loader;
+
+static pid_t read_pidfile(const char *path) {
+        char buf[32] = "";
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return 0;
+        ssize_t n = read(fd, buf, sizeof(buf) - 1);
+        close(fd);
+        if (n <= 0)
+                return 0;
+        buf[n] = '\0';
+        long v = strtol(buf, NULL, 10);
+        return v > 0 && v < INT32_MAX ? (pid_t) v : 0;
+}
+
+static bool is_our_qemu(pid_t pid, const char *qmp_path) {
+        char path[64], buf[8192];
+        snprintf(path, sizeof(path), "/proc/%d/cmdline", (int) pid);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return false;
+        ssize_t n = read(fd, buf, sizeof(buf) - 1);
+        close(fd);
+        if (n <= 0)
+                return false;
+        buf[n] = '\0';
+        for (ssize_t i = 0; i < n; i++)
+                if (buf[i] == '\0')
+                        buf[i] = ' ';
+        return strstr(buf, qmp_path) != NULL;
+}
+
+static void reconnect_one(Agent *a, Vm *vm, VmStatusRecord *rec) {
+        AgentVm *av = vm->ops.opaque;
+        pid_t pid = rec->pid;
+        QmpMonitor *mon = NULL;
+        QmpStatus st;
+        int r;
+
+        if (pid <= 0 && rec->async_job == ASYNC_JOB_START)
+                pid = read_pidfile(av->paths.pidfile); /* died between exec and recording */
+        bool alive = pid > 0 && process_alive(pid) && is_our_qemu(pid, av->paths.qmp) &&
+                     (rec->pid_start_time == 0 || rec->pid != pid ||
+                      status_pid_start_time(pid) == rec->pid_start_time);
+
+        if (!alive) {
+                vm_lock(vm);
+                bool was_up = rec->state != VM_STATE_SHUTOFF && rec->state != VM_STATE_CRASHED;
+                vm_mark_shutoff_locked(vm, was_up ? VM_REASON_VANISHED : rec->reason);
+                if (was_up)
+                        vm_set_error_locked(vm, "QEMU (pid %d) was gone when the agent restarted", (int) rec->pid);
+                vm_unlock(vm);
+                if (was_up) {
+                        cleanup_host_side(av);
+                        log_warning("guest %s: QEMU pid %d vanished while the agent was down", vm->name,
+                                    (int) rec->pid);
+                        agent_emit(a, vm, "vanished", "QEMU pid %d gone", (int) rec->pid);
+                }
+                (void) vm_save_status(vm);
+                return;
+        }
+
+        if (rec->async_job == ASYNC_JOB_START) {
+                /* Half-started: never trusted. */
+                kill(pid, SIGKILL);
+                vm_lock(vm);
+                vm_mark_shutoff_locked(vm, VM_REASON_DAEMON);
+                vm_set_error_locked(vm, "killed a half-started QEMU (phase %s) after an agent restart",
+                                    job_phase_to_string(rec->phase));
+                vm_unlock(vm);
+                cleanup_host_side(av);
+                (void) vm_save_status(vm);
+                log_warning("guest %s: killed half-started QEMU pid %d", vm->name, (int) pid);
+                agent_emit(a, vm, "stopped", "half-started guest killed after an agent restart");
+                return;
+        }
+
+        QmpCallbacks cb = { .event = vm_handle_qmp_event, .eof = vm_handle_qmp_eof, .opaque = vm };
+        r = qmp_monitor_connect(av->paths.qmp, &cb, deadline_in_ms(a->cfg.qmp_timeout_ms), &mon);
+        if (r >= 0)
+                r = qmp_query_status(mon, a->cfg.qmp_timeout_ms, &st);
+        if (r < 0) {
+                /* Alive but unmanageable: kill it rather than leave a guest
+                 * nobody can manage (libvirt does the same). */
+                char why[ERR_MSG_MAX];
+                snprintf(why, sizeof(why), "%s", err_str(r));
+                qmp_monitor_close(mon);
+                kill(pid, SIGKILL);
+                vm_lock(vm);
+                vm_mark_shutoff_locked(vm, VM_REASON_DAEMON);
+                vm_set_error_locked(vm, "monitor unreachable after agent restart: %s", why);
+                vm_unlock(vm);
+                cleanup_host_side(av);
+                (void) vm_save_status(vm);
+                log_warning("guest %s: killed, monitor unreachable after restart: %s", vm->name, why);
+                agent_emit(a, vm, "stopped", "monitor unreachable after agent restart: %s", why);
+                return;
+        }
+
+        vm_lock(vm);
+        vm_attach_monitor_locked(vm, mon, pid);
+        if (st.running)
+                vm_set_state_locked(vm, VM_STATE_RUNNING,
+                                    rec->state == VM_STATE_RUNNING ? rec->reason : VM_REASON_USER);
+        else if (st.status == RUN_STATE_SHUTDOWN)
+                vm_set_state_locked(vm, VM_STATE_SHUTDOWN, VM_REASON_SHUTDOWN);
+        else
+                vm_set_state_locked(vm, VM_STATE_PAUSED,
+                                    rec->state == VM_STATE_PAUSED ? rec->reason : VM_REASON_USER);
+        vm->mig = rec->mig;
+        if (rec->async_job != ASYNC_JOB_NONE) {
+                /* An interrupted migration: keep its job so nothing else
+                 * changes the guest until migration recovery decides. */
+                if (job_restore_async(vm, rec->async_job, rec->op_id, rec->phase) < 0)
+                        log_warning("guest %s: %s", vm->name, err_msg());
+                else
+                        log_warning("guest %s: %s job (op %s) in phase %s restored; it waits for migration recovery",
+                                    vm->name, async_job_to_string(rec->async_job), rec->op_id,
+                                    job_phase_to_string(rec->phase));
+        }
+        vm_unlock(vm);
+        (void) vm_save_status(vm);
+        log_info("guest %s: reconnected to QEMU pid %d (%s)", vm->name, (int) pid, st.status_name);
+        agent_emit(a, vm, "reconnected", "QEMU pid %d, %s", (int) pid, st.status_name);
+}
+
+static void load_good(VmStatusRecord *rec, void *opaque) {
+        Loader *l = opaque;
+        GuestDef def;
+        Vm *vm;
+
+        char path[600], why[ERR_MSG_MAX];
+        snprintf(path, sizeof(path), "%s/%s.json", l->a->cfg.state_dir, rec->name);
+        if (!rec->definition_json ||
+            guest_def_parse(rec->definition_json, strlen(rec->definition_json), &def) < 0 ||
+            strcmp(def.name, rec->name) != 0 || strcasecmp(def.uuid, rec->uuid) != 0) {
+                snprintf(why, sizeof(why), "bad or mismatched definition: %s",
+                         rec->definition_json ? err_msg() : "missing");
+                (void) status_quarantine(l->a->cfg.state_dir, path, why);
+                log_error("status file of %s quarantined: %s", rec->name, why);
+                return;
+        }
+        if (new_agent_vm(l->a, &def, rec->definition_json, &vm) < 0) {
+                log_error("guest %s: %s", rec->name, err_msg());
+                return;
+        }
+        vm_lock(vm);
+        vm->state = rec->state;
+        vm->reason = rec->reason;
+        vm_unlock(vm);
+        if (vm_registry_add(l->a->vms, vm) < 0) {
+                log_error("guest %s: %s", rec->name, err_msg());
+                vm_unref(vm);
+                return;
+        }
+        reconnect_one(l->a, vm, rec);
+        vm_unref(vm);
+        l->loaded++;
+}
+
+static void load_bad(const char *file, int error, const char *detail, void *opaque) {
+        (void) error;
+        (void) opaque;
+        log_error("status file %s quarantined: %s", file, detail);
+}
+
+int agent_reconnect_all(Agent *a) {
+        Loader l = { .a = a };
+        int r = status_load_all(a->cfg.state_dir, load_good, load_bad, &l);
+        if (r < 0)
+                return r;
+        return l.loaded;
+}

@@ -1,0 +1,83 @@
+/* drover-agent: the daemon that owns one host's QEMU processes.
+ *
+ * An Agent holds the configuration, the VM registry (core/registry.h) and
+ * the event bus.  Each registered Vm carries an AgentVm (its parsed
+ * definition) as VmOps.opaque.  The lifecycle operations below follow the
+ * patterns of docs/threading.md: queries copy snapshots, state changes take
+ * jobs, slow preparation (host checks, taps, exec, waiting for the monitor)
+ * runs inside the START async job with no lock held.
+ *
+ * Guests outlive the agent: QEMU is started in its own session (double
+ * fork) and is never killed when the agent stops.  agent_reconnect_all()
+ * finds them again from the status files at start.
+ *
+ * Every function returns 0 or -errno with an err_set() detail, which the RPC
+ * layer maps to a gRPC status once (agent-rpc.c).
+ */
+#pragma once
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "agent-config.h"
+#include "agent-def.h"
+#include "agent-events.h"
+#include "registry.h"
+#include "vm.h"
+
+typedef struct Agent {
+        AgentConfig cfg;              /* immutable after agent_new */
+        VmRegistry *vms;              /* immutable pointer; the registry locks itself */
+        EventBus *events;             /* immutable pointer; the bus locks itself */
+        uint64_t started_ns;          /* immutable */
+        atomic_uint rpcs_in_flight;   /* atomic */
+        atomic_ullong op_counter;     /* atomic */
+} Agent;
+
+/* Per-VM agent data, VmOps.opaque of every agent VM. */
+typedef struct AgentVm {
+        Agent *agent;                 /* immutable */
+        GuestDef def;                 /* immutable while the VM is registered */
+        GuestPaths paths;             /* immutable */
+} AgentVm;
+
+/* Create the agent: folders (0700), registry, event bus.  No guests yet. */
+int agent_new(const AgentConfig *cfg, Agent **ret);
+/* Drop every VM (monitors closed; QEMU processes keep running). */
+void agent_free(Agent *a);
+
+/* At start: load every status file, reconnect to live QEMUs, kill guests
+ * that were half-started, mark vanished ones shut off.  Bad status files are
+ * quarantined.  Returns the number of guests loaded. */
+int agent_reconnect_all(Agent *a);
+
+/* An operation id: @given if it is a valid id, else a new one. */
+void agent_op_id(Agent *a, const char *given, char ret[OP_ID_MAX]);
+
+int agent_vm_define(Agent *a, const char *json, size_t len, const char *op, Vm **ret_vm);
+int agent_vm_undefine(Agent *a, Vm *vm, const char *op);
+int agent_vm_start(Agent *a, Vm *vm, const char *op, bool paused, int64_t timeout_ms);
+int agent_vm_shutdown(Agent *a, Vm *vm, const char *op, int64_t timeout_ms, bool force);
+int agent_vm_destroy(Agent *a, Vm *vm, const char *op);
+int agent_vm_suspend(Agent *a, Vm *vm, const char *op);
+int agent_vm_resume(Agent *a, Vm *vm, const char *op);
+
+int agent_vm_guest_ping(Agent *a, Vm *vm, const char *op, uint64_t *ret_us);
+/* Copies the enabled/disabled command names into caller arrays. */
+typedef struct AgentGuestInfo {
+        char version[64];
+        size_t n_enabled, n_disabled;
+        char (*enabled)[64];  /* malloc'ed */
+        char (*disabled)[64]; /* malloc'ed */
+} AgentGuestInfo;
+int agent_vm_guest_info(Agent *a, Vm *vm, const char *op, AgentGuestInfo *ret);
+void agent_guest_info_clear(AgentGuestInfo *info);
+/* Set the guest clock (@ns since the epoch, 0 = now, @from_rtc: from the
+ * guest's RTC), then rtc-reset-reinjection on the monitor (best effort).
+ * Reports the guest clock before and after (0 when get-time is missing). */
+int agent_vm_guest_set_time(Agent *a, Vm *vm, const char *op, int64_t ns, bool from_rtc,
+                            int64_t *ret_before, int64_t *ret_after);
+
+/* Publish an event about @vm (state and reason from its snapshot). */
+void agent_emit(Agent *a, Vm *vm, const char *kind, const char *fmt, ...) _printf_(4, 5);

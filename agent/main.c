@@ -1,0 +1,184 @@
+/* drover-agent: entry point.
+ *
+ *   drover-agent --config /etc/drover/agent.json
+ *   drover-agent --dev --listen unix:/run/drover/agent.sock --state-dir D --run-dir R
+ *
+ * Loads and validates the configuration (command-line options override the
+ * file), reconnects to the guests that outlived the previous agent, serves
+ * the Agent API until SIGTERM or SIGINT, then stops serving with a grace
+ * period.  Guests keep running when the agent stops.  On start it prints
+ * one line "drover-agent: ready host=H listen=ADDR[,ADDR] ports=P[,P]" on
+ * stdout (tests and the demo wait for it).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "agent-config.h"
+#include "agent-rpc.h"
+#include "agent.h"
+#include "err.h"
+#include "log.h"
+
+static void usage(FILE *f) {
+        fprintf(f,
+                "usage: drover-agent [--config FILE] [options]\n"
+                "  --config FILE       JSON configuration (docs/agent.md)\n"
+                "  --listen ADDR       listen address (repeatable; replaces the file's list)\n"
+                "  --host NAME         host name reported to clients\n"
+                "  --state-dir DIR     status files\n"
+                "  --run-dir DIR       sockets, serial logs, pidfiles\n"
+                "  --qemu PATH         QEMU binary\n"
+                "  --accel kvm|tcg     accelerator\n"
+                "  --dev               plaintext gRPC (loopback and unix sockets only)\n"
+                "  --set NAME=VALUE    any other configuration member\n"
+                "  --log-level LEVEL   debug, info, warning, error\n");
+}
+
+int main(int argc, char **argv) {
+        static const struct option opts[] = {
+                { "config", required_argument, NULL, 'c' }, { "listen", required_argument, NULL, 'l' },
+                { "host", required_argument, NULL, 'H' },   { "state-dir", required_argument, NULL, 's' },
+                { "run-dir", required_argument, NULL, 'r' }, { "qemu", required_argument, NULL, 'q' },
+                { "accel", required_argument, NULL, 'a' },  { "dev", no_argument, NULL, 'd' },
+                { "set", required_argument, NULL, 'S' },    { "log-level", required_argument, NULL, 'L' },
+                { "help", no_argument, NULL, 'h' },         { 0 },
+        };
+        const char *config = NULL;
+        struct { const char *name; char *value; } sets[64];
+        size_t n_sets = 0, n_listen = 0;
+        const char *listen[AGENT_MAX_LISTEN];
+        AgentConfig cfg;
+        int c, r;
+
+        while ((c = getopt_long(argc, argv, "c:l:h", opts, NULL)) >= 0) {
+                const char *name = NULL;
+                switch (c) {
+                case 'c': config = optarg; continue;
+                case 'l':
+                        if (n_listen == AGENT_MAX_LISTEN) {
+                                fprintf(stderr, "drover-agent: at most %d --listen\n", AGENT_MAX_LISTEN);
+                                return 2;
+                        }
+                        listen[n_listen++] = optarg;
+                        continue;
+                case 'H': name = "host"; break;
+                case 's': name = "state_dir"; break;
+                case 'r': name = "run_dir"; break;
+                case 'q': name = "qemu_binary"; break;
+                case 'a': name = "accel"; break;
+                case 'd': name = "dev_mode"; optarg = (char *) "true"; break;
+                case 'L': name = "log_level"; break;
+                case 'S': {
+                        char *eq = strchr(optarg, '=');
+                        if (!eq) {
+                                fprintf(stderr, "drover-agent: --set wants NAME=VALUE\n");
+                                return 2;
+                        }
+                        *eq = '\0';
+                        name = optarg;
+                        optarg = eq + 1;
+                        break;
+                }
+                case 'h': usage(stdout); return 0;
+                default: usage(stderr); return 2;
+                }
+                if (n_sets < ELEMENTSOF(sets))
+                        sets[n_sets++] = (typeof(sets[0])){ name, optarg };
+        }
+        if (optind < argc) {
+                usage(stderr);
+                return 2;
+        }
+
+        if (config)
+                r = agent_config_load(config, &cfg);
+        else {
+                agent_config_defaults(&cfg);
+                r = 0;
+        }
+        for (size_t i = 0; r >= 0 && i < n_sets; i++)
+                r = agent_config_set(&cfg, sets[i].name, sets[i].value);
+        if (r >= 0 && n_listen) {
+                cfg.n_listen = n_listen;
+                for (size_t i = 0; i < n_listen; i++)
+                        snprintf(cfg.listen[i], sizeof(cfg.listen[i]), "%s", listen[i]);
+        }
+        if (r >= 0)
+                r = agent_config_validate(&cfg);
+        if (r < 0) {
+                fprintf(stderr, "drover-agent: bad configuration: %s\n", err_str(r));
+                return 1;
+        }
+        int lvl = log_level_from_string(cfg.log_level);
+        if (lvl >= 0)
+                log_set_level((LogLevel) lvl);
+
+        /* Block the stop signals before gRPC starts threads: they inherit
+         * the mask and main takes them with sigwait. */
+        sigset_t stop;
+        sigemptyset(&stop);
+        sigaddset(&stop, SIGTERM);
+        sigaddset(&stop, SIGINT);
+        pthread_sigmask(SIG_BLOCK, &stop, NULL);
+
+        Agent *a;
+        if ((r = agent_new(&cfg, &a)) < 0) {
+                fprintf(stderr, "drover-agent: %s\n", err_str(r));
+                return 1;
+        }
+        int loaded = agent_reconnect_all(a);
+        if (loaded < 0)
+                log_error("reading %s: %s", cfg.state_dir, err_str(loaded));
+        else
+                log_info("%d guests loaded from %s", loaded, cfg.state_dir);
+
+        RpcServerOptions so = { .threads = cfg.rpc_threads, .max_request_bytes = cfg.max_request_bytes };
+        RpcServer *srv;
+        RpcTls tls = { .cert_file = cfg.tls_cert, .key_file = cfg.tls_key, .ca_file = cfg.tls_ca };
+        bool use_tls = cfg.tls_cert[0] != '\0';
+        char ports[256] = "", addrs[2048] = "";
+        if ((r = rpc_server_new(&so, &srv)) < 0 || (r = agent_rpc_register(srv, a)) < 0) {
+                fprintf(stderr, "drover-agent: %s\n", err_str(r));
+                agent_free(a);
+                return 1;
+        }
+        for (size_t i = 0; i < cfg.n_listen; i++) {
+                int port = rpc_server_listen(srv, cfg.listen[i], use_tls ? &tls : NULL);
+                if (port < 0) {
+                        fprintf(stderr, "drover-agent: cannot listen on %s: %s\n", cfg.listen[i], err_str(port));
+                        rpc_server_free(srv);
+                        agent_free(a);
+                        return 1;
+                }
+                size_t pl = strlen(ports), al = strlen(addrs);
+                snprintf(ports + pl, sizeof(ports) - pl, "%s%d", i ? "," : "", port);
+                snprintf(addrs + al, sizeof(addrs) - al, "%s%s", i ? "," : "", cfg.listen[i]);
+        }
+        if ((r = rpc_server_start(srv)) < 0) {
+                fprintf(stderr, "drover-agent: %s\n", err_str(r));
+                rpc_server_free(srv);
+                agent_free(a);
+                return 1;
+        }
+        if (!use_tls)
+                log_warning("development mode: plaintext gRPC without authentication on %s", addrs);
+        printf("drover-agent: ready host=%s listen=%s ports=%s guests=%d\n", cfg.host, addrs, ports,
+               loaded < 0 ? 0 : loaded);
+        fflush(stdout);
+
+        int sig = 0;
+        sigwait(&stop, &sig);
+        log_info("signal %d: stopping (guests keep running)", sig);
+        int cancelled = rpc_server_shutdown(srv, 2000);
+        if (cancelled > 0)
+                log_info("%d calls cancelled at shutdown", cancelled);
+        rpc_server_free(srv);
+        agent_free(a);
+        return 0;
+}

@@ -1,0 +1,163 @@
+/* drover-agent as a process for tests (see agentd-util.h). */
+#define _GNU_SOURCE
+#include "agentd-util.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "qemuproc.h"
+#include "testutil.h"
+
+#define MAX_AGENT_DIRS 8
+static char *guest_dirs[MAX_AGENT_DIRS];
+static int n_guest_dirs;
+
+static void kill_guests_in(const char *run_dir) {
+        DIR *d = opendir(run_dir);
+        struct dirent *de;
+        if (!d)
+                return;
+        while ((de = readdir(d))) {
+                size_t n = strlen(de->d_name);
+                if (n < 5 || strcmp(de->d_name + n - 4, ".pid") != 0)
+                        continue;
+                char path[600], buf[32] = "";
+                snprintf(path, sizeof(path), "%s/%s", run_dir, de->d_name);
+                FILE *f = fopen(path, "r");
+                if (!f)
+                        continue;
+                if (fgets(buf, sizeof(buf), f)) {
+                        pid_t pid = (pid_t) atoi(buf);
+                        char cmd[64], exe[256] = "";
+                        snprintf(cmd, sizeof(cmd), "/proc/%d/exe", (int) pid);
+                        ssize_t k = readlink(cmd, exe, sizeof(exe) - 1);
+                        if (pid > 0 && k > 0 && strstr(exe, "qemu"))
+                                kill(pid, SIGKILL);
+                }
+                fclose(f);
+        }
+        closedir(d);
+}
+
+static void kill_all_guests(void) {
+        for (int i = 0; i < n_guest_dirs; i++)
+                kill_guests_in(guest_dirs[i]);
+}
+
+void test_agent_kill_guests(TestAgent *t) {
+        kill_guests_in(t->run_dir);
+}
+
+int test_agent_start(TestAgent *t, const char *dir, const char *extra_env) {
+        int keep_port = t->pid == 0 && t->port > 0 && strcmp(t->dir, dir) == 0 ? t->port : 0;
+        const char *agent = tu_build_path("agent/drover-agent");
+        char listen_unix[320], listen_tcp[64];
+        static bool registered;
+
+        memset(t, 0, sizeof(*t));
+        snprintf(t->dir, sizeof(t->dir), "%s", dir);
+        snprintf(t->state_dir, sizeof(t->state_dir), "%s/state", dir);
+        snprintf(t->run_dir, sizeof(t->run_dir), "%s/run", dir);
+        snprintf(t->sock, sizeof(t->sock), "%s/agent.sock", dir);
+        snprintf(t->log, sizeof(t->log), "%s/agent.log", dir);
+        snprintf(listen_unix, sizeof(listen_unix), "unix:%s", t->sock);
+        /* a production agent has a fixed port; so does this one (kept across restarts) */
+        t->port = keep_port ? keep_port : tu_free_port();
+        snprintf(listen_tcp, sizeof(listen_tcp), "127.0.0.1:%d", t->port);
+        if (!registered) {
+                atexit(kill_all_guests); /* runs after testutil's child cleanup */
+                registered = true;
+        }
+        if (n_guest_dirs < MAX_AGENT_DIRS) {
+                bool known = false;
+                for (int i = 0; i < n_guest_dirs; i++)
+                        known |= strcmp(guest_dirs[i], t->run_dir) == 0;
+                if (!known)
+                        guest_dirs[n_guest_dirs++] = strdup(t->run_dir);
+        }
+        if (extra_env)
+                putenv(strdup(extra_env));
+        unlink(t->sock);
+        truncate(t->log, 0);
+        char *argv[] = { (char *) agent, "--dev", "--host", "test-host", "--listen", listen_unix,
+                         "--listen", listen_tcp, "--state-dir", t->state_dir, "--run-dir", t->run_dir,
+                         "--accel", "tcg", "--log-level", "info", NULL };
+        t->pid = tu_spawn(argv, t->log);
+        if (extra_env) {
+                char name[64];
+                snprintf(name, sizeof(name), "%.*s", (int) (strchr(extra_env, '=') - extra_env), extra_env);
+                unsetenv(name);
+        }
+        if (t->pid < 0)
+                return (int) t->pid;
+        for (int i = 0; i < 1000; i++) {
+                char *log = tu_read_file(t->log, NULL);
+                char *ready = log ? strstr(log, "drover-agent: ready") : NULL;
+                if (ready) {
+                        free(log);
+                        RpcClientOptions o = { .default_timeout_ms = 30000 };
+                        char target[320];
+                        snprintf(target, sizeof(target), "unix:%s", t->sock);
+                        return rpc_client_new(target, &o, &t->cl);
+                }
+                free(log);
+                int st;
+                if (tu_reap(t->pid, &st)) {
+                        t->pid = 0;
+                        return -ECHILD;
+                }
+                {
+                        struct timespec ts = { 0, 10 * 1000000L };
+                        nanosleep(&ts, NULL);
+                }
+        }
+        return -ETIMEDOUT;
+}
+
+void test_agent_kill9(TestAgent *t) {
+        rpc_client_free(t->cl);
+        t->cl = NULL;
+        tu_kill(t->pid);
+        t->pid = 0;
+}
+
+int test_agent_stop(TestAgent *t) {
+        int st = -1;
+        rpc_client_free(t->cl);
+        t->cl = NULL;
+        if (t->pid > 0) {
+                tu_signal(t->pid, SIGTERM);
+                for (int i = 0; i < 1000 && !tu_reap(t->pid, &st); i++) {
+                        struct timespec ts = { 0, 10 * 1000000L };
+                        nanosleep(&ts, NULL);
+                }
+                t->pid = 0;
+        }
+        return st;
+}
+
+char *test_guest_json(const char *name, const char *uuid, int mem_mib, const char *append) {
+        char *s = NULL;
+        char uuid_member[80] = "";
+        if (uuid)
+                snprintf(uuid_member, sizeof(uuid_member), "\"uuid\": \"%s\", ", uuid);
+        if (asprintf(&s,
+                     "{\"name\": \"%s\", %s\"memory_mib\": %d, \"vcpus\": 1, \"machine\": \"pc\", "
+                     "\"kernel\": \"%s\", \"append\": \"%s\", \"serial_log\": true}",
+                     name, uuid_member, mem_mib, tu_guest_elf(), append ? append : "mib=16 rate=5") < 0)
+                return NULL;
+        return s;
+}
+
+int ta_call(TestAgent *t, const char *method, const ProtobufCMessage *req, ProtobufCMessage **resp,
+            RpcStatus *st) {
+        return rpc_client_unary(t->cl, &drover__v1__agent__descriptor, method, req, 30000, resp, st);
+}

@@ -1,0 +1,38 @@
+/* Run drover-agent as a real process for tests: start it (dev mode, a unix
+ * socket and a loopback TCP port), wait for its ready line, talk to it over
+ * real gRPC, kill it, and kill the guests it left behind when the test ends
+ * (they outlive the agent on purpose, so the test cleans them up itself). */
+#pragma once
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include "agent.pb-c.h"
+#include "rpcclient.h"
+
+typedef struct TestAgent {
+        pid_t pid;
+        char dir[256];
+        char state_dir[300];
+        char run_dir[300];
+        char sock[300];
+        char log[300];
+        int port;
+        RpcClient *cl;     /* over the unix socket */
+} TestAgent;
+
+/* Start an agent using @dir for its folders; @extra_env "NAME=VALUE" or NULL. */
+int test_agent_start(TestAgent *t, const char *dir, const char *extra_env);
+/* SIGKILL the agent (guests keep running). */
+void test_agent_kill9(TestAgent *t);
+/* SIGTERM and wait; returns the exit status. */
+int test_agent_stop(TestAgent *t);
+/* Kill every QEMU whose pidfile is in the run folder (test cleanup). */
+void test_agent_kill_guests(TestAgent *t);
+
+/* A definition of the tiny test guest. */
+char *test_guest_json(const char *name, const char *uuid, int mem_mib, const char *append);
+
+/* Unary call helpers: return 0 or -errno, status in *st. */
+int ta_call(TestAgent *t, const char *method, const ProtobufCMessage *req, ProtobufCMessage **resp,
+            RpcStatus *st);
