@@ -1,0 +1,164 @@
+/* The migration recovery table (see recovery.h and docs/recovery.md).
+ *
+ * Order of the rules inside each direction matters: post-copy first (no way
+ * back once the destination may hold the only copy of some pages), then a
+ * dead local QEMU, then the phase.
+ */
+#include "recovery.h"
+
+static const char *const action_names[RECOVER_MAX] = {
+        [RECOVER_NONE] = "none",
+        [RECOVER_ASK_PEER] = "ask-peer",
+        [RECOVER_RESUME_SOURCE] = "resume-source",
+        [RECOVER_KILL_SOURCE] = "kill-source",
+        [RECOVER_FINISH_PEER] = "finish-peer-then-kill-source",
+        [RECOVER_KILL_DEST] = "kill-destination",
+        [RECOVER_FINISH_DEST] = "finish-destination",
+        [RECOVER_KEEP_DEST] = "keep-destination",
+        [RECOVER_WAIT_POSTCOPY] = "wait-postcopy",
+        [RECOVER_POSTCOPY_FAILED] = "postcopy-failed",
+        [RECOVER_KEEP_PAUSED] = "keep-paused",
+        [RECOVER_KILL_GONE] = "clean-up-dead",
+};
+
+static const char *const peer_names[PEER_MAX] = {
+        [PEER_NOT_ASKED] = "not-asked",
+        [PEER_UNREACHABLE] = "unreachable",
+        [PEER_RUNNING] = "running",
+        [PEER_PAUSED_COMPLETE] = "paused-complete",
+        [PEER_PAUSED] = "paused",
+        [PEER_GONE] = "gone",
+        [PEER_POSTCOPY] = "postcopy",
+};
+
+const char *recovery_action_to_string(RecoveryAction a) {
+        return a >= 0 && a < RECOVER_MAX ? action_names[a] : "?";
+}
+
+const char *peer_answer_to_string(PeerAnswer p) {
+        return p >= 0 && p < PEER_MAX ? peer_names[p] : "?";
+}
+
+const char *mig_direction_to_string(MigDirection d) {
+        return d == MIG_DIR_OUT ? "out" : d == MIG_DIR_IN ? "in" : "?";
+}
+
+#define DECIDE(a, why) return (RecoveryDecision){ .action = (a), .reason = (why) }
+
+static bool in_postcopy(const RecoveryInput *in) {
+        return in->postcopy_started || migration_status_is_postcopy(in->mig_status);
+}
+
+static RecoveryDecision decide_out(const RecoveryInput *in) {
+        if (in->phase == JOB_PHASE_CONFIRM)
+                DECIDE(in->qemu_alive ? RECOVER_KILL_SOURCE : RECOVER_KILL_GONE,
+                       "confirm was persisted: the destination owns the guest");
+
+        if (in_postcopy(in)) {
+                if (in->mig_status == MIGRATION_STATUS_COMPLETED)
+                        DECIDE(RECOVER_KILL_SOURCE, "post-copy completed: every page is on the destination");
+                if (!in->qemu_alive)
+                        DECIDE(RECOVER_KILL_GONE,
+                               "source QEMU died in post-copy: the destination holds the guest or nothing can");
+                if (in->mig_status == MIGRATION_STATUS_POSTCOPY_ACTIVE ||
+                    in->mig_status == MIGRATION_STATUS_POSTCOPY_RECOVER ||
+                    in->mig_status == MIGRATION_STATUS_POSTCOPY_RECOVER_SETUP)
+                        DECIDE(RECOVER_WAIT_POSTCOPY, "post-copy still streaming: let it complete");
+                DECIDE(RECOVER_POSTCOPY_FAILED,
+                       "post-copy broke: the source can never resume; keep it paused for recovery");
+        }
+
+        if (!in->qemu_alive) {
+                /* The source copy is gone.  If the destination already runs
+                 * the guest, fine; otherwise the guest is lost with it, and
+                 * nothing local can bring it back. */
+                DECIDE(RECOVER_KILL_GONE, "source QEMU is dead: clean up; the destination decides for itself");
+        }
+
+        switch (in->phase) {
+        case JOB_PHASE_NONE:
+        case JOB_PHASE_BEGIN:
+                DECIDE(RECOVER_NONE, "nothing was sent: the guest never left the source");
+        case JOB_PHASE_PERFORM:
+                /* The destination is never resumed before perform_done is
+                 * persisted, so cancelling here cannot make two copies. */
+                DECIDE(RECOVER_RESUME_SOURCE,
+                       "the destination cannot have started yet: cancel and resume the source");
+        case JOB_PHASE_PERFORM_DONE:
+                switch (in->peer) {
+                case PEER_NOT_ASKED:
+                        DECIDE(RECOVER_ASK_PEER, "the destination may or may not have started the guest: ask it");
+                case PEER_RUNNING:
+                        DECIDE(RECOVER_KILL_SOURCE, "the destination runs the guest: kill the source");
+                case PEER_PAUSED_COMPLETE:
+                        DECIDE(RECOVER_FINISH_PEER,
+                               "the destination has the whole guest, paused: finish it there, then kill the source");
+                case PEER_GONE:
+                        DECIDE(RECOVER_RESUME_SOURCE, "the destination has no copy: resume the source");
+                case PEER_POSTCOPY:
+                        DECIDE(RECOVER_POSTCOPY_FAILED, "the destination is in post-copy: the source can never resume");
+                case PEER_UNREACHABLE:
+                default:
+                        DECIDE(RECOVER_KEEP_PAUSED,
+                               "the destination may run the guest and cannot be asked: keep the source paused, ask again");
+                }
+        case JOB_PHASE_CONFIRM_CANCELLED:
+                DECIDE(RECOVER_RESUME_SOURCE, "the migration was cancelled before the destination ran: resume the source");
+        case JOB_PHASE_POSTCOPY_FAILED:
+                DECIDE(RECOVER_POSTCOPY_FAILED, "post-copy failed earlier: keep paused for recovery");
+        default:
+                DECIDE(RECOVER_KEEP_PAUSED, "unexpected phase for a source: keep paused");
+        }
+}
+
+static RecoveryDecision decide_in(const RecoveryInput *in) {
+        if (in_postcopy(in)) {
+                if (!in->qemu_alive)
+                        DECIDE(RECOVER_KILL_GONE, "destination QEMU died in post-copy: the guest is lost; clean up");
+                if (in->mig_status == MIGRATION_STATUS_COMPLETED)
+                        DECIDE(in->vcpus_running ? RECOVER_KEEP_DEST : RECOVER_FINISH_DEST,
+                               "post-copy completed: the destination has every page");
+                if (in->mig_status == MIGRATION_STATUS_POSTCOPY_ACTIVE ||
+                    in->mig_status == MIGRATION_STATUS_POSTCOPY_RECOVER ||
+                    in->mig_status == MIGRATION_STATUS_POSTCOPY_RECOVER_SETUP)
+                        DECIDE(RECOVER_WAIT_POSTCOPY, "post-copy still streaming: let it complete");
+                DECIDE(RECOVER_POSTCOPY_FAILED, "post-copy broke: keep the destination for recovery");
+        }
+
+        if (!in->qemu_alive)
+                DECIDE(RECOVER_KILL_GONE, "destination QEMU is dead: clean up; the source keeps the guest");
+
+        switch (in->phase) {
+        case JOB_PHASE_NONE:
+        case JOB_PHASE_PREPARE:
+                DECIDE(RECOVER_KILL_DEST, "finish never started: the source keeps the guest");
+        case JOB_PHASE_FINISH:
+                if (in->vcpus_running)
+                        DECIDE(RECOVER_KEEP_DEST, "the destination already runs the guest: keep it, the source is killed");
+                if (in->mig_status != MIGRATION_STATUS_COMPLETED)
+                        DECIDE(RECOVER_KILL_DEST, "the stream did not complete: the source keeps the guest");
+                switch (in->peer) {
+                case PEER_NOT_ASKED:
+                        DECIDE(RECOVER_ASK_PEER, "the stream completed: ask whether the source still holds its paused copy");
+                case PEER_PAUSED:
+                        DECIDE(RECOVER_FINISH_DEST, "the source is paused and not cancelled: start the guest here");
+                case PEER_RUNNING:
+                        DECIDE(RECOVER_KILL_DEST, "the source resumed the guest: drop this copy");
+                case PEER_GONE:
+                        DECIDE(RECOVER_FINISH_DEST,
+                               "the source copy is gone after a completed stream: this is the only copy, run it");
+                case PEER_UNREACHABLE:
+                default:
+                        DECIDE(RECOVER_KEEP_PAUSED,
+                               "the source may have resumed and cannot be asked: keep this copy paused, ask again");
+                }
+        case JOB_PHASE_POSTCOPY_FAILED:
+                DECIDE(RECOVER_POSTCOPY_FAILED, "post-copy failed earlier: keep for recovery");
+        default:
+                DECIDE(RECOVER_KEEP_PAUSED, "unexpected phase for a destination: keep paused");
+        }
+}
+
+RecoveryDecision recovery_decide(const RecoveryInput *in) {
+        return in->dir == MIG_DIR_OUT ? decide_out(in) : decide_in(in);
+}

@@ -1,0 +1,142 @@
+/* Unit tests for the migration recovery table (core/recovery.c): the cells
+ * of docs/recovery.md one by one, then invariants checked over every
+ * combination of inputs. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <cmocka.h>
+
+#include "recovery.h"
+
+static RecoveryAction act(MigDirection dir, JobPhase phase, bool alive, bool running, MigrationStatus ms,
+                          bool postcopy, PeerAnswer peer) {
+        RecoveryInput in = { dir, phase, alive, running, ms, postcopy, peer };
+        RecoveryDecision d = recovery_decide(&in);
+        assert_non_null(d.reason);
+        return d.action;
+}
+
+#define OUT(phase, ms, peer) act(MIG_DIR_OUT, phase, true, false, ms, false, peer)
+#define IN(phase, running, ms, peer) act(MIG_DIR_IN, phase, true, running, ms, false, peer)
+
+static void test_source_cells(void **state) {
+        assert_int_equal(OUT(JOB_PHASE_BEGIN, MIGRATION_STATUS_NONE, PEER_NOT_ASKED), RECOVER_NONE);
+        assert_int_equal(OUT(JOB_PHASE_PERFORM, MIGRATION_STATUS_ACTIVE, PEER_NOT_ASKED), RECOVER_RESUME_SOURCE);
+        /* even a completed stream is cancelled in perform: the destination
+         * is never started before perform_done is persisted */
+        assert_int_equal(OUT(JOB_PHASE_PERFORM, MIGRATION_STATUS_COMPLETED, PEER_NOT_ASKED), RECOVER_RESUME_SOURCE);
+        assert_int_equal(OUT(JOB_PHASE_PERFORM_DONE, MIGRATION_STATUS_COMPLETED, PEER_NOT_ASKED), RECOVER_ASK_PEER);
+        assert_int_equal(OUT(JOB_PHASE_PERFORM_DONE, MIGRATION_STATUS_COMPLETED, PEER_RUNNING), RECOVER_KILL_SOURCE);
+        assert_int_equal(OUT(JOB_PHASE_PERFORM_DONE, MIGRATION_STATUS_COMPLETED, PEER_PAUSED_COMPLETE), RECOVER_FINISH_PEER);
+        assert_int_equal(OUT(JOB_PHASE_PERFORM_DONE, MIGRATION_STATUS_COMPLETED, PEER_GONE), RECOVER_RESUME_SOURCE);
+        assert_int_equal(OUT(JOB_PHASE_PERFORM_DONE, MIGRATION_STATUS_COMPLETED, PEER_UNREACHABLE), RECOVER_KEEP_PAUSED);
+        assert_int_equal(OUT(JOB_PHASE_PERFORM_DONE, MIGRATION_STATUS_COMPLETED, PEER_POSTCOPY), RECOVER_POSTCOPY_FAILED);
+        assert_int_equal(OUT(JOB_PHASE_CONFIRM, MIGRATION_STATUS_COMPLETED, PEER_NOT_ASKED), RECOVER_KILL_SOURCE);
+        assert_int_equal(OUT(JOB_PHASE_CONFIRM_CANCELLED, MIGRATION_STATUS_CANCELLED, PEER_NOT_ASKED), RECOVER_RESUME_SOURCE);
+        assert_int_equal(OUT(JOB_PHASE_POSTCOPY_FAILED, MIGRATION_STATUS_POSTCOPY_PAUSED, PEER_NOT_ASKED),
+                         RECOVER_POSTCOPY_FAILED);
+        /* post-copy */
+        assert_int_equal(act(MIG_DIR_OUT, JOB_PHASE_PERFORM, true, false, MIGRATION_STATUS_POSTCOPY_ACTIVE, true,
+                             PEER_NOT_ASKED), RECOVER_WAIT_POSTCOPY);
+        assert_int_equal(act(MIG_DIR_OUT, JOB_PHASE_PERFORM, true, false, MIGRATION_STATUS_POSTCOPY_PAUSED, true,
+                             PEER_NOT_ASKED), RECOVER_POSTCOPY_FAILED);
+        assert_int_equal(act(MIG_DIR_OUT, JOB_PHASE_PERFORM_DONE, true, false, MIGRATION_STATUS_COMPLETED, true,
+                             PEER_NOT_ASKED), RECOVER_KILL_SOURCE);
+        /* dead source QEMU */
+        assert_int_equal(act(MIG_DIR_OUT, JOB_PHASE_PERFORM, false, false, MIGRATION_STATUS_NONE, false,
+                             PEER_NOT_ASKED), RECOVER_KILL_GONE);
+}
+
+static void test_destination_cells(void **state) {
+        assert_int_equal(IN(JOB_PHASE_PREPARE, false, MIGRATION_STATUS_ACTIVE, PEER_NOT_ASKED), RECOVER_KILL_DEST);
+        assert_int_equal(IN(JOB_PHASE_PREPARE, false, MIGRATION_STATUS_COMPLETED, PEER_NOT_ASKED), RECOVER_KILL_DEST);
+        assert_int_equal(IN(JOB_PHASE_FINISH, true, MIGRATION_STATUS_COMPLETED, PEER_NOT_ASKED), RECOVER_KEEP_DEST);
+        assert_int_equal(IN(JOB_PHASE_FINISH, false, MIGRATION_STATUS_ACTIVE, PEER_NOT_ASKED), RECOVER_KILL_DEST);
+        assert_int_equal(IN(JOB_PHASE_FINISH, false, MIGRATION_STATUS_COMPLETED, PEER_NOT_ASKED), RECOVER_ASK_PEER);
+        assert_int_equal(IN(JOB_PHASE_FINISH, false, MIGRATION_STATUS_COMPLETED, PEER_PAUSED), RECOVER_FINISH_DEST);
+        assert_int_equal(IN(JOB_PHASE_FINISH, false, MIGRATION_STATUS_COMPLETED, PEER_GONE), RECOVER_FINISH_DEST);
+        assert_int_equal(IN(JOB_PHASE_FINISH, false, MIGRATION_STATUS_COMPLETED, PEER_RUNNING), RECOVER_KILL_DEST);
+        assert_int_equal(IN(JOB_PHASE_FINISH, false, MIGRATION_STATUS_COMPLETED, PEER_UNREACHABLE), RECOVER_KEEP_PAUSED);
+        assert_int_equal(act(MIG_DIR_IN, JOB_PHASE_PREPARE, true, true, MIGRATION_STATUS_POSTCOPY_ACTIVE, true,
+                             PEER_NOT_ASKED), RECOVER_WAIT_POSTCOPY);
+        assert_int_equal(act(MIG_DIR_IN, JOB_PHASE_FINISH, true, true, MIGRATION_STATUS_POSTCOPY_PAUSED, true,
+                             PEER_NOT_ASKED), RECOVER_POSTCOPY_FAILED);
+        assert_int_equal(act(MIG_DIR_IN, JOB_PHASE_FINISH, true, false, MIGRATION_STATUS_COMPLETED, true,
+                             PEER_NOT_ASKED), RECOVER_FINISH_DEST);
+        assert_int_equal(act(MIG_DIR_IN, JOB_PHASE_FINISH, false, false, MIGRATION_STATUS_NONE, false,
+                             PEER_NOT_ASKED), RECOVER_KILL_GONE);
+}
+
+/* Invariants over every combination of inputs. */
+static void test_invariants_exhaustive(void **state) {
+        int combos = 0;
+        for (int dir = 0; dir < MIG_DIR_MAX; dir++)
+        for (int phase = 0; phase < JOB_PHASE_MAX; phase++)
+        for (int alive = 0; alive < 2; alive++)
+        for (int running = 0; running < 2; running++)
+        for (int ms = 0; ms < MIGRATION_STATUS_MAX; ms++)
+        for (int pc = 0; pc < 2; pc++)
+        for (int peer = 0; peer < PEER_MAX; peer++) {
+                RecoveryInput in = { dir, phase, alive, running, ms, pc, peer };
+                RecoveryDecision d = recovery_decide(&in);
+                bool postcopy = pc || migration_status_is_postcopy(ms);
+                combos++;
+                assert_true(d.action >= 0 && d.action < RECOVER_MAX);
+                assert_non_null(d.reason);
+                if (dir == MIG_DIR_OUT) {
+                        /* a source never resumes once post-copy started, and
+                         * never while the destination runs or may run */
+                        if (d.action == RECOVER_RESUME_SOURCE) {
+                                assert_false(postcopy);
+                                assert_true(alive);
+                                assert_true(phase == JOB_PHASE_PERFORM || phase == JOB_PHASE_CONFIRM_CANCELLED ||
+                                            (phase == JOB_PHASE_PERFORM_DONE && peer == PEER_GONE));
+                        }
+                        /* a source is killed only when the destination has the guest */
+                        if (d.action == RECOVER_KILL_SOURCE)
+                                assert_true(phase == JOB_PHASE_CONFIRM || peer == PEER_RUNNING ||
+                                            (postcopy && ms == MIGRATION_STATUS_COMPLETED));
+                        assert_false(d.action == RECOVER_KILL_DEST || d.action == RECOVER_FINISH_DEST ||
+                                     d.action == RECOVER_KEEP_DEST);
+                        if (alive && !postcopy && phase == JOB_PHASE_PERFORM_DONE && peer == PEER_UNREACHABLE)
+                                assert_int_equal(d.action, RECOVER_KEEP_PAUSED);
+                } else {
+                        /* a destination is killed only when it has not run,
+                         * outside post-copy */
+                        if (d.action == RECOVER_KILL_DEST) {
+                                assert_false(postcopy);
+                                assert_false(running && phase == JOB_PHASE_FINISH);
+                        }
+                        /* it starts its copy only when the source cannot run */
+                        if (d.action == RECOVER_FINISH_DEST)
+                                assert_true((postcopy && ms == MIGRATION_STATUS_COMPLETED) ||
+                                            (phase == JOB_PHASE_FINISH && ms == MIGRATION_STATUS_COMPLETED &&
+                                             (peer == PEER_PAUSED || peer == PEER_GONE)));
+                        assert_false(d.action == RECOVER_RESUME_SOURCE || d.action == RECOVER_KILL_SOURCE ||
+                                     d.action == RECOVER_FINISH_PEER);
+                        if (alive && !postcopy && phase == JOB_PHASE_FINISH && !running &&
+                            ms == MIGRATION_STATUS_COMPLETED && peer == PEER_UNREACHABLE)
+                                assert_int_equal(d.action, RECOVER_KEEP_PAUSED);
+                }
+        }
+        printf("# %d input combinations checked\n", combos);
+}
+
+static void test_names(void **state) {
+        for (int a = 0; a < RECOVER_MAX; a++)
+                assert_string_not_equal(recovery_action_to_string(a), "?");
+        for (int p = 0; p < PEER_MAX; p++)
+                assert_string_not_equal(peer_answer_to_string(p), "?");
+        assert_string_equal(mig_direction_to_string(MIG_DIR_IN), "in");
+}
+
+int main(void) {
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_source_cells),
+                cmocka_unit_test(test_destination_cells),
+                cmocka_unit_test(test_invariants_exhaustive),
+                cmocka_unit_test(test_names),
+        };
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
