@@ -20,7 +20,13 @@
  * Unknown members, wrong types, relative paths, a missing QEMU binary, an
  * empty listen list, TLS files that do not exist, or neither TLS nor
  * dev_mode: each is -EINVAL with a detail naming the member.  Command-line
- * options of drover-agent override the file (agent_config_set()).
+ * options of drover-agent override the file (agent_config_set()), so the
+ * whole configuration is validated once, after the overrides:
+ * agent_config_load(), agent_config_set()..., agent_config_validate().
+ * run_dir is at most 39 bytes, so that every guest's QMP/QGA socket
+ * (<run_dir>/<name>.qmp, names up to 63 bytes) fits a unix socket address.
+ * Bounds: timeouts 1..3600000 ms, max_guests 1..65536, rpc_threads 1..256,
+ * max_request_bytes 131072..67108864 (a 64 KiB definition must fit).
  */
 #pragma once
 
@@ -54,12 +60,19 @@ typedef struct AgentConfig {
 
 /* Defaults (see above). */
 void agent_config_defaults(AgentConfig *c);
-/* Read and validate a file, starting from the defaults. */
+/* Read a file (at most 64 KiB) and parse it as agent_config_parse() does.
+ * Not validated yet: apply the overrides, then agent_config_validate(). */
 int agent_config_load(const char *path, AgentConfig *ret);
-/* Parse JSON text (for tests), starting from the defaults, no validation. */
+/* Parse JSON text, starting from the defaults: syntax, unknown or repeated
+ * members, types, string sizes and integer bounds are checked here; the rest
+ * is agent_config_validate()'s.  @ret is written only on success. */
 int agent_config_parse(const char *json, size_t len, AgentConfig *ret);
-/* Override one member by its JSON name from a string ("dev_mode=true");
- * used by command-line options.  -EINVAL for unknown names or bad values. */
+/* Override one member by its JSON name from a string (--set dev_mode=true
+ * gives "dev_mode", "true"); tls.cert, tls.key and tls.ca name the nested
+ * ones.  Booleans: true/false (or 1/0, yes/no, on/off); integers: decimal;
+ * "listen": a comma-separated list that replaces the current one.  Used by
+ * command-line options.  -EINVAL for unknown names or bad values, and @c is
+ * left unchanged. */
 int agent_config_set(AgentConfig *c, const char *name, const char *value);
 /* Check the whole configuration (paths absolute, binary executable, TLS
  * files readable, listen addresses parse, dev_mode only on loopback/unix). */

@@ -19,8 +19,9 @@
  *          model ("virtio-net-pci"|"e1000", default virtio-net-pci) })
  *   guest_agent (bool, default false): add the virtio-serial QGA channel
  *   serial_log (bool, default true): COM1 to <run>/<name>.serial
- * Unknown and repeated members are rejected.  Every error is -EINVAL with a detail naming
- * the member, e.g. "definition: 'disks[1].format' must be raw or qcow2, not 'vmdk'".
+ * Unknown and repeated members are rejected.  Every error is -EINVAL with a
+ * detail naming the member, e.g.
+ * "definition: 'disks[1].format' must be raw or qcow2, not 'vmdk'".
  *
  * Only agent-def.c includes json-c (a wire module).
  */

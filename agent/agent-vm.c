@@ -183,7 +183,10 @@ static int new_agent_vm(Agent *a, const GuestDef *def, const char *canonical_jso
                 return err_set(-ENOMEM, "out of memory");
         av->agent = a;
         av->def = *def;
-        guest_paths(a->cfg.run_dir, def->name, &av->paths);
+        if ((r = guest_paths(a->cfg.run_dir, def->name, &av->paths)) < 0) {
+                free(av);
+                return r;
+        }
         if (strlen(av->paths.qmp) >= VM_PATH_MAX || strlen(av->paths.qga) >= VM_PATH_MAX ||
             strlen(av->paths.qmp) >= sizeof(((struct sockaddr_un *) 0)->sun_path)) {
                 free(av);

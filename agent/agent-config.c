@@ -1,0 +1,735 @@
+/* drover-agent configuration (see agent-config.h).
+ *
+ * One table describes every member: its JSON name (tls.cert for the nested
+ * ones), its type, where it lives in AgentConfig and, for integers, its
+ * bounds.  The JSON reader and agent_config_set() both go through the table,
+ * so a member is checked the same way from the file and from the command
+ * line: reading checks types, sizes and integer bounds; everything that
+ * depends on the other members or on the host (absolute paths, the QEMU
+ * binary, TLS files, listen addresses, dev_mode) is agent_config_validate()'s
+ * job, run once all overrides are in (agent_config_load() does not validate,
+ * or an override could never repair the file).
+ *
+ * Listen addresses take three forms: unix:/abs/path, HOST:PORT (an IPv4
+ * literal or a DNS name) and [IPV6]:PORT.  dev_mode (plaintext gRPC) is
+ * refused unless every address is a unix socket, an address in 127.0.0.0/8,
+ * ::1 (or ::ffff:127.x.y.z), or the name "localhost".  Other names are never
+ * taken as loopback, whatever they resolve to.
+ *
+ * run_dir is bounded so that every guest's QMP/QGA socket
+ * (<run_dir>/<name>.qmp, names up to 63 bytes) fits a unix socket address.
+ */
+#define _GNU_SOURCE
+#include "agent-config.h"
+
+#include <arpa/inet.h>
+#include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <json-c/json.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "err.h"
+#include "log.h"
+#include "vm.h"
+
+DEFINE_POINTER_CLEANUP(json_object, json_object_put)
+DEFINE_POINTER_CLEANUP(json_tokener, json_tokener_free)
+
+#define CONFIG_MAX_BYTES (64u * 1024)
+#define SUN_PATH_MAX (sizeof(((struct sockaddr_un *) 0)->sun_path) - 1)
+/* <run_dir>/<name>.qmp must fit SUN_PATH_MAX with the longest name. */
+#define RUN_DIR_MAX (SUN_PATH_MAX - 1 - (VM_NAME_MAX - 1) - 4)
+#define SHOWN_MAX 64
+
+typedef enum MemberType {
+        MEMBER_STRING,
+        MEMBER_BOOL,
+        MEMBER_I64,
+        MEMBER_UNSIGNED,
+        MEMBER_SIZE,
+        MEMBER_LIST,
+} MemberType;
+
+typedef struct Member {
+        const char *name;
+        MemberType type;
+        size_t offset;
+        size_t size;  /* strings: the array's size */
+        int64_t min, max;
+} Member;
+
+#define STR(n, f) { n, MEMBER_STRING, offsetof(AgentConfig, f), sizeof(((AgentConfig *) 0)->f), 0, 0 }
+#define INT(n, t, f, lo, hi) { n, t, offsetof(AgentConfig, f), 0, lo, hi }
+
+static const Member members[] = {
+        STR("host", host),
+        STR("state_dir", state_dir),
+        STR("run_dir", run_dir),
+        { "listen", MEMBER_LIST, offsetof(AgentConfig, listen), sizeof(((AgentConfig *) 0)->listen[0]), 0, 0 },
+        STR("qemu_binary", qemu_binary),
+        STR("accel", accel),
+        STR("tls.cert", tls_cert),
+        STR("tls.key", tls_key),
+        STR("tls.ca", tls_ca),
+        { "dev_mode", MEMBER_BOOL, offsetof(AgentConfig, dev_mode), 0, 0, 0 },
+        INT("job_timeout_ms", MEMBER_I64, job_timeout_ms, 1, 3600000),
+        INT("qmp_timeout_ms", MEMBER_I64, qmp_timeout_ms, 1, 3600000),
+        INT("qga_timeout_ms", MEMBER_I64, qga_timeout_ms, 1, 3600000),
+        INT("start_timeout_ms", MEMBER_I64, start_timeout_ms, 1, 3600000),
+        INT("max_guests", MEMBER_UNSIGNED, max_guests, 1, 65536),
+        INT("rpc_threads", MEMBER_UNSIGNED, rpc_threads, 1, 256),
+        /* a definition (64 KiB) must fit, with room for the envelope */
+        INT("max_request_bytes", MEMBER_SIZE, max_request_bytes, 128 * 1024, 64 * 1024 * 1024),
+        STR("log_level", log_level),
+};
+
+static bool streq(const char *a, const char *b) {
+        return strcmp(a, b) == 0;
+}
+
+static const Member *member_find(const char *name) {
+        for (size_t i = 0; i < ELEMENTSOF(members); i++)
+                if (streq(members[i].name, name))
+                        return &members[i];
+        return NULL;
+}
+
+static const char *shown(const char *s, char buf[SHOWN_MAX + 4]) {
+        size_t i = 0;
+        for (; s[i] && i < SHOWN_MAX; i++)
+                buf[i] = (s[i] >= 0x20 && s[i] < 0x7f) ? s[i] : '?';
+        if (s[i]) {
+                memcpy(buf + i, "...", 3);
+                i += 3;
+        }
+        buf[i] = '\0';
+        return buf;
+}
+
+/* "'<name>' <detail>", -EINVAL; the public functions add the prefix. */
+static int bad(const char *name, const char *fmt, ...) _printf_(2, 3);
+static int bad(const char *name, const char *fmt, ...) {
+        char detail[ERR_MSG_MAX];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(detail, sizeof(detail), fmt, ap);
+        va_end(ap);
+        return err_set(-EINVAL, "'%s' %s", name, detail);
+}
+
+void agent_config_defaults(AgentConfig *c) {
+        char host[256];
+
+        memset(c, 0, sizeof(*c));
+        /* a name that does not fit stays empty: validation then asks for "host" */
+        if (gethostname(host, sizeof(host)) == 0 && strnlen(host, sizeof(host)) < sizeof(c->host))
+                snprintf(c->host, sizeof(c->host), "%s", host);
+        snprintf(c->state_dir, sizeof(c->state_dir), "/var/lib/drover/agent");
+        snprintf(c->run_dir, sizeof(c->run_dir), "/run/drover/agent");
+        c->n_listen = 1;
+        snprintf(c->listen[0], sizeof(c->listen[0]), "unix:/run/drover/agent.sock");
+        snprintf(c->qemu_binary, sizeof(c->qemu_binary), "/usr/bin/qemu-system-x86_64");
+        snprintf(c->accel, sizeof(c->accel), "kvm");
+        c->dev_mode = false;
+        c->job_timeout_ms = 30000;
+        c->qmp_timeout_ms = 10000;
+        c->qga_timeout_ms = 5000;
+        c->start_timeout_ms = 10000;
+        c->max_guests = 512;
+        c->rpc_threads = 8;
+        c->max_request_bytes = 4194304;
+        snprintf(c->log_level, sizeof(c->log_level), "info");
+}
+
+/* ---- storing one member ---- */
+
+static int store_string(const char *name, const char *s, size_t len, char *dst, size_t size) {
+        if (strlen(s) != len)
+                return bad(name, "must not contain NUL characters");
+        if (len >= size)
+                return bad(name, "is too long (%zu bytes, at most %zu)", len, size - 1);
+        memcpy(dst, s, len + 1);
+        return 0;
+}
+
+static int check_range(const Member *m, int64_t x, const char *text) {
+        if (x < m->min || x > m->max)
+                return bad(m->name, "must be between %" PRId64 " and %" PRId64 ", not %s", m->min, m->max, text);
+        return 0;
+}
+
+static void store_int(const Member *m, AgentConfig *c, int64_t x) {
+        char *p = (char *) c + m->offset;
+        switch (m->type) {
+        case MEMBER_I64:
+                *(int64_t *) (void *) p = x;
+                break;
+        case MEMBER_UNSIGNED:
+                *(unsigned *) (void *) p = (unsigned) x;
+                break;
+        case MEMBER_SIZE:
+                *(size_t *) (void *) p = (size_t) x;
+                break;
+        default:
+                assert(!"not an integer member");
+        }
+}
+
+static int64_t load_int(const Member *m, const AgentConfig *c) {
+        const char *p = (const char *) c + m->offset;
+        switch (m->type) {
+        case MEMBER_I64:
+                return *(const int64_t *) (const void *) p;
+        case MEMBER_UNSIGNED:
+                return *(const unsigned *) (const void *) p;
+        case MEMBER_SIZE:
+                return (int64_t) MIN(*(const size_t *) (const void *) p, (size_t) INT64_MAX);
+        default:
+                assert(!"not an integer member");
+        }
+        return 0;
+}
+
+static int store_list_entry(AgentConfig *c, size_t i, const char *s, size_t len) {
+        char name[32];
+        snprintf(name, sizeof(name), "listen[%zu]", i);
+        if (i >= AGENT_MAX_LISTEN)
+                return bad("listen", "has more than %d entries", AGENT_MAX_LISTEN);
+        return store_string(name, s, len, c->listen[i], sizeof(c->listen[i]));
+}
+
+/* ---- JSON ---- */
+
+static const char *type_name(json_object *v) {
+        switch (json_object_get_type(v)) {
+        case json_type_null:
+                return "null";
+        case json_type_boolean:
+                return "a boolean";
+        case json_type_double:
+                return "a fractional number";
+        case json_type_int:
+                return "an integer";
+        case json_type_object:
+                return "an object";
+        case json_type_array:
+                return "an array";
+        case json_type_string:
+                return "a string";
+        }
+        return "unknown";
+}
+
+static int want(json_object *v, json_type t, const char *name, const char *what) {
+        if (json_object_is_type(v, t))
+                return 0;
+        return bad(name, "must be %s, not %s", what, type_name(v));
+}
+
+static int json_member(AgentConfig *c, const Member *m, json_object *v) {
+        int r;
+        switch (m->type) {
+        case MEMBER_STRING:
+                if ((r = want(v, json_type_string, m->name, "a string")) < 0)
+                        return r;
+                return store_string(m->name, json_object_get_string(v), (size_t) json_object_get_string_len(v),
+                                    (char *) c + m->offset, m->size);
+        case MEMBER_BOOL:
+                if ((r = want(v, json_type_boolean, m->name, "a boolean")) < 0)
+                        return r;
+                *(bool *) ((char *) c + m->offset) = json_object_get_boolean(v);
+                return 0;
+        case MEMBER_I64:
+        case MEMBER_UNSIGNED:
+        case MEMBER_SIZE:
+                if ((r = want(v, json_type_int, m->name, "an integer")) < 0)
+                        return r;
+                if ((r = check_range(m, json_object_get_int64(v), json_object_to_json_string(v))) < 0)
+                        return r;
+                store_int(m, c, json_object_get_int64(v));
+                return 0;
+        case MEMBER_LIST:
+                if ((r = want(v, json_type_array, m->name, "an array of strings")) < 0)
+                        return r;
+                c->n_listen = 0;
+                for (size_t i = 0; i < json_object_array_length(v); i++) {
+                        json_object *e = json_object_array_get_idx(v, i);
+                        char name[32];
+                        snprintf(name, sizeof(name), "listen[%zu]", i);
+                        if ((r = want(e, json_type_string, name, "a string")) < 0 ||
+                            (r = store_list_entry(c, i, json_object_get_string(e),
+                                                  (size_t) json_object_get_string_len(e))) < 0)
+                                return r;
+                        c->n_listen = i + 1;
+                }
+                return 0;
+        }
+        return 0;
+}
+
+static int json_object_members(AgentConfig *c, json_object *o, const char *prefix) {
+        char name[96], sh[SHOWN_MAX + 4];
+        int r;
+
+        json_object_object_foreach(o, key, v) {
+                snprintf(name, sizeof(name), "%s%s", prefix, shown(key, sh));
+                if (!prefix[0] && streq(key, "tls")) {
+                        if ((r = want(v, json_type_object, "tls", "an object")) < 0 ||
+                            (r = json_object_members(c, v, "tls.")) < 0)
+                                return r;
+                        continue;
+                }
+                const Member *m = member_find(name);
+                /* "tls.cert" is a name for agent_config_set(), not a top-level key */
+                if (!m || !prefix[0] != !strchr(m->name, '.'))
+                        return bad(name, "is not a known member");
+                if ((r = json_member(c, m, v)) < 0)
+                        return r;
+        }
+        return 0;
+}
+
+/* Members in the text (each ':' outside a string) against members in the
+ * tree: json-c keeps only the last of repeated names. */
+static size_t text_members(const char *s, size_t len) {
+        size_t n = 0;
+        bool in_str = false;
+        for (size_t i = 0; i < len; i++) {
+                if (in_str) {
+                        if (s[i] == '\\')
+                                i++;
+                        else if (s[i] == '"')
+                                in_str = false;
+                } else if (s[i] == '"')
+                        in_str = true;
+                else if (s[i] == ':')
+                        n++;
+        }
+        return n;
+}
+
+static size_t tree_members(json_object *v) {
+        size_t n = 0;
+        if (json_object_is_type(v, json_type_object)) {
+                json_object_object_foreach(v, key, child) {
+                        (void) key;
+                        n += 1 + tree_members(child);
+                }
+        } else if (json_object_is_type(v, json_type_array)) {
+                for (size_t i = 0; i < json_object_array_length(v); i++)
+                        n += tree_members(json_object_array_get_idx(v, i));
+        }
+        return n;
+}
+
+static int parse_text(const char *json, size_t len, AgentConfig *ret) {
+        _cleanup_(json_tokener_freep) json_tokener *tok = NULL;
+        _cleanup_(json_object_putp) json_object *root = NULL;
+        AgentConfig c;
+        int r;
+
+        if (len > CONFIG_MAX_BYTES)
+                return err_set(-E2BIG, "%zu bytes, more than the limit of %u", len, CONFIG_MAX_BYTES);
+        if (!json || len == 0)
+                return err_set(-EINVAL, "empty document");
+        const char *nul = memchr(json, '\0', len);
+        if (nul)
+                return err_set(-EINVAL, "NUL byte at offset %zu", (size_t) (nul - json));
+        if (!(tok = json_tokener_new()))
+                return err_set(-ENOMEM, "out of memory");
+        json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
+        root = json_tokener_parse_ex(tok, json, (int) len);
+        if (!root && json_tokener_get_error(tok) == json_tokener_continue)
+                root = json_tokener_parse_ex(tok, " ", 1); /* ends a bare number */
+        if (!root) {
+                enum json_tokener_error e = json_tokener_get_error(tok);
+                if (e == json_tokener_continue)
+                        return err_set(-EINVAL, "truncated JSON (the document ends inside a value)");
+                if (e != json_tokener_success)
+                        return err_set(-EINVAL, "invalid JSON at byte %zu: %s", json_tokener_get_parse_end(tok),
+                                       json_tokener_error_desc(e));
+        }
+        if (!json_object_is_type(root, json_type_object))
+                return err_set(-EINVAL, "must be a JSON object, not %s", type_name(root));
+
+        agent_config_defaults(&c);
+        if ((r = json_object_members(&c, root, "")) < 0)
+                return r;
+        if (text_members(json, len) != tree_members(root))
+                return err_set(-EINVAL, "a member name appears more than once in one object");
+        *ret = c;
+        return 0;
+}
+
+int agent_config_parse(const char *json, size_t len, AgentConfig *ret) {
+        int r = parse_text(json, len, ret);
+        return r < 0 ? err_prefix(r, "config") : 0;
+}
+
+/* ---- validation ---- */
+
+static bool is_alnum(char ch) {
+        return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9');
+}
+
+static bool host_is_valid(const char *s) {
+        size_t n = strlen(s);
+        if (n == 0 || !is_alnum(s[0]))
+                return false;
+        for (; *s; s++)
+                if (!is_alnum(*s) && !strchr("._-", *s))
+                        return false;
+        return true;
+}
+
+/* A DNS name: labels of [A-Za-z0-9-] (not starting or ending with '-'), and
+ * a last label that is not all digits (so "127.1" is not taken as a name). */
+static bool dns_name_is_valid(const char *s, size_t n) {
+        size_t label = 0;
+        bool digits_only = true;
+        if (n == 0 || n > 253)
+                return false;
+        for (size_t i = 0; i <= n; i++) {
+                if (i == n || s[i] == '.') {
+                        if (label == 0 || label > 63 || s[i - 1] == '-')
+                                return false;
+                        if (i == n)
+                                return !digits_only;
+                        label = 0;
+                        digits_only = true;
+                        continue;
+                }
+                if (!is_alnum(s[i]) && s[i] != '-')
+                        return false;
+                if (label == 0 && s[i] == '-')
+                        return false;
+                if (!(s[i] >= '0' && s[i] <= '9'))
+                        digits_only = false;
+                label++;
+        }
+        return false;
+}
+
+static bool port_is_valid(const char *p) {
+        unsigned long v = 0;
+        if (!*p || strlen(p) > 5)
+                return false;
+        for (const char *q = p; *q; q++) {
+                if (*q < '0' || *q > '9')
+                        return false;
+                v = v * 10 + (unsigned long) (*q - '0');
+        }
+        return v >= 1 && v <= 65535;
+}
+
+/* Check one listen address; *ret_local tells whether it is a unix socket or
+ * a loopback address. */
+static int listen_check(const char *name, const char *a, bool *ret_local) {
+        char sh[SHOWN_MAX + 4], host[256];
+        const char *colon;
+
+        if (!strncmp(a, "unix:", 5)) {
+                const char *p = a + 5;
+                if (p[0] != '/')
+                        return bad(name, "must name an absolute socket path: unix:/path, not '%s'", shown(a, sh));
+                if (strlen(p) > SUN_PATH_MAX)
+                        return bad(name, "socket path is longer than %zu bytes", SUN_PATH_MAX);
+                *ret_local = true;
+                return 0;
+        }
+        if (a[0] == '[') {
+                const char *end = strchr(a, ']');
+                struct in6_addr in6;
+                if (!end || end[1] != ':' || (size_t) (end - a - 1) >= sizeof(host))
+                        return bad(name, "must be [IPV6]:PORT, not '%s'", shown(a, sh));
+                snprintf(host, sizeof(host), "%.*s", (int) (end - a - 1), a + 1);
+                if (inet_pton(AF_INET6, host, &in6) != 1)
+                        return bad(name, "'%s' is not an IPv6 address", shown(host, sh));
+                if (!port_is_valid(end + 2))
+                        return bad(name, "port must be 1..65535, not '%s'", shown(end + 2, sh));
+                *ret_local = IN6_IS_ADDR_LOOPBACK(&in6) ||
+                             (IN6_IS_ADDR_V4MAPPED(&in6) && in6.s6_addr[12] == 127);
+                return 0;
+        }
+        colon = strrchr(a, ':');
+        if (!colon)
+                return bad(name, "must be unix:/path, HOST:PORT or [IPV6]:PORT, not '%s'", shown(a, sh));
+        if (memchr(a, ':', (size_t) (colon - a)))
+                return bad(name, "IPv6 addresses need brackets ([IPV6]:PORT), not '%s'", shown(a, sh));
+        if ((size_t) (colon - a) >= sizeof(host))
+                return bad(name, "host name is too long");
+        snprintf(host, sizeof(host), "%.*s", (int) (colon - a), a);
+        if (!port_is_valid(colon + 1))
+                return bad(name, "port must be 1..65535, not '%s'", shown(colon + 1, sh));
+        struct in_addr in4;
+        if (inet_pton(AF_INET, host, &in4) == 1) {
+                *ret_local = (ntohl(in4.s_addr) >> 24) == 127;
+                return 0;
+        }
+        if (!dns_name_is_valid(host, strlen(host)))
+                return bad(name, "'%s' is neither an IPv4 address nor a host name", shown(host, sh));
+        *ret_local = strcasecmp(host, "localhost") == 0;
+        return 0;
+}
+
+static int check_abs(const char *name, const char *path) {
+        char sh[SHOWN_MAX + 4];
+        if (!path[0])
+                return bad(name, "is empty");
+        if (path[0] != '/')
+                return bad(name, "must be an absolute path, not '%s'", shown(path, sh));
+        return 0;
+}
+
+static int check_readable(const char *name, const char *path) {
+        int r = check_abs(name, path);
+        if (r < 0)
+                return r;
+        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+        if (fd < 0) {
+                if (errno == ENOENT || errno == ENOTDIR)
+                        return bad(name, "file '%s' does not exist", path);
+                return bad(name, "file '%s' cannot be read: %s", path, strerror(errno));
+        }
+        struct stat st;
+        if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+                return bad(name, "'%s' is not a regular file", path);
+        return 0;
+}
+
+static int check_qemu(const char *path) {
+        struct stat st;
+        int r = check_abs("qemu_binary", path);
+        if (r < 0)
+                return r;
+        if (stat(path, &st) < 0) {
+                if (errno == ENOENT || errno == ENOTDIR)
+                        return bad("qemu_binary", "'%s' does not exist (install QEMU or set qemu_binary)", path);
+                return bad("qemu_binary", "'%s': %s", path, strerror(errno));
+        }
+        if (!S_ISREG(st.st_mode))
+                return bad("qemu_binary", "'%s' is not a regular file", path);
+        if (access(path, X_OK) < 0)
+                return bad("qemu_binary", "'%s' is not executable", path);
+        return 0;
+}
+
+static int check_tls(const AgentConfig *c) {
+        const char *names[] = { "tls.cert", "tls.key", "tls.ca" };
+        const char *paths[] = { c->tls_cert, c->tls_key, c->tls_ca };
+        bool any = c->tls_cert[0] || c->tls_key[0] || c->tls_ca[0];
+        int r;
+
+        if (!any) {
+                if (!c->dev_mode)
+                        return bad("tls", "is not set and dev_mode is off: the agent needs a certificate, key "
+                                   "and CA, or dev_mode for plaintext on loopback");
+                return 0;
+        }
+        if (c->dev_mode)
+                return bad("dev_mode", "means plaintext, but 'tls' is set too: choose one");
+        for (size_t i = 0; i < ELEMENTSOF(names); i++) {
+                if (!paths[i][0])
+                        return bad(names[i], "is required with the other tls files");
+                if ((r = check_readable(names[i], paths[i])) < 0)
+                        return r;
+        }
+        return 0;
+}
+
+static int check_listen(const AgentConfig *c) {
+        char name[32];
+        int r;
+
+        if (c->n_listen == 0)
+                return bad("listen", "is empty: give at least one address");
+        if (c->n_listen > AGENT_MAX_LISTEN)
+                return bad("listen", "has more than %d entries", AGENT_MAX_LISTEN);
+        for (size_t i = 0; i < c->n_listen; i++) {
+                bool local = false;
+                snprintf(name, sizeof(name), "listen[%zu]", i);
+                if ((r = listen_check(name, c->listen[i], &local)) < 0)
+                        return r;
+                for (size_t j = 0; j < i; j++)
+                        if (streq(c->listen[i], c->listen[j]))
+                                return bad(name, "repeats listen[%zu]", j);
+                if (c->dev_mode && !local)
+                        return bad("dev_mode", "allows only unix sockets and loopback addresses, and %s is '%s'",
+                                   name, c->listen[i]);
+        }
+        return 0;
+}
+
+static int validate(const AgentConfig *c) {
+        char sh[SHOWN_MAX + 4];
+        int r;
+
+        if (!host_is_valid(c->host))
+                return bad("host", "must be 1-63 of A-Z a-z 0-9 . _ - starting with a letter or digit, not '%s' "
+                           "(set it when the host name does not fit)", shown(c->host, sh));
+        if ((r = check_abs("state_dir", c->state_dir)) < 0 || (r = check_abs("run_dir", c->run_dir)) < 0)
+                return r;
+        if (strlen(c->run_dir) > RUN_DIR_MAX)
+                return bad("run_dir", "is longer than %zu bytes, too long for the guests' unix sockets",
+                           (size_t) RUN_DIR_MAX);
+        if ((r = check_listen(c)) < 0)
+                return r;
+        if ((r = check_qemu(c->qemu_binary)) < 0)
+                return r;
+        if (!streq(c->accel, "kvm") && !streq(c->accel, "tcg"))
+                return bad("accel", "must be kvm or tcg, not '%s'", shown(c->accel, sh));
+        if ((r = check_tls(c)) < 0)
+                return r;
+        for (size_t i = 0; i < ELEMENTSOF(members); i++) {
+                const Member *m = &members[i];
+                if (m->type != MEMBER_I64 && m->type != MEMBER_UNSIGNED && m->type != MEMBER_SIZE)
+                        continue;
+                char text[32];
+                int64_t x = load_int(m, c);
+                snprintf(text, sizeof(text), "%" PRId64, x);
+                if ((r = check_range(m, x, text)) < 0)
+                        return r;
+        }
+        if (log_level_from_string(c->log_level) < 0)
+                return bad("log_level", "must be debug, info, warning or error, not '%s'", shown(c->log_level, sh));
+        return 0;
+}
+
+int agent_config_validate(const AgentConfig *c) {
+        int r = validate(c);
+        return r < 0 ? err_prefix(r, "config") : 0;
+}
+
+/* ---- files and overrides ---- */
+
+static int read_file(const char *path, char **ret, size_t *ret_len) {
+        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        _cleanup_free_ char *buf = NULL;
+        size_t len = 0;
+
+        if (fd < 0)
+                return err_set(-errno, "cannot open: %s", strerror(errno));
+        if (!(buf = malloc(CONFIG_MAX_BYTES + 1)))
+                return err_set(-ENOMEM, "out of memory");
+        for (;;) {
+                ssize_t n = read(fd, buf + len, CONFIG_MAX_BYTES + 1 - len);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0)
+                        return err_set(-errno, "cannot read: %s", strerror(errno));
+                if (n == 0)
+                        break;
+                len += (size_t) n;
+                if (len > CONFIG_MAX_BYTES)
+                        return err_set(-E2BIG, "larger than the limit of %u bytes", CONFIG_MAX_BYTES);
+        }
+        buf[len] = '\0';
+        *ret = TAKE_PTR(buf);
+        *ret_len = len;
+        return 0;
+}
+
+int agent_config_load(const char *path, AgentConfig *ret) {
+        _cleanup_free_ char *text = NULL;
+        AgentConfig c;
+        size_t len = 0;
+        int r;
+
+        if ((r = read_file(path, &text, &len)) < 0 || (r = parse_text(text, len, &c)) < 0)
+                return err_prefix(r, "config %s", path);
+        *ret = c;
+        return 0;
+}
+
+static int set_bool(const char *name, const char *v, bool *ret) {
+        char sh[SHOWN_MAX + 4];
+        if (streq(v, "true") || streq(v, "1") || streq(v, "yes") || streq(v, "on"))
+                *ret = true;
+        else if (streq(v, "false") || streq(v, "0") || streq(v, "no") || streq(v, "off"))
+                *ret = false;
+        else
+                return bad(name, "must be true or false, not '%s'", shown(v, sh));
+        return 0;
+}
+
+static int set_int(const Member *m, const char *v, int64_t *ret) {
+        char sh[SHOWN_MAX + 4], *end = NULL;
+        if (!((v[0] >= '0' && v[0] <= '9') || (v[0] == '-' && v[1] >= '0' && v[1] <= '9')))
+                return bad(m->name, "must be an integer, not '%s'", shown(v, sh));
+        errno = 0;
+        long long x = strtoll(v, &end, 10);
+        if (*end)
+                return bad(m->name, "must be an integer, not '%s'", shown(v, sh));
+        if (errno == ERANGE)
+                return bad(m->name, "must be between %" PRId64 " and %" PRId64 ", not %s", m->min, m->max,
+                           shown(v, sh));
+        *ret = x;
+        return check_range(m, x, shown(v, sh));
+}
+
+/* "listen": a comma-separated list that replaces the current one. */
+static int set_list(AgentConfig *c, const char *v) {
+        size_t n = 0;
+        int r;
+        for (const char *p = v;; n++) {
+                const char *comma = strchr(p, ',');
+                size_t len = comma ? (size_t) (comma - p) : strlen(p);
+                _cleanup_free_ char *one = strndup(p, len);
+                if (!one)
+                        return err_set(-ENOMEM, "out of memory");
+                if ((r = store_list_entry(c, n, one, len)) < 0)
+                        return r;
+                if (!comma)
+                        break;
+                p = comma + 1;
+        }
+        c->n_listen = n + 1;
+        return 0;
+}
+
+static int set_member(AgentConfig *c, const char *name, const char *value) {
+        char sh[SHOWN_MAX + 4];
+        const Member *m = member_find(name);
+        int64_t x = 0;
+        int r;
+
+        if (!m)
+                return bad(shown(name, sh), "is not a known member");
+        switch (m->type) {
+        case MEMBER_STRING:
+                return store_string(m->name, value, strlen(value), (char *) c + m->offset, m->size);
+        case MEMBER_BOOL:
+                return set_bool(m->name, value, (bool *) ((char *) c + m->offset));
+        case MEMBER_I64:
+        case MEMBER_UNSIGNED:
+        case MEMBER_SIZE:
+                if ((r = set_int(m, value, &x)) < 0)
+                        return r;
+                store_int(m, c, x);
+                return 0;
+        case MEMBER_LIST:
+                return set_list(c, value);
+        }
+        return 0;
+}
+
+int agent_config_set(AgentConfig *c, const char *name, const char *value) {
+        AgentConfig tmp = *c;
+        int r;
+
+        if (!name || !value)
+                return err_set(-EINVAL, "config: option without a name or value");
+        if ((r = set_member(&tmp, name, value)) < 0)
+                return err_prefix(r, "config");
+        *c = tmp;
+        return 0;
+}

@@ -1,0 +1,1116 @@
+/* Guest definitions (see agent-def.h): JSON in, a validated GuestDef, JSON
+ * out, host checks, runtime paths and the QEMU command line.
+ *
+ * Parsing is strict on purpose, because a definition comes from the network
+ * and a typo must never silently change a guest: json-c in strict mode with
+ * UTF-8 validation, no trailing data, no unknown or repeated members, no NUL
+ * or control characters in strings, integers only where integers are meant.
+ * Every error is -EINVAL (-E2BIG for an oversized document) and its detail
+ * names the member path ("definition: 'disks[1].format' ...").  Values shown
+ * in details are cut and reduced to printable ASCII, since a detail ends up
+ * in a gRPC status and in logs.  An empty string means "not set" for kernel,
+ * initrd and append (the canonical JSON writes them as ""), and "generate"
+ * for uuid and a NIC's mac.  UUIDs and MACs are stored in lower case.
+ * guest_def_to_json() writes every member in a fixed order, so
+ * parse(to_json(d)) gives d back byte for byte.
+ *
+ * The command line is built from the GuestDef alone (plus a stat() that
+ * picks QEMU's file or host_device driver), so the source and destination
+ * of a migration build the same devices in the same order.  Decisions:
+ *  - Image locking stays on (QEMU's default).  It does not get in the way of
+ *    migration on shared storage: an -incoming QEMU opens its images
+ *    inactive and takes no write lock until it activates them at
+ *    switchover, after the source has inactivated (unlocked) its own.  What
+ *    locking does buy us is that a second QEMU started by mistake on the
+ *    same image fails instead of corrupting it.  The integration test
+ *    checks both.
+ *  - Cache modes map as QEMU's own -drive cache= shorthand does:
+ *      none         cache.direct=on,  cache.no-flush=off, write-cache=on
+ *      writeback    cache.direct=off, cache.no-flush=off, write-cache=on
+ *      writethrough cache.direct=off, cache.no-flush=off, write-cache=off
+ *      directsync   cache.direct=on,  cache.no-flush=off, write-cache=off
+ *      unsafe       cache.direct=off, cache.no-flush=on,  write-cache=on
+ *    cache.* and read-only are set on the format node; the protocol node
+ *    (file.*) inherits them.
+ *  - Values that QEMU splits on commas (-qmp, -chardev, -blockdev) get their
+ *    commas doubled; -serial file:, -kernel, -initrd, -append and -pidfile
+ *    take their value verbatim.
+ *  - microvm gets pcie=on, so the same PCI devices work on every machine.
+ *  - Without a kernel, disks[0] is the boot disk (bootindex=1).
+ */
+#define _GNU_SOURCE
+#include "agent-def.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <json-c/json.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "err.h"
+#include "vm.h"
+
+DEFINE_POINTER_CLEANUP(json_object, json_object_put)
+DEFINE_POINTER_CLEANUP(json_tokener, json_tokener_free)
+
+#define SHOWN_MAX 64
+#define QCOW2_MAGIC "QFI\xfb"
+#define PC_MAX_VCPUS 255
+#define MAX_KEYS_PER_OBJECT 64
+#define SUN_PATH_MAX (sizeof(((struct sockaddr_un *) 0)->sun_path) - 1)
+
+static const char *const disk_formats[] = { "raw", "qcow2" };
+static const char *const cache_modes[] = { "none", "writeback", "writethrough", "directsync", "unsafe" };
+static const char *const nic_models[] = { "virtio-net-pci", "e1000" };
+
+static bool streq(const char *a, const char *b) {
+        return strcmp(a, b) == 0;
+}
+
+static bool in_list(const char *s, const char *const *list, size_t n) {
+        for (size_t i = 0; i < n; i++)
+                if (streq(s, list[i]))
+                        return true;
+        return false;
+}
+
+/* @s for an error detail: at most SHOWN_MAX bytes of printable ASCII, anything
+ * else shown as '?', "..." when cut. */
+static const char *shown(const char *s, char buf[SHOWN_MAX + 4]) {
+        size_t i = 0;
+        for (; s[i] && i < SHOWN_MAX; i++)
+                buf[i] = (s[i] >= 0x20 && s[i] < 0x7f) ? s[i] : '?';
+        if (s[i]) {
+                memcpy(buf + i, "...", 3);
+                i += 3;
+        }
+        buf[i] = '\0';
+        return buf;
+}
+
+/* "definition: '<path>' <detail>", -EINVAL. */
+static int bad(const char *path, const char *fmt, ...) _printf_(2, 3);
+static int bad(const char *path, const char *fmt, ...) {
+        char detail[ERR_MSG_MAX];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(detail, sizeof(detail), fmt, ap);
+        va_end(ap);
+        return err_set(-EINVAL, "definition: '%s' %s", path, detail);
+}
+
+static const char *type_name(json_object *v) {
+        switch (json_object_get_type(v)) {
+        case json_type_null:
+                return "null";
+        case json_type_boolean:
+                return "a boolean";
+        case json_type_double:
+                return "a fractional number";
+        case json_type_int:
+                return "an integer";
+        case json_type_object:
+                return "an object";
+        case json_type_array:
+                return "an array";
+        case json_type_string:
+                return "a string";
+        }
+        return "unknown";
+}
+
+static int want_type(json_object *v, json_type t, const char *path, const char *what) {
+        if (json_object_is_type(v, t))
+                return 0;
+        return bad(path, "must be %s, not %s", what, type_name(v));
+}
+
+static int get_str(json_object *v, const char *path, char *buf, size_t size) {
+        int r = want_type(v, json_type_string, path, "a string");
+        if (r < 0)
+                return r;
+        const char *s = json_object_get_string(v);
+        size_t n = (size_t) json_object_get_string_len(v);
+        if (strlen(s) != n)
+                return bad(path, "must not contain NUL characters");
+        if (n >= size)
+                return bad(path, "is too long (%zu bytes, at most %zu)", n, size - 1);
+        memcpy(buf, s, n + 1);
+        return 0;
+}
+
+static bool has_control(const char *s) {
+        for (; *s; s++)
+                if ((unsigned char) *s < 0x20 || *s == 0x7f)
+                        return true;
+        return false;
+}
+
+/* An absolute path; "" is accepted (= not set) when @optional. */
+static int get_path(json_object *v, const char *path, char *buf, size_t size, bool optional) {
+        char sh[SHOWN_MAX + 4];
+        int r = get_str(v, path, buf, size);
+        if (r < 0)
+                return r;
+        if (!buf[0] && optional)
+                return 0;
+        if (buf[0] != '/')
+                return bad(path, "must be an absolute path, not '%s'", shown(buf, sh));
+        if (has_control(buf))
+                return bad(path, "must not contain control characters");
+        return 0;
+}
+
+static int get_int(json_object *v, const char *path, int64_t min, int64_t max, int64_t *ret) {
+        int r = want_type(v, json_type_int, path, "an integer");
+        if (r < 0)
+                return r;
+        int64_t x = json_object_get_int64(v); /* saturates; out of range either way */
+        if (x < min || x > max)
+                return bad(path, "must be between %" PRId64 " and %" PRId64 ", not %s", min, max,
+                           json_object_to_json_string(v));
+        *ret = x;
+        return 0;
+}
+
+static int get_bool(json_object *v, const char *path, bool *ret) {
+        int r = want_type(v, json_type_boolean, path, "a boolean");
+        if (r < 0)
+                return r;
+        *ret = json_object_get_boolean(v);
+        return 0;
+}
+
+/* A string member that must satisfy @valid, described by @what for the
+ * detail ("must be <what>, not '<value>'"); too long counts as invalid. */
+static int get_str_as(json_object *v, const char *path, bool (*valid)(const char *),
+                      const char *what, char *buf, size_t size) {
+        char sh[SHOWN_MAX + 4];
+        int r = want_type(v, json_type_string, path, "a string");
+        if (r < 0)
+                return r;
+        const char *s = json_object_get_string(v);
+        size_t n = (size_t) json_object_get_string_len(v);
+        if (strlen(s) != n)
+                return bad(path, "must not contain NUL characters");
+        if (n >= size || !valid(s))
+                return bad(path, "must be %s, not '%s'", what, shown(s, sh));
+        memcpy(buf, s, n + 1);
+        return 0;
+}
+
+static int unknown_member(const char *path) {
+        return err_set(-EINVAL, "definition: '%s' is not a known member", path);
+}
+
+/* ---- member syntax ---- */
+
+static bool machine_is_valid(const char *m) {
+        const char *v = NULL;
+        if (streq(m, "pc") || streq(m, "q35") || streq(m, "microvm"))
+                return true;
+        if (!strncmp(m, "pc-i440fx-", 10))
+                v = m + 10;
+        else if (!strncmp(m, "pc-q35-", 7))
+                v = m + 7;
+        if (!v || !*v)
+                return false;
+        for (; *v; v++)
+                if (!((*v >= 'a' && *v <= 'z') || (*v >= 'A' && *v <= 'Z') || (*v >= '0' && *v <= '9') ||
+                      *v == '.' || *v == '_'))
+                        return false;
+        return true;
+}
+
+static bool is_alnum(char c) {
+        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
+
+static bool cpu_model_is_valid(const char *s) {
+        if (!is_alnum(s[0]))
+                return false;
+        for (; *s; s++)
+                if (!is_alnum(*s) && !strchr("_.,=+-", *s))
+                        return false;
+        return true;
+}
+
+/* Linux interface name rules, restricted to a portable character set. */
+static bool bridge_is_valid(const char *s) {
+        size_t n = strlen(s);
+        if (n == 0 || n > 15 || streq(s, ".") || streq(s, ".."))
+                return false;
+        for (; *s; s++)
+                if (!is_alnum(*s) && !strchr("_.-", *s))
+                        return false;
+        return true;
+}
+
+static int hexval(char c) {
+        if (c >= '0' && c <= '9')
+                return c - '0';
+        if (c >= 'a' && c <= 'f')
+                return c - 'a' + 10;
+        if (c >= 'A' && c <= 'F')
+                return c - 'A' + 10;
+        return -1;
+}
+
+static bool mac_parse(const char *s, uint8_t b[6]) {
+        if (strlen(s) != 17)
+                return false;
+        for (int i = 0; i < 6; i++) {
+                int hi = hexval(s[3 * i]), lo = hexval(s[3 * i + 1]);
+                if (hi < 0 || lo < 0 || (i < 5 && s[3 * i + 2] != ':'))
+                        return false;
+                b[i] = (uint8_t) (hi << 4 | lo);
+        }
+        return true;
+}
+
+static void mac_format(const uint8_t b[6], char ret[18]) {
+        snprintf(ret, 18, "%02x:%02x:%02x:%02x:%02x:%02x", b[0], b[1], b[2], b[3], b[4], b[5]);
+}
+
+static void random_bytes(void *buf, size_t n) {
+        uint8_t *p = buf;
+        size_t done = 0;
+        while (done < n) {
+                ssize_t k = getrandom(p + done, n - done, 0);
+                if (k > 0) {
+                        done += (size_t) k;
+                        continue;
+                }
+                if (k < 0 && errno == EINTR)
+                        continue;
+                /* no getrandom (old kernel, seccomp): weak but unique enough */
+                struct timespec ts;
+                clock_gettime(CLOCK_MONOTONIC, &ts);
+                uint64_t t = (uint64_t) ts.tv_nsec ^ ((uint64_t) ts.tv_sec << 30) ^ (uint64_t) (uintptr_t) buf;
+                for (; done < n; done++, t = t * 6364136223846793005ULL + 1442695040888963407ULL)
+                        p[done] = (uint8_t) (t >> 56);
+        }
+}
+
+static bool format_is_valid(const char *s) {
+        return in_list(s, disk_formats, ELEMENTSOF(disk_formats));
+}
+
+static bool cache_is_valid(const char *s) {
+        return in_list(s, cache_modes, ELEMENTSOF(cache_modes));
+}
+
+static bool model_is_valid(const char *s) {
+        return in_list(s, nic_models, ELEMENTSOF(nic_models));
+}
+
+static bool uuid_or_empty(const char *s) {
+        return !*s || vm_uuid_is_valid(s);
+}
+
+static bool mac_or_empty(const char *s) {
+        uint8_t b[6];
+        return !*s || mac_parse(s, b);
+}
+
+/* ---- parsing ---- */
+
+static int parse_disk(json_object *o, size_t i, GuestDisk *d) {
+        char path[48], sh[SHOWN_MAX + 4];
+        bool has_path = false;
+        int r = 0;
+
+        snprintf(path, sizeof(path), "disks[%zu]", i);
+        if ((r = want_type(o, json_type_object, path, "an object")) < 0)
+                return r;
+        snprintf(d->format, sizeof(d->format), "raw");
+        snprintf(d->cache, sizeof(d->cache), "none");
+
+        json_object_object_foreach(o, key, v) {
+                snprintf(path, sizeof(path), "disks[%zu].%s", i, shown(key, sh));
+                if (streq(key, "path")) {
+                        r = get_path(v, path, d->path, sizeof(d->path), false);
+                        has_path = true;
+                } else if (streq(key, "format"))
+                        r = get_str_as(v, path, format_is_valid, "raw or qcow2", d->format, sizeof(d->format));
+                else if (streq(key, "cache"))
+                        r = get_str_as(v, path, cache_is_valid, "none, writeback, writethrough, directsync or unsafe",
+                                       d->cache, sizeof(d->cache));
+                else if (streq(key, "shared"))
+                        r = get_bool(v, path, &d->shared);
+                else if (streq(key, "readonly"))
+                        r = get_bool(v, path, &d->readonly);
+                else
+                        r = unknown_member(path);
+                if (r < 0)
+                        return r;
+        }
+        if (!has_path) {
+                snprintf(path, sizeof(path), "disks[%zu].path", i);
+                return bad(path, "is required");
+        }
+        return 0;
+}
+
+static int parse_mac(json_object *v, const char *path, char ret[18]) {
+        char mac[18];
+        uint8_t b[6];
+        int r = get_str_as(v, path, mac_or_empty, "a MAC address like 52:54:00:12:34:56", mac, sizeof(mac));
+        if (r < 0 || !mac[0])
+                return r; /* "" is generated later */
+        mac_parse(mac, b);
+        if (b[0] & 1)
+                return bad(path, "%s is a multicast address; use a unicast one (even first byte), "
+                           "e.g. 52:54:00:xx:xx:xx", mac);
+        if (!(b[0] | b[1] | b[2] | b[3] | b[4] | b[5]))
+                return bad(path, "must not be 00:00:00:00:00:00");
+        mac_format(b, ret);
+        return 0;
+}
+
+static int parse_nic(json_object *o, size_t i, GuestNic *n) {
+        char path[48], sh[SHOWN_MAX + 4];
+        bool has_bridge = false;
+        int r = 0;
+
+        snprintf(path, sizeof(path), "nics[%zu]", i);
+        if ((r = want_type(o, json_type_object, path, "an object")) < 0)
+                return r;
+        snprintf(n->model, sizeof(n->model), "virtio-net-pci");
+
+        json_object_object_foreach(o, key, v) {
+                snprintf(path, sizeof(path), "nics[%zu].%s", i, shown(key, sh));
+                if (streq(key, "bridge")) {
+                        r = get_str_as(v, path, bridge_is_valid, "an interface name (1-15 of A-Z a-z 0-9 _ . -)",
+                                       n->bridge, sizeof(n->bridge));
+                        has_bridge = true;
+                } else if (streq(key, "mac"))
+                        r = parse_mac(v, path, n->mac);
+                else if (streq(key, "model"))
+                        r = get_str_as(v, path, model_is_valid, "virtio-net-pci or e1000", n->model,
+                                       sizeof(n->model));
+                else
+                        r = unknown_member(path);
+                if (r < 0)
+                        return r;
+        }
+        if (!has_bridge) {
+                snprintf(path, sizeof(path), "nics[%zu].bridge", i);
+                return bad(path, "is required");
+        }
+        return 0;
+}
+
+static int parse_array(json_object *v, const char *name, size_t max, size_t *ret_n) {
+        int r = want_type(v, json_type_array, name, "an array");
+        if (r < 0)
+                return r;
+        size_t n = json_object_array_length(v);
+        if (n > max)
+                return bad(name, "has %zu entries, at most %zu are allowed", n, max);
+        *ret_n = n;
+        return 0;
+}
+
+static int parse_member(const char *key, json_object *v, GuestDef *d, bool *has_memory) {
+        char sh[SHOWN_MAX + 4];
+        int64_t x;
+        int r;
+
+        if (streq(key, "name"))
+                return get_str_as(v, key, vm_name_is_valid,
+                                  "1-63 of A-Z a-z 0-9 . _ - (not starting with . or -)", d->name,
+                                  sizeof(d->name));
+        if (streq(key, "uuid")) {
+                if ((r = get_str_as(v, key, uuid_or_empty, "a UUID like 0b5d2c1e-8f3a-4c3e-9d7a-2f1e0c9b8a7d",
+                                    d->uuid, sizeof(d->uuid))) < 0)
+                        return r;
+                for (char *c = d->uuid; *c; c++) /* "" is generated later */
+                        if (*c >= 'A' && *c <= 'F')
+                                *c = (char) (*c - 'A' + 'a');
+                return 0;
+        }
+        if (streq(key, "memory_mib")) {
+                if ((r = get_int(v, key, 16, 1048576, &x)) < 0)
+                        return r;
+                d->memory_mib = (uint64_t) x;
+                *has_memory = true;
+                return 0;
+        }
+        if (streq(key, "vcpus")) {
+                if ((r = get_int(v, key, 1, 256, &x)) < 0)
+                        return r;
+                d->vcpus = (unsigned) x;
+                return 0;
+        }
+        if (streq(key, "machine"))
+                return get_str_as(v, key, machine_is_valid,
+                                  "pc, q35, microvm, pc-i440fx-VERSION or pc-q35-VERSION", d->machine,
+                                  sizeof(d->machine));
+        if (streq(key, "cpu_model"))
+                return get_str_as(v, key, cpu_model_is_valid,
+                                  "a CPU model (A-Z a-z 0-9 _ . , = + -, starting with a letter or digit)",
+                                  d->cpu_model, sizeof(d->cpu_model));
+        if (streq(key, "kernel"))
+                return get_path(v, key, d->kernel, sizeof(d->kernel), true);
+        if (streq(key, "initrd"))
+                return get_path(v, key, d->initrd, sizeof(d->initrd), true);
+        if (streq(key, "append")) {
+                if ((r = get_str(v, key, d->append, sizeof(d->append))) < 0)
+                        return r;
+                if (has_control(d->append))
+                        return bad(key, "must not contain control characters");
+                return 0;
+        }
+        if (streq(key, "disks")) {
+                if ((r = parse_array(v, key, GUEST_MAX_DISKS, &d->n_disks)) < 0)
+                        return r;
+                for (size_t i = 0; i < d->n_disks; i++)
+                        if ((r = parse_disk(json_object_array_get_idx(v, i), i, &d->disks[i])) < 0)
+                                return r;
+                return 0;
+        }
+        if (streq(key, "nics")) {
+                if ((r = parse_array(v, key, GUEST_MAX_NICS, &d->n_nics)) < 0)
+                        return r;
+                for (size_t i = 0; i < d->n_nics; i++)
+                        if ((r = parse_nic(json_object_array_get_idx(v, i), i, &d->nics[i])) < 0)
+                                return r;
+                return 0;
+        }
+        if (streq(key, "guest_agent"))
+                return get_bool(v, key, &d->guest_agent);
+        if (streq(key, "serial_log"))
+                return get_bool(v, key, &d->serial_log);
+        return unknown_member(shown(key, sh));
+}
+
+static bool machine_is_i440fx(const char *m) {
+        return streq(m, "pc") || !strncmp(m, "pc-i440fx-", 10);
+}
+
+/* Rules across members, then the generated values. */
+static int finish_def(GuestDef *d, bool has_memory) {
+        char path[48];
+
+        if (!d->name[0])
+                return bad("name", "is required");
+        if (!has_memory)
+                return bad("memory_mib", "is required");
+        if (!d->kernel[0] && d->n_disks == 0)
+                return bad("kernel", "is required when there are no disks");
+        if (!d->kernel[0] && d->initrd[0])
+                return bad("initrd", "needs 'kernel'");
+        if (!d->kernel[0] && d->append[0])
+                return bad("append", "needs 'kernel'");
+        if (machine_is_i440fx(d->machine) && d->vcpus > PC_MAX_VCPUS)
+                return bad("vcpus", "is %u, more than machine %s supports (%d)", d->vcpus, d->machine,
+                           PC_MAX_VCPUS);
+        for (size_t i = 0; i < d->n_disks; i++)
+                for (size_t j = 0; j < i; j++)
+                        if (streq(d->disks[i].path, d->disks[j].path)) {
+                                snprintf(path, sizeof(path), "disks[%zu].path", i);
+                                return bad(path, "repeats disks[%zu].path", j);
+                        }
+        for (size_t i = 0; i < d->n_nics; i++)
+                for (size_t j = 0; j < i; j++)
+                        if (d->nics[i].mac[0] && streq(d->nics[i].mac, d->nics[j].mac)) {
+                                snprintf(path, sizeof(path), "nics[%zu].mac", i);
+                                return bad(path, "repeats nics[%zu].mac", j);
+                        }
+
+        if (!d->uuid[0])
+                vm_uuid_generate(d->uuid);
+        for (size_t i = 0; i < d->n_nics; i++) {
+                bool dup = true;
+                if (d->nics[i].mac[0])
+                        continue;
+                while (dup) {
+                        uint8_t b[6] = { 0x52, 0x54, 0x00 };
+                        random_bytes(b + 3, 3);
+                        mac_format(b, d->nics[i].mac);
+                        dup = false;
+                        for (size_t j = 0; j < d->n_nics; j++)
+                                if (j != i && streq(d->nics[i].mac, d->nics[j].mac))
+                                        dup = true;
+                }
+        }
+        return 0;
+}
+
+/* Members found in the text (every ':' outside a string separates one). */
+static size_t text_member_count(const char *s, size_t len) {
+        size_t n = 0;
+        bool in_str = false;
+        for (size_t i = 0; i < len; i++) {
+                if (in_str) {
+                        if (s[i] == '\\')
+                                i++;
+                        else if (s[i] == '"')
+                                in_str = false;
+                } else if (s[i] == '"')
+                        in_str = true;
+                else if (s[i] == ':')
+                        n++;
+        }
+        return n;
+}
+
+static size_t tree_member_count(json_object *v) {
+        size_t n = 0;
+        if (json_object_is_type(v, json_type_object)) {
+                json_object_object_foreach(v, key, child) {
+                        (void) key;
+                        n += 1 + tree_member_count(child);
+                }
+        } else if (json_object_is_type(v, json_type_array)) {
+                for (size_t i = 0; i < json_object_array_length(v); i++)
+                        n += tree_member_count(json_object_array_get_idx(v, i));
+        }
+        return n;
+}
+
+/* The path of the first repeated member name in (valid) JSON text, compared
+ * as written; "" if the repeat is only visible after unescaping. */
+typedef struct Scan {
+        const char *s;
+        size_t len, pos;
+        char found[96];
+} Scan;
+
+static void scan_skip_ws(Scan *sc) {
+        while (sc->pos < sc->len && strchr(" \t\r\n", sc->s[sc->pos]))
+                sc->pos++;
+}
+
+/* Skip a string at pos (on its '"'); returns the raw contents' start. */
+static size_t scan_string(Scan *sc, size_t *ret_len) {
+        size_t start = ++sc->pos;
+        while (sc->pos < sc->len && sc->s[sc->pos] != '"')
+                sc->pos += sc->s[sc->pos] == '\\' ? 2 : 1;
+        *ret_len = sc->pos - start;
+        sc->pos++;
+        return start;
+}
+
+static void scan_value(Scan *sc, const char *path, int depth) {
+        char sub[96], sh[SHOWN_MAX + 4];
+
+        scan_skip_ws(sc);
+        if (sc->pos >= sc->len || sc->found[0] || depth > 64)
+                return;
+        char c = sc->s[sc->pos];
+        if (c == '{') {
+                size_t starts[MAX_KEYS_PER_OBJECT], lens[MAX_KEYS_PER_OBJECT], n = 0;
+                sc->pos++;
+                for (;;) {
+                        scan_skip_ws(sc);
+                        if (sc->pos >= sc->len || sc->s[sc->pos] == '}') {
+                                sc->pos++;
+                                return;
+                        }
+                        if (sc->s[sc->pos] == ',') {
+                                sc->pos++;
+                                continue;
+                        }
+                        size_t klen, k = scan_string(sc, &klen);
+                        char key[SHOWN_MAX + 1];
+                        snprintf(key, sizeof(key), "%.*s", (int) MIN(klen, (size_t) SHOWN_MAX), sc->s + k);
+                        snprintf(sub, sizeof(sub), "%s%s%s", path, path[0] ? "." : "", shown(key, sh));
+                        for (size_t i = 0; i < n; i++)
+                                if (lens[i] == klen && !memcmp(sc->s + starts[i], sc->s + k, klen)) {
+                                        snprintf(sc->found, sizeof(sc->found), "%s", sub);
+                                        return;
+                                }
+                        if (n < MAX_KEYS_PER_OBJECT) {
+                                starts[n] = k;
+                                lens[n++] = klen;
+                        }
+                        scan_skip_ws(sc);
+                        sc->pos++; /* ':' */
+                        scan_value(sc, sub, depth + 1);
+                        if (sc->found[0])
+                                return;
+                }
+        } else if (c == '[') {
+                sc->pos++;
+                for (size_t i = 0;; i++) {
+                        scan_skip_ws(sc);
+                        if (sc->pos >= sc->len || sc->s[sc->pos] == ']') {
+                                sc->pos++;
+                                return;
+                        }
+                        if (sc->s[sc->pos] == ',') {
+                                sc->pos++;
+                                i--;
+                                continue;
+                        }
+                        snprintf(sub, sizeof(sub), "%s[%zu]", path, i);
+                        scan_value(sc, sub, depth + 1);
+                        if (sc->found[0])
+                                return;
+                }
+        } else if (c == '"') {
+                size_t l;
+                scan_string(sc, &l);
+        } else {
+                while (sc->pos < sc->len && !strchr(",]} \t\r\n", sc->s[sc->pos]))
+                        sc->pos++;
+        }
+}
+
+static int check_duplicates(const char *json, size_t len, json_object *root) {
+        if (text_member_count(json, len) == tree_member_count(root))
+                return 0;
+        Scan sc = { .s = json, .len = len };
+        scan_value(&sc, "", 0);
+        if (sc.found[0])
+                return err_set(-EINVAL, "definition: '%s' appears more than once", sc.found);
+        return err_set(-EINVAL, "definition: a member name appears more than once in one object");
+}
+
+static int parse_json_text(const char *json, size_t len, json_object **ret) {
+        _cleanup_(json_tokener_freep) json_tokener *tok = json_tokener_new();
+        json_object *o;
+
+        if (!tok)
+                return err_set(-ENOMEM, "out of memory");
+        json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
+        o = json_tokener_parse_ex(tok, json, (int) len);
+        if (!o && json_tokener_get_error(tok) == json_tokener_continue)
+                o = json_tokener_parse_ex(tok, " ", 1); /* ends a bare number */
+        if (!o) {
+                enum json_tokener_error e = json_tokener_get_error(tok);
+                if (e == json_tokener_continue)
+                        return err_set(-EINVAL, "definition: truncated JSON (the document ends inside a value)");
+                if (e == json_tokener_success) /* a top-level null */
+                        return err_set(-EINVAL, "definition: must be a JSON object, not null");
+                return err_set(-EINVAL, "definition: invalid JSON at byte %zu: %s",
+                               json_tokener_get_parse_end(tok), json_tokener_error_desc(e));
+        }
+        *ret = o;
+        return 0;
+}
+
+int guest_def_parse(const char *json, size_t len, GuestDef *ret) {
+        _cleanup_(json_object_putp) json_object *root = NULL;
+        _cleanup_free_ GuestDef *d = NULL;
+        bool has_memory = false;
+        int r;
+
+        if (len > GUEST_DEF_MAX_BYTES)
+                return err_set(-E2BIG, "definition: %zu bytes, more than the limit of %u", len,
+                               GUEST_DEF_MAX_BYTES);
+        if (!json || len == 0)
+                return err_set(-EINVAL, "definition: empty document");
+        const char *nul = memchr(json, '\0', len);
+        if (nul)
+                return err_set(-EINVAL, "definition: NUL byte at offset %zu", (size_t) (nul - json));
+        if ((r = parse_json_text(json, len, &root)) < 0)
+                return r;
+        if (!json_object_is_type(root, json_type_object))
+                return err_set(-EINVAL, "definition: must be a JSON object, not %s", type_name(root));
+
+        /* calloc, so padding and unused bytes are zero and parse results compare with memcmp */
+        d = calloc(1, sizeof(*d));
+        if (!d)
+                return err_set(-ENOMEM, "out of memory");
+        d->vcpus = 1;
+        snprintf(d->machine, sizeof(d->machine), "pc");
+        snprintf(d->cpu_model, sizeof(d->cpu_model), "qemu64");
+        d->serial_log = true;
+
+        json_object_object_foreach(root, key, v)
+                if ((r = parse_member(key, v, d, &has_memory)) < 0)
+                        return r;
+        if ((r = check_duplicates(json, len, root)) < 0)
+                return r;
+        if ((r = finish_def(d, has_memory)) < 0)
+                return r;
+        memcpy(ret, d, sizeof(*d));
+        return 0;
+}
+
+/* ---- canonical JSON ---- */
+
+static int add(json_object *o, const char *key, json_object *v) {
+        if (!v || json_object_object_add(o, key, v) < 0) {
+                json_object_put(v);
+                return -ENOMEM;
+        }
+        return 0;
+}
+
+static int disk_to_json(const GuestDisk *disk, json_object **ret) {
+        _cleanup_(json_object_putp) json_object *o = json_object_new_object();
+        if (!o || add(o, "path", json_object_new_string(disk->path)) < 0 ||
+            add(o, "format", json_object_new_string(disk->format)) < 0 ||
+            add(o, "cache", json_object_new_string(disk->cache)) < 0 ||
+            add(o, "shared", json_object_new_boolean(disk->shared)) < 0 ||
+            add(o, "readonly", json_object_new_boolean(disk->readonly)) < 0)
+                return -ENOMEM;
+        *ret = TAKE_PTR(o);
+        return 0;
+}
+
+static int nic_to_json(const GuestNic *nic, json_object **ret) {
+        _cleanup_(json_object_putp) json_object *o = json_object_new_object();
+        if (!o || add(o, "bridge", json_object_new_string(nic->bridge)) < 0 ||
+            add(o, "mac", json_object_new_string(nic->mac)) < 0 ||
+            add(o, "model", json_object_new_string(nic->model)) < 0)
+                return -ENOMEM;
+        *ret = TAKE_PTR(o);
+        return 0;
+}
+
+int guest_def_to_json(const GuestDef *def, char **ret_json) {
+        _cleanup_(json_object_putp) json_object *o = json_object_new_object();
+        _cleanup_(json_object_putp) json_object *disks = json_object_new_array();
+        _cleanup_(json_object_putp) json_object *nics = json_object_new_array();
+
+        if (!o || !disks || !nics)
+                return err_set(-ENOMEM, "out of memory");
+        for (size_t i = 0; i < def->n_disks; i++) {
+                json_object *d;
+                if (disk_to_json(&def->disks[i], &d) < 0 || json_object_array_add(disks, d) < 0)
+                        return err_set(-ENOMEM, "out of memory");
+        }
+        for (size_t i = 0; i < def->n_nics; i++) {
+                json_object *n;
+                if (nic_to_json(&def->nics[i], &n) < 0 || json_object_array_add(nics, n) < 0)
+                        return err_set(-ENOMEM, "out of memory");
+        }
+        if (add(o, "name", json_object_new_string(def->name)) < 0 ||
+            add(o, "uuid", json_object_new_string(def->uuid)) < 0 ||
+            add(o, "memory_mib", json_object_new_int64((int64_t) def->memory_mib)) < 0 ||
+            add(o, "vcpus", json_object_new_int64(def->vcpus)) < 0 ||
+            add(o, "machine", json_object_new_string(def->machine)) < 0 ||
+            add(o, "cpu_model", json_object_new_string(def->cpu_model)) < 0 ||
+            add(o, "kernel", json_object_new_string(def->kernel)) < 0 ||
+            add(o, "initrd", json_object_new_string(def->initrd)) < 0 ||
+            add(o, "append", json_object_new_string(def->append)) < 0 ||
+            add(o, "disks", TAKE_PTR(disks)) < 0 || add(o, "nics", TAKE_PTR(nics)) < 0 ||
+            add(o, "guest_agent", json_object_new_boolean(def->guest_agent)) < 0 ||
+            add(o, "serial_log", json_object_new_boolean(def->serial_log)) < 0)
+                return err_set(-ENOMEM, "out of memory");
+
+        const char *s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+        char *copy = s ? strdup(s) : NULL;
+        if (!copy)
+                return err_set(-ENOMEM, "out of memory");
+        *ret_json = copy;
+        return 0;
+}
+
+/* ---- host checks ---- */
+
+/* @path (member @member) exists, is a regular file or block device, and can
+ * be opened for reading (and writing when @write).  Returns an fd open for
+ * reading in *ret_fd when it is not NULL. */
+static int check_file(const char *member, const char *path, bool write, int *ret_fd) {
+        struct stat st;
+        if (stat(path, &st) < 0) {
+                if (errno == ENOENT || errno == ENOTDIR)
+                        return err_set(-ENOENT, "definition: '%s' file '%s' does not exist", member, path);
+                if (errno == EACCES)
+                        return err_set(-EACCES, "definition: '%s' file '%s' cannot be reached: %s", member,
+                                       path, strerror(errno));
+                return err_set(-errno, "definition: '%s' file '%s': %s", member, path, strerror(errno));
+        }
+        if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
+                return err_set(-EINVAL, "definition: '%s' '%s' is not a regular file or block device",
+                               member, path);
+        _cleanup_close_ int fd = open(path, (write ? O_RDWR : O_RDONLY) | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0) {
+                int e = errno;
+                if (e == EACCES || e == EPERM || e == EROFS)
+                        return err_set(-EACCES, "definition: '%s' file '%s' is not %s: %s", member, path,
+                                       write ? "readable and writable" : "readable", strerror(e));
+                return err_set(-e, "definition: '%s' file '%s' cannot be opened: %s", member, path,
+                               strerror(e));
+        }
+        if (ret_fd)
+                *ret_fd = TAKE_FD(fd);
+        return 0;
+}
+
+static int check_disk(const GuestDisk *disk, size_t i) {
+        char member[48];
+        _cleanup_close_ int fd = -1;
+        int r;
+
+        snprintf(member, sizeof(member), "disks[%zu].path", i);
+        if ((r = check_file(member, disk->path, !disk->readonly, &fd)) < 0)
+                return r;
+        if (streq(disk->format, "qcow2")) {
+                char magic[4];
+                if (pread(fd, magic, sizeof(magic), 0) != (ssize_t) sizeof(magic) ||
+                    memcmp(magic, QCOW2_MAGIC, sizeof(magic)) != 0)
+                        return err_set(-EINVAL, "definition: '%s' '%s' is not a qcow2 image (no qcow2 magic)",
+                                       member, disk->path);
+        }
+        if (streq(disk->cache, "none") || streq(disk->cache, "directsync")) {
+                _cleanup_close_ int dfd = open(disk->path, O_RDONLY | O_DIRECT | O_CLOEXEC | O_NOCTTY);
+                if (dfd < 0 && errno == EINVAL)
+                        return err_set(-EINVAL, "definition: 'disks[%zu].cache' is %s, but the file system of '%s' "
+                                       "does not support O_DIRECT (use writeback or writethrough)",
+                                       i, disk->cache, disk->path);
+        }
+        return 0;
+}
+
+static int check_bridge(const GuestNic *nic, size_t i) {
+        char p[128];
+        struct stat st;
+
+        snprintf(p, sizeof(p), "/sys/class/net/%s", nic->bridge);
+        if (stat(p, &st) < 0)
+                return err_set(-ENOENT, "definition: 'nics[%zu].bridge' '%s' does not exist on this host", i,
+                               nic->bridge);
+        snprintf(p, sizeof(p), "/sys/class/net/%s/bridge", nic->bridge);
+        if (stat(p, &st) < 0 || !S_ISDIR(st.st_mode))
+                return err_set(-EINVAL, "definition: 'nics[%zu].bridge' '%s' is not a bridge", i, nic->bridge);
+        return 0;
+}
+
+int guest_def_check_host(const GuestDef *def) {
+        int r;
+        if (def->kernel[0] && (r = check_file("kernel", def->kernel, false, NULL)) < 0)
+                return r;
+        if (def->initrd[0] && (r = check_file("initrd", def->initrd, false, NULL)) < 0)
+                return r;
+        for (size_t i = 0; i < def->n_disks; i++)
+                if ((r = check_disk(&def->disks[i], i)) < 0)
+                        return r;
+        for (size_t i = 0; i < def->n_nics; i++)
+                if ((r = check_bridge(&def->nics[i], i)) < 0)
+                        return r;
+        return 0;
+}
+
+/* ---- runtime paths ---- */
+
+int guest_paths(const char *run_dir, const char *name, GuestPaths *ret) {
+        GuestPaths p;
+        int n[5];
+
+        memset(&p, 0, sizeof(p));
+        n[0] = snprintf(p.qmp, sizeof(p.qmp), "%s/%s.qmp", run_dir, name);
+        n[1] = snprintf(p.qga, sizeof(p.qga), "%s/%s.qga", run_dir, name);
+        n[2] = snprintf(p.serial, sizeof(p.serial), "%s/%s.serial", run_dir, name);
+        n[3] = snprintf(p.log, sizeof(p.log), "%s/%s.log", run_dir, name);
+        n[4] = snprintf(p.pidfile, sizeof(p.pidfile), "%s/%s.pid", run_dir, name);
+        for (size_t i = 0; i < ELEMENTSOF(n); i++)
+                if (n[i] < 0 || (size_t) n[i] >= sizeof(p.qmp))
+                        return err_set(-ENAMETOOLONG, "runtime paths of guest '%s' under '%s' are longer than %zu bytes",
+                                       name, run_dir, sizeof(p.qmp) - 1);
+        if (strlen(p.qga) > SUN_PATH_MAX) /* .qga is as long as .qmp */
+                return err_set(-ENAMETOOLONG, "socket path '%s' is longer than a unix socket allows (%zu bytes)",
+                               p.qga, SUN_PATH_MAX);
+        memcpy(ret, &p, sizeof(p));
+        return 0;
+}
+
+void guest_tap_name(const char *uuid, size_t index, char ret[16]) {
+        /* FNV-1a over the lower-case UUID: UUIDs that share a prefix (v7,
+         * hand-numbered ones) still get different taps. */
+        uint32_t h = 2166136261u;
+        for (const char *c = uuid; *c; c++) {
+                char l = (*c >= 'A' && *c <= 'Z') ? (char) (*c - 'A' + 'a') : *c;
+                h = (h ^ (uint8_t) l) * 16777619u;
+        }
+        snprintf(ret, 16, "dv%08xn%zu", h, index % 10000);
+}
+
+/* ---- command line ---- */
+
+typedef struct ArgvBuf {
+        char **v;
+        size_t n, cap;
+        bool oom;
+} ArgvBuf;
+
+static void av_push(ArgvBuf *a, char *s) {
+        if (!s)
+                a->oom = true;
+        if (a->oom) {
+                free(s);
+                return;
+        }
+        if (a->n + 2 > a->cap) {
+                size_t cap = a->cap ? 2 * a->cap : 64;
+                char **v = realloc(a->v, cap * sizeof(*v));
+                if (!v) {
+                        free(s);
+                        a->oom = true;
+                        return;
+                }
+                a->v = v;
+                a->cap = cap;
+        }
+        a->v[a->n++] = s;
+        a->v[a->n] = NULL;
+}
+
+static void av_add(ArgvBuf *a, const char *s) {
+        av_push(a, strdup(s));
+}
+
+static void av_addf(ArgvBuf *a, const char *fmt, ...) _printf_(2, 3);
+static void av_addf(ArgvBuf *a, const char *fmt, ...) {
+        char *s = NULL;
+        va_list ap;
+        va_start(ap, fmt);
+        if (vasprintf(&s, fmt, ap) < 0)
+                s = NULL;
+        va_end(ap);
+        av_push(a, s);
+}
+
+/* @s with every ',' doubled, for values inside QEMU's comma-separated
+ * option strings.  @buf holds 2 * strlen(s) + 1. */
+static const char *opt_escape(const char *s, char *buf, size_t size) {
+        size_t j = 0;
+        for (; *s; s++) {
+                assert(j + 3 <= size);
+                buf[j++] = *s;
+                if (*s == ',')
+                        buf[j++] = ',';
+        }
+        buf[j] = '\0';
+        return buf;
+}
+
+static void cache_flags(const char *cache, bool *direct, bool *no_flush, bool *write_cache) {
+        *direct = streq(cache, "none") || streq(cache, "directsync");
+        *no_flush = streq(cache, "unsafe");
+        *write_cache = !streq(cache, "writethrough") && !streq(cache, "directsync");
+}
+
+static const char *onoff(bool b) {
+        return b ? "on" : "off";
+}
+
+static void add_disk(ArgvBuf *a, const GuestDef *def, size_t i) {
+        const GuestDisk *disk = &def->disks[i];
+        char esc[2 * sizeof(disk->path)];
+        bool direct, no_flush, write_cache;
+        struct stat st;
+        /* QEMU's file driver refuses block devices; host_device is their driver. */
+        bool blk = stat(disk->path, &st) == 0 && S_ISBLK(st.st_mode);
+
+        cache_flags(disk->cache, &direct, &no_flush, &write_cache);
+        av_add(a, "-blockdev");
+        av_addf(a, "driver=%s,node-name=disk%zu,read-only=%s,cache.direct=%s,cache.no-flush=%s,"
+                "file.driver=%s,file.node-name=disk%zu-file,file.filename=%s",
+                disk->format, i, onoff(disk->readonly), onoff(direct), onoff(no_flush),
+                blk ? "host_device" : "file", i, opt_escape(disk->path, esc, sizeof(esc)));
+        av_add(a, "-device");
+        av_addf(a, "virtio-blk-pci,id=virtio-disk%zu,drive=disk%zu,write-cache=%s%s", i, i,
+                onoff(write_cache), (i == 0 && !def->kernel[0]) ? ",bootindex=1" : "");
+}
+
+static void add_nic(ArgvBuf *a, const GuestDef *def, size_t i) {
+        char tap[16];
+        guest_tap_name(def->uuid, i, tap);
+        av_add(a, "-netdev");
+        av_addf(a, "tap,id=net%zu,ifname=%s,script=no,downscript=no", i, tap);
+        av_add(a, "-device");
+        av_addf(a, "%s,id=nic%zu,netdev=net%zu,mac=%s", def->nics[i].model, i, i, def->nics[i].mac);
+}
+
+int guest_build_argv(const GuestDef *def, const GuestPaths *paths, const char *qemu_binary,
+                     const char *accel, bool incoming, char ***ret_argv) {
+        char esc[2 * sizeof(paths->qmp)];
+        ArgvBuf a = { 0 };
+
+        if (!accel || (!streq(accel, "tcg") && !streq(accel, "kvm")))
+                return err_set(-EINVAL, "accelerator must be kvm or tcg, not '%s'", accel ? accel : "");
+        if (!qemu_binary || !qemu_binary[0])
+                return err_set(-EINVAL, "no QEMU binary given");
+
+        av_add(&a, qemu_binary);
+        av_add(&a, "-name");
+        av_addf(&a, "guest=%s", def->name);
+        av_add(&a, "-uuid");
+        av_add(&a, def->uuid);
+        av_add(&a, "-accel");
+        av_add(&a, accel);
+        av_add(&a, "-machine");
+        av_addf(&a, "%s%s", def->machine, streq(def->machine, "microvm") ? ",pcie=on" : "");
+        av_add(&a, "-cpu");
+        av_add(&a, def->cpu_model);
+        av_add(&a, "-m");
+        av_addf(&a, "%" PRIu64, def->memory_mib);
+        av_add(&a, "-smp");
+        av_addf(&a, "%u", def->vcpus);
+        av_add(&a, "-nodefaults");
+        av_add(&a, "-no-user-config");
+        av_add(&a, "-display");
+        av_add(&a, "none");
+        av_add(&a, "-sandbox");
+        av_add(&a, "on,obsolete=allow,elevateprivileges=deny,spawn=deny,resourcecontrol=deny");
+        av_add(&a, "-qmp");
+        av_addf(&a, "unix:%s,server=on,wait=off", opt_escape(paths->qmp, esc, sizeof(esc)));
+        av_add(&a, "-pidfile");
+        av_add(&a, paths->pidfile);
+        av_add(&a, "-serial");
+        if (def->serial_log)
+                av_addf(&a, "file:%s", paths->serial);
+        else
+                av_add(&a, "none");
+        if (def->kernel[0]) {
+                av_add(&a, "-kernel");
+                av_add(&a, def->kernel);
+        }
+        if (def->initrd[0]) {
+                av_add(&a, "-initrd");
+                av_add(&a, def->initrd);
+        }
+        if (def->append[0]) {
+                av_add(&a, "-append");
+                av_add(&a, def->append);
+        }
+        for (size_t i = 0; i < def->n_disks; i++)
+                add_disk(&a, def, i);
+        for (size_t i = 0; i < def->n_nics; i++)
+                add_nic(&a, def, i);
+        if (def->guest_agent) {
+                av_add(&a, "-chardev");
+                av_addf(&a, "socket,id=qga0,path=%s,server=on,wait=off",
+                        opt_escape(paths->qga, esc, sizeof(esc)));
+                av_add(&a, "-device");
+                av_add(&a, "virtio-serial-pci,id=qga-serial");
+                av_add(&a, "-device");
+                av_add(&a, "virtserialport,bus=qga-serial.0,chardev=qga0,name=org.qemu.guest_agent.0");
+        }
+        if (incoming) {
+                av_add(&a, "-S");
+                av_add(&a, "-incoming");
+                av_add(&a, "defer");
+        }
+        if (a.oom) {
+                guest_argv_free(a.v);
+                return err_set(-ENOMEM, "out of memory");
+        }
+        *ret_argv = a.v;
+        return 0;
+}
+
+void guest_argv_free(char **argv) {
+        if (!argv)
+                return;
+        for (char **p = argv; *p; p++)
+                free(*p);
+        free(argv);
+}

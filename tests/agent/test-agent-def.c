@@ -1,0 +1,929 @@
+/* Unit tests of guest definitions (agent/agent-def.h): the JSON round trip,
+ * every member's bad values with the exact detail, defaults, generated
+ * UUIDs and MACs, host checks against real files in a scratch folder,
+ * runtime paths, tap names, and the QEMU command line argument by argument.
+ * test-agent-def-qemu.c proves that QEMU itself accepts such a command line.
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "agent-def.h"
+#include "err.h"
+#include "testutil.h"
+#include "vm.h"
+
+#define UUID "6d1d2a4e-0000-4000-8000-00000000c0de"
+#define TAP0 "dv189f8b58n0" /* FNV-1a of UUID, computed outside this program */
+#define TAP1 "dv189f8b58n1"
+
+static int parse(const char *json, GuestDef *d) {
+        return guest_def_parse(json, strlen(json), d);
+}
+
+static char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *xasprintf(const char *fmt, ...) {
+        char *s;
+        va_list ap;
+        va_start(ap, fmt);
+        assert_true(vasprintf(&s, fmt, ap) >= 0);
+        va_end(ap);
+        return s;
+}
+
+/* ---- round trip ---- */
+
+static const char full_in[] =
+        "{ \"name\": \"web1\", \"uuid\": \"6D1D2A4E-0000-4000-8000-00000000C0DE\",\n"
+        "  \"memory_mib\": 256, \"vcpus\": 2, \"machine\": \"pc-q35-7.2\", \"cpu_model\": \"qemu64,+ssse3\",\n"
+        "  \"kernel\": \"/srv/images/vmlinuz\", \"initrd\": \"/srv/images/initrd.img\",\n"
+        "  \"append\": \"console=ttyS0 root=/dev/vda\",\n"
+        "  \"disks\": [ { \"path\": \"/shared/web1.qcow2\", \"format\": \"qcow2\", \"cache\": \"none\", \"shared\": true },\n"
+        "             { \"readonly\": true, \"path\": \"/srv/data,1.img\", \"cache\": \"writethrough\" } ],\n"
+        "  \"nics\": [ { \"bridge\": \"br0\", \"mac\": \"52:54:00:AB:cd:01\" },\n"
+        "            { \"bridge\": \"br-lan.10\", \"model\": \"e1000\", \"mac\": \"02:00:00:00:00:01\" } ],\n"
+        "  \"guest_agent\": true, \"serial_log\": false }";
+
+static const char full_canonical[] =
+        "{\"name\":\"web1\",\"uuid\":\"6d1d2a4e-0000-4000-8000-00000000c0de\",\"memory_mib\":256,\"vcpus\":2,"
+        "\"machine\":\"pc-q35-7.2\",\"cpu_model\":\"qemu64,+ssse3\",\"kernel\":\"/srv/images/vmlinuz\","
+        "\"initrd\":\"/srv/images/initrd.img\",\"append\":\"console=ttyS0 root=/dev/vda\","
+        "\"disks\":[{\"path\":\"/shared/web1.qcow2\",\"format\":\"qcow2\",\"cache\":\"none\",\"shared\":true,\"readonly\":false},"
+        "{\"path\":\"/srv/data,1.img\",\"format\":\"raw\",\"cache\":\"writethrough\",\"shared\":false,\"readonly\":true}],"
+        "\"nics\":[{\"bridge\":\"br0\",\"mac\":\"52:54:00:ab:cd:01\",\"model\":\"virtio-net-pci\"},"
+        "{\"bridge\":\"br-lan.10\",\"mac\":\"02:00:00:00:00:01\",\"model\":\"e1000\"}],"
+        "\"guest_agent\":true,\"serial_log\":false}";
+
+static void test_round_trip(void **state) {
+        GuestDef a, b;
+        char *json = NULL, *json2 = NULL;
+
+        assert_int_equal(parse(full_in, &a), 0);
+        assert_string_equal(a.name, "web1");
+        assert_string_equal(a.uuid, UUID);
+        assert_int_equal(a.memory_mib, 256);
+        assert_int_equal(a.vcpus, 2);
+        assert_string_equal(a.machine, "pc-q35-7.2");
+        assert_string_equal(a.cpu_model, "qemu64,+ssse3");
+        assert_string_equal(a.kernel, "/srv/images/vmlinuz");
+        assert_string_equal(a.initrd, "/srv/images/initrd.img");
+        assert_string_equal(a.append, "console=ttyS0 root=/dev/vda");
+        assert_int_equal(a.n_disks, 2);
+        assert_string_equal(a.disks[0].path, "/shared/web1.qcow2");
+        assert_string_equal(a.disks[0].format, "qcow2");
+        assert_string_equal(a.disks[0].cache, "none");
+        assert_true(a.disks[0].shared);
+        assert_false(a.disks[0].readonly);
+        assert_string_equal(a.disks[1].path, "/srv/data,1.img");
+        assert_string_equal(a.disks[1].format, "raw");
+        assert_string_equal(a.disks[1].cache, "writethrough");
+        assert_false(a.disks[1].shared);
+        assert_true(a.disks[1].readonly);
+        assert_int_equal(a.n_nics, 2);
+        assert_string_equal(a.nics[0].bridge, "br0");
+        assert_string_equal(a.nics[0].mac, "52:54:00:ab:cd:01");
+        assert_string_equal(a.nics[0].model, "virtio-net-pci");
+        assert_string_equal(a.nics[1].bridge, "br-lan.10");
+        assert_string_equal(a.nics[1].mac, "02:00:00:00:00:01");
+        assert_string_equal(a.nics[1].model, "e1000");
+        assert_true(a.guest_agent);
+        assert_false(a.serial_log);
+
+        assert_int_equal(guest_def_to_json(&a, &json), 0);
+        assert_string_equal(json, full_canonical);
+        assert_int_equal(parse(json, &b), 0);
+        assert_memory_equal(&a, &b, sizeof(a));
+        assert_int_equal(guest_def_to_json(&b, &json2), 0);
+        assert_string_equal(json, json2);
+        free(json);
+        free(json2);
+}
+
+/* Generated values survive the round trip too. */
+static void test_round_trip_generated(void **state) {
+        GuestDef a, b;
+        char *json = NULL;
+        assert_int_equal(parse("{\"name\":\"g\",\"memory_mib\":16,\"disks\":[{\"path\":\"/d\"}],"
+                               "\"nics\":[{\"bridge\":\"br0\"}]}", &a), 0);
+        assert_int_equal(guest_def_to_json(&a, &json), 0);
+        assert_int_equal(parse(json, &b), 0);
+        assert_memory_equal(&a, &b, sizeof(a));
+        free(json);
+}
+
+/* ---- defaults and generated values ---- */
+
+static void test_defaults(void **state) {
+        GuestDef d;
+        assert_int_equal(parse("{\"name\":\"min\",\"memory_mib\":64,\"disks\":[{\"path\":\"/img/min.raw\"}],"
+                               "\"nics\":[{\"bridge\":\"br0\"}]}", &d), 0);
+        assert_true(vm_uuid_is_valid(d.uuid));
+        assert_int_equal(d.vcpus, 1);
+        assert_string_equal(d.machine, "pc");
+        assert_string_equal(d.cpu_model, "qemu64");
+        assert_string_equal(d.kernel, "");
+        assert_string_equal(d.initrd, "");
+        assert_string_equal(d.append, "");
+        assert_string_equal(d.disks[0].format, "raw");
+        assert_string_equal(d.disks[0].cache, "none");
+        assert_false(d.disks[0].shared);
+        assert_false(d.disks[0].readonly);
+        assert_string_equal(d.nics[0].model, "virtio-net-pci");
+        assert_false(d.guest_agent);
+        assert_true(d.serial_log);
+
+        /* "" means "not set" / "generate" */
+        assert_int_equal(parse("{\"name\":\"e\",\"memory_mib\":64,\"uuid\":\"\",\"kernel\":\"/k\",\"initrd\":\"\","
+                               "\"append\":\"\",\"nics\":[{\"bridge\":\"br0\",\"mac\":\"\"}]}", &d), 0);
+        assert_true(vm_uuid_is_valid(d.uuid));
+        assert_int_equal(strlen(d.nics[0].mac), 17);
+        assert_string_equal(d.initrd, "");
+}
+
+static void test_uuid_generated(void **state) {
+        GuestDef a, b;
+        const char *j = "{\"name\":\"u\",\"memory_mib\":64,\"kernel\":\"/k\"}";
+        assert_int_equal(parse(j, &a), 0);
+        assert_int_equal(parse(j, &b), 0);
+        assert_true(vm_uuid_is_valid(a.uuid));
+        assert_true(vm_uuid_is_valid(b.uuid));
+        assert_string_not_equal(a.uuid, b.uuid);
+        assert_int_equal(a.uuid[14], '4'); /* version 4 */
+}
+
+static bool hex2(const char *s) {
+        return strchr("0123456789abcdef", s[0]) && strchr("0123456789abcdef", s[1]) && s[0] && s[1];
+}
+
+static void test_mac_generated(void **state) {
+        char json[1024];
+        GuestDef d;
+        int n = snprintf(json, sizeof(json), "{\"name\":\"m\",\"memory_mib\":64,\"kernel\":\"/k\",\"nics\":[");
+        for (int i = 0; i < GUEST_MAX_NICS; i++)
+                n += snprintf(json + n, sizeof(json) - (size_t) n, "%s{\"bridge\":\"br%d\"}", i ? "," : "", i);
+        snprintf(json + n, sizeof(json) - (size_t) n, "]}");
+        assert_int_equal(parse(json, &d), 0);
+        assert_int_equal(d.n_nics, GUEST_MAX_NICS);
+        for (size_t i = 0; i < d.n_nics; i++) {
+                const char *m = d.nics[i].mac;
+                assert_int_equal(strlen(m), 17);
+                assert_memory_equal(m, "52:54:00:", 9);
+                assert_true(hex2(m + 9) && m[11] == ':' && hex2(m + 12) && m[14] == ':' && hex2(m + 15));
+                for (size_t j = 0; j < i; j++)
+                        assert_string_not_equal(m, d.nics[j].mac);
+        }
+        /* a given MAC is kept (lower-cased), the other one is generated */
+        assert_int_equal(parse("{\"name\":\"m\",\"memory_mib\":64,\"kernel\":\"/k\",\"nics\":["
+                               "{\"bridge\":\"br0\",\"mac\":\"52:54:00:AA:BB:CC\"},{\"bridge\":\"br0\"}]}", &d), 0);
+        assert_string_equal(d.nics[0].mac, "52:54:00:aa:bb:cc");
+        assert_memory_equal(d.nics[1].mac, "52:54:00:", 9);
+        assert_string_not_equal(d.nics[1].mac, d.nics[0].mac);
+}
+
+static void test_accepted_values(void **state) {
+        static const char *const ok[] = {
+                "{\"name\":\"a\",\"memory_mib\":16,\"kernel\":\"/k\"}",
+                "{\"name\":\"a\",\"memory_mib\":1048576,\"kernel\":\"/k\",\"vcpus\":256,\"machine\":\"q35\"}",
+                "{\"name\":\"a\",\"memory_mib\":64,\"kernel\":\"/k\",\"vcpus\":255}",
+                "{\"name\":\"a\",\"memory_mib\":64,\"kernel\":\"/k\",\"machine\":\"microvm\"}",
+                "{\"name\":\"a\",\"memory_mib\":64,\"kernel\":\"/k\",\"machine\":\"pc-i440fx-7.2\"}",
+                "{\"name\":\"a\",\"memory_mib\":64,\"kernel\":\"/k\",\"cpu_model\":\"Skylake-Server-v4,-hle,+pcid\"}",
+                "{\"name\":\"a_b.c-1\",\"memory_mib\":64,\"disks\":[{\"path\":\"/d\",\"cache\":\"unsafe\"}]}",
+                "{\"name\":\"a\",\"memory_mib\":64,\"kernel\":\"/k\",\"nics\":[{\"bridge\":\"abcdefghijklmno\"}]}",
+                "{\"name\":\"a\",\"memory_mib\":64,\"kernel\":\"/k\",\"nics\":[{\"bridge\":\"b\",\"mac\":\"fe:ff:ff:ff:ff:ff\"}]}",
+                " \n{\"name\":\"a\",\"memory_mib\":64,\"kernel\":\"/k\",\"append\":\"x=\\u00e9\"}\n ",
+        };
+        GuestDef d;
+        for (size_t i = 0; i < ELEMENTSOF(ok); i++) {
+                int r = parse(ok[i], &d);
+                if (r != 0)
+                        fail_msg("case %zu: %s", i, err_msg());
+        }
+}
+
+/* ---- bad values ---- */
+
+#define N "\"name\":\"web1\""
+#define M "\"memory_mib\":64"
+#define K "\"kernel\":\"/k\""
+#define BASE N "," M "," K
+#define D0 "\"disks\":[{\"path\":\"/d0\"}"
+
+typedef struct BadCase {
+        const char *json;
+        int err;
+        const char *detail;
+} BadCase;
+
+static const BadCase bad_cases[] = {
+        /* name */
+        { "{\"name\":5," M "," K "}", -EINVAL, "definition: 'name' must be a string, not an integer" },
+        { "{\"name\":\".web\"," M "," K "}", -EINVAL,
+          "definition: 'name' must be 1-63 of A-Z a-z 0-9 . _ - (not starting with . or -), not '.web'" },
+        { "{\"name\":\"a b\"," M "," K "}", -EINVAL,
+          "definition: 'name' must be 1-63 of A-Z a-z 0-9 . _ - (not starting with . or -), not 'a b'" },
+        { "{\"name\":\"\"," M "," K "}", -EINVAL,
+          "definition: 'name' must be 1-63 of A-Z a-z 0-9 . _ - (not starting with . or -), not ''" },
+        { "{\"name\":\"a\\u0000b\"," M "," K "}", -EINVAL, "definition: 'name' must not contain NUL characters" },
+        { "{" M "," K "}", -EINVAL, "definition: 'name' is required" },
+        /* uuid */
+        { "{" BASE ",\"uuid\":\"1234\"}", -EINVAL,
+          "definition: 'uuid' must be a UUID like 0b5d2c1e-8f3a-4c3e-9d7a-2f1e0c9b8a7d, not '1234'" },
+        { "{" BASE ",\"uuid\":\"6d1d2a4e-0000-4000-8000-00000000c0dx\"}", -EINVAL,
+          "definition: 'uuid' must be a UUID like 0b5d2c1e-8f3a-4c3e-9d7a-2f1e0c9b8a7d, not "
+          "'6d1d2a4e-0000-4000-8000-00000000c0dx'" },
+        { "{" BASE ",\"uuid\":true}", -EINVAL, "definition: 'uuid' must be a string, not a boolean" },
+        /* memory_mib */
+        { "{" N ",\"memory_mib\":\"64\"," K "}", -EINVAL, "definition: 'memory_mib' must be an integer, not a string" },
+        { "{" N ",\"memory_mib\":64.5," K "}", -EINVAL,
+          "definition: 'memory_mib' must be an integer, not a fractional number" },
+        { "{" N ",\"memory_mib\":15," K "}", -EINVAL, "definition: 'memory_mib' must be between 16 and 1048576, not 15" },
+        { "{" N ",\"memory_mib\":1048577," K "}", -EINVAL,
+          "definition: 'memory_mib' must be between 16 and 1048576, not 1048577" },
+        { "{" N ",\"memory_mib\":-1," K "}", -EINVAL, "definition: 'memory_mib' must be between 16 and 1048576, not -1" },
+        { "{" N ",\"memory_mib\":99999999999999999999," K "}", -EINVAL,
+          "definition: 'memory_mib' must be between 16 and 1048576, not 18446744073709551615" },
+        { "{" N ",\"memory_mib\":null," K "}", -EINVAL, "definition: 'memory_mib' must be an integer, not null" },
+        { "{" N "," K "}", -EINVAL, "definition: 'memory_mib' is required" },
+        /* vcpus */
+        { "{" BASE ",\"vcpus\":0}", -EINVAL, "definition: 'vcpus' must be between 1 and 256, not 0" },
+        { "{" BASE ",\"vcpus\":257,\"machine\":\"q35\"}", -EINVAL, "definition: 'vcpus' must be between 1 and 256, not 257" },
+        { "{" BASE ",\"vcpus\":true}", -EINVAL, "definition: 'vcpus' must be an integer, not a boolean" },
+        { "{" BASE ",\"vcpus\":256}", -EINVAL, "definition: 'vcpus' is 256, more than machine pc supports (255)" },
+        { "{" BASE ",\"vcpus\":256,\"machine\":\"pc-i440fx-7.2\"}", -EINVAL,
+          "definition: 'vcpus' is 256, more than machine pc-i440fx-7.2 supports (255)" },
+        /* machine, cpu_model */
+        { "{" BASE ",\"machine\":\"virt\"}", -EINVAL,
+          "definition: 'machine' must be pc, q35, microvm, pc-i440fx-VERSION or pc-q35-VERSION, not 'virt'" },
+        { "{" BASE ",\"machine\":\"pc-i440fx-\"}", -EINVAL,
+          "definition: 'machine' must be pc, q35, microvm, pc-i440fx-VERSION or pc-q35-VERSION, not 'pc-i440fx-'" },
+        { "{" BASE ",\"machine\":\"pc-q35-7.2,accel=kvm\"}", -EINVAL,
+          "definition: 'machine' must be pc, q35, microvm, pc-i440fx-VERSION or pc-q35-VERSION, not 'pc-q35-7.2,accel=kvm'" },
+        { "{" BASE ",\"machine\":[]}", -EINVAL, "definition: 'machine' must be a string, not an array" },
+        { "{" BASE ",\"cpu_model\":\"host;reboot\"}", -EINVAL,
+          "definition: 'cpu_model' must be a CPU model (A-Z a-z 0-9 _ . , = + -, starting with a letter or digit), "
+          "not 'host;reboot'" },
+        { "{" BASE ",\"cpu_model\":\"-help\"}", -EINVAL,
+          "definition: 'cpu_model' must be a CPU model (A-Z a-z 0-9 _ . , = + -, starting with a letter or digit), "
+          "not '-help'" },
+        { "{" BASE ",\"cpu_model\":\"\"}", -EINVAL,
+          "definition: 'cpu_model' must be a CPU model (A-Z a-z 0-9 _ . , = + -, starting with a letter or digit), "
+          "not ''" },
+        /* kernel, initrd, append */
+        { "{" N "," M ",\"kernel\":\"vmlinuz\"}", -EINVAL, "definition: 'kernel' must be an absolute path, not 'vmlinuz'" },
+        { "{" N "," M ",\"kernel\":\"/boot/\\nvmlinuz\"}", -EINVAL,
+          "definition: 'kernel' must not contain control characters" },
+        { "{" N "," M ",\"kernel\":7}", -EINVAL, "definition: 'kernel' must be a string, not an integer" },
+        { "{" N "," M "}", -EINVAL, "definition: 'kernel' is required when there are no disks" },
+        { "{" N "," M ",\"kernel\":\"\"}", -EINVAL, "definition: 'kernel' is required when there are no disks" },
+        { "{" BASE ",\"initrd\":\"initrd.img\"}", -EINVAL, "definition: 'initrd' must be an absolute path, not 'initrd.img'" },
+        { "{" N "," M "," D0 "],\"initrd\":\"/i\"}", -EINVAL, "definition: 'initrd' needs 'kernel'" },
+        { "{" N "," M "," D0 "],\"append\":\"quiet\"}", -EINVAL, "definition: 'append' needs 'kernel'" },
+        { "{" BASE ",\"append\":\"a\\tb\"}", -EINVAL, "definition: 'append' must not contain control characters" },
+        { "{" BASE ",\"append\":false}", -EINVAL, "definition: 'append' must be a string, not a boolean" },
+        /* disks */
+        { "{" BASE ",\"disks\":{}}", -EINVAL, "definition: 'disks' must be an array, not an object" },
+        { "{" BASE ",\"disks\":[\"/d0\"]}", -EINVAL, "definition: 'disks[0]' must be an object, not a string" },
+        { "{" BASE ",\"disks\":[{\"format\":\"raw\"}]}", -EINVAL, "definition: 'disks[0].path' is required" },
+        { "{" BASE ",\"disks\":[{\"path\":\"d0.img\"}]}", -EINVAL,
+          "definition: 'disks[0].path' must be an absolute path, not 'd0.img'" },
+        { "{" BASE ",\"disks\":[{\"path\":\"/d0\"},{\"path\":\"/d1\",\"format\":\"vmdk\"}]}", -EINVAL,
+          "definition: 'disks[1].format' must be raw or qcow2, not 'vmdk'" },
+        { "{" BASE ",\"disks\":[{\"path\":\"/d0\",\"cache\":\"default\"}]}", -EINVAL,
+          "definition: 'disks[0].cache' must be none, writeback, writethrough, directsync or unsafe, not 'default'" },
+        { "{" BASE ",\"disks\":[{\"path\":\"/d0\",\"shared\":\"yes\"}]}", -EINVAL,
+          "definition: 'disks[0].shared' must be a boolean, not a string" },
+        { "{" BASE ",\"disks\":[{\"path\":\"/d0\",\"readonly\":1}]}", -EINVAL,
+          "definition: 'disks[0].readonly' must be a boolean, not an integer" },
+        { "{" BASE ",\"disks\":[{\"path\":\"/d0\",\"size\":1}]}", -EINVAL,
+          "definition: 'disks[0].size' is not a known member" },
+        { "{" BASE ",\"disks\":[{\"path\":\"/d0\"},{\"path\":\"/d0\",\"readonly\":true}]}", -EINVAL,
+          "definition: 'disks[1].path' repeats disks[0].path" },
+        /* nics */
+        { "{" BASE ",\"nics\":\"br0\"}", -EINVAL, "definition: 'nics' must be an array, not a string" },
+        { "{" BASE ",\"nics\":[[]]}", -EINVAL, "definition: 'nics[0]' must be an object, not an array" },
+        { "{" BASE ",\"nics\":[{\"mac\":\"52:54:00:12:34:56\"}]}", -EINVAL, "definition: 'nics[0].bridge' is required" },
+        { "{" BASE ",\"nics\":[{\"bridge\":\"abcdefghijklmnop\"}]}", -EINVAL,
+          "definition: 'nics[0].bridge' must be an interface name (1-15 of A-Z a-z 0-9 _ . -), not 'abcdefghijklmnop'" },
+        { "{" BASE ",\"nics\":[{\"bridge\":\"br 0\"}]}", -EINVAL,
+          "definition: 'nics[0].bridge' must be an interface name (1-15 of A-Z a-z 0-9 _ . -), not 'br 0'" },
+        { "{" BASE ",\"nics\":[{\"bridge\":\"..\"}]}", -EINVAL,
+          "definition: 'nics[0].bridge' must be an interface name (1-15 of A-Z a-z 0-9 _ . -), not '..'" },
+        { "{" BASE ",\"nics\":[{\"bridge\":\"br0,script=/x\"}]}", -EINVAL,
+          "definition: 'nics[0].bridge' must be an interface name (1-15 of A-Z a-z 0-9 _ . -), not 'br0,script=/x'" },
+        { "{" BASE ",\"nics\":[{\"bridge\":\"br0\",\"mac\":\"52:54:00:12:34\"}]}", -EINVAL,
+          "definition: 'nics[0].mac' must be a MAC address like 52:54:00:12:34:56, not '52:54:00:12:34'" },
+        { "{" BASE ",\"nics\":[{\"bridge\":\"br0\",\"mac\":\"52-54-00-12-34-56\"}]}", -EINVAL,
+          "definition: 'nics[0].mac' must be a MAC address like 52:54:00:12:34:56, not '52-54-00-12-34-56'" },
+        { "{" BASE ",\"nics\":[{\"bridge\":\"br0\",\"mac\":\"52:54:00:12:34:5g\"}]}", -EINVAL,
+          "definition: 'nics[0].mac' must be a MAC address like 52:54:00:12:34:56, not '52:54:00:12:34:5g'" },
+        { "{" BASE ",\"nics\":[{\"bridge\":\"br0\",\"mac\":\"52:54:00:12:34:56:78\"}]}", -EINVAL,
+          "definition: 'nics[0].mac' must be a MAC address like 52:54:00:12:34:56, not '52:54:00:12:34:56:78'" },
+        { "{" BASE ",\"nics\":[{\"bridge\":\"br0\",\"mac\":\"01:00:5e:00:00:01\"}]}", -EINVAL,
+          "definition: 'nics[0].mac' 01:00:5e:00:00:01 is a multicast address; use a unicast one (even first byte), "
+          "e.g. 52:54:00:xx:xx:xx" },
+        { "{" BASE ",\"nics\":[{\"bridge\":\"br0\",\"mac\":\"FF:FF:FF:FF:FF:FF\"}]}", -EINVAL,
+          "definition: 'nics[0].mac' FF:FF:FF:FF:FF:FF is a multicast address; use a unicast one (even first byte), "
+          "e.g. 52:54:00:xx:xx:xx" },
+        { "{" BASE ",\"nics\":[{\"bridge\":\"br0\",\"mac\":\"00:00:00:00:00:00\"}]}", -EINVAL,
+          "definition: 'nics[0].mac' must not be 00:00:00:00:00:00" },
+        { "{" BASE ",\"nics\":[{\"bridge\":\"br0\",\"mac\":525400123456}]}", -EINVAL,
+          "definition: 'nics[0].mac' must be a string, not an integer" },
+        { "{" BASE ",\"nics\":[{\"bridge\":\"br0\",\"model\":\"rtl8139\"}]}", -EINVAL,
+          "definition: 'nics[0].model' must be virtio-net-pci or e1000, not 'rtl8139'" },
+        { "{" BASE ",\"nics\":[{\"bridge\":\"br0\",\"vlan\":5}]}", -EINVAL, "definition: 'nics[0].vlan' is not a known member" },
+        { "{" BASE ",\"nics\":[{\"bridge\":\"br0\",\"mac\":\"52:54:00:00:00:01\"},"
+          "{\"bridge\":\"br1\",\"mac\":\"52:54:00:00:00:01\"}]}", -EINVAL, "definition: 'nics[1].mac' repeats nics[0].mac" },
+        /* booleans, unknown and repeated members */
+        { "{" BASE ",\"guest_agent\":\"true\"}", -EINVAL, "definition: 'guest_agent' must be a boolean, not a string" },
+        { "{" BASE ",\"serial_log\":null}", -EINVAL, "definition: 'serial_log' must be a boolean, not null" },
+        { "{" BASE ",\"memory\":64}", -EINVAL, "definition: 'memory' is not a known member" },
+        { "{" BASE ",\"Name\":\"x\"}", -EINVAL, "definition: 'Name' is not a known member" },
+        { "{" BASE ",\"a\\u0001\":1}", -EINVAL, "definition: 'a?' is not a known member" },
+        { "{" BASE ",\"name\":\"web2\"}", -EINVAL, "definition: 'name' appears more than once" },
+        { "{" BASE ",\"disks\":[{\"path\":\"/a\",\"path\":\"/b\"}]}", -EINVAL,
+          "definition: 'disks[0].path' appears more than once" },
+        { "{" BASE ",\"nics\":[{\"bridge\":\"br0\"},{\"bridge\":\"br0\",\"model\":\"e1000\",\"model\":\"e1000\"}]}",
+          -EINVAL, "definition: 'nics[1].model' appears more than once" },
+        { "{" BASE ",\"na\\u006de\":\"web2\"}", -EINVAL,
+          "definition: a member name appears more than once in one object" },
+        /* not an object */
+        { "[1,2]", -EINVAL, "definition: must be a JSON object, not an array" },
+        { "\"web1\"", -EINVAL, "definition: must be a JSON object, not a string" },
+        { "12", -EINVAL, "definition: must be a JSON object, not an integer" },
+        { "null", -EINVAL, "definition: must be a JSON object, not null" },
+        /* broken documents */
+        { "{" N ",", -EINVAL, "definition: truncated JSON (the document ends inside a value)" },
+        { "{\"name\":\"we", -EINVAL, "definition: truncated JSON (the document ends inside a value)" },
+        { "", -EINVAL, "definition: empty document" },
+};
+
+static void test_bad_values(void **state) {
+        for (size_t i = 0; i < ELEMENTSOF(bad_cases); i++) {
+                const BadCase *c = &bad_cases[i];
+                GuestDef d;
+                memset(&d, 0x5a, sizeof(d));
+                err_clear();
+                int r = parse(c->json, &d);
+                if (r != c->err || strcmp(err_msg(), c->detail) != 0)
+                        fail_msg("case %zu %s\n  got %d '%s'\n want %d '%s'", i, c->json, r, err_msg(), c->err,
+                                 c->detail);
+                /* nothing written on failure */
+                for (size_t k = 0; k < sizeof(d); k++)
+                        if (((unsigned char *) &d)[k] != 0x5a)
+                                fail_msg("case %zu wrote the output", i);
+        }
+}
+
+/* Syntax errors: the detail starts with where the parser stopped. */
+static void test_invalid_json(void **state) {
+        static const char *const texts[] = {
+                "{\"name\":web1}",
+                "{" BASE "} trailing",
+                "{" BASE "}{}",
+                "{" BASE ",}",                       /* trailing comma (strict) */
+                "{'name':'web1'}",                   /* single quotes (strict) */
+                "{" BASE ",\"append\":\"\xff\xfe\"}", /* invalid UTF-8 */
+                "{" BASE ",\"vcpus\":01}",            /* leading zero (strict) */
+        };
+        GuestDef d;
+        for (size_t i = 0; i < ELEMENTSOF(texts); i++) {
+                err_clear();
+                assert_int_equal(parse(texts[i], &d), -EINVAL);
+                if (strncmp(err_msg(), "definition: invalid JSON at byte ", 33) != 0)
+                        fail_msg("case %zu: '%s'", i, err_msg());
+        }
+}
+
+static void test_size_limits(void **state) {
+        GuestDef d;
+        char *big = malloc(GUEST_DEF_MAX_BYTES + 2);
+        assert_non_null(big);
+
+        /* one byte over: E2BIG, before any parsing */
+        memset(big, ' ', GUEST_DEF_MAX_BYTES + 1);
+        memcpy(big, "{" BASE "}", strlen("{" BASE "}"));
+        big[GUEST_DEF_MAX_BYTES + 1] = '\0';
+        assert_int_equal(guest_def_parse(big, GUEST_DEF_MAX_BYTES + 1, &d), -E2BIG);
+        assert_string_equal(err_msg(), "definition: 65537 bytes, more than the limit of 65536");
+        /* exactly at the limit: fine */
+        assert_int_equal(guest_def_parse(big, GUEST_DEF_MAX_BYTES, &d), 0);
+        /* a NUL byte inside the given length */
+        assert_int_equal(guest_def_parse("{" BASE "}\0{\"x\":1}", strlen("{" BASE "}") + 8, &d), -EINVAL);
+        assert_string_equal(err_msg(), "definition: NUL byte at offset 45");
+        /* len is honoured: the text after it is not read */
+        assert_int_equal(guest_def_parse("{" BASE "}garbage", strlen("{" BASE "}"), &d), 0);
+        free(big);
+
+        /* too long strings */
+        char *j = xasprintf("{" N "," M ",\"kernel\":\"/%0300d\"}", 0);
+        assert_int_equal(parse(j, &d), -EINVAL);
+        assert_string_equal(err_msg(), "definition: 'kernel' is too long (301 bytes, at most 255)");
+        free(j);
+        j = xasprintf("{" BASE ",\"append\":\"%04097d\"}", 0);
+        assert_int_equal(parse(j, &d), -EINVAL);
+        assert_string_equal(err_msg(), "definition: 'append' is too long (4097 bytes, at most 4096)");
+        free(j);
+        j = xasprintf("{" BASE ",\"append\":\"%04096d\"}", 0);
+        assert_int_equal(parse(j, &d), 0);
+        assert_int_equal(strlen(d.append), 4096);
+        free(j);
+        j = xasprintf("{\"name\":\"%064d\"," M "," K "}", 0);
+        assert_int_equal(parse(j, &d), -EINVAL);
+        assert_string_equal(err_msg(), "definition: 'name' must be 1-63 of A-Z a-z 0-9 . _ - (not starting with . or -), "
+                                       "not '0000000000000000000000000000000000000000000000000000000000000000'");
+        free(j);
+        j = xasprintf("{" BASE ",\"disks\":[{\"path\":\"/%0255d\"}]}", 0);
+        assert_int_equal(parse(j, &d), -EINVAL);
+        assert_string_equal(err_msg(), "definition: 'disks[0].path' is too long (256 bytes, at most 255)");
+        free(j);
+        /* a long bad value is cut in the detail */
+        j = xasprintf("{" BASE ",\"machine\":\"%0100d\"}", 0);
+        assert_int_equal(parse(j, &d), -EINVAL);
+        assert_non_null(strstr(err_msg(), "not '0000000000000000000000000000000000000000000000000000000000000000...'"));
+        free(j);
+}
+
+static void test_too_many(void **state) {
+        char json[4096];
+        GuestDef d;
+        int n = snprintf(json, sizeof(json), "{" BASE ",\"disks\":[");
+        for (int i = 0; i <= GUEST_MAX_DISKS; i++)
+                n += snprintf(json + n, sizeof(json) - (size_t) n, "%s{\"path\":\"/d%d\"}", i ? "," : "", i);
+        snprintf(json + n, sizeof(json) - (size_t) n, "]}");
+        assert_int_equal(parse(json, &d), -EINVAL);
+        assert_string_equal(err_msg(), "definition: 'disks' has 17 entries, at most 16 are allowed");
+
+        n = snprintf(json, sizeof(json), "{" BASE ",\"nics\":[");
+        for (int i = 0; i <= GUEST_MAX_NICS; i++)
+                n += snprintf(json + n, sizeof(json) - (size_t) n, "%s{\"bridge\":\"br%d\"}", i ? "," : "", i);
+        snprintf(json + n, sizeof(json) - (size_t) n, "]}");
+        assert_int_equal(parse(json, &d), -EINVAL);
+        assert_string_equal(err_msg(), "definition: 'nics' has 9 entries, at most 8 are allowed");
+}
+
+/* ---- host checks ---- */
+
+static const char *tmp;
+
+static void write_file(const char *path, const void *data, size_t len, mode_t mode) {
+        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+        assert_true(fd >= 0);
+        assert_int_equal(write(fd, data, len), (ssize_t) len);
+        close(fd);
+        assert_int_equal(chmod(path, mode), 0);
+}
+
+static GuestDef host_def(void) {
+        GuestDef d;
+        char *j = xasprintf("{\"name\":\"h\",\"memory_mib\":64,\"kernel\":\"%s\",\"initrd\":\"%s\","
+                            "\"disks\":[{\"path\":\"%s\",\"cache\":\"writeback\"},"
+                            "{\"path\":\"%s\",\"format\":\"qcow2\",\"cache\":\"writeback\"}]}",
+                            tu_path(tmp, "vmlinuz"), tu_path(tmp, "initrd"), tu_path(tmp, "disk.raw"),
+                            tu_path(tmp, "disk.qcow2"));
+        assert_int_equal(parse(j, &d), 0);
+        free(j);
+        return d;
+}
+
+static void check_err(const GuestDef *d, int err, const char *detail) {
+        err_clear();
+        int r = guest_def_check_host(d);
+        if (r != err || strcmp(err_msg(), detail) != 0)
+                fail_msg("got %d '%s'\nwant %d '%s'", r, err_msg(), err, detail);
+}
+
+static void test_host_ok_and_missing(void **state) {
+        GuestDef d = host_def();
+        char *want;
+
+        assert_int_equal(guest_def_check_host(&d), 0);
+
+        snprintf(d.kernel, sizeof(d.kernel), "%s", tu_path(tmp, "missing-kernel"));
+        want = xasprintf("definition: 'kernel' file '%s' does not exist", d.kernel);
+        check_err(&d, -ENOENT, want);
+        free(want);
+
+        d = host_def();
+        snprintf(d.initrd, sizeof(d.initrd), "%s", tu_path(tmp, "nodir/initrd"));
+        want = xasprintf("definition: 'initrd' file '%s' does not exist", d.initrd);
+        check_err(&d, -ENOENT, want);
+        free(want);
+
+        d = host_def();
+        snprintf(d.kernel, sizeof(d.kernel), "%s", tmp);
+        want = xasprintf("definition: 'kernel' '%s' is not a regular file or block device", tmp);
+        check_err(&d, -EINVAL, want);
+        free(want);
+
+        d = host_def();
+        snprintf(d.disks[1].path, sizeof(d.disks[1].path), "%s", tu_path(tmp, "gone.qcow2"));
+        want = xasprintf("definition: 'disks[1].path' file '%s' does not exist", d.disks[1].path);
+        check_err(&d, -ENOENT, want);
+        free(want);
+}
+
+static void test_host_qcow2_magic(void **state) {
+        GuestDef d = host_def();
+        char *want;
+
+        snprintf(d.disks[1].path, sizeof(d.disks[1].path), "%s", tu_path(tmp, "fake.qcow2"));
+        want = xasprintf("definition: 'disks[1].path' '%s' is not a qcow2 image (no qcow2 magic)", d.disks[1].path);
+        check_err(&d, -EINVAL, want);
+        free(want);
+
+        snprintf(d.disks[1].path, sizeof(d.disks[1].path), "%s", tu_path(tmp, "short.qcow2"));
+        want = xasprintf("definition: 'disks[1].path' '%s' is not a qcow2 image (no qcow2 magic)", d.disks[1].path);
+        check_err(&d, -EINVAL, want);
+        free(want);
+
+        /* raw may hold anything, even qcow2 bytes: the format is never probed */
+        snprintf(d.disks[0].path, sizeof(d.disks[0].path), "%s", tu_path(tmp, "disk.qcow2"));
+        snprintf(d.disks[1].path, sizeof(d.disks[1].path), "%s", tu_path(tmp, "disk.raw"));
+        snprintf(d.disks[1].format, sizeof(d.disks[1].format), "raw");
+        assert_int_equal(guest_def_check_host(&d), 0);
+}
+
+static void test_host_bridges(void **state) {
+        GuestDef d;
+        char *j = xasprintf("{\"name\":\"h\",\"memory_mib\":64,\"kernel\":\"%s\",\"nics\":[{\"bridge\":\"drvnobr0\"}]}",
+                            tu_path(tmp, "vmlinuz"));
+        assert_int_equal(parse(j, &d), 0);
+        free(j);
+        check_err(&d, -ENOENT, "definition: 'nics[0].bridge' 'drvnobr0' does not exist on this host");
+
+        /* lo exists in every network namespace and is never a bridge */
+        snprintf(d.nics[0].bridge, sizeof(d.nics[0].bridge), "lo");
+        check_err(&d, -EINVAL, "definition: 'nics[0].bridge' 'lo' is not a bridge");
+}
+
+static int child_failures;
+
+/* Permission checks must hold for the agent's user; as root (which reads
+ * everything) they run in a child that has become nobody. */
+static void run_as_unprivileged(void (*fn)(void)) {
+        if (geteuid() != 0) {
+                fn();
+                return;
+        }
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+                if (setgroups(0, NULL) < 0 || setresgid(65534, 65534, 65534) < 0 ||
+                    setresuid(65534, 65534, 65534) < 0)
+                        _exit(3);
+                fn();
+                _exit(child_failures ? 1 : 0);
+        }
+        int st;
+        assert_int_equal(waitpid(pid, &st, 0), pid);
+        assert_true(WIFEXITED(st));
+        assert_int_equal(WEXITSTATUS(st), 0);
+}
+
+static void child_expect(const GuestDef *d, int err, const char *detail) {
+        err_clear();
+        int r = guest_def_check_host(d);
+        if (r != err || strcmp(err_msg(), detail) != 0) {
+                fprintf(stderr, "got %d '%s'\nwant %d '%s'\n", r, err_msg(), err, detail);
+                child_failures++;
+        }
+}
+
+/* Counts mismatches in child_failures (the exit status of the child). */
+static void permission_checks(void) {
+        GuestDef d = host_def();
+        char want[1024];
+
+        snprintf(d.kernel, sizeof(d.kernel), "%s", tu_path(tmp, "unreadable"));
+        snprintf(want, sizeof(want), "definition: 'kernel' file '%s' is not readable: Permission denied", d.kernel);
+        child_expect(&d, -EACCES, want);
+
+        d = host_def();
+        snprintf(d.disks[0].path, sizeof(d.disks[0].path), "%s", tu_path(tmp, "readonly.raw"));
+        snprintf(want, sizeof(want), "definition: 'disks[0].path' file '%s' is not readable and writable: "
+                 "Permission denied", d.disks[0].path);
+        child_expect(&d, -EACCES, want);
+
+        d.disks[0].readonly = true; /* read-only use of a read-only file is fine */
+        child_expect(&d, 0, "");
+}
+
+static void test_host_permissions(void **state) {
+        run_as_unprivileged(permission_checks);
+        if (geteuid() != 0 && child_failures)
+                fail();
+}
+
+/* cache none/directsync on a file system without O_DIRECT (an older tmpfs). */
+static void test_host_odirect(void **state) {
+        GuestDef d = host_def();
+        char p[128], want[512];
+        int r_none, r_writeback;
+        struct stat st;
+
+        if (stat("/dev/shm", &st) < 0 || !S_ISDIR(st.st_mode) || access("/dev/shm", W_OK) < 0)
+                skip();
+        snprintf(p, sizeof(p), "/dev/shm/drover-test-odirect-%d.raw", (int) getpid());
+        write_file(p, "x", 1, 0600);
+        int fd = open(p, O_RDONLY | O_DIRECT);
+        if (fd >= 0) /* this tmpfs supports O_DIRECT (Linux >= 6.6) */
+                close(fd);
+        else {
+                snprintf(d.disks[0].path, sizeof(d.disks[0].path), "%s", p);
+                snprintf(d.disks[0].cache, sizeof(d.disks[0].cache), "none");
+                err_clear();
+                r_none = guest_def_check_host(&d);
+                snprintf(want, sizeof(want), "%s", err_msg());
+                snprintf(d.disks[0].cache, sizeof(d.disks[0].cache), "writeback");
+                r_writeback = guest_def_check_host(&d);
+        }
+        unlink(p);
+        if (fd >= 0)
+                skip();
+        assert_int_equal(r_none, -EINVAL);
+        assert_int_equal(r_writeback, 0);
+        char *expected = xasprintf("definition: 'disks[0].cache' is none, but the file system of '%s' does not "
+                                   "support O_DIRECT (use writeback or writethrough)", p);
+        assert_string_equal(want, expected);
+        free(expected);
+}
+
+/* ---- paths and tap names ---- */
+
+static void test_paths(void **state) {
+        GuestPaths p;
+        assert_int_equal(guest_paths("/run/drover/agent", "web1", &p), 0);
+        assert_string_equal(p.qmp, "/run/drover/agent/web1.qmp");
+        assert_string_equal(p.qga, "/run/drover/agent/web1.qga");
+        assert_string_equal(p.serial, "/run/drover/agent/web1.serial");
+        assert_string_equal(p.log, "/run/drover/agent/web1.log");
+        assert_string_equal(p.pidfile, "/run/drover/agent/web1.pid");
+
+        /* socket paths beyond sun_path, and paths beyond the fields */
+        char dir[300], name[64];
+        memset(name, 'n', 63);
+        name[63] = '\0';
+        snprintf(dir, sizeof(dir), "/%0*d", 39, 0); /* 40 + 1 + 63 + 4 = 108 */
+        memset(&p, 0x5a, sizeof(p));
+        assert_int_equal(guest_paths(dir, name, &p), -ENAMETOOLONG);
+        assert_non_null(strstr(err_msg(), "longer than a unix socket allows (107 bytes)"));
+        assert_int_equal((unsigned char) p.qmp[0], 0x5a);
+        snprintf(dir, sizeof(dir), "/%0*d", 38, 0);
+        assert_int_equal(guest_paths(dir, name, &p), 0);
+        assert_int_equal(strlen(p.qmp), 107);
+        snprintf(dir, sizeof(dir), "/%0*d", 250, 0);
+        assert_int_equal(guest_paths(dir, name, &p), -ENAMETOOLONG);
+}
+
+static void test_tap_name(void **state) {
+        char a[16], b[16], c[16];
+        guest_tap_name(UUID, 0, a);
+        assert_string_equal(a, TAP0);
+        guest_tap_name(UUID, 1, a);
+        assert_string_equal(a, TAP1);
+        guest_tap_name("6D1D2A4E-0000-4000-8000-00000000C0DE", 1, b);
+        assert_string_equal(a, b); /* case does not matter */
+        /* UUIDs with the same first 8 digits still get different taps */
+        guest_tap_name("6d1d2a4e-0000-4000-8000-00000000c0df", 1, c);
+        assert_string_equal(c, "dv1b9f9011n1");
+        guest_tap_name(UUID, 7, a);
+        assert_true(strlen(a) <= 15);
+        assert_memory_equal(a, "dv", 2);
+}
+
+/* ---- command line ---- */
+
+static const char typical[] =
+        "{\"name\":\"web1\",\"uuid\":\"" UUID "\",\"memory_mib\":256,\"vcpus\":2,"
+        "\"kernel\":\"/srv/vmlinuz\",\"initrd\":\"/srv/initrd.img\",\"append\":\"console=ttyS0 root=/dev/vda\","
+        "\"disks\":[{\"path\":\"/shared/web1.qcow2\",\"format\":\"qcow2\",\"shared\":true},"
+        "{\"path\":\"/srv/data,1.img\",\"cache\":\"writethrough\",\"readonly\":true}],"
+        "\"nics\":[{\"bridge\":\"br0\",\"mac\":\"52:54:00:12:34:56\"},"
+        "{\"bridge\":\"br1\",\"mac\":\"52:54:00:12:34:57\",\"model\":\"e1000\"}],"
+        "\"guest_agent\":true}";
+
+static void assert_argv(char **argv, const char *const *want, size_t n) {
+        size_t i = 0;
+        for (; i < n && argv[i]; i++)
+                if (strcmp(argv[i], want[i]) != 0)
+                        fail_msg("argv[%zu]: got '%s', want '%s'", i, argv[i], want[i]);
+        if (i < n)
+                fail_msg("argv ends at %zu, want '%s'", i, want[i]);
+        if (argv[i])
+                fail_msg("argv[%zu]: unexpected '%s'", i, argv[i]);
+}
+
+static void test_argv_typical(void **state) {
+        static const char *const want[] = {
+                "/usr/bin/qemu-system-x86_64",
+                "-name", "guest=web1",
+                "-uuid", UUID,
+                "-accel", "kvm",
+                "-machine", "pc",
+                "-cpu", "qemu64",
+                "-m", "256",
+                "-smp", "2",
+                "-nodefaults",
+                "-no-user-config",
+                "-display", "none",
+                "-sandbox", "on,obsolete=allow,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
+                "-qmp", "unix:/run/drover/agent/web1.qmp,server=on,wait=off",
+                "-pidfile", "/run/drover/agent/web1.pid",
+                "-serial", "file:/run/drover/agent/web1.serial",
+                "-kernel", "/srv/vmlinuz",
+                "-initrd", "/srv/initrd.img",
+                "-append", "console=ttyS0 root=/dev/vda",
+                "-blockdev", "driver=qcow2,node-name=disk0,read-only=off,cache.direct=on,cache.no-flush=off,"
+                             "file.driver=file,file.node-name=disk0-file,file.filename=/shared/web1.qcow2",
+                "-device", "virtio-blk-pci,id=virtio-disk0,drive=disk0,write-cache=on",
+                "-blockdev", "driver=raw,node-name=disk1,read-only=on,cache.direct=off,cache.no-flush=off,"
+                             "file.driver=file,file.node-name=disk1-file,file.filename=/srv/data,,1.img",
+                "-device", "virtio-blk-pci,id=virtio-disk1,drive=disk1,write-cache=off",
+                "-netdev", "tap,id=net0,ifname=" TAP0 ",script=no,downscript=no",
+                "-device", "virtio-net-pci,id=nic0,netdev=net0,mac=52:54:00:12:34:56",
+                "-netdev", "tap,id=net1,ifname=" TAP1 ",script=no,downscript=no",
+                "-device", "e1000,id=nic1,netdev=net1,mac=52:54:00:12:34:57",
+                "-chardev", "socket,id=qga0,path=/run/drover/agent/web1.qga,server=on,wait=off",
+                "-device", "virtio-serial-pci,id=qga-serial",
+                "-device", "virtserialport,bus=qga-serial.0,chardev=qga0,name=org.qemu.guest_agent.0",
+                "-S", "-incoming", "defer",
+        };
+        GuestDef d;
+        GuestPaths p;
+        char **argv = NULL;
+
+        assert_int_equal(parse(typical, &d), 0);
+        assert_int_equal(guest_paths("/run/drover/agent", d.name, &p), 0);
+        assert_int_equal(guest_build_argv(&d, &p, "/usr/bin/qemu-system-x86_64", "kvm", true, &argv), 0);
+        assert_argv(argv, want, ELEMENTSOF(want));
+        guest_argv_free(argv);
+}
+
+static void test_argv_minimal(void **state) {
+        static const char *const want[] = {
+                "qemu-system-x86_64",
+                "-name", "guest=min",
+                "-uuid", UUID,
+                "-accel", "tcg",
+                "-machine", "microvm,pcie=on",
+                "-cpu", "max",
+                "-m", "16",
+                "-smp", "1",
+                "-nodefaults",
+                "-no-user-config",
+                "-display", "none",
+                "-sandbox", "on,obsolete=allow,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
+                /* commas in the run folder are doubled where QEMU splits options */
+                "-qmp", "unix:/r,,un/min.qmp,,server=on,,wait=off/min.qmp,server=on,wait=off",
+                "-pidfile", "/r,un/min.qmp,server=on,wait=off/min.pid",
+                "-serial", "none",
+                "-blockdev", "driver=raw,node-name=disk0,read-only=off,cache.direct=off,cache.no-flush=on,"
+                             "file.driver=file,file.node-name=disk0-file,file.filename=/img/min.raw",
+                "-device", "virtio-blk-pci,id=virtio-disk0,drive=disk0,write-cache=on,bootindex=1",
+                "-blockdev", "driver=raw,node-name=disk1,read-only=off,cache.direct=on,cache.no-flush=off,"
+                             "file.driver=file,file.node-name=disk1-file,file.filename=/img/min2.raw",
+                "-device", "virtio-blk-pci,id=virtio-disk1,drive=disk1,write-cache=off",
+        };
+        GuestDef d;
+        GuestPaths p;
+        char **argv = NULL;
+
+        assert_int_equal(parse("{\"name\":\"min\",\"uuid\":\"" UUID "\",\"memory_mib\":16,\"machine\":\"microvm\","
+                               "\"cpu_model\":\"max\",\"serial_log\":false,"
+                               "\"disks\":[{\"path\":\"/img/min.raw\",\"cache\":\"unsafe\"},"
+                               "{\"path\":\"/img/min2.raw\",\"cache\":\"directsync\"}]}", &d), 0);
+        assert_int_equal(guest_paths("/r,un/min.qmp,server=on,wait=off", d.name, &p), 0);
+        assert_int_equal(guest_build_argv(&d, &p, "qemu-system-x86_64", "tcg", false, &argv), 0);
+        assert_argv(argv, want, ELEMENTSOF(want));
+        guest_argv_free(argv);
+}
+
+static void test_argv_cache_modes(void **state) {
+        static const struct {
+                const char *cache, *blockdev_cache, *write_cache;
+        } modes[] = {
+                { "none", "cache.direct=on,cache.no-flush=off", "write-cache=on" },
+                { "writeback", "cache.direct=off,cache.no-flush=off", "write-cache=on" },
+                { "writethrough", "cache.direct=off,cache.no-flush=off", "write-cache=off" },
+                { "directsync", "cache.direct=on,cache.no-flush=off", "write-cache=off" },
+                { "unsafe", "cache.direct=off,cache.no-flush=on", "write-cache=on" },
+        };
+        for (size_t i = 0; i < ELEMENTSOF(modes); i++) {
+                GuestDef d;
+                GuestPaths p;
+                char **argv = NULL;
+                char *j = xasprintf("{\"name\":\"c\",\"memory_mib\":64,\"kernel\":\"/k\","
+                                    "\"disks\":[{\"path\":\"/d\",\"cache\":\"%s\"}]}", modes[i].cache);
+                assert_int_equal(parse(j, &d), 0);
+                assert_int_equal(guest_paths("/run", "c", &p), 0);
+                assert_int_equal(guest_build_argv(&d, &p, "qemu", "tcg", false, &argv), 0);
+                size_t k = 0;
+                while (argv[k] && strcmp(argv[k], "-blockdev") != 0)
+                        k++;
+                assert_non_null(argv[k]);
+                assert_non_null(strstr(argv[k + 1], modes[i].blockdev_cache));
+                assert_string_equal(argv[k + 2], "-device");
+                assert_non_null(strstr(argv[k + 3], modes[i].write_cache));
+                assert_null(argv[k + 4]); /* no -S / -incoming without incoming */
+                guest_argv_free(argv);
+                free(j);
+        }
+}
+
+/* A block device gets QEMU's host_device driver (file refuses it). */
+static void test_argv_block_device(void **state) {
+        char dev[300] = "";
+        DIR *dir = opendir("/dev");
+        struct dirent *e = NULL;
+        struct stat st;
+        while (dir && (e = readdir(dir)))
+                if (snprintf(dev, sizeof(dev), "/dev/%s", e->d_name) > 0 && stat(dev, &st) == 0 &&
+                    S_ISBLK(st.st_mode))
+                        break;
+        if (dir)
+                closedir(dir);
+        if (!e)
+                skip();
+        GuestDef d;
+        GuestPaths p;
+        char **argv = NULL;
+        char *j = xasprintf("{\"name\":\"b\",\"memory_mib\":64,\"disks\":[{\"path\":\"%s\",\"readonly\":true}]}", dev);
+        assert_int_equal(parse(j, &d), 0);
+        assert_int_equal(guest_paths("/run", "b", &p), 0);
+        assert_int_equal(guest_build_argv(&d, &p, "qemu", "tcg", false, &argv), 0);
+        bool found = false;
+        for (size_t k = 0; argv[k]; k++)
+                found |= strstr(argv[k], "file.driver=host_device,") != NULL;
+        assert_true(found);
+        guest_argv_free(argv);
+        free(j);
+}
+
+static void test_argv_bad_accel(void **state) {
+        GuestDef d;
+        GuestPaths p;
+        char **argv = (char **) 0x1;
+        assert_int_equal(parse(typical, &d), 0);
+        assert_int_equal(guest_paths("/run", d.name, &p), 0);
+        assert_int_equal(guest_build_argv(&d, &p, "qemu", "hvf", false, &argv), -EINVAL);
+        assert_string_equal(err_msg(), "accelerator must be kvm or tcg, not 'hvf'");
+        assert_ptr_equal(argv, (char **) 0x1);
+        guest_argv_free(NULL);
+}
+
+static int setup_files(void **state) {
+        static const char qcow2[] = "QFI\xfb\0\0\0\3";
+        tmp = tu_tmpdir("agentdef");
+        chmod(tmp, 0755); /* reachable by the unprivileged child */
+        write_file(tu_path(tmp, "vmlinuz"), "kernel", 6, 0644);
+        write_file(tu_path(tmp, "initrd"), "initrd", 6, 0644);
+        write_file(tu_path(tmp, "disk.raw"), "rawdata", 7, 0666);
+        write_file(tu_path(tmp, "disk.qcow2"), qcow2, sizeof(qcow2) - 1, 0666);
+        write_file(tu_path(tmp, "fake.qcow2"), "QFI?not a qcow2", 15, 0666);
+        write_file(tu_path(tmp, "short.qcow2"), "QF", 2, 0666);
+        write_file(tu_path(tmp, "unreadable"), "secret", 6, 0000);
+        write_file(tu_path(tmp, "readonly.raw"), "ro", 2, 0444);
+        return 0;
+}
+
+int main(void) {
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_round_trip),
+                cmocka_unit_test(test_round_trip_generated),
+                cmocka_unit_test(test_defaults),
+                cmocka_unit_test(test_uuid_generated),
+                cmocka_unit_test(test_mac_generated),
+                cmocka_unit_test(test_accepted_values),
+                cmocka_unit_test(test_bad_values),
+                cmocka_unit_test(test_invalid_json),
+                cmocka_unit_test(test_size_limits),
+                cmocka_unit_test(test_too_many),
+                cmocka_unit_test(test_host_ok_and_missing),
+                cmocka_unit_test(test_host_qcow2_magic),
+                cmocka_unit_test(test_host_bridges),
+                cmocka_unit_test(test_host_permissions),
+                cmocka_unit_test(test_host_odirect),
+                cmocka_unit_test(test_paths),
+                cmocka_unit_test(test_tap_name),
+                cmocka_unit_test(test_argv_typical),
+                cmocka_unit_test(test_argv_minimal),
+                cmocka_unit_test(test_argv_cache_modes),
+                cmocka_unit_test(test_argv_block_device),
+                cmocka_unit_test(test_argv_bad_accel),
+        };
+        return cmocka_run_group_tests(tests, setup_files, NULL);
+}
