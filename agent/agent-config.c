@@ -145,7 +145,7 @@ void agent_config_defaults(AgentConfig *c) {
         c->qga_timeout_ms = 5000;
         c->start_timeout_ms = 10000;
         c->max_guests = 512;
-        c->rpc_threads = 8;
+        c->rpc_threads = 32;
         c->max_request_bytes = 4194304;
         snprintf(c->log_level, sizeof(c->log_level), "info");
 }

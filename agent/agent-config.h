@@ -13,7 +13,7 @@
  *     "qga_timeout_ms": 5000,
  *     "start_timeout_ms": 10000,
  *     "max_guests": 512,
- *     "rpc_threads": 8,
+ *     "rpc_threads": 32,
  *     "max_request_bytes": 4194304,
  *     "log_level": "info" }
  *

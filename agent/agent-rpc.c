@@ -11,6 +11,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "agent-migrate.h"
+#include "agent-peer.h"
 #include "agent.pb-c.h"
 #include "err.h"
 #include "lock.h"
@@ -235,6 +237,25 @@ static RpcCode h_get(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage 
         return END_HANDLER(a, RPC_OK);
 }
 
+/* Streams hold a worker for their whole life: keep most workers for
+ * everything else (docs/agent.md, rpc_threads). */
+static atomic_uint streams_open;
+
+static bool stream_admit(RpcCall *c, Agent *a, RpcCode *ret) {
+        unsigned cap = a->cfg.rpc_threads / 4 ? a->cfg.rpc_threads / 4 : 1;
+        if (atomic_fetch_add(&streams_open, 1) >= cap) {
+                atomic_fetch_sub(&streams_open, 1);
+                *ret = rpc_call_fail(c, RPC_RESOURCE_EXHAUSTED,
+                                     "%u watch streams are open on this agent, the most it serves (rpc_threads/4)", cap);
+                return false;
+        }
+        return true;
+}
+
+static void stream_leave(void) {
+        atomic_fetch_sub(&streams_open, 1);
+}
+
 static void wake_call(void *opaque) {
         rpc_call_wake(opaque);
 }
@@ -243,11 +264,15 @@ static RpcCode h_watch(RpcCall *c, const ProtobufCMessage *req_, void *user) {
         Agent *a = user;
         const Drover__V1__WatchEventsRequest *req = (const void *) req_;
         AgentEvent evs[64];
+        RpcCode admit;
         BEGIN_HANDLER(a);
+        if (!stream_admit(c, a, &admit))
+                return END_HANDLER(a, admit);
         rpc_call_ref(c);
         int id = event_bus_subscribe(a->events, wake_call, c);
         if (id < 0) {
                 rpc_call_unref(c);
+                stream_leave();
                 return END_HANDLER(a, fail(c, id));
         }
         uint64_t last = event_bus_last_seq(a->events);
@@ -279,6 +304,7 @@ static RpcCode h_watch(RpcCall *c, const ProtobufCMessage *req_, void *user) {
 done:
         event_bus_unsubscribe(a->events, id);
         rpc_call_unref(c);
+        stream_leave();
         return END_HANDLER(a, code);
 }
 
@@ -400,6 +426,228 @@ static RpcCode h_stats(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessag
         return END_HANDLER(a, RPC_OK);
 }
 
+/* ---- migration ---------------------------------------------------------------- */
+
+static Drover__V1__MigrationStats *new_stats(RpcCall *c, const MigrationStats *st) {
+        VmSnapshot s = { 0 };
+        Drover__V1__GuestStatus tmp = DROVER__V1__GUEST_STATUS__INIT;
+        s.migration = *st;
+        s.migration_age_ms = 0;
+        fill_status(c, &tmp, &s);
+        return tmp.migration;
+}
+
+static Drover__V1__MigrationResult *new_result(RpcCall *c, const MigResult *m) {
+        Drover__V1__MigrationResult *o = rpc_call_alloc(c, sizeof(*o));
+        drover__v1__migration_result__init(o);
+        o->op_id = rpc_call_strdup(c, m->op);
+        o->guest = rpc_call_strdup(c, m->guest);
+        o->done = m->done;
+        o->success = m->success;
+        o->error = rpc_call_strdup(c, m->error);
+        o->phase = (char *) job_phase_to_string(m->phase);
+        o->total_ms = m->total_ms;
+        o->downtime_ms = m->downtime_ms;
+        o->measured_downtime_ms = m->measured_downtime_ms;
+        o->transferred_bytes = m->transferred;
+        o->postcopy = m->postcopy;
+        o->guest_time_synced = m->time_synced;
+        o->n_policy_steps = m->n_steps;
+        o->policy_steps = rpc_call_alloc(c, (m->n_steps + 1) * sizeof(char *));
+        for (size_t i = 0; i < m->n_steps; i++)
+                o->policy_steps[i] = rpc_call_strdup(c, m->steps[i]);
+        return o;
+}
+
+static RpcCode h_migrate(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
+        Agent *a = user;
+        const Drover__V1__MigrateRequest *req = (const void *) req_;
+        Drover__V1__MigrateResponse *resp = (void *) resp_;
+        char op[OP_ID_MAX];
+        RpcCode code = RPC_OK;
+        MigParams p;
+        MigResult res;
+        BEGIN_HANDLER(a);
+        _cleanup_(vm_unrefp) Vm *vm = find(c, a, req->guest, &code);
+        if (!vm)
+                return END_HANDLER(a, code);
+        agent_op_id(a, req->op_id, op);
+        mig_params_from_proto(req->params, &p);
+        int r = agent_migrate(a, vm, op, req->destination, req->destination_stream_host, &p, req->wait, &res);
+        if (r < 0)
+                return END_HANDLER(a, fail(c, r));
+        resp->result = new_result(c, &res);
+        return END_HANDLER(a, RPC_OK);
+}
+
+static RpcCode h_migrate_abort(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
+        Agent *a = user;
+        const Drover__V1__GuestRef *req = (const void *) req_;
+        char op[OP_ID_MAX];
+        RpcCode code = RPC_OK;
+        MigResult res;
+        BEGIN_HANDLER(a);
+        _cleanup_(vm_unrefp) Vm *vm = find(c, a, req->guest, &code);
+        if (!vm)
+                return END_HANDLER(a, code);
+        agent_op_id(a, req->op_id, op);
+        int r = agent_migrate_abort(a, vm, op);
+        if (r < 0)
+                return END_HANDLER(a, fail(c, r));
+        /* answer when the migration thread has resumed the source */
+        Deadline d = deadline_in_ms(30000);
+        while (agent_migration_get(a, vm->name, &res) == 0 && !res.done && !deadline_expired(d))
+                sleep_ms(20);
+        Drover__V1__MigrationResult *o = new_result(c, &res);
+        *(Drover__V1__MigrationResult *) resp_ = *o;
+        return END_HANDLER(a, RPC_OK);
+}
+
+static RpcCode h_migrate_tune(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
+        Agent *a = user;
+        const Drover__V1__MigrateTuneRequest *req = (const void *) req_;
+        char op[OP_ID_MAX];
+        RpcCode code = RPC_OK;
+        BEGIN_HANDLER(a);
+        _cleanup_(vm_unrefp) Vm *vm = find(c, a, req->guest, &code);
+        if (!vm)
+                return END_HANDLER(a, code);
+        agent_op_id(a, req->op_id, op);
+        int r = agent_migrate_tune(a, vm, op, req->bandwidth_bytes_per_s, req->downtime_limit_ms);
+        if (r < 0)
+                return END_HANDLER(a, fail(c, r));
+        VmSnapshot s;
+        vm_snapshot(vm, &s);
+        fill_status(c, (void *) resp_, &s);
+        return END_HANDLER(a, RPC_OK);
+}
+
+static RpcCode h_migrate_postcopy(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
+        return guest_op(c, user, (const void *) req_, agent_migrate_start_postcopy, (void *) resp_);
+}
+
+static RpcCode h_get_migration(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
+        Agent *a = user;
+        const Drover__V1__GuestRef *req = (const void *) req_;
+        MigResult res;
+        BEGIN_HANDLER(a);
+        if (!req->guest[0])
+                return END_HANDLER(a, rpc_call_fail(c, RPC_INVALID_ARGUMENT, "'guest' is required"));
+        int r = agent_migration_get(a, req->guest, &res);
+        if (r < 0)
+                return END_HANDLER(a, fail(c, r));
+        *(Drover__V1__MigrationResult *) resp_ = *new_result(c, &res);
+        return END_HANDLER(a, RPC_OK);
+}
+
+static RpcCode h_watch_migration(RpcCall *c, const ProtobufCMessage *req_, void *user) {
+        Agent *a = user;
+        const Drover__V1__WatchMigrationRequest *req = (const void *) req_;
+        MigResult *batch = NULL;
+        RpcCode code = RPC_OK;
+        uint64_t gen = 0;
+        BEGIN_HANDLER(a);
+        if (!stream_admit(c, a, &code))
+                return END_HANDLER(a, code);
+        batch = malloc(16 * sizeof(*batch));
+        rpc_call_ref(c);
+        int id = batch ? agent_migrations_subscribe(a, wake_call, c) : -ENOMEM;
+        if (id < 0) {
+                free(batch);
+                rpc_call_unref(c);
+                stream_leave();
+                return END_HANDLER(a, fail(c, id));
+        }
+        for (;;) {
+                size_t n = agent_migrations_changed(a, &gen, batch, 16);
+                for (size_t i = 0; i < n; i++) {
+                        if (req->guest[0] && strcmp(req->guest, batch[i].guest) != 0)
+                                continue;
+                        Drover__V1__MigrationProgress ev = DROVER__V1__MIGRATION_PROGRESS__INIT;
+                        ev.op_id = batch[i].op;
+                        ev.guest = batch[i].guest;
+                        ev.side = (char *) (batch[i].outgoing ? "source" : "destination");
+                        ev.phase = (char *) job_phase_to_string(batch[i].phase);
+                        ev.stats = new_stats(c, &batch[i].stats);
+                        ev.event = batch[i].last_event;
+                        ev.elapsed_ms = batch[i].elapsed_ms;
+                        if (batch[i].done)
+                                ev.result = new_result(c, &batch[i]);
+                        if (rpc_call_send(c, &ev.base) < 0)
+                                goto done;
+                }
+                if (n == 16)
+                        continue;
+                if (rpc_call_wait(c, -1) == RPC_WAIT_CANCELLED)
+                        break;
+        }
+done:
+        agent_migrations_unsubscribe(a, id);
+        rpc_call_unref(c);
+        stream_leave();
+        free(batch);
+        return END_HANDLER(a, code);
+}
+
+static RpcCode h_prepare(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
+        Agent *a = user;
+        const Drover__V1__MigratePrepareRequest *req = (const void *) req_;
+        Drover__V1__MigratePrepareResponse *resp = (void *) resp_;
+        MigParams p;
+        char uri[256];
+        BEGIN_HANDLER(a);
+        if (!req->op_id[0])
+                return END_HANDLER(a, rpc_call_fail(c, RPC_INVALID_ARGUMENT, "'op_id' is required"));
+        mig_params_from_proto(req->params, &p);
+        int r = agent_migrate_prepare(a, req->op_id, req->definition_json, &p, req->stream_host, req->source, uri,
+                                      sizeof(uri));
+        if (r < 0)
+                return END_HANDLER(a, fail(c, r));
+        resp->uri = rpc_call_strdup(c, uri);
+        return END_HANDLER(a, RPC_OK);
+}
+
+static RpcCode h_finish(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
+        Agent *a = user;
+        const Drover__V1__MigrateFinishRequest *req = (const void *) req_;
+        Drover__V1__MigrateFinishResponse *resp = (void *) resp_;
+        bool synced = false;
+        BEGIN_HANDLER(a);
+        int r = agent_migrate_finish(a, req->op_id, req->guest, req->postcopy, req->source_stop_unix_ms,
+                                     &resp->resume_unix_ms, &synced);
+        resp->guest_time_synced = synced;
+        return END_HANDLER(a, r < 0 ? fail(c, r) : RPC_OK);
+}
+
+static RpcCode h_cancel(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
+        Agent *a = user;
+        const Drover__V1__MigrateCancelRequest *req = (const void *) req_;
+        (void) resp_;
+        BEGIN_HANDLER(a);
+        int r = agent_migrate_cancel(a, req->op_id, req->guest);
+        return END_HANDLER(a, r < 0 ? fail(c, r) : RPC_OK);
+}
+
+static RpcCode h_owner(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
+        Agent *a = user;
+        const Drover__V1__MigrationOwnerRequest *req = (const void *) req_;
+        Drover__V1__MigrationOwnerResponse *resp = (void *) resp_;
+        char detail[256];
+        JobPhase phase;
+        BEGIN_HANDLER(a);
+        PeerAnswer ans = agent_migration_owner(a, req->op_id, req->guest, detail, sizeof(detail), &phase);
+        switch (ans) {
+        case PEER_RUNNING: resp->state = DROVER__V1__PEER_STATE__PEER_STATE_RUNNING; break;
+        case PEER_PAUSED_COMPLETE: resp->state = DROVER__V1__PEER_STATE__PEER_STATE_PAUSED_COMPLETE; break;
+        case PEER_PAUSED: resp->state = DROVER__V1__PEER_STATE__PEER_STATE_PAUSED; break;
+        case PEER_POSTCOPY: resp->state = DROVER__V1__PEER_STATE__PEER_STATE_POSTCOPY; break;
+        default: resp->state = DROVER__V1__PEER_STATE__PEER_STATE_GONE; break;
+        }
+        resp->phase = (char *) job_phase_to_string(phase);
+        resp->detail = rpc_call_strdup(c, detail);
+        return END_HANDLER(a, RPC_OK);
+}
+
 static const RpcMethodDef agent_methods[] = {
         { "Define", h_define, NULL },
         { "Undefine", h_undefine, NULL },
@@ -415,6 +663,16 @@ static const RpcMethodDef agent_methods[] = {
         { "GuestInfo", h_guest_info, NULL },
         { "GuestSetTime", h_guest_set_time, NULL },
         { "GetAgentStats", h_stats, NULL },
+        { "Migrate", h_migrate, NULL },
+        { "MigrateAbort", h_migrate_abort, NULL },
+        { "MigrateTune", h_migrate_tune, NULL },
+        { "MigrateStartPostcopy", h_migrate_postcopy, NULL },
+        { "WatchMigration", NULL, h_watch_migration },
+        { "GetMigration", h_get_migration, NULL },
+        { "MigratePrepare", h_prepare, NULL },
+        { "MigrateFinish", h_finish, NULL },
+        { "MigrateCancel", h_cancel, NULL },
+        { "MigrationOwner", h_owner, NULL },
 };
 
 int agent_rpc_register(RpcServer *srv, Agent *a) {

@@ -26,6 +26,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "agent-migrate.h"
 #include "agent-net.h"
 #include "err.h"
 #include "log.h"
@@ -61,7 +62,8 @@ int agent_new(const AgentConfig *cfg, Agent **ret) {
                 return err_set(-ENOMEM, "out of memory");
         a->cfg = *cfg;
         a->started_ns = now_ns();
-        if ((r = vm_registry_new(&a->vms)) < 0 || (r = event_bus_new(&a->events)) < 0) {
+        if ((r = vm_registry_new(&a->vms)) < 0 || (r = event_bus_new(&a->events)) < 0 ||
+            (r = migration_table_new(&a->migrations)) < 0) {
                 agent_free(a);
                 return r;
         }
@@ -76,6 +78,7 @@ void agent_free(Agent *a) {
                 return;
         vm_registry_free(a->vms);
         event_bus_free(a->events);
+        migration_table_free(a->migrations);
         free(a);
 }
 
@@ -406,7 +409,66 @@ static int argv_append(char ***argv, const char *arg) {
         return v[n] ? 0 : -ENOMEM;
 }
 
-static int launch(Agent *a, AgentVm *av, pid_t *ret_pid) {
+/* TEST-ONLY: DROVER_TEST_HOLD=PHASE:MS makes the agent sleep MS ms right
+ * after persisting PHASE, with no lock held, so a test can kill -9 the agent
+ * at exactly that phase.  Documented in docs/agent.md; never set it in
+ * production. */
+void agent_test_hold(JobPhase phase) {
+        const char *h = getenv("DROVER_TEST_HOLD");
+        const char *colon = h ? strchr(h, ':') : NULL;
+        if (!colon || (size_t) (colon - h) != strlen(job_phase_to_string(phase)) ||
+            strncmp(h, job_phase_to_string(phase), (size_t) (colon - h)) != 0)
+                return;
+        long ms = strtol(colon + 1, NULL, 10);
+        log_warning("DROVER_TEST_HOLD: holding in phase %s for %ld ms", job_phase_to_string(phase), ms);
+        sleep_ms(ms > 0 && ms < 600000 ? ms : 0);
+}
+
+int agent_vm_spawn(Agent *a, Vm *vm, char **argv, int64_t timeout_ms, pid_t *ret_pid) {
+        AgentVm *av = vm->ops.opaque;
+        QmpMonitor *mon = NULL;
+        pid_t pid = 0;
+        int r;
+
+        if ((r = spawn_detached(argv, av->paths.log, &pid)) < 0)
+                return r;
+        vm_lock(vm);
+        vm->pid = pid; /* so destroy and recovery can find it */
+        bool aborted = vm->job.abort_requested;
+        vm_unlock(vm);
+        (void) vm_save_status(vm);
+        if (aborted) {
+                r = err_set(-ECANCELED, "guest %s was destroyed while QEMU started", vm->name);
+                goto fail;
+        }
+        Deadline d = deadline_in_ms(timeout_ms > 0 ? timeout_ms : a->cfg.start_timeout_ms);
+        if ((r = wait_for_monitor(av->paths.qmp, pid, av->paths.log, d)) < 0)
+                goto fail;
+        QmpCallbacks cb = { .event = vm_handle_qmp_event, .eof = vm_handle_qmp_eof, .opaque = vm };
+        if ((r = qmp_monitor_connect(av->paths.qmp, &cb, d, &mon)) < 0)
+                goto fail;
+        vm_lock(vm);
+        if (vm->job.abort_requested) {
+                vm_unlock(vm);
+                r = err_set(-ECANCELED, "guest %s was destroyed while QEMU started", vm->name);
+                goto fail;
+        }
+        vm_attach_monitor_locked(vm, TAKE_PTR(mon), pid);
+        vm_unlock(vm);
+        *ret_pid = pid;
+        return 0;
+fail:
+        qmp_monitor_close(mon);
+        kill(pid, SIGKILL);
+        vm_lock(vm);
+        if (vm->pid == pid)
+                vm->pid = 0;
+        vm_unlock(vm);
+        return r;
+}
+
+static int launch(Agent *a, Vm *vm, int64_t timeout_ms, pid_t *ret_pid) {
+        AgentVm *av = vm->ops.opaque;
         char **argv = NULL;
         int r;
 
@@ -427,24 +489,9 @@ static int launch(Agent *a, AgentVm *av, pid_t *ret_pid) {
                 guest_argv_free(argv);
                 return err_set(-ENOMEM, "out of memory");
         }
-        r = spawn_detached(argv, av->paths.log, ret_pid);
+        r = agent_vm_spawn(a, vm, argv, timeout_ms, ret_pid);
         guest_argv_free(argv);
         return r;
-}
-
-/* TEST-ONLY: DROVER_TEST_HOLD=PHASE:MS makes the agent sleep MS ms right
- * after persisting PHASE, with no lock held, so a test can kill -9 the agent
- * at exactly that phase.  Documented in docs/agent.md; never set it in
- * production. */
-static void test_hold(JobPhase phase) {
-        const char *h = getenv("DROVER_TEST_HOLD");
-        const char *colon = h ? strchr(h, ':') : NULL;
-        if (!colon || (size_t) (colon - h) != strlen(job_phase_to_string(phase)) ||
-            strncmp(h, job_phase_to_string(phase), (size_t) (colon - h)) != 0)
-                return;
-        long ms = strtol(colon + 1, NULL, 10);
-        log_warning("DROVER_TEST_HOLD: holding in phase %s for %ld ms", job_phase_to_string(phase), ms);
-        sleep_ms(ms > 0 && ms < 600000 ? ms : 0);
 }
 
 static void kill_pid(pid_t pid) {
@@ -491,32 +538,15 @@ int agent_vm_start(Agent *a, Vm *vm, const char *op, bool paused, int64_t timeou
                 goto fail;
 
         /* No lock held: host checks, taps, exec, waiting for the monitor. */
-        if ((r = launch(a, av, &pid)) < 0)
+        if ((r = launch(a, vm, timeout_ms, &pid)) < 0)
                 goto fail;
-        test_hold(JOB_PHASE_LAUNCH);
-        vm_lock(vm);
-        vm->pid = pid; /* so destroy and recovery can find it */
-        bool aborted = vm->job.abort_requested;
-        vm_unlock(vm);
-        (void) vm_save_status(vm);
-        if (aborted) {
-                r = err_set(-ECANCELED, "start of guest %s was cancelled by a destroy", vm->name);
-                goto fail;
-        }
-        Deadline d = deadline_in_ms(timeout_ms > 0 ? timeout_ms : a->cfg.start_timeout_ms);
-        if ((r = wait_for_monitor(av->paths.qmp, pid, av->paths.log, d)) < 0)
-                goto fail;
-        QmpCallbacks cb = { .event = vm_handle_qmp_event, .eof = vm_handle_qmp_eof, .opaque = vm };
-        if ((r = qmp_monitor_connect(av->paths.qmp, &cb, d, &mon)) < 0)
-                goto fail;
-
+        agent_test_hold(JOB_PHASE_LAUNCH);
         vm_lock(vm);
         if (vm->job.abort_requested) {
                 vm_unlock(vm);
                 r = err_set(-ECANCELED, "start of guest %s was cancelled by a destroy", vm->name);
                 goto fail;
         }
-        vm_attach_monitor_locked(vm, TAKE_PTR(mon), pid);
         vm_set_state_locked(vm, VM_STATE_PAUSED, VM_REASON_STARTING_UP);
         if ((r = job_set_phase(vm, JOB_PHASE_CONNECT)) >= 0 && !paused)
                 r = NESTED(vm, ASYNC_JOB_START, op, "cont", qmp_cont(mon_, a->cfg.qmp_timeout_ms));

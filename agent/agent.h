@@ -26,8 +26,11 @@
 #include "registry.h"
 #include "vm.h"
 
+typedef struct MigrationTable MigrationTable;
+
 typedef struct Agent {
         AgentConfig cfg;              /* immutable after agent_new */
+        MigrationTable *migrations;   /* immutable pointer; the table locks itself */
         VmRegistry *vms;              /* immutable pointer; the registry locks itself */
         EventBus *events;             /* immutable pointer; the bus locks itself */
         uint64_t started_ns;          /* immutable */
@@ -40,6 +43,7 @@ typedef struct AgentVm {
         Agent *agent;                 /* immutable */
         GuestDef def;                 /* immutable while the VM is registered */
         GuestPaths paths;             /* immutable */
+        bool def_skip_time_sync;      /* lock: vm->lock; set by an incoming migration's parameters */
 } AgentVm;
 
 /* Create the agent: folders (0700), registry, event bus.  No guests yet. */
@@ -54,6 +58,16 @@ int agent_reconnect_all(Agent *a);
 
 /* An operation id: @given if it is a valid id, else a new one. */
 void agent_op_id(Agent *a, const char *given, char ret[OP_ID_MAX]);
+
+/* Exec QEMU (@argv) for @vm in its own session, record its pid, wait for
+ * its monitor (start_timeout_ms) and attach it, all with no lock held until
+ * the attach.  The caller holds @vm's async job (START or MIGRATION_IN).
+ * @timeout_ms <= 0: start_timeout_ms.  On failure QEMU is killed.
+ * -ECANCELED if a destroy came meanwhile. */
+int agent_vm_spawn(Agent *a, Vm *vm, char **argv, int64_t timeout_ms, pid_t *ret_pid);
+
+/* TEST-ONLY: sleep when DROVER_TEST_HOLD names @phase (docs/agent.md). */
+void agent_test_hold(JobPhase phase);
 
 int agent_vm_define(Agent *a, const char *json, size_t len, const char *op, Vm **ret_vm);
 int agent_vm_undefine(Agent *a, Vm *vm, const char *op);

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "agent-config.h"
+#include "agent-migrate.h"
 #include "agent-rpc.h"
 #include "agent.h"
 #include "err.h"
@@ -168,6 +169,8 @@ int main(int argc, char **argv) {
         }
         if (!use_tls)
                 log_warning("development mode: plaintext gRPC without authentication on %s", addrs);
+        /* peers may ask about our interrupted migrations now: settle them */
+        agent_migration_recover_all(a);
         printf("drover-agent: ready host=%s listen=%s ports=%s guests=%d\n", cfg.host, addrs, ports,
                loaded < 0 ? 0 : loaded);
         fflush(stdout);

@@ -118,6 +118,8 @@ int status_record_to_json(const VmStatusRecord *rec, char **ret_json) {
         add_str(job, "op", rec->op_id);
         json_object_object_add(o, "job", job);
         mig = json_object_new_object();
+        add_str(mig, "op", rec->mig.op);
+        json_object_object_add(mig, "created_by_prepare", json_object_new_boolean(rec->mig.created_by_prepare));
         add_str(mig, "peer", rec->mig.peer);
         add_str(mig, "uri", rec->mig.uri);
         json_object_object_add(mig, "postcopy_started", json_object_new_boolean(rec->mig.postcopy_started));
@@ -298,13 +300,17 @@ static int record_from_object(json_object *o, VmStatusRecord *rec) {
                 return r;
         if (mig) {
                 json_object *p;
-                if ((r = get_str(mig, "peer", false, rec->mig.peer, sizeof(rec->mig.peer))) < 0 ||
+                if ((r = get_str(mig, "op", false, rec->mig.op, sizeof(rec->mig.op))) < 0 ||
+                    (r = get_str(mig, "peer", false, rec->mig.peer, sizeof(rec->mig.peer))) < 0 ||
                     (r = get_str(mig, "uri", false, rec->mig.uri, sizeof(rec->mig.uri))) < 0 ||
                     (r = get_u64(mig, "orig_caps", false, &rec->mig.orig_caps)) < 0)
                         return err_prefix(r, "in 'migration'");
                 if ((r = get_member(mig, "postcopy_started", json_type_boolean, false, &v)) < 0)
                         return err_prefix(r, "in 'migration'");
                 rec->mig.postcopy_started = v && json_object_get_boolean(v);
+                if ((r = get_member(mig, "created_by_prepare", json_type_boolean, false, &v)) < 0)
+                        return err_prefix(r, "in 'migration'");
+                rec->mig.created_by_prepare = v && json_object_get_boolean(v);
                 if ((r = get_member(mig, "orig_params", json_type_object, false, &p)) < 0)
                         return err_prefix(r, "in 'migration'");
                 if (p) {

@@ -101,6 +101,8 @@ typedef struct VmAgentHealth {
 
 /* What the migration code records about its migration; persisted. */
 typedef struct VmMigration {
+        char op[OP_ID_MAX];          /* the last migration's operation id (kept after it ends) */
+        bool created_by_prepare;     /* destination: the guest was defined by that migration */
         char peer[256];             /* peer agent address */
         char uri[256];              /* migration stream URI */
         bool has_orig_params;

@@ -82,7 +82,7 @@ static void test_defaults(void **state) {
         assert_int_equal(c.qga_timeout_ms, 5000);
         assert_int_equal(c.start_timeout_ms, 10000);
         assert_int_equal(c.max_guests, 512);
-        assert_int_equal(c.rpc_threads, 8);
+        assert_int_equal(c.rpc_threads, 32);
         assert_int_equal(c.max_request_bytes, 4194304);
         assert_string_equal(c.log_level, "info");
 

@@ -33,6 +33,8 @@ static void fill_record(VmStatusRecord *rec, const char *name) {
         rec->phase = JOB_PHASE_PERFORM;
         snprintf(rec->op_id, sizeof(rec->op_id), "op-%s", name);
         snprintf(rec->mig.peer, sizeof(rec->mig.peer), "10.77.0.2:7000");
+        snprintf(rec->mig.op, sizeof(rec->mig.op), "mig-op-%s", name);
+        rec->mig.created_by_prepare = true;
         snprintf(rec->mig.uri, sizeof(rec->mig.uri), "tcp:10.77.0.2:49152");
         rec->mig.has_orig_params = true;
         rec->mig.orig_params.has_max_bandwidth = true;
@@ -64,6 +66,8 @@ static void test_round_trip(void **state) {
         assert_int_equal(b.phase, JOB_PHASE_PERFORM);
         assert_string_equal(b.op_id, "op-web1");
         assert_string_equal(b.mig.peer, "10.77.0.2:7000");
+        assert_string_equal(b.mig.op, "mig-op-web1");
+        assert_true(b.mig.created_by_prepare);
         assert_string_equal(b.mig.uri, "tcp:10.77.0.2:49152");
         assert_true(b.mig.has_orig_params);
         assert_true(b.mig.orig_params.has_max_bandwidth);
