@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "agent-migrate.h"
 #include "agent-peer.h"
@@ -369,6 +370,36 @@ static RpcCode h_guest_set_time(RpcCall *c, const ProtobufCMessage *req_, Protob
         return END_HANDLER(a, r < 0 ? fail(c, r) : RPC_OK);
 }
 
+/* Memory, CPUs and CPU model of this host, from /proc. */
+static void read_host_facts(RpcCall *c, Drover__V1__GetAgentStatsResponse *resp) {
+        char line[512];
+        FILE *f = fopen("/proc/meminfo", "re");
+        if (f) {
+                unsigned long long kb;
+                while (fgets(line, sizeof(line), f))
+                        if (sscanf(line, "MemTotal: %llu kB", &kb) == 1) {
+                                resp->host_memory_mib = kb / 1024;
+                                break;
+                        }
+                fclose(f);
+        }
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        resp->host_cpus = cpus > 0 ? (uint32_t) cpus : 0;
+        resp->host_cpu = (char *) "";
+        f = fopen("/proc/cpuinfo", "re");
+        if (f) {
+                while (fgets(line, sizeof(line), f)) {
+                        char *colon = strchr(line, ':');
+                        if (strncmp(line, "model name", 10) == 0 && colon) {
+                                colon[strcspn(colon, "\n")] = '\0';
+                                resp->host_cpu = rpc_call_strdup(c, colon + 2);
+                                break;
+                        }
+                }
+                fclose(f);
+        }
+}
+
 static RpcCode h_stats(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
         Agent *a = user;
         const Drover__V1__GetAgentStatsRequest *req = (const void *) req_;
@@ -402,14 +433,34 @@ static RpcCode h_stats(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessag
         }
         if (vm_registry_list(a->vms, &vms, &n) < 0)
                 return END_HANDLER(a, fail(c, -ENOMEM));
+        resp->guests = rpc_call_alloc(c, (n + 1) * sizeof(*resp->guests));
         for (size_t i = 0; i < n; i++) {
                 VmSnapshot s;
+                AgentVm *av = vms[i]->ops.opaque;
                 vm_snapshot(vms[i], &s);
                 by_state[s.state]++;
                 resp->jobs_in_flight += s.job != JOB_NONE;
                 resp->async_jobs_in_flight += s.async_job != ASYNC_JOB_NONE;
                 resp->agent_jobs_in_flight += s.agent_job != AGENT_JOB_NONE;
+                bool live = s.state != VM_STATE_SHUTOFF && s.state != VM_STATE_CRASHED;
+                if (live) {
+                        resp->guests_memory_mib += av->def.memory_mib;
+                        resp->guests_vcpus += av->def.vcpus;
+                }
+                Drover__V1__GuestSummary *g = rpc_call_alloc(c, sizeof(*g));
+                drover__v1__guest_summary__init(g);
+                g->name = rpc_call_strdup(c, s.name);
+                g->uuid = rpc_call_strdup(c, s.uuid);
+                g->state = state_of(s.state);
+                g->memory_mib = av->def.memory_mib;
+                g->vcpus = av->def.vcpus;
+                g->cpu_model = rpc_call_strdup(c, av->def.cpu_model);
+                g->async_job = (char *) async_job_to_string(s.async_job);
+                g->phase = (char *) job_phase_to_string(s.phase);
+                g->dirty_pages_rate = s.migration.ram_dirty_pages_rate;
+                resp->guests[resp->n_guests++] = g;
         }
+        read_host_facts(c, resp);
         vm_registry_list_free(vms, n);
         resp->guests_total = (uint32_t) n;
         resp->guests_by_state = rpc_call_alloc(c, VM_STATE_MAX * sizeof(*resp->guests_by_state));

@@ -1,0 +1,45 @@
+#!/bin/sh
+# PID 1 of the Linux test guest (copied to /init by build-linux-guest.sh).
+#
+# Mounts devtmpfs, proc and sysfs, loads the virtio modules in dependency
+# order, finds the virtio-serial port QEMU named org.qemu.guest_agent.0 (by
+# its sysfs name: there is no udev to make /dev/virtio-ports/ links), prints
+# one marker line on the serial console and runs qemu-ga on that port,
+# restarting it should it exit.  Every guest-agent RPC is enabled: here they
+# act on this throw-away guest, which is what the tests want.
+/bin/busybox mount -t devtmpfs devtmpfs /dev
+# the initramfs has no /dev/console node, so stdio is opened here
+exec 0</dev/console 1>/dev/console 2>&1
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mkdir -p /run/qga /tmp
+
+for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_console; do
+        insmod "/lib/modules/$m.ko" || echo "drover-linux-guest: insmod $m failed"
+done
+
+port=
+i=0
+while [ $i -lt 200 ]; do
+        for p in /sys/class/virtio-ports/*; do
+                [ -r "$p/name" ] || continue
+                if [ "$(cat "$p/name")" = org.qemu.guest_agent.0 ] && [ -c "/dev/${p##*/}" ]; then
+                        port="/dev/${p##*/}"
+                fi
+        done
+        [ -n "$port" ] && break
+        i=$((i + 1))
+        sleep 0.05
+done
+
+if [ -z "$port" ]; then
+        echo "drover-linux-guest: no org.qemu.guest_agent.0 port (is the guest_agent channel configured?)"
+        while :; do sleep 3600; done
+fi
+
+echo "drover-linux-guest: ready uptime=$(cut -d' ' -f1 /proc/uptime) kernel=$(uname -r) qga=$port"
+while :; do
+        /usr/sbin/qemu-ga -m virtio-serial -p "$port" -t /run/qga
+        echo "drover-linux-guest: qemu-ga exited with status $?, restarting"
+        sleep 1
+done
