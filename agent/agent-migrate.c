@@ -323,6 +323,10 @@ static int resume_source(Agent *a, Vm *vm, const char *op, const char *peer_addr
 
         vm_lock(vm);
         AsyncJobType t = ASYNC_JOB_MIGRATION_OUT;
+        if (!job_async_owned_by(vm, t, op)) {
+                vm_unlock(vm);
+                return 0;
+        }
         if (vm->job.phase != JOB_PHASE_CONFIRM_CANCELLED && vm->job.phase >= JOB_PHASE_PERFORM)
                 (void) job_set_phase(vm, JOB_PHASE_CONFIRM_CANCELLED);
         r = NESTED(vm, t, op, "query-migrate", qmp_query_migrate(mon_, -1, &st));
@@ -347,7 +351,7 @@ static int resume_source(Agent *a, Vm *vm, const char *op, const char *peer_addr
                 r = NESTED(vm, t, op, "cont", qmp_cont(mon_, -1));
         if (r >= 0)
                 vm_set_state_locked(vm, VM_STATE_RUNNING, VM_REASON_MIGRATION_CANCELED);
-        if (vm->job.async == ASYNC_JOB_MIGRATION_OUT)
+        if (job_async_owned_by(vm, t, op))
                 job_end_async(vm);
         vm_unlock(vm);
         if (peer_addr && peer_addr[0]) {
@@ -384,7 +388,7 @@ static int kill_source(Agent *a, Vm *vm, const char *op) {
         (void) vm_destroy(vm, op, VM_REASON_MIGRATED, 5000);
         vm_lock(vm);
         vm->reason = VM_REASON_MIGRATED;
-        if (vm->job.async == ASYNC_JOB_MIGRATION_OUT)
+        if (job_async_owned_by(vm, ASYNC_JOB_MIGRATION_OUT, op))
                 job_end_async(vm);
         dead = vm_detach_monitor_locked(vm);
         vm_unlock(vm);
@@ -424,6 +428,10 @@ static int finish_dest_locked(Agent *a, Vm *vm, const char *op) {
 
 static int keep_dest(Agent *a, Vm *vm, const char *op) {
         vm_lock(vm);
+        if (!job_async_owned_by(vm, ASYNC_JOB_MIGRATION_IN, op)) {
+                vm_unlock(vm); /* finished meanwhile by the source's MigrateFinish */
+                return 0;
+        }
         int r = finish_dest_locked(a, vm, op);
         if (r >= 0) {
                 vm->mig.created_by_prepare = false; /* the guest lives here now */
@@ -517,9 +525,17 @@ static void local_facts(Vm *vm, const char *op, RecoveryInput *in) {
         vm_unlock(vm);
 }
 
-/* Decide (asking the peer when the table says so) and apply. */
+/* Decide (asking the peer when the table says so) and apply.  Several
+ * paths may try to settle one guest (the migration thread, the recovery
+ * thread, a peer's RPC): whoever finds the job already ended is done. */
 static int settle(Agent *a, Vm *vm, const char *op, const char *peer_addr) {
         RecoveryInput in;
+        vm_lock(vm);
+        bool owned = job_async_owned_by(vm, ASYNC_JOB_NONE, op) &&
+                     (vm->job.async == ASYNC_JOB_MIGRATION_IN || vm->job.async == ASYNC_JOB_MIGRATION_OUT);
+        vm_unlock(vm);
+        if (!owned)
+                return 1;
         local_facts(vm, op, &in);
         RecoveryDecision d = recovery_decide(&in);
         if (d.action == RECOVER_ASK_PEER) {
@@ -581,6 +597,35 @@ PeerAnswer agent_migration_owner(Agent *a, const char *op, const char *uuid, cha
 
 /* ---- destination ------------------------------------------------------------------------ */
 
+/* Operations whose incoming watchdog runs (lock: watch_lock). */
+static pthread_mutex_t watch_lock = PTHREAD_MUTEX_INITIALIZER;
+static char watched[64][OP_ID_MAX];
+
+static void watch_set(const char *op, bool on) {
+        pthread_mutex_lock(&watch_lock);
+        for (int i = 0; i < 64; i++) {
+                if (on && !watched[i][0]) {
+                        snprintf(watched[i], OP_ID_MAX, "%s", op);
+                        break;
+                }
+                if (!on && strcmp(watched[i], op) == 0) {
+                        watched[i][0] = '\0';
+                        break;
+                }
+        }
+        pthread_mutex_unlock(&watch_lock);
+}
+
+static bool incoming_watched(Agent *a, const char *op) {
+        bool found = false;
+        (void) a;
+        pthread_mutex_lock(&watch_lock);
+        for (int i = 0; i < 64 && !found; i++)
+                found = watched[i][0] && strcmp(watched[i], op) == 0;
+        pthread_mutex_unlock(&watch_lock);
+        return found;
+}
+
 typedef struct Watchdog {
         Agent *a;
         Vm *vm;
@@ -593,8 +638,9 @@ typedef struct Watchdog {
  * when it stays quiet too long, ask the source whether it still wants us. */
 static void *incoming_watchdog(void *arg) {
         Watchdog *w = arg;
+        Agent *agent = w->a;
         uint64_t t0 = now_ns();
-        for (;;) {
+        while (!atomic_load(&w->a->stopping)) {
                 sleep_ms(1000);
                 vm_lock(w->vm);
                 bool still = job_async_owned_by(w->vm, ASYNC_JOB_MIGRATION_IN, w->op) && !w->vm->removed;
@@ -621,8 +667,10 @@ static void *incoming_watchdog(void *arg) {
                         }
                 }
         }
+        watch_set(w->op, false);
         vm_unref(w->vm);
         free(w);
+        atomic_fetch_sub(&agent->background, 1);
         return NULL;
 }
 
@@ -747,9 +795,13 @@ int agent_migrate_prepare(Agent *a, const char *op, const char *definition_json,
                 snprintf(w->source, sizeof(w->source), "%s", source_addr ? source_addr : "");
                 w->quiet_after_ms = (uint64_t) p->completion_s_per_gib * 1000 *
                                             ((av->def.memory_mib + 1023) / 1024) + 30000;
+                watch_set(op, true);
+                atomic_fetch_add(&a->background, 1);
                 if (pthread_create(&th, NULL, incoming_watchdog, w) == 0)
                         pthread_detach(th);
                 else {
+                        atomic_fetch_sub(&a->background, 1);
+                        watch_set(op, false);
                         vm_unref(w->vm);
                         free(w);
                 }
@@ -1216,6 +1268,7 @@ out:
         free(s->definition);
         vm_unref(vm);
         free(s);
+        atomic_fetch_sub(&a->background, 1);
         return NULL;
 }
 
@@ -1302,7 +1355,9 @@ int agent_migrate(Agent *a, Vm *vm, const char *op, const char *dest_addr, const
         agent_emit(a, vm, "migration", "outgoing migration %s to %s started", op, dest_addr);
 
         pthread_t th;
+        atomic_fetch_add(&a->background, 1);
         if (pthread_create(&th, NULL, source_thread, s) != 0) {
+                atomic_fetch_sub(&a->background, 1);
                 vm_lock(vm);
                 job_end_async(vm);
                 vm_unlock(vm);
@@ -1436,12 +1491,12 @@ int agent_migrate_start_postcopy(Agent *a, Vm *vm, const char *op) {
 
 static void *recover_thread(void *arg) {
         Agent *a = arg;
-        for (int round = 0;; round++) {
+        while (!atomic_load(&a->stopping)) {
                 Vm **vms;
-                size_t n, pending = 0;
+                size_t n;
                 if (vm_registry_list(a->vms, &vms, &n) < 0)
                         break;
-                for (size_t i = 0; i < n; i++) {
+                for (size_t i = 0; i < n && !atomic_load(&a->stopping); i++) {
                         char op[OP_ID_MAX], peer[256];
                         vm_lock(vms[i]);
                         AsyncJobType t = vms[i]->job.async;
@@ -1450,30 +1505,33 @@ static void *recover_thread(void *arg) {
                         vm_unlock(vms[i]);
                         if (t != ASYNC_JOB_MIGRATION_IN && t != ASYNC_JOB_MIGRATION_OUT)
                                 continue;
-                        /* a migration this agent runs right now is not recovery's business */
+                        /* a migration running in this process settles itself */
                         MigResult mr;
                         if (agent_migration_get(a, vms[i]->name, &mr) == 0 && strcmp(mr.op, op) == 0 && !mr.done)
                                 continue;
-                        if (t == ASYNC_JOB_MIGRATION_IN && round == 0) {
-                                /* an incoming job restored at restart gets its watchdog only through here */
-                        }
-                        int r = settle(a, vms[i], op, peer);
-                        if (r == 0)
-                                pending++;
+                        /* an incoming migration waiting for its source is the
+                         * watchdog's business while its QEMU lives */
+                        if (t == ASYNC_JOB_MIGRATION_IN && incoming_watched(a, op))
+                                continue;
+                        (void) settle(a, vms[i], op, peer);
                 }
                 vm_registry_list_free(vms, n);
-                if (!pending)
-                        break;
-                sleep_ms(2000);
+                for (int k = 0; k < 20 && !atomic_load(&a->stopping); k++)
+                        sleep_ms(100);
         }
-        log_info("migration recovery: nothing left to resolve");
         return NULL;
 }
 
 void agent_migration_recover_all(Agent *a) {
-        pthread_t th;
-        if (pthread_create(&th, NULL, recover_thread, a) == 0)
-                pthread_detach(th);
+        if (pthread_create(&a->recover_thread, NULL, recover_thread, a) == 0)
+                a->recover_started = true;
         else
                 log_error("cannot start the migration recovery thread");
+}
+
+void agent_migration_stop(Agent *a) {
+        atomic_store(&a->stopping, true);
+        if (a->recover_started)
+                pthread_join(a->recover_thread, NULL);
+        a->recover_started = false;
 }

@@ -103,8 +103,11 @@ int agent_migrate_cancel(Agent *a, const char *op, const char *uuid);
 PeerAnswer agent_migration_owner(Agent *a, const char *op, const char *uuid, char *detail, size_t size,
                                  JobPhase *ret_phase);
 
-/* Restart recovery: resolve every guest whose status file held a migration
- * job, asking peers where the table says so; runs on its own thread and
- * retries ambiguous cases until they resolve.  Call after the RPC server
- * started (peers may ask us at the same time). */
+/* Recovery: a thread that every 2 s settles every guest holding a
+ * migration job that no migration thread of this process runs (restored
+ * from a status file at restart, or left ambiguous by a failed migration),
+ * asking peers where the table says so, until each one resolves.  Start it
+ * after the RPC server (peers may ask us at the same time). */
 void agent_migration_recover_all(Agent *a);
+/* Stop the recovery thread (and make watchdogs end); before agent_free. */
+void agent_migration_stop(Agent *a);

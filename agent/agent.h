@@ -16,6 +16,7 @@
  */
 #pragma once
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -36,6 +37,10 @@ typedef struct Agent {
         uint64_t started_ns;          /* immutable */
         atomic_uint rpcs_in_flight;   /* atomic */
         atomic_ullong op_counter;     /* atomic */
+        atomic_bool stopping;         /* atomic: background threads end */
+        atomic_int background;        /* atomic: migration threads and watchdogs alive */
+        pthread_t recover_thread;     /* main thread only */
+        bool recover_started;         /* main thread only */
 } Agent;
 
 /* Per-VM agent data, VmOps.opaque of every agent VM. */
