@@ -8,6 +8,10 @@
  * queue and calls the owner's event callback, so an event handler never runs
  * on the I/O thread and a slow handler delays only its own VM.  Handlers must
  * not wait for a job (docs/threading.md); they update state and wake waiters.
+ * A command returns only after the handler has run for every event QEMU sent
+ * before its reply (within the command's deadline; not when the command is
+ * issued from a handler), so e.g. the STOP handler has run when qmp_stop()
+ * returns.
  *
  * Commands: one in flight per monitor (callers queue on the channel lock
  * with their deadline).  Each has a deadline; when it passes with no reply
@@ -21,7 +25,8 @@
  * desc"), -EOPNOTSUPP when the class is CommandNotFound, -ETIMEDOUT, -EBUSY
  * (wedged), -ECONNRESET (dead), -EPROTO (malformed or oversized input,
  * which also kills the monitor: we cannot resynchronise a JSON stream),
- * -ECANCELED (aborted by qmp_monitor_abort()).
+ * -ECANCELED (aborted by qmp_monitor_abort()).  A reply whose id matches
+ * no command sent counts as malformed input.
  *
  * Unknown members, events and enum values are tolerated everywhere.
  */
@@ -84,7 +89,8 @@ int qmp_monitor_connect(const char *socket_path, const QmpCallbacks *cb, Deadlin
                         QmpMonitor **ret_mon);
 /* Stop the threads and close the socket; a command in flight fails with
  * -ECANCELED.  Callbacks are not called after this returns.  Drops the
- * caller's reference.  Accepts NULL. */
+ * caller's reference.  Accepts NULL.  Must not be called from a callback
+ * (it joins the threads that run them). */
 void qmp_monitor_close(QmpMonitor *m);
 QmpMonitor *qmp_monitor_ref(QmpMonitor *m);
 void qmp_monitor_unref(QmpMonitor *m);

@@ -1,0 +1,262 @@
+/* Every MigrationStatus and RunState value QEMU knows (from
+ * tests/data/qmp/ground-truth-migration-schema.json: QEMU 7.2.22 and
+ * upstream 9.1) reaches Drover as its own enum value, through both the
+ * MIGRATION event and query-migrate; values from a future QEMU map to
+ * _UNKNOWN without an error.  Every MigrationStats field is filled from its
+ * own member (distinct values catch a swapped member), and a reply of the
+ * wrong shape fails the call with -EPROTO while the monitor stays usable.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "err.h"
+#include "qmp-priv.h"
+#include "qmptest.h"
+
+static json_object *ground_truth(void) {
+        char *text = qt_data("ground-truth-migration-schema.json");
+        json_object *o = json_tokener_parse(text);
+        free(text);
+        assert_non_null(o);
+        return o;
+}
+
+static json_object *path2(json_object *o, const char *a, const char *b) {
+        json_object *x = NULL, *y = NULL;
+        assert_true(json_object_object_get_ex(o, a, &x));
+        assert_true(json_object_object_get_ex(x, b, &y));
+        return y;
+}
+
+/* The union of the status lists of every version in the ground truth. */
+static json_object *all_statuses(json_object *gt) {
+        json_object *seen = json_object_new_object(), *list = json_object_new_array();
+        const char *versions[] = { "qemu-7.2.22", "upstream-9.1" };
+        for (size_t v = 0; v < ELEMENTSOF(versions); v++) {
+                json_object *l = path2(gt, "MigrationStatus", versions[v]);
+                for (size_t i = 0; i < json_object_array_length(l); i++) {
+                        const char *s = json_object_get_string(json_object_array_get_idx(l, i));
+                        if (!json_object_object_get_ex(seen, s, NULL)) {
+                                json_object_object_add(seen, s, NULL);
+                                json_object_array_add(list, json_object_new_string(s));
+                        }
+                }
+        }
+        json_object_put(seen);
+        return list;
+}
+
+static void test_every_migration_status(void **state) {
+        json_object *gt = ground_truth(), *list = all_statuses(gt);
+        size_t n = json_object_array_length(list);
+        const char *path;
+        FakeQemu *f = qt_fake(&path);
+        EvRec rec;
+        QmpMonitor *m;
+        char buf[256];
+        (void) state;
+
+        assert_int_equal(n, 15);
+        evrec_init(&rec);
+        fake_expect(f, "qmp_capabilities", NULL);
+        fake_reply(f, "{\"return\": {}}");
+        for (size_t i = 0; i <= n; i++) {
+                const char *s = i < n ? json_object_get_string(json_object_array_get_idx(list, i))
+                                      : "x-status-from-qemu-12";
+                snprintf(buf, sizeof(buf), "{\"status\": \"%s\"}", s);
+                fake_event(f, "MIGRATION", buf);
+                fake_expect(f, "query-migrate", NULL);
+                snprintf(buf, sizeof(buf), "{\"return\": {\"status\": \"%s\", \"x-new-member\": {}}}", s);
+                fake_reply(f, buf);
+        }
+        fake_event(f, "MIGRATION", "{}"); /* no status at all */
+        fake_start(f);
+        m = qt_connect(path, &rec);
+
+        for (size_t i = 0; i <= n; i++) {
+                const char *s = i < n ? json_object_get_string(json_object_array_get_idx(list, i)) : NULL;
+                MigrationStats ms;
+                assert_int_equal(qmp_query_migrate(m, 2000, &ms), 0);
+                assert_true(evrec_wait(&rec, (int) i + 1, 2000));
+                if (s) {
+                        MigrationStatus want = migration_status_from_string(s);
+                        assert_int_not_equal(want, MIGRATION_STATUS_UNKNOWN);
+                        assert_string_equal(migration_status_to_string(want), s);
+                        assert_int_equal(ms.status, want);
+                        assert_int_equal(rec.ev[i].migration_status, want);
+                } else {
+                        assert_int_equal(ms.status, MIGRATION_STATUS_UNKNOWN);
+                        assert_int_equal(rec.ev[i].migration_status, MIGRATION_STATUS_UNKNOWN);
+                }
+                assert_int_equal(rec.ev[i].type, QMP_EVENT_MIGRATION);
+        }
+        assert_true(evrec_wait(&rec, (int) n + 2, 2000));
+        assert_int_equal(rec.ev[n + 1].migration_status, MIGRATION_STATUS_UNKNOWN);
+        assert_false(qmp_monitor_is_dead(m));
+
+        /* the terminal set agrees with the ground truth */
+        json_object *term = path2(gt, "MigrationStatus", "terminal");
+        int n_term = 0;
+        for (int st = 0; st < MIGRATION_STATUS_MAX; st++)
+                n_term += migration_status_is_terminal((MigrationStatus) st);
+        assert_int_equal(n_term, (int) json_object_array_length(term));
+        for (size_t i = 0; i < json_object_array_length(term); i++)
+                assert_true(migration_status_is_terminal(
+                        migration_status_from_string(json_object_get_string(json_object_array_get_idx(term, i)))));
+
+        assert_int_equal(fake_finish(f, 3000, "statuses"), 0);
+        qmp_monitor_close(m);
+        fake_free(f);
+        evrec_destroy(&rec);
+        json_object_put(list);
+        json_object_put(gt);
+}
+
+static void test_every_run_state(void **state) {
+        json_object *gt = ground_truth();
+        json_object *l = path2(gt, "RunState(query-status.status)", "qemu-7.2.22");
+        char buf[256];
+        QmpStatus st;
+        (void) state;
+
+        assert_int_equal(json_object_array_length(l), 16);
+        for (size_t i = 0; i < json_object_array_length(l); i++) {
+                const char *s = json_object_get_string(json_object_array_get_idx(l, i));
+                bool running = strcmp(s, "running") == 0;
+                snprintf(buf, sizeof(buf), "{\"status\": \"%s\", \"singlestep\": false, \"running\": %s}", s,
+                         running ? "true" : "false");
+                assert_int_equal(qmp_parse_status(buf, &st), 0);
+                assert_int_not_equal(st.status, RUN_STATE_UNKNOWN);
+                assert_string_equal(run_state_to_string(st.status), s);
+                assert_string_equal(st.status_name, s);
+                assert_int_equal(st.running, running);
+        }
+        /* a future value, and 8.1+ without singlestep */
+        assert_int_equal(qmp_parse_status("{\"status\": \"x-hibernating\", \"running\": false}", &st), 0);
+        assert_int_equal(st.status, RUN_STATE_UNKNOWN);
+        assert_string_equal(st.status_name, "x-hibernating");
+        json_object_put(gt);
+}
+
+/* Distinct values in every member: each field must come from its own. */
+static void test_every_stats_field(void **state) {
+        static const char reply[] =
+                "{\"status\": \"active\", \"total-time\": 101, \"downtime\": 102, \"expected-downtime\": 103, "
+                "\"setup-time\": 104, \"cpu-throttle-percentage\": 105, \"error-desc\": \"e\", "
+                "\"blocked-reasons\": [], \"socket-address\": [], \"x-future\": 1, "
+                "\"ram\": {\"transferred\": 201, \"remaining\": 202, \"total\": 203, \"duplicate\": 204, "
+                "\"skipped\": 999, \"normal\": 205, \"normal-bytes\": 206, \"dirty-pages-rate\": 207, "
+                "\"mbps\": 208.5, \"dirty-sync-count\": 209, \"postcopy-requests\": 210, \"page-size\": 211, "
+                "\"multifd-bytes\": 998, \"pages-per-second\": 997, \"precopy-bytes\": 996}, "
+                "\"disk\": {\"total\": 995}, \"xbzrle-cache\": {\"cache-size\": 994}}";
+        MigrationStats s;
+        (void) state;
+
+        assert_int_equal(qmp_parse_migrate_stats(reply, &s), 0);
+        assert_int_equal(s.status, MIGRATION_STATUS_ACTIVE);
+        assert_int_equal(s.total_time_ms, 101);
+        assert_int_equal(s.downtime_ms, 102);
+        assert_int_equal(s.expected_downtime_ms, 103);
+        assert_int_equal(s.setup_time_ms, 104);
+        assert_int_equal(s.cpu_throttle_percentage, 105);
+        assert_true(s.has_error_desc);
+        assert_string_equal(s.error_desc, "e");
+        assert_int_equal(s.ram_transferred, 201);
+        assert_int_equal(s.ram_remaining, 202);
+        assert_int_equal(s.ram_total, 203);
+        assert_int_equal(s.ram_duplicate, 204);
+        assert_int_equal(s.ram_normal, 205);
+        assert_int_equal(s.ram_normal_bytes, 206);
+        assert_int_equal(s.ram_dirty_pages_rate, 207);
+        assert_true(fabs(s.ram_mbps - 208.5) < 1e-12);
+        assert_int_equal(s.ram_dirty_sync_count, 209);
+        assert_int_equal(s.ram_postcopy_requests, 210);
+        assert_int_equal(s.ram_page_size, 211);
+
+        /* mbps may be an integer; a long error-desc is cut, not refused */
+        char big[1024];
+        memset(big, 'z', 600);
+        big[600] = '\0';
+        char *r2 = NULL;
+        assert_true(asprintf(&r2, "{\"status\": \"failed\", \"error-desc\": \"%s\", \"ram\": {\"mbps\": 7}}", big) > 0);
+        assert_int_equal(qmp_parse_migrate_stats(r2, &s), 0);
+        free(r2);
+        assert_true(fabs(s.ram_mbps - 7.0) < 1e-12);
+        assert_int_equal(strlen(s.error_desc), sizeof(s.error_desc) - 1);
+
+        /* before any migration: {} is status none, everything 0 */
+        assert_int_equal(qmp_parse_migrate_stats("{}", &s), 0);
+        assert_int_equal(s.status, MIGRATION_STATUS_NONE);
+        assert_int_equal(s.total_time_ms + s.ram_total + s.downtime_ms, 0);
+        assert_false(s.has_error_desc);
+}
+
+static void test_wrong_shapes(void **state) {
+        MigrationStats s;
+        MigrationParams p;
+        MigrationCaps c;
+        QmpStatus st;
+        const char *path;
+        FakeQemu *f = qt_fake(&path);
+        QmpMonitor *m;
+        (void) state;
+
+        assert_int_equal(qmp_parse_migrate_stats("{\"total-time\": \"long\"}", &s), -EPROTO);
+        assert_string_equal(err_msg(), "query-migrate: member 'total-time' is not an integer");
+        assert_int_equal(qmp_parse_migrate_stats("{\"ram\": []}", &s), -EPROTO);
+        assert_string_equal(err_msg(), "query-migrate: member 'ram' is not an object");
+        assert_int_equal(qmp_parse_migrate_stats("{\"ram\": {\"mbps\": \"fast\"}}", &s), -EPROTO);
+        assert_int_equal(qmp_parse_migrate_stats("[]", &s), -EPROTO);
+        assert_int_equal(qmp_parse_migrate_params("{\"downtime-limit\": true}", &p), -EPROTO);
+        assert_string_equal(err_msg(), "query-migrate-parameters: member 'downtime-limit' is not an integer");
+        {
+                char creds[200], *txt = NULL;
+                memset(creds, 'c', 100);
+                creds[100] = '\0';
+                assert_true(asprintf(&txt, "{\"tls-creds\": \"%s\"}", creds) > 0);
+                assert_int_equal(qmp_parse_migrate_params(txt, &p), -EPROTO);
+                assert_non_null(strstr(err_msg(), "'tls-creds' is longer than 63 bytes"));
+                free(txt);
+        }
+        assert_int_equal(qmp_parse_migrate_caps("{}", &c), -EPROTO);
+        assert_int_equal(qmp_parse_migrate_caps("[{\"state\": true}]", &c), -EPROTO);
+        assert_int_equal(qmp_parse_migrate_caps("[{\"capability\": \"x-new\", \"state\": true}]", &c), 0);
+        assert_int_equal(c.known, 0); /* unknown capability skipped */
+        assert_int_equal(qmp_parse_status("{\"running\": \"yes\"}", &st), -EPROTO);
+
+        /* through a monitor: the call fails, the stream is still in sync */
+        fake_expect(f, "qmp_capabilities", NULL);
+        fake_reply(f, "{\"return\": {}}");
+        fake_expect(f, "query-migrate", NULL);
+        fake_reply(f, "{\"return\": [1, 2]}");
+        fake_expect(f, "query-status", NULL);
+        fake_reply(f, "{\"return\": {\"status\": \"paused\", \"running\": false}}");
+        fake_start(f);
+        m = qt_connect(path, NULL);
+        assert_int_equal(qmp_query_migrate(m, 2000, &s), -EPROTO);
+        assert_string_equal(err_msg(), "query-migrate: reply is not an object");
+        assert_false(qmp_monitor_is_dead(m));
+        assert_int_equal(qmp_query_status(m, 2000, &st), 0);
+        assert_int_equal(st.status, RUN_STATE_PAUSED);
+        assert_int_equal(fake_finish(f, 3000, "shapes"), 0);
+        qmp_monitor_close(m);
+        fake_free(f);
+}
+
+int main(void) {
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_every_migration_status),
+                cmocka_unit_test(test_every_run_state),
+                cmocka_unit_test(test_every_stats_field),
+                cmocka_unit_test(test_wrong_shapes),
+        };
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
