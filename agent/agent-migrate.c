@@ -584,9 +584,19 @@ PeerAnswer agent_migration_owner(Agent *a, const char *op, const char *uuid, cha
         if (mine && vm->job.async == ASYNC_JOB_MIGRATION_IN && ans == PEER_GONE) {
                 /* the event may not have arrived: ask QEMU */
                 MigrationStats st;
-                if (NESTED(vm, ASYNC_JOB_MIGRATION_IN, op, "query-migrate", qmp_query_migrate(mon_, -1, &st)) >= 0 &&
-                    st.status == MIGRATION_STATUS_COMPLETED)
-                        ans = PEER_PAUSED_COMPLETE;
+                if (NESTED(vm, ASYNC_JOB_MIGRATION_IN, op, "query-migrate", qmp_query_migrate(mon_, -1, &st)) >= 0) {
+                        if (st.status == MIGRATION_STATUS_COMPLETED)
+                                ans = PEER_PAUSED_COMPLETE;
+                        else if (alive && st.status != MIGRATION_STATUS_FAILED &&
+                                 st.status != MIGRATION_STATUS_CANCELLED)
+                                /* Still receiving (or waiting for) the stream: a
+                                 * live, paused copy for this operation, not
+                                 * "gone".  The source's liveness check reads
+                                 * this as alive; in perform_done the table
+                                 * answers paused with "keep paused, ask again"
+                                 * until the stream completes here. */
+                                ans = PEER_PAUSED;
+                }
         }
         snprintf(detail, size, "guest %s is %s here (%s)", vm->name, vm_state_to_string(vm->state),
                  mine ? async_job_to_string(vm->job.async) : "no migration job");
@@ -1018,8 +1028,11 @@ static int perform(Source *s) {
                 r = NESTED(vm, ASYNC_JOB_MIGRATION_OUT, op, "query-migrate", qmp_query_migrate(mon_, -1, &st));
                 if (r < 0)
                         break;
-                if (st.status == MIGRATION_STATUS_COMPLETED && st.total_time_ms == 0)
-                        st.status = MIGRATION_STATUS_ACTIVE; /* QEMU 7.2: re-poll */
+                bool repoll = false;
+                if (st.status == MIGRATION_STATUS_COMPLETED && st.total_time_ms == 0) {
+                        st.status = MIGRATION_STATUS_ACTIVE; /* QEMU 7.2 race: re-poll at once */
+                        repoll = true;
+                }
                 vm_set_migration_stats_locked(vm, &st);
                 vm_unlock(vm);
                 m_phase(s->a->migrations, s->m, JOB_PHASE_PERFORM, &st);
@@ -1126,7 +1139,7 @@ static int perform(Source *s) {
                         }
                 }
                 if (vm->mig_events == seen)
-                        (void) vm_wait_locked(vm, deadline_in_ms(POLL_MS));
+                        (void) vm_wait_locked(vm, deadline_in_ms(repoll ? 5 : POLL_MS));
         }
         vm_unlock(vm);
         agent_peer_close(peer);
