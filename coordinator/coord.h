@@ -1,0 +1,156 @@
+/* drover-coordinator: the cluster's job engine.
+ *
+ * A Coordinator holds the inventory (hosts from the config file and the
+ * API, with live health, capacity and guests from each agent's
+ * GetAgentStats every heartbeat) and the jobs (migrate a list of guests,
+ * evacuate a host).  Jobs are planned with placement.c, persisted in the
+ * store before anything moves, and run by one scheduler thread that applies
+ * admission control: per-host outgoing and incoming limits, a cluster limit,
+ * and a bandwidth budget per host link shared fairly among the migrations
+ * on it (re-tuned as migrations start and end) and never below what a
+ * guest's dirty rate needs to converge.  A restarted coordinator reloads
+ * every unfinished job and reconciles its sub-tasks with the agents by
+ * operation id: a migration that finished while it was down is recorded as
+ * finished, not redone.  docs/coordinator.md has the rules.
+ *
+ * Locking: coord->lock (class "coordinator") protects the host table and
+ * the in-memory jobs; it is never held across an agent call or a store
+ * call.  The store serialises itself.
+ */
+#pragma once
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "coord-agents.h"
+#include "lock.h"
+#include "placement.h"
+#include "store.h"
+
+#define COORD_MAX_LISTEN 8
+#define COORD_MAX_HOSTS 1024
+#define COORD_MAX_AA 1024
+
+typedef struct CoordConfig {
+        size_t n_listen;
+        char listen[COORD_MAX_LISTEN][256];
+        char tls_cert[256], tls_key[256], tls_ca[256];
+        bool dev_mode;
+        char db_path[256];
+        unsigned max_outgoing;          /* per host, default 2 */
+        unsigned max_incoming;          /* per host, default 2 */
+        unsigned cluster_limit;         /* default 8 */
+        uint64_t default_link_bytes_per_s; /* default 125,000,000 (1 Gbit/s) */
+        uint64_t stream_bytes_per_s;    /* what one migration stream can carry; default 400,000,000 */
+        int64_t heartbeat_ms;           /* default 2000 */
+        unsigned rpc_threads;           /* default 16 */
+        size_t n_hosts;
+        StoreHost hosts[COORD_MAX_HOSTS]; /* seed inventory */
+        size_t n_aa;
+        struct { char guest[64]; char group[64]; } aa[COORD_MAX_AA];
+        LinkMigParams defaults;         /* migration parameters when a request gives none */
+        char log_level[16];
+} CoordConfig;
+
+void coord_config_defaults(CoordConfig *c);
+int coord_config_load(const char *path, CoordConfig *ret);
+int coord_config_validate(const CoordConfig *c);
+
+typedef struct Coordinator Coordinator;
+
+int coord_new(const CoordConfig *cfg, Coordinator **ret);
+/* Start the inventory and scheduler threads; reload unfinished jobs. */
+int coord_start(Coordinator *c);
+void coord_stop(Coordinator *c);
+void coord_free(Coordinator *c);
+
+/* ---- inventory ---- */
+typedef struct CoordHostView {
+        StoreHost h;
+        int health;                 /* HostHealth of coordinator.proto */
+        uint64_t memory_used_mib;
+        uint32_t vcpus_used;
+        uint32_t guests;
+        uint64_t last_seen_unix_ms;
+        char last_error[256];
+} CoordHostView;
+
+int coord_hosts(Coordinator *c, CoordHostView **ret, size_t *ret_n);
+int coord_host_add(Coordinator *c, const StoreHost *h);
+int coord_host_remove(Coordinator *c, const char *name);
+int coord_host_set_state(Coordinator *c, const char *name, int state, CoordHostView *ret);
+
+typedef struct CoordGuestView {
+        char name[64], uuid[37], host[64], cpu_model[64], group[64];
+        int state;
+        uint64_t memory_mib;
+        uint32_t vcpus;
+        uint64_t dirty_bytes_per_s;
+} CoordGuestView;
+
+int coord_guests(Coordinator *c, const char *host, CoordGuestView **ret, size_t *ret_n);
+
+/* ---- jobs ---- */
+typedef struct CoordPlanEntry {
+        char guest[64], source[64], destination[64];
+        double estimated_s;
+        uint64_t memory_mib;
+        char reason[160];
+} CoordPlanEntry;
+
+typedef struct CoordPlan {
+        size_t n_moves, n_blocked;
+        CoordPlanEntry *moves, *blocked; /* malloc'ed */
+        double makespan_s;
+} CoordPlan;
+
+void coord_plan_clear(CoordPlan *p);
+
+/* Live per-sub-task figures, not persisted (re-read from the agents). */
+typedef struct CoordLive {
+        char mig_status[24];
+        char mig_phase[24];
+        uint64_t ram_total, ram_remaining, ram_transferred, dirty_pages_rate, iteration;
+        double mbps;
+} CoordLive;
+
+typedef struct CoordJobView {
+        StoreJob job;
+        size_t n_subs;
+        StoreSubtask *subs;         /* malloc'ed */
+        CoordLive *live;            /* malloc'ed, n_subs */
+        size_t n_events;
+        StoreEvent *events;         /* malloc'ed (GetJob only) */
+        uint64_t generation;
+} CoordJobView;
+
+void coord_job_view_clear(CoordJobView *v);
+
+typedef struct CoordJobRequest {
+        int kind;                    /* JobKind */
+        size_t n_guests;
+        const char *const *guests;   /* migrate: names or UUIDs */
+        const char *host;            /* evacuate */
+        const char *to_host;         /* migrate: optional destination */
+        LinkMigParams params;
+        bool have_params;
+        int failure_policy;
+        bool dry_run;
+        bool maintenance;
+} CoordJobRequest;
+
+/* Plan, and unless it is a dry run or some guest is blocked, persist and
+ * start a job (its id in @ret_id).  A plan with blocked guests returns
+ * -ENOSPC with the plan filled and nothing changed.  -ENOENT for an unknown
+ * host or guest, -EINVAL for a malformed request. */
+int coord_job_submit(Coordinator *c, const CoordJobRequest *req, CoordPlan *ret_plan, char ret_id[STORE_ID_MAX]);
+int coord_job_get(Coordinator *c, const char *id, bool with_history, CoordJobView *ret);
+int coord_job_list(Coordinator *c, bool unfinished_only, size_t limit, StoreJob **ret, size_t *ret_n);
+int coord_job_cancel(Coordinator *c, const char *id);
+/* Generation of a job (bumped on every change), for watchers; 0 if unknown. */
+uint64_t coord_job_generation(Coordinator *c, const char *id);
+/* Wait until the job's generation differs from @gen or @timeout_ms passes. */
+void coord_job_wait(Coordinator *c, const char *id, uint64_t gen, int64_t timeout_ms);

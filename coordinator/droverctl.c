@@ -1,0 +1,604 @@
+/* droverctl: the operator's command line for the Drover coordinator.
+ *
+ *   droverctl [options] hosts | vms [HOST] | jobs | job ID | watch ID | cancel ID
+ *   droverctl [options] migrate GUEST... [--to HOST] [--dry-run] [--wait]
+ *   droverctl [options] evacuate HOST [--dry-run] [--wait] [--maintenance]
+ *   droverctl [options] plan evacuate HOST | plan migrate GUEST... [--to HOST]
+ *   droverctl [options] host enable|drain|maintenance HOST
+ *
+ * On a terminal, watch/--wait redraw one line per guest (phase, percent,
+ * rate, ETA, downtime when done) under a job summary; piped, they print a
+ * plain line per change; --json prints JSON (one object per line while
+ * watching).  Exit codes: 0 success, 1 the job failed, 2 usage, 3 partial
+ * failure (some guests failed or were blocked/cancelled), 4 the coordinator
+ * could not be reached or refused the request.  docs/droverctl.md.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <getopt.h>
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "coordinator.pb-c.h"
+#include "deadline.h"
+#include "err.h"
+#include "log.h"
+#include "rpcclient.h"
+
+enum { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_USAGE = 2, EXIT_PARTIAL = 3, EXIT_ERROR = 4 };
+
+static struct {
+        const char *target;
+        RpcTls tls;
+        bool have_tls;
+        bool json;
+        bool wait;
+        bool dry_run;
+        bool maintenance;
+        bool stop_on_failure;
+        const char *to;
+        uint64_t bandwidth;
+        uint32_t downtime;
+        int postcopy;
+        bool auto_converge;
+        int64_t timeout_ms;
+} o = { .target = NULL, .postcopy = 0, .timeout_ms = 30000 };
+
+static RpcClient *cl;
+
+static int usage(FILE *f) {
+        fprintf(f,
+                "usage: droverctl [options] COMMAND\n"
+                "commands:\n"
+                "  hosts                          list hosts, their state, health and capacity\n"
+                "  vms [HOST]                     list guests\n"
+                "  migrate GUEST... [--to HOST]   migrate guests (a job)\n"
+                "  evacuate HOST                  move every guest off HOST (a job)\n"
+                "  plan evacuate HOST | plan migrate GUEST...   show the plan, move nothing\n"
+                "  jobs                           list jobs\n"
+                "  job ID                         show a job with its history\n"
+                "  watch ID                       follow a job until it ends\n"
+                "  cancel ID                      cancel a job (running migrations are aborted, sources resume)\n"
+                "  host enable|drain|maintenance HOST\n"
+                "options:\n"
+                "  -c, --coordinator ADDR   unix:/path or HOST:PORT ($DROVER_COORDINATOR, default unix:/run/drover/coordinator.sock)\n"
+                "  --tls-cert F --tls-key F --tls-ca F   client certificate ($DROVER_TLS_CERT, _KEY, _CA)\n"
+                "  --json                   JSON output\n"
+                "  --wait                   migrate/evacuate: follow the job until it ends\n"
+                "  --dry-run                plan only\n"
+                "  --to HOST                migrate: destination\n"
+                "  --maintenance            evacuate: leave the host in maintenance\n"
+                "  --stop-on-failure        stop the job at the first failed guest\n"
+                "  --bandwidth MIBPS --downtime MS --postcopy allowed|after --auto-converge\n"
+                "exit codes: 0 success, 1 job failed, 2 usage, 3 partial failure, 4 error\n");
+        return EXIT_USAGE;
+}
+
+static int fail(const char *what, int r) {
+        if (o.json)
+                printf("{\"error\": \"%s: %s\"}\n", what, err_str(r));
+        else
+                fprintf(stderr, "droverctl: %s: %s\n", what, err_str(r));
+        return EXIT_ERROR;
+}
+
+static int call(const char *method, const ProtobufCMessage *req, ProtobufCMessage **resp) {
+        RpcStatus st;
+        return rpc_client_unary(cl, &drover__v1__coordinator__descriptor, method, req, o.timeout_ms, resp, &st);
+}
+
+static const char *host_state(int s) {
+        return s == 1 ? "enabled" : s == 2 ? "draining" : s == 3 ? "maintenance" : "?";
+}
+static const char *health(int h) {
+        return h == 1 ? "healthy" : h == 2 ? "unreachable" : "unknown";
+}
+static const char *guest_state(int s) {
+        return s == 1 ? "running" : s == 2 ? "paused" : s == 3 ? "shutdown" : s == 4 ? "shutoff" : s == 5 ? "crashed" : "?";
+}
+static const char *job_phase(int p) {
+        static const char *n[] = { "?", "planning", "running", "verifying", "succeeded", "failed", "cancelled" };
+        return p >= 0 && p <= 6 ? n[p] : "?";
+}
+static const char *sub_phase(int p) {
+        static const char *n[] = { "?", "queued", "migrating", "done", "FAILED", "cancelled", "BLOCKED" };
+        return p >= 0 && p <= 6 ? n[p] : "?";
+}
+
+static void print_json(json_object *j) {
+        printf("%s\n", json_object_to_json_string_ext(j, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+        json_object_put(j);
+}
+
+static int cmd_hosts(void) {
+        Drover__V1__ListHostsRequest req = DROVER__V1__LIST_HOSTS_REQUEST__INIT;
+        Drover__V1__ListHostsResponse *r;
+        int rc = call("ListHosts", &req.base, (ProtobufCMessage **) &r);
+        if (rc < 0)
+                return fail("hosts", rc);
+        json_object *arr = o.json ? json_object_new_array() : NULL;
+        if (!o.json)
+                printf("%-16s %-12s %-12s %14s %10s %7s  %s\n", "HOST", "STATE", "HEALTH", "MEMORY MiB", "VCPUS", "GUESTS", "ADDRESS");
+        for (size_t i = 0; i < r->n_hosts; i++) {
+                Drover__V1__Host *h = r->hosts[i];
+                if (o.json) {
+                        json_object *x = json_object_new_object();
+                        json_object_object_add(x, "name", json_object_new_string(h->name));
+                        json_object_object_add(x, "address", json_object_new_string(h->address));
+                        json_object_object_add(x, "state", json_object_new_string(host_state(h->state)));
+                        json_object_object_add(x, "health", json_object_new_string(health(h->health)));
+                        json_object_object_add(x, "memory_mib", json_object_new_int64((int64_t) h->memory_mib));
+                        json_object_object_add(x, "memory_used_mib", json_object_new_int64((int64_t) h->memory_used_mib));
+                        json_object_object_add(x, "vcpus", json_object_new_int64(h->vcpus));
+                        json_object_object_add(x, "vcpus_used", json_object_new_int64(h->vcpus_used));
+                        json_object_object_add(x, "guests", json_object_new_int64(h->guests));
+                        json_object_object_add(x, "cpu_model", json_object_new_string(h->cpu_model));
+                        json_object_array_add(arr, x);
+                } else {
+                        char mem[32], cpu[32];
+                        snprintf(mem, sizeof(mem), "%llu/%llu", (unsigned long long) h->memory_used_mib,
+                                 (unsigned long long) h->memory_mib);
+                        snprintf(cpu, sizeof(cpu), "%u/%u", h->vcpus_used, h->vcpus);
+                        printf("%-16s %-12s %-12s %14s %10s %7u  %s\n", h->name, host_state(h->state), health(h->health), mem,
+                               cpu, h->guests, h->address);
+                }
+        }
+        if (o.json)
+                print_json(arr);
+        drover__v1__list_hosts_response__free_unpacked(r, NULL);
+        return EXIT_OK;
+}
+
+static int cmd_vms(const char *host) {
+        Drover__V1__ListGuestsClusterRequest req = DROVER__V1__LIST_GUESTS_CLUSTER_REQUEST__INIT;
+        Drover__V1__ListGuestsClusterResponse *r;
+        req.host = (char *) (host ? host : "");
+        int rc = call("ListGuests", &req.base, (ProtobufCMessage **) &r);
+        if (rc < 0)
+                return fail("vms", rc);
+        json_object *arr = o.json ? json_object_new_array() : NULL;
+        if (!o.json)
+                printf("%-20s %-16s %-9s %10s %6s  %s\n", "GUEST", "HOST", "STATE", "MEMORY", "VCPUS", "UUID");
+        for (size_t i = 0; i < r->n_guests; i++) {
+                Drover__V1__ClusterGuest *g = r->guests[i];
+                if (o.json) {
+                        json_object *x = json_object_new_object();
+                        json_object_object_add(x, "name", json_object_new_string(g->name));
+                        json_object_object_add(x, "uuid", json_object_new_string(g->uuid));
+                        json_object_object_add(x, "host", json_object_new_string(g->host));
+                        json_object_object_add(x, "state", json_object_new_string(guest_state(g->state)));
+                        json_object_object_add(x, "memory_mib", json_object_new_int64((int64_t) g->memory_mib));
+                        json_object_object_add(x, "vcpus", json_object_new_int64(g->vcpus));
+                        json_object_array_add(arr, x);
+                } else
+                        printf("%-20s %-16s %-9s %7llu MiB %6u  %s\n", g->name, g->host, guest_state(g->state),
+                               (unsigned long long) g->memory_mib, g->vcpus, g->uuid);
+        }
+        if (o.json)
+                print_json(arr);
+        drover__v1__list_guests_cluster_response__free_unpacked(r, NULL);
+        return EXIT_OK;
+}
+
+static json_object *job_json(const Drover__V1__Job *j) {
+        json_object *x = json_object_new_object(), *subs = json_object_new_array(), *hist = json_object_new_array();
+        json_object_object_add(x, "id", json_object_new_string(j->id));
+        json_object_object_add(x, "kind", json_object_new_string(j->kind == 2 ? "evacuate" : "migrate"));
+        json_object_object_add(x, "phase", json_object_new_string(job_phase(j->phase)));
+        json_object_object_add(x, "host", json_object_new_string(j->host));
+        json_object_object_add(x, "error", json_object_new_string(j->error));
+        json_object_object_add(x, "created_unix_ms", json_object_new_int64((int64_t) j->created_unix_ms));
+        json_object_object_add(x, "finished_unix_ms", json_object_new_int64((int64_t) j->finished_unix_ms));
+        json_object_object_add(x, "succeeded", json_object_new_int64(j->succeeded));
+        json_object_object_add(x, "failed", json_object_new_int64(j->failed));
+        json_object_object_add(x, "cancelled", json_object_new_int64(j->cancelled));
+        for (size_t i = 0; i < j->n_subtasks; i++) {
+                Drover__V1__Subtask *s = j->subtasks[i];
+                json_object *y = json_object_new_object();
+                json_object_object_add(y, "guest", json_object_new_string(s->guest));
+                json_object_object_add(y, "source", json_object_new_string(s->source));
+                json_object_object_add(y, "destination", json_object_new_string(s->destination));
+                json_object_object_add(y, "phase", json_object_new_string(sub_phase(s->phase)));
+                json_object_object_add(y, "started_unix_ms", json_object_new_int64((int64_t) s->started_unix_ms));
+                json_object_object_add(y, "finished_unix_ms", json_object_new_int64((int64_t) s->finished_unix_ms));
+                json_object_object_add(y, "downtime_ms", json_object_new_int64((int64_t) s->downtime_ms));
+                json_object_object_add(y, "measured_downtime_ms", json_object_new_int64((int64_t) s->measured_downtime_ms));
+                json_object_object_add(y, "transferred_bytes", json_object_new_int64((int64_t) s->transferred_bytes));
+                json_object_object_add(y, "error", json_object_new_string(s->error));
+                json_object_object_add(y, "op_id", json_object_new_string(s->op_id));
+                json_object_array_add(subs, y);
+        }
+        json_object_object_add(x, "subtasks", subs);
+        for (size_t i = 0; i < j->n_history; i++) {
+                json_object *e = json_object_new_object();
+                json_object_object_add(e, "time_unix_ms", json_object_new_int64((int64_t) j->history[i]->time_unix_ms));
+                json_object_object_add(e, "text", json_object_new_string(j->history[i]->text));
+                json_object_array_add(hist, e);
+        }
+        json_object_object_add(x, "history", hist);
+        return x;
+}
+
+static int job_exit(const Drover__V1__Job *j) {
+        if (j->phase == 4)
+                return EXIT_OK;
+        if (j->phase == 5 && j->succeeded == 0)
+                return EXIT_FAILED;
+        if (j->phase == 5 || j->phase == 6)
+                return EXIT_PARTIAL;
+        return EXIT_OK;
+}
+
+static void human_bytes(double b, char *buf, size_t size) {
+        if (b >= 1 << 30)
+                snprintf(buf, size, "%.1f GiB", b / (1 << 30));
+        else
+                snprintf(buf, size, "%.0f MiB", b / (1 << 20));
+}
+
+/* One line per guest; a summary line first. */
+static int render(const Drover__V1__Job *j, bool tty, int prev_lines) {
+        int lines = 0;
+        if (tty && prev_lines)
+                printf("\033[%dA", prev_lines);
+        uint64_t now = wall_ns() / NSEC_PER_MSEC;
+        double el = (double) ((j->finished_unix_ms ? j->finished_unix_ms : now) - j->created_unix_ms) / 1000.0;
+        printf("%s%s %s %s: %s  %u/%zu done, %u failed, %u cancelled  %.1f s\n", tty ? "\033[2K" : "", j->id,
+               j->kind == 2 ? "evacuate" : "migrate", j->host, job_phase(j->phase), j->succeeded, j->n_subtasks,
+               j->failed, j->cancelled, el);
+        lines++;
+        for (size_t i = 0; i < j->n_subtasks; i++) {
+                Drover__V1__Subtask *s = j->subtasks[i];
+                char detail[160] = "";
+                if (s->phase == 2 && s->stats && s->stats->ram_total_bytes) {
+                        double total = (double) s->stats->ram_total_bytes, rem = (double) s->stats->ram_remaining_bytes;
+                        double pct = total > 0 ? 100.0 * (total - MIN(rem, total)) / total : 0;
+                        double rate = s->stats->mbps * 1e6 / 8; /* bytes/s */
+                        char eta[32] = "?";
+                        if (rate > 0)
+                                snprintf(eta, sizeof(eta), "%.0f s", rem / rate);
+                        snprintf(detail, sizeof(detail), "%-9s %5.1f%%  %6.0f Mbit/s  ETA %-6s pass %llu",
+                                 s->migration_phase[0] ? s->migration_phase : "start", pct, s->stats->mbps, eta,
+                                 (unsigned long long) s->stats->iteration);
+                } else if (s->phase == 3) {
+                        char tx[32];
+                        human_bytes((double) s->transferred_bytes, tx, sizeof(tx));
+                        snprintf(detail, sizeof(detail), "downtime %llu ms (%llu ms measured)  %s in %.1f s",
+                                 (unsigned long long) s->downtime_ms, (unsigned long long) s->measured_downtime_ms, tx,
+                                 (double) (s->finished_unix_ms - s->started_unix_ms) / 1000.0);
+                } else if (s->phase == 4 || s->phase == 5 || s->phase == 6)
+                        snprintf(detail, sizeof(detail), "%.150s", s->error[0] ? s->error : s->reason);
+                else if (s->phase == 1)
+                        snprintf(detail, sizeof(detail), "waiting for admission (est. %.1f s)", s->estimated_s);
+                printf("%s  %-18s %-10s -> %-10s %-9s %s\n", tty ? "\033[2K" : "", s->guest, s->source, s->destination,
+                       sub_phase(s->phase), detail);
+                lines++;
+        }
+        fflush(stdout);
+        return lines;
+}
+
+static int watch(const char *id) {
+        Drover__V1__WatchJobRequest req = DROVER__V1__WATCH_JOB_REQUEST__INIT;
+        RpcStream *st;
+        req.id = (char *) id;
+        int r = rpc_stream_open(cl, &drover__v1__coordinator__descriptor, "WatchJob", &req.base, 24 * 3600 * 1000LL, &st);
+        if (r < 0)
+                return fail("watch", r);
+        bool tty = isatty(STDOUT_FILENO) && !o.json;
+        int lines = 0, code = EXIT_ERROR;
+        char last[4096] = "";
+        for (;;) {
+                Drover__V1__Job *j;
+                r = rpc_stream_read(st, (ProtobufCMessage **) &j);
+                if (r <= 0)
+                        break;
+                if (o.json)
+                        print_json(job_json(j));
+                else if (tty)
+                        lines = render(j, true, lines);
+                else {
+                        /* piped: one line per guest whose line changed */
+                        char now[4096];
+                        size_t n = 0;
+                        for (size_t i = 0; i < j->n_subtasks && n < sizeof(now) - 64; i++)
+                                n += (size_t) snprintf(now + n, sizeof(now) - n, "%s:%d;", j->subtasks[i]->guest,
+                                                       j->subtasks[i]->phase);
+                        n += (size_t) snprintf(now + n, sizeof(now) - n, "job:%d", j->phase);
+                        if (strcmp(now, last) != 0) {
+                                render(j, false, 0);
+                                snprintf(last, sizeof(last), "%s", now);
+                        }
+                }
+                code = j->phase >= 4 ? job_exit(j) : EXIT_OK;
+                drover__v1__job__free_unpacked(j, NULL);
+        }
+        if (r < 0)
+                code = fail("watch", r);
+        rpc_stream_free(st);
+        return code;
+}
+
+static void params(Drover__V1__MigrationParams *p) {
+        drover__v1__migration_params__init(p);
+        p->bandwidth_bytes_per_s = o.bandwidth;
+        p->downtime_limit_ms = o.downtime;
+        p->postcopy = (Drover__V1__PostcopyMode) o.postcopy;
+        p->auto_converge = o.auto_converge;
+}
+
+static int show_result(Drover__V1__JobResponse *r) {
+        if (o.json) {
+                json_object *x = json_object_new_object();
+                if (r->plan) {
+                        json_object *moves = json_object_new_array(), *blocked = json_object_new_array();
+                        for (size_t i = 0; i < r->plan->n_moves + r->plan->n_blocked; i++) {
+                                bool b = i >= r->plan->n_moves;
+                                Drover__V1__PlanEntry *e = b ? r->plan->blocked[i - r->plan->n_moves] : r->plan->moves[i];
+                                json_object *y = json_object_new_object();
+                                json_object_object_add(y, "guest", json_object_new_string(e->guest));
+                                json_object_object_add(y, "source", json_object_new_string(e->source));
+                                json_object_object_add(y, "destination", json_object_new_string(e->destination));
+                                json_object_object_add(y, "estimated_s", json_object_new_double(e->estimated_s));
+                                json_object_object_add(y, "reason", json_object_new_string(e->reason));
+                                json_object_array_add(b ? blocked : moves, y);
+                        }
+                        json_object_object_add(x, "moves", moves);
+                        json_object_object_add(x, "blocked", blocked);
+                        json_object_object_add(x, "estimated_makespan_s", json_object_new_double(r->plan->estimated_makespan_s));
+                }
+                if (r->job)
+                        json_object_object_add(x, "job", job_json(r->job));
+                print_json(x);
+        } else {
+                if (r->plan) {
+                        printf("plan: %zu guests move, %zu blocked, estimated makespan %.1f s\n", r->plan->n_moves,
+                               r->plan->n_blocked, r->plan->estimated_makespan_s);
+                        for (size_t i = 0; i < r->plan->n_moves; i++)
+                                printf("  %-18s %-10s -> %-10s %6.1f s  %s\n", r->plan->moves[i]->guest, r->plan->moves[i]->source,
+                                       r->plan->moves[i]->destination, r->plan->moves[i]->estimated_s, r->plan->moves[i]->reason);
+                        for (size_t i = 0; i < r->plan->n_blocked; i++)
+                                printf("  %-18s %-10s BLOCKED: %s\n", r->plan->blocked[i]->guest, r->plan->blocked[i]->source,
+                                       r->plan->blocked[i]->reason);
+                }
+                if (r->job)
+                        printf("job %s started\n", r->job->id);
+        }
+        return r->plan && r->plan->n_blocked ? EXIT_PARTIAL : EXIT_OK;
+}
+
+static int submit(const char *method, const ProtobufCMessage *req) {
+        Drover__V1__JobResponse *r;
+        RpcStatus st;
+        int rc = rpc_client_unary(cl, &drover__v1__coordinator__descriptor, method, req, o.timeout_ms,
+                                  (ProtobufCMessage **) &r, &st);
+        if (rc < 0)
+                return fail(method, rc);
+        int code = show_result(r);
+        char id[64] = "";
+        if (r->job)
+                snprintf(id, sizeof(id), "%s", r->job->id);
+        drover__v1__job_response__free_unpacked(r, NULL);
+        if (o.wait && id[0])
+                return watch(id);
+        return code;
+}
+
+static int cmd_migrate(int argc, char **argv) {
+        Drover__V1__MigrateGuestsRequest req = DROVER__V1__MIGRATE_GUESTS_REQUEST__INIT;
+        Drover__V1__MigrationParams p;
+        if (argc < 1)
+                return usage(stderr);
+        params(&p);
+        req.guests = argv;
+        req.n_guests = (size_t) argc;
+        req.to_host = (char *) (o.to ? o.to : "");
+        req.params = &p;
+        req.failure_policy = o.stop_on_failure ? DROVER__V1__FAILURE_POLICY__FAILURE_POLICY_STOP
+                                               : DROVER__V1__FAILURE_POLICY__FAILURE_POLICY_CONTINUE;
+        req.dry_run = o.dry_run;
+        return submit("MigrateGuests", &req.base);
+}
+
+static int cmd_evacuate(const char *host) {
+        Drover__V1__EvacuateRequest req = DROVER__V1__EVACUATE_REQUEST__INIT;
+        Drover__V1__MigrationParams p;
+        params(&p);
+        req.host = (char *) host;
+        req.params = &p;
+        req.failure_policy = o.stop_on_failure ? DROVER__V1__FAILURE_POLICY__FAILURE_POLICY_STOP
+                                               : DROVER__V1__FAILURE_POLICY__FAILURE_POLICY_CONTINUE;
+        req.dry_run = o.dry_run;
+        req.maintenance = o.maintenance;
+        return submit("Evacuate", &req.base);
+}
+
+static int cmd_jobs(void) {
+        Drover__V1__ListJobsRequest req = DROVER__V1__LIST_JOBS_REQUEST__INIT;
+        Drover__V1__ListJobsResponse *r;
+        req.limit = 50;
+        int rc = call("ListJobs", &req.base, (ProtobufCMessage **) &r);
+        if (rc < 0)
+                return fail("jobs", rc);
+        json_object *arr = o.json ? json_object_new_array() : NULL;
+        if (!o.json)
+                printf("%-28s %-9s %-10s %-10s %s\n", "JOB", "KIND", "HOST", "PHASE", "GUESTS (done/failed/cancelled/total)");
+        for (size_t i = 0; i < r->n_jobs; i++) {
+                Drover__V1__Job *j = r->jobs[i];
+                if (o.json)
+                        json_object_array_add(arr, job_json(j));
+                else
+                        printf("%-28s %-9s %-10s %-10s %u/%u/%u/%zu\n", j->id, j->kind == 2 ? "evacuate" : "migrate", j->host,
+                               job_phase(j->phase), j->succeeded, j->failed, j->cancelled, j->n_subtasks);
+        }
+        if (o.json)
+                print_json(arr);
+        drover__v1__list_jobs_response__free_unpacked(r, NULL);
+        return EXIT_OK;
+}
+
+static int cmd_job(const char *method, const char *id) {
+        Drover__V1__JobRef req = DROVER__V1__JOB_REF__INIT;
+        Drover__V1__Job *j;
+        req.id = (char *) id;
+        int rc = call(method, &req.base, (ProtobufCMessage **) &j);
+        if (rc < 0)
+                return fail(method, rc);
+        if (o.json)
+                print_json(job_json(j));
+        else {
+                render(j, false, 0);
+                for (size_t i = 0; i < j->n_history; i++) {
+                        time_t t = (time_t) (j->history[i]->time_unix_ms / 1000);
+                        struct tm tm;
+                        gmtime_r(&t, &tm);
+                        printf("  %02d:%02d:%02d  %s\n", tm.tm_hour, tm.tm_min, tm.tm_sec, j->history[i]->text);
+                }
+        }
+        int code = job_exit(j);
+        drover__v1__job__free_unpacked(j, NULL);
+        return code;
+}
+
+static int cmd_host(const char *verb, const char *host) {
+        Drover__V1__SetHostStateRequest req = DROVER__V1__SET_HOST_STATE_REQUEST__INIT;
+        Drover__V1__Host *h;
+        int s = strcmp(verb, "enable") == 0 ? 1 : strcmp(verb, "drain") == 0 ? 2 : strcmp(verb, "maintenance") == 0 ? 3 : 0;
+        if (!s)
+                return usage(stderr);
+        req.host = (char *) host;
+        req.state = (Drover__V1__HostState) s;
+        int rc = call("SetHostState", &req.base, (ProtobufCMessage **) &h);
+        if (rc < 0)
+                return fail("host", rc);
+        if (o.json)
+                printf("{\"host\": \"%s\", \"state\": \"%s\"}\n", h->name, host_state(h->state));
+        else
+                printf("host %s is now %s\n", h->name, host_state(h->state));
+        drover__v1__host__free_unpacked(h, NULL);
+        return EXIT_OK;
+}
+
+int main(int argc, char **argv) {
+        static const struct option opts[] = {
+                { "coordinator", required_argument, NULL, 'c' }, { "tls-cert", required_argument, NULL, 1 },
+                { "tls-key", required_argument, NULL, 2 },       { "tls-ca", required_argument, NULL, 3 },
+                { "json", no_argument, NULL, 4 },                { "wait", no_argument, NULL, 5 },
+                { "dry-run", no_argument, NULL, 6 },             { "to", required_argument, NULL, 7 },
+                { "maintenance", no_argument, NULL, 8 },         { "stop-on-failure", no_argument, NULL, 9 },
+                { "bandwidth", required_argument, NULL, 10 },    { "downtime", required_argument, NULL, 11 },
+                { "postcopy", required_argument, NULL, 12 },     { "auto-converge", no_argument, NULL, 13 },
+                { "help", no_argument, NULL, 'h' },              { 0 },
+        };
+        int c;
+        /* a command line shows its own errors; library warnings (e.g. the
+         * plaintext notice on a local unix socket) only with DROVER_LOG */
+        if (!getenv("DROVER_LOG"))
+                log_set_level(LOG_LEVEL_ERROR);
+        o.target = getenv("DROVER_COORDINATOR");
+        o.tls.cert_file = getenv("DROVER_TLS_CERT");
+        o.tls.key_file = getenv("DROVER_TLS_KEY");
+        o.tls.ca_file = getenv("DROVER_TLS_CA");
+        while ((c = getopt_long(argc, argv, "+c:h", opts, NULL)) >= 0) {
+                switch (c) {
+                case 'c': o.target = optarg; break;
+                case 1: o.tls.cert_file = optarg; break;
+                case 2: o.tls.key_file = optarg; break;
+                case 3: o.tls.ca_file = optarg; break;
+                case 4: o.json = true; break;
+                case 5: o.wait = true; break;
+                case 6: o.dry_run = true; break;
+                case 7: o.to = optarg; break;
+                case 8: o.maintenance = true; break;
+                case 9: o.stop_on_failure = true; break;
+                case 10: o.bandwidth = strtoull(optarg, NULL, 10) * 1024 * 1024; break;
+                case 11: o.downtime = (uint32_t) strtoul(optarg, NULL, 10); break;
+                case 12:
+                        if (strcmp(optarg, "allowed") == 0)
+                                o.postcopy = 1;
+                        else if (strcmp(optarg, "after") == 0)
+                                o.postcopy = 2;
+                        else
+                                return usage(stderr);
+                        break;
+                case 13: o.auto_converge = true; break;
+                case 'h': return usage(stdout), EXIT_OK;
+                default: return usage(stderr);
+                }
+        }
+        /* options may also follow the command: a second pass */
+        int first = optind;
+        if (first >= argc)
+                return usage(stderr);
+        char *cmd = argv[first];
+        char *args[256];
+        int nargs = 0;
+        for (int i = first + 1; i < argc; i++) {
+                bool is_opt = false;
+                for (const struct option *op = opts; op->name; op++) {
+                        char buf[64];
+                        snprintf(buf, sizeof(buf), "--%s", op->name);
+                        if (strcmp(argv[i], buf) == 0) {
+                                is_opt = true;
+                                char *val = op->has_arg && i + 1 < argc ? argv[++i] : NULL;
+                                if (op->has_arg && !val)
+                                        return usage(stderr);
+                                switch (op->val) {
+                                case 4: o.json = true; break;
+                                case 5: o.wait = true; break;
+                                case 6: o.dry_run = true; break;
+                                case 7: o.to = val; break;
+                                case 8: o.maintenance = true; break;
+                                case 9: o.stop_on_failure = true; break;
+                                case 10: o.bandwidth = strtoull(val, NULL, 10) * 1024 * 1024; break;
+                                case 11: o.downtime = (uint32_t) strtoul(val, NULL, 10); break;
+                                case 12: o.postcopy = strcmp(val, "allowed") == 0 ? 1 : strcmp(val, "after") == 0 ? 2 : -1; break;
+                                case 13: o.auto_converge = true; break;
+                                case 'c': o.target = val; break;
+                                default: return usage(stderr);
+                                }
+                        }
+                }
+                if (!is_opt && nargs < 256)
+                        args[nargs++] = argv[i];
+        }
+        if (o.postcopy < 0)
+                return usage(stderr);
+        if (!o.target)
+                o.target = "unix:/run/drover/coordinator.sock";
+        RpcClientOptions co = { .tls = (o.tls.cert_file && o.tls.ca_file) ? &o.tls : NULL, .default_timeout_ms = 30000 };
+        int r = rpc_client_new(o.target, &co, &cl);
+        if (r < 0)
+                return fail(o.target, r);
+        int code;
+        if (strcmp(cmd, "hosts") == 0 && nargs == 0)
+                code = cmd_hosts();
+        else if (strcmp(cmd, "vms") == 0 && nargs <= 1)
+                code = cmd_vms(nargs ? args[0] : NULL);
+        else if (strcmp(cmd, "migrate") == 0)
+                code = cmd_migrate(nargs, args);
+        else if (strcmp(cmd, "evacuate") == 0 && nargs == 1)
+                code = cmd_evacuate(args[0]);
+        else if (strcmp(cmd, "plan") == 0 && nargs >= 2) {
+                o.dry_run = true;
+                code = strcmp(args[0], "evacuate") == 0 && nargs == 2 ? cmd_evacuate(args[1])
+                       : strcmp(args[0], "migrate") == 0            ? cmd_migrate(nargs - 1, args + 1)
+                                                                    : usage(stderr);
+        } else if (strcmp(cmd, "jobs") == 0 && nargs == 0)
+                code = cmd_jobs();
+        else if (strcmp(cmd, "job") == 0 && nargs == 1)
+                code = cmd_job("GetJob", args[0]);
+        else if (strcmp(cmd, "watch") == 0 && nargs == 1)
+                code = watch(args[0]);
+        else if (strcmp(cmd, "cancel") == 0 && nargs == 1)
+                code = cmd_job("CancelJob", args[0]);
+        else if (strcmp(cmd, "host") == 0 && nargs == 2)
+                code = cmd_host(args[0], args[1]);
+        else
+                code = usage(stderr);
+        rpc_client_free(cl);
+        return code;
+}

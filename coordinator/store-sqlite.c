@@ -1,0 +1,1148 @@
+/* The job store on SQLite (see store.h): one database file, durable commits.
+ *
+ * Connection: WAL journal, synchronous=FULL (the WAL is fsync'ed before a
+ * COMMIT returns, so a call that returned 0 survives a crash or a power
+ * loss), foreign_keys=ON (sub-tasks and events cannot outlive their job),
+ * a busy timeout so another process holding the file (an operator's sqlite3
+ * shell) delays a call for at most STORE_BUSY_TIMEOUT_MS instead of failing
+ * it at once.  PRAGMA application_id marks the file as a Drover store and
+ * PRAGMA user_version is the schema version: open refuses a foreign database
+ * and a newer schema (-EPROTONOSUPPORT) before it writes anything, and a
+ * file that is not a database at all (-EIO); a new, empty file gets the
+ * schema in one transaction and its directory is fsync'ed.
+ *
+ * Every call validates its input first (-EINVAL names the field), then takes
+ * the store's Lock (class "store", so hold times show up in the lock
+ * statistics), runs one transaction on prepared statements and commits:
+ * BEGIN IMMEDIATE for writes, a plain (deferred) BEGIN for reads, which in
+ * WAL mode is a consistent snapshot that never waits for a writer.  The
+ * lock is held across the commit's fsync on purpose: the connection is not
+ * shareable and the calls are defined to be serial; store.h forbids holding
+ * another coordinator lock while calling in.
+ *
+ * Bounds: a job has at most STORE_SQLITE_SUBTASKS_MAX sub-tasks, job_list
+ * returns at most STORE_SQLITE_LIST_MAX jobs (limit 0 means that maximum),
+ * event_list the STORE_SQLITE_EVENTS_MAX newest events of a job.
+ *
+ * Only this file includes sqlite3.h.  Unsigned 64-bit fields are stored as
+ * the same bits in SQLite's signed INTEGER, so they round-trip exactly.
+ */
+#include "store.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <math.h>
+#include <sqlite3.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cleanup.h"
+#include "err.h"
+#include "lock.h"
+
+#define STORE_SCHEMA_VERSION 1
+#define STORE_APPLICATION_ID 0x44525652 /* "DRVR" */
+#define STORE_BUSY_TIMEOUT_MS 5000
+#define STORE_SQLITE_SUBTASKS_MAX 10000
+#define STORE_SQLITE_LIST_MAX 10000
+#define STORE_SQLITE_EVENTS_MAX 10000
+
+/* Enum ranges of coordinator.proto (the store does not include generated
+ * code).  A job in one of JOB_PHASE 4..6 (succeeded, failed, cancelled) is
+ * finished; the schema's partial index says the same. */
+#define JOB_KIND_MIN 1          /* MIGRATE */
+#define JOB_KIND_MAX 2          /* EVACUATE */
+#define JOB_KIND_EVACUATE 2
+#define JOB_PHASE_MIN 1         /* PLANNING */
+#define JOB_PHASE_MAX 6         /* CANCELLED */
+#define SUBTASK_PHASE_MIN 1     /* QUEUED */
+#define SUBTASK_PHASE_MAX 6     /* BLOCKED */
+#define HOST_STATE_MIN 1        /* ENABLED */
+#define HOST_STATE_MAX 3        /* MAINTENANCE */
+#define FAILURE_POLICY_MAX 1    /* STOP */
+
+static const char schema_v1[] =
+        "CREATE TABLE hosts ("
+        " name TEXT PRIMARY KEY NOT NULL,"
+        " address TEXT NOT NULL,"
+        " migration_address TEXT NOT NULL,"
+        " state INTEGER NOT NULL,"
+        " memory_mib INTEGER NOT NULL,"
+        " vcpus INTEGER NOT NULL,"
+        " cpu_model TEXT NOT NULL,"
+        " link_bytes_per_s INTEGER NOT NULL,"
+        " max_outgoing INTEGER NOT NULL,"
+        " max_incoming INTEGER NOT NULL"
+        ") STRICT;"
+        /* job_no: insertion order, the tie-break of equal creation times
+         * (an explicit INTEGER PRIMARY KEY survives VACUUM). */
+        "CREATE TABLE jobs ("
+        " job_no INTEGER PRIMARY KEY,"
+        " id TEXT NOT NULL UNIQUE,"
+        " kind INTEGER NOT NULL,"
+        " phase INTEGER NOT NULL,"
+        " host TEXT NOT NULL,"
+        " failure_policy INTEGER NOT NULL,"
+        " params_json TEXT NOT NULL,"
+        " created_unix_ms INTEGER NOT NULL,"
+        " finished_unix_ms INTEGER NOT NULL,"
+        " error TEXT NOT NULL,"
+        " maintenance INTEGER NOT NULL"
+        ") STRICT;"
+        "CREATE INDEX jobs_by_created ON jobs(created_unix_ms, job_no);"
+        "CREATE INDEX jobs_unfinished ON jobs(created_unix_ms, job_no)"
+        " WHERE phase NOT IN (4, 5, 6);"
+        "CREATE TABLE subtasks ("
+        " job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,"
+        " seq INTEGER NOT NULL,"
+        " guest TEXT NOT NULL,"
+        " uuid TEXT NOT NULL,"
+        " source TEXT NOT NULL,"
+        " destination TEXT NOT NULL,"
+        " phase INTEGER NOT NULL,"
+        " op_id TEXT NOT NULL,"
+        " estimated_s REAL NOT NULL,"
+        " started_unix_ms INTEGER NOT NULL,"
+        " finished_unix_ms INTEGER NOT NULL,"
+        " downtime_ms INTEGER NOT NULL,"
+        " measured_downtime_ms INTEGER NOT NULL,"
+        " transferred_bytes INTEGER NOT NULL,"
+        " error TEXT NOT NULL,"
+        " reason TEXT NOT NULL,"
+        " policy_steps TEXT NOT NULL,"
+        " PRIMARY KEY (job_id, seq)"
+        ") STRICT;"
+        "CREATE TABLE events ("
+        " event_no INTEGER PRIMARY KEY,"
+        " job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,"
+        " time_unix_ms INTEGER NOT NULL,"
+        " text TEXT NOT NULL"
+        ") STRICT;"
+        "CREATE INDEX events_by_job ON events(job_id, time_unix_ms, event_no);";
+
+#define JOB_COLUMNS                                                          \
+        "id, kind, phase, host, failure_policy, params_json, created_unix_ms," \
+        " finished_unix_ms, error, maintenance"
+#define SUBTASK_COLUMNS                                                      \
+        "job_id, seq, guest, uuid, source, destination, phase, op_id,"         \
+        " estimated_s, started_unix_ms, finished_unix_ms, downtime_ms,"       \
+        " measured_downtime_ms, transferred_bytes, error, reason, policy_steps"
+#define HOST_COLUMNS                                                         \
+        "name, address, migration_address, state, memory_mib, vcpus,"         \
+        " cpu_model, link_bytes_per_s, max_outgoing, max_incoming"
+
+typedef enum StmtId {
+        STMT_BEGIN_WRITE,
+        STMT_BEGIN_READ,
+        STMT_COMMIT,
+        STMT_ROLLBACK,
+        STMT_HOST_PUT,
+        STMT_HOST_DELETE,
+        STMT_HOST_LIST,
+        STMT_JOB_INSERT,
+        STMT_JOB_UPDATE,
+        STMT_JOB_GET,
+        STMT_JOB_EXISTS,
+        STMT_JOB_LIST,
+        STMT_JOB_LIST_UNFINISHED,
+        STMT_SUBTASK_INSERT,
+        STMT_SUBTASK_UPDATE,
+        STMT_SUBTASK_LIST,
+        STMT_EVENT_ADD,
+        STMT_EVENT_LIST,
+        _STMT_MAX,
+} StmtId;
+
+static const char *const stmt_sql[_STMT_MAX] = {
+        [STMT_BEGIN_WRITE] = "BEGIN IMMEDIATE",
+        [STMT_BEGIN_READ] = "BEGIN",
+        [STMT_COMMIT] = "COMMIT",
+        [STMT_ROLLBACK] = "ROLLBACK",
+        [STMT_HOST_PUT] =
+                "INSERT INTO hosts (" HOST_COLUMNS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+                " ON CONFLICT(name) DO UPDATE SET address = ?2, migration_address = ?3,"
+                " state = ?4, memory_mib = ?5, vcpus = ?6, cpu_model = ?7,"
+                " link_bytes_per_s = ?8, max_outgoing = ?9, max_incoming = ?10",
+        [STMT_HOST_DELETE] = "DELETE FROM hosts WHERE name = ?1",
+        [STMT_HOST_LIST] = "SELECT " HOST_COLUMNS " FROM hosts ORDER BY name",
+        [STMT_JOB_INSERT] = "INSERT INTO jobs (" JOB_COLUMNS ")"
+                            " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        [STMT_JOB_UPDATE] = "UPDATE jobs SET phase = ?2, finished_unix_ms = ?3, error = ?4"
+                            " WHERE id = ?1",
+        [STMT_JOB_GET] = "SELECT " JOB_COLUMNS " FROM jobs WHERE id = ?1",
+        [STMT_JOB_EXISTS] = "SELECT 1 FROM jobs WHERE id = ?1",
+        [STMT_JOB_LIST] = "SELECT " JOB_COLUMNS " FROM jobs"
+                          " ORDER BY created_unix_ms DESC, job_no DESC LIMIT ?1",
+        /* The WHERE clause is the partial index's, word for word. */
+        [STMT_JOB_LIST_UNFINISHED] = "SELECT " JOB_COLUMNS " FROM jobs"
+                                     " WHERE phase NOT IN (4, 5, 6)"
+                                     " ORDER BY created_unix_ms DESC, job_no DESC LIMIT ?1",
+        [STMT_SUBTASK_INSERT] =
+                "INSERT INTO subtasks (" SUBTASK_COLUMNS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6,"
+                " ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+        [STMT_SUBTASK_UPDATE] =
+                "UPDATE subtasks SET guest = ?3, uuid = ?4, source = ?5, destination = ?6,"
+                " phase = ?7, op_id = ?8, estimated_s = ?9, started_unix_ms = ?10,"
+                " finished_unix_ms = ?11, downtime_ms = ?12, measured_downtime_ms = ?13,"
+                " transferred_bytes = ?14, error = ?15, reason = ?16, policy_steps = ?17"
+                " WHERE job_id = ?1 AND seq = ?2",
+        [STMT_SUBTASK_LIST] = "SELECT " SUBTASK_COLUMNS " FROM subtasks WHERE job_id = ?1"
+                              " ORDER BY seq LIMIT ?2",
+        [STMT_EVENT_ADD] = "INSERT INTO events (job_id, time_unix_ms, text) VALUES (?1, ?2, ?3)",
+        /* The newest ?2 events, returned oldest first. */
+        [STMT_EVENT_LIST] = "SELECT time_unix_ms, text FROM"
+                            " (SELECT event_no, time_unix_ms, text FROM events WHERE job_id = ?1"
+                            "  ORDER BY time_unix_ms DESC, event_no DESC LIMIT ?2)"
+                            " ORDER BY time_unix_ms, event_no",
+};
+
+static LockClass store_lock_class = LOCK_CLASS_INIT("store");
+
+/* The lock serialises every use of the connection and its statements: an
+ * SQLite connection opened with SQLITE_OPEN_NOMUTEX belongs to one thread
+ * at a time. */
+typedef struct SqliteStore {
+        Store base;                     /* immutable */
+        Lock lock;
+        char *path;                     /* immutable */
+        sqlite3 *db;                    /* lock: lock */
+        sqlite3_stmt *stmt[_STMT_MAX];  /* lock: lock */
+} SqliteStore;
+
+static SqliteStore *sqlite_store(Store *s) {
+        return (SqliteStore *) s;
+}
+
+/* ---- errors and validation ------------------------------------------- */
+
+/* -EIO with SQLite's message, the extended result code, and what we were
+ * doing.  Must run before the next call on the connection. */
+static int sql_error(sqlite3 *db, const char *path, const char *what) {
+        int ext = sqlite3_extended_errcode(db);
+        int sys = sqlite3_system_errno(db);
+        if (ext == SQLITE_NOMEM)
+                return err_set(-ENOMEM, "store %s: %s: out of memory", path, what);
+        int primary = ext & 0xff;
+        /* The OS error is only meaningful for I/O failures (else it may be stale). */
+        if (sys > 0 && (primary == SQLITE_IOERR || primary == SQLITE_CANTOPEN || primary == SQLITE_FULL))
+                return err_set(-EIO, "store %s: %s: %s (SQLite code %d, %s)", path, what,
+                               sqlite3_errmsg(db), ext, strerror(sys));
+        return err_set(-EIO, "store %s: %s: %s (SQLite code %d)", path, what, sqlite3_errmsg(db),
+                       ext);
+}
+
+static int store_error_locked(SqliteStore *s, const char *what) {
+        lock_assert_held(&s->lock);
+        return sql_error(s->db, s->path, what);
+}
+
+/* @str must be NUL-terminated within @size bytes (its field), and non-empty
+ * when @required. */
+static int check_str(const char *what, const char *str, size_t size, bool required) {
+        if (!str)
+                return err_set(-EINVAL, "%s is missing", what);
+        size_t n = strnlen(str, size);
+        if (n == size)
+                return err_set(-EINVAL, "%s is too long (at most %zu bytes)", what, size - 1);
+        if (required && n == 0)
+                return err_set(-EINVAL, "%s is empty", what);
+        return 0;
+}
+#define CHECK_FIELD(what, field, required) check_str((what), (field), sizeof(field), (required))
+
+static int check_range(const char *what, long long v, long long lo, long long hi) {
+        if (v < lo || v > hi)
+                return err_set(-EINVAL, "%s %lld is out of range %lld..%lld", what, v, lo, hi);
+        return 0;
+}
+
+/* Times are sorted on, so they must keep their order as SQLite's signed
+ * INTEGER (other 64-bit fields only round-trip). */
+static int check_time(const char *what, uint64_t t) {
+        if (t > (uint64_t) INT64_MAX)
+                return err_set(-EINVAL, "%s %" PRIu64 " is out of range", what, t);
+        return 0;
+}
+
+static int check_host(const StoreHost *h) {
+        int r;
+        if (!h)
+                return err_set(-EINVAL, "host record is missing");
+        if ((r = CHECK_FIELD("host name", h->name, true)) < 0 ||
+            (r = CHECK_FIELD("host address", h->address, true)) < 0 ||
+            (r = CHECK_FIELD("host migration_address", h->migration_address, false)) < 0 ||
+            (r = CHECK_FIELD("host cpu_model", h->cpu_model, false)) < 0 ||
+            (r = check_range("host state", h->state, HOST_STATE_MIN, HOST_STATE_MAX)) < 0)
+                return r;
+        return 0;
+}
+
+static int check_job(const StoreJob *j) {
+        int r;
+        if (!j)
+                return err_set(-EINVAL, "job record is missing");
+        if ((r = CHECK_FIELD("job id", j->id, true)) < 0 ||
+            (r = check_range("job kind", j->kind, JOB_KIND_MIN, JOB_KIND_MAX)) < 0 ||
+            (r = check_range("job phase", j->phase, JOB_PHASE_MIN, JOB_PHASE_MAX)) < 0 ||
+            (r = CHECK_FIELD("job host", j->host, j->kind == JOB_KIND_EVACUATE)) < 0 ||
+            (r = check_range("job failure_policy", j->failure_policy, 0, FAILURE_POLICY_MAX)) < 0 ||
+            (r = check_time("job created_unix_ms", j->created_unix_ms)) < 0 ||
+            (r = CHECK_FIELD("job params_json", j->params_json, false)) < 0 ||
+            (r = CHECK_FIELD("job error", j->error, false)) < 0)
+                return r;
+        return 0;
+}
+
+static int check_subtask(const StoreSubtask *t) {
+        int r;
+        if (!t)
+                return err_set(-EINVAL, "sub-task record is missing");
+        if ((r = CHECK_FIELD("sub-task job_id", t->job_id, true)) < 0 ||
+            (r = check_range("sub-task seq", t->seq, 0, STORE_SQLITE_SUBTASKS_MAX - 1)) < 0 ||
+            (r = CHECK_FIELD("sub-task guest", t->guest, true)) < 0 ||
+            (r = CHECK_FIELD("sub-task uuid", t->uuid, false)) < 0 ||
+            (r = CHECK_FIELD("sub-task source", t->source, false)) < 0 ||
+            (r = CHECK_FIELD("sub-task destination", t->destination, false)) < 0 ||
+            (r = check_range("sub-task phase", t->phase, SUBTASK_PHASE_MIN, SUBTASK_PHASE_MAX)) < 0 ||
+            (r = CHECK_FIELD("sub-task op_id", t->op_id, false)) < 0 ||
+            (r = CHECK_FIELD("sub-task error", t->error, false)) < 0 ||
+            (r = CHECK_FIELD("sub-task reason", t->reason, false)) < 0 ||
+            (r = CHECK_FIELD("sub-task policy_steps", t->policy_steps, false)) < 0)
+                return r;
+        if (!isfinite(t->estimated_s) || t->estimated_s < 0)
+                return err_set(-EINVAL, "sub-task estimated_s %g is not a finite, non-negative number",
+                               t->estimated_s);
+        return 0;
+}
+
+static int check_ret(const void *ret, const void *ret_n) {
+        if (!ret || !ret_n)
+                return err_set(-EINVAL, "no place for the result");
+        return 0;
+}
+
+/* ---- statements and transactions ------------------------------------- */
+
+/* Scope guard for a prepared statement: reset and unbind on the way out,
+ * so it is ready for its next use and holds no snapshot. */
+static void stmt_resetp(sqlite3_stmt **st) {
+        if (*st) {
+                sqlite3_reset(*st);
+                sqlite3_clear_bindings(*st);
+        }
+}
+#define _cleanup_stmt_ _cleanup_(stmt_resetp)
+
+static int bind_text(sqlite3_stmt *st, int i, const char *v) {
+        return sqlite3_bind_text(st, i, v, -1, SQLITE_STATIC);
+}
+
+static int bind_u64(sqlite3_stmt *st, int i, uint64_t v) {
+        return sqlite3_bind_int64(st, i, (sqlite3_int64) v);
+}
+
+static uint64_t column_u64(sqlite3_stmt *st, int i) {
+        return (uint64_t) sqlite3_column_int64(st, i);
+}
+
+/* Copy a TEXT column into a fixed field, cut to fit (a file edited behind
+ * our back cannot overflow a record). */
+static void column_str(sqlite3_stmt *st, int i, char *dst, size_t size) {
+        const unsigned char *t = sqlite3_column_text(st, i);
+        size_t n = t ? (size_t) sqlite3_column_bytes(st, i) : 0;
+        if (n >= size)
+                n = size - 1;
+        if (n)
+                memcpy(dst, t, n);
+        dst[n] = '\0';
+}
+#define COLUMN_FIELD(st, i, field) column_str((st), (i), (field), sizeof(field))
+
+/* Step a statement that returns no rows. */
+static int exec_locked(SqliteStore *s, sqlite3_stmt *st, const char *what) {
+        lock_assert_held(&s->lock);
+        int rc = sqlite3_step(st);
+        if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+                return store_error_locked(s, what);
+        return 0;
+}
+
+static int tx_begin_locked(SqliteStore *s, bool write) {
+        _cleanup_stmt_ sqlite3_stmt *st = s->stmt[write ? STMT_BEGIN_WRITE : STMT_BEGIN_READ];
+        return exec_locked(s, st, "begin transaction");
+}
+
+/* Commit when @r >= 0, else roll back; returns @r or the commit's error. */
+static int tx_end_locked(SqliteStore *s, int r) {
+        if (r >= 0) {
+                _cleanup_stmt_ sqlite3_stmt *st = s->stmt[STMT_COMMIT];
+                int c = exec_locked(s, st, "commit");
+                if (c >= 0)
+                        return r;
+                r = c;
+        }
+        /* A failed statement or commit may already have rolled back. */
+        if (!sqlite3_get_autocommit(s->db)) {
+                _cleanup_stmt_ sqlite3_stmt *st = s->stmt[STMT_ROLLBACK];
+                (void) sqlite3_step(st);
+        }
+        return r;
+}
+
+static int job_exists_locked(SqliteStore *s, const char *id) {
+        _cleanup_stmt_ sqlite3_stmt *st = s->stmt[STMT_JOB_EXISTS];
+        bind_text(st, 1, id);
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW)
+                return 0;
+        if (rc == SQLITE_DONE)
+                return err_set(-ENOENT, "no job '%s'", id);
+        return store_error_locked(s, "look up job");
+}
+
+/* Room for one more element in a malloc'ed array of @*cap elements. */
+static int array_reserve(void **arr, size_t *cap, size_t n, size_t elem) {
+        if (n < *cap)
+                return 0;
+        size_t ncap = *cap ? *cap * 2 : 16;
+        void *p = reallocarray(*arr, ncap, elem);
+        if (!p)
+                return err_set(-ENOMEM, "out of memory for %zu records", ncap);
+        *arr = p;
+        *cap = ncap;
+        return 0;
+}
+
+/* ---- hosts ------------------------------------------------------------ */
+
+static int host_put_locked(SqliteStore *s, const StoreHost *h) {
+        _cleanup_stmt_ sqlite3_stmt *st = s->stmt[STMT_HOST_PUT];
+        bind_text(st, 1, h->name);
+        bind_text(st, 2, h->address);
+        bind_text(st, 3, h->migration_address);
+        sqlite3_bind_int(st, 4, h->state);
+        bind_u64(st, 5, h->memory_mib);
+        bind_u64(st, 6, h->vcpus);
+        bind_text(st, 7, h->cpu_model);
+        bind_u64(st, 8, h->link_bytes_per_s);
+        bind_u64(st, 9, h->max_outgoing);
+        bind_u64(st, 10, h->max_incoming);
+        return exec_locked(s, st, "put host");
+}
+
+static int sqlite_host_put(Store *base, const StoreHost *h) {
+        SqliteStore *s = sqlite_store(base);
+        int r = check_host(h);
+        if (r < 0)
+                return r;
+        lock_acquire(&s->lock);
+        r = tx_begin_locked(s, true);
+        if (r >= 0)
+                r = tx_end_locked(s, host_put_locked(s, h));
+        lock_release(&s->lock);
+        return r;
+}
+
+static int host_delete_locked(SqliteStore *s, const char *name) {
+        _cleanup_stmt_ sqlite3_stmt *st = s->stmt[STMT_HOST_DELETE];
+        bind_text(st, 1, name);
+        int r = exec_locked(s, st, "delete host");
+        if (r < 0)
+                return r;
+        if (sqlite3_changes(s->db) == 0)
+                return err_set(-ENOENT, "no host '%s'", name);
+        return 0;
+}
+
+static int sqlite_host_delete(Store *base, const char *name) {
+        SqliteStore *s = sqlite_store(base);
+        int r = check_str("host name", name, STORE_NAME_MAX, true);
+        if (r < 0)
+                return r;
+        lock_acquire(&s->lock);
+        r = tx_begin_locked(s, true);
+        if (r >= 0)
+                r = tx_end_locked(s, host_delete_locked(s, name));
+        lock_release(&s->lock);
+        return r;
+}
+
+static void host_from_row(sqlite3_stmt *st, StoreHost *h) {
+        memset(h, 0, sizeof(*h));
+        COLUMN_FIELD(st, 0, h->name);
+        COLUMN_FIELD(st, 1, h->address);
+        COLUMN_FIELD(st, 2, h->migration_address);
+        h->state = sqlite3_column_int(st, 3);
+        h->memory_mib = column_u64(st, 4);
+        h->vcpus = (uint32_t) column_u64(st, 5);
+        COLUMN_FIELD(st, 6, h->cpu_model);
+        h->link_bytes_per_s = column_u64(st, 7);
+        h->max_outgoing = (uint32_t) column_u64(st, 8);
+        h->max_incoming = (uint32_t) column_u64(st, 9);
+}
+
+static int host_list_locked(SqliteStore *s, StoreHost **ret, size_t *ret_n) {
+        _cleanup_stmt_ sqlite3_stmt *st = s->stmt[STMT_HOST_LIST];
+        _cleanup_free_ StoreHost *hosts = NULL;
+        size_t n = 0, cap = 0;
+        int rc, r;
+
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+                if ((r = array_reserve((void **) &hosts, &cap, n, sizeof(*hosts))) < 0)
+                        return r;
+                host_from_row(st, &hosts[n++]);
+        }
+        if (rc != SQLITE_DONE)
+                return store_error_locked(s, "list hosts");
+        *ret = TAKE_PTR(hosts);
+        *ret_n = n;
+        return 0;
+}
+
+static int sqlite_host_list(Store *base, StoreHost **ret, size_t *ret_n) {
+        SqliteStore *s = sqlite_store(base);
+        StoreHost *hosts = NULL;
+        size_t n = 0;
+        int r = check_ret(ret, ret_n);
+        if (r < 0)
+                return r;
+        lock_acquire(&s->lock);
+        r = tx_begin_locked(s, false);
+        if (r >= 0)
+                r = tx_end_locked(s, host_list_locked(s, &hosts, &n));
+        lock_release(&s->lock);
+        if (r < 0) {
+                free(hosts);
+                return r;
+        }
+        *ret = hosts;
+        *ret_n = n;
+        return 0;
+}
+
+/* ---- jobs ------------------------------------------------------------- */
+
+static int subtask_bind(sqlite3_stmt *st, const StoreSubtask *t) {
+        bind_text(st, 1, t->job_id);
+        sqlite3_bind_int(st, 2, t->seq);
+        bind_text(st, 3, t->guest);
+        bind_text(st, 4, t->uuid);
+        bind_text(st, 5, t->source);
+        bind_text(st, 6, t->destination);
+        sqlite3_bind_int(st, 7, t->phase);
+        bind_text(st, 8, t->op_id);
+        sqlite3_bind_double(st, 9, t->estimated_s);
+        bind_u64(st, 10, t->started_unix_ms);
+        bind_u64(st, 11, t->finished_unix_ms);
+        bind_u64(st, 12, t->downtime_ms);
+        bind_u64(st, 13, t->measured_downtime_ms);
+        bind_u64(st, 14, t->transferred_bytes);
+        bind_text(st, 15, t->error);
+        bind_text(st, 16, t->reason);
+        return bind_text(st, 17, t->policy_steps);
+}
+
+static int job_insert_locked(SqliteStore *s, const StoreJob *j) {
+        _cleanup_stmt_ sqlite3_stmt *st = s->stmt[STMT_JOB_INSERT];
+        bind_text(st, 1, j->id);
+        sqlite3_bind_int(st, 2, j->kind);
+        sqlite3_bind_int(st, 3, j->phase);
+        bind_text(st, 4, j->host);
+        sqlite3_bind_int(st, 5, j->failure_policy);
+        bind_text(st, 6, j->params_json);
+        bind_u64(st, 7, j->created_unix_ms);
+        bind_u64(st, 8, j->finished_unix_ms);
+        bind_text(st, 9, j->error);
+        sqlite3_bind_int(st, 10, j->maintenance ? 1 : 0);
+        if (sqlite3_step(st) == SQLITE_DONE)
+                return 0;
+        if (sqlite3_extended_errcode(s->db) == SQLITE_CONSTRAINT_UNIQUE)
+                return err_set(-EEXIST, "job '%s' already exists", j->id);
+        return store_error_locked(s, "insert job");
+}
+
+static int job_create_locked(SqliteStore *s, const StoreJob *j, const StoreSubtask *subs,
+                             size_t n_subs) {
+        int r = job_insert_locked(s, j);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < n_subs; i++) {
+                _cleanup_stmt_ sqlite3_stmt *st = s->stmt[STMT_SUBTASK_INSERT];
+                subtask_bind(st, &subs[i]);
+                if ((r = exec_locked(s, st, "insert sub-task")) < 0)
+                        return err_prefix(r, "job '%s' sub-task %d", j->id, subs[i].seq);
+        }
+        return 0;
+}
+
+static int check_job_create(const StoreJob *j, const StoreSubtask *subs, size_t n_subs) {
+        int r = check_job(j);
+        if (r < 0)
+                return r;
+        if (n_subs > STORE_SQLITE_SUBTASKS_MAX)
+                return err_set(-EINVAL, "job '%s' has %zu sub-tasks (at most %d)", j->id, n_subs,
+                               STORE_SQLITE_SUBTASKS_MAX);
+        if (n_subs && !subs)
+                return err_set(-EINVAL, "job '%s': %zu sub-tasks announced, none given", j->id,
+                               n_subs);
+        for (size_t i = 0; i < n_subs; i++) {
+                if ((r = check_subtask(&subs[i])) < 0)
+                        return err_prefix(r, "job '%s' sub-task %zu", j->id, i);
+                if (strcmp(subs[i].job_id, j->id) != 0)
+                        return err_set(-EINVAL, "job '%s' sub-task %zu belongs to job '%s'", j->id,
+                                       i, subs[i].job_id);
+                if (i > 0 && subs[i].seq <= subs[i - 1].seq)
+                        return err_set(-EINVAL,
+                                       "job '%s' sub-task %zu: seq %d does not follow seq %d", j->id,
+                                       i, subs[i].seq, subs[i - 1].seq);
+        }
+        return 0;
+}
+
+static int sqlite_job_create(Store *base, const StoreJob *j, const StoreSubtask *subs,
+                             size_t n_subs) {
+        SqliteStore *s = sqlite_store(base);
+        int r = check_job_create(j, subs, n_subs);
+        if (r < 0)
+                return r;
+        lock_acquire(&s->lock);
+        r = tx_begin_locked(s, true);
+        if (r >= 0)
+                r = tx_end_locked(s, job_create_locked(s, j, subs, n_subs));
+        lock_release(&s->lock);
+        return r;
+}
+
+static int job_update_locked(SqliteStore *s, const StoreJob *j) {
+        _cleanup_stmt_ sqlite3_stmt *st = s->stmt[STMT_JOB_UPDATE];
+        bind_text(st, 1, j->id);
+        sqlite3_bind_int(st, 2, j->phase);
+        bind_u64(st, 3, j->finished_unix_ms);
+        bind_text(st, 4, j->error);
+        int r = exec_locked(s, st, "update job");
+        if (r < 0)
+                return r;
+        if (sqlite3_changes(s->db) == 0)
+                return err_set(-ENOENT, "no job '%s'", j->id);
+        return 0;
+}
+
+static int sqlite_job_update(Store *base, const StoreJob *j) {
+        SqliteStore *s = sqlite_store(base);
+        int r;
+        if (!j)
+                return err_set(-EINVAL, "job record is missing");
+        /* Only the fields that change are checked. */
+        if ((r = CHECK_FIELD("job id", j->id, true)) < 0 ||
+            (r = check_range("job phase", j->phase, JOB_PHASE_MIN, JOB_PHASE_MAX)) < 0 ||
+            (r = CHECK_FIELD("job error", j->error, false)) < 0)
+                return r;
+        lock_acquire(&s->lock);
+        r = tx_begin_locked(s, true);
+        if (r >= 0)
+                r = tx_end_locked(s, job_update_locked(s, j));
+        lock_release(&s->lock);
+        return r;
+}
+
+static void job_from_row(sqlite3_stmt *st, StoreJob *j) {
+        memset(j, 0, sizeof(*j));
+        COLUMN_FIELD(st, 0, j->id);
+        j->kind = sqlite3_column_int(st, 1);
+        j->phase = sqlite3_column_int(st, 2);
+        COLUMN_FIELD(st, 3, j->host);
+        j->failure_policy = sqlite3_column_int(st, 4);
+        COLUMN_FIELD(st, 5, j->params_json);
+        j->created_unix_ms = column_u64(st, 6);
+        j->finished_unix_ms = column_u64(st, 7);
+        COLUMN_FIELD(st, 8, j->error);
+        j->maintenance = sqlite3_column_int(st, 9) != 0;
+}
+
+static int job_get_locked(SqliteStore *s, const char *id, StoreJob *ret) {
+        _cleanup_stmt_ sqlite3_stmt *st = s->stmt[STMT_JOB_GET];
+        bind_text(st, 1, id);
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_DONE)
+                return err_set(-ENOENT, "no job '%s'", id);
+        if (rc != SQLITE_ROW)
+                return store_error_locked(s, "get job");
+        job_from_row(st, ret);
+        return 0;
+}
+
+static int sqlite_job_get(Store *base, const char *id, StoreJob *ret) {
+        SqliteStore *s = sqlite_store(base);
+        StoreJob j;
+        int r = check_str("job id", id, STORE_ID_MAX, true);
+        if (r < 0)
+                return r;
+        if (!ret)
+                return err_set(-EINVAL, "no place for the result");
+        lock_acquire(&s->lock);
+        r = tx_begin_locked(s, false);
+        if (r >= 0)
+                r = tx_end_locked(s, job_get_locked(s, id, &j));
+        lock_release(&s->lock);
+        if (r >= 0)
+                *ret = j;
+        return r;
+}
+
+static int job_list_locked(SqliteStore *s, bool unfinished_only, size_t limit, StoreJob **ret,
+                           size_t *ret_n) {
+        _cleanup_stmt_ sqlite3_stmt *st =
+                s->stmt[unfinished_only ? STMT_JOB_LIST_UNFINISHED : STMT_JOB_LIST];
+        _cleanup_free_ StoreJob *jobs = NULL;
+        size_t n = 0, cap = 0;
+        int rc, r;
+
+        sqlite3_bind_int64(st, 1, (sqlite3_int64) limit);
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+                if ((r = array_reserve((void **) &jobs, &cap, n, sizeof(*jobs))) < 0)
+                        return r;
+                job_from_row(st, &jobs[n++]);
+        }
+        if (rc != SQLITE_DONE)
+                return store_error_locked(s, "list jobs");
+        *ret = TAKE_PTR(jobs);
+        *ret_n = n;
+        return 0;
+}
+
+static int sqlite_job_list(Store *base, bool unfinished_only, size_t limit, StoreJob **ret,
+                           size_t *ret_n) {
+        SqliteStore *s = sqlite_store(base);
+        StoreJob *jobs = NULL;
+        size_t n = 0;
+        int r = check_ret(ret, ret_n);
+        if (r < 0)
+                return r;
+        if (limit == 0 || limit > STORE_SQLITE_LIST_MAX)
+                limit = STORE_SQLITE_LIST_MAX;
+        lock_acquire(&s->lock);
+        r = tx_begin_locked(s, false);
+        if (r >= 0)
+                r = tx_end_locked(s, job_list_locked(s, unfinished_only, limit, &jobs, &n));
+        lock_release(&s->lock);
+        if (r < 0) {
+                free(jobs);
+                return r;
+        }
+        *ret = jobs;
+        *ret_n = n;
+        return 0;
+}
+
+/* ---- sub-tasks -------------------------------------------------------- */
+
+static int subtask_update_locked(SqliteStore *s, const StoreSubtask *t) {
+        _cleanup_stmt_ sqlite3_stmt *st = s->stmt[STMT_SUBTASK_UPDATE];
+        subtask_bind(st, t);
+        int r = exec_locked(s, st, "update sub-task");
+        if (r < 0)
+                return r;
+        if (sqlite3_changes(s->db) > 0)
+                return 0;
+        r = job_exists_locked(s, t->job_id);
+        if (r < 0)
+                return r;
+        return err_set(-ENOENT, "job '%s' has no sub-task %d", t->job_id, t->seq);
+}
+
+static int sqlite_subtask_update(Store *base, const StoreSubtask *t) {
+        SqliteStore *s = sqlite_store(base);
+        int r = check_subtask(t);
+        if (r < 0)
+                return r;
+        lock_acquire(&s->lock);
+        r = tx_begin_locked(s, true);
+        if (r >= 0)
+                r = tx_end_locked(s, subtask_update_locked(s, t));
+        lock_release(&s->lock);
+        return r;
+}
+
+static void subtask_from_row(sqlite3_stmt *st, StoreSubtask *t) {
+        memset(t, 0, sizeof(*t));
+        COLUMN_FIELD(st, 0, t->job_id);
+        t->seq = sqlite3_column_int(st, 1);
+        COLUMN_FIELD(st, 2, t->guest);
+        COLUMN_FIELD(st, 3, t->uuid);
+        COLUMN_FIELD(st, 4, t->source);
+        COLUMN_FIELD(st, 5, t->destination);
+        t->phase = sqlite3_column_int(st, 6);
+        COLUMN_FIELD(st, 7, t->op_id);
+        t->estimated_s = sqlite3_column_double(st, 8);
+        t->started_unix_ms = column_u64(st, 9);
+        t->finished_unix_ms = column_u64(st, 10);
+        t->downtime_ms = column_u64(st, 11);
+        t->measured_downtime_ms = column_u64(st, 12);
+        t->transferred_bytes = column_u64(st, 13);
+        COLUMN_FIELD(st, 14, t->error);
+        COLUMN_FIELD(st, 15, t->reason);
+        COLUMN_FIELD(st, 16, t->policy_steps);
+}
+
+static int subtask_list_locked(SqliteStore *s, const char *job_id, StoreSubtask **ret,
+                               size_t *ret_n) {
+        _cleanup_stmt_ sqlite3_stmt *st = s->stmt[STMT_SUBTASK_LIST];
+        _cleanup_free_ StoreSubtask *subs = NULL;
+        size_t n = 0, cap = 0;
+        int rc, r;
+
+        if ((r = job_exists_locked(s, job_id)) < 0)
+                return r;
+        bind_text(st, 1, job_id);
+        sqlite3_bind_int(st, 2, STORE_SQLITE_SUBTASKS_MAX);
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+                if ((r = array_reserve((void **) &subs, &cap, n, sizeof(*subs))) < 0)
+                        return r;
+                subtask_from_row(st, &subs[n++]);
+        }
+        if (rc != SQLITE_DONE)
+                return store_error_locked(s, "list sub-tasks");
+        *ret = TAKE_PTR(subs);
+        *ret_n = n;
+        return 0;
+}
+
+static int sqlite_subtask_list(Store *base, const char *job_id, StoreSubtask **ret,
+                               size_t *ret_n) {
+        SqliteStore *s = sqlite_store(base);
+        StoreSubtask *subs = NULL;
+        size_t n = 0;
+        int r = check_str("job id", job_id, STORE_ID_MAX, true);
+        if (r < 0)
+                return r;
+        if ((r = check_ret(ret, ret_n)) < 0)
+                return r;
+        lock_acquire(&s->lock);
+        r = tx_begin_locked(s, false);
+        if (r >= 0)
+                r = tx_end_locked(s, subtask_list_locked(s, job_id, &subs, &n));
+        lock_release(&s->lock);
+        if (r < 0) {
+                free(subs);
+                return r;
+        }
+        *ret = subs;
+        *ret_n = n;
+        return 0;
+}
+
+/* ---- events ----------------------------------------------------------- */
+
+static int event_add_locked(SqliteStore *s, const char *job_id, uint64_t time_unix_ms,
+                            const char *text) {
+        _cleanup_stmt_ sqlite3_stmt *st = s->stmt[STMT_EVENT_ADD];
+        int r = job_exists_locked(s, job_id);
+        if (r < 0)
+                return r;
+        bind_text(st, 1, job_id);
+        bind_u64(st, 2, time_unix_ms);
+        bind_text(st, 3, text);
+        return exec_locked(s, st, "add event");
+}
+
+static int sqlite_event_add(Store *base, const char *job_id, uint64_t time_unix_ms,
+                            const char *text) {
+        SqliteStore *s = sqlite_store(base);
+        int r;
+        if ((r = check_str("job id", job_id, STORE_ID_MAX, true)) < 0 ||
+            (r = check_str("event text", text, STORE_TEXT_MAX, false)) < 0 ||
+            (r = check_time("event time_unix_ms", time_unix_ms)) < 0)
+                return r;
+        lock_acquire(&s->lock);
+        r = tx_begin_locked(s, true);
+        if (r >= 0)
+                r = tx_end_locked(s, event_add_locked(s, job_id, time_unix_ms, text));
+        lock_release(&s->lock);
+        return r;
+}
+
+static int event_list_locked(SqliteStore *s, const char *job_id, StoreEvent **ret,
+                             size_t *ret_n) {
+        _cleanup_stmt_ sqlite3_stmt *st = s->stmt[STMT_EVENT_LIST];
+        _cleanup_free_ StoreEvent *events = NULL;
+        size_t n = 0, cap = 0;
+        int rc, r;
+
+        if ((r = job_exists_locked(s, job_id)) < 0)
+                return r;
+        bind_text(st, 1, job_id);
+        sqlite3_bind_int(st, 2, STORE_SQLITE_EVENTS_MAX);
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+                if ((r = array_reserve((void **) &events, &cap, n, sizeof(*events))) < 0)
+                        return r;
+                events[n].time_unix_ms = column_u64(st, 0);
+                COLUMN_FIELD(st, 1, events[n].text);
+                n++;
+        }
+        if (rc != SQLITE_DONE)
+                return store_error_locked(s, "list events");
+        *ret = TAKE_PTR(events);
+        *ret_n = n;
+        return 0;
+}
+
+static int sqlite_event_list(Store *base, const char *job_id, StoreEvent **ret, size_t *ret_n) {
+        SqliteStore *s = sqlite_store(base);
+        StoreEvent *events = NULL;
+        size_t n = 0;
+        int r = check_str("job id", job_id, STORE_ID_MAX, true);
+        if (r < 0)
+                return r;
+        if ((r = check_ret(ret, ret_n)) < 0)
+                return r;
+        lock_acquire(&s->lock);
+        r = tx_begin_locked(s, false);
+        if (r >= 0)
+                r = tx_end_locked(s, event_list_locked(s, job_id, &events, &n));
+        lock_release(&s->lock);
+        if (r < 0) {
+                free(events);
+                return r;
+        }
+        *ret = events;
+        *ret_n = n;
+        return 0;
+}
+
+/* ---- open and close --------------------------------------------------- */
+
+/* Destructor for a store in any state of construction; callers are gone. */
+static void sqlite_close(Store *base) {
+        SqliteStore *s = sqlite_store(base);
+        if (!s)
+                return;
+        for (size_t i = 0; i < _STMT_MAX; i++)
+                sqlite3_finalize(s->stmt[i]);
+        if (s->db) {
+                /* Checkpoints the WAL into the file and removes it. */
+                int rc = sqlite3_close(s->db);
+                assert(rc == SQLITE_OK); /* every statement is finalized */
+                (void) rc;
+        }
+        lock_destroy(&s->lock);
+        free(s->path);
+        free(s);
+}
+
+static const StoreOps sqlite_ops = {
+        .close = sqlite_close,
+        .host_put = sqlite_host_put,
+        .host_delete = sqlite_host_delete,
+        .host_list = sqlite_host_list,
+        .job_create = sqlite_job_create,
+        .job_update = sqlite_job_update,
+        .job_get = sqlite_job_get,
+        .job_list = sqlite_job_list,
+        .subtask_update = sqlite_subtask_update,
+        .subtask_list = sqlite_subtask_list,
+        .event_add = sqlite_event_add,
+        .event_list = sqlite_event_list,
+};
+
+/* Run a PRAGMA (or any one statement) and read its first column as an
+ * integer or, with @ret_text, as text.  Errors name @what, or the SQL. */
+static int pragma_what(SqliteStore *s, const char *sql, const char *what, int64_t *ret_int,
+                       char *ret_text, size_t text_size) {
+        sqlite3_stmt *st = NULL;
+        int rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
+        if (rc != SQLITE_OK)
+                return sql_error(s->db, s->path, what ? what : sql);
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+                if (ret_int)
+                        *ret_int = sqlite3_column_int64(st, 0);
+                if (ret_text)
+                        column_str(st, 0, ret_text, text_size);
+        } else if (rc != SQLITE_DONE) {
+                int r = sql_error(s->db, s->path, what ? what : sql);
+                sqlite3_finalize(st);
+                return r;
+        }
+        sqlite3_finalize(st);
+        return 0;
+}
+
+static int pragma(SqliteStore *s, const char *sql, int64_t *ret_int, char *ret_text,
+                  size_t text_size) {
+        return pragma_what(s, sql, NULL, ret_int, ret_text, text_size);
+}
+
+static int exec_sql(SqliteStore *s, const char *sql, const char *what) {
+        if (sqlite3_exec(s->db, sql, NULL, NULL, NULL) != SQLITE_OK)
+                return sql_error(s->db, s->path, what);
+        return 0;
+}
+
+/* Is this file ours, and of which version?  Read-only: a foreign file or a
+ * newer schema is refused before anything is written to it.  Sets
+ * *ret_fresh for an empty database that needs the schema. */
+static int schema_check(SqliteStore *s, bool *ret_fresh) {
+        int64_t version = 0, app_id = 0, n_objects = 0;
+        int r;
+
+        /* The first read of the file: a file that is not a database fails here. */
+        if ((r = pragma_what(s, "PRAGMA user_version", "not readable as a SQLite database",
+                             &version, NULL, 0)) < 0)
+                return r;
+        if ((r = pragma(s, "PRAGMA application_id", &app_id, NULL, 0)) < 0 ||
+            (r = pragma(s, "SELECT count(*) FROM sqlite_schema", &n_objects, NULL, 0)) < 0)
+                return r;
+
+        if (app_id == 0 && version == 0 && n_objects == 0) {
+                *ret_fresh = true;
+                return 0;
+        }
+        if (app_id != STORE_APPLICATION_ID)
+                return err_set(-EPROTONOSUPPORT,
+                               "%s is a SQLite database but not a Drover store (application_id "
+                               "0x%" PRIx64 ", expected 0x%x)",
+                               s->path, (uint64_t) app_id, STORE_APPLICATION_ID);
+        if (version > STORE_SCHEMA_VERSION)
+                return err_set(-EPROTONOSUPPORT,
+                               "%s has store schema version %" PRId64 ", newer than the version %d "
+                               "this drover-coordinator understands; run a newer coordinator",
+                               s->path, version, STORE_SCHEMA_VERSION);
+        if (version < 1)
+                return err_set(-EPROTONOSUPPORT, "%s has an invalid store schema version %" PRId64,
+                               s->path, version);
+        /* Version 1 is the first; upgrades from older versions go here. */
+        *ret_fresh = false;
+        return 0;
+}
+
+static int schema_create(SqliteStore *s) {
+        char sql[64];
+        int r;
+        if ((r = exec_sql(s, "BEGIN IMMEDIATE", "begin schema creation")) < 0)
+                return r;
+        /* Another process may have created it since we looked. */
+        int64_t n_objects = 0;
+        if ((r = pragma(s, "SELECT count(*) FROM sqlite_schema", &n_objects, NULL, 0)) < 0)
+                goto rollback;
+        if (n_objects > 0) {
+                exec_sql(s, "ROLLBACK", "rollback");
+                bool fresh = false;
+                r = schema_check(s, &fresh);
+                return r < 0 ? r : 0;
+        }
+        if ((r = exec_sql(s, schema_v1, "create schema")) < 0)
+                goto rollback;
+        snprintf(sql, sizeof(sql), "PRAGMA application_id = %d", STORE_APPLICATION_ID);
+        if ((r = exec_sql(s, sql, "set application_id")) < 0)
+                goto rollback;
+        snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", STORE_SCHEMA_VERSION);
+        if ((r = exec_sql(s, sql, "set schema version")) < 0)
+                goto rollback;
+        return exec_sql(s, "COMMIT", "commit schema");
+rollback:
+        if (!sqlite3_get_autocommit(s->db))
+                sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+        return r;
+}
+
+/* A new file's directory entry is durable only once the directory is. */
+static int fsync_parent_dir(const char *path) {
+        _cleanup_free_ char *dir = strdup(path);
+        if (!dir)
+                return err_set(-ENOMEM, "out of memory");
+        char *slash = strrchr(dir, '/');
+        if (!slash)
+                strcpy(dir, ".");
+        else if (slash == dir)
+                dir[1] = '\0';
+        else
+                *slash = '\0';
+        _cleanup_close_ int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0 || fsync(fd) < 0)
+                return err_set(-errno, "store %s: fsync of folder %s: %s", path, dir, strerror(errno));
+        return 0;
+}
+
+static int connection_setup(SqliteStore *s) {
+        char mode[16];
+        int64_t sync = -1, fk = -1;
+        int r;
+
+        if ((r = pragma(s, "PRAGMA journal_mode = WAL", NULL, mode, sizeof(mode))) < 0)
+                return r;
+        if (strcmp(mode, "wal") != 0)
+                return err_set(-EIO, "store %s: cannot use WAL (journal mode stays '%s')", s->path,
+                               mode);
+        if ((r = exec_sql(s, "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;"
+                             " PRAGMA trusted_schema = OFF; PRAGMA journal_size_limit = 16777216",
+                          "set connection options")) < 0 ||
+            (r = pragma(s, "PRAGMA synchronous", &sync, NULL, 0)) < 0 ||
+            (r = pragma(s, "PRAGMA foreign_keys", &fk, NULL, 0)) < 0)
+                return r;
+        if (sync != 2 || fk != 1)
+                return err_set(-EIO, "store %s: SQLite refused synchronous=FULL (%" PRId64
+                               ") or foreign_keys=ON (%" PRId64 ")", s->path, sync, fk);
+        return 0;
+}
+
+static int statements_prepare(SqliteStore *s) {
+        for (size_t i = 0; i < _STMT_MAX; i++) {
+                int rc = sqlite3_prepare_v3(s->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
+                                            &s->stmt[i], NULL);
+                if (rc != SQLITE_OK)
+                        return err_prefix(sql_error(s->db, s->path, "prepare"),
+                                          "store schema does not match (statement %zu)", i);
+        }
+        return 0;
+}
+
+static int store_sqlite_setup(SqliteStore *s) {
+        bool fresh = false;
+        int r;
+        int rc = sqlite3_open_v2(s->path, &s->db,
+                                 SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                                 NULL);
+        if (rc != SQLITE_OK) {
+                if (!s->db)
+                        return err_set(-ENOMEM, "store %s: out of memory", s->path);
+                return sql_error(s->db, s->path, "open");
+        }
+        sqlite3_extended_result_codes(s->db, 1);
+        sqlite3_busy_timeout(s->db, STORE_BUSY_TIMEOUT_MS);
+        if ((r = schema_check(s, &fresh)) < 0 || (r = connection_setup(s)) < 0)
+                return r;
+        if (fresh) {
+                if ((r = schema_create(s)) < 0 || (r = fsync_parent_dir(s->path)) < 0)
+                        return r;
+        }
+        return statements_prepare(s);
+}
+
+int store_sqlite_open(const char *path, Store **ret) {
+        int r;
+        if ((r = check_str("store path", path, PATH_MAX, true)) < 0)
+                return r;
+        assert(ret);
+        if (!sqlite3_threadsafe())
+                return err_set(-EIO, "store %s: the SQLite library is built without threads", path);
+
+        SqliteStore *s = calloc(1, sizeof(*s));
+        if (!s)
+                return err_set(-ENOMEM, "out of memory");
+        s->base.ops = &sqlite_ops;
+        lock_init(&s->lock, &store_lock_class);
+        s->path = strdup(path);
+        if (!s->path) {
+                sqlite_close(&s->base);
+                return err_set(-ENOMEM, "out of memory");
+        }
+        r = store_sqlite_setup(s);
+        if (r < 0) {
+                sqlite_close(&s->base);
+                return r;
+        }
+        *ret = &s->base;
+        return 0;
+}

@@ -1,0 +1,103 @@
+/* The coordinator's job store: jobs, their sub-tasks and history, and the
+ * host inventory, durable across coordinator restarts.
+ *
+ * An interface (a table of functions) so a replicated store can follow;
+ * the one implementation today is SQLite (store-sqlite.c): one database
+ * file, WAL mode, synchronous=FULL (every commit reaches the disk before the
+ * call returns), foreign keys on, a schema version checked at open.  Every
+ * call is one transaction; callers never see SQL.  All calls are safe from
+ * any thread (the implementation serialises them); none is made while
+ * holding another lock of the coordinator.
+ *
+ * Records are plain structs; strings are fixed-size and always
+ * NUL-terminated.  Errors: -ENOENT (no such id), -EEXIST (duplicate),
+ * -EIO with the SQLite message in the detail (err.h), -EINVAL for bad input.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define STORE_ID_MAX 40
+#define STORE_NAME_MAX 64
+#define STORE_TEXT_MAX 512
+
+typedef struct StoreHost {
+        char name[STORE_NAME_MAX];
+        char address[128];
+        char migration_address[128];
+        int state;                  /* HostState of coordinator.proto */
+        uint64_t memory_mib;
+        uint32_t vcpus;
+        char cpu_model[64];
+        uint64_t link_bytes_per_s;
+        uint32_t max_outgoing, max_incoming;
+} StoreHost;
+
+typedef struct StoreJob {
+        char id[STORE_ID_MAX];
+        int kind;                   /* JobKind */
+        int phase;                  /* JobPhase */
+        char host[STORE_NAME_MAX];  /* evacuate: the host */
+        int failure_policy;
+        char params_json[STORE_TEXT_MAX]; /* MigrationParams as JSON (opaque to the store) */
+        uint64_t created_unix_ms;
+        uint64_t finished_unix_ms;
+        char error[STORE_TEXT_MAX];
+        bool maintenance;           /* evacuate: leave the host in maintenance */
+} StoreJob;
+
+typedef struct StoreSubtask {
+        char job_id[STORE_ID_MAX];
+        int seq;                    /* order within the job, 0.. */
+        char guest[STORE_NAME_MAX];
+        char uuid[37];
+        char source[STORE_NAME_MAX];
+        char destination[STORE_NAME_MAX];
+        int phase;                  /* SubtaskPhase */
+        char op_id[64];             /* the agents' operation id, set before the migration starts */
+        double estimated_s;
+        uint64_t started_unix_ms, finished_unix_ms;
+        uint64_t downtime_ms, measured_downtime_ms, transferred_bytes;
+        char error[STORE_TEXT_MAX];
+        char reason[STORE_TEXT_MAX];
+        char policy_steps[STORE_TEXT_MAX]; /* newline-separated */
+} StoreSubtask;
+
+typedef struct StoreEvent {
+        uint64_t time_unix_ms;
+        char text[STORE_TEXT_MAX];
+} StoreEvent;
+
+typedef struct Store Store;
+
+typedef struct StoreOps {
+        void (*close)(Store *s);
+        int (*host_put)(Store *s, const StoreHost *h);            /* insert or replace by name */
+        int (*host_delete)(Store *s, const char *name);
+        int (*host_list)(Store *s, StoreHost **ret, size_t *ret_n); /* malloc'ed array */
+        int (*job_create)(Store *s, const StoreJob *j, const StoreSubtask *subs, size_t n_subs);
+        int (*job_update)(Store *s, const StoreJob *j);          /* phase, finished, error */
+        int (*job_get)(Store *s, const char *id, StoreJob *ret);
+        int (*job_list)(Store *s, bool unfinished_only, size_t limit, StoreJob **ret, size_t *ret_n);
+        int (*subtask_update)(Store *s, const StoreSubtask *t);  /* by (job_id, seq) */
+        int (*subtask_list)(Store *s, const char *job_id, StoreSubtask **ret, size_t *ret_n);
+        int (*event_add)(Store *s, const char *job_id, uint64_t time_unix_ms, const char *text);
+        int (*event_list)(Store *s, const char *job_id, StoreEvent **ret, size_t *ret_n);
+} StoreOps;
+
+struct Store {
+        const StoreOps *ops; /* immutable */
+};
+
+/* Open (creating if needed) the SQLite store at @path.  -EPROTONOSUPPORT
+ * for a database of an unknown schema version; -EIO with the SQLite error
+ * for a corrupt file. */
+int store_sqlite_open(const char *path, Store **ret);
+
+/* Convenience wrappers: s->ops->x(s, ...). */
+static inline void store_close(Store *s) {
+        if (s)
+                s->ops->close(s);
+}
