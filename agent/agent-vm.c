@@ -499,18 +499,6 @@ static void kill_pid(pid_t pid) {
                 kill(pid, SIGKILL);
 }
 
-#define NESTED(vm, type, op, what, call)                                               \
-        ({                                                                             \
-                QmpMonitor *mon_;                                                      \
-                int r_ = vm_enter_monitor_async((vm), (type), (op), (what), &mon_);    \
-                if (r_ >= 0) {                                                         \
-                        r_ = (call);                                                   \
-                        int e_ = vm_exit_monitor_async((vm), mon_);                    \
-                        if (r_ >= 0)                                                   \
-                                r_ = e_;                                               \
-                }                                                                      \
-                r_;                                                                    \
-        })
 
 int agent_vm_start(Agent *a, Vm *vm, const char *op, bool paused, int64_t timeout_ms) {
         AgentVm *av = vm->ops.opaque;
@@ -549,7 +537,7 @@ int agent_vm_start(Agent *a, Vm *vm, const char *op, bool paused, int64_t timeou
         }
         vm_set_state_locked(vm, VM_STATE_PAUSED, VM_REASON_STARTING_UP);
         if ((r = job_set_phase(vm, JOB_PHASE_CONNECT)) >= 0 && !paused)
-                r = NESTED(vm, ASYNC_JOB_START, op, "cont", qmp_cont(mon_, a->cfg.qmp_timeout_ms));
+                r = VM_NESTED_CALL(vm, ASYNC_JOB_START, op, "cont", qmp_cont(mon_, a->cfg.qmp_timeout_ms));
         if (r >= 0) {
                 if (paused)
                         vm_set_state_locked(vm, VM_STATE_PAUSED, VM_REASON_USER);

@@ -220,6 +220,25 @@ int vm_enter_monitor_async(Vm *vm, AsyncJobType type, const char *op, const char
 /* Exit and end the NESTED job. */
 int vm_exit_monitor_async(Vm *vm, QmpMonitor *mon);
 
+/* One monitor command for the async job @type owned by @op: a NESTED job,
+ * enter, evaluate @call (which names the monitor `mon_`), exit, end the job.
+ * Called with vm->lock held, returns with it held; evaluates to 0 or the
+ * first error:
+ *     r = VM_NESTED_CALL(vm, ASYNC_JOB_MIGRATION_OUT, op, "migrate",
+ *                        qmp_migrate(mon_, -1, uri, false));  */
+#define VM_NESTED_CALL(vm, type, op, what, call)                                       \
+        ({                                                                             \
+                QmpMonitor *mon_;                                                      \
+                int r_ = vm_enter_monitor_async((vm), (type), (op), (what), &mon_);    \
+                if (r_ >= 0) {                                                         \
+                        r_ = (call);                                                   \
+                        int e_ = vm_exit_monitor_async((vm), mon_);                    \
+                        if (r_ >= 0)                                                   \
+                                r_ = e_;                                               \
+                }                                                                      \
+                r_;                                                                    \
+        })
+
 /* Enter/exit the guest agent: the caller holds vm->lock and an agent job;
  * the VM must be running (a paused guest cannot answer).  Releases vm->lock
  * while the caller talks to the agent. */

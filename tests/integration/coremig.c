@@ -33,19 +33,6 @@ static int set_phase(Vm *vm, JobPhase phase, CoreMigProgressFn cb, void *opaque,
         return r;
 }
 
-/* One nested monitor step: the caller holds vm->lock, not a job. */
-#define NESTED(vm, type, op, what, call)                                               \
-        ({                                                                             \
-                QmpMonitor *mon_;                                                      \
-                int r_ = vm_enter_monitor_async((vm), (type), (op), (what), &mon_);    \
-                if (r_ >= 0) {                                                         \
-                        r_ = (call);                                                   \
-                        int e_ = vm_exit_monitor_async((vm), mon_);                    \
-                        if (r_ >= 0)                                                   \
-                                r_ = e_;                                               \
-                }                                                                      \
-                r_;                                                                    \
-        })
 
 static int src_begin(Vm *src, const CoreMigParams *p) {
         MigrationParams orig;
@@ -62,7 +49,7 @@ static int src_begin(Vm *src, const CoreMigParams *p) {
         if ((r = set_phase(src, JOB_PHASE_BEGIN, NULL, NULL, NULL)) < 0)
                 return r;
         vm_lock(src);
-        r = NESTED(src, ASYNC_JOB_MIGRATION_OUT, p->op, "query-migrate-parameters",
+        r = VM_NESTED_CALL(src, ASYNC_JOB_MIGRATION_OUT, p->op, "query-migrate-parameters",
                    qmp_query_migrate_parameters(mon_, -1, &orig));
         if (r >= 0) {
                 src->mig.has_orig_params = true;
@@ -82,10 +69,10 @@ static int dst_prepare(Vm *dst, const CoreMigParams *p) {
         if (r < 0 || (r = set_phase(dst, JOB_PHASE_PREPARE, NULL, NULL, NULL)) < 0)
                 return r;
         vm_lock(dst);
-        r = NESTED(dst, ASYNC_JOB_MIGRATION_IN, p->op, "migrate-set-capabilities",
+        r = VM_NESTED_CALL(dst, ASYNC_JOB_MIGRATION_IN, p->op, "migrate-set-capabilities",
                    qmp_migrate_set_capabilities(mon_, -1, MIGRATION_CAP_BIT(MIGRATION_CAP_EVENTS), true));
         if (r >= 0)
-                r = NESTED(dst, ASYNC_JOB_MIGRATION_IN, p->op, "migrate-incoming",
+                r = VM_NESTED_CALL(dst, ASYNC_JOB_MIGRATION_IN, p->op, "migrate-incoming",
                            qmp_migrate_incoming(mon_, -1, p->uri));
         vm_unlock(dst);
         return r;
@@ -108,13 +95,13 @@ static int src_perform(Vm *src, const CoreMigParams *p, CoreMigProgressFn cb, vo
                 mp.downtime_limit = p->downtime_limit_ms;
         }
         vm_lock(src);
-        r = NESTED(src, ASYNC_JOB_MIGRATION_OUT, p->op, "migrate-set-capabilities",
+        r = VM_NESTED_CALL(src, ASYNC_JOB_MIGRATION_OUT, p->op, "migrate-set-capabilities",
                    qmp_migrate_set_capabilities(mon_, -1, MIGRATION_CAP_BIT(MIGRATION_CAP_EVENTS), true));
         if (r >= 0 && (mp.has_max_bandwidth || mp.has_downtime_limit))
-                r = NESTED(src, ASYNC_JOB_MIGRATION_OUT, p->op, "migrate-set-parameters",
+                r = VM_NESTED_CALL(src, ASYNC_JOB_MIGRATION_OUT, p->op, "migrate-set-parameters",
                            qmp_migrate_set_parameters(mon_, -1, &mp));
         if (r >= 0)
-                r = NESTED(src, ASYNC_JOB_MIGRATION_OUT, p->op, "migrate", qmp_migrate(mon_, -1, p->uri, false));
+                r = VM_NESTED_CALL(src, ASYNC_JOB_MIGRATION_OUT, p->op, "migrate", qmp_migrate(mon_, -1, p->uri, false));
         if (r < 0)
                 goto out;
 
@@ -123,7 +110,7 @@ static int src_perform(Vm *src, const CoreMigParams *p, CoreMigProgressFn cb, vo
                 /* Events counted before the query: if one arrives while we
                  * print, the wait below is skipped instead of missed. */
                 uint64_t events_seen = src->mig_events;
-                r = NESTED(src, ASYNC_JOB_MIGRATION_OUT, p->op, "query-migrate",
+                r = VM_NESTED_CALL(src, ASYNC_JOB_MIGRATION_OUT, p->op, "query-migrate",
                            qmp_query_migrate(mon_, -1, &st));
                 if (r < 0)
                         break;
@@ -160,7 +147,7 @@ static int src_perform(Vm *src, const CoreMigParams *p, CoreMigProgressFn cb, vo
                 }
         }
         if (r < 0 && migration_status_is_active(st.status))
-                (void) NESTED(src, ASYNC_JOB_MIGRATION_OUT, p->op, "migrate_cancel",
+                (void) VM_NESTED_CALL(src, ASYNC_JOB_MIGRATION_OUT, p->op, "migrate_cancel",
                               qmp_migrate_cancel(mon_, -1));
         res->final = st;
 out:
@@ -178,7 +165,7 @@ static int dst_finish(Vm *dst, const CoreMigParams *p, CoreMigProgressFn cb, voi
         vm_lock(dst);
         for (;;) {
                 uint64_t events_seen = dst->mig_events;
-                r = NESTED(dst, ASYNC_JOB_MIGRATION_IN, p->op, "query-migrate",
+                r = VM_NESTED_CALL(dst, ASYNC_JOB_MIGRATION_IN, p->op, "query-migrate",
                            qmp_query_migrate(mon_, -1, &st));
                 if (r < 0 || st.status == MIGRATION_STATUS_COMPLETED)
                         break;
@@ -192,7 +179,7 @@ static int dst_finish(Vm *dst, const CoreMigParams *p, CoreMigProgressFn cb, voi
                 (void) vm_wait_locked(dst, deadline_in_ms(20));
         }
         if (r >= 0)
-                r = NESTED(dst, ASYNC_JOB_MIGRATION_IN, p->op, "cont", qmp_cont(mon_, -1));
+                r = VM_NESTED_CALL(dst, ASYNC_JOB_MIGRATION_IN, p->op, "cont", qmp_cont(mon_, -1));
         vm_unlock(dst);
         return r;
 }
@@ -211,7 +198,7 @@ static int src_confirm(Vm *src, const CoreMigParams *p, bool success, CoreMigPro
         vm_lock(src);
         if (success) {
                 /* The guest runs on the destination: stop this copy for good. */
-                (void) NESTED(src, ASYNC_JOB_MIGRATION_OUT, p->op, "quit", qmp_quit(mon_, 2000));
+                (void) VM_NESTED_CALL(src, ASYNC_JOB_MIGRATION_OUT, p->op, "quit", qmp_quit(mon_, 2000));
                 Deadline d = deadline_in_ms(5000);
                 while (src->state != VM_STATE_SHUTOFF && !deadline_expired(d))
                         if (vm_wait_locked(src, d) == -ESRCH)
@@ -220,7 +207,7 @@ static int src_confirm(Vm *src, const CoreMigParams *p, bool success, CoreMigPro
                         vm_mark_shutoff_locked(src, VM_REASON_MIGRATED);
                 src->reason = VM_REASON_MIGRATED;
         } else if (src->state == VM_STATE_PAUSED) {
-                r = NESTED(src, ASYNC_JOB_MIGRATION_OUT, p->op, "cont", qmp_cont(mon_, -1));
+                r = VM_NESTED_CALL(src, ASYNC_JOB_MIGRATION_OUT, p->op, "cont", qmp_cont(mon_, -1));
         }
         vm_unlock(src);
         return r;
