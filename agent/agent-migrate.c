@@ -186,7 +186,9 @@ static void m_phase(MigrationTable *t, Migration *m, JobPhase phase, const Migra
         m->r.phase = phase;
         if (st) {
                 m->r.stats = *st;
-                m->r.transferred = st->ram_transferred;
+                /* cumulative; a cancelled or failed reading has no RAM section */
+                if (st->ram_transferred > m->r.transferred)
+                        m->r.transferred = st->ram_transferred;
         }
         changed_locked(t, m);
         lock_release(&t->lock);
@@ -263,20 +265,6 @@ void agent_migrations_unsubscribe(Agent *a, int id) {
 
 /* ---- helpers ------------------------------------------------------------------------ */
 
-/* One QMP command in a NESTED job of @vm's async job @type owned by @op.
- * Called with vm->lock held; returns with it held. */
-#define NESTED(vm, type, op, what, call)                                               \
-        ({                                                                             \
-                QmpMonitor *mon_;                                                      \
-                int r_ = vm_enter_monitor_async((vm), (type), (op), (what), &mon_);    \
-                if (r_ >= 0) {                                                         \
-                        r_ = (call);                                                   \
-                        int e_ = vm_exit_monitor_async((vm), mon_);                    \
-                        if (r_ >= 0)                                                   \
-                                r_ = e_;                                               \
-                }                                                                      \
-                r_;                                                                    \
-        })
 
 static uint64_t mono_to_unix_ms(uint64_t mono_ns) {
         if (!mono_ns)
@@ -329,12 +317,12 @@ static int resume_source(Agent *a, Vm *vm, const char *op, const char *peer_addr
         }
         if (vm->job.phase != JOB_PHASE_CONFIRM_CANCELLED && vm->job.phase >= JOB_PHASE_PERFORM)
                 (void) job_set_phase(vm, JOB_PHASE_CONFIRM_CANCELLED);
-        r = NESTED(vm, t, op, "query-migrate", qmp_query_migrate(mon_, -1, &st));
+        r = VM_NESTED_CALL(vm, t, op, "query-migrate", qmp_query_migrate(mon_, -1, &st));
         if (r >= 0 && migration_status_is_active(st.status)) {
-                (void) NESTED(vm, t, op, "migrate_cancel", qmp_migrate_cancel(mon_, -1));
+                (void) VM_NESTED_CALL(vm, t, op, "migrate_cancel", qmp_migrate_cancel(mon_, -1));
                 Deadline d = deadline_in_ms(10000);
                 while (!deadline_expired(d)) {
-                        if (NESTED(vm, t, op, "query-migrate", qmp_query_migrate(mon_, -1, &st)) < 0 ||
+                        if (VM_NESTED_CALL(vm, t, op, "query-migrate", qmp_query_migrate(mon_, -1, &st)) < 0 ||
                             !migration_status_is_active(st.status))
                                 break;
                         (void) vm_wait_locked(vm, deadline_in_ms(100));
@@ -343,12 +331,12 @@ static int resume_source(Agent *a, Vm *vm, const char *op, const char *peer_addr
         if (vm->mig.has_orig_params) {
                 MigrationParams orig = vm->mig.orig_params;
                 orig.has_tls_creds = orig.has_tls_hostname = false;
-                (void) NESTED(vm, t, op, "migrate-set-parameters", qmp_migrate_set_parameters(mon_, -1, &orig));
+                (void) VM_NESTED_CALL(vm, t, op, "migrate-set-parameters", qmp_migrate_set_parameters(mon_, -1, &orig));
         }
         QmpStatus qs;
-        r = NESTED(vm, t, op, "query-status", qmp_query_status(mon_, -1, &qs));
+        r = VM_NESTED_CALL(vm, t, op, "query-status", qmp_query_status(mon_, -1, &qs));
         if (r >= 0 && !qs.running)
-                r = NESTED(vm, t, op, "cont", qmp_cont(mon_, -1));
+                r = VM_NESTED_CALL(vm, t, op, "cont", qmp_cont(mon_, -1));
         if (r >= 0)
                 vm_set_state_locked(vm, VM_STATE_RUNNING, VM_REASON_MIGRATION_CANCELED);
         if (job_async_owned_by(vm, t, op))
@@ -378,7 +366,7 @@ static int kill_source(Agent *a, Vm *vm, const char *op) {
                 vm_lock(vm);
         }
         if (vm_is_active_locked(vm)) {
-                (void) NESTED(vm, ASYNC_JOB_MIGRATION_OUT, op, "quit", qmp_quit(mon_, 2000));
+                (void) VM_NESTED_CALL(vm, ASYNC_JOB_MIGRATION_OUT, op, "quit", qmp_quit(mon_, 2000));
                 Deadline d = deadline_in_ms(3000);
                 while (vm_is_active_locked(vm) && !deadline_expired(d))
                         (void) vm_wait_locked(vm, d);
@@ -418,9 +406,9 @@ static int finish_dest_locked(Agent *a, Vm *vm, const char *op) {
                 if ((r = job_set_phase(vm, JOB_PHASE_FINISH)) < 0)
                         return r;
         QmpStatus qs;
-        r = NESTED(vm, ASYNC_JOB_MIGRATION_IN, op, "query-status", qmp_query_status(mon_, -1, &qs));
+        r = VM_NESTED_CALL(vm, ASYNC_JOB_MIGRATION_IN, op, "query-status", qmp_query_status(mon_, -1, &qs));
         if (r >= 0 && !qs.running)
-                r = NESTED(vm, ASYNC_JOB_MIGRATION_IN, op, "cont", qmp_cont(mon_, a->cfg.qmp_timeout_ms));
+                r = VM_NESTED_CALL(vm, ASYNC_JOB_MIGRATION_IN, op, "cont", qmp_cont(mon_, a->cfg.qmp_timeout_ms));
         if (r >= 0)
                 vm_set_state_locked(vm, VM_STATE_RUNNING, VM_REASON_MIGRATED);
         return r;
@@ -515,8 +503,8 @@ static void local_facts(Vm *vm, const char *op, RecoveryInput *in) {
         in->peer = PEER_NOT_ASKED;
         if (in->qemu_alive) {
                 AsyncJobType t = vm->job.async;
-                int r1 = NESTED(vm, t, op, "query-status", qmp_query_status(mon_, -1, &qs));
-                int r2 = NESTED(vm, t, op, "query-migrate", qmp_query_migrate(mon_, -1, &st));
+                int r1 = VM_NESTED_CALL(vm, t, op, "query-status", qmp_query_status(mon_, -1, &qs));
+                int r2 = VM_NESTED_CALL(vm, t, op, "query-migrate", qmp_query_migrate(mon_, -1, &st));
                 if (r1 < 0 && r2 < 0 && (r1 == -ESRCH || r1 == -ECONNRESET))
                         in->qemu_alive = false;
         }
@@ -584,7 +572,7 @@ PeerAnswer agent_migration_owner(Agent *a, const char *op, const char *uuid, cha
         if (mine && vm->job.async == ASYNC_JOB_MIGRATION_IN && ans == PEER_GONE) {
                 /* the event may not have arrived: ask QEMU */
                 MigrationStats st;
-                if (NESTED(vm, ASYNC_JOB_MIGRATION_IN, op, "query-migrate", qmp_query_migrate(mon_, -1, &st)) >= 0) {
+                if (VM_NESTED_CALL(vm, ASYNC_JOB_MIGRATION_IN, op, "query-migrate", qmp_query_migrate(mon_, -1, &st)) >= 0) {
                         if (st.status == MIGRATION_STATUS_COMPLETED)
                                 ans = PEER_PAUSED_COMPLETE;
                         else if (alive && st.status != MIGRATION_STATUS_FAILED &&
@@ -694,7 +682,7 @@ static int pick_port_and_listen(Agent *a, Vm *vm, const char *op, const char *ho
                         snprintf(uri, sizeof(uri), "tcp:[%s]:%d", host, port);
                 else
                         snprintf(uri, sizeof(uri), "tcp:%s:%d", host, port);
-                r = NESTED(vm, ASYNC_JOB_MIGRATION_IN, op, "migrate-incoming", qmp_migrate_incoming(mon_, -1, uri));
+                r = VM_NESTED_CALL(vm, ASYNC_JOB_MIGRATION_IN, op, "migrate-incoming", qmp_migrate_incoming(mon_, -1, uri));
                 if (r >= 0) {
                         snprintf(ret_uri, size, "%s", uri);
                         snprintf(vm->mig.uri, sizeof(vm->mig.uri), "%s", uri);
@@ -781,11 +769,11 @@ int agent_migrate_prepare(Agent *a, const char *op, const char *definition_json,
                 caps |= MIGRATION_CAP_BIT(MIGRATION_CAP_POSTCOPY_RAM);
         if (p->multifd_channels > 1)
                 caps |= MIGRATION_CAP_BIT(MIGRATION_CAP_MULTIFD);
-        r = NESTED(vm, ASYNC_JOB_MIGRATION_IN, op, "migrate-set-capabilities",
+        r = VM_NESTED_CALL(vm, ASYNC_JOB_MIGRATION_IN, op, "migrate-set-capabilities",
                    qmp_migrate_set_capabilities(mon_, -1, caps, true));
         if (r >= 0 && p->multifd_channels > 1) {
                 MigrationParams mp = { .has_multifd_channels = true, .multifd_channels = p->multifd_channels };
-                r = NESTED(vm, ASYNC_JOB_MIGRATION_IN, op, "migrate-set-parameters",
+                r = VM_NESTED_CALL(vm, ASYNC_JOB_MIGRATION_IN, op, "migrate-set-parameters",
                            qmp_migrate_set_parameters(mon_, -1, &mp));
         }
         if (r >= 0)
@@ -868,7 +856,7 @@ int agent_migrate_finish(Agent *a, const char *op, const char *uuid, bool postco
         Deadline d = deadline_in_ms(30000);
         for (;;) {
                 uint64_t seen = vm->mig_events;
-                r = NESTED(vm, ASYNC_JOB_MIGRATION_IN, op, "query-migrate", qmp_query_migrate(mon_, -1, &st));
+                r = VM_NESTED_CALL(vm, ASYNC_JOB_MIGRATION_IN, op, "query-migrate", qmp_query_migrate(mon_, -1, &st));
                 if (r < 0)
                         goto out;
                 if (st.status == MIGRATION_STATUS_COMPLETED ||
@@ -900,7 +888,7 @@ int agent_migrate_finish(Agent *a, const char *op, const char *uuid, bool postco
                 vm_lock(vm);
                 Deadline pd = deadline_in_ms(600000);
                 while (job_async_owned_by(vm, ASYNC_JOB_MIGRATION_IN, op) && !deadline_expired(pd)) {
-                        if (NESTED(vm, ASYNC_JOB_MIGRATION_IN, op, "query-migrate", qmp_query_migrate(mon_, -1, &st)) < 0 ||
+                        if (VM_NESTED_CALL(vm, ASYNC_JOB_MIGRATION_IN, op, "query-migrate", qmp_query_migrate(mon_, -1, &st)) < 0 ||
                             st.status == MIGRATION_STATUS_COMPLETED || st.status == MIGRATION_STATUS_FAILED)
                                 break;
                         (void) vm_wait_locked(vm, deadline_in_ms(200));
@@ -957,12 +945,12 @@ typedef struct Source {
 } Source;
 
 static int set_params_json(Vm *vm, const char *op, const char *json) {
-        return NESTED(vm, ASYNC_JOB_MIGRATION_OUT, op, "migrate-set-parameters",
+        return VM_NESTED_CALL(vm, ASYNC_JOB_MIGRATION_OUT, op, "migrate-set-parameters",
                       qmp_call(mon_, "migrate-set-parameters", json, -1, NULL));
 }
 
 static int start_postcopy_locked(Source *s, const char *why) {
-        int r = NESTED(s->vm, ASYNC_JOB_MIGRATION_OUT, s->op, "migrate-start-postcopy",
+        int r = VM_NESTED_CALL(s->vm, ASYNC_JOB_MIGRATION_OUT, s->op, "migrate-start-postcopy",
                        qmp_migrate_start_postcopy(mon_, -1));
         if (r >= 0) {
                 s->vm->mig.postcopy_started = true;
@@ -990,7 +978,7 @@ static int perform(Source *s) {
                 caps |= MIGRATION_CAP_BIT(MIGRATION_CAP_MULTIFD);
         if (s->p.auto_converge)
                 caps |= MIGRATION_CAP_BIT(MIGRATION_CAP_AUTO_CONVERGE);
-        r = NESTED(vm, ASYNC_JOB_MIGRATION_OUT, op, "migrate-set-capabilities",
+        r = VM_NESTED_CALL(vm, ASYNC_JOB_MIGRATION_OUT, op, "migrate-set-capabilities",
                    qmp_migrate_set_capabilities(mon_, -1, caps, true));
         if (r >= 0) {
                 /* Bandwidth 0 = unlimited: the link decides.  Auto-converge
@@ -1008,7 +996,7 @@ static int perform(Source *s) {
                 r = set_params_json(vm, op, json);
         }
         if (r >= 0)
-                r = NESTED(vm, ASYNC_JOB_MIGRATION_OUT, op, "migrate", qmp_migrate(mon_, -1, vm->mig.uri, false));
+                r = VM_NESTED_CALL(vm, ASYNC_JOB_MIGRATION_OUT, op, "migrate", qmp_migrate(mon_, -1, vm->mig.uri, false));
         if (r < 0) {
                 vm_unlock(vm);
                 return r;
@@ -1025,7 +1013,7 @@ static int perform(Source *s) {
 
         for (;;) {
                 uint64_t seen = vm->mig_events;
-                r = NESTED(vm, ASYNC_JOB_MIGRATION_OUT, op, "query-migrate", qmp_query_migrate(mon_, -1, &st));
+                r = VM_NESTED_CALL(vm, ASYNC_JOB_MIGRATION_OUT, op, "query-migrate", qmp_query_migrate(mon_, -1, &st));
                 if (r < 0)
                         break;
                 bool repoll = false;
@@ -1049,13 +1037,15 @@ static int perform(Source *s) {
                         r = 1;
                         break;
                 }
+                /* before the status: MigrateAbort's own migrate_cancel shows
+                 * up as "cancelled", which is not QEMU's failure */
+                if (vm->job.abort_requested) {
+                        r = err_set(-ECANCELED, "migration aborted on request");
+                        break;
+                }
                 if (st.status == MIGRATION_STATUS_FAILED || st.status == MIGRATION_STATUS_CANCELLED) {
                         r = err_set(-EIO, "QEMU reports the migration %s: %s", migration_status_to_string(st.status),
                                     st.has_error_desc ? st.error_desc : "no reason given");
-                        break;
-                }
-                if (vm->job.abort_requested) {
-                        r = err_set(-ECANCELED, "migration aborted on request");
                         break;
                 }
                 if (st.status == MIGRATION_STATUS_ACTIVE && st.ram_remaining < min_remaining) {
@@ -1239,7 +1229,10 @@ static void *source_thread(void *arg) {
                         if (sr == 0)
                                 sleep_ms(2000);
                 }
-                m_done(t, s->m, sr == 1 && !vm_registry_lookup_uuid(a->vms, vm->uuid) ? 0 : -EIO,
+                Vm *still_here = vm_registry_lookup_uuid(a->vms, vm->uuid);
+                bool moved = sr == 1 && !still_here; /* the source killed its copy: the guest moved */
+                vm_unref(still_here);
+                m_done(t, s->m, moved ? 0 : -EIO,
                        sr == 1 ? why : "finish failed and the destination cannot be asked: the source stays paused, recovery keeps asking");
                 goto out;
         }
@@ -1249,7 +1242,7 @@ static void *source_thread(void *arg) {
                 vm_lock(vm);
                 Deadline d = deadline_in_ms(600000);
                 for (;;) {
-                        if (NESTED(vm, ASYNC_JOB_MIGRATION_OUT, s->op, "query-migrate", qmp_query_migrate(mon_, -1, &st)) < 0)
+                        if (VM_NESTED_CALL(vm, ASYNC_JOB_MIGRATION_OUT, s->op, "query-migrate", qmp_query_migrate(mon_, -1, &st)) < 0)
                                 break;
                         vm_set_migration_stats_locked(vm, &st);
                         if (st.status == MIGRATION_STATUS_COMPLETED || st.status == MIGRATION_STATUS_FAILED ||
@@ -1331,7 +1324,7 @@ int agent_migrate(Agent *a, Vm *vm, const char *op, const char *dest_addr, const
         snprintf(vm->mig.peer, sizeof(vm->mig.peer), "%s", dest_addr);
         memset(&vm->mig_stats, 0, sizeof(vm->mig_stats));
         vm->mig_event = MIGRATION_STATUS_NONE;
-        r = NESTED(vm, ASYNC_JOB_MIGRATION_OUT, op, "query-migrate-parameters",
+        r = VM_NESTED_CALL(vm, ASYNC_JOB_MIGRATION_OUT, op, "query-migrate-parameters",
                    qmp_query_migrate_parameters(mon_, -1, &orig));
         if (r >= 0) {
                 vm->mig.has_orig_params = true;

@@ -810,6 +810,20 @@ static void reconnect_one(Agent *a, Vm *vm, VmStatusRecord *rec) {
                      (rec->pid_start_time == 0 || rec->pid != pid ||
                       status_pid_start_time(pid) == rec->pid_start_time);
 
+        vm_lock(vm);
+        vm->mig = rec->mig;
+        vm_unlock(vm);
+        if (!alive && rec->async_job == ASYNC_JOB_MIGRATION_IN && rec->mig.created_by_prepare) {
+                /* An incoming copy that never got a live QEMU (the agent died
+                 * in prepare): the guest lives on its source; this record
+                 * must not stay, or starting it here would make a second copy. */
+                cleanup_host_side(av);
+                if (vm_registry_remove(a->vms, vm) >= 0)
+                        (void) vm_remove_status(vm);
+                log_warning("guest %s: incoming migration %s never got a live QEMU here: record removed", vm->name,
+                            rec->op_id);
+                return;
+        }
         if (!alive) {
                 vm_lock(vm);
                 bool was_up = rec->state != VM_STATE_SHUTOFF && rec->state != VM_STATE_CRASHED;
@@ -874,7 +888,6 @@ static void reconnect_one(Agent *a, Vm *vm, VmStatusRecord *rec) {
         else
                 vm_set_state_locked(vm, VM_STATE_PAUSED,
                                     rec->state == VM_STATE_PAUSED ? rec->reason : VM_REASON_USER);
-        vm->mig = rec->mig;
         if (rec->async_job != ASYNC_JOB_NONE) {
                 /* An interrupted migration: keep its job so nothing else
                  * changes the guest until migration recovery decides. */

@@ -56,11 +56,59 @@ void test_agent_kill_guests(TestAgent *t) {
         kill_guests_in(t->run_dir);
 }
 
-int test_agent_start(TestAgent *t, const char *dir, const char *extra_env) {
-        int keep_port = t->pid == 0 && t->port > 0 && strcmp(t->dir, dir) == 0 ? t->port : 0;
-        const char *agent = tu_build_path("agent/drover-agent");
-        char listen_unix[320], listen_tcp[64];
+/* Wait for the ready line written after @offset of the log, then open the
+ * client over the unix socket. */
+static int wait_ready(TestAgent *t, size_t offset, const RpcTls *tls) {
+        for (int i = 0; i < 1000; i++) {
+                size_t len = 0;
+                char *log = tu_read_file(t->log, &len);
+                char *ready = log && len > offset ? strstr(log + offset, "drover-agent: ready") : NULL;
+                free(log);
+                if (ready) {
+                        RpcTls ctls;
+                        RpcClientOptions o = { .default_timeout_ms = 30000 };
+                        char target[320];
+                        if (tls) {
+                                ctls = *tls;
+                                if (!ctls.server_name)
+                                        ctls.server_name = "localhost";
+                                o.tls = &ctls;
+                        }
+                        snprintf(target, sizeof(target), "unix:%s", t->sock);
+                        return rpc_client_new(target, &o, &t->cl);
+                }
+                int st;
+                if (tu_reap(t->pid, &st)) {
+                        t->pid = 0;
+                        return -ECHILD;
+                }
+                struct timespec ts = { 0, 10 * 1000000L };
+                nanosleep(&ts, NULL);
+        }
+        return -ETIMEDOUT;
+}
+
+static void remember_run_dir(const char *run_dir) {
         static bool registered;
+        if (!registered) {
+                atexit(kill_all_guests); /* runs after testutil's child cleanup */
+                registered = true;
+        }
+        if (n_guest_dirs < MAX_AGENT_DIRS) {
+                bool known = false;
+                for (int i = 0; i < n_guest_dirs; i++)
+                        known |= strcmp(guest_dirs[i], run_dir) == 0;
+                if (!known)
+                        guest_dirs[n_guest_dirs++] = strdup(run_dir);
+        }
+}
+
+static int start_agent(TestAgent *t, const char *dir, const TestAgentOptions *o, int keep_port) {
+        const char *agent = tu_build_path("agent/drover-agent");
+        const char *ip = NULL;
+        char listen_unix[320], listen_tcp[64];
+        char *argv[32];
+        size_t n = 0, offset = 0;
 
         memset(t, 0, sizeof(*t));
         snprintf(t->dir, sizeof(t->dir), "%s", dir);
@@ -69,57 +117,61 @@ int test_agent_start(TestAgent *t, const char *dir, const char *extra_env) {
         snprintf(t->sock, sizeof(t->sock), "%s/agent.sock", dir);
         snprintf(t->log, sizeof(t->log), "%s/agent.log", dir);
         snprintf(listen_unix, sizeof(listen_unix), "unix:%s", t->sock);
-        /* a production agent has a fixed port; so does this one (kept across restarts) */
-        t->port = keep_port ? keep_port : tu_free_port();
-        snprintf(listen_tcp, sizeof(listen_tcp), "127.0.0.1:%d", t->port);
-        if (!registered) {
-                atexit(kill_all_guests); /* runs after testutil's child cleanup */
-                registered = true;
+        remember_run_dir(t->run_dir);
+        if (o->netns && !(ip = tu_which("ip")))
+                return -ENOENT;
+        if (o->netns) {
+                argv[n++] = (char *) ip;
+                argv[n++] = (char *) "netns";
+                argv[n++] = (char *) "exec";
+                argv[n++] = (char *) o->netns;
         }
-        if (n_guest_dirs < MAX_AGENT_DIRS) {
-                bool known = false;
-                for (int i = 0; i < n_guest_dirs; i++)
-                        known |= strcmp(guest_dirs[i], t->run_dir) == 0;
-                if (!known)
-                        guest_dirs[n_guest_dirs++] = strdup(t->run_dir);
+        argv[n++] = (char *) agent;
+        if (o->config) {
+                argv[n++] = (char *) "--config";
+                argv[n++] = (char *) o->config;
+        } else {
+                /* a production agent has a fixed port; so does this one (kept across restarts) */
+                t->port = keep_port ? keep_port : tu_free_port();
+                snprintf(listen_tcp, sizeof(listen_tcp), "127.0.0.1:%d", t->port);
+                char *dev[] = { "--dev", "--host", "test-host", "--listen", listen_unix, "--listen", listen_tcp,
+                                "--state-dir", t->state_dir, "--run-dir", t->run_dir, "--accel", "tcg",
+                                "--log-level", "info" };
+                for (size_t i = 0; i < ELEMENTSOF(dev); i++)
+                        argv[n++] = dev[i];
         }
-        if (extra_env)
-                putenv(strdup(extra_env));
+        argv[n] = NULL;
+
+        if (o->extra_env)
+                putenv(strdup(o->extra_env));
         unlink(t->sock);
-        truncate(t->log, 0);
-        char *argv[] = { (char *) agent, "--dev", "--host", "test-host", "--listen", listen_unix,
-                         "--listen", listen_tcp, "--state-dir", t->state_dir, "--run-dir", t->run_dir,
-                         "--accel", "tcg", "--log-level", "info", NULL };
+        if (o->keep_log) {
+                struct stat stl;
+                if (stat(t->log, &stl) == 0)
+                        offset = (size_t) stl.st_size;
+        } else
+                truncate(t->log, 0);
         t->pid = tu_spawn(argv, t->log);
-        if (extra_env) {
+        if (o->extra_env) {
                 char name[64];
-                snprintf(name, sizeof(name), "%.*s", (int) (strchr(extra_env, '=') - extra_env), extra_env);
+                snprintf(name, sizeof(name), "%.*s", (int) (strchr(o->extra_env, '=') - o->extra_env), o->extra_env);
                 unsetenv(name);
         }
         if (t->pid < 0)
                 return (int) t->pid;
-        for (int i = 0; i < 1000; i++) {
-                char *log = tu_read_file(t->log, NULL);
-                char *ready = log ? strstr(log, "drover-agent: ready") : NULL;
-                if (ready) {
-                        free(log);
-                        RpcClientOptions o = { .default_timeout_ms = 30000 };
-                        char target[320];
-                        snprintf(target, sizeof(target), "unix:%s", t->sock);
-                        return rpc_client_new(target, &o, &t->cl);
-                }
-                free(log);
-                int st;
-                if (tu_reap(t->pid, &st)) {
-                        t->pid = 0;
-                        return -ECHILD;
-                }
-                {
-                        struct timespec ts = { 0, 10 * 1000000L };
-                        nanosleep(&ts, NULL);
-                }
-        }
-        return -ETIMEDOUT;
+        return wait_ready(t, offset, o->tls);
+}
+
+int test_agent_start(TestAgent *t, const char *dir, const char *extra_env) {
+        int keep_port = t->pid == 0 && t->port > 0 && strcmp(t->dir, dir) == 0 ? t->port : 0;
+        TestAgentOptions o = { .extra_env = extra_env };
+        return start_agent(t, dir, &o, keep_port);
+}
+
+int test_agent_start_opts(TestAgent *t, const char *dir, const TestAgentOptions *o) {
+        TestAgentOptions none = { 0 };
+        int keep_port = t->pid == 0 && t->port > 0 && strcmp(t->dir, dir) == 0 ? t->port : 0;
+        return start_agent(t, dir, o ? o : &none, keep_port);
 }
 
 void test_agent_kill9(TestAgent *t) {

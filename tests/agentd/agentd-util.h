@@ -23,6 +23,22 @@ typedef struct TestAgent {
 
 /* Start an agent using @dir for its folders; @extra_env "NAME=VALUE" or NULL. */
 int test_agent_start(TestAgent *t, const char *dir, const char *extra_env);
+
+/* How test_agent_start_opts() runs the agent (every member optional). */
+typedef struct TestAgentOptions {
+        const char *config;    /* --config FILE instead of the development options; the
+                                * file must use @dir/state, @dir/run, unix:@dir/agent.sock */
+        const char *netns;     /* run it as `ip netns exec NETNS drover-agent ...` */
+        const RpcTls *tls;     /* the test's client credentials for the unix socket
+                                * (server name "localhost"); NULL = plaintext */
+        const char *extra_env; /* "NAME=VALUE" for the agent only */
+        bool keep_log;         /* append to @dir/agent.log instead of truncating it */
+} TestAgentOptions;
+
+/* test_agent_start() with options; t->port is 0 with a config file (the
+ * file's listen list decides).  The old log is kept when asked, so a
+ * restarted agent's log follows its predecessor's. */
+int test_agent_start_opts(TestAgent *t, const char *dir, const TestAgentOptions *o);
 /* SIGKILL the agent (guests keep running). */
 void test_agent_kill9(TestAgent *t);
 /* SIGTERM and wait; returns the exit status. */

@@ -1,0 +1,725 @@
+/* Live migration between hosts: agents in network namespaces talking TLS,
+ * real QEMU streams over veth and a bridge (suite 'cluster').
+ *
+ * Each test builds its own cluster (cluster.h): host a (10.77.X.1) and host
+ * b (10.77.X.2), one drover-agent each, the tiny dirtying guest.  What each
+ * test asserts is what the feature promises:
+ *   - a migration completes and the guest runs on the destination only;
+ *   - an agent killed with SIGKILL at any persisted phase, then restarted,
+ *     leaves the guest running exactly once and both records in agreement
+ *     (docs/recovery.md decides which side keeps it);
+ *   - a cut link fails the migration quickly, the source resumes, and the
+ *     destination drops its copy after the heal;
+ *   - a guest that cannot converge completes by post-copy when allowed and
+ *     aborts cleanly when not;
+ *   - abort and bandwidth tuning work across hosts;
+ *   - eight migrations at once all complete.
+ * Every test tears its cluster down (agents, QEMUs, namespaces) even when
+ * it fails; then the agents' logs are printed.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "cluster.h"
+#include "deadline.h"
+#include "qemuproc.h"
+#include "testutil.h"
+
+#define A 0
+#define B 1
+#define MIB (1024.0 * 1024.0)
+
+#define CALL_OK(c, i, method, req, resp)                                                                  \
+        do {                                                                                              \
+                RpcStatus st_;                                                                            \
+                if (cluster_call((c), (i), (method), &(req)->base, (ProtobufCMessage **) (resp), &st_) < 0) \
+                        fail_msg("%s on host %c: %s %s", method, 'a' + (i), rpc_code_to_string(st_.code),  \
+                                 st_.details);                                                            \
+        } while (0)
+
+static int setup(void **state) {
+        Cluster *c = calloc(1, sizeof(*c));
+        *state = c;
+        return c ? 0 : -1;
+}
+
+static int teardown(void **state) {
+        Cluster *c = *state;
+        cluster_down(c);
+        free(c);
+        return 0;
+}
+
+static double secs_since(uint64_t t0_ns) {
+        return (double) (now_ns() - t0_ns) / 1e9;
+}
+
+static void print_result(const char *what, const Drover__V1__MigrationResult *r) {
+        printf("# %s: %s in %llu ms, downtime %llu ms (QEMU) / %llu ms (STOP->RESUME), %.1f MiB, phase %s%s\n",
+               what, r->success ? "completed" : "FAILED", (unsigned long long) r->total_ms,
+               (unsigned long long) r->downtime_ms, (unsigned long long) r->measured_downtime_ms,
+               (double) r->transferred_bytes / MIB, r->phase, r->postcopy ? ", post-copy" : "");
+        if (!r->success)
+                printf("#   error: %s\n", r->error);
+        for (size_t i = 0; i < r->n_policy_steps; i++)
+                printf("#   step %zu: %s\n", i + 1, r->policy_steps[i]);
+        fflush(stdout);
+}
+
+/* The guest runs exactly once, on @expect (or anywhere when -1), and its
+ * serial counter advances there only.  Returns the owner. */
+static int assert_runs_once(Cluster *c, const char *name, int expect, int timeout_ms) {
+        char why[512];
+        int owner = cluster_wait_single_owner(c, name, timeout_ms, why, sizeof(why));
+        if (owner < 0)
+                fail_msg("%s does not run exactly once after %d ms: %s", name, timeout_ms, why);
+        if (expect >= 0 && owner != expect)
+                fail_msg("%s runs on host %c, expected host %c", name, 'a' + owner, 'a' + expect);
+        if (!cluster_serial_only_on(c, name, owner, 3000, why, sizeof(why)))
+                fail_msg("%s: serial counter does not advance on host %c only: %s", name, 'a' + owner, why);
+        return owner;
+}
+
+static Drover__V1__MigrationResult *wait_migration_done(Cluster *c, int i, const char *name, int timeout_ms) {
+        Deadline d = deadline_in_ms(timeout_ms);
+        for (;;) {
+                Drover__V1__MigrationResult *r = cluster_get_migration(c, i, name);
+                if (r && r->done)
+                        return r;
+                if (r)
+                        drover__v1__migration_result__free_unpacked(r, NULL);
+                if (deadline_expired(d))
+                        fail_msg("migration of %s on host %c not done after %d ms", name, 'a' + i, timeout_ms);
+                sleep_ms(100);
+        }
+}
+
+/* Wait until host @i has no live copy of @name: no record, or a shut-off
+ * one without a job, and no QEMU.  Returns the ms it took, -1 on timeout. */
+static long wait_dropped(Cluster *c, int i, const char *name, int timeout_ms) {
+        uint64_t t0 = now_ns();
+        Deadline d = deadline_in_ms(timeout_ms);
+        for (;;) {
+                Drover__V1__GuestStatus *st;
+                int pids[4];
+                int code = cluster_guest_status(c, i, name, &st);
+                bool gone = code == RPC_NOT_FOUND;
+                if (code == 0) {
+                        gone = (st->state == DROVER__V1__GUEST_STATE__GUEST_STATE_SHUTOFF ||
+                                st->state == DROVER__V1__GUEST_STATE__GUEST_STATE_CRASHED) &&
+                               strcmp(st->async_job, "none") == 0;
+                        drover__v1__guest_status__free_unpacked(st, NULL);
+                }
+                if (gone && cluster_qemu_pids(c, i, name, pids, 4) == 0)
+                        return (long) ((now_ns() - t0) / 1000000);
+                if (deadline_expired(d))
+                        return -1;
+                sleep_ms(100);
+        }
+}
+
+static uint64_t transferred(Cluster *c, int i, const char *name) {
+        Drover__V1__GuestStatus *st;
+        uint64_t v = 0;
+        if (cluster_guest_status(c, i, name, &st) == 0) {
+                v = st->migration ? st->migration->ram_transferred_bytes : 0;
+                drover__v1__guest_status__free_unpacked(st, NULL);
+        }
+        return v;
+}
+
+/* ---- a. a migration completes ---------------------------------------------------------- */
+
+typedef struct Watch {
+        RpcStream *stream;
+        int messages;
+        bool saw_done, success;
+        char phases[256];
+} Watch;
+
+static void *watch_thread(void *arg) {
+        Watch *w = arg;
+        ProtobufCMessage *m;
+        while (rpc_stream_read(w->stream, &m) == 1) {
+                Drover__V1__MigrationProgress *p = (void *) m;
+                w->messages++;
+                size_t len = strlen(w->phases);
+                const char *last = strrchr(w->phases, ' ');
+                if (strcmp(last ? last + 1 : w->phases, p->phase) != 0 && len + strlen(p->phase) + 2 < sizeof(w->phases))
+                        snprintf(w->phases + len, sizeof(w->phases) - len, "%s%s", len ? " " : "", p->phase);
+                bool done = p->result && p->result->done;
+                if (done) {
+                        w->saw_done = true;
+                        w->success = p->result->success;
+                }
+                protobuf_c_message_free_unpacked(m, NULL);
+                if (done)
+                        break;
+        }
+        return NULL;
+}
+
+static void test_migration_completes(void **state) {
+        Cluster *c = *state;
+        const char *uuid = "6d1d2a4e-0000-4000-8000-00000000a001";
+        cluster_up(c, 2);
+        cluster_guest_start(c, A, "mig", uuid, 256, "mib=240 rate=20");
+        sleep_ms(1500);
+
+        /* the agents speak TLS and want a client certificate: a plaintext
+         * client and one without a certificate are both refused */
+        char target[320];
+        snprintf(target, sizeof(target), "unix:%s", c->host[A].agent.sock);
+        RpcTls no_cert = { .ca_file = tu_path(c->host[A].dir, "../tls/ca.crt"), .server_name = "localhost" };
+        const RpcTls *bad[2] = { NULL, &no_cert };
+        for (int i = 0; i < 2; i++) {
+                RpcClient *cl = NULL;
+                RpcClientOptions o = { .tls = bad[i], .default_timeout_ms = 5000 };
+                Drover__V1__GetAgentStatsRequest sr = DROVER__V1__GET_AGENT_STATS_REQUEST__INIT;
+                Drover__V1__GetAgentStatsResponse *sresp = NULL;
+                RpcStatus rs0;
+                assert_int_equal(rpc_client_new(target, &o, &cl), 0);
+                assert_true(rpc_client_unary(cl, &drover__v1__agent__descriptor, "GetAgentStats", &sr.base, 5000,
+                                             (ProtobufCMessage **) &sresp, &rs0) < 0);
+                assert_int_equal(rs0.code, RPC_UNAVAILABLE);
+                rpc_client_free(cl);
+        }
+
+        Watch w = { 0 };
+        Drover__V1__WatchMigrationRequest wr = DROVER__V1__WATCH_MIGRATION_REQUEST__INIT;
+        wr.guest = (char *) "mig";
+        assert_int_equal(rpc_stream_open(c->host[A].agent.cl, &drover__v1__agent__descriptor, "WatchMigration",
+                                         &wr.base, 120000, &w.stream), 0);
+        pthread_t th;
+        assert_int_equal(pthread_create(&th, NULL, watch_thread, &w), 0);
+        sleep_ms(200); /* let the stream subscribe */
+
+        Drover__V1__MigrationParams p = DROVER__V1__MIGRATION_PARAMS__INIT;
+        RpcStatus rs;
+        uint64_t t0 = now_ns();
+        Drover__V1__MigrationResult *res = cluster_migrate(c, A, B, "mig", &p, true, &rs);
+        double wall = secs_since(t0);
+        if (!res)
+                fail_msg("Migrate: %s %s", rpc_code_to_string(rs.code), rs.details);
+        print_result("a->b, 256 MiB dirtying 20 MiB/s, unshaped veth", res);
+        printf("#   Migrate(wait) returned after %.2f s\n", wall);
+        if (!res->success)
+                fail_msg("migration failed: %s", res->error);
+        assert_true(res->done);
+        assert_string_equal(res->phase, "confirm");
+        assert_true(res->transferred_bytes >= 200u << 20); /* the whole working set went over */
+        assert_true(res->downtime_ms > 0 && res->downtime_ms < 5000);
+        assert_true(res->measured_downtime_ms > 0 && res->measured_downtime_ms < 5000);
+        assert_true(res->total_ms > 0);
+        drover__v1__migration_result__free_unpacked(res, NULL);
+
+        pthread_join(th, NULL);
+        rpc_stream_free(w.stream);
+        printf("#   WatchMigration: %d messages, phases seen: %s\n", w.messages, w.phases);
+        assert_true(w.saw_done && w.success);
+        assert_non_null(strstr(w.phases, "perform"));
+
+        /* on b: running, reason migrated, no job; on a: no record, no state file */
+        Drover__V1__GuestStatus *st;
+        assert_int_equal(cluster_guest_status(c, B, "mig", &st), 0);
+        assert_int_equal(st->state, DROVER__V1__GUEST_STATE__GUEST_STATE_RUNNING);
+        assert_string_equal(st->reason, "migrated");
+        assert_string_equal(st->async_job, "none");
+        assert_string_equal(st->uuid, uuid);
+        drover__v1__guest_status__free_unpacked(st, NULL);
+        assert_int_equal(cluster_guest_status(c, A, "mig", &st), RPC_NOT_FOUND);
+        char path[400];
+        snprintf(path, sizeof(path), "%s/state/mig.json", c->host[A].dir);
+        assert_int_equal(access(path, F_OK), -1);
+        assert_int_equal(assert_runs_once(c, "mig", B, 5000), B);
+        c->ok = true;
+}
+
+/* ---- b. kill -9 of an agent at each persisted phase ------------------------------------- */
+
+typedef struct KillCase {
+        const char *phase;
+        int victim;          /* whose agent is killed */
+        int expect_owner;    /* what docs/recovery.md dictates for these facts */
+        const char *why;
+} KillCase;
+
+static const KillCase kill_cases[] = {
+        { "begin", A, A, "nothing was sent: the guest never left the source" },
+        { "perform", A, A, "the destination cannot have started: the source resumes, the destination drops its copy" },
+        { "perform_done", A, B, "the destination holds the completed stream (paused-complete): finish there, kill the source" },
+        { "confirm", A, B, "confirm is persisted only after the destination ran the guest" },
+        { "prepare", B, A, "finish never started: the source keeps the guest" },
+        { "finish", B, B, "vCPUs paused, stream completed, the source paused: finish on the destination" },
+};
+
+static void kill_at_phase(Cluster *c, const KillCase *k) {
+        const char *name = "kp";
+        char hold[64], why[512];
+        const char *env[2] = { NULL, NULL };
+        /* the victim sleeps 60 s right after persisting the phase: time to kill it there */
+        snprintf(hold, sizeof(hold), "DROVER_TEST_HOLD=%s:60000", k->phase);
+        env[k->victim] = hold;
+        cluster_up_env(c, 2, env);
+        cluster_guest_start(c, A, name, "6d1d2a4e-0000-4000-8000-00000000b001", 64, "mib=48 rate=10");
+
+        Drover__V1__MigrationParams p = DROVER__V1__MIGRATION_PARAMS__INIT;
+        ClusterAsyncMigrate *m = cluster_migrate_async(c, A, B, name, &p, false);
+        const char *job = k->victim == A ? "migration-out" : "migration-in";
+        uint64_t t0 = now_ns();
+        if (cluster_wait_phase(c, k->victim, name, job, k->phase, 60000) < 0)
+                fail_msg("host %c never showed %s/%s", 'a' + k->victim, job, k->phase);
+        double reached = secs_since(t0);
+        cluster_agent_kill9(c, k->victim);
+        RpcStatus rs;
+        Drover__V1__MigrationResult *res = cluster_migrate_join(m, &rs);
+        if (res)
+                drover__v1__migration_result__free_unpacked(res, NULL);
+        sleep_ms(500);
+        uint64_t t_restart = now_ns();
+        assert_int_equal(cluster_agent_start(c, k->victim, NULL), 0);
+        double restarted = secs_since(t_restart);
+
+        int owner = cluster_wait_single_owner(c, name, 90000, why, sizeof(why));
+        double settled = secs_since(t_restart);
+        if (owner < 0)
+                fail_msg("kill -9 of host %c in %s: the guest does not run exactly once after 90 s: %s",
+                         'a' + k->victim, k->phase, why);
+        printf("# kill -9 %s agent in %-12s (reached %.2f s after Migrate): %s (host %c) owns the guest, "
+               "settled %.2f s after the restart (agent up in %.2f s); table: %s\n",
+               k->victim == A ? "source" : "destination", k->phase, reached, owner == A ? "SOURCE" : "DESTINATION",
+               'a' + owner, settled, restarted, k->why);
+        fflush(stdout);
+        if (k->expect_owner >= 0 && owner != k->expect_owner)
+                fail_msg("kill in %s: host %c owns the guest, docs/recovery.md says host %c", k->phase, 'a' + owner,
+                         'a' + k->expect_owner);
+        if (!cluster_serial_only_on(c, name, owner, 3000, why, sizeof(why)))
+                fail_msg("kill in %s: serial counter does not advance on host %c only: %s", k->phase, 'a' + owner, why);
+        /* the records agree: the owner has it running, the other nothing live (checked above);
+         * and no agent still carries a migration job for it */
+        for (int i = 0; i < 2; i++) {
+                Drover__V1__GuestStatus *st;
+                if (cluster_guest_status(c, i, name, &st) == 0) {
+                        assert_string_equal(st->async_job, "none");
+                        if (i != owner)
+                                assert_true(st->state == DROVER__V1__GUEST_STATE__GUEST_STATE_SHUTOFF ||
+                                            st->state == DROVER__V1__GUEST_STATE__GUEST_STATE_CRASHED);
+                        drover__v1__guest_status__free_unpacked(st, NULL);
+                }
+        }
+        c->ok = true;
+}
+
+static void test_kill_source_begin(void **state) { kill_at_phase(*state, &kill_cases[0]); }
+static void test_kill_source_perform(void **state) { kill_at_phase(*state, &kill_cases[1]); }
+static void test_kill_source_perform_done(void **state) { kill_at_phase(*state, &kill_cases[2]); }
+static void test_kill_source_confirm(void **state) { kill_at_phase(*state, &kill_cases[3]); }
+static void test_kill_dest_prepare(void **state) { kill_at_phase(*state, &kill_cases[4]); }
+static void test_kill_dest_finish(void **state) { kill_at_phase(*state, &kill_cases[5]); }
+
+/* The source agent dies while its QEMU streams (no hold): QEMU completes the
+ * stream on its own while nobody watches.  Recovery still finds `perform`
+ * and must resume the source and drop the destination (rule 1). */
+static void test_kill_source_while_streaming(void **state) {
+        Cluster *c = *state;
+        const char *name = "ks";
+        char why[512];
+        cluster_up(c, 2);
+        cluster_guest_start(c, A, name, "6d1d2a4e-0000-4000-8000-00000000b002", 64, "mib=48 rate=5");
+        Drover__V1__MigrationParams p = DROVER__V1__MIGRATION_PARAMS__INIT;
+        p.bandwidth_bytes_per_s = 16u << 20; /* ~3 s for the working set */
+        RpcStatus rs;
+        Drover__V1__MigrationResult *res = cluster_migrate(c, A, B, name, &p, false, &rs);
+        if (!res)
+                fail_msg("Migrate: %s %s", rpc_code_to_string(rs.code), rs.details);
+        drover__v1__migration_result__free_unpacked(res, NULL);
+        Deadline d = deadline_in_ms(20000);
+        while (transferred(c, A, name) < (4u << 20) && !deadline_expired(d))
+                sleep_ms(50);
+        assert_false(deadline_expired(d));
+        cluster_agent_kill9(c, A);
+        sleep_ms(6000); /* QEMU finishes the stream alone */
+        assert_int_equal(cluster_agent_start(c, A, NULL), 0);
+        int owner = cluster_wait_single_owner(c, name, 60000, why, sizeof(why));
+        if (owner < 0)
+                fail_msg("the guest does not run exactly once: %s", why);
+        printf("# kill -9 source agent while QEMU streams (perform, stream left to finish alone): %s (host %c) owns "
+               "the guest; table: perform -> resume the source even when the stream completed\n",
+               owner == A ? "SOURCE" : "DESTINATION", 'a' + owner);
+        assert_int_equal(owner, A);
+        if (!cluster_serial_only_on(c, name, owner, 3000, why, sizeof(why)))
+                fail_msg("serial: %s", why);
+        c->ok = true;
+}
+
+/* The destination agent dies while the stream runs (its phase is `prepare`
+ * for the whole stream) and comes back: its restart recovery finds prepare
+ * and drops its copy, the source's stream fails and the source resumes. */
+static void test_kill_dest_while_streaming(void **state) {
+        Cluster *c = *state;
+        const char *name = "kd";
+        char why[512];
+        cluster_up(c, 2);
+        cluster_guest_start(c, A, name, "6d1d2a4e-0000-4000-8000-00000000b003", 64, "mib=48 rate=5");
+        Drover__V1__MigrationParams p = DROVER__V1__MIGRATION_PARAMS__INIT;
+        p.bandwidth_bytes_per_s = 8u << 20; /* ~6 s for the working set */
+        RpcStatus rs;
+        Drover__V1__MigrationResult *res = cluster_migrate(c, A, B, name, &p, false, &rs);
+        if (!res)
+                fail_msg("Migrate: %s %s", rpc_code_to_string(rs.code), rs.details);
+        drover__v1__migration_result__free_unpacked(res, NULL);
+        Deadline d = deadline_in_ms(20000);
+        while (transferred(c, A, name) < (4u << 20) && !deadline_expired(d))
+                sleep_ms(50);
+        assert_false(deadline_expired(d));
+        cluster_agent_kill9(c, B);
+        sleep_ms(1000);
+        assert_int_equal(cluster_agent_start(c, B, NULL), 0);
+        int owner = cluster_wait_single_owner(c, name, 60000, why, sizeof(why));
+        if (owner < 0)
+                fail_msg("the guest does not run exactly once: %s", why);
+        res = wait_migration_done(c, A, name, 30000);
+        print_result("a->b, destination agent killed while streaming", res);
+        printf("# kill -9 destination agent while QEMU streams (prepare): %s (host %c) owns the guest; table: prepare "
+               "-> kill the destination, the source keeps the guest\n",
+               owner == A ? "SOURCE" : "DESTINATION", 'a' + owner);
+        assert_false(res->success);
+        drover__v1__migration_result__free_unpacked(res, NULL);
+        assert_int_equal(owner, A);
+        if (!cluster_serial_only_on(c, name, owner, 3000, why, sizeof(why)))
+                fail_msg("serial: %s", why);
+        c->ok = true;
+}
+
+/* ---- a link shaped with tbf --------------------------------------------------------------- */
+
+static void test_shaped_link(void **state) {
+        Cluster *c = *state;
+        const char *name = "sl";
+        cluster_up(c, 2);
+        cluster_guest_start(c, A, name, "6d1d2a4e-0000-4000-8000-00000000c002", 64, "mib=48 rate=5");
+        assert_int_equal(netns_shape(&c->net, A, "200mbit"), 0);
+        Drover__V1__MigrationParams p = DROVER__V1__MIGRATION_PARAMS__INIT; /* unlimited: the link decides */
+        RpcStatus rs;
+        Drover__V1__MigrationResult *r = cluster_migrate(c, A, B, name, &p, true, &rs);
+        if (!r)
+                fail_msg("Migrate: %s %s", rpc_code_to_string(rs.code), rs.details);
+        print_result("a->b over tbf 200mbit", r);
+        double mbit = (double) r->transferred_bytes * 8 / 1e6 / ((double) r->total_ms / 1000);
+        printf("#   effective %.0f Mbit/s over the whole migration (link: 200 Mbit/s)\n", mbit);
+        fflush(stdout);
+        assert_true(r->success);
+        assert_true(mbit < 200 * 1.1);
+        assert_true(mbit > 200 * 0.5);
+        drover__v1__migration_result__free_unpacked(r, NULL);
+        assert_int_equal(assert_runs_once(c, name, B, 5000), B);
+        c->ok = true;
+}
+
+/* ---- c. link cut mid-migration ---------------------------------------------------------- */
+
+static void test_link_cut(void **state) {
+        Cluster *c = *state;
+        const char *name = "lc";
+        char why[512];
+        cluster_up(c, 2);
+        cluster_guest_start(c, A, name, "6d1d2a4e-0000-4000-8000-00000000c001", 256, "mib=240 rate=20");
+
+        Drover__V1__MigrationParams p = DROVER__V1__MIGRATION_PARAMS__INIT;
+        p.bandwidth_bytes_per_s = 10u << 20;
+        p.progress_timeout_s = 5;
+        p.completion_timeout_s_per_gib = 20; /* the destination's watchdog: 20 s per GiB + 30 s */
+        RpcStatus rs;
+        uint64_t t0 = now_ns();
+        Drover__V1__MigrationResult *res = cluster_migrate(c, A, B, name, &p, false, &rs);
+        if (!res)
+                fail_msg("Migrate: %s %s", rpc_code_to_string(rs.code), rs.details);
+        drover__v1__migration_result__free_unpacked(res, NULL);
+        assert_int_equal(cluster_wait_phase(c, A, name, "migration-out", "perform", 20000), 0);
+        while (secs_since(t0) < 2.0)
+                sleep_ms(20);
+        uint64_t before_cut = transferred(c, A, name);
+        assert_int_equal(netns_cut(&c->net, A), 0);
+        uint64_t t_cut = now_ns();
+        printf("# link of host a cut %.2f s after Migrate, %.1f MiB sent\n", secs_since(t0), before_cut / MIB);
+
+        /* the source notices, cancels and resumes */
+        double resumed = -1;
+        Drover__V1__MigrationResult *r = NULL;
+        Deadline d = deadline_in_ms(40000);
+        for (;;) {
+                Drover__V1__GuestStatus *st;
+                if (resumed < 0 && cluster_guest_status(c, A, name, &st) == 0) {
+                        if (st->state == DROVER__V1__GUEST_STATE__GUEST_STATE_RUNNING &&
+                            strcmp(st->async_job, "none") == 0)
+                                resumed = secs_since(t_cut);
+                        drover__v1__guest_status__free_unpacked(st, NULL);
+                }
+                r = cluster_get_migration(c, A, name);
+                if (r && r->done && resumed >= 0)
+                        break;
+                if (r)
+                        drover__v1__migration_result__free_unpacked(r, NULL);
+                r = NULL;
+                if (deadline_expired(d))
+                        fail_msg("40 s after the cut the migration is not over (source resumed: %s)",
+                                 resumed >= 0 ? "yes" : "no");
+                sleep_ms(100);
+        }
+        double done = secs_since(t_cut);
+        print_result("a->b, link of a cut", r);
+        printf("# link cut: source resumed %.2f s and the migration reported failed %.2f s after the cut\n", resumed,
+               done);
+        fflush(stdout);
+        assert_false(r->success);
+        assert_true(strstr(r->error, "progress") || strstr(r->error, "unreachable"));
+        drover__v1__migration_result__free_unpacked(r, NULL);
+        if (resumed > 15.0)
+                fail_msg("the source resumed only %.1f s after the cut (expected within ~15 s)", resumed);
+        if (!cluster_serial_only_on(c, name, A, 3000, why, sizeof(why)))
+                fail_msg("serial after the cut: %s", why);
+
+        /* the destination still waits (nobody can tell it); after the heal it drops its copy */
+        int pids[4];
+        printf("# before the heal the destination has %d live QEMU for %s\n", cluster_qemu_pids(c, B, name, pids, 4),
+               name);
+        sleep_ms(2000);
+        assert_int_equal(netns_heal(&c->net, A), 0);
+        uint64_t t_heal = now_ns();
+        long dropped = wait_dropped(c, B, name, 90000);
+        if (dropped < 0)
+                fail_msg("90 s after the heal the destination still holds a copy of %s", name);
+        printf("# after the heal (%.1f s after the cut) the destination dropped its copy in %.2f s\n",
+               (double) (t_heal - t_cut) / 1e9, dropped / 1000.0);
+        assert_int_equal(assert_runs_once(c, name, A, 5000), A);
+        c->ok = true;
+}
+
+/* ---- d. non-convergence ------------------------------------------------------------------ */
+
+static void non_convergence(Cluster *c, bool postcopy) {
+        const char *name = postcopy ? "ncp" : "nca";
+        cluster_up(c, 2);
+        cluster_guest_start(c, A, name, postcopy ? "6d1d2a4e-0000-4000-8000-00000000d001"
+                                                 : "6d1d2a4e-0000-4000-8000-00000000d002",
+                            256, "mib=248 rate=400 pace=tick");
+        sleep_ms(1000);
+        Drover__V1__MigrationParams p = DROVER__V1__MIGRATION_PARAMS__INIT;
+        p.bandwidth_bytes_per_s = 128u << 20;
+        p.downtime_limit_ms = 100;
+        p.max_downtime_limit_ms = 400;
+        p.progress_timeout_s = 20;
+        p.auto_converge = false;
+        p.postcopy = postcopy ? DROVER__V1__POSTCOPY_MODE__POSTCOPY_ALLOWED
+                              : DROVER__V1__POSTCOPY_MODE__POSTCOPY_NOT_ALLOWED;
+        RpcStatus rs;
+        uint64_t t0 = now_ns();
+        Drover__V1__MigrationResult *r = cluster_migrate(c, A, B, name, &p, true, &rs);
+        double wall = secs_since(t0);
+        if (!r)
+                fail_msg("Migrate: %s %s", rpc_code_to_string(rs.code), rs.details);
+        print_result(postcopy ? "256 MiB dirtying 400 MiB/s, 128 MiB/s, post-copy allowed"
+                              : "256 MiB dirtying 400 MiB/s, 128 MiB/s, pre-copy only",
+                     r);
+        printf("#   Migrate(wait) returned after %.1f s\n", wall);
+        fflush(stdout);
+        if (postcopy) {
+                if (!r->success)
+                        fail_msg("post-copy migration failed: %s", r->error);
+                assert_true(r->postcopy);
+                assert_true(r->n_policy_steps >= 2);
+                size_t i = 0;
+                while (i < r->n_policy_steps && strncmp(r->policy_steps[i], "downtime", 8) == 0)
+                        i++;
+                if (i == 0)
+                        fail_msg("no downtime step before post-copy: first step '%s'", r->policy_steps[0]);
+                if (i >= r->n_policy_steps || strncmp(r->policy_steps[i], "post-copy", 9) != 0)
+                        fail_msg("the step after the downtime steps is not post-copy: '%s'",
+                                 i < r->n_policy_steps ? r->policy_steps[i] : "(none)");
+                drover__v1__migration_result__free_unpacked(r, NULL);
+                assert_int_equal(assert_runs_once(c, name, B, 10000), B);
+        } else {
+                assert_true(r->done);
+                assert_false(r->success);
+                assert_false(r->postcopy);
+                if (!strstr(r->error, "did not converge"))
+                        fail_msg("expected a 'did not converge' error, got: %s", r->error);
+                for (size_t i = 0; i < r->n_policy_steps; i++)
+                        assert_int_equal(strncmp(r->policy_steps[i], "downtime", 8), 0);
+                drover__v1__migration_result__free_unpacked(r, NULL);
+                long dropped = wait_dropped(c, B, name, 20000);
+                if (dropped < 0)
+                        fail_msg("the destination keeps its copy after the abort");
+                assert_int_equal(assert_runs_once(c, name, A, 10000), A);
+        }
+        c->ok = true;
+}
+
+static void test_no_convergence_postcopy(void **state) { non_convergence(*state, true); }
+static void test_no_convergence_abort(void **state) { non_convergence(*state, false); }
+
+/* ---- e. abort and tuning across hosts ------------------------------------------------------ */
+
+static double rate_over(Cluster *c, const char *name, int ms) {
+        uint64_t t0 = now_ns(), b0 = transferred(c, A, name);
+        sleep_ms(ms);
+        uint64_t b1 = transferred(c, A, name);
+        return (double) (b1 - b0) / MIB / secs_since(t0);
+}
+
+static void test_abort_and_tune(void **state) {
+        Cluster *c = *state;
+        const char *name = "at";
+        cluster_up(c, 2);
+        cluster_guest_start(c, A, name, "6d1d2a4e-0000-4000-8000-00000000e001", 256, "mib=240 rate=20");
+        Drover__V1__MigrationParams p = DROVER__V1__MIGRATION_PARAMS__INIT;
+        p.bandwidth_bytes_per_s = 8u << 20;
+        RpcStatus rs;
+        Drover__V1__MigrationResult *res = cluster_migrate(c, A, B, name, &p, false, &rs);
+        if (!res)
+                fail_msg("Migrate: %s %s", rpc_code_to_string(rs.code), rs.details);
+        assert_false(res->done);
+        drover__v1__migration_result__free_unpacked(res, NULL);
+        assert_int_equal(cluster_wait_phase(c, A, name, "migration-out", "perform", 20000), 0);
+        sleep_ms(1000);
+        double r1 = rate_over(c, name, 3000);
+
+        Drover__V1__MigrateTuneRequest tr = DROVER__V1__MIGRATE_TUNE_REQUEST__INIT;
+        Drover__V1__GuestStatus *st;
+        tr.guest = (char *) name;
+        tr.bandwidth_bytes_per_s = 32u << 20;
+        CALL_OK(c, A, "MigrateTune", &tr, &st);
+        assert_string_equal(st->async_job, "migration-out");
+        drover__v1__guest_status__free_unpacked(st, NULL);
+        sleep_ms(500);
+        double r2 = rate_over(c, name, 3000);
+        printf("# transfer rate across hosts: %.1f MiB/s at 8 MiB/s, %.1f MiB/s after MigrateTune to 32 MiB/s\n", r1,
+               r2);
+        fflush(stdout);
+        assert_true(r1 > 4 && r1 < 12);
+        assert_true(r2 > 2.5 * r1);
+
+        /* the destination is prepared on host b meanwhile */
+        assert_int_equal(cluster_guest_status(c, B, name, &st), 0);
+        assert_string_equal(st->async_job, "migration-in");
+        drover__v1__guest_status__free_unpacked(st, NULL);
+
+        Drover__V1__GuestRef ref = DROVER__V1__GUEST_REF__INIT;
+        Drover__V1__MigrationResult *ar;
+        ref.guest = (char *) name;
+        uint64_t t_abort = now_ns();
+        CALL_OK(c, A, "MigrateAbort", &ref, &ar);
+        double took = secs_since(t_abort);
+        print_result("a->b aborted", ar);
+        printf("#   MigrateAbort answered in %.2f s\n", took);
+        assert_true(ar->done);
+        assert_false(ar->success);
+        assert_non_null(strstr(ar->error, "abort"));
+        bool tuned = false;
+        for (size_t i = 0; i < ar->n_policy_steps; i++)
+                tuned |= strstr(ar->policy_steps[i], "tuned") != NULL;
+        assert_true(tuned);
+        drover__v1__migration_result__free_unpacked(ar, NULL);
+
+        long dropped = wait_dropped(c, B, name, 15000);
+        if (dropped < 0)
+                fail_msg("the destination keeps its copy 15 s after the abort");
+        printf("#   the destination dropped its copy %.2f s after the abort answer\n", dropped / 1000.0);
+        assert_int_equal(cluster_guest_status(c, B, name, &st), RPC_NOT_FOUND);
+        assert_int_equal(assert_runs_once(c, name, A, 5000), A);
+        c->ok = true;
+}
+
+/* ---- f. eight migrations at once ----------------------------------------------------------- */
+
+#define N_PAR 8
+
+static void test_eight_at_once(void **state) {
+        Cluster *c = *state;
+        char names[N_PAR][16], uuid[64], why[512];
+        cluster_up(c, 2);
+        for (int i = 0; i < N_PAR; i++) {
+                snprintf(names[i], sizeof(names[i]), "par%d", i);
+                snprintf(uuid, sizeof(uuid), "6d1d2a4e-0000-4000-8000-00000000f00%d", i);
+                cluster_guest_start(c, A, names[i], uuid, 64, "mib=48 rate=5");
+        }
+        sleep_ms(1000);
+        Drover__V1__MigrationParams p = DROVER__V1__MIGRATION_PARAMS__INIT;
+        uint64_t t0 = now_ns();
+        for (int i = 0; i < N_PAR; i++) {
+                RpcStatus rs;
+                Drover__V1__MigrationResult *r = cluster_migrate(c, A, B, names[i], &p, false, &rs);
+                if (!r)
+                        fail_msg("Migrate %s: %s %s", names[i], rpc_code_to_string(rs.code), rs.details);
+                drover__v1__migration_result__free_unpacked(r, NULL);
+        }
+        double started = secs_since(t0), makespan = 0;
+        Drover__V1__MigrationResult *res[N_PAR];
+        for (int i = 0; i < N_PAR; i++) {
+                res[i] = wait_migration_done(c, A, names[i], 120000);
+                makespan = secs_since(t0);
+        }
+        printf("# %d x 64 MiB at once: all Migrate calls answered in %.2f s, makespan %.2f s\n", N_PAR, started,
+               makespan);
+        int ok = 0;
+        uint64_t dmax = 0;
+        for (int i = 0; i < N_PAR; i++) {
+                printf("#   %s: %s total %llu ms, downtime %llu ms (QEMU) / %llu ms (STOP->RESUME), %.1f MiB%s%s\n",
+                       names[i], res[i]->success ? "ok" : "FAILED", (unsigned long long) res[i]->total_ms,
+                       (unsigned long long) res[i]->downtime_ms, (unsigned long long) res[i]->measured_downtime_ms,
+                       (double) res[i]->transferred_bytes / MIB, res[i]->success ? "" : ": ", res[i]->error);
+                ok += res[i]->success;
+                dmax = res[i]->measured_downtime_ms > dmax ? res[i]->measured_downtime_ms : dmax;
+        }
+        fflush(stdout);
+        for (int i = 0; i < N_PAR; i++)
+                drover__v1__migration_result__free_unpacked(res[i], NULL);
+        assert_int_equal(ok, N_PAR);
+        int before[N_PAR];
+        for (int i = 0; i < N_PAR; i++) {
+                int owner = cluster_wait_single_owner(c, names[i], 10000, why, sizeof(why));
+                if (owner != B)
+                        fail_msg("%s: %s", names[i], owner < 0 ? why : "runs on host a");
+                before[i] = cluster_serial_seconds(c, B, names[i]);
+        }
+        sleep_ms(3000);
+        for (int i = 0; i < N_PAR; i++)
+                if (cluster_serial_seconds(c, B, names[i]) < before[i] + 2)
+                        fail_msg("%s does not advance on host b", names[i]);
+        c->ok = true;
+}
+
+int main(void) {
+        tu_require_qemu();
+        netns_require();
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test_setup_teardown(test_migration_completes, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_kill_source_begin, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_kill_source_perform, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_kill_source_perform_done, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_kill_source_confirm, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_kill_dest_prepare, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_kill_dest_finish, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_kill_source_while_streaming, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_kill_dest_while_streaming, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_shaped_link, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_link_cut, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_no_convergence_postcopy, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_no_convergence_abort, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_abort_and_tune, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_eight_at_once, setup, teardown),
+        };
+        /* DROVER_TEST_FILTER="kill_*" runs a subset (cmocka's glob) */
+        if (getenv("DROVER_TEST_FILTER"))
+                cmocka_set_test_filter(getenv("DROVER_TEST_FILTER"));
+        return cmocka_run_group_tests_name("cluster", tests, NULL, NULL);
+}
