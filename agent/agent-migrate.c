@@ -362,7 +362,7 @@ static int kill_source(Agent *a, Vm *vm, const char *op) {
         if (vm->job.phase != JOB_PHASE_CONFIRM) {
                 (void) job_set_phase(vm, JOB_PHASE_CONFIRM);
                 vm_unlock(vm);
-                agent_test_hold(JOB_PHASE_CONFIRM);
+                agent_test_hold(JOB_PHASE_CONFIRM, vm->name);
                 vm_lock(vm);
         }
         if (vm_is_active_locked(vm)) {
@@ -595,15 +595,22 @@ PeerAnswer agent_migration_owner(Agent *a, const char *op, const char *uuid, cha
 
 /* ---- destination ------------------------------------------------------------------------ */
 
-/* Operations whose incoming watchdog runs (lock: watch_lock). */
+/* Incoming operations driven by this process right now: from the start of
+ * MigratePrepare until their watchdog ends (lock: watch_lock).  The
+ * recovery thread leaves them alone: only jobs nobody drives (restored at
+ * restart) are its business. */
 static pthread_mutex_t watch_lock = PTHREAD_MUTEX_INITIALIZER;
-static char watched[64][OP_ID_MAX];
+#define MIG_INCOMING_MAX 256
+static char watched[MIG_INCOMING_MAX][OP_ID_MAX];
 
-static void watch_set(const char *op, bool on) {
+/* Returns false when @on and every slot is taken. */
+static bool watch_set(const char *op, bool on) {
+        bool done = !on;
         pthread_mutex_lock(&watch_lock);
-        for (int i = 0; i < 64; i++) {
+        for (int i = 0; i < MIG_INCOMING_MAX; i++) {
                 if (on && !watched[i][0]) {
                         snprintf(watched[i], OP_ID_MAX, "%s", op);
+                        done = true;
                         break;
                 }
                 if (!on && strcmp(watched[i], op) == 0) {
@@ -612,13 +619,14 @@ static void watch_set(const char *op, bool on) {
                 }
         }
         pthread_mutex_unlock(&watch_lock);
+        return done;
 }
 
 static bool incoming_watched(Agent *a, const char *op) {
         bool found = false;
         (void) a;
         pthread_mutex_lock(&watch_lock);
-        for (int i = 0; i < 64 && !found; i++)
+        for (int i = 0; i < MIG_INCOMING_MAX && !found; i++)
                 found = watched[i][0] && strcmp(watched[i], op) == 0;
         pthread_mutex_unlock(&watch_lock);
         return found;
@@ -715,6 +723,12 @@ int agent_migrate_prepare(Agent *a, const char *op, const char *definition_json,
                         vm_unref(vm);
                         return 0;
                 }
+                vm_unlock(vm);
+                if (incoming_watched(a, op)) {
+                        vm_unref(vm);
+                        return err_set(-EBUSY, "prepare of migration %s is already running", op);
+                }
+                vm_lock(vm);
                 bool busy = vm->state != VM_STATE_SHUTOFF && vm->state != VM_STATE_CRASHED;
                 bool name_differs = strcmp(vm->name, def.name) != 0;
                 vm_unlock(vm);
@@ -731,6 +745,13 @@ int agent_migrate_prepare(Agent *a, const char *op, const char *definition_json,
         }
 
         AgentVm *av = vm->ops.opaque;
+        if (!watch_set(op, true)) { /* driven by this handler, then by its watchdog */
+                r = err_set(-EAGAIN, "this agent already receives %d migrations", MIG_INCOMING_MAX);
+                if (created)
+                        forget_guest(a, vm, "prepare refused");
+                vm_unref(vm);
+                return r;
+        }
         vm_lock(vm);
         if ((r = job_begin_async(vm, ASYNC_JOB_MIGRATION_IN, op, -1)) < 0) {
                 vm_unlock(vm);
@@ -739,6 +760,7 @@ int agent_migrate_prepare(Agent *a, const char *op, const char *definition_json,
         snprintf(vm->mig.op, sizeof(vm->mig.op), "%s", op);
         snprintf(vm->mig.peer, sizeof(vm->mig.peer), "%s", source_addr ? source_addr : "");
         vm->mig.created_by_prepare = created;
+        av->def_skip_time_sync = p->skip_time_sync; /* read by finish */
         vm->mig.postcopy_started = false;
         vm->mig.resume_ns = 0;
         vm->mig_event = MIGRATION_STATUS_NONE;
@@ -749,7 +771,7 @@ int agent_migrate_prepare(Agent *a, const char *op, const char *definition_json,
         qmp_monitor_close(old);
         if (r < 0)
                 goto fail_job;
-        agent_test_hold(JOB_PHASE_PREPARE);
+        agent_test_hold(JOB_PHASE_PREPARE, vm->name);
 
         /* No lock: host checks, taps, exec of QEMU with -incoming defer. */
         char **argv = NULL;
@@ -785,6 +807,8 @@ int agent_migrate_prepare(Agent *a, const char *op, const char *definition_json,
         agent_emit(a, vm, "migration", "incoming migration %s prepared on %s", op, ret_uri);
 
         Watchdog *w = calloc(1, sizeof(*w));
+        if (!w)
+                watch_set(op, false); /* recovery takes over */
         if (w) {
                 pthread_t th;
                 w->a = a;
@@ -793,13 +817,12 @@ int agent_migrate_prepare(Agent *a, const char *op, const char *definition_json,
                 snprintf(w->source, sizeof(w->source), "%s", source_addr ? source_addr : "");
                 w->quiet_after_ms = (uint64_t) p->completion_s_per_gib * 1000 *
                                             ((av->def.memory_mib + 1023) / 1024) + 30000;
-                watch_set(op, true);
                 atomic_fetch_add(&a->background, 1);
                 if (pthread_create(&th, NULL, incoming_watchdog, w) == 0)
                         pthread_detach(th);
                 else {
                         atomic_fetch_sub(&a->background, 1);
-                        watch_set(op, false);
+                        watch_set(op, false); /* recovery takes over */
                         vm_unref(w->vm);
                         free(w);
                 }
@@ -818,6 +841,7 @@ fail_job: {
         err_set(r, "%s", why);
         }
 fail_undefine:
+        watch_set(op, false);
         if (created) {
                 char why[ERR_MSG_MAX];
                 snprintf(why, sizeof(why), "%s", err_str(r));
@@ -849,7 +873,7 @@ int agent_migrate_finish(Agent *a, const char *op, const char *uuid, bool postco
         if ((r = job_set_phase(vm, JOB_PHASE_FINISH)) < 0)
                 goto out;
         vm_unlock(vm);
-        agent_test_hold(JOB_PHASE_FINISH);
+        agent_test_hold(JOB_PHASE_FINISH, vm->name);
         vm_lock(vm);
         if (postcopy)
                 vm->mig.postcopy_started = true;
@@ -1185,7 +1209,7 @@ static void *source_thread(void *arg) {
         r = job_set_phase(vm, JOB_PHASE_PERFORM);
         vm_unlock(vm);
         m_event(t, s->m, "destination prepared %s", uri);
-        agent_test_hold(JOB_PHASE_PERFORM);
+        agent_test_hold(JOB_PHASE_PERFORM, vm->name);
 
         /* perform */
         int pr = r < 0 ? r : perform(s);
@@ -1206,7 +1230,7 @@ static void *source_thread(void *arg) {
         r = job_set_phase(vm, JOB_PHASE_PERFORM_DONE);
         vm_unlock(vm);
         m_phase(t, s->m, JOB_PHASE_PERFORM_DONE, &st);
-        agent_test_hold(JOB_PHASE_PERFORM_DONE);
+        agent_test_hold(JOB_PHASE_PERFORM_DONE, vm->name);
 
         /* finish (destination): its vCPUs start */
         uint64_t resume_ms = 0;
@@ -1333,7 +1357,7 @@ int agent_migrate(Agent *a, Vm *vm, const char *op, const char *dest_addr, const
         }
         if (r >= 0) {
                 vm_unlock(vm);
-                agent_test_hold(JOB_PHASE_BEGIN);
+                agent_test_hold(JOB_PHASE_BEGIN, vm->name);
                 vm_lock(vm);
         }
         if (r < 0) {

@@ -370,6 +370,21 @@ static RpcCode h_guest_set_time(RpcCall *c, const ProtobufCMessage *req_, Protob
         return END_HANDLER(a, r < 0 ? fail(c, r) : RPC_OK);
 }
 
+static RpcCode h_guest_get_time(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
+        Agent *a = user;
+        const Drover__V1__GuestRef *req = (const void *) req_;
+        Drover__V1__GuestGetTimeResponse *resp = (void *) resp_;
+        char op[OP_ID_MAX];
+        RpcCode code = RPC_OK;
+        BEGIN_HANDLER(a);
+        _cleanup_(vm_unrefp) Vm *vm = find(c, a, req->guest, &code);
+        if (!vm)
+                return END_HANDLER(a, code);
+        agent_op_id(a, req->op_id, op);
+        int r = agent_vm_guest_get_time(a, vm, op, &resp->guest_time_ns);
+        return END_HANDLER(a, r < 0 ? fail(c, r) : RPC_OK);
+}
+
 /* Memory, CPUs and CPU model of this host, from /proc. */
 static void read_host_facts(RpcCall *c, Drover__V1__GetAgentStatsResponse *resp) {
         char line[512];
@@ -713,6 +728,7 @@ static const RpcMethodDef agent_methods[] = {
         { "GuestPing", h_guest_ping, NULL },
         { "GuestInfo", h_guest_info, NULL },
         { "GuestSetTime", h_guest_set_time, NULL },
+        { "GuestGetTime", h_guest_get_time, NULL },
         { "GetAgentStats", h_stats, NULL },
         { "Migrate", h_migrate, NULL },
         { "MigrateAbort", h_migrate_abort, NULL },

@@ -409,18 +409,23 @@ static int argv_append(char ***argv, const char *arg) {
         return v[n] ? 0 : -ENOMEM;
 }
 
-/* TEST-ONLY: DROVER_TEST_HOLD=PHASE:MS makes the agent sleep MS ms right
- * after persisting PHASE, with no lock held, so a test can kill -9 the agent
- * at exactly that phase.  Documented in docs/agent.md; never set it in
+/* TEST-ONLY: DROVER_TEST_HOLD=PHASE:MS[:GUEST] makes the agent sleep MS ms
+ * right after persisting PHASE (for every guest, or only for GUEST), with no
+ * lock held, so a test can kill -9 the agent at exactly that phase, or make
+ * one guest's step slow.  Documented in docs/agent.md; never set it in
  * production. */
-void agent_test_hold(JobPhase phase) {
+void agent_test_hold(JobPhase phase, const char *guest) {
         const char *h = getenv("DROVER_TEST_HOLD");
         const char *colon = h ? strchr(h, ':') : NULL;
         if (!colon || (size_t) (colon - h) != strlen(job_phase_to_string(phase)) ||
             strncmp(h, job_phase_to_string(phase), (size_t) (colon - h)) != 0)
                 return;
-        long ms = strtol(colon + 1, NULL, 10);
-        log_warning("DROVER_TEST_HOLD: holding in phase %s for %ld ms", job_phase_to_string(phase), ms);
+        char *end = NULL;
+        long ms = strtol(colon + 1, &end, 10);
+        if (end && *end == ':' && (!guest || strcmp(end + 1, guest) != 0))
+                return;
+        log_warning("DROVER_TEST_HOLD: holding in phase %s for %ld ms (guest %s)", job_phase_to_string(phase), ms,
+                    guest ? guest : "-");
         sleep_ms(ms > 0 && ms < 600000 ? ms : 0);
 }
 
@@ -528,7 +533,7 @@ int agent_vm_start(Agent *a, Vm *vm, const char *op, bool paused, int64_t timeou
         /* No lock held: host checks, taps, exec, waiting for the monitor. */
         if ((r = launch(a, vm, timeout_ms, &pid)) < 0)
                 goto fail;
-        agent_test_hold(JOB_PHASE_LAUNCH);
+        agent_test_hold(JOB_PHASE_LAUNCH, vm->name);
         vm_lock(vm);
         if (vm->job.abort_requested) {
                 vm_unlock(vm);
@@ -757,6 +762,14 @@ int agent_vm_guest_set_time(Agent *a, Vm *vm, const char *op, int64_t ns, bool f
         *ret_before = s.before;
         *ret_after = s.after;
         return 0;
+}
+
+static int do_get_time(QgaAgent *q, int64_t t, void *arg) {
+        return qga_get_time(q, t, arg);
+}
+
+int agent_vm_guest_get_time(Agent *a, Vm *vm, const char *op, int64_t *ret_ns) {
+        return agent_call(a, vm, AGENT_JOB_QUERY, op, "guest-get-time", do_get_time, ret_ns);
 }
 
 /* ---- restart: reconnect to the guests that outlived us ---------------------------------- */

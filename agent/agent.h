@@ -71,8 +71,9 @@ void agent_op_id(Agent *a, const char *given, char ret[OP_ID_MAX]);
  * -ECANCELED if a destroy came meanwhile. */
 int agent_vm_spawn(Agent *a, Vm *vm, char **argv, int64_t timeout_ms, pid_t *ret_pid);
 
-/* TEST-ONLY: sleep when DROVER_TEST_HOLD names @phase (docs/agent.md). */
-void agent_test_hold(JobPhase phase);
+/* TEST-ONLY: sleep when DROVER_TEST_HOLD names @phase (and, when it names a
+ * guest, @guest) (docs/agent.md). */
+void agent_test_hold(JobPhase phase, const char *guest);
 
 int agent_vm_define(Agent *a, const char *json, size_t len, const char *op, Vm **ret_vm);
 int agent_vm_undefine(Agent *a, Vm *vm, const char *op);
@@ -97,6 +98,8 @@ void agent_guest_info_clear(AgentGuestInfo *info);
  * Reports the guest clock before and after (0 when get-time is missing). */
 int agent_vm_guest_set_time(Agent *a, Vm *vm, const char *op, int64_t ns, bool from_rtc,
                             int64_t *ret_before, int64_t *ret_after);
+/* Read the guest clock (guest-get-time, ns since the epoch); changes nothing. */
+int agent_vm_guest_get_time(Agent *a, Vm *vm, const char *op, int64_t *ret_ns);
 
 /* Publish an event about @vm (state and reason from its snapshot). */
 void agent_emit(Agent *a, Vm *vm, const char *kind, const char *fmt, ...) _printf_(4, 5);

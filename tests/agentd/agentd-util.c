@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "deadline.h"
 #include "qemuproc.h"
 #include "testutil.h"
 
@@ -205,6 +206,58 @@ char *test_guest_json(const char *name, const char *uuid, int mem_mib, const cha
                      "{\"name\": \"%s\", %s\"memory_mib\": %d, \"vcpus\": 1, \"machine\": \"pc\", "
                      "\"kernel\": \"%s\", \"append\": \"%s\", \"serial_log\": true}",
                      name, uuid_member, mem_mib, tu_guest_elf(), append ? append : "mib=16 rate=5") < 0)
+                return NULL;
+        return s;
+}
+
+void test_linux_guest_build(TestLinuxGuest *ret, int timeout_s) {
+        const char *script = getenv("DROVER_LINUX_GUEST_SCRIPT");
+        const char *out = getenv("DROVER_LINUX_GUEST_DIR");
+        memset(ret, 0, sizeof(*ret));
+        if (!script || !out)
+                tu_skip("DROVER_LINUX_GUEST_SCRIPT/DROVER_LINUX_GUEST_DIR unset (run through meson test)");
+        const char *log = tu_path(tu_tmpdir("lg-build"), "build.log");
+        char limit[16];
+        snprintf(limit, sizeof(limit), "%d", timeout_s);
+        /* timeout(1) kills the script's whole process group, apt-get included */
+        char *argv[] = { "timeout", "-k", "10", limit, (char *) script, (char *) out, NULL };
+        uint64_t t0 = now_ns();
+        pid_t pid = tu_spawn(argv, log);
+        if (pid < 0) {
+                fprintf(stderr, "cannot run %s: %s\n", script, strerror((int) -pid));
+                exit(1);
+        }
+        int status = 0;
+        while (!tu_reap(pid, &status))
+                sleep_ms(20);
+        ret->build_ms = (double) (now_ns() - t0) / 1e6;
+        char *text = tu_read_file(log, NULL);
+        const char *last = "";
+        for (char *line = text ? strtok(text, "\n") : NULL; line; line = strtok(NULL, "\n"))
+                last = line;
+        snprintf(ret->summary, sizeof(ret->summary), "%s", last);
+        free(text);
+        int rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        if (rc == 2)
+                tu_skip("the Linux test guest cannot be built here: %s", ret->summary[0] ? ret->summary : "(no output)");
+        if (rc == 124 || rc == 137)
+                tu_skip("build-linux-guest.sh did not finish within %d s (slow or no package download)", timeout_s);
+        if (rc != 0) {
+                char *all = tu_read_file(log, NULL);
+                fprintf(stderr, "build-linux-guest.sh %s exited with %d:\n%s\n", out, rc, all ? all : "");
+                exit(1);
+        }
+        snprintf(ret->kernel, sizeof(ret->kernel), "%s/vmlinux", out);
+        snprintf(ret->initrd, sizeof(ret->initrd), "%s/initrd.cpio.gz", out);
+}
+
+char *test_linux_guest_json(const char *name, const TestLinuxGuest *lg, int mem_mib) {
+        char *s = NULL;
+        if (asprintf(&s,
+                     "{\"name\": \"%s\", \"memory_mib\": %d, \"vcpus\": 1, \"machine\": \"pc\", "
+                     "\"kernel\": \"%s\", \"initrd\": \"%s\", \"append\": \"%s\", "
+                     "\"guest_agent\": true, \"serial_log\": true}",
+                     name, mem_mib, lg->kernel, lg->initrd, TEST_LINUX_GUEST_APPEND) < 0)
                 return NULL;
         return s;
 }

@@ -49,6 +49,29 @@ void test_agent_kill_guests(TestAgent *t);
 /* A definition of the tiny test guest. */
 char *test_guest_json(const char *name, const char *uuid, int mem_mib, const char *append);
 
+/* The real Linux guest of tests/linux-guest (Debian kernel, busybox,
+ * qemu-ga inside), for tests of the guest-agent paths. */
+typedef struct TestLinuxGuest {
+        char kernel[512];  /* OUTDIR/vmlinux */
+        char initrd[512];  /* OUTDIR/initrd.cpio.gz */
+        double build_ms;   /* wall time of build-linux-guest.sh (~0.1 s when cached) */
+        char summary[256]; /* its last output line */
+} TestLinuxGuest;
+
+/* Kernel command line that boots it quickly under TCG. */
+#define TEST_LINUX_GUEST_APPEND                                                                      \
+        "console=ttyS0 quiet mitigations=off tsc=reliable no_timer_check cryptomgr.notests "          \
+        "random.trust_cpu=on i8042.nokbd i8042.noaux"
+
+/* Run $DROVER_LINUX_GUEST_SCRIPT $DROVER_LINUX_GUEST_DIR (set by meson)
+ * under timeout(1) with @timeout_s; it builds the guest or finds it cached.
+ * Skips the test (tu_skip) with the reason when the guest cannot be built
+ * here (variables unset, packages unavailable, too slow); exits 1 with the
+ * script's log on any other failure. */
+void test_linux_guest_build(TestLinuxGuest *ret, int timeout_s);
+/* Its definition: @mem_mib, one vCPU, "guest_agent": true, serial log. */
+char *test_linux_guest_json(const char *name, const TestLinuxGuest *lg, int mem_mib);
+
 /* Unary call helpers: return 0 or -errno, status in *st. */
 int ta_call(TestAgent *t, const char *method, const ProtobufCMessage *req, ProtobufCMessage **resp,
             RpcStatus *st);

@@ -19,8 +19,12 @@ packages=(
   openssh-server openssh-client openssl
   # independent gRPC client for interop tests
   python3 python3-grpcio python3-grpc-tools python3-protobuf
+  # the Ansible collection (ansible/) is tested with the real ansible-playbook
+  ansible
   # terminal checks
   tmux
+  # plots of the benchmarks (docs/performance.md, docs/perf/*.png)
+  gnuplot-nox
 )
 
 missing=()
