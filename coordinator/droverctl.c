@@ -78,9 +78,14 @@ static int usage(FILE *f) {
 }
 
 static int fail(const char *what, int r) {
-        if (o.json)
-                printf("{\"error\": \"%s: %s\"}\n", what, err_str(r));
-        else
+        if (o.json) {
+                char msg[ERR_MSG_MAX + 64];
+                json_object *x = json_object_new_object();
+                snprintf(msg, sizeof(msg), "%s: %s", what, err_str(r));
+                json_object_object_add(x, "error", json_object_new_string(msg));
+                printf("%s\n", json_object_to_json_string_ext(x, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+                json_object_put(x);
+        } else
                 fprintf(stderr, "droverctl: %s: %s\n", what, err_str(r));
         return EXIT_ERROR;
 }
@@ -474,9 +479,12 @@ static int cmd_host(const char *verb, const char *host) {
         int rc = call("SetHostState", &req.base, (ProtobufCMessage **) &h);
         if (rc < 0)
                 return fail("host", rc);
-        if (o.json)
-                printf("{\"host\": \"%s\", \"state\": \"%s\"}\n", h->name, host_state(h->state));
-        else
+        if (o.json) {
+                json_object *x = json_object_new_object();
+                json_object_object_add(x, "host", json_object_new_string(h->name));
+                json_object_object_add(x, "state", json_object_new_string(host_state(h->state)));
+                print_json(x);
+        } else
                 printf("host %s is now %s\n", h->name, host_state(h->state));
         drover__v1__host__free_unpacked(h, NULL);
         return EXIT_OK;
