@@ -794,6 +794,36 @@ static uint64_t need_of(Coordinator *c, const CSub *s, const CHost *src, const C
         return MAX(s->dirty * 3 / 2, floor);
 }
 
+/* A migration about to end: its stream is done, or what remains of this pass
+ * takes less than half a second at its rate (the live figures of the last
+ * poll; a dirtying guest's later passes add a little). */
+static bool sub_finishing(const CSub *s) {
+        const CoordLive *l = &s->live;
+        return strcmp(l->mig_phase, "perform_done") == 0 || strcmp(l->mig_phase, "confirm") == 0 ||
+               (l->mbps > 0 && l->ram_transferred > 0 && (double) l->ram_remaining * 8 < 0.5 * l->mbps * 1e6);
+}
+
+/* Overlap: host @h may start one migration more than its link's slots
+ * (never more than its max_outgoing / max_incoming) while every migration
+ * it runs in that direction is about to end, so the new one's setup (the
+ * destination QEMU's start, about 0.1 s) overlaps their end instead of
+ * leaving the link idle (docs/performance.md, "Evacuation makespan"). */
+static bool overlap_ok_locked(Coordinator *c, const CHost *h, bool out) {
+        unsigned lim = out ? (h->h.max_outgoing ? h->h.max_outgoing : c->cfg.max_outgoing)
+                           : (h->h.max_incoming ? h->h.max_incoming : c->cfg.max_incoming);
+        unsigned n = out ? h->out_running : h->in_running;
+        if (n == 0 || n != slots(c, h, out) || n + 1 > lim)
+                return false;
+        for (size_t i = 0; i < c->n_jobs; i++)
+                for (size_t k = 0; k < c->jobs[i]->n; k++) {
+                        const CSub *s = &c->jobs[i]->subs[k];
+                        if (s->t.phase == SP_MIGRATING && strcmp(out ? s->t.source : s->t.destination, h->h.name) == 0 &&
+                            !sub_finishing(s))
+                                return false;
+                }
+        return true;
+}
+
 /* Under the lock: decide the admissions and polls of this tick. */
 static size_t plan_tick_locked(Coordinator *c, Action *acts, size_t max) {
         size_t n = 0;
@@ -842,25 +872,16 @@ static size_t plan_tick_locked(Coordinator *c, Action *acts, size_t max) {
                                 snprintf(a->uuid, sizeof(a->uuid), "%s", s->t.uuid);
                                 snprintf(a->op, sizeof(a->op), "%s", s->t.op_id);
                                 a->reconcile = s->reconcile;
-                                /* fair share of the links, re-tuned when it moves by > 10 % */
-                                uint64_t share = MIN(link_of(c, src) / MAX(src->out_running, 1u),
-                                                     link_of(c, dst) / MAX(dst->in_running, 1u));
-                                if (!s->reconcile && s->bw && (share > s->bw * 11 / 10 || share < s->bw * 9 / 10) && n < max) {
-                                        s->bw = share;
-                                        Action *t = &acts[n++];
-                                        *t = *a;
-                                        t->kind = ACT_TUNE;
-                                        t->bw = share;
-                                }
-                                continue;
+                                continue; /* its share: below, once this tick's admissions are counted */
                         }
                         if (s->t.phase != SP_QUEUED || j->cancel)
                                 continue;
                         /* admission control */
                         if (src->health != HH_HEALTHY || dst->health != HH_HEALTHY)
                                 continue;
-                        if (running >= c->cfg.cluster_limit || src->out_running >= slots(c, src, true) ||
-                            dst->in_running >= slots(c, dst, false))
+                        if (running >= c->cfg.cluster_limit ||
+                            (src->out_running >= slots(c, src, true) && !overlap_ok_locked(c, src, true)) ||
+                            (dst->in_running >= slots(c, dst, false) && !overlap_ok_locked(c, dst, false)))
                                 continue;
                         uint64_t share = MIN(link_of(c, src) / (src->out_running + 1), link_of(c, dst) / (dst->in_running + 1));
                         if (share < need_of(c, s, src, dst) && (src->out_running || dst->in_running))
@@ -887,6 +908,56 @@ static size_t plan_tick_locked(Coordinator *c, Action *acts, size_t max) {
                         a->bw = share;
                         a->params = j->params;
                         bump_locked(c, j);
+                }
+        }
+
+        /* Fair shares of the links, from the counts after this tick's
+         * admissions (a share computed before a later admission on the same
+         * link would oversubscribe it until the next tick), capped by the
+         * bandwidth the request asked for (a re-share never lifts it).  A
+         * migration started in this tick starts with its share; a running
+         * one is re-tuned when its share moves by more than 10 %. */
+        size_t n_first = n;
+        for (size_t i = 0; i < c->n_jobs; i++) {
+                CJob *j = c->jobs[i];
+                if (j->j.phase != JP_RUNNING || j->cancel)
+                        continue;
+                for (size_t k = 0; k < j->n; k++) {
+                        CSub *s = &j->subs[k];
+                        CHost *src, *dst;
+                        if (s->t.phase != SP_MIGRATING || s->reconcile ||
+                            !(src = host_by_name_locked(c, s->t.source)) ||
+                            !(dst = host_by_name_locked(c, s->t.destination)))
+                                continue;
+                        uint64_t share = MIN(link_of(c, src) / MAX(src->out_running, 1u),
+                                             link_of(c, dst) / MAX(dst->in_running, 1u));
+                        if (j->params.bandwidth)
+                                share = MIN(share, j->params.bandwidth);
+                        Action *start = NULL;
+                        for (size_t q = 0; q < n_first && !start; q++)
+                                if (acts[q].kind == ACT_START && acts[q].seq == s->t.seq &&
+                                    strcmp(acts[q].job, j->j.id) == 0)
+                                        start = &acts[q];
+                        if (start) {
+                                start->bw = s->bw = share;
+                                continue;
+                        }
+                        if (!s->bw || (share <= s->bw * 11 / 10 && share >= s->bw * 9 / 10) || n >= max)
+                                continue;
+                        if (share < s->bw && sub_finishing(s))
+                                continue; /* about to end: a cut would only slow its end (overlap, above) */
+                        s->bw = share;
+                        Action *t = &acts[n++];
+                        memset(t, 0, sizeof(*t));
+                        t->kind = ACT_TUNE;
+                        snprintf(t->job, sizeof(t->job), "%s", j->j.id);
+                        t->seq = s->t.seq;
+                        t->src = src->link;
+                        t->dst = dst->link;
+                        snprintf(t->guest, sizeof(t->guest), "%s", s->t.guest);
+                        snprintf(t->uuid, sizeof(t->uuid), "%s", s->t.uuid);
+                        snprintf(t->op, sizeof(t->op), "%s", s->t.op_id);
+                        t->bw = share;
                 }
         }
         return n;
@@ -970,14 +1041,40 @@ static void do_start(Coordinator *c, Action *a) {
 static void do_poll(Coordinator *c, Action *a) {
         LinkMigResult res;
         LinkGuestStatus gs;
-        if (!a->src) { /* a queued sub-task dropped under the lock: persist it */
+        if (!a->src) { /* a queued sub-task dropped under the lock: persist it, and say so */
+                StoreSubtask t = { 0 };
+                CJob *j;
                 persist_sub(c, a->job, a->seq);
+                lock_acquire(&c->lock);
+                CSub *s = sub_locked(c, a->job, a->seq, &j);
+                if (s)
+                        t = s->t;
+                lock_release(&c->lock);
+                if (s)
+                        event(c, a->job, "%s cancelled: %s -> %s: %s", t.guest, t.source, t.destination, t.error);
                 return;
         }
         int r = agent_link_get_migration(a->src, a->guest, CALL_MS, &res);
         bool ours = r >= 0 && strcmp(res.op, a->op) == 0;
         if (ours && res.done) {
-                end_sub(c, a->job, a->seq, res.success ? SP_SUCCEEDED : SP_FAILED, &res, res.success ? NULL : res.error);
+                /* a migration that ended without success after the job's
+                 * cancel aborted it is cancelled (its source resumed), not
+                 * failed: the job then ends cancelled */
+                bool aborted = false;
+                if (!res.success) {
+                        CJob *j;
+                        lock_acquire(&c->lock);
+                        CSub *s = sub_locked(c, a->job, a->seq, &j);
+                        aborted = s && s->abort_sent;
+                        lock_release(&c->lock);
+                }
+                if (aborted) {
+                        char why[STORE_TEXT_MAX];
+                        snprintf(why, sizeof(why), "aborted by the job's cancel, the source resumed (%.400s)", res.error);
+                        end_sub(c, a->job, a->seq, SP_CANCELLED, &res, why);
+                } else
+                        end_sub(c, a->job, a->seq, res.success ? SP_SUCCEEDED : SP_FAILED, &res,
+                                res.success ? NULL : res.error);
                 return;
         }
         if (!ours && (r >= 0 || r == -ENOENT) && a->reconcile) {
@@ -1106,6 +1203,23 @@ static void close_jobs(Coordinator *c) {
         }
 }
 
+/* Sub-tasks migrating now; *ret_finishing: one of them is about to end. */
+static unsigned migrating_locked(Coordinator *c, bool *ret_finishing) {
+        unsigned n = 0;
+        bool fin = false;
+        for (size_t i = 0; i < c->n_jobs; i++)
+                for (size_t k = 0; k < c->jobs[i]->n; k++) {
+                        const CSub *s = &c->jobs[i]->subs[k];
+                        if (s->t.phase != SP_MIGRATING)
+                                continue;
+                        n++;
+                        fin |= sub_finishing(s);
+                }
+        if (ret_finishing)
+                *ret_finishing = fin;
+        return n;
+}
+
 static void *scheduler_thread(void *arg) {
         Coordinator *c = arg;
         Action *acts = calloc(256, sizeof(*acts));
@@ -1114,6 +1228,7 @@ static void *scheduler_thread(void *arg) {
         while (!atomic_load(&c->stopping)) {
                 lock_acquire(&c->lock);
                 size_t n = plan_tick_locked(c, acts, 256);
+                unsigned before = migrating_locked(c, NULL);
                 lock_release(&c->lock);
                 for (size_t i = 0; i < n && !atomic_load(&c->stopping); i++) {
                         switch (acts[i].kind) {
@@ -1136,7 +1251,17 @@ static void *scheduler_thread(void *arg) {
                         }
                 }
                 close_jobs(c);
-                sleep_ms(250);
+                /* A migration that ended in this tick freed its slots: plan
+                 * again at once, so the next one starts within milliseconds
+                 * instead of after a tick with the link idle.  While one is
+                 * about to end, poll every 50 ms, so its end is seen soon
+                 * (docs/performance.md, "Evacuation makespan"). */
+                bool finishing;
+                lock_acquire(&c->lock);
+                bool freed = migrating_locked(c, &finishing) < before;
+                lock_release(&c->lock);
+                if (!freed)
+                        sleep_ms(finishing ? 50 : 250);
         }
         free(acts);
         return NULL;

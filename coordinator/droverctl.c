@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include "coordinator.pb-c.h"
@@ -244,18 +245,54 @@ static void human_bytes(double b, char *buf, size_t size) {
                 snprintf(buf, size, "%.0f MiB", b / (1 << 20));
 }
 
-/* One line per guest; a summary line first. */
+/* Print one display line.  On a terminal it is cleared first and cut to
+ * the terminal's width (never at a UTF-8 continuation byte): a line that
+ * wrapped would take two rows, and the next redraw, which moves the cursor
+ * up one row per line, would leave stale copies behind. */
+static void put_line(bool tty, int cols, const char *text) {
+        if (!tty) {
+                printf("%s\n", text);
+                return;
+        }
+        size_t len = strlen(text);
+        if (cols > 1 && len > (size_t) cols - 1) {
+                len = (size_t) cols - 1;
+                while (len > 0 && ((unsigned char) text[len] & 0xC0) == 0x80)
+                        len--;
+        }
+        printf("\033[2K%.*s\n", (int) len, text);
+}
+
+/* One line per guest; a summary line first.  On a terminal, while the job
+ * runs, lines are cut to its width and there are at most as many as it has
+ * rows (less one): lines scrolled off the top cannot be redrawn in place; the
+ * guests left out are counted in a last line.  The final display (the job
+ * ended) is printed whole. */
 static int render(const Drover__V1__Job *j, bool tty, int prev_lines) {
-        int lines = 0;
+        char line[512];
+        int lines = 0, cols = 0, rows = 0;
+        if (tty) {
+                struct winsize ws;
+                if (ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0) {
+                        cols = ws.ws_col;
+                        rows = ws.ws_row;
+                }
+        }
         if (tty && prev_lines)
-                printf("\033[%dA", prev_lines);
+                printf("\033[%dA\033[J", prev_lines); /* up to the summary, and clear what was below */
+        if (j->phase >= 4)
+                cols = 0; /* the last redraw: nothing is drawn over it, it may wrap */
         uint64_t now = wall_ns() / NSEC_PER_MSEC;
         double el = (double) ((j->finished_unix_ms ? j->finished_unix_ms : now) - j->created_unix_ms) / 1000.0;
-        printf("%s%s %s %s: %s  %u/%zu done, %u failed, %u cancelled  %.1f s\n", tty ? "\033[2K" : "", j->id,
-               j->kind == 2 ? "evacuate" : "migrate", j->host, job_phase(j->phase), j->succeeded, j->n_subtasks,
-               j->failed, j->cancelled, el);
+        snprintf(line, sizeof(line), "%s %s %s: %s  %u/%zu done, %u failed, %u cancelled  %.1f s", j->id,
+                 j->kind == 2 ? "evacuate" : "migrate", j->host, job_phase(j->phase), j->succeeded, j->n_subtasks,
+                 j->failed, j->cancelled, el);
+        put_line(tty, cols, line);
         lines++;
-        for (size_t i = 0; i < j->n_subtasks; i++) {
+        size_t shown = j->n_subtasks;
+        if (tty && j->phase < 4 && rows > 3 && 1 + j->n_subtasks > (size_t) rows - 1)
+                shown = (size_t) rows - 3; /* the summary, the guests shown, the "more" line */
+        for (size_t i = 0; i < shown; i++) {
                 Drover__V1__Subtask *s = j->subtasks[i];
                 char detail[160] = "";
                 if (s->phase == 2 && s->stats && s->stats->ram_total_bytes) {
@@ -278,8 +315,15 @@ static int render(const Drover__V1__Job *j, bool tty, int prev_lines) {
                         snprintf(detail, sizeof(detail), "%.150s", s->error[0] ? s->error : s->reason);
                 else if (s->phase == 1)
                         snprintf(detail, sizeof(detail), "waiting for admission (est. %.1f s)", s->estimated_s);
-                printf("%s  %-18s %-10s -> %-10s %-9s %s\n", tty ? "\033[2K" : "", s->guest, s->source, s->destination,
-                       sub_phase(s->phase), detail);
+                snprintf(line, sizeof(line), "  %-18s %-10s -> %-10s %-9s %s", s->guest, s->source, s->destination,
+                         sub_phase(s->phase), detail);
+                put_line(tty, cols, line);
+                lines++;
+        }
+        if (shown < j->n_subtasks) {
+                snprintf(line, sizeof(line), "  ... and %zu more guests (droverctl job %s shows all)",
+                         j->n_subtasks - shown, j->id);
+                put_line(tty, cols, line);
                 lines++;
         }
         fflush(stdout);

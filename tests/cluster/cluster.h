@@ -15,11 +15,15 @@
  * The helpers below check what a migration promises across hosts: where
  * a guest runs (GetGuest on every agent, the live QEMUs found in /proc, the
  * serial counter of the tiny guest), and that the agents' records agree.
+ * The last part runs drover-coordinator in host 0's namespace over the
+ * cluster's agents, and droverctl against it (README.md).
  */
 #pragma once
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
 
 #include "agentd-util.h"
 #include "netns.h"
@@ -34,11 +38,28 @@ typedef struct ClusterHost {
         int starts;
 } ClusterHost;
 
+/* A drover-coordinator run by the test in host 0's namespace (see
+ * cluster_coord_start below); zeroed by cluster_up. */
+typedef struct ClusterCoord {
+        char dir[220];        /* <host 0's dir>/coord: coordinator.json, .db, .log, .sock, droverctl output */
+        char config[260];
+        char db[260];
+        char sock[260];       /* the coordinator's unix socket: droverctl and the test use it */
+        char log[260];
+        pid_t pid;            /* 0 when not running */
+        int starts;
+        int ctl_runs;         /* droverctl runs so far (names their output files) */
+} ClusterCoord;
+
+#define CLUSTER_MAX_CTL_BG 8
+
 typedef struct Cluster {
         NetnsCluster net;
         int n;
         ClusterHost host[NETNS_MAX_HOSTS];
         bool ok;              /* set at the end of a test: cluster_down prints logs otherwise */
+        ClusterCoord coord;
+        pid_t ctl_bg[CLUSTER_MAX_CTL_BG]; /* background droverctl runs, killed by cluster_down */
 } Cluster;
 
 /* Namespaces, certificates (once per process), configs, agents.  Fails the
@@ -102,3 +123,57 @@ bool cluster_serial_only_on(Cluster *c, const char *name, int owner, int ms, cha
 
 /* Print the last @lines lines of every agent log. */
 void cluster_dump_logs(Cluster *c, int lines);
+
+/* ---- the coordinator and droverctl ------------------------------------------------------ */
+
+struct json_object; /* json-c */
+
+/* What cluster_coord_config() writes besides the fixed parts: hosts
+ * "host-a".. with address 10.77.X.N:7400 (the cluster's agents), TLS with
+ * host 0's certificate and the test CA, listen on ClusterCoord.sock, the db
+ * in ClusterCoord.dir, log level info.  Zero members are left out (the
+ * coordinator's defaults or what the agents report apply). */
+typedef struct ClusterCoordOptions {
+        unsigned max_outgoing, max_incoming, cluster_limit;
+        uint64_t stream_bytes_per_s;
+        uint64_t link_bytes_per_s[NETNS_MAX_HOSTS];
+        uint64_t memory_mib[NETNS_MAX_HOSTS];
+        unsigned vcpus[NETNS_MAX_HOSTS];
+        int heartbeat_ms;                /* 0: 1000 */
+        const char *extra;               /* more top-level members, e.g. "\"anti_affinity\": {...}" */
+} ClusterCoordOptions;
+
+/* Write ClusterCoord.config for the cluster's agents.  Fails the test on error. */
+void cluster_coord_config(Cluster *c, const ClusterCoordOptions *o);
+/* Start (or restart, with the same config and db) drover-coordinator as
+ * `ip netns exec <host 0's ns> drover-coordinator --config ...` and wait for
+ * its ready line; its log is appended to.  0 or -errno. */
+int cluster_coord_start(Cluster *c);
+/* kill -9 the coordinator (the agents and their migrations go on). */
+void cluster_coord_kill9(Cluster *c);
+/* SIGTERM and wait (10 s, then SIGKILL); returns the wait status or -1. */
+int cluster_coord_stop(Cluster *c);
+/* A gRPC client of the coordinator's unix socket with the test client's
+ * certificate (free with rpc_client_free). */
+RpcClient *cluster_coord_client(Cluster *c);
+/* The test client's TLS material (valid after cluster_up). */
+const RpcTls *cluster_client_tls(void);
+
+/* droverctl with -c unix:<sock> and the test client's certificate, then
+ * the NULL-terminated arguments; stdout and stderr are captured (malloc'ed
+ * into *ret_out / *ret_err when not NULL).  Waits at most @timeout_ms, then
+ * kills it.  Returns its exit code, -ETIMEDOUT, or -errno. */
+int cluster_ctl(Cluster *c, int timeout_ms, char **ret_out, char **ret_err, ...) __attribute__((sentinel));
+int cluster_ctlv(Cluster *c, int timeout_ms, char **ret_out, char **ret_err, const char *const *args);
+/* The same with --json: the last JSON document of stdout (NULL when none;
+ * free with json_object_put), the exit code in *ret_code. */
+struct json_object *cluster_ctl_json(Cluster *c, int timeout_ms, int *ret_code, ...) __attribute__((sentinel));
+/* droverctl in the background: stdout to @out_path, stderr to @out_path.err.
+ * Returns its pid (killed by cluster_down if still running) or -errno. */
+pid_t cluster_ctl_spawn(Cluster *c, const char *out_path, ...) __attribute__((sentinel));
+/* Wait for a background droverctl: its exit code, or -ETIMEDOUT (still
+ * running: it is left alone). */
+int cluster_ctl_wait(Cluster *c, pid_t pid, int timeout_ms);
+/* The droverctl command line (quoted for sh) without a command, for
+ * running it elsewhere (e.g. in a terminal). */
+void cluster_ctl_shell(Cluster *c, char *buf, size_t size);

@@ -1,0 +1,1338 @@
+/* The coordinator's promises under real conditions (suite 'cluster').
+ *
+ * Three hosts as network namespaces with a drover-agent each (cluster.h),
+ * eight tiny dirtying guests on host a, drover-coordinator in host a's
+ * namespace with host a's certificate, and droverctl over the
+ * coordinator's unix socket with the test client's certificate, its --json
+ * output parsed.  What each test asserts is what docs/coordinator.md and
+ * docs/droverctl.md promise:
+ *   - evacuate: every guest ends on b or c, the history is complete, and the
+ *     per-host limits held at every instant (from the sub-tasks' recorded
+ *     times, and sampled from the agents while it ran);
+ *   - kill -9 of the coordinator mid-evacuation, restart: the job completes,
+ *     no guest migrated twice or ran twice, none lost;
+ *   - cancel mid-evacuation: queued sub-tasks cancelled, running ones
+ *     aborted with their sources resumed, `watch` exits 3;
+ *   - an infeasible evacuation changes nothing (exit 4; dry run exit 3 with
+ *     every blocked guest and its reason);
+ *   - bad input gets a clear error naming the thing (exit 4 / 2,
+ *     NOT_FOUND / INVALID_ARGUMENT);
+ *   - the terminal display redraws in place (tmux), piped output has no
+ *     escape codes.
+ * Each test tears everything down even when it fails (then the agents' and
+ * the coordinator's logs are printed).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <cmocka.h>
+#include <json-c/json.h>
+
+#include "cluster.h"
+#include "coordinator.pb-c.h"
+#include "deadline.h"
+#include "qemuproc.h"
+#include "testutil.h"
+
+#define A 0
+#define B 1
+#define C 2
+#define N_GUESTS 8
+#define MIB (1024.0 * 1024.0)
+#define CTL_MS 30000
+
+static const char *const names[N_GUESTS] = { "ev0", "ev1", "ev2", "ev3", "ev4", "ev5", "ev6", "ev7" };
+static const int mems[N_GUESTS] = { 128, 96, 64, 128, 96, 64, 128, 96 };
+
+static int setup(void **state) {
+        Cluster *c = calloc(1, sizeof(*c));
+        *state = c;
+        return c ? 0 : -1;
+}
+
+static int teardown(void **state) {
+        Cluster *c = *state;
+        cluster_down(c);
+        free(c);
+        return 0;
+}
+
+static double secs_since(uint64_t t0_ns) {
+        return (double) (now_ns() - t0_ns) / 1e9;
+}
+
+/* ---- JSON -------------------------------------------------------------------------------- */
+
+static json_object *jget(json_object *o, const char *k) {
+        json_object *v = NULL;
+        if (o && json_object_is_type(o, json_type_object))
+                json_object_object_get_ex(o, k, &v);
+        return v;
+}
+
+static const char *jstr(json_object *o, const char *k) {
+        json_object *v = jget(o, k);
+        return v ? json_object_get_string(v) : "";
+}
+
+static int64_t jint(json_object *o, const char *k) {
+        json_object *v = jget(o, k);
+        return v ? json_object_get_int64(v) : 0;
+}
+
+static size_t jlen(json_object *a) {
+        return a && json_object_is_type(a, json_type_array) ? json_object_array_length(a) : 0;
+}
+
+static json_object *jidx(json_object *a, size_t i) {
+        return json_object_array_get_idx(a, i);
+}
+
+static int host_index(const char *name) {
+        return strcmp(name, "host-a") == 0 ? A : strcmp(name, "host-b") == 0 ? B : strcmp(name, "host-c") == 0 ? C : -1;
+}
+
+static int guest_index(const char *name) {
+        for (int i = 0; i < N_GUESTS; i++)
+                if (strcmp(names[i], name) == 0)
+                        return i;
+        return -1;
+}
+
+/* `droverctl job ID --json`: the job with its history (fails the test otherwise). */
+static json_object *get_job(Cluster *c, const char *id) {
+        int code;
+        json_object *j = cluster_ctl_json(c, CTL_MS, &code, "job", id, NULL);
+        if (!j || !jget(j, "subtasks"))
+                fail_msg("droverctl job %s --json: exit %d, no job document", id, code);
+        return j;
+}
+
+static int count_phase(json_object *job, const char *phase) {
+        json_object *subs = jget(job, "subtasks");
+        int n = 0;
+        for (size_t i = 0; i < jlen(subs); i++)
+                n += strcmp(jstr(jidx(subs, i), "phase"), phase) == 0;
+        return n;
+}
+
+static json_object *sub_of(json_object *job, const char *guest) {
+        json_object *subs = jget(job, "subtasks");
+        for (size_t i = 0; i < jlen(subs); i++)
+                if (strcmp(jstr(jidx(subs, i), "guest"), guest) == 0)
+                        return jidx(subs, i);
+        return NULL;
+}
+
+/* History events whose text starts with @prefix (or contains it when @anywhere). */
+static int count_events(json_object *job, const char *prefix, bool anywhere) {
+        json_object *h = jget(job, "history");
+        int n = 0;
+        for (size_t i = 0; i < jlen(h); i++) {
+                const char *t = jstr(jidx(h, i), "text");
+                n += anywhere ? strstr(t, prefix) != NULL : strncmp(t, prefix, strlen(prefix)) == 0;
+        }
+        return n;
+}
+
+static void print_history(json_object *job) {
+        json_object *h = jget(job, "history");
+        uint64_t t0 = (uint64_t) jint(job, "created_unix_ms");
+        for (size_t i = 0; i < jlen(h); i++)
+                printf("#     %+8.3f s  %s\n", (double) ((uint64_t) jint(jidx(h, i), "time_unix_ms") - t0) / 1000.0,
+                       jstr(jidx(h, i), "text"));
+        fflush(stdout);
+}
+
+/* ---- the cluster ---------------------------------------------------------------------------- */
+
+static void start_guests(Cluster *c, int n) {
+        char uuid[64], append[64];
+        for (int i = 0; i < n; i++) {
+                snprintf(uuid, sizeof(uuid), "6d1d2a4e-0000-4000-8000-00000000c0%02d", i);
+                snprintf(append, sizeof(append), "mib=%d rate=%d", mems[i] - 16, 2 + i % 3);
+                cluster_guest_start(c, A, names[i], uuid, mems[i], append);
+        }
+}
+
+/* Config, start, and wait until the coordinator sees every host healthy and
+ * @n_guests guests on host a. */
+static void coord_up(Cluster *c, const ClusterCoordOptions *o, int n_guests) {
+        cluster_coord_config(c, o);
+        int r = cluster_coord_start(c);
+        if (r < 0)
+                fail_msg("drover-coordinator did not start: %s", strerror(-r));
+        Deadline d = deadline_in_ms(20000);
+        for (;;) {
+                int code, healthy = 0, on_a = -1;
+                json_object *h = cluster_ctl_json(c, CTL_MS, &code, "hosts", NULL);
+                for (size_t i = 0; i < jlen(h); i++) {
+                        healthy += strcmp(jstr(jidx(h, i), "health"), "healthy") == 0;
+                        if (strcmp(jstr(jidx(h, i), "name"), "host-a") == 0)
+                                on_a = (int) jint(jidx(h, i), "guests");
+                }
+                json_object_put(h);
+                if (code == 0 && healthy == c->n && on_a == n_guests)
+                        return;
+                if (deadline_expired(d))
+                        fail_msg("the coordinator does not see %d healthy hosts and %d guests on host a (exit %d, "
+                                 "%d healthy, %d on a)", c->n, n_guests, code, healthy, on_a);
+                sleep_ms(200);
+        }
+}
+
+static const ClusterCoordOptions limits_2x2 = {
+        .max_outgoing = 2,
+        .max_incoming = 2,
+        /* 1,250,000,000 / the default 400,000,000 per stream = 3 slots, capped at 2 */
+        .link_bytes_per_s = { 1250000000, 1250000000, 1250000000 },
+};
+
+/* Migrations the agents run right now: outgoing on host a, incoming on each host. */
+static void sample_agents(Cluster *c, int *out_a, int in[NETNS_MAX_HOSTS]) {
+        *out_a = 0;
+        for (int i = 0; i < c->n; i++) {
+                Drover__V1__GetAgentStatsRequest req = DROVER__V1__GET_AGENT_STATS_REQUEST__INIT;
+                Drover__V1__GetAgentStatsResponse *r = NULL;
+                RpcStatus st;
+                in[i] = 0;
+                if (cluster_call(c, i, "GetAgentStats", &req.base, (ProtobufCMessage **) &r, &st) < 0)
+                        continue;
+                for (size_t k = 0; k < r->n_guests; k++) {
+                        if (i == A && strcmp(r->guests[k]->async_job, "migration-out") == 0)
+                                (*out_a)++;
+                        in[i] += strcmp(r->guests[k]->async_job, "migration-in") == 0;
+                }
+                drover__v1__get_agent_stats_response__free_unpacked(r, NULL);
+        }
+}
+
+/* The most sub-tasks of @job whose [started, finished) intervals overlap at
+ * one instant, among those whose @field ("source"/"destination") is @host.
+ * Finishes sort before starts at the same millisecond (half-open). */
+typedef struct Edge {
+        int64_t t;
+        int d;
+} Edge;
+
+static int cmp_edge(const void *x, const void *y) {
+        const Edge *a = x, *b = y;
+        if (a->t != b->t)
+                return a->t < b->t ? -1 : 1;
+        return a->d - b->d;
+}
+
+static int max_overlap(json_object *job, const char *field, const char *host) {
+        json_object *subs = jget(job, "subtasks");
+        Edge e[2 * 64];
+        size_t n = 0;
+        for (size_t i = 0; i < jlen(subs) && n + 2 <= 128; i++) {
+                json_object *s = jidx(subs, i);
+                if (strcmp(jstr(s, field), host) != 0 || jint(s, "started_unix_ms") == 0)
+                        continue;
+                e[n++] = (Edge){ jint(s, "started_unix_ms"), +1 };
+                e[n++] = (Edge){ jint(s, "finished_unix_ms") ? jint(s, "finished_unix_ms") : INT64_MAX, -1 };
+        }
+        qsort(e, n, sizeof(e[0]), cmp_edge);
+        int cur = 0, best = 0;
+        for (size_t i = 0; i < n; i++) {
+                cur += e[i].d;
+                best = cur > best ? cur : best;
+        }
+        return best;
+}
+
+/* Each guest runs exactly once (one live QEMU across the hosts), on the host
+ * @expect[i] says, and its serial counter advances there only (checked for
+ * all guests over one 3 s window). */
+static void assert_all_run_once(Cluster *c, const int expect[N_GUESTS], int n) {
+        char why[512];
+        int before[N_GUESTS][NETNS_MAX_HOSTS];
+        for (int i = 0; i < n; i++) {
+                int owner = cluster_wait_single_owner(c, names[i], 20000, why, sizeof(why));
+                if (owner < 0)
+                        fail_msg("%s does not run exactly once: %s", names[i], why);
+                if (owner != expect[i])
+                        fail_msg("%s runs on host %c, expected host %c", names[i], 'a' + owner, 'a' + expect[i]);
+        }
+        for (int i = 0; i < n; i++)
+                for (int h = 0; h < c->n; h++)
+                        before[i][h] = cluster_serial_seconds(c, h, names[i]);
+        sleep_ms(3000);
+        for (int i = 0; i < n; i++)
+                for (int h = 0; h < c->n; h++) {
+                        int now = cluster_serial_seconds(c, h, names[i]);
+                        if (h == expect[i] && now < before[i][h] + 2)
+                                fail_msg("%s: its serial counter does not advance on host %c (%d -> %d)", names[i],
+                                         'a' + h, before[i][h], now);
+                        if (h != expect[i] && now != before[i][h])
+                                fail_msg("%s: its serial counter advances on host %c too (%d -> %d)", names[i],
+                                         'a' + h, before[i][h], now);
+                }
+}
+
+/* The agents' view of the guest's migration: GetMigration on the source
+ * carries the sub-task's op id, done and successful (unless @agent_forgot:
+ * the source agent restarted since, its records are in memory), the
+ * destination's record (when it keeps one) the same op; the source agent's
+ * log shows that op completing once and never failing. */
+static void assert_migrated_once(Cluster *c, json_object *sub, bool agent_forgot) {
+        const char *g = jstr(sub, "guest"), *op = jstr(sub, "op_id");
+        Drover__V1__MigrationResult *r = cluster_get_migration(c, A, g);
+        if (!r && !agent_forgot)
+                fail_msg("%s: GetMigration on host a knows no migration", g);
+        if (r && (strcmp(r->op_id, op) != 0 || !r->done || !r->success))
+                fail_msg("%s: host a's last migration is %s (done %d, success %d), the sub-task's op is %s", g, r->op_id,
+                         r->done, r->success, op);
+        if (r)
+                drover__v1__migration_result__free_unpacked(r, NULL);
+        int dest = host_index(jstr(sub, "destination"));
+        r = dest >= 0 ? cluster_get_migration(c, dest, g) : NULL;
+        if (r && strcmp(r->op_id, op) != 0)
+                fail_msg("%s: %s's last migration is %s, the sub-task's op is %s", g, jstr(sub, "destination"), r->op_id,
+                         op);
+        if (r)
+                drover__v1__migration_result__free_unpacked(r, NULL);
+        char needle[160], *log = tu_read_file(tu_path(c->host[A].dir, "agent.log"), NULL);
+        int completed = 0, failed = 0;
+        snprintf(needle, sizeof(needle), "migration %s of %s ", op, g);
+        for (char *p = log; p && (p = strstr(p, needle)); p += strlen(needle)) {
+                const char *rest = p + strlen(needle);
+                completed += strncmp(rest, "completed", 9) == 0;
+                failed += strncmp(rest, "failed", 6) == 0;
+        }
+        free(log);
+        if (completed != 1 || failed != 0)
+                fail_msg("%s: host a's log shows op %s completed %d times, failed %d times", g, op, completed, failed);
+}
+
+/* Every sub-task's op id is distinct ("<job>-<seq>"). */
+static void assert_op_ids_distinct(json_object *job) {
+        json_object *subs = jget(job, "subtasks");
+        for (size_t i = 0; i < jlen(subs); i++) {
+                const char *op = jstr(jidx(subs, i), "op_id");
+                if (!op[0])
+                        continue;
+                for (size_t k = i + 1; k < jlen(subs); k++)
+                        if (strcmp(op, jstr(jidx(subs, k), "op_id")) == 0)
+                                fail_msg("op id %s is used by two sub-tasks", op);
+        }
+}
+
+/* Start an evacuation (no --wait) and return its job id. */
+static void evacuate_async(Cluster *c, const char *bandwidth_mib, char *id, size_t size) {
+        int code;
+        json_object *r = bandwidth_mib ? cluster_ctl_json(c, CTL_MS, &code, "evacuate", "host-a", "--bandwidth",
+                                                          bandwidth_mib, NULL)
+                                       : cluster_ctl_json(c, CTL_MS, &code, "evacuate", "host-a", NULL);
+        json_object *job = jget(r, "job");
+        if (code != 0 || !job)
+                fail_msg("droverctl evacuate host-a --json: exit %d", code);
+        snprintf(id, size, "%s", jstr(job, "id"));
+        assert_int_equal(jlen(jget(job, "subtasks")), N_GUESTS);
+        json_object_put(r);
+}
+
+/* Poll the job until at least one guest migrated while one migrates and one
+ * is queued; returns that view of the job. */
+static json_object *wait_mid_run(Cluster *c, const char *id, int timeout_ms) {
+        Deadline d = deadline_in_ms(timeout_ms);
+        for (;;) {
+                json_object *j = get_job(c, id);
+                int done = count_phase(j, "done"), mig = count_phase(j, "migrating"), q = count_phase(j, "queued");
+                if (done >= 1 && mig >= 1 && q >= 1)
+                        return j;
+                if (deadline_expired(d) || strcmp(jstr(j, "phase"), "running") != 0)
+                        fail_msg("job %s never had a migrated, a migrating and a queued guest at once (phase %s, %d "
+                                 "done, %d migrating, %d queued)", id, jstr(j, "phase"), done, mig, q);
+                json_object_put(j);
+                sleep_ms(100);
+        }
+}
+
+static void print_subtasks(json_object *job) {
+        json_object *subs = jget(job, "subtasks");
+        int64_t t0 = jint(job, "created_unix_ms");
+        for (size_t i = 0; i < jlen(subs); i++) {
+                json_object *s = jidx(subs, i);
+                int64_t st = jint(s, "started_unix_ms"), fi = jint(s, "finished_unix_ms");
+                printf("#   %-4s %s -> %s  %-9s  start %+7.2f s  end %+7.2f s  downtime %lld ms (%lld measured)  "
+                       "%.1f MiB  op %s%s%s\n",
+                       jstr(s, "guest"), jstr(s, "source"), jstr(s, "destination"), jstr(s, "phase"),
+                       st ? (double) (st - t0) / 1000.0 : 0.0, fi ? (double) (fi - t0) / 1000.0 : 0.0,
+                       (long long) jint(s, "downtime_ms"), (long long) jint(s, "measured_downtime_ms"),
+                       (double) jint(s, "transferred_bytes") / MIB, jstr(s, "op_id"), jstr(s, "error")[0] ? ": " : "",
+                       jstr(s, "error"));
+        }
+        fflush(stdout);
+}
+
+/* ---- 1. evacuation under per-host limits ------------------------------------------------------ */
+
+static void test_evacuate_limits(void **state) {
+        Cluster *c = *state;
+        char out_path[400];
+        cluster_up(c, 3);
+        start_guests(c, N_GUESTS);
+        coord_up(c, &limits_2x2, N_GUESTS);
+
+        /* the plan first: every guest has a destination on b or c */
+        int code;
+        json_object *plan = cluster_ctl_json(c, CTL_MS, &code, "evacuate", "host-a", "--dry-run", NULL);
+        assert_int_equal(code, 0);
+        assert_int_equal(jlen(jget(plan, "moves")), N_GUESTS);
+        assert_int_equal(jlen(jget(plan, "blocked")), 0);
+        printf("# plan: %d guests, estimated makespan %.1f s\n", N_GUESTS,
+               json_object_get_double(jget(plan, "estimated_makespan_s")));
+        json_object_put(plan);
+
+        snprintf(out_path, sizeof(out_path), "%s/evacuate.out", c->coord.dir);
+        uint64_t t0 = now_ns();
+        pid_t pid = cluster_ctl_spawn(c, out_path, "evacuate", "host-a", "--wait", "--json", NULL);
+        assert_true(pid > 0);
+        int max_out_a = 0, max_in[NETNS_MAX_HOSTS] = { 0 }, samples = 0;
+        Deadline d = deadline_in_ms(180000);
+        for (;;) {
+                code = cluster_ctl_wait(c, pid, 0);
+                if (code != -ETIMEDOUT)
+                        break;
+                if (deadline_expired(d))
+                        fail_msg("droverctl evacuate host-a --wait did not end in 180 s");
+                int out_a, in[NETNS_MAX_HOSTS];
+                sample_agents(c, &out_a, in);
+                samples++;
+                max_out_a = out_a > max_out_a ? out_a : max_out_a;
+                for (int i = 0; i < c->n; i++)
+                        max_in[i] = in[i] > max_in[i] ? in[i] : max_in[i];
+                sleep_ms(50);
+        }
+        double wall = secs_since(t0);
+        char *out = tu_read_file(out_path, NULL), *err = tu_read_file(tu_path(c->coord.dir, "evacuate.out.err"), NULL);
+        if (code != 0)
+                fail_msg("droverctl evacuate host-a --wait --json exited %d: %s", code, err ? err : "");
+        /* one JSON document per line: the submit answer, then the job after every change */
+        int docs = 0;
+        json_object *last = NULL;
+        for (char *line = out, *next; line && *line; line = next) {
+                next = strchr(line, '\n');
+                if (next)
+                        *next++ = '\0';
+                json_object *j = json_tokener_parse(line);
+                if (!j)
+                        fail_msg("droverctl --json printed a line that is not JSON: %.200s", line);
+                docs++;
+                json_object_put(last);
+                last = j;
+        }
+        free(out);
+        free(err);
+        assert_non_null(last);
+        assert_string_equal(jstr(last, "phase"), "succeeded");
+        char id[64];
+        snprintf(id, sizeof(id), "%s", jstr(last, "id"));
+        json_object_put(last);
+
+        json_object *job = get_job(c, id);
+        assert_string_equal(jstr(job, "phase"), "succeeded");
+        assert_int_equal(jint(job, "succeeded"), N_GUESTS);
+        assert_int_equal(count_phase(job, "done"), N_GUESTS);
+
+        /* where the guests are: droverctl vms, and the agents */
+        json_object *vms = cluster_ctl_json(c, CTL_MS, &code, "vms", NULL);
+        assert_int_equal(code, 0);
+        assert_int_equal(jlen(vms), N_GUESTS);
+        int expect[N_GUESTS], per_host[NETNS_MAX_HOSTS] = { 0 };
+        for (size_t i = 0; i < jlen(vms); i++) {
+                json_object *g = jidx(vms, i);
+                int gi = guest_index(jstr(g, "name")), h = host_index(jstr(g, "host"));
+                if (gi < 0 || (h != B && h != C))
+                        fail_msg("droverctl vms: %s on %s", jstr(g, "name"), jstr(g, "host"));
+                assert_string_equal(jstr(g, "state"), "running");
+                assert_string_equal(jstr(sub_of(job, names[gi]), "destination"), jstr(g, "host"));
+                expect[gi] = h;
+                per_host[h]++;
+        }
+        json_object_put(vms);
+        json_object *on_a = cluster_ctl_json(c, CTL_MS, &code, "vms", "host-a", NULL);
+        assert_int_equal(code, 0);
+        assert_non_null(on_a);
+        assert_int_equal(jlen(on_a), 0);
+        json_object_put(on_a);
+        Drover__V1__GetAgentStatsRequest sreq = DROVER__V1__GET_AGENT_STATS_REQUEST__INIT;
+        Drover__V1__GetAgentStatsResponse *stats = NULL;
+        RpcStatus rst;
+        if (cluster_call(c, A, "GetAgentStats", &sreq.base, (ProtobufCMessage **) &stats, &rst) < 0)
+                fail_msg("GetAgentStats on host a: %s %s", rpc_code_to_string(rst.code), rst.details);
+        assert_int_equal(stats->n_guests, 0); /* host a's agent has no record left */
+        drover__v1__get_agent_stats_response__free_unpacked(stats, NULL);
+        for (int i = 0; i < N_GUESTS; i++) {
+                Drover__V1__GuestStatus *st;
+                assert_int_equal(cluster_guest_status(c, A, names[i], &st), RPC_NOT_FOUND);
+                assert_migrated_once(c, sub_of(job, names[i]), false);
+        }
+        assert_all_run_once(c, expect, N_GUESTS);
+        assert_op_ids_distinct(job);
+
+        /* the history: one "started" and one "migrated" per guest, and the summary */
+        for (int i = 0; i < N_GUESTS; i++) {
+                char p[64];
+                snprintf(p, sizeof(p), "%s started:", names[i]);
+                if (count_events(job, p, false) != 1)
+                        fail_msg("history: %d '%s' events", count_events(job, p, false), p);
+                snprintf(p, sizeof(p), "%s migrated:", names[i]);
+                if (count_events(job, p, false) != 1)
+                        fail_msg("history: %d '%s' events", count_events(job, p, false), p);
+        }
+        assert_int_equal(count_events(job, "job succeeded: 8 migrated, 0 failed, 0 cancelled", false), 1);
+        assert_int_equal(count_events(job, "evacuation planned: 8 guests", false), 1);
+
+        /* the limits, from the recorded times */
+        int out_rec = max_overlap(job, "source", "host-a");
+        int in_b = max_overlap(job, "destination", "host-b"), in_c = max_overlap(job, "destination", "host-c");
+        double makespan = (double) (jint(job, "finished_unix_ms") - jint(job, "created_unix_ms")) / 1000.0;
+        double busy = 0;
+        for (int i = 0; i < N_GUESTS; i++) {
+                json_object *s = sub_of(job, names[i]);
+                busy += (double) (jint(s, "finished_unix_ms") - jint(s, "started_unix_ms")) / 1000.0;
+        }
+        int total_mib = 0;
+        for (int i = 0; i < N_GUESTS; i++)
+                total_mib += mems[i];
+        printf("# evacuation of %d guests (%d MiB) to b (%d) and c (%d): makespan %.2f s (droverctl --wait %.2f s, "
+               "%d JSON lines), sum of migration times %.2f s\n",
+               N_GUESTS, total_mib, per_host[B], per_host[C], makespan, wall, docs, busy);
+        printf("# concurrency from the job record: out of a %d, into b %d, into c %d (limits 2/2/2)\n", out_rec, in_b,
+               in_c);
+        printf("# concurrency sampled from the agents (%d samples): out of a %d, into b %d, into c %d\n", samples,
+               max_out_a, max_in[B], max_in[C]);
+        print_subtasks(job);
+        print_history(job);
+        assert_true(out_rec <= 2 && in_b <= 2 && in_c <= 2);
+        assert_true(max_out_a <= 2 && max_in[B] <= 2 && max_in[C] <= 2);
+        assert_int_equal(out_rec, 2); /* the budget allows two at once, and the scheduler uses them */
+
+        /* host a is left draining (no --maintenance) */
+        json_object *hosts = cluster_ctl_json(c, CTL_MS, &code, "hosts", NULL);
+        assert_int_equal(jlen(hosts), (size_t) c->n);
+        for (size_t i = 0; i < jlen(hosts); i++)
+                if (strcmp(jstr(jidx(hosts, i), "name"), "host-a") == 0)
+                        assert_string_equal(jstr(jidx(hosts, i), "state"), "draining");
+        json_object_put(hosts);
+        json_object_put(job);
+        c->ok = true;
+}
+
+/* ---- 2. kill -9 of the coordinator mid-evacuation ----------------------------------------------- */
+
+static void test_coordinator_kill9(void **state) {
+        Cluster *c = *state;
+        char id[64];
+        cluster_up(c, 3);
+        start_guests(c, N_GUESTS);
+        coord_up(c, &limits_2x2, N_GUESTS);
+        /* 48 MiB/s per migration: a few seconds each, time to land the kill mid-run */
+        evacuate_async(c, "48", id, sizeof(id));
+        json_object *mid = wait_mid_run(c, id, 120000);
+        cluster_coord_kill9(c);
+        uint64_t t_kill = now_ns();
+        char in_flight[N_GUESTS][16];
+        int n_flight = 0;
+        json_object *subs = jget(mid, "subtasks");
+        for (size_t i = 0; i < jlen(subs); i++)
+                if (strcmp(jstr(jidx(subs, i), "phase"), "migrating") == 0)
+                        snprintf(in_flight[n_flight++], sizeof(in_flight[0]), "%s", jstr(jidx(subs, i), "guest"));
+        printf("# kill -9 of the coordinator with %d done, %d migrating, %d queued\n", count_phase(mid, "done"),
+               n_flight, count_phase(mid, "queued"));
+        json_object_put(mid);
+        /* down for a while: the agents go on, in-flight migrations may finish unseen */
+        sleep_ms(2500);
+        uint64_t t_restart = now_ns();
+        int r = cluster_coord_start(c);
+        if (r < 0)
+                fail_msg("the coordinator did not restart: %s", strerror(-r));
+        double ready = secs_since(t_restart);
+
+        /* follow: when are the sub-tasks that were in flight settled, when does the job end */
+        double reconciled = -1, ended = -1;
+        json_object *job = NULL;
+        Deadline d = deadline_in_ms(180000);
+        for (;;) {
+                job = get_job(c, id);
+                bool settled = true;
+                for (int i = 0; i < n_flight; i++) {
+                        const char *p = jstr(sub_of(job, in_flight[i]), "phase");
+                        settled &= strcmp(p, "migrating") != 0 && strcmp(p, "queued") != 0;
+                }
+                if (settled && reconciled < 0)
+                        reconciled = secs_since(t_restart);
+                const char *p = jstr(job, "phase");
+                if (strcmp(p, "succeeded") == 0 || strcmp(p, "failed") == 0 || strcmp(p, "cancelled") == 0) {
+                        ended = secs_since(t_restart);
+                        break;
+                }
+                if (deadline_expired(d))
+                        fail_msg("job %s still %s 180 s after the restart", id, p);
+                json_object_put(job);
+                sleep_ms(100);
+        }
+        printf("# restart: ready %.2f s after the start (%.2f s after the kill); the %d in-flight sub-tasks settled "
+               "%.2f s after the restart; job %s %.2f s after the restart\n",
+               ready, (double) (t_restart - t_kill) / 1e9 + ready, n_flight, reconciled, jstr(job, "phase"), ended);
+        print_subtasks(job);
+        print_history(job);
+        assert_string_equal(jstr(job, "phase"), "succeeded");
+        assert_int_equal(count_phase(job, "done"), N_GUESTS);
+        assert_int_equal(count_events(job, "coordinator restarted: job resumed (8 sub-tasks)", false), 1);
+        assert_op_ids_distinct(job);
+
+        int expect[N_GUESTS];
+        for (int i = 0; i < N_GUESTS; i++) {
+                json_object *s = sub_of(job, names[i]);
+                char p[96];
+                expect[i] = host_index(jstr(s, "destination"));
+                assert_true(expect[i] == B || expect[i] == C);
+                /* exactly one migration per guest; a re-queued one ("never ran") may start twice */
+                snprintf(p, sizeof(p), "%s migrated:", names[i]);
+                int migrated = count_events(job, p, false);
+                snprintf(p, sizeof(p), "%s started:", names[i]);
+                int started = count_events(job, p, false);
+                snprintf(p, sizeof(p), "%s: its migration never ran", names[i]);
+                int requeued = count_events(job, p, false);
+                if (migrated != 1 || started != 1 + requeued)
+                        fail_msg("%s: %d migrated, %d started, %d re-queued events", names[i], migrated, started,
+                                 requeued);
+                assert_migrated_once(c, s, false);
+        }
+        assert_all_run_once(c, expect, N_GUESTS);
+        json_object_put(job);
+        c->ok = true;
+}
+
+/* ---- 2b. the coordinator down while a migration ends, the source agent restarted ------------------ */
+
+/* The restarted coordinator asks the source agent about the in-flight op, and the agent (restarted
+ * meanwhile) knows nothing of it: the guest runs on its destination, so the sub-task is recorded as
+ * migrated, not redone. */
+static void test_coordinator_kill9_agent_forgot(void **state) {
+        Cluster *c = *state;
+        char id[64], why[512];
+        cluster_up(c, 3);
+        start_guests(c, N_GUESTS);
+        coord_up(c, &limits_2x2, N_GUESTS);
+        evacuate_async(c, "32", id, sizeof(id));
+        json_object *mid = wait_mid_run(c, id, 120000);
+        cluster_coord_kill9(c);
+        char in_flight[N_GUESTS][16];
+        int n_flight = 0;
+        bool before_restart[N_GUESTS] = { false }; /* migrated before host a's agent restarted */
+        json_object *subs = jget(mid, "subtasks");
+        for (size_t i = 0; i < jlen(subs); i++) {
+                const char *p = jstr(jidx(subs, i), "phase");
+                if (strcmp(p, "migrating") == 0)
+                        snprintf(in_flight[n_flight++], sizeof(in_flight[0]), "%s", jstr(jidx(subs, i), "guest"));
+                if (strcmp(p, "migrating") == 0 || strcmp(p, "done") == 0)
+                        before_restart[guest_index(jstr(jidx(subs, i), "guest"))] = true;
+        }
+        json_object_put(mid);
+        /* the in-flight migrations end on the agents while the coordinator is down */
+        uint64_t t0 = now_ns();
+        for (int i = 0; i < n_flight; i++) {
+                Deadline d = deadline_in_ms(60000);
+                for (;;) {
+                        Drover__V1__MigrationResult *r = cluster_get_migration(c, A, in_flight[i]);
+                        bool done = r && r->done;
+                        if (r && r->done && !r->success)
+                                fail_msg("%s: its migration failed while the coordinator was down: %s", in_flight[i],
+                                         r->error);
+                        if (r)
+                                drover__v1__migration_result__free_unpacked(r, NULL);
+                        if (done)
+                                break;
+                        if (deadline_expired(d))
+                                fail_msg("%s: its migration did not end in 60 s", in_flight[i]);
+                        sleep_ms(100);
+                }
+                if (cluster_wait_single_owner(c, in_flight[i], 20000, why, sizeof(why)) < 0)
+                        fail_msg("%s does not run exactly once: %s", in_flight[i], why);
+        }
+        printf("# %d in-flight migrations ended %.2f s after the coordinator's kill -9\n", n_flight, secs_since(t0));
+        /* host a's agent restarts: its migration records (in memory) are gone; its guests keep running */
+        cluster_agent_kill9(c, A);
+        assert_int_equal(cluster_agent_start(c, A, NULL), 0);
+        for (int i = 0; i < n_flight; i++) {
+                Drover__V1__MigrationResult *r = cluster_get_migration(c, A, in_flight[i]);
+                if (r)
+                        fail_msg("%s: host a still knows migration %s after its restart", in_flight[i], r->op_id);
+        }
+        uint64_t t_restart = now_ns();
+        int r = cluster_coord_start(c);
+        if (r < 0)
+                fail_msg("the coordinator did not restart: %s", strerror(-r));
+        double ready = secs_since(t_restart), settled = -1;
+        json_object *job = NULL;
+        Deadline d = deadline_in_ms(180000);
+        for (;;) {
+                job = get_job(c, id);
+                bool all = true;
+                for (int i = 0; i < n_flight; i++)
+                        all &= strcmp(jstr(sub_of(job, in_flight[i]), "phase"), "migrating") != 0;
+                if (all && settled < 0)
+                        settled = secs_since(t_restart);
+                const char *p = jstr(job, "phase");
+                if (strcmp(p, "succeeded") == 0 || strcmp(p, "failed") == 0 || strcmp(p, "cancelled") == 0)
+                        break;
+                if (deadline_expired(d))
+                        fail_msg("job %s still %s 180 s after the restart", id, p);
+                json_object_put(job);
+                sleep_ms(100);
+        }
+        double ended = secs_since(t_restart);
+        printf("# restart with the source agent restarted too: ready %.2f s, the %d in-flight sub-tasks settled %.2f "
+               "s, job %s %.2f s after the restart\n",
+               ready, n_flight, settled, jstr(job, "phase"), ended);
+        print_subtasks(job);
+        print_history(job);
+        assert_string_equal(jstr(job, "phase"), "succeeded");
+        assert_int_equal(count_phase(job, "done"), N_GUESTS);
+        int expect[N_GUESTS];
+        for (int i = 0; i < N_GUESTS; i++) {
+                json_object *s = sub_of(job, names[i]);
+                bool flew = false;
+                char p[128];
+                for (int k = 0; k < n_flight; k++)
+                        flew |= strcmp(in_flight[k], names[i]) == 0;
+                expect[i] = host_index(jstr(s, "destination"));
+                snprintf(p, sizeof(p), "%s migrated:", names[i]);
+                assert_int_equal(count_events(job, p, false), 1);
+                snprintf(p, sizeof(p), "%s started:", names[i]);
+                assert_int_equal(count_events(job, p, false), 1);
+                snprintf(p, sizeof(p), "%s: found running on", names[i]);
+                assert_int_equal(count_events(job, p, false), flew ? 1 : 0);
+                assert_migrated_once(c, s, before_restart[i]);
+        }
+        assert_op_ids_distinct(job);
+        assert_all_run_once(c, expect, N_GUESTS);
+        json_object_put(job);
+        c->ok = true;
+}
+
+/* ---- 3. cancel mid-evacuation -------------------------------------------------------------------- */
+
+static void test_cancel(void **state) {
+        Cluster *c = *state;
+        char id[64], watch_out[400];
+        cluster_up(c, 3);
+        start_guests(c, N_GUESTS);
+        coord_up(c, &limits_2x2, N_GUESTS);
+        evacuate_async(c, "32", id, sizeof(id));
+        snprintf(watch_out, sizeof(watch_out), "%s/watch.out", c->coord.dir);
+        pid_t watch = cluster_ctl_spawn(c, watch_out, "watch", id, NULL);
+        assert_true(watch > 0);
+        json_object *mid = wait_mid_run(c, id, 120000);
+
+        int code;
+        char *out = NULL, *err = NULL;
+        uint64_t t_cancel = now_ns();
+        code = cluster_ctl(c, CTL_MS, &out, &err, "cancel", id, NULL);
+        if (code != 0)
+                fail_msg("droverctl cancel %s: exit %d: %s", id, code, err);
+        free(out);
+        free(err);
+        /* what the job looked like just before the cancel */
+        char was[N_GUESTS][16];
+        for (int i = 0; i < N_GUESTS; i++)
+                snprintf(was[i], sizeof(was[i]), "%s", jstr(sub_of(mid, names[i]), "phase"));
+        json_object_put(mid);
+
+        int wcode = cluster_ctl_wait(c, watch, 120000);
+        double took = secs_since(t_cancel);
+        json_object *job = get_job(c, id);
+        printf("# cancel: job %s %.2f s after droverctl cancel; droverctl watch exited %d\n", jstr(job, "phase"), took,
+               wcode);
+        print_subtasks(job);
+        print_history(job);
+        assert_string_equal(jstr(job, "phase"), "cancelled");
+        assert_int_equal(wcode, 3);
+
+        int expect[N_GUESTS], n_done = 0, n_cancelled = 0, n_aborted = 0;
+        for (int i = 0; i < N_GUESTS; i++) {
+                json_object *s = sub_of(job, names[i]);
+                const char *p = jstr(s, "phase");
+                if (strcmp(was[i], "done") == 0)
+                        assert_string_equal(p, "done");
+                else if (strcmp(was[i], "queued") == 0) {
+                        /* queued ones are dropped (one may have been admitted in the same instant: then it is
+                         * aborted or it finished) */
+                        if (strcmp(p, "cancelled") != 0 && strcmp(p, "done") != 0)
+                                fail_msg("%s was queued at the cancel and ended %s", names[i], p);
+                } else if (strcmp(p, "cancelled") != 0 && strcmp(p, "done") != 0)
+                        fail_msg("%s was migrating at the cancel and ended %s: %s", names[i], p, jstr(s, "error"));
+                char ev[64];
+                snprintf(ev, sizeof(ev), "%s %s:", names[i], strcmp(p, "done") == 0 ? "migrated" : "cancelled");
+                if (count_events(job, ev, false) != 1)
+                        fail_msg("history: %d '%s' events", count_events(job, ev, false), ev);
+                if (strcmp(p, "done") == 0) {
+                        expect[i] = host_index(jstr(s, "destination"));
+                        n_done++;
+                        assert_migrated_once(c, s, false);
+                } else {
+                        expect[i] = A;
+                        n_cancelled++;
+                        n_aborted += strcmp(was[i], "migrating") == 0;
+                }
+        }
+        printf("# cancel: %d migrated, %d cancelled (%d of them aborted while migrating)\n", n_done, n_cancelled,
+               n_aborted);
+        assert_int_equal(jint(job, "succeeded"), n_done);
+        assert_int_equal(jint(job, "cancelled"), n_cancelled);
+        assert_int_equal(jint(job, "failed"), 0);
+        assert_true(n_done >= 1 && n_cancelled >= 1);
+        assert_int_equal(count_events(job, "cancel requested", false), 1);
+        assert_all_run_once(c, expect, N_GUESTS);
+        /* the job's own exit code: partial */
+        json_object_put(cluster_ctl_json(c, CTL_MS, &code, "job", id, NULL));
+        assert_int_equal(code, 3);
+        json_object_put(job);
+        c->ok = true;
+}
+
+/* ---- 4. an infeasible evacuation changes nothing ------------------------------------------------- */
+
+static void test_infeasible(void **state) {
+        Cluster *c = *state;
+        const int n = 4; /* 128, 96, 64, 128 MiB */
+        cluster_up(c, 3);
+        start_guests(c, n);
+        ClusterCoordOptions o = limits_2x2;
+        o.memory_mib[B] = 160; /* room for one 128 MiB guest each, and nothing more that is left */
+        o.memory_mib[C] = 160;
+        coord_up(c, &o, n);
+
+        int code;
+        json_object *plan = cluster_ctl_json(c, CTL_MS, &code, "evacuate", "host-a", "--dry-run", NULL);
+        json_object *moves = jget(plan, "moves"), *blocked = jget(plan, "blocked");
+        printf("# dry run: exit %d, %zu moves, %zu blocked\n", code, jlen(moves), jlen(blocked));
+        for (size_t i = 0; i < jlen(moves); i++)
+                printf("#   move    %s -> %s: %s\n", jstr(jidx(moves, i), "guest"), jstr(jidx(moves, i), "destination"),
+                       jstr(jidx(moves, i), "reason"));
+        for (size_t i = 0; i < jlen(blocked); i++)
+                printf("#   BLOCKED %s: %s\n", jstr(jidx(blocked, i), "guest"), jstr(jidx(blocked, i), "reason"));
+        fflush(stdout);
+        assert_int_equal(code, 3); /* docs/droverctl.md: a dry run with blocked guests is partial */
+        assert_int_equal(jlen(moves) + jlen(blocked), (size_t) n);
+        /* 128 -> b, 128 -> c, then 96 and 64 fit nowhere (32 MiB left on each) */
+        assert_int_equal(jlen(blocked), 2);
+        uint64_t used[NETNS_MAX_HOSTS] = { 0 };
+        for (size_t i = 0; i < jlen(moves); i++) {
+                int gi = guest_index(jstr(jidx(moves, i), "guest")), h = host_index(jstr(jidx(moves, i), "destination"));
+                assert_true(gi >= 0 && (h == B || h == C));
+                used[h] += (uint64_t) mems[gi];
+        }
+        assert_true(used[B] <= 160 && used[C] <= 160);
+        for (size_t i = 0; i < jlen(blocked); i++) {
+                const char *g = jstr(jidx(blocked, i), "guest"), *why = jstr(jidx(blocked, i), "reason");
+                assert_true(guest_index(g) >= 0);
+                assert_string_equal(jstr(jidx(blocked, i), "destination"), "");
+                if (!strstr(why, "memory") && !strstr(why, "MiB"))
+                        fail_msg("blocked %s: the reason does not mention memory: %s", g, why);
+        }
+        json_object_put(plan);
+
+        /* the human dry run names every blocked guest with its reason */
+        char *out = NULL, *err = NULL;
+        code = cluster_ctl(c, CTL_MS, &out, &err, "plan", "evacuate", "host-a", NULL);
+        assert_int_equal(code, 3);
+        int blocked_lines = 0;
+        for (char *p = out; (p = strstr(p, "BLOCKED: ")); p++)
+                blocked_lines++;
+        assert_int_equal(blocked_lines, 2);
+        free(out);
+        free(err);
+
+        /* the real request: refused, FAILED_PRECONDITION, exit 4 */
+        code = cluster_ctl(c, CTL_MS, &out, &err, "evacuate", "host-a", NULL);
+        printf("# droverctl evacuate host-a: exit %d, stderr: %s", code, err);
+        assert_int_equal(code, 4);
+        assert_non_null(strstr(err, "FAILED_PRECONDITION"));
+        assert_non_null(strstr(err, "cannot be placed"));
+        assert_non_null(strstr(err, "nothing was changed"));
+        free(out);
+        free(err);
+        json_object *e = cluster_ctl_json(c, CTL_MS, &code, "evacuate", "host-a", "--wait", NULL);
+        assert_int_equal(code, 4);
+        assert_non_null(strstr(jstr(e, "error"), "FAILED_PRECONDITION"));
+        json_object_put(e);
+
+        /* nothing changed: no job, host a enabled, the guests on a */
+        json_object *jobs = cluster_ctl_json(c, CTL_MS, &code, "jobs", NULL);
+        assert_int_equal(code, 0);
+        assert_non_null(jobs);
+        assert_int_equal(jlen(jobs), 0);
+        json_object_put(jobs);
+        json_object *hosts = cluster_ctl_json(c, CTL_MS, &code, "hosts", NULL);
+        assert_int_equal(jlen(hosts), (size_t) c->n);
+        for (size_t i = 0; i < jlen(hosts); i++)
+                assert_string_equal(jstr(jidx(hosts, i), "state"), "enabled");
+        json_object_put(hosts);
+        json_object *vms = cluster_ctl_json(c, CTL_MS, &code, "vms", NULL);
+        assert_int_equal(jlen(vms), (size_t) n);
+        for (size_t i = 0; i < jlen(vms); i++)
+                assert_string_equal(jstr(jidx(vms, i), "host"), "host-a");
+        json_object_put(vms);
+        int expect[N_GUESTS] = { A, A, A, A, A, A, A, A };
+        assert_all_run_once(c, expect, n);
+        c->ok = true;
+}
+
+/* ---- 5. bad input ------------------------------------------------------------------------------ */
+
+static void expect_ctl_error(Cluster *c, int want_code, const char *const *needles, const char *const *args) {
+        char *out = NULL, *err = NULL;
+        int code = cluster_ctlv(c, CTL_MS, &out, &err, args);
+        char cmd[256] = "";
+        for (size_t i = 0, n = 0; args[i] && n < sizeof(cmd); i++)
+                n += (size_t) snprintf(cmd + n, sizeof(cmd) - n, "%s%s", i ? " " : "", args[i]);
+        const char *nl = strchr(err, '\n');
+        printf("# droverctl %s: exit %d: %.*s\n", cmd, code, nl ? (int) (nl - err) : (int) strlen(err),
+               err[0] ? err : "(no stderr)");
+        fflush(stdout);
+        if (code != want_code)
+                fail_msg("droverctl %s: exit %d, expected %d", cmd, code, want_code);
+        for (size_t i = 0; needles && needles[i]; i++)
+                if (!strstr(err, needles[i]))
+                        fail_msg("droverctl %s: stderr does not say '%s': %s", cmd, needles[i], err);
+        free(out);
+        free(err);
+}
+
+static void expect_rpc(RpcClient *cl, const char *method, const ProtobufCMessage *req, RpcCode want,
+                       const char *needle) {
+        RpcStatus st;
+        void *resp = NULL;
+        size_t len = 0;
+        uint8_t buf[1024];
+        size_t n = protobuf_c_message_pack(req, buf);
+        char path[128];
+        snprintf(path, sizeof(path), "/drover.v1.Coordinator/%s", method);
+        int r = rpc_client_unary_raw(cl, path, buf, n, 10000, &resp, &len, &st);
+        free(resp);
+        printf("# %s(%zu bytes): %s: %s\n", method, n, rpc_code_to_string(st.code), st.details);
+        if (r >= 0 || st.code != want || !strstr(st.details, needle))
+                fail_msg("%s: %s '%s', expected %s naming '%s'", method, rpc_code_to_string(st.code), st.details,
+                         rpc_code_to_string(want), needle);
+}
+
+static void test_bad_input(void **state) {
+        Cluster *c = *state;
+        cluster_up(c, 3);
+        start_guests(c, 1);
+        coord_up(c, &limits_2x2, 1);
+
+        /* unknown host, guest, job: NOT_FOUND naming it, exit 4 */
+        expect_ctl_error(c, 4, (const char *const[]){ "NOT_FOUND", "host-z", NULL },
+                         (const char *const[]){ "evacuate", "host-z", NULL });
+        expect_ctl_error(c, 4, (const char *const[]){ "NOT_FOUND", "host-z", NULL },
+                         (const char *const[]){ "evacuate", "host-z", "--dry-run", NULL });
+        expect_ctl_error(c, 4, (const char *const[]){ "NOT_FOUND", "nosuch", NULL },
+                         (const char *const[]){ "migrate", "nosuch", NULL });
+        expect_ctl_error(c, 4, (const char *const[]){ "NOT_FOUND", "nosuch", NULL },
+                         (const char *const[]){ "migrate", "ev0", "nosuch", NULL });
+        expect_ctl_error(c, 4, (const char *const[]){ "NOT_FOUND", "host-z", NULL },
+                         (const char *const[]){ "migrate", "ev0", "--to", "host-z", NULL });
+        expect_ctl_error(c, 4, (const char *const[]){ "NOT_FOUND", "job-nosuch", NULL },
+                         (const char *const[]){ "job", "job-nosuch", NULL });
+        expect_ctl_error(c, 4, (const char *const[]){ "NOT_FOUND", "job-nosuch", NULL },
+                         (const char *const[]){ "cancel", "job-nosuch", NULL });
+        expect_ctl_error(c, 4, (const char *const[]){ "NOT_FOUND", "host-z", NULL },
+                         (const char *const[]){ "host", "drain", "host-z", NULL });
+        expect_ctl_error(c, 4, (const char *const[]){ "NOT_FOUND", "host-z", NULL },
+                         (const char *const[]){ "vms", "host-z", NULL });
+        /* --json: the same error as a JSON document */
+        int code;
+        json_object *e = cluster_ctl_json(c, CTL_MS, &code, "evacuate", "host-z", NULL);
+        assert_int_equal(code, 4);
+        if (!e || !strstr(jstr(e, "error"), "host-z"))
+                fail_msg("droverctl evacuate host-z --json: no {\"error\": ...} naming host-z");
+        json_object_put(e);
+
+        /* usage errors: exit 2 with the usage text */
+        const char *const usage[] = { "usage: droverctl", NULL };
+        expect_ctl_error(c, 2, usage, (const char *const[]){ "frobnicate", NULL });
+        expect_ctl_error(c, 2, usage, (const char *const[]){ "evacuate", NULL });
+        expect_ctl_error(c, 2, usage, (const char *const[]){ "evacuate", "host-a", "host-b", NULL });
+        expect_ctl_error(c, 2, usage, (const char *const[]){ "migrate", NULL });
+        expect_ctl_error(c, 2, usage, (const char *const[]){ "host", "reboot", "host-a", NULL });
+        expect_ctl_error(c, 2, usage, (const char *const[]){ "evacuate", "host-a", "--postcopy", "sometimes", NULL });
+        expect_ctl_error(c, 2, usage, (const char *const[]){ "evacuate", "host-a", "--to", NULL });
+        expect_ctl_error(c, 2, usage, (const char *const[]){ "--bogus", "hosts", NULL });
+
+        /* malformed requests straight to the API: INVALID_ARGUMENT naming the message or field */
+        RpcClient *cl = cluster_coord_client(c);
+        RpcStatus st;
+        void *resp = NULL;
+        size_t len = 0;
+        static const uint8_t junk[] = { 0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x41 }; /* a length past the end */
+        int r = rpc_client_unary_raw(cl, "/drover.v1.Coordinator/Evacuate", junk, sizeof(junk), 10000, &resp, &len, &st);
+        free(resp);
+        printf("# Evacuate(%zu raw bytes): %s: %s\n", sizeof(junk), rpc_code_to_string(st.code), st.details);
+        assert_true(r < 0);
+        assert_int_equal(st.code, RPC_INVALID_ARGUMENT);
+        assert_non_null(strstr(st.details, "EvacuateRequest"));
+        r = rpc_client_unary_raw(cl, "/drover.v1.Coordinator/MigrateGuests", junk, sizeof(junk), 10000, &resp, &len,
+                                 &st);
+        free(resp);
+        assert_true(r < 0);
+        assert_int_equal(st.code, RPC_INVALID_ARGUMENT);
+
+        Drover__V1__EvacuateRequest ev = DROVER__V1__EVACUATE_REQUEST__INIT;
+        expect_rpc(cl, "Evacuate", &ev.base, RPC_INVALID_ARGUMENT, "'host'");
+        ev.host = (char *) "host-a";
+        ev.failure_policy = (Drover__V1__FailurePolicy) 7;
+        expect_rpc(cl, "Evacuate", &ev.base, RPC_INVALID_ARGUMENT, "failure policy");
+        Drover__V1__MigrateGuestsRequest mg = DROVER__V1__MIGRATE_GUESTS_REQUEST__INIT;
+        expect_rpc(cl, "MigrateGuests", &mg.base, RPC_INVALID_ARGUMENT, "'guests'");
+        Drover__V1__SetHostStateRequest hs = DROVER__V1__SET_HOST_STATE_REQUEST__INIT;
+        hs.host = (char *) "host-a";
+        hs.state = (Drover__V1__HostState) 9;
+        expect_rpc(cl, "SetHostState", &hs.base, RPC_INVALID_ARGUMENT, "state");
+        rpc_client_free(cl);
+
+        /* none of it changed anything */
+        json_object *jobs = cluster_ctl_json(c, CTL_MS, &code, "jobs", NULL);
+        assert_int_equal(code, 0);
+        assert_non_null(jobs);
+        assert_int_equal(jlen(jobs), 0);
+        json_object_put(jobs);
+        json_object *hosts = cluster_ctl_json(c, CTL_MS, &code, "hosts", NULL);
+        assert_int_equal(jlen(hosts), (size_t) c->n);
+        for (size_t i = 0; i < jlen(hosts); i++)
+                assert_string_equal(jstr(jidx(hosts, i), "state"), "enabled");
+        json_object_put(hosts);
+        int expect[N_GUESTS] = { A };
+        assert_all_run_once(c, expect, 1);
+        c->ok = true;
+}
+
+/* ---- 6. the terminal display ---------------------------------------------------------------------- */
+
+static char tmux_sock[300];
+
+static char *tmux_capture(const char *session) {
+        char cmd[400];
+        snprintf(cmd, sizeof(cmd), "tmux -S '%s' capture-pane -p -t %s 2>/dev/null", tmux_sock, session);
+        FILE *p = popen(cmd, "r");
+        if (!p)
+                return NULL;
+        size_t cap = 16384, n = 0;
+        char *buf = malloc(cap);
+        size_t k;
+        while (buf && (k = fread(buf + n, 1, cap - n - 1, p)) > 0)
+                n += k;
+        pclose(p);
+        if (buf)
+                buf[n] = '\0';
+        return buf;
+}
+
+static int count_str(const char *hay, const char *needle) {
+        int n = 0;
+        for (const char *p = hay; (p = strstr(p, needle)); p += strlen(needle))
+                n++;
+        return n;
+}
+
+/* Lines of @screen that contain @needle as a word (guest names: "ev1" must not match "ev10"). */
+static int lines_with_word(const char *screen, const char *needle) {
+        int n = 0;
+        size_t len = strlen(needle);
+        const char *line = screen;
+        while (line && *line) {
+                const char *end = strchr(line, '\n');
+                size_t ll = end ? (size_t) (end - line) : strlen(line);
+                for (const char *p = line; p + len <= line + ll; p++)
+                        if (strncmp(p, needle, len) == 0 && (p == line || p[-1] == ' ') &&
+                            (p + len == line + ll || p[len] == ' ')) {
+                                n++;
+                                break;
+                        }
+                line = end ? end + 1 : NULL;
+        }
+        return n;
+}
+
+static int nonempty_lines(const char *screen) {
+        int n = 0;
+        for (const char *line = screen; line && *line;) {
+                const char *end = strchr(line, '\n');
+                size_t len = end ? (size_t) (end - line) : strlen(line);
+                bool blank = true;
+                for (size_t i = 0; i < len; i++)
+                        blank &= line[i] == ' ';
+                n += !blank;
+                line = end ? end + 1 : NULL;
+        }
+        return n;
+}
+
+static bool has_percent(const char *screen) {
+        for (const char *p = strchr(screen, '%'); p; p = strchr(p + 1, '%'))
+                if (p > screen && p[-1] >= '0' && p[-1] <= '9')
+                        return true;
+        return false;
+}
+
+static void print_screen(const char *screen);
+
+/* Display lines for @guest (a phase word after the name; plan lines say "most free memory"). */
+static int display_lines(const char *screen, const char *guest) {
+        int k = 0;
+        for (const char *line = screen; line && *line;) {
+                const char *end = strchr(line, '\n');
+                size_t ll = end ? (size_t) (end - line) : strlen(line);
+                char buf[256];
+                snprintf(buf, sizeof(buf), "%.*s", (int) (ll < 255 ? ll : 255), line);
+                k += lines_with_word(buf, guest) && !strstr(buf, "most free") &&
+                     (strstr(buf, " queued ") || strstr(buf, " migrating ") || strstr(buf, " done "));
+                line = end ? end + 1 : NULL;
+        }
+        return k;
+}
+
+/* Poll tmux session @session until its command printed EXIT=; fail when a screen shows a guest on two
+ * display lines.  *ret_more: some screen counted guests that did not fit.  Returns the last screen. */
+static char *wait_screen(const char *session, int timeout_ms, bool *ret_more) {
+        Deadline d = deadline_in_ms(timeout_ms);
+        char *screen = NULL;
+        for (;;) {
+                free(screen);
+                screen = tmux_capture(session);
+                if (!screen)
+                        fail_msg("tmux capture-pane failed");
+                if (ret_more)
+                        *ret_more |= strstr(screen, "more guests (droverctl job") != NULL;
+                if (strstr(screen, "EXIT="))
+                        return screen;
+                for (int i = 0; i < N_GUESTS; i++)
+                        if (display_lines(screen, names[i]) > 1) {
+                                print_screen(screen);
+                                fail_msg("tmux %s: the screen shows %s on %d lines", session, names[i],
+                                         display_lines(screen, names[i]));
+                        }
+                if (deadline_expired(d))
+                        fail_msg("tmux %s: the command did not end in %d ms; screen:\n%s", session, timeout_ms, screen);
+                sleep_ms(100);
+        }
+}
+
+static void print_screen(const char *screen) {
+        if (!screen) {
+                printf("#   (none)\n");
+                return;
+        }
+        for (const char *line = screen, *next; *line; line = next) {
+                next = strchr(line, '\n');
+                int len = next ? (int) (next - line) : (int) strlen(line);
+                if (len)
+                        printf("#   |%.*s\n", len, line);
+                if (!next)
+                        break;
+                next++;
+        }
+        fflush(stdout);
+}
+
+static void test_display(void **state) {
+        Cluster *c = *state;
+        if (!tu_which("tmux"))
+                skip(); /* reported as skipped: tmux is not installed (tests/scripts/setup.sh installs it) */
+        cluster_up(c, 3);
+        start_guests(c, N_GUESTS);
+        coord_up(c, &limits_2x2, N_GUESTS);
+
+        /* the tmux server runs in host a's namespace: the cluster's teardown kills it on every path */
+        char ctl[1200], cmd[2400];
+        cluster_ctl_shell(c, ctl, sizeof(ctl));
+        snprintf(tmux_sock, sizeof(tmux_sock), "%s/tmux.sock", c->coord.dir);
+        snprintf(cmd, sizeof(cmd),
+                 "TERM=xterm ip netns exec %s tmux -S '%s' new-session -d -x 160 -y 40 -s drv "
+                 "\"%s evacuate host-a --wait --bandwidth 48; echo EXIT=\\$?; sleep 3600\"",
+                 c->net.ns[A], tmux_sock, ctl);
+        if (system(cmd) != 0)
+                fail_msg("tmux new-session failed: %s", cmd);
+
+        bool saw_all = false, saw_queued = false, saw_migrating = false, saw_percent = false, saw_done = false;
+        bool saw_downtime = false;
+        int screens = 0;
+        char id[64] = "", watch_out[400];
+        pid_t watch = -1;
+        char *screen = NULL, *shown = NULL;
+        Deadline d = deadline_in_ms(180000);
+        for (;;) {
+                free(screen);
+                screen = tmux_capture("drv");
+                if (!screen)
+                        fail_msg("tmux capture-pane failed");
+                screens++;
+                /* the plan comes first (printed once); the live display follows "job ID started" */
+                const char *j = strstr(screen, "job job-");
+                const char *live = j && strchr(j, '\n') ? strchr(j, '\n') + 1 : NULL;
+                if (live) {
+                        int present = 0;
+                        for (int i = 0; i < N_GUESTS; i++)
+                                present += lines_with_word(live, names[i]) >= 1;
+                        saw_all |= present == N_GUESTS;
+                        saw_queued |= strstr(live, " queued ") != NULL;
+                        saw_migrating |= strstr(live, " migrating ") != NULL;
+                        saw_percent |= has_percent(live);
+                        saw_done |= strstr(live, " done ") != NULL;
+                        saw_downtime |= strstr(live, "downtime ") != NULL;
+                        if (!shown && strstr(live, " migrating ") && has_percent(live) && strstr(live, " queued ") &&
+                            strstr(live, " done "))
+                                shown = strdup(screen);
+                }
+                if (!id[0] && j) {
+                        sscanf(j + 4, "%63s", id);
+                        /* the same job watched through a pipe */
+                        snprintf(watch_out, sizeof(watch_out), "%s/watch-piped.out", c->coord.dir);
+                        watch = cluster_ctl_spawn(c, watch_out, "watch", id, NULL);
+                        assert_true(watch > 0);
+                }
+                if (strstr(screen, "EXIT="))
+                        break;
+                if (deadline_expired(d))
+                        fail_msg("droverctl evacuate --wait in tmux did not end in 180 s; screen:\n%s", screen);
+                sleep_ms(150);
+        }
+        printf("# tmux: %d screens captured; one mid-run:\n", screens);
+        print_screen(shown);
+        printf("# and the final one:\n");
+        print_screen(screen);
+        free(shown);
+        assert_true(id[0]);
+        assert_non_null(strstr(screen, "EXIT=0"));
+        assert_true(saw_all);
+        assert_true(saw_queued);
+        assert_true(saw_migrating);
+        assert_true(saw_percent);
+        assert_true(saw_done);
+        assert_true(saw_downtime);
+        /* the final screen: the plan once, then one summary line saying succeeded and one line per guest
+         * with its downtime, and no stale copies (the redraw overwrote in place) */
+        char *live = strstr(screen, "job job-");
+        assert_non_null(live);
+        *live++ = '\0'; /* screen: the plan; live: "job ID started" and the display */
+        for (int i = 0; i < N_GUESTS; i++) {
+                if (lines_with_word(screen, names[i]) != 1)
+                        fail_msg("the plan on the final screen has %d lines for %s", lines_with_word(screen, names[i]),
+                                 names[i]);
+                if (lines_with_word(live, names[i]) != 1)
+                        fail_msg("the final display has %d lines for %s", lines_with_word(live, names[i]), names[i]);
+        }
+        assert_int_equal(count_str(live, "evacuate host-a:"), 1);
+        assert_non_null(strstr(live, "evacuate host-a: succeeded  8/8 done, 0 failed, 0 cancelled"));
+        assert_int_equal(count_str(live, " done "), N_GUESTS);
+        assert_int_equal(count_str(live, "downtime "), N_GUESTS);
+        int per_b = count_str(live, "-> host-b ");
+        assert_int_equal(count_str(live, " migrating "), 0);
+        assert_int_equal(count_str(live, " queued "), 0);
+        assert_int_equal(nonempty_lines(live), 1 + 1 + N_GUESTS + 1); /* started, summary, guests, EXIT= */
+        free(screen);
+
+        /* piped: plain lines, no escape codes, the end reached */
+        int wcode = cluster_ctl_wait(c, watch, 60000);
+        size_t len = 0;
+        char *piped = tu_read_file(watch_out, &len);
+        assert_non_null(piped);
+        printf("# piped droverctl watch: exit %d, %zu bytes, %d lines\n", wcode, len, count_str(piped, "\n"));
+        assert_int_equal(wcode, 0);
+        assert_null(memchr(piped, '\033', len));
+        assert_non_null(strstr(piped, "evacuate host-a: succeeded  8/8 done"));
+        for (int i = 0; i < N_GUESTS; i++) {
+                char want[64];
+                snprintf(want, sizeof(want), "%-18s host-a", names[i]);
+                if (count_str(piped, want) < 1)
+                        fail_msg("the piped output has no line for %s", names[i]);
+        }
+        free(piped);
+
+        /* an 80-column terminal: lines longer than the terminal are cut, so the redraw still overwrites in
+         * place (host b's guests to c; a is draining since its evacuation) */
+        snprintf(cmd, sizeof(cmd),
+                 "TERM=xterm tmux -S '%s' new-session -d -x 80 -y 24 -s drv80 "
+                 "\"%s evacuate host-b --wait --bandwidth 48; echo EXIT=\\$?; sleep 3600\"",
+                 tmux_sock, ctl);
+        if (system(cmd) != 0)
+                fail_msg("tmux new-session failed: %s", cmd);
+        screen = wait_screen("drv80", 120000, NULL);
+        printf("# the final screen at 80 columns:\n");
+        print_screen(screen);
+        assert_non_null(strstr(screen, "EXIT=0"));
+        live = strstr(screen, "job job-");
+        assert_non_null(live);
+        for (int i = 0; i < N_GUESTS; i++)
+                if (lines_with_word(live, names[i]) != (strstr(live, names[i]) ? 1 : 0) ||
+                    display_lines(live, names[i]) > 1)
+                        fail_msg("the final display at 80 columns has %d lines for %s", lines_with_word(live, names[i]),
+                                 names[i]);
+        assert_int_equal(count_str(live, "evacuate host-b:"), 1);
+        assert_non_null(strstr(live, "evacuate host-b: succeeded"));
+        int on_b = 0;
+        for (int i = 0; i < N_GUESTS; i++)
+                on_b += lines_with_word(live, names[i]);
+        assert_int_equal(on_b, per_b);
+        assert_int_equal(count_str(live, "-> host-c "), per_b); /* no stale tails of earlier lines either */
+        assert_int_equal(count_str(live, " done "), per_b);
+        free(screen);
+
+        /* a terminal with fewer rows than the display: the guests that do not fit are counted in a last line
+         * while it runs (lines scrolled off the top could not be redrawn); host a takes every guest back */
+        int code;
+        char *o2 = NULL, *e2 = NULL;
+        code = cluster_ctl(c, CTL_MS, &o2, &e2, "host", "enable", "host-a", NULL);
+        assert_int_equal(code, 0);
+        free(o2);
+        free(e2);
+        snprintf(cmd, sizeof(cmd),
+                 "TERM=xterm tmux -S '%s' new-session -d -x 100 -y 6 -s drv6 "
+                 "\"%s evacuate host-c --wait; echo EXIT=\\$?; sleep 3600\"",
+                 tmux_sock, ctl);
+        if (system(cmd) != 0)
+                fail_msg("tmux new-session failed: %s", cmd);
+        bool saw_more = false;
+        screen = wait_screen("drv6", 120000, &saw_more);
+        printf("# 100x6 terminal, 8 guests: the guests that did not fit were counted: %s; the final screen:\n",
+               saw_more ? "yes" : "no");
+        print_screen(screen);
+        assert_non_null(strstr(screen, "EXIT=0"));
+        assert_true(saw_more);
+        free(screen);
+
+        char kill_cmd[400];
+        snprintf(kill_cmd, sizeof(kill_cmd), "tmux -S '%s' kill-server 2>/dev/null", tmux_sock);
+        (void) system(kill_cmd);
+        c->ok = true;
+}
+
+int main(void) {
+        tu_require_qemu();
+        netns_require();
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test_setup_teardown(test_evacuate_limits, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_coordinator_kill9, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_coordinator_kill9_agent_forgot, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_infeasible, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_bad_input, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_display, setup, teardown),
+        };
+        if (getenv("DROVER_TEST_FILTER"))
+                cmocka_set_test_filter(getenv("DROVER_TEST_FILTER"));
+        return cmocka_run_group_tests_name("cluster-coordinator", tests, NULL, NULL);
+}
