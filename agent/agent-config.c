@@ -37,6 +37,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "agent-json.h"
 #include "err.h"
 #include "log.h"
 #include "vm.h"
@@ -298,38 +299,6 @@ static int json_object_members(AgentConfig *c, json_object *o, const char *prefi
         return 0;
 }
 
-/* Members in the text (each ':' outside a string) against members in the
- * tree: json-c keeps only the last of repeated names. */
-static size_t text_members(const char *s, size_t len) {
-        size_t n = 0;
-        bool in_str = false;
-        for (size_t i = 0; i < len; i++) {
-                if (in_str) {
-                        if (s[i] == '\\')
-                                i++;
-                        else if (s[i] == '"')
-                                in_str = false;
-                } else if (s[i] == '"')
-                        in_str = true;
-                else if (s[i] == ':')
-                        n++;
-        }
-        return n;
-}
-
-static size_t tree_members(json_object *v) {
-        size_t n = 0;
-        if (json_object_is_type(v, json_type_object)) {
-                json_object_object_foreach(v, key, child) {
-                        (void) key;
-                        n += 1 + tree_members(child);
-                }
-        } else if (json_object_is_type(v, json_type_array)) {
-                for (size_t i = 0; i < json_object_array_length(v); i++)
-                        n += tree_members(json_object_array_get_idx(v, i));
-        }
-        return n;
-}
 
 static int parse_text(const char *json, size_t len, AgentConfig *ret) {
         _cleanup_(json_tokener_freep) json_tokener *tok = NULL;
@@ -364,7 +333,7 @@ static int parse_text(const char *json, size_t len, AgentConfig *ret) {
         agent_config_defaults(&c);
         if ((r = json_object_members(&c, root, "")) < 0)
                 return r;
-        if (text_members(json, len) != tree_members(root))
+        if (json_text_member_count(json, len) != json_tree_member_count(root))
                 return err_set(-EINVAL, "a member name appears more than once in one object");
         *ret = c;
         return 0;

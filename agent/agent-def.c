@@ -57,6 +57,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "agent-json.h"
 #include "err.h"
 #include "vm.h"
 
@@ -548,37 +549,6 @@ static int finish_def(GuestDef *d, bool has_memory) {
         return 0;
 }
 
-/* Members found in the text (every ':' outside a string separates one). */
-static size_t text_member_count(const char *s, size_t len) {
-        size_t n = 0;
-        bool in_str = false;
-        for (size_t i = 0; i < len; i++) {
-                if (in_str) {
-                        if (s[i] == '\\')
-                                i++;
-                        else if (s[i] == '"')
-                                in_str = false;
-                } else if (s[i] == '"')
-                        in_str = true;
-                else if (s[i] == ':')
-                        n++;
-        }
-        return n;
-}
-
-static size_t tree_member_count(json_object *v) {
-        size_t n = 0;
-        if (json_object_is_type(v, json_type_object)) {
-                json_object_object_foreach(v, key, child) {
-                        (void) key;
-                        n += 1 + tree_member_count(child);
-                }
-        } else if (json_object_is_type(v, json_type_array)) {
-                for (size_t i = 0; i < json_object_array_length(v); i++)
-                        n += tree_member_count(json_object_array_get_idx(v, i));
-        }
-        return n;
-}
 
 /* The path of the first repeated member name in (valid) JSON text, compared
  * as written; "" if the repeat is only visible after unescaping. */
@@ -670,7 +640,7 @@ static void scan_value(Scan *sc, const char *path, int depth) {
 }
 
 static int check_duplicates(const char *json, size_t len, json_object *root) {
-        if (text_member_count(json, len) == tree_member_count(root))
+        if (json_text_member_count(json, len) == json_tree_member_count(root))
                 return 0;
         Scan sc = { .s = json, .len = len };
         scan_value(&sc, "", 0);
