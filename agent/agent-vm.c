@@ -640,7 +640,14 @@ int agent_vm_shutdown(Agent *a, Vm *vm, const char *op, int64_t timeout_ms, bool
 }
 
 int agent_vm_destroy(Agent *a, Vm *vm, const char *op) {
+        VmSnapshot snap;
+        vm_snapshot(vm, &snap);
         int r = vm_destroy(vm, op, VM_REASON_DESTROYED, -1);
+        /* SIGKILL is sent; wait (no lock held, bounded) until QEMU is really
+         * gone, so a start right after does not meet its disk locks */
+        Deadline gone = deadline_in_ms(5000);
+        while (snap.pid > 0 && process_alive(snap.pid) && !deadline_expired(gone))
+                sleep_ms(2);
         cleanup_host_side(vm->ops.opaque);
         if (r >= 0) {
                 log_info("guest %s destroyed by op %s", vm->name, op);
