@@ -795,33 +795,12 @@ static uint64_t need_of(Coordinator *c, const CSub *s, const CHost *src, const C
 }
 
 /* A migration about to end: its stream is done, or what remains of this pass
- * takes less than half a second at its rate (the live figures of the last
- * poll; a dirtying guest's later passes add a little). */
+ * takes less than a second at its rate (the live figures of the last poll). */
 static bool sub_finishing(const CSub *s) {
         const CoordLive *l = &s->live;
-        return strcmp(l->mig_phase, "perform_done") == 0 || strcmp(l->mig_phase, "confirm") == 0 ||
-               (l->mbps > 0 && l->ram_transferred > 0 && (double) l->ram_remaining * 8 < 0.5 * l->mbps * 1e6);
-}
-
-/* Overlap: host @h may start one migration more than its link's slots
- * (never more than its max_outgoing / max_incoming) while every migration
- * it runs in that direction is about to end, so the new one's setup (the
- * destination QEMU's start, about 0.1 s) overlaps their end instead of
- * leaving the link idle (docs/performance.md, "Evacuation makespan"). */
-static bool overlap_ok_locked(Coordinator *c, const CHost *h, bool out) {
-        unsigned lim = out ? (h->h.max_outgoing ? h->h.max_outgoing : c->cfg.max_outgoing)
-                           : (h->h.max_incoming ? h->h.max_incoming : c->cfg.max_incoming);
-        unsigned n = out ? h->out_running : h->in_running;
-        if (n == 0 || n != slots(c, h, out) || n + 1 > lim)
-                return false;
-        for (size_t i = 0; i < c->n_jobs; i++)
-                for (size_t k = 0; k < c->jobs[i]->n; k++) {
-                        const CSub *s = &c->jobs[i]->subs[k];
-                        if (s->t.phase == SP_MIGRATING && strcmp(out ? s->t.source : s->t.destination, h->h.name) == 0 &&
-                            !sub_finishing(s))
-                                return false;
-                }
-        return true;
+        return strcmp(l->mig_phase, "perform_done") == 0 || strcmp(l->mig_phase, "finish") == 0 ||
+               strcmp(l->mig_phase, "confirm") == 0 ||
+               (l->mbps > 0 && l->ram_transferred > 0 && (double) l->ram_remaining * 8 < l->mbps * 1e6);
 }
 
 /* Under the lock: decide the admissions and polls of this tick. */
@@ -879,9 +858,8 @@ static size_t plan_tick_locked(Coordinator *c, Action *acts, size_t max) {
                         /* admission control */
                         if (src->health != HH_HEALTHY || dst->health != HH_HEALTHY)
                                 continue;
-                        if (running >= c->cfg.cluster_limit ||
-                            (src->out_running >= slots(c, src, true) && !overlap_ok_locked(c, src, true)) ||
-                            (dst->in_running >= slots(c, dst, false) && !overlap_ok_locked(c, dst, false)))
+                        if (running >= c->cfg.cluster_limit || src->out_running >= slots(c, src, true) ||
+                            dst->in_running >= slots(c, dst, false))
                                 continue;
                         uint64_t share = MIN(link_of(c, src) / (src->out_running + 1), link_of(c, dst) / (dst->in_running + 1));
                         if (share < need_of(c, s, src, dst) && (src->out_running || dst->in_running))
@@ -944,8 +922,11 @@ static size_t plan_tick_locked(Coordinator *c, Action *acts, size_t max) {
                         }
                         if (!s->bw || (share <= s->bw * 11 / 10 && share >= s->bw * 9 / 10) || n >= max)
                                 continue;
-                        if (share < s->bw && sub_finishing(s))
-                                continue; /* about to end: a cut would only slow its end (overlap, above) */
+                        if (strcmp(s->live.mig_phase, "perform") != 0)
+                                continue; /* not streaming yet: the source agent sets the bandwidth it
+                                           * started with when the stream starts, and would undo a
+                                           * re-tune sent before; s->bw unchanged, so the next tick
+                                           * tries again */
                         s->bw = share;
                         Action *t = &acts[n++];
                         memset(t, 0, sizeof(*t));
