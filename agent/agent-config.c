@@ -49,7 +49,6 @@ DEFINE_POINTER_CLEANUP(json_tokener, json_tokener_free)
 #define SUN_PATH_MAX (sizeof(((struct sockaddr_un *) 0)->sun_path) - 1)
 /* <run_dir>/<name>.qmp must fit SUN_PATH_MAX with the longest name. */
 #define RUN_DIR_MAX (SUN_PATH_MAX - 1 - (VM_NAME_MAX - 1) - 4)
-#define SHOWN_MAX 64
 
 typedef enum MemberType {
         MEMBER_STRING,
@@ -102,18 +101,6 @@ static const Member *member_find(const char *name) {
                 if (streq(members[i].name, name))
                         return &members[i];
         return NULL;
-}
-
-static const char *shown(const char *s, char buf[SHOWN_MAX + 4]) {
-        size_t i = 0;
-        for (; s[i] && i < SHOWN_MAX; i++)
-                buf[i] = (s[i] >= 0x20 && s[i] < 0x7f) ? s[i] : '?';
-        if (s[i]) {
-                memcpy(buf + i, "...", 3);
-                i += 3;
-        }
-        buf[i] = '\0';
-        return buf;
 }
 
 /* "'<name>' <detail>", -EINVAL; the public functions add the prefix. */
@@ -282,7 +269,7 @@ static int json_object_members(AgentConfig *c, json_object *o, const char *prefi
         int r;
 
         json_object_object_foreach(o, key, v) {
-                snprintf(name, sizeof(name), "%s%s", prefix, shown(key, sh));
+                snprintf(name, sizeof(name), "%s%s", prefix, json_shown(key, sh));
                 if (!prefix[0] && streq(key, "tls")) {
                         if ((r = want(v, json_type_object, "tls", "an object")) < 0 ||
                             (r = json_object_members(c, v, "tls.")) < 0)
@@ -409,7 +396,7 @@ static int listen_check(const char *name, const char *a, bool *ret_local) {
         if (!strncmp(a, "unix:", 5)) {
                 const char *p = a + 5;
                 if (p[0] != '/')
-                        return bad(name, "must name an absolute socket path: unix:/path, not '%s'", shown(a, sh));
+                        return bad(name, "must name an absolute socket path: unix:/path, not '%s'", json_shown(a, sh));
                 if (strlen(p) > SUN_PATH_MAX)
                         return bad(name, "socket path is longer than %zu bytes", SUN_PATH_MAX);
                 *ret_local = true;
@@ -419,33 +406,33 @@ static int listen_check(const char *name, const char *a, bool *ret_local) {
                 const char *end = strchr(a, ']');
                 struct in6_addr in6;
                 if (!end || end[1] != ':' || (size_t) (end - a - 1) >= sizeof(host))
-                        return bad(name, "must be [IPV6]:PORT, not '%s'", shown(a, sh));
+                        return bad(name, "must be [IPV6]:PORT, not '%s'", json_shown(a, sh));
                 snprintf(host, sizeof(host), "%.*s", (int) (end - a - 1), a + 1);
                 if (inet_pton(AF_INET6, host, &in6) != 1)
-                        return bad(name, "'%s' is not an IPv6 address", shown(host, sh));
+                        return bad(name, "'%s' is not an IPv6 address", json_shown(host, sh));
                 if (!port_is_valid(end + 2))
-                        return bad(name, "port must be 1..65535, not '%s'", shown(end + 2, sh));
+                        return bad(name, "port must be 1..65535, not '%s'", json_shown(end + 2, sh));
                 *ret_local = IN6_IS_ADDR_LOOPBACK(&in6) ||
                              (IN6_IS_ADDR_V4MAPPED(&in6) && in6.s6_addr[12] == 127);
                 return 0;
         }
         colon = strrchr(a, ':');
         if (!colon)
-                return bad(name, "must be unix:/path, HOST:PORT or [IPV6]:PORT, not '%s'", shown(a, sh));
+                return bad(name, "must be unix:/path, HOST:PORT or [IPV6]:PORT, not '%s'", json_shown(a, sh));
         if (memchr(a, ':', (size_t) (colon - a)))
-                return bad(name, "IPv6 addresses need brackets ([IPV6]:PORT), not '%s'", shown(a, sh));
+                return bad(name, "IPv6 addresses need brackets ([IPV6]:PORT), not '%s'", json_shown(a, sh));
         if ((size_t) (colon - a) >= sizeof(host))
                 return bad(name, "host name is too long");
         snprintf(host, sizeof(host), "%.*s", (int) (colon - a), a);
         if (!port_is_valid(colon + 1))
-                return bad(name, "port must be 1..65535, not '%s'", shown(colon + 1, sh));
+                return bad(name, "port must be 1..65535, not '%s'", json_shown(colon + 1, sh));
         struct in_addr in4;
         if (inet_pton(AF_INET, host, &in4) == 1) {
                 *ret_local = (ntohl(in4.s_addr) >> 24) == 127;
                 return 0;
         }
         if (!dns_name_is_valid(host, strlen(host)))
-                return bad(name, "'%s' is neither an IPv4 address nor a host name", shown(host, sh));
+                return bad(name, "'%s' is neither an IPv4 address nor a host name", json_shown(host, sh));
         *ret_local = strcasecmp(host, "localhost") == 0;
         return 0;
 }
@@ -455,7 +442,7 @@ static int check_abs(const char *name, const char *path) {
         if (!path[0])
                 return bad(name, "is empty");
         if (path[0] != '/')
-                return bad(name, "must be an absolute path, not '%s'", shown(path, sh));
+                return bad(name, "must be an absolute path, not '%s'", json_shown(path, sh));
         return 0;
 }
 
@@ -544,7 +531,7 @@ static int validate(const AgentConfig *c) {
 
         if (!host_is_valid(c->host))
                 return bad("host", "must be 1-63 of A-Z a-z 0-9 . _ - starting with a letter or digit, not '%s' "
-                           "(set it when the host name does not fit)", shown(c->host, sh));
+                           "(set it when the host name does not fit)", json_shown(c->host, sh));
         if ((r = check_abs("state_dir", c->state_dir)) < 0 || (r = check_abs("run_dir", c->run_dir)) < 0)
                 return r;
         if (strlen(c->run_dir) > RUN_DIR_MAX)
@@ -555,7 +542,7 @@ static int validate(const AgentConfig *c) {
         if ((r = check_qemu(c->qemu_binary)) < 0)
                 return r;
         if (!streq(c->accel, "kvm") && !streq(c->accel, "tcg"))
-                return bad("accel", "must be kvm or tcg, not '%s'", shown(c->accel, sh));
+                return bad("accel", "must be kvm or tcg, not '%s'", json_shown(c->accel, sh));
         if ((r = check_tls(c)) < 0)
                 return r;
         for (size_t i = 0; i < ELEMENTSOF(members); i++) {
@@ -569,7 +556,7 @@ static int validate(const AgentConfig *c) {
                         return r;
         }
         if (log_level_from_string(c->log_level) < 0)
-                return bad("log_level", "must be debug, info, warning or error, not '%s'", shown(c->log_level, sh));
+                return bad("log_level", "must be debug, info, warning or error, not '%s'", json_shown(c->log_level, sh));
         return 0;
 }
 
@@ -626,23 +613,23 @@ static int set_bool(const char *name, const char *v, bool *ret) {
         else if (streq(v, "false") || streq(v, "0") || streq(v, "no") || streq(v, "off"))
                 *ret = false;
         else
-                return bad(name, "must be true or false, not '%s'", shown(v, sh));
+                return bad(name, "must be true or false, not '%s'", json_shown(v, sh));
         return 0;
 }
 
 static int set_int(const Member *m, const char *v, int64_t *ret) {
         char sh[SHOWN_MAX + 4], *end = NULL;
         if (!((v[0] >= '0' && v[0] <= '9') || (v[0] == '-' && v[1] >= '0' && v[1] <= '9')))
-                return bad(m->name, "must be an integer, not '%s'", shown(v, sh));
+                return bad(m->name, "must be an integer, not '%s'", json_shown(v, sh));
         errno = 0;
         long long x = strtoll(v, &end, 10);
         if (*end)
-                return bad(m->name, "must be an integer, not '%s'", shown(v, sh));
+                return bad(m->name, "must be an integer, not '%s'", json_shown(v, sh));
         if (errno == ERANGE)
                 return bad(m->name, "must be between %" PRId64 " and %" PRId64 ", not %s", m->min, m->max,
-                           shown(v, sh));
+                           json_shown(v, sh));
         *ret = x;
-        return check_range(m, x, shown(v, sh));
+        return check_range(m, x, json_shown(v, sh));
 }
 
 /* "listen": a comma-separated list that replaces the current one. */
@@ -672,7 +659,7 @@ static int set_member(AgentConfig *c, const char *name, const char *value) {
         int r;
 
         if (!m)
-                return bad(shown(name, sh), "is not a known member");
+                return bad(json_shown(name, sh), "is not a known member");
         switch (m->type) {
         case MEMBER_STRING:
                 return store_string(m->name, value, strlen(value), (char *) c + m->offset, m->size);

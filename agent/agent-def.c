@@ -64,7 +64,6 @@
 DEFINE_POINTER_CLEANUP(json_object, json_object_put)
 DEFINE_POINTER_CLEANUP(json_tokener, json_tokener_free)
 
-#define SHOWN_MAX 64
 #define QCOW2_MAGIC "QFI\xfb"
 #define PC_MAX_VCPUS 255
 #define MAX_KEYS_PER_OBJECT 64
@@ -83,20 +82,6 @@ static bool in_list(const char *s, const char *const *list, size_t n) {
                 if (streq(s, list[i]))
                         return true;
         return false;
-}
-
-/* @s for an error detail: at most SHOWN_MAX bytes of printable ASCII, anything
- * else shown as '?', "..." when cut. */
-static const char *shown(const char *s, char buf[SHOWN_MAX + 4]) {
-        size_t i = 0;
-        for (; s[i] && i < SHOWN_MAX; i++)
-                buf[i] = (s[i] >= 0x20 && s[i] < 0x7f) ? s[i] : '?';
-        if (s[i]) {
-                memcpy(buf + i, "...", 3);
-                i += 3;
-        }
-        buf[i] = '\0';
-        return buf;
 }
 
 /* "definition: '<path>' <detail>", -EINVAL. */
@@ -166,7 +151,7 @@ static int get_path(json_object *v, const char *path, char *buf, size_t size, bo
         if (!buf[0] && optional)
                 return 0;
         if (buf[0] != '/')
-                return bad(path, "must be an absolute path, not '%s'", shown(buf, sh));
+                return bad(path, "must be an absolute path, not '%s'", json_shown(buf, sh));
         if (has_control(buf))
                 return bad(path, "must not contain control characters");
         return 0;
@@ -205,7 +190,7 @@ static int get_str_as(json_object *v, const char *path, bool (*valid)(const char
         if (strlen(s) != n)
                 return bad(path, "must not contain NUL characters");
         if (n >= size || !valid(s))
-                return bad(path, "must be %s, not '%s'", what, shown(s, sh));
+                return bad(path, "must be %s, not '%s'", what, json_shown(s, sh));
         memcpy(buf, s, n + 1);
         return 0;
 }
@@ -338,7 +323,7 @@ static int parse_disk(json_object *o, size_t i, GuestDisk *d) {
         snprintf(d->cache, sizeof(d->cache), "none");
 
         json_object_object_foreach(o, key, v) {
-                snprintf(path, sizeof(path), "disks[%zu].%s", i, shown(key, sh));
+                snprintf(path, sizeof(path), "disks[%zu].%s", i, json_shown(key, sh));
                 if (streq(key, "path")) {
                         r = get_path(v, path, d->path, sizeof(d->path), false);
                         has_path = true;
@@ -390,7 +375,7 @@ static int parse_nic(json_object *o, size_t i, GuestNic *n) {
         snprintf(n->model, sizeof(n->model), "virtio-net-pci");
 
         json_object_object_foreach(o, key, v) {
-                snprintf(path, sizeof(path), "nics[%zu].%s", i, shown(key, sh));
+                snprintf(path, sizeof(path), "nics[%zu].%s", i, json_shown(key, sh));
                 if (streq(key, "bridge")) {
                         r = get_str_as(v, path, bridge_is_valid, "an interface name (1-15 of A-Z a-z 0-9 _ . -)",
                                        n->bridge, sizeof(n->bridge));
@@ -493,7 +478,7 @@ static int parse_member(const char *key, json_object *v, GuestDef *d, bool *has_
                 return get_bool(v, key, &d->guest_agent);
         if (streq(key, "serial_log"))
                 return get_bool(v, key, &d->serial_log);
-        return unknown_member(shown(key, sh));
+        return unknown_member(json_shown(key, sh));
 }
 
 static bool machine_is_i440fx(const char *m) {
@@ -596,7 +581,7 @@ static void scan_value(Scan *sc, const char *path, int depth) {
                         size_t klen, k = scan_string(sc, &klen);
                         char key[SHOWN_MAX + 1];
                         snprintf(key, sizeof(key), "%.*s", (int) MIN(klen, (size_t) SHOWN_MAX), sc->s + k);
-                        snprintf(sub, sizeof(sub), "%s%s%s", path, path[0] ? "." : "", shown(key, sh));
+                        snprintf(sub, sizeof(sub), "%s%s%s", path, path[0] ? "." : "", json_shown(key, sh));
                         for (size_t i = 0; i < n; i++)
                                 if (lens[i] == klen && !memcmp(sc->s + starts[i], sc->s + k, klen)) {
                                         snprintf(sc->found, sizeof(sc->found), "%s", sub);

@@ -1,6 +1,8 @@
 /* Strict-JSON helpers (see agent-json.h). */
 #include "agent-json.h"
 
+#include <string.h>
+
 size_t json_text_member_count(const char *s, size_t len) {
         size_t n = 0;
         bool in_str = false;
@@ -30,4 +32,16 @@ size_t json_tree_member_count(json_object *v) {
                         n += json_tree_member_count(json_object_array_get_idx(v, i));
         }
         return n;
+}
+
+const char *json_shown(const char *s, char buf[SHOWN_MAX + 4]) {
+        size_t i = 0;
+        for (; s[i] && i < SHOWN_MAX; i++)
+                buf[i] = (s[i] >= 0x20 && s[i] < 0x7f) ? s[i] : '?';
+        if (s[i]) {
+                memcpy(buf + i, "...", 3);
+                i += 3;
+        }
+        buf[i] = '\0';
+        return buf;
 }

@@ -8,6 +8,13 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+/* At most this many bytes of a user's value are quoted in an error. */
+#define SHOWN_MAX 64
+
+/* @s for an error detail: at most SHOWN_MAX bytes of printable ASCII,
+ * anything else shown as '?', "..." when cut.  Returns @buf. */
+const char *json_shown(const char *s, char buf[SHOWN_MAX + 4]);
+
 /* Members in the text: every ':' outside a string separates one. */
 size_t json_text_member_count(const char *s, size_t len);
 /* Members in the parsed tree, nested ones included. */
