@@ -35,33 +35,6 @@
 #define PEER_CALL_MS 10000
 #define POLL_MS 250
 
-/* ---- parameters ------------------------------------------------------------ */
-
-void mig_params_defaults(MigParams *p) {
-        if (!p->downtime_ms)
-                p->downtime_ms = 300;
-        if (!p->max_downtime_ms)
-                p->max_downtime_ms = 2000;
-        if (p->max_downtime_ms < p->downtime_ms)
-                p->max_downtime_ms = p->downtime_ms;
-        if (!p->completion_s_per_gib)
-                p->completion_s_per_gib = 150;
-        if (!p->progress_timeout_s)
-                p->progress_timeout_s = 30;
-        if (p->postcopy == POSTCOPY_POLICY_AFTER && !p->postcopy_after_s)
-                p->postcopy_after_s = 10;
-}
-
-int mig_params_validate(const MigParams *p) {
-        if (p->downtime_ms > 60000 || p->max_downtime_ms > 60000)
-                return err_set(-EINVAL, "params: downtime limits above 60000 ms are not allowed");
-        if (p->multifd_channels > 64)
-                return err_set(-EINVAL, "params: 'multifd_channels' must be at most 64");
-        if (p->progress_timeout_s > 3600 || p->completion_s_per_gib > 86400)
-                return err_set(-EINVAL, "params: timeouts out of range");
-        return 0;
-}
-
 /* ---- the migration table ---------------------------------------------------------- */
 
 typedef struct Migration {
@@ -968,9 +941,9 @@ typedef struct Source {
         bool waiter;
 } Source;
 
-static int set_params_json(Vm *vm, const char *op, const char *json) {
+static int set_params(Vm *vm, const char *op, const MigrationParams *mp) {
         return VM_NESTED_CALL(vm, ASYNC_JOB_MIGRATION_OUT, op, "migrate-set-parameters",
-                      qmp_call(mon_, "migrate-set-parameters", json, -1, NULL));
+                      qmp_migrate_set_parameters(mon_, -1, mp));
 }
 
 static int start_postcopy_locked(Source *s, const char *why) {
@@ -991,7 +964,6 @@ static int perform(Source *s) {
         Vm *vm = s->vm;
         const char *op = s->op;
         MigrationStats st = { 0 };
-        char json[256];
         int r;
 
         vm_lock(vm);
@@ -1007,17 +979,22 @@ static int perform(Source *s) {
         if (r >= 0) {
                 /* Bandwidth 0 = unlimited: the link decides.  Auto-converge
                  * starts held at 1 % so that it is a later policy step. */
-                snprintf(json, sizeof(json),
-                         "{\"max-bandwidth\": %llu, \"downtime-limit\": %u%s%s}",
-                         (unsigned long long) (s->p.bandwidth ? s->p.bandwidth : UINT64_C(107374182400)),
-                         s->p.downtime_ms,
-                         s->p.auto_converge ? ", \"cpu-throttle-initial\": 1, \"cpu-throttle-increment\": 1, \"max-cpu-throttle\": 1" : "",
-                         "");
-                r = set_params_json(vm, op, json);
+                MigrationParams mp = {
+                        .has_max_bandwidth = true,
+                        .max_bandwidth = s->p.bandwidth ? s->p.bandwidth : UINT64_C(107374182400),
+                        .has_downtime_limit = true,
+                        .downtime_limit = s->p.downtime_ms,
+                };
+                if (s->p.auto_converge) {
+                        mp.has_cpu_throttle_initial = mp.has_cpu_throttle_increment = true;
+                        mp.has_max_cpu_throttle = true;
+                        mp.cpu_throttle_initial = mp.cpu_throttle_increment = mp.max_cpu_throttle = 1;
+                }
+                r = set_params(vm, op, &mp);
         }
         if (r >= 0 && s->p.multifd_channels > 1) {
-                snprintf(json, sizeof(json), "{\"multifd-channels\": %u}", s->p.multifd_channels);
-                r = set_params_json(vm, op, json);
+                MigrationParams mp = { .has_multifd_channels = true, .multifd_channels = s->p.multifd_channels };
+                r = set_params(vm, op, &mp);
         }
         if (r >= 0)
                 r = VM_NESTED_CALL(vm, ASYNC_JOB_MIGRATION_OUT, op, "migrate", qmp_migrate(mon_, -1, vm->mig.uri, false));
@@ -1090,8 +1067,8 @@ static int perform(Source *s) {
                         iter_at_low = st.ram_dirty_sync_count;
                         if (downtime < s->p.max_downtime_ms) {
                                 uint32_t next = MIN(downtime * 2, s->p.max_downtime_ms);
-                                snprintf(json, sizeof(json), "{\"downtime-limit\": %u}", next);
-                                if (set_params_json(vm, op, json) >= 0) {
+                                MigrationParams mp = { .has_downtime_limit = true, .downtime_limit = next };
+                                if (set_params(vm, op, &mp) >= 0) {
                                         vm_unlock(vm);
                                         m_step(s->a->migrations, s->m, "downtime %u->%u ms (iteration %llu stalled)",
                                                downtime, next, (unsigned long long) st.ram_dirty_sync_count);
@@ -1099,7 +1076,9 @@ static int perform(Source *s) {
                                         downtime = next;
                                 }
                         } else if (s->p.auto_converge && !ac_on) {
-                                if (set_params_json(vm, op, "{\"max-cpu-throttle\": 99, \"cpu-throttle-increment\": 20}") >= 0) {
+                                MigrationParams mp = { .has_max_cpu_throttle = true, .max_cpu_throttle = 99,
+                                                        .has_cpu_throttle_increment = true, .cpu_throttle_increment = 20 };
+                                if (set_params(vm, op, &mp) >= 0) {
                                         ac_on = true;
                                         vm_unlock(vm);
                                         m_step(s->a->migrations, s->m, "auto-converge (throttle up to 99 %%, +20 %% per pass)");
@@ -1448,7 +1427,7 @@ out:
 
 int agent_migrate_tune(Agent *a, Vm *vm, const char *op, uint64_t bandwidth, uint32_t downtime_ms) {
         const char *mop;
-        char buf[OP_ID_MAX], json[112];
+        char buf[OP_ID_MAX], what[112];
         int r = with_outgoing(a, vm, &mop, buf);
         if (r < 0)
                 return r;
@@ -1456,15 +1435,18 @@ int agent_migrate_tune(Agent *a, Vm *vm, const char *op, uint64_t bandwidth, uin
                 return err_set(-EINVAL, "give a bandwidth, a downtime limit, or both");
         if (downtime_ms > 60000)
                 return err_set(-EINVAL, "'downtime_limit_ms' above 60000 is not allowed");
-        snprintf(json, sizeof(json), "{%s%.0llu%s%.0u}",
-                 bandwidth ? "\"max-bandwidth\": " : "", (unsigned long long) bandwidth,
-                 bandwidth && downtime_ms ? ", \"downtime-limit\": " : downtime_ms ? "\"downtime-limit\": " : "",
-                 downtime_ms);
+        MigrationParams mp = {
+                .has_max_bandwidth = bandwidth != 0, .max_bandwidth = bandwidth,
+                .has_downtime_limit = downtime_ms != 0, .downtime_limit = downtime_ms,
+        };
+        snprintf(what, sizeof(what), "%s%.0llu%s%.0u%s", bandwidth ? "bandwidth " : "", (unsigned long long) bandwidth,
+                 bandwidth && downtime_ms ? " B/s, downtime limit " : downtime_ms ? "downtime limit " : " B/s",
+                 downtime_ms, downtime_ms ? " ms" : "");
         vm_lock(vm);
         if ((r = job_begin(vm, JOB_MIGRATION_OP, op, "migrate-set-parameters", -1)) >= 0) {
                 QmpMonitor *mon;
                 if ((r = vm_enter_monitor(vm, &mon)) == 0) {
-                        r = qmp_call(mon, "migrate-set-parameters", json, -1, NULL);
+                        r = qmp_migrate_set_parameters(mon, -1, &mp);
                         int e = vm_exit_monitor(vm, mon);
                         if (r >= 0)
                                 r = e;
@@ -1477,10 +1459,10 @@ int agent_migrate_tune(Agent *a, Vm *vm, const char *op, uint64_t bandwidth, uin
                 lock_acquire(&t->lock);
                 for (Migration *m = t->list; m; m = m->next)
                         if (strcmp(m->r.op, mop) == 0) {
-                                snprintf(m->r.last_event, sizeof(m->r.last_event), "tuned: %s", json);
+                                snprintf(m->r.last_event, sizeof(m->r.last_event), "tuned: %s", what);
                                 if (m->r.n_steps < MIG_MAX_STEPS)
                                         snprintf(m->r.steps[m->r.n_steps++], sizeof(m->r.steps[0]), "tuned %s at %.1f s",
-                                                 json, (double) (now_ns() - m->started_ns) / 1e9);
+                                                 what, (double) (now_ns() - m->started_ns) / 1e9);
                                 changed_locked(t, m);
                                 break;
                         }

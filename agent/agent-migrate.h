@@ -16,31 +16,9 @@
 #include <stdint.h>
 
 #include "agent.h"
+#include "migparams.h"
 #include "migtypes.h"
 #include "recovery.h"
-
-typedef enum PostcopyPolicy {
-        POSTCOPY_POLICY_NEVER,
-        POSTCOPY_POLICY_ALLOWED, /* last step of the convergence policy */
-        POSTCOPY_POLICY_AFTER,   /* after after_s seconds of pre-copy */
-} PostcopyPolicy;
-
-typedef struct MigParams {
-        uint64_t bandwidth;              /* bytes/s; 0 = unlimited */
-        uint32_t downtime_ms;            /* initial limit */
-        uint32_t max_downtime_ms;        /* policy ceiling */
-        bool auto_converge;
-        PostcopyPolicy postcopy;
-        uint32_t postcopy_after_s;
-        uint32_t multifd_channels;
-        uint32_t completion_s_per_gib;
-        uint32_t progress_timeout_s;
-        bool skip_time_sync;
-} MigParams;
-
-/* Defaults filled into zero members (see docs/migration.md for the why). */
-void mig_params_defaults(MigParams *p);
-int mig_params_validate(const MigParams *p);
 
 #define MIG_MAX_STEPS 16
 

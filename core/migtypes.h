@@ -116,6 +116,8 @@ typedef struct MigrationParams {
         uint64_t cpu_throttle_initial;
         bool has_cpu_throttle_increment; /* percent */
         uint64_t cpu_throttle_increment;
+        bool has_max_cpu_throttle;       /* percent */
+        uint64_t max_cpu_throttle;
         bool has_multifd_channels;
         uint64_t multifd_channels;
         bool has_max_postcopy_bandwidth; /* bytes/s, 0 = unlimited */

@@ -1381,6 +1381,7 @@ static const struct {
         P("downtime-limit", downtime_limit),
         P("cpu-throttle-initial", cpu_throttle_initial),
         P("cpu-throttle-increment", cpu_throttle_increment),
+        P("max-cpu-throttle", max_cpu_throttle),
         P("multifd-channels", multifd_channels),
         P("max-postcopy-bandwidth", max_postcopy_bandwidth),
 #undef P

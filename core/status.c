@@ -84,6 +84,8 @@ static json_object *params_to_json(const MigrationParams *p) {
                 add_u64(o, "cpu-throttle-initial", p->cpu_throttle_initial);
         if (p->has_cpu_throttle_increment)
                 add_u64(o, "cpu-throttle-increment", p->cpu_throttle_increment);
+        if (p->has_max_cpu_throttle)
+                add_u64(o, "max-cpu-throttle", p->max_cpu_throttle);
         if (p->has_multifd_channels)
                 add_u64(o, "multifd-channels", p->multifd_channels);
         if (p->has_max_postcopy_bandwidth)
@@ -220,6 +222,7 @@ static int params_from_json(json_object *o, MigrationParams *p) {
         U64_PARAM("downtime-limit", downtime_limit);
         U64_PARAM("cpu-throttle-initial", cpu_throttle_initial);
         U64_PARAM("cpu-throttle-increment", cpu_throttle_increment);
+        U64_PARAM("max-cpu-throttle", max_cpu_throttle);
         U64_PARAM("multifd-channels", multifd_channels);
         U64_PARAM("max-postcopy-bandwidth", max_postcopy_bandwidth);
 #undef U64_PARAM

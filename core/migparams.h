@@ -1,0 +1,44 @@
+/* Migration parameters: the one shape of "how to migrate this guest" for the
+ * whole cluster.
+ *
+ * droverctl and the coordinator's API fill a MigParams, the coordinator
+ * stores and forwards it, the source agent drives its convergence policy by
+ * it and the destination prepares with it.  Defaults (with their reasons in
+ * docs/migration.md), validation and the JSON form live here and nowhere
+ * else.  QEMU's own parameter set (MigrationParams in migtypes.h) is a
+ * different thing: what the source agent derives from a MigParams and sends
+ * to one QEMU.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef enum PostcopyPolicy {
+        POSTCOPY_POLICY_NEVER,
+        POSTCOPY_POLICY_ALLOWED, /* last step of the convergence policy */
+        POSTCOPY_POLICY_AFTER,   /* after postcopy_after_s seconds of pre-copy */
+        _POSTCOPY_POLICY_MAX,
+} PostcopyPolicy;
+
+const char *postcopy_policy_to_string(PostcopyPolicy p);
+/* -1 for an unknown name */
+int postcopy_policy_from_string(const char *s);
+
+typedef struct MigParams {
+        uint64_t bandwidth;              /* bytes/s; 0 = unlimited */
+        uint32_t downtime_ms;            /* initial limit */
+        uint32_t max_downtime_ms;        /* policy ceiling */
+        bool auto_converge;
+        PostcopyPolicy postcopy;
+        uint32_t postcopy_after_s;
+        uint32_t multifd_channels;
+        uint32_t completion_s_per_gib;
+        uint32_t progress_timeout_s;
+        bool skip_time_sync;
+} MigParams;
+
+/* Fill zero members with the defaults (docs/migration.md says why each). */
+void mig_params_defaults(MigParams *p);
+/* 0, or -EINVAL with a detail naming the member and its range. */
+int mig_params_validate(const MigParams *p);
