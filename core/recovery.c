@@ -49,10 +49,37 @@ static bool in_postcopy(const RecoveryInput *in) {
         return in->postcopy_started || migration_status_is_postcopy(in->mig_status);
 }
 
+/* Source whose QEMU is alive but did not answer its queries: only the
+ * persisted phase and the peer's answer are facts. */
+static RecoveryDecision decide_out_unanswered(const RecoveryInput *in) {
+        if (in->postcopy_started)
+                DECIDE(RECOVER_KEEP_PAUSED, "post-copy started and QEMU did not answer: touch neither side, ask again");
+        switch (in->phase) {
+        case JOB_PHASE_NONE:
+        case JOB_PHASE_BEGIN:
+                DECIDE(RECOVER_NONE, "nothing was sent: the guest never left the source");
+        case JOB_PHASE_CONFIRM_CANCELLED:
+                DECIDE(RECOVER_RESUME_SOURCE, "the migration was cancelled before the destination ran: resume the source");
+        case JOB_PHASE_PERFORM_DONE:
+                if (in->peer == PEER_NOT_ASKED)
+                        DECIDE(RECOVER_ASK_PEER, "the destination may or may not have started the guest: ask it");
+                if (in->peer == PEER_RUNNING)
+                        DECIDE(RECOVER_KILL_SOURCE, "the destination runs the guest: kill the source");
+                if (in->peer == PEER_GONE)
+                        DECIDE(RECOVER_RESUME_SOURCE, "the destination has no copy: resume the source");
+                __attribute__((fallthrough));
+        default:
+                DECIDE(RECOVER_KEEP_PAUSED,
+                       "QEMU did not answer query-status/query-migrate: its state is unknown; keep it as it is, ask again");
+        }
+}
+
 static RecoveryDecision decide_out(const RecoveryInput *in) {
         if (in->phase == JOB_PHASE_CONFIRM)
                 DECIDE(in->qemu_alive ? RECOVER_KILL_SOURCE : RECOVER_KILL_GONE,
                        "confirm was persisted: the destination owns the guest");
+        if (in->qemu_alive && in->qemu_unanswered)
+                return decide_out_unanswered(in);
 
         if (in_postcopy(in)) {
                 if (in->mig_status == MIGRATION_STATUS_COMPLETED)
@@ -112,6 +139,14 @@ static RecoveryDecision decide_out(const RecoveryInput *in) {
 }
 
 static RecoveryDecision decide_in(const RecoveryInput *in) {
+        if (in->qemu_alive && in->qemu_unanswered) {
+                /* In finish, cont may already have run; in prepare a
+                 * post-copy may hold pages only this copy has. */
+                if (in->phase == JOB_PHASE_NONE && !in->postcopy_started)
+                        DECIDE(RECOVER_KILL_DEST, "the incoming migration never started: the source keeps the guest");
+                DECIDE(RECOVER_KEEP_PAUSED,
+                       "QEMU did not answer query-status/query-migrate: its state is unknown; keep it as it is, ask again");
+        }
         if (in_postcopy(in)) {
                 if (!in->qemu_alive)
                         DECIDE(RECOVER_KILL_GONE, "destination QEMU died in post-copy: the guest is lost; clean up");

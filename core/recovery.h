@@ -13,7 +13,10 @@
  * and, where the local facts cannot decide, the peer agent's answer about
  * the same operation.  Where the outcome is ambiguous and the peer cannot be
  * asked, the answer is to keep the guest paused and ask again: a paused
- * guest is not lost, two running copies would be.
+ * guest is not lost, two running copies would be.  A query that failed is
+ * an unknown, never a "no": with qemu_unanswered set the table decides only
+ * on the persisted phase and the peer's answer, and otherwise keeps the
+ * guest as it is and asks again.
  */
 #pragma once
 
@@ -60,11 +63,13 @@ typedef enum RecoveryAction {
 typedef struct RecoveryInput {
         MigDirection dir;
         JobPhase phase;                /* persisted phase of the async migration job */
-        bool qemu_alive;               /* local QEMU process and monitor reachable */
+        bool qemu_alive;               /* local QEMU process exists (pid and start time match) */
         bool vcpus_running;            /* local query-status says running */
         MigrationStatus mig_status;    /* local query-migrate status */
         bool postcopy_started;         /* persisted: post-copy was switched on */
         PeerAnswer peer;
+        bool qemu_unanswered;          /* QEMU is alive but query-status or query-migrate failed or
+                                          timed out: vcpus_running and mig_status are NOT facts */
 } RecoveryInput;
 
 typedef struct RecoveryDecision {

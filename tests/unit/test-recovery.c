@@ -78,9 +78,10 @@ static void test_invariants_exhaustive(void **state) {
         for (int ms = 0; ms < MIGRATION_STATUS_MAX; ms++)
         for (int pc = 0; pc < 2; pc++)
         for (int peer = 0; peer < PEER_MAX; peer++) {
-                RecoveryInput in = { dir, phase, alive, running, ms, pc, peer };
+                for (int unans = 0; unans < 2; unans++) {
+                RecoveryInput in = { dir, phase, alive, running, ms, pc, peer, unans };
                 RecoveryDecision d = recovery_decide(&in);
-                bool postcopy = pc || migration_status_is_postcopy(ms);
+                bool postcopy = pc || (!unans && migration_status_is_postcopy(ms)); /* ms is no fact when unanswered */
                 combos++;
                 assert_true(d.action >= 0 && d.action < RECOVER_MAX);
                 assert_non_null(d.reason);
@@ -119,8 +120,52 @@ static void test_invariants_exhaustive(void **state) {
                             ms == MIGRATION_STATUS_COMPLETED && peer == PEER_UNREACHABLE)
                                 assert_int_equal(d.action, RECOVER_KEEP_PAUSED);
                 }
+                }
         }
         printf("# %d input combinations checked\n", combos);
+}
+
+/* A query that failed is an unknown, never a "no" (docs/recovery.md,
+ * "Unknown local facts"): with QEMU alive but unanswered, the table acts only
+ * on the persisted phase and the peer's answer. */
+static RecoveryAction unanswered(MigDirection dir, JobPhase phase, bool postcopy, PeerAnswer peer) {
+        /* what a failed query used to look like: paused, no migration */
+        RecoveryInput in = { dir, phase, true, false, MIGRATION_STATUS_NONE, postcopy, peer, true };
+        return recovery_decide(&in).action;
+}
+
+static void test_unanswered_qemu_is_not_a_fact(void **state) {
+        /* destination in finish: cont may have run; the old table said
+         * "stream not completed -> kill destination" */
+        assert_int_equal(unanswered(MIG_DIR_IN, JOB_PHASE_FINISH, false, PEER_NOT_ASKED), RECOVER_KEEP_PAUSED);
+        assert_int_equal(unanswered(MIG_DIR_IN, JOB_PHASE_FINISH, false, PEER_PAUSED), RECOVER_KEEP_PAUSED);
+        /* prepare: a post-copy may hold pages only this copy has */
+        assert_int_equal(unanswered(MIG_DIR_IN, JOB_PHASE_PREPARE, false, PEER_NOT_ASKED), RECOVER_KEEP_PAUSED);
+        assert_int_equal(unanswered(MIG_DIR_IN, JOB_PHASE_NONE, false, PEER_NOT_ASKED), RECOVER_KILL_DEST);
+        /* source in perform: the stream may be in post-copy already */
+        assert_int_equal(unanswered(MIG_DIR_OUT, JOB_PHASE_PERFORM, false, PEER_NOT_ASKED), RECOVER_KEEP_PAUSED);
+        assert_int_equal(unanswered(MIG_DIR_OUT, JOB_PHASE_PERFORM_DONE, false, PEER_NOT_ASKED), RECOVER_ASK_PEER);
+        assert_int_equal(unanswered(MIG_DIR_OUT, JOB_PHASE_PERFORM_DONE, false, PEER_RUNNING), RECOVER_KILL_SOURCE);
+        assert_int_equal(unanswered(MIG_DIR_OUT, JOB_PHASE_PERFORM_DONE, false, PEER_GONE), RECOVER_RESUME_SOURCE);
+        assert_int_equal(unanswered(MIG_DIR_OUT, JOB_PHASE_PERFORM_DONE, false, PEER_UNREACHABLE), RECOVER_KEEP_PAUSED);
+        assert_int_equal(unanswered(MIG_DIR_OUT, JOB_PHASE_PERFORM_DONE, true, PEER_RUNNING), RECOVER_KEEP_PAUSED);
+        assert_int_equal(unanswered(MIG_DIR_OUT, JOB_PHASE_BEGIN, false, PEER_NOT_ASKED), RECOVER_NONE);
+        assert_int_equal(unanswered(MIG_DIR_OUT, JOB_PHASE_CONFIRM, false, PEER_NOT_ASKED), RECOVER_KILL_SOURCE);
+        /* never resumes or kills on a guess, over every input */
+        for (int dir = 0; dir < MIG_DIR_MAX; dir++)
+        for (int phase = 0; phase < JOB_PHASE_MAX; phase++)
+        for (int pc = 0; pc < 2; pc++)
+        for (int peer = 0; peer < PEER_MAX; peer++) {
+                RecoveryAction a = unanswered(dir, phase, pc, peer);
+                if (a == RECOVER_RESUME_SOURCE)
+                        assert_true(!pc && (phase == JOB_PHASE_CONFIRM_CANCELLED ||
+                                            (phase == JOB_PHASE_PERFORM_DONE && peer == PEER_GONE)));
+                if (a == RECOVER_KILL_SOURCE)
+                        assert_true(phase == JOB_PHASE_CONFIRM || (!pc && peer == PEER_RUNNING));
+                if (a == RECOVER_KILL_DEST)
+                        assert_true(!pc && phase == JOB_PHASE_NONE);
+                assert_false(a == RECOVER_FINISH_DEST || a == RECOVER_FINISH_PEER || a == RECOVER_KEEP_DEST);
+        }
 }
 
 static void test_names(void **state) {
@@ -136,6 +181,7 @@ int main(void) {
                 cmocka_unit_test(test_source_cells),
                 cmocka_unit_test(test_destination_cells),
                 cmocka_unit_test(test_invariants_exhaustive),
+                cmocka_unit_test(test_unanswered_qemu_is_not_a_fact),
                 cmocka_unit_test(test_names),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
