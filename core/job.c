@@ -340,6 +340,29 @@ static bool phase_transition_ok(AsyncJobType t, JobPhase from, JobPhase to) {
         return rt > rf;
 }
 
+typedef struct PhaseChange {
+        JobPhase from, to;
+        uint64_t from_ns;
+} PhaseChange;
+
+static void phase_apply(Vm *vm, void *data) {
+        PhaseChange *c = data;
+        if (vm->job.phase != c->to) {
+                vm->job.phase = c->to;
+                vm->job.phase_started_ns = now_ns();
+                vm->generation++;
+        }
+}
+
+static void phase_undo(Vm *vm, void *data) {
+        PhaseChange *c = data;
+        if (vm->job.phase == c->to && c->from != c->to) {
+                vm->job.phase = c->from;
+                vm->job.phase_started_ns = c->from_ns;
+                vm->generation++;
+        }
+}
+
 int job_set_phase(Vm *vm, JobPhase phase) {
         VmJob *j = &vm->job;
         vm_assert_locked(vm);
@@ -351,15 +374,14 @@ int job_set_phase(Vm *vm, JobPhase phase) {
                 return err_set(-EINVAL, "VM '%s': %s job cannot go from phase '%s' to '%s'", vm->name,
                                async_names[j->async], phase_names[j->phase],
                                job_phase_to_string(phase));
-        if (j->phase != phase) {
-                j->phase = phase;
-                j->phase_started_ns = now_ns();
-                vm->generation++;
-        }
+        PhaseChange c = { .from = j->phase, .from_ns = j->phase_started_ns, .to = phase };
         vm_unlock(vm);
-        int r = vm_save_status(vm);
+        int r = vm_save_status_change(vm, phase_apply, phase_undo, &c);
         vm_lock(vm);
-        return r;
+        if (r < 0)
+                return err_set(r, "VM '%s': phase '%s' could not be persisted, still '%s': %s", vm->name,
+                               job_phase_to_string(phase), job_phase_to_string(c.from), err_str(r));
+        return 0;
 }
 
 void job_end_async(Vm *vm) {

@@ -150,9 +150,10 @@ bool job_async_owned_by(Vm *vm, AsyncJobType type, const char *op);
 void job_set_mask(Vm *vm, uint32_t mask);
 /* Set the phase and persist the VM's status file before returning; the VM
  * lock is released during the write.  -EINVAL if @phase does not belong to
- * the async job or goes backwards; the save's error if the write failed (the
- * phase then stays set in memory and the caller must not act on it);
- * -ESRCH if the VM died meanwhile. */
+ * the async job or goes backwards; the save's error if the write failed:
+ * the phase is then restored in memory too (no other status write can land
+ * in between, vm_save_status_change), so memory never runs ahead of the
+ * file, and the caller must not act on the new phase. */
 int job_set_phase(Vm *vm, JobPhase phase);
 /* End the async job and persist the status (lock released meanwhile). */
 void job_end_async(Vm *vm);

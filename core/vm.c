@@ -477,6 +477,31 @@ int vm_save_status(Vm *vm) {
         return r;
 }
 
+int vm_save_status_change(Vm *vm, void (*apply)(Vm *vm, void *data), void (*undo)(Vm *vm, void *data),
+                          void *data) {
+        VmStatusRecord rec = { 0 };
+        int r = 0;
+
+        assert(!lock_held(&vm->lock));
+        lock_acquire(&vm->status_lock);
+        vm_lock(vm);
+        apply(vm, data);
+        if (vm->status_dir[0])
+                r = status_record_from_vm_locked(vm, &rec);
+        vm_unlock(vm);
+        if (r >= 0 && vm->status_dir[0])
+                r = status_write(vm->status_dir, &rec);
+        if (r < 0) {
+                vm_lock(vm);
+                undo(vm, data);
+                vm_unlock(vm);
+                log_debug("VM %s: saving status failed, change undone: %s", vm->name, err_str(r));
+        }
+        lock_release(&vm->status_lock);
+        status_record_clear(&rec);
+        return r;
+}
+
 int vm_remove_status(Vm *vm) {
         int r;
         assert(!lock_held(&vm->lock));

@@ -257,6 +257,13 @@ int vm_destroy(Vm *vm, const char *op, VmReason reason, int64_t timeout_ms);
 
 /* Persist the status file now (vm->lock NOT held; see top comment). */
 int vm_save_status(Vm *vm);
+/* Change persisted fields durably: under the status lock, apply(@vm, @data)
+ * runs with vm->lock held, the record is written, and if the write fails
+ * undo(@vm, @data) runs with vm->lock held, so memory never stays ahead of
+ * the file (no other status write can run in between).  Called with vm->lock
+ * NOT held.  Returns the write's result. */
+int vm_save_status_change(Vm *vm, void (*apply)(Vm *vm, void *data), void (*undo)(Vm *vm, void *data),
+                          void *data);
 /* Remove the status file (vm->lock NOT held). */
 int vm_remove_status(Vm *vm);
 
