@@ -817,6 +817,23 @@ static bool is_our_qemu(pid_t pid, const char *qmp_path) {
         return strstr(buf, qmp_path) != NULL;
 }
 
+#define RECONNECT_TRIES 3
+
+/* An interrupted migration keeps its job and persisted phase, so nothing
+ * else changes the guest until migration recovery decides, and a peer that
+ * asks hears how far it got. */
+static void restore_migration_job_locked(Vm *vm, const VmStatusRecord *rec) {
+        vm_assert_locked(vm);
+        if (rec->async_job != ASYNC_JOB_MIGRATION_OUT && rec->async_job != ASYNC_JOB_MIGRATION_IN)
+                return;
+        if (job_restore_async(vm, rec->async_job, rec->op_id, rec->phase) < 0)
+                log_warning("guest %s: %s", vm->name, err_msg());
+        else
+                log_warning("guest %s: %s job (op %s) in phase %s restored; it waits for migration recovery",
+                            vm->name, async_job_to_string(rec->async_job), rec->op_id,
+                            job_phase_to_string(rec->phase));
+}
+
 static void reconnect_one(Agent *a, Vm *vm, VmStatusRecord *rec) {
         AgentVm *av = vm->ops.opaque;
         pid_t pid = rec->pid;
@@ -850,6 +867,9 @@ static void reconnect_one(Agent *a, Vm *vm, VmStatusRecord *rec) {
                 vm_mark_shutoff_locked(vm, was_up ? VM_REASON_VANISHED : rec->reason);
                 if (was_up)
                         vm_set_error_locked(vm, "QEMU (pid %d) was gone when the agent restarted", (int) rec->pid);
+                /* A dead source still knows how far its migration got: the
+                 * peer must hear the phase, not "no such migration". */
+                restore_migration_job_locked(vm, rec);
                 vm_unlock(vm);
                 if (was_up) {
                         cleanup_host_side(av);
@@ -877,9 +897,35 @@ static void reconnect_one(Agent *a, Vm *vm, VmStatusRecord *rec) {
         }
 
         QmpCallbacks cb = { .event = vm_handle_qmp_event, .eof = vm_handle_qmp_eof, .opaque = vm };
-        r = qmp_monitor_connect(av->paths.qmp, &cb, deadline_in_ms(a->cfg.qmp_timeout_ms), &mon);
-        if (r >= 0)
-                r = qmp_query_status(mon, a->cfg.qmp_timeout_ms, &st);
+        bool migrating = rec->async_job == ASYNC_JOB_MIGRATION_OUT || rec->async_job == ASYNC_JOB_MIGRATION_IN;
+        /* A QEMU in a migration may be too busy to answer at once (a
+         * post-copy destination): it gets a few tries, and is never killed. */
+        for (int attempt = 0; attempt < (migrating ? RECONNECT_TRIES : 1); attempt++) {
+                if (!mon && (r = qmp_monitor_connect(av->paths.qmp, &cb, deadline_in_ms(a->cfg.qmp_timeout_ms), &mon)) < 0)
+                        continue;
+                if ((r = qmp_query_status(mon, a->cfg.qmp_timeout_ms, &st)) >= 0)
+                        break;
+        }
+        if (r < 0 && migrating) {
+                char why[ERR_MSG_MAX];
+                snprintf(why, sizeof(why), "%s", err_str(r));
+                vm_lock(vm);
+                if (mon)
+                        vm_attach_monitor_locked(vm, mon, pid);
+                else
+                        vm->pid = pid; /* alive, no monitor yet: recovery connects again */
+                vm_set_error_locked(vm, "QEMU pid %d did not answer after the agent restarted (%s); "
+                                    "kept for migration recovery", (int) pid, why);
+                restore_migration_job_locked(vm, rec);
+                vm_unlock(vm);
+                (void) vm_save_status(vm);
+                log_warning("guest %s: QEMU pid %d holds a %s job in phase %s and did not answer (%s): "
+                            "kept, never killed; migration recovery asks again",
+                            vm->name, (int) pid, async_job_to_string(rec->async_job),
+                            job_phase_to_string(rec->phase), why);
+                agent_emit(a, vm, "reconnected", "QEMU pid %d did not answer; kept for migration recovery", (int) pid);
+                return;
+        }
         if (r < 0) {
                 /* Alive but unmanageable: kill it rather than leave a guest
                  * nobody can manage (libvirt does the same). */
@@ -908,16 +954,7 @@ static void reconnect_one(Agent *a, Vm *vm, VmStatusRecord *rec) {
         else
                 vm_set_state_locked(vm, VM_STATE_PAUSED,
                                     rec->state == VM_STATE_PAUSED ? rec->reason : VM_REASON_USER);
-        if (rec->async_job != ASYNC_JOB_NONE) {
-                /* An interrupted migration: keep its job so nothing else
-                 * changes the guest until migration recovery decides. */
-                if (job_restore_async(vm, rec->async_job, rec->op_id, rec->phase) < 0)
-                        log_warning("guest %s: %s", vm->name, err_msg());
-                else
-                        log_warning("guest %s: %s job (op %s) in phase %s restored; it waits for migration recovery",
-                                    vm->name, async_job_to_string(rec->async_job), rec->op_id,
-                                    job_phase_to_string(rec->phase));
-        }
+        restore_migration_job_locked(vm, rec);
         vm_unlock(vm);
         (void) vm_save_status(vm);
         log_info("guest %s: reconnected to QEMU pid %d (%s)", vm->name, (int) pid, st.status_name);
