@@ -29,6 +29,7 @@ static const char *const peer_names[PEER_MAX] = {
         [PEER_PAUSED] = "paused",
         [PEER_GONE] = "gone",
         [PEER_POSTCOPY] = "postcopy",
+        [PEER_DEAD] = "dead",
 };
 
 const char *recovery_action_to_string(RecoveryAction a) {
@@ -65,7 +66,7 @@ static RecoveryDecision decide_out_unanswered(const RecoveryInput *in) {
                         DECIDE(RECOVER_ASK_PEER, "the destination may or may not have started the guest: ask it");
                 if (in->peer == PEER_RUNNING)
                         DECIDE(RECOVER_KILL_SOURCE, "the destination runs the guest: kill the source");
-                if (in->peer == PEER_GONE)
+                if (in->peer == PEER_GONE || in->peer == PEER_DEAD)
                         DECIDE(RECOVER_RESUME_SOURCE, "the destination has no copy: resume the source");
                 __attribute__((fallthrough));
         default:
@@ -121,6 +122,7 @@ static RecoveryDecision decide_out(const RecoveryInput *in) {
                         DECIDE(RECOVER_FINISH_PEER,
                                "the destination has the whole guest, paused: finish it there, then kill the source");
                 case PEER_GONE:
+                case PEER_DEAD:
                         DECIDE(RECOVER_RESUME_SOURCE, "the destination has no copy: resume the source");
                 case PEER_POSTCOPY:
                         DECIDE(RECOVER_POSTCOPY_FAILED, "the destination is in post-copy: the source can never resume");
@@ -165,7 +167,17 @@ static RecoveryDecision decide_in(const RecoveryInput *in) {
 
         switch (in->phase) {
         case JOB_PHASE_NONE:
+                DECIDE(RECOVER_KILL_DEST, "the incoming migration never started: the source keeps the guest");
         case JOB_PHASE_PREPARE:
+                if (in->mig_status != MIGRATION_STATUS_COMPLETED)
+                        DECIDE(RECOVER_KILL_DEST, "finish never started: the source keeps the guest");
+                /* A whole guest arrived but finish never came: normally the
+                 * source keeps (or resumes) its copy, unless that copy died. */
+                if (in->peer == PEER_NOT_ASKED)
+                        DECIDE(RECOVER_ASK_PEER, "the stream completed but finish never came: ask whether the source copy lives");
+                if (in->peer == PEER_DEAD)
+                        DECIDE(RECOVER_FINISH_DEST,
+                               "the source copy died after the whole guest arrived here: this is the only copy, run it");
                 DECIDE(RECOVER_KILL_DEST, "finish never started: the source keeps the guest");
         case JOB_PHASE_FINISH:
                 if (in->vcpus_running)
@@ -180,6 +192,7 @@ static RecoveryDecision decide_in(const RecoveryInput *in) {
                 case PEER_RUNNING:
                         DECIDE(RECOVER_KILL_DEST, "the source resumed the guest: drop this copy");
                 case PEER_GONE:
+                case PEER_DEAD:
                         DECIDE(RECOVER_FINISH_DEST,
                                "the source copy is gone after a completed stream: this is the only copy, run it");
                 case PEER_UNREACHABLE:

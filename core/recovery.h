@@ -40,6 +40,7 @@ typedef enum PeerAnswer {
         PEER_PAUSED,         /* source: its copy is paused, migration not cancelled */
         PEER_GONE,           /* the peer has no live copy for this op (never had, killed, cancelled) */
         PEER_POSTCOPY,       /* the peer is in post-copy (active or paused) for this op */
+        PEER_DEAD,           /* the peer's copy for this op died (QEMU crashed or vanished), outside post-copy */
         PEER_MAX,
 } PeerAnswer;
 

@@ -50,7 +50,16 @@ static void test_source_cells(void **state) {
 
 static void test_destination_cells(void **state) {
         assert_int_equal(IN(JOB_PHASE_PREPARE, false, MIGRATION_STATUS_ACTIVE, PEER_NOT_ASKED), RECOVER_KILL_DEST);
-        assert_int_equal(IN(JOB_PHASE_PREPARE, false, MIGRATION_STATUS_COMPLETED, PEER_NOT_ASKED), RECOVER_KILL_DEST);
+        /* a whole guest arrived but finish never came: ask; run it only
+         * when the source copy died */
+        assert_int_equal(IN(JOB_PHASE_PREPARE, false, MIGRATION_STATUS_COMPLETED, PEER_NOT_ASKED), RECOVER_ASK_PEER);
+        assert_int_equal(IN(JOB_PHASE_PREPARE, false, MIGRATION_STATUS_COMPLETED, PEER_DEAD), RECOVER_FINISH_DEST);
+        assert_int_equal(IN(JOB_PHASE_PREPARE, false, MIGRATION_STATUS_COMPLETED, PEER_PAUSED), RECOVER_KILL_DEST);
+        assert_int_equal(IN(JOB_PHASE_PREPARE, false, MIGRATION_STATUS_COMPLETED, PEER_GONE), RECOVER_KILL_DEST);
+        assert_int_equal(IN(JOB_PHASE_PREPARE, false, MIGRATION_STATUS_COMPLETED, PEER_UNREACHABLE), RECOVER_KILL_DEST);
+        assert_int_equal(IN(JOB_PHASE_PREPARE, false, MIGRATION_STATUS_ACTIVE, PEER_DEAD), RECOVER_KILL_DEST);
+        assert_int_equal(IN(JOB_PHASE_FINISH, false, MIGRATION_STATUS_COMPLETED, PEER_DEAD), RECOVER_FINISH_DEST);
+        assert_int_equal(OUT(JOB_PHASE_PERFORM_DONE, MIGRATION_STATUS_COMPLETED, PEER_DEAD), RECOVER_RESUME_SOURCE);
         assert_int_equal(IN(JOB_PHASE_FINISH, true, MIGRATION_STATUS_COMPLETED, PEER_NOT_ASKED), RECOVER_KEEP_DEST);
         assert_int_equal(IN(JOB_PHASE_FINISH, false, MIGRATION_STATUS_ACTIVE, PEER_NOT_ASKED), RECOVER_KILL_DEST);
         assert_int_equal(IN(JOB_PHASE_FINISH, false, MIGRATION_STATUS_COMPLETED, PEER_NOT_ASKED), RECOVER_ASK_PEER);
@@ -92,7 +101,7 @@ static void test_invariants_exhaustive(void **state) {
                                 assert_false(postcopy);
                                 assert_true(alive);
                                 assert_true(phase == JOB_PHASE_PERFORM || phase == JOB_PHASE_CONFIRM_CANCELLED ||
-                                            (phase == JOB_PHASE_PERFORM_DONE && peer == PEER_GONE));
+                                            (phase == JOB_PHASE_PERFORM_DONE && (peer == PEER_GONE || peer == PEER_DEAD)));
                         }
                         /* a source is killed only when the destination has the guest */
                         if (d.action == RECOVER_KILL_SOURCE)
@@ -113,7 +122,9 @@ static void test_invariants_exhaustive(void **state) {
                         if (d.action == RECOVER_FINISH_DEST)
                                 assert_true((postcopy && ms == MIGRATION_STATUS_COMPLETED) ||
                                             (phase == JOB_PHASE_FINISH && ms == MIGRATION_STATUS_COMPLETED &&
-                                             (peer == PEER_PAUSED || peer == PEER_GONE)));
+                                             (peer == PEER_PAUSED || peer == PEER_GONE || peer == PEER_DEAD)) ||
+                                            (phase == JOB_PHASE_PREPARE && ms == MIGRATION_STATUS_COMPLETED &&
+                                             peer == PEER_DEAD));
                         assert_false(d.action == RECOVER_RESUME_SOURCE || d.action == RECOVER_KILL_SOURCE ||
                                      d.action == RECOVER_FINISH_PEER);
                         if (alive && !postcopy && phase == JOB_PHASE_FINISH && !running &&
@@ -159,7 +170,7 @@ static void test_unanswered_qemu_is_not_a_fact(void **state) {
                 RecoveryAction a = unanswered(dir, phase, pc, peer);
                 if (a == RECOVER_RESUME_SOURCE)
                         assert_true(!pc && (phase == JOB_PHASE_CONFIRM_CANCELLED ||
-                                            (phase == JOB_PHASE_PERFORM_DONE && peer == PEER_GONE)));
+                                            (phase == JOB_PHASE_PERFORM_DONE && (peer == PEER_GONE || peer == PEER_DEAD))));
                 if (a == RECOVER_KILL_SOURCE)
                         assert_true(phase == JOB_PHASE_CONFIRM || (!pc && peer == PEER_RUNNING));
                 if (a == RECOVER_KILL_DEST)
