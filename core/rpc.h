@@ -7,9 +7,9 @@
  * and message size caps, protobuf packing and the UTF-8 check), rpcserver.c
  * and rpcclient.c.  They are the only code that calls grpc_* or
  * protobuf_c_*; callers see protobuf-c messages and our own RpcCode
- * (numerically equal to gRPC's status codes), never a gRPC header.  This
- * header includes none either; rpc-priv.h is the internal interface of the
- * three files (and of tests).
+ * (numerically equal to gRPC's status codes), never a gRPC header; this
+ * header includes none.  rpc-priv.h is the internal interface of the three
+ * files (and of tests).
  *
  * Errors map to a status once, at the RPC boundary: a handler's -errno
  * becomes a status through rpc_status_from_errno(), and a client turns the
