@@ -1,8 +1,17 @@
 /* gRPC handlers of drover-agent (see agent-rpc.h).
  *
+ * Every handler has the same frame, kept in one place (Handler below): it
+ * counts itself in flight for its whole life (GetAgentStats reports the
+ * number), looks up the guest the request names (INVALID_ARGUMENT without a
+ * name, NOT_FOUND for an unknown one) and holds a reference on it, takes the
+ * request's operation id or makes one, and maps the result of the agent call
+ * to a status once at the end (a guest that is not running answers
+ * FAILED_PRECONDITION).  Between handler_guest()/handler_enter() and
+ * handler_end*() a handler keeps only its own logic: the agent call and the
+ * reply.
+ *
  * Response strings and sub-messages live in the call's arena
- * (rpc_call_strdup/rpc_call_alloc); handlers never free.  A guest that is
- * not running answers FAILED_PRECONDITION, an unknown one NOT_FOUND.
+ * (rpc_call_strdup/rpc_call_alloc); handlers never free.
  */
 #include "agent-rpc.h"
 
@@ -91,61 +100,90 @@ static Drover__V1__GuestStatus *new_status(RpcCall *c, Vm *vm) {
         return o;
 }
 
-static Vm *find(RpcCall *c, Agent *a, const char *guest, RpcCode *ret_code) {
-        if (!guest || !guest[0]) {
-                *ret_code = rpc_call_fail(c, RPC_INVALID_ARGUMENT, "'guest' is required (a name or UUID)");
-                return NULL;
-        }
-        Vm *vm = vm_registry_lookup(a->vms, guest);
-        if (!vm)
-                *ret_code = rpc_call_fail(c, RPC_NOT_FOUND, "no guest '%s' on host %s", guest, a->cfg.host);
-        return vm;
+/* The frame of one handler call; lives on the handler's stack. */
+typedef struct Handler {
+        RpcCall *c;
+        Agent *a;
+        Vm *vm;             /* the guest the request names, referenced; NULL for host-wide calls */
+        char op[OP_ID_MAX]; /* the operation id (handler_guest() with an op id only) */
+} Handler;
+
+/* Count the call in flight (host-wide calls: no guest, no operation id). */
+static void handler_enter(Handler *h, RpcCall *c, void *user) {
+        *h = (Handler){ .c = c, .a = user };
+        atomic_fetch_add(&h->a->rpcs_in_flight, 1);
 }
 
-/* Each handler counts itself in flight. */
-#define BEGIN_HANDLER(a) atomic_fetch_add(&(a)->rpcs_in_flight, 1)
-#define END_HANDLER(a, code) ({ atomic_fetch_sub(&(a)->rpcs_in_flight, 1); (code); })
+/* End the call with @code: drop the guest and count the call out. */
+static RpcCode handler_end(Handler *h, RpcCode code) {
+        vm_unref(TAKE_PTR(h->vm));
+        atomic_fetch_sub(&h->a->rpcs_in_flight, 1);
+        return code;
+}
 
-static RpcCode h_define(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
-        Agent *a = user;
-        const Drover__V1__DefineRequest *req = (const void *) req_;
-        Drover__V1__GetGuestResponse *resp = (void *) resp_;
-        char op[OP_ID_MAX];
-        Vm *vm;
-        BEGIN_HANDLER(a);
-        agent_op_id(a, req->op_id, op);
-        int r = agent_vm_define(a, req->definition_json, strlen(req->definition_json), op, &vm);
-        if (r < 0)
-                return END_HANDLER(a, fail(c, r));
+/* End the call with the outcome @r of an agent call: OK, or the -errno
+ * mapped to a status with its detail. */
+static RpcCode handler_end_r(Handler *h, int r) {
+        return handler_end(h, r < 0 ? fail(h->c, r) : RPC_OK);
+}
+
+/* handler_enter(), then the guest named by @guest (a name or UUID) into
+ * h->vm and, when @op_id is not NULL, the operation id it gives (or a new
+ * one) into h->op.  Returns RPC_OK, or the status of a missing or unknown
+ * guest with the call already ended: return it. */
+static RpcCode handler_guest(Handler *h, RpcCall *c, void *user, const char *guest, const char *op_id) {
+        handler_enter(h, c, user);
+        if (!guest || !guest[0])
+                return handler_end(h, rpc_call_fail(c, RPC_INVALID_ARGUMENT, "'guest' is required (a name or UUID)"));
+        h->vm = vm_registry_lookup(h->a->vms, guest);
+        if (!h->vm)
+                return handler_end(h, rpc_call_fail(c, RPC_NOT_FOUND, "no guest '%s' on host %s", guest,
+                                                    h->a->cfg.host));
+        if (op_id)
+                agent_op_id(h->a, op_id, h->op);
+        return RPC_OK;
+}
+
+/* handler_end_r(), filling @resp (when not NULL) with the guest's status
+ * after a successful call. */
+static RpcCode handler_end_status(Handler *h, int r, Drover__V1__GuestStatus *resp) {
+        if (r >= 0 && resp) {
+                VmSnapshot s;
+                vm_snapshot(h->vm, &s);
+                fill_status(h->c, resp, &s);
+        }
+        return handler_end_r(h, r);
+}
+
+/* The guest's status and definition into @resp. */
+static void fill_guest(RpcCall *c, Vm *vm, Drover__V1__GetGuestResponse *resp) {
         resp->status = new_status(c, vm);
         vm_lock(vm);
-        resp->definition_json = rpc_call_strdup(c, vm->definition_json);
+        resp->definition_json = rpc_call_strdup(c, vm->definition_json ? vm->definition_json : "");
         vm_unlock(vm);
-        vm_unref(vm);
-        return END_HANDLER(a, RPC_OK);
 }
 
-/* The shape shared by Undefine, Destroy, Suspend, Resume. */
+static RpcCode h_define(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp, void *user) {
+        const Drover__V1__DefineRequest *req = (const void *) req_;
+        Handler h;
+        handler_enter(&h, c, user);
+        agent_op_id(h.a, req->op_id, h.op);
+        int r = agent_vm_define(h.a, req->definition_json, strlen(req->definition_json), h.op, &h.vm);
+        if (r >= 0)
+                fill_guest(c, h.vm, (void *) resp);
+        return handler_end_r(&h, r);
+}
+
+/* The shape shared by Undefine, Destroy, Suspend, Resume, MigrateStartPostcopy. */
 typedef int (*GuestOpFn)(Agent *a, Vm *vm, const char *op);
 
-static RpcCode guest_op(RpcCall *c, Agent *a, const Drover__V1__GuestRef *req, GuestOpFn fn,
+static RpcCode guest_op(RpcCall *c, void *user, const Drover__V1__GuestRef *req, GuestOpFn fn,
                         Drover__V1__GuestStatus *resp) {
-        char op[OP_ID_MAX];
-        RpcCode code = RPC_OK;
-        BEGIN_HANDLER(a);
-        _cleanup_(vm_unrefp) Vm *vm = find(c, a, req->guest, &code);
-        if (!vm)
-                return END_HANDLER(a, code);
-        agent_op_id(a, req->op_id, op);
-        int r = fn(a, vm, op);
-        if (r < 0)
-                return END_HANDLER(a, fail(c, r));
-        if (resp) {
-                VmSnapshot s;
-                vm_snapshot(vm, &s);
-                fill_status(c, resp, &s);
-        }
-        return END_HANDLER(a, RPC_OK);
+        Handler h;
+        RpcCode code = handler_guest(&h, c, user, req->guest, req->op_id);
+        if (code != RPC_OK)
+                return code;
+        return handler_end_status(&h, fn(h.a, h.vm, h.op), resp);
 }
 
 static RpcCode h_undefine(RpcCall *c, const ProtobufCMessage *req, ProtobufCMessage *resp, void *user) {
@@ -162,99 +200,84 @@ static RpcCode h_resume(RpcCall *c, const ProtobufCMessage *req, ProtobufCMessag
         return guest_op(c, user, (const void *) req, agent_vm_resume, (void *) resp);
 }
 
-static RpcCode h_start(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
-        Agent *a = user;
+static RpcCode h_start(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp, void *user) {
         const Drover__V1__StartRequest *req = (const void *) req_;
-        char op[OP_ID_MAX];
-        RpcCode code = RPC_OK;
-        BEGIN_HANDLER(a);
-        _cleanup_(vm_unrefp) Vm *vm = find(c, a, req->guest, &code);
-        if (!vm)
-                return END_HANDLER(a, code);
-        agent_op_id(a, req->op_id, op);
-        int r = agent_vm_start(a, vm, op, req->paused, req->timeout_ms);
-        if (r < 0)
-                return END_HANDLER(a, fail(c, r));
-        VmSnapshot s;
-        vm_snapshot(vm, &s);
-        fill_status(c, (void *) resp_, &s);
-        return END_HANDLER(a, RPC_OK);
+        Handler h;
+        RpcCode code = handler_guest(&h, c, user, req->guest, req->op_id);
+        if (code != RPC_OK)
+                return code;
+        int r = agent_vm_start(h.a, h.vm, h.op, req->paused, req->timeout_ms);
+        return handler_end_status(&h, r, (void *) resp);
 }
 
-static RpcCode h_shutdown(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
-        Agent *a = user;
+static RpcCode h_shutdown(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp, void *user) {
         const Drover__V1__ShutdownRequest *req = (const void *) req_;
-        char op[OP_ID_MAX];
-        RpcCode code = RPC_OK;
-        BEGIN_HANDLER(a);
-        _cleanup_(vm_unrefp) Vm *vm = find(c, a, req->guest, &code);
-        if (!vm)
-                return END_HANDLER(a, code);
-        agent_op_id(a, req->op_id, op);
+        Handler h;
+        RpcCode code = handler_guest(&h, c, user, req->guest, req->op_id);
+        if (code != RPC_OK)
+                return code;
         int64_t timeout = req->timeout_ms ? req->timeout_ms : 60000;
         int64_t left = rpc_call_remaining_ms(c);
         if (left >= 0 && left < timeout && !req->force)
                 timeout = left; /* answer before the client gives up */
-        int r = agent_vm_shutdown(a, vm, op, timeout, req->force);
-        if (r < 0)
-                return END_HANDLER(a, fail(c, r));
-        VmSnapshot s;
-        vm_snapshot(vm, &s);
-        fill_status(c, (void *) resp_, &s);
-        return END_HANDLER(a, RPC_OK);
+        int r = agent_vm_shutdown(h.a, h.vm, h.op, timeout, req->force);
+        return handler_end_status(&h, r, (void *) resp);
 }
 
 static RpcCode h_list(RpcCall *c, const ProtobufCMessage *req, ProtobufCMessage *resp_, void *user) {
-        Agent *a = user;
         Drover__V1__ListGuestsResponse *resp = (void *) resp_;
+        Handler h;
         Vm **vms;
         size_t n;
         (void) req;
-        BEGIN_HANDLER(a);
-        int r = vm_registry_list(a->vms, &vms, &n);
+        handler_enter(&h, c, user);
+        int r = vm_registry_list(h.a->vms, &vms, &n);
         if (r < 0)
-                return END_HANDLER(a, fail(c, r));
+                return handler_end_r(&h, r);
         resp->guests = rpc_call_alloc(c, (n ? n : 1) * sizeof(*resp->guests));
         resp->n_guests = n;
         for (size_t i = 0; i < n; i++)
                 resp->guests[i] = new_status(c, vms[i]);
         vm_registry_list_free(vms, n);
-        return END_HANDLER(a, RPC_OK);
+        return handler_end(&h, RPC_OK);
 }
 
-static RpcCode h_get(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
-        Agent *a = user;
+static RpcCode h_get(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp, void *user) {
         const Drover__V1__GuestRef *req = (const void *) req_;
-        Drover__V1__GetGuestResponse *resp = (void *) resp_;
-        RpcCode code = RPC_OK;
-        BEGIN_HANDLER(a);
-        _cleanup_(vm_unrefp) Vm *vm = find(c, a, req->guest, &code);
-        if (!vm)
-                return END_HANDLER(a, code);
-        resp->status = new_status(c, vm);
-        vm_lock(vm);
-        resp->definition_json = rpc_call_strdup(c, vm->definition_json ? vm->definition_json : "");
-        vm_unlock(vm);
-        return END_HANDLER(a, RPC_OK);
+        Handler h;
+        RpcCode code = handler_guest(&h, c, user, req->guest, NULL);
+        if (code != RPC_OK)
+                return code;
+        fill_guest(c, h.vm, (void *) resp);
+        return handler_end(&h, RPC_OK);
 }
 
 /* Streams hold a worker for their whole life: keep most workers for
  * everything else (docs/agent.md, rpc_threads). */
 static atomic_uint streams_open;
 
-static bool stream_admit(RpcCall *c, Agent *a, RpcCode *ret) {
-        unsigned cap = a->cfg.rpc_threads / 4 ? a->cfg.rpc_threads / 4 : 1;
+/* handler_enter() for a stream: admitted under the cap on open streams,
+ * and holding a reference on the call for the subscription that wakes it.
+ * Returns RPC_OK, or RESOURCE_EXHAUSTED with the call already ended. */
+static RpcCode stream_enter(Handler *h, RpcCall *c, void *user) {
+        handler_enter(h, c, user);
+        unsigned cap = h->a->cfg.rpc_threads / 4 ? h->a->cfg.rpc_threads / 4 : 1;
         if (atomic_fetch_add(&streams_open, 1) >= cap) {
                 atomic_fetch_sub(&streams_open, 1);
-                *ret = rpc_call_fail(c, RPC_RESOURCE_EXHAUSTED,
-                                     "%u watch streams are open on this agent, the most it serves (rpc_threads/4)", cap);
-                return false;
+                return handler_end(h, rpc_call_fail(c, RPC_RESOURCE_EXHAUSTED,
+                                                    "%u watch streams are open on this agent, the most it "
+                                                    "serves (rpc_threads/4)",
+                                                    cap));
         }
-        return true;
+        rpc_call_ref(c);
+        return RPC_OK;
 }
 
-static void stream_leave(void) {
+/* End a stream begun with stream_enter() with @code. */
+static RpcCode stream_end(Handler *h, RpcCode code) {
+        rpc_call_unref(h->c);
         atomic_fetch_sub(&streams_open, 1);
+        return handler_end(h, code);
 }
 
 static void wake_call(void *opaque) {
@@ -262,22 +285,17 @@ static void wake_call(void *opaque) {
 }
 
 static RpcCode h_watch(RpcCall *c, const ProtobufCMessage *req_, void *user) {
-        Agent *a = user;
         const Drover__V1__WatchEventsRequest *req = (const void *) req_;
         AgentEvent evs[64];
-        RpcCode admit;
-        BEGIN_HANDLER(a);
-        if (!stream_admit(c, a, &admit))
-                return END_HANDLER(a, admit);
-        rpc_call_ref(c);
+        Handler h;
+        RpcCode code = stream_enter(&h, c, user);
+        if (code != RPC_OK)
+                return code;
+        Agent *a = h.a;
         int id = event_bus_subscribe(a->events, wake_call, c);
-        if (id < 0) {
-                rpc_call_unref(c);
-                stream_leave();
-                return END_HANDLER(a, fail(c, id));
-        }
+        if (id < 0)
+                return stream_end(&h, fail(c, id));
         uint64_t last = event_bus_last_seq(a->events);
-        RpcCode code = RPC_OK;
         for (;;) {
                 size_t n = event_bus_read(a->events, last, evs, ELEMENTSOF(evs));
                 for (size_t i = 0; i < n; i++) {
@@ -304,41 +322,31 @@ static RpcCode h_watch(RpcCall *c, const ProtobufCMessage *req_, void *user) {
         }
 done:
         event_bus_unsubscribe(a->events, id);
-        rpc_call_unref(c);
-        stream_leave();
-        return END_HANDLER(a, code);
+        return stream_end(&h, code);
 }
 
 static RpcCode h_guest_ping(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
-        Agent *a = user;
         const Drover__V1__GuestRef *req = (const void *) req_;
         Drover__V1__GuestPingResponse *resp = (void *) resp_;
-        char op[OP_ID_MAX];
-        RpcCode code = RPC_OK;
-        BEGIN_HANDLER(a);
-        _cleanup_(vm_unrefp) Vm *vm = find(c, a, req->guest, &code);
-        if (!vm)
-                return END_HANDLER(a, code);
-        agent_op_id(a, req->op_id, op);
-        int r = agent_vm_guest_ping(a, vm, op, &resp->round_trip_us);
-        return END_HANDLER(a, r < 0 ? fail(c, r) : RPC_OK);
+        Handler h;
+        RpcCode code = handler_guest(&h, c, user, req->guest, req->op_id);
+        if (code != RPC_OK)
+                return code;
+        int r = agent_vm_guest_ping(h.a, h.vm, h.op, &resp->round_trip_us);
+        return handler_end_r(&h, r);
 }
 
 static RpcCode h_guest_info(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
-        Agent *a = user;
         const Drover__V1__GuestRef *req = (const void *) req_;
         Drover__V1__GuestInfoResponse *resp = (void *) resp_;
-        char op[OP_ID_MAX];
         AgentGuestInfo info;
-        RpcCode code = RPC_OK;
-        BEGIN_HANDLER(a);
-        _cleanup_(vm_unrefp) Vm *vm = find(c, a, req->guest, &code);
-        if (!vm)
-                return END_HANDLER(a, code);
-        agent_op_id(a, req->op_id, op);
-        int r = agent_vm_guest_info(a, vm, op, &info);
+        Handler h;
+        RpcCode code = handler_guest(&h, c, user, req->guest, req->op_id);
+        if (code != RPC_OK)
+                return code;
+        int r = agent_vm_guest_info(h.a, h.vm, h.op, &info);
         if (r < 0)
-                return END_HANDLER(a, fail(c, r));
+                return handler_end_r(&h, r);
         resp->version = rpc_call_strdup(c, info.version);
         resp->enabled_commands = rpc_call_alloc(c, (info.n_enabled + 1) * sizeof(char *));
         resp->disabled_commands = rpc_call_alloc(c, (info.n_disabled + 1) * sizeof(char *));
@@ -349,40 +357,32 @@ static RpcCode h_guest_info(RpcCall *c, const ProtobufCMessage *req_, ProtobufCM
         resp->n_enabled_commands = info.n_enabled;
         resp->n_disabled_commands = info.n_disabled;
         agent_guest_info_clear(&info);
-        return END_HANDLER(a, RPC_OK);
+        return handler_end(&h, RPC_OK);
 }
 
 static RpcCode h_guest_set_time(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
-        Agent *a = user;
         const Drover__V1__GuestSetTimeRequest *req = (const void *) req_;
         Drover__V1__GuestSetTimeResponse *resp = (void *) resp_;
-        char op[OP_ID_MAX];
-        RpcCode code = RPC_OK;
-        BEGIN_HANDLER(a);
+        Handler h;
         if (req->time_unix_ns < 0)
-                return END_HANDLER(a, rpc_call_fail(c, RPC_INVALID_ARGUMENT, "'time_unix_ns' must not be negative"));
-        _cleanup_(vm_unrefp) Vm *vm = find(c, a, req->guest, &code);
-        if (!vm)
-                return END_HANDLER(a, code);
-        agent_op_id(a, req->op_id, op);
-        int r = agent_vm_guest_set_time(a, vm, op, req->time_unix_ns, req->from_rtc,
+                return rpc_call_fail(c, RPC_INVALID_ARGUMENT, "'time_unix_ns' must not be negative");
+        RpcCode code = handler_guest(&h, c, user, req->guest, req->op_id);
+        if (code != RPC_OK)
+                return code;
+        int r = agent_vm_guest_set_time(h.a, h.vm, h.op, req->time_unix_ns, req->from_rtc,
                                         &resp->guest_time_before_ns, &resp->guest_time_after_ns);
-        return END_HANDLER(a, r < 0 ? fail(c, r) : RPC_OK);
+        return handler_end_r(&h, r);
 }
 
 static RpcCode h_guest_get_time(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
-        Agent *a = user;
         const Drover__V1__GuestRef *req = (const void *) req_;
         Drover__V1__GuestGetTimeResponse *resp = (void *) resp_;
-        char op[OP_ID_MAX];
-        RpcCode code = RPC_OK;
-        BEGIN_HANDLER(a);
-        _cleanup_(vm_unrefp) Vm *vm = find(c, a, req->guest, &code);
-        if (!vm)
-                return END_HANDLER(a, code);
-        agent_op_id(a, req->op_id, op);
-        int r = agent_vm_guest_get_time(a, vm, op, &resp->guest_time_ns);
-        return END_HANDLER(a, r < 0 ? fail(c, r) : RPC_OK);
+        Handler h;
+        RpcCode code = handler_guest(&h, c, user, req->guest, req->op_id);
+        if (code != RPC_OK)
+                return code;
+        int r = agent_vm_guest_get_time(h.a, h.vm, h.op, &resp->guest_time_ns);
+        return handler_end_r(&h, r);
 }
 
 /* Memory, CPUs and CPU model of this host, from /proc. */
@@ -417,13 +417,14 @@ static void read_host_facts(RpcCall *c, Drover__V1__GetAgentStatsResponse *resp)
 
 static RpcCode h_stats(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
         Agent *a = user;
+        Handler h;
         const Drover__V1__GetAgentStatsRequest *req = (const void *) req_;
         Drover__V1__GetAgentStatsResponse *resp = (void *) resp_;
         LockStats ls[32];
         unsigned by_state[VM_STATE_MAX] = { 0 };
         Vm **vms;
         size_t n;
-        BEGIN_HANDLER(a);
+        handler_enter(&h, c, user);
 
         size_t nl = MIN(lock_stats_snapshot(ls, ELEMENTSOF(ls)), ELEMENTSOF(ls));
         if (req->reset_locks)
@@ -447,7 +448,7 @@ static RpcCode h_stats(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessag
                 resp->locks[i] = l;
         }
         if (vm_registry_list(a->vms, &vms, &n) < 0)
-                return END_HANDLER(a, fail(c, -ENOMEM));
+                return handler_end(&h, fail(c, -ENOMEM));
         resp->guests = rpc_call_alloc(c, (n + 1) * sizeof(*resp->guests));
         for (size_t i = 0; i < n; i++) {
                 VmSnapshot s;
@@ -489,7 +490,7 @@ static RpcCode h_stats(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessag
                 resp->guests_by_state[resp->n_guests_by_state++] = e;
         }
         resp->rpcs_in_flight = atomic_load(&a->rpcs_in_flight) - 1; /* not counting this one */
-        return END_HANDLER(a, RPC_OK);
+        return handler_end(&h, RPC_OK);
 }
 
 /* ---- migration ---------------------------------------------------------------- */
@@ -526,66 +527,48 @@ static Drover__V1__MigrationResult *new_result(RpcCall *c, const MigResult *m) {
 }
 
 static RpcCode h_migrate(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
-        Agent *a = user;
         const Drover__V1__MigrateRequest *req = (const void *) req_;
         Drover__V1__MigrateResponse *resp = (void *) resp_;
-        char op[OP_ID_MAX];
-        RpcCode code = RPC_OK;
         MigParams p;
         MigResult res;
-        BEGIN_HANDLER(a);
-        _cleanup_(vm_unrefp) Vm *vm = find(c, a, req->guest, &code);
-        if (!vm)
-                return END_HANDLER(a, code);
-        agent_op_id(a, req->op_id, op);
+        Handler h;
+        RpcCode code = handler_guest(&h, c, user, req->guest, req->op_id);
+        if (code != RPC_OK)
+                return code;
         mig_params_from_proto(req->params, &p);
-        int r = agent_migrate(a, vm, op, req->destination, req->destination_stream_host, &p, req->wait, &res);
-        if (r < 0)
-                return END_HANDLER(a, fail(c, r));
-        resp->result = new_result(c, &res);
-        return END_HANDLER(a, RPC_OK);
+        int r = agent_migrate(h.a, h.vm, h.op, req->destination, req->destination_stream_host, &p, req->wait, &res);
+        if (r >= 0)
+                resp->result = new_result(c, &res);
+        return handler_end_r(&h, r);
 }
 
 static RpcCode h_migrate_abort(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
-        Agent *a = user;
         const Drover__V1__GuestRef *req = (const void *) req_;
-        char op[OP_ID_MAX];
-        RpcCode code = RPC_OK;
         MigResult res;
-        BEGIN_HANDLER(a);
-        _cleanup_(vm_unrefp) Vm *vm = find(c, a, req->guest, &code);
-        if (!vm)
-                return END_HANDLER(a, code);
-        agent_op_id(a, req->op_id, op);
-        int r = agent_migrate_abort(a, vm, op);
+        Handler h;
+        RpcCode code = handler_guest(&h, c, user, req->guest, req->op_id);
+        if (code != RPC_OK)
+                return code;
+        int r = agent_migrate_abort(h.a, h.vm, h.op);
         if (r < 0)
-                return END_HANDLER(a, fail(c, r));
+                return handler_end_r(&h, r);
         /* answer when the migration thread has resumed the source */
         Deadline d = deadline_in_ms(30000);
-        while (agent_migration_get(a, vm->name, &res) == 0 && !res.done && !deadline_expired(d))
+        while (agent_migration_get(h.a, h.vm->name, &res) == 0 && !res.done && !deadline_expired(d))
                 sleep_ms(20);
         Drover__V1__MigrationResult *o = new_result(c, &res);
         *(Drover__V1__MigrationResult *) resp_ = *o;
-        return END_HANDLER(a, RPC_OK);
+        return handler_end(&h, RPC_OK);
 }
 
 static RpcCode h_migrate_tune(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
-        Agent *a = user;
         const Drover__V1__MigrateTuneRequest *req = (const void *) req_;
-        char op[OP_ID_MAX];
-        RpcCode code = RPC_OK;
-        BEGIN_HANDLER(a);
-        _cleanup_(vm_unrefp) Vm *vm = find(c, a, req->guest, &code);
-        if (!vm)
-                return END_HANDLER(a, code);
-        agent_op_id(a, req->op_id, op);
-        int r = agent_migrate_tune(a, vm, op, req->bandwidth_bytes_per_s, req->downtime_limit_ms);
-        if (r < 0)
-                return END_HANDLER(a, fail(c, r));
-        VmSnapshot s;
-        vm_snapshot(vm, &s);
-        fill_status(c, (void *) resp_, &s);
-        return END_HANDLER(a, RPC_OK);
+        Handler h;
+        RpcCode code = handler_guest(&h, c, user, req->guest, req->op_id);
+        if (code != RPC_OK)
+                return code;
+        int r = agent_migrate_tune(h.a, h.vm, h.op, req->bandwidth_bytes_per_s, req->downtime_limit_ms);
+        return handler_end_status(&h, r, (void *) resp_);
 }
 
 static RpcCode h_migrate_postcopy(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
@@ -593,36 +576,33 @@ static RpcCode h_migrate_postcopy(RpcCall *c, const ProtobufCMessage *req_, Prot
 }
 
 static RpcCode h_get_migration(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
-        Agent *a = user;
         const Drover__V1__GuestRef *req = (const void *) req_;
+        Agent *a = user;
+        Handler h;
         MigResult res;
-        BEGIN_HANDLER(a);
+        handler_enter(&h, c, user);
         if (!req->guest[0])
-                return END_HANDLER(a, rpc_call_fail(c, RPC_INVALID_ARGUMENT, "'guest' is required"));
+                return handler_end(&h, rpc_call_fail(c, RPC_INVALID_ARGUMENT, "'guest' is required"));
         int r = agent_migration_get(a, req->guest, &res);
         if (r < 0)
-                return END_HANDLER(a, fail(c, r));
+                return handler_end_r(&h, r);
         *(Drover__V1__MigrationResult *) resp_ = *new_result(c, &res);
-        return END_HANDLER(a, RPC_OK);
+        return handler_end(&h, RPC_OK);
 }
 
 static RpcCode h_watch_migration(RpcCall *c, const ProtobufCMessage *req_, void *user) {
-        Agent *a = user;
         const Drover__V1__WatchMigrationRequest *req = (const void *) req_;
-        MigResult *batch = NULL;
-        RpcCode code = RPC_OK;
         uint64_t gen = 0;
-        BEGIN_HANDLER(a);
-        if (!stream_admit(c, a, &code))
-                return END_HANDLER(a, code);
-        batch = malloc(16 * sizeof(*batch));
-        rpc_call_ref(c);
+        Handler h;
+        RpcCode code = stream_enter(&h, c, user);
+        if (code != RPC_OK)
+                return code;
+        Agent *a = h.a;
+        MigResult *batch = malloc(16 * sizeof(*batch));
         int id = batch ? agent_migrations_subscribe(a, wake_call, c) : -ENOMEM;
         if (id < 0) {
                 free(batch);
-                rpc_call_unref(c);
-                stream_leave();
-                return END_HANDLER(a, fail(c, id));
+                return stream_end(&h, fail(c, id));
         }
         for (;;) {
                 size_t n = agent_migrations_changed(a, &gen, batch, 16);
@@ -649,58 +629,60 @@ static RpcCode h_watch_migration(RpcCall *c, const ProtobufCMessage *req_, void 
         }
 done:
         agent_migrations_unsubscribe(a, id);
-        rpc_call_unref(c);
-        stream_leave();
         free(batch);
-        return END_HANDLER(a, code);
+        return stream_end(&h, code);
 }
 
 static RpcCode h_prepare(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
         Agent *a = user;
+        Handler h;
         const Drover__V1__MigratePrepareRequest *req = (const void *) req_;
         Drover__V1__MigratePrepareResponse *resp = (void *) resp_;
         MigParams p;
         char uri[256];
-        BEGIN_HANDLER(a);
+        handler_enter(&h, c, user);
         if (!req->op_id[0])
-                return END_HANDLER(a, rpc_call_fail(c, RPC_INVALID_ARGUMENT, "'op_id' is required"));
+                return handler_end(&h, rpc_call_fail(c, RPC_INVALID_ARGUMENT, "'op_id' is required"));
         mig_params_from_proto(req->params, &p);
         int r = agent_migrate_prepare(a, req->op_id, req->definition_json, &p, req->stream_host, req->source, uri,
                                       sizeof(uri));
         if (r < 0)
-                return END_HANDLER(a, fail(c, r));
+                return handler_end_r(&h, r);
         resp->uri = rpc_call_strdup(c, uri);
-        return END_HANDLER(a, RPC_OK);
+        return handler_end(&h, RPC_OK);
 }
 
 static RpcCode h_finish(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
         Agent *a = user;
+        Handler h;
         const Drover__V1__MigrateFinishRequest *req = (const void *) req_;
         Drover__V1__MigrateFinishResponse *resp = (void *) resp_;
         bool synced = false;
-        BEGIN_HANDLER(a);
+        handler_enter(&h, c, user);
         int r = agent_migrate_finish(a, req->op_id, req->guest, req->postcopy, req->source_stop_unix_ms,
                                      &resp->resume_unix_ms, &synced);
         resp->guest_time_synced = synced;
-        return END_HANDLER(a, r < 0 ? fail(c, r) : RPC_OK);
+        return handler_end_r(&h, r);
 }
 
 static RpcCode h_cancel(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
         Agent *a = user;
+        Handler h;
         const Drover__V1__MigrateCancelRequest *req = (const void *) req_;
         (void) resp_;
-        BEGIN_HANDLER(a);
+        handler_enter(&h, c, user);
         int r = agent_migrate_cancel(a, req->op_id, req->guest);
-        return END_HANDLER(a, r < 0 ? fail(c, r) : RPC_OK);
+        return handler_end_r(&h, r);
 }
 
 static RpcCode h_owner(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
         Agent *a = user;
+        Handler h;
         const Drover__V1__MigrationOwnerRequest *req = (const void *) req_;
         Drover__V1__MigrationOwnerResponse *resp = (void *) resp_;
         char detail[256];
         JobPhase phase;
-        BEGIN_HANDLER(a);
+        handler_enter(&h, c, user);
         PeerAnswer ans = agent_migration_owner(a, req->op_id, req->guest, detail, sizeof(detail), &phase);
         switch (ans) {
         case PEER_RUNNING: resp->state = DROVER__V1__PEER_STATE__PEER_STATE_RUNNING; break;
@@ -711,7 +693,7 @@ static RpcCode h_owner(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessag
         }
         resp->phase = (char *) job_phase_to_string(phase);
         resp->detail = rpc_call_strdup(c, detail);
-        return END_HANDLER(a, RPC_OK);
+        return handler_end(&h, RPC_OK);
 }
 
 static const RpcMethodDef agent_methods[] = {

@@ -13,6 +13,10 @@
  * receives the initial metadata) until the end marker, then receives the
  * status.  Statuses become -errno once, here, through
  * rpc_errno_from_status().
+ *
+ * What the server shares (library lifetime, addresses and the
+ * development-mode rule, TLS credentials, channel arguments and the size
+ * cap, packing and unpacking) lives in rpc.c.
  */
 #include "rpcclient.h"
 
@@ -27,7 +31,6 @@
 #include "rpc-priv.h"
 
 #define DEFAULT_TIMEOUT_MS 30000
-#define DEFAULT_MAX_RESPONSE (4u * 1024 * 1024)
 
 static LockClass client_lock_class = LOCK_CLASS_INIT("rpc-client");
 
@@ -76,15 +79,9 @@ int rpc_client_new(const char *target, const RpcClientOptions *opts, RpcClient *
         r = rpc_addr_parse(target, &kind, NULL, 0, NULL, 0, NULL, 0);
         if (r < 0)
                 return r;
-        if (o.tls) {
-                r = rpc_pem_load(o.tls, false, &pem);
-                if (r < 0)
-                        return err_prefix(r, "client for %s", target);
-        } else {
-                r = rpc_dev_mode_check(target, "client");
-                if (r < 0)
-                        return r;
-        }
+        r = rpc_pem_prepare(o.tls, false, target, &pem);
+        if (r < 0)
+                return r;
         RpcClient *cl = calloc(1, sizeof(*cl));
         if (!cl || !(cl->target = strdup(target))) {
                 free(cl);
@@ -96,20 +93,10 @@ int rpc_client_new(const char *target, const RpcClientOptions *opts, RpcClient *
         lock_init(&cl->lock, &client_lock_class);
 
         rpc_lib_ref();
-        size_t max = o.max_response_bytes ? o.max_response_bytes : DEFAULT_MAX_RESPONSE;
-        grpc_arg args[2] = {
-                { .type = GRPC_ARG_INTEGER, .key = (char *) GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
-                  .value.integer = max > INT32_MAX ? INT32_MAX : (int) max },
-                { .type = GRPC_ARG_STRING, .key = (char *) GRPC_SSL_TARGET_NAME_OVERRIDE_ARG,
-                  .value.string = o.tls ? (char *) o.tls->server_name : NULL },
-        };
-        grpc_channel_args chargs = { .num_args = o.tls && o.tls->server_name ? 2 : 1, .args = args };
-        if (o.tls) {
-                grpc_ssl_pem_key_cert_pair pair = { .private_key = pem.key, .cert_chain = pem.cert };
-                creds = grpc_ssl_credentials_create(pem.ca, pem.cert ? &pair : NULL, NULL, NULL);
-        } else
-                creds = grpc_insecure_credentials_create();
-        cl->ch = grpc_channel_create(target, creds, &chargs);
+        RpcArgs args;
+        creds = rpc_channel_creds(&pem);
+        cl->ch = grpc_channel_create(target, creds,
+                                     rpc_args_client(&args, o.max_response_bytes, o.tls ? o.tls->server_name : NULL));
         grpc_channel_credentials_release(creds);
         rpc_pem_clear(&pem);
         if (!cl->ch) {
@@ -284,7 +271,7 @@ int rpc_client_unary(RpcClient *cl, const ProtobufCServiceDescriptor *svc, const
         RpcStatus st_local;
         RpcStatus *st = ret_status ? ret_status : &st_local;
         grpc_byte_buffer *resp = NULL;
-        grpc_slice bytes;
+        ProtobufCMessage *m;
         int r;
 
         r = client_method(cl, svc, method, &md, &p);
@@ -297,15 +284,10 @@ int rpc_client_unary(RpcClient *cl, const ProtobufCServiceDescriptor *svc, const
         grpc_byte_buffer_destroy(bb);
         if (r < 0)
                 return r;
-        r = rpc_bb_flatten(resp, &bytes);
+        r = rpc_unpack(resp, md->output, NULL, &m);
         grpc_byte_buffer_destroy(resp);
         if (r < 0)
-                return err_prefix(r, "%s", p->path);
-        ProtobufCMessage *m = protobuf_c_message_unpack(md->output, NULL, GRPC_SLICE_LENGTH(bytes),
-                                                        GRPC_SLICE_START_PTR(bytes));
-        grpc_slice_unref(bytes);
-        if (!m)
-                return err_set(-EBADMSG, "%s: malformed reply %s", p->path, md->output->name);
+                return err_prefix(r, "%s: reply", p->path);
         *ret_resp = m;
         return 0;
 }
@@ -440,7 +422,6 @@ int rpc_stream_read(RpcStream *s, ProtobufCMessage **ret_msg) {
         grpc_byte_buffer *bb = NULL;
         grpc_op ops[2];
         size_t n = 0;
-        grpc_slice bytes;
 
         if (s->done)
                 return stream_result(s);
@@ -460,12 +441,9 @@ int rpc_stream_read(RpcStream *s, ProtobufCMessage **ret_msg) {
                 return stream_finish(s);
 
         ProtobufCMessage *m = NULL;
-        if (rpc_bb_flatten(bb, &bytes) == 0) {
-                m = protobuf_c_message_unpack(s->out, NULL, GRPC_SLICE_LENGTH(bytes), GRPC_SLICE_START_PTR(bytes));
-                grpc_slice_unref(bytes);
-        }
+        int r = rpc_unpack(bb, s->out, NULL, &m);
         grpc_byte_buffer_destroy(bb);
-        if (!m) {
+        if (r < 0) {
                 grpc_call_cancel(s->call, NULL);
                 stream_finish(s);
                 s->malformed = true;

@@ -13,7 +13,8 @@
  *
  * Security: TLS with the cluster CA, presenting a client certificate; or a
  * plaintext development mode, accepted only for loopback TCP and unix
- * targets and logged as a warning (see rpcserver.h for RpcTls).
+ * targets and logged as a warning (RpcTls and the status vocabulary are in
+ * rpc.h).
  *
  * Received messages belong to the caller: protobuf_c_message_free_unpacked(m,
  * NULL) or the generated foo__free_unpacked(m, NULL).  Sent messages are
@@ -28,7 +29,7 @@
 
 #include "cleanup.h"
 #include "err.h"
-#include "rpcserver.h"
+#include "rpc.h"
 
 typedef struct RpcClient RpcClient;
 typedef struct RpcStream RpcStream;
@@ -36,7 +37,7 @@ typedef struct RpcStream RpcStream;
 typedef struct RpcClientOptions {
         const RpcTls *tls;          /* NULL: plaintext development mode (loopback/unix only) */
         int64_t default_timeout_ms; /* for calls that pass timeout_ms <= 0; 0 = 30 s */
-        size_t max_response_bytes;  /* 0 = 4 MiB; larger replies fail with RESOURCE_EXHAUSTED */
+        size_t max_response_bytes;  /* 0 = RPC_DEFAULT_MAX_MESSAGE (4 MiB); larger replies fail with RESOURCE_EXHAUSTED */
         bool wait_for_ready;        /* while the server is unreachable, queue calls until
                                      * their deadline instead of failing at once */
 } RpcClientOptions;

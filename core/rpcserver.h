@@ -1,9 +1,7 @@
 /* gRPC server: protobuf-c handlers served by a pool of worker threads.
  *
- * This module and rpcclient.c are the only code that calls grpc_* or
- * protobuf_c_*; callers see protobuf-c messages, an opaque RpcCall and our
- * own RpcCode (numerically equal to gRPC's status codes), never a gRPC
- * header.
+ * Callers see protobuf-c messages, an opaque RpcCall and our own RpcCode
+ * (rpc.h), never a gRPC header.
  *
  * A service is registered from its protoc-c ProtobufCServiceDescriptor plus
  * a table naming a handler for each method, so paths and message types come
@@ -24,18 +22,8 @@
  * Errors map to a status once, here: rpc_call_fail_errno() turns a -errno
  * and its err_set() detail into a status, using rpc_status_from_errno().
  *
- * Transport security (ARCHITECTURE.md §7): TLS with client certificates
- * (the server requires and verifies them), or a plaintext development mode
- * that is accepted only on loopback TCP or unix socket addresses and logs a
- * warning.
- *
- * The first RpcServer or RpcClient routes gRPC's own log lines into log.h
- * (gRPC errors at info, everything else at debug; GRPC_VERBOSITY still
- * filters at the source) and, if SIGPIPE is at its default disposition,
- * ignores it process-wide: a peer closing a socket must never kill a daemon.
- *
- * The shared vocabulary (RpcCode, RpcTls, the errno mapping) is declared
- * here; rpcclient.h includes this header.
+ * Transport security as in rpc.h: TLS with client certificates, which the
+ * server requires and verifies, or the loopback-only development mode.
  */
 #pragma once
 
@@ -45,93 +33,7 @@
 #include <stdint.h>
 
 #include "cleanup.h"
-
-/* ---- Shared by client and server ------------------------------------- */
-
-/* gRPC status codes, same numbers as grpc_status_code. */
-typedef enum RpcCode {
-        RPC_OK = 0,
-        RPC_CANCELLED = 1,
-        RPC_UNKNOWN = 2,
-        RPC_INVALID_ARGUMENT = 3,
-        RPC_DEADLINE_EXCEEDED = 4,
-        RPC_NOT_FOUND = 5,
-        RPC_ALREADY_EXISTS = 6,
-        RPC_PERMISSION_DENIED = 7,
-        RPC_RESOURCE_EXHAUSTED = 8,
-        RPC_FAILED_PRECONDITION = 9,
-        RPC_ABORTED = 10,
-        RPC_OUT_OF_RANGE = 11,
-        RPC_UNIMPLEMENTED = 12,
-        RPC_INTERNAL = 13,
-        RPC_UNAVAILABLE = 14,
-        RPC_DATA_LOSS = 15,
-        RPC_UNAUTHENTICATED = 16,
-        RPC_CODE_MAX,
-} RpcCode;
-
-/* "NOT_FOUND" etc.; "?" for values out of range. */
-const char *rpc_code_to_string(RpcCode code);
-/* Parse "NOT_FOUND" (case-insensitive); -EINVAL when unknown. */
-int rpc_code_from_string(const char *s);
-
-/* The status a handler error becomes.  Grouping follows the gRPC code
- * definitions (and absl's errno table):
- *   0                                   OK
- *   ENOENT ESRCH ENODEV ENXIO           NOT_FOUND
- *   EEXIST EALREADY                     ALREADY_EXISTS
- *   EINVAL EBADMSG EDOM E2BIG ENAMETOOLONG ENOTDIR EISDIR   INVALID_ARGUMENT
- *   ETIMEDOUT ETIME                     DEADLINE_EXCEEDED
- *   EPERM EACCES EROFS                  PERMISSION_DENIED
- *   ENOSPC ENOMEM ENOBUFS EMSGSIZE EMFILE ENFILE EDQUOT EUSERS  RESOURCE_EXHAUSTED
- *   EBUSY ENOTEMPTY ENOTCONN EISCONN ETXTBSY ESHUTDOWN   FAILED_PRECONDITION
- *       (the resource is held or in the wrong state: a blind retry does not
- *       help; wait for the holder's job to end, or abort it)
- *   EAGAIN ECONNREFUSED ECONNRESET ECONNABORTED EHOSTUNREACH EHOSTDOWN
- *   ENETUNREACH ENETDOWN EPIPE EINTR    UNAVAILABLE (transient: retry with backoff)
- *   EDEADLK ESTALE                      ABORTED
- *   ERANGE EOVERFLOW EFBIG              OUT_OF_RANGE
- *   EOPNOTSUPP ENOSYS EAFNOSUPPORT EPROTONOSUPPORT   UNIMPLEMENTED
- *       (gRPC: "not implemented or not supported/enabled in this service";
- *       like an unknown method, retrying cannot help)
- *   ECANCELED                           CANCELLED
- *   EKEYREJECTED EKEYEXPIRED ENOKEY     UNAUTHENTICATED
- *   anything else (EIO, EPROTO, ...)    INTERNAL
- * A positive value is taken as its negative. */
-RpcCode rpc_status_from_errno(int negerrno);
-
-/* The -errno a client sees for a status (0 for OK).  The inverse of the
- * first errno of each group above, so errno -> status -> errno is the
- * identity for ENOENT, EEXIST, EINVAL, ETIMEDOUT, EPERM, EBUSY, EAGAIN,
- * EDEADLK, ERANGE, EOPNOTSUPP, ECANCELED; EACCES comes back as EPERM and
- * ENOSPC/ENOMEM as ENOBUFS.  The other codes: UNKNOWN and INTERNAL ->
- * -EREMOTEIO (the peer failed), DATA_LOSS -> -EBADMSG, UNAUTHENTICATED ->
- * -EKEYREJECTED, RESOURCE_EXHAUSTED -> -ENOBUFS. */
-int rpc_errno_from_status(RpcCode code);
-
-/* Take / drop a reference on the gRPC library (grpc_init/grpc_shutdown).
- * Every RpcServer and RpcClient holds one; a process that creates and frees
- * them repeatedly should hold one itself for its lifetime, so gRPC is not
- * torn down and restarted each time the last object goes (that costs
- * thread start-up, and after an aborted oversized request we measured the
- * restarted library's final grpc_shutdown stalling for ~10 s).  The first
- * reference routes gRPC's log into log.h and ignores SIGPIPE if it is at its
- * default.  The last unref must come after every server and client is freed. */
-void rpc_lib_ref(void);
-void rpc_lib_unref(void);
-
-/* TLS material: paths of PEM files.  A server requires all three and
- * demands a client certificate signed by @ca_file.  A client requires
- * @ca_file (the CA that signed the server's certificate) and presents
- * @cert_file/@key_file when both are set. */
-typedef struct RpcTls {
-        const char *cert_file;  /* certificate chain */
-        const char *key_file;   /* private key */
-        const char *ca_file;    /* CA bundle that verifies the peer */
-        const char *server_name; /* client only: name expected in the server's
-                                  * certificate when it differs from the
-                                  * target's host; NULL = the host */
-} RpcTls;
+#include "rpc.h"
 
 /* ---- Server ---------------------------------------------------------- */
 
@@ -141,7 +43,7 @@ typedef struct RpcCall RpcCall;
 typedef struct RpcServerOptions {
         unsigned threads;             /* worker threads; 0 = 8 */
         unsigned requests_per_method; /* calls pre-accepted per method; 0 = threads */
-        size_t max_request_bytes;     /* 0 = 4 MiB; larger requests get RESOURCE_EXHAUSTED */
+        size_t max_request_bytes;     /* 0 = RPC_DEFAULT_MAX_MESSAGE (4 MiB); larger requests get RESOURCE_EXHAUSTED */
 } RpcServerOptions;
 
 /* Unary handler.  @req is the parsed request (read-only, alive until the

@@ -1,4 +1,5 @@
-/* Unit tests of the gRPC layer (core/rpcserver.c, core/rpcclient.c) against
+/* Unit tests of the gRPC layer (core/rpc.c, core/rpcserver.c,
+ * core/rpcclient.c) against
  * the test Echoer service (echo.proto) served in-process.
  *
  * Each test builds what it needs: most share a fixture server listening on
@@ -715,6 +716,42 @@ static void test_dev_mode(void **state) {
         rpc_client_free(cl);
 }
 
+/* What client and server build from (rpc.c) keeps its contract on its own:
+ * one size cap rule, plaintext only on local addresses, TLS errors that
+ * name the side, and proto3's UTF-8 rule on every string field. */
+static void test_shared_rules(void **state) {
+        RpcPem pem = { 0 };
+        RpcTls no_ca = { 0 };
+
+        assert_int_equal(rpc_message_cap(0), RPC_DEFAULT_MAX_MESSAGE);
+        assert_int_equal(rpc_message_cap(1000), 1000);
+        assert_int_equal(rpc_message_cap(SIZE_MAX), INT32_MAX);
+
+        assert_int_equal(rpc_pem_prepare(NULL, true, "192.0.2.1:1", &pem), -EPERM);
+        assert_int_equal(rpc_pem_prepare(NULL, false, "10.0.0.1:1", &pem), -EPERM);
+        pem.ca = (char *) "stale";
+        assert_int_equal(rpc_pem_prepare(NULL, false, "unix:/run/x.sock", &pem), 0);
+        assert_null(pem.ca); /* plaintext: nothing loaded */
+        assert_int_equal(rpc_pem_prepare(&no_ca, true, "127.0.0.1:1", &pem), -EINVAL);
+        assert_non_null(strstr(err_msg(), "listen on 127.0.0.1:1"));
+        assert_int_equal(rpc_pem_prepare(&no_ca, false, "127.0.0.1:2", &pem), -EINVAL);
+        assert_non_null(strstr(err_msg(), "client for 127.0.0.1:2"));
+
+        static const char *const good[] = { "", "plain", "h\xc3\xa9llo", "\xe2\x82\xac", "\xf0\x9f\x98\x80" };
+        static const char *const bad[] = { "\xff", "\xc3", "\xc3\x28", "\xc0\xaf" /* overlong */,
+                                           "\xed\xa0\x80" /* surrogate */, "\xf4\x90\x80\x80" /* > U+10FFFF */ };
+        EchoRequest req = ECHO_REQUEST_INIT;
+        for (size_t i = 0; i < ELEMENTSOF(good); i++) {
+                req.text = (char *) good[i];
+                assert_int_equal(rpc_check_strings(&req.base), 0);
+        }
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+                req.text = (char *) bad[i];
+                assert_int_equal(rpc_check_strings(&req.base), -EINVAL);
+                assert_non_null(strstr(err_msg(), "EchoRequest.text"));
+        }
+}
+
 typedef struct WorkerArg {
         RpcClient *cl;
         int id;
@@ -924,6 +961,7 @@ int main(int argc, char **argv) {
                 cmocka_unit_test_setup_teardown(test_port_in_use, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_unix_in_use, setup, teardown),
                 cmocka_unit_test(test_dev_mode),
+                cmocka_unit_test(test_shared_rules),
                 cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
                 cmocka_unit_test(test_tls),
         };
