@@ -689,7 +689,13 @@ static RpcCode h_owner(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessag
         case PEER_PAUSED_COMPLETE: resp->state = DROVER__V1__PEER_STATE__PEER_STATE_PAUSED_COMPLETE; break;
         case PEER_PAUSED: resp->state = DROVER__V1__PEER_STATE__PEER_STATE_PAUSED; break;
         case PEER_POSTCOPY: resp->state = DROVER__V1__PEER_STATE__PEER_STATE_POSTCOPY; break;
-        default: resp->state = DROVER__V1__PEER_STATE__PEER_STATE_GONE; break;
+        case PEER_DEAD: resp->state = DROVER__V1__PEER_STATE__PEER_STATE_DEAD; break;
+        case PEER_GONE: resp->state = DROVER__V1__PEER_STATE__PEER_STATE_GONE; break;
+        /* this side could not read its own state: never "gone", which
+         * would let the asker act */
+        case PEER_UNREACHABLE:
+        case PEER_NOT_ASKED:
+        case PEER_MAX: resp->state = DROVER__V1__PEER_STATE__PEER_STATE_UNKNOWN; break;
         }
         resp->phase = (char *) job_phase_to_string(phase);
         resp->detail = rpc_call_strdup(c, detail);
