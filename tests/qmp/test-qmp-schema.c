@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include "qmp-priv.h"
+#include "every-param.h"
 #include "qmptest.h"
 
 static void expect_ok(const char *cmd) {
@@ -118,31 +119,6 @@ static void test_drover_builders_valid(void **state) {
                          -EINVAL);
 }
 
-/* Every parameter the agent sets, with values no two members share, so a
- * member read into the wrong field shows.  Written out by hand, not through
- * migration_param_table, so that a member missing from the table fails. */
-static void fill_every_param(MigrationParams *p) {
-        memset(p, 0, sizeof(*p)); /* padding too: the round trips compare bytes */
-        p->has_max_bandwidth = true;
-        p->max_bandwidth = UINT64_C(1) << 40;
-        p->has_downtime_limit = true;
-        p->downtime_limit = 301;
-        p->has_cpu_throttle_initial = true;
-        p->cpu_throttle_initial = 21;
-        p->has_cpu_throttle_increment = true;
-        p->cpu_throttle_increment = 11;
-        p->has_max_cpu_throttle = true;
-        p->max_cpu_throttle = 97;
-        p->has_multifd_channels = true;
-        p->multifd_channels = 5;
-        p->has_max_postcopy_bandwidth = true;
-        p->max_postcopy_bandwidth = 123456789;
-        p->has_tls_creds = true;
-        snprintf(p->tls_creds, sizeof(p->tls_creds), "tls0");
-        p->has_tls_hostname = true;
-        snprintf(p->tls_hostname, sizeof(p->tls_hostname), "dst.example");
-}
-
 /* typed -> migrate-set-parameters arguments -> QEMU 7.2's schema -> parsed
  * back as a query-migrate-parameters reply -> the same typed value. */
 static void round_trip(const MigrationParams *p, const char *label) {
@@ -163,7 +139,7 @@ static void test_every_param_round_trips(void **state) {
         MigrationParams all;
         (void) state;
 
-        fill_every_param(&all);
+        tu_fill_every_param(&all);
         round_trip(&all, "every member");
         /* each member alone: its own key, QEMU accepts it, nothing else set */
         for (size_t k = 0; k < MIGRATION_PARAM_COUNT; k++) {

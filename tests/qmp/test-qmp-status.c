@@ -21,6 +21,7 @@
 
 #include "err.h"
 #include "qmp-priv.h"
+#include "every-param.h"
 #include "qmptest.h"
 
 static json_object *ground_truth(void) {
@@ -253,8 +254,9 @@ static void test_wrong_shapes(void **state) {
         fake_free(f);
 }
 
-/* Every parameter the agent sets goes to the fake QEMU (which checks it
- * against QEMU 7.2's schema) under its QAPI name, and comes back from
+/* Every parameter the agent sets (tests/lib/every-param.h; the JSON below
+ * is written out by hand) goes to the fake QEMU (which checks it against
+ * QEMU 7.2's schema) under its QAPI name, and comes back from
  * query-migrate-parameters as the same typed value; members this build
  * does not know are skipped. */
 static void test_every_param_through_fake(void **state) {
@@ -270,25 +272,7 @@ static void test_every_param_through_fake(void **state) {
         QmpMonitor *m;
         (void) state;
 
-        memset(&p, 0, sizeof(p));
-        p.has_max_bandwidth = true;
-        p.max_bandwidth = UINT64_C(1) << 40;
-        p.has_downtime_limit = true;
-        p.downtime_limit = 301;
-        p.has_cpu_throttle_initial = true;
-        p.cpu_throttle_initial = 21;
-        p.has_cpu_throttle_increment = true;
-        p.cpu_throttle_increment = 11;
-        p.has_max_cpu_throttle = true;
-        p.max_cpu_throttle = 97;
-        p.has_multifd_channels = true;
-        p.multifd_channels = 5;
-        p.has_max_postcopy_bandwidth = true;
-        p.max_postcopy_bandwidth = 123456789;
-        p.has_tls_creds = true;
-        snprintf(p.tls_creds, sizeof(p.tls_creds), "tls0");
-        p.has_tls_hostname = true;
-        snprintf(p.tls_hostname, sizeof(p.tls_hostname), "dst.example");
+        tu_fill_every_param(&p);
 
         fake_expect(f, "qmp_capabilities", NULL);
         fake_reply(f, "{\"return\": {}}");

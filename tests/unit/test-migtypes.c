@@ -18,32 +18,8 @@
 
 #include "err.h"
 #include "migtypes.h"
+#include "every-param.h"
 #include "status.h"
-
-/* Every member the agent sets, each with a value no other member has, so a
- * member read into the wrong field shows.  Written out by hand (not through
- * the table) so that a member missing from the table fails the round trips. */
-static void fill_every_param(MigrationParams *p) {
-        memset(p, 0, sizeof(*p)); /* padding too: the round trips compare bytes */
-        p->has_max_bandwidth = true;
-        p->max_bandwidth = UINT64_C(1) << 40;
-        p->has_downtime_limit = true;
-        p->downtime_limit = 301;
-        p->has_cpu_throttle_initial = true;
-        p->cpu_throttle_initial = 21;
-        p->has_cpu_throttle_increment = true;
-        p->cpu_throttle_increment = 11;
-        p->has_max_cpu_throttle = true;
-        p->max_cpu_throttle = 97;
-        p->has_multifd_channels = true;
-        p->multifd_channels = 5;
-        p->has_max_postcopy_bandwidth = true;
-        p->max_postcopy_bandwidth = 123456789;
-        p->has_tls_creds = true;
-        snprintf(p->tls_creds, sizeof(p->tls_creds), "tls0");
-        p->has_tls_hostname = true;
-        snprintf(p->tls_hostname, sizeof(p->tls_hostname), "dst.example");
-}
 
 /* The table lists the members in struct order and leaves no gap: each
  * has_* flag starts right after the previous value (bools need no
@@ -115,7 +91,7 @@ static void fill_record(VmStatusRecord *rec) {
         rec->phase = JOB_PHASE_PERFORM;
         snprintf(rec->op_id, sizeof(rec->op_id), "op-web1");
         rec->mig.has_orig_params = true;
-        fill_every_param(&rec->mig.orig_params);
+        tu_fill_every_param(&rec->mig.orig_params);
 }
 
 /* A status file keeps every member of the original parameters, under its
