@@ -1,6 +1,9 @@
-/* String tables for the migration types (see migtypes.h). */
+/* String tables for the migration types and the member table of
+ * MigrationParams (see migtypes.h). */
 #include "migtypes.h"
 
+#include <assert.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "cleanup.h"
@@ -129,4 +132,51 @@ const char *migration_cap_to_string(MigrationCapability c) {
 
 int migration_cap_from_string(const char *s) {
         return lookup(migration_cap_names, MIGRATION_CAP_MAX, s);
+}
+
+#define PARAM(n, k, f)                                                                   \
+        {                                                                                \
+                .name = n, .kind = k, .has_offset = offsetof(MigrationParams, has_##f), \
+                .value_offset = offsetof(MigrationParams, f),                            \
+                .value_size = sizeof(((MigrationParams *) 0)->f),                        \
+        }
+const MigrationParamInfo migration_param_table[MIGRATION_PARAM_COUNT] = {
+        PARAM("max-bandwidth", MIGRATION_PARAM_U64, max_bandwidth),
+        PARAM("downtime-limit", MIGRATION_PARAM_U64, downtime_limit),
+        PARAM("cpu-throttle-initial", MIGRATION_PARAM_U64, cpu_throttle_initial),
+        PARAM("cpu-throttle-increment", MIGRATION_PARAM_U64, cpu_throttle_increment),
+        PARAM("max-cpu-throttle", MIGRATION_PARAM_U64, max_cpu_throttle),
+        PARAM("multifd-channels", MIGRATION_PARAM_U64, multifd_channels),
+        PARAM("max-postcopy-bandwidth", MIGRATION_PARAM_U64, max_postcopy_bandwidth),
+        PARAM("tls-creds", MIGRATION_PARAM_STR, tls_creds),
+        PARAM("tls-hostname", MIGRATION_PARAM_STR, tls_hostname),
+};
+#undef PARAM
+
+bool *migration_param_has_ref(MigrationParams *p, const MigrationParamInfo *i) {
+        return (bool *) ((char *) p + i->has_offset);
+}
+
+uint64_t *migration_param_u64_ref(MigrationParams *p, const MigrationParamInfo *i) {
+        assert(i->kind == MIGRATION_PARAM_U64);
+        return (uint64_t *) ((char *) p + i->value_offset);
+}
+
+char *migration_param_str_ref(MigrationParams *p, const MigrationParamInfo *i) {
+        assert(i->kind == MIGRATION_PARAM_STR);
+        return (char *) p + i->value_offset;
+}
+
+bool migration_param_is_set(const MigrationParams *p, const MigrationParamInfo *i) {
+        return *(const bool *) ((const char *) p + i->has_offset);
+}
+
+uint64_t migration_param_get_u64(const MigrationParams *p, const MigrationParamInfo *i) {
+        assert(i->kind == MIGRATION_PARAM_U64);
+        return *(const uint64_t *) ((const char *) p + i->value_offset);
+}
+
+const char *migration_param_get_str(const MigrationParams *p, const MigrationParamInfo *i) {
+        assert(i->kind == MIGRATION_PARAM_STR);
+        return (const char *) p + i->value_offset;
 }

@@ -3,11 +3,20 @@
  *
  * Every enum that is persisted or shown has a _MAX sentinel, an _UNKNOWN
  * value for strings QEMU may add in a later version (a client must tolerate
- * them), and a to/from-string table.  No json-c here: qmp.c converts.
+ * them), and a to/from-string table.  No json-c here: qmp-commands.c
+ * converts for QEMU and status.c for the status files.
+ *
+ * MigrationParams has one member list, migration_param_table: each member's
+ * QAPI name (also its key in a status file), its kind and where its has_*
+ * flag and value live.  Every reader and writer of the parameters walks
+ * that table, so a member added to the struct and the table reaches QEMU
+ * and the status files alike; tests/unit/test-migtypes.c fails if the table
+ * misses a member of the struct.
  */
 #pragma once
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 /* QAPI MigrationStatus (QEMU 7.2, plus postcopy-recover-setup from 9.1). */
@@ -127,6 +136,34 @@ typedef struct MigrationParams {
         bool has_tls_hostname;
         char tls_hostname[256];
 } MigrationParams;
+
+typedef enum MigrationParamKind {
+        MIGRATION_PARAM_U64, /* a JSON integer in uint64_t */
+        MIGRATION_PARAM_STR, /* a JSON string in char[value_size] */
+} MigrationParamKind;
+
+/* One member of MigrationParams. */
+typedef struct MigrationParamInfo {
+        const char *name;        /* QAPI name, e.g. "max-bandwidth" */
+        MigrationParamKind kind;
+        size_t has_offset;       /* of the bool has_* */
+        size_t value_offset;     /* of the value */
+        size_t value_size;       /* sizeof the value (a string's buffer) */
+} MigrationParamInfo;
+
+#define MIGRATION_PARAM_COUNT 9
+/* Every member of MigrationParams, in struct order. */
+extern const MigrationParamInfo migration_param_table[MIGRATION_PARAM_COUNT];
+
+/* Access one member of @p through its table entry @i.  The _ref forms give
+ * the caller a place to write (a string member holds i->value_size bytes,
+ * NUL included); the getters assert the kind. */
+bool *migration_param_has_ref(MigrationParams *p, const MigrationParamInfo *i);
+uint64_t *migration_param_u64_ref(MigrationParams *p, const MigrationParamInfo *i);
+char *migration_param_str_ref(MigrationParams *p, const MigrationParamInfo *i);
+bool migration_param_is_set(const MigrationParams *p, const MigrationParamInfo *i);
+uint64_t migration_param_get_u64(const MigrationParams *p, const MigrationParamInfo *i);
+const char *migration_param_get_str(const MigrationParams *p, const MigrationParamInfo *i);
 
 /* query-migrate, flattened.  All counters are QEMU's; 0 when absent. */
 typedef struct MigrationStats {

@@ -23,17 +23,20 @@
  * the call retries once on a fresh connection (nothing of the command has
  * been sent yet, so this is safe).
  *
- * This is the only module that includes json-c for the QGA channel.
+ * No JSON here: qga-commands.c holds the typed calls and converts every
+ * line (framing a request, recognising a sync reply, turning a reply into
+ * text or an error class and description) through qga-wire.h, and is the
+ * only QGA code that includes json-c.
  */
 #define _GNU_SOURCE
 #include "qga.h"
 #include "qga-priv.h"
+#include "qga-wire.h"
 
 #include <assert.h>
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
-#include <json-c/json.h>
 #include <limits.h>
 #include <poll.h>
 #include <stdatomic.h>
@@ -55,12 +58,8 @@
 #define QGA_READ_BUF_MIN 4096u
 /* A sync reply is `{"return": <int64>}`; anything longer after a 0xFF is junk. */
 #define QGA_SYNC_LINE_MAX 1024u
-#define QGA_JSON_DEPTH 64
 /* Guest strings quoted in error details are cut to this. */
 #define QGA_QUOTE_MAX 200
-
-DEFINE_POINTER_CLEANUP(json_object, json_object_put)
-DEFINE_POINTER_CLEANUP(json_tokener, json_tokener_free)
 
 static LockClass qga_lock_class = LOCK_CLASS_INIT("qga");
 
@@ -111,18 +110,6 @@ typedef struct QgaCall {
 
 /* ---- small helpers ---------------------------------------------------- */
 
-/* Copy @src into @dst[@n], cutting at a UTF-8 character boundary. */
-static void copy_utf8(char *dst, size_t n, const char *src) {
-        size_t len = strlen(src);
-        if (len >= n) {
-                len = n - 1;
-                while (len > 0 && ((unsigned char) src[len] & 0xC0) == 0x80)
-                        len--;
-        }
-        memcpy(dst, src, len);
-        dst[len] = '\0';
-}
-
 /* Copy a guest-provided string for an error detail: control bytes become
  * '?', so a hostile guest cannot forge log lines. */
 static void quote_guest(char *dst, size_t n, const char *src) {
@@ -141,45 +128,6 @@ static uint64_t sync_id_new(uint64_t previous) {
                 id &= (uint64_t) INT64_MAX;
         } while (id == previous);
         return id;
-}
-
-/* Parse @len bytes as exactly one JSON object. */
-static int json_parse_object(const char *s, size_t len, json_object **ret) {
-        _cleanup_(json_tokener_freep) json_tokener *tok = json_tokener_new_ex(QGA_JSON_DEPTH);
-        json_object *o;
-        enum json_tokener_error e;
-
-        if (!tok)
-                return -ENOMEM;
-        if (len > INT_MAX)
-                return err_set(-EPROTO, "message too long");
-        json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
-        o = json_tokener_parse_ex(tok, s, (int) len);
-        e = json_tokener_get_error(tok);
-        if (!o || e != json_tokener_success) {
-                json_object_put(o);
-                return err_set(-EPROTO, "not JSON (%s)",
-                               e == json_tokener_continue ? "incomplete" : json_tokener_error_desc(e));
-        }
-        for (size_t i = json_tokener_get_parse_end(tok); i < len; i++)
-                if (!isspace((unsigned char) s[i])) {
-                        json_object_put(o);
-                        return err_set(-EPROTO, "trailing data after the JSON value");
-                }
-        if (!json_object_is_type(o, json_type_object)) {
-                json_object_put(o);
-                return err_set(-EPROTO, "a JSON %s, not an object",
-                               json_type_to_name(json_object_get_type(o)));
-        }
-        *ret = o;
-        return 0;
-}
-
-static const char *json_get_string(json_object *o, const char *key) {
-        json_object *v;
-        if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_string))
-                return NULL;
-        return json_object_get_string(v);
 }
 
 /* ---- connection and read buffer (slot holder only) ---------------------- */
@@ -351,7 +299,6 @@ static int sync_scan(QgaAgent *a, uint64_t id) {
         for (;;) {
                 uint8_t *ff = memchr(a->rbuf, 0xFF, a->rlen), *nl, *ff2;
                 size_t window;
-                json_object *o = NULL;
 
                 if (!ff) {
                         /* Our reply always starts with 0xFF: all of this is stale. */
@@ -374,17 +321,10 @@ static int sync_scan(QgaAgent *a, uint64_t id) {
                         buf_drop(a, 1, true); /* too long to be a sync reply */
                         continue;
                 }
-                if (json_parse_object((const char *) a->rbuf + 1, (size_t) (nl - a->rbuf) - 1, &o) == 0) {
-                        json_object *v;
-                        bool match = json_object_object_get_ex(o, "return", &v) &&
-                                     json_object_is_type(v, json_type_int) &&
-                                     json_object_get_int64(v) == (int64_t) id;
-                        json_object_put(o);
-                        if (match) {
-                                buf_drop(a, (size_t) (nl - a->rbuf) + 1, false);
-                                err_clear();
-                                return 1;
-                        }
+                if (qga_wire_is_sync_reply((const char *) a->rbuf + 1, (size_t) (nl - a->rbuf) - 1, id)) {
+                        buf_drop(a, (size_t) (nl - a->rbuf) + 1, false);
+                        err_clear();
+                        return 1;
                 }
                 /* An older sync reply or junk after a 0xFF. */
                 buf_drop(a, (size_t) (nl - a->rbuf) + 1, true);
@@ -422,15 +362,14 @@ static int channel_sync(QgaAgent *a, const QgaCall *c) {
 
 /* ---- one request, one reply (channel synced) ---------------------------- */
 
-/* Send @req and read the next complete line as a JSON object carrying
- * "return" or "error". */
-static int exchange(QgaAgent *a, const QgaCall *c, const char *req, json_object **ret) {
+/* Send @req and read the next complete line as a reply carrying "return"
+ * or "error" (*ret to be cleared by the caller). */
+static int exchange(QgaAgent *a, const QgaCall *c, const char *req, QgaWireReply *ret) {
         int r = send_all(a, c, c->command, req, strlen(req));
         if (r < 0)
                 return r;
         for (;;) {
                 uint8_t *nl = memchr(a->rbuf + a->rscan, '\n', a->rlen - a->rscan), *start, *ff;
-                json_object *o = NULL;
                 size_t len;
 
                 if (!nl) {
@@ -461,7 +400,7 @@ static int exchange(QgaAgent *a, const QgaCall *c, const char *req, json_object 
                         atomic_fetch_add(&a->n_stale_bytes, (uint64_t) (ff - a->rbuf) + 1);
                         start = ff + 1;
                 }
-                r = json_parse_object((const char *) start, (size_t) (nl - start), &o);
+                r = qga_wire_parse_reply((const char *) start, (size_t) (nl - start), ret);
                 if (r == -EPROTO) {
                         bool blank = true;
                         for (const uint8_t *p = start; p < nl; p++)
@@ -476,76 +415,25 @@ static int exchange(QgaAgent *a, const QgaCall *c, const char *req, json_object 
                         return err_set(r, "QGA %s: parsing the reply to %s: %s", a->path, c->command,
                                        strerror(-r));
                 buf_drop(a, len + 1, false);
-                if (!json_object_object_get_ex(o, "return", NULL) && !json_object_object_get_ex(o, "error", NULL)) {
-                        json_object_put(o);
+                if (ret->kind == QGA_WIRE_OTHER) {
+                        qga_wire_reply_clear(ret);
                         a->synced = false;
                         return err_set(-EPROTO, "QGA %s: reply to %s has neither \"return\" nor \"error\"",
                                        a->path, c->command);
                 }
-                *ret = o;
                 return 0;
         }
 }
 
 /* ---- guest-info --------------------------------------------------------- */
 
-static void info_free(QgaInfo *info) {
-        if (!info)
-                return;
-        free(info->commands);
-        free(info);
-}
-DEFINE_POINTER_CLEANUP(QgaInfo, info_free)
-
-static int info_parse(json_object *ret, QgaInfo **out) {
-        _cleanup_(info_freep) QgaInfo *info = calloc(1, sizeof(*info));
-        json_object *cmds;
-        const char *version;
-        size_t n;
-
-        if (!info)
-                return -ENOMEM;
-        if (!json_object_is_type(ret, json_type_object))
-                return err_set(-EPROTO, "guest-info returned no object");
-        version = json_get_string(ret, "version");
-        if (!version)
-                return err_set(-EPROTO, "guest-info has no \"version\"");
-        copy_utf8(info->version, sizeof(info->version), version);
-        if (!json_object_object_get_ex(ret, "supported_commands", &cmds) ||
-            !json_object_is_type(cmds, json_type_array))
-                return err_set(-EPROTO, "guest-info has no \"supported_commands\" list");
-        n = json_object_array_length(cmds);
-        info->commands = calloc(n ? n : 1, sizeof(*info->commands));
-        if (!info->commands)
-                return -ENOMEM;
-        for (size_t i = 0; i < n; i++) {
-                json_object *e = json_object_array_get_idx(cmds, i), *en;
-                const char *name = e ? json_get_string(e, "name") : NULL;
-
-                if (!name || !json_object_object_get_ex(e, "enabled", &en) ||
-                    !json_object_is_type(en, json_type_boolean))
-                        return err_set(-EPROTO, "guest-info command %zu has no name or no enabled flag", i);
-                if (strlen(name) >= sizeof(info->commands[0].name)) {
-                        /* No command of ours has such a name; keep the rest usable. */
-                        log_debug("guest-info: ignoring command with a %zu-byte name", strlen(name));
-                        continue;
-                }
-                strcpy(info->commands[info->n_commands].name, name);
-                info->commands[info->n_commands].enabled = json_object_get_boolean(en);
-                info->n_commands++;
-        }
-        *out = TAKE_PTR(info);
-        return 0;
-}
-
 /* Probe guest-info on a freshly synced channel.  Transport errors fail the
  * call (the probe is retried after the next sync); an agent that refuses
  * guest-info or answers nonsense is recorded and never asked again. */
 static int info_probe(QgaAgent *a, const QgaCall *c) {
         QgaCall pc = { .command = "guest-info", .deadline = c->deadline, .timeout_ms = c->timeout_ms };
-        _cleanup_(json_object_putp) json_object *reply = NULL;
+        QgaWireReply reply;
         QgaInfo *info = NULL;
-        json_object *v;
         char why[sizeof(a->info_error)] = "";
         int r;
 
@@ -553,20 +441,13 @@ static int info_probe(QgaAgent *a, const QgaCall *c) {
         r = exchange(a, &pc, "{\"execute\":\"guest-info\"}\n", &reply);
         if (r < 0)
                 return r;
-        if (json_object_object_get_ex(reply, "return", &v)) {
-                r = info_parse(v, &info);
+        if (reply.kind == QGA_WIRE_RETURN) {
+                r = qga_wire_parse_info(reply.return_json, &info);
                 if (r < 0)
                         snprintf(why, sizeof(why), "%s", r == -ENOMEM ? "out of memory" : err_msg());
-        } else {
-                json_object *e = NULL;
-                const char *desc = NULL;
-                json_object_object_get_ex(reply, "error", &e);
-                if (json_object_is_type(e, json_type_object))
-                        desc = json_get_string(e, "desc");
-                else if (json_object_is_type(e, json_type_string))
-                        desc = json_object_get_string(e);
-                quote_guest(why, sizeof(why), desc ? desc : "error without description");
-        }
+        } else
+                quote_guest(why, sizeof(why), reply.error_desc ? reply.error_desc : "error without description");
+        qga_wire_reply_clear(&reply);
         if (r == -ENOMEM)
                 return err_set(r, "QGA %s: out of memory parsing guest-info", a->path);
 
@@ -622,7 +503,7 @@ static int slot_acquire(QgaAgent *a, const QgaCall *c) {
                 }
         if (r == 0) {
                 a->busy = true;
-                copy_utf8(a->busy_command, sizeof(a->busy_command), c->command);
+                qga_copy_utf8(a->busy_command, sizeof(a->busy_command), c->command);
                 a->busy_since_ns = now_ns();
         }
         lock_release(&a->lock);
@@ -684,7 +565,7 @@ static int channel_ready(QgaAgent *a, const QgaCall *c) {
         return 0;
 }
 
-static int call_in_slot(QgaAgent *a, const QgaCall *c, const char *req, json_object **ret_reply) {
+static int call_in_slot(QgaAgent *a, const QgaCall *c, const char *req, QgaWireReply *ret_reply) {
         int r = channel_ready(a, c);
         if (r < 0)
                 return r;
@@ -694,17 +575,10 @@ static int call_in_slot(QgaAgent *a, const QgaCall *c, const char *req, json_obj
         return exchange(a, c, req, ret_reply);
 }
 
-static int reply_error(const QgaCall *c, json_object *e) {
-        const char *cls = NULL, *desc = NULL;
+static int reply_error(const QgaCall *c, const QgaWireReply *e) {
+        const char *cls = e->error_class, *desc = e->error_desc;
         char qcls[64], qdesc[QGA_QUOTE_MAX];
 
-        if (json_object_is_type(e, json_type_object)) {
-                cls = json_get_string(e, "class");
-                desc = json_get_string(e, "desc");
-        } else if (json_object_is_type(e, json_type_string)) {
-                /* A bare string: not QMP, but seen in libvirt's test corpus. */
-                desc = json_object_get_string(e);
-        }
         quote_guest(qcls, sizeof(qcls), cls ? cls : "(no class)");
         quote_guest(qdesc, sizeof(qdesc), desc ? desc : "(no description)");
         /* qemu-ga >= 5 answers CommandNotFound "Command X has been disabled";
@@ -717,41 +591,15 @@ static int reply_error(const QgaCall *c, json_object *e) {
         return err_set(-EREMOTEIO, "QGA command '%s' failed: %s: %s", c->command, qcls, qdesc);
 }
 
-static int request_build(const char *command, json_object *args, char **ret) {
-        _cleanup_(json_object_putp) json_object *req = json_object_new_object();
-        const char *s;
-        char *line;
-
-        if (!command || !*command)
-                return err_set(-EINVAL, "QGA: empty command name");
-        if (!req || json_object_object_add(req, "execute", json_object_new_string(command)) < 0)
-                return -ENOMEM;
-        if (args && json_object_object_add(req, "arguments", json_object_get(args)) < 0)
-                return -ENOMEM;
-        s = json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
-        if (!s)
-                return -ENOMEM;
-        /* A raw 0xFF (invalid UTF-8) would make the agent drop the request. */
-        if (strchr(s, '\xff'))
-                return err_set(-EINVAL, "QGA command '%s': arguments contain a 0xFF byte", command);
-        if (asprintf(&line, "%s\n", s) < 0)
-                return -ENOMEM;
-        *ret = line;
-        return 0;
-}
-
-/* Run @command; *ret_return (optional) gets a reference to the "return"
- * member (NULL for JSON null). */
-static int agent_call(QgaAgent *a, const char *command, json_object *args, int64_t timeout_ms,
-                      json_object **ret_return) {
-        _cleanup_(json_object_putp) json_object *reply = NULL;
+int qga_agent_command(QgaAgent *a, const char *command, const char *args_json, int64_t timeout_ms,
+                      char **ret_return_json) {
         _cleanup_free_ char *req = NULL;
         QgaCall c = { .command = command, .timeout_ms = timeout_ms < 0 ? QGA_DEFAULT_TIMEOUT_MS : timeout_ms };
-        json_object *v;
+        QgaWireReply reply;
         int r;
 
         c.deadline = deadline_in_ms(c.timeout_ms);
-        r = request_build(command, args, &req);
+        r = qga_wire_request(command, args_json, &req);
         if (r < 0)
                 return r;
         /* Refuse what guest-info already said is disabled without any I/O. */
@@ -765,12 +613,12 @@ static int agent_call(QgaAgent *a, const char *command, json_object *args, int64
         slot_release(a);
         if (r < 0)
                 return r;
-        if (json_object_object_get_ex(reply, "error", &v))
-                return reply_error(&c, v);
-        json_object_object_get_ex(reply, "return", &v);
-        if (ret_return)
-                *ret_return = json_object_get(v);
-        return 0;
+        if (reply.kind == QGA_WIRE_ERROR)
+                r = reply_error(&c, &reply);
+        else if (ret_return_json)
+                *ret_return_json = TAKE_PTR(reply.return_json);
+        qga_wire_reply_clear(&reply);
+        return r;
 }
 
 /* ---- public API --------------------------------------------------------- */
@@ -813,7 +661,7 @@ void qga_free(QgaAgent *a) {
         conn_close(a);
         cond_destroy(&a->idle);
         lock_destroy(&a->lock);
-        info_free(a->info);
+        qga_wire_info_free(a->info);
         free(a->rbuf);
         free(a->path);
         free(a);
@@ -828,31 +676,8 @@ void qga_disconnect(QgaAgent *a) {
         lock_release(&a->lock);
 }
 
-int qga_call(QgaAgent *a, const char *command, const char *args_json, int64_t timeout_ms, char **ret_json) {
-        _cleanup_(json_object_putp) json_object *args = NULL, *ret = NULL;
-        const char *s;
-        char *out;
-        int r;
-
-        if (args_json) {
-                r = json_parse_object(args_json, strlen(args_json), &args);
-                if (r < 0)
-                        return err_prefix(r == -EPROTO ? -EINVAL : r, "QGA command '%s': arguments",
-                                          command ? command : "");
-        }
-        r = agent_call(a, command, args, timeout_ms, &ret);
-        if (r < 0 || !ret_json)
-                return r;
-        s = json_object_to_json_string_ext(ret, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
-        out = s ? strdup(s) : NULL;
-        if (!out)
-                return -ENOMEM;
-        *ret_json = out;
-        return 0;
-}
-
-int qga_ping(QgaAgent *a, int64_t timeout_ms) {
-        return agent_call(a, "guest-ping", NULL, timeout_ms, NULL);
+const char *qga_path(QgaAgent *a) {
+        return a->path;
 }
 
 int qga_info(QgaAgent *a, int64_t timeout_ms, const QgaInfo **ret) {
@@ -881,132 +706,6 @@ int qga_info(QgaAgent *a, int64_t timeout_ms, const QgaInfo **ret) {
 
 bool qga_supports(QgaAgent *a, const char *command) {
         return info_lookup(a, command) == 1;
-}
-
-int qga_get_time(QgaAgent *a, int64_t timeout_ms, int64_t *ret_ns) {
-        _cleanup_(json_object_putp) json_object *v = NULL;
-        int r = agent_call(a, "guest-get-time", NULL, timeout_ms, &v);
-        if (r < 0)
-                return r;
-        if (!json_object_is_type(v, json_type_int))
-                return err_set(-EPROTO, "QGA %s: guest-get-time returned a %s, not an integer", a->path,
-                               json_type_to_name(json_object_get_type(v)));
-        *ret_ns = json_object_get_int64(v);
-        return 0;
-}
-
-int qga_set_time(QgaAgent *a, int64_t timeout_ms, int64_t ns) {
-        _cleanup_(json_object_putp) json_object *args = NULL;
-
-        if (ns >= 0) {
-                args = json_object_new_object();
-                if (!args || json_object_object_add(args, "time", json_object_new_int64(ns)) < 0)
-                        return -ENOMEM;
-        }
-        return agent_call(a, "guest-set-time", args, timeout_ms, NULL);
-}
-
-void qga_interfaces_free(QgaInterface *ifs, size_t n) {
-        for (size_t i = 0; ifs && i < n; i++)
-                free(ifs[i].addrs);
-        free(ifs);
-}
-
-/* Append the "ip-addresses" of one reply entry to @ifc. */
-static int interface_add_addrs(QgaInterface *ifc, json_object *list) {
-        size_t n = json_object_array_length(list);
-        char(*addrs)[64];
-
-        if (n == 0)
-                return 0;
-        addrs = realloc(ifc->addrs, (ifc->n_addrs + n) * sizeof(*addrs));
-        if (!addrs)
-                return -ENOMEM;
-        ifc->addrs = addrs;
-        for (size_t i = 0; i < n; i++) {
-                json_object *e = json_object_array_get_idx(list, i), *p;
-                const char *ip = e ? json_get_string(e, "ip-address") : NULL;
-                int64_t prefix = -1;
-
-                /* 45 = the longest textual IPv6 address. */
-                if (!ip || strlen(ip) > 45)
-                        return err_set(-EPROTO, "interface %s: address %zu missing or malformed", ifc->name, i);
-                if (json_object_object_get_ex(e, "prefix", &p)) {
-                        if (!json_object_is_type(p, json_type_int) || json_object_get_int64(p) < 0 ||
-                            json_object_get_int64(p) > 128)
-                                return err_set(-EPROTO, "interface %s: address %s has a bad prefix",
-                                               ifc->name, ip);
-                        prefix = json_object_get_int64(p);
-                }
-                if (prefix >= 0)
-                        snprintf(addrs[ifc->n_addrs], sizeof(addrs[0]), "%s/%" PRId64, ip, prefix);
-                else
-                        snprintf(addrs[ifc->n_addrs], sizeof(addrs[0]), "%s", ip);
-                ifc->n_addrs++;
-        }
-        return 0;
-}
-
-static int interfaces_parse(json_object *ret, QgaInterface **out, size_t *out_n) {
-        QgaInterface *ifs;
-        size_t n_in, n = 0;
-        int r = 0;
-
-        if (!json_object_is_type(ret, json_type_array))
-                return err_set(-EPROTO, "guest-network-get-interfaces returned no list");
-        n_in = json_object_array_length(ret);
-        ifs = calloc(n_in ? n_in : 1, sizeof(*ifs));
-        if (!ifs)
-                return -ENOMEM;
-        for (size_t i = 0; i < n_in && r == 0; i++) {
-                json_object *e = json_object_array_get_idx(ret, i), *list;
-                const char *name = e ? json_get_string(e, "name") : NULL;
-                const char *hw = e ? json_get_string(e, "hardware-address") : NULL;
-                char base[sizeof(ifs[0].name)];
-                size_t j;
-
-                if (!name) {
-                        r = err_set(-EPROTO, "interface %zu has no name", i);
-                        break;
-                }
-                /* Like libvirt, an alias "eth1:0" is reported as part of eth1. */
-                copy_utf8(base, sizeof(base), name);
-                base[strcspn(base, ":")] = '\0';
-                for (j = 0; j < n && strcmp(ifs[j].name, base) != 0; j++)
-                        ;
-                if (j == n) {
-                        memcpy(ifs[n].name, base, sizeof(base));
-                        n++;
-                }
-                /* Hardware addresses that do not fit (InfiniBand: 59 chars)
-                 * are left empty rather than cut. */
-                if (hw && !ifs[j].hwaddr[0] && strlen(hw) < sizeof(ifs[j].hwaddr))
-                        strcpy(ifs[j].hwaddr, hw);
-                if (json_object_object_get_ex(e, "ip-addresses", &list)) {
-                        if (!json_object_is_type(list, json_type_array))
-                                r = err_set(-EPROTO, "interface %s: ip-addresses is not a list", ifs[j].name);
-                        else
-                                r = interface_add_addrs(&ifs[j], list);
-                }
-        }
-        if (r < 0) {
-                qga_interfaces_free(ifs, n);
-                return r;
-        }
-        *out = ifs;
-        *out_n = n;
-        return 0;
-}
-
-int qga_network_get_interfaces(QgaAgent *a, int64_t timeout_ms, QgaInterface **ret, size_t *ret_n) {
-        _cleanup_(json_object_putp) json_object *v = NULL;
-        int r = agent_call(a, "guest-network-get-interfaces", NULL, timeout_ms, &v);
-        if (r < 0)
-                return r;
-        r = interfaces_parse(v, ret, ret_n);
-        if (r == -EPROTO)
-                return err_prefix(r, "QGA %s", a->path);
-        return r;
 }
 
 void qga_get_counters(QgaAgent *a, QgaCounters *ret) {

@@ -1,12 +1,14 @@
 /* QMP channel: one QEMU monitor socket, its reader thread and its event
- * thread (contract in qmp.h).
+ * thread (contract in qmp.h).  The typed calls and all JSON live in
+ * qmp-commands.c; this file includes no json-c (the seam is qmp-wire.h).
  *
  * Three parties touch a QmpMonitor.  The I/O thread owns the read side of
  * the socket and the read buffer: it cuts the byte stream into `\n`-ended
  * messages (a `\r` before the `\n` is dropped), refuses anything larger
- * than QMP_MESSAGE_MAX, parses each message with json-c, and either hands a
- * reply to the command slot or turns an event into a plain QmpEvent on the
- * event queue.  Callers of qmp_call() own the write side while they hold
+ * than QMP_MESSAGE_MAX, has qmp_wire_parse() classify each message, and
+ * either hands a reply to the command slot or puts an event (already a
+ * plain QmpEvent) on the event queue.  Callers of qmp_monitor_command()
+ * (every typed call goes through it) own the write side while they hold
  * the command slot (one command in flight): they write their command, then
  * sleep on the monitor's condition variable until the I/O thread fills the
  * slot, the monitor dies, it is aborted, or their deadline passes.  The
@@ -16,7 +18,7 @@
  * once those have been handled (within its deadline), as if events were
  * handled inline like libvirt does, without running handlers on the reader.
  *
- * json-c trees never cross threads: the I/O thread hands over JSON text
+ * JSON trees never cross threads: the I/O thread hands over JSON text
  * (the "return" member, an event's "data") and each caller parses its own.
  *
  * A reply matches the command in flight by id (we send integer ids; QEMU
@@ -42,10 +44,10 @@
 #define _GNU_SOURCE
 #include "qmp.h"
 #include "qmp-priv.h"
+#include "qmp-wire.h"
 
 #include <errno.h>
 #include <inttypes.h>
-#include <json-c/json.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -63,23 +65,10 @@
 static LockClass qmp_lock_class = LOCK_CLASS_INIT("qmp");
 
 #define QMP_READ_CHUNK (64u * 1024)
-#define QMP_JSON_DEPTH 64
 /* How long a dying monitor waits for the event thread to deliver the events
  * QEMU sent before it went away, so that the eof callback comes last. */
 #define QMP_EOF_DRAIN_MS 5000
 #define QMP_REASON_MAX 256
-#define QMP_COMMAND_NAME_MAX 64
-
-static inline void json_object_putp(json_object **o) {
-        if (*o)
-                json_object_put(*o);
-}
-#define _cleanup_json_ _cleanup_(json_object_putp)
-
-static inline void json_tokener_freep(json_tokener **t) {
-        if (*t)
-                json_tokener_free(*t);
-}
 
 typedef struct QmpQueuedEvent {
         QmpEvent ev;
@@ -181,131 +170,6 @@ static uint64_t ms_since(uint64_t t0_ns) {
         return n > t0_ns ? (n - t0_ns) / NSEC_PER_MSEC : 0;
 }
 
-/* A short, printable excerpt of untrusted input for error details. */
-static void excerpt(const char *s, size_t len, char *buf, size_t size) {
-        size_t n = 0;
-        for (size_t i = 0; i < len && n + 4 < size; i++) {
-                unsigned char c = (unsigned char) s[i];
-                buf[n++] = (c >= 0x20 && c < 0x7f) ? (char) c : '?';
-        }
-        if (len > 0 && n + 4 >= size && n >= 3)
-                memcpy(buf + n - 3, "...", 3);
-        buf[n] = '\0';
-}
-
-static json_object *json_parse_text(const char *s, size_t len, char *why, size_t why_size) {
-        _cleanup_(json_tokener_freep) json_tokener *tok = json_tokener_new_ex(QMP_JSON_DEPTH);
-        json_object *o;
-        size_t end;
-
-        if (!tok) {
-                snprintf(why, why_size, "out of memory");
-                return NULL;
-        }
-        json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
-        if (len > INT32_MAX) {
-                snprintf(why, why_size, "too large");
-                return NULL;
-        }
-        o = json_tokener_parse_ex(tok, s, (int) len);
-        if (!o) {
-                enum json_tokener_error e = json_tokener_get_error(tok);
-                snprintf(why, why_size, "%s",
-                         e == json_tokener_continue ? "unexpected end of message"
-                                                    : json_tokener_error_desc(e));
-                return NULL;
-        }
-        end = json_tokener_get_parse_end(tok);
-        for (; end < len; end++)
-                if (!strchr(" \t\r\n", s[end])) {
-                        json_object_put(o);
-                        snprintf(why, why_size, "trailing data after the JSON value");
-                        return NULL;
-                }
-        return o;
-}
-
-/* Parse a "return" member handed over as text (caller's thread). */
-static int parse_return(const char *text, const char *what, json_object **ret) {
-        char why[128];
-        json_object *o;
-
-        if (!text)
-                return err_set(-EINVAL, "%s: no reply text", what);
-        o = json_parse_text(text, strlen(text), why, sizeof(why));
-        if (!o)
-                return err_set(-EPROTO, "%s: reply is not valid JSON (%s)", what, why);
-        *ret = o;
-        return 0;
-}
-
-static char *json_dup_text(json_object *o) {
-        const char *s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
-        return s ? strdup(s) : NULL;
-}
-
-/* Integer member @key of @o: absent leaves *ret alone; a negative value
- * reads as 0 (counters); anything but a JSON integer is -EPROTO. */
-static int member_u64(json_object *o, const char *key, const char *ctx, uint64_t *ret) {
-        json_object *v;
-
-        if (!json_object_object_get_ex(o, key, &v) || json_object_is_type(v, json_type_null))
-                return 0;
-        if (!json_object_is_type(v, json_type_int))
-                return err_set(-EPROTO, "%s: member '%s' is not an integer", ctx, key);
-        if (json_object_get_int64(v) < 0)
-                *ret = 0;
-        else
-                *ret = json_object_get_uint64(v);
-        return 0;
-}
-
-static int member_u64_has(json_object *o, const char *key, const char *ctx, bool *has,
-                          uint64_t *ret) {
-        json_object *v;
-
-        if (!json_object_object_get_ex(o, key, &v) || json_object_is_type(v, json_type_null))
-                return 0;
-        *has = true;
-        return member_u64(o, key, ctx, ret);
-}
-
-/* String member into a fixed buffer.  @truncate_ok: text for humans may be
- * cut; an identifier that does not fit is -EPROTO. */
-static int member_str(json_object *o, const char *key, const char *ctx, char *buf, size_t size,
-                      bool truncate_ok, bool *has) {
-        json_object *v;
-        const char *s;
-
-        if (!json_object_object_get_ex(o, key, &v) || json_object_is_type(v, json_type_null))
-                return 0;
-        if (!json_object_is_type(v, json_type_string))
-                return err_set(-EPROTO, "%s: member '%s' is not a string", ctx, key);
-        s = json_object_get_string(v);
-        if (!truncate_ok && strlen(s) >= size)
-                return err_set(-EPROTO, "%s: member '%s' is longer than %zu bytes", ctx, key,
-                               size - 1);
-        snprintf(buf, size, "%s", s);
-        if (has)
-                *has = true;
-        return 0;
-}
-
-static int member_bool(json_object *o, const char *key, const char *ctx, bool *ret) {
-        json_object *v;
-
-        if (!json_object_object_get_ex(o, key, &v) || json_object_is_type(v, json_type_null))
-                return 0;
-        if (!json_object_is_type(v, json_type_boolean))
-                return err_set(-EPROTO, "%s: member '%s' is not a boolean", ctx, key);
-        *ret = json_object_get_boolean(v);
-        return 0;
-}
-
-static json_object *new_u64(uint64_t v) {
-        return v <= INT64_MAX ? json_object_new_int64((int64_t) v) : json_object_new_uint64(v);
-}
-
 /* ---- death, abort, event queue (lock held) ------------------------------ */
 
 static void event_queue_push_locked(QmpMonitor *m, QmpQueuedEvent *qe) {
@@ -382,119 +246,29 @@ static void monitor_die(QmpMonitor *m, int error, const char *reason) {
 
 /* ---- the reader (I/O thread) -------------------------------------------- */
 
-static int handle_greeting(QmpMonitor *m, json_object *msg) {
-        QmpVersion v = { 0 };
-        json_object *qmp, *ver, *caps;
-
-        json_object_object_get_ex(msg, "QMP", &qmp);
-        if (!json_object_is_type(qmp, json_type_object))
-                return err_set(-EPROTO, "QMP greeting member 'QMP' is not an object");
-        if (json_object_object_get_ex(qmp, "version", &ver) &&
-            json_object_is_type(ver, json_type_object)) {
-                _cleanup_free_ char *text = json_dup_text(ver);
-                if (!text || qmp_parse_version(text, &v) < 0)
-                        return err_prefix(-EPROTO, "QMP greeting");
-        }
-        if (json_object_object_get_ex(qmp, "capabilities", &caps) &&
-            json_object_is_type(caps, json_type_array))
-                for (size_t i = 0; i < json_object_array_length(caps); i++) {
-                        json_object *c = json_object_array_get_idx(caps, i);
-                        if (json_object_is_type(c, json_type_string) &&
-                            strcmp(json_object_get_string(c), "oob") == 0)
-                                v.oob = true;
-                }
-
+static int handle_greeting(QmpMonitor *m, const QmpVersion *v) {
         lock_acquire(&m->lock);
         if (m->greeted) {
                 lock_release(&m->lock);
                 return err_set(-EPROTO, "second QMP greeting on an open monitor");
         }
-        m->version = v;
+        m->version = *v;
         m->greeted = true;
         cond_broadcast(&m->cond);
         lock_release(&m->lock);
         return 0;
 }
 
-static const struct {
-        const char *name;
-        QmpEventType type;
-} event_types[] = {
-        { "MIGRATION", QMP_EVENT_MIGRATION },
-        { "MIGRATION_PASS", QMP_EVENT_MIGRATION_PASS },
-        { "STOP", QMP_EVENT_STOP },
-        { "RESUME", QMP_EVENT_RESUME },
-        { "SHUTDOWN", QMP_EVENT_SHUTDOWN },
-};
+/* Queue the event in @msg, taking its data text. */
+static int handle_event(QmpMonitor *m, QmpWireMessage *msg) {
+        QmpQueuedEvent *qe = calloc(1, sizeof(*qe));
 
-static int handle_event(QmpMonitor *m, json_object *msg) {
-        QmpQueuedEvent *qe;
-        json_object *name, *ts, *data, *v;
-        const char *n;
-
-        if (!json_object_object_get_ex(msg, "event", &name) ||
-            !json_object_is_type(name, json_type_string))
-                return err_set(-EPROTO, "QMP event name is not a string");
-        qe = calloc(1, sizeof(*qe));
         if (!qe)
                 return err_set(-ENOMEM, "out of memory queueing a QMP event");
-        n = json_object_get_string(name);
-        snprintf(qe->ev.name, sizeof(qe->ev.name), "%s", n);
-        qe->ev.type = QMP_EVENT_OTHER;
-        for (size_t i = 0; i < ELEMENTSOF(event_types); i++)
-                if (strcmp(n, event_types[i].name) == 0)
-                        qe->ev.type = event_types[i].type;
+        qe->ev = msg->event;
         qe->ev.received_ns = now_ns();
-        qe->bytes = sizeof(*qe);
-
-        /* Timestamps and data are tolerated in any shape: an event is news,
-         * not a reply someone waits on. */
-        if (json_object_object_get_ex(msg, "timestamp", &ts) &&
-            json_object_is_type(ts, json_type_object)) {
-                json_object *s, *us;
-                if (json_object_object_get_ex(ts, "seconds", &s) &&
-                    json_object_object_get_ex(ts, "microseconds", &us) &&
-                    json_object_is_type(s, json_type_int) && json_object_is_type(us, json_type_int) &&
-                    json_object_get_int64(s) >= 0 && json_object_get_int64(us) >= 0)
-                        qe->ev.qemu_timestamp_us = (uint64_t) json_object_get_int64(s) * 1000000u +
-                                                   (uint64_t) json_object_get_int64(us);
-        }
-        /* A MIGRATION event without a readable status is not "none". */
-        if (qe->ev.type == QMP_EVENT_MIGRATION)
-                qe->ev.migration_status = MIGRATION_STATUS_UNKNOWN;
-        if (json_object_object_get_ex(msg, "data", &data)) {
-                qe->data_json = json_dup_text(data);
-                if (!qe->data_json) {
-                        queued_event_free(qe);
-                        return err_set(-ENOMEM, "out of memory queueing a QMP event");
-                }
-                qe->bytes += strlen(qe->data_json);
-                if (!json_object_is_type(data, json_type_object))
-                        data = NULL;
-        } else
-                data = NULL;
-        switch (qe->ev.type) {
-        case QMP_EVENT_MIGRATION:
-                if (data && json_object_object_get_ex(data, "status", &v) &&
-                    json_object_is_type(v, json_type_string))
-                        qe->ev.migration_status = migration_status_from_string(json_object_get_string(v));
-                break;
-        case QMP_EVENT_MIGRATION_PASS:
-                if (data && json_object_object_get_ex(data, "pass", &v) &&
-                    json_object_is_type(v, json_type_int))
-                        qe->ev.pass = json_object_get_int64(v);
-                break;
-        case QMP_EVENT_SHUTDOWN:
-                if (data && json_object_object_get_ex(data, "guest", &v) &&
-                    json_object_is_type(v, json_type_boolean))
-                        qe->ev.guest = json_object_get_boolean(v);
-                if (data && json_object_object_get_ex(data, "reason", &v) &&
-                    json_object_is_type(v, json_type_string))
-                        snprintf(qe->ev.reason, sizeof(qe->ev.reason), "%s", json_object_get_string(v));
-                break;
-        default:
-                break;
-        }
+        qe->data_json = TAKE_PTR(msg->data_json);
+        qe->bytes = sizeof(*qe) + (qe->data_json ? strlen(qe->data_json) : 0);
 
         lock_acquire(&m->lock);
         event_queue_push_locked(m, qe);
@@ -502,52 +276,27 @@ static int handle_event(QmpMonitor *m, json_object *msg) {
         return 0;
 }
 
-static bool id_matches(json_object *id, uint64_t want) {
-        return json_object_is_type(id, json_type_int) && json_object_get_int64(id) >= 0 &&
-               json_object_get_uint64(id) == want;
+static bool id_matches(const QmpWireMessage *msg, uint64_t want) {
+        return msg->id_is_u64 && msg->id == want;
 }
 
-static int handle_reply(QmpMonitor *m, json_object *msg) {
-        json_object *id = NULL, *err, *ret;
-        bool has_id = json_object_object_get_ex(msg, "id", &id);
-        _cleanup_free_ char *ret_text = NULL;
-        char detail[ERR_MSG_MAX] = "";
-        int error = 0;
-
-        /* Convert before locking: the critical section only hands over. */
-        if (json_object_object_get_ex(msg, "error", &err)) {
-                const char *cls = "GenericError", *desc = "";
-                json_object *v;
-                if (json_object_is_type(err, json_type_object)) {
-                        if (json_object_object_get_ex(err, "class", &v) &&
-                            json_object_is_type(v, json_type_string))
-                                cls = json_object_get_string(v);
-                        if (json_object_object_get_ex(err, "desc", &v) &&
-                            json_object_is_type(v, json_type_string))
-                                desc = json_object_get_string(v);
-                } else if (json_object_is_type(err, json_type_string))
-                        desc = json_object_get_string(err);
-                error = strcmp(cls, "CommandNotFound") == 0 ? -EOPNOTSUPP : -EREMOTEIO;
-                snprintf(detail, sizeof(detail), "QEMU error %s: %s", cls, desc);
-        } else {
-                json_object_object_get_ex(msg, "return", &ret);
-                ret_text = json_dup_text(ret);
-                if (!ret_text)
-                        return err_set(-ENOMEM, "out of memory storing a QMP reply");
-        }
+/* Hand the reply in @msg to the command it answers (taking its return
+ * text), or drop it as the orphan's late reply. */
+static int handle_reply(QmpMonitor *m, QmpWireMessage *msg) {
+        bool has_id = msg->has_id;
 
         lock_acquire(&m->lock);
-        if (m->busy && !m->cur_done && (!has_id || id_matches(id, m->cur_id))) {
+        if (m->busy && !m->cur_done && (!has_id || id_matches(msg, m->cur_id))) {
                 m->cur_done = true;
-                m->cur_error = error;
+                m->cur_error = msg->error;
                 m->cur_ev_seq = m->ev_seq;
-                m->cur_ret = TAKE_PTR(ret_text);
-                snprintf(m->cur_detail, sizeof(m->cur_detail), "%s", detail);
+                m->cur_ret = TAKE_PTR(msg->return_json);
+                snprintf(m->cur_detail, sizeof(m->cur_detail), "%s", msg->detail);
                 cond_broadcast(&m->cond);
                 lock_release(&m->lock);
                 return 0;
         }
-        if (m->has_orphan && (!has_id || id_matches(id, m->orphan_id))) {
+        if (m->has_orphan && (!has_id || id_matches(msg, m->orphan_id))) {
                 log_debug("qmp %s: late reply to '%s' (id %" PRIu64 ") after %" PRIu64
                           " ms dropped%s", m->path, m->orphan_command, m->orphan_id,
                           ms_since(m->orphan_since_ns), m->wedged ? "; monitor recovered" : "");
@@ -562,46 +311,40 @@ static int handle_reply(QmpMonitor *m, json_object *msg) {
                 snprintf(want, sizeof(want), "%" PRIu64, m->cur_id);
                 lock_release(&m->lock);
                 return err_set(-EPROTO, "QMP reply id %s unknown (command in flight has id %s)",
-                               has_id ? json_object_to_json_string(id) : "(none)", want);
+                               has_id ? msg->id_text : "(none)", want);
         }
         lock_release(&m->lock);
         return err_set(-EPROTO, "QMP reply id %s unknown (no command in flight)",
-                       has_id ? json_object_to_json_string(id) : "(none)");
+                       has_id ? msg->id_text : "(none)");
 }
 
 static int handle_message(QmpMonitor *m, const char *s, size_t len) {
-        _cleanup_json_ json_object *msg = NULL;
-        char why[128], ex[96];
+        QmpWireMessage msg;
         bool greeted;
-
-        msg = json_parse_text(s, len, why, sizeof(why));
-        if (!msg) {
-                excerpt(s, len, ex, sizeof(ex));
-                return err_set(-EPROTO, "malformed QMP message (%s): %s", why, ex);
-        }
-        if (!json_object_is_type(msg, json_type_object)) {
-                excerpt(s, len, ex, sizeof(ex));
-                return err_set(-EPROTO, "QMP message is not a JSON object: %s", ex);
-        }
+        int r;
 
         lock_acquire(&m->lock);
         greeted = m->greeted;
         lock_release(&m->lock);
 
-        if (json_object_object_get_ex(msg, "QMP", NULL))
-                return handle_greeting(m, msg);
-        if (!greeted) {
-                excerpt(s, len, ex, sizeof(ex));
-                return err_set(-EPROTO, "expected the QMP greeting, got: %s", ex);
+        r = qmp_wire_parse(s, len, greeted, &msg);
+        if (r < 0)
+                return r;
+        switch (msg.kind) {
+        case QMP_WIRE_GREETING:
+                r = handle_greeting(m, &msg.version);
+                break;
+        case QMP_WIRE_EVENT:
+                r = handle_event(m, &msg);
+                break;
+        case QMP_WIRE_REPLY:
+                r = handle_reply(m, &msg);
+                break;
         }
-        if (json_object_object_get_ex(msg, "event", NULL))
-                return handle_event(m, msg);
-        if (json_object_object_get_ex(msg, "return", NULL) ||
-            json_object_object_get_ex(msg, "error", NULL))
-                return handle_reply(m, msg);
-        excerpt(s, len, ex, sizeof(ex));
-        return err_set(-EPROTO, "QMP message is neither a reply nor an event: %s", ex);
+        qmp_wire_message_clear(&msg);
+        return r;
 }
+
 
 /* Split what is buffered into messages.  Returns 0 or the error that kills
  * the monitor. */
@@ -981,32 +724,6 @@ static void slot_release_locked(QmpMonitor *m, bool orphan) {
         cond_broadcast(&m->cond);
 }
 
-/* The wire form of a command: {"execute", "arguments", "id"} and CRLF.
- * Takes @args. */
-static int command_text(const char *command, json_object *args, uint64_t id, char **ret) {
-        _cleanup_json_ json_object *msg = json_object_new_object();
-        char *text = NULL;
-        const char *s;
-
-        if (!msg) {
-                json_object_put(args);
-                return err_set(-ENOMEM, "out of memory");
-        }
-        json_object_object_add(msg, "execute", json_object_new_string(command));
-        if (args)
-                json_object_object_add(msg, "arguments", args);
-        json_object_object_add(msg, "id", new_u64(id));
-        s = json_object_to_json_string_ext(msg, JSON_C_TO_STRING_PLAIN);
-        if (!s || asprintf(&text, "%s\r\n", s) < 0)
-                return err_set(-ENOMEM, "out of memory");
-        if (strlen(text) > QMP_MESSAGE_MAX) {
-                free(text);
-                return err_set(-EINVAL, "QMP command '%s' is larger than %u bytes", command,
-                               QMP_MESSAGE_MAX);
-        }
-        *ret = text;
-        return 0;
-}
 
 /* The command could not be (fully) written: name the cause, and if half of
  * it is on the wire, have the I/O thread end the monitor, since the stream
@@ -1087,20 +804,18 @@ static int await_reply_locked(QmpMonitor *m, const char *command, uint64_t id, D
         }
 }
 
-/* One command: take the slot, write, wait.  Takes @args. */
-static int call_deadline(QmpMonitor *m, const char *command, json_object *args, Deadline d,
-                         char **ret_json) {
+/* One command: take the slot, write, wait. */
+int qmp_monitor_command(QmpMonitor *m, const char *command, const char *args_json, Deadline d,
+                        char **ret_json) {
         _cleanup_free_ char *text = NULL;
         uint64_t id, t0 = now_ns();
         size_t len, written = 0;
         int r;
 
-        if (!m || !command || !*command || strlen(command) >= QMP_COMMAND_NAME_MAX) {
-                json_object_put(args);
+        if (!m || !command || !*command || strlen(command) >= QMP_COMMAND_NAME_MAX)
                 return err_set(-EINVAL, "invalid QMP command name");
-        }
         id = atomic_fetch_add_explicit(&m->next_id, 1, memory_order_relaxed);
-        r = command_text(command, args, id, &text);
+        r = qmp_wire_command_text(command, args_json, id, &text);
         if (r < 0)
                 return r;
         len = strlen(text);
@@ -1129,32 +844,6 @@ static int call_deadline(QmpMonitor *m, const char *command, json_object *args, 
         r = await_reply_locked(m, command, id, d, t0, ret_json);
         lock_release(&m->lock);
         return r;
-}
-
-static int call_ms(QmpMonitor *m, const char *command, json_object *args, int64_t timeout_ms,
-                   char **ret_json) {
-        return call_deadline(m, command, args,
-                             deadline_in_ms(timeout_ms < 0 ? QMP_DEFAULT_TIMEOUT_MS : timeout_ms),
-                             ret_json);
-}
-
-int qmp_call(QmpMonitor *m, const char *command, const char *args_json, int64_t timeout_ms,
-             char **ret_json) {
-        json_object *args = NULL;
-        char why[128];
-
-        if (args_json) {
-                args = json_parse_text(args_json, strlen(args_json), why, sizeof(why));
-                if (!args)
-                        return err_set(-EINVAL, "arguments of '%s' are not valid JSON (%s)",
-                                       command ? command : "?", why);
-                if (!json_object_is_type(args, json_type_object)) {
-                        json_object_put(args);
-                        return err_set(-EINVAL, "arguments of '%s' are not a JSON object",
-                                       command ? command : "?");
-                }
-        }
-        return call_ms(m, command, args, timeout_ms, ret_json);
 }
 
 int qmp_monitor_connect(const char *socket_path, const QmpCallbacks *cb, Deadline d,
@@ -1228,7 +917,7 @@ int qmp_monitor_connect(const char *socket_path, const QmpCallbacks *cb, Deadlin
         if (r < 0)
                 goto fail;
 
-        r = call_deadline(m, "qmp_capabilities", NULL, d, NULL);
+        r = qmp_monitor_command(m, "qmp_capabilities", NULL, d, NULL);
         if (r < 0) {
                 err_prefix(r, "QMP capabilities negotiation on %s", socket_path);
                 goto fail;
@@ -1254,395 +943,3 @@ fail:
         return r;
 }
 
-/* ---- parsers and builders ------------------------------------------------ */
-
-int qmp_parse_version(const char *return_json, QmpVersion *ret) {
-        _cleanup_json_ json_object *o = NULL;
-        QmpVersion v = { 0 };
-        json_object *q;
-        uint64_t x;
-        int r;
-
-        r = parse_return(return_json, "query-version", &o);
-        if (r < 0)
-                return r;
-        if (!json_object_is_type(o, json_type_object))
-                return err_set(-EPROTO, "query-version: reply is not an object");
-        if (json_object_object_get_ex(o, "qemu", &q)) {
-                if (!json_object_is_type(q, json_type_object))
-                        return err_set(-EPROTO, "query-version: member 'qemu' is not an object");
-                x = 0;
-                if ((r = member_u64(q, "major", "query-version", &x)) < 0)
-                        return r;
-                v.major = (int) MIN(x, (uint64_t) INT32_MAX);
-                x = 0;
-                if ((r = member_u64(q, "minor", "query-version", &x)) < 0)
-                        return r;
-                v.minor = (int) MIN(x, (uint64_t) INT32_MAX);
-                x = 0;
-                if ((r = member_u64(q, "micro", "query-version", &x)) < 0)
-                        return r;
-                v.micro = (int) MIN(x, (uint64_t) INT32_MAX);
-        }
-        r = member_str(o, "package", "query-version", v.package, sizeof(v.package), true, NULL);
-        if (r < 0)
-                return r;
-        *ret = v;
-        return 0;
-}
-
-int qmp_parse_status(const char *return_json, QmpStatus *ret) {
-        _cleanup_json_ json_object *o = NULL;
-        QmpStatus st = { 0 };
-        int r;
-
-        r = parse_return(return_json, "query-status", &o);
-        if (r < 0)
-                return r;
-        if (!json_object_is_type(o, json_type_object))
-                return err_set(-EPROTO, "query-status: reply is not an object");
-        r = member_bool(o, "running", "query-status", &st.running);
-        if (r < 0)
-                return r;
-        /* Very old QEMU omits "status": leave status_name empty. */
-        r = member_str(o, "status", "query-status", st.status_name, sizeof(st.status_name), true,
-                       NULL);
-        if (r < 0)
-                return r;
-        st.status = st.status_name[0] ? run_state_from_string(st.status_name) : RUN_STATE_UNKNOWN;
-        *ret = st;
-        return 0;
-}
-
-int qmp_parse_migrate_stats(const char *return_json, MigrationStats *ret) {
-        static const char ctx[] = "query-migrate";
-        _cleanup_json_ json_object *o = NULL;
-        MigrationStats s = { 0 };
-        char status[64] = "";
-        bool has_status = false;
-        json_object *ram, *v;
-        int r;
-
-        r = parse_return(return_json, ctx, &o);
-        if (r < 0)
-                return r;
-        if (!json_object_is_type(o, json_type_object))
-                return err_set(-EPROTO, "%s: reply is not an object", ctx);
-        r = member_str(o, "status", ctx, status, sizeof(status), true, &has_status);
-        if (r < 0)
-                return r;
-        /* No status (before any migration, or a destination still waiting
-         * for its connection) means none. */
-        s.status = has_status ? migration_status_from_string(status) : MIGRATION_STATUS_NONE;
-        if ((r = member_u64(o, "total-time", ctx, &s.total_time_ms)) < 0 ||
-            (r = member_u64(o, "downtime", ctx, &s.downtime_ms)) < 0 ||
-            (r = member_u64(o, "expected-downtime", ctx, &s.expected_downtime_ms)) < 0 ||
-            (r = member_u64(o, "setup-time", ctx, &s.setup_time_ms)) < 0 ||
-            (r = member_u64(o, "cpu-throttle-percentage", ctx, &s.cpu_throttle_percentage)) < 0)
-                return r;
-        r = member_str(o, "error-desc", ctx, s.error_desc, sizeof(s.error_desc), true,
-                       &s.has_error_desc);
-        if (r < 0)
-                return r;
-
-        if (json_object_object_get_ex(o, "ram", &ram) && !json_object_is_type(ram, json_type_null)) {
-                static const char rctx[] = "query-migrate ram";
-                if (!json_object_is_type(ram, json_type_object))
-                        return err_set(-EPROTO, "%s: member 'ram' is not an object", ctx);
-                if ((r = member_u64(ram, "transferred", rctx, &s.ram_transferred)) < 0 ||
-                    (r = member_u64(ram, "remaining", rctx, &s.ram_remaining)) < 0 ||
-                    (r = member_u64(ram, "total", rctx, &s.ram_total)) < 0 ||
-                    (r = member_u64(ram, "duplicate", rctx, &s.ram_duplicate)) < 0 ||
-                    (r = member_u64(ram, "normal", rctx, &s.ram_normal)) < 0 ||
-                    (r = member_u64(ram, "normal-bytes", rctx, &s.ram_normal_bytes)) < 0 ||
-                    (r = member_u64(ram, "dirty-pages-rate", rctx, &s.ram_dirty_pages_rate)) < 0 ||
-                    (r = member_u64(ram, "page-size", rctx, &s.ram_page_size)) < 0 ||
-                    (r = member_u64(ram, "dirty-sync-count", rctx, &s.ram_dirty_sync_count)) < 0 ||
-                    (r = member_u64(ram, "postcopy-requests", rctx, &s.ram_postcopy_requests)) < 0)
-                        return r;
-                if (json_object_object_get_ex(ram, "mbps", &v) &&
-                    !json_object_is_type(v, json_type_null)) {
-                        if (!json_object_is_type(v, json_type_double) &&
-                            !json_object_is_type(v, json_type_int))
-                                return err_set(-EPROTO, "%s: member 'mbps' is not a number", rctx);
-                        s.ram_mbps = json_object_get_double(v);
-                }
-        }
-        *ret = s;
-        return 0;
-}
-
-static const struct {
-        const char *name;
-        size_t has_off, val_off;
-} param_u64[] = {
-#define P(n, f) { n, offsetof(MigrationParams, has_##f), offsetof(MigrationParams, f) }
-        P("max-bandwidth", max_bandwidth),
-        P("downtime-limit", downtime_limit),
-        P("cpu-throttle-initial", cpu_throttle_initial),
-        P("cpu-throttle-increment", cpu_throttle_increment),
-        P("max-cpu-throttle", max_cpu_throttle),
-        P("multifd-channels", multifd_channels),
-        P("max-postcopy-bandwidth", max_postcopy_bandwidth),
-#undef P
-};
-
-int qmp_parse_migrate_params(const char *return_json, MigrationParams *ret) {
-        static const char ctx[] = "query-migrate-parameters";
-        _cleanup_json_ json_object *o = NULL;
-        MigrationParams p = { 0 };
-        int r;
-
-        r = parse_return(return_json, ctx, &o);
-        if (r < 0)
-                return r;
-        if (!json_object_is_type(o, json_type_object))
-                return err_set(-EPROTO, "%s: reply is not an object", ctx);
-        for (size_t i = 0; i < ELEMENTSOF(param_u64); i++) {
-                r = member_u64_has(o, param_u64[i].name, ctx,
-                                   (bool *) ((char *) &p + param_u64[i].has_off),
-                                   (uint64_t *) ((char *) &p + param_u64[i].val_off));
-                if (r < 0)
-                        return r;
-        }
-        if ((r = member_str(o, "tls-creds", ctx, p.tls_creds, sizeof(p.tls_creds), false,
-                            &p.has_tls_creds)) < 0 ||
-            (r = member_str(o, "tls-hostname", ctx, p.tls_hostname, sizeof(p.tls_hostname), false,
-                            &p.has_tls_hostname)) < 0)
-                return r;
-        *ret = p;
-        return 0;
-}
-
-int qmp_parse_migrate_caps(const char *return_json, MigrationCaps *ret) {
-        static const char ctx[] = "query-migrate-capabilities";
-        _cleanup_json_ json_object *o = NULL;
-        MigrationCaps caps = { 0 };
-        int r;
-
-        r = parse_return(return_json, ctx, &o);
-        if (r < 0)
-                return r;
-        if (!json_object_is_type(o, json_type_array))
-                return err_set(-EPROTO, "%s: reply is not an array", ctx);
-        for (size_t i = 0; i < json_object_array_length(o); i++) {
-                json_object *e = json_object_array_get_idx(o, i);
-                char name[64] = "";
-                bool state = false, has = false;
-                int c;
-
-                if (!json_object_is_type(e, json_type_object))
-                        return err_set(-EPROTO, "%s: element %zu is not an object", ctx, i);
-                if ((r = member_str(e, "capability", ctx, name, sizeof(name), true, &has)) < 0 ||
-                    (r = member_bool(e, "state", ctx, &state)) < 0)
-                        return r;
-                if (!has)
-                        return err_set(-EPROTO, "%s: element %zu has no 'capability'", ctx, i);
-                c = migration_cap_from_string(name);
-                if (c < 0)
-                        continue; /* a capability this build does not know */
-                caps.known |= MIGRATION_CAP_BIT(c);
-                if (state)
-                        caps.enabled |= MIGRATION_CAP_BIT(c);
-        }
-        *ret = caps;
-        return 0;
-}
-
-static json_object *params_to_json(const MigrationParams *p) {
-        json_object *o = json_object_new_object();
-
-        if (!o)
-                return NULL;
-        for (size_t i = 0; i < ELEMENTSOF(param_u64); i++)
-                if (*(const bool *) ((const char *) p + param_u64[i].has_off))
-                        json_object_object_add(
-                                o, param_u64[i].name,
-                                new_u64(*(const uint64_t *) ((const char *) p + param_u64[i].val_off)));
-        if (p->has_tls_creds)
-                json_object_object_add(o, "tls-creds", json_object_new_string(p->tls_creds));
-        if (p->has_tls_hostname)
-                json_object_object_add(o, "tls-hostname", json_object_new_string(p->tls_hostname));
-        return o;
-}
-
-static int caps_to_json(uint64_t mask, bool enable, json_object **ret) {
-        json_object *o, *arr;
-
-        if (mask == 0 || (mask >> MIGRATION_CAP_MAX) != 0)
-                return err_set(-EINVAL, "migration capability mask %#" PRIx64 " is empty or unknown",
-                               mask);
-        o = json_object_new_object();
-        arr = json_object_new_array();
-        if (!o || !arr) {
-                json_object_put(o);
-                json_object_put(arr);
-                return err_set(-ENOMEM, "out of memory");
-        }
-        for (int c = 0; c < MIGRATION_CAP_MAX; c++) {
-                json_object *e;
-                if (!(mask & MIGRATION_CAP_BIT(c)))
-                        continue;
-                e = json_object_new_object();
-                json_object_object_add(e, "capability",
-                                       json_object_new_string(migration_cap_to_string(c)));
-                json_object_object_add(e, "state", json_object_new_boolean(enable));
-                json_object_array_add(arr, e);
-        }
-        json_object_object_add(o, "capabilities", arr);
-        *ret = o;
-        return 0;
-}
-
-int qmp_build_migrate_set_parameters(const MigrationParams *p, char **ret_json) {
-        _cleanup_json_ json_object *o = params_to_json(p);
-        char *s;
-
-        if (!o || !(s = json_dup_text(o)))
-                return err_set(-ENOMEM, "out of memory");
-        *ret_json = s;
-        return 0;
-}
-
-int qmp_build_migrate_set_capabilities(uint64_t mask, bool enable, char **ret_json) {
-        _cleanup_json_ json_object *o = NULL;
-        char *s;
-        int r;
-
-        r = caps_to_json(mask, enable, &o);
-        if (r < 0)
-                return r;
-        if (!(s = json_dup_text(o)))
-                return err_set(-ENOMEM, "out of memory");
-        *ret_json = s;
-        return 0;
-}
-
-/* ---- typed calls --------------------------------------------------------- */
-
-static json_object *args_with_str(const char *key, const char *val) {
-        json_object *o = json_object_new_object();
-        if (o)
-                json_object_object_add(o, key, json_object_new_string(val));
-        return o;
-}
-
-int qmp_query_status(QmpMonitor *m, int64_t timeout_ms, QmpStatus *ret) {
-        _cleanup_free_ char *text = NULL;
-        int r = call_ms(m, "query-status", NULL, timeout_ms, &text);
-        return r < 0 ? r : qmp_parse_status(text, ret);
-}
-
-int qmp_query_version(QmpMonitor *m, int64_t timeout_ms, QmpVersion *ret) {
-        _cleanup_free_ char *text = NULL;
-        QmpVersion v;
-        int r = call_ms(m, "query-version", NULL, timeout_ms, &text);
-
-        if (r < 0 || (r = qmp_parse_version(text, &v)) < 0)
-                return r;
-        lock_acquire(&m->lock);
-        v.oob = m->version.oob; /* a greeting property, not in query-version */
-        lock_release(&m->lock);
-        *ret = v;
-        return 0;
-}
-
-int qmp_stop(QmpMonitor *m, int64_t timeout_ms) {
-        return call_ms(m, "stop", NULL, timeout_ms, NULL);
-}
-
-int qmp_cont(QmpMonitor *m, int64_t timeout_ms) {
-        return call_ms(m, "cont", NULL, timeout_ms, NULL);
-}
-
-int qmp_quit(QmpMonitor *m, int64_t timeout_ms) {
-        return call_ms(m, "quit", NULL, timeout_ms, NULL);
-}
-
-int qmp_migrate_set_capabilities(QmpMonitor *m, int64_t timeout_ms, uint64_t mask, bool enable) {
-        json_object *args = NULL;
-        int r = caps_to_json(mask, enable, &args);
-        return r < 0 ? r : call_ms(m, "migrate-set-capabilities", args, timeout_ms, NULL);
-}
-
-int qmp_query_migrate_capabilities(QmpMonitor *m, int64_t timeout_ms, MigrationCaps *ret) {
-        _cleanup_free_ char *text = NULL;
-        int r = call_ms(m, "query-migrate-capabilities", NULL, timeout_ms, &text);
-        return r < 0 ? r : qmp_parse_migrate_caps(text, ret);
-}
-
-int qmp_migrate_set_parameters(QmpMonitor *m, int64_t timeout_ms, const MigrationParams *p) {
-        json_object *args = params_to_json(p);
-        if (!args)
-                return err_set(-ENOMEM, "out of memory");
-        return call_ms(m, "migrate-set-parameters", args, timeout_ms, NULL);
-}
-
-int qmp_query_migrate_parameters(QmpMonitor *m, int64_t timeout_ms, MigrationParams *ret) {
-        _cleanup_free_ char *text = NULL;
-        int r = call_ms(m, "query-migrate-parameters", NULL, timeout_ms, &text);
-        return r < 0 ? r : qmp_parse_migrate_params(text, ret);
-}
-
-int qmp_migrate(QmpMonitor *m, int64_t timeout_ms, const char *uri, bool resume) {
-        json_object *args;
-
-        if (!uri || !*uri)
-                return err_set(-EINVAL, "migrate: no URI");
-        args = args_with_str("uri", uri);
-        if (!args)
-                return err_set(-ENOMEM, "out of memory");
-        /* Only sent when asked for: "resume" needs QEMU 3.0. */
-        if (resume)
-                json_object_object_add(args, "resume", json_object_new_boolean(true));
-        return call_ms(m, "migrate", args, timeout_ms, NULL);
-}
-
-int qmp_migrate_incoming(QmpMonitor *m, int64_t timeout_ms, const char *uri) {
-        json_object *args;
-
-        if (!uri || !*uri)
-                return err_set(-EINVAL, "migrate-incoming: no URI");
-        if (!(args = args_with_str("uri", uri)))
-                return err_set(-ENOMEM, "out of memory");
-        return call_ms(m, "migrate-incoming", args, timeout_ms, NULL);
-}
-
-int qmp_query_migrate(QmpMonitor *m, int64_t timeout_ms, MigrationStats *ret) {
-        _cleanup_free_ char *text = NULL;
-        int r = call_ms(m, "query-migrate", NULL, timeout_ms, &text);
-        return r < 0 ? r : qmp_parse_migrate_stats(text, ret);
-}
-
-int qmp_migrate_cancel(QmpMonitor *m, int64_t timeout_ms) {
-        return call_ms(m, "migrate_cancel", NULL, timeout_ms, NULL);
-}
-
-int qmp_migrate_start_postcopy(QmpMonitor *m, int64_t timeout_ms) {
-        return call_ms(m, "migrate-start-postcopy", NULL, timeout_ms, NULL);
-}
-
-int qmp_migrate_pause(QmpMonitor *m, int64_t timeout_ms) {
-        return call_ms(m, "migrate-pause", NULL, timeout_ms, NULL);
-}
-
-int qmp_migrate_recover(QmpMonitor *m, int64_t timeout_ms, const char *uri) {
-        json_object *args;
-
-        if (!uri || !*uri)
-                return err_set(-EINVAL, "migrate-recover: no URI");
-        if (!(args = args_with_str("uri", uri)))
-                return err_set(-ENOMEM, "out of memory");
-        return call_ms(m, "migrate-recover", args, timeout_ms, NULL);
-}
-
-int qmp_migrate_continue(QmpMonitor *m, int64_t timeout_ms, const char *state) {
-        json_object *args;
-
-        if (!state || migration_status_from_string(state) == MIGRATION_STATUS_UNKNOWN)
-                return err_set(-EINVAL, "migrate-continue: '%s' is not a migration status",
-                               state ? state : "(null)");
-        if (!(args = args_with_str("state", state)))
-                return err_set(-ENOMEM, "out of memory");
-        return call_ms(m, "migrate-continue", args, timeout_ms, NULL);
-}

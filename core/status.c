@@ -74,26 +74,18 @@ static int add_raw(json_object *o, const char *k, const char *json_text) {
         return 0;
 }
 
+/* The members of migration_param_table that are set. */
 static json_object *params_to_json(const MigrationParams *p) {
         json_object *o = json_object_new_object();
-        if (p->has_max_bandwidth)
-                add_u64(o, "max-bandwidth", p->max_bandwidth);
-        if (p->has_downtime_limit)
-                add_u64(o, "downtime-limit", p->downtime_limit);
-        if (p->has_cpu_throttle_initial)
-                add_u64(o, "cpu-throttle-initial", p->cpu_throttle_initial);
-        if (p->has_cpu_throttle_increment)
-                add_u64(o, "cpu-throttle-increment", p->cpu_throttle_increment);
-        if (p->has_max_cpu_throttle)
-                add_u64(o, "max-cpu-throttle", p->max_cpu_throttle);
-        if (p->has_multifd_channels)
-                add_u64(o, "multifd-channels", p->multifd_channels);
-        if (p->has_max_postcopy_bandwidth)
-                add_u64(o, "max-postcopy-bandwidth", p->max_postcopy_bandwidth);
-        if (p->has_tls_creds)
-                add_str(o, "tls-creds", p->tls_creds);
-        if (p->has_tls_hostname)
-                add_str(o, "tls-hostname", p->tls_hostname);
+        for (size_t k = 0; k < MIGRATION_PARAM_COUNT; k++) {
+                const MigrationParamInfo *i = &migration_param_table[k];
+                if (!migration_param_is_set(p, i))
+                        continue;
+                if (i->kind == MIGRATION_PARAM_U64)
+                        add_u64(o, i->name, migration_param_get_u64(p, i));
+                else
+                        add_str(o, i->name, migration_param_get_str(p, i));
+        }
         return o;
 }
 
@@ -204,39 +196,25 @@ static int get_object_text(json_object *o, const char *k, char **ret) {
         return 0;
 }
 
+/* Every member of migration_param_table that @o carries (null: absent). */
 static int params_from_json(json_object *o, MigrationParams *p) {
         int r;
         memset(p, 0, sizeof(*p));
-#define U64_PARAM(key, field)                                                      \
-        do {                                                                       \
-                json_object *v_;                                                   \
-                if ((r = get_member(o, key, json_type_int, false, &v_)) < 0)       \
-                        return r;                                                  \
-                if (v_) {                                                          \
-                        p->has_##field = true;                                     \
-                        if ((r = get_u64(o, key, true, &p->field)) < 0)            \
-                                return r;                                          \
-                }                                                                  \
-        } while (0)
-        U64_PARAM("max-bandwidth", max_bandwidth);
-        U64_PARAM("downtime-limit", downtime_limit);
-        U64_PARAM("cpu-throttle-initial", cpu_throttle_initial);
-        U64_PARAM("cpu-throttle-increment", cpu_throttle_increment);
-        U64_PARAM("max-cpu-throttle", max_cpu_throttle);
-        U64_PARAM("multifd-channels", multifd_channels);
-        U64_PARAM("max-postcopy-bandwidth", max_postcopy_bandwidth);
-#undef U64_PARAM
-        json_object *v;
-        if ((r = get_member(o, "tls-creds", json_type_string, false, &v)) < 0)
-                return r;
-        if (v && (p->has_tls_creds = true) &&
-            (r = get_str(o, "tls-creds", true, p->tls_creds, sizeof(p->tls_creds))) < 0)
-                return r;
-        if ((r = get_member(o, "tls-hostname", json_type_string, false, &v)) < 0)
-                return r;
-        if (v && (p->has_tls_hostname = true) &&
-            (r = get_str(o, "tls-hostname", true, p->tls_hostname, sizeof(p->tls_hostname))) < 0)
-                return r;
+        for (size_t k = 0; k < MIGRATION_PARAM_COUNT; k++) {
+                const MigrationParamInfo *i = &migration_param_table[k];
+                bool u64 = i->kind == MIGRATION_PARAM_U64;
+                json_object *v;
+
+                if ((r = get_member(o, i->name, u64 ? json_type_int : json_type_string, false, &v)) < 0)
+                        return r;
+                if (!v)
+                        continue;
+                *migration_param_has_ref(p, i) = true;
+                r = u64 ? get_u64(o, i->name, true, migration_param_u64_ref(p, i))
+                        : get_str(o, i->name, true, migration_param_str_ref(p, i), i->value_size);
+                if (r < 0)
+                        return r;
+        }
         return 0;
 }
 

@@ -197,12 +197,13 @@ static void check_stats(const MigrationStats *s, json_object *ret) {
 
 static void check_params(const MigrationParams *p, json_object *ret) {
         assert_true(p->has_max_bandwidth && p->has_downtime_limit && p->has_cpu_throttle_initial &&
-                    p->has_cpu_throttle_increment && p->has_multifd_channels &&
+                    p->has_cpu_throttle_increment && p->has_max_cpu_throttle && p->has_multifd_channels &&
                     p->has_max_postcopy_bandwidth && p->has_tls_creds && p->has_tls_hostname);
         assert_int_equal(p->max_bandwidth, u64_or0(ret, "max-bandwidth"));
         assert_int_equal(p->downtime_limit, u64_or0(ret, "downtime-limit"));
         assert_int_equal(p->cpu_throttle_initial, u64_or0(ret, "cpu-throttle-initial"));
         assert_int_equal(p->cpu_throttle_increment, u64_or0(ret, "cpu-throttle-increment"));
+        assert_int_equal(p->max_cpu_throttle, u64_or0(ret, "max-cpu-throttle"));
         assert_int_equal(p->multifd_channels, u64_or0(ret, "multifd-channels"));
         assert_int_equal(p->max_postcopy_bandwidth, u64_or0(ret, "max-postcopy-bandwidth"));
         assert_string_equal(p->tls_creds, str_or(ret, "tls-creds", "?"));
