@@ -98,12 +98,14 @@ PeerAnswer agent_migration_owner(Agent *a, const char *op, const char *uuid, cha
  * ends.  The recovery thread leaves them alone: only jobs nobody drives
  * (restored at restart) are its business. */
 
+/* One watchdog's arguments: filled by prepare, then owned (and freed) by
+ * the watchdog thread. */
 typedef struct Watchdog {
-        Agent *a;
-        Vm *vm;
-        char op[OP_ID_MAX];
-        char source[256];
-        uint64_t quiet_after_ms;
+        Agent *a;                /* immutable */
+        Vm *vm;                  /* immutable; a reference */
+        char op[OP_ID_MAX];      /* immutable */
+        char source[256];        /* immutable: the source agent's address */
+        uint64_t quiet_after_ms; /* immutable */
 } Watchdog;
 
 /* While an incoming migration waits for finish, check that QEMU lives and,

@@ -49,17 +49,19 @@ static void host_of(const char *addr, char *ret, size_t size) {
 
 /* ---- source --------------------------------------------------------------------------- */
 
+/* One outgoing migration: filled by agent_migrate(), then owned by its
+ * migration thread, which frees it. */
 typedef struct Source {
-        Agent *a;
-        Vm *vm;
-        Migration *m;
-        char op[OP_ID_MAX];
-        char dest[256];
-        char stream_host[128];
-        MigParams p;
-        char *definition;
-        uint64_t mem_mib;
-        bool waiter;
+        Agent *a;               /* immutable */
+        Vm *vm;                 /* immutable; a reference */
+        Migration *m;           /* immutable; the table record */
+        char op[OP_ID_MAX];     /* immutable */
+        char dest[256];         /* immutable: the destination agent's HOST:PORT */
+        char stream_host[128];  /* immutable */
+        MigParams p;            /* immutable; defaults applied, validated */
+        char *definition;       /* immutable; owned */
+        uint64_t mem_mib;       /* immutable */
+        bool waiter;            /* unused */
 } Source;
 
 static int set_params(Vm *vm, const char *op, const MigrationParams *mp) {
