@@ -9,45 +9,24 @@
  * recovery table (core/recovery.h), the same one an agent applies to its
  * guests at restart.  docs/migration.md describes the protocol, the
  * parameters and their defaults; docs/recovery.md the failure handling.
+ *
+ * This header is the public API (agent-rpc.c, main.c).  The code:
+ * agent-migrate-out.c (source), agent-migrate-in.c (destination),
+ * agent-migrate-settle.c (recovery actions and the recovery thread), with
+ * their shared private declarations in agent-migrate-priv.h;
+ * agent-migtable.c (the records queries and watchers read);
+ * core/converge.c (the convergence policy).
  */
 #pragma once
 
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "agent-migtable.h"
 #include "agent.h"
 #include "migparams.h"
 #include "migtypes.h"
 #include "recovery.h"
-
-#define MIG_MAX_STEPS 16
-
-typedef struct MigResult {
-        char op[OP_ID_MAX];
-        char guest[64];
-        bool outgoing;
-        bool done;
-        bool success;
-        char error[512];
-        JobPhase phase;
-        uint64_t total_ms;
-        uint64_t downtime_ms;
-        uint64_t measured_downtime_ms;
-        uint64_t transferred;
-        bool postcopy;
-        bool time_synced;
-        size_t n_steps;
-        char steps[MIG_MAX_STEPS][160];
-        MigrationStats stats;    /* last reading */
-        uint64_t elapsed_ms;
-        uint64_t generation;     /* bumped on every change */
-        char last_event[160];
-} MigResult;
-
-typedef struct MigrationTable MigrationTable;
-
-int migration_table_new(MigrationTable **ret);
-void migration_table_free(MigrationTable *t);
 
 /* Source: start migrating @vm to the agent at @dest_addr.  Begin runs here
  * (errors such as "not running" or "another migration" come back at once);
@@ -62,14 +41,8 @@ int agent_migrate_abort(Agent *a, Vm *vm, const char *op);
 int agent_migrate_tune(Agent *a, Vm *vm, const char *op, uint64_t bandwidth, uint32_t downtime_ms);
 /* Switch a running outgoing migration to post-copy now. */
 int agent_migrate_start_postcopy(Agent *a, Vm *vm, const char *op);
-/* The running or last migration of the guest named @guest (name). */
-int agent_migration_get(Agent *a, const char *guest, MigResult *ret);
-/* Copy every migration's state whose generation is newer than *gen (for
- * watchers); returns how many, up to @max, and updates *gen. */
-size_t agent_migrations_changed(Agent *a, uint64_t *gen, MigResult *out, size_t max);
-/* Register a wake-up called on every change (watch streams). */
-int agent_migrations_subscribe(Agent *a, void (*wake)(void *), void *opaque);
-void agent_migrations_unsubscribe(Agent *a, int id);
+/* The read side (agent_migration_get, agent_migrations_changed, ...) is in
+ * agent-migtable.h. */
 
 /* Destination side, called through the internal RPCs. */
 int agent_migrate_prepare(Agent *a, const char *op, const char *definition_json, const MigParams *p,

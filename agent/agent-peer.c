@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "agent.h"
 #include "agent.pb-c.h"
 #include "err.h"
 #include "rpcclient.h"

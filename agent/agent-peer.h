@@ -12,10 +12,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "agent-migrate.h"
-#include "recovery.h"
+#include "migparams.h"
+#include "recovery.h" /* PeerAnswer */
 
 struct Drover__V1__MigrationParams;
+typedef struct Agent Agent;
 
 typedef struct AgentPeer AgentPeer;
 

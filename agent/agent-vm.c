@@ -26,7 +26,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "agent-migrate.h"
+#include "agent-migtable.h"
 #include "agent-net.h"
 #include "err.h"
 #include "log.h"
@@ -63,7 +63,7 @@ int agent_new(const AgentConfig *cfg, Agent **ret) {
         a->cfg = *cfg;
         a->started_ns = now_ns();
         if ((r = vm_registry_new(&a->vms)) < 0 || (r = event_bus_new(&a->events)) < 0 ||
-            (r = migration_table_new(&a->migrations)) < 0) {
+            (r = agent_migtable_new(&a->migrations)) < 0) {
                 agent_free(a);
                 return r;
         }
@@ -78,7 +78,7 @@ void agent_free(Agent *a) {
                 return;
         vm_registry_free(a->vms);
         event_bus_free(a->events);
-        migration_table_free(a->migrations);
+        agent_migtable_free(a->migrations);
         free(a);
 }
 

@@ -1,0 +1,422 @@
+/* Live migration, destination side: the MigratePrepare, MigrateFinish and
+ * MigrateCancel RPCs, the MigrationOwner answer (both sides), and the
+ * watchdog of each incoming migration.
+ *
+ * Prepare defines the guest if needed, takes the MIGRATION_IN async job
+ * owned by the operation id, persists `prepare`, starts QEMU with
+ * -incoming defer (no lock held) and listens on the first free port; a
+ * retry of the same operation gets the same URI.  Finish waits for the
+ * stream, persists `finish` and starts the vCPUs (in post-copy it keeps the
+ * job until the last page arrived), then sets the guest time.  Until finish,
+ * a watchdog thread checks that QEMU lives and, when the operation stays
+ * quiet past the completion timeout, asks the source whether it still
+ * migrates this guest; failures are settled by mig_settle()
+ * (agent-migrate-settle.c).
+ *
+ * Locks: the VM lock only around field access; QMP in NESTED jobs of the
+ * MIGRATION_IN job; peer RPCs with no lock held.
+ */
+#define _GNU_SOURCE
+#include "agent-migrate-priv.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent-peer.h"
+#include "err.h"
+#include "log.h"
+#include "qmp.h"
+#include "status.h"
+
+#define MIG_PORT_MIN 49152
+#define MIG_PORT_MAX 49215
+
+static Vm *find_by_uuid(Agent *a, const char *uuid) {
+        return vm_registry_lookup_uuid(a->vms, uuid);
+}
+
+/* ---- owner query (both sides) --------------------------------------------------------- */
+
+PeerAnswer agent_migration_owner(Agent *a, const char *op, const char *uuid, char *detail, size_t size,
+                                 JobPhase *ret_phase) {
+        Vm *vm = find_by_uuid(a, uuid);
+        PeerAnswer ans = PEER_GONE;
+        *ret_phase = JOB_PHASE_NONE;
+        if (!vm) {
+                snprintf(detail, size, "no guest %s here", uuid);
+                return PEER_GONE;
+        }
+        vm_lock(vm);
+        bool mine = job_async_owned_by(vm, ASYNC_JOB_NONE, op);
+        bool same_op = mine || strcmp(vm->mig.op, op) == 0;
+        bool alive = vm_is_active_locked(vm);
+        *ret_phase = mine ? vm->job.phase : JOB_PHASE_NONE;
+        if (!alive || !same_op)
+                ans = alive && vm->state == VM_STATE_RUNNING ? PEER_RUNNING : PEER_GONE;
+        else if (vm->mig.postcopy_started && mine)
+                ans = PEER_POSTCOPY;
+        else if (vm->state == VM_STATE_RUNNING)
+                ans = PEER_RUNNING;
+        else if (mine && vm->job.async == ASYNC_JOB_MIGRATION_IN)
+                ans = (vm->mig_event == MIGRATION_STATUS_COMPLETED ||
+                       vm->mig_stats.status == MIGRATION_STATUS_COMPLETED) ? PEER_PAUSED_COMPLETE : PEER_GONE;
+        else if (mine && vm->job.async == ASYNC_JOB_MIGRATION_OUT)
+                ans = PEER_PAUSED;
+        else
+                ans = PEER_GONE;
+        if (mine && vm->job.async == ASYNC_JOB_MIGRATION_IN && ans == PEER_GONE) {
+                /* the event may not have arrived: ask QEMU */
+                MigrationStats st;
+                if (VM_NESTED_CALL(vm, ASYNC_JOB_MIGRATION_IN, op, "query-migrate", qmp_query_migrate(mon_, -1, &st)) >= 0) {
+                        if (st.status == MIGRATION_STATUS_COMPLETED)
+                                ans = PEER_PAUSED_COMPLETE;
+                        else if (alive && st.status != MIGRATION_STATUS_FAILED &&
+                                 st.status != MIGRATION_STATUS_CANCELLED)
+                                /* Still receiving (or waiting for) the stream: a
+                                 * live, paused copy for this operation, not
+                                 * "gone".  The source's liveness check reads
+                                 * this as alive; in perform_done the table
+                                 * answers paused with "keep paused, ask again"
+                                 * until the stream completes here. */
+                                ans = PEER_PAUSED;
+                }
+        }
+        snprintf(detail, size, "guest %s is %s here (%s)", vm->name, vm_state_to_string(vm->state),
+                 mine ? async_job_to_string(vm->job.async) : "no migration job");
+        vm_unlock(vm);
+        vm_unref(vm);
+        return ans;
+}
+
+/* ---- destination ------------------------------------------------------------------------ */
+
+/* Incoming operations driven by this process right now are marked in the
+ * table's watched set from the start of MigratePrepare until their watchdog
+ * ends.  The recovery thread leaves them alone: only jobs nobody drives
+ * (restored at restart) are its business. */
+
+/* One watchdog's arguments: filled by prepare, then owned (and freed) by
+ * the watchdog thread. */
+typedef struct Watchdog {
+        Agent *a;                /* immutable */
+        Vm *vm;                  /* immutable; a reference */
+        char op[OP_ID_MAX];      /* immutable */
+        char source[256];        /* immutable: the source agent's address */
+        uint64_t quiet_after_ms; /* immutable */
+} Watchdog;
+
+/* While an incoming migration waits for finish, check that QEMU lives and,
+ * when it stays quiet too long, ask the source whether it still wants us. */
+static void *incoming_watchdog(void *arg) {
+        Watchdog *w = arg;
+        Agent *agent = w->a;
+        uint64_t t0 = now_ns();
+        while (!atomic_load(&w->a->stopping)) {
+                sleep_ms(1000);
+                vm_lock(w->vm);
+                bool still = job_async_owned_by(w->vm, ASYNC_JOB_MIGRATION_IN, w->op) && !w->vm->removed;
+                bool alive = vm_is_active_locked(w->vm);
+                JobPhase ph = w->vm->job.phase;
+                vm_unlock(w->vm);
+                if (!still)
+                        break;
+                if (!alive) {
+                        (void) mig_settle(w->a, w->vm, w->op, w->source);
+                        break;
+                }
+                if (ph == JOB_PHASE_PREPARE && (now_ns() - t0) / NSEC_PER_MSEC > w->quiet_after_ms) {
+                        AgentPeer *p;
+                        PeerAnswer ans = PEER_UNREACHABLE;
+                        if (agent_peer_open(w->a, w->source, &p) >= 0) {
+                                ans = agent_peer_owner(p, w->op, w->vm->uuid, 5000);
+                                agent_peer_close(p);
+                        }
+                        /* the source resumed, or holds nothing for this op: drop our copy */
+                        if (ans == PEER_RUNNING || ans == PEER_GONE) {
+                                mig_kill_dest(w->a, w->vm, w->op, "the source no longer migrates this guest");
+                                break;
+                        }
+                }
+        }
+        agent_migtable_unwatch(agent->migrations, w->op);
+        vm_unref(w->vm);
+        free(w);
+        atomic_fetch_sub(&agent->background, 1);
+        return NULL;
+}
+
+static int pick_port_and_listen(Agent *a, Vm *vm, const char *op, const char *host, char *ret_uri, size_t size) {
+        static atomic_uint next = 0;
+        int r = -EADDRINUSE;
+        for (int i = 0; i <= MIG_PORT_MAX - MIG_PORT_MIN; i++) {
+                int port = MIG_PORT_MIN + (int) ((atomic_fetch_add(&next, 1)) % (MIG_PORT_MAX - MIG_PORT_MIN + 1));
+                char uri[sizeof(vm->mig.uri)];
+                if (strchr(host, ':'))
+                        snprintf(uri, sizeof(uri), "tcp:[%s]:%d", host, port);
+                else
+                        snprintf(uri, sizeof(uri), "tcp:%s:%d", host, port);
+                r = VM_NESTED_CALL(vm, ASYNC_JOB_MIGRATION_IN, op, "migrate-incoming", qmp_migrate_incoming(mon_, -1, uri));
+                if (r >= 0) {
+                        snprintf(ret_uri, size, "%s", uri);
+                        snprintf(vm->mig.uri, sizeof(vm->mig.uri), "%s", uri);
+                        return 0;
+                }
+                if (!strstr(err_msg(), "in use") && !strstr(err_msg(), "Failed to bind"))
+                        return r;
+        }
+        return err_set(r, "no free migration port in %d-%d on %s", MIG_PORT_MIN, MIG_PORT_MAX, host);
+}
+
+int agent_migrate_prepare(Agent *a, const char *op, const char *definition_json, const MigParams *p,
+                          const char *stream_host, const char *source_addr, char *ret_uri, size_t uri_size) {
+        GuestDef def;
+        Vm *vm;
+        bool created = false;
+        int r;
+
+        if ((r = guest_def_parse(definition_json, strlen(definition_json), &def)) < 0)
+                return r;
+        if (!stream_host || !stream_host[0])
+                return err_set(-EINVAL, "prepare: 'stream_host' is required");
+        vm = find_by_uuid(a, def.uuid);
+        if (vm) {
+                vm_lock(vm);
+                /* idempotent: the same op asks again */
+                if (job_async_owned_by(vm, ASYNC_JOB_MIGRATION_IN, op) && vm->mig.uri[0]) {
+                        snprintf(ret_uri, uri_size, "%s", vm->mig.uri);
+                        vm_unlock(vm);
+                        vm_unref(vm);
+                        return 0;
+                }
+                vm_unlock(vm);
+                if (agent_migtable_watched(a->migrations, op)) {
+                        vm_unref(vm);
+                        return err_set(-EBUSY, "prepare of migration %s is already running", op);
+                }
+                vm_lock(vm);
+                bool busy = vm->state != VM_STATE_SHUTOFF && vm->state != VM_STATE_CRASHED;
+                bool name_differs = strcmp(vm->name, def.name) != 0;
+                vm_unlock(vm);
+                if (busy || name_differs) {
+                        r = err_set(busy ? -EBUSY : -EEXIST, "guest %s (%s) is %s on this host", vm->name, vm->uuid,
+                                    busy ? "already running" : "defined under another name");
+                        vm_unref(vm);
+                        return r;
+                }
+        } else {
+                if ((r = agent_vm_define(a, definition_json, strlen(definition_json), op, &vm)) < 0)
+                        return err_prefix(r, "prepare of incoming guest %s", def.name);
+                created = true;
+        }
+
+        AgentVm *av = vm->ops.opaque;
+        /* driven by this handler, then by its watchdog */
+        if ((r = agent_migtable_watch(a->migrations, op)) < 0) {
+                if (created)
+                        mig_forget_guest(a, vm, "prepare refused");
+                vm_unref(vm);
+                return r;
+        }
+        vm_lock(vm);
+        if ((r = job_begin_async(vm, ASYNC_JOB_MIGRATION_IN, op, -1)) < 0) {
+                vm_unlock(vm);
+                goto fail_undefine;
+        }
+        snprintf(vm->mig.op, sizeof(vm->mig.op), "%s", op);
+        snprintf(vm->mig.peer, sizeof(vm->mig.peer), "%s", source_addr ? source_addr : "");
+        vm->mig.created_by_prepare = created;
+        av->def_skip_time_sync = p->skip_time_sync; /* read by finish */
+        vm->mig.postcopy_started = false;
+        vm->mig.resume_ns = 0;
+        vm->mig_event = MIGRATION_STATUS_NONE;
+        memset(&vm->mig_stats, 0, sizeof(vm->mig_stats));
+        QmpMonitor *old = vm_detach_monitor_locked(vm);
+        r = job_set_phase(vm, JOB_PHASE_PREPARE);
+        vm_unlock(vm);
+        qmp_monitor_close(old);
+        if (r < 0)
+                goto fail_job;
+        agent_test_hold(JOB_PHASE_PREPARE, vm->name);
+
+        /* No lock: host checks, taps, exec of QEMU with -incoming defer. */
+        char **argv = NULL;
+        pid_t pid = 0;
+        if ((r = guest_def_check_host(&av->def)) < 0 ||
+            (r = guest_build_argv(&av->def, &av->paths, a->cfg.qemu_binary, a->cfg.accel, true, &argv)) < 0)
+                goto fail_job;
+        r = agent_vm_spawn(a, vm, argv, -1, &pid);
+        guest_argv_free(argv);
+        if (r < 0)
+                goto fail_job;
+
+        vm_lock(vm);
+        vm_set_state_locked(vm, VM_STATE_PAUSED, VM_REASON_MIGRATION);
+        uint64_t caps = MIGRATION_CAP_BIT(MIGRATION_CAP_EVENTS);
+        if (p->postcopy != POSTCOPY_POLICY_NEVER)
+                caps |= MIGRATION_CAP_BIT(MIGRATION_CAP_POSTCOPY_RAM);
+        if (p->multifd_channels > 1)
+                caps |= MIGRATION_CAP_BIT(MIGRATION_CAP_MULTIFD);
+        r = VM_NESTED_CALL(vm, ASYNC_JOB_MIGRATION_IN, op, "migrate-set-capabilities",
+                   qmp_migrate_set_capabilities(mon_, -1, caps, true));
+        if (r >= 0 && p->multifd_channels > 1) {
+                MigrationParams mp = { .has_multifd_channels = true, .multifd_channels = p->multifd_channels };
+                r = VM_NESTED_CALL(vm, ASYNC_JOB_MIGRATION_IN, op, "migrate-set-parameters",
+                           qmp_migrate_set_parameters(mon_, -1, &mp));
+        }
+        if (r >= 0)
+                r = pick_port_and_listen(a, vm, op, stream_host, ret_uri, uri_size);
+        vm_unlock(vm);
+        if (r < 0)
+                goto fail_job;
+        (void) vm_save_status(vm);
+        agent_emit(a, vm, "migration", "incoming migration %s prepared on %s", op, ret_uri);
+
+        Watchdog *w = calloc(1, sizeof(*w));
+        if (!w)
+                agent_migtable_unwatch(a->migrations, op); /* recovery takes over */
+        if (w) {
+                pthread_t th;
+                w->a = a;
+                w->vm = vm_ref(vm);
+                snprintf(w->op, sizeof(w->op), "%s", op);
+                snprintf(w->source, sizeof(w->source), "%s", source_addr ? source_addr : "");
+                w->quiet_after_ms = (uint64_t) p->completion_s_per_gib * 1000 *
+                                            ((av->def.memory_mib + 1023) / 1024) + 30000;
+                atomic_fetch_add(&a->background, 1);
+                if (pthread_create(&th, NULL, incoming_watchdog, w) == 0)
+                        pthread_detach(th);
+                else {
+                        atomic_fetch_sub(&a->background, 1);
+                        agent_migtable_unwatch(a->migrations, op); /* recovery takes over */
+                        vm_unref(w->vm);
+                        free(w);
+                }
+        }
+        vm_unref(vm);
+        return 0;
+
+fail_job: {
+        char why[ERR_MSG_MAX];
+        snprintf(why, sizeof(why), "%s", err_str(r));
+        (void) vm_destroy(vm, op, VM_REASON_FAILED, 5000);
+        vm_lock(vm);
+        if (job_async_owned_by(vm, ASYNC_JOB_MIGRATION_IN, op))
+                job_end_async(vm);
+        vm_unlock(vm);
+        err_set(r, "%s", why);
+        }
+fail_undefine:
+        agent_migtable_unwatch(a->migrations, op);
+        if (created) {
+                char why[ERR_MSG_MAX];
+                snprintf(why, sizeof(why), "%s", err_str(r));
+                mig_forget_guest(a, vm, "prepare failed");
+                err_set(r, "%s", why);
+        }
+        vm_unref(vm);
+        return r;
+}
+
+int agent_migrate_finish(Agent *a, const char *op, const char *uuid, bool postcopy,
+                         uint64_t source_stop_unix_ms, uint64_t *ret_resume_unix_ms, bool *ret_synced) {
+        MigrationStats st = { 0 };
+        int r;
+        _cleanup_(vm_unrefp) Vm *vm = find_by_uuid(a, uuid);
+        if (!vm)
+                return err_set(-ENOENT, "finish: no incoming guest %s here", uuid);
+        AgentVm *av = vm->ops.opaque;
+        *ret_synced = false;
+
+        vm_lock(vm);
+        if (!job_async_owned_by(vm, ASYNC_JOB_MIGRATION_IN, op)) {
+                /* idempotent: a retry after a lost reply finds the guest running */
+                bool done = strcmp(vm->mig.op, op) == 0 && vm->state == VM_STATE_RUNNING;
+                *ret_resume_unix_ms = mig_mono_to_unix_ms(vm->mig.resume_ns);
+                vm_unlock(vm);
+                return done ? 0 : err_set(-EINVAL, "finish: guest %s has no incoming migration %s", uuid, op);
+        }
+        if ((r = job_set_phase(vm, JOB_PHASE_FINISH)) < 0)
+                goto out;
+        vm_unlock(vm);
+        agent_test_hold(JOB_PHASE_FINISH, vm->name);
+        vm_lock(vm);
+        if (postcopy)
+                vm->mig.postcopy_started = true;
+        Deadline d = deadline_in_ms(30000);
+        for (;;) {
+                uint64_t seen = vm->mig_events;
+                r = VM_NESTED_CALL(vm, ASYNC_JOB_MIGRATION_IN, op, "query-migrate", qmp_query_migrate(mon_, -1, &st));
+                if (r < 0)
+                        goto out;
+                if (st.status == MIGRATION_STATUS_COMPLETED ||
+                    (postcopy && migration_status_is_postcopy(st.status)))
+                        break;
+                if (st.status == MIGRATION_STATUS_FAILED || st.status == MIGRATION_STATUS_CANCELLED ||
+                    deadline_expired(d)) {
+                        r = err_set(-EIO, "finish: the incoming stream is %s", migration_status_to_string(st.status));
+                        goto out;
+                }
+                if (vm->mig_events == seen)
+                        (void) vm_wait_locked(vm, deadline_in_ms(50));
+        }
+        vm_set_migration_stats_locked(vm, &st);
+        if ((r = mig_finish_dest_locked(a, vm, op)) < 0)
+                goto out;
+        vm->mig.resume_ns = vm->mig.resume_ns ? vm->mig.resume_ns : now_ns();
+        *ret_resume_unix_ms = mig_mono_to_unix_ms(vm->mig.resume_ns);
+        vm->mig.created_by_prepare = false;
+        /* In post-copy the destination keeps its job until the stream
+         * completes (pages still arrive); the watchdog-free wait is the
+         * source's business, the job ends at completion (below). */
+        if (!postcopy)
+                job_end_async(vm);
+        bool want_sync = av->def.guest_agent && !av->def_skip_time_sync;
+        vm_unlock(vm);
+        if (postcopy) {
+                /* wait for the last pages, then end the job */
+                vm_lock(vm);
+                Deadline pd = deadline_in_ms(600000);
+                while (job_async_owned_by(vm, ASYNC_JOB_MIGRATION_IN, op) && !deadline_expired(pd)) {
+                        if (VM_NESTED_CALL(vm, ASYNC_JOB_MIGRATION_IN, op, "query-migrate", qmp_query_migrate(mon_, -1, &st)) < 0 ||
+                            st.status == MIGRATION_STATUS_COMPLETED || st.status == MIGRATION_STATUS_FAILED)
+                                break;
+                        (void) vm_wait_locked(vm, deadline_in_ms(200));
+                }
+                if (job_async_owned_by(vm, ASYNC_JOB_MIGRATION_IN, op) && st.status == MIGRATION_STATUS_COMPLETED)
+                        job_end_async(vm);
+                vm_unlock(vm);
+        }
+        agent_emit(a, vm, "resumed", "incoming migration %s finished%s", op, postcopy ? " (post-copy)" : "");
+        if (want_sync) {
+                int64_t before, after;
+                char sync_op[OP_ID_MAX + 8];
+                snprintf(sync_op, sizeof(sync_op), "%.56s-time", op);
+                *ret_synced = agent_vm_guest_set_time(a, vm, sync_op, 0, false, &before, &after) >= 0;
+                if (!*ret_synced)
+                        log_info("guest %s: time sync after migration failed (not fatal): %s", vm->name, err_msg());
+        }
+        (void) source_stop_unix_ms;
+        return 0;
+out:
+        vm_unlock(vm);
+        return r;
+}
+
+int agent_migrate_cancel(Agent *a, const char *op, const char *uuid) {
+        _cleanup_(vm_unrefp) Vm *vm = find_by_uuid(a, uuid);
+        if (!vm)
+                return 0; /* nothing here: already gone */
+        vm_lock(vm);
+        bool mine = job_async_owned_by(vm, ASYNC_JOB_MIGRATION_IN, op);
+        bool post = vm->mig.postcopy_started;
+        bool running = vm->state == VM_STATE_RUNNING;
+        vm_unlock(vm);
+        if (!mine)
+                return 0;
+        if (post || running)
+                return err_set(-EBUSY, "incoming guest %s already runs here (op %s): it cannot be dropped", vm->name, op);
+        return mig_kill_dest(a, vm, op, "cancelled by the source");
+}

@@ -1,0 +1,325 @@
+/* Settling a migration: the actions of the recovery table (core/recovery.h)
+ * and the recovery thread.
+ *
+ * mig_settle() gathers the local facts of a guest that holds an async
+ * migration job (persisted phase, QEMU's live status, the post-copy flag),
+ * asks recovery_decide() what to do, asks the peer agent when the table
+ * says so, and mig_apply_decision() carries the decision out: resume the
+ * source, kill one side, finish the destination, or keep everything paused
+ * and try again later.  The same code settles a migration that fails at
+ * runtime (the migration thread, a destination's watchdog) and one found at
+ * restart (the recovery thread below, every 2 s), so the two cannot
+ * diverge.
+ *
+ * Locks: the VM lock only around field access; QMP in NESTED jobs of the
+ * migration's async job; peer RPCs with no lock held.
+ */
+#define _GNU_SOURCE
+#include "agent-migrate-priv.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "agent-peer.h"
+#include "err.h"
+#include "log.h"
+#include "qmp.h"
+#include "status.h"
+
+/* Remove the guest's record from this agent (source after confirm, or a
+ * destination copy that never became the guest). */
+void mig_forget_guest(Agent *a, Vm *vm, const char *why) {
+        if (vm_registry_remove(a->vms, vm) >= 0) {
+                (void) vm_remove_status(vm);
+                log_info("guest %s: record removed (%s)", vm->name, why);
+                agent_emit(a, vm, "undefined", "%s", why);
+        }
+}
+
+/* ---- applying a recovery decision ------------------------------------------------- */
+
+static int resume_source(Agent *a, Vm *vm, const char *op, const char *peer_addr) {
+        MigrationStats st = { 0 };
+        int r;
+
+        vm_lock(vm);
+        AsyncJobType t = ASYNC_JOB_MIGRATION_OUT;
+        if (!job_async_owned_by(vm, t, op)) {
+                vm_unlock(vm);
+                return 0;
+        }
+        if (vm->job.phase != JOB_PHASE_CONFIRM_CANCELLED && vm->job.phase >= JOB_PHASE_PERFORM)
+                (void) job_set_phase(vm, JOB_PHASE_CONFIRM_CANCELLED);
+        r = VM_NESTED_CALL(vm, t, op, "query-migrate", qmp_query_migrate(mon_, -1, &st));
+        if (r >= 0 && migration_status_is_active(st.status)) {
+                (void) VM_NESTED_CALL(vm, t, op, "migrate_cancel", qmp_migrate_cancel(mon_, -1));
+                Deadline d = deadline_in_ms(10000);
+                while (!deadline_expired(d)) {
+                        if (VM_NESTED_CALL(vm, t, op, "query-migrate", qmp_query_migrate(mon_, -1, &st)) < 0 ||
+                            !migration_status_is_active(st.status))
+                                break;
+                        (void) vm_wait_locked(vm, deadline_in_ms(100));
+                }
+        }
+        if (vm->mig.has_orig_params) {
+                MigrationParams orig = vm->mig.orig_params;
+                orig.has_tls_creds = orig.has_tls_hostname = false;
+                (void) VM_NESTED_CALL(vm, t, op, "migrate-set-parameters", qmp_migrate_set_parameters(mon_, -1, &orig));
+        }
+        QmpStatus qs;
+        r = VM_NESTED_CALL(vm, t, op, "query-status", qmp_query_status(mon_, -1, &qs));
+        if (r >= 0 && !qs.running)
+                r = VM_NESTED_CALL(vm, t, op, "cont", qmp_cont(mon_, -1));
+        if (r >= 0)
+                vm_set_state_locked(vm, VM_STATE_RUNNING, VM_REASON_MIGRATION_CANCELED);
+        if (job_async_owned_by(vm, t, op))
+                job_end_async(vm);
+        vm_unlock(vm);
+        if (peer_addr && peer_addr[0]) {
+                AgentPeer *p;
+                if (agent_peer_open(a, peer_addr, &p) >= 0) {
+                        if (agent_peer_cancel(p, op, vm->uuid, PEER_CALL_MS) < 0)
+                                log_warning("guest %s: telling %s to drop its copy failed: %s (its watchdog will)",
+                                            vm->name, peer_addr, err_msg());
+                        agent_peer_close(p);
+                }
+        }
+        if (r >= 0)
+                agent_emit(a, vm, "resumed", "migration %s cancelled, source resumed", op);
+        return r;
+}
+
+int mig_kill_source(Agent *a, Vm *vm, const char *op) {
+        QmpMonitor *dead = NULL;
+        vm_lock(vm);
+        if (vm->job.phase != JOB_PHASE_CONFIRM) {
+                (void) job_set_phase(vm, JOB_PHASE_CONFIRM);
+                vm_unlock(vm);
+                agent_test_hold(JOB_PHASE_CONFIRM, vm->name);
+                vm_lock(vm);
+        }
+        if (vm_is_active_locked(vm)) {
+                (void) VM_NESTED_CALL(vm, ASYNC_JOB_MIGRATION_OUT, op, "quit", qmp_quit(mon_, 2000));
+                Deadline d = deadline_in_ms(3000);
+                while (vm_is_active_locked(vm) && !deadline_expired(d))
+                        (void) vm_wait_locked(vm, d);
+        }
+        vm_unlock(vm);
+        /* a QEMU that ignored quit is killed: the guest lives on the peer */
+        (void) vm_destroy(vm, op, VM_REASON_MIGRATED, 5000);
+        vm_lock(vm);
+        vm->reason = VM_REASON_MIGRATED;
+        if (job_async_owned_by(vm, ASYNC_JOB_MIGRATION_OUT, op))
+                job_end_async(vm);
+        dead = vm_detach_monitor_locked(vm);
+        vm_unlock(vm);
+        qmp_monitor_close(dead);
+        agent_emit(a, vm, "migrated", "op %s: the guest runs on the destination", op);
+        mig_forget_guest(a, vm, "migrated away");
+        return 0;
+}
+
+int mig_kill_dest(Agent *a, Vm *vm, const char *op, const char *why) {
+        (void) vm_destroy(vm, op, VM_REASON_MIGRATION_CANCELED, 5000);
+        vm_lock(vm);
+        vm_set_error_locked(vm, "incoming migration %s dropped: %s", op, why);
+        bool created = vm->mig.created_by_prepare;
+        if (vm->job.async == ASYNC_JOB_MIGRATION_IN && job_async_owned_by(vm, ASYNC_JOB_MIGRATION_IN, op))
+                job_end_async(vm);
+        vm_unlock(vm);
+        agent_emit(a, vm, "stopped", "incoming migration %s dropped: %s", op, why);
+        if (created)
+                mig_forget_guest(a, vm, "incoming migration dropped");
+        return 0;
+}
+
+int mig_finish_dest_locked(Agent *a, Vm *vm, const char *op) {
+        int r = 0;
+        if (vm->job.phase != JOB_PHASE_FINISH && vm->job.phase != JOB_PHASE_POSTCOPY_FAILED)
+                if ((r = job_set_phase(vm, JOB_PHASE_FINISH)) < 0)
+                        return r;
+        QmpStatus qs;
+        r = VM_NESTED_CALL(vm, ASYNC_JOB_MIGRATION_IN, op, "query-status", qmp_query_status(mon_, -1, &qs));
+        if (r >= 0 && !qs.running)
+                r = VM_NESTED_CALL(vm, ASYNC_JOB_MIGRATION_IN, op, "cont", qmp_cont(mon_, a->cfg.qmp_timeout_ms));
+        if (r >= 0)
+                vm_set_state_locked(vm, VM_STATE_RUNNING, VM_REASON_MIGRATED);
+        return r;
+}
+
+static int keep_dest(Agent *a, Vm *vm, const char *op) {
+        vm_lock(vm);
+        if (!job_async_owned_by(vm, ASYNC_JOB_MIGRATION_IN, op)) {
+                vm_unlock(vm); /* finished meanwhile by the source's MigrateFinish */
+                return 0;
+        }
+        int r = mig_finish_dest_locked(a, vm, op);
+        if (r >= 0) {
+                vm->mig.created_by_prepare = false; /* the guest lives here now */
+                job_end_async(vm);
+        }
+        vm_unlock(vm);
+        if (r >= 0)
+                agent_emit(a, vm, "resumed", "op %s: the guest runs here", op);
+        return r;
+}
+
+/* Apply @d for @vm whose async migration job is owned by @op.  Returns 1
+ * when resolved, 0 when it must be retried later, -errno on error. */
+int mig_apply_decision(Agent *a, Vm *vm, const char *op, const char *peer_addr, RecoveryDecision d) {
+        log_info("guest %s, migration %s: %s (%s)", vm->name, op, recovery_action_to_string(d.action), d.reason);
+        switch (d.action) {
+        case RECOVER_NONE:
+                vm_lock(vm);
+                if (vm->job.async != ASYNC_JOB_NONE)
+                        job_end_async(vm);
+                vm_unlock(vm);
+                return 1;
+        case RECOVER_RESUME_SOURCE:
+                return resume_source(a, vm, op, peer_addr) < 0 ? -EIO : 1;
+        case RECOVER_KILL_SOURCE:
+                return mig_kill_source(a, vm, op) < 0 ? -EIO : 1;
+        case RECOVER_FINISH_PEER: {
+                AgentPeer *p;
+                uint64_t resume;
+                bool synced;
+                if (agent_peer_open(a, peer_addr, &p) < 0)
+                        return 0;
+                int r = agent_peer_finish(p, op, vm->uuid, false, 0, 30000, &resume, &synced);
+                agent_peer_close(p);
+                if (r < 0)
+                        return 0; /* ask again */
+                return mig_kill_source(a, vm, op) < 0 ? -EIO : 1;
+        }
+        case RECOVER_KILL_DEST:
+                return mig_kill_dest(a, vm, op, d.reason) < 0 ? -EIO : 1;
+        case RECOVER_FINISH_DEST:
+        case RECOVER_KEEP_DEST:
+                return keep_dest(a, vm, op) < 0 ? -EIO : 1;
+        case RECOVER_KILL_GONE: {
+                vm_lock(vm);
+                bool created = vm->mig.created_by_prepare && vm->job.async == ASYNC_JOB_MIGRATION_IN;
+                if (vm->state != VM_STATE_SHUTOFF)
+                        vm_mark_shutoff_locked(vm, VM_REASON_CRASHED);
+                vm_set_error_locked(vm, "QEMU died during migration %s", op);
+                if (vm->job.async != ASYNC_JOB_NONE)
+                        job_end_async(vm);
+                vm_unlock(vm);
+                if (created)
+                        mig_forget_guest(a, vm, "incoming QEMU died");
+                return 1;
+        }
+        case RECOVER_POSTCOPY_FAILED:
+                vm_lock(vm);
+                if (vm->job.async != ASYNC_JOB_NONE && vm->job.phase != JOB_PHASE_POSTCOPY_FAILED)
+                        (void) job_set_phase(vm, JOB_PHASE_POSTCOPY_FAILED);
+                vm_set_state_locked(vm, vm->state, VM_REASON_POSTCOPY_FAILED);
+                vm_unlock(vm);
+                return 0;
+        case RECOVER_WAIT_POSTCOPY:
+        case RECOVER_KEEP_PAUSED:
+        case RECOVER_ASK_PEER:
+        default:
+                return 0;
+        }
+}
+
+/* Gather the local facts for @vm (its async job owned by op). */
+static void local_facts(Vm *vm, const char *op, RecoveryInput *in) {
+        MigrationStats st = { 0 };
+        QmpStatus qs = { 0 };
+        vm_lock(vm);
+        in->dir = vm->job.async == ASYNC_JOB_MIGRATION_IN ? MIG_DIR_IN : MIG_DIR_OUT;
+        in->phase = vm->job.phase;
+        in->postcopy_started = vm->mig.postcopy_started;
+        in->qemu_alive = vm_is_active_locked(vm) && vm->mon && !qmp_monitor_is_dead(vm->mon);
+        in->peer = PEER_NOT_ASKED;
+        if (in->qemu_alive) {
+                AsyncJobType t = vm->job.async;
+                int r1 = VM_NESTED_CALL(vm, t, op, "query-status", qmp_query_status(mon_, -1, &qs));
+                int r2 = VM_NESTED_CALL(vm, t, op, "query-migrate", qmp_query_migrate(mon_, -1, &st));
+                if (r1 < 0 && r2 < 0 && (r1 == -ESRCH || r1 == -ECONNRESET))
+                        in->qemu_alive = false;
+        }
+        in->vcpus_running = qs.running;
+        in->mig_status = st.status;
+        vm_unlock(vm);
+}
+
+/* Decide (asking the peer when the table says so) and apply.  Several
+ * paths may try to settle one guest (the migration thread, the recovery
+ * thread, a peer's RPC): whoever finds the job already ended is done. */
+int mig_settle(Agent *a, Vm *vm, const char *op, const char *peer_addr) {
+        RecoveryInput in;
+        vm_lock(vm);
+        bool owned = job_async_owned_by(vm, ASYNC_JOB_NONE, op) &&
+                     (vm->job.async == ASYNC_JOB_MIGRATION_IN || vm->job.async == ASYNC_JOB_MIGRATION_OUT);
+        vm_unlock(vm);
+        if (!owned)
+                return 1;
+        local_facts(vm, op, &in);
+        RecoveryDecision d = recovery_decide(&in);
+        if (d.action == RECOVER_ASK_PEER) {
+                AgentPeer *p;
+                in.peer = PEER_UNREACHABLE;
+                if (peer_addr && peer_addr[0] && agent_peer_open(a, peer_addr, &p) >= 0) {
+                        in.peer = agent_peer_owner(p, op, vm->uuid, 5000);
+                        agent_peer_close(p);
+                }
+                log_info("guest %s, migration %s: peer %s says %s", vm->name, op, peer_addr,
+                         peer_answer_to_string(in.peer));
+                d = recovery_decide(&in);
+        }
+        return mig_apply_decision(a, vm, op, peer_addr, d);
+}
+
+/* ---- restart recovery ------------------------------------------------------------------- */
+
+static void *recover_thread(void *arg) {
+        Agent *a = arg;
+        while (!atomic_load(&a->stopping)) {
+                Vm **vms;
+                size_t n;
+                if (vm_registry_list(a->vms, &vms, &n) < 0)
+                        break;
+                for (size_t i = 0; i < n && !atomic_load(&a->stopping); i++) {
+                        char op[OP_ID_MAX], peer[256];
+                        vm_lock(vms[i]);
+                        AsyncJobType t = vms[i]->job.async;
+                        snprintf(op, sizeof(op), "%s", vms[i]->job.async_owner);
+                        snprintf(peer, sizeof(peer), "%s", vms[i]->mig.peer);
+                        vm_unlock(vms[i]);
+                        if (t != ASYNC_JOB_MIGRATION_IN && t != ASYNC_JOB_MIGRATION_OUT)
+                                continue;
+                        /* a migration running in this process settles itself */
+                        MigResult mr;
+                        if (agent_migration_get(a, vms[i]->name, &mr) == 0 && strcmp(mr.op, op) == 0 && !mr.done)
+                                continue;
+                        /* an incoming migration waiting for its source is the
+                         * watchdog's business while its QEMU lives */
+                        if (t == ASYNC_JOB_MIGRATION_IN && agent_migtable_watched(a->migrations, op))
+                                continue;
+                        (void) mig_settle(a, vms[i], op, peer);
+                }
+                vm_registry_list_free(vms, n);
+                for (int k = 0; k < 20 && !atomic_load(&a->stopping); k++)
+                        sleep_ms(100);
+        }
+        return NULL;
+}
+
+void agent_migration_recover_all(Agent *a) {
+        if (pthread_create(&a->recover_thread, NULL, recover_thread, a) == 0)
+                a->recover_started = true;
+        else
+                log_error("cannot start the migration recovery thread");
+}
+
+void agent_migration_stop(Agent *a) {
+        atomic_store(&a->stopping, true);
+        if (a->recover_started)
+                pthread_join(a->recover_thread, NULL);
+        a->recover_started = false;
+}

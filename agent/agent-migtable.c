@@ -1,0 +1,299 @@
+/* The migration table (see agent-migtable.h).
+ *
+ * A singly linked list, newest first, under one leaf lock.  Every writer
+ * takes the lock, changes one record, and calls changed_locked(), which
+ * stamps the record with the next generation, refreshes its elapsed time,
+ * wakes the waiters for "done" and calls every subscriber.  Readers copy
+ * whole records under the lock, so a watcher never sees half an update.
+ */
+#define _GNU_SOURCE
+#include "agent-migtable.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "err.h"
+#include "lock.h"
+#include "log.h"
+
+#define MIG_TABLE_KEEP 256
+#define MIG_SUBSCRIBERS 64
+#define MIG_INCOMING_MAX 256
+
+struct Migration {
+        struct Migration *next; /* lock: table->lock */
+        MigResult r;            /* lock: table->lock */
+        uint64_t started_ns;    /* immutable */
+};
+
+typedef struct Sub {
+        void (*wake)(void *); /* lock: table->lock; NULL = free slot */
+        void *opaque;         /* lock: table->lock */
+} Sub;
+
+/* table->lock protects the list, every record in it, the generation
+ * counter, the subscribers and the watched set. */
+struct MigrationTable {
+        Lock lock;
+        Cond changed;                              /* with table->lock: any record changed (waiters for done) */
+        Migration *list;                           /* lock: table->lock; newest first */
+        size_t n;                                  /* lock: table->lock; records in the list */
+        uint64_t gen;                              /* lock: table->lock; the last generation given out */
+        Sub subs[MIG_SUBSCRIBERS];                 /* lock: table->lock */
+        char watched[MIG_INCOMING_MAX][OP_ID_MAX]; /* lock: table->lock; "" = free slot */
+};
+
+static LockClass table_lock_class = LOCK_CLASS_INIT("migrations");
+
+int agent_migtable_new(MigrationTable **ret) {
+        MigrationTable *t = calloc(1, sizeof(*t));
+        if (!t)
+                return err_set(-ENOMEM, "out of memory");
+        lock_init(&t->lock, &table_lock_class);
+        cond_init(&t->changed);
+        *ret = t;
+        return 0;
+}
+
+void agent_migtable_free(MigrationTable *t) {
+        if (!t)
+                return;
+        for (Migration *m = t->list, *next; m; m = next) {
+                next = m->next;
+                free(m);
+        }
+        cond_destroy(&t->changed);
+        lock_destroy(&t->lock);
+        free(t);
+}
+
+static void changed_locked(MigrationTable *t, Migration *m) {
+        lock_assert_held(&t->lock);
+        m->r.generation = ++t->gen;
+        m->r.elapsed_ms = (now_ns() - m->started_ns) / NSEC_PER_MSEC;
+        cond_broadcast(&t->changed);
+        for (size_t i = 0; i < MIG_SUBSCRIBERS; i++)
+                if (t->subs[i].wake)
+                        t->subs[i].wake(t->subs[i].opaque);
+}
+
+/* A policy or tuning step: the record's last event and its step list. */
+static void add_step_locked(MigrationTable *t, Migration *m, const char *event_prefix, const char *step_prefix,
+                            const char *what) {
+        lock_assert_held(&t->lock);
+        snprintf(m->r.last_event, sizeof(m->r.last_event), "%s%s", event_prefix, what);
+        if (m->r.n_steps < MIG_MAX_STEPS)
+                snprintf(m->r.steps[m->r.n_steps++], sizeof(m->r.steps[0]), "%s%s at %.1f s", step_prefix, what,
+                         (double) (now_ns() - m->started_ns) / 1e9);
+        changed_locked(t, m);
+}
+
+Migration *agent_migtable_add(MigrationTable *t, const char *op, const char *guest, bool outgoing) {
+        Migration *m = calloc(1, sizeof(*m));
+        if (!m)
+                return NULL;
+        snprintf(m->r.op, sizeof(m->r.op), "%s", op);
+        snprintf(m->r.guest, sizeof(m->r.guest), "%s", guest);
+        m->r.outgoing = outgoing;
+        m->started_ns = now_ns();
+        lock_acquire(&t->lock);
+        m->next = t->list;
+        t->list = m;
+        t->n++;
+        /* forget the oldest finished records past the bound */
+        if (t->n > MIG_TABLE_KEEP) {
+                Migration **pp = &t->list;
+                size_t i = 0;
+                while (*pp) {
+                        if (++i > MIG_TABLE_KEEP && (*pp)->r.done) {
+                                Migration *dead = *pp;
+                                *pp = dead->next;
+                                free(dead);
+                                t->n--;
+                        } else
+                                pp = &(*pp)->next;
+                }
+        }
+        changed_locked(t, m);
+        lock_release(&t->lock);
+        return m;
+}
+
+void agent_migtable_event(MigrationTable *t, Migration *m, const char *fmt, ...) {
+        va_list ap;
+        lock_acquire(&t->lock);
+        va_start(ap, fmt);
+        vsnprintf(m->r.last_event, sizeof(m->r.last_event), fmt, ap);
+        va_end(ap);
+        changed_locked(t, m);
+        lock_release(&t->lock);
+}
+
+void agent_migtable_step(MigrationTable *t, Migration *m, const char *fmt, ...) {
+        va_list ap;
+        char buf[128];
+        va_start(ap, fmt);
+        vsnprintf(buf, sizeof(buf), fmt, ap);
+        va_end(ap);
+        lock_acquire(&t->lock);
+        add_step_locked(t, m, "policy: ", "", buf);
+        lock_release(&t->lock);
+        /* op and guest are written before the record is published, never after */
+        log_info("migration %s of %s: policy step: %s", m->r.op, m->r.guest, buf);
+}
+
+void agent_migtable_phase(MigrationTable *t, Migration *m, JobPhase phase, const MigrationStats *st) {
+        lock_acquire(&t->lock);
+        if (m->r.phase != phase)
+                snprintf(m->r.last_event, sizeof(m->r.last_event), "phase %s", job_phase_to_string(phase));
+        else
+                m->r.last_event[0] = '\0';
+        m->r.phase = phase;
+        if (st) {
+                m->r.stats = *st;
+                /* cumulative; a cancelled or failed reading has no RAM section */
+                if (st->ram_transferred > m->r.transferred)
+                        m->r.transferred = st->ram_transferred;
+        }
+        changed_locked(t, m);
+        lock_release(&t->lock);
+}
+
+void agent_migtable_done(MigrationTable *t, Migration *m, int r, const char *error) {
+        lock_acquire(&t->lock);
+        m->r.done = true;
+        m->r.success = r >= 0;
+        snprintf(m->r.error, sizeof(m->r.error), "%s", r >= 0 ? "" : error);
+        m->r.total_ms = (now_ns() - m->started_ns) / NSEC_PER_MSEC;
+        snprintf(m->r.last_event, sizeof(m->r.last_event), "%s", r >= 0 ? "completed" : "failed");
+        changed_locked(t, m);
+        lock_release(&t->lock);
+}
+
+void agent_migtable_result(MigrationTable *t, Migration *m, const MigrationStats *st, uint64_t measured_downtime_ms,
+                           bool synced, bool postcopy) {
+        /* no changed_locked(): the phase change that follows publishes it */
+        lock_acquire(&t->lock);
+        if (st)
+                m->r.stats = *st;
+        m->r.downtime_ms = m->r.stats.downtime_ms;
+        m->r.transferred = m->r.stats.ram_transferred;
+        m->r.measured_downtime_ms = measured_downtime_ms;
+        m->r.time_synced = synced;
+        m->r.postcopy = postcopy;
+        lock_release(&t->lock);
+}
+
+void agent_migtable_tuned(MigrationTable *t, const char *op, const char *what) {
+        lock_acquire(&t->lock);
+        for (Migration *m = t->list; m; m = m->next)
+                if (strcmp(m->r.op, op) == 0) {
+                        add_step_locked(t, m, "tuned: ", "tuned ", what);
+                        break;
+                }
+        lock_release(&t->lock);
+}
+
+void agent_migtable_wait_done(MigrationTable *t, Migration *m) {
+        lock_acquire(&t->lock);
+        while (!m->r.done)
+                (void) cond_wait(&t->changed, &t->lock, deadline_in_ms(1000));
+        lock_release(&t->lock);
+}
+
+void agent_migtable_copy(MigrationTable *t, Migration *m, MigResult *ret) {
+        lock_acquire(&t->lock);
+        *ret = m->r;
+        lock_release(&t->lock);
+}
+
+/* ---- the watched set -------------------------------------------------------------- */
+
+int agent_migtable_watch(MigrationTable *t, const char *op) {
+        int r = -EAGAIN;
+        lock_acquire(&t->lock);
+        for (int i = 0; i < MIG_INCOMING_MAX; i++)
+                if (!t->watched[i][0]) {
+                        snprintf(t->watched[i], OP_ID_MAX, "%s", op);
+                        r = 0;
+                        break;
+                }
+        lock_release(&t->lock);
+        return r < 0 ? err_set(r, "this agent already receives %d migrations", MIG_INCOMING_MAX) : 0;
+}
+
+void agent_migtable_unwatch(MigrationTable *t, const char *op) {
+        lock_acquire(&t->lock);
+        for (int i = 0; i < MIG_INCOMING_MAX; i++)
+                if (strcmp(t->watched[i], op) == 0) {
+                        t->watched[i][0] = '\0';
+                        break;
+                }
+        lock_release(&t->lock);
+}
+
+bool agent_migtable_watched(MigrationTable *t, const char *op) {
+        bool found = false;
+        lock_acquire(&t->lock);
+        for (int i = 0; i < MIG_INCOMING_MAX && !found; i++)
+                found = t->watched[i][0] && strcmp(t->watched[i], op) == 0;
+        lock_release(&t->lock);
+        return found;
+}
+
+/* ---- readers ---------------------------------------------------------------------- */
+
+int agent_migration_get(Agent *a, const char *guest, MigResult *ret) {
+        MigrationTable *t = a->migrations;
+        int r = -ENOENT;
+        lock_acquire(&t->lock);
+        for (Migration *m = t->list; m; m = m->next)
+                if (strcmp(m->r.guest, guest) == 0) {
+                        *ret = m->r;
+                        r = 0;
+                        break;
+                }
+        lock_release(&t->lock);
+        return r < 0 ? err_set(r, "no migration of guest '%s' is known to this agent", guest) : 0;
+}
+
+size_t agent_migrations_changed(Agent *a, uint64_t *gen, MigResult *out, size_t max) {
+        MigrationTable *t = a->migrations;
+        size_t n = 0;
+        uint64_t newest = *gen;
+        lock_acquire(&t->lock);
+        for (Migration *m = t->list; m && n < max; m = m->next)
+                if (m->r.generation > *gen) {
+                        out[n++] = m->r;
+                        newest = MAX(newest, m->r.generation);
+                }
+        lock_release(&t->lock);
+        *gen = newest;
+        return n;
+}
+
+int agent_migrations_subscribe(Agent *a, void (*wake)(void *), void *opaque) {
+        MigrationTable *t = a->migrations;
+        int id = -1;
+        lock_acquire(&t->lock);
+        for (int i = 0; i < MIG_SUBSCRIBERS; i++)
+                if (!t->subs[i].wake) {
+                        t->subs[i] = (Sub){ wake, opaque };
+                        id = i;
+                        break;
+                }
+        lock_release(&t->lock);
+        return id < 0 ? err_set(-ENOSPC, "too many migration watchers") : id;
+}
+
+void agent_migrations_unsubscribe(Agent *a, int id) {
+        MigrationTable *t = a->migrations;
+        if (id < 0 || id >= MIG_SUBSCRIBERS)
+                return;
+        lock_acquire(&t->lock);
+        t->subs[id] = (Sub){ 0 };
+        lock_release(&t->lock);
+}

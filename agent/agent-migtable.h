@@ -1,0 +1,103 @@
+/* The migration table: what this agent knows about the migrations it drives
+ * (source) or receives (destination), for queries and watchers.
+ *
+ * One record (a MigResult) per migration, newest first: its phase, the last
+ * statistics reading, the convergence policy's steps, the outcome.  The
+ * migration code updates a record through the writers below; every change
+ * bumps the table's generation counter, stamps the record with it and wakes
+ * the subscribers (WatchMigration streams), which then copy the records
+ * newer than the generation they saw.  Past MIG_TABLE_KEEP records, the
+ * oldest finished ones are forgotten when a new one is added.
+ *
+ * The table also holds the "watched" set: the incoming operations that a
+ * MigratePrepare handler or its watchdog drives right now, which the
+ * recovery thread leaves alone.
+ *
+ * One lock (table->lock, class "migrations") protects all of it.  It is a
+ * leaf lock (docs/threading.md): taken with no VM lock held, nothing is taken
+ * inside it; subscriber wake-ups run under it and must not block.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "agent.h"
+#include "cleanup.h"
+#include "migtypes.h"
+
+#define MIG_MAX_STEPS 16
+
+typedef struct MigResult {
+        char op[OP_ID_MAX];
+        char guest[64];
+        bool outgoing;
+        bool done;
+        bool success;
+        char error[512];
+        JobPhase phase;
+        uint64_t total_ms;
+        uint64_t downtime_ms;
+        uint64_t measured_downtime_ms;
+        uint64_t transferred;
+        bool postcopy;
+        bool time_synced;
+        size_t n_steps;
+        char steps[MIG_MAX_STEPS][160];
+        MigrationStats stats;    /* last reading */
+        uint64_t elapsed_ms;
+        uint64_t generation;     /* bumped on every change */
+        char last_event[160];
+} MigResult;
+
+/* One record; owned by the table, reached only through the functions below. */
+typedef struct Migration Migration;
+
+int agent_migtable_new(MigrationTable **ret);
+/* Frees every record; nobody may use the table any more.  NULL is fine. */
+void agent_migtable_free(MigrationTable *t);
+
+/* ---- writers (the migration code; no VM lock held) ---- */
+
+/* A new record for @op migrating the guest named @guest; NULL when out of
+ * memory.  The record stays valid until it is done and MIG_TABLE_KEEP newer
+ * records were added after it. */
+Migration *agent_migtable_add(MigrationTable *t, const char *op, const char *guest, bool outgoing);
+/* Set the record's last event. */
+void agent_migtable_event(MigrationTable *t, Migration *m, const char *fmt, ...) _printf_(3, 4);
+/* Record a convergence policy step (also the last event, and logged). */
+void agent_migtable_step(MigrationTable *t, Migration *m, const char *fmt, ...) _printf_(3, 4);
+/* Set the phase and, with @st, the last statistics reading. */
+void agent_migtable_phase(MigrationTable *t, Migration *m, JobPhase phase, const MigrationStats *st);
+/* The migration ended: success when @r >= 0, else @error. */
+void agent_migtable_done(MigrationTable *t, Migration *m, int r, const char *error);
+/* The figures of a completed migration: QEMU's last reading @st (NULL:
+ * keep the last one), Drover's measured downtime, time sync, post-copy. */
+void agent_migtable_result(MigrationTable *t, Migration *m, const MigrationStats *st, uint64_t measured_downtime_ms,
+                           bool synced, bool postcopy);
+/* Record that the migration @op was tuned (@what: the new limits). */
+void agent_migtable_tuned(MigrationTable *t, const char *op, const char *what);
+/* Wait until @m is done (no deadline: the migration thread always ends it). */
+void agent_migtable_wait_done(MigrationTable *t, Migration *m);
+void agent_migtable_copy(MigrationTable *t, Migration *m, MigResult *ret);
+
+/* ---- incoming operations driven by this process ---- */
+
+/* Mark @op as driven (by a prepare handler, then its watchdog); -EAGAIN
+ * when MIG_INCOMING_MAX are already. */
+int agent_migtable_watch(MigrationTable *t, const char *op);
+void agent_migtable_unwatch(MigrationTable *t, const char *op);
+bool agent_migtable_watched(MigrationTable *t, const char *op);
+
+/* ---- readers (RPCs) ---- */
+
+/* The running or last migration of the guest named @guest (name). */
+int agent_migration_get(Agent *a, const char *guest, MigResult *ret);
+/* Copy every migration's state whose generation is newer than *gen (for
+ * watchers); returns how many, up to @max, and updates *gen. */
+size_t agent_migrations_changed(Agent *a, uint64_t *gen, MigResult *out, size_t max);
+/* Register a wake-up called on every change (watch streams); it runs under
+ * the table lock and must not block.  Returns an id, or -ENOSPC. */
+int agent_migrations_subscribe(Agent *a, void (*wake)(void *), void *opaque);
+void agent_migrations_unsubscribe(Agent *a, int id);
