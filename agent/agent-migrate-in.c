@@ -54,7 +54,11 @@ PeerAnswer agent_migration_owner(Agent *a, const char *op, const char *uuid, cha
         bool same_op = mine || strcmp(vm->mig.op, op) == 0;
         bool alive = vm_is_active_locked(vm);
         *ret_phase = mine ? vm->job.phase : JOB_PHASE_NONE;
-        if (!alive || !same_op)
+        bool died = !alive && same_op &&
+                    (mine || vm->reason == VM_REASON_CRASHED || vm->reason == VM_REASON_VANISHED);
+        if (died && !vm->mig.postcopy_started)
+                ans = PEER_DEAD; /* this copy died: a whole guest on the other side is the only one */
+        else if (!alive || !same_op)
                 ans = alive && vm->state == VM_STATE_RUNNING ? PEER_RUNNING : PEER_GONE;
         else if (vm->mig.postcopy_started && mine)
                 ans = PEER_POSTCOPY;
@@ -70,7 +74,10 @@ PeerAnswer agent_migration_owner(Agent *a, const char *op, const char *uuid, cha
         if (mine && vm->job.async == ASYNC_JOB_MIGRATION_IN && ans == PEER_GONE) {
                 /* the event may not have arrived: ask QEMU */
                 MigrationStats st;
-                if (VM_NESTED_CALL(vm, ASYNC_JOB_MIGRATION_IN, op, "query-migrate", qmp_query_migrate(mon_, -1, &st)) >= 0) {
+                int qr = VM_NESTED_CALL(vm, ASYNC_JOB_MIGRATION_IN, op, "query-migrate", qmp_query_migrate(mon_, -1, &st));
+                if (qr < 0 && alive)
+                        ans = PEER_UNREACHABLE; /* could not read our own state: unknown, never "gone" */
+                if (qr >= 0) {
                         if (st.status == MIGRATION_STATUS_COMPLETED)
                                 ans = PEER_PAUSED_COMPLETE;
                         else if (alive && st.status != MIGRATION_STATUS_FAILED &&
@@ -134,8 +141,17 @@ static void *incoming_watchdog(void *arg) {
                                 ans = agent_peer_owner(p, w->op, w->vm->uuid, 5000);
                                 agent_peer_close(p);
                         }
-                        /* the source resumed, or holds nothing for this op: drop our copy */
-                        if (ans == PEER_RUNNING || ans == PEER_GONE) {
+                        /* the source copy died: the table decides (a whole
+                         * guest here may be the only copy) */
+                        if (ans == PEER_DEAD) {
+                                (void) mig_settle(w->a, w->vm, w->op, w->source);
+                                continue;
+                        }
+                        /* the source resumed, or holds nothing for this op:
+                         * drop our copy, unless finish began during the
+                         * question (decided again under the VM lock) */
+                        if ((ans == PEER_RUNNING || ans == PEER_GONE) &&
+                            mig_mark_dropping(w->vm, w->op, JOB_PHASE_PREPARE)) {
                                 mig_kill_dest(w->a, w->vm, w->op, "the source no longer migrates this guest");
                                 break;
                         }
@@ -230,6 +246,7 @@ int agent_migrate_prepare(Agent *a, const char *op, const char *definition_json,
         vm->mig.created_by_prepare = created;
         av->def_skip_time_sync = p->skip_time_sync; /* read by finish */
         vm->mig.postcopy_started = false;
+        vm->mig.dropping = false;
         vm->mig.resume_ns = 0;
         vm->mig_event = MIGRATION_STATUS_NONE;
         memset(&vm->mig_stats, 0, sizeof(vm->mig_stats));
@@ -337,6 +354,11 @@ int agent_migrate_finish(Agent *a, const char *op, const char *uuid, bool postco
                 *ret_resume_unix_ms = mig_mono_to_unix_ms(vm->mig.resume_ns);
                 vm_unlock(vm);
                 return done ? 0 : err_set(-EINVAL, "finish: guest %s has no incoming migration %s", uuid, op);
+        }
+        if (vm->mig.dropping) {
+                r = err_set(-ESTALE, "finish: this destination is dropping its copy of %s (migration %s): "
+                            "the source keeps the guest", vm->name, op);
+                goto out;
         }
         if ((r = job_set_phase(vm, JOB_PHASE_FINISH)) < 0)
                 goto out;

@@ -38,6 +38,10 @@ void mig_forget_guest(Agent *a, Vm *vm, const char *why);
  * watchdog): whoever finds the job already ended is done.  Returns 1 when
  * resolved, 0 when it must be retried later, -errno on error. */
 int mig_settle(Agent *a, Vm *vm, const char *op, const char *peer_addr);
+/* Destination: under the VM lock, check that @op still owns the incoming
+ * job in @phase with the vCPUs not running, and if so mark the copy as
+ * being dropped (finish then refuses).  Returns whether it was marked. */
+bool mig_mark_dropping(Vm *vm, const char *op, JobPhase phase);
 /* Apply @d for @vm whose async migration job is owned by @op.  Returns as
  * mig_settle(). */
 int mig_apply_decision(Agent *a, Vm *vm, const char *op, const char *peer_addr, RecoveryDecision d);

@@ -48,10 +48,15 @@ static int resume_source(Agent *a, Vm *vm, const char *op, const char *peer_addr
         AsyncJobType t = ASYNC_JOB_MIGRATION_OUT;
         if (!job_async_owned_by(vm, t, op)) {
                 vm_unlock(vm);
-                return 0;
+                return 1; /* settled meanwhile by another path */
         }
-        if (vm->job.phase != JOB_PHASE_CONFIRM_CANCELLED && vm->job.phase >= JOB_PHASE_PERFORM)
-                (void) job_set_phase(vm, JOB_PHASE_CONFIRM_CANCELLED);
+        /* Resuming is justified by the phase we are in and the facts that
+         * chose it (rule 1, or the peer's "gone"), not by the new phase: a
+         * failed write of confirm_cancelled is logged and a restart decides
+         * again from the old phase, which leads here again. */
+        if (vm->job.phase != JOB_PHASE_CONFIRM_CANCELLED && vm->job.phase >= JOB_PHASE_PERFORM &&
+            job_set_phase(vm, JOB_PHASE_CONFIRM_CANCELLED) < 0)
+                log_warning("guest %s, migration %s: %s", vm->name, op, err_msg());
         r = VM_NESTED_CALL(vm, t, op, "query-migrate", qmp_query_migrate(mon_, -1, &st));
         if (r >= 0 && migration_status_is_active(st.status)) {
                 (void) VM_NESTED_CALL(vm, t, op, "migrate_cancel", qmp_migrate_cancel(mon_, -1));
@@ -72,8 +77,19 @@ static int resume_source(Agent *a, Vm *vm, const char *op, const char *peer_addr
         r = VM_NESTED_CALL(vm, t, op, "query-status", qmp_query_status(mon_, -1, &qs));
         if (r >= 0 && !qs.running)
                 r = VM_NESTED_CALL(vm, t, op, "cont", qmp_cont(mon_, -1));
-        if (r >= 0)
-                vm_set_state_locked(vm, VM_STATE_RUNNING, VM_REASON_MIGRATION_CANCELED);
+        if (r < 0) {
+                /* The guest stays paused here: keep the job, so the recovery
+                 * thread tries again and nothing else takes the guest; the
+                 * destination keeps its copy until this one runs. */
+                char why[ERR_MSG_MAX];
+                snprintf(why, sizeof(why), "%s", err_str(r));
+                vm_set_error_locked(vm, "migration %s: resuming the source failed (%s); retrying", op, why);
+                vm_unlock(vm);
+                log_warning("guest %s, migration %s: resuming the source failed: %s; kept paused with its job, "
+                            "recovery retries", vm->name, op, why);
+                return 0;
+        }
+        vm_set_state_locked(vm, VM_STATE_RUNNING, VM_REASON_MIGRATION_CANCELED);
         if (job_async_owned_by(vm, t, op))
                 job_end_async(vm);
         vm_unlock(vm);
@@ -86,16 +102,20 @@ static int resume_source(Agent *a, Vm *vm, const char *op, const char *peer_addr
                         agent_peer_close(p);
                 }
         }
-        if (r >= 0)
-                agent_emit(a, vm, "resumed", "migration %s cancelled, source resumed", op);
-        return r;
+        agent_emit(a, vm, "resumed", "migration %s cancelled, source resumed", op);
+        return 1;
 }
 
 int mig_kill_source(Agent *a, Vm *vm, const char *op) {
         QmpMonitor *dead = NULL;
         vm_lock(vm);
         if (vm->job.phase != JOB_PHASE_CONFIRM) {
-                (void) job_set_phase(vm, JOB_PHASE_CONFIRM);
+                /* The destination runs the guest (a fact: finish answered,
+                 * or the peer said so): this copy goes even when confirm
+                 * cannot be written; a restart then finds a dead QEMU in
+                 * perform_done and only cleans up. */
+                if (job_set_phase(vm, JOB_PHASE_CONFIRM) < 0)
+                        log_warning("guest %s, migration %s: %s", vm->name, op, err_msg());
                 vm_unlock(vm);
                 agent_test_hold(JOB_PHASE_CONFIRM, vm->name);
                 vm_lock(vm);
@@ -137,6 +157,9 @@ int mig_kill_dest(Agent *a, Vm *vm, const char *op, const char *why) {
 
 int mig_finish_dest_locked(Agent *a, Vm *vm, const char *op) {
         int r = 0;
+        if (vm->mig.dropping)
+                return err_set(-ESTALE, "guest %s: this copy is being dropped (migration %s): the source keeps the guest",
+                               vm->name, op);
         if (vm->job.phase != JOB_PHASE_FINISH && vm->job.phase != JOB_PHASE_POSTCOPY_FAILED)
                 if ((r = job_set_phase(vm, JOB_PHASE_FINISH)) < 0)
                         return r;
@@ -178,7 +201,7 @@ int mig_apply_decision(Agent *a, Vm *vm, const char *op, const char *peer_addr, 
                 vm_unlock(vm);
                 return 1;
         case RECOVER_RESUME_SOURCE:
-                return resume_source(a, vm, op, peer_addr) < 0 ? -EIO : 1;
+                return resume_source(a, vm, op, peer_addr);
         case RECOVER_KILL_SOURCE:
                 return mig_kill_source(a, vm, op) < 0 ? -EIO : 1;
         case RECOVER_FINISH_PEER: {
@@ -234,14 +257,21 @@ static void local_facts(Vm *vm, const char *op, RecoveryInput *in) {
         in->dir = vm->job.async == ASYNC_JOB_MIGRATION_IN ? MIG_DIR_IN : MIG_DIR_OUT;
         in->phase = vm->job.phase;
         in->postcopy_started = vm->mig.postcopy_started;
-        in->qemu_alive = vm_is_active_locked(vm) && vm->mon && !qmp_monitor_is_dead(vm->mon);
+        /* alive: the process is ours and not known dead (a QEMU kept at
+         * restart without a monitor counts: it is alive, its state unknown) */
+        in->qemu_alive = vm_is_active_locked(vm) && (vm->mon ? !qmp_monitor_is_dead(vm->mon) : vm->pid > 0);
+        in->qemu_unanswered = false;
         in->peer = PEER_NOT_ASKED;
-        if (in->qemu_alive) {
+        if (in->qemu_alive && !vm->mon) {
+                in->qemu_unanswered = true;
+        } else if (in->qemu_alive) {
                 AsyncJobType t = vm->job.async;
                 int r1 = VM_NESTED_CALL(vm, t, op, "query-status", qmp_query_status(mon_, -1, &qs));
                 int r2 = VM_NESTED_CALL(vm, t, op, "query-migrate", qmp_query_migrate(mon_, -1, &st));
                 if (r1 < 0 && r2 < 0 && (r1 == -ESRCH || r1 == -ECONNRESET))
                         in->qemu_alive = false;
+                else if (r1 < 0 || r2 < 0) /* an unknown, never a "no" */
+                        in->qemu_unanswered = true;
         }
         in->vcpus_running = qs.running;
         in->mig_status = st.status;
@@ -272,7 +302,32 @@ int mig_settle(Agent *a, Vm *vm, const char *op, const char *peer_addr) {
                          peer_answer_to_string(in.peer));
                 d = recovery_decide(&in);
         }
+        /* The facts were read before a peer call of up to 5 s: decide again
+         * later if the job or its phase moved meanwhile.  A destination to
+         * be dropped is marked under the same lock, so a finish that
+         * arrives now refuses instead of starting the vCPUs. */
+        if (d.action == RECOVER_KILL_DEST && !mig_mark_dropping(vm, op, in.phase))
+                return 0;
+        if (d.action != RECOVER_KILL_DEST) {
+                vm_lock(vm);
+                bool same = job_async_owned_by(vm, ASYNC_JOB_NONE, op) && vm->job.phase == in.phase;
+                vm_unlock(vm);
+                if (!same) {
+                        log_info("guest %s, migration %s: the phase moved while deciding; deciding again", vm->name, op);
+                        return 0;
+                }
+        }
         return mig_apply_decision(a, vm, op, peer_addr, d);
+}
+
+bool mig_mark_dropping(Vm *vm, const char *op, JobPhase phase) {
+        vm_lock(vm);
+        bool ok = job_async_owned_by(vm, ASYNC_JOB_MIGRATION_IN, op) && vm->job.phase == phase &&
+                  vm->state != VM_STATE_RUNNING;
+        if (ok)
+                vm->mig.dropping = true;
+        vm_unlock(vm);
+        return ok;
 }
 
 /* ---- restart recovery ------------------------------------------------------------------- */

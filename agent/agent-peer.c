@@ -145,6 +145,9 @@ PeerAnswer agent_peer_owner(AgentPeer *p, const char *op, const char *uuid, int6
         case DROVER__V1__PEER_STATE__PEER_STATE_PAUSED: a = PEER_PAUSED; break;
         case DROVER__V1__PEER_STATE__PEER_STATE_GONE: a = PEER_GONE; break;
         case DROVER__V1__PEER_STATE__PEER_STATE_POSTCOPY: a = PEER_POSTCOPY; break;
+        case DROVER__V1__PEER_STATE__PEER_STATE_DEAD: a = PEER_DEAD; break;
+        /* UNKNOWN (the peer could not read its own state) and anything a
+         * newer peer may send: no answer, never "gone" */
         default: a = PEER_UNREACHABLE; break;
         }
         drover__v1__migration_owner_response__free_unpacked(resp, NULL);

@@ -111,6 +111,9 @@ typedef struct VmMigration {
         bool postcopy_started;
         uint64_t stop_ns;            /* STOP seen (source), CLOCK_MONOTONIC */
         uint64_t resume_ns;          /* RESUME seen (destination) */
+        bool dropping;               /* destination: recovery decided to drop this copy while in
+                                        prepare; finish refuses from then on (not persisted: a
+                                        restart decides afresh) */
 } VmMigration;
 
 struct Vm {
