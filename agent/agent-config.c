@@ -255,20 +255,24 @@ static int read_members(AgentConfig *c, const JsonNode *obj) {
         return 0;
 }
 
-static int parse_text(const char *json, size_t len, AgentConfig *ret) {
-        _cleanup_(json_unrefp) JsonValue *root = NULL;
+/* The configuration in @root over the defaults. */
+static int read_config(JsonValue *root, AgentConfig *ret) {
         AgentConfig c;
         JsonNode n;
         int r;
 
-        if ((r = json_parse_object(json, len, CONFIG_MAX_BYTES, &root)) < 0)
-                return r;
         json_node_root(root, &n);
         agent_config_defaults(&c);
         if ((r = read_members(&c, &n)) < 0)
                 return r;
         *ret = c;
         return 0;
+}
+
+static int parse_text(const char *json, size_t len, AgentConfig *ret) {
+        _cleanup_(json_unrefp) JsonValue *root = NULL;
+        int r = json_parse_object(json, len, CONFIG_MAX_BYTES, &root);
+        return r < 0 ? r : read_config(root, ret);
 }
 
 int agent_config_parse(const char *json, size_t len, AgentConfig *ret) {
@@ -512,40 +516,12 @@ int agent_config_validate(const AgentConfig *c) {
 
 /* ---- files and overrides ---- */
 
-static int read_file(const char *path, char **ret, size_t *ret_len) {
-        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-        _cleanup_free_ char *buf = NULL;
-        size_t len = 0;
-
-        if (fd < 0)
-                return err_set(-errno, "cannot open: %s", strerror(errno));
-        if (!(buf = malloc(CONFIG_MAX_BYTES + 1)))
-                return err_set(-ENOMEM, "out of memory");
-        for (;;) {
-                ssize_t n = read(fd, buf + len, CONFIG_MAX_BYTES + 1 - len);
-                if (n < 0 && errno == EINTR)
-                        continue;
-                if (n < 0)
-                        return err_set(-errno, "cannot read: %s", strerror(errno));
-                if (n == 0)
-                        break;
-                len += (size_t) n;
-                if (len > CONFIG_MAX_BYTES)
-                        return err_set(-E2BIG, "larger than the limit of %u bytes", CONFIG_MAX_BYTES);
-        }
-        buf[len] = '\0';
-        *ret = TAKE_PTR(buf);
-        *ret_len = len;
-        return 0;
-}
-
 int agent_config_load(const char *path, AgentConfig *ret) {
-        _cleanup_free_ char *text = NULL;
+        _cleanup_(json_unrefp) JsonValue *root = NULL;
         AgentConfig c;
-        size_t len = 0;
         int r;
 
-        if ((r = read_file(path, &text, &len)) < 0 || (r = parse_text(text, len, &c)) < 0)
+        if ((r = json_parse_file(path, CONFIG_MAX_BYTES, &root)) < 0 || (r = read_config(root, &c)) < 0)
                 return err_prefix(r, "config %s", path);
         *ret = c;
         return 0;

@@ -18,6 +18,7 @@
 #include "err.h"
 #include "lock.h"
 #include "log.h"
+#include "migparams-pb.h"
 
 #define VERSION "0.1.0"
 
@@ -538,7 +539,8 @@ static RpcCode h_migrate(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMess
         if (!vm)
                 return END_HANDLER(a, code);
         agent_op_id(a, req->op_id, op);
-        mig_params_from_proto(req->params, &p);
+        mig_params_from_pb(req->params, &p);
+        mig_params_defaults(&p);
         int r = agent_migrate(a, vm, op, req->destination, req->destination_stream_host, &p, req->wait, &res);
         if (r < 0)
                 return END_HANDLER(a, fail(c, r));
@@ -664,7 +666,8 @@ static RpcCode h_prepare(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMess
         BEGIN_HANDLER(a);
         if (!req->op_id[0])
                 return END_HANDLER(a, rpc_call_fail(c, RPC_INVALID_ARGUMENT, "'op_id' is required"));
-        mig_params_from_proto(req->params, &p);
+        mig_params_from_pb(req->params, &p);
+        mig_params_defaults(&p);
         int r = agent_migrate_prepare(a, req->op_id, req->definition_json, &p, req->stream_host, req->source, uri,
                                       sizeof(uri));
         if (r < 0)

@@ -13,12 +13,14 @@
 #include "json.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <json-c/json.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "err.h"
 
@@ -328,6 +330,30 @@ int json_parse_object(const char *text, size_t len, size_t max_bytes, JsonValue 
                 return r;
         *ret_root = TAKE_PTR(root);
         return 0;
+}
+
+int json_parse_file(const char *path, size_t max_bytes, JsonValue **ret_root) {
+        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        _cleanup_free_ char *buf = NULL;
+        size_t len = 0;
+
+        if (fd < 0)
+                return err_set(-errno, "cannot open: %s", strerror(errno));
+        if (max_bytes >= SIZE_MAX - 1 || !(buf = malloc(max_bytes + 1)))
+                return err_set(-ENOMEM, "out of memory");
+        for (;;) {
+                ssize_t n = read(fd, buf + len, max_bytes + 1 - len);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0)
+                        return err_set(-errno, "cannot read: %s", strerror(errno));
+                if (n == 0)
+                        break;
+                len += (size_t) n;
+                if (len > max_bytes)
+                        return err_set(-E2BIG, "larger than the limit of %zu bytes", max_bytes);
+        }
+        return json_parse_object(buf, len, max_bytes, ret_root);
 }
 
 void json_unref(JsonValue *v) {

@@ -66,6 +66,11 @@ typedef struct JsonNode {
  * is a new tree the caller frees with json_unref(). */
 int json_parse_object(const char *text, size_t len, size_t max_bytes, JsonValue **ret_root);
 
+/* Read the file @path and parse it as json_parse_object() does.  Errors:
+ * -errno "cannot open: <reason>" / "cannot read: <reason>", -E2BIG "larger
+ * than the limit of N bytes", then those of json_parse_object(). */
+int json_parse_file(const char *path, size_t max_bytes, JsonValue **ret_root);
+
 /* Drop a tree (or a value built by the writer).  Accepts NULL. */
 void json_unref(JsonValue *v);
 DEFINE_POINTER_CLEANUP(JsonValue, json_unref)
