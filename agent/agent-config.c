@@ -27,7 +27,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <json-c/json.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,13 +36,10 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "agent-json.h"
 #include "err.h"
+#include "json.h"
 #include "log.h"
 #include "vm.h"
-
-DEFINE_POINTER_CLEANUP(json_object, json_object_put)
-DEFINE_POINTER_CLEANUP(json_tokener, json_tokener_free)
 
 #define CONFIG_MAX_BYTES (64u * 1024)
 #define SUN_PATH_MAX (sizeof(((struct sockaddr_un *) 0)->sun_path) - 1)
@@ -197,65 +193,36 @@ static int store_list_entry(AgentConfig *c, size_t i, const char *s, size_t len)
 
 /* ---- JSON ---- */
 
-static const char *type_name(json_object *v) {
-        switch (json_object_get_type(v)) {
-        case json_type_null:
-                return "null";
-        case json_type_boolean:
-                return "a boolean";
-        case json_type_double:
-                return "a fractional number";
-        case json_type_int:
-                return "an integer";
-        case json_type_object:
-                return "an object";
-        case json_type_array:
-                return "an array";
-        case json_type_string:
-                return "a string";
-        }
-        return "unknown";
-}
-
-static int want(json_object *v, json_type t, const char *name, const char *what) {
-        if (json_object_is_type(v, t))
-                return 0;
-        return bad(name, "must be %s, not %s", what, type_name(v));
-}
-
-static int json_member(AgentConfig *c, const Member *m, json_object *v) {
+static int read_member(AgentConfig *c, const Member *m, const JsonNode *v) {
+        int64_t x;
+        size_t n;
         int r;
+
         switch (m->type) {
         case MEMBER_STRING:
-                if ((r = want(v, json_type_string, m->name, "a string")) < 0)
-                        return r;
-                return store_string(m->name, json_object_get_string(v), (size_t) json_object_get_string_len(v),
-                                    (char *) c + m->offset, m->size);
+                return json_read_string(v, (char *) c + m->offset, m->size);
         case MEMBER_BOOL:
-                if ((r = want(v, json_type_boolean, m->name, "a boolean")) < 0)
-                        return r;
-                *(bool *) ((char *) c + m->offset) = json_object_get_boolean(v);
-                return 0;
+                return json_read_bool(v, (bool *) ((char *) c + m->offset));
         case MEMBER_I64:
         case MEMBER_UNSIGNED:
         case MEMBER_SIZE:
-                if ((r = want(v, json_type_int, m->name, "an integer")) < 0)
+                if ((r = json_read_i64(v, m->min, m->max, &x)) < 0)
                         return r;
-                if ((r = check_range(m, json_object_get_int64(v), json_object_to_json_string(v))) < 0)
-                        return r;
-                store_int(m, c, json_object_get_int64(v));
+                store_int(m, c, x);
                 return 0;
         case MEMBER_LIST:
-                if ((r = want(v, json_type_array, m->name, "an array of strings")) < 0)
+                if (!json_is_array(v))
+                        return bad(m->name, "must be an array of strings, not %s", json_type_name(v));
+                if ((r = json_want_array(v, SIZE_MAX, &n)) < 0)
                         return r;
                 c->n_listen = 0;
-                for (size_t i = 0; i < json_object_array_length(v); i++) {
-                        json_object *e = json_object_array_get_idx(v, i);
-                        char name[32];
-                        snprintf(name, sizeof(name), "listen[%zu]", i);
-                        if ((r = want(e, json_type_string, name, "a string")) < 0 ||
-                            (r = store_list_entry(c, i, json_object_get_string(e),
-                                                  (size_t) json_object_get_string_len(e))) < 0)
+                for (size_t i = 0; i < n; i++) {
+                        JsonNode e;
+                        const char *s;
+                        size_t len;
+                        json_array_at(v, i, &e);
+                        if ((r = json_read_string_ref(&e, &s, &len)) < 0 ||
+                            (r = store_list_entry(c, i, s, len)) < 0)
                                 return r;
                         c->n_listen = i + 1;
                 }
@@ -264,66 +231,48 @@ static int json_member(AgentConfig *c, const Member *m, json_object *v) {
         return 0;
 }
 
-static int json_object_members(AgentConfig *c, json_object *o, const char *prefix) {
-        char name[96], sh[SHOWN_MAX + 4];
+/* The members of @obj: the top level, or "tls" (whose members are named
+ * tls.cert etc. in the table). */
+static int read_members(AgentConfig *c, const JsonNode *obj) {
+        JsonIter it;
+        const char *key;
+        JsonNode v;
         int r;
 
-        json_object_object_foreach(o, key, v) {
-                snprintf(name, sizeof(name), "%s%s", prefix, json_shown(key, sh));
-                if (!prefix[0] && streq(key, "tls")) {
-                        if ((r = want(v, json_type_object, "tls", "an object")) < 0 ||
-                            (r = json_object_members(c, v, "tls.")) < 0)
+        for (json_iter_init(&it, obj); json_iter_next(&it, &key, &v);) {
+                if (!obj->path[0] && streq(key, "tls")) {
+                        if ((r = json_want_object(&v)) < 0 || (r = read_members(c, &v)) < 0)
                                 return r;
                         continue;
                 }
-                const Member *m = member_find(name);
+                const Member *m = member_find(v.path);
                 /* "tls.cert" is a name for agent_config_set(), not a top-level key */
-                if (!m || !prefix[0] != !strchr(m->name, '.'))
-                        return bad(name, "is not a known member");
-                if ((r = json_member(c, m, v)) < 0)
+                if (!m || !obj->path[0] != !strchr(m->name, '.'))
+                        return bad(v.path, "is not a known member");
+                if ((r = read_member(c, m, &v)) < 0)
                         return r;
         }
         return 0;
 }
 
-
-static int parse_text(const char *json, size_t len, AgentConfig *ret) {
-        _cleanup_(json_tokener_freep) json_tokener *tok = NULL;
-        _cleanup_(json_object_putp) json_object *root = NULL;
+/* The configuration in @root over the defaults. */
+static int read_config(JsonValue *root, AgentConfig *ret) {
         AgentConfig c;
+        JsonNode n;
         int r;
 
-        if (len > CONFIG_MAX_BYTES)
-                return err_set(-E2BIG, "%zu bytes, more than the limit of %u", len, CONFIG_MAX_BYTES);
-        if (!json || len == 0)
-                return err_set(-EINVAL, "empty document");
-        const char *nul = memchr(json, '\0', len);
-        if (nul)
-                return err_set(-EINVAL, "NUL byte at offset %zu", (size_t) (nul - json));
-        if (!(tok = json_tokener_new()))
-                return err_set(-ENOMEM, "out of memory");
-        json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
-        root = json_tokener_parse_ex(tok, json, (int) len);
-        if (!root && json_tokener_get_error(tok) == json_tokener_continue)
-                root = json_tokener_parse_ex(tok, " ", 1); /* ends a bare number */
-        if (!root) {
-                enum json_tokener_error e = json_tokener_get_error(tok);
-                if (e == json_tokener_continue)
-                        return err_set(-EINVAL, "truncated JSON (the document ends inside a value)");
-                if (e != json_tokener_success)
-                        return err_set(-EINVAL, "invalid JSON at byte %zu: %s", json_tokener_get_parse_end(tok),
-                                       json_tokener_error_desc(e));
-        }
-        if (!json_object_is_type(root, json_type_object))
-                return err_set(-EINVAL, "must be a JSON object, not %s", type_name(root));
-
+        json_node_root(root, &n);
         agent_config_defaults(&c);
-        if ((r = json_object_members(&c, root, "")) < 0)
+        if ((r = read_members(&c, &n)) < 0)
                 return r;
-        if (json_text_member_count(json, len) != json_tree_member_count(root))
-                return err_set(-EINVAL, "a member name appears more than once in one object");
         *ret = c;
         return 0;
+}
+
+static int parse_text(const char *json, size_t len, AgentConfig *ret) {
+        _cleanup_(json_unrefp) JsonValue *root = NULL;
+        int r = json_parse_object(json, len, CONFIG_MAX_BYTES, &root);
+        return r < 0 ? r : read_config(root, ret);
 }
 
 int agent_config_parse(const char *json, size_t len, AgentConfig *ret) {
@@ -396,7 +345,7 @@ static int listen_check(const char *name, const char *a, bool *ret_local) {
         if (!strncmp(a, "unix:", 5)) {
                 const char *p = a + 5;
                 if (p[0] != '/')
-                        return bad(name, "must name an absolute socket path: unix:/path, not '%s'", json_shown(a, sh));
+                        return bad(name, "must name an absolute socket path: unix:/path, not '%s'", text_shown(a, sh));
                 if (strlen(p) > SUN_PATH_MAX)
                         return bad(name, "socket path is longer than %zu bytes", SUN_PATH_MAX);
                 *ret_local = true;
@@ -406,33 +355,33 @@ static int listen_check(const char *name, const char *a, bool *ret_local) {
                 const char *end = strchr(a, ']');
                 struct in6_addr in6;
                 if (!end || end[1] != ':' || (size_t) (end - a - 1) >= sizeof(host))
-                        return bad(name, "must be [IPV6]:PORT, not '%s'", json_shown(a, sh));
+                        return bad(name, "must be [IPV6]:PORT, not '%s'", text_shown(a, sh));
                 snprintf(host, sizeof(host), "%.*s", (int) (end - a - 1), a + 1);
                 if (inet_pton(AF_INET6, host, &in6) != 1)
-                        return bad(name, "'%s' is not an IPv6 address", json_shown(host, sh));
+                        return bad(name, "'%s' is not an IPv6 address", text_shown(host, sh));
                 if (!port_is_valid(end + 2))
-                        return bad(name, "port must be 1..65535, not '%s'", json_shown(end + 2, sh));
+                        return bad(name, "port must be 1..65535, not '%s'", text_shown(end + 2, sh));
                 *ret_local = IN6_IS_ADDR_LOOPBACK(&in6) ||
                              (IN6_IS_ADDR_V4MAPPED(&in6) && in6.s6_addr[12] == 127);
                 return 0;
         }
         colon = strrchr(a, ':');
         if (!colon)
-                return bad(name, "must be unix:/path, HOST:PORT or [IPV6]:PORT, not '%s'", json_shown(a, sh));
+                return bad(name, "must be unix:/path, HOST:PORT or [IPV6]:PORT, not '%s'", text_shown(a, sh));
         if (memchr(a, ':', (size_t) (colon - a)))
-                return bad(name, "IPv6 addresses need brackets ([IPV6]:PORT), not '%s'", json_shown(a, sh));
+                return bad(name, "IPv6 addresses need brackets ([IPV6]:PORT), not '%s'", text_shown(a, sh));
         if ((size_t) (colon - a) >= sizeof(host))
                 return bad(name, "host name is too long");
         snprintf(host, sizeof(host), "%.*s", (int) (colon - a), a);
         if (!port_is_valid(colon + 1))
-                return bad(name, "port must be 1..65535, not '%s'", json_shown(colon + 1, sh));
+                return bad(name, "port must be 1..65535, not '%s'", text_shown(colon + 1, sh));
         struct in_addr in4;
         if (inet_pton(AF_INET, host, &in4) == 1) {
                 *ret_local = (ntohl(in4.s_addr) >> 24) == 127;
                 return 0;
         }
         if (!dns_name_is_valid(host, strlen(host)))
-                return bad(name, "'%s' is neither an IPv4 address nor a host name", json_shown(host, sh));
+                return bad(name, "'%s' is neither an IPv4 address nor a host name", text_shown(host, sh));
         *ret_local = strcasecmp(host, "localhost") == 0;
         return 0;
 }
@@ -442,7 +391,7 @@ static int check_abs(const char *name, const char *path) {
         if (!path[0])
                 return bad(name, "is empty");
         if (path[0] != '/')
-                return bad(name, "must be an absolute path, not '%s'", json_shown(path, sh));
+                return bad(name, "must be an absolute path, not '%s'", text_shown(path, sh));
         return 0;
 }
 
@@ -531,7 +480,7 @@ static int validate(const AgentConfig *c) {
 
         if (!host_is_valid(c->host))
                 return bad("host", "must be 1-63 of A-Z a-z 0-9 . _ - starting with a letter or digit, not '%s' "
-                           "(set it when the host name does not fit)", json_shown(c->host, sh));
+                           "(set it when the host name does not fit)", text_shown(c->host, sh));
         if ((r = check_abs("state_dir", c->state_dir)) < 0 || (r = check_abs("run_dir", c->run_dir)) < 0)
                 return r;
         if (strlen(c->run_dir) > RUN_DIR_MAX)
@@ -542,7 +491,7 @@ static int validate(const AgentConfig *c) {
         if ((r = check_qemu(c->qemu_binary)) < 0)
                 return r;
         if (!streq(c->accel, "kvm") && !streq(c->accel, "tcg"))
-                return bad("accel", "must be kvm or tcg, not '%s'", json_shown(c->accel, sh));
+                return bad("accel", "must be kvm or tcg, not '%s'", text_shown(c->accel, sh));
         if ((r = check_tls(c)) < 0)
                 return r;
         for (size_t i = 0; i < ELEMENTSOF(members); i++) {
@@ -556,7 +505,7 @@ static int validate(const AgentConfig *c) {
                         return r;
         }
         if (log_level_from_string(c->log_level) < 0)
-                return bad("log_level", "must be debug, info, warning or error, not '%s'", json_shown(c->log_level, sh));
+                return bad("log_level", "must be debug, info, warning or error, not '%s'", text_shown(c->log_level, sh));
         return 0;
 }
 
@@ -567,40 +516,12 @@ int agent_config_validate(const AgentConfig *c) {
 
 /* ---- files and overrides ---- */
 
-static int read_file(const char *path, char **ret, size_t *ret_len) {
-        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-        _cleanup_free_ char *buf = NULL;
-        size_t len = 0;
-
-        if (fd < 0)
-                return err_set(-errno, "cannot open: %s", strerror(errno));
-        if (!(buf = malloc(CONFIG_MAX_BYTES + 1)))
-                return err_set(-ENOMEM, "out of memory");
-        for (;;) {
-                ssize_t n = read(fd, buf + len, CONFIG_MAX_BYTES + 1 - len);
-                if (n < 0 && errno == EINTR)
-                        continue;
-                if (n < 0)
-                        return err_set(-errno, "cannot read: %s", strerror(errno));
-                if (n == 0)
-                        break;
-                len += (size_t) n;
-                if (len > CONFIG_MAX_BYTES)
-                        return err_set(-E2BIG, "larger than the limit of %u bytes", CONFIG_MAX_BYTES);
-        }
-        buf[len] = '\0';
-        *ret = TAKE_PTR(buf);
-        *ret_len = len;
-        return 0;
-}
-
 int agent_config_load(const char *path, AgentConfig *ret) {
-        _cleanup_free_ char *text = NULL;
+        _cleanup_(json_unrefp) JsonValue *root = NULL;
         AgentConfig c;
-        size_t len = 0;
         int r;
 
-        if ((r = read_file(path, &text, &len)) < 0 || (r = parse_text(text, len, &c)) < 0)
+        if ((r = json_parse_file(path, CONFIG_MAX_BYTES, &root)) < 0 || (r = read_config(root, &c)) < 0)
                 return err_prefix(r, "config %s", path);
         *ret = c;
         return 0;
@@ -613,23 +534,23 @@ static int set_bool(const char *name, const char *v, bool *ret) {
         else if (streq(v, "false") || streq(v, "0") || streq(v, "no") || streq(v, "off"))
                 *ret = false;
         else
-                return bad(name, "must be true or false, not '%s'", json_shown(v, sh));
+                return bad(name, "must be true or false, not '%s'", text_shown(v, sh));
         return 0;
 }
 
 static int set_int(const Member *m, const char *v, int64_t *ret) {
         char sh[SHOWN_MAX + 4], *end = NULL;
         if (!((v[0] >= '0' && v[0] <= '9') || (v[0] == '-' && v[1] >= '0' && v[1] <= '9')))
-                return bad(m->name, "must be an integer, not '%s'", json_shown(v, sh));
+                return bad(m->name, "must be an integer, not '%s'", text_shown(v, sh));
         errno = 0;
         long long x = strtoll(v, &end, 10);
         if (*end)
-                return bad(m->name, "must be an integer, not '%s'", json_shown(v, sh));
+                return bad(m->name, "must be an integer, not '%s'", text_shown(v, sh));
         if (errno == ERANGE)
                 return bad(m->name, "must be between %" PRId64 " and %" PRId64 ", not %s", m->min, m->max,
-                           json_shown(v, sh));
+                           text_shown(v, sh));
         *ret = x;
-        return check_range(m, x, json_shown(v, sh));
+        return check_range(m, x, text_shown(v, sh));
 }
 
 /* "listen": a comma-separated list that replaces the current one. */
@@ -659,7 +580,7 @@ static int set_member(AgentConfig *c, const char *name, const char *value) {
         int r;
 
         if (!m)
-                return bad(json_shown(name, sh), "is not a known member");
+                return bad(text_shown(name, sh), "is not a known member");
         switch (m->type) {
         case MEMBER_STRING:
                 return store_string(m->name, value, strlen(value), (char *) c + m->offset, m->size);

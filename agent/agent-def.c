@@ -45,7 +45,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <json-c/json.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,16 +56,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "agent-json.h"
 #include "err.h"
+#include "json.h"
 #include "vm.h"
-
-DEFINE_POINTER_CLEANUP(json_object, json_object_put)
-DEFINE_POINTER_CLEANUP(json_tokener, json_tokener_free)
 
 #define QCOW2_MAGIC "QFI\xfb"
 #define PC_MAX_VCPUS 255
-#define MAX_KEYS_PER_OBJECT 64
 #define SUN_PATH_MAX (sizeof(((struct sockaddr_un *) 0)->sun_path) - 1)
 
 static const char *const disk_formats[] = { "raw", "qcow2" };
@@ -84,7 +79,7 @@ static bool in_list(const char *s, const char *const *list, size_t n) {
         return false;
 }
 
-/* "definition: '<path>' <detail>", -EINVAL. */
+/* "'<path>' <detail>", -EINVAL; guest_def_parse() adds "definition: ". */
 static int bad(const char *path, const char *fmt, ...) _printf_(2, 3);
 static int bad(const char *path, const char *fmt, ...) {
         char detail[ERR_MSG_MAX];
@@ -92,47 +87,7 @@ static int bad(const char *path, const char *fmt, ...) {
         va_start(ap, fmt);
         vsnprintf(detail, sizeof(detail), fmt, ap);
         va_end(ap);
-        return err_set(-EINVAL, "definition: '%s' %s", path, detail);
-}
-
-static const char *type_name(json_object *v) {
-        switch (json_object_get_type(v)) {
-        case json_type_null:
-                return "null";
-        case json_type_boolean:
-                return "a boolean";
-        case json_type_double:
-                return "a fractional number";
-        case json_type_int:
-                return "an integer";
-        case json_type_object:
-                return "an object";
-        case json_type_array:
-                return "an array";
-        case json_type_string:
-                return "a string";
-        }
-        return "unknown";
-}
-
-static int want_type(json_object *v, json_type t, const char *path, const char *what) {
-        if (json_object_is_type(v, t))
-                return 0;
-        return bad(path, "must be %s, not %s", what, type_name(v));
-}
-
-static int get_str(json_object *v, const char *path, char *buf, size_t size) {
-        int r = want_type(v, json_type_string, path, "a string");
-        if (r < 0)
-                return r;
-        const char *s = json_object_get_string(v);
-        size_t n = (size_t) json_object_get_string_len(v);
-        if (strlen(s) != n)
-                return bad(path, "must not contain NUL characters");
-        if (n >= size)
-                return bad(path, "is too long (%zu bytes, at most %zu)", n, size - 1);
-        memcpy(buf, s, n + 1);
-        return 0;
+        return err_set(-EINVAL, "'%s' %s", path, detail);
 }
 
 static bool has_control(const char *s) {
@@ -143,60 +98,37 @@ static bool has_control(const char *s) {
 }
 
 /* An absolute path; "" is accepted (= not set) when @optional. */
-static int get_path(json_object *v, const char *path, char *buf, size_t size, bool optional) {
+static int get_path(const JsonNode *v, char *buf, size_t size, bool optional) {
         char sh[SHOWN_MAX + 4];
-        int r = get_str(v, path, buf, size);
+        int r = json_read_string(v, buf, size);
         if (r < 0)
                 return r;
         if (!buf[0] && optional)
                 return 0;
         if (buf[0] != '/')
-                return bad(path, "must be an absolute path, not '%s'", json_shown(buf, sh));
+                return bad(v->path, "must be an absolute path, not '%s'", text_shown(buf, sh));
         if (has_control(buf))
-                return bad(path, "must not contain control characters");
-        return 0;
-}
-
-static int get_int(json_object *v, const char *path, int64_t min, int64_t max, int64_t *ret) {
-        int r = want_type(v, json_type_int, path, "an integer");
-        if (r < 0)
-                return r;
-        int64_t x = json_object_get_int64(v); /* saturates; out of range either way */
-        if (x < min || x > max)
-                return bad(path, "must be between %" PRId64 " and %" PRId64 ", not %s", min, max,
-                           json_object_to_json_string(v));
-        *ret = x;
-        return 0;
-}
-
-static int get_bool(json_object *v, const char *path, bool *ret) {
-        int r = want_type(v, json_type_boolean, path, "a boolean");
-        if (r < 0)
-                return r;
-        *ret = json_object_get_boolean(v);
+                return bad(v->path, "must not contain control characters");
         return 0;
 }
 
 /* A string member that must satisfy @valid, described by @what for the
  * detail ("must be <what>, not '<value>'"); too long counts as invalid. */
-static int get_str_as(json_object *v, const char *path, bool (*valid)(const char *),
-                      const char *what, char *buf, size_t size) {
+static int get_str_as(const JsonNode *v, bool (*valid)(const char *), const char *what, char *buf, size_t size) {
         char sh[SHOWN_MAX + 4];
-        int r = want_type(v, json_type_string, path, "a string");
+        const char *s;
+        size_t n;
+        int r = json_read_string_ref(v, &s, &n);
         if (r < 0)
                 return r;
-        const char *s = json_object_get_string(v);
-        size_t n = (size_t) json_object_get_string_len(v);
-        if (strlen(s) != n)
-                return bad(path, "must not contain NUL characters");
         if (n >= size || !valid(s))
-                return bad(path, "must be %s, not '%s'", what, json_shown(s, sh));
+                return bad(v->path, "must be %s, not '%s'", what, text_shown(s, sh));
         memcpy(buf, s, n + 1);
         return 0;
 }
 
-static int unknown_member(const char *path) {
-        return err_set(-EINVAL, "definition: '%s' is not a known member", path);
+static int unknown_member(const JsonNode *v) {
+        return bad(v->path, "is not a known member");
 }
 
 /* ---- member syntax ---- */
@@ -311,114 +243,89 @@ static bool mac_or_empty(const char *s) {
 
 /* ---- parsing ---- */
 
-static int parse_disk(json_object *o, size_t i, GuestDisk *d) {
-        char path[48], sh[SHOWN_MAX + 4];
-        bool has_path = false;
+static int parse_disk(const JsonNode *o, GuestDisk *d) {
+        JsonIter it;
+        const char *key;
+        JsonNode v;
         int r = 0;
 
-        snprintf(path, sizeof(path), "disks[%zu]", i);
-        if ((r = want_type(o, json_type_object, path, "an object")) < 0)
+        if ((r = json_want_object(o)) < 0)
                 return r;
         snprintf(d->format, sizeof(d->format), "raw");
         snprintf(d->cache, sizeof(d->cache), "none");
 
-        json_object_object_foreach(o, key, v) {
-                snprintf(path, sizeof(path), "disks[%zu].%s", i, json_shown(key, sh));
-                if (streq(key, "path")) {
-                        r = get_path(v, path, d->path, sizeof(d->path), false);
-                        has_path = true;
-                } else if (streq(key, "format"))
-                        r = get_str_as(v, path, format_is_valid, "raw or qcow2", d->format, sizeof(d->format));
+        for (json_iter_init(&it, o); json_iter_next(&it, &key, &v);) {
+                if (streq(key, "path"))
+                        r = get_path(&v, d->path, sizeof(d->path), false);
+                else if (streq(key, "format"))
+                        r = get_str_as(&v, format_is_valid, "raw or qcow2", d->format, sizeof(d->format));
                 else if (streq(key, "cache"))
-                        r = get_str_as(v, path, cache_is_valid, "none, writeback, writethrough, directsync or unsafe",
+                        r = get_str_as(&v, cache_is_valid, "none, writeback, writethrough, directsync or unsafe",
                                        d->cache, sizeof(d->cache));
                 else if (streq(key, "shared"))
-                        r = get_bool(v, path, &d->shared);
+                        r = json_read_bool(&v, &d->shared);
                 else if (streq(key, "readonly"))
-                        r = get_bool(v, path, &d->readonly);
+                        r = json_read_bool(&v, &d->readonly);
                 else
-                        r = unknown_member(path);
+                        r = unknown_member(&v);
                 if (r < 0)
                         return r;
         }
-        if (!has_path) {
-                snprintf(path, sizeof(path), "disks[%zu].path", i);
-                return bad(path, "is required");
-        }
-        return 0;
+        return json_member(o, "path", true, &v);
 }
 
-static int parse_mac(json_object *v, const char *path, char ret[18]) {
+static int parse_mac(const JsonNode *v, char ret[18]) {
         char mac[18];
         uint8_t b[6];
-        int r = get_str_as(v, path, mac_or_empty, "a MAC address like 52:54:00:12:34:56", mac, sizeof(mac));
+        int r = get_str_as(v, mac_or_empty, "a MAC address like 52:54:00:12:34:56", mac, sizeof(mac));
         if (r < 0 || !mac[0])
                 return r; /* "" is generated later */
         mac_parse(mac, b);
         if (b[0] & 1)
-                return bad(path, "%s is a multicast address; use a unicast one (even first byte), "
+                return bad(v->path, "%s is a multicast address; use a unicast one (even first byte), "
                            "e.g. 52:54:00:xx:xx:xx", mac);
         if (!(b[0] | b[1] | b[2] | b[3] | b[4] | b[5]))
-                return bad(path, "must not be 00:00:00:00:00:00");
+                return bad(v->path, "must not be 00:00:00:00:00:00");
         mac_format(b, ret);
         return 0;
 }
 
-static int parse_nic(json_object *o, size_t i, GuestNic *n) {
-        char path[48], sh[SHOWN_MAX + 4];
-        bool has_bridge = false;
+static int parse_nic(const JsonNode *o, GuestNic *n) {
+        JsonIter it;
+        const char *key;
+        JsonNode v;
         int r = 0;
 
-        snprintf(path, sizeof(path), "nics[%zu]", i);
-        if ((r = want_type(o, json_type_object, path, "an object")) < 0)
+        if ((r = json_want_object(o)) < 0)
                 return r;
         snprintf(n->model, sizeof(n->model), "virtio-net-pci");
 
-        json_object_object_foreach(o, key, v) {
-                snprintf(path, sizeof(path), "nics[%zu].%s", i, json_shown(key, sh));
-                if (streq(key, "bridge")) {
-                        r = get_str_as(v, path, bridge_is_valid, "an interface name (1-15 of A-Z a-z 0-9 _ . -)",
+        for (json_iter_init(&it, o); json_iter_next(&it, &key, &v);) {
+                if (streq(key, "bridge"))
+                        r = get_str_as(&v, bridge_is_valid, "an interface name (1-15 of A-Z a-z 0-9 _ . -)",
                                        n->bridge, sizeof(n->bridge));
-                        has_bridge = true;
-                } else if (streq(key, "mac"))
-                        r = parse_mac(v, path, n->mac);
+                else if (streq(key, "mac"))
+                        r = parse_mac(&v, n->mac);
                 else if (streq(key, "model"))
-                        r = get_str_as(v, path, model_is_valid, "virtio-net-pci or e1000", n->model,
-                                       sizeof(n->model));
+                        r = get_str_as(&v, model_is_valid, "virtio-net-pci or e1000", n->model, sizeof(n->model));
                 else
-                        r = unknown_member(path);
+                        r = unknown_member(&v);
                 if (r < 0)
                         return r;
         }
-        if (!has_bridge) {
-                snprintf(path, sizeof(path), "nics[%zu].bridge", i);
-                return bad(path, "is required");
-        }
-        return 0;
+        return json_member(o, "bridge", true, &v);
 }
 
-static int parse_array(json_object *v, const char *name, size_t max, size_t *ret_n) {
-        int r = want_type(v, json_type_array, name, "an array");
-        if (r < 0)
-                return r;
-        size_t n = json_object_array_length(v);
-        if (n > max)
-                return bad(name, "has %zu entries, at most %zu are allowed", n, max);
-        *ret_n = n;
-        return 0;
-}
-
-static int parse_member(const char *key, json_object *v, GuestDef *d, bool *has_memory) {
-        char sh[SHOWN_MAX + 4];
+static int parse_member(const char *key, const JsonNode *v, GuestDef *d, bool *has_memory) {
+        JsonNode e;
         int64_t x;
         int r;
 
         if (streq(key, "name"))
-                return get_str_as(v, key, vm_name_is_valid,
-                                  "1-63 of A-Z a-z 0-9 . _ - (not starting with . or -)", d->name,
-                                  sizeof(d->name));
+                return get_str_as(v, vm_name_is_valid, "1-63 of A-Z a-z 0-9 . _ - (not starting with . or -)",
+                                  d->name, sizeof(d->name));
         if (streq(key, "uuid")) {
-                if ((r = get_str_as(v, key, uuid_or_empty, "a UUID like 0b5d2c1e-8f3a-4c3e-9d7a-2f1e0c9b8a7d",
+                if ((r = get_str_as(v, uuid_or_empty, "a UUID like 0b5d2c1e-8f3a-4c3e-9d7a-2f1e0c9b8a7d",
                                     d->uuid, sizeof(d->uuid))) < 0)
                         return r;
                 for (char *c = d->uuid; *c; c++) /* "" is generated later */
@@ -427,58 +334,61 @@ static int parse_member(const char *key, json_object *v, GuestDef *d, bool *has_
                 return 0;
         }
         if (streq(key, "memory_mib")) {
-                if ((r = get_int(v, key, 16, 1048576, &x)) < 0)
+                if ((r = json_read_i64(v, 16, 1048576, &x)) < 0)
                         return r;
                 d->memory_mib = (uint64_t) x;
                 *has_memory = true;
                 return 0;
         }
         if (streq(key, "vcpus")) {
-                if ((r = get_int(v, key, 1, 256, &x)) < 0)
+                if ((r = json_read_i64(v, 1, 256, &x)) < 0)
                         return r;
                 d->vcpus = (unsigned) x;
                 return 0;
         }
         if (streq(key, "machine"))
-                return get_str_as(v, key, machine_is_valid,
-                                  "pc, q35, microvm, pc-i440fx-VERSION or pc-q35-VERSION", d->machine,
-                                  sizeof(d->machine));
+                return get_str_as(v, machine_is_valid, "pc, q35, microvm, pc-i440fx-VERSION or pc-q35-VERSION",
+                                  d->machine, sizeof(d->machine));
         if (streq(key, "cpu_model"))
-                return get_str_as(v, key, cpu_model_is_valid,
+                return get_str_as(v, cpu_model_is_valid,
                                   "a CPU model (A-Z a-z 0-9 _ . , = + -, starting with a letter or digit)",
                                   d->cpu_model, sizeof(d->cpu_model));
         if (streq(key, "kernel"))
-                return get_path(v, key, d->kernel, sizeof(d->kernel), true);
+                return get_path(v, d->kernel, sizeof(d->kernel), true);
         if (streq(key, "initrd"))
-                return get_path(v, key, d->initrd, sizeof(d->initrd), true);
+                return get_path(v, d->initrd, sizeof(d->initrd), true);
         if (streq(key, "append")) {
-                if ((r = get_str(v, key, d->append, sizeof(d->append))) < 0)
+                if ((r = json_read_string(v, d->append, sizeof(d->append))) < 0)
                         return r;
                 if (has_control(d->append))
                         return bad(key, "must not contain control characters");
                 return 0;
         }
         if (streq(key, "disks")) {
-                if ((r = parse_array(v, key, GUEST_MAX_DISKS, &d->n_disks)) < 0)
+                if ((r = json_want_array(v, GUEST_MAX_DISKS, &d->n_disks)) < 0)
                         return r;
-                for (size_t i = 0; i < d->n_disks; i++)
-                        if ((r = parse_disk(json_object_array_get_idx(v, i), i, &d->disks[i])) < 0)
+                for (size_t i = 0; i < d->n_disks; i++) {
+                        json_array_at(v, i, &e);
+                        if ((r = parse_disk(&e, &d->disks[i])) < 0)
                                 return r;
+                }
                 return 0;
         }
         if (streq(key, "nics")) {
-                if ((r = parse_array(v, key, GUEST_MAX_NICS, &d->n_nics)) < 0)
+                if ((r = json_want_array(v, GUEST_MAX_NICS, &d->n_nics)) < 0)
                         return r;
-                for (size_t i = 0; i < d->n_nics; i++)
-                        if ((r = parse_nic(json_object_array_get_idx(v, i), i, &d->nics[i])) < 0)
+                for (size_t i = 0; i < d->n_nics; i++) {
+                        json_array_at(v, i, &e);
+                        if ((r = parse_nic(&e, &d->nics[i])) < 0)
                                 return r;
+                }
                 return 0;
         }
         if (streq(key, "guest_agent"))
-                return get_bool(v, key, &d->guest_agent);
+                return json_read_bool(v, &d->guest_agent);
         if (streq(key, "serial_log"))
-                return get_bool(v, key, &d->serial_log);
-        return unknown_member(json_shown(key, sh));
+                return json_read_bool(v, &d->serial_log);
+        return unknown_member(v);
 }
 
 static bool machine_is_i440fx(const char *m) {
@@ -535,146 +445,18 @@ static int finish_def(GuestDef *d, bool has_memory) {
 }
 
 
-/* The path of the first repeated member name in (valid) JSON text, compared
- * as written; "" if the repeat is only visible after unescaping. */
-typedef struct Scan {
-        const char *s;
-        size_t len, pos;
-        char found[96];
-} Scan;
-
-static void scan_skip_ws(Scan *sc) {
-        while (sc->pos < sc->len && strchr(" \t\r\n", sc->s[sc->pos]))
-                sc->pos++;
-}
-
-/* Skip a string at pos (on its '"'); returns the raw contents' start. */
-static size_t scan_string(Scan *sc, size_t *ret_len) {
-        size_t start = ++sc->pos;
-        while (sc->pos < sc->len && sc->s[sc->pos] != '"')
-                sc->pos += sc->s[sc->pos] == '\\' ? 2 : 1;
-        *ret_len = sc->pos - start;
-        sc->pos++;
-        return start;
-}
-
-static void scan_value(Scan *sc, const char *path, int depth) {
-        char sub[96], sh[SHOWN_MAX + 4];
-
-        scan_skip_ws(sc);
-        if (sc->pos >= sc->len || sc->found[0] || depth > 64)
-                return;
-        char c = sc->s[sc->pos];
-        if (c == '{') {
-                size_t starts[MAX_KEYS_PER_OBJECT], lens[MAX_KEYS_PER_OBJECT], n = 0;
-                sc->pos++;
-                for (;;) {
-                        scan_skip_ws(sc);
-                        if (sc->pos >= sc->len || sc->s[sc->pos] == '}') {
-                                sc->pos++;
-                                return;
-                        }
-                        if (sc->s[sc->pos] == ',') {
-                                sc->pos++;
-                                continue;
-                        }
-                        size_t klen, k = scan_string(sc, &klen);
-                        char key[SHOWN_MAX + 1];
-                        snprintf(key, sizeof(key), "%.*s", (int) MIN(klen, (size_t) SHOWN_MAX), sc->s + k);
-                        snprintf(sub, sizeof(sub), "%s%s%s", path, path[0] ? "." : "", json_shown(key, sh));
-                        for (size_t i = 0; i < n; i++)
-                                if (lens[i] == klen && !memcmp(sc->s + starts[i], sc->s + k, klen)) {
-                                        snprintf(sc->found, sizeof(sc->found), "%s", sub);
-                                        return;
-                                }
-                        if (n < MAX_KEYS_PER_OBJECT) {
-                                starts[n] = k;
-                                lens[n++] = klen;
-                        }
-                        scan_skip_ws(sc);
-                        sc->pos++; /* ':' */
-                        scan_value(sc, sub, depth + 1);
-                        if (sc->found[0])
-                                return;
-                }
-        } else if (c == '[') {
-                sc->pos++;
-                for (size_t i = 0;; i++) {
-                        scan_skip_ws(sc);
-                        if (sc->pos >= sc->len || sc->s[sc->pos] == ']') {
-                                sc->pos++;
-                                return;
-                        }
-                        if (sc->s[sc->pos] == ',') {
-                                sc->pos++;
-                                i--;
-                                continue;
-                        }
-                        snprintf(sub, sizeof(sub), "%s[%zu]", path, i);
-                        scan_value(sc, sub, depth + 1);
-                        if (sc->found[0])
-                                return;
-                }
-        } else if (c == '"') {
-                size_t l;
-                scan_string(sc, &l);
-        } else {
-                while (sc->pos < sc->len && !strchr(",]} \t\r\n", sc->s[sc->pos]))
-                        sc->pos++;
-        }
-}
-
-static int check_duplicates(const char *json, size_t len, json_object *root) {
-        if (json_text_member_count(json, len) == json_tree_member_count(root))
-                return 0;
-        Scan sc = { .s = json, .len = len };
-        scan_value(&sc, "", 0);
-        if (sc.found[0])
-                return err_set(-EINVAL, "definition: '%s' appears more than once", sc.found);
-        return err_set(-EINVAL, "definition: a member name appears more than once in one object");
-}
-
-static int parse_json_text(const char *json, size_t len, json_object **ret) {
-        _cleanup_(json_tokener_freep) json_tokener *tok = json_tokener_new();
-        json_object *o;
-
-        if (!tok)
-                return err_set(-ENOMEM, "out of memory");
-        json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
-        o = json_tokener_parse_ex(tok, json, (int) len);
-        if (!o && json_tokener_get_error(tok) == json_tokener_continue)
-                o = json_tokener_parse_ex(tok, " ", 1); /* ends a bare number */
-        if (!o) {
-                enum json_tokener_error e = json_tokener_get_error(tok);
-                if (e == json_tokener_continue)
-                        return err_set(-EINVAL, "definition: truncated JSON (the document ends inside a value)");
-                if (e == json_tokener_success) /* a top-level null */
-                        return err_set(-EINVAL, "definition: must be a JSON object, not null");
-                return err_set(-EINVAL, "definition: invalid JSON at byte %zu: %s",
-                               json_tokener_get_parse_end(tok), json_tokener_error_desc(e));
-        }
-        *ret = o;
-        return 0;
-}
-
-int guest_def_parse(const char *json, size_t len, GuestDef *ret) {
-        _cleanup_(json_object_putp) json_object *root = NULL;
+static int parse(const char *json, size_t len, GuestDef *ret) {
+        _cleanup_(json_unrefp) JsonValue *root = NULL;
         _cleanup_free_ GuestDef *d = NULL;
         bool has_memory = false;
+        JsonIter it;
+        const char *key;
+        JsonNode n, v;
         int r;
 
-        if (len > GUEST_DEF_MAX_BYTES)
-                return err_set(-E2BIG, "definition: %zu bytes, more than the limit of %u", len,
-                               GUEST_DEF_MAX_BYTES);
-        if (!json || len == 0)
-                return err_set(-EINVAL, "definition: empty document");
-        const char *nul = memchr(json, '\0', len);
-        if (nul)
-                return err_set(-EINVAL, "definition: NUL byte at offset %zu", (size_t) (nul - json));
-        if ((r = parse_json_text(json, len, &root)) < 0)
+        if ((r = json_parse_object(json, len, GUEST_DEF_MAX_BYTES, &root)) < 0)
                 return r;
-        if (!json_object_is_type(root, json_type_object))
-                return err_set(-EINVAL, "definition: must be a JSON object, not %s", type_name(root));
+        json_node_root(root, &n);
 
         /* calloc, so padding and unused bytes are zero and parse results compare with memcmp */
         d = calloc(1, sizeof(*d));
@@ -685,85 +467,62 @@ int guest_def_parse(const char *json, size_t len, GuestDef *ret) {
         snprintf(d->cpu_model, sizeof(d->cpu_model), "qemu64");
         d->serial_log = true;
 
-        json_object_object_foreach(root, key, v)
-                if ((r = parse_member(key, v, d, &has_memory)) < 0)
+        for (json_iter_init(&it, &n); json_iter_next(&it, &key, &v);)
+                if ((r = parse_member(key, &v, d, &has_memory)) < 0)
                         return r;
-        if ((r = check_duplicates(json, len, root)) < 0)
-                return r;
         if ((r = finish_def(d, has_memory)) < 0)
                 return r;
         memcpy(ret, d, sizeof(*d));
         return 0;
 }
 
+int guest_def_parse(const char *json, size_t len, GuestDef *ret) {
+        int r = parse(json, len, ret);
+        return r < 0 ? err_prefix(r, "definition") : 0;
+}
+
 /* ---- canonical JSON ---- */
 
-static int add(json_object *o, const char *key, json_object *v) {
-        if (!v || json_object_object_add(o, key, v) < 0) {
-                json_object_put(v);
+static int disk_to_json(const GuestDisk *disk, JsonValue *disks) {
+        JsonValue *o = json_new_object();
+        if (json_add_string(o, "path", disk->path) < 0 || json_add_string(o, "format", disk->format) < 0 ||
+            json_add_string(o, "cache", disk->cache) < 0 || json_add_bool(o, "shared", disk->shared) < 0 ||
+            json_add_bool(o, "readonly", disk->readonly) < 0) {
+                json_unref(o);
                 return -ENOMEM;
         }
-        return 0;
+        return json_append(disks, o);
 }
 
-static int disk_to_json(const GuestDisk *disk, json_object **ret) {
-        _cleanup_(json_object_putp) json_object *o = json_object_new_object();
-        if (!o || add(o, "path", json_object_new_string(disk->path)) < 0 ||
-            add(o, "format", json_object_new_string(disk->format)) < 0 ||
-            add(o, "cache", json_object_new_string(disk->cache)) < 0 ||
-            add(o, "shared", json_object_new_boolean(disk->shared)) < 0 ||
-            add(o, "readonly", json_object_new_boolean(disk->readonly)) < 0)
+static int nic_to_json(const GuestNic *nic, JsonValue *nics) {
+        JsonValue *o = json_new_object();
+        if (json_add_string(o, "bridge", nic->bridge) < 0 || json_add_string(o, "mac", nic->mac) < 0 ||
+            json_add_string(o, "model", nic->model) < 0) {
+                json_unref(o);
                 return -ENOMEM;
-        *ret = TAKE_PTR(o);
-        return 0;
-}
-
-static int nic_to_json(const GuestNic *nic, json_object **ret) {
-        _cleanup_(json_object_putp) json_object *o = json_object_new_object();
-        if (!o || add(o, "bridge", json_object_new_string(nic->bridge)) < 0 ||
-            add(o, "mac", json_object_new_string(nic->mac)) < 0 ||
-            add(o, "model", json_object_new_string(nic->model)) < 0)
-                return -ENOMEM;
-        *ret = TAKE_PTR(o);
-        return 0;
+        }
+        return json_append(nics, o);
 }
 
 int guest_def_to_json(const GuestDef *def, char **ret_json) {
-        _cleanup_(json_object_putp) json_object *o = json_object_new_object();
-        _cleanup_(json_object_putp) json_object *disks = json_object_new_array();
-        _cleanup_(json_object_putp) json_object *nics = json_object_new_array();
+        _cleanup_(json_unrefp) JsonValue *o = json_new_object();
+        _cleanup_(json_unrefp) JsonValue *disks = json_new_array();
+        _cleanup_(json_unrefp) JsonValue *nics = json_new_array();
 
-        if (!o || !disks || !nics)
-                return err_set(-ENOMEM, "out of memory");
-        for (size_t i = 0; i < def->n_disks; i++) {
-                json_object *d;
-                if (disk_to_json(&def->disks[i], &d) < 0 || json_object_array_add(disks, d) < 0)
+        for (size_t i = 0; i < def->n_disks; i++)
+                if (disk_to_json(&def->disks[i], disks) < 0)
                         return err_set(-ENOMEM, "out of memory");
-        }
-        for (size_t i = 0; i < def->n_nics; i++) {
-                json_object *n;
-                if (nic_to_json(&def->nics[i], &n) < 0 || json_object_array_add(nics, n) < 0)
+        for (size_t i = 0; i < def->n_nics; i++)
+                if (nic_to_json(&def->nics[i], nics) < 0)
                         return err_set(-ENOMEM, "out of memory");
-        }
-        if (add(o, "name", json_object_new_string(def->name)) < 0 ||
-            add(o, "uuid", json_object_new_string(def->uuid)) < 0 ||
-            add(o, "memory_mib", json_object_new_int64((int64_t) def->memory_mib)) < 0 ||
-            add(o, "vcpus", json_object_new_int64(def->vcpus)) < 0 ||
-            add(o, "machine", json_object_new_string(def->machine)) < 0 ||
-            add(o, "cpu_model", json_object_new_string(def->cpu_model)) < 0 ||
-            add(o, "kernel", json_object_new_string(def->kernel)) < 0 ||
-            add(o, "initrd", json_object_new_string(def->initrd)) < 0 ||
-            add(o, "append", json_object_new_string(def->append)) < 0 ||
-            add(o, "disks", TAKE_PTR(disks)) < 0 || add(o, "nics", TAKE_PTR(nics)) < 0 ||
-            add(o, "guest_agent", json_object_new_boolean(def->guest_agent)) < 0 ||
-            add(o, "serial_log", json_object_new_boolean(def->serial_log)) < 0)
+        if (json_add_string(o, "name", def->name) < 0 || json_add_string(o, "uuid", def->uuid) < 0 ||
+            json_add_u64(o, "memory_mib", def->memory_mib) < 0 || json_add_i64(o, "vcpus", def->vcpus) < 0 ||
+            json_add_string(o, "machine", def->machine) < 0 || json_add_string(o, "cpu_model", def->cpu_model) < 0 ||
+            json_add_string(o, "kernel", def->kernel) < 0 || json_add_string(o, "initrd", def->initrd) < 0 ||
+            json_add_string(o, "append", def->append) < 0 || json_add(o, "disks", TAKE_PTR(disks)) < 0 ||
+            json_add(o, "nics", TAKE_PTR(nics)) < 0 || json_add_bool(o, "guest_agent", def->guest_agent) < 0 ||
+            json_add_bool(o, "serial_log", def->serial_log) < 0 || json_to_string(o, false, ret_json) < 0)
                 return err_set(-ENOMEM, "out of memory");
-
-        const char *s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
-        char *copy = s ? strdup(s) : NULL;
-        if (!copy)
-                return err_set(-ENOMEM, "out of memory");
-        *ret_json = copy;
         return 0;
 }
 

@@ -9,6 +9,7 @@
 #include "agent.h"
 #include "agent.pb-c.h"
 #include "err.h"
+#include "migparams-pb.h"
 #include "rpcclient.h"
 
 struct AgentPeer {
@@ -43,48 +44,13 @@ static int call(AgentPeer *p, const char *method, const ProtobufCMessage *req, i
         return rpc_client_unary(p->cl, &drover__v1__agent__descriptor, method, req, timeout_ms, resp, &st);
 }
 
-void mig_params_to_proto(const MigParams *in, Drover__V1__MigrationParams *out) {
-        drover__v1__migration_params__init(out);
-        out->bandwidth_bytes_per_s = in->bandwidth;
-        out->downtime_limit_ms = in->downtime_ms;
-        out->max_downtime_limit_ms = in->max_downtime_ms;
-        out->auto_converge = in->auto_converge;
-        out->postcopy = in->postcopy == POSTCOPY_POLICY_ALLOWED ? DROVER__V1__POSTCOPY_MODE__POSTCOPY_ALLOWED
-                        : in->postcopy == POSTCOPY_POLICY_AFTER ? DROVER__V1__POSTCOPY_MODE__POSTCOPY_AFTER
-                                                                : DROVER__V1__POSTCOPY_MODE__POSTCOPY_NOT_ALLOWED;
-        out->postcopy_after_s = in->postcopy_after_s;
-        out->multifd_channels = in->multifd_channels;
-        out->completion_timeout_s_per_gib = in->completion_s_per_gib;
-        out->progress_timeout_s = in->progress_timeout_s;
-        out->skip_time_sync = in->skip_time_sync;
-}
-
-void mig_params_from_proto(const Drover__V1__MigrationParams *in, MigParams *out) {
-        memset(out, 0, sizeof(*out));
-        if (in) {
-                out->bandwidth = in->bandwidth_bytes_per_s;
-                out->downtime_ms = in->downtime_limit_ms;
-                out->max_downtime_ms = in->max_downtime_limit_ms;
-                out->auto_converge = in->auto_converge;
-                out->postcopy = in->postcopy == DROVER__V1__POSTCOPY_MODE__POSTCOPY_ALLOWED ? POSTCOPY_POLICY_ALLOWED
-                                : in->postcopy == DROVER__V1__POSTCOPY_MODE__POSTCOPY_AFTER ? POSTCOPY_POLICY_AFTER
-                                                                                           : POSTCOPY_POLICY_NEVER;
-                out->postcopy_after_s = in->postcopy_after_s;
-                out->multifd_channels = in->multifd_channels;
-                out->completion_s_per_gib = in->completion_timeout_s_per_gib;
-                out->progress_timeout_s = in->progress_timeout_s;
-                out->skip_time_sync = in->skip_time_sync;
-        }
-        mig_params_defaults(out);
-}
-
 int agent_peer_prepare(AgentPeer *p, const char *op, const char *definition_json, const MigParams *mp,
                        const char *stream_host, const char *source_addr, int64_t timeout_ms, char *ret_uri,
                        size_t uri_size) {
         Drover__V1__MigratePrepareRequest req = DROVER__V1__MIGRATE_PREPARE_REQUEST__INIT;
         Drover__V1__MigrationParams params;
         Drover__V1__MigratePrepareResponse *resp = NULL;
-        mig_params_to_proto(mp, &params);
+        mig_params_to_pb(mp, &params);
         req.op_id = (char *) op;
         req.definition_json = (char *) definition_json;
         req.params = &params;

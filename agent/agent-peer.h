@@ -1,6 +1,5 @@
-/* Calls from one agent to another (the internal migration RPCs), and the
- * conversion of migration parameters to and from their protobuf form.  The
- * only migration code that sees protobuf-c or the gRPC client.
+/* Calls from one agent to another (the internal migration RPCs).  The only
+ * migration code that sees protobuf-c or the gRPC client.
  *
  * Peers are reached with the agent's own TLS material (its certificate is
  * presented as a client certificate) or, in development mode, in plaintext
@@ -15,7 +14,6 @@
 #include "migparams.h"
 #include "recovery.h" /* PeerAnswer */
 
-struct Drover__V1__MigrationParams;
 typedef struct Agent Agent;
 
 typedef struct AgentPeer AgentPeer;
@@ -31,7 +29,3 @@ int agent_peer_finish(AgentPeer *p, const char *op, const char *uuid, bool postc
 int agent_peer_cancel(AgentPeer *p, const char *op, const char *uuid, int64_t timeout_ms);
 /* PEER_UNREACHABLE when the call fails. */
 PeerAnswer agent_peer_owner(AgentPeer *p, const char *op, const char *uuid, int64_t timeout_ms);
-
-void mig_params_to_proto(const MigParams *in, struct Drover__V1__MigrationParams *out);
-/* NULL @in gives the defaults. */
-void mig_params_from_proto(const struct Drover__V1__MigrationParams *in, MigParams *out);

@@ -27,6 +27,7 @@
 #include "err.h"
 #include "lock.h"
 #include "log.h"
+#include "migparams-pb.h"
 
 #define VERSION "0.1.0"
 
@@ -535,7 +536,8 @@ static RpcCode h_migrate(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMess
         RpcCode code = handler_guest(&h, c, user, req->guest, req->op_id);
         if (code != RPC_OK)
                 return code;
-        mig_params_from_proto(req->params, &p);
+        mig_params_from_pb(req->params, &p);
+        mig_params_defaults(&p);
         int r = agent_migrate(h.a, h.vm, h.op, req->destination, req->destination_stream_host, &p, req->wait, &res);
         if (r >= 0)
                 resp->result = new_result(c, &res);
@@ -643,7 +645,8 @@ static RpcCode h_prepare(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMess
         handler_enter(&h, c, user);
         if (!req->op_id[0])
                 return handler_end(&h, rpc_call_fail(c, RPC_INVALID_ARGUMENT, "'op_id' is required"));
-        mig_params_from_proto(req->params, &p);
+        mig_params_from_pb(req->params, &p);
+        mig_params_defaults(&p);
         int r = agent_migrate_prepare(a, req->op_id, req->definition_json, &p, req->stream_host, req->source, uri,
                                       sizeof(uri));
         if (r < 0)

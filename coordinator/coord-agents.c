@@ -2,13 +2,13 @@
 #include "coord-agents.h"
 
 #include <errno.h>
-#include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "agent.pb-c.h"
 #include "err.h"
+#include "migparams-pb.h"
 #include "rpcclient.h"
 
 struct AgentLink {
@@ -87,20 +87,11 @@ void agent_host_info_clear(AgentHostInfo *h) {
 }
 
 int agent_link_migrate(AgentLink *l, const char *guest, const char *op, const char *dest_addr,
-                       const char *stream_host, const LinkMigParams *p, int64_t timeout_ms) {
+                       const char *stream_host, const MigParams *p, int64_t timeout_ms) {
         Drover__V1__MigrateRequest req = DROVER__V1__MIGRATE_REQUEST__INIT;
-        Drover__V1__MigrationParams mp = DROVER__V1__MIGRATION_PARAMS__INIT;
+        Drover__V1__MigrationParams mp;
         Drover__V1__MigrateResponse *resp = NULL;
-        mp.bandwidth_bytes_per_s = p->bandwidth;
-        mp.downtime_limit_ms = p->downtime_ms;
-        mp.max_downtime_limit_ms = p->max_downtime_ms;
-        mp.auto_converge = p->auto_converge;
-        mp.postcopy = (Drover__V1__PostcopyMode) p->postcopy;
-        mp.postcopy_after_s = p->postcopy_after_s;
-        mp.multifd_channels = p->multifd_channels;
-        mp.completion_timeout_s_per_gib = p->completion_s_per_gib;
-        mp.progress_timeout_s = p->progress_timeout_s;
-        mp.skip_time_sync = p->skip_time_sync;
+        mig_params_to_pb(p, &mp);
         req.guest = (char *) guest;
         req.op_id = (char *) op;
         req.destination = (char *) dest_addr;
@@ -183,42 +174,5 @@ int agent_link_get_guest(AgentLink *l, const char *guest, int64_t timeout_ms, Li
                 ret->iteration = m->iteration;
         }
         drover__v1__get_guest_response__free_unpacked(g, NULL);
-        return 0;
-}
-
-int link_params_to_json(const LinkMigParams *p, char *buf, size_t size) {
-        int n = snprintf(buf, size,
-                         "{\"bandwidth\":%llu,\"downtime_ms\":%u,\"max_downtime_ms\":%u,\"auto_converge\":%s,"
-                         "\"postcopy\":%d,\"postcopy_after_s\":%u,\"multifd_channels\":%u,"
-                         "\"completion_s_per_gib\":%u,\"progress_timeout_s\":%u,\"skip_time_sync\":%s}",
-                         (unsigned long long) p->bandwidth, p->downtime_ms, p->max_downtime_ms,
-                         p->auto_converge ? "true" : "false", p->postcopy, p->postcopy_after_s,
-                         p->multifd_channels, p->completion_s_per_gib, p->progress_timeout_s,
-                         p->skip_time_sync ? "true" : "false");
-        return n > 0 && (size_t) n < size ? 0 : err_set(-ENOBUFS, "parameters do not fit");
-}
-
-int link_params_from_json(const char *json, LinkMigParams *ret) {
-        json_object *o = json_tokener_parse(json), *v;
-        memset(ret, 0, sizeof(*ret));
-        if (!o || !json_object_is_type(o, json_type_object)) {
-                json_object_put(o);
-                return err_set(-EINVAL, "stored migration parameters are not a JSON object");
-        }
-#define U(k, f) if (json_object_object_get_ex(o, k, &v)) ret->f = (__typeof__(ret->f)) json_object_get_int64(v)
-#define B(k, f) if (json_object_object_get_ex(o, k, &v)) ret->f = json_object_get_boolean(v)
-        U("bandwidth", bandwidth);
-        U("downtime_ms", downtime_ms);
-        U("max_downtime_ms", max_downtime_ms);
-        B("auto_converge", auto_converge);
-        U("postcopy", postcopy);
-        U("postcopy_after_s", postcopy_after_s);
-        U("multifd_channels", multifd_channels);
-        U("completion_s_per_gib", completion_s_per_gib);
-        U("progress_timeout_s", progress_timeout_s);
-        B("skip_time_sync", skip_time_sync);
-#undef U
-#undef B
-        json_object_put(o);
         return 0;
 }

@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "migparams.h"
 #include "migtypes.h"
 
 typedef struct AgentLink AgentLink;
@@ -42,16 +43,6 @@ typedef struct AgentHostInfo {
 int agent_link_stats(AgentLink *l, int64_t timeout_ms, AgentHostInfo *ret);
 void agent_host_info_clear(AgentHostInfo *h);
 
-/* Migration parameters as the coordinator passes them through. */
-typedef struct LinkMigParams {
-        uint64_t bandwidth;
-        uint32_t downtime_ms, max_downtime_ms;
-        bool auto_converge;
-        int postcopy; /* PostcopyMode of agent.proto */
-        uint32_t postcopy_after_s, multifd_channels, completion_s_per_gib, progress_timeout_s;
-        bool skip_time_sync;
-} LinkMigParams;
-
 typedef struct LinkMigResult {
         char op[64];
         bool done, success;
@@ -62,7 +53,7 @@ typedef struct LinkMigResult {
 } LinkMigResult;
 
 int agent_link_migrate(AgentLink *l, const char *guest, const char *op, const char *dest_addr,
-                       const char *stream_host, const LinkMigParams *p, int64_t timeout_ms);
+                       const char *stream_host, const MigParams *p, int64_t timeout_ms);
 /* -ENOENT when the agent knows no migration of that guest. */
 int agent_link_get_migration(AgentLink *l, const char *guest, int64_t timeout_ms, LinkMigResult *ret);
 int agent_link_abort(AgentLink *l, const char *guest, int64_t timeout_ms);
@@ -83,7 +74,3 @@ typedef struct LinkGuestStatus {
 
 /* -ENOENT when the guest is not defined there. */
 int agent_link_get_guest(AgentLink *l, const char *guest, int64_t timeout_ms, LinkGuestStatus *ret);
-
-/* Parameters to/from their JSON form (stored with a job). */
-int link_params_to_json(const LinkMigParams *p, char *buf, size_t size);
-int link_params_from_json(const char *json, LinkMigParams *ret);

@@ -12,21 +12,27 @@
  *                  "link_bytes_per_s": 125000000,
  *                  "max_outgoing": 2, "max_incoming": 2 } ],
  *     "anti_affinity": { "db": ["db1", "db2"] },
- *     "defaults": { "downtime_ms": 300, "max_downtime_ms": 2000, "postcopy": 0, ... } }
+ *     "defaults": { "downtime_ms": 300, "max_downtime_ms": 2000, "postcopy": "never", ... } }
  *
- * Unknown members are rejected with their name.
+ * Read through core/json: unknown and repeated members are refused and every
+ * error names the member path ("config /etc/...: 'hosts[2].vcpus' must be
+ * ...").  "defaults" is the JSON form of MigParams (core/migparams.h).
  */
 #define _GNU_SOURCE
 #include "coord.h"
 
 #include <errno.h>
-#include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "err.h"
+#include "json.h"
+#include "migparams.h"
+
+/* Far more than a cluster of COORD_MAX_HOSTS hosts needs. */
+#define CONFIG_MAX_BYTES (4u * 1024 * 1024)
 
 void coord_config_defaults(CoordConfig *c) {
         memset(c, 0, sizeof(*c));
@@ -53,196 +59,133 @@ static int bad(const char *member, const char *fmt, ...) {
         return err_set(-EINVAL, "config: '%s' %s", member, msg);
 }
 
-static int get_str(json_object *v, const char *member, char *buf, size_t size) {
-        if (!json_object_is_type(v, json_type_string))
-                return bad(member, "must be a string");
-        if ((size_t) json_object_get_string_len(v) >= size)
-                return bad(member, "is longer than %zu bytes", size - 1);
-        snprintf(buf, size, "%s", json_object_get_string(v));
-        return 0;
-}
+#define U40 (UINT64_C(1) << 40)
 
-static int get_u64(json_object *v, const char *member, uint64_t max, uint64_t *ret) {
-        if (!json_object_is_type(v, json_type_int) || json_object_get_int64(v) < 0)
-                return bad(member, "must be a non-negative integer");
-        uint64_t x = json_object_get_uint64(v);
-        if (x > max)
-                return bad(member, "must be at most %llu", (unsigned long long) max);
-        *ret = x;
-        return 0;
-}
-
-static int parse_host(json_object *o, size_t idx, StoreHost *h) {
-        char m[64];
+static int parse_host(const JsonNode *o, StoreHost *h) {
+        static const char *const known[] = { "name", "address", "migration_address", "cpu_model", "memory_mib",
+                                             "vcpus", "link_bytes_per_s", "max_outgoing", "max_incoming", NULL };
         int r;
-        if (!json_object_is_type(o, json_type_object))
-                return err_set(-EINVAL, "config: 'hosts[%zu]' must be an object", idx);
+
         memset(h, 0, sizeof(*h));
         h->state = 1;
-        json_object_object_foreach(o, key, v) {
-                uint64_t u;
-                r = 0;
-                snprintf(m, sizeof(m), "hosts[%zu].%s", idx, key);
-                if (strcmp(key, "name") == 0)
-                        r = get_str(v, m, h->name, sizeof(h->name));
-                else if (strcmp(key, "address") == 0)
-                        r = get_str(v, m, h->address, sizeof(h->address));
-                else if (strcmp(key, "migration_address") == 0)
-                        r = get_str(v, m, h->migration_address, sizeof(h->migration_address));
-                else if (strcmp(key, "cpu_model") == 0)
-                        r = get_str(v, m, h->cpu_model, sizeof(h->cpu_model));
-                else if (strcmp(key, "memory_mib") == 0)
-                        r = get_u64(v, m, UINT64_C(1) << 40, &h->memory_mib);
-                else if (strcmp(key, "vcpus") == 0 && (r = get_u64(v, m, 1u << 20, &u)) >= 0)
-                        h->vcpus = (uint32_t) u;
-                else if (strcmp(key, "link_bytes_per_s") == 0)
-                        r = get_u64(v, m, UINT64_C(1) << 40, &h->link_bytes_per_s);
-                else if (strcmp(key, "max_outgoing") == 0 && (r = get_u64(v, m, 64, &u)) >= 0)
-                        h->max_outgoing = (uint32_t) u;
-                else if (strcmp(key, "max_incoming") == 0 && (r = get_u64(v, m, 64, &u)) >= 0)
-                        h->max_incoming = (uint32_t) u;
-                else if (strcmp(key, "vcpus") && strcmp(key, "max_outgoing") && strcmp(key, "max_incoming"))
-                        return bad(m, "is not a known member");
-                if (r < 0)
-                        return r;
-        }
+        if ((r = json_want_object(o)) < 0 || (r = json_check_members(o, known)) < 0 ||
+            (r = json_get_string(o, "name", false, h->name, sizeof(h->name))) < 0 ||
+            (r = json_get_string(o, "address", false, h->address, sizeof(h->address))) < 0 ||
+            (r = json_get_string(o, "migration_address", false, h->migration_address,
+                                 sizeof(h->migration_address))) < 0 ||
+            (r = json_get_string(o, "cpu_model", false, h->cpu_model, sizeof(h->cpu_model))) < 0 ||
+            (r = json_get_u64(o, "memory_mib", false, 0, U40, &h->memory_mib)) < 0 ||
+            (r = json_get_u32(o, "vcpus", false, 0, 1u << 20, &h->vcpus)) < 0 ||
+            (r = json_get_u64(o, "link_bytes_per_s", false, 0, U40, &h->link_bytes_per_s)) < 0 ||
+            (r = json_get_u32(o, "max_outgoing", false, 0, 64, &h->max_outgoing)) < 0 ||
+            (r = json_get_u32(o, "max_incoming", false, 0, 64, &h->max_incoming)) < 0)
+                return r;
         if (!h->name[0] || !h->address[0])
-                return err_set(-EINVAL, "config: 'hosts[%zu]' needs 'name' and 'address'", idx);
+                return err_set(-EINVAL, "'%s' needs 'name' and 'address'", o->path);
         return 0;
 }
 
-static int parse_defaults(json_object *o, LinkMigParams *p) {
-        char m[64];
-        if (!json_object_is_type(o, json_type_object))
-                return bad("defaults", "must be an object");
-        json_object_object_foreach(o, key, v) {
-                uint64_t u = 0;
-                int r = 0;
-                snprintf(m, sizeof(m), "defaults.%s", key);
-                if (strcmp(key, "auto_converge") == 0 || strcmp(key, "skip_time_sync") == 0) {
-                        if (!json_object_is_type(v, json_type_boolean))
-                                return bad(m, "must be true or false");
-                        if (key[0] == 'a')
-                                p->auto_converge = json_object_get_boolean(v);
-                        else
-                                p->skip_time_sync = json_object_get_boolean(v);
-                        continue;
+static int parse_anti_affinity(const JsonNode *o, CoordConfig *c) {
+        JsonIter it;
+        const char *group;
+        JsonNode list, e;
+        size_t n;
+        int r;
+
+        for (json_iter_init(&it, o); json_iter_next(&it, &group, &list);) {
+                if ((r = json_want_array(&list, COORD_MAX_AA, &n)) < 0)
+                        return r;
+                if (strlen(group) >= sizeof(c->aa[0].group))
+                        return err_set(-EINVAL, "'%s' is a group name longer than %zu bytes", list.path,
+                                       sizeof(c->aa[0].group) - 1);
+                for (size_t i = 0; i < n; i++, c->n_aa++) {
+                        if (c->n_aa >= COORD_MAX_AA)
+                                return err_set(-EINVAL, "'anti_affinity' has more than %d entries", COORD_MAX_AA);
+                        json_array_at(&list, i, &e);
+                        if ((r = json_read_string(&e, c->aa[c->n_aa].guest, sizeof(c->aa[0].guest))) < 0)
+                                return r;
+                        snprintf(c->aa[c->n_aa].group, sizeof(c->aa[0].group), "%s", group);
                 }
-                if ((r = get_u64(v, m, UINT64_C(1) << 40, &u)) < 0)
-                        return r;
-                if (strcmp(key, "bandwidth") == 0)
-                        p->bandwidth = u;
-                else if (strcmp(key, "downtime_ms") == 0)
-                        p->downtime_ms = (uint32_t) u;
-                else if (strcmp(key, "max_downtime_ms") == 0)
-                        p->max_downtime_ms = (uint32_t) u;
-                else if (strcmp(key, "postcopy") == 0 && u <= 2)
-                        p->postcopy = (int) u;
-                else if (strcmp(key, "postcopy_after_s") == 0)
-                        p->postcopy_after_s = (uint32_t) u;
-                else if (strcmp(key, "multifd_channels") == 0)
-                        p->multifd_channels = (uint32_t) u;
-                else if (strcmp(key, "completion_s_per_gib") == 0)
-                        p->completion_s_per_gib = (uint32_t) u;
-                else if (strcmp(key, "progress_timeout_s") == 0)
-                        p->progress_timeout_s = (uint32_t) u;
-                else
-                        return bad(m, "is not a known member (or out of range)");
         }
         return 0;
 }
 
-static int parse(json_object *root, CoordConfig *c) {
-        int r = 0;
-        if (!json_object_is_type(root, json_type_object))
-                return err_set(-EINVAL, "config: the top level must be a JSON object");
-        json_object_object_foreach(root, key, v) {
-                uint64_t u;
-                if (strcmp(key, "listen") == 0) {
-                        if (!json_object_is_type(v, json_type_array) || json_object_array_length(v) == 0 ||
-                            json_object_array_length(v) > COORD_MAX_LISTEN)
-                                return bad(key, "must be a list of 1 to %d addresses", COORD_MAX_LISTEN);
-                        c->n_listen = json_object_array_length(v);
-                        for (size_t i = 0; i < c->n_listen; i++)
-                                if ((r = get_str(json_object_array_get_idx(v, i), "listen[]", c->listen[i], sizeof(c->listen[i]))) < 0)
-                                        return r;
-                } else if (strcmp(key, "tls") == 0) {
-                        if (!json_object_is_type(v, json_type_object))
-                                return bad(key, "must be an object with cert, key, ca");
-                        json_object_object_foreach(v, tk, tv) {
-                                char *dst = strcmp(tk, "cert") == 0 ? c->tls_cert : strcmp(tk, "key") == 0 ? c->tls_key
-                                            : strcmp(tk, "ca") == 0 ? c->tls_ca : NULL;
-                                if (!dst)
-                                        return bad("tls", "has an unknown member");
-                                if ((r = get_str(tv, "tls", dst, 256)) < 0)
-                                        return r;
-                        }
-                } else if (strcmp(key, "dev_mode") == 0) {
-                        if (!json_object_is_type(v, json_type_boolean))
-                                return bad(key, "must be true or false");
-                        c->dev_mode = json_object_get_boolean(v);
-                } else if (strcmp(key, "db") == 0)
-                        r = get_str(v, key, c->db_path, sizeof(c->db_path));
-                else if (strcmp(key, "log_level") == 0)
-                        r = get_str(v, key, c->log_level, sizeof(c->log_level));
-                else if (strcmp(key, "max_outgoing") == 0 && (r = get_u64(v, key, 64, &u)) >= 0)
-                        c->max_outgoing = (unsigned) u;
-                else if (strcmp(key, "max_incoming") == 0 && (r = get_u64(v, key, 64, &u)) >= 0)
-                        c->max_incoming = (unsigned) u;
-                else if (strcmp(key, "cluster_limit") == 0 && (r = get_u64(v, key, 4096, &u)) >= 0)
-                        c->cluster_limit = (unsigned) u;
-                else if (strcmp(key, "rpc_threads") == 0 && (r = get_u64(v, key, 256, &u)) >= 0)
-                        c->rpc_threads = (unsigned) u;
-                else if (strcmp(key, "heartbeat_ms") == 0 && (r = get_u64(v, key, 600000, &u)) >= 0)
-                        c->heartbeat_ms = (int64_t) u;
-                else if (strcmp(key, "default_link_bytes_per_s") == 0)
-                        r = get_u64(v, key, UINT64_C(1) << 40, &c->default_link_bytes_per_s);
-                else if (strcmp(key, "stream_bytes_per_s") == 0)
-                        r = get_u64(v, key, UINT64_C(1) << 40, &c->stream_bytes_per_s);
-                else if (strcmp(key, "hosts") == 0) {
-                        if (!json_object_is_type(v, json_type_array) || json_object_array_length(v) > COORD_MAX_HOSTS)
-                                return bad(key, "must be a list of at most %d hosts", COORD_MAX_HOSTS);
-                        c->n_hosts = json_object_array_length(v);
-                        for (size_t i = 0; i < c->n_hosts; i++)
-                                if ((r = parse_host(json_object_array_get_idx(v, i), i, &c->hosts[i])) < 0)
-                                        return r;
-                } else if (strcmp(key, "anti_affinity") == 0) {
-                        if (!json_object_is_type(v, json_type_object))
-                                return bad(key, "must map a group name to a list of guest names");
-                        json_object_object_foreach(v, group, list) {
-                                if (!json_object_is_type(list, json_type_array))
-                                        return bad("anti_affinity", "groups must be lists of guest names");
-                                for (size_t i = 0; i < json_object_array_length(list); i++) {
-                                        if (c->n_aa >= COORD_MAX_AA)
-                                                return bad("anti_affinity", "has more than %d entries", COORD_MAX_AA);
-                                        snprintf(c->aa[c->n_aa].group, sizeof(c->aa[0].group), "%s", group);
-                                        if ((r = get_str(json_object_array_get_idx(list, i), "anti_affinity[]",
-                                                         c->aa[c->n_aa].guest, sizeof(c->aa[0].guest))) < 0)
-                                                return r;
-                                        c->n_aa++;
-                                }
-                        }
-                } else if (strcmp(key, "defaults") == 0)
-                        r = parse_defaults(v, &c->defaults);
-                else if (strcmp(key, "max_outgoing") && strcmp(key, "max_incoming") && strcmp(key, "cluster_limit") &&
-                         strcmp(key, "rpc_threads") && strcmp(key, "heartbeat_ms"))
-                        return bad(key, "is not a known member");
-                if (r < 0)
-                        return r;
+static int parse(const JsonNode *root, CoordConfig *c) {
+        static const char *const known[] = {
+                "listen", "tls", "dev_mode", "db", "log_level", "max_outgoing", "max_incoming", "cluster_limit",
+                "rpc_threads", "heartbeat_ms", "default_link_bytes_per_s", "stream_bytes_per_s", "hosts",
+                "anti_affinity", "defaults", NULL,
+        };
+        static const char *const tls_known[] = { "cert", "key", "ca", NULL };
+        JsonNode v, e;
+        size_t n;
+        int r;
+
+        if ((r = json_check_members(root, known)) < 0)
+                return r;
+        if ((r = json_get_array(root, "listen", false, COORD_MAX_LISTEN, &v, &n)) < 0)
+                return r;
+        if (r > 0) {
+                if (n == 0)
+                        return err_set(-EINVAL, "'listen' must be a list of 1 to %d addresses", COORD_MAX_LISTEN);
+                for (size_t i = 0; i < n; i++) {
+                        json_array_at(&v, i, &e);
+                        if ((r = json_read_string(&e, c->listen[i], sizeof(c->listen[i]))) < 0)
+                                return r;
+                }
+                c->n_listen = n;
         }
+        if ((r = json_get_object(root, "tls", false, &v)) < 0)
+                return r;
+        if (r > 0 && ((r = json_check_members(&v, tls_known)) < 0 ||
+                      (r = json_get_string(&v, "cert", false, c->tls_cert, sizeof(c->tls_cert))) < 0 ||
+                      (r = json_get_string(&v, "key", false, c->tls_key, sizeof(c->tls_key))) < 0 ||
+                      (r = json_get_string(&v, "ca", false, c->tls_ca, sizeof(c->tls_ca))) < 0))
+                return r;
+        if ((r = json_get_bool(root, "dev_mode", false, &c->dev_mode)) < 0 ||
+            (r = json_get_string(root, "db", false, c->db_path, sizeof(c->db_path))) < 0 ||
+            (r = json_get_string(root, "log_level", false, c->log_level, sizeof(c->log_level))) < 0 ||
+            (r = json_get_u32(root, "max_outgoing", false, 0, 64, &c->max_outgoing)) < 0 ||
+            (r = json_get_u32(root, "max_incoming", false, 0, 64, &c->max_incoming)) < 0 ||
+            (r = json_get_u32(root, "cluster_limit", false, 0, 4096, &c->cluster_limit)) < 0 ||
+            (r = json_get_u32(root, "rpc_threads", false, 0, 256, &c->rpc_threads)) < 0 ||
+            (r = json_get_i64(root, "heartbeat_ms", false, 0, 600000, &c->heartbeat_ms)) < 0 ||
+            (r = json_get_u64(root, "default_link_bytes_per_s", false, 0, U40, &c->default_link_bytes_per_s)) < 0 ||
+            (r = json_get_u64(root, "stream_bytes_per_s", false, 0, U40, &c->stream_bytes_per_s)) < 0)
+                return r;
+        if ((r = json_get_array(root, "hosts", false, COORD_MAX_HOSTS, &v, &n)) < 0)
+                return r;
+        if (r > 0) {
+                for (size_t i = 0; i < n; i++) {
+                        json_array_at(&v, i, &e);
+                        if ((r = parse_host(&e, &c->hosts[i])) < 0)
+                                return r;
+                }
+                c->n_hosts = n;
+        }
+        if ((r = json_get_object(root, "anti_affinity", false, &v)) < 0)
+                return r;
+        if (r > 0 && (r = parse_anti_affinity(&v, c)) < 0)
+                return r;
+        if ((r = json_get_object(root, "defaults", false, &v)) < 0)
+                return r;
+        if (r > 0 && (r = mig_params_read_json(&v, &c->defaults)) < 0)
+                return r;
         return 0;
 }
 
 int coord_config_load(const char *path, CoordConfig *ret) {
-        json_object *root;
+        _cleanup_(json_unrefp) JsonValue *root = NULL;
+        JsonNode n;
+        int r;
+
         coord_config_defaults(ret);
-        root = json_object_from_file(path);
-        if (!root)
-                return err_set(access(path, R_OK) < 0 ? -errno : -EINVAL, "config %s: cannot read it as JSON: %s", path,
-                               access(path, R_OK) < 0 ? strerror(errno) : json_util_get_last_err());
-        int r = parse(root, ret);
-        json_object_put(root);
-        return r < 0 ? err_prefix(r, "%s", path) : 0;
+        if ((r = json_parse_file(path, CONFIG_MAX_BYTES, &root)) < 0)
+                return err_prefix(r, "config %s", path);
+        json_node_root(root, &n);
+        if ((r = parse(&n, ret)) < 0)
+                return err_prefix(r, "config %s", path);
+        return 0;
 }
 
 int coord_config_validate(const CoordConfig *c) {

@@ -11,6 +11,7 @@
 
 #include "coordinator.pb-c.h"
 #include "err.h"
+#include "migparams-pb.h"
 
 static Drover__V1__Host *host_msg(RpcCall *c, const CoordHostView *v) {
         Drover__V1__Host *h = rpc_call_alloc(c, sizeof(*h));
@@ -138,38 +139,11 @@ static RpcCode h_list_guests(RpcCall *c, const ProtobufCMessage *req_, ProtobufC
         return RPC_OK;
 }
 
-static void params_from_msg(const Drover__V1__MigrationParams *m, LinkMigParams *p) {
-        memset(p, 0, sizeof(*p));
-        if (!m)
-                return;
-        p->bandwidth = m->bandwidth_bytes_per_s;
-        p->downtime_ms = m->downtime_limit_ms;
-        p->max_downtime_ms = m->max_downtime_limit_ms;
-        p->auto_converge = m->auto_converge;
-        p->postcopy = (int) m->postcopy;
-        p->postcopy_after_s = m->postcopy_after_s;
-        p->multifd_channels = m->multifd_channels;
-        p->completion_s_per_gib = m->completion_timeout_s_per_gib;
-        p->progress_timeout_s = m->progress_timeout_s;
-        p->skip_time_sync = m->skip_time_sync;
-}
-
 static Drover__V1__MigrationParams *params_msg(RpcCall *c, const char *json) {
-        LinkMigParams p;
+        MigParams p = { 0 };
         Drover__V1__MigrationParams *m = rpc_call_alloc(c, sizeof(*m));
-        drover__v1__migration_params__init(m);
-        if (link_params_from_json(json, &p) < 0)
-                return m;
-        m->bandwidth_bytes_per_s = p.bandwidth;
-        m->downtime_limit_ms = p.downtime_ms;
-        m->max_downtime_limit_ms = p.max_downtime_ms;
-        m->auto_converge = p.auto_converge;
-        m->postcopy = (Drover__V1__PostcopyMode) p.postcopy;
-        m->postcopy_after_s = p.postcopy_after_s;
-        m->multifd_channels = p.multifd_channels;
-        m->completion_timeout_s_per_gib = p.completion_s_per_gib;
-        m->progress_timeout_s = p.progress_timeout_s;
-        m->skip_time_sync = p.skip_time_sync;
+        (void) mig_params_from_json(json, strlen(json), &p); /* unreadable: all defaults */
+        mig_params_to_pb(&p, m);
         return m;
 }
 
@@ -297,7 +271,7 @@ static RpcCode h_migrate(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMess
                                .to_host = req->to_host[0] ? req->to_host : NULL,
                                .failure_policy = (int) req->failure_policy, .dry_run = req->dry_run };
         if (req->params) {
-                params_from_msg(req->params, &jr.params);
+                mig_params_from_pb(req->params, &jr.params);
                 jr.have_params = true;
         }
         return submit(c, user, &jr, (void *) resp_);
@@ -308,7 +282,7 @@ static RpcCode h_evacuate(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMes
         CoordJobRequest jr = { .kind = 2, .host = req->host, .failure_policy = (int) req->failure_policy,
                                .dry_run = req->dry_run, .maintenance = req->maintenance };
         if (req->params) {
-                params_from_msg(req->params, &jr.params);
+                mig_params_from_pb(req->params, &jr.params);
                 jr.have_params = true;
         }
         return submit(c, user, &jr, (void *) resp_);

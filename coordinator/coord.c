@@ -60,7 +60,7 @@ typedef struct CSub {
 
 typedef struct CJob {
         StoreJob j;               /* lock */
-        LinkMigParams params;     /* immutable */
+        MigParams params;     /* immutable */
         CSub *subs;               /* lock */
         size_t n;                 /* immutable */
         bool cancel;              /* lock */
@@ -631,7 +631,7 @@ int coord_job_submit(Coordinator *c, const CoordJobRequest *req, CoordPlan *plan
         snprintf(j->j.host, sizeof(j->j.host), "%s", req->host ? req->host : "");
         j->j.failure_policy = req->failure_policy;
         j->j.maintenance = req->maintenance;
-        link_params_to_json(&j->params, j->j.params_json, sizeof(j->j.params_json));
+        mig_params_to_json(&j->params, j->j.params_json, sizeof(j->j.params_json));
         j->j.created_unix_ms = unix_ms();
         StoreSubtask *subs = calloc(nw + 1, sizeof(*subs));
         if (!subs) {
@@ -786,7 +786,7 @@ typedef struct Action {
         char guest[64], uuid[37], op[64], dest_addr[128], stream_host[128];
         uint64_t bw;
         bool reconcile;
-        LinkMigParams params;
+        MigParams params;
 } Action;
 
 static uint64_t need_of(Coordinator *c, const CSub *s, const CHost *src, const CHost *dst) {
@@ -1005,7 +1005,7 @@ static void persist_sub(Coordinator *c, const char *job, int seq) {
 }
 
 static void do_start(Coordinator *c, Action *a) {
-        LinkMigParams p = a->params;
+        MigParams p = a->params;
         /* the operation id is persisted before the agent hears of it, so a
          * restarted coordinator can ask about it */
         persist_sub(c, a->job, a->seq);
@@ -1315,7 +1315,7 @@ static int reload_jobs(Coordinator *c) {
                 j->j = jobs[i];
                 if (j->j.phase == JP_PLANNING || j->j.phase == JP_VERIFYING)
                         j->j.phase = JP_RUNNING;
-                (void) link_params_from_json(j->j.params_json, &j->params);
+                (void) mig_params_from_json(j->j.params_json, strlen(j->j.params_json), &j->params);
                 j->subs = calloc(ns + 1, sizeof(*j->subs));
                 j->n = ns;
                 for (size_t k = 0; j->subs && k < ns; k++) {

@@ -51,7 +51,7 @@ typedef struct CoordConfig {
         StoreHost hosts[COORD_MAX_HOSTS]; /* seed inventory */
         size_t n_aa;
         struct { char guest[64]; char group[64]; } aa[COORD_MAX_AA];
-        LinkMigParams defaults;         /* migration parameters when a request gives none */
+        MigParams defaults;         /* migration parameters when a request gives none */
         char log_level[16];
 } CoordConfig;
 
@@ -135,7 +135,7 @@ typedef struct CoordJobRequest {
         const char *const *guests;   /* migrate: names or UUIDs */
         const char *host;            /* evacuate */
         const char *to_host;         /* migrate: optional destination */
-        LinkMigParams params;
+        MigParams params;
         bool have_params;
         int failure_policy;
         bool dry_run;

@@ -16,7 +16,6 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <getopt.h>
-#include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,7 +25,9 @@
 #include "coordinator.pb-c.h"
 #include "deadline.h"
 #include "err.h"
+#include "json.h"
 #include "log.h"
+#include "migparams-pb.h"
 #include "rpcclient.h"
 
 enum { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_USAGE = 2, EXIT_PARTIAL = 3, EXIT_ERROR = 4 };
@@ -41,12 +42,10 @@ static struct {
         bool maintenance;
         bool stop_on_failure;
         const char *to;
-        uint64_t bandwidth;
-        uint32_t downtime;
-        int postcopy;
-        bool auto_converge;
+        MigParams params;   /* zero members: the coordinator's defaults */
+        bool bad_postcopy;
         int64_t timeout_ms;
-} o = { .target = NULL, .postcopy = 0, .timeout_ms = 30000 };
+} o = { .target = NULL, .timeout_ms = 30000 };
 
 static RpcClient *cl;
 
@@ -78,14 +77,24 @@ static int usage(FILE *f) {
         return EXIT_USAGE;
 }
 
+/* Print @j as one line and drop it. */
+static void print_json(JsonValue *j) {
+        char *text = NULL;
+        if (json_to_string(j, false, &text) < 0)
+                fprintf(stderr, "droverctl: out of memory\n");
+        else
+                printf("%s\n", text);
+        free(text);
+        json_unref(j);
+}
+
 static int fail(const char *what, int r) {
         if (o.json) {
                 char msg[ERR_MSG_MAX + 64];
-                json_object *x = json_object_new_object();
+                JsonValue *x = json_new_object();
                 snprintf(msg, sizeof(msg), "%s: %s", what, err_str(r));
-                json_object_object_add(x, "error", json_object_new_string(msg));
-                printf("%s\n", json_object_to_json_string_ext(x, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
-                json_object_put(x);
+                json_add_string(x, "error", msg);
+                print_json(x);
         } else
                 fprintf(stderr, "droverctl: %s: %s\n", what, err_str(r));
         return EXIT_ERROR;
@@ -114,35 +123,30 @@ static const char *sub_phase(int p) {
         return p >= 0 && p <= 6 ? n[p] : "?";
 }
 
-static void print_json(json_object *j) {
-        printf("%s\n", json_object_to_json_string_ext(j, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
-        json_object_put(j);
-}
-
 static int cmd_hosts(void) {
         Drover__V1__ListHostsRequest req = DROVER__V1__LIST_HOSTS_REQUEST__INIT;
         Drover__V1__ListHostsResponse *r;
         int rc = call("ListHosts", &req.base, (ProtobufCMessage **) &r);
         if (rc < 0)
                 return fail("hosts", rc);
-        json_object *arr = o.json ? json_object_new_array() : NULL;
+        JsonValue *arr = o.json ? json_new_array() : NULL;
         if (!o.json)
                 printf("%-16s %-12s %-12s %14s %10s %7s  %s\n", "HOST", "STATE", "HEALTH", "MEMORY MiB", "VCPUS", "GUESTS", "ADDRESS");
         for (size_t i = 0; i < r->n_hosts; i++) {
                 Drover__V1__Host *h = r->hosts[i];
                 if (o.json) {
-                        json_object *x = json_object_new_object();
-                        json_object_object_add(x, "name", json_object_new_string(h->name));
-                        json_object_object_add(x, "address", json_object_new_string(h->address));
-                        json_object_object_add(x, "state", json_object_new_string(host_state(h->state)));
-                        json_object_object_add(x, "health", json_object_new_string(health(h->health)));
-                        json_object_object_add(x, "memory_mib", json_object_new_int64((int64_t) h->memory_mib));
-                        json_object_object_add(x, "memory_used_mib", json_object_new_int64((int64_t) h->memory_used_mib));
-                        json_object_object_add(x, "vcpus", json_object_new_int64(h->vcpus));
-                        json_object_object_add(x, "vcpus_used", json_object_new_int64(h->vcpus_used));
-                        json_object_object_add(x, "guests", json_object_new_int64(h->guests));
-                        json_object_object_add(x, "cpu_model", json_object_new_string(h->cpu_model));
-                        json_object_array_add(arr, x);
+                        JsonValue *x = json_new_object();
+                        json_add_string(x, "name", h->name);
+                        json_add_string(x, "address", h->address);
+                        json_add_string(x, "state", host_state(h->state));
+                        json_add_string(x, "health", health(h->health));
+                        json_add_i64(x, "memory_mib", (int64_t) h->memory_mib);
+                        json_add_i64(x, "memory_used_mib", (int64_t) h->memory_used_mib);
+                        json_add_i64(x, "vcpus", h->vcpus);
+                        json_add_i64(x, "vcpus_used", h->vcpus_used);
+                        json_add_i64(x, "guests", h->guests);
+                        json_add_string(x, "cpu_model", h->cpu_model);
+                        json_append(arr, x);
                 } else {
                         char mem[32], cpu[32];
                         snprintf(mem, sizeof(mem), "%llu/%llu", (unsigned long long) h->memory_used_mib,
@@ -165,20 +169,20 @@ static int cmd_vms(const char *host) {
         int rc = call("ListGuests", &req.base, (ProtobufCMessage **) &r);
         if (rc < 0)
                 return fail("vms", rc);
-        json_object *arr = o.json ? json_object_new_array() : NULL;
+        JsonValue *arr = o.json ? json_new_array() : NULL;
         if (!o.json)
                 printf("%-20s %-16s %-9s %10s %6s  %s\n", "GUEST", "HOST", "STATE", "MEMORY", "VCPUS", "UUID");
         for (size_t i = 0; i < r->n_guests; i++) {
                 Drover__V1__ClusterGuest *g = r->guests[i];
                 if (o.json) {
-                        json_object *x = json_object_new_object();
-                        json_object_object_add(x, "name", json_object_new_string(g->name));
-                        json_object_object_add(x, "uuid", json_object_new_string(g->uuid));
-                        json_object_object_add(x, "host", json_object_new_string(g->host));
-                        json_object_object_add(x, "state", json_object_new_string(guest_state(g->state)));
-                        json_object_object_add(x, "memory_mib", json_object_new_int64((int64_t) g->memory_mib));
-                        json_object_object_add(x, "vcpus", json_object_new_int64(g->vcpus));
-                        json_object_array_add(arr, x);
+                        JsonValue *x = json_new_object();
+                        json_add_string(x, "name", g->name);
+                        json_add_string(x, "uuid", g->uuid);
+                        json_add_string(x, "host", g->host);
+                        json_add_string(x, "state", guest_state(g->state));
+                        json_add_i64(x, "memory_mib", (int64_t) g->memory_mib);
+                        json_add_i64(x, "vcpus", g->vcpus);
+                        json_append(arr, x);
                 } else
                         printf("%-20s %-16s %-9s %7llu MiB %6u  %s\n", g->name, g->host, guest_state(g->state),
                                (unsigned long long) g->memory_mib, g->vcpus, g->uuid);
@@ -189,42 +193,42 @@ static int cmd_vms(const char *host) {
         return EXIT_OK;
 }
 
-static json_object *job_json(const Drover__V1__Job *j) {
-        json_object *x = json_object_new_object(), *subs = json_object_new_array(), *hist = json_object_new_array();
-        json_object_object_add(x, "id", json_object_new_string(j->id));
-        json_object_object_add(x, "kind", json_object_new_string(j->kind == 2 ? "evacuate" : "migrate"));
-        json_object_object_add(x, "phase", json_object_new_string(job_phase(j->phase)));
-        json_object_object_add(x, "host", json_object_new_string(j->host));
-        json_object_object_add(x, "error", json_object_new_string(j->error));
-        json_object_object_add(x, "created_unix_ms", json_object_new_int64((int64_t) j->created_unix_ms));
-        json_object_object_add(x, "finished_unix_ms", json_object_new_int64((int64_t) j->finished_unix_ms));
-        json_object_object_add(x, "succeeded", json_object_new_int64(j->succeeded));
-        json_object_object_add(x, "failed", json_object_new_int64(j->failed));
-        json_object_object_add(x, "cancelled", json_object_new_int64(j->cancelled));
+static JsonValue *job_json(const Drover__V1__Job *j) {
+        JsonValue *x = json_new_object(), *subs = json_new_array(), *hist = json_new_array();
+        json_add_string(x, "id", j->id);
+        json_add_string(x, "kind", j->kind == 2 ? "evacuate" : "migrate");
+        json_add_string(x, "phase", job_phase(j->phase));
+        json_add_string(x, "host", j->host);
+        json_add_string(x, "error", j->error);
+        json_add_i64(x, "created_unix_ms", (int64_t) j->created_unix_ms);
+        json_add_i64(x, "finished_unix_ms", (int64_t) j->finished_unix_ms);
+        json_add_i64(x, "succeeded", j->succeeded);
+        json_add_i64(x, "failed", j->failed);
+        json_add_i64(x, "cancelled", j->cancelled);
         for (size_t i = 0; i < j->n_subtasks; i++) {
                 Drover__V1__Subtask *s = j->subtasks[i];
-                json_object *y = json_object_new_object();
-                json_object_object_add(y, "guest", json_object_new_string(s->guest));
-                json_object_object_add(y, "source", json_object_new_string(s->source));
-                json_object_object_add(y, "destination", json_object_new_string(s->destination));
-                json_object_object_add(y, "phase", json_object_new_string(sub_phase(s->phase)));
-                json_object_object_add(y, "started_unix_ms", json_object_new_int64((int64_t) s->started_unix_ms));
-                json_object_object_add(y, "finished_unix_ms", json_object_new_int64((int64_t) s->finished_unix_ms));
-                json_object_object_add(y, "downtime_ms", json_object_new_int64((int64_t) s->downtime_ms));
-                json_object_object_add(y, "measured_downtime_ms", json_object_new_int64((int64_t) s->measured_downtime_ms));
-                json_object_object_add(y, "transferred_bytes", json_object_new_int64((int64_t) s->transferred_bytes));
-                json_object_object_add(y, "error", json_object_new_string(s->error));
-                json_object_object_add(y, "op_id", json_object_new_string(s->op_id));
-                json_object_array_add(subs, y);
+                JsonValue *y = json_new_object();
+                json_add_string(y, "guest", s->guest);
+                json_add_string(y, "source", s->source);
+                json_add_string(y, "destination", s->destination);
+                json_add_string(y, "phase", sub_phase(s->phase));
+                json_add_i64(y, "started_unix_ms", (int64_t) s->started_unix_ms);
+                json_add_i64(y, "finished_unix_ms", (int64_t) s->finished_unix_ms);
+                json_add_i64(y, "downtime_ms", (int64_t) s->downtime_ms);
+                json_add_i64(y, "measured_downtime_ms", (int64_t) s->measured_downtime_ms);
+                json_add_i64(y, "transferred_bytes", (int64_t) s->transferred_bytes);
+                json_add_string(y, "error", s->error);
+                json_add_string(y, "op_id", s->op_id);
+                json_append(subs, y);
         }
-        json_object_object_add(x, "subtasks", subs);
+        json_add(x, "subtasks", subs);
         for (size_t i = 0; i < j->n_history; i++) {
-                json_object *e = json_object_new_object();
-                json_object_object_add(e, "time_unix_ms", json_object_new_int64((int64_t) j->history[i]->time_unix_ms));
-                json_object_object_add(e, "text", json_object_new_string(j->history[i]->text));
-                json_object_array_add(hist, e);
+                JsonValue *e = json_new_object();
+                json_add_i64(e, "time_unix_ms", (int64_t) j->history[i]->time_unix_ms);
+                json_add_string(e, "text", j->history[i]->text);
+                json_append(hist, e);
         }
-        json_object_object_add(x, "history", hist);
+        json_add(x, "history", hist);
         return x;
 }
 
@@ -371,36 +375,28 @@ static int watch(const char *id) {
         return code;
 }
 
-static void params(Drover__V1__MigrationParams *p) {
-        drover__v1__migration_params__init(p);
-        p->bandwidth_bytes_per_s = o.bandwidth;
-        p->downtime_limit_ms = o.downtime;
-        p->postcopy = (Drover__V1__PostcopyMode) o.postcopy;
-        p->auto_converge = o.auto_converge;
-}
-
 static int show_result(Drover__V1__JobResponse *r) {
         if (o.json) {
-                json_object *x = json_object_new_object();
+                JsonValue *x = json_new_object();
                 if (r->plan) {
-                        json_object *moves = json_object_new_array(), *blocked = json_object_new_array();
+                        JsonValue *moves = json_new_array(), *blocked = json_new_array();
                         for (size_t i = 0; i < r->plan->n_moves + r->plan->n_blocked; i++) {
                                 bool b = i >= r->plan->n_moves;
                                 Drover__V1__PlanEntry *e = b ? r->plan->blocked[i - r->plan->n_moves] : r->plan->moves[i];
-                                json_object *y = json_object_new_object();
-                                json_object_object_add(y, "guest", json_object_new_string(e->guest));
-                                json_object_object_add(y, "source", json_object_new_string(e->source));
-                                json_object_object_add(y, "destination", json_object_new_string(e->destination));
-                                json_object_object_add(y, "estimated_s", json_object_new_double(e->estimated_s));
-                                json_object_object_add(y, "reason", json_object_new_string(e->reason));
-                                json_object_array_add(b ? blocked : moves, y);
+                                JsonValue *y = json_new_object();
+                                json_add_string(y, "guest", e->guest);
+                                json_add_string(y, "source", e->source);
+                                json_add_string(y, "destination", e->destination);
+                                json_add_double(y, "estimated_s", e->estimated_s);
+                                json_add_string(y, "reason", e->reason);
+                                json_append(b ? blocked : moves, y);
                         }
-                        json_object_object_add(x, "moves", moves);
-                        json_object_object_add(x, "blocked", blocked);
-                        json_object_object_add(x, "estimated_makespan_s", json_object_new_double(r->plan->estimated_makespan_s));
+                        json_add(x, "moves", moves);
+                        json_add(x, "blocked", blocked);
+                        json_add_double(x, "estimated_makespan_s", r->plan->estimated_makespan_s);
                 }
                 if (r->job)
-                        json_object_object_add(x, "job", job_json(r->job));
+                        json_add(x, "job", job_json(r->job));
                 print_json(x);
         } else {
                 if (r->plan) {
@@ -441,7 +437,7 @@ static int cmd_migrate(int argc, char **argv) {
         Drover__V1__MigrationParams p;
         if (argc < 1)
                 return usage(stderr);
-        params(&p);
+        mig_params_to_pb(&o.params, &p);
         req.guests = argv;
         req.n_guests = (size_t) argc;
         req.to_host = (char *) (o.to ? o.to : "");
@@ -455,7 +451,7 @@ static int cmd_migrate(int argc, char **argv) {
 static int cmd_evacuate(const char *host) {
         Drover__V1__EvacuateRequest req = DROVER__V1__EVACUATE_REQUEST__INIT;
         Drover__V1__MigrationParams p;
-        params(&p);
+        mig_params_to_pb(&o.params, &p);
         req.host = (char *) host;
         req.params = &p;
         req.failure_policy = o.stop_on_failure ? DROVER__V1__FAILURE_POLICY__FAILURE_POLICY_STOP
@@ -472,13 +468,13 @@ static int cmd_jobs(void) {
         int rc = call("ListJobs", &req.base, (ProtobufCMessage **) &r);
         if (rc < 0)
                 return fail("jobs", rc);
-        json_object *arr = o.json ? json_object_new_array() : NULL;
+        JsonValue *arr = o.json ? json_new_array() : NULL;
         if (!o.json)
                 printf("%-28s %-9s %-10s %-10s %s\n", "JOB", "KIND", "HOST", "PHASE", "GUESTS (done/failed/cancelled/total)");
         for (size_t i = 0; i < r->n_jobs; i++) {
                 Drover__V1__Job *j = r->jobs[i];
                 if (o.json)
-                        json_object_array_add(arr, job_json(j));
+                        json_append(arr, job_json(j));
                 else
                         printf("%-28s %-9s %-10s %-10s %u/%u/%u/%zu\n", j->id, j->kind == 2 ? "evacuate" : "migrate", j->host,
                                job_phase(j->phase), j->succeeded, j->failed, j->cancelled, j->n_subtasks);
@@ -524,14 +520,22 @@ static int cmd_host(const char *verb, const char *host) {
         if (rc < 0)
                 return fail("host", rc);
         if (o.json) {
-                json_object *x = json_object_new_object();
-                json_object_object_add(x, "host", json_object_new_string(h->name));
-                json_object_object_add(x, "state", json_object_new_string(host_state(h->state)));
+                JsonValue *x = json_new_object();
+                json_add_string(x, "host", h->name);
+                json_add_string(x, "state", host_state(h->state));
                 print_json(x);
         } else
                 printf("host %s is now %s\n", h->name, host_state(h->state));
         drover__v1__host__free_unpacked(h, NULL);
         return EXIT_OK;
+}
+
+/* --postcopy allowed|after */
+static bool set_postcopy(const char *v) {
+        if (strcmp(v, "allowed") && strcmp(v, "after"))
+                return false;
+        o.params.postcopy = (PostcopyPolicy) postcopy_policy_from_string(v);
+        return true;
 }
 
 int main(int argc, char **argv) {
@@ -566,17 +570,13 @@ int main(int argc, char **argv) {
                 case 7: o.to = optarg; break;
                 case 8: o.maintenance = true; break;
                 case 9: o.stop_on_failure = true; break;
-                case 10: o.bandwidth = strtoull(optarg, NULL, 10) * 1024 * 1024; break;
-                case 11: o.downtime = (uint32_t) strtoul(optarg, NULL, 10); break;
+                case 10: o.params.bandwidth = strtoull(optarg, NULL, 10) * 1024 * 1024; break;
+                case 11: o.params.downtime_ms = (uint32_t) strtoul(optarg, NULL, 10); break;
                 case 12:
-                        if (strcmp(optarg, "allowed") == 0)
-                                o.postcopy = 1;
-                        else if (strcmp(optarg, "after") == 0)
-                                o.postcopy = 2;
-                        else
+                        if (!set_postcopy(optarg))
                                 return usage(stderr);
                         break;
-                case 13: o.auto_converge = true; break;
+                case 13: o.params.auto_converge = true; break;
                 case 'h': return usage(stdout), EXIT_OK;
                 default: return usage(stderr);
                 }
@@ -605,10 +605,10 @@ int main(int argc, char **argv) {
                                 case 7: o.to = val; break;
                                 case 8: o.maintenance = true; break;
                                 case 9: o.stop_on_failure = true; break;
-                                case 10: o.bandwidth = strtoull(val, NULL, 10) * 1024 * 1024; break;
-                                case 11: o.downtime = (uint32_t) strtoul(val, NULL, 10); break;
-                                case 12: o.postcopy = strcmp(val, "allowed") == 0 ? 1 : strcmp(val, "after") == 0 ? 2 : -1; break;
-                                case 13: o.auto_converge = true; break;
+                                case 10: o.params.bandwidth = strtoull(val, NULL, 10) * 1024 * 1024; break;
+                                case 11: o.params.downtime_ms = (uint32_t) strtoul(val, NULL, 10); break;
+                                case 12: o.bad_postcopy |= !set_postcopy(val); break;
+                                case 13: o.params.auto_converge = true; break;
                                 case 'c': o.target = val; break;
                                 default: return usage(stderr);
                                 }
@@ -617,7 +617,7 @@ int main(int argc, char **argv) {
                 if (!is_opt && nargs < 256)
                         args[nargs++] = argv[i];
         }
-        if (o.postcopy < 0)
+        if (o.bad_postcopy)
                 return usage(stderr);
         if (!o.target)
                 o.target = "unix:/run/drover/coordinator.sock";

@@ -17,76 +17,6 @@
 
 static atomic_llong default_timeout_ms = JOB_DEFAULT_TIMEOUT_MS;
 
-static const char *const job_names[JOB_MAX] = {
-        [JOB_NONE] = "none",
-        [JOB_QUERY] = "query",
-        [JOB_DESTROY] = "destroy",
-        [JOB_SUSPEND] = "suspend",
-        [JOB_MODIFY] = "modify",
-        [JOB_ABORT] = "abort",
-        [JOB_MIGRATION_OP] = "migration-op",
-        [JOB_MODIFY_MIGRATION_SAFE] = "modify-migration-safe",
-        [JOB_NESTED] = "nested",
-};
-
-static const char *const async_names[ASYNC_JOB_MAX] = {
-        [ASYNC_JOB_NONE] = "none",
-        [ASYNC_JOB_MIGRATION_OUT] = "migration-out",
-        [ASYNC_JOB_MIGRATION_IN] = "migration-in",
-        [ASYNC_JOB_START] = "start",
-        [ASYNC_JOB_SAVE] = "save",
-        [ASYNC_JOB_SNAPSHOT] = "snapshot",
-};
-
-static const char *const agent_names[AGENT_JOB_MAX] = {
-        [AGENT_JOB_NONE] = "none",
-        [AGENT_JOB_QUERY] = "query",
-        [AGENT_JOB_MODIFY] = "modify",
-};
-
-static const char *const phase_names[JOB_PHASE_MAX] = {
-        [JOB_PHASE_NONE] = "none",
-        [JOB_PHASE_BEGIN] = "begin",
-        [JOB_PHASE_PERFORM] = "perform",
-        [JOB_PHASE_PERFORM_DONE] = "perform_done",
-        [JOB_PHASE_CONFIRM] = "confirm",
-        [JOB_PHASE_CONFIRM_CANCELLED] = "confirm_cancelled",
-        [JOB_PHASE_PREPARE] = "prepare",
-        [JOB_PHASE_FINISH] = "finish",
-        [JOB_PHASE_POSTCOPY_FAILED] = "postcopy_failed",
-        [JOB_PHASE_LAUNCH] = "launch",
-        [JOB_PHASE_CONNECT] = "connect",
-};
-
-static int lookup(const char *const *names, int n, const char *s) {
-        for (int i = 0; s && i < n; i++)
-                if (strcmp(names[i], s) == 0)
-                        return i;
-        return -EINVAL;
-}
-
-const char *job_type_to_string(JobType t) {
-        return t >= 0 && t < JOB_MAX ? job_names[t] : "?";
-}
-int job_type_from_string(const char *s) {
-        return lookup(job_names, JOB_MAX, s);
-}
-const char *async_job_to_string(AsyncJobType t) {
-        return t >= 0 && t < ASYNC_JOB_MAX ? async_names[t] : "?";
-}
-int async_job_from_string(const char *s) {
-        return lookup(async_names, ASYNC_JOB_MAX, s);
-}
-const char *agent_job_to_string(AgentJobType t) {
-        return t >= 0 && t < AGENT_JOB_MAX ? agent_names[t] : "?";
-}
-const char *job_phase_to_string(JobPhase p) {
-        return p >= 0 && p < JOB_PHASE_MAX ? phase_names[p] : "?";
-}
-int job_phase_from_string(const char *s) {
-        return lookup(phase_names, JOB_PHASE_MAX, s);
-}
-
 uint32_t async_job_default_mask(AsyncJobType t) {
         switch (t) {
         case ASYNC_JOB_MIGRATION_OUT:
@@ -122,17 +52,17 @@ static void describe_holders(Vm *vm, char *buf, size_t size) {
         buf[0] = '\0';
         if (j->active != JOB_NONE)
                 n += (size_t) snprintf(buf + n, size - n, "job '%s' (op %s, '%s') for %.1f s",
-                                       job_names[j->active], j->owner, j->what,
+                                       job_type_to_string(j->active), j->owner, j->what,
                                        age_s(j->started_ns, now));
         if (j->async != ASYNC_JOB_NONE && n < size)
                 n += (size_t) snprintf(buf + n, size - n,
                                        "%sasync job '%s' (op %s) in phase '%s' for %.1f s (phase for %.1f s)",
-                                       n ? "; " : "", async_names[j->async], j->async_owner,
-                                       phase_names[j->phase], age_s(j->async_started_ns, now),
+                                       n ? "; " : "", async_job_to_string(j->async), j->async_owner,
+                                       job_phase_to_string(j->phase), age_s(j->async_started_ns, now),
                                        age_s(j->phase_started_ns, now));
         if (j->agent_active != AGENT_JOB_NONE && n < size)
                 n += (size_t) snprintf(buf + n, size - n, "%sagent job '%s' (op %s, '%s') for %.1f s",
-                                       n ? "; " : "", agent_names[j->agent_active], j->agent_owner,
+                                       n ? "; " : "", agent_job_to_string(j->agent_active), j->agent_owner,
                                        j->agent_what, age_s(j->agent_started_ns, now));
         if (n == 0)
                 snprintf(buf, size, "no holder (woken too late)");
@@ -179,19 +109,19 @@ static int begin_normal(Vm *vm, JobType type, AsyncJobType nested_async, const c
         for (;;) {
                 if (nested && !job_async_owned_by(vm, nested_async, op)) {
                         r = err_set(-EPERM, "op %s does not own a '%s' job on VM '%s'", op,
-                                    async_names[nested_async], vm->name);
+                                    async_job_to_string(nested_async), vm->name);
                         break;
                 }
                 if (!nested && !mask_admits(j, type)) {
                         if (cond_wait(&vm->async_cond, &vm->lock, d) < 0) {
-                                r = timeout_error(vm, "", job_names[type], op, timeout_ms);
+                                r = timeout_error(vm, "", job_type_to_string(type), op, timeout_ms);
                                 break;
                         }
                         continue;
                 }
                 if (j->active != JOB_NONE) {
                         if (cond_wait(&vm->job_cond, &vm->lock, d) < 0) {
-                                r = timeout_error(vm, "", job_names[type], op, timeout_ms);
+                                r = timeout_error(vm, "", job_type_to_string(type), op, timeout_ms);
                                 break;
                         }
                         continue;
@@ -208,7 +138,7 @@ static int begin_normal(Vm *vm, JobType type, AsyncJobType nested_async, const c
 
         j->active = type;
         set_owner(j->owner, op);
-        snprintf(j->what, sizeof(j->what), "%s", what ? what : job_names[type]);
+        snprintf(j->what, sizeof(j->what), "%s", what ? what : job_type_to_string(type));
         j->started_ns = now_ns();
         vm->generation++;
         return 0;
@@ -254,14 +184,14 @@ int job_begin_async(Vm *vm, AsyncJobType type, const char *op, int64_t timeout_m
         for (;;) {
                 if (j->async != ASYNC_JOB_NONE) {
                         if (cond_wait(&vm->async_cond, &vm->lock, d) < 0) {
-                                r = timeout_error(vm, "async", async_names[type], op, timeout_ms);
+                                r = timeout_error(vm, "async", async_job_to_string(type), op, timeout_ms);
                                 break;
                         }
                         continue;
                 }
                 if (j->active != JOB_NONE) {
                         if (cond_wait(&vm->job_cond, &vm->lock, d) < 0) {
-                                r = timeout_error(vm, "async", async_names[type], op, timeout_ms);
+                                r = timeout_error(vm, "async", async_job_to_string(type), op, timeout_ms);
                                 break;
                         }
                         continue;
@@ -372,7 +302,7 @@ int job_set_phase(Vm *vm, JobPhase phase) {
                                job_phase_to_string(phase));
         if (!phase_transition_ok(j->async, j->phase, phase))
                 return err_set(-EINVAL, "VM '%s': %s job cannot go from phase '%s' to '%s'", vm->name,
-                               async_names[j->async], phase_names[j->phase],
+                               async_job_to_string(j->async), job_phase_to_string(j->phase),
                                job_phase_to_string(phase));
         PhaseChange c = { .from = j->phase, .from_ns = j->phase_started_ns, .to = phase };
         vm_unlock(vm);
@@ -406,7 +336,7 @@ int job_restore_async(Vm *vm, AsyncJobType type, const char *op, JobPhase phase)
         VmJob *j = &vm->job;
         vm_assert_locked(vm);
         if (j->async != ASYNC_JOB_NONE)
-                return err_set(-EBUSY, "VM '%s' already has a '%s' job", vm->name, async_names[j->async]);
+                return err_set(-EBUSY, "VM '%s' already has a '%s' job", vm->name, async_job_to_string(j->async));
         if (type <= ASYNC_JOB_NONE || type >= ASYNC_JOB_MAX ||
             (phase != JOB_PHASE_NONE && phase_rank(type, phase) < 0))
                 return err_set(-EINVAL, "VM '%s': cannot restore %s job in phase '%s'", vm->name,
@@ -442,7 +372,7 @@ int job_begin_agent(Vm *vm, AgentJobType type, const char *op, const char *what,
         j->queued++;
         while (j->agent_active != AGENT_JOB_NONE) {
                 if (cond_wait(&vm->job_cond, &vm->lock, d) < 0) {
-                        r = timeout_error(vm, "agent", agent_names[type], op, timeout_ms);
+                        r = timeout_error(vm, "agent", agent_job_to_string(type), op, timeout_ms);
                         break;
                 }
         }
@@ -451,7 +381,7 @@ int job_begin_agent(Vm *vm, AgentJobType type, const char *op, const char *what,
                 return r;
         j->agent_active = type;
         set_owner(j->agent_owner, op);
-        snprintf(j->agent_what, sizeof(j->agent_what), "%s", what ? what : agent_names[type]);
+        snprintf(j->agent_what, sizeof(j->agent_what), "%s", what ? what : agent_job_to_string(type));
         j->agent_started_ns = now_ns();
         vm->generation++;
         return 0;

@@ -29,74 +29,16 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "vmtypes.h"
+
 typedef struct Vm Vm;
 
-#define OP_ID_MAX 64
 #define JOB_DEFAULT_TIMEOUT_MS 30000
 #define JOB_MAX_QUEUED 64
-
-typedef enum JobType {
-        JOB_NONE,
-        JOB_QUERY,                 /* read-only monitor access */
-        JOB_DESTROY,               /* kill the VM; never masked out */
-        JOB_SUSPEND,               /* pause vCPUs */
-        JOB_MODIFY,                /* anything that changes state */
-        JOB_ABORT,                 /* abort the async job */
-        JOB_MIGRATION_OP,          /* tune an outgoing migration */
-        JOB_MODIFY_MIGRATION_SAFE, /* internal, migration-safe changes */
-        JOB_NESTED,                /* a monitor call inside the async job */
-        JOB_MAX,
-} JobType;
 
 #define JOB_MASK(j) (UINT32_C(1) << (j))
 #define JOB_DEFAULT_MASK (JOB_MASK(JOB_QUERY) | JOB_MASK(JOB_DESTROY) | JOB_MASK(JOB_ABORT))
 
-typedef enum AsyncJobType {
-        ASYNC_JOB_NONE,
-        ASYNC_JOB_MIGRATION_OUT,
-        ASYNC_JOB_MIGRATION_IN,
-        ASYNC_JOB_START,
-        ASYNC_JOB_SAVE,
-        ASYNC_JOB_SNAPSHOT,
-        ASYNC_JOB_MAX,
-} AsyncJobType;
-
-typedef enum AgentJobType {
-        AGENT_JOB_NONE,
-        AGENT_JOB_QUERY,
-        AGENT_JOB_MODIFY,
-        AGENT_JOB_MAX,
-} AgentJobType;
-
-/* Phases of all async jobs in one persisted enum.  Within one async job a
- * phase may repeat (idempotent retries) but never go backwards, except into
- * and out of POSTCOPY_FAILED (recovery). */
-typedef enum JobPhase {
-        JOB_PHASE_NONE,
-        /* MIGRATION_OUT (source) */
-        JOB_PHASE_BEGIN,
-        JOB_PHASE_PERFORM,
-        JOB_PHASE_PERFORM_DONE,
-        JOB_PHASE_CONFIRM,
-        JOB_PHASE_CONFIRM_CANCELLED,
-        /* MIGRATION_IN (destination) */
-        JOB_PHASE_PREPARE,
-        JOB_PHASE_FINISH,
-        /* both directions, after post-copy started and then failed */
-        JOB_PHASE_POSTCOPY_FAILED,
-        /* START */
-        JOB_PHASE_LAUNCH,
-        JOB_PHASE_CONNECT,
-        JOB_PHASE_MAX,
-} JobPhase;
-
-const char *job_type_to_string(JobType t);
-int job_type_from_string(const char *s);
-const char *async_job_to_string(AsyncJobType t);
-int async_job_from_string(const char *s);
-const char *agent_job_to_string(AgentJobType t);
-const char *job_phase_to_string(JobPhase p);
-int job_phase_from_string(const char *s);
 /* The mask an async job starts with. */
 uint32_t async_job_default_mask(AsyncJobType t);
 

@@ -2,6 +2,7 @@
 #include "migparams.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "err.h"
@@ -45,5 +46,90 @@ int mig_params_validate(const MigParams *p) {
                 return err_set(-EINVAL, "params: 'multifd_channels' must be at most 64");
         if (p->progress_timeout_s > 3600 || p->completion_s_per_gib > 86400)
                 return err_set(-EINVAL, "params: timeouts out of range");
+        return 0;
+}
+
+int mig_params_to_json(const MigParams *p, char *buf, size_t size) {
+        _cleanup_(json_unrefp) JsonValue *o = json_new_object();
+        _cleanup_free_ char *text = NULL;
+
+        if (json_add_u64(o, "bandwidth", p->bandwidth) < 0 || json_add_u64(o, "downtime_ms", p->downtime_ms) < 0 ||
+            json_add_u64(o, "max_downtime_ms", p->max_downtime_ms) < 0 ||
+            json_add_bool(o, "auto_converge", p->auto_converge) < 0 ||
+            json_add_string(o, "postcopy", postcopy_policy_to_string(p->postcopy)) < 0 ||
+            json_add_u64(o, "postcopy_after_s", p->postcopy_after_s) < 0 ||
+            json_add_u64(o, "multifd_channels", p->multifd_channels) < 0 ||
+            json_add_u64(o, "completion_s_per_gib", p->completion_s_per_gib) < 0 ||
+            json_add_u64(o, "progress_timeout_s", p->progress_timeout_s) < 0 ||
+            json_add_bool(o, "skip_time_sync", p->skip_time_sync) < 0 || json_to_string(o, false, &text) < 0)
+                return err_set(-ENOMEM, "out of memory");
+        if (strlen(text) >= size)
+                return err_set(-ENOBUFS, "parameters do not fit %zu bytes", size);
+        memcpy(buf, text, strlen(text) + 1);
+        return 0;
+}
+
+static int read_postcopy(const JsonNode *obj, PostcopyPolicy *ret) {
+        char sh[SHOWN_MAX + 4];
+        const char *name;
+        JsonNode m;
+        uint32_t x;
+        int r = json_member(obj, "postcopy", false, &m);
+
+        if (r <= 0)
+                return r;
+        if (json_read_string_ref(&m, &name, NULL) >= 0) {
+                if ((r = postcopy_policy_from_string(name)) < 0)
+                        return err_set(-EINVAL, "'%s' must be never, allowed or after, not '%s'", m.path,
+                                       text_shown(name, sh));
+                *ret = (PostcopyPolicy) r;
+                return 0;
+        }
+        int64_t any;
+        if (json_read_i64(&m, INT64_MIN, INT64_MAX, &any) < 0)
+                return err_set(-EINVAL, "'%s' must be never, allowed or after, not %s", m.path, json_type_name(&m));
+        if ((r = json_read_u32(&m, 0, _POSTCOPY_POLICY_MAX - 1, &x)) < 0)
+                return r;
+        *ret = (PostcopyPolicy) x; /* PostcopyMode numbers the policies alike */
+        return 0;
+}
+
+int mig_params_read_json(const JsonNode *obj, MigParams *p) {
+        static const char *const known[] = {
+                "bandwidth", "downtime_ms", "max_downtime_ms", "auto_converge", "postcopy", "postcopy_after_s",
+                "multifd_channels", "completion_s_per_gib", "progress_timeout_s", "skip_time_sync", NULL,
+        };
+        MigParams q = *p;
+        int r;
+
+        if ((r = json_want_object(obj)) < 0 || (r = json_check_members(obj, known)) < 0)
+                return r;
+        if ((r = json_get_u64(obj, "bandwidth", false, 0, UINT64_MAX, &q.bandwidth)) < 0 ||
+            (r = json_get_u32(obj, "downtime_ms", false, 0, UINT32_MAX, &q.downtime_ms)) < 0 ||
+            (r = json_get_u32(obj, "max_downtime_ms", false, 0, UINT32_MAX, &q.max_downtime_ms)) < 0 ||
+            (r = json_get_bool(obj, "auto_converge", false, &q.auto_converge)) < 0 ||
+            (r = read_postcopy(obj, &q.postcopy)) < 0 ||
+            (r = json_get_u32(obj, "postcopy_after_s", false, 0, UINT32_MAX, &q.postcopy_after_s)) < 0 ||
+            (r = json_get_u32(obj, "multifd_channels", false, 0, UINT32_MAX, &q.multifd_channels)) < 0 ||
+            (r = json_get_u32(obj, "completion_s_per_gib", false, 0, UINT32_MAX, &q.completion_s_per_gib)) < 0 ||
+            (r = json_get_u32(obj, "progress_timeout_s", false, 0, UINT32_MAX, &q.progress_timeout_s)) < 0 ||
+            (r = json_get_bool(obj, "skip_time_sync", false, &q.skip_time_sync)) < 0)
+                return r;
+        *p = q;
+        return 0;
+}
+
+int mig_params_from_json(const char *json, size_t len, MigParams *ret) {
+        _cleanup_(json_unrefp) JsonValue *root = NULL;
+        MigParams p = { 0 };
+        JsonNode n;
+        int r;
+
+        if ((r = json_parse_object(json, len, MIG_PARAMS_JSON_MAX * 8, &root)) < 0)
+                return err_prefix(r, "params");
+        json_node_root(root, &n);
+        if ((r = mig_params_read_json(&n, &p)) < 0)
+                return err_prefix(r, "params");
+        *ret = p;
         return 0;
 }

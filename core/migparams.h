@@ -12,7 +12,10 @@
 #pragma once
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
+
+#include "json.h"
 
 typedef enum PostcopyPolicy {
         POSTCOPY_POLICY_NEVER,
@@ -42,3 +45,24 @@ typedef struct MigParams {
 void mig_params_defaults(MigParams *p);
 /* 0, or -EINVAL with a detail naming the member and its range. */
 int mig_params_validate(const MigParams *p);
+
+/* The JSON form (the coordinator's stored jobs and its config "defaults"):
+ *   { "bandwidth": 0, "downtime_ms": 300, "max_downtime_ms": 2000,
+ *     "auto_converge": false, "postcopy": "never", "postcopy_after_s": 0,
+ *     "multifd_channels": 0, "completion_s_per_gib": 150,
+ *     "progress_timeout_s": 30, "skip_time_sync": false }
+ * Every member is optional (absent = 0, the default).  "postcopy" is a
+ * PostcopyPolicy name; the integers of agent.proto's PostcopyMode (0, 1, 2),
+ * which stored jobs and configurations used before, are read too.  Reading
+ * checks types and integer ranges (uint32 members, uint64 bandwidth);
+ * mig_params_validate() checks the limits. */
+#define MIG_PARAMS_JSON_MAX 512
+
+/* Compact JSON of @p into @buf: 0 or -ENOBUFS. */
+int mig_params_to_json(const MigParams *p, char *buf, size_t size);
+/* Parse a JSON document into *ret (zeroed first); -EINVAL with a detail
+ * naming the member ("params: 'downtime_ms' must be ..."). */
+int mig_params_from_json(const char *json, size_t len, MigParams *ret);
+/* Read the members of object @obj that are present into @p (others are
+ * left as they are); unknown members are refused.  Errors name the path. */
+int mig_params_read_json(const JsonNode *obj, MigParams *p);

@@ -1,4 +1,6 @@
-/* Status files (see status.h).  The only json-c user besides the channels.
+/* Status files (see status.h).  Records are read through core/json; the
+ * writer and the QMP parameter set (params_to_json/params_from_json, which
+ * move with the QMP commands) still build json-c trees directly.
  *
  * Layout of a file (version 1):
  *   { "format": "drover-vm-status", "version": 1,
@@ -22,7 +24,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "deadline.h"
 #include "err.h"
+#include "json.h"
 
 DEFINE_POINTER_CLEANUP(json_object, json_object_put)
 
@@ -30,28 +34,6 @@ void status_record_clear(VmStatusRecord *rec) {
         free(rec->definition_json);
         free(rec->extra_json);
         memset(rec, 0, sizeof(*rec));
-}
-
-int status_record_from_vm_locked(Vm *vm, VmStatusRecord *rec) {
-        vm_assert_locked(vm);
-        memset(rec, 0, sizeof(*rec));
-        memcpy(rec->name, vm->name, sizeof(rec->name));
-        memcpy(rec->uuid, vm->uuid, sizeof(rec->uuid));
-        if (vm->definition_json && !(rec->definition_json = strdup(vm->definition_json)))
-                return err_set(-ENOMEM, "out of memory");
-        rec->state = vm->state;
-        rec->reason = vm->reason;
-        rec->pid = vm->pid;
-        rec->pid_start_time = vm->pid > 0 ? status_pid_start_time(vm->pid) : 0;
-        memcpy(rec->qmp_path, vm->qmp_path, sizeof(rec->qmp_path));
-        memcpy(rec->qga_path, vm->qga_path, sizeof(rec->qga_path));
-        rec->async_job = vm->job.async;
-        rec->phase = vm->job.phase;
-        memcpy(rec->op_id, vm->job.async_owner, sizeof(rec->op_id));
-        rec->mig = vm->mig;
-        if (vm->ops.fill_status)
-                return vm->ops.fill_status(vm, rec, vm->ops.opaque);
-        return 0;
 }
 
 static void add_str(json_object *o, const char *k, const char *v) {
@@ -175,23 +157,27 @@ static int get_u64(json_object *o, const char *k, bool required, uint64_t *ret) 
         return 0;
 }
 
-static int get_enum(json_object *o, const char *k, int (*from)(const char *), int *ret) {
-        char buf[64];
-        int r = get_str(o, k, true, buf, sizeof(buf));
-        if (r < 0)
+/* A string member that names a value of an enum (@from: its from_string). */
+static int get_enum(const JsonNode *o, const char *k, int (*from)(const char *), int *ret) {
+        char buf[64], sh[SHOWN_MAX + 4];
+        JsonNode m;
+        int r;
+
+        if ((r = json_member(o, k, true, &m)) < 0 || (r = json_read_string(&m, buf, sizeof(buf))) < 0)
                 return r;
         if ((r = from(buf)) < 0)
-                return err_set(-EINVAL, "status file: member '%s' has unknown value '%s'", k, buf);
+                return err_set(-EINVAL, "'%s' has unknown value '%s'", m.path, text_shown(buf, sh));
         *ret = r;
         return 0;
 }
 
-static int get_object_text(json_object *o, const char *k, char **ret) {
-        json_object *v;
-        int r = get_member(o, k, json_type_object, false, &v);
-        if (r < 0 || !v)
+/* An optional object member kept as compact JSON text (malloc'ed). */
+static int get_object_text(const JsonNode *o, const char *k, char **ret) {
+        JsonNode m;
+        int r = json_get_object(o, k, false, &m);
+        if (r <= 0)
                 return r;
-        if (!(*ret = strdup(json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN))))
+        if (json_to_string(m.value, false, ret) < 0)
                 return err_set(-ENOMEM, "out of memory");
         return 0;
 }
@@ -218,118 +204,105 @@ static int params_from_json(json_object *o, MigrationParams *p) {
         return 0;
 }
 
-static int record_from_object(json_object *o, VmStatusRecord *rec) {
-        char format[64];
-        json_object *v, *job, *mig;
-        uint64_t u;
+static int read_job(const JsonNode *job, VmStatusRecord *rec) {
         int e, r;
 
-        if (!json_object_is_type(o, json_type_object))
-                return err_set(-EBADMSG, "status file: top level is not a JSON object");
-        if ((r = get_str(o, "format", true, format, sizeof(format))) < 0)
+        if ((r = get_enum(job, "async", async_job_from_string, &e)) < 0)
                 return r;
-        if (strcmp(format, STATUS_FORMAT) != 0)
-                return err_set(-EPROTONOSUPPORT, "status file: format '%s' is not '%s'", format, STATUS_FORMAT);
-        if ((r = get_member(o, "version", json_type_int, true, &v)) < 0)
+        rec->async_job = (AsyncJobType) e;
+        if ((r = get_enum(job, "phase", job_phase_from_string, &e)) < 0)
                 return r;
-        if (json_object_get_int64(v) != STATUS_VERSION)
-                return err_set(-EPROTONOSUPPORT, "status file: version %lld is not supported (this agent reads version %d)",
-                               (long long) json_object_get_int64(v), STATUS_VERSION);
+        rec->phase = (JobPhase) e;
+        if ((r = json_get_string(job, "op", false, rec->op_id, sizeof(rec->op_id))) < 0)
+                return r;
+        if (rec->async_job != ASYNC_JOB_NONE && !rec->op_id[0])
+                return err_set(-EINVAL, "async job '%s' without an operation id", async_job_to_string(rec->async_job));
+        return 0;
+}
 
-        if ((r = get_str(o, "name", true, rec->name, sizeof(rec->name))) < 0 ||
-            (r = get_str(o, "uuid", true, rec->uuid, sizeof(rec->uuid))) < 0)
-                return r;
-        if (!vm_name_is_valid(rec->name))
-                return err_set(-EINVAL, "status file: invalid VM name '%s'", rec->name);
-        if (!vm_uuid_is_valid(rec->uuid))
-                return err_set(-EINVAL, "status file: invalid UUID '%s'", rec->uuid);
-        if ((r = get_enum(o, "state", vm_state_from_string, &e)) < 0)
-                return r;
-        rec->state = (VmState) e;
-        if ((r = get_enum(o, "reason", vm_reason_from_string, &e)) < 0)
-                return r;
-        rec->reason = (VmReason) e;
-        if ((r = get_u64(o, "pid", true, &u)) < 0)
-                return r;
-        if (u > (uint64_t) INT32_MAX)
-                return err_set(-EINVAL, "status file: pid %llu out of range", (unsigned long long) u);
-        rec->pid = (pid_t) u;
-        if ((r = get_u64(o, "pid_start_time", false, &rec->pid_start_time)) < 0 ||
-            (r = get_str(o, "qmp_socket", false, rec->qmp_path, sizeof(rec->qmp_path))) < 0 ||
-            (r = get_str(o, "qga_socket", false, rec->qga_path, sizeof(rec->qga_path))) < 0 ||
-            (r = get_object_text(o, "definition", &rec->definition_json)) < 0 ||
-            (r = get_object_text(o, "extra", &rec->extra_json)) < 0)
-                return r;
+static int read_migration(const JsonNode *mig, VmMigration *m) {
+        JsonNode p;
+        int r;
 
-        if ((r = get_member(o, "job", json_type_object, false, &job)) < 0)
+        if ((r = json_get_string(mig, "op", false, m->op, sizeof(m->op))) < 0 ||
+            (r = json_get_string(mig, "peer", false, m->peer, sizeof(m->peer))) < 0 ||
+            (r = json_get_string(mig, "uri", false, m->uri, sizeof(m->uri))) < 0 ||
+            (r = json_get_u64(mig, "orig_caps", false, 0, UINT64_MAX, &m->orig_caps)) < 0 ||
+            (r = json_get_bool(mig, "postcopy_started", false, &m->postcopy_started)) < 0 ||
+            (r = json_get_bool(mig, "created_by_prepare", false, &m->created_by_prepare)) < 0 ||
+            (r = json_get_object(mig, "orig_params", false, &p)) < 0)
                 return r;
-        if (job) {
-                if ((r = get_enum(job, "async", async_job_from_string, &e)) < 0)
-                        return err_prefix(r, "in 'job'");
-                rec->async_job = (AsyncJobType) e;
-                if ((r = get_enum(job, "phase", job_phase_from_string, &e)) < 0)
-                        return err_prefix(r, "in 'job'");
-                rec->phase = (JobPhase) e;
-                if ((r = get_str(job, "op", false, rec->op_id, sizeof(rec->op_id))) < 0)
-                        return err_prefix(r, "in 'job'");
-                if (rec->async_job != ASYNC_JOB_NONE && !rec->op_id[0])
-                        return err_set(-EINVAL, "status file: async job '%s' without an operation id",
-                                       async_job_to_string(rec->async_job));
-        }
-
-        if ((r = get_member(o, "migration", json_type_object, false, &mig)) < 0)
-                return r;
-        if (mig) {
-                json_object *p;
-                if ((r = get_str(mig, "op", false, rec->mig.op, sizeof(rec->mig.op))) < 0 ||
-                    (r = get_str(mig, "peer", false, rec->mig.peer, sizeof(rec->mig.peer))) < 0 ||
-                    (r = get_str(mig, "uri", false, rec->mig.uri, sizeof(rec->mig.uri))) < 0 ||
-                    (r = get_u64(mig, "orig_caps", false, &rec->mig.orig_caps)) < 0)
-                        return err_prefix(r, "in 'migration'");
-                if ((r = get_member(mig, "postcopy_started", json_type_boolean, false, &v)) < 0)
-                        return err_prefix(r, "in 'migration'");
-                rec->mig.postcopy_started = v && json_object_get_boolean(v);
-                if ((r = get_member(mig, "created_by_prepare", json_type_boolean, false, &v)) < 0)
-                        return err_prefix(r, "in 'migration'");
-                rec->mig.created_by_prepare = v && json_object_get_boolean(v);
-                if ((r = get_member(mig, "orig_params", json_type_object, false, &p)) < 0)
-                        return err_prefix(r, "in 'migration'");
-                if (p) {
-                        rec->mig.has_orig_params = true;
-                        if ((r = params_from_json(p, &rec->mig.orig_params)) < 0)
-                                return err_prefix(r, "in 'migration.orig_params'");
-                }
+        if (r > 0) {
+                m->has_orig_params = true;
+                if ((r = params_from_json(p.value, &m->orig_params)) < 0)
+                        return err_prefix(r, "in '%s'", p.path);
         }
         return 0;
 }
 
+/* The record in @root; unknown members are ignored (a later minor change
+ * may add some). */
+static int record_from_root(JsonValue *root, VmStatusRecord *rec) {
+        char format[64], sh[SHOWN_MAX + 4];
+        JsonNode o, v;
+        int64_t version;
+        uint64_t pid;
+        int e, r;
+
+        json_node_root(root, &o);
+        if ((r = json_get_string(&o, "format", true, format, sizeof(format))) < 0)
+                return r;
+        if (strcmp(format, STATUS_FORMAT) != 0)
+                return err_set(-EPROTONOSUPPORT, "format '%s' is not '%s'", text_shown(format, sh), STATUS_FORMAT);
+        if ((r = json_get_i64(&o, "version", true, INT64_MIN, INT64_MAX, &version)) < 0)
+                return r;
+        if (version != STATUS_VERSION)
+                return err_set(-EPROTONOSUPPORT, "version %lld is not supported (this agent reads version %d)",
+                               (long long) version, STATUS_VERSION);
+
+        if ((r = json_get_string(&o, "name", true, rec->name, sizeof(rec->name))) < 0 ||
+            (r = json_get_string(&o, "uuid", true, rec->uuid, sizeof(rec->uuid))) < 0)
+                return r;
+        if (!vm_name_is_valid(rec->name))
+                return err_set(-EINVAL, "invalid VM name '%s'", text_shown(rec->name, sh));
+        if (!vm_uuid_is_valid(rec->uuid))
+                return err_set(-EINVAL, "invalid UUID '%s'", text_shown(rec->uuid, sh));
+        if ((r = get_enum(&o, "state", vm_state_from_string, &e)) < 0)
+                return r;
+        rec->state = (VmState) e;
+        if ((r = get_enum(&o, "reason", vm_reason_from_string, &e)) < 0)
+                return r;
+        rec->reason = (VmReason) e;
+        if ((r = json_get_u64(&o, "pid", true, 0, INT32_MAX, &pid)) < 0)
+                return r;
+        rec->pid = (pid_t) pid;
+        if ((r = json_get_u64(&o, "pid_start_time", false, 0, UINT64_MAX, &rec->pid_start_time)) < 0 ||
+            (r = json_get_string(&o, "qmp_socket", false, rec->qmp_path, sizeof(rec->qmp_path))) < 0 ||
+            (r = json_get_string(&o, "qga_socket", false, rec->qga_path, sizeof(rec->qga_path))) < 0 ||
+            (r = get_object_text(&o, "definition", &rec->definition_json)) < 0 ||
+            (r = get_object_text(&o, "extra", &rec->extra_json)) < 0)
+                return r;
+        if ((r = json_get_object(&o, "job", false, &v)) < 0 || (r > 0 && (r = read_job(&v, rec)) < 0))
+                return r;
+        if ((r = json_get_object(&o, "migration", false, &v)) < 0 || (r > 0 && (r = read_migration(&v, &rec->mig)) < 0))
+                return r;
+        return 0;
+}
+
 int status_record_from_json(const char *json, size_t len, VmStatusRecord *ret) {
-        _cleanup_(json_object_putp) json_object *o = NULL;
-        json_tokener *tok = json_tokener_new();
-        enum json_tokener_error jerr;
+        _cleanup_(json_unrefp) JsonValue *root = NULL;
         VmStatusRecord rec = { 0 };
         int r;
 
-        if (!tok)
-                return err_set(-ENOMEM, "out of memory");
-        if (len > STATUS_FILE_MAX) {
-                json_tokener_free(tok);
+        if (len > STATUS_FILE_MAX)
                 return err_set(-EFBIG, "status file larger than %u bytes", STATUS_FILE_MAX);
-        }
-        o = json_tokener_parse_ex(tok, json, (int) len);
-        jerr = json_tokener_get_error(tok);
-        size_t used = json_tokener_get_parse_end(tok);
-        json_tokener_free(tok);
-        if (!o || jerr != json_tokener_success)
-                return err_set(-EBADMSG, "status file is not valid JSON: %s",
-                               jerr == json_tokener_continue ? "truncated" : json_tokener_error_desc(jerr));
-        for (; used < len; used++)
-                if (json[used] != ' ' && json[used] != '\n' && json[used] != '\t' && json[used] != '\r')
-                        return err_set(-EBADMSG, "status file has trailing data after the JSON object");
-        r = record_from_object(o, &rec);
+        r = json_parse_object(json, len, STATUS_FILE_MAX, &root);
+        if (r < 0)
+                return err_prefix(r == -EINVAL ? -EBADMSG : r, "status file");
+        r = record_from_root(root, &rec);
         if (r < 0) {
                 status_record_clear(&rec);
-                return r;
+                return err_prefix(r, "status file");
         }
         *ret = rec;
         return 0;

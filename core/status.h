@@ -13,6 +13,10 @@
  * unknown version or a record that fails validation returns a clear error;
  * status_load_all() then moves that file into <dir>/quarantine/ with a
  * ".reason" note beside it and goes on with the other VMs.
+ *
+ * This module knows records, not the Vm object: vm.c builds a record from a
+ * VM and calls status_write(), so the dependency runs one way (vm -> status
+ * -> vmtypes).
  */
 #pragma once
 
@@ -20,9 +24,10 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "job.h"
 #include "migtypes.h"
-#include "vm.h"
+#include "vmtypes.h"
+
+typedef struct VmStatusRecord VmStatusRecord;
 
 #define STATUS_FORMAT "drover-vm-status"
 #define STATUS_VERSION 1
@@ -47,14 +52,12 @@ struct VmStatusRecord {
 
 /* Free owned members and zero the record. */
 void status_record_clear(VmStatusRecord *rec);
-/* Fill @rec from @vm (definition copied).  Calls ops.fill_status.  Locked. */
-int status_record_from_vm_locked(Vm *vm, VmStatusRecord *rec);
-
 /* Serialise to malloc'ed JSON text. */
 int status_record_to_json(const VmStatusRecord *rec, char **ret_json);
-/* Parse and validate; -EBADMSG (not JSON / wrong types), -EPROTONOSUPPORT
- * (unknown format or version), -EINVAL (a field fails validation), each with
- * a detail naming the field. */
+/* Parse (strictly, core/json) and validate; -EBADMSG (not JSON, a repeated
+ * member), -EPROTONOSUPPORT (unknown format or version), -EINVAL (a member
+ * of the wrong type or that fails validation), -EFBIG (over
+ * STATUS_FILE_MAX), each with a detail naming the member path. */
 int status_record_from_json(const char *json, size_t len, VmStatusRecord *ret);
 
 /* Atomically write <dir>/<name>.json. */

@@ -23,96 +23,6 @@
 static LockClass vm_lock_class = LOCK_CLASS_INIT("vm");
 static LockClass vm_status_lock_class = LOCK_CLASS_INIT("vm-status");
 
-static const char *const state_names[VM_STATE_MAX] = {
-        [VM_STATE_NOSTATE] = "nostate",
-        [VM_STATE_RUNNING] = "running",
-        [VM_STATE_PAUSED] = "paused",
-        [VM_STATE_SHUTDOWN] = "shutdown",
-        [VM_STATE_SHUTOFF] = "shutoff",
-        [VM_STATE_CRASHED] = "crashed",
-};
-
-static const char *const reason_names[VM_REASON_MAX] = {
-        [VM_REASON_UNKNOWN] = "unknown",
-        [VM_REASON_BOOTED] = "booted",
-        [VM_REASON_USER] = "user",
-        [VM_REASON_STARTING_UP] = "starting-up",
-        [VM_REASON_MIGRATION] = "migration",
-        [VM_REASON_MIGRATED] = "migrated",
-        [VM_REASON_MIGRATION_CANCELED] = "migration-canceled",
-        [VM_REASON_POSTCOPY] = "postcopy",
-        [VM_REASON_POSTCOPY_FAILED] = "postcopy-failed",
-        [VM_REASON_IOERROR] = "ioerror",
-        [VM_REASON_SHUTDOWN] = "shutdown",
-        [VM_REASON_DESTROYED] = "destroyed",
-        [VM_REASON_CRASHED] = "crashed",
-        [VM_REASON_FAILED] = "failed",
-        [VM_REASON_VANISHED] = "vanished",
-        [VM_REASON_DAEMON] = "daemon",
-};
-
-static int lookup(const char *const *names, int n, const char *s) {
-        for (int i = 0; s && i < n; i++)
-                if (strcmp(names[i], s) == 0)
-                        return i;
-        return -EINVAL;
-}
-
-const char *vm_state_to_string(VmState s) {
-        return s >= 0 && s < VM_STATE_MAX ? state_names[s] : "?";
-}
-int vm_state_from_string(const char *s) {
-        return lookup(state_names, VM_STATE_MAX, s);
-}
-const char *vm_reason_to_string(VmReason r) {
-        return r >= 0 && r < VM_REASON_MAX ? reason_names[r] : "?";
-}
-int vm_reason_from_string(const char *s) {
-        return lookup(reason_names, VM_REASON_MAX, s);
-}
-
-bool vm_name_is_valid(const char *name) {
-        size_t n = name ? strlen(name) : 0;
-        if (n == 0 || n >= VM_NAME_MAX || name[0] == '.' || name[0] == '-')
-                return false;
-        for (size_t i = 0; i < n; i++) {
-                char c = name[i];
-                if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                      c == '.' || c == '_' || c == '-'))
-                        return false;
-        }
-        return true;
-}
-
-bool vm_uuid_is_valid(const char *uuid) {
-        if (!uuid || strlen(uuid) != VM_UUID_LEN - 1)
-                return false;
-        for (int i = 0; i < VM_UUID_LEN - 1; i++) {
-                char c = uuid[i];
-                if (i == 8 || i == 13 || i == 18 || i == 23) {
-                        if (c != '-')
-                                return false;
-                } else if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')))
-                        return false;
-        }
-        return true;
-}
-
-void vm_uuid_generate(char ret[VM_UUID_LEN]) {
-        uint8_t b[16];
-        if (getrandom(b, sizeof(b), 0) != sizeof(b)) {
-                uint64_t t = now_ns() ^ (uint64_t) (uintptr_t) ret;
-                for (size_t i = 0; i < sizeof(b); i++, t = t * 6364136223846793005ULL + 1)
-                        b[i] = (uint8_t) (t >> 56);
-        }
-        b[6] = (uint8_t) ((b[6] & 0x0f) | 0x40);
-        b[8] = (uint8_t) ((b[8] & 0x3f) | 0x80);
-        snprintf(ret, VM_UUID_LEN,
-                 "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
-                 b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
-                 b[15]);
-}
-
 int vm_new(const char *name, const char *uuid, const char *status_dir, const VmOps *ops,
            Vm **ret_vm) {
         if (!vm_name_is_valid(name))
@@ -329,7 +239,7 @@ void vm_handle_qmp_eof(void *opaque, int error, const char *reason) {
                 vm_mark_shutoff_locked(vm, r);
         vm_unlock(vm);
         log_debug("VM %s: QEMU monitor closed (%s), state shutoff/%s", vm->name,
-                  reason ? reason : "", reason_names[r]);
+                  reason ? reason : "", vm_reason_to_string(r));
         if (vm->ops.eof)
                 vm->ops.eof(vm, vm->ops.opaque);
 }
@@ -392,7 +302,7 @@ int vm_enter_agent(Vm *vm, QgaAgent **ret_agent) {
                 return err_set(-ENOTCONN, "VM '%s' has no guest-agent channel", vm->name);
         if (vm->state != VM_STATE_RUNNING)
                 return err_set(-EAGAIN, "VM '%s' is %s: its guest agent cannot answer", vm->name,
-                               state_names[vm->state]);
+                               vm_state_to_string(vm->state));
         *ret_agent = vm->agent;
         vm_unlock(vm);
         return 0;
@@ -457,6 +367,30 @@ int vm_destroy(Vm *vm, const char *op, VmReason reason, int64_t timeout_ms) {
         return vm_save_status(vm);
 }
 
+/* Fill @rec from @vm (definition copied), then the daemon's part through
+ * ops.fill_status. */
+static int status_record_fill_locked(Vm *vm, VmStatusRecord *rec) {
+        vm_assert_locked(vm);
+        memset(rec, 0, sizeof(*rec));
+        memcpy(rec->name, vm->name, sizeof(rec->name));
+        memcpy(rec->uuid, vm->uuid, sizeof(rec->uuid));
+        if (vm->definition_json && !(rec->definition_json = strdup(vm->definition_json)))
+                return err_set(-ENOMEM, "out of memory");
+        rec->state = vm->state;
+        rec->reason = vm->reason;
+        rec->pid = vm->pid;
+        rec->pid_start_time = vm->pid > 0 ? status_pid_start_time(vm->pid) : 0;
+        memcpy(rec->qmp_path, vm->qmp_path, sizeof(rec->qmp_path));
+        memcpy(rec->qga_path, vm->qga_path, sizeof(rec->qga_path));
+        rec->async_job = vm->job.async;
+        rec->phase = vm->job.phase;
+        memcpy(rec->op_id, vm->job.async_owner, sizeof(rec->op_id));
+        rec->mig = vm->mig;
+        if (vm->ops.fill_status)
+                return vm->ops.fill_status(vm, rec, vm->ops.opaque);
+        return 0;
+}
+
 int vm_save_status(Vm *vm) {
         VmStatusRecord rec = { 0 };
         int r;
@@ -466,7 +400,7 @@ int vm_save_status(Vm *vm) {
                 return 0;
         lock_acquire(&vm->status_lock);
         vm_lock(vm);
-        r = status_record_from_vm_locked(vm, &rec);
+        r = status_record_fill_locked(vm, &rec);
         vm_unlock(vm);
         if (r >= 0)
                 r = status_write(vm->status_dir, &rec);
@@ -487,7 +421,7 @@ int vm_save_status_change(Vm *vm, void (*apply)(Vm *vm, void *data), void (*undo
         vm_lock(vm);
         apply(vm, data);
         if (vm->status_dir[0])
-                r = status_record_from_vm_locked(vm, &rec);
+                r = status_record_fill_locked(vm, &rec);
         vm_unlock(vm);
         if (r >= 0 && vm->status_dir[0])
                 r = status_write(vm->status_dir, &rec);

@@ -27,51 +27,12 @@
 #include "job.h"
 #include "lock.h"
 #include "migtypes.h"
+#include "vmtypes.h"
 
 typedef struct QmpMonitor QmpMonitor;
 typedef struct QgaAgent QgaAgent;
 typedef struct QmpEvent QmpEvent;
 typedef struct VmStatusRecord VmStatusRecord;
-
-#define VM_NAME_MAX 64
-#define VM_UUID_LEN 37 /* 36 characters + NUL */
-#define VM_PATH_MAX 256
-
-typedef enum VmState {
-        VM_STATE_NOSTATE,
-        VM_STATE_RUNNING,
-        VM_STATE_PAUSED,
-        VM_STATE_SHUTDOWN, /* guest shutting down */
-        VM_STATE_SHUTOFF,
-        VM_STATE_CRASHED,
-        VM_STATE_MAX,
-} VmState;
-
-/* Why the VM is in its state (libvirt's reasons, flattened). */
-typedef enum VmReason {
-        VM_REASON_UNKNOWN,
-        VM_REASON_BOOTED,             /* running */
-        VM_REASON_USER,               /* paused/resumed/shut down on request */
-        VM_REASON_STARTING_UP,        /* paused while starting */
-        VM_REASON_MIGRATION,          /* paused for an outgoing/incoming migration */
-        VM_REASON_MIGRATED,           /* running on the destination / shut off on the source */
-        VM_REASON_MIGRATION_CANCELED, /* running again on the source */
-        VM_REASON_POSTCOPY,
-        VM_REASON_POSTCOPY_FAILED,
-        VM_REASON_IOERROR,
-        VM_REASON_SHUTDOWN,           /* guest powered off */
-        VM_REASON_DESTROYED,
-        VM_REASON_CRASHED,            /* QEMU died */
-        VM_REASON_FAILED,             /* start failed */
-        VM_REASON_VANISHED,           /* gone while the agent was down */
-        VM_REASON_DAEMON,             /* killed by the agent during recovery */
-        VM_REASON_MAX,
-} VmReason;
-
-const char *vm_state_to_string(VmState s);
-int vm_state_from_string(const char *s);
-const char *vm_reason_to_string(VmReason r);
-int vm_reason_from_string(const char *s);
 
 typedef struct VmOps {
         /* Kill QEMU now (SIGKILL); called with vm->lock held, must not
@@ -98,23 +59,6 @@ typedef struct VmAgentHealth {
         uint64_t checked_ns;  /* CLOCK_MONOTONIC of the last check, 0 = never */
         char error[128];
 } VmAgentHealth;
-
-/* What the migration code records about its migration; persisted. */
-typedef struct VmMigration {
-        char op[OP_ID_MAX];          /* the last migration's operation id (kept after it ends) */
-        bool created_by_prepare;     /* destination: the guest was defined by that migration */
-        char peer[256];             /* peer agent address */
-        char uri[256];              /* migration stream URI */
-        bool has_orig_params;
-        MigrationParams orig_params; /* QEMU's parameters before we changed them */
-        uint64_t orig_caps;          /* capabilities enabled before */
-        bool postcopy_started;
-        uint64_t stop_ns;            /* STOP seen (source), CLOCK_MONOTONIC */
-        uint64_t resume_ns;          /* RESUME seen (destination) */
-        bool dropping;               /* destination: recovery decided to drop this copy while in
-                                        prepare; finish refuses from then on (not persisted: a
-                                        restart decides afresh) */
-} VmMigration;
 
 struct Vm {
         atomic_int refs;                 /* atomic */
@@ -152,13 +96,6 @@ struct Vm {
         char last_error[256];            /* lock: vm->lock */
         uint64_t generation;             /* lock: vm->lock; bumped on every change */
 };
-
-/* Validate a name: 1..63 of [A-Za-z0-9._-], not starting with '.' or '-'. */
-bool vm_name_is_valid(const char *name);
-/* Validate a canonical lower- or upper-case 8-4-4-4-12 UUID. */
-bool vm_uuid_is_valid(const char *uuid);
-/* Generate a random (v4) UUID. */
-void vm_uuid_generate(char ret[VM_UUID_LEN]);
 
 /* Create a VM (state SHUTOFF, one reference).  @status_dir may be NULL (not
  * persisted).  -EINVAL with a detail for a bad name or UUID. */

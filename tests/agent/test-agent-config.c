@@ -178,7 +178,8 @@ static const BadCase bad_parse[] = {
         { "{\"log_level\":true}", -EINVAL, "config: 'log_level' must be a string, not a boolean" },
         { "{\"qemu\":\"/usr/bin/qemu\"}", -EINVAL, "config: 'qemu' is not a known member" },
         { "{\"tls.cert\":\"/x\"}", -EINVAL, "config: 'tls.cert' is not a known member" },
-        { "{\"host\":\"a\",\"host\":\"b\"}", -EINVAL, "config: a member name appears more than once in one object" },
+        { "{\"host\":\"a\",\"host\":\"b\"}", -EINVAL, "config: 'host' appears more than once" },
+        { "{\"tls\":{\"ca\":\"/a\",\"c\\u0061\":\"/b\"}}", -EINVAL, "config: 'tls.ca' appears more than once" },
         { "[]", -EINVAL, "config: must be a JSON object, not an array" },
         { "null", -EINVAL, "config: must be a JSON object, not null" },
         { "{\"host\":", -EINVAL, "config: truncated JSON (the document ends inside a value)" },
@@ -200,9 +201,9 @@ static void test_bad_members(void **state) {
         assert_string_equal(err_msg(), "config: 'state_dir' is too long (301 bytes, at most 255)");
         free(j);
         assert_int_equal(agent_config_parse("{\"host\":1 x}", 12, &c), -EINVAL);
-        assert_true(strncmp(err_msg(), "config: invalid JSON at byte ", 29) == 0);
+        assert_string_equal(err_msg(), "config: invalid JSON at line 1, column 11: object value separator ',' expected");
         assert_int_equal(agent_config_parse("{}\0{\"x\":1}", 9, &c), -EINVAL);
-        assert_string_equal(err_msg(), "config: NUL byte at offset 2");
+        assert_string_equal(err_msg(), "config: NUL byte at line 1, column 3");
         /* an explicitly empty list parses (no validation) and is then refused */
         assert_int_equal(agent_config_parse("{\"listen\":[]}", 13, &c), 0);
         assert_int_equal(c.n_listen, 0);
@@ -421,8 +422,8 @@ static void test_load_errors(void **state) {
 
         write_file(path, "{\"dev_mode\": maybe}", 0644);
         assert_int_equal(agent_config_load(path, &c), -EINVAL);
-        want = xasprintf("config %s: invalid JSON at byte ", path);
-        assert_true(strncmp(err_msg(), want, strlen(want)) == 0);
+        want = xasprintf("config %s: invalid JSON at line 1, column 14: unexpected character", path);
+        assert_string_equal(err_msg(), want);
         free(want);
 
         char *big = malloc(70000);
