@@ -290,21 +290,6 @@ int cluster_serial_seconds(Cluster *c, int i, const char *name) {
         return tu_count_lines(path, "S ");
 }
 
-static bool pid_is_live(int pid) {
-        char path[64], buf[512];
-        snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-                return false;
-        ssize_t n = read(fd, buf, sizeof(buf) - 1);
-        close(fd);
-        if (n <= 0)
-                return false;
-        buf[n] = '\0';
-        const char *rp = strrchr(buf, ')');
-        return rp && rp[1] == ' ' && rp[2] != 'Z' && rp[2] != 'X';
-}
-
 static bool cmdline_has(int pid, const char *needle) {
         char path[64], buf[8192];
         snprintf(path, sizeof(path), "/proc/%d/cmdline", pid);
@@ -335,7 +320,7 @@ int cluster_qemu_pids(Cluster *c, int i, const char *name, int *pids, int max) {
                 long pid = strtol(de->d_name, &end, 10);
                 if (*end || pid <= 0)
                         continue;
-                if (cmdline_has((int) pid, qmp) && pid_is_live((int) pid))
+                if (cmdline_has((int) pid, qmp) && tu_pid_alive((int) pid))
                         pids[n++] = (int) pid;
         }
         if (d)
@@ -348,7 +333,7 @@ int cluster_qemu_pids(Cluster *c, int i, const char *name, int *pids, int max) {
         bool known = false;
         for (int k = 0; k < n; k++)
                 known |= pids[k] == fp;
-        if (fp > 0 && !known && n < max && pid_is_live(fp) && cmdline_has(fp, "qemu"))
+        if (fp > 0 && !known && n < max && tu_pid_alive(fp) && cmdline_has(fp, "qemu"))
                 pids[n++] = fp;
         return n;
 }

@@ -36,6 +36,9 @@ void tu_kill(pid_t pid);
 void tu_signal(pid_t pid, int sig);
 /* Reap @pid if it exited; returns true and its wait status if so. */
 bool tu_reap(pid_t pid, int *ret_status);
+/* True while @pid runs (any process, not only ours); a zombie counts as dead,
+ * since this sandbox's init may be slow to reap what it inherits. */
+bool tu_pid_alive(pid_t pid);
 /* Wait up to @timeout_ms for @path to exist (and, for a socket, accept a
  * connection when @connect is true).  0 or -ETIMEDOUT. */
 int tu_wait_path(const char *path, int timeout_ms, bool connect);
