@@ -46,19 +46,6 @@
                                  st_.details);                                                            \
         } while (0)
 
-static int setup(void **state) {
-        Cluster *c = calloc(1, sizeof(*c));
-        *state = c;
-        return c ? 0 : -1;
-}
-
-static int teardown(void **state) {
-        Cluster *c = *state;
-        cluster_down(c);
-        free(c);
-        return 0;
-}
-
 static double secs_since(uint64_t t0_ns) {
         return (double) (now_ns() - t0_ns) / 1e9;
 }
@@ -702,21 +689,21 @@ int main(void) {
         tu_require_qemu();
         netns_require();
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test_setup_teardown(test_migration_completes, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_kill_source_begin, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_kill_source_perform, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_kill_source_perform_done, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_kill_source_confirm, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_kill_dest_prepare, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_kill_dest_finish, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_kill_source_while_streaming, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_kill_dest_while_streaming, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_shaped_link, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_link_cut, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_no_convergence_postcopy, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_no_convergence_abort, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_abort_and_tune, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_eight_at_once, setup, teardown),
+                CLUSTER_TEST(test_migration_completes),
+                CLUSTER_TEST(test_kill_source_begin),
+                CLUSTER_TEST(test_kill_source_perform),
+                CLUSTER_TEST(test_kill_source_perform_done),
+                CLUSTER_TEST(test_kill_source_confirm),
+                CLUSTER_TEST(test_kill_dest_prepare),
+                CLUSTER_TEST(test_kill_dest_finish),
+                CLUSTER_TEST(test_kill_source_while_streaming),
+                CLUSTER_TEST(test_kill_dest_while_streaming),
+                CLUSTER_TEST(test_shaped_link),
+                CLUSTER_TEST(test_link_cut),
+                CLUSTER_TEST(test_no_convergence_postcopy),
+                CLUSTER_TEST(test_no_convergence_abort),
+                CLUSTER_TEST(test_abort_and_tune),
+                CLUSTER_TEST(test_eight_at_once),
         };
         /* DROVER_TEST_FILTER="kill_*" runs a subset (cmocka's glob) */
         if (getenv("DROVER_TEST_FILTER"))
