@@ -309,20 +309,7 @@ static int group_setup(void **state) {
                 fprintf(stderr, "drover-agent did not start\n");
                 return -1;
         }
-        char *json = test_linux_guest_json(GUEST, &fx.lg, MEM_MIB);
-        Drover__V1__DefineRequest req = DROVER__V1__DEFINE_REQUEST__INIT;
-        Drover__V1__GetGuestResponse *resp = NULL;
-        RpcStatus st;
-        req.definition_json = json;
-        int r = json ? ta_call(&fx.a, "Define", &req.base, (ProtobufCMessage **) &resp, &st) : -ENOMEM;
-        free(json);
-        if (r < 0) {
-                fprintf(stderr, "Define failed: %s %s\n", rpc_code_to_string(st.code), st.details);
-                return -1;
-        }
-        bool configured = resp->status->guest_agent_configured;
-        drover__v1__get_guest_response__free_unpacked(resp, NULL);
-        return configured ? 0 : -1;
+        return test_linux_guest_define(&fx.a, GUEST, &fx.lg, MEM_MIB);
 }
 
 static int group_teardown(void **state) {
