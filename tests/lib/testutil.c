@@ -279,3 +279,18 @@ int tu_count_lines(const char *path, const char *prefix) {
         free(s);
         return n;
 }
+
+uint64_t tu_rng_next(TuRng *r) {
+        r->s ^= r->s << 13;
+        r->s ^= r->s >> 7;
+        r->s ^= r->s << 17;
+        return r->s;
+}
+
+uint32_t tu_rng_below(TuRng *r, uint32_t n) {
+        return (uint32_t) (tu_rng_next(r) % n);
+}
+
+double tu_rng_unit(TuRng *r) {
+        return (double) (tu_rng_next(r) >> 11) / 9007199254740992.0;
+}

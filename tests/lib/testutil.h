@@ -48,3 +48,14 @@ const char *tu_which(const char *prog);
 char *tu_read_file(const char *path, size_t *ret_len);
 /* Count lines of @path that start with @prefix. */
 int tu_count_lines(const char *path, const char *prefix);
+
+/* A small deterministic generator (xorshift64) for property tests and
+ * benchmarks: the same seed gives the same run.  Seed it with any s != 0. */
+typedef struct TuRng {
+        uint64_t s;
+} TuRng;
+uint64_t tu_rng_next(TuRng *r);
+/* Uniform enough in [0, @n) for tests (@n > 0). */
+uint32_t tu_rng_below(TuRng *r, uint32_t n);
+/* In [0, 1), 53 random bits. */
+double tu_rng_unit(TuRng *r);
