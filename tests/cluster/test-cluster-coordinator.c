@@ -486,23 +486,35 @@ static void test_evacuate_limits(void **state) {
 
 /* ---- 2. kill -9 of the coordinator mid-evacuation ----------------------------------------------- */
 
-static void test_coordinator_kill9(void **state) {
-        Cluster *c = *state;
-        char id[64];
+/* Three hosts, the guests on a, the coordinator with limits_2x2 and an
+ * evacuation at @bandwidth_mib MiB/s per migration; kill -9 the coordinator
+ * once a guest has migrated while one migrates and one is queued.  Returns
+ * the job as it was then (json_object_put); its id in @id, the guests that
+ * were migrating in @in_flight, their number in *ret_n_flight. */
+static json_object *coordinator_killed_mid_run(Cluster *c, const char *bandwidth_mib, char id[64],
+                                               char in_flight[N_GUESTS][16], int *ret_n_flight) {
+        int n = 0;
         cluster_up(c, 3);
         start_guests(c, N_GUESTS);
         cluster_coord_up(c, &limits_2x2, N_GUESTS, COORD_UP_MS);
-        /* 48 MiB/s per migration: a few seconds each, time to land the kill mid-run */
-        evacuate_async(c, "48", id, sizeof(id));
+        evacuate_async(c, bandwidth_mib, id, 64);
         json_object *mid = wait_mid_run(c, id, 120000);
         cluster_coord_kill9(c);
-        uint64_t t_kill = now_ns();
-        char in_flight[N_GUESTS][16];
-        int n_flight = 0;
         json_object *subs = cj_get(mid, "subtasks");
         for (size_t i = 0; i < cj_len(subs); i++)
                 if (strcmp(cj_str(cj_idx(subs, i), "phase"), "migrating") == 0)
-                        snprintf(in_flight[n_flight++], sizeof(in_flight[0]), "%s", cj_str(cj_idx(subs, i), "guest"));
+                        snprintf(in_flight[n++], 16, "%s", cj_str(cj_idx(subs, i), "guest"));
+        *ret_n_flight = n;
+        return mid;
+}
+
+static void test_coordinator_kill9(void **state) {
+        Cluster *c = *state;
+        char id[64], in_flight[N_GUESTS][16];
+        int n_flight;
+        /* 48 MiB/s per migration: a few seconds each, time to land the kill mid-run */
+        json_object *mid = coordinator_killed_mid_run(c, "48", id, in_flight, &n_flight);
+        uint64_t t_kill = now_ns();
         printf("# kill -9 of the coordinator with %d done, %d migrating, %d queued\n", count_phase(mid, "done"),
                n_flight, count_phase(mid, "queued"));
         json_object_put(mid);
@@ -559,21 +571,13 @@ static void test_coordinator_kill9(void **state) {
  * migrated, not redone. */
 static void test_coordinator_kill9_agent_forgot(void **state) {
         Cluster *c = *state;
-        char id[64], why[512];
-        cluster_up(c, 3);
-        start_guests(c, N_GUESTS);
-        cluster_coord_up(c, &limits_2x2, N_GUESTS, COORD_UP_MS);
-        evacuate_async(c, "32", id, sizeof(id));
-        json_object *mid = wait_mid_run(c, id, 120000);
-        cluster_coord_kill9(c);
-        char in_flight[N_GUESTS][16];
-        int n_flight = 0;
+        char id[64], why[512], in_flight[N_GUESTS][16];
+        int n_flight;
+        json_object *mid = coordinator_killed_mid_run(c, "32", id, in_flight, &n_flight);
         bool before_restart[N_GUESTS] = { false }; /* migrated before host a's agent restarted */
         json_object *subs = cj_get(mid, "subtasks");
         for (size_t i = 0; i < cj_len(subs); i++) {
                 const char *p = cj_str(cj_idx(subs, i), "phase");
-                if (strcmp(p, "migrating") == 0)
-                        snprintf(in_flight[n_flight++], sizeof(in_flight[0]), "%s", cj_str(cj_idx(subs, i), "guest"));
                 if (strcmp(p, "migrating") == 0 || strcmp(p, "done") == 0)
                         before_restart[guest_index(cj_str(cj_idx(subs, i), "guest"))] = true;
         }
@@ -727,6 +731,21 @@ static void test_cancel(void **state) {
 
 /* ---- 4. an infeasible evacuation changes nothing ------------------------------------------------- */
 
+/* droverctl: no job was ever made and every host is still enabled. */
+static void assert_no_job_hosts_enabled(Cluster *c) {
+        int code;
+        json_object *jobs = cluster_ctl_json(c, CTL_MS, &code, "jobs", NULL);
+        assert_int_equal(code, 0);
+        assert_non_null(jobs);
+        assert_int_equal(cj_len(jobs), 0);
+        json_object_put(jobs);
+        json_object *hosts = cluster_ctl_json(c, CTL_MS, &code, "hosts", NULL);
+        assert_int_equal(cj_len(hosts), (size_t) c->n);
+        for (size_t i = 0; i < cj_len(hosts); i++)
+                assert_string_equal(cj_str(cj_idx(hosts, i), "state"), "enabled");
+        json_object_put(hosts);
+}
+
 static void test_infeasible(void **state) {
         Cluster *c = *state;
         const int n = 4; /* 128, 96, 64, 128 MiB */
@@ -795,16 +814,7 @@ static void test_infeasible(void **state) {
         json_object_put(e);
 
         /* nothing changed: no job, host a enabled, the guests on a */
-        json_object *jobs = cluster_ctl_json(c, CTL_MS, &code, "jobs", NULL);
-        assert_int_equal(code, 0);
-        assert_non_null(jobs);
-        assert_int_equal(cj_len(jobs), 0);
-        json_object_put(jobs);
-        json_object *hosts = cluster_ctl_json(c, CTL_MS, &code, "hosts", NULL);
-        assert_int_equal(cj_len(hosts), (size_t) c->n);
-        for (size_t i = 0; i < cj_len(hosts); i++)
-                assert_string_equal(cj_str(cj_idx(hosts, i), "state"), "enabled");
-        json_object_put(hosts);
+        assert_no_job_hosts_enabled(c);
         json_object *vms = cluster_ctl_json(c, CTL_MS, &code, "vms", NULL);
         assert_int_equal(cj_len(vms), (size_t) n);
         for (size_t i = 0; i < cj_len(vms); i++)
@@ -929,16 +939,7 @@ static void test_bad_input(void **state) {
         rpc_client_free(cl);
 
         /* none of it changed anything */
-        json_object *jobs = cluster_ctl_json(c, CTL_MS, &code, "jobs", NULL);
-        assert_int_equal(code, 0);
-        assert_non_null(jobs);
-        assert_int_equal(cj_len(jobs), 0);
-        json_object_put(jobs);
-        json_object *hosts = cluster_ctl_json(c, CTL_MS, &code, "hosts", NULL);
-        assert_int_equal(cj_len(hosts), (size_t) c->n);
-        for (size_t i = 0; i < cj_len(hosts); i++)
-                assert_string_equal(cj_str(cj_idx(hosts, i), "state"), "enabled");
-        json_object_put(hosts);
+        assert_no_job_hosts_enabled(c);
         int expect[N_GUESTS] = { A };
         assert_all_run_once(c, expect, 1);
         c->ok = true;
