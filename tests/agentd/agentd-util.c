@@ -262,6 +262,29 @@ char *test_linux_guest_json(const char *name, const TestLinuxGuest *lg, int mem_
         return s;
 }
 
+int test_linux_guest_define(TestAgent *t, const char *name, const TestLinuxGuest *lg, int mem_mib) {
+        Drover__V1__DefineRequest req = DROVER__V1__DEFINE_REQUEST__INIT;
+        Drover__V1__GetGuestResponse *resp = NULL;
+        RpcStatus st;
+        char *json = test_linux_guest_json(name, lg, mem_mib);
+        if (!json) {
+                fprintf(stderr, "out of memory for the definition of %s\n", name);
+                return -1;
+        }
+        req.definition_json = json;
+        int r = ta_call(t, "Define", &req.base, (ProtobufCMessage **) &resp, &st);
+        free(json);
+        if (r < 0) {
+                fprintf(stderr, "Define failed: %s %s\n", rpc_code_to_string(st.code), st.details);
+                return -1;
+        }
+        bool configured = resp->status->guest_agent_configured;
+        drover__v1__get_guest_response__free_unpacked(resp, NULL);
+        if (!configured)
+                fprintf(stderr, "Define: %s has no guest agent configured\n", name);
+        return configured ? 0 : -1;
+}
+
 int ta_call(TestAgent *t, const char *method, const ProtobufCMessage *req, ProtobufCMessage **resp,
             RpcStatus *st) {
         return rpc_client_unary(t->cl, &drover__v1__agent__descriptor, method, req, 30000, resp, st);

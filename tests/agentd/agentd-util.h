@@ -71,6 +71,10 @@ typedef struct TestLinuxGuest {
 void test_linux_guest_build(TestLinuxGuest *ret, int timeout_s);
 /* Its definition: @mem_mib, one vCPU, "guest_agent": true, serial log. */
 char *test_linux_guest_json(const char *name, const TestLinuxGuest *lg, int mem_mib);
+/* Define it as @name on @t's agent (Define RPC).  0 when the agent took it
+ * and reports its guest agent configured; -1 otherwise, with the reason on
+ * stderr (for a cmocka group setup). */
+int test_linux_guest_define(TestAgent *t, const char *name, const TestLinuxGuest *lg, int mem_mib);
 
 /* Unary call helpers: return 0 or -errno, status in *st. */
 int ta_call(TestAgent *t, const char *method, const ProtobufCMessage *req, ProtobufCMessage **resp,

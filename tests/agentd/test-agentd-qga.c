@@ -14,7 +14,6 @@
  * Figures (build, boot, round trips) are printed as "# ..." lines.
  */
 #define _GNU_SOURCE
-#include <dirent.h>
 #include <errno.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -24,7 +23,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -34,17 +32,13 @@
 #include "testutil.h"
 
 #define GUEST "lg"
-#define APPEND                                                                                       \
-        "console=ttyS0 quiet mitigations=off tsc=reliable no_timer_check cryptomgr.notests "          \
-        "random.trust_cpu=on i8042.nokbd i8042.noaux"
 #define BUILD_TIMEOUT_S 480
 #define BOOT_TIMEOUT_MS 90000
 #define HOUR_NS (3600LL * 1000000000LL)
 #define SEC_NS 1000000000LL
 
 static struct {
-        char kernel[512];
-        char initrd[512];
+        TestLinuxGuest lg;
         const char *dir;
         TestAgent t;
         int qemu_pid;
@@ -65,92 +59,6 @@ static int64_t host_ns(void) {
 
 static double ms_since(uint64_t t0) {
         return (double) (now_ns() - t0) / 1e6;
-}
-
-/* Zombies count as dead: this sandbox's init may be slow to reap them. */
-static bool pid_alive(int pid) {
-        char path[64], buf[512];
-        snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-        FILE *f = fopen(path, "r");
-        if (!f)
-                return false;
-        size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-        fclose(f);
-        buf[n] = '\0';
-        char *p = strrchr(buf, ')');
-        return p && p[1] == ' ' && p[2] != 'Z' && p[2] != 'X';
-}
-
-/* Live QEMU processes whose command line mentions @dir. */
-static int qemus_under(const char *dir) {
-        DIR *d = opendir("/proc");
-        struct dirent *de;
-        int n = 0;
-        if (!d)
-                return 0;
-        while ((de = readdir(d))) {
-                int pid = atoi(de->d_name);
-                char path[64], exe[256] = "";
-                if (pid <= 0)
-                        continue;
-                snprintf(path, sizeof(path), "/proc/%d/exe", pid);
-                ssize_t k = readlink(path, exe, sizeof(exe) - 1);
-                if (k <= 0 || !strstr(exe, "qemu-system") || !pid_alive(pid))
-                        continue;
-                snprintf(path, sizeof(path), "/proc/%d/cmdline", pid);
-                size_t len = 0;
-                char *cmd = tu_read_file(path, &len);
-                for (size_t i = 0; cmd && i + 1 < len; i++)
-                        if (cmd[i] == '\0')
-                                cmd[i] = ' ';
-                if (cmd && strstr(cmd, dir))
-                        n++;
-                free(cmd);
-        }
-        closedir(d);
-        return n;
-}
-
-/* ---- the guest image ------------------------------------------------------------------ */
-
-/* Run build-linux-guest.sh (it answers "cached" in ~0.1 s when nothing
- * changed); skip when its packages cannot be had. */
-static void build_guest(void) {
-        const char *script = getenv("DROVER_LINUX_GUEST_SCRIPT");
-        const char *out = getenv("DROVER_LINUX_GUEST_DIR");
-        if (!script || !out)
-                tu_skip("DROVER_LINUX_GUEST_SCRIPT/DROVER_LINUX_GUEST_DIR unset (run through meson test)");
-        const char *log = tu_path(tu_tmpdir("lg-build"), "build.log");
-        char limit[16];
-        snprintf(limit, sizeof(limit), "%d", BUILD_TIMEOUT_S);
-        /* timeout(1) kills the whole process group (apt-get too) */
-        char *argv[] = { "timeout", "-k", "10", limit, (char *) script, (char *) out, NULL };
-        uint64_t t0 = now_ns();
-        pid_t pid = tu_spawn(argv, log);
-        assert_true(pid > 0);
-        int status = 0;
-        while (!tu_reap(pid, &status))
-                sleep_ms(20);
-        double ms = ms_since(t0);
-        char *text = tu_read_file(log, NULL);
-        char *last = NULL;
-        for (char *line = text ? strtok(text, "\n") : NULL; line; line = strtok(NULL, "\n"))
-                last = line;
-        int rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-        if (rc == 2)
-                tu_skip("the Linux test guest cannot be built here: %s", last ? last : "(no output)");
-        if (rc == 124 || rc == 137)
-                tu_skip("build-linux-guest.sh did not finish within %d s (slow or no package download)",
-                        BUILD_TIMEOUT_S);
-        if (rc != 0) {
-                char *all = tu_read_file(log, NULL);
-                fprintf(stderr, "build-linux-guest.sh %s exited with %d:\n%s\n", out, rc, all ? all : "");
-                exit(1);
-        }
-        printf("# linux guest image: %.0f ms wall; %s\n", ms, last ? last : "");
-        free(text);
-        snprintf(fx.kernel, sizeof(fx.kernel), "%s/vmlinux", out);
-        snprintf(fx.initrd, sizeof(fx.initrd), "%s/initrd.cpio.gz", out);
 }
 
 /* ---- RPC helpers ------------------------------------------------------------------------ */
@@ -230,26 +138,7 @@ static int group_setup(void **state) {
                 fprintf(stderr, "drover-agent did not start\n");
                 return -1;
         }
-        char *json = NULL;
-        if (asprintf(&json,
-                     "{\"name\": \"" GUEST "\", \"memory_mib\": 256, \"vcpus\": 1, \"machine\": \"pc\", "
-                     "\"kernel\": \"%s\", \"initrd\": \"%s\", \"append\": \"" APPEND "\", "
-                     "\"guest_agent\": true, \"serial_log\": true}",
-                     fx.kernel, fx.initrd) < 0)
-                return -1;
-        Drover__V1__DefineRequest req = DROVER__V1__DEFINE_REQUEST__INIT;
-        Drover__V1__GetGuestResponse *resp = NULL;
-        RpcStatus st;
-        req.definition_json = json;
-        int r = ta_call(&fx.t, "Define", &req.base, (ProtobufCMessage **) &resp, &st);
-        free(json);
-        if (r < 0) {
-                fprintf(stderr, "Define failed: %s %s\n", rpc_code_to_string(st.code), st.details);
-                return -1;
-        }
-        bool configured = resp->status->guest_agent_configured;
-        drover__v1__get_guest_response__free_unpacked(resp, NULL);
-        return configured ? 0 : -1;
+        return test_linux_guest_define(&fx.t, GUEST, &fx.lg, 256);
 }
 
 static int group_teardown(void **state) {
@@ -275,13 +164,13 @@ static int group_teardown(void **state) {
         }
         /* whatever happened above, nothing of ours may be left running */
         test_agent_kill_guests(&fx.t);
-        for (int i = 0; i < 100 && fx.qemu_pid > 0 && pid_alive(fx.qemu_pid); i++)
+        for (int i = 0; i < 100 && fx.qemu_pid > 0 && tu_pid_alive(fx.qemu_pid); i++)
                 sleep_ms(20);
-        if (fx.qemu_pid > 0 && pid_alive(fx.qemu_pid)) {
+        if (fx.qemu_pid > 0 && tu_pid_alive(fx.qemu_pid)) {
                 fprintf(stderr, "QEMU %d is still running\n", fx.qemu_pid);
                 rc = -1;
         }
-        int left = qemus_under(fx.dir);
+        int left = tu_qemus_under(fx.dir);
         if (left) {
                 fprintf(stderr, "%d QEMU process(es) under %s left behind\n", left, fx.dir);
                 rc = -1;
@@ -304,7 +193,7 @@ static void test_boot_until_guest_ping(void **state) {
         assert_true(st->guest_agent_configured);
         fx.qemu_pid = st->pid;
         drover__v1__guest_status__free_unpacked(st, NULL);
-        assert_true(pid_alive(fx.qemu_pid));
+        assert_true(tu_pid_alive(fx.qemu_pid));
 
         /* each failed ping waits up to the agent's qga_timeout_ms (5 s) for a
          * guest that has not opened its port yet, then the next one resyncs */
@@ -491,7 +380,7 @@ static void test_suspended_guest_cannot_answer(void **state) {
 static void test_agent_kill9_then_reconnect(void **state) {
         (void) state;
         test_agent_kill9(&fx.t);
-        assert_true(pid_alive(fx.qemu_pid)); /* the guest outlives the agent */
+        assert_true(tu_pid_alive(fx.qemu_pid)); /* the guest outlives the agent */
         sleep_ms(300);
         uint64_t t0 = now_ns();
         assert_int_equal(test_agent_start(&fx.t, fx.dir, NULL), 0);
@@ -528,7 +417,8 @@ static void test_agent_kill9_then_reconnect(void **state) {
 int main(void) {
         if (!tu_qemu_binary())
                 tu_skip("qemu-system-x86_64 is not installed (tests/scripts/setup.sh installs it)");
-        build_guest();
+        test_linux_guest_build(&fx.lg, BUILD_TIMEOUT_S);
+        printf("# linux guest image: %.0f ms wall; %s\n", fx.lg.build_ms, fx.lg.summary);
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_boot_until_guest_ping),
                 cmocka_unit_test(test_guest_ping_round_trip),

@@ -72,20 +72,6 @@ static Drover__V1__GuestStatus *start(TestAgent *t, const char *guest) {
         return st;
 }
 
-/* Zombies count as dead: this sandbox's init may be slow to reap them. */
-static bool pid_alive(int pid) {
-        char path[64], buf[512];
-        snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-        FILE *f = fopen(path, "r");
-        if (!f)
-                return false;
-        size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-        fclose(f);
-        buf[n] = '\0';
-        char *p = strrchr(buf, ')');
-        return p && p[1] == ' ' && p[2] != 'Z' && p[2] != 'X';
-}
-
 static int serial_seconds(TestAgent *t, const char *name) {
         char path[400];
         snprintf(path, sizeof(path), "%s/%s.serial", t->run_dir, name);
@@ -171,7 +157,7 @@ static void test_lifecycle_and_events(void **state) {
         assert_int_equal(st->state, DROVER__V1__GUEST_STATE__GUEST_STATE_SHUTOFF);
         assert_string_equal(st->reason, "destroyed");
         drover__v1__guest_status__free_unpacked(st, NULL);
-        assert_false(pid_alive(pid)); /* QEMU is gone */
+        assert_false(tu_pid_alive(pid)); /* QEMU is gone */
 
         /* start again, then destroy */
         st = start(&t, "g1");
@@ -371,7 +357,7 @@ static void test_kill9_with_guests_running_then_reconnect(void **state) {
         test_agent_kill9(&t);
         /* the guests outlive the agent */
         for (int i = 0; i < 3; i++)
-                assert_true(pid_alive(pids[i]));
+                assert_true(tu_pid_alive(pids[i]));
         int before = serial_seconds(&t, "r1");
         sleep_ms(2200);
         assert_true(serial_seconds(&t, "r1") > before);
@@ -407,7 +393,7 @@ static void test_kill9_with_guests_running_then_reconnect(void **state) {
         assert_int_equal(st->state, DROVER__V1__GUEST_STATE__GUEST_STATE_SHUTOFF);
         drover__v1__guest_status__free_unpacked(st, NULL);
         sleep_ms(100);
-        assert_false(pid_alive(pids[0]));
+        assert_false(tu_pid_alive(pids[0]));
         st = do_guest(&t, "Destroy", "r2");
         drover__v1__guest_status__free_unpacked(st, NULL);
         assert_int_equal(test_agent_stop(&t), 0);
@@ -447,7 +433,7 @@ static void test_kill9_mid_start_kills_half_started_guest(void **state) {
         int qemu = atoi(pidtext);
         free(pidtext);
         assert_true(qemu > 0);
-        assert_true(pid_alive(qemu));
+        assert_true(tu_pid_alive(qemu));
         test_agent_kill9(&t);
         pthread_join(th, NULL);
         assert_true(s.r < 0); /* the client lost its agent */
@@ -461,7 +447,7 @@ static void test_kill9_mid_start_kills_half_started_guest(void **state) {
         assert_string_equal(st->async_job, "none");
         drover__v1__get_guest_response__free_unpacked(g, NULL);
         sleep_ms(200);
-        assert_false(pid_alive(qemu)); /* killed, never trusted */
+        assert_false(tu_pid_alive(qemu)); /* killed, never trusted */
         /* and it can be started cleanly afterwards */
         st = start(&t, "half");
         assert_int_equal(st->state, DROVER__V1__GUEST_STATE__GUEST_STATE_RUNNING);

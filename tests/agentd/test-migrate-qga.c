@@ -17,7 +17,6 @@
  * test skips with the reason when QEMU or the Linux guest is unavailable.
  */
 #define _GNU_SOURCE
-#include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -302,43 +301,6 @@ static void migrate(TestAgent *src, TestAgent *dst, bool skip_time_sync, Moved *
 
 /* ---- fixture ------------------------------------------------------------------------------ */
 
-/* Live QEMU processes whose command line mentions @dir (zombies do not count). */
-static int qemus_under(const char *dir) {
-        DIR *d = opendir("/proc");
-        struct dirent *de;
-        int n = 0;
-        if (!d)
-                return 0;
-        while ((de = readdir(d))) {
-                int pid = atoi(de->d_name);
-                char path[64], exe[256] = "", stat[512] = "";
-                if (pid <= 0)
-                        continue;
-                snprintf(path, sizeof(path), "/proc/%d/exe", pid);
-                ssize_t k = readlink(path, exe, sizeof(exe) - 1);
-                if (k <= 0 || !strstr(exe, "qemu-system"))
-                        continue;
-                snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-                char *s = tu_read_file(path, NULL);
-                snprintf(stat, sizeof(stat), "%s", s ? s : "");
-                free(s);
-                char *p = strrchr(stat, ')');
-                if (!p || p[1] != ' ' || p[2] == 'Z' || p[2] == 'X')
-                        continue;
-                snprintf(path, sizeof(path), "/proc/%d/cmdline", pid);
-                size_t len = 0;
-                char *cmd = tu_read_file(path, &len);
-                for (size_t i = 0; cmd && i + 1 < len; i++)
-                        if (cmd[i] == '\0')
-                                cmd[i] = ' ';
-                if (cmd && strstr(cmd, dir))
-                        n++;
-                free(cmd);
-        }
-        closedir(d);
-        return n;
-}
-
 static int group_setup(void **state) {
         (void) state;
         fx.dir_a = tu_tmpdir("mqga-a");
@@ -347,20 +309,7 @@ static int group_setup(void **state) {
                 fprintf(stderr, "drover-agent did not start\n");
                 return -1;
         }
-        char *json = test_linux_guest_json(GUEST, &fx.lg, MEM_MIB);
-        Drover__V1__DefineRequest req = DROVER__V1__DEFINE_REQUEST__INIT;
-        Drover__V1__GetGuestResponse *resp = NULL;
-        RpcStatus st;
-        req.definition_json = json;
-        int r = json ? ta_call(&fx.a, "Define", &req.base, (ProtobufCMessage **) &resp, &st) : -ENOMEM;
-        free(json);
-        if (r < 0) {
-                fprintf(stderr, "Define failed: %s %s\n", rpc_code_to_string(st.code), st.details);
-                return -1;
-        }
-        bool configured = resp->status->guest_agent_configured;
-        drover__v1__get_guest_response__free_unpacked(resp, NULL);
-        return configured ? 0 : -1;
+        return test_linux_guest_define(&fx.a, GUEST, &fx.lg, MEM_MIB);
 }
 
 static int group_teardown(void **state) {
@@ -389,9 +338,9 @@ static int group_teardown(void **state) {
                 /* whatever happened above, nothing of ours may be left running */
                 test_agent_kill_guests(t);
         }
-        for (int i = 0; i < 100 && qemus_under(fx.dir_a) + qemus_under(fx.dir_b) > 0; i++)
+        for (int i = 0; i < 100 && tu_qemus_under(fx.dir_a) + tu_qemus_under(fx.dir_b) > 0; i++)
                 sleep_ms(20);
-        int left = qemus_under(fx.dir_a) + qemus_under(fx.dir_b);
+        int left = tu_qemus_under(fx.dir_a) + tu_qemus_under(fx.dir_b);
         if (left) {
                 fprintf(stderr, "%d QEMU process(es) left behind\n", left);
                 rc = -1;

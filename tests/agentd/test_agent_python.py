@@ -22,13 +22,16 @@ the guest, the test exits 77 (skipped) with the reason.
 """
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "lib"))
+import testutil as tu  # noqa: E402
+from testutil import Abort, check, kill_guests, pid_alive, require  # noqa: E402
 
 try:
     import grpc
@@ -37,7 +40,6 @@ except ImportError as e:
     print(f"SKIP: python3-grpcio / python3-grpc-tools not importable by {sys.executable}: {e}")
     sys.exit(77)
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE_ROOT = os.environ.get("DROVER_SOURCE_ROOT", os.path.join(HERE, "..", ".."))
 BUILD_ROOT = os.environ.get("DROVER_BUILD_ROOT", os.path.join(SOURCE_ROOT, "build"))
 AGENT = os.path.join(BUILD_ROOT, "agent", "drover-agent")
@@ -45,29 +47,6 @@ PROTO_DIR = os.path.join(SOURCE_ROOT, "proto", "drover", "v1")
 QEMU = "/usr/bin/qemu-system-x86_64"  # the agent's default qemu_binary
 GUEST = "py1"
 KEEP = "py-keep"  # left running when the agent stops
-
-checks = 0
-failures = 0
-
-
-def check(name, cond, detail=""):
-    global checks, failures
-    checks += 1
-    if cond:
-        print(f"ok {checks} - {name}", flush=True)
-    else:
-        failures += 1
-        print(f"not ok {checks} - {name} {detail}", flush=True)
-    return cond
-
-
-class Abort(Exception):
-    """A check failed that later checks depend on."""
-
-
-def require(name, cond, detail=""):
-    if not check(name, cond, detail):
-        raise Abort(name)
 
 
 def rpc_error(fn):
@@ -87,58 +66,17 @@ def expect_code(name, fn, code, needle=None):
     return check(name, ok, f"got {e.code()} {e.details()!r}")
 
 
-def pid_alive(pid):
-    """True for a live process; zombies count as dead."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except OSError:
-        return False
-    return stat[stat.rfind(")") + 2] not in "ZX"
-
-
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def kill_guests(run_dir):
-    """SIGKILL every QEMU whose pidfile is in run_dir (they outlive the agent)."""
-    killed = 0
-    try:
-        names = os.listdir(run_dir)
-    except OSError:
-        return 0
-    for n in names:
-        if not n.endswith(".pid"):
-            continue
-        try:
-            with open(os.path.join(run_dir, n)) as f:
-                pid = int(f.read().strip() or 0)
-            exe = os.readlink(f"/proc/{pid}/exe") if pid > 0 else ""
-        except (OSError, ValueError):
-            continue
-        if "qemu" in exe:
-            try:
-                os.kill(pid, signal.SIGKILL)
-                killed += 1
-            except OSError:
-                pass
-    return killed
-
-
-class Agent:
-    """drover-agent as a child process in dev mode."""
+class Agent(tu.Daemon):
+    """drover-agent as a child process in dev mode; its ready line is read
+    from its stdout, the log has its stderr."""
 
     def __init__(self, tmp):
         self.dir = tmp
         self.sock = os.path.join(tmp, "agent.sock")
         self.state_dir = os.path.join(tmp, "state")
         self.run_dir = os.path.join(tmp, "run")
-        self.log_path = os.path.join(tmp, "agent.log")
-        self.port = free_port()
-        self.proc = None
+        super().__init__("agent", [], os.path.join(tmp, "agent.log"), "drover-agent: ready")
+        self.port = tu.free_port()
         self.ready_line = None
 
     def start(self, timeout=15):
@@ -154,7 +92,7 @@ class Agent:
         def read_stdout():
             for line in self.proc.stdout:  # drain until the agent exits
                 lines.append(line)
-                if line.startswith("drover-agent: ready"):
+                if line.startswith(self.ready):
                     self.ready_line = line.strip()
                     got.set()
             got.set()
@@ -162,29 +100,6 @@ class Agent:
         threading.Thread(target=read_stdout, daemon=True).start()
         got.wait(timeout)
         return self.ready_line
-
-    def log_text(self):
-        try:
-            with open(self.log_path) as f:
-                return f.read()
-        except OSError:
-            return ""
-
-    def stop(self, timeout=10):
-        """SIGTERM and wait; returns the exit code (None if it had to be killed)."""
-        if self.proc is None:
-            return None
-        rc = self.proc.poll()
-        if rc is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                rc = self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                rc = None
-        self.log.close()
-        return rc
 
 
 class EventWatcher(threading.Thread):
@@ -220,17 +135,6 @@ class EventWatcher(threading.Thread):
                 if left <= 0 or self.end is not None:
                     return False
                 self.cond.wait(left)
-
-
-def gen_stubs(tmp):
-    out = os.path.join(tmp, "stubs")
-    os.mkdir(out)
-    subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-I{PROTO_DIR}",
-                    f"--python_out={out}", f"--grpc_python_out={out}", "agent.proto"], check=True)
-    sys.path.insert(0, out)
-    import agent_pb2
-    import agent_pb2_grpc
-    return agent_pb2, agent_pb2_grpc
 
 
 def guest_json(name):
@@ -403,7 +307,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="drover-agentpy-")
     agent = Agent(tmp)
     try:
-        pb2, pb2_grpc = gen_stubs(tmp)
+        pb2, pb2_grpc = tu.grpc_stubs(PROTO_DIR, "agent", os.path.join(tmp, "stubs"))
         run(agent, pb2, pb2_grpc)
     except Abort as e:
         print(f"# aborted after a failed check: {e}")
@@ -414,13 +318,11 @@ def main():
     finally:
         rc = agent.stop()
         killed = kill_guests(agent.run_dir)
-        if failures:
+        if tu.failures:
             print(f"# agent exit {rc}; log:\n" + "".join("#   " + ln for ln in agent.log_text().splitlines(True)))
         print(f"# cleanup: agent stopped, {killed} QEMU process(es) killed, {tmp} removed")
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"1..{checks}")
-    print(f"# {checks - failures} of {checks} checks passed")
-    return 1 if failures else 0
+    return tu.finish()
 
 
 if __name__ == "__main__":

@@ -50,13 +50,16 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "lib"))
+import testutil as tu  # noqa: E402
+from testutil import Abort, check, kill_guests, require  # noqa: E402
+
 SOURCE_ROOT = os.environ.get("DROVER_SOURCE_ROOT", os.path.join(HERE, "..", ".."))
 BUILD_ROOT = os.environ.get("DROVER_BUILD_ROOT", os.path.join(SOURCE_ROOT, "build"))
 AGENT = os.path.join(BUILD_ROOT, "agent", "drover-agent")
@@ -69,36 +72,7 @@ MODULES = ("drover_evacuate", "drover_migrate", "drover_host", "drover_facts")
 GUESTS_A = ("g1", "g2", "g3")
 PLAYBOOK_TIMEOUT = 600
 
-checks = 0
-failures = 0
 timings = []
-
-
-def check(name, cond, detail=""):
-    global checks, failures
-    checks += 1
-    if cond:
-        print(f"ok {checks} - {name}", flush=True)
-    else:
-        failures += 1
-        print(f"not ok {checks} - {name} {detail}", flush=True)
-    return cond
-
-
-class Abort(Exception):
-    """A check failed that later checks depend on."""
-
-
-def require(name, cond, detail=""):
-    if not check(name, cond, detail):
-        raise Abort(name)
-
-
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -106,31 +80,6 @@ _libc = ctypes.CDLL(None, use_errno=True)
 def _die_with_parent():
     # PR_SET_PDEATHSIG = 1: a child never outlives this test, even killed
     _libc.prctl(1, signal.SIGKILL, 0, 0, 0)
-
-
-def kill_guests(run_dir):
-    """SIGKILL every QEMU whose pidfile is in run_dir (guests outlive agents)."""
-    killed = 0
-    try:
-        names = os.listdir(run_dir)
-    except OSError:
-        return 0
-    for n in names:
-        if not n.endswith(".pid"):
-            continue
-        try:
-            with open(os.path.join(run_dir, n)) as f:
-                pid = int(f.read().strip() or 0)
-            exe = os.readlink(f"/proc/{pid}/exe") if pid > 0 else ""
-        except (OSError, ValueError):
-            continue
-        if "qemu" in exe:
-            try:
-                os.kill(pid, signal.SIGKILL)
-                killed += 1
-            except OSError:
-                pass
-    return killed
 
 
 def qemu_procs_under(path):
@@ -165,55 +114,11 @@ def wait_qemu_gone(path, timeout):
     return left
 
 
-class Daemon:
-    """A drover daemon as a child: stdout+stderr to a log, ready line awaited."""
-
-    def __init__(self, name, argv, log_path, ready):
-        self.name, self.argv, self.log_path, self.ready = name, argv, log_path, ready
-        self.proc = None
-
-    def start(self, timeout=20):
-        self.log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(self.argv, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     preexec_fn=_die_with_parent)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.ready in self.log_text():
-                return True
-            if self.proc.poll() is not None:
-                return False
-            time.sleep(0.02)
-        return False
-
-    def log_text(self):
-        try:
-            with open(self.log_path) as f:
-                return f.read()
-        except OSError:
-            return ""
-
-    def stop(self, timeout=10):
-        if self.proc is None:
-            return None
-        rc = self.proc.poll()
-        if rc is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                rc = self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                rc = None
-        self.log.close()
-        self.proc = None
-        return rc
-
-
 class Cluster:
     def __init__(self, tmp):
         self.tmp = tmp
         self.dirs = {h: os.path.join(tmp, h) for h in ("a", "b", "ctl")}
-        self.ports = {"a": free_port(), "b": free_port()}
+        self.ports = {"a": tu.free_port(), "b": tu.free_port()}
         self.coord_sock = os.path.join(self.dirs["ctl"], "coord.sock")
         self.coordinator = f"unix:{self.coord_sock}"
         self.droverctl = os.path.join(self.dirs["ctl"], "bin", "droverctl")  # installed by the role
@@ -363,17 +268,6 @@ def check_play(play, name, cond, detail=""):
 
 # ---- guests over gRPC --------------------------------------------------------
 
-def gen_stubs(tmp):
-    out = os.path.join(tmp, "stubs")
-    os.mkdir(out)
-    subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-I{PROTO_DIR}", f"--python_out={out}",
-                    f"--grpc_python_out={out}", "agent.proto"], check=True)
-    sys.path.insert(0, out)
-    import agent_pb2
-    import agent_pb2_grpc
-    return agent_pb2, agent_pb2_grpc
-
-
 def start_guest(pb2, stub, name, memory_mib):
     d = {"name": name, "memory_mib": memory_mib, "vcpus": 1, "machine": "pc",
          "kernel": os.environ["DROVER_GUEST_ELF"], "append": "mib=32 rate=5", "serial_log": True}
@@ -518,20 +412,20 @@ def test_deploy(c, inv_path):
 def start_cluster(c):
     for h in ("a", "b"):
         d = c.dirs[h]
-        ag = Daemon(f"agent-{h}", [f"{d}/bin/drover-agent", "--config", f"{d}/etc/agent.json"], f"{d}/agent.log",
-                    "drover-agent: ready")
+        ag = tu.Daemon(f"agent-{h}", [f"{d}/bin/drover-agent", "--config", f"{d}/etc/agent.json"],
+                       f"{d}/agent.log", "drover-agent: ready", preexec_fn=_die_with_parent)
         c.daemons.append(ag)
         require(f"agent {h} starts from the role's binary and agent.json", ag.start(), ag.log_text())
     d = c.dirs["ctl"]
-    co = Daemon("coordinator", [f"{d}/bin/drover-coordinator", "--config", f"{d}/etc/coordinator.json"],
-                f"{d}/coordinator.log", "drover-coordinator: ready")
+    co = tu.Daemon("coordinator", [f"{d}/bin/drover-coordinator", "--config", f"{d}/etc/coordinator.json"],
+                   f"{d}/coordinator.log", "drover-coordinator: ready", preexec_fn=_die_with_parent)
     c.daemons.append(co)
     require("coordinator starts from the role's binary and coordinator.json", co.start(), co.log_text())
 
 
 def start_guests(c, tmp):
     import grpc
-    pb2, pb2_grpc = gen_stubs(tmp)
+    pb2, pb2_grpc = tu.grpc_stubs(PROTO_DIR, "agent", os.path.join(tmp, "stubs"))
     for h, guests in (("a", [(g, 64) for g in GUESTS_A]), ("b", [("big", 300)])):
         ch = grpc.insecure_channel(f"unix:{c.dirs[h]}/agent.sock")
         stub = pb2_grpc.AgentStub(ch)
@@ -744,7 +638,7 @@ def run(tmp):
                 pass
         print(f"# before cleanup: QEMU {before}; pidfiles {pidfiles}")
         stopped, killed = c.stop()
-        if failures:
+        if tu.failures:
             for d in c.daemons:
                 print(f"# {d.name} log (last 30 lines):")
                 print("".join("#   " + ln for ln in d.log_text().splitlines(True)[-30:]))
@@ -802,9 +696,7 @@ def main():
             shutil.rmtree(tmp, ignore_errors=True)
     print("# timings: " + ", ".join(f"{label} {el:.1f} s" for label, el in timings) +
           f"; total {time.monotonic() - t0:.1f} s")
-    print(f"1..{checks}")
-    print(f"# {checks - failures} of {checks} checks passed")
-    return 1 if failures else 0
+    return tu.finish()
 
 
 if __name__ == "__main__":

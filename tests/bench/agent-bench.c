@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "agentd-util.h"
+#include "bench-util.h"
 #include "deadline.h"
 #include "log.h"
 #include "qemuproc.h"
@@ -34,35 +35,9 @@
 #define N_GUESTS 16
 #define CALL_TIMEOUT_MS 60000
 
-/* A growable list of latencies (ns); owned by one thread at a time. */
-typedef struct Lat {
-        uint64_t *v;
-        size_t n, cap;
-} Lat;
-
-static void lat_add(Lat *l, uint64_t ns) {
-        if (l->n == l->cap) {
-                size_t cap = l->cap ? 2 * l->cap : 4096;
-                uint64_t *v = realloc(l->v, cap * sizeof(*v));
-                if (!v)
-                        return; /* drop the sample rather than the run */
-                l->v = v;
-                l->cap = cap;
-        }
-        l->v[l->n++] = ns;
-}
-
-static int cmp_u64(const void *a, const void *b) {
-        uint64_t x = *(const uint64_t *) a, y = *(const uint64_t *) b;
-        return x < y ? -1 : x > y;
-}
-
-/* The @q quantile (0..1) of a sorted list, in ms (nearest rank). */
-static double lat_q_ms(const Lat *l, double q) {
-        if (l->n == 0)
-                return 0;
-        size_t i = (size_t) (q * (double) l->n);
-        return (double) l->v[i < l->n ? i : l->n - 1] / 1e6;
+/* The @q quantile (0..1) of a sorted list of ns, in ms. */
+static double q_ms(const Samples *l, double q) {
+        return (double) samples_q(l, q) / 1e6;
 }
 
 typedef struct Starter {
@@ -95,7 +70,7 @@ typedef struct Querier {
         char (*names)[16];
         pthread_barrier_t *go; /* NULL: start at once */
         atomic_bool stop;
-        Lat list, get;
+        Samples list, get;
         int errors;
 } Querier;
 
@@ -119,17 +94,17 @@ static void *querier_main(void *arg) {
                         q->errors++;
                         continue;
                 }
-                lat_add(list ? &q->list : &q->get, dt);
+                samples_add(list ? &q->list : &q->get, dt);
                 protobuf_c_message_free_unpacked(resp, NULL);
         }
-        qsort(q->list.v, q->list.n, sizeof(uint64_t), cmp_u64);
-        qsort(q->get.v, q->get.n, sizeof(uint64_t), cmp_u64);
+        samples_sort(&q->list);
+        samples_sort(&q->get);
         return NULL;
 }
 
 static void querier_free(Querier *q) {
-        free(q->list.v);
-        free(q->get.v);
+        samples_free(&q->list);
+        samples_free(&q->get);
 }
 
 /* GetAgentStats; with @reset the lock figures restart from zero after this read. */
@@ -146,12 +121,12 @@ static Drover__V1__GetAgentStatsResponse *agent_stats(TestAgent *t, bool reset) 
 }
 
 static void print_queries(const char *when, const Querier *q, double secs) {
-        const struct { const char *name; const Lat *l; } rows[] = { { "ListGuests", &q->list },
+        const struct { const char *name; const Samples *l; } rows[] = { { "ListGuests", &q->list },
                                                                     { "GetGuest", &q->get } };
         for (size_t i = 0; i < 2; i++)
                 printf("| %-10s | %-22s | %6zu | %7.0f | %8.3f | %8.3f | %8.3f |\n", rows[i].name, when,
-                       rows[i].l->n, (double) rows[i].l->n / secs, lat_q_ms(rows[i].l, 0.50),
-                       lat_q_ms(rows[i].l, 0.99), rows[i].l->n ? (double) rows[i].l->v[rows[i].l->n - 1] / 1e6 : 0);
+                       rows[i].l->n, (double) rows[i].l->n / secs, q_ms(rows[i].l, 0.50),
+                       q_ms(rows[i].l, 0.99), (double) samples_max(rows[i].l) / 1e6);
 }
 
 static void print_locks(const char *when, const Drover__V1__GetAgentStatsResponse *as) {
@@ -269,16 +244,16 @@ int main(void) {
         pthread_barrier_destroy(&go);
         burst_locks = agent_stats(&t, true);
 
-        Lat starts = { 0 };
+        Samples starts = { 0 };
         for (int i = 0; i < N_GUESTS; i++) {
                 if (starters[i].r < 0) {
                         fprintf(stderr, "agent-bench: Start %s: %s %s\n", names[i],
                                 rpc_code_to_string(starters[i].st.code), starters[i].st.details);
                         failed++;
                 } else
-                        lat_add(&starts, starters[i].lat_ns);
+                        samples_add(&starts, starters[i].lat_ns);
         }
-        qsort(starts.v, starts.n, sizeof(uint64_t), cmp_u64);
+        samples_sort(&starts);
 
         /* the comparison: the same loop for as long, no start in flight */
         int64_t idle_ms = (int64_t) (burst_ns / NSEC_PER_MSEC);
@@ -293,8 +268,8 @@ int main(void) {
         printf("| Start      | guests | ok | p50 ms   | p90 ms   | max ms   | burst ms |\n");
         printf("|------------|--------|----|----------|----------|----------|----------|\n");
         printf("| 16 at once | %6d | %2zu | %8.1f | %8.1f | %8.1f | %8.1f |\n\n", N_GUESTS, starts.n,
-               lat_q_ms(&starts, 0.50), lat_q_ms(&starts, 0.90),
-               starts.n ? (double) starts.v[starts.n - 1] / 1e6 : 0, (double) burst_ns / 1e6);
+               q_ms(&starts, 0.50), q_ms(&starts, 0.90),
+               (double) samples_max(&starts) / 1e6, (double) burst_ns / 1e6);
         printf("| Query      | when                   | calls  | calls/s | p50 ms   | p99 ms   | max ms   |\n");
         printf("|------------|------------------------|--------|---------|----------|----------|----------|\n");
         print_queries("during the 16 starts", &busy, (double) burst_ns / 1e9);
@@ -309,7 +284,7 @@ int main(void) {
         ret = failed ? 1 : 0;
         if (failed)
                 fprintf(stderr, "agent-bench: %d of %d starts failed\n", failed, N_GUESTS);
-        free(starts.v);
+        samples_free(&starts);
 
 out:
         if (burst_locks)

@@ -1,4 +1,4 @@
-/* Small helpers shared by the storm, makespan and overhead benchmarks:
+/* Small helpers shared by the benchmarks (agent-start16, storm, makespan, overhead):
  * latency samples with quantiles, the machine's description, a process's
  * memory from /proc, and gnuplot rendering of a plot into the output folder
  * ($DROVER_BENCH_OUT, set by meson to the build folder of tests/bench).

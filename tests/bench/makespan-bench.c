@@ -73,7 +73,6 @@
 #define LINK_RATE "1gbit"
 #define LINK_BPS 125000000.0
 #define BIG_LINK 10000000000ull
-#define CTL_MS 30000
 #define JOB_TIMEOUT_MS 900000
 
 static const int mems[N] = { 256, 224, 192, 160, 128, 96, 64, 256, 224, 192, 160, 128, 96, 64, 128, 192 };
@@ -113,33 +112,6 @@ static Result results[M_COUNT];
 static int plan_dst[N]; /* destinations of the drover run (for all-at-once) */
 static bool have_plan;
 static double stream_mbps; /* calibration: one stream over the shaped link */
-
-/* ---- JSON -------------------------------------------------------------------------------- */
-
-static json_object *jget(json_object *o, const char *k) {
-        json_object *v = NULL;
-        if (o && json_object_is_type(o, json_type_object))
-                json_object_object_get_ex(o, k, &v);
-        return v;
-}
-
-static const char *jstr(json_object *o, const char *k) {
-        json_object *v = jget(o, k);
-        return v ? json_object_get_string(v) : "";
-}
-
-static int64_t jint(json_object *o, const char *k) {
-        json_object *v = jget(o, k);
-        return v ? json_object_get_int64(v) : 0;
-}
-
-static size_t jlen(json_object *a) {
-        return a && json_object_is_type(a, json_type_array) ? json_object_array_length(a) : 0;
-}
-
-static int host_index(const char *name) {
-        return strcmp(name, "host-a") == 0 ? A : strcmp(name, "host-b") == 0 ? B : strcmp(name, "host-c") == 0 ? C : -1;
-}
 
 static int guest_index(const char *name) {
         for (int i = 0; i < N; i++)
@@ -191,46 +163,6 @@ static void remove_guests(Cluster *c) {
 
 /* ---- the coordinator ----------------------------------------------------------------------- */
 
-static void coord_up(Cluster *c, const ClusterCoordOptions *o) {
-        cluster_coord_config(c, o);
-        /* a fresh database: hosts come from the file, no job history */
-        const char *sfx[] = { "", "-wal", "-shm" };
-        for (size_t i = 0; i < 3; i++) {
-                char p[300];
-                snprintf(p, sizeof(p), "%s%s", c->coord.db, sfx[i]);
-                unlink(p);
-        }
-        int r = cluster_coord_start(c);
-        if (r < 0)
-                fail_msg("drover-coordinator did not start: %s", strerror(-r));
-        Deadline d = deadline_in_ms(30000);
-        for (;;) {
-                int code, healthy = 0, on_a = -1;
-                json_object *h = cluster_ctl_json(c, CTL_MS, &code, "hosts", NULL);
-                for (size_t i = 0; i < jlen(h); i++) {
-                        json_object *x = json_object_array_get_idx(h, i);
-                        healthy += strcmp(jstr(x, "health"), "healthy") == 0;
-                        if (strcmp(jstr(x, "name"), "host-a") == 0)
-                                on_a = (int) jint(x, "guests");
-                }
-                json_object_put(h);
-                if (code == 0 && healthy == c->n && on_a == N)
-                        return;
-                if (deadline_expired(d))
-                        fail_msg("the coordinator does not see %d healthy hosts and %d guests on host a (exit %d, "
-                                 "%d healthy, %d on a)", c->n, N, code, healthy, on_a);
-                sleep_ms(200);
-        }
-}
-
-static json_object *get_job(Cluster *c, const char *id) {
-        int code;
-        json_object *j = cluster_ctl_json(c, CTL_MS, &code, "job", id, NULL);
-        if (!j || !jget(j, "subtasks"))
-                fail_msg("droverctl job %s --json: exit %d, no job document", id, code);
-        return j;
-}
-
 static void run_coordinator(Cluster *c, Mode m, Result *res) {
         ClusterCoordOptions o = { .heartbeat_ms = 1000 };
         switch (m) {
@@ -252,52 +184,43 @@ static void run_coordinator(Cluster *c, Mode m, Result *res) {
         default:
                 fail_msg("mode %d is not a coordinator mode", m);
         }
-        coord_up(c, &o);
+        cluster_coord_drop_db(c); /* hosts come from the file, no job history */
+        cluster_coord_up(c, &o, N, 30000);
         int code;
-        json_object *r = cluster_ctl_json(c, CTL_MS, &code, "evacuate", "host-a", NULL);
-        json_object *job = jget(r, "job");
+        json_object *r = cluster_ctl_json(c, CLUSTER_CTL_MS, &code, "evacuate", "host-a", NULL);
+        json_object *job = cj_get(r, "job");
         if (code != 0 || !job)
                 fail_msg("droverctl evacuate host-a --json: exit %d", code);
         char id[64];
-        snprintf(id, sizeof(id), "%s", jstr(job, "id"));
+        snprintf(id, sizeof(id), "%s", cj_str(job, "id"));
         json_object_put(r);
 
-        Deadline d = deadline_in_ms(JOB_TIMEOUT_MS);
-        for (;;) {
-                job = get_job(c, id);
-                const char *p = jstr(job, "phase");
-                if (strcmp(p, "succeeded") == 0 || strcmp(p, "failed") == 0 || strcmp(p, "cancelled") == 0)
-                        break;
-                if (deadline_expired(d))
-                        fail_msg("job %s still %s after %d s", id, p, JOB_TIMEOUT_MS / 1000);
-                json_object_put(job);
-                sleep_ms(500);
-        }
-        int64_t t0 = jint(job, "created_unix_ms"), last = t0;
+        job = cluster_job_wait_end(c, id, JOB_TIMEOUT_MS, 500, NULL, NULL);
+        int64_t t0 = cj_int(job, "created_unix_ms"), last = t0;
         res->t0_unix_ms = t0;
-        json_object *subs = jget(job, "subtasks");
-        if (jlen(subs) != N)
-                fail_msg("job %s has %zu sub-tasks, expected %d", id, jlen(subs), N);
-        for (size_t k = 0; k < jlen(subs); k++) {
-                json_object *s = json_object_array_get_idx(subs, k);
-                int gi = guest_index(jstr(s, "guest"));
+        json_object *subs = cj_get(job, "subtasks");
+        if (cj_len(subs) != N)
+                fail_msg("job %s has %zu sub-tasks, expected %d", id, cj_len(subs), N);
+        for (size_t k = 0; k < cj_len(subs); k++) {
+                json_object *s = cj_idx(subs, k);
+                int gi = guest_index(cj_str(s, "guest"));
                 if (gi < 0)
-                        fail_msg("job %s: unknown guest %s", id, jstr(s, "guest"));
+                        fail_msg("job %s: unknown guest %s", id, cj_str(s, "guest"));
                 Sub *x = &res->s[gi];
-                x->dst = host_index(jstr(s, "destination"));
-                x->ok = strcmp(jstr(s, "phase"), "done") == 0;
-                snprintf(x->error, sizeof(x->error), "%s", jstr(s, "error"));
-                int64_t st = jint(s, "started_unix_ms"), fi = jint(s, "finished_unix_ms");
+                x->dst = cluster_host_index(cj_str(s, "destination"));
+                x->ok = strcmp(cj_str(s, "phase"), "done") == 0;
+                snprintf(x->error, sizeof(x->error), "%s", cj_str(s, "error"));
+                int64_t st = cj_int(s, "started_unix_ms"), fi = cj_int(s, "finished_unix_ms");
                 x->start_s = st ? (double) (st - t0) / 1000.0 : 0;
                 x->end_s = fi ? (double) (fi - t0) / 1000.0 : 0;
-                x->bytes = (uint64_t) jint(s, "transferred_bytes");
-                x->downtime_ms = (uint64_t) jint(s, "downtime_ms");
-                x->measured_ms = (uint64_t) jint(s, "measured_downtime_ms");
+                x->bytes = (uint64_t) cj_int(s, "transferred_bytes");
+                x->downtime_ms = (uint64_t) cj_int(s, "downtime_ms");
+                x->measured_ms = (uint64_t) cj_int(s, "measured_downtime_ms");
                 if (fi > last)
                         last = fi;
         }
         res->makespan_s = (double) (last - t0) / 1000.0;
-        printf("  job %s %s\n", id, jstr(job, "phase"));
+        printf("  job %s %s\n", id, cj_str(job, "phase"));
         json_object_put(job);
         cluster_coord_stop(c);
 }

@@ -25,28 +25,10 @@
 #include "cleanup.h"
 #include "err.h"
 #include "placement.h"
+#include "testutil.h"
 
 #define N_HOSTS 1000
 #define N_GUESTS 20000
-
-typedef struct Rng {
-        uint64_t s;
-} Rng;
-
-static uint64_t rng_next(Rng *r) {
-        r->s ^= r->s << 13;
-        r->s ^= r->s >> 7;
-        r->s ^= r->s << 17;
-        return r->s;
-}
-
-static uint32_t rng_below(Rng *r, uint32_t n) {
-        return (uint32_t) (rng_next(r) % n);
-}
-
-static double rng_unit(Rng *r) {
-        return (double) (rng_next(r) >> 11) / 9007199254740992.0;
-}
 
 typedef struct World {
         PlaceHost hosts[N_HOSTS];
@@ -56,7 +38,7 @@ typedef struct World {
 
 static const char *const cpu_models[] = { "Skylake-Server", "Cascadelake-Server", "EPYC-Milan", "Icelake-Server" };
 
-static void world_hosts(World *w, Rng *rng, bool one_model) {
+static void world_hosts(World *w, TuRng *rng, bool one_model) {
         static const uint64_t mem_gib[] = { 256, 384, 512, 768 };
         static const uint32_t vcpus[] = { 64, 96, 128 };
 
@@ -64,31 +46,31 @@ static void world_hosts(World *w, Rng *rng, bool one_model) {
                 PlaceHost *h = &w->hosts[i];
                 memset(h, 0, sizeof(*h));
                 snprintf(h->name, sizeof(h->name), "host-%04d", i);
-                uint32_t m = rng_below(rng, 10); /* 40/30/20/10 % */
+                uint32_t m = tu_rng_below(rng, 10); /* 40/30/20/10 % */
                 snprintf(h->cpu_model, sizeof(h->cpu_model), "%s",
                          cpu_models[one_model ? 0 : m < 4 ? 0 : m < 7 ? 1 : m < 9 ? 2 : 3]);
-                uint32_t s = rng_below(rng, 100);
+                uint32_t s = tu_rng_below(rng, 100);
                 h->state = s < 2 ? PLACE_HOST_DRAINING : s < 3 ? PLACE_HOST_MAINTENANCE : PLACE_HOST_ENABLED;
-                h->healthy = rng_below(rng, 100) >= 2;
-                h->memory_mib = mem_gib[rng_below(rng, 4)] * 1024;
-                h->vcpus = vcpus[rng_below(rng, 3)];
-                h->link_bytes_per_s = rng_below(rng, 10) == 0 ? 0 : rng_below(rng, 2) ? 1250000000 : 3125000000;
+                h->healthy = tu_rng_below(rng, 100) >= 2;
+                h->memory_mib = mem_gib[tu_rng_below(rng, 4)] * 1024;
+                h->vcpus = vcpus[tu_rng_below(rng, 3)];
+                h->link_bytes_per_s = tu_rng_below(rng, 10) == 0 ? 0 : tu_rng_below(rng, 2) ? 1250000000 : 3125000000;
         }
 }
 
 /* Guests on random hosts that are not in maintenance, as long as they fit. */
-static void world_guests(World *w, Rng *rng, int n_groups, int group_every) {
+static void world_guests(World *w, TuRng *rng, int n_groups, int group_every) {
         for (int i = 0; i < N_GUESTS; i++) {
                 PlaceGuest *g = &w->guests[i];
                 memset(g, 0, sizeof(*g));
                 snprintf(g->name, sizeof(g->name), "guest-%05d", i);
-                g->memory_mib = (uint64_t) (64.0 * exp2(8.0 * rng_unit(rng))); /* 64 MiB .. 16 GiB */
-                g->vcpus = 1 + (uint32_t) (g->memory_mib / 2048) + rng_below(rng, 2);
+                g->memory_mib = (uint64_t) (64.0 * exp2(8.0 * tu_rng_unit(rng))); /* 64 MiB .. 16 GiB */
+                g->vcpus = 1 + (uint32_t) (g->memory_mib / 2048) + tu_rng_below(rng, 2);
                 if (n_groups && i % group_every == 0)
-                        snprintf(g->anti_affinity, sizeof(g->anti_affinity), "group-%04d", rng_below(rng, n_groups));
-                g->dirty_bytes_per_s = rng_below(rng, 4) ? rng_next(rng) % 50000000 : rng_next(rng) % 400000000;
+                        snprintf(g->anti_affinity, sizeof(g->anti_affinity), "group-%04d", tu_rng_below(rng, n_groups));
+                g->dirty_bytes_per_s = tu_rng_below(rng, 4) ? tu_rng_next(rng) % 50000000 : tu_rng_next(rng) % 400000000;
                 for (;;) {
-                        int h = (int) rng_below(rng, N_HOSTS);
+                        int h = (int) tu_rng_below(rng, N_HOSTS);
                         PlaceHost *host = &w->hosts[h];
                         if (host->state == PLACE_HOST_MAINTENANCE ||
                             host->memory_used_mib + g->memory_mib > host->memory_mib ||
@@ -122,7 +104,7 @@ static void case_free(Case *c) {
 }
 
 /* Evacuate @n_evac random enabled hosts (0: every guest moves, none stays). */
-static void case_build(Case *c, const char *name, const World *w, Rng *rng, int n_evac) {
+static void case_build(Case *c, const char *name, const World *w, TuRng *rng, int n_evac) {
         bool *evac = calloc(N_HOSTS, sizeof(bool));
         *c = (Case) { .name = name,
                       .hosts = malloc(sizeof(w->hosts)),
@@ -135,7 +117,7 @@ static void case_build(Case *c, const char *name, const World *w, Rng *rng, int 
         }
         memcpy(c->hosts, w->hosts, sizeof(w->hosts));
         for (int k = 0; k < n_evac;) {
-                int h = (int) rng_below(rng, N_HOSTS);
+                int h = (int) tu_rng_below(rng, N_HOSTS);
                 if (evac[h] || c->hosts[h].state != PLACE_HOST_ENABLED)
                         continue;
                 evac[h] = true;
@@ -227,7 +209,7 @@ static void print_blocked_sample(const Case *c, int n) {
 
 int main(int argc, char **argv) {
         int runs = argc > 1 ? atoi(argv[1]) : 7;
-        Rng rng = { .s = 0x5eed5eed1234ULL };
+        TuRng rng = { .s = 0x5eed5eed1234ULL };
         World *w = malloc(sizeof(World));
         int r = 0;
 

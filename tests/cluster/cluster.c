@@ -6,6 +6,7 @@
  */
 #define _GNU_SOURCE
 #include "cluster.h"
+#include "cluster-priv.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -17,15 +18,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <cmocka.h>
-#include <json-c/json.h>
 
 #include "deadline.h"
-#include "err.h"
 #include "qemuproc.h"
 #include "testutil.h"
 
@@ -102,6 +100,19 @@ static void write_config(Cluster *c, int i) {
         FILE *f = fopen(h->config, "w");
         if (!f || fputs(json, f) < 0 || fclose(f) != 0)
                 fail_msg("writing %s: %s", h->config, strerror(errno));
+}
+
+int cluster_fixture_setup(void **state) {
+        Cluster *c = calloc(1, sizeof(*c));
+        *state = c;
+        return c ? 0 : -1;
+}
+
+int cluster_fixture_teardown(void **state) {
+        Cluster *c = *state;
+        cluster_down(c);
+        free(c);
+        return 0;
 }
 
 void cluster_up(Cluster *c, int n_hosts) {
@@ -290,21 +301,6 @@ int cluster_serial_seconds(Cluster *c, int i, const char *name) {
         return tu_count_lines(path, "S ");
 }
 
-static bool pid_is_live(int pid) {
-        char path[64], buf[512];
-        snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-                return false;
-        ssize_t n = read(fd, buf, sizeof(buf) - 1);
-        close(fd);
-        if (n <= 0)
-                return false;
-        buf[n] = '\0';
-        const char *rp = strrchr(buf, ')');
-        return rp && rp[1] == ' ' && rp[2] != 'Z' && rp[2] != 'X';
-}
-
 static bool cmdline_has(int pid, const char *needle) {
         char path[64], buf[8192];
         snprintf(path, sizeof(path), "/proc/%d/cmdline", pid);
@@ -335,7 +331,7 @@ int cluster_qemu_pids(Cluster *c, int i, const char *name, int *pids, int max) {
                 long pid = strtol(de->d_name, &end, 10);
                 if (*end || pid <= 0)
                         continue;
-                if (cmdline_has((int) pid, qmp) && pid_is_live((int) pid))
+                if (cmdline_has((int) pid, qmp) && tu_pid_alive((int) pid))
                         pids[n++] = (int) pid;
         }
         if (d)
@@ -348,7 +344,7 @@ int cluster_qemu_pids(Cluster *c, int i, const char *name, int *pids, int max) {
         bool known = false;
         for (int k = 0; k < n; k++)
                 known |= pids[k] == fp;
-        if (fp > 0 && !known && n < max && pid_is_live(fp) && cmdline_has(fp, "qemu"))
+        if (fp > 0 && !known && n < max && tu_pid_alive(fp) && cmdline_has(fp, "qemu"))
                 pids[n++] = fp;
         return n;
 }
@@ -538,340 +534,12 @@ bool cluster_serial_only_on(Cluster *c, const char *name, int owner, int ms, cha
         return ok;
 }
 
-/* ---- the coordinator and droverctl ------------------------------------------------------ */
+/* ---- the TLS material, for the tests and cluster-coord.c --------------------------------- */
 
 const RpcTls *cluster_client_tls(void) {
         return &client_tls;
 }
 
-static void coord_paths(Cluster *c) {
-        ClusterCoord *k = &c->coord;
-        if (k->dir[0])
-                return;
-        snprintf(k->dir, sizeof(k->dir), "%s/coord", c->host[0].dir);
-        if (mkdir(k->dir, 0700) < 0 && errno != EEXIST)
-                fail_msg("mkdir %s: %s", k->dir, strerror(errno));
-        snprintf(k->config, sizeof(k->config), "%s/coordinator.json", k->dir);
-        snprintf(k->db, sizeof(k->db), "%s/coordinator.db", k->dir);
-        snprintf(k->sock, sizeof(k->sock), "%s/coordinator.sock", k->dir);
-        snprintf(k->log, sizeof(k->log), "%s/coordinator.log", k->dir);
-}
-
-#define JSON_ADD(buf, len, ...)                                                                   \
-        do {                                                                                      \
-                if ((len) < sizeof(buf))                                                          \
-                        (len) += (size_t) snprintf((buf) + (len), sizeof(buf) - (len), __VA_ARGS__); \
-        } while (0)
-
-void cluster_coord_config(Cluster *c, const ClusterCoordOptions *o) {
-        static const ClusterCoordOptions none;
-        char json[8192];
-        size_t n = 0;
-        if (!o)
-                o = &none;
-        coord_paths(c);
-        ClusterCoord *k = &c->coord;
-        JSON_ADD(json, n,
-                 "{ \"listen\": [\"unix:%s\"],\n"
-                 "  \"tls\": { \"cert\": \"%s/host-a.crt\", \"key\": \"%s/host-a.key\", \"ca\": \"%s\" },\n"
-                 "  \"db\": \"%s\",\n"
-                 "  \"heartbeat_ms\": %d,\n"
-                 "  \"log_level\": \"info\",\n",
-                 k->sock, tls_dir, tls_dir, ca_crt, k->db, o->heartbeat_ms > 0 ? o->heartbeat_ms : 1000);
-        if (o->max_outgoing)
-                JSON_ADD(json, n, "  \"max_outgoing\": %u,\n", o->max_outgoing);
-        if (o->max_incoming)
-                JSON_ADD(json, n, "  \"max_incoming\": %u,\n", o->max_incoming);
-        if (o->cluster_limit)
-                JSON_ADD(json, n, "  \"cluster_limit\": %u,\n", o->cluster_limit);
-        if (o->stream_bytes_per_s)
-                JSON_ADD(json, n, "  \"stream_bytes_per_s\": %llu,\n", (unsigned long long) o->stream_bytes_per_s);
-        if (o->extra && o->extra[0])
-                JSON_ADD(json, n, "  %s,\n", o->extra);
-        JSON_ADD(json, n, "  \"hosts\": [\n");
-        for (int i = 0; i < c->n; i++) {
-                JSON_ADD(json, n, "    { \"name\": \"host-%c\", \"address\": \"%s\"", 'a' + i, c->host[i].grpc);
-                if (o->memory_mib[i])
-                        JSON_ADD(json, n, ", \"memory_mib\": %llu", (unsigned long long) o->memory_mib[i]);
-                if (o->vcpus[i])
-                        JSON_ADD(json, n, ", \"vcpus\": %u", o->vcpus[i]);
-                if (o->link_bytes_per_s[i])
-                        JSON_ADD(json, n, ", \"link_bytes_per_s\": %llu", (unsigned long long) o->link_bytes_per_s[i]);
-                JSON_ADD(json, n, " }%s\n", i + 1 < c->n ? "," : "");
-        }
-        JSON_ADD(json, n, "  ] }\n");
-        if (n >= sizeof(json))
-                fail_msg("the coordinator's config does not fit %zu bytes", sizeof(json));
-        FILE *f = fopen(k->config, "w");
-        if (!f || fputs(json, f) < 0 || fclose(f) != 0)
-                fail_msg("writing %s: %s", k->config, strerror(errno));
-}
-
-int cluster_coord_start(Cluster *c) {
-        ClusterCoord *k = &c->coord;
-        struct stat stl;
-        size_t offset = 0;
-        const char *ip = tu_which("ip");
-        if (!k->config[0] || !ip)
-                return -ENOENT;
-        if (k->pid > 0)
-                return -EBUSY;
-        if (stat(k->log, &stl) == 0)
-                offset = (size_t) stl.st_size;
-        if (k->starts > 0) {
-                FILE *f = fopen(k->log, "a");
-                if (f) {
-                        fprintf(f, "---- test: coordinator restarted ----\n");
-                        fclose(f);
-                        if (stat(k->log, &stl) == 0)
-                                offset = (size_t) stl.st_size;
-                }
-        }
-        char *argv[] = { (char *) ip, (char *) "netns", (char *) "exec", c->net.ns[0],
-                         (char *) tu_build_path("coordinator/drover-coordinator"), (char *) "--config", k->config,
-                         NULL };
-        k->starts++;
-        k->pid = tu_spawn(argv, k->log);
-        if (k->pid < 0) {
-                int r = (int) k->pid;
-                k->pid = 0;
-                return r;
-        }
-        Deadline d = deadline_in_ms(20000);
-        for (;;) {
-                size_t len = 0;
-                char *log = tu_read_file(k->log, &len);
-                bool ready = log && len > offset && strstr(log + offset, "drover-coordinator: ready");
-                free(log);
-                if (ready)
-                        return 0;
-                int st;
-                if (tu_reap(k->pid, &st)) {
-                        k->pid = 0;
-                        return -ECHILD;
-                }
-                if (deadline_expired(d)) {
-                        cluster_coord_kill9(c);
-                        return -ETIMEDOUT;
-                }
-                sleep_ms(10);
-        }
-}
-
-void cluster_coord_kill9(Cluster *c) {
-        tu_kill(c->coord.pid);
-        c->coord.pid = 0;
-}
-
-int cluster_coord_stop(Cluster *c) {
-        int st = -1;
-        pid_t pid = c->coord.pid;
-        if (pid <= 0)
-                return -1;
-        tu_signal(pid, SIGTERM);
-        Deadline d = deadline_in_ms(10000);
-        while (!tu_reap(pid, &st)) {
-                if (deadline_expired(d)) {
-                        tu_kill(pid);
-                        st = -1;
-                        break;
-                }
-                sleep_ms(10);
-        }
-        c->coord.pid = 0;
-        return st;
-}
-
-RpcClient *cluster_coord_client(Cluster *c) {
-        RpcClient *cl = NULL;
-        char target[300];
-        RpcClientOptions o = { .tls = &client_tls, .default_timeout_ms = 30000 };
-        snprintf(target, sizeof(target), "unix:%s", c->coord.sock);
-        if (rpc_client_new(target, &o, &cl) < 0)
-                fail_msg("a client for %s: %s", target, err_msg());
-        return cl;
-}
-
-#define CTL_MAX_ARGS 48
-
-/* argv of droverctl with the connection options, then @args. */
-static int ctl_argv(Cluster *c, const char *const *args, char **argv, char *target, size_t target_size) {
-        int n = 0;
-        snprintf(target, target_size, "unix:%s", c->coord.sock);
-        argv[n++] = (char *) tu_build_path("coordinator/droverctl");
-        argv[n++] = (char *) "-c";
-        argv[n++] = target;
-        argv[n++] = (char *) "--tls-cert";
-        argv[n++] = client_crt;
-        argv[n++] = (char *) "--tls-key";
-        argv[n++] = client_key;
-        argv[n++] = (char *) "--tls-ca";
-        argv[n++] = ca_crt;
-        for (size_t i = 0; args[i]; i++) {
-                if (n >= CTL_MAX_ARGS - 1)
-                        return -E2BIG;
-                argv[n++] = (char *) args[i];
-        }
-        argv[n] = NULL;
-        return n;
-}
-
-static pid_t ctl_fork(Cluster *c, const char *const *args, const char *out_path, const char *err_path) {
-        char *argv[CTL_MAX_ARGS], target[300];
-        int r = ctl_argv(c, args, argv, target, sizeof(target));
-        if (r < 0)
-                return r;
-        pid_t parent = getpid();
-        fflush(stdout);
-        pid_t pid = fork();
-        if (pid < 0)
-                return -errno;
-        if (pid == 0) {
-                prctl(PR_SET_PDEATHSIG, SIGKILL);
-                if (getppid() != parent)
-                        _exit(127);
-                int out = open(out_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-                int err = open(err_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-                int nul = open("/dev/null", O_RDONLY | O_CLOEXEC);
-                if (out < 0 || err < 0 || nul < 0)
-                        _exit(126);
-                dup2(out, STDOUT_FILENO);
-                dup2(err, STDERR_FILENO);
-                dup2(nul, STDIN_FILENO);
-                signal(SIGPIPE, SIG_DFL);
-                unsetenv("DROVER_LOG");
-                execv(argv[0], argv);
-                _exit(127);
-        }
-        return pid;
-}
-
-static int wait_exit(pid_t pid, int timeout_ms) {
-        Deadline d = deadline_in_ms(timeout_ms);
-        for (;;) {
-                int st;
-                pid_t w = waitpid(pid, &st, WNOHANG);
-                if (w == pid)
-                        return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-                if (w < 0 && errno != EINTR)
-                        return -errno;
-                if (deadline_expired(d))
-                        return -ETIMEDOUT;
-                sleep_ms(5);
-        }
-}
-
-int cluster_ctlv(Cluster *c, int timeout_ms, char **ret_out, char **ret_err, const char *const *args) {
-        char out_path[300], err_path[310];
-        coord_paths(c);
-        int run = ++c->coord.ctl_runs;
-        snprintf(out_path, sizeof(out_path), "%s/ctl-%03d.out", c->coord.dir, run);
-        snprintf(err_path, sizeof(err_path), "%s/ctl-%03d.err", c->coord.dir, run);
-        pid_t pid = ctl_fork(c, args, out_path, err_path);
-        if (pid < 0)
-                return (int) pid;
-        int code = wait_exit(pid, timeout_ms);
-        if (code == -ETIMEDOUT) {
-                kill(pid, SIGKILL);
-                waitpid(pid, NULL, 0);
-        }
-        if (ret_out) {
-                *ret_out = tu_read_file(out_path, NULL);
-                if (!*ret_out)
-                        *ret_out = strdup("");
-        }
-        if (ret_err) {
-                *ret_err = tu_read_file(err_path, NULL);
-                if (!*ret_err)
-                        *ret_err = strdup("");
-        }
-        return code;
-}
-
-static int collect_args(const char **args, int max, va_list ap) {
-        int n = 0;
-        for (const char *a; (a = va_arg(ap, const char *)) != NULL;) {
-                if (n >= max - 2)
-                        return -E2BIG;
-                args[n++] = a;
-        }
-        args[n] = NULL;
-        return n;
-}
-
-int cluster_ctl(Cluster *c, int timeout_ms, char **ret_out, char **ret_err, ...) {
-        const char *args[CTL_MAX_ARGS];
-        va_list ap;
-        va_start(ap, ret_err);
-        int n = collect_args(args, CTL_MAX_ARGS, ap);
-        va_end(ap);
-        if (n < 0)
-                return n;
-        return cluster_ctlv(c, timeout_ms, ret_out, ret_err, args);
-}
-
-struct json_object *cluster_ctl_json(Cluster *c, int timeout_ms, int *ret_code, ...) {
-        const char *args[CTL_MAX_ARGS];
-        char *out = NULL;
-        va_list ap;
-        va_start(ap, ret_code);
-        int n = collect_args(args, CTL_MAX_ARGS, ap);
-        va_end(ap);
-        if (n < 0) {
-                *ret_code = n;
-                return NULL;
-        }
-        args[n++] = "--json";
-        args[n] = NULL;
-        *ret_code = cluster_ctlv(c, timeout_ms, &out, NULL, args);
-        json_object *last = NULL;
-        for (char *line = out, *next; line && *line; line = next) {
-                next = strchr(line, '\n');
-                if (next)
-                        *next++ = '\0';
-                json_object *j = line[0] ? json_tokener_parse(line) : NULL;
-                if (j) {
-                        json_object_put(last);
-                        last = j;
-                }
-        }
-        free(out);
-        return last;
-}
-
-pid_t cluster_ctl_spawn(Cluster *c, const char *out_path, ...) {
-        const char *args[CTL_MAX_ARGS];
-        char err_path[400];
-        va_list ap;
-        va_start(ap, out_path);
-        int n = collect_args(args, CTL_MAX_ARGS, ap);
-        va_end(ap);
-        if (n < 0)
-                return n;
-        coord_paths(c);
-        snprintf(err_path, sizeof(err_path), "%s.err", out_path);
-        int slot = -1;
-        for (int i = 0; i < CLUSTER_MAX_CTL_BG && slot < 0; i++)
-                if (c->ctl_bg[i] <= 0)
-                        slot = i;
-        if (slot < 0)
-                return -EMFILE;
-        pid_t pid = ctl_fork(c, args, out_path, err_path);
-        if (pid > 0)
-                c->ctl_bg[slot] = pid;
-        return pid;
-}
-
-int cluster_ctl_wait(Cluster *c, pid_t pid, int timeout_ms) {
-        int code = wait_exit(pid, timeout_ms);
-        if (code != -ETIMEDOUT)
-                for (int i = 0; i < CLUSTER_MAX_CTL_BG; i++)
-                        if (c->ctl_bg[i] == pid)
-                                c->ctl_bg[i] = 0;
-        return code;
-}
-
-void cluster_ctl_shell(Cluster *c, char *buf, size_t size) {
-        snprintf(buf, size, "'%s' -c 'unix:%s' --tls-cert '%s' --tls-key '%s' --tls-ca '%s'",
-                 tu_build_path("coordinator/droverctl"), c->coord.sock, client_crt, client_key, ca_crt);
+const char *cluster_tls_dir(void) {
+        return tls_dir;
 }

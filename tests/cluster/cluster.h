@@ -15,8 +15,9 @@
  * The helpers below check what a migration promises across hosts: where
  * a guest runs (GetGuest on every agent, the live QEMUs found in /proc, the
  * serial counter of the tiny guest), and that the agents' records agree.
- * The last part runs drover-coordinator in host 0's namespace over the
- * cluster's agents, and droverctl against it (README.md).
+ * The last part (cluster-coord.c) runs drover-coordinator in host 0's
+ * namespace over the cluster's agents, and droverctl against it, and reads
+ * droverctl's --json documents (README.md).
  */
 #pragma once
 
@@ -69,6 +70,12 @@ void cluster_up(Cluster *c, int n_hosts);
  * @env[i] for host i (NULL entries: none). */
 void cluster_up_env(Cluster *c, int n_hosts, const char *const env[]);
 void cluster_down(Cluster *c);
+/* cmocka fixtures: a zeroed Cluster in *state before the test (-1 when out of
+ * memory); cluster_down() and free after it, whatever the test did. */
+int cluster_fixture_setup(void **state);
+int cluster_fixture_teardown(void **state);
+/* A cmocka test with those fixtures. */
+#define CLUSTER_TEST(f) cmocka_unit_test_setup_teardown(f, cluster_fixture_setup, cluster_fixture_teardown)
 
 /* (Re)start host @i's agent with its config, state and run folders; the log
  * is appended to.  @extra_env "NAME=VALUE" or NULL.  0 or -errno. */
@@ -124,9 +131,12 @@ bool cluster_serial_only_on(Cluster *c, const char *name, int owner, int ms, cha
 /* Print the last @lines lines of every agent log. */
 void cluster_dump_logs(Cluster *c, int lines);
 
-/* ---- the coordinator and droverctl ------------------------------------------------------ */
+/* ---- the coordinator and droverctl (cluster-coord.c) ------------------------------------ */
 
 struct json_object; /* json-c */
+
+/* How long one droverctl run may take in the helpers below (ms). */
+#define CLUSTER_CTL_MS 30000
 
 /* What cluster_coord_config() writes besides the fixed parts: hosts
  * "host-a".. with address 10.77.X.N:7400 (the cluster's agents), TLS with
@@ -177,3 +187,36 @@ int cluster_ctl_wait(Cluster *c, pid_t pid, int timeout_ms);
 /* The droverctl command line (quoted for sh) without a command, for
  * running it elsewhere (e.g. in a terminal). */
 void cluster_ctl_shell(Cluster *c, char *buf, size_t size);
+
+/* Readers of droverctl's --json documents, short because the tests' checks
+ * are made of them.  Each takes NULL or the wrong type and then answers
+ * NULL, "", 0 or 0; the results are borrowed from the document. */
+struct json_object *cj_get(struct json_object *o, const char *k);
+const char *cj_str(struct json_object *o, const char *k);
+int64_t cj_int(struct json_object *o, const char *k);
+size_t cj_len(struct json_object *a);
+struct json_object *cj_idx(struct json_object *a, size_t i);
+/* "host-a" -> 0, "host-b" -> 1 ... as cluster_coord_config names them; -1
+ * for anything else. */
+int cluster_host_index(const char *name);
+
+/* Remove the coordinator's database (and its -wal, -shm) so that the next
+ * start begins without job history, hosts taken from the config. */
+void cluster_coord_drop_db(Cluster *c);
+/* cluster_coord_config(@o), cluster_coord_start(), then wait up to
+ * @timeout_ms until `droverctl hosts` shows every host healthy and
+ * @guests_on_a guests on host a.  Fails the test otherwise. */
+void cluster_coord_up(Cluster *c, const ClusterCoordOptions *o, int guests_on_a, int timeout_ms);
+/* `droverctl job ID --json`: the job with its sub-tasks and history (free
+ * with json_object_put).  Fails the test without a job document. */
+struct json_object *cluster_job_get(Cluster *c, const char *id);
+/* The job's phase is final: succeeded, failed or cancelled. */
+bool cluster_job_ended(struct json_object *job);
+/* Called with every view of the job cluster_job_wait_end() reads, the last
+ * one included; the view is borrowed. */
+typedef void ClusterJobSeen(struct json_object *job, void *arg);
+/* cluster_job_get() every @poll_ms until the job ends; @seen (may be NULL)
+ * sees each view.  Returns the final view (json_object_put); fails the test
+ * after @timeout_ms, naming the job's phase. */
+struct json_object *cluster_job_wait_end(Cluster *c, const char *id, int timeout_ms, int poll_ms,
+                                         ClusterJobSeen *seen, void *arg);

@@ -108,21 +108,6 @@ static int cmd(const char *prog, bool quiet, const char *fmt, ...) {
 
 /* ---- processes inside a namespace ---------------------------------------------- */
 
-static bool is_zombie(int pid) {
-        char path[64], buf[512];
-        snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-                return true;
-        ssize_t n = read(fd, buf, sizeof(buf) - 1);
-        close(fd);
-        if (n <= 0)
-                return true;
-        buf[n] = '\0';
-        const char *rp = strrchr(buf, ')');
-        return !rp || rp[1] != ' ' || rp[2] == 'Z' || rp[2] == 'X';
-}
-
 /* Live processes whose network namespace is the one mounted at /run/netns/@name. */
 static int pids_in(const char *name, int *pids, int max) {
         char path[300];
@@ -144,7 +129,7 @@ static int pids_in(const char *name, int *pids, int max) {
                 snprintf(path, sizeof(path), "/proc/%ld/ns/net", pid);
                 if (stat(path, &st) < 0 || st.st_dev != ns.st_dev || st.st_ino != ns.st_ino)
                         continue;
-                if (!is_zombie((int) pid))
+                if (tu_pid_alive((pid_t) pid))
                         pids[n++] = (int) pid;
         }
         closedir(d);

@@ -46,57 +46,14 @@
 #define C 2
 #define N_GUESTS 8
 #define MIB (1024.0 * 1024.0)
-#define CTL_MS 30000
+#define CTL_MS CLUSTER_CTL_MS
+#define COORD_UP_MS 20000 /* the coordinator sees every host and guest */
 
 static const char *const names[N_GUESTS] = { "ev0", "ev1", "ev2", "ev3", "ev4", "ev5", "ev6", "ev7" };
 static const int mems[N_GUESTS] = { 128, 96, 64, 128, 96, 64, 128, 96 };
 
-static int setup(void **state) {
-        Cluster *c = calloc(1, sizeof(*c));
-        *state = c;
-        return c ? 0 : -1;
-}
-
-static int teardown(void **state) {
-        Cluster *c = *state;
-        cluster_down(c);
-        free(c);
-        return 0;
-}
-
 static double secs_since(uint64_t t0_ns) {
         return (double) (now_ns() - t0_ns) / 1e9;
-}
-
-/* ---- JSON -------------------------------------------------------------------------------- */
-
-static json_object *jget(json_object *o, const char *k) {
-        json_object *v = NULL;
-        if (o && json_object_is_type(o, json_type_object))
-                json_object_object_get_ex(o, k, &v);
-        return v;
-}
-
-static const char *jstr(json_object *o, const char *k) {
-        json_object *v = jget(o, k);
-        return v ? json_object_get_string(v) : "";
-}
-
-static int64_t jint(json_object *o, const char *k) {
-        json_object *v = jget(o, k);
-        return v ? json_object_get_int64(v) : 0;
-}
-
-static size_t jlen(json_object *a) {
-        return a && json_object_is_type(a, json_type_array) ? json_object_array_length(a) : 0;
-}
-
-static json_object *jidx(json_object *a, size_t i) {
-        return json_object_array_get_idx(a, i);
-}
-
-static int host_index(const char *name) {
-        return strcmp(name, "host-a") == 0 ? A : strcmp(name, "host-b") == 0 ? B : strcmp(name, "host-c") == 0 ? C : -1;
 }
 
 static int guest_index(const char *name) {
@@ -106,48 +63,39 @@ static int guest_index(const char *name) {
         return -1;
 }
 
-/* `droverctl job ID --json`: the job with its history (fails the test otherwise). */
-static json_object *get_job(Cluster *c, const char *id) {
-        int code;
-        json_object *j = cluster_ctl_json(c, CTL_MS, &code, "job", id, NULL);
-        if (!j || !jget(j, "subtasks"))
-                fail_msg("droverctl job %s --json: exit %d, no job document", id, code);
-        return j;
-}
-
 static int count_phase(json_object *job, const char *phase) {
-        json_object *subs = jget(job, "subtasks");
+        json_object *subs = cj_get(job, "subtasks");
         int n = 0;
-        for (size_t i = 0; i < jlen(subs); i++)
-                n += strcmp(jstr(jidx(subs, i), "phase"), phase) == 0;
+        for (size_t i = 0; i < cj_len(subs); i++)
+                n += strcmp(cj_str(cj_idx(subs, i), "phase"), phase) == 0;
         return n;
 }
 
 static json_object *sub_of(json_object *job, const char *guest) {
-        json_object *subs = jget(job, "subtasks");
-        for (size_t i = 0; i < jlen(subs); i++)
-                if (strcmp(jstr(jidx(subs, i), "guest"), guest) == 0)
-                        return jidx(subs, i);
+        json_object *subs = cj_get(job, "subtasks");
+        for (size_t i = 0; i < cj_len(subs); i++)
+                if (strcmp(cj_str(cj_idx(subs, i), "guest"), guest) == 0)
+                        return cj_idx(subs, i);
         return NULL;
 }
 
 /* History events whose text starts with @prefix (or contains it when @anywhere). */
 static int count_events(json_object *job, const char *prefix, bool anywhere) {
-        json_object *h = jget(job, "history");
+        json_object *h = cj_get(job, "history");
         int n = 0;
-        for (size_t i = 0; i < jlen(h); i++) {
-                const char *t = jstr(jidx(h, i), "text");
+        for (size_t i = 0; i < cj_len(h); i++) {
+                const char *t = cj_str(cj_idx(h, i), "text");
                 n += anywhere ? strstr(t, prefix) != NULL : strncmp(t, prefix, strlen(prefix)) == 0;
         }
         return n;
 }
 
 static void print_history(json_object *job) {
-        json_object *h = jget(job, "history");
-        uint64_t t0 = (uint64_t) jint(job, "created_unix_ms");
-        for (size_t i = 0; i < jlen(h); i++)
-                printf("#     %+8.3f s  %s\n", (double) ((uint64_t) jint(jidx(h, i), "time_unix_ms") - t0) / 1000.0,
-                       jstr(jidx(h, i), "text"));
+        json_object *h = cj_get(job, "history");
+        uint64_t t0 = (uint64_t) cj_int(job, "created_unix_ms");
+        for (size_t i = 0; i < cj_len(h); i++)
+                printf("#     %+8.3f s  %s\n", (double) ((uint64_t) cj_int(cj_idx(h, i), "time_unix_ms") - t0) / 1000.0,
+                       cj_str(cj_idx(h, i), "text"));
         fflush(stdout);
 }
 
@@ -159,32 +107,6 @@ static void start_guests(Cluster *c, int n) {
                 snprintf(uuid, sizeof(uuid), "6d1d2a4e-0000-4000-8000-00000000c0%02d", i);
                 snprintf(append, sizeof(append), "mib=%d rate=%d", mems[i] - 16, 2 + i % 3);
                 cluster_guest_start(c, A, names[i], uuid, mems[i], append);
-        }
-}
-
-/* Config, start, and wait until the coordinator sees every host healthy and
- * @n_guests guests on host a. */
-static void coord_up(Cluster *c, const ClusterCoordOptions *o, int n_guests) {
-        cluster_coord_config(c, o);
-        int r = cluster_coord_start(c);
-        if (r < 0)
-                fail_msg("drover-coordinator did not start: %s", strerror(-r));
-        Deadline d = deadline_in_ms(20000);
-        for (;;) {
-                int code, healthy = 0, on_a = -1;
-                json_object *h = cluster_ctl_json(c, CTL_MS, &code, "hosts", NULL);
-                for (size_t i = 0; i < jlen(h); i++) {
-                        healthy += strcmp(jstr(jidx(h, i), "health"), "healthy") == 0;
-                        if (strcmp(jstr(jidx(h, i), "name"), "host-a") == 0)
-                                on_a = (int) jint(jidx(h, i), "guests");
-                }
-                json_object_put(h);
-                if (code == 0 && healthy == c->n && on_a == n_guests)
-                        return;
-                if (deadline_expired(d))
-                        fail_msg("the coordinator does not see %d healthy hosts and %d guests on host a (exit %d, "
-                                 "%d healthy, %d on a)", c->n, n_guests, code, healthy, on_a);
-                sleep_ms(200);
         }
 }
 
@@ -230,15 +152,15 @@ static int cmp_edge(const void *x, const void *y) {
 }
 
 static int max_overlap(json_object *job, const char *field, const char *host) {
-        json_object *subs = jget(job, "subtasks");
+        json_object *subs = cj_get(job, "subtasks");
         Edge e[2 * 64];
         size_t n = 0;
-        for (size_t i = 0; i < jlen(subs) && n + 2 <= 128; i++) {
-                json_object *s = jidx(subs, i);
-                if (strcmp(jstr(s, field), host) != 0 || jint(s, "started_unix_ms") == 0)
+        for (size_t i = 0; i < cj_len(subs) && n + 2 <= 128; i++) {
+                json_object *s = cj_idx(subs, i);
+                if (strcmp(cj_str(s, field), host) != 0 || cj_int(s, "started_unix_ms") == 0)
                         continue;
-                e[n++] = (Edge){ jint(s, "started_unix_ms"), +1 };
-                e[n++] = (Edge){ jint(s, "finished_unix_ms") ? jint(s, "finished_unix_ms") : INT64_MAX, -1 };
+                e[n++] = (Edge){ cj_int(s, "started_unix_ms"), +1 };
+                e[n++] = (Edge){ cj_int(s, "finished_unix_ms") ? cj_int(s, "finished_unix_ms") : INT64_MAX, -1 };
         }
         qsort(e, n, sizeof(e[0]), cmp_edge);
         int cur = 0, best = 0;
@@ -295,7 +217,7 @@ static void assert_all_run_once(Cluster *c, const int expect[N_GUESTS], int n) {
  * destination's record (when it keeps one) the same op; the source agent's
  * log shows that op completing once and never failing. */
 static void assert_migrated_once(Cluster *c, json_object *sub, bool agent_forgot) {
-        const char *g = jstr(sub, "guest"), *op = jstr(sub, "op_id");
+        const char *g = cj_str(sub, "guest"), *op = cj_str(sub, "op_id");
         Drover__V1__MigrationResult *r = cluster_get_migration(c, A, g);
         if (!r && !agent_forgot)
                 fail_msg("%s: GetMigration on host a knows no migration", g);
@@ -304,11 +226,11 @@ static void assert_migrated_once(Cluster *c, json_object *sub, bool agent_forgot
                          r->done, r->success, op);
         if (r)
                 drover__v1__migration_result__free_unpacked(r, NULL);
-        int dest = host_index(jstr(sub, "destination"));
+        int dest = cluster_host_index(cj_str(sub, "destination"));
         r = dest >= 0 ? cluster_get_migration(c, dest, g) : NULL;
         if (r && strcmp(r->op_id, op) != 0)
-                fail_msg("%s: %s's last migration is %s, the sub-task's op is %s", g, jstr(sub, "destination"), r->op_id,
-                         op);
+                fail_msg("%s: %s's last migration is %s, the sub-task's op is %s", g, cj_str(sub, "destination"),
+                         r->op_id, op);
         if (r)
                 drover__v1__migration_result__free_unpacked(r, NULL);
         char needle[160], *log = tu_read_file(tu_path(c->host[A].dir, "agent.log"), NULL);
@@ -326,13 +248,13 @@ static void assert_migrated_once(Cluster *c, json_object *sub, bool agent_forgot
 
 /* Every sub-task's op id is distinct ("<job>-<seq>"). */
 static void assert_op_ids_distinct(json_object *job) {
-        json_object *subs = jget(job, "subtasks");
-        for (size_t i = 0; i < jlen(subs); i++) {
-                const char *op = jstr(jidx(subs, i), "op_id");
+        json_object *subs = cj_get(job, "subtasks");
+        for (size_t i = 0; i < cj_len(subs); i++) {
+                const char *op = cj_str(cj_idx(subs, i), "op_id");
                 if (!op[0])
                         continue;
-                for (size_t k = i + 1; k < jlen(subs); k++)
-                        if (strcmp(op, jstr(jidx(subs, k), "op_id")) == 0)
+                for (size_t k = i + 1; k < cj_len(subs); k++)
+                        if (strcmp(op, cj_str(cj_idx(subs, k), "op_id")) == 0)
                                 fail_msg("op id %s is used by two sub-tasks", op);
         }
 }
@@ -343,11 +265,11 @@ static void evacuate_async(Cluster *c, const char *bandwidth_mib, char *id, size
         json_object *r = bandwidth_mib ? cluster_ctl_json(c, CTL_MS, &code, "evacuate", "host-a", "--bandwidth",
                                                           bandwidth_mib, NULL)
                                        : cluster_ctl_json(c, CTL_MS, &code, "evacuate", "host-a", NULL);
-        json_object *job = jget(r, "job");
+        json_object *job = cj_get(r, "job");
         if (code != 0 || !job)
                 fail_msg("droverctl evacuate host-a --json: exit %d", code);
-        snprintf(id, size, "%s", jstr(job, "id"));
-        assert_int_equal(jlen(jget(job, "subtasks")), N_GUESTS);
+        snprintf(id, size, "%s", cj_str(job, "id"));
+        assert_int_equal(cj_len(cj_get(job, "subtasks")), N_GUESTS);
         json_object_put(r);
 }
 
@@ -356,31 +278,53 @@ static void evacuate_async(Cluster *c, const char *bandwidth_mib, char *id, size
 static json_object *wait_mid_run(Cluster *c, const char *id, int timeout_ms) {
         Deadline d = deadline_in_ms(timeout_ms);
         for (;;) {
-                json_object *j = get_job(c, id);
+                json_object *j = cluster_job_get(c, id);
                 int done = count_phase(j, "done"), mig = count_phase(j, "migrating"), q = count_phase(j, "queued");
                 if (done >= 1 && mig >= 1 && q >= 1)
                         return j;
-                if (deadline_expired(d) || strcmp(jstr(j, "phase"), "running") != 0)
+                if (deadline_expired(d) || strcmp(cj_str(j, "phase"), "running") != 0)
                         fail_msg("job %s never had a migrated, a migrating and a queued guest at once (phase %s, %d "
-                                 "done, %d migrating, %d queued)", id, jstr(j, "phase"), done, mig, q);
+                                 "done, %d migrating, %d queued)", id, cj_str(j, "phase"), done, mig, q);
                 json_object_put(j);
                 sleep_ms(100);
         }
 }
 
+/* Follows a job after a coordinator restart (a ClusterJobSeen): when the
+ * sub-tasks that were in flight at the kill have left "migrating" (and, with
+ * @queued_too, "queued"). */
+typedef struct Settle {
+        char (*in_flight)[16];
+        int n_flight;
+        bool queued_too;
+        uint64_t t_restart;
+        double settled_s; /* since t_restart; -1 until then */
+} Settle;
+
+static void settle_seen(json_object *job, void *arg) {
+        Settle *s = arg;
+        bool all = true;
+        for (int i = 0; i < s->n_flight; i++) {
+                const char *p = cj_str(sub_of(job, s->in_flight[i]), "phase");
+                all &= strcmp(p, "migrating") != 0 && (!s->queued_too || strcmp(p, "queued") != 0);
+        }
+        if (all && s->settled_s < 0)
+                s->settled_s = secs_since(s->t_restart);
+}
+
 static void print_subtasks(json_object *job) {
-        json_object *subs = jget(job, "subtasks");
-        int64_t t0 = jint(job, "created_unix_ms");
-        for (size_t i = 0; i < jlen(subs); i++) {
-                json_object *s = jidx(subs, i);
-                int64_t st = jint(s, "started_unix_ms"), fi = jint(s, "finished_unix_ms");
+        json_object *subs = cj_get(job, "subtasks");
+        int64_t t0 = cj_int(job, "created_unix_ms");
+        for (size_t i = 0; i < cj_len(subs); i++) {
+                json_object *s = cj_idx(subs, i);
+                int64_t st = cj_int(s, "started_unix_ms"), fi = cj_int(s, "finished_unix_ms");
                 printf("#   %-4s %s -> %s  %-9s  start %+7.2f s  end %+7.2f s  downtime %lld ms (%lld measured)  "
                        "%.1f MiB  op %s%s%s\n",
-                       jstr(s, "guest"), jstr(s, "source"), jstr(s, "destination"), jstr(s, "phase"),
+                       cj_str(s, "guest"), cj_str(s, "source"), cj_str(s, "destination"), cj_str(s, "phase"),
                        st ? (double) (st - t0) / 1000.0 : 0.0, fi ? (double) (fi - t0) / 1000.0 : 0.0,
-                       (long long) jint(s, "downtime_ms"), (long long) jint(s, "measured_downtime_ms"),
-                       (double) jint(s, "transferred_bytes") / MIB, jstr(s, "op_id"), jstr(s, "error")[0] ? ": " : "",
-                       jstr(s, "error"));
+                       (long long) cj_int(s, "downtime_ms"), (long long) cj_int(s, "measured_downtime_ms"),
+                       (double) cj_int(s, "transferred_bytes") / MIB, cj_str(s, "op_id"),
+                       cj_str(s, "error")[0] ? ": " : "", cj_str(s, "error"));
         }
         fflush(stdout);
 }
@@ -392,16 +336,16 @@ static void test_evacuate_limits(void **state) {
         char out_path[400];
         cluster_up(c, 3);
         start_guests(c, N_GUESTS);
-        coord_up(c, &limits_2x2, N_GUESTS);
+        cluster_coord_up(c, &limits_2x2, N_GUESTS, COORD_UP_MS);
 
         /* the plan first: every guest has a destination on b or c */
         int code;
         json_object *plan = cluster_ctl_json(c, CTL_MS, &code, "evacuate", "host-a", "--dry-run", NULL);
         assert_int_equal(code, 0);
-        assert_int_equal(jlen(jget(plan, "moves")), N_GUESTS);
-        assert_int_equal(jlen(jget(plan, "blocked")), 0);
+        assert_int_equal(cj_len(cj_get(plan, "moves")), N_GUESTS);
+        assert_int_equal(cj_len(cj_get(plan, "blocked")), 0);
         printf("# plan: %d guests, estimated makespan %.1f s\n", N_GUESTS,
-               json_object_get_double(jget(plan, "estimated_makespan_s")));
+               json_object_get_double(cj_get(plan, "estimated_makespan_s")));
         json_object_put(plan);
 
         snprintf(out_path, sizeof(out_path), "%s/evacuate.out", c->coord.dir);
@@ -445,28 +389,28 @@ static void test_evacuate_limits(void **state) {
         free(out);
         free(err);
         assert_non_null(last);
-        assert_string_equal(jstr(last, "phase"), "succeeded");
+        assert_string_equal(cj_str(last, "phase"), "succeeded");
         char id[64];
-        snprintf(id, sizeof(id), "%s", jstr(last, "id"));
+        snprintf(id, sizeof(id), "%s", cj_str(last, "id"));
         json_object_put(last);
 
-        json_object *job = get_job(c, id);
-        assert_string_equal(jstr(job, "phase"), "succeeded");
-        assert_int_equal(jint(job, "succeeded"), N_GUESTS);
+        json_object *job = cluster_job_get(c, id);
+        assert_string_equal(cj_str(job, "phase"), "succeeded");
+        assert_int_equal(cj_int(job, "succeeded"), N_GUESTS);
         assert_int_equal(count_phase(job, "done"), N_GUESTS);
 
         /* where the guests are: droverctl vms, and the agents */
         json_object *vms = cluster_ctl_json(c, CTL_MS, &code, "vms", NULL);
         assert_int_equal(code, 0);
-        assert_int_equal(jlen(vms), N_GUESTS);
+        assert_int_equal(cj_len(vms), N_GUESTS);
         int expect[N_GUESTS], per_host[NETNS_MAX_HOSTS] = { 0 };
-        for (size_t i = 0; i < jlen(vms); i++) {
-                json_object *g = jidx(vms, i);
-                int gi = guest_index(jstr(g, "name")), h = host_index(jstr(g, "host"));
+        for (size_t i = 0; i < cj_len(vms); i++) {
+                json_object *g = cj_idx(vms, i);
+                int gi = guest_index(cj_str(g, "name")), h = cluster_host_index(cj_str(g, "host"));
                 if (gi < 0 || (h != B && h != C))
-                        fail_msg("droverctl vms: %s on %s", jstr(g, "name"), jstr(g, "host"));
-                assert_string_equal(jstr(g, "state"), "running");
-                assert_string_equal(jstr(sub_of(job, names[gi]), "destination"), jstr(g, "host"));
+                        fail_msg("droverctl vms: %s on %s", cj_str(g, "name"), cj_str(g, "host"));
+                assert_string_equal(cj_str(g, "state"), "running");
+                assert_string_equal(cj_str(sub_of(job, names[gi]), "destination"), cj_str(g, "host"));
                 expect[gi] = h;
                 per_host[h]++;
         }
@@ -474,7 +418,7 @@ static void test_evacuate_limits(void **state) {
         json_object *on_a = cluster_ctl_json(c, CTL_MS, &code, "vms", "host-a", NULL);
         assert_int_equal(code, 0);
         assert_non_null(on_a);
-        assert_int_equal(jlen(on_a), 0);
+        assert_int_equal(cj_len(on_a), 0);
         json_object_put(on_a);
         Drover__V1__GetAgentStatsRequest sreq = DROVER__V1__GET_AGENT_STATS_REQUEST__INIT;
         Drover__V1__GetAgentStatsResponse *stats = NULL;
@@ -507,11 +451,11 @@ static void test_evacuate_limits(void **state) {
         /* the limits, from the recorded times */
         int out_rec = max_overlap(job, "source", "host-a");
         int in_b = max_overlap(job, "destination", "host-b"), in_c = max_overlap(job, "destination", "host-c");
-        double makespan = (double) (jint(job, "finished_unix_ms") - jint(job, "created_unix_ms")) / 1000.0;
+        double makespan = (double) (cj_int(job, "finished_unix_ms") - cj_int(job, "created_unix_ms")) / 1000.0;
         double busy = 0;
         for (int i = 0; i < N_GUESTS; i++) {
                 json_object *s = sub_of(job, names[i]);
-                busy += (double) (jint(s, "finished_unix_ms") - jint(s, "started_unix_ms")) / 1000.0;
+                busy += (double) (cj_int(s, "finished_unix_ms") - cj_int(s, "started_unix_ms")) / 1000.0;
         }
         int total_mib = 0;
         for (int i = 0; i < N_GUESTS; i++)
@@ -531,10 +475,10 @@ static void test_evacuate_limits(void **state) {
 
         /* host a is left draining (no --maintenance) */
         json_object *hosts = cluster_ctl_json(c, CTL_MS, &code, "hosts", NULL);
-        assert_int_equal(jlen(hosts), (size_t) c->n);
-        for (size_t i = 0; i < jlen(hosts); i++)
-                if (strcmp(jstr(jidx(hosts, i), "name"), "host-a") == 0)
-                        assert_string_equal(jstr(jidx(hosts, i), "state"), "draining");
+        assert_int_equal(cj_len(hosts), (size_t) c->n);
+        for (size_t i = 0; i < cj_len(hosts); i++)
+                if (strcmp(cj_str(cj_idx(hosts, i), "name"), "host-a") == 0)
+                        assert_string_equal(cj_str(cj_idx(hosts, i), "state"), "draining");
         json_object_put(hosts);
         json_object_put(job);
         c->ok = true;
@@ -542,23 +486,35 @@ static void test_evacuate_limits(void **state) {
 
 /* ---- 2. kill -9 of the coordinator mid-evacuation ----------------------------------------------- */
 
-static void test_coordinator_kill9(void **state) {
-        Cluster *c = *state;
-        char id[64];
+/* Three hosts, the guests on a, the coordinator with limits_2x2 and an
+ * evacuation at @bandwidth_mib MiB/s per migration; kill -9 the coordinator
+ * once a guest has migrated while one migrates and one is queued.  Returns
+ * the job as it was then (json_object_put); its id in @id, the guests that
+ * were migrating in @in_flight, their number in *ret_n_flight. */
+static json_object *coordinator_killed_mid_run(Cluster *c, const char *bandwidth_mib, char id[64],
+                                               char in_flight[N_GUESTS][16], int *ret_n_flight) {
+        int n = 0;
         cluster_up(c, 3);
         start_guests(c, N_GUESTS);
-        coord_up(c, &limits_2x2, N_GUESTS);
-        /* 48 MiB/s per migration: a few seconds each, time to land the kill mid-run */
-        evacuate_async(c, "48", id, sizeof(id));
+        cluster_coord_up(c, &limits_2x2, N_GUESTS, COORD_UP_MS);
+        evacuate_async(c, bandwidth_mib, id, 64);
         json_object *mid = wait_mid_run(c, id, 120000);
         cluster_coord_kill9(c);
+        json_object *subs = cj_get(mid, "subtasks");
+        for (size_t i = 0; i < cj_len(subs); i++)
+                if (strcmp(cj_str(cj_idx(subs, i), "phase"), "migrating") == 0)
+                        snprintf(in_flight[n++], 16, "%s", cj_str(cj_idx(subs, i), "guest"));
+        *ret_n_flight = n;
+        return mid;
+}
+
+static void test_coordinator_kill9(void **state) {
+        Cluster *c = *state;
+        char id[64], in_flight[N_GUESTS][16];
+        int n_flight;
+        /* 48 MiB/s per migration: a few seconds each, time to land the kill mid-run */
+        json_object *mid = coordinator_killed_mid_run(c, "48", id, in_flight, &n_flight);
         uint64_t t_kill = now_ns();
-        char in_flight[N_GUESTS][16];
-        int n_flight = 0;
-        json_object *subs = jget(mid, "subtasks");
-        for (size_t i = 0; i < jlen(subs); i++)
-                if (strcmp(jstr(jidx(subs, i), "phase"), "migrating") == 0)
-                        snprintf(in_flight[n_flight++], sizeof(in_flight[0]), "%s", jstr(jidx(subs, i), "guest"));
         printf("# kill -9 of the coordinator with %d done, %d migrating, %d queued\n", count_phase(mid, "done"),
                n_flight, count_phase(mid, "queued"));
         json_object_put(mid);
@@ -571,34 +527,16 @@ static void test_coordinator_kill9(void **state) {
         double ready = secs_since(t_restart);
 
         /* follow: when are the sub-tasks that were in flight settled, when does the job end */
-        double reconciled = -1, ended = -1;
-        json_object *job = NULL;
-        Deadline d = deadline_in_ms(180000);
-        for (;;) {
-                job = get_job(c, id);
-                bool settled = true;
-                for (int i = 0; i < n_flight; i++) {
-                        const char *p = jstr(sub_of(job, in_flight[i]), "phase");
-                        settled &= strcmp(p, "migrating") != 0 && strcmp(p, "queued") != 0;
-                }
-                if (settled && reconciled < 0)
-                        reconciled = secs_since(t_restart);
-                const char *p = jstr(job, "phase");
-                if (strcmp(p, "succeeded") == 0 || strcmp(p, "failed") == 0 || strcmp(p, "cancelled") == 0) {
-                        ended = secs_since(t_restart);
-                        break;
-                }
-                if (deadline_expired(d))
-                        fail_msg("job %s still %s 180 s after the restart", id, p);
-                json_object_put(job);
-                sleep_ms(100);
-        }
+        Settle st = { .in_flight = in_flight, .n_flight = n_flight, .queued_too = true, .t_restart = t_restart,
+                      .settled_s = -1 };
+        json_object *job = cluster_job_wait_end(c, id, 180000, 100, settle_seen, &st);
+        double reconciled = st.settled_s, ended = secs_since(t_restart);
         printf("# restart: ready %.2f s after the start (%.2f s after the kill); the %d in-flight sub-tasks settled "
                "%.2f s after the restart; job %s %.2f s after the restart\n",
-               ready, (double) (t_restart - t_kill) / 1e9 + ready, n_flight, reconciled, jstr(job, "phase"), ended);
+               ready, (double) (t_restart - t_kill) / 1e9 + ready, n_flight, reconciled, cj_str(job, "phase"), ended);
         print_subtasks(job);
         print_history(job);
-        assert_string_equal(jstr(job, "phase"), "succeeded");
+        assert_string_equal(cj_str(job, "phase"), "succeeded");
         assert_int_equal(count_phase(job, "done"), N_GUESTS);
         assert_int_equal(count_events(job, "coordinator restarted: job resumed (8 sub-tasks)", false), 1);
         assert_op_ids_distinct(job);
@@ -607,7 +545,7 @@ static void test_coordinator_kill9(void **state) {
         for (int i = 0; i < N_GUESTS; i++) {
                 json_object *s = sub_of(job, names[i]);
                 char p[96];
-                expect[i] = host_index(jstr(s, "destination"));
+                expect[i] = cluster_host_index(cj_str(s, "destination"));
                 assert_true(expect[i] == B || expect[i] == C);
                 /* exactly one migration per guest; a re-queued one ("never ran") may start twice */
                 snprintf(p, sizeof(p), "%s migrated:", names[i]);
@@ -633,23 +571,15 @@ static void test_coordinator_kill9(void **state) {
  * migrated, not redone. */
 static void test_coordinator_kill9_agent_forgot(void **state) {
         Cluster *c = *state;
-        char id[64], why[512];
-        cluster_up(c, 3);
-        start_guests(c, N_GUESTS);
-        coord_up(c, &limits_2x2, N_GUESTS);
-        evacuate_async(c, "32", id, sizeof(id));
-        json_object *mid = wait_mid_run(c, id, 120000);
-        cluster_coord_kill9(c);
-        char in_flight[N_GUESTS][16];
-        int n_flight = 0;
+        char id[64], why[512], in_flight[N_GUESTS][16];
+        int n_flight;
+        json_object *mid = coordinator_killed_mid_run(c, "32", id, in_flight, &n_flight);
         bool before_restart[N_GUESTS] = { false }; /* migrated before host a's agent restarted */
-        json_object *subs = jget(mid, "subtasks");
-        for (size_t i = 0; i < jlen(subs); i++) {
-                const char *p = jstr(jidx(subs, i), "phase");
-                if (strcmp(p, "migrating") == 0)
-                        snprintf(in_flight[n_flight++], sizeof(in_flight[0]), "%s", jstr(jidx(subs, i), "guest"));
+        json_object *subs = cj_get(mid, "subtasks");
+        for (size_t i = 0; i < cj_len(subs); i++) {
+                const char *p = cj_str(cj_idx(subs, i), "phase");
                 if (strcmp(p, "migrating") == 0 || strcmp(p, "done") == 0)
-                        before_restart[guest_index(jstr(jidx(subs, i), "guest"))] = true;
+                        before_restart[guest_index(cj_str(cj_idx(subs, i), "guest"))] = true;
         }
         json_object_put(mid);
         /* the in-flight migrations end on the agents while the coordinator is down */
@@ -686,31 +616,16 @@ static void test_coordinator_kill9_agent_forgot(void **state) {
         int r = cluster_coord_start(c);
         if (r < 0)
                 fail_msg("the coordinator did not restart: %s", strerror(-r));
-        double ready = secs_since(t_restart), settled = -1;
-        json_object *job = NULL;
-        Deadline d = deadline_in_ms(180000);
-        for (;;) {
-                job = get_job(c, id);
-                bool all = true;
-                for (int i = 0; i < n_flight; i++)
-                        all &= strcmp(jstr(sub_of(job, in_flight[i]), "phase"), "migrating") != 0;
-                if (all && settled < 0)
-                        settled = secs_since(t_restart);
-                const char *p = jstr(job, "phase");
-                if (strcmp(p, "succeeded") == 0 || strcmp(p, "failed") == 0 || strcmp(p, "cancelled") == 0)
-                        break;
-                if (deadline_expired(d))
-                        fail_msg("job %s still %s 180 s after the restart", id, p);
-                json_object_put(job);
-                sleep_ms(100);
-        }
-        double ended = secs_since(t_restart);
+        double ready = secs_since(t_restart);
+        Settle st = { .in_flight = in_flight, .n_flight = n_flight, .t_restart = t_restart, .settled_s = -1 };
+        json_object *job = cluster_job_wait_end(c, id, 180000, 100, settle_seen, &st);
+        double settled = st.settled_s, ended = secs_since(t_restart);
         printf("# restart with the source agent restarted too: ready %.2f s, the %d in-flight sub-tasks settled %.2f "
                "s, job %s %.2f s after the restart\n",
-               ready, n_flight, settled, jstr(job, "phase"), ended);
+               ready, n_flight, settled, cj_str(job, "phase"), ended);
         print_subtasks(job);
         print_history(job);
-        assert_string_equal(jstr(job, "phase"), "succeeded");
+        assert_string_equal(cj_str(job, "phase"), "succeeded");
         assert_int_equal(count_phase(job, "done"), N_GUESTS);
         int expect[N_GUESTS];
         for (int i = 0; i < N_GUESTS; i++) {
@@ -719,7 +634,7 @@ static void test_coordinator_kill9_agent_forgot(void **state) {
                 char p[128];
                 for (int k = 0; k < n_flight; k++)
                         flew |= strcmp(in_flight[k], names[i]) == 0;
-                expect[i] = host_index(jstr(s, "destination"));
+                expect[i] = cluster_host_index(cj_str(s, "destination"));
                 snprintf(p, sizeof(p), "%s migrated:", names[i]);
                 assert_int_equal(count_events(job, p, false), 1);
                 snprintf(p, sizeof(p), "%s started:", names[i]);
@@ -741,7 +656,7 @@ static void test_cancel(void **state) {
         char id[64], watch_out[400];
         cluster_up(c, 3);
         start_guests(c, N_GUESTS);
-        coord_up(c, &limits_2x2, N_GUESTS);
+        cluster_coord_up(c, &limits_2x2, N_GUESTS, COORD_UP_MS);
         evacuate_async(c, "32", id, sizeof(id));
         snprintf(watch_out, sizeof(watch_out), "%s/watch.out", c->coord.dir);
         pid_t watch = cluster_ctl_spawn(c, watch_out, "watch", id, NULL);
@@ -759,23 +674,23 @@ static void test_cancel(void **state) {
         /* what the job looked like just before the cancel */
         char was[N_GUESTS][16];
         for (int i = 0; i < N_GUESTS; i++)
-                snprintf(was[i], sizeof(was[i]), "%s", jstr(sub_of(mid, names[i]), "phase"));
+                snprintf(was[i], sizeof(was[i]), "%s", cj_str(sub_of(mid, names[i]), "phase"));
         json_object_put(mid);
 
         int wcode = cluster_ctl_wait(c, watch, 120000);
         double took = secs_since(t_cancel);
-        json_object *job = get_job(c, id);
-        printf("# cancel: job %s %.2f s after droverctl cancel; droverctl watch exited %d\n", jstr(job, "phase"), took,
-               wcode);
+        json_object *job = cluster_job_get(c, id);
+        printf("# cancel: job %s %.2f s after droverctl cancel; droverctl watch exited %d\n", cj_str(job, "phase"),
+               took, wcode);
         print_subtasks(job);
         print_history(job);
-        assert_string_equal(jstr(job, "phase"), "cancelled");
+        assert_string_equal(cj_str(job, "phase"), "cancelled");
         assert_int_equal(wcode, 3);
 
         int expect[N_GUESTS], n_done = 0, n_cancelled = 0, n_aborted = 0;
         for (int i = 0; i < N_GUESTS; i++) {
                 json_object *s = sub_of(job, names[i]);
-                const char *p = jstr(s, "phase");
+                const char *p = cj_str(s, "phase");
                 if (strcmp(was[i], "done") == 0)
                         assert_string_equal(p, "done");
                 else if (strcmp(was[i], "queued") == 0) {
@@ -784,13 +699,13 @@ static void test_cancel(void **state) {
                         if (strcmp(p, "cancelled") != 0 && strcmp(p, "done") != 0)
                                 fail_msg("%s was queued at the cancel and ended %s", names[i], p);
                 } else if (strcmp(p, "cancelled") != 0 && strcmp(p, "done") != 0)
-                        fail_msg("%s was migrating at the cancel and ended %s: %s", names[i], p, jstr(s, "error"));
+                        fail_msg("%s was migrating at the cancel and ended %s: %s", names[i], p, cj_str(s, "error"));
                 char ev[64];
                 snprintf(ev, sizeof(ev), "%s %s:", names[i], strcmp(p, "done") == 0 ? "migrated" : "cancelled");
                 if (count_events(job, ev, false) != 1)
                         fail_msg("history: %d '%s' events", count_events(job, ev, false), ev);
                 if (strcmp(p, "done") == 0) {
-                        expect[i] = host_index(jstr(s, "destination"));
+                        expect[i] = cluster_host_index(cj_str(s, "destination"));
                         n_done++;
                         assert_migrated_once(c, s, false);
                 } else {
@@ -801,9 +716,9 @@ static void test_cancel(void **state) {
         }
         printf("# cancel: %d migrated, %d cancelled (%d of them aborted while migrating)\n", n_done, n_cancelled,
                n_aborted);
-        assert_int_equal(jint(job, "succeeded"), n_done);
-        assert_int_equal(jint(job, "cancelled"), n_cancelled);
-        assert_int_equal(jint(job, "failed"), 0);
+        assert_int_equal(cj_int(job, "succeeded"), n_done);
+        assert_int_equal(cj_int(job, "cancelled"), n_cancelled);
+        assert_int_equal(cj_int(job, "failed"), 0);
         assert_true(n_done >= 1 && n_cancelled >= 1);
         assert_int_equal(count_events(job, "cancel requested", false), 1);
         assert_all_run_once(c, expect, N_GUESTS);
@@ -816,6 +731,21 @@ static void test_cancel(void **state) {
 
 /* ---- 4. an infeasible evacuation changes nothing ------------------------------------------------- */
 
+/* droverctl: no job was ever made and every host is still enabled. */
+static void assert_no_job_hosts_enabled(Cluster *c) {
+        int code;
+        json_object *jobs = cluster_ctl_json(c, CTL_MS, &code, "jobs", NULL);
+        assert_int_equal(code, 0);
+        assert_non_null(jobs);
+        assert_int_equal(cj_len(jobs), 0);
+        json_object_put(jobs);
+        json_object *hosts = cluster_ctl_json(c, CTL_MS, &code, "hosts", NULL);
+        assert_int_equal(cj_len(hosts), (size_t) c->n);
+        for (size_t i = 0; i < cj_len(hosts); i++)
+                assert_string_equal(cj_str(cj_idx(hosts, i), "state"), "enabled");
+        json_object_put(hosts);
+}
+
 static void test_infeasible(void **state) {
         Cluster *c = *state;
         const int n = 4; /* 128, 96, 64, 128 MiB */
@@ -824,33 +754,35 @@ static void test_infeasible(void **state) {
         ClusterCoordOptions o = limits_2x2;
         o.memory_mib[B] = 160; /* room for one 128 MiB guest each, and nothing more that is left */
         o.memory_mib[C] = 160;
-        coord_up(c, &o, n);
+        cluster_coord_up(c, &o, n, COORD_UP_MS);
 
         int code;
         json_object *plan = cluster_ctl_json(c, CTL_MS, &code, "evacuate", "host-a", "--dry-run", NULL);
-        json_object *moves = jget(plan, "moves"), *blocked = jget(plan, "blocked");
-        printf("# dry run: exit %d, %zu moves, %zu blocked\n", code, jlen(moves), jlen(blocked));
-        for (size_t i = 0; i < jlen(moves); i++)
-                printf("#   move    %s -> %s: %s\n", jstr(jidx(moves, i), "guest"), jstr(jidx(moves, i), "destination"),
-                       jstr(jidx(moves, i), "reason"));
-        for (size_t i = 0; i < jlen(blocked); i++)
-                printf("#   BLOCKED %s: %s\n", jstr(jidx(blocked, i), "guest"), jstr(jidx(blocked, i), "reason"));
+        json_object *moves = cj_get(plan, "moves"), *blocked = cj_get(plan, "blocked");
+        printf("# dry run: exit %d, %zu moves, %zu blocked\n", code, cj_len(moves), cj_len(blocked));
+        for (size_t i = 0; i < cj_len(moves); i++)
+                printf("#   move    %s -> %s: %s\n", cj_str(cj_idx(moves, i), "guest"),
+                       cj_str(cj_idx(moves, i), "destination"), cj_str(cj_idx(moves, i), "reason"));
+        for (size_t i = 0; i < cj_len(blocked); i++)
+                printf("#   BLOCKED %s: %s\n", cj_str(cj_idx(blocked, i), "guest"),
+                       cj_str(cj_idx(blocked, i), "reason"));
         fflush(stdout);
         assert_int_equal(code, 3); /* docs/droverctl.md: a dry run with blocked guests is partial */
-        assert_int_equal(jlen(moves) + jlen(blocked), (size_t) n);
+        assert_int_equal(cj_len(moves) + cj_len(blocked), (size_t) n);
         /* 128 -> b, 128 -> c, then 96 and 64 fit nowhere (32 MiB left on each) */
-        assert_int_equal(jlen(blocked), 2);
+        assert_int_equal(cj_len(blocked), 2);
         uint64_t used[NETNS_MAX_HOSTS] = { 0 };
-        for (size_t i = 0; i < jlen(moves); i++) {
-                int gi = guest_index(jstr(jidx(moves, i), "guest")), h = host_index(jstr(jidx(moves, i), "destination"));
+        for (size_t i = 0; i < cj_len(moves); i++) {
+                int gi = guest_index(cj_str(cj_idx(moves, i), "guest"));
+                int h = cluster_host_index(cj_str(cj_idx(moves, i), "destination"));
                 assert_true(gi >= 0 && (h == B || h == C));
                 used[h] += (uint64_t) mems[gi];
         }
         assert_true(used[B] <= 160 && used[C] <= 160);
-        for (size_t i = 0; i < jlen(blocked); i++) {
-                const char *g = jstr(jidx(blocked, i), "guest"), *why = jstr(jidx(blocked, i), "reason");
+        for (size_t i = 0; i < cj_len(blocked); i++) {
+                const char *g = cj_str(cj_idx(blocked, i), "guest"), *why = cj_str(cj_idx(blocked, i), "reason");
                 assert_true(guest_index(g) >= 0);
-                assert_string_equal(jstr(jidx(blocked, i), "destination"), "");
+                assert_string_equal(cj_str(cj_idx(blocked, i), "destination"), "");
                 if (!strstr(why, "memory") && !strstr(why, "MiB"))
                         fail_msg("blocked %s: the reason does not mention memory: %s", g, why);
         }
@@ -878,24 +810,15 @@ static void test_infeasible(void **state) {
         free(err);
         json_object *e = cluster_ctl_json(c, CTL_MS, &code, "evacuate", "host-a", "--wait", NULL);
         assert_int_equal(code, 4);
-        assert_non_null(strstr(jstr(e, "error"), "FAILED_PRECONDITION"));
+        assert_non_null(strstr(cj_str(e, "error"), "FAILED_PRECONDITION"));
         json_object_put(e);
 
         /* nothing changed: no job, host a enabled, the guests on a */
-        json_object *jobs = cluster_ctl_json(c, CTL_MS, &code, "jobs", NULL);
-        assert_int_equal(code, 0);
-        assert_non_null(jobs);
-        assert_int_equal(jlen(jobs), 0);
-        json_object_put(jobs);
-        json_object *hosts = cluster_ctl_json(c, CTL_MS, &code, "hosts", NULL);
-        assert_int_equal(jlen(hosts), (size_t) c->n);
-        for (size_t i = 0; i < jlen(hosts); i++)
-                assert_string_equal(jstr(jidx(hosts, i), "state"), "enabled");
-        json_object_put(hosts);
+        assert_no_job_hosts_enabled(c);
         json_object *vms = cluster_ctl_json(c, CTL_MS, &code, "vms", NULL);
-        assert_int_equal(jlen(vms), (size_t) n);
-        for (size_t i = 0; i < jlen(vms); i++)
-                assert_string_equal(jstr(jidx(vms, i), "host"), "host-a");
+        assert_int_equal(cj_len(vms), (size_t) n);
+        for (size_t i = 0; i < cj_len(vms); i++)
+                assert_string_equal(cj_str(cj_idx(vms, i), "host"), "host-a");
         json_object_put(vms);
         int expect[N_GUESTS] = { A, A, A, A, A, A, A, A };
         assert_all_run_once(c, expect, n);
@@ -944,7 +867,7 @@ static void test_bad_input(void **state) {
         Cluster *c = *state;
         cluster_up(c, 3);
         start_guests(c, 1);
-        coord_up(c, &limits_2x2, 1);
+        cluster_coord_up(c, &limits_2x2, 1, COORD_UP_MS);
 
         /* unknown host, guest, job: NOT_FOUND naming it, exit 4 */
         expect_ctl_error(c, 4, (const char *const[]){ "NOT_FOUND", "host-z", NULL },
@@ -969,7 +892,7 @@ static void test_bad_input(void **state) {
         int code;
         json_object *e = cluster_ctl_json(c, CTL_MS, &code, "evacuate", "host-z", NULL);
         assert_int_equal(code, 4);
-        if (!e || !strstr(jstr(e, "error"), "host-z"))
+        if (!e || !strstr(cj_str(e, "error"), "host-z"))
                 fail_msg("droverctl evacuate host-z --json: no {\"error\": ...} naming host-z");
         json_object_put(e);
 
@@ -1016,16 +939,7 @@ static void test_bad_input(void **state) {
         rpc_client_free(cl);
 
         /* none of it changed anything */
-        json_object *jobs = cluster_ctl_json(c, CTL_MS, &code, "jobs", NULL);
-        assert_int_equal(code, 0);
-        assert_non_null(jobs);
-        assert_int_equal(jlen(jobs), 0);
-        json_object_put(jobs);
-        json_object *hosts = cluster_ctl_json(c, CTL_MS, &code, "hosts", NULL);
-        assert_int_equal(jlen(hosts), (size_t) c->n);
-        for (size_t i = 0; i < jlen(hosts); i++)
-                assert_string_equal(jstr(jidx(hosts, i), "state"), "enabled");
-        json_object_put(hosts);
+        assert_no_job_hosts_enabled(c);
         int expect[N_GUESTS] = { A };
         assert_all_run_once(c, expect, 1);
         c->ok = true;
@@ -1165,7 +1079,7 @@ static void test_display(void **state) {
                 skip(); /* reported as skipped: tmux is not installed (tests/scripts/setup.sh installs it) */
         cluster_up(c, 3);
         start_guests(c, N_GUESTS);
-        coord_up(c, &limits_2x2, N_GUESTS);
+        cluster_coord_up(c, &limits_2x2, N_GUESTS, COORD_UP_MS);
 
         /* the tmux server runs in host a's namespace: the cluster's teardown kills it on every path */
         char ctl[1200], cmd[2400];
@@ -1335,13 +1249,13 @@ int main(void) {
         tu_require_qemu();
         netns_require();
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test_setup_teardown(test_evacuate_limits, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_coordinator_kill9, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_coordinator_kill9_agent_forgot, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_infeasible, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_bad_input, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_display, setup, teardown),
+                CLUSTER_TEST(test_evacuate_limits),
+                CLUSTER_TEST(test_coordinator_kill9),
+                CLUSTER_TEST(test_coordinator_kill9_agent_forgot),
+                CLUSTER_TEST(test_cancel),
+                CLUSTER_TEST(test_infeasible),
+                CLUSTER_TEST(test_bad_input),
+                CLUSTER_TEST(test_display),
         };
         if (getenv("DROVER_TEST_FILTER"))
                 cmocka_set_test_filter(getenv("DROVER_TEST_FILTER"));

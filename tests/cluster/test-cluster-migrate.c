@@ -46,19 +46,6 @@
                                  st_.details);                                                            \
         } while (0)
 
-static int setup(void **state) {
-        Cluster *c = calloc(1, sizeof(*c));
-        *state = c;
-        return c ? 0 : -1;
-}
-
-static int teardown(void **state) {
-        Cluster *c = *state;
-        cluster_down(c);
-        free(c);
-        return 0;
-}
-
 static double secs_since(uint64_t t0_ns) {
         return (double) (now_ns() - t0_ns) / 1e9;
 }
@@ -326,17 +313,17 @@ static void test_kill_source_confirm(void **state) { kill_at_phase(*state, &kill
 static void test_kill_dest_prepare(void **state) { kill_at_phase(*state, &kill_cases[4]); }
 static void test_kill_dest_finish(void **state) { kill_at_phase(*state, &kill_cases[5]); }
 
-/* The source agent dies while its QEMU streams (no hold): QEMU completes the
- * stream on its own while nobody watches.  Recovery still finds `perform`
- * and must resume the source and drop the destination (rule 1). */
-static void test_kill_source_while_streaming(void **state) {
-        Cluster *c = *state;
-        const char *name = "ks";
+/* On a fresh 2-host cluster, start @name (64 MiB, dirtying 48 MiB) on host a,
+ * migrate it to b at @bandwidth bytes/s without waiting, kill -9 host
+ * @victim's agent once 4 MiB have gone, start it again after @down_ms, and
+ * wait for the guest to run exactly once.  Returns the owner. */
+static int kill_while_streaming(Cluster *c, const char *name, const char *uuid, uint64_t bandwidth, int victim,
+                                int down_ms) {
         char why[512];
         cluster_up(c, 2);
-        cluster_guest_start(c, A, name, "6d1d2a4e-0000-4000-8000-00000000b002", 64, "mib=48 rate=5");
+        cluster_guest_start(c, A, name, uuid, 64, "mib=48 rate=5");
         Drover__V1__MigrationParams p = DROVER__V1__MIGRATION_PARAMS__INIT;
-        p.bandwidth_bytes_per_s = 16u << 20; /* ~3 s for the working set */
+        p.bandwidth_bytes_per_s = bandwidth;
         RpcStatus rs;
         Drover__V1__MigrationResult *res = cluster_migrate(c, A, B, name, &p, false, &rs);
         if (!res)
@@ -346,12 +333,24 @@ static void test_kill_source_while_streaming(void **state) {
         while (transferred(c, A, name) < (4u << 20) && !deadline_expired(d))
                 sleep_ms(50);
         assert_false(deadline_expired(d));
-        cluster_agent_kill9(c, A);
-        sleep_ms(6000); /* QEMU finishes the stream alone */
-        assert_int_equal(cluster_agent_start(c, A, NULL), 0);
+        cluster_agent_kill9(c, victim);
+        sleep_ms(down_ms);
+        assert_int_equal(cluster_agent_start(c, victim, NULL), 0);
         int owner = cluster_wait_single_owner(c, name, 60000, why, sizeof(why));
         if (owner < 0)
                 fail_msg("the guest does not run exactly once: %s", why);
+        return owner;
+}
+
+/* The source agent dies while its QEMU streams (no hold): QEMU completes the
+ * stream on its own while nobody watches.  Recovery still finds `perform`
+ * and must resume the source and drop the destination (rule 1). */
+static void test_kill_source_while_streaming(void **state) {
+        Cluster *c = *state;
+        const char *name = "ks";
+        char why[512];
+        /* ~3 s for the working set; down 6 s: QEMU finishes the stream alone */
+        int owner = kill_while_streaming(c, name, "6d1d2a4e-0000-4000-8000-00000000b002", 16u << 20, A, 6000);
         printf("# kill -9 source agent while QEMU streams (perform, stream left to finish alone): %s (host %c) owns "
                "the guest; table: perform -> resume the source even when the stream completed\n",
                owner == A ? "SOURCE" : "DESTINATION", 'a' + owner);
@@ -368,26 +367,9 @@ static void test_kill_dest_while_streaming(void **state) {
         Cluster *c = *state;
         const char *name = "kd";
         char why[512];
-        cluster_up(c, 2);
-        cluster_guest_start(c, A, name, "6d1d2a4e-0000-4000-8000-00000000b003", 64, "mib=48 rate=5");
-        Drover__V1__MigrationParams p = DROVER__V1__MIGRATION_PARAMS__INIT;
-        p.bandwidth_bytes_per_s = 8u << 20; /* ~6 s for the working set */
-        RpcStatus rs;
-        Drover__V1__MigrationResult *res = cluster_migrate(c, A, B, name, &p, false, &rs);
-        if (!res)
-                fail_msg("Migrate: %s %s", rpc_code_to_string(rs.code), rs.details);
-        drover__v1__migration_result__free_unpacked(res, NULL);
-        Deadline d = deadline_in_ms(20000);
-        while (transferred(c, A, name) < (4u << 20) && !deadline_expired(d))
-                sleep_ms(50);
-        assert_false(deadline_expired(d));
-        cluster_agent_kill9(c, B);
-        sleep_ms(1000);
-        assert_int_equal(cluster_agent_start(c, B, NULL), 0);
-        int owner = cluster_wait_single_owner(c, name, 60000, why, sizeof(why));
-        if (owner < 0)
-                fail_msg("the guest does not run exactly once: %s", why);
-        res = wait_migration_done(c, A, name, 30000);
+        /* ~6 s for the working set */
+        int owner = kill_while_streaming(c, name, "6d1d2a4e-0000-4000-8000-00000000b003", 8u << 20, B, 1000);
+        Drover__V1__MigrationResult *res = wait_migration_done(c, A, name, 30000);
         print_result("a->b, destination agent killed while streaming", res);
         printf("# kill -9 destination agent while QEMU streams (prepare): %s (host %c) owns the guest; table: prepare "
                "-> kill the destination, the source keeps the guest\n",
@@ -702,21 +684,21 @@ int main(void) {
         tu_require_qemu();
         netns_require();
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test_setup_teardown(test_migration_completes, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_kill_source_begin, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_kill_source_perform, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_kill_source_perform_done, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_kill_source_confirm, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_kill_dest_prepare, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_kill_dest_finish, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_kill_source_while_streaming, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_kill_dest_while_streaming, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_shaped_link, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_link_cut, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_no_convergence_postcopy, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_no_convergence_abort, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_abort_and_tune, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_eight_at_once, setup, teardown),
+                CLUSTER_TEST(test_migration_completes),
+                CLUSTER_TEST(test_kill_source_begin),
+                CLUSTER_TEST(test_kill_source_perform),
+                CLUSTER_TEST(test_kill_source_perform_done),
+                CLUSTER_TEST(test_kill_source_confirm),
+                CLUSTER_TEST(test_kill_dest_prepare),
+                CLUSTER_TEST(test_kill_dest_finish),
+                CLUSTER_TEST(test_kill_source_while_streaming),
+                CLUSTER_TEST(test_kill_dest_while_streaming),
+                CLUSTER_TEST(test_shaped_link),
+                CLUSTER_TEST(test_link_cut),
+                CLUSTER_TEST(test_no_convergence_postcopy),
+                CLUSTER_TEST(test_no_convergence_abort),
+                CLUSTER_TEST(test_abort_and_tune),
+                CLUSTER_TEST(test_eight_at_once),
         };
         /* DROVER_TEST_FILTER="kill_*" runs a subset (cmocka's glob) */
         if (getenv("DROVER_TEST_FILTER"))

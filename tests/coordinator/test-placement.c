@@ -24,6 +24,7 @@
 
 #include "err.h"
 #include "placement.h"
+#include "testutil.h"
 
 #define GIB 1024
 
@@ -503,21 +504,6 @@ static void test_bad_input(void **state) {
 
 /* ---- property test -------------------------------------------------------- */
 
-typedef struct Rng {
-        uint64_t s;
-} Rng;
-
-static uint64_t rng_next(Rng *r) {
-        r->s ^= r->s << 13;
-        r->s ^= r->s >> 7;
-        r->s ^= r->s << 17;
-        return r->s;
-}
-
-static uint32_t rng_below(Rng *r, uint32_t n) {
-        return (uint32_t) (rng_next(r) % n);
-}
-
 typedef struct Cluster {
         PlaceHost *hosts;
         size_t nh;
@@ -530,62 +516,62 @@ typedef struct Cluster {
 static const char *const models[] = { "A", "B", "C" };
 static const uint64_t links[] = { 0, 25000000, 125000000, 1250000000 };
 
-static void cluster_random(Rng *rng, Cluster *c) {
-        c->nh = 1 + rng_below(rng, 40);
-        c->ng = rng_below(rng, 120);
-        c->nr = rng_below(rng, 60);
+static void cluster_random(TuRng *rng, Cluster *c) {
+        c->nh = 1 + tu_rng_below(rng, 40);
+        c->ng = tu_rng_below(rng, 120);
+        c->nr = tu_rng_below(rng, 60);
         c->hosts = calloc(c->nh, sizeof(PlaceHost));
         c->guests = calloc(c->ng ? c->ng : 1, sizeof(PlaceGuest));
         c->residents = calloc(c->nr ? c->nr : 1, sizeof(PlaceResident));
         assert_non_null(c->hosts);
         assert_non_null(c->guests);
         assert_non_null(c->residents);
-        uint32_t n_models = 1 + rng_below(rng, 3);
+        uint32_t n_models = 1 + tu_rng_below(rng, 3);
 
         /* names in an order unrelated to the indexes, so ties test the names */
-        uint32_t base = rng_below(rng, 1000);
+        uint32_t base = tu_rng_below(rng, 1000);
         for (size_t i = 0; i < c->nh; i++) {
                 PlaceHost *h = &c->hosts[i];
                 snprintf(h->name, sizeof(h->name), "h%04u", (unsigned) ((base + i * 7919) % 10007));
-                snprintf(h->cpu_model, sizeof(h->cpu_model), "%s", models[rng_below(rng, n_models)]);
-                uint32_t s = rng_below(rng, 20);
+                snprintf(h->cpu_model, sizeof(h->cpu_model), "%s", models[tu_rng_below(rng, n_models)]);
+                uint32_t s = tu_rng_below(rng, 20);
                 h->state = s < 16 ? PLACE_HOST_ENABLED : s < 18 ? PLACE_HOST_DRAINING : PLACE_HOST_MAINTENANCE;
-                h->healthy = rng_below(rng, 10) != 0;
-                h->memory_mib = (uint64_t) (1 + rng_below(rng, 16)) * 2 * GIB; /* coarse: many ties */
-                h->memory_used_mib = (uint64_t) rng_below(rng, 5) * GIB;
-                if (rng_below(rng, 20) == 0)
+                h->healthy = tu_rng_below(rng, 10) != 0;
+                h->memory_mib = (uint64_t) (1 + tu_rng_below(rng, 16)) * 2 * GIB; /* coarse: many ties */
+                h->memory_used_mib = (uint64_t) tu_rng_below(rng, 5) * GIB;
+                if (tu_rng_below(rng, 20) == 0)
                         h->memory_used_mib = h->memory_mib + GIB; /* overcommitted already */
-                h->vcpus = 1 + rng_below(rng, 32);
-                h->vcpus_used = rng_below(rng, h->vcpus + 2);
-                h->link_bytes_per_s = links[rng_below(rng, ELEMENTSOF(links))];
+                h->vcpus = 1 + tu_rng_below(rng, 32);
+                h->vcpus_used = tu_rng_below(rng, h->vcpus + 2);
+                h->link_bytes_per_s = links[tu_rng_below(rng, ELEMENTSOF(links))];
         }
         for (size_t i = 0; i < c->ng; i++) {
                 PlaceGuest *g = &c->guests[i];
                 snprintf(g->name, sizeof(g->name), "g%zu", i);
-                snprintf(g->source, sizeof(g->source), "%s", c->hosts[rng_below(rng, (uint32_t) c->nh)].name);
+                snprintf(g->source, sizeof(g->source), "%s", c->hosts[tu_rng_below(rng, (uint32_t) c->nh)].name);
                 snprintf(g->cpu_model, sizeof(g->cpu_model), "%s",
-                         rng_below(rng, 30) ? models[rng_below(rng, n_models)] : "Z");
-                g->memory_mib = rng_below(rng, 4) ? (uint64_t) (1 + rng_below(rng, 8)) * 512
-                                                  : 64 + rng_below(rng, 16321);
-                g->vcpus = rng_below(rng, 9);
-                if (rng_below(rng, 3) == 0)
-                        snprintf(g->anti_affinity, sizeof(g->anti_affinity), "grp%u", rng_below(rng, 6));
-                uint32_t q = rng_below(rng, 12);
+                         tu_rng_below(rng, 30) ? models[tu_rng_below(rng, n_models)] : "Z");
+                g->memory_mib = tu_rng_below(rng, 4) ? (uint64_t) (1 + tu_rng_below(rng, 8)) * 512
+                                                  : 64 + tu_rng_below(rng, 16321);
+                g->vcpus = tu_rng_below(rng, 9);
+                if (tu_rng_below(rng, 3) == 0)
+                        snprintf(g->anti_affinity, sizeof(g->anti_affinity), "grp%u", tu_rng_below(rng, 6));
+                uint32_t q = tu_rng_below(rng, 12);
                 if (q == 0)
                         snprintf(g->requested, sizeof(g->requested), "%s",
-                                 c->hosts[rng_below(rng, (uint32_t) c->nh)].name);
+                                 c->hosts[tu_rng_below(rng, (uint32_t) c->nh)].name);
                 else if (q == 1)
                         snprintf(g->requested, sizeof(g->requested), "nohost");
-                g->dirty_bytes_per_s = rng_below(rng, 4) ? 0 : rng_next(rng) % 200000000;
+                g->dirty_bytes_per_s = tu_rng_below(rng, 4) ? 0 : tu_rng_next(rng) % 200000000;
         }
         for (size_t i = 0; i < c->nr; i++) {
                 PlaceResident *r = &c->residents[i];
-                if (rng_below(rng, 20))
-                        snprintf(r->host, sizeof(r->host), "%s", c->hosts[rng_below(rng, (uint32_t) c->nh)].name);
+                if (tu_rng_below(rng, 20))
+                        snprintf(r->host, sizeof(r->host), "%s", c->hosts[tu_rng_below(rng, (uint32_t) c->nh)].name);
                 else
                         snprintf(r->host, sizeof(r->host), "elsewhere");
-                if (rng_below(rng, 4))
-                        snprintf(r->anti_affinity, sizeof(r->anti_affinity), "grp%u", rng_below(rng, 8));
+                if (tu_rng_below(rng, 4))
+                        snprintf(r->anti_affinity, sizeof(r->anti_affinity), "grp%u", tu_rng_below(rng, 8));
         }
 }
 
@@ -735,7 +721,7 @@ static void test_property_random(void **state) {
         size_t total_placed = 0, total_blocked = 0;
 
         for (uint32_t seed = 1; seed <= 200; seed++) {
-                Rng rng = { .s = 0x9e3779b97f4a7c15ULL * seed };
+                TuRng rng = { .s = 0x9e3779b97f4a7c15ULL * seed };
                 Cluster c;
                 cluster_random(&rng, &c);
                 PlaceResult *res = calloc(c.ng + 1, sizeof(PlaceResult));

@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "qemuproc.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -116,6 +117,35 @@ bool tu_serial_wait(const TuQemu *q, const char *needle, int timeout_ms) {
 
 int tu_serial_seconds(const TuQemu *q) {
         return tu_count_lines(q->serial_path, "S ");
+}
+
+int tu_qemus_under(const char *needle) {
+        DIR *d = opendir("/proc");
+        struct dirent *de;
+        int n = 0;
+        if (!d)
+                return 0;
+        while ((de = readdir(d))) {
+                int pid = atoi(de->d_name);
+                char path[64], exe[256] = "";
+                if (pid <= 0)
+                        continue;
+                snprintf(path, sizeof(path), "/proc/%d/exe", pid);
+                ssize_t k = readlink(path, exe, sizeof(exe) - 1);
+                if (k <= 0 || !strstr(exe, "qemu-system") || !tu_pid_alive(pid))
+                        continue;
+                snprintf(path, sizeof(path), "/proc/%d/cmdline", pid);
+                size_t len = 0;
+                char *cmd = tu_read_file(path, &len);
+                for (size_t i = 0; cmd && i + 1 < len; i++)
+                        if (cmd[i] == '\0')
+                                cmd[i] = ' ';
+                if (cmd && strstr(cmd, needle))
+                        n++;
+                free(cmd);
+        }
+        closedir(d);
+        return n;
 }
 
 int tu_free_port(void) {

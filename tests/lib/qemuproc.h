@@ -38,5 +38,8 @@ int tu_qemu_start(const TuQemuOpts *o, TuQemu *ret);
 bool tu_serial_wait(const TuQemu *q, const char *needle, int timeout_ms);
 /* Number of "S " progress lines in the serial log. */
 int tu_serial_seconds(const TuQemu *q);
+/* Live QEMU (qemu-system-*) processes, ours or not, whose command line
+ * contains @needle (e.g. a test's scratch folder); zombies do not count. */
+int tu_qemus_under(const char *needle);
 /* A free TCP port on 127.0.0.1 (bound and released). */
 int tu_free_port(void);

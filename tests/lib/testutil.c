@@ -173,6 +173,22 @@ bool tu_reap(pid_t pid, int *ret_status) {
         return true;
 }
 
+bool tu_pid_alive(pid_t pid) {
+        char path[64], buf[512];
+        snprintf(path, sizeof(path), "/proc/%d/stat", (int) pid);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return false;
+        ssize_t n = read(fd, buf, sizeof(buf) - 1);
+        close(fd);
+        if (n <= 0)
+                return false;
+        buf[n] = '\0';
+        /* the state letter follows the command name, which may hold ')' */
+        const char *rp = strrchr(buf, ')');
+        return rp && rp[1] == ' ' && rp[2] != 'Z' && rp[2] != 'X';
+}
+
 static bool try_connect(const char *path) {
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
         int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -262,4 +278,19 @@ int tu_count_lines(const char *path, const char *prefix) {
         }
         free(s);
         return n;
+}
+
+uint64_t tu_rng_next(TuRng *r) {
+        r->s ^= r->s << 13;
+        r->s ^= r->s >> 7;
+        r->s ^= r->s << 17;
+        return r->s;
+}
+
+uint32_t tu_rng_below(TuRng *r, uint32_t n) {
+        return (uint32_t) (tu_rng_next(r) % n);
+}
+
+double tu_rng_unit(TuRng *r) {
+        return (double) (tu_rng_next(r) >> 11) / 9007199254740992.0;
 }

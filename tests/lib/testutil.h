@@ -36,6 +36,9 @@ void tu_kill(pid_t pid);
 void tu_signal(pid_t pid, int sig);
 /* Reap @pid if it exited; returns true and its wait status if so. */
 bool tu_reap(pid_t pid, int *ret_status);
+/* True while @pid runs (any process, not only ours); a zombie counts as dead,
+ * since this sandbox's init may be slow to reap what it inherits. */
+bool tu_pid_alive(pid_t pid);
 /* Wait up to @timeout_ms for @path to exist (and, for a socket, accept a
  * connection when @connect is true).  0 or -ETIMEDOUT. */
 int tu_wait_path(const char *path, int timeout_ms, bool connect);
@@ -45,3 +48,14 @@ const char *tu_which(const char *prog);
 char *tu_read_file(const char *path, size_t *ret_len);
 /* Count lines of @path that start with @prefix. */
 int tu_count_lines(const char *path, const char *prefix);
+
+/* A small deterministic generator (xorshift64) for property tests and
+ * benchmarks: the same seed gives the same run.  Seed it with any s != 0. */
+typedef struct TuRng {
+        uint64_t s;
+} TuRng;
+uint64_t tu_rng_next(TuRng *r);
+/* Uniform enough in [0, @n) for tests (@n > 0). */
+uint32_t tu_rng_below(TuRng *r, uint32_t n);
+/* In [0, 1), 53 random bits. */
+double tu_rng_unit(TuRng *r);

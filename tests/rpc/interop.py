@@ -5,8 +5,9 @@ client side) against the C echo-server built on core/rpcserver.c.
 Usage: interop.py ECHO_SERVER PROTO_DIR
 
 Stubs are generated at test time from echo.proto with grpc_tools.protoc into
-a scratch folder.  Only /usr/bin/python3 sees Debian's grpcio; without it the
-test exits 77 (skipped) with the reason.
+a scratch folder (testutil.grpc_stubs, tests/lib/testutil.py).  Only
+/usr/bin/python3 sees Debian's grpcio; without it the test exits 77 (skipped)
+with the reason.
 """
 import os
 import shutil
@@ -16,25 +17,16 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+import testutil as tu  # noqa: E402
+from testutil import check  # noqa: E402
+
 try:
     import grpc
     import grpc_tools  # noqa: F401
 except ImportError as e:
     print(f"SKIP: python3-grpcio / python3-grpc-tools not importable: {e}")
     sys.exit(77)
-
-failures = 0
-checks = 0
-
-
-def check(name, cond, detail=""):
-    global failures, checks
-    checks += 1
-    if cond:
-        print(f"ok {checks} - {name}")
-    else:
-        failures += 1
-        print(f"not ok {checks} - {name} {detail}")
 
 
 def expect_error(fn, code):
@@ -48,12 +40,7 @@ def expect_error(fn, code):
 def main():
     server_bin, proto_dir = sys.argv[1], sys.argv[2]
     tmp = tempfile.mkdtemp(prefix="drover-interop-")
-    subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-I{proto_dir}",
-                    f"--python_out={tmp}", f"--grpc_python_out={tmp}", "echo.proto"],
-                   check=True)
-    sys.path.insert(0, tmp)
-    import echo_pb2
-    import echo_pb2_grpc
+    echo_pb2, echo_pb2_grpc = tu.grpc_stubs(proto_dir, "echo", tmp)
 
     sock = os.path.join(tmp, "echo.sock")
     srv = subprocess.Popen([server_bin, "-t", "8", "127.0.0.1:0", f"unix:{sock}"],
@@ -120,8 +107,7 @@ def main():
             srv.kill()
             srv.wait()
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"1..{checks}")
-    return 1 if failures else 0
+    return tu.finish()
 
 
 if __name__ == "__main__":

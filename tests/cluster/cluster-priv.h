@@ -1,0 +1,7 @@
+/* Shared by cluster.c and cluster-coord.c only: where cluster.c made the
+ * cluster's certificates. */
+#pragma once
+
+/* The folder holding ca.crt, host-a.crt/.key ... and test-client.crt/.key
+ * (valid after cluster_up; "" before). */
+const char *cluster_tls_dir(void);
