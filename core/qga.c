@@ -48,6 +48,7 @@
 #include "cleanup.h"
 #include "deadline.h"
 #include "err.h"
+#include "fault.h"
 #include "lock.h"
 #include "log.h"
 
@@ -753,6 +754,8 @@ static int agent_call(QgaAgent *a, const char *command, json_object *args, int64
         c.deadline = deadline_in_ms(c.timeout_ms);
         r = request_build(command, args, &req);
         if (r < 0)
+                return r;
+        if ((r = fault_hit_in("qga", command)) < 0)
                 return r;
         /* Refuse what guest-info already said is disabled without any I/O. */
         if (info_lookup(a, command) == 0)

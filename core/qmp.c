@@ -57,6 +57,7 @@
 
 #include "cleanup.h"
 #include "err.h"
+#include "fault.h"
 #include "lock.h"
 #include "log.h"
 
@@ -1102,6 +1103,8 @@ static int call_deadline(QmpMonitor *m, const char *command, json_object *args, 
         id = atomic_fetch_add_explicit(&m->next_id, 1, memory_order_relaxed);
         r = command_text(command, args, id, &text);
         if (r < 0)
+                return r;
+        if ((r = fault_hit_in("qmp", command)) < 0)
                 return r;
         len = strlen(text);
 
