@@ -37,10 +37,11 @@ int fault_kind_from_string(const char *s);
 int fault_parse(const char *spec, FaultRule *rules);
 
 /* Replace the configuration as if the process had started with
- * DROVER_FAULT=@spec and DROVER_FAULT_TRACE=@trace_path (either NULL):
- * counters restart at zero.  Not safe while other threads hit points.
- * 0 or -errno (the old configuration is then kept). */
-int fault_configure(const char *spec, const char *trace_path);
+ * DROVER_FAULT=@spec, DROVER_FAULT_TRACE=@trace_path and
+ * DROVER_FAULT_ARM=@arm_path (each may be NULL): counters restart at zero.
+ * Not safe while other threads hit points.  0 or -errno (the old
+ * configuration is then kept). */
+int fault_configure(const char *spec, const char *trace_path, const char *arm_path);
 
 /* Hits of @point so far ("*": every point). */
 uint64_t fault_count(const char *point);

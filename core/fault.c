@@ -6,6 +6,8 @@
  * every hit takes the fault lock (a leaf) to bump two counters (the point's
  * and the global one) and to choose the rule that fires; the trace line is
  * written, and the sleep or the exit happens, after the lock is released.
+ * With an arm file, hits are ignored until the file exists (one access(2)
+ * per hit until then; the armed flag is atomic and sticks).
  * Rules are immutable after start, the point table only grows, and the
  * trace is one write(2) of one line to an O_APPEND file, so lines from the
  * threads of one process and from several processes never interleave.
@@ -14,6 +16,7 @@
 #include "fault-priv.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -43,6 +46,8 @@ static bool fault_lock_ready;                         /* immutable after start *
 static FaultRule rules[FAULT_RULES_MAX];              /* immutable after start */
 static size_t n_rules;                                /* immutable after start */
 static int trace_fd = -1;                             /* immutable after start */
+static char *arm_path;                                /* immutable after start; NULL: armed from the start */
+static atomic_bool armed;                             /* atomic */
 static FaultPointCount points[FAULT_POINTS_MAX];      /* lock: fault_lock */
 static size_t n_points;                               /* lock: fault_lock */
 static uint64_t global_count;                         /* lock: fault_lock */
@@ -163,15 +168,20 @@ int fault_parse(const char *spec, FaultRule *ret_rules) {
         return n;
 }
 
-int fault_configure(const char *spec, const char *trace_path) {
+int fault_configure(const char *spec, const char *trace_path, const char *arm) {
         FaultRule parsed[FAULT_RULES_MAX];
         int n = fault_parse(spec, parsed), fd = -1;
+        char *arm_copy = NULL;
         if (n < 0)
                 return n;
+        if (arm && !(arm_copy = strdup(arm)))
+                return err_set(-ENOMEM, "out of memory");
         if (trace_path) {
                 fd = open(trace_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
-                if (fd < 0)
+                if (fd < 0) {
+                        free(arm_copy);
                         return err_set(-errno, "cannot open the fault trace %s: %m", trace_path);
+                }
         }
         if (!fault_lock_ready) {
                 lock_init(&fault_lock, &fault_lock_class);
@@ -180,6 +190,9 @@ int fault_configure(const char *spec, const char *trace_path) {
         if (trace_fd >= 0)
                 close(trace_fd);
         trace_fd = fd;
+        free(arm_path);
+        arm_path = arm_copy;
+        atomic_store(&armed, !arm_path);
         memcpy(rules, parsed, sizeof(parsed[0]) * (size_t) n);
         n_rules = (size_t) n;
         memset(fired, 0, sizeof(fired));
@@ -192,9 +205,10 @@ int fault_configure(const char *spec, const char *trace_path) {
 
 __attribute__((constructor)) static void fault_init_from_env(void) {
         const char *spec = getenv("DROVER_FAULT"), *trace = getenv("DROVER_FAULT_TRACE");
+        const char *arm = getenv("DROVER_FAULT_ARM");
         if (!spec && !(trace && *trace))
                 return;
-        if (fault_configure(spec, trace && *trace ? trace : NULL) < 0) {
+        if (fault_configure(spec, trace && *trace ? trace : NULL, arm && *arm ? arm : NULL) < 0) {
                 fprintf(stderr, "fault injection: %s\n", err_msg());
                 _exit(2);
         }
@@ -243,6 +257,11 @@ int fault_hit_slow(const char *prefix, const char *name) {
         const FaultRule *fire = NULL;
         uint64_t count = 0, global;
 
+        if (!atomic_load(&armed)) {
+                if (access(arm_path, F_OK) < 0)
+                        return 0;
+                atomic_store(&armed, true);
+        }
         snprintf(point, sizeof(point), "%s%s%s", prefix, name ? "." : "", name ? name : "");
         lock_acquire(&fault_lock);
         uint64_t *pc = point_count_locked(point);

@@ -31,6 +31,10 @@
  *   DROVER_FAULT_TRACE=FILE         append one line per hit to FILE:
  *       "<point> <count> <global> <pid>" and, when a fault fires there,
  *       " <kind>" at the end of that line
+ *   DROVER_FAULT_ARM=FILE           hits are neither counted nor traced
+ *       (and no rule fires) until FILE exists: a test creates it just
+ *       before the operation under test, so "the 1st hit" means the first
+ *       one of that operation, whatever the process did before
  *
  * A bad DROVER_FAULT stops the process at start with a message naming the
  * rule (a test must never run believing it injects when it does not).

@@ -1,6 +1,6 @@
 /* Unit tests for fault injection (core/fault.c): the DROVER_FAULT grammar,
  * bad rules refused with a message naming them, the nth hit of a point and
- * of any point (global count), every kind (fail, timeout with and without a
+ * of any point (global count), counting only once the arm file exists, every kind (fail, timeout with and without a
  * sleep, eof, crash in a child process), "N+" rules, the trace file, and
  * that nothing fires and nothing is counted when injection is not asked for.
  */
@@ -24,7 +24,7 @@
 
 static int reset(void **state) {
         (void) state;
-        assert_int_equal(fault_configure(NULL, NULL), 0);
+        assert_int_equal(fault_configure(NULL, NULL, NULL), 0);
         return 0;
 }
 
@@ -59,8 +59,8 @@ static void expect_rejected(const char *spec, const char *words) {
         if (!strstr(err_msg(), words))
                 fail_msg("'%s': error '%s' does not say '%s'", spec, err_msg(), words);
         /* the live configuration refuses it too, and keeps the old one */
-        assert_int_equal(fault_configure("a.b:1:fail", NULL), 0);
-        assert_int_equal(fault_configure(spec, NULL), -EINVAL);
+        assert_int_equal(fault_configure("a.b:1:fail", NULL, NULL), 0);
+        assert_int_equal(fault_configure(spec, NULL, NULL), -EINVAL);
         assert_int_equal(fault_hit("a.b"), -EIO);
 }
 
@@ -100,7 +100,7 @@ static void test_inert_when_unset(void **state) {
 
 static void test_nth_hit_of_a_point_fails_once(void **state) {
         (void) state;
-        assert_int_equal(fault_configure("status.write:3:fail", NULL), 0);
+        assert_int_equal(fault_configure("status.write:3:fail", NULL, NULL), 0);
         assert_true(fault_active);
         assert_int_equal(fault_hit("status.write"), 0);
         assert_int_equal(fault_hit("qmp.cont"), 0); /* other points do not count */
@@ -116,7 +116,7 @@ static void test_nth_hit_of_a_point_fails_once(void **state) {
 
 static void test_prefixed_points_are_their_own_points(void **state) {
         (void) state;
-        assert_int_equal(fault_configure("qmp.cont:2:eof", NULL), 0);
+        assert_int_equal(fault_configure("qmp.cont:2:eof", NULL, NULL), 0);
         assert_int_equal(fault_hit_in("qmp", "stop"), 0);
         assert_int_equal(fault_hit_in("qmp", "cont"), 0);
         assert_int_equal(fault_hit_in("qmp", "stop"), 0);
@@ -127,7 +127,7 @@ static void test_prefixed_points_are_their_own_points(void **state) {
 
 static void test_global_count_spans_points(void **state) {
         (void) state;
-        assert_int_equal(fault_configure("*:4:fail", NULL), 0);
+        assert_int_equal(fault_configure("*:4:fail", NULL, NULL), 0);
         assert_int_equal(fault_hit("a"), 0);
         assert_int_equal(fault_hit("b"), 0);
         assert_int_equal(fault_hit("c"), 0);
@@ -138,7 +138,7 @@ static void test_global_count_spans_points(void **state) {
 
 static void test_and_later_keeps_failing(void **state) {
         (void) state;
-        assert_int_equal(fault_configure("store.commit:2+:fail", NULL), 0);
+        assert_int_equal(fault_configure("store.commit:2+:fail", NULL, NULL), 0);
         assert_int_equal(fault_hit("store.commit"), 0);
         for (int i = 0; i < 5; i++)
                 assert_int_equal(fault_hit("store.commit"), -EIO);
@@ -146,7 +146,7 @@ static void test_and_later_keeps_failing(void **state) {
 
 static void test_first_matching_rule_fires(void **state) {
         (void) state;
-        assert_int_equal(fault_configure("a:1:eof,*:1:fail,*:2:timeout", NULL), 0);
+        assert_int_equal(fault_configure("a:1:eof,*:1:fail,*:2:timeout", NULL, NULL), 0);
         assert_int_equal(fault_hit("a"), -EPIPE); /* "a:1" first; "*:1" is then spent on no hit */
         assert_int_equal(fault_hit("b"), -ETIMEDOUT);
         assert_int_equal(fault_hit("c"), 0);
@@ -154,7 +154,7 @@ static void test_first_matching_rule_fires(void **state) {
 
 static void test_timeout_sleeps_when_asked(void **state) {
         (void) state;
-        assert_int_equal(fault_configure("qga.guest-ping:1:timeout,qga.guest-ping:2:timeout:300", NULL), 0);
+        assert_int_equal(fault_configure("qga.guest-ping:1:timeout,qga.guest-ping:2:timeout:300", NULL, NULL), 0);
         uint64_t t0 = now_ns();
         assert_int_equal(fault_hit_in("qga", "guest-ping"), -ETIMEDOUT);
         assert_true(now_ns() - t0 < 200000000ull);
@@ -173,7 +173,7 @@ static void test_crash_exits_at_once_with_its_code(void **state) {
         pid_t pid = fork();
         assert_true(pid >= 0);
         if (pid == 0) {
-                if (fault_configure("peer.MigrateFinish:2:crash", trace) < 0)
+                if (fault_configure("peer.MigrateFinish:2:crash", trace, NULL) < 0)
                         _exit(1);
                 fault_hit("peer.MigrateFinish");
                 fault_hit("peer.MigrateFinish");
@@ -196,12 +196,12 @@ static void test_trace_lists_every_hit(void **state) {
         const char *dir = tu_tmpdir("fault");
         char trace[512];
         snprintf(trace, sizeof(trace), "%s/trace", dir);
-        assert_int_equal(fault_configure(NULL, trace), 0);
+        assert_int_equal(fault_configure(NULL, trace, NULL), 0);
         assert_true(fault_active);
         assert_int_equal(fault_hit("status.write"), 0);
         assert_int_equal(fault_hit_in("qmp", "query-status"), 0);
         assert_int_equal(fault_hit("status.write"), 0);
-        assert_int_equal(fault_configure("status.write:1:fail", trace), 0);
+        assert_int_equal(fault_configure("status.write:1:fail", trace, NULL), 0);
         assert_int_equal(fault_hit("status.write"), -EIO);
         char *text = tu_read_file(trace, NULL);
         char want[256];
@@ -242,6 +242,30 @@ static void test_bad_spec_at_start_stops_the_process(void **state) {
         assert_non_null(strstr(buf, "hit number '0'"));
 }
 
+static void test_nothing_counts_before_the_arm_file_exists(void **state) {
+        (void) state;
+        const char *dir = tu_tmpdir("fault");
+        char arm[512], trace[512];
+        snprintf(arm, sizeof(arm), "%s/armed", dir);
+        snprintf(trace, sizeof(trace), "%s/trace", dir);
+        assert_int_equal(fault_configure("qmp.migrate:1:fail", trace, arm), 0);
+        assert_int_equal(fault_hit_in("qmp", "migrate"), 0);
+        assert_int_equal(fault_count("*"), 0);
+        FILE *f = fopen(arm, "w");
+        assert_non_null(f);
+        fclose(f);
+        assert_int_equal(fault_hit_in("qmp", "migrate"), -EIO);
+        assert_int_equal(fault_count("qmp.migrate"), 1);
+        unlink(arm); /* armed stays armed */
+        assert_int_equal(fault_hit_in("qmp", "migrate"), 0);
+        assert_int_equal(fault_count("qmp.migrate"), 2);
+        char *text = tu_read_file(trace, NULL);
+        char want[128];
+        snprintf(want, sizeof(want), "qmp.migrate 1 1 %d fail\nqmp.migrate 2 2 %d\n", (int) getpid(), (int) getpid());
+        assert_string_equal(text, want);
+        free(text);
+}
+
 typedef struct Hammer {
         int failures;
 } Hammer;
@@ -256,7 +280,7 @@ static void *hammer(void *arg) {
 
 static void test_counts_are_exact_across_threads(void **state) {
         (void) state;
-        assert_int_equal(fault_configure("x.odd:12345:fail,*:30000:eof", NULL), 0);
+        assert_int_equal(fault_configure("x.odd:12345:fail,*:30000:eof", NULL, NULL), 0);
         pthread_t th[4];
         Hammer h[4] = { 0 };
         for (int i = 0; i < 4; i++)
@@ -282,6 +306,7 @@ int main(void) {
                 cmocka_unit_test_setup(test_crash_exits_at_once_with_its_code, reset),
                 cmocka_unit_test_setup(test_trace_lists_every_hit, reset),
                 cmocka_unit_test_setup(test_counts_are_exact_across_threads, reset),
+                cmocka_unit_test_setup(test_nothing_counts_before_the_arm_file_exists, reset),
                 cmocka_unit_test(test_bad_spec_at_start_stops_the_process),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
