@@ -9,6 +9,7 @@
 #include "agent.h"
 #include "agent.pb-c.h"
 #include "err.h"
+#include "fault.h"
 #include "migparams-pb.h"
 #include "rpcclient.h"
 
@@ -41,6 +42,9 @@ void agent_peer_close(AgentPeer *p) {
 static int call(AgentPeer *p, const char *method, const ProtobufCMessage *req, int64_t timeout_ms,
                 ProtobufCMessage **resp) {
         RpcStatus st;
+        int r;
+        if ((r = fault_hit_in("peer", method)) < 0)
+                return r;
         return rpc_client_unary(p->cl, &drover__v1__agent__descriptor, method, req, timeout_ms, resp, &st);
 }
 

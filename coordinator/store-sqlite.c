@@ -40,6 +40,7 @@
 
 #include "cleanup.h"
 #include "err.h"
+#include "fault.h"
 #include "lock.h"
 
 #define STORE_SCHEMA_VERSION 1
@@ -376,6 +377,8 @@ static int tx_begin_locked(SqliteStore *s, bool write) {
 
 /* Commit when @r >= 0, else roll back; returns @r or the commit's error. */
 static int tx_end_locked(SqliteStore *s, int r) {
+        int f = r >= 0 && fault_active && sqlite3_txn_state(s->db, NULL) == SQLITE_TXN_WRITE ? fault_hit("store.commit") : 0;
+        r = f < 0 ? f : r;
         if (r >= 0) {
                 _cleanup_stmt_ sqlite3_stmt *st = s->stmt[STMT_COMMIT];
                 int c = exec_locked(s, st, "commit");

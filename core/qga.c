@@ -51,6 +51,7 @@
 #include "cleanup.h"
 #include "deadline.h"
 #include "err.h"
+#include "fault.h"
 #include "lock.h"
 #include "log.h"
 
@@ -601,6 +602,8 @@ int qga_agent_command(QgaAgent *a, const char *command, const char *args_json, i
         c.deadline = deadline_in_ms(c.timeout_ms);
         r = qga_wire_request(command, args_json, &req);
         if (r < 0)
+                return r;
+        if ((r = fault_hit_in("qga", command)) < 0)
                 return r;
         /* Refuse what guest-info already said is disabled without any I/O. */
         if (info_lookup(a, command) == 0)

@@ -59,6 +59,7 @@
 
 #include "cleanup.h"
 #include "err.h"
+#include "fault.h"
 #include "lock.h"
 #include "log.h"
 
@@ -817,6 +818,8 @@ int qmp_monitor_command(QmpMonitor *m, const char *command, const char *args_jso
         id = atomic_fetch_add_explicit(&m->next_id, 1, memory_order_relaxed);
         r = qmp_wire_command_text(command, args_json, id, &text);
         if (r < 0)
+                return r;
+        if ((r = fault_hit_in("qmp", command)) < 0)
                 return r;
         len = strlen(text);
 

@@ -26,6 +26,7 @@
 
 #include "deadline.h"
 #include "err.h"
+#include "fault.h"
 #include "json.h"
 
 DEFINE_POINTER_CLEANUP(json_object, json_object_put)
@@ -335,6 +336,8 @@ int status_write(const char *dir, const VmStatusRecord *rec) {
         _cleanup_close_ int fd = -1;
         int r;
 
+        if ((r = fault_hit("status.write")) < 0)
+                return r;
         if (!vm_name_is_valid(rec->name))
                 return err_set(-EINVAL, "status record has an invalid name");
         if ((r = status_record_to_json(rec, &json)) < 0)
