@@ -23,6 +23,7 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include "coord-enums.h"
 #include "coordinator.pb-c.h"
 #include "deadline.h"
 #include "err.h"
@@ -46,7 +47,7 @@ static struct {
         int postcopy;
         bool auto_converge;
         int64_t timeout_ms;
-} o = { .target = NULL, .postcopy = 0, .timeout_ms = 30000 };
+} o = { .target = NULL, .postcopy = DROVER__V1__POSTCOPY_MODE__POSTCOPY_NOT_ALLOWED, .timeout_ms = 30000 };
 
 static RpcClient *cl;
 
@@ -96,22 +97,26 @@ static int call(const char *method, const ProtobufCMessage *req, ProtobufCMessag
         return rpc_client_unary(cl, &drover__v1__coordinator__descriptor, method, req, o.timeout_ms, resp, &st);
 }
 
+/* Names of the API's enums: the tables of coord-enums.h (its values are the
+ * API's, checked in coord-rpc.c). */
 static const char *host_state(int s) {
-        return s == 1 ? "enabled" : s == 2 ? "draining" : s == 3 ? "maintenance" : "?";
+        return coord_host_state_to_string(s);
 }
 static const char *health(int h) {
-        return h == 1 ? "healthy" : h == 2 ? "unreachable" : "unknown";
+        return coord_host_health_to_string(h);
 }
 static const char *guest_state(int s) {
-        return s == 1 ? "running" : s == 2 ? "paused" : s == 3 ? "shutdown" : s == 4 ? "shutoff" : s == 5 ? "crashed" : "?";
+        return coord_guest_state_to_string(s);
 }
 static const char *job_phase(int p) {
-        static const char *n[] = { "?", "planning", "running", "verifying", "succeeded", "failed", "cancelled" };
-        return p >= 0 && p <= 6 ? n[p] : "?";
+        return coord_job_phase_to_string(p);
 }
 static const char *sub_phase(int p) {
-        static const char *n[] = { "?", "queued", "migrating", "done", "FAILED", "cancelled", "BLOCKED" };
-        return p >= 0 && p <= 6 ? n[p] : "?";
+        return coord_subtask_phase_to_string(p);
+}
+/* Every job that is not an evacuation shows as a migration. */
+static const char *job_kind(int k) {
+        return coord_job_kind_to_string(k == COORD_JOB_KIND_EVACUATE ? k : COORD_JOB_KIND_MIGRATE);
 }
 
 static void print_json(json_object *j) {
@@ -192,7 +197,7 @@ static int cmd_vms(const char *host) {
 static json_object *job_json(const Drover__V1__Job *j) {
         json_object *x = json_object_new_object(), *subs = json_object_new_array(), *hist = json_object_new_array();
         json_object_object_add(x, "id", json_object_new_string(j->id));
-        json_object_object_add(x, "kind", json_object_new_string(j->kind == 2 ? "evacuate" : "migrate"));
+        json_object_object_add(x, "kind", json_object_new_string(job_kind(j->kind)));
         json_object_object_add(x, "phase", json_object_new_string(job_phase(j->phase)));
         json_object_object_add(x, "host", json_object_new_string(j->host));
         json_object_object_add(x, "error", json_object_new_string(j->error));
@@ -229,11 +234,12 @@ static json_object *job_json(const Drover__V1__Job *j) {
 }
 
 static int job_exit(const Drover__V1__Job *j) {
-        if (j->phase == 4)
+        if (j->phase == DROVER__V1__JOB_PHASE__JOB_PHASE_SUCCEEDED)
                 return EXIT_OK;
-        if (j->phase == 5 && j->succeeded == 0)
+        if (j->phase == DROVER__V1__JOB_PHASE__JOB_PHASE_FAILED && j->succeeded == 0)
                 return EXIT_FAILED;
-        if (j->phase == 5 || j->phase == 6)
+        if (j->phase == DROVER__V1__JOB_PHASE__JOB_PHASE_FAILED ||
+            j->phase == DROVER__V1__JOB_PHASE__JOB_PHASE_CANCELLED)
                 return EXIT_PARTIAL;
         return EXIT_OK;
 }
@@ -280,22 +286,23 @@ static int render(const Drover__V1__Job *j, bool tty, int prev_lines) {
         }
         if (tty && prev_lines)
                 printf("\033[%dA\033[J", prev_lines); /* up to the summary, and clear what was below */
-        if (j->phase >= 4)
+        if (coord_job_phase_is_final(j->phase))
                 cols = 0; /* the last redraw: nothing is drawn over it, it may wrap */
         uint64_t now = wall_ns() / NSEC_PER_MSEC;
         double el = (double) ((j->finished_unix_ms ? j->finished_unix_ms : now) - j->created_unix_ms) / 1000.0;
         snprintf(line, sizeof(line), "%s %s %s: %s  %u/%zu done, %u failed, %u cancelled  %.1f s", j->id,
-                 j->kind == 2 ? "evacuate" : "migrate", j->host, job_phase(j->phase), j->succeeded, j->n_subtasks,
+                 job_kind(j->kind), j->host, job_phase(j->phase), j->succeeded, j->n_subtasks,
                  j->failed, j->cancelled, el);
         put_line(tty, cols, line);
         lines++;
         size_t shown = j->n_subtasks;
-        if (tty && j->phase < 4 && rows > 3 && 1 + j->n_subtasks > (size_t) rows - 1)
+        if (tty && !coord_job_phase_is_final(j->phase) && rows > 3 && 1 + j->n_subtasks > (size_t) rows - 1)
                 shown = (size_t) rows - 3; /* the summary, the guests shown, the "more" line */
         for (size_t i = 0; i < shown; i++) {
                 Drover__V1__Subtask *s = j->subtasks[i];
                 char detail[160] = "";
-                if (s->phase == 2 && s->stats && s->stats->ram_total_bytes) {
+                if (s->phase == DROVER__V1__SUBTASK_PHASE__SUBTASK_PHASE_MIGRATING && s->stats &&
+                    s->stats->ram_total_bytes) {
                         double total = (double) s->stats->ram_total_bytes, rem = (double) s->stats->ram_remaining_bytes;
                         double pct = total > 0 ? 100.0 * (total - MIN(rem, total)) / total : 0;
                         double rate = s->stats->mbps * 1e6 / 8; /* bytes/s */
@@ -305,15 +312,17 @@ static int render(const Drover__V1__Job *j, bool tty, int prev_lines) {
                         snprintf(detail, sizeof(detail), "%-9s %5.1f%%  %6.0f Mbit/s  ETA %-6s pass %llu",
                                  s->migration_phase[0] ? s->migration_phase : "start", pct, s->stats->mbps, eta,
                                  (unsigned long long) s->stats->iteration);
-                } else if (s->phase == 3) {
+                } else if (s->phase == DROVER__V1__SUBTASK_PHASE__SUBTASK_PHASE_SUCCEEDED) {
                         char tx[32];
                         human_bytes((double) s->transferred_bytes, tx, sizeof(tx));
                         snprintf(detail, sizeof(detail), "downtime %llu ms (%llu ms measured)  %s in %.1f s",
                                  (unsigned long long) s->downtime_ms, (unsigned long long) s->measured_downtime_ms, tx,
                                  (double) (s->finished_unix_ms - s->started_unix_ms) / 1000.0);
-                } else if (s->phase == 4 || s->phase == 5 || s->phase == 6)
+                } else if (s->phase == DROVER__V1__SUBTASK_PHASE__SUBTASK_PHASE_FAILED ||
+                           s->phase == DROVER__V1__SUBTASK_PHASE__SUBTASK_PHASE_CANCELLED ||
+                           s->phase == DROVER__V1__SUBTASK_PHASE__SUBTASK_PHASE_BLOCKED)
                         snprintf(detail, sizeof(detail), "%.150s", s->error[0] ? s->error : s->reason);
-                else if (s->phase == 1)
+                else if (s->phase == DROVER__V1__SUBTASK_PHASE__SUBTASK_PHASE_QUEUED)
                         snprintf(detail, sizeof(detail), "waiting for admission (est. %.1f s)", s->estimated_s);
                 snprintf(line, sizeof(line), "  %-18s %-10s -> %-10s %-9s %s", s->guest, s->source, s->destination,
                          sub_phase(s->phase), detail);
@@ -362,7 +371,7 @@ static int watch(const char *id) {
                                 snprintf(last, sizeof(last), "%s", now);
                         }
                 }
-                code = j->phase >= 4 ? job_exit(j) : EXIT_OK;
+                code = coord_job_phase_is_final(j->phase) ? job_exit(j) : EXIT_OK;
                 drover__v1__job__free_unpacked(j, NULL);
         }
         if (r < 0)
@@ -480,7 +489,7 @@ static int cmd_jobs(void) {
                 if (o.json)
                         json_object_array_add(arr, job_json(j));
                 else
-                        printf("%-28s %-9s %-10s %-10s %u/%u/%u/%zu\n", j->id, j->kind == 2 ? "evacuate" : "migrate", j->host,
+                        printf("%-28s %-9s %-10s %-10s %u/%u/%u/%zu\n", j->id, job_kind(j->kind), j->host,
                                job_phase(j->phase), j->succeeded, j->failed, j->cancelled, j->n_subtasks);
         }
         if (o.json)
@@ -515,11 +524,14 @@ static int cmd_job(const char *method, const char *id) {
 static int cmd_host(const char *verb, const char *host) {
         Drover__V1__SetHostStateRequest req = DROVER__V1__SET_HOST_STATE_REQUEST__INIT;
         Drover__V1__Host *h;
-        int s = strcmp(verb, "enable") == 0 ? 1 : strcmp(verb, "drain") == 0 ? 2 : strcmp(verb, "maintenance") == 0 ? 3 : 0;
-        if (!s)
+        Drover__V1__HostState s = strcmp(verb, "enable") == 0      ? DROVER__V1__HOST_STATE__HOST_STATE_ENABLED
+                                  : strcmp(verb, "drain") == 0       ? DROVER__V1__HOST_STATE__HOST_STATE_DRAINING
+                                  : strcmp(verb, "maintenance") == 0 ? DROVER__V1__HOST_STATE__HOST_STATE_MAINTENANCE
+                                                                     : DROVER__V1__HOST_STATE__HOST_STATE_UNSPECIFIED;
+        if (s == DROVER__V1__HOST_STATE__HOST_STATE_UNSPECIFIED)
                 return usage(stderr);
         req.host = (char *) host;
-        req.state = (Drover__V1__HostState) s;
+        req.state = s;
         int rc = call("SetHostState", &req.base, (ProtobufCMessage **) &h);
         if (rc < 0)
                 return fail("host", rc);
@@ -570,9 +582,9 @@ int main(int argc, char **argv) {
                 case 11: o.downtime = (uint32_t) strtoul(optarg, NULL, 10); break;
                 case 12:
                         if (strcmp(optarg, "allowed") == 0)
-                                o.postcopy = 1;
+                                o.postcopy = DROVER__V1__POSTCOPY_MODE__POSTCOPY_ALLOWED;
                         else if (strcmp(optarg, "after") == 0)
-                                o.postcopy = 2;
+                                o.postcopy = DROVER__V1__POSTCOPY_MODE__POSTCOPY_AFTER;
                         else
                                 return usage(stderr);
                         break;
@@ -607,7 +619,13 @@ int main(int argc, char **argv) {
                                 case 9: o.stop_on_failure = true; break;
                                 case 10: o.bandwidth = strtoull(val, NULL, 10) * 1024 * 1024; break;
                                 case 11: o.downtime = (uint32_t) strtoul(val, NULL, 10); break;
-                                case 12: o.postcopy = strcmp(val, "allowed") == 0 ? 1 : strcmp(val, "after") == 0 ? 2 : -1; break;
+                                case 12:
+                                        o.postcopy = strcmp(val, "allowed") == 0
+                                                             ? DROVER__V1__POSTCOPY_MODE__POSTCOPY_ALLOWED
+                                                     : strcmp(val, "after") == 0
+                                                             ? DROVER__V1__POSTCOPY_MODE__POSTCOPY_AFTER
+                                                             : -1;
+                                        break;
                                 case 13: o.auto_converge = true; break;
                                 case 'c': o.target = val; break;
                                 default: return usage(stderr);

@@ -49,19 +49,12 @@
 #define STORE_SQLITE_LIST_MAX 10000
 #define STORE_SQLITE_EVENTS_MAX 10000
 
-/* Enum ranges of coordinator.proto (the store does not include generated
- * code).  A job in one of JOB_PHASE 4..6 (succeeded, failed, cancelled) is
- * finished; the schema's partial index says the same. */
-#define JOB_KIND_MIN 1          /* MIGRATE */
-#define JOB_KIND_MAX 2          /* EVACUATE */
-#define JOB_KIND_EVACUATE 2
-#define JOB_PHASE_MIN 1         /* PLANNING */
-#define JOB_PHASE_MAX 6         /* CANCELLED */
-#define SUBTASK_PHASE_MIN 1     /* QUEUED */
-#define SUBTASK_PHASE_MAX 6     /* BLOCKED */
-#define HOST_STATE_MIN 1        /* ENABLED */
-#define HOST_STATE_MAX 3        /* MAINTENANCE */
-#define FAILURE_POLICY_MAX 1    /* STOP */
+/* The schema and its queries name the final job phases by number (the
+ * partial index of unfinished jobs, "phase NOT IN (4, 5, 6)"), and every
+ * enum is stored as its number: the numbers of coord-enums.h never change. */
+_Static_assert(COORD_JOB_PHASE_SUCCEEDED == 4 && COORD_JOB_PHASE_FAILED == 5 &&
+                       COORD_JOB_PHASE_CANCELLED == 6 && COORD_JOB_PHASE_MAX == 7,
+               "the store's partial index names the final job phases 4, 5, 6");
 
 static const char schema_v1[] =
         "CREATE TABLE hosts ("
@@ -274,7 +267,8 @@ static int check_host(const StoreHost *h) {
             (r = CHECK_FIELD("host address", h->address, true)) < 0 ||
             (r = CHECK_FIELD("host migration_address", h->migration_address, false)) < 0 ||
             (r = CHECK_FIELD("host cpu_model", h->cpu_model, false)) < 0 ||
-            (r = check_range("host state", h->state, HOST_STATE_MIN, HOST_STATE_MAX)) < 0)
+            (r = check_range("host state", h->state, COORD_HOST_STATE_ENABLED,
+                                        COORD_HOST_STATE_MAX - 1)) < 0)
                 return r;
         return 0;
 }
@@ -284,10 +278,12 @@ static int check_job(const StoreJob *j) {
         if (!j)
                 return err_set(-EINVAL, "job record is missing");
         if ((r = CHECK_FIELD("job id", j->id, true)) < 0 ||
-            (r = check_range("job kind", j->kind, JOB_KIND_MIN, JOB_KIND_MAX)) < 0 ||
-            (r = check_range("job phase", j->phase, JOB_PHASE_MIN, JOB_PHASE_MAX)) < 0 ||
-            (r = CHECK_FIELD("job host", j->host, j->kind == JOB_KIND_EVACUATE)) < 0 ||
-            (r = check_range("job failure_policy", j->failure_policy, 0, FAILURE_POLICY_MAX)) < 0 ||
+            (r = check_range("job kind", j->kind, COORD_JOB_KIND_MIGRATE, COORD_JOB_KIND_MAX - 1)) < 0 ||
+            (r = check_range("job phase", j->phase, COORD_JOB_PHASE_PLANNING,
+                                 COORD_JOB_PHASE_MAX - 1)) < 0 ||
+            (r = CHECK_FIELD("job host", j->host, j->kind == COORD_JOB_KIND_EVACUATE)) < 0 ||
+            (r = check_range("job failure_policy", j->failure_policy, COORD_FAILURE_POLICY_CONTINUE,
+                                 COORD_FAILURE_POLICY_MAX - 1)) < 0 ||
             (r = check_time("job created_unix_ms", j->created_unix_ms)) < 0 ||
             (r = CHECK_FIELD("job params_json", j->params_json, false)) < 0 ||
             (r = CHECK_FIELD("job error", j->error, false)) < 0)
@@ -305,7 +301,8 @@ static int check_subtask(const StoreSubtask *t) {
             (r = CHECK_FIELD("sub-task uuid", t->uuid, false)) < 0 ||
             (r = CHECK_FIELD("sub-task source", t->source, false)) < 0 ||
             (r = CHECK_FIELD("sub-task destination", t->destination, false)) < 0 ||
-            (r = check_range("sub-task phase", t->phase, SUBTASK_PHASE_MIN, SUBTASK_PHASE_MAX)) < 0 ||
+            (r = check_range("sub-task phase", t->phase, COORD_SUBTASK_PHASE_QUEUED,
+                                 COORD_SUBTASK_PHASE_MAX - 1)) < 0 ||
             (r = CHECK_FIELD("sub-task op_id", t->op_id, false)) < 0 ||
             (r = CHECK_FIELD("sub-task error", t->error, false)) < 0 ||
             (r = CHECK_FIELD("sub-task reason", t->reason, false)) < 0 ||
@@ -636,7 +633,8 @@ static int sqlite_job_update(Store *base, const StoreJob *j) {
                 return err_set(-EINVAL, "job record is missing");
         /* Only the fields that change are checked. */
         if ((r = CHECK_FIELD("job id", j->id, true)) < 0 ||
-            (r = check_range("job phase", j->phase, JOB_PHASE_MIN, JOB_PHASE_MAX)) < 0 ||
+            (r = check_range("job phase", j->phase, COORD_JOB_PHASE_PLANNING,
+                                 COORD_JOB_PHASE_MAX - 1)) < 0 ||
             (r = CHECK_FIELD("job error", j->error, false)) < 0)
                 return r;
         lock_acquire(&s->lock);
