@@ -11,11 +11,12 @@
  * file that is not a database at all (-EIO); a new, empty file gets the
  * schema in one transaction and its directory is fsync'ed.
  *
- * Every call validates its input first (-EINVAL names the field), then takes
+ * Every call validates its input first (-EINVAL names the field), then runs
+ * its body, a `_locked` function on prepared statements, through STORE_TX:
  * the store's Lock (class "store", so hold times show up in the lock
- * statistics), runs one transaction on prepared statements and commits:
- * BEGIN IMMEDIATE for writes, a plain (deferred) BEGIN for reads, which in
- * WAL mode is a consistent snapshot that never waits for a writer.  The
+ * statistics), one transaction, commit or roll back.  BEGIN IMMEDIATE for
+ * writes, a plain (deferred) BEGIN for reads, which in WAL mode is a
+ * consistent snapshot that never waits for a writer.  The
  * lock is held across the commit's fsync on purpose: the connection is not
  * shareable and the calls are defined to be serial; store.h forbids holding
  * another coordinator lock while calling in.
@@ -366,13 +367,20 @@ static int exec_locked(SqliteStore *s, sqlite3_stmt *st, const char *what) {
         return 0;
 }
 
-static int tx_begin_locked(SqliteStore *s, bool write) {
-        _cleanup_stmt_ sqlite3_stmt *st = s->stmt[write ? STMT_BEGIN_WRITE : STMT_BEGIN_READ];
+typedef enum TxMode {
+        TX_READ,        /* a deferred BEGIN: in WAL mode a snapshot that never waits for a writer */
+        TX_WRITE,       /* BEGIN IMMEDIATE: the database's write lock from the start */
+} TxMode;
+
+static int tx_begin_locked(SqliteStore *s, TxMode mode) {
+        lock_assert_held(&s->lock);
+        _cleanup_stmt_ sqlite3_stmt *st = s->stmt[mode == TX_WRITE ? STMT_BEGIN_WRITE : STMT_BEGIN_READ];
         return exec_locked(s, st, "begin transaction");
 }
 
 /* Commit when @r >= 0, else roll back; returns @r or the commit's error. */
 static int tx_end_locked(SqliteStore *s, int r) {
+        lock_assert_held(&s->lock);
         if (r >= 0) {
                 _cleanup_stmt_ sqlite3_stmt *st = s->stmt[STMT_COMMIT];
                 int c = exec_locked(s, st, "commit");
@@ -380,7 +388,8 @@ static int tx_end_locked(SqliteStore *s, int r) {
                         return r;
                 r = c;
         }
-        /* A failed statement or commit may already have rolled back. */
+        /* A failed statement or commit may already have rolled back, and a
+         * failed BEGIN opened nothing. */
         if (!sqlite3_get_autocommit(s->db)) {
                 _cleanup_stmt_ sqlite3_stmt *st = s->stmt[STMT_ROLLBACK];
                 (void) sqlite3_step(st);
@@ -388,7 +397,35 @@ static int tx_end_locked(SqliteStore *s, int r) {
         return r;
 }
 
+/* The halves of STORE_TX: take the lock and begin; end and release. */
+static int tx_open(SqliteStore *s, TxMode mode) {
+        lock_acquire(&s->lock);
+        return tx_begin_locked(s, mode);
+}
+
+static int tx_close(SqliteStore *s, int r) {
+        r = tx_end_locked(s, r);
+        lock_release(&s->lock);
+        return r;
+}
+
+/* One store call, the only way the calls below reach the database: take
+ * the store's lock, begin a transaction of @mode, evaluate @body (an int
+ * expression run with the lock held: a _locked function) unless the begin
+ * failed, commit when it returned >= 0 or else roll back, release the lock.
+ * Evaluates to the body's result or the begin's or the commit's error.
+ * (SQLite's busy timeout, set at open, is the only retry.) */
+#define STORE_TX(s, mode, body)                         \
+        ({                                              \
+                SqliteStore *s_ = (s);                  \
+                int r_ = tx_open(s_, (mode));           \
+                if (r_ >= 0)                            \
+                        r_ = (body);                    \
+                tx_close(s_, r_);                       \
+        })
+
 static int job_exists_locked(SqliteStore *s, const char *id) {
+        lock_assert_held(&s->lock);
         _cleanup_stmt_ sqlite3_stmt *st = s->stmt[STMT_JOB_EXISTS];
         bind_text(st, 1, id);
         int rc = sqlite3_step(st);
@@ -415,6 +452,7 @@ static int array_reserve(void **arr, size_t *cap, size_t n, size_t elem) {
 /* ---- hosts ------------------------------------------------------------ */
 
 static int host_put_locked(SqliteStore *s, const StoreHost *h) {
+        lock_assert_held(&s->lock);
         _cleanup_stmt_ sqlite3_stmt *st = s->stmt[STMT_HOST_PUT];
         bind_text(st, 1, h->name);
         bind_text(st, 2, h->address);
@@ -434,15 +472,11 @@ static int sqlite_host_put(Store *base, const StoreHost *h) {
         int r = check_host(h);
         if (r < 0)
                 return r;
-        lock_acquire(&s->lock);
-        r = tx_begin_locked(s, true);
-        if (r >= 0)
-                r = tx_end_locked(s, host_put_locked(s, h));
-        lock_release(&s->lock);
-        return r;
+        return STORE_TX(s, TX_WRITE, host_put_locked(s, h));
 }
 
 static int host_delete_locked(SqliteStore *s, const char *name) {
+        lock_assert_held(&s->lock);
         _cleanup_stmt_ sqlite3_stmt *st = s->stmt[STMT_HOST_DELETE];
         bind_text(st, 1, name);
         int r = exec_locked(s, st, "delete host");
@@ -458,12 +492,7 @@ static int sqlite_host_delete(Store *base, const char *name) {
         int r = check_str("host name", name, STORE_NAME_MAX, true);
         if (r < 0)
                 return r;
-        lock_acquire(&s->lock);
-        r = tx_begin_locked(s, true);
-        if (r >= 0)
-                r = tx_end_locked(s, host_delete_locked(s, name));
-        lock_release(&s->lock);
-        return r;
+        return STORE_TX(s, TX_WRITE, host_delete_locked(s, name));
 }
 
 static void host_from_row(sqlite3_stmt *st, StoreHost *h) {
@@ -481,6 +510,7 @@ static void host_from_row(sqlite3_stmt *st, StoreHost *h) {
 }
 
 static int host_list_locked(SqliteStore *s, StoreHost **ret, size_t *ret_n) {
+        lock_assert_held(&s->lock);
         _cleanup_stmt_ sqlite3_stmt *st = s->stmt[STMT_HOST_LIST];
         _cleanup_free_ StoreHost *hosts = NULL;
         size_t n = 0, cap = 0;
@@ -500,21 +530,14 @@ static int host_list_locked(SqliteStore *s, StoreHost **ret, size_t *ret_n) {
 
 static int sqlite_host_list(Store *base, StoreHost **ret, size_t *ret_n) {
         SqliteStore *s = sqlite_store(base);
-        StoreHost *hosts = NULL;
+        _cleanup_free_ StoreHost *hosts = NULL;
         size_t n = 0;
         int r = check_ret(ret, ret_n);
         if (r < 0)
                 return r;
-        lock_acquire(&s->lock);
-        r = tx_begin_locked(s, false);
-        if (r >= 0)
-                r = tx_end_locked(s, host_list_locked(s, &hosts, &n));
-        lock_release(&s->lock);
-        if (r < 0) {
-                free(hosts);
+        if ((r = STORE_TX(s, TX_READ, host_list_locked(s, &hosts, &n))) < 0)
                 return r;
-        }
-        *ret = hosts;
+        *ret = TAKE_PTR(hosts);
         *ret_n = n;
         return 0;
 }
@@ -542,6 +565,7 @@ static int subtask_bind(sqlite3_stmt *st, const StoreSubtask *t) {
 }
 
 static int job_insert_locked(SqliteStore *s, const StoreJob *j) {
+        lock_assert_held(&s->lock);
         _cleanup_stmt_ sqlite3_stmt *st = s->stmt[STMT_JOB_INSERT];
         bind_text(st, 1, j->id);
         sqlite3_bind_int(st, 2, j->kind);
@@ -562,6 +586,7 @@ static int job_insert_locked(SqliteStore *s, const StoreJob *j) {
 
 static int job_create_locked(SqliteStore *s, const StoreJob *j, const StoreSubtask *subs,
                              size_t n_subs) {
+        lock_assert_held(&s->lock);
         int r = job_insert_locked(s, j);
         if (r < 0)
                 return r;
@@ -604,15 +629,11 @@ static int sqlite_job_create(Store *base, const StoreJob *j, const StoreSubtask 
         int r = check_job_create(j, subs, n_subs);
         if (r < 0)
                 return r;
-        lock_acquire(&s->lock);
-        r = tx_begin_locked(s, true);
-        if (r >= 0)
-                r = tx_end_locked(s, job_create_locked(s, j, subs, n_subs));
-        lock_release(&s->lock);
-        return r;
+        return STORE_TX(s, TX_WRITE, job_create_locked(s, j, subs, n_subs));
 }
 
 static int job_update_locked(SqliteStore *s, const StoreJob *j) {
+        lock_assert_held(&s->lock);
         _cleanup_stmt_ sqlite3_stmt *st = s->stmt[STMT_JOB_UPDATE];
         bind_text(st, 1, j->id);
         sqlite3_bind_int(st, 2, j->phase);
@@ -637,12 +658,7 @@ static int sqlite_job_update(Store *base, const StoreJob *j) {
                                  COORD_JOB_PHASE_MAX - 1)) < 0 ||
             (r = CHECK_FIELD("job error", j->error, false)) < 0)
                 return r;
-        lock_acquire(&s->lock);
-        r = tx_begin_locked(s, true);
-        if (r >= 0)
-                r = tx_end_locked(s, job_update_locked(s, j));
-        lock_release(&s->lock);
-        return r;
+        return STORE_TX(s, TX_WRITE, job_update_locked(s, j));
 }
 
 static void job_from_row(sqlite3_stmt *st, StoreJob *j) {
@@ -660,6 +676,7 @@ static void job_from_row(sqlite3_stmt *st, StoreJob *j) {
 }
 
 static int job_get_locked(SqliteStore *s, const char *id, StoreJob *ret) {
+        lock_assert_held(&s->lock);
         _cleanup_stmt_ sqlite3_stmt *st = s->stmt[STMT_JOB_GET];
         bind_text(st, 1, id);
         int rc = sqlite3_step(st);
@@ -679,11 +696,7 @@ static int sqlite_job_get(Store *base, const char *id, StoreJob *ret) {
                 return r;
         if (!ret)
                 return err_set(-EINVAL, "no place for the result");
-        lock_acquire(&s->lock);
-        r = tx_begin_locked(s, false);
-        if (r >= 0)
-                r = tx_end_locked(s, job_get_locked(s, id, &j));
-        lock_release(&s->lock);
+        r = STORE_TX(s, TX_READ, job_get_locked(s, id, &j));
         if (r >= 0)
                 *ret = j;
         return r;
@@ -691,6 +704,7 @@ static int sqlite_job_get(Store *base, const char *id, StoreJob *ret) {
 
 static int job_list_locked(SqliteStore *s, bool unfinished_only, size_t limit, StoreJob **ret,
                            size_t *ret_n) {
+        lock_assert_held(&s->lock);
         _cleanup_stmt_ sqlite3_stmt *st =
                 s->stmt[unfinished_only ? STMT_JOB_LIST_UNFINISHED : STMT_JOB_LIST];
         _cleanup_free_ StoreJob *jobs = NULL;
@@ -713,23 +727,16 @@ static int job_list_locked(SqliteStore *s, bool unfinished_only, size_t limit, S
 static int sqlite_job_list(Store *base, bool unfinished_only, size_t limit, StoreJob **ret,
                            size_t *ret_n) {
         SqliteStore *s = sqlite_store(base);
-        StoreJob *jobs = NULL;
+        _cleanup_free_ StoreJob *jobs = NULL;
         size_t n = 0;
         int r = check_ret(ret, ret_n);
         if (r < 0)
                 return r;
         if (limit == 0 || limit > STORE_SQLITE_LIST_MAX)
                 limit = STORE_SQLITE_LIST_MAX;
-        lock_acquire(&s->lock);
-        r = tx_begin_locked(s, false);
-        if (r >= 0)
-                r = tx_end_locked(s, job_list_locked(s, unfinished_only, limit, &jobs, &n));
-        lock_release(&s->lock);
-        if (r < 0) {
-                free(jobs);
+        if ((r = STORE_TX(s, TX_READ, job_list_locked(s, unfinished_only, limit, &jobs, &n))) < 0)
                 return r;
-        }
-        *ret = jobs;
+        *ret = TAKE_PTR(jobs);
         *ret_n = n;
         return 0;
 }
@@ -737,6 +744,7 @@ static int sqlite_job_list(Store *base, bool unfinished_only, size_t limit, Stor
 /* ---- sub-tasks -------------------------------------------------------- */
 
 static int subtask_update_locked(SqliteStore *s, const StoreSubtask *t) {
+        lock_assert_held(&s->lock);
         _cleanup_stmt_ sqlite3_stmt *st = s->stmt[STMT_SUBTASK_UPDATE];
         subtask_bind(st, t);
         int r = exec_locked(s, st, "update sub-task");
@@ -755,12 +763,7 @@ static int sqlite_subtask_update(Store *base, const StoreSubtask *t) {
         int r = check_subtask(t);
         if (r < 0)
                 return r;
-        lock_acquire(&s->lock);
-        r = tx_begin_locked(s, true);
-        if (r >= 0)
-                r = tx_end_locked(s, subtask_update_locked(s, t));
-        lock_release(&s->lock);
-        return r;
+        return STORE_TX(s, TX_WRITE, subtask_update_locked(s, t));
 }
 
 static void subtask_from_row(sqlite3_stmt *st, StoreSubtask *t) {
@@ -786,6 +789,7 @@ static void subtask_from_row(sqlite3_stmt *st, StoreSubtask *t) {
 
 static int subtask_list_locked(SqliteStore *s, const char *job_id, StoreSubtask **ret,
                                size_t *ret_n) {
+        lock_assert_held(&s->lock);
         _cleanup_stmt_ sqlite3_stmt *st = s->stmt[STMT_SUBTASK_LIST];
         _cleanup_free_ StoreSubtask *subs = NULL;
         size_t n = 0, cap = 0;
@@ -810,23 +814,16 @@ static int subtask_list_locked(SqliteStore *s, const char *job_id, StoreSubtask 
 static int sqlite_subtask_list(Store *base, const char *job_id, StoreSubtask **ret,
                                size_t *ret_n) {
         SqliteStore *s = sqlite_store(base);
-        StoreSubtask *subs = NULL;
+        _cleanup_free_ StoreSubtask *subs = NULL;
         size_t n = 0;
         int r = check_str("job id", job_id, STORE_ID_MAX, true);
         if (r < 0)
                 return r;
         if ((r = check_ret(ret, ret_n)) < 0)
                 return r;
-        lock_acquire(&s->lock);
-        r = tx_begin_locked(s, false);
-        if (r >= 0)
-                r = tx_end_locked(s, subtask_list_locked(s, job_id, &subs, &n));
-        lock_release(&s->lock);
-        if (r < 0) {
-                free(subs);
+        if ((r = STORE_TX(s, TX_READ, subtask_list_locked(s, job_id, &subs, &n))) < 0)
                 return r;
-        }
-        *ret = subs;
+        *ret = TAKE_PTR(subs);
         *ret_n = n;
         return 0;
 }
@@ -835,6 +832,7 @@ static int sqlite_subtask_list(Store *base, const char *job_id, StoreSubtask **r
 
 static int event_add_locked(SqliteStore *s, const char *job_id, uint64_t time_unix_ms,
                             const char *text) {
+        lock_assert_held(&s->lock);
         _cleanup_stmt_ sqlite3_stmt *st = s->stmt[STMT_EVENT_ADD];
         int r = job_exists_locked(s, job_id);
         if (r < 0)
@@ -853,16 +851,12 @@ static int sqlite_event_add(Store *base, const char *job_id, uint64_t time_unix_
             (r = check_str("event text", text, STORE_TEXT_MAX, false)) < 0 ||
             (r = check_time("event time_unix_ms", time_unix_ms)) < 0)
                 return r;
-        lock_acquire(&s->lock);
-        r = tx_begin_locked(s, true);
-        if (r >= 0)
-                r = tx_end_locked(s, event_add_locked(s, job_id, time_unix_ms, text));
-        lock_release(&s->lock);
-        return r;
+        return STORE_TX(s, TX_WRITE, event_add_locked(s, job_id, time_unix_ms, text));
 }
 
 static int event_list_locked(SqliteStore *s, const char *job_id, StoreEvent **ret,
                              size_t *ret_n) {
+        lock_assert_held(&s->lock);
         _cleanup_stmt_ sqlite3_stmt *st = s->stmt[STMT_EVENT_LIST];
         _cleanup_free_ StoreEvent *events = NULL;
         size_t n = 0, cap = 0;
@@ -888,23 +882,16 @@ static int event_list_locked(SqliteStore *s, const char *job_id, StoreEvent **re
 
 static int sqlite_event_list(Store *base, const char *job_id, StoreEvent **ret, size_t *ret_n) {
         SqliteStore *s = sqlite_store(base);
-        StoreEvent *events = NULL;
+        _cleanup_free_ StoreEvent *events = NULL;
         size_t n = 0;
         int r = check_str("job id", job_id, STORE_ID_MAX, true);
         if (r < 0)
                 return r;
         if ((r = check_ret(ret, ret_n)) < 0)
                 return r;
-        lock_acquire(&s->lock);
-        r = tx_begin_locked(s, false);
-        if (r >= 0)
-                r = tx_end_locked(s, event_list_locked(s, job_id, &events, &n));
-        lock_release(&s->lock);
-        if (r < 0) {
-                free(events);
+        if ((r = STORE_TX(s, TX_READ, event_list_locked(s, job_id, &events, &n))) < 0)
                 return r;
-        }
-        *ret = events;
+        *ret = TAKE_PTR(events);
         *ret_n = n;
         return 0;
 }
