@@ -15,8 +15,9 @@
  *
  * Locking: coord->lock (class "coordinator") protects the host table and
  * the in-memory jobs; it is never held across an agent call or a store
- * call.  The store serialises itself.  The enums (host state, job phase,
- * ...) are in coord-enums.h.
+ * call.  The store serialises itself.  Every function here is called with
+ * no coordinator lock held.  The code's layout and its lock rules are in
+ * coord-priv.h; the enums (host state, job phase, ...) in coord-enums.h.
  */
 #pragma once
 
