@@ -20,6 +20,7 @@
  */
 #define _GNU_SOURCE
 #include "coord.h"
+#include "coord-enums.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -67,7 +68,7 @@ static int parse_host(const JsonNode *o, StoreHost *h) {
         int r;
 
         memset(h, 0, sizeof(*h));
-        h->state = 1;
+        h->state = COORD_HOST_STATE_ENABLED;
         if ((r = json_want_object(o)) < 0 || (r = json_check_members(o, known)) < 0 ||
             (r = json_get_string(o, "name", false, h->name, sizeof(h->name))) < 0 ||
             (r = json_get_string(o, "address", false, h->address, sizeof(h->address))) < 0 ||

@@ -13,6 +13,50 @@
 #include "err.h"
 #include "migparams-pb.h"
 
+/* The coordinator's enums (coord-enums.h) are the API's, value for value:
+ * the casts between them below, and droverctl's use of the names, rely on
+ * it. */
+#define SAME_VALUE(ours, proto) _Static_assert((int) (ours) == (int) (proto), #ours " != " #proto)
+SAME_VALUE(COORD_HOST_STATE_UNSPECIFIED, DROVER__V1__HOST_STATE__HOST_STATE_UNSPECIFIED);
+SAME_VALUE(COORD_HOST_STATE_ENABLED, DROVER__V1__HOST_STATE__HOST_STATE_ENABLED);
+SAME_VALUE(COORD_HOST_STATE_DRAINING, DROVER__V1__HOST_STATE__HOST_STATE_DRAINING);
+SAME_VALUE(COORD_HOST_STATE_MAINTENANCE, DROVER__V1__HOST_STATE__HOST_STATE_MAINTENANCE);
+SAME_VALUE(COORD_HOST_STATE_MAX, DROVER__V1__HOST_STATE__HOST_STATE_MAINTENANCE + 1);
+SAME_VALUE(COORD_HOST_HEALTH_UNKNOWN, DROVER__V1__HOST_HEALTH__HOST_HEALTH_UNKNOWN);
+SAME_VALUE(COORD_HOST_HEALTH_HEALTHY, DROVER__V1__HOST_HEALTH__HOST_HEALTH_HEALTHY);
+SAME_VALUE(COORD_HOST_HEALTH_UNREACHABLE, DROVER__V1__HOST_HEALTH__HOST_HEALTH_UNREACHABLE);
+SAME_VALUE(COORD_HOST_HEALTH_MAX, DROVER__V1__HOST_HEALTH__HOST_HEALTH_UNREACHABLE + 1);
+SAME_VALUE(COORD_JOB_KIND_UNSPECIFIED, DROVER__V1__JOB_KIND__JOB_KIND_UNSPECIFIED);
+SAME_VALUE(COORD_JOB_KIND_MIGRATE, DROVER__V1__JOB_KIND__JOB_KIND_MIGRATE);
+SAME_VALUE(COORD_JOB_KIND_EVACUATE, DROVER__V1__JOB_KIND__JOB_KIND_EVACUATE);
+SAME_VALUE(COORD_JOB_KIND_MAX, DROVER__V1__JOB_KIND__JOB_KIND_EVACUATE + 1);
+SAME_VALUE(COORD_JOB_PHASE_UNSPECIFIED, DROVER__V1__JOB_PHASE__JOB_PHASE_UNSPECIFIED);
+SAME_VALUE(COORD_JOB_PHASE_PLANNING, DROVER__V1__JOB_PHASE__JOB_PHASE_PLANNING);
+SAME_VALUE(COORD_JOB_PHASE_RUNNING, DROVER__V1__JOB_PHASE__JOB_PHASE_RUNNING);
+SAME_VALUE(COORD_JOB_PHASE_VERIFYING, DROVER__V1__JOB_PHASE__JOB_PHASE_VERIFYING);
+SAME_VALUE(COORD_JOB_PHASE_SUCCEEDED, DROVER__V1__JOB_PHASE__JOB_PHASE_SUCCEEDED);
+SAME_VALUE(COORD_JOB_PHASE_FAILED, DROVER__V1__JOB_PHASE__JOB_PHASE_FAILED);
+SAME_VALUE(COORD_JOB_PHASE_CANCELLED, DROVER__V1__JOB_PHASE__JOB_PHASE_CANCELLED);
+SAME_VALUE(COORD_JOB_PHASE_MAX, DROVER__V1__JOB_PHASE__JOB_PHASE_CANCELLED + 1);
+SAME_VALUE(COORD_FAILURE_POLICY_CONTINUE, DROVER__V1__FAILURE_POLICY__FAILURE_POLICY_CONTINUE);
+SAME_VALUE(COORD_FAILURE_POLICY_STOP, DROVER__V1__FAILURE_POLICY__FAILURE_POLICY_STOP);
+SAME_VALUE(COORD_FAILURE_POLICY_MAX, DROVER__V1__FAILURE_POLICY__FAILURE_POLICY_STOP + 1);
+SAME_VALUE(COORD_SUBTASK_PHASE_UNSPECIFIED, DROVER__V1__SUBTASK_PHASE__SUBTASK_PHASE_UNSPECIFIED);
+SAME_VALUE(COORD_SUBTASK_PHASE_QUEUED, DROVER__V1__SUBTASK_PHASE__SUBTASK_PHASE_QUEUED);
+SAME_VALUE(COORD_SUBTASK_PHASE_MIGRATING, DROVER__V1__SUBTASK_PHASE__SUBTASK_PHASE_MIGRATING);
+SAME_VALUE(COORD_SUBTASK_PHASE_SUCCEEDED, DROVER__V1__SUBTASK_PHASE__SUBTASK_PHASE_SUCCEEDED);
+SAME_VALUE(COORD_SUBTASK_PHASE_FAILED, DROVER__V1__SUBTASK_PHASE__SUBTASK_PHASE_FAILED);
+SAME_VALUE(COORD_SUBTASK_PHASE_CANCELLED, DROVER__V1__SUBTASK_PHASE__SUBTASK_PHASE_CANCELLED);
+SAME_VALUE(COORD_SUBTASK_PHASE_BLOCKED, DROVER__V1__SUBTASK_PHASE__SUBTASK_PHASE_BLOCKED);
+SAME_VALUE(COORD_SUBTASK_PHASE_MAX, DROVER__V1__SUBTASK_PHASE__SUBTASK_PHASE_BLOCKED + 1);
+SAME_VALUE(COORD_GUEST_STATE_UNSPECIFIED, DROVER__V1__GUEST_STATE__GUEST_STATE_UNSPECIFIED);
+SAME_VALUE(COORD_GUEST_STATE_RUNNING, DROVER__V1__GUEST_STATE__GUEST_STATE_RUNNING);
+SAME_VALUE(COORD_GUEST_STATE_PAUSED, DROVER__V1__GUEST_STATE__GUEST_STATE_PAUSED);
+SAME_VALUE(COORD_GUEST_STATE_SHUTDOWN, DROVER__V1__GUEST_STATE__GUEST_STATE_SHUTDOWN);
+SAME_VALUE(COORD_GUEST_STATE_SHUTOFF, DROVER__V1__GUEST_STATE__GUEST_STATE_SHUTOFF);
+SAME_VALUE(COORD_GUEST_STATE_CRASHED, DROVER__V1__GUEST_STATE__GUEST_STATE_CRASHED);
+SAME_VALUE(COORD_GUEST_STATE_MAX, DROVER__V1__GUEST_STATE__GUEST_STATE_CRASHED + 1);
+
 static Drover__V1__Host *host_msg(RpcCall *c, const CoordHostView *v) {
         Drover__V1__Host *h = rpc_call_alloc(c, sizeof(*h));
         drover__v1__host__init(h);
@@ -80,7 +124,7 @@ static RpcCode h_add_host(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMes
         snprintf(h.address, sizeof(h.address), "%s", req->host->address);
         snprintf(h.migration_address, sizeof(h.migration_address), "%s", req->host->migration_address);
         snprintf(h.cpu_model, sizeof(h.cpu_model), "%s", req->host->cpu_model);
-        h.state = req->host->state ? (int) req->host->state : 1;
+        h.state = req->host->state ? (int) req->host->state : COORD_HOST_STATE_ENABLED;
         h.memory_mib = req->host->memory_mib;
         h.vcpus = req->host->vcpus;
         h.link_bytes_per_s = req->host->link_bytes_per_s;
@@ -228,10 +272,10 @@ static Drover__V1__Job *job_msg(RpcCall *c, const CoordJobView *v) {
                 for (char *tok = strtok_r(copy, "\n", &save); tok; tok = strtok_r(NULL, "\n", &save))
                         s->policy_steps[s->n_policy_steps++] = tok;
                 j->subtasks[j->n_subtasks++] = s;
-                j->succeeded += t->phase == 3;
-                j->failed += t->phase == 4;
-                j->cancelled += t->phase == 5;
-                j->blocked += t->phase == 6;
+                j->succeeded += t->phase == COORD_SUBTASK_PHASE_SUCCEEDED;
+                j->failed += t->phase == COORD_SUBTASK_PHASE_FAILED;
+                j->cancelled += t->phase == COORD_SUBTASK_PHASE_CANCELLED;
+                j->blocked += t->phase == COORD_SUBTASK_PHASE_BLOCKED;
         }
         j->history = rpc_call_alloc(c, (v->n_events + 1) * sizeof(*j->history));
         for (size_t i = 0; i < v->n_events; i++) {
@@ -267,7 +311,8 @@ static RpcCode submit(RpcCall *c, Coordinator *co, const CoordJobRequest *req, D
 
 static RpcCode h_migrate(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
         const Drover__V1__MigrateGuestsRequest *req = (const void *) req_;
-        CoordJobRequest jr = { .kind = 1, .n_guests = req->n_guests, .guests = (const char *const *) req->guests,
+        CoordJobRequest jr = { .kind = COORD_JOB_KIND_MIGRATE,
+                               .n_guests = req->n_guests, .guests = (const char *const *) req->guests,
                                .to_host = req->to_host[0] ? req->to_host : NULL,
                                .failure_policy = (int) req->failure_policy, .dry_run = req->dry_run };
         if (req->params) {
@@ -279,7 +324,7 @@ static RpcCode h_migrate(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMess
 
 static RpcCode h_evacuate(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
         const Drover__V1__EvacuateRequest *req = (const void *) req_;
-        CoordJobRequest jr = { .kind = 2, .host = req->host, .failure_policy = (int) req->failure_policy,
+        CoordJobRequest jr = { .kind = COORD_JOB_KIND_EVACUATE, .host = req->host, .failure_policy = (int) req->failure_policy,
                                .dry_run = req->dry_run, .maintenance = req->maintenance };
         if (req->params) {
                 mig_params_from_pb(req->params, &jr.params);
@@ -359,7 +404,7 @@ static RpcCode watch_loop(RpcCall *c, Coordinator *co, const char *id) {
                 int r = coord_job_get(co, req->id, false, &v);
                 if (r < 0)
                         return rpc_call_fail_errno(c, r);
-                bool done = v.job.phase >= 4;
+                bool done = coord_job_phase_is_final(v.job.phase);
                 if (v.generation != gen) {
                         gen = v.generation;
                         /* messages are built in the call arena: a long watch

@@ -15,7 +15,9 @@
  *
  * Locking: coord->lock (class "coordinator") protects the host table and
  * the in-memory jobs; it is never held across an agent call or a store
- * call.  The store serialises itself.
+ * call.  The store serialises itself.  Every function here is called with
+ * no coordinator lock held.  The code's layout and its lock rules are in
+ * coord-priv.h; the enums (host state, job phase, ...) in coord-enums.h.
  */
 #pragma once
 
@@ -26,6 +28,7 @@
 #include <stdint.h>
 
 #include "coord-agents.h"
+#include "coord-enums.h"
 #include "lock.h"
 #include "placement.h"
 #include "store.h"
@@ -70,7 +73,7 @@ void coord_free(Coordinator *c);
 /* ---- inventory ---- */
 typedef struct CoordHostView {
         StoreHost h;
-        int health;                 /* HostHealth of coordinator.proto */
+        CoordHostHealth health;
         uint64_t memory_used_mib;
         uint32_t vcpus_used;
         uint32_t guests;
@@ -81,11 +84,12 @@ typedef struct CoordHostView {
 int coord_hosts(Coordinator *c, CoordHostView **ret, size_t *ret_n);
 int coord_host_add(Coordinator *c, const StoreHost *h);
 int coord_host_remove(Coordinator *c, const char *name);
+/* @state: a CoordHostState other than UNSPECIFIED (-EINVAL); persisted. */
 int coord_host_set_state(Coordinator *c, const char *name, int state, CoordHostView *ret);
 
 typedef struct CoordGuestView {
         char name[64], uuid[37], host[64], cpu_model[64], group[64];
-        int state;
+        int state;                  /* CoordGuestState, as the agent reported it */
         uint64_t memory_mib;
         uint32_t vcpus;
         uint64_t dirty_bytes_per_s;
@@ -130,14 +134,14 @@ typedef struct CoordJobView {
 void coord_job_view_clear(CoordJobView *v);
 
 typedef struct CoordJobRequest {
-        int kind;                    /* JobKind */
+        int kind;                    /* CoordJobKind */
         size_t n_guests;
         const char *const *guests;   /* migrate: names or UUIDs */
         const char *host;            /* evacuate */
         const char *to_host;         /* migrate: optional destination */
         MigParams params;
         bool have_params;
-        int failure_policy;
+        int failure_policy;          /* CoordFailurePolicy */
         bool dry_run;
         bool maintenance;
 } CoordJobRequest;

@@ -22,6 +22,7 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include "coord-enums.h"
 #include "coordinator.pb-c.h"
 #include "deadline.h"
 #include "err.h"
@@ -105,22 +106,26 @@ static int call(const char *method, const ProtobufCMessage *req, ProtobufCMessag
         return rpc_client_unary(cl, &drover__v1__coordinator__descriptor, method, req, o.timeout_ms, resp, &st);
 }
 
+/* Names of the API's enums: the tables of coord-enums.h (its values are the
+ * API's, checked in coord-rpc.c). */
 static const char *host_state(int s) {
-        return s == 1 ? "enabled" : s == 2 ? "draining" : s == 3 ? "maintenance" : "?";
+        return coord_host_state_to_string(s);
 }
 static const char *health(int h) {
-        return h == 1 ? "healthy" : h == 2 ? "unreachable" : "unknown";
+        return coord_host_health_to_string(h);
 }
 static const char *guest_state(int s) {
-        return s == 1 ? "running" : s == 2 ? "paused" : s == 3 ? "shutdown" : s == 4 ? "shutoff" : s == 5 ? "crashed" : "?";
+        return coord_guest_state_to_string(s);
 }
 static const char *job_phase(int p) {
-        static const char *n[] = { "?", "planning", "running", "verifying", "succeeded", "failed", "cancelled" };
-        return p >= 0 && p <= 6 ? n[p] : "?";
+        return coord_job_phase_to_string(p);
 }
 static const char *sub_phase(int p) {
-        static const char *n[] = { "?", "queued", "migrating", "done", "FAILED", "cancelled", "BLOCKED" };
-        return p >= 0 && p <= 6 ? n[p] : "?";
+        return coord_subtask_phase_to_string(p);
+}
+/* Every job that is not an evacuation shows as a migration. */
+static const char *job_kind(int k) {
+        return coord_job_kind_to_string(k == COORD_JOB_KIND_EVACUATE ? k : COORD_JOB_KIND_MIGRATE);
 }
 
 static int cmd_hosts(void) {
@@ -196,7 +201,7 @@ static int cmd_vms(const char *host) {
 static JsonValue *job_json(const Drover__V1__Job *j) {
         JsonValue *x = json_new_object(), *subs = json_new_array(), *hist = json_new_array();
         json_add_string(x, "id", j->id);
-        json_add_string(x, "kind", j->kind == 2 ? "evacuate" : "migrate");
+        json_add_string(x, "kind", job_kind(j->kind));
         json_add_string(x, "phase", job_phase(j->phase));
         json_add_string(x, "host", j->host);
         json_add_string(x, "error", j->error);
@@ -233,11 +238,12 @@ static JsonValue *job_json(const Drover__V1__Job *j) {
 }
 
 static int job_exit(const Drover__V1__Job *j) {
-        if (j->phase == 4)
+        if (j->phase == DROVER__V1__JOB_PHASE__JOB_PHASE_SUCCEEDED)
                 return EXIT_OK;
-        if (j->phase == 5 && j->succeeded == 0)
+        if (j->phase == DROVER__V1__JOB_PHASE__JOB_PHASE_FAILED && j->succeeded == 0)
                 return EXIT_FAILED;
-        if (j->phase == 5 || j->phase == 6)
+        if (j->phase == DROVER__V1__JOB_PHASE__JOB_PHASE_FAILED ||
+            j->phase == DROVER__V1__JOB_PHASE__JOB_PHASE_CANCELLED)
                 return EXIT_PARTIAL;
         return EXIT_OK;
 }
@@ -284,22 +290,23 @@ static int render(const Drover__V1__Job *j, bool tty, int prev_lines) {
         }
         if (tty && prev_lines)
                 printf("\033[%dA\033[J", prev_lines); /* up to the summary, and clear what was below */
-        if (j->phase >= 4)
+        if (coord_job_phase_is_final(j->phase))
                 cols = 0; /* the last redraw: nothing is drawn over it, it may wrap */
         uint64_t now = wall_ns() / NSEC_PER_MSEC;
         double el = (double) ((j->finished_unix_ms ? j->finished_unix_ms : now) - j->created_unix_ms) / 1000.0;
         snprintf(line, sizeof(line), "%s %s %s: %s  %u/%zu done, %u failed, %u cancelled  %.1f s", j->id,
-                 j->kind == 2 ? "evacuate" : "migrate", j->host, job_phase(j->phase), j->succeeded, j->n_subtasks,
+                 job_kind(j->kind), j->host, job_phase(j->phase), j->succeeded, j->n_subtasks,
                  j->failed, j->cancelled, el);
         put_line(tty, cols, line);
         lines++;
         size_t shown = j->n_subtasks;
-        if (tty && j->phase < 4 && rows > 3 && 1 + j->n_subtasks > (size_t) rows - 1)
+        if (tty && !coord_job_phase_is_final(j->phase) && rows > 3 && 1 + j->n_subtasks > (size_t) rows - 1)
                 shown = (size_t) rows - 3; /* the summary, the guests shown, the "more" line */
         for (size_t i = 0; i < shown; i++) {
                 Drover__V1__Subtask *s = j->subtasks[i];
                 char detail[160] = "";
-                if (s->phase == 2 && s->stats && s->stats->ram_total_bytes) {
+                if (s->phase == DROVER__V1__SUBTASK_PHASE__SUBTASK_PHASE_MIGRATING && s->stats &&
+                    s->stats->ram_total_bytes) {
                         double total = (double) s->stats->ram_total_bytes, rem = (double) s->stats->ram_remaining_bytes;
                         double pct = total > 0 ? 100.0 * (total - MIN(rem, total)) / total : 0;
                         double rate = s->stats->mbps * 1e6 / 8; /* bytes/s */
@@ -309,15 +316,17 @@ static int render(const Drover__V1__Job *j, bool tty, int prev_lines) {
                         snprintf(detail, sizeof(detail), "%-9s %5.1f%%  %6.0f Mbit/s  ETA %-6s pass %llu",
                                  s->migration_phase[0] ? s->migration_phase : "start", pct, s->stats->mbps, eta,
                                  (unsigned long long) s->stats->iteration);
-                } else if (s->phase == 3) {
+                } else if (s->phase == DROVER__V1__SUBTASK_PHASE__SUBTASK_PHASE_SUCCEEDED) {
                         char tx[32];
                         human_bytes((double) s->transferred_bytes, tx, sizeof(tx));
                         snprintf(detail, sizeof(detail), "downtime %llu ms (%llu ms measured)  %s in %.1f s",
                                  (unsigned long long) s->downtime_ms, (unsigned long long) s->measured_downtime_ms, tx,
                                  (double) (s->finished_unix_ms - s->started_unix_ms) / 1000.0);
-                } else if (s->phase == 4 || s->phase == 5 || s->phase == 6)
+                } else if (s->phase == DROVER__V1__SUBTASK_PHASE__SUBTASK_PHASE_FAILED ||
+                           s->phase == DROVER__V1__SUBTASK_PHASE__SUBTASK_PHASE_CANCELLED ||
+                           s->phase == DROVER__V1__SUBTASK_PHASE__SUBTASK_PHASE_BLOCKED)
                         snprintf(detail, sizeof(detail), "%.150s", s->error[0] ? s->error : s->reason);
-                else if (s->phase == 1)
+                else if (s->phase == DROVER__V1__SUBTASK_PHASE__SUBTASK_PHASE_QUEUED)
                         snprintf(detail, sizeof(detail), "waiting for admission (est. %.1f s)", s->estimated_s);
                 snprintf(line, sizeof(line), "  %-18s %-10s -> %-10s %-9s %s", s->guest, s->source, s->destination,
                          sub_phase(s->phase), detail);
@@ -366,7 +375,7 @@ static int watch(const char *id) {
                                 snprintf(last, sizeof(last), "%s", now);
                         }
                 }
-                code = j->phase >= 4 ? job_exit(j) : EXIT_OK;
+                code = coord_job_phase_is_final(j->phase) ? job_exit(j) : EXIT_OK;
                 drover__v1__job__free_unpacked(j, NULL);
         }
         if (r < 0)
@@ -476,7 +485,7 @@ static int cmd_jobs(void) {
                 if (o.json)
                         json_append(arr, job_json(j));
                 else
-                        printf("%-28s %-9s %-10s %-10s %u/%u/%u/%zu\n", j->id, j->kind == 2 ? "evacuate" : "migrate", j->host,
+                        printf("%-28s %-9s %-10s %-10s %u/%u/%u/%zu\n", j->id, job_kind(j->kind), j->host,
                                job_phase(j->phase), j->succeeded, j->failed, j->cancelled, j->n_subtasks);
         }
         if (o.json)
@@ -511,11 +520,14 @@ static int cmd_job(const char *method, const char *id) {
 static int cmd_host(const char *verb, const char *host) {
         Drover__V1__SetHostStateRequest req = DROVER__V1__SET_HOST_STATE_REQUEST__INIT;
         Drover__V1__Host *h;
-        int s = strcmp(verb, "enable") == 0 ? 1 : strcmp(verb, "drain") == 0 ? 2 : strcmp(verb, "maintenance") == 0 ? 3 : 0;
-        if (!s)
+        Drover__V1__HostState s = strcmp(verb, "enable") == 0      ? DROVER__V1__HOST_STATE__HOST_STATE_ENABLED
+                                  : strcmp(verb, "drain") == 0       ? DROVER__V1__HOST_STATE__HOST_STATE_DRAINING
+                                  : strcmp(verb, "maintenance") == 0 ? DROVER__V1__HOST_STATE__HOST_STATE_MAINTENANCE
+                                                                     : DROVER__V1__HOST_STATE__HOST_STATE_UNSPECIFIED;
+        if (s == DROVER__V1__HOST_STATE__HOST_STATE_UNSPECIFIED)
                 return usage(stderr);
         req.host = (char *) host;
-        req.state = (Drover__V1__HostState) s;
+        req.state = s;
         int rc = call("SetHostState", &req.base, (ProtobufCMessage **) &h);
         if (rc < 0)
                 return fail("host", rc);

@@ -1,21 +1,14 @@
-/* The job store on SQLite (see store.h): one database file, durable commits.
+/* The job store on SQLite (see store.h): the calls, one durable transaction
+ * each.  Opening the file (schema check and creation, WAL, synchronous=FULL,
+ * foreign keys, the busy timeout) and closing it are in store-sqlite-open.c;
+ * what both files share is in store-sqlite-priv.h.
  *
- * Connection: WAL journal, synchronous=FULL (the WAL is fsync'ed before a
- * COMMIT returns, so a call that returned 0 survives a crash or a power
- * loss), foreign_keys=ON (sub-tasks and events cannot outlive their job),
- * a busy timeout so another process holding the file (an operator's sqlite3
- * shell) delays a call for at most STORE_BUSY_TIMEOUT_MS instead of failing
- * it at once.  PRAGMA application_id marks the file as a Drover store and
- * PRAGMA user_version is the schema version: open refuses a foreign database
- * and a newer schema (-EPROTONOSUPPORT) before it writes anything, and a
- * file that is not a database at all (-EIO); a new, empty file gets the
- * schema in one transaction and its directory is fsync'ed.
- *
- * Every call validates its input first (-EINVAL names the field), then takes
+ * Every call validates its input first (-EINVAL names the field), then runs
+ * its body, a `_locked` function on prepared statements, through STORE_TX:
  * the store's Lock (class "store", so hold times show up in the lock
- * statistics), runs one transaction on prepared statements and commits:
- * BEGIN IMMEDIATE for writes, a plain (deferred) BEGIN for reads, which in
- * WAL mode is a consistent snapshot that never waits for a writer.  The
+ * statistics), one transaction, commit or roll back.  BEGIN IMMEDIATE for
+ * writes, a plain (deferred) BEGIN for reads, which in WAL mode is a
+ * consistent snapshot that never waits for a writer.  The
  * lock is held across the commit's fsync on purpose: the connection is not
  * shareable and the calls are defined to be serial; store.h forbids holding
  * another coordinator lock while calling in.
@@ -24,104 +17,32 @@
  * returns at most STORE_SQLITE_LIST_MAX jobs (limit 0 means that maximum),
  * event_list the STORE_SQLITE_EVENTS_MAX newest events of a job.
  *
- * Only this file includes sqlite3.h.  Unsigned 64-bit fields are stored as
- * the same bits in SQLite's signed INTEGER, so they round-trip exactly.
+ * Unsigned 64-bit fields are stored as the same bits in SQLite's signed
+ * INTEGER, so they round-trip exactly.
  */
-#include "store.h"
+#include "store-sqlite-priv.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
-#include <limits.h>
 #include <math.h>
-#include <sqlite3.h>
+#include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "cleanup.h"
 #include "err.h"
 #include "fault.h"
 #include "lock.h"
 
-#define STORE_SCHEMA_VERSION 1
-#define STORE_APPLICATION_ID 0x44525652 /* "DRVR" */
-#define STORE_BUSY_TIMEOUT_MS 5000
 #define STORE_SQLITE_SUBTASKS_MAX 10000
 #define STORE_SQLITE_LIST_MAX 10000
 #define STORE_SQLITE_EVENTS_MAX 10000
 
-/* Enum ranges of coordinator.proto (the store does not include generated
- * code).  A job in one of JOB_PHASE 4..6 (succeeded, failed, cancelled) is
- * finished; the schema's partial index says the same. */
-#define JOB_KIND_MIN 1          /* MIGRATE */
-#define JOB_KIND_MAX 2          /* EVACUATE */
-#define JOB_KIND_EVACUATE 2
-#define JOB_PHASE_MIN 1         /* PLANNING */
-#define JOB_PHASE_MAX 6         /* CANCELLED */
-#define SUBTASK_PHASE_MIN 1     /* QUEUED */
-#define SUBTASK_PHASE_MAX 6     /* BLOCKED */
-#define HOST_STATE_MIN 1        /* ENABLED */
-#define HOST_STATE_MAX 3        /* MAINTENANCE */
-#define FAILURE_POLICY_MAX 1    /* STOP */
-
-static const char schema_v1[] =
-        "CREATE TABLE hosts ("
-        " name TEXT PRIMARY KEY NOT NULL,"
-        " address TEXT NOT NULL,"
-        " migration_address TEXT NOT NULL,"
-        " state INTEGER NOT NULL,"
-        " memory_mib INTEGER NOT NULL,"
-        " vcpus INTEGER NOT NULL,"
-        " cpu_model TEXT NOT NULL,"
-        " link_bytes_per_s INTEGER NOT NULL,"
-        " max_outgoing INTEGER NOT NULL,"
-        " max_incoming INTEGER NOT NULL"
-        ") STRICT;"
-        /* job_no: insertion order, the tie-break of equal creation times
-         * (an explicit INTEGER PRIMARY KEY survives VACUUM). */
-        "CREATE TABLE jobs ("
-        " job_no INTEGER PRIMARY KEY,"
-        " id TEXT NOT NULL UNIQUE,"
-        " kind INTEGER NOT NULL,"
-        " phase INTEGER NOT NULL,"
-        " host TEXT NOT NULL,"
-        " failure_policy INTEGER NOT NULL,"
-        " params_json TEXT NOT NULL,"
-        " created_unix_ms INTEGER NOT NULL,"
-        " finished_unix_ms INTEGER NOT NULL,"
-        " error TEXT NOT NULL,"
-        " maintenance INTEGER NOT NULL"
-        ") STRICT;"
-        "CREATE INDEX jobs_by_created ON jobs(created_unix_ms, job_no);"
-        "CREATE INDEX jobs_unfinished ON jobs(created_unix_ms, job_no)"
-        " WHERE phase NOT IN (4, 5, 6);"
-        "CREATE TABLE subtasks ("
-        " job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,"
-        " seq INTEGER NOT NULL,"
-        " guest TEXT NOT NULL,"
-        " uuid TEXT NOT NULL,"
-        " source TEXT NOT NULL,"
-        " destination TEXT NOT NULL,"
-        " phase INTEGER NOT NULL,"
-        " op_id TEXT NOT NULL,"
-        " estimated_s REAL NOT NULL,"
-        " started_unix_ms INTEGER NOT NULL,"
-        " finished_unix_ms INTEGER NOT NULL,"
-        " downtime_ms INTEGER NOT NULL,"
-        " measured_downtime_ms INTEGER NOT NULL,"
-        " transferred_bytes INTEGER NOT NULL,"
-        " error TEXT NOT NULL,"
-        " reason TEXT NOT NULL,"
-        " policy_steps TEXT NOT NULL,"
-        " PRIMARY KEY (job_id, seq)"
-        ") STRICT;"
-        "CREATE TABLE events ("
-        " event_no INTEGER PRIMARY KEY,"
-        " job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,"
-        " time_unix_ms INTEGER NOT NULL,"
-        " text TEXT NOT NULL"
-        ") STRICT;"
-        "CREATE INDEX events_by_job ON events(job_id, time_unix_ms, event_no);";
+/* The schema and its queries name the final job phases by number (the
+ * partial index of unfinished jobs, "phase NOT IN (4, 5, 6)"), and every
+ * enum is stored as its number: the numbers of coord-enums.h never change. */
+_Static_assert(COORD_JOB_PHASE_SUCCEEDED == 4 && COORD_JOB_PHASE_FAILED == 5 &&
+                       COORD_JOB_PHASE_CANCELLED == 6 && COORD_JOB_PHASE_MAX == 7,
+               "the store's partial index names the final job phases 4, 5, 6");
 
 #define JOB_COLUMNS                                                          \
         "id, kind, phase, host, failure_policy, params_json, created_unix_ms," \
@@ -134,29 +55,7 @@ static const char schema_v1[] =
         "name, address, migration_address, state, memory_mib, vcpus,"         \
         " cpu_model, link_bytes_per_s, max_outgoing, max_incoming"
 
-typedef enum StmtId {
-        STMT_BEGIN_WRITE,
-        STMT_BEGIN_READ,
-        STMT_COMMIT,
-        STMT_ROLLBACK,
-        STMT_HOST_PUT,
-        STMT_HOST_DELETE,
-        STMT_HOST_LIST,
-        STMT_JOB_INSERT,
-        STMT_JOB_UPDATE,
-        STMT_JOB_GET,
-        STMT_JOB_EXISTS,
-        STMT_JOB_LIST,
-        STMT_JOB_LIST_UNFINISHED,
-        STMT_SUBTASK_INSERT,
-        STMT_SUBTASK_UPDATE,
-        STMT_SUBTASK_LIST,
-        STMT_EVENT_ADD,
-        STMT_EVENT_LIST,
-        _STMT_MAX,
-} StmtId;
-
-static const char *const stmt_sql[_STMT_MAX] = {
+const char *const store_sqlite_stmt_sql[_STMT_MAX] = {
         [STMT_BEGIN_WRITE] = "BEGIN IMMEDIATE",
         [STMT_BEGIN_READ] = "BEGIN",
         [STMT_COMMIT] = "COMMIT",
@@ -199,28 +98,11 @@ static const char *const stmt_sql[_STMT_MAX] = {
                             " ORDER BY time_unix_ms, event_no",
 };
 
-static LockClass store_lock_class = LOCK_CLASS_INIT("store");
-
-/* The lock serialises every use of the connection and its statements: an
- * SQLite connection opened with SQLITE_OPEN_NOMUTEX belongs to one thread
- * at a time. */
-typedef struct SqliteStore {
-        Store base;                     /* immutable */
-        Lock lock;
-        char *path;                     /* immutable */
-        sqlite3 *db;                    /* lock: lock */
-        sqlite3_stmt *stmt[_STMT_MAX];  /* lock: lock */
-} SqliteStore;
-
-static SqliteStore *sqlite_store(Store *s) {
-        return (SqliteStore *) s;
-}
-
 /* ---- errors and validation ------------------------------------------- */
 
 /* -EIO with SQLite's message, the extended result code, and what we were
  * doing.  Must run before the next call on the connection. */
-static int sql_error(sqlite3 *db, const char *path, const char *what) {
+int store_sqlite_error(sqlite3 *db, const char *path, const char *what) {
         int ext = sqlite3_extended_errcode(db);
         int sys = sqlite3_system_errno(db);
         if (ext == SQLITE_NOMEM)
@@ -236,12 +118,12 @@ static int sql_error(sqlite3 *db, const char *path, const char *what) {
 
 static int store_error_locked(SqliteStore *s, const char *what) {
         lock_assert_held(&s->lock);
-        return sql_error(s->db, s->path, what);
+        return store_sqlite_error(s->db, s->path, what);
 }
 
 /* @str must be NUL-terminated within @size bytes (its field), and non-empty
  * when @required. */
-static int check_str(const char *what, const char *str, size_t size, bool required) {
+int store_sqlite_check_str(const char *what, const char *str, size_t size, bool required) {
         if (!str)
                 return err_set(-EINVAL, "%s is missing", what);
         size_t n = strnlen(str, size);
@@ -251,7 +133,7 @@ static int check_str(const char *what, const char *str, size_t size, bool requir
                 return err_set(-EINVAL, "%s is empty", what);
         return 0;
 }
-#define CHECK_FIELD(what, field, required) check_str((what), (field), sizeof(field), (required))
+#define CHECK_FIELD(what, field, required) store_sqlite_check_str((what), (field), sizeof(field), (required))
 
 static int check_range(const char *what, long long v, long long lo, long long hi) {
         if (v < lo || v > hi)
@@ -275,7 +157,8 @@ static int check_host(const StoreHost *h) {
             (r = CHECK_FIELD("host address", h->address, true)) < 0 ||
             (r = CHECK_FIELD("host migration_address", h->migration_address, false)) < 0 ||
             (r = CHECK_FIELD("host cpu_model", h->cpu_model, false)) < 0 ||
-            (r = check_range("host state", h->state, HOST_STATE_MIN, HOST_STATE_MAX)) < 0)
+            (r = check_range("host state", h->state, COORD_HOST_STATE_ENABLED,
+                                        COORD_HOST_STATE_MAX - 1)) < 0)
                 return r;
         return 0;
 }
@@ -285,10 +168,12 @@ static int check_job(const StoreJob *j) {
         if (!j)
                 return err_set(-EINVAL, "job record is missing");
         if ((r = CHECK_FIELD("job id", j->id, true)) < 0 ||
-            (r = check_range("job kind", j->kind, JOB_KIND_MIN, JOB_KIND_MAX)) < 0 ||
-            (r = check_range("job phase", j->phase, JOB_PHASE_MIN, JOB_PHASE_MAX)) < 0 ||
-            (r = CHECK_FIELD("job host", j->host, j->kind == JOB_KIND_EVACUATE)) < 0 ||
-            (r = check_range("job failure_policy", j->failure_policy, 0, FAILURE_POLICY_MAX)) < 0 ||
+            (r = check_range("job kind", j->kind, COORD_JOB_KIND_MIGRATE, COORD_JOB_KIND_MAX - 1)) < 0 ||
+            (r = check_range("job phase", j->phase, COORD_JOB_PHASE_PLANNING,
+                                 COORD_JOB_PHASE_MAX - 1)) < 0 ||
+            (r = CHECK_FIELD("job host", j->host, j->kind == COORD_JOB_KIND_EVACUATE)) < 0 ||
+            (r = check_range("job failure_policy", j->failure_policy, COORD_FAILURE_POLICY_CONTINUE,
+                                 COORD_FAILURE_POLICY_MAX - 1)) < 0 ||
             (r = check_time("job created_unix_ms", j->created_unix_ms)) < 0 ||
             (r = CHECK_FIELD("job params_json", j->params_json, false)) < 0 ||
             (r = CHECK_FIELD("job error", j->error, false)) < 0)
@@ -306,7 +191,8 @@ static int check_subtask(const StoreSubtask *t) {
             (r = CHECK_FIELD("sub-task uuid", t->uuid, false)) < 0 ||
             (r = CHECK_FIELD("sub-task source", t->source, false)) < 0 ||
             (r = CHECK_FIELD("sub-task destination", t->destination, false)) < 0 ||
-            (r = check_range("sub-task phase", t->phase, SUBTASK_PHASE_MIN, SUBTASK_PHASE_MAX)) < 0 ||
+            (r = check_range("sub-task phase", t->phase, COORD_SUBTASK_PHASE_QUEUED,
+                                 COORD_SUBTASK_PHASE_MAX - 1)) < 0 ||
             (r = CHECK_FIELD("sub-task op_id", t->op_id, false)) < 0 ||
             (r = CHECK_FIELD("sub-task error", t->error, false)) < 0 ||
             (r = CHECK_FIELD("sub-task reason", t->reason, false)) < 0 ||
@@ -350,7 +236,7 @@ static uint64_t column_u64(sqlite3_stmt *st, int i) {
 
 /* Copy a TEXT column into a fixed field, cut to fit (a file edited behind
  * our back cannot overflow a record). */
-static void column_str(sqlite3_stmt *st, int i, char *dst, size_t size) {
+void store_sqlite_column_str(sqlite3_stmt *st, int i, char *dst, size_t size) {
         const unsigned char *t = sqlite3_column_text(st, i);
         size_t n = t ? (size_t) sqlite3_column_bytes(st, i) : 0;
         if (n >= size)
@@ -359,7 +245,7 @@ static void column_str(sqlite3_stmt *st, int i, char *dst, size_t size) {
                 memcpy(dst, t, n);
         dst[n] = '\0';
 }
-#define COLUMN_FIELD(st, i, field) column_str((st), (i), (field), sizeof(field))
+#define COLUMN_FIELD(st, i, field) store_sqlite_column_str((st), (i), (field), sizeof(field))
 
 /* Step a statement that returns no rows. */
 static int exec_locked(SqliteStore *s, sqlite3_stmt *st, const char *what) {
@@ -370,13 +256,20 @@ static int exec_locked(SqliteStore *s, sqlite3_stmt *st, const char *what) {
         return 0;
 }
 
-static int tx_begin_locked(SqliteStore *s, bool write) {
-        _cleanup_stmt_ sqlite3_stmt *st = s->stmt[write ? STMT_BEGIN_WRITE : STMT_BEGIN_READ];
+typedef enum TxMode {
+        TX_READ,        /* a deferred BEGIN: in WAL mode a snapshot that never waits for a writer */
+        TX_WRITE,       /* BEGIN IMMEDIATE: the database's write lock from the start */
+} TxMode;
+
+static int tx_begin_locked(SqliteStore *s, TxMode mode) {
+        lock_assert_held(&s->lock);
+        _cleanup_stmt_ sqlite3_stmt *st = s->stmt[mode == TX_WRITE ? STMT_BEGIN_WRITE : STMT_BEGIN_READ];
         return exec_locked(s, st, "begin transaction");
 }
 
 /* Commit when @r >= 0, else roll back; returns @r or the commit's error. */
 static int tx_end_locked(SqliteStore *s, int r) {
+        lock_assert_held(&s->lock);
         int f = r >= 0 && fault_active && sqlite3_txn_state(s->db, NULL) == SQLITE_TXN_WRITE ? fault_hit("store.commit") : 0;
         r = f < 0 ? f : r;
         if (r >= 0) {
@@ -386,7 +279,8 @@ static int tx_end_locked(SqliteStore *s, int r) {
                         return r;
                 r = c;
         }
-        /* A failed statement or commit may already have rolled back. */
+        /* A failed statement or commit may already have rolled back, and a
+         * failed BEGIN opened nothing. */
         if (!sqlite3_get_autocommit(s->db)) {
                 _cleanup_stmt_ sqlite3_stmt *st = s->stmt[STMT_ROLLBACK];
                 (void) sqlite3_step(st);
@@ -394,7 +288,35 @@ static int tx_end_locked(SqliteStore *s, int r) {
         return r;
 }
 
+/* The halves of STORE_TX: take the lock and begin; end and release. */
+static int tx_open(SqliteStore *s, TxMode mode) {
+        lock_acquire(&s->lock);
+        return tx_begin_locked(s, mode);
+}
+
+static int tx_close(SqliteStore *s, int r) {
+        r = tx_end_locked(s, r);
+        lock_release(&s->lock);
+        return r;
+}
+
+/* One store call, the only way the calls below reach the database: take
+ * the store's lock, begin a transaction of @mode, evaluate @body (an int
+ * expression run with the lock held: a _locked function) unless the begin
+ * failed, commit when it returned >= 0 or else roll back, release the lock.
+ * Evaluates to the body's result or the begin's or the commit's error.
+ * (SQLite's busy timeout, set at open, is the only retry.) */
+#define STORE_TX(s, mode, body)                         \
+        ({                                              \
+                SqliteStore *s_ = (s);                  \
+                int r_ = tx_open(s_, (mode));           \
+                if (r_ >= 0)                            \
+                        r_ = (body);                    \
+                tx_close(s_, r_);                       \
+        })
+
 static int job_exists_locked(SqliteStore *s, const char *id) {
+        lock_assert_held(&s->lock);
         _cleanup_stmt_ sqlite3_stmt *st = s->stmt[STMT_JOB_EXISTS];
         bind_text(st, 1, id);
         int rc = sqlite3_step(st);
@@ -421,6 +343,7 @@ static int array_reserve(void **arr, size_t *cap, size_t n, size_t elem) {
 /* ---- hosts ------------------------------------------------------------ */
 
 static int host_put_locked(SqliteStore *s, const StoreHost *h) {
+        lock_assert_held(&s->lock);
         _cleanup_stmt_ sqlite3_stmt *st = s->stmt[STMT_HOST_PUT];
         bind_text(st, 1, h->name);
         bind_text(st, 2, h->address);
@@ -440,15 +363,11 @@ static int sqlite_host_put(Store *base, const StoreHost *h) {
         int r = check_host(h);
         if (r < 0)
                 return r;
-        lock_acquire(&s->lock);
-        r = tx_begin_locked(s, true);
-        if (r >= 0)
-                r = tx_end_locked(s, host_put_locked(s, h));
-        lock_release(&s->lock);
-        return r;
+        return STORE_TX(s, TX_WRITE, host_put_locked(s, h));
 }
 
 static int host_delete_locked(SqliteStore *s, const char *name) {
+        lock_assert_held(&s->lock);
         _cleanup_stmt_ sqlite3_stmt *st = s->stmt[STMT_HOST_DELETE];
         bind_text(st, 1, name);
         int r = exec_locked(s, st, "delete host");
@@ -461,15 +380,10 @@ static int host_delete_locked(SqliteStore *s, const char *name) {
 
 static int sqlite_host_delete(Store *base, const char *name) {
         SqliteStore *s = sqlite_store(base);
-        int r = check_str("host name", name, STORE_NAME_MAX, true);
+        int r = store_sqlite_check_str("host name", name, STORE_NAME_MAX, true);
         if (r < 0)
                 return r;
-        lock_acquire(&s->lock);
-        r = tx_begin_locked(s, true);
-        if (r >= 0)
-                r = tx_end_locked(s, host_delete_locked(s, name));
-        lock_release(&s->lock);
-        return r;
+        return STORE_TX(s, TX_WRITE, host_delete_locked(s, name));
 }
 
 static void host_from_row(sqlite3_stmt *st, StoreHost *h) {
@@ -487,6 +401,7 @@ static void host_from_row(sqlite3_stmt *st, StoreHost *h) {
 }
 
 static int host_list_locked(SqliteStore *s, StoreHost **ret, size_t *ret_n) {
+        lock_assert_held(&s->lock);
         _cleanup_stmt_ sqlite3_stmt *st = s->stmt[STMT_HOST_LIST];
         _cleanup_free_ StoreHost *hosts = NULL;
         size_t n = 0, cap = 0;
@@ -506,21 +421,14 @@ static int host_list_locked(SqliteStore *s, StoreHost **ret, size_t *ret_n) {
 
 static int sqlite_host_list(Store *base, StoreHost **ret, size_t *ret_n) {
         SqliteStore *s = sqlite_store(base);
-        StoreHost *hosts = NULL;
+        _cleanup_free_ StoreHost *hosts = NULL;
         size_t n = 0;
         int r = check_ret(ret, ret_n);
         if (r < 0)
                 return r;
-        lock_acquire(&s->lock);
-        r = tx_begin_locked(s, false);
-        if (r >= 0)
-                r = tx_end_locked(s, host_list_locked(s, &hosts, &n));
-        lock_release(&s->lock);
-        if (r < 0) {
-                free(hosts);
+        if ((r = STORE_TX(s, TX_READ, host_list_locked(s, &hosts, &n))) < 0)
                 return r;
-        }
-        *ret = hosts;
+        *ret = TAKE_PTR(hosts);
         *ret_n = n;
         return 0;
 }
@@ -548,6 +456,7 @@ static int subtask_bind(sqlite3_stmt *st, const StoreSubtask *t) {
 }
 
 static int job_insert_locked(SqliteStore *s, const StoreJob *j) {
+        lock_assert_held(&s->lock);
         _cleanup_stmt_ sqlite3_stmt *st = s->stmt[STMT_JOB_INSERT];
         bind_text(st, 1, j->id);
         sqlite3_bind_int(st, 2, j->kind);
@@ -568,6 +477,7 @@ static int job_insert_locked(SqliteStore *s, const StoreJob *j) {
 
 static int job_create_locked(SqliteStore *s, const StoreJob *j, const StoreSubtask *subs,
                              size_t n_subs) {
+        lock_assert_held(&s->lock);
         int r = job_insert_locked(s, j);
         if (r < 0)
                 return r;
@@ -610,15 +520,11 @@ static int sqlite_job_create(Store *base, const StoreJob *j, const StoreSubtask 
         int r = check_job_create(j, subs, n_subs);
         if (r < 0)
                 return r;
-        lock_acquire(&s->lock);
-        r = tx_begin_locked(s, true);
-        if (r >= 0)
-                r = tx_end_locked(s, job_create_locked(s, j, subs, n_subs));
-        lock_release(&s->lock);
-        return r;
+        return STORE_TX(s, TX_WRITE, job_create_locked(s, j, subs, n_subs));
 }
 
 static int job_update_locked(SqliteStore *s, const StoreJob *j) {
+        lock_assert_held(&s->lock);
         _cleanup_stmt_ sqlite3_stmt *st = s->stmt[STMT_JOB_UPDATE];
         bind_text(st, 1, j->id);
         sqlite3_bind_int(st, 2, j->phase);
@@ -639,15 +545,11 @@ static int sqlite_job_update(Store *base, const StoreJob *j) {
                 return err_set(-EINVAL, "job record is missing");
         /* Only the fields that change are checked. */
         if ((r = CHECK_FIELD("job id", j->id, true)) < 0 ||
-            (r = check_range("job phase", j->phase, JOB_PHASE_MIN, JOB_PHASE_MAX)) < 0 ||
+            (r = check_range("job phase", j->phase, COORD_JOB_PHASE_PLANNING,
+                                 COORD_JOB_PHASE_MAX - 1)) < 0 ||
             (r = CHECK_FIELD("job error", j->error, false)) < 0)
                 return r;
-        lock_acquire(&s->lock);
-        r = tx_begin_locked(s, true);
-        if (r >= 0)
-                r = tx_end_locked(s, job_update_locked(s, j));
-        lock_release(&s->lock);
-        return r;
+        return STORE_TX(s, TX_WRITE, job_update_locked(s, j));
 }
 
 static void job_from_row(sqlite3_stmt *st, StoreJob *j) {
@@ -665,6 +567,7 @@ static void job_from_row(sqlite3_stmt *st, StoreJob *j) {
 }
 
 static int job_get_locked(SqliteStore *s, const char *id, StoreJob *ret) {
+        lock_assert_held(&s->lock);
         _cleanup_stmt_ sqlite3_stmt *st = s->stmt[STMT_JOB_GET];
         bind_text(st, 1, id);
         int rc = sqlite3_step(st);
@@ -679,16 +582,12 @@ static int job_get_locked(SqliteStore *s, const char *id, StoreJob *ret) {
 static int sqlite_job_get(Store *base, const char *id, StoreJob *ret) {
         SqliteStore *s = sqlite_store(base);
         StoreJob j;
-        int r = check_str("job id", id, STORE_ID_MAX, true);
+        int r = store_sqlite_check_str("job id", id, STORE_ID_MAX, true);
         if (r < 0)
                 return r;
         if (!ret)
                 return err_set(-EINVAL, "no place for the result");
-        lock_acquire(&s->lock);
-        r = tx_begin_locked(s, false);
-        if (r >= 0)
-                r = tx_end_locked(s, job_get_locked(s, id, &j));
-        lock_release(&s->lock);
+        r = STORE_TX(s, TX_READ, job_get_locked(s, id, &j));
         if (r >= 0)
                 *ret = j;
         return r;
@@ -696,6 +595,7 @@ static int sqlite_job_get(Store *base, const char *id, StoreJob *ret) {
 
 static int job_list_locked(SqliteStore *s, bool unfinished_only, size_t limit, StoreJob **ret,
                            size_t *ret_n) {
+        lock_assert_held(&s->lock);
         _cleanup_stmt_ sqlite3_stmt *st =
                 s->stmt[unfinished_only ? STMT_JOB_LIST_UNFINISHED : STMT_JOB_LIST];
         _cleanup_free_ StoreJob *jobs = NULL;
@@ -718,23 +618,16 @@ static int job_list_locked(SqliteStore *s, bool unfinished_only, size_t limit, S
 static int sqlite_job_list(Store *base, bool unfinished_only, size_t limit, StoreJob **ret,
                            size_t *ret_n) {
         SqliteStore *s = sqlite_store(base);
-        StoreJob *jobs = NULL;
+        _cleanup_free_ StoreJob *jobs = NULL;
         size_t n = 0;
         int r = check_ret(ret, ret_n);
         if (r < 0)
                 return r;
         if (limit == 0 || limit > STORE_SQLITE_LIST_MAX)
                 limit = STORE_SQLITE_LIST_MAX;
-        lock_acquire(&s->lock);
-        r = tx_begin_locked(s, false);
-        if (r >= 0)
-                r = tx_end_locked(s, job_list_locked(s, unfinished_only, limit, &jobs, &n));
-        lock_release(&s->lock);
-        if (r < 0) {
-                free(jobs);
+        if ((r = STORE_TX(s, TX_READ, job_list_locked(s, unfinished_only, limit, &jobs, &n))) < 0)
                 return r;
-        }
-        *ret = jobs;
+        *ret = TAKE_PTR(jobs);
         *ret_n = n;
         return 0;
 }
@@ -742,6 +635,7 @@ static int sqlite_job_list(Store *base, bool unfinished_only, size_t limit, Stor
 /* ---- sub-tasks -------------------------------------------------------- */
 
 static int subtask_update_locked(SqliteStore *s, const StoreSubtask *t) {
+        lock_assert_held(&s->lock);
         _cleanup_stmt_ sqlite3_stmt *st = s->stmt[STMT_SUBTASK_UPDATE];
         subtask_bind(st, t);
         int r = exec_locked(s, st, "update sub-task");
@@ -760,12 +654,7 @@ static int sqlite_subtask_update(Store *base, const StoreSubtask *t) {
         int r = check_subtask(t);
         if (r < 0)
                 return r;
-        lock_acquire(&s->lock);
-        r = tx_begin_locked(s, true);
-        if (r >= 0)
-                r = tx_end_locked(s, subtask_update_locked(s, t));
-        lock_release(&s->lock);
-        return r;
+        return STORE_TX(s, TX_WRITE, subtask_update_locked(s, t));
 }
 
 static void subtask_from_row(sqlite3_stmt *st, StoreSubtask *t) {
@@ -791,6 +680,7 @@ static void subtask_from_row(sqlite3_stmt *st, StoreSubtask *t) {
 
 static int subtask_list_locked(SqliteStore *s, const char *job_id, StoreSubtask **ret,
                                size_t *ret_n) {
+        lock_assert_held(&s->lock);
         _cleanup_stmt_ sqlite3_stmt *st = s->stmt[STMT_SUBTASK_LIST];
         _cleanup_free_ StoreSubtask *subs = NULL;
         size_t n = 0, cap = 0;
@@ -815,23 +705,16 @@ static int subtask_list_locked(SqliteStore *s, const char *job_id, StoreSubtask 
 static int sqlite_subtask_list(Store *base, const char *job_id, StoreSubtask **ret,
                                size_t *ret_n) {
         SqliteStore *s = sqlite_store(base);
-        StoreSubtask *subs = NULL;
+        _cleanup_free_ StoreSubtask *subs = NULL;
         size_t n = 0;
-        int r = check_str("job id", job_id, STORE_ID_MAX, true);
+        int r = store_sqlite_check_str("job id", job_id, STORE_ID_MAX, true);
         if (r < 0)
                 return r;
         if ((r = check_ret(ret, ret_n)) < 0)
                 return r;
-        lock_acquire(&s->lock);
-        r = tx_begin_locked(s, false);
-        if (r >= 0)
-                r = tx_end_locked(s, subtask_list_locked(s, job_id, &subs, &n));
-        lock_release(&s->lock);
-        if (r < 0) {
-                free(subs);
+        if ((r = STORE_TX(s, TX_READ, subtask_list_locked(s, job_id, &subs, &n))) < 0)
                 return r;
-        }
-        *ret = subs;
+        *ret = TAKE_PTR(subs);
         *ret_n = n;
         return 0;
 }
@@ -840,6 +723,7 @@ static int sqlite_subtask_list(Store *base, const char *job_id, StoreSubtask **r
 
 static int event_add_locked(SqliteStore *s, const char *job_id, uint64_t time_unix_ms,
                             const char *text) {
+        lock_assert_held(&s->lock);
         _cleanup_stmt_ sqlite3_stmt *st = s->stmt[STMT_EVENT_ADD];
         int r = job_exists_locked(s, job_id);
         if (r < 0)
@@ -854,20 +738,16 @@ static int sqlite_event_add(Store *base, const char *job_id, uint64_t time_unix_
                             const char *text) {
         SqliteStore *s = sqlite_store(base);
         int r;
-        if ((r = check_str("job id", job_id, STORE_ID_MAX, true)) < 0 ||
-            (r = check_str("event text", text, STORE_TEXT_MAX, false)) < 0 ||
+        if ((r = store_sqlite_check_str("job id", job_id, STORE_ID_MAX, true)) < 0 ||
+            (r = store_sqlite_check_str("event text", text, STORE_TEXT_MAX, false)) < 0 ||
             (r = check_time("event time_unix_ms", time_unix_ms)) < 0)
                 return r;
-        lock_acquire(&s->lock);
-        r = tx_begin_locked(s, true);
-        if (r >= 0)
-                r = tx_end_locked(s, event_add_locked(s, job_id, time_unix_ms, text));
-        lock_release(&s->lock);
-        return r;
+        return STORE_TX(s, TX_WRITE, event_add_locked(s, job_id, time_unix_ms, text));
 }
 
 static int event_list_locked(SqliteStore *s, const char *job_id, StoreEvent **ret,
                              size_t *ret_n) {
+        lock_assert_held(&s->lock);
         _cleanup_stmt_ sqlite3_stmt *st = s->stmt[STMT_EVENT_LIST];
         _cleanup_free_ StoreEvent *events = NULL;
         size_t n = 0, cap = 0;
@@ -893,49 +773,22 @@ static int event_list_locked(SqliteStore *s, const char *job_id, StoreEvent **re
 
 static int sqlite_event_list(Store *base, const char *job_id, StoreEvent **ret, size_t *ret_n) {
         SqliteStore *s = sqlite_store(base);
-        StoreEvent *events = NULL;
+        _cleanup_free_ StoreEvent *events = NULL;
         size_t n = 0;
-        int r = check_str("job id", job_id, STORE_ID_MAX, true);
+        int r = store_sqlite_check_str("job id", job_id, STORE_ID_MAX, true);
         if (r < 0)
                 return r;
         if ((r = check_ret(ret, ret_n)) < 0)
                 return r;
-        lock_acquire(&s->lock);
-        r = tx_begin_locked(s, false);
-        if (r >= 0)
-                r = tx_end_locked(s, event_list_locked(s, job_id, &events, &n));
-        lock_release(&s->lock);
-        if (r < 0) {
-                free(events);
+        if ((r = STORE_TX(s, TX_READ, event_list_locked(s, job_id, &events, &n))) < 0)
                 return r;
-        }
-        *ret = events;
+        *ret = TAKE_PTR(events);
         *ret_n = n;
         return 0;
 }
 
-/* ---- open and close --------------------------------------------------- */
-
-/* Destructor for a store in any state of construction; callers are gone. */
-static void sqlite_close(Store *base) {
-        SqliteStore *s = sqlite_store(base);
-        if (!s)
-                return;
-        for (size_t i = 0; i < _STMT_MAX; i++)
-                sqlite3_finalize(s->stmt[i]);
-        if (s->db) {
-                /* Checkpoints the WAL into the file and removes it. */
-                int rc = sqlite3_close(s->db);
-                assert(rc == SQLITE_OK); /* every statement is finalized */
-                (void) rc;
-        }
-        lock_destroy(&s->lock);
-        free(s->path);
-        free(s);
-}
-
-static const StoreOps sqlite_ops = {
-        .close = sqlite_close,
+const StoreOps store_sqlite_ops = {
+        .close = store_sqlite_close,
         .host_put = sqlite_host_put,
         .host_delete = sqlite_host_delete,
         .host_list = sqlite_host_list,
@@ -949,203 +802,3 @@ static const StoreOps sqlite_ops = {
         .event_list = sqlite_event_list,
 };
 
-/* Run a PRAGMA (or any one statement) and read its first column as an
- * integer or, with @ret_text, as text.  Errors name @what, or the SQL. */
-static int pragma_what(SqliteStore *s, const char *sql, const char *what, int64_t *ret_int,
-                       char *ret_text, size_t text_size) {
-        sqlite3_stmt *st = NULL;
-        int rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
-        if (rc != SQLITE_OK)
-                return sql_error(s->db, s->path, what ? what : sql);
-        rc = sqlite3_step(st);
-        if (rc == SQLITE_ROW) {
-                if (ret_int)
-                        *ret_int = sqlite3_column_int64(st, 0);
-                if (ret_text)
-                        column_str(st, 0, ret_text, text_size);
-        } else if (rc != SQLITE_DONE) {
-                int r = sql_error(s->db, s->path, what ? what : sql);
-                sqlite3_finalize(st);
-                return r;
-        }
-        sqlite3_finalize(st);
-        return 0;
-}
-
-static int pragma(SqliteStore *s, const char *sql, int64_t *ret_int, char *ret_text,
-                  size_t text_size) {
-        return pragma_what(s, sql, NULL, ret_int, ret_text, text_size);
-}
-
-static int exec_sql(SqliteStore *s, const char *sql, const char *what) {
-        if (sqlite3_exec(s->db, sql, NULL, NULL, NULL) != SQLITE_OK)
-                return sql_error(s->db, s->path, what);
-        return 0;
-}
-
-/* Is this file ours, and of which version?  Read-only: a foreign file or a
- * newer schema is refused before anything is written to it.  Sets
- * *ret_fresh for an empty database that needs the schema. */
-static int schema_check(SqliteStore *s, bool *ret_fresh) {
-        int64_t version = 0, app_id = 0, n_objects = 0;
-        int r;
-
-        /* The first read of the file: a file that is not a database fails here. */
-        if ((r = pragma_what(s, "PRAGMA user_version", "not readable as a SQLite database",
-                             &version, NULL, 0)) < 0)
-                return r;
-        if ((r = pragma(s, "PRAGMA application_id", &app_id, NULL, 0)) < 0 ||
-            (r = pragma(s, "SELECT count(*) FROM sqlite_schema", &n_objects, NULL, 0)) < 0)
-                return r;
-
-        if (app_id == 0 && version == 0 && n_objects == 0) {
-                *ret_fresh = true;
-                return 0;
-        }
-        if (app_id != STORE_APPLICATION_ID)
-                return err_set(-EPROTONOSUPPORT,
-                               "%s is a SQLite database but not a Drover store (application_id "
-                               "0x%" PRIx64 ", expected 0x%x)",
-                               s->path, (uint64_t) app_id, STORE_APPLICATION_ID);
-        if (version > STORE_SCHEMA_VERSION)
-                return err_set(-EPROTONOSUPPORT,
-                               "%s has store schema version %" PRId64 ", newer than the version %d "
-                               "this drover-coordinator understands; run a newer coordinator",
-                               s->path, version, STORE_SCHEMA_VERSION);
-        if (version < 1)
-                return err_set(-EPROTONOSUPPORT, "%s has an invalid store schema version %" PRId64,
-                               s->path, version);
-        /* Version 1 is the first; upgrades from older versions go here. */
-        *ret_fresh = false;
-        return 0;
-}
-
-static int schema_create(SqliteStore *s) {
-        char sql[64];
-        int r;
-        if ((r = exec_sql(s, "BEGIN IMMEDIATE", "begin schema creation")) < 0)
-                return r;
-        /* Another process may have created it since we looked. */
-        int64_t n_objects = 0;
-        if ((r = pragma(s, "SELECT count(*) FROM sqlite_schema", &n_objects, NULL, 0)) < 0)
-                goto rollback;
-        if (n_objects > 0) {
-                exec_sql(s, "ROLLBACK", "rollback");
-                bool fresh = false;
-                r = schema_check(s, &fresh);
-                return r < 0 ? r : 0;
-        }
-        if ((r = exec_sql(s, schema_v1, "create schema")) < 0)
-                goto rollback;
-        snprintf(sql, sizeof(sql), "PRAGMA application_id = %d", STORE_APPLICATION_ID);
-        if ((r = exec_sql(s, sql, "set application_id")) < 0)
-                goto rollback;
-        snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", STORE_SCHEMA_VERSION);
-        if ((r = exec_sql(s, sql, "set schema version")) < 0)
-                goto rollback;
-        return exec_sql(s, "COMMIT", "commit schema");
-rollback:
-        if (!sqlite3_get_autocommit(s->db))
-                sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
-        return r;
-}
-
-/* A new file's directory entry is durable only once the directory is. */
-static int fsync_parent_dir(const char *path) {
-        _cleanup_free_ char *dir = strdup(path);
-        if (!dir)
-                return err_set(-ENOMEM, "out of memory");
-        char *slash = strrchr(dir, '/');
-        if (!slash)
-                strcpy(dir, ".");
-        else if (slash == dir)
-                dir[1] = '\0';
-        else
-                *slash = '\0';
-        _cleanup_close_ int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (fd < 0 || fsync(fd) < 0)
-                return err_set(-errno, "store %s: fsync of folder %s: %s", path, dir, strerror(errno));
-        return 0;
-}
-
-static int connection_setup(SqliteStore *s) {
-        char mode[16];
-        int64_t sync = -1, fk = -1;
-        int r;
-
-        if ((r = pragma(s, "PRAGMA journal_mode = WAL", NULL, mode, sizeof(mode))) < 0)
-                return r;
-        if (strcmp(mode, "wal") != 0)
-                return err_set(-EIO, "store %s: cannot use WAL (journal mode stays '%s')", s->path,
-                               mode);
-        if ((r = exec_sql(s, "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;"
-                             " PRAGMA trusted_schema = OFF; PRAGMA journal_size_limit = 16777216",
-                          "set connection options")) < 0 ||
-            (r = pragma(s, "PRAGMA synchronous", &sync, NULL, 0)) < 0 ||
-            (r = pragma(s, "PRAGMA foreign_keys", &fk, NULL, 0)) < 0)
-                return r;
-        if (sync != 2 || fk != 1)
-                return err_set(-EIO, "store %s: SQLite refused synchronous=FULL (%" PRId64
-                               ") or foreign_keys=ON (%" PRId64 ")", s->path, sync, fk);
-        return 0;
-}
-
-static int statements_prepare(SqliteStore *s) {
-        for (size_t i = 0; i < _STMT_MAX; i++) {
-                int rc = sqlite3_prepare_v3(s->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
-                                            &s->stmt[i], NULL);
-                if (rc != SQLITE_OK)
-                        return err_prefix(sql_error(s->db, s->path, "prepare"),
-                                          "store schema does not match (statement %zu)", i);
-        }
-        return 0;
-}
-
-static int store_sqlite_setup(SqliteStore *s) {
-        bool fresh = false;
-        int r;
-        int rc = sqlite3_open_v2(s->path, &s->db,
-                                 SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                                 NULL);
-        if (rc != SQLITE_OK) {
-                if (!s->db)
-                        return err_set(-ENOMEM, "store %s: out of memory", s->path);
-                return sql_error(s->db, s->path, "open");
-        }
-        sqlite3_extended_result_codes(s->db, 1);
-        sqlite3_busy_timeout(s->db, STORE_BUSY_TIMEOUT_MS);
-        if ((r = schema_check(s, &fresh)) < 0 || (r = connection_setup(s)) < 0)
-                return r;
-        if (fresh) {
-                if ((r = schema_create(s)) < 0 || (r = fsync_parent_dir(s->path)) < 0)
-                        return r;
-        }
-        return statements_prepare(s);
-}
-
-int store_sqlite_open(const char *path, Store **ret) {
-        int r;
-        if ((r = check_str("store path", path, PATH_MAX, true)) < 0)
-                return r;
-        assert(ret);
-        if (!sqlite3_threadsafe())
-                return err_set(-EIO, "store %s: the SQLite library is built without threads", path);
-
-        SqliteStore *s = calloc(1, sizeof(*s));
-        if (!s)
-                return err_set(-ENOMEM, "out of memory");
-        s->base.ops = &sqlite_ops;
-        lock_init(&s->lock, &store_lock_class);
-        s->path = strdup(path);
-        if (!s->path) {
-                sqlite_close(&s->base);
-                return err_set(-ENOMEM, "out of memory");
-        }
-        r = store_sqlite_setup(s);
-        if (r < 0) {
-                sqlite_close(&s->base);
-                return r;
-        }
-        *ret = &s->base;
-        return 0;
-}

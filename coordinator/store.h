@@ -10,7 +10,9 @@
  * holding another lock of the coordinator.
  *
  * Records are plain structs; strings are fixed-size and always
- * NUL-terminated.  Errors: -ENOENT (no such id), -EEXIST (duplicate),
+ * NUL-terminated.  Enum fields hold the persisted number of their
+ * coord-enums.h enum as an int (a record read back from a file may hold any
+ * number; writes check the range).  Errors: -ENOENT (no such id), -EEXIST (duplicate),
  * -EIO with the SQLite message in the detail (err.h), -EINVAL for bad input.
  */
 #pragma once
@@ -18,6 +20,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "coord-enums.h"
 
 #define STORE_ID_MAX 40
 #define STORE_NAME_MAX 64
@@ -27,7 +31,7 @@ typedef struct StoreHost {
         char name[STORE_NAME_MAX];
         char address[128];
         char migration_address[128];
-        int state;                  /* HostState of coordinator.proto */
+        int state;                  /* CoordHostState */
         uint64_t memory_mib;
         uint32_t vcpus;
         char cpu_model[64];
@@ -37,10 +41,10 @@ typedef struct StoreHost {
 
 typedef struct StoreJob {
         char id[STORE_ID_MAX];
-        int kind;                   /* JobKind */
-        int phase;                  /* JobPhase */
+        int kind;                   /* CoordJobKind */
+        int phase;                  /* CoordJobPhase */
         char host[STORE_NAME_MAX];  /* evacuate: the host */
-        int failure_policy;
+        int failure_policy;         /* CoordFailurePolicy */
         char params_json[STORE_TEXT_MAX]; /* MigrationParams as JSON (opaque to the store) */
         uint64_t created_unix_ms;
         uint64_t finished_unix_ms;
@@ -55,7 +59,7 @@ typedef struct StoreSubtask {
         char uuid[37];
         char source[STORE_NAME_MAX];
         char destination[STORE_NAME_MAX];
-        int phase;                  /* SubtaskPhase */
+        int phase;                  /* CoordSubtaskPhase */
         char op_id[64];             /* the agents' operation id, set before the migration starts */
         double estimated_s;
         uint64_t started_unix_ms, finished_unix_ms;

@@ -1,0 +1,370 @@
+/* Jobs (see coord-priv.h): the job and sub-task records, their
+ * persistence, and the API on them: submit, get, list, cancel, watch.
+ *
+ * A job is planned (coord-plan.c), then persisted with its sub-tasks in
+ * plan order (largest guest first) before anything moves, then added to
+ * coord->jobs, where the scheduler thread runs it.  Every change of a
+ * record under coord->lock bumps the job's generation and wakes the
+ * watchers (coord->changed); the record is then written to the store
+ * without the lock, from a copy.  History lines go to the store and the
+ * log.  A job of an earlier run that has ended is read from the store.  On
+ * start, every unfinished job is reloaded; its migrating sub-tasks are
+ * marked for reconciliation, which the scheduler does with the agents.
+ * Nothing here calls an agent.
+ */
+#include "coord-priv.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "err.h"
+#include "log.h"
+
+CJob *coord_job_find_locked(Coordinator *c, const char *id) {
+        lock_assert_held(&c->lock);
+        for (size_t i = 0; i < c->n_jobs; i++)
+                if (strcmp(c->jobs[i]->j.id, id) == 0)
+                        return c->jobs[i];
+        return NULL;
+}
+
+CSub *coord_sub_find_locked(Coordinator *c, const char *job, int seq, CJob **ret_j) {
+        lock_assert_held(&c->lock);
+        CJob *j = coord_job_find_locked(c, job);
+        if (!j || seq < 0 || (size_t) seq >= j->n)
+                return NULL;
+        *ret_j = j;
+        return &j->subs[seq];
+}
+
+void coord_job_bump_locked(Coordinator *c, CJob *j) {
+        lock_assert_held(&c->lock);
+        j->gen++;
+        cond_broadcast(&c->changed);
+}
+
+void coord_sub_release_locked(Coordinator *c, CSub *s) {
+        lock_assert_held(&c->lock);
+        CHost *src = coord_host_find_locked(c, s->t.source), *dst = coord_host_find_locked(c, s->t.destination);
+        if (src && src->out_running)
+                src->out_running--;
+        if (dst && dst->in_running)
+                dst->in_running--;
+}
+
+static int job_add_locked(Coordinator *c, CJob *j) {
+        lock_assert_held(&c->lock);
+        if (c->n_jobs == c->cap_jobs) {
+                size_t cap = c->cap_jobs ? c->cap_jobs * 2 : 16;
+                CJob **n = realloc(c->jobs, cap * sizeof(*n));
+                if (!n)
+                        return err_set(-ENOMEM, "out of memory");
+                c->jobs = n;
+                c->cap_jobs = cap;
+        }
+        c->jobs[c->n_jobs++] = j;
+        return 0;
+}
+
+void coord_job_free(CJob *j) {
+        if (!j)
+                return;
+        free(j->subs);
+        free(j);
+}
+
+void coord_job_event(Coordinator *c, const char *job_id, const char *fmt, ...) {
+        char text[STORE_TEXT_MAX];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(text, sizeof(text), fmt, ap);
+        va_end(ap);
+        if (c->store->ops->event_add(c->store, job_id, coord_now_ms(), text) < 0)
+                log_warning("job %s: event not stored: %s", job_id, err_msg());
+        log_info("job %s: %s", job_id, text);
+}
+
+void coord_sub_end(Coordinator *c, const char *job, int seq, CoordSubtaskPhase phase, const LinkMigResult *res,
+                   const char *error) {
+        StoreSubtask copy;
+        CJob *j;
+        lock_acquire(&c->lock);
+        CSub *s = coord_sub_find_locked(c, job, seq, &j);
+        if (!s || coord_subtask_phase_is_final(s->t.phase)) {
+                lock_release(&c->lock);
+                return;
+        }
+        if (s->t.phase == COORD_SUBTASK_PHASE_MIGRATING)
+                coord_sub_release_locked(c, s);
+        s->t.phase = phase;
+        s->t.finished_unix_ms = coord_now_ms();
+        if (res) {
+                s->t.downtime_ms = res->downtime_ms;
+                s->t.measured_downtime_ms = res->measured_downtime_ms;
+                s->t.transferred_bytes = res->transferred;
+                snprintf(s->t.policy_steps, sizeof(s->t.policy_steps), "%s", res->steps);
+        }
+        snprintf(s->t.error, sizeof(s->t.error), "%s", error ? error : "");
+        s->reconcile = false;
+        copy = s->t;
+        coord_job_bump_locked(c, j);
+        lock_release(&c->lock);
+        if (c->store->ops->subtask_update(c->store, &copy) < 0)
+                log_error("job %s: sub-task %d not stored: %s", job, seq, err_msg());
+        const char *what = phase == COORD_SUBTASK_PHASE_SUCCEEDED ? "migrated"
+                           : phase == COORD_SUBTASK_PHASE_FAILED  ? "FAILED"
+                                                                  : "cancelled";
+        coord_job_event(c, job, "%s %s: %s -> %s%s%s", copy.guest, what, copy.source, copy.destination,
+                        error && error[0] ? ": " : "", error ? error : "");
+}
+
+void coord_sub_persist(Coordinator *c, const char *job, int seq) {
+        StoreSubtask copy;
+        CJob *j;
+        lock_acquire(&c->lock);
+        CSub *s = coord_sub_find_locked(c, job, seq, &j);
+        if (s)
+                copy = s->t;
+        lock_release(&c->lock);
+        if (s && c->store->ops->subtask_update(c->store, &copy) < 0)
+                log_error("job %s: sub-task %d not stored: %s", job, seq, err_msg());
+}
+
+int coord_job_submit(Coordinator *c, const CoordJobRequest *req, CoordPlan *plan, char ret_id[STORE_ID_MAX]) {
+        CoordWant *w = NULL;
+        size_t nw = 0;
+        int r;
+
+        memset(plan, 0, sizeof(*plan));
+        if (req->kind != COORD_JOB_KIND_MIGRATE && req->kind != COORD_JOB_KIND_EVACUATE)
+                return err_set(-EINVAL, "unknown job kind %d", req->kind);
+        if (req->kind == COORD_JOB_KIND_MIGRATE && req->n_guests == 0)
+                return err_set(-EINVAL, "'guests' must name at least one guest");
+        if (req->kind == COORD_JOB_KIND_EVACUATE && (!req->host || !req->host[0]))
+                return err_set(-EINVAL, "'host' is required");
+        if (req->failure_policy != COORD_FAILURE_POLICY_CONTINUE && req->failure_policy != COORD_FAILURE_POLICY_STOP)
+                return err_set(-EINVAL, "unknown failure policy %d", req->failure_policy);
+
+        coord_inventory_refresh(c);
+        lock_acquire(&c->lock);
+        r = coord_plan_locked(c, req, &w, &nw, plan);
+        lock_release(&c->lock);
+        if (r < 0)
+                return r;
+        if (req->dry_run)
+                goto out;
+        if (plan->n_blocked > 0) {
+                r = err_set(-ENOSPC, "%zu of %zu guests cannot be placed (first: %s: %s); nothing was changed",
+                            plan->n_blocked, nw, plan->blocked[0].guest, plan->blocked[0].reason);
+                goto out;
+        }
+
+        CJob *j = calloc(1, sizeof(*j));
+        if (!j || !(j->subs = calloc(nw + 1, sizeof(*j->subs)))) {
+                free(j);
+                r = err_set(-ENOMEM, "out of memory");
+                goto out;
+        }
+        j->n = nw;
+        j->params = req->have_params ? req->params : c->cfg.defaults;
+        snprintf(j->j.id, sizeof(j->j.id), "job-%llu-%llu", (unsigned long long) coord_now_ms(),
+                 (unsigned long long) atomic_fetch_add(&c->counter, 1) + 1);
+        j->j.kind = req->kind;
+        j->j.phase = COORD_JOB_PHASE_RUNNING;
+        snprintf(j->j.host, sizeof(j->j.host), "%s", req->host ? req->host : "");
+        j->j.failure_policy = req->failure_policy;
+        j->j.maintenance = req->maintenance;
+        mig_params_to_json(&j->params, j->j.params_json, sizeof(j->j.params_json));
+        j->j.created_unix_ms = coord_now_ms();
+        StoreSubtask *subs = calloc(nw + 1, sizeof(*subs));
+        if (!subs) {
+                coord_job_free(j);
+                r = err_set(-ENOMEM, "out of memory");
+                goto out;
+        }
+        /* sub-tasks in plan order: largest first, as placement chose */
+        for (size_t i = 0; i < nw; i++) {
+                StoreSubtask *t = &j->subs[i].t;
+                snprintf(t->job_id, sizeof(t->job_id), "%s", j->j.id);
+                t->seq = (int) i;
+                snprintf(t->guest, sizeof(t->guest), "%s", w[i].name);
+                snprintf(t->uuid, sizeof(t->uuid), "%s", w[i].uuid);
+                snprintf(t->source, sizeof(t->source), "%s", w[i].source);
+                snprintf(t->destination, sizeof(t->destination), "%s", plan->moves[i].destination);
+                for (size_t k = 0; k < plan->n_moves; k++)
+                        if (strcmp(plan->moves[k].guest, w[i].name) == 0) {
+                                snprintf(t->destination, sizeof(t->destination), "%s", plan->moves[k].destination);
+                                snprintf(t->reason, sizeof(t->reason), "%s", plan->moves[k].reason);
+                                t->estimated_s = plan->moves[k].estimated_s;
+                        }
+                t->phase = COORD_SUBTASK_PHASE_QUEUED;
+                j->subs[i].dirty = w[i].dirty;
+                subs[i] = *t;
+        }
+        /* persisted before anything moves */
+        r = c->store->ops->job_create(c->store, &j->j, subs, nw);
+        free(subs);
+        if (r < 0) {
+                coord_job_free(j);
+                goto out;
+        }
+        coord_job_event(c, j->j.id, "%s planned: %zu guests, estimated makespan %.1f s",
+              req->kind == COORD_JOB_KIND_EVACUATE ? "evacuation" : "migration", nw, plan->makespan_s);
+        if (req->kind == COORD_JOB_KIND_EVACUATE) {
+                (void) coord_host_set_state(c, req->host, COORD_HOST_STATE_DRAINING, NULL);
+                coord_job_event(c, j->j.id, "host %s set to draining", req->host);
+        }
+        lock_acquire(&c->lock);
+        r = job_add_locked(c, j);
+        if (r >= 0)
+                coord_job_bump_locked(c, j);
+        lock_release(&c->lock);
+        if (r < 0) {
+                coord_job_free(j);
+                goto out;
+        }
+        snprintf(ret_id, STORE_ID_MAX, "%s", j->j.id);
+out:
+        free(w);
+        return r;
+}
+
+void coord_job_view_clear(CoordJobView *v) {
+        free(v->subs);
+        free(v->live);
+        free(v->events);
+        memset(v, 0, sizeof(*v));
+}
+
+int coord_job_get(Coordinator *c, const char *id, bool with_history, CoordJobView *ret) {
+        memset(ret, 0, sizeof(*ret));
+        lock_acquire(&c->lock);
+        CJob *j = coord_job_find_locked(c, id);
+        if (j) {
+                ret->job = j->j;
+                ret->generation = j->gen;
+                ret->n_subs = j->n;
+                ret->subs = calloc(j->n + 1, sizeof(*ret->subs));
+                ret->live = calloc(j->n + 1, sizeof(*ret->live));
+                if (ret->subs && ret->live)
+                        for (size_t i = 0; i < j->n; i++) {
+                                ret->subs[i] = j->subs[i].t;
+                                ret->live[i] = j->subs[i].live;
+                        }
+        }
+        lock_release(&c->lock);
+        int r = 0;
+        if (!j) {
+                /* a finished job of an earlier run: from the store */
+                r = c->store->ops->job_get(c->store, id, &ret->job);
+                if (r < 0)
+                        return r == -ENOENT ? err_set(-ENOENT, "no job '%s'", id) : r;
+                r = c->store->ops->subtask_list(c->store, id, &ret->subs, &ret->n_subs);
+                if (r < 0)
+                        return r;
+                ret->live = calloc(ret->n_subs + 1, sizeof(*ret->live));
+        } else if (!ret->subs || !ret->live) {
+                coord_job_view_clear(ret);
+                return err_set(-ENOMEM, "out of memory");
+        }
+        if (with_history && (r = c->store->ops->event_list(c->store, id, &ret->events, &ret->n_events)) < 0) {
+                coord_job_view_clear(ret);
+                return r;
+        }
+        return 0;
+}
+
+int coord_job_list(Coordinator *c, bool unfinished_only, size_t limit, StoreJob **ret, size_t *ret_n) {
+        return c->store->ops->job_list(c->store, unfinished_only, limit ? limit : 100, ret, ret_n);
+}
+
+int coord_job_cancel(Coordinator *c, const char *id) {
+        lock_acquire(&c->lock);
+        CJob *j = coord_job_find_locked(c, id);
+        int r = 0;
+        if (!j)
+                r = err_set(-ENOENT, "no running job '%s'", id);
+        else if (coord_job_phase_is_final(j->j.phase))
+                r = err_set(-EBUSY, "job %s already ended", id);
+        else {
+                j->cancel = true;
+                coord_job_bump_locked(c, j);
+        }
+        lock_release(&c->lock);
+        if (r >= 0)
+                coord_job_event(c, id, "cancel requested: queued guests are dropped, running migrations aborted "
+                                       "(their sources resume)");
+        return r;
+}
+
+uint64_t coord_job_generation(Coordinator *c, const char *id) {
+        lock_acquire(&c->lock);
+        CJob *j = coord_job_find_locked(c, id);
+        uint64_t g = j ? j->gen : 0;
+        lock_release(&c->lock);
+        return g;
+}
+
+void coord_job_wait(Coordinator *c, const char *id, uint64_t gen, int64_t timeout_ms) {
+        Deadline d = deadline_in_ms(timeout_ms);
+        lock_acquire(&c->lock);
+        for (;;) {
+                CJob *j = coord_job_find_locked(c, id);
+                if (!j || j->gen != gen)
+                        break;
+                if (cond_wait(&c->changed, &c->lock, d) < 0)
+                        break;
+        }
+        lock_release(&c->lock);
+}
+
+int coord_jobs_reload(Coordinator *c) {
+        StoreJob *jobs = NULL;
+        size_t n = 0;
+        int r = c->store->ops->job_list(c->store, true, 10000, &jobs, &n);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < n; i++) {
+                CJob *j = calloc(1, sizeof(*j));
+                StoreSubtask *subs = NULL;
+                size_t ns = 0;
+                if (!j || c->store->ops->subtask_list(c->store, jobs[i].id, &subs, &ns) < 0) {
+                        free(j);
+                        continue;
+                }
+                j->j = jobs[i];
+                if (j->j.phase == COORD_JOB_PHASE_PLANNING || j->j.phase == COORD_JOB_PHASE_VERIFYING)
+                        j->j.phase = COORD_JOB_PHASE_RUNNING;
+                (void) mig_params_from_json(j->j.params_json, strlen(j->j.params_json), &j->params);
+                j->subs = calloc(ns + 1, sizeof(*j->subs));
+                j->n = ns;
+                for (size_t k = 0; j->subs && k < ns; k++) {
+                        j->subs[k].t = subs[k];
+                        if (subs[k].phase == COORD_SUBTASK_PHASE_MIGRATING)
+                                j->subs[k].reconcile = true;
+                }
+                free(subs);
+                lock_acquire(&c->lock);
+                for (size_t k = 0; k < j->n; k++)
+                        if (j->subs[k].t.phase == COORD_SUBTASK_PHASE_MIGRATING) {
+                                CHost *s = coord_host_find_locked(c, j->subs[k].t.source);
+                                CHost *d = coord_host_find_locked(c, j->subs[k].t.destination);
+                                if (s)
+                                        s->out_running++;
+                                if (d)
+                                        d->in_running++;
+                        }
+                r = job_add_locked(c, j);
+                lock_release(&c->lock);
+                if (r < 0) {
+                        coord_job_free(j);
+                        break;
+                }
+                coord_job_event(c, j->j.id, "coordinator restarted: job resumed (%zu sub-tasks)", j->n);
+        }
+        free(jobs);
+        return r < 0 ? r : (int) n;
+}

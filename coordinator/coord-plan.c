@@ -1,0 +1,196 @@
+/* Planning a job (see coord-priv.h): a request and the inventory become
+ * placement's input (coordinator/placement.c, pure), and its answer a plan.
+ *
+ * Runs under coord->lock, on the figures of the last heartbeat or refresh
+ * (coord_job_submit refreshes first).  The guests to move are the running
+ * or paused ones the request names (by name or UUID), or every running or
+ * paused guest of the host to evacuate; the residents that matter to
+ * placement are the live guests of an anti-affinity group.  The plan lists
+ * each guest's destination and estimated duration, or why it is blocked,
+ * and the makespan: the largest sum of estimates over one source host.
+ */
+#include "coord-priv.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "err.h"
+
+void coord_plan_clear(CoordPlan *p) {
+        free(p->moves);
+        free(p->blocked);
+        memset(p, 0, sizeof(*p));
+}
+
+int coord_plan_locked(Coordinator *c, const CoordJobRequest *req, CoordWant **ret_wants, size_t *ret_nw,
+                      CoordPlan *plan) {
+        lock_assert_held(&c->lock);
+        size_t nh = 0;
+        PlaceHost *ph = calloc(c->n_hosts + 1, sizeof(*ph));
+        size_t cap = 64, nw = 0, nr = 0, cap_r = 64;
+        CoordWant *w = calloc(cap, sizeof(*w));
+        PlaceResident *res = calloc(cap_r, sizeof(*res));
+        int r = 0;
+
+        if (!ph || !w || !res) {
+                r = err_set(-ENOMEM, "out of memory");
+                goto fail;
+        }
+        if (req->kind == COORD_JOB_KIND_EVACUATE && !coord_host_find_locked(c, req->host ? req->host : "")) {
+                r = err_set(-ENOENT, "no host '%s' in the inventory", req->host ? req->host : "");
+                goto fail;
+        }
+        if (req->to_host && req->to_host[0] && !coord_host_find_locked(c, req->to_host)) {
+                r = err_set(-ENOENT, "no host '%s' in the inventory", req->to_host);
+                goto fail;
+        }
+        for (size_t i = 0; i < c->n_hosts; i++) {
+                CHost *h = c->hosts[i];
+                CoordHostView v;
+                if (h->removed)
+                        continue;
+                coord_host_view_locked(c, h, &v);
+                PlaceHost *p = &ph[nh++];
+                snprintf(p->name, sizeof(p->name), "%s", h->h.name);
+                p->state = h->h.state == COORD_HOST_STATE_ENABLED    ? PLACE_HOST_ENABLED
+                           : h->h.state == COORD_HOST_STATE_DRAINING ? PLACE_HOST_DRAINING
+                                                                     : PLACE_HOST_MAINTENANCE;
+                p->healthy = h->health == COORD_HOST_HEALTH_HEALTHY;
+                p->memory_mib = v.h.memory_mib;
+                p->vcpus = v.h.vcpus;
+                p->memory_used_mib = h->info.guests_memory_mib;
+                p->vcpus_used = h->info.guests_vcpus;
+                snprintf(p->cpu_model, sizeof(p->cpu_model), "%s", h->h.cpu_model[0] ? h->h.cpu_model : "qemu64");
+                p->link_bytes_per_s = coord_host_link_rate(c, h);
+        }
+        /* the guests to move, and the residents */
+        bool *found = calloc(req->n_guests + 1, sizeof(bool));
+        if (!found) {
+                r = err_set(-ENOMEM, "out of memory");
+                goto fail;
+        }
+        for (size_t i = 0; i < c->n_hosts; i++) {
+                CHost *h = c->hosts[i];
+                if (h->removed)
+                        continue;
+                for (size_t k = 0; k < h->info.n_guests; k++) {
+                        AgentGuestInfo *g = &h->info.guests[k];
+                        bool live = g->state == COORD_GUEST_STATE_RUNNING || g->state == COORD_GUEST_STATE_PAUSED;
+                        bool move = false;
+                        if (req->kind == COORD_JOB_KIND_EVACUATE)
+                                move = live && strcmp(h->h.name, req->host) == 0;
+                        else
+                                for (size_t q = 0; q < req->n_guests; q++)
+                                        if (strcmp(req->guests[q], g->name) == 0 ||
+                                            strcasecmp(req->guests[q], g->uuid) == 0) {
+                                                move = live;
+                                                found[q] = true;
+                                        }
+                        if (move) {
+                                if (nw == cap) {
+                                        CoordWant *nw2 = realloc(w, (cap *= 2) * sizeof(*w));
+                                        if (!nw2) {
+                                                free(found);
+                                                r = err_set(-ENOMEM, "out of memory");
+                                                goto fail;
+                                        }
+                                        w = nw2;
+                                }
+                                CoordWant *x = &w[nw++];
+                                memset(x, 0, sizeof(*x));
+                                snprintf(x->name, sizeof(x->name), "%s", g->name);
+                                snprintf(x->uuid, sizeof(x->uuid), "%s", g->uuid);
+                                snprintf(x->source, sizeof(x->source), "%s", h->h.name);
+                                snprintf(x->cpu_model, sizeof(x->cpu_model), "%s", g->cpu_model);
+                                x->memory_mib = g->memory_mib;
+                                x->vcpus = g->vcpus;
+                                x->dirty = g->dirty_pages_rate * 4096;
+                        } else if (live && coord_guest_group(c, g->name)[0]) {
+                                if (nr == cap_r) {
+                                        PlaceResident *nr2 = realloc(res, (cap_r *= 2) * sizeof(*res));
+                                        if (!nr2)
+                                                continue;
+                                        res = nr2;
+                                }
+                                snprintf(res[nr].host, sizeof(res[nr].host), "%s", h->h.name);
+                                snprintf(res[nr].anti_affinity, sizeof(res[nr].anti_affinity), "%s",
+                                         coord_guest_group(c, g->name));
+                                nr++;
+                        }
+                }
+        }
+        for (size_t q = 0; q < req->n_guests; q++)
+                if (!found[q]) {
+                        r = err_set(-ENOENT, "no running guest '%s' on any host of the inventory", req->guests[q]);
+                        free(found);
+                        goto fail;
+                }
+        free(found);
+
+        PlaceGuest *pg = calloc(nw + 1, sizeof(*pg));
+        PlaceResult *pr = calloc(nw + 1, sizeof(*pr));
+        if (!pg || !pr) {
+                free(pg);
+                free(pr);
+                r = err_set(-ENOMEM, "out of memory");
+                goto fail;
+        }
+        for (size_t i = 0; i < nw; i++) {
+                snprintf(pg[i].name, sizeof(pg[i].name), "%s", w[i].name);
+                snprintf(pg[i].source, sizeof(pg[i].source), "%s", w[i].source);
+                if (req->to_host)
+                        snprintf(pg[i].requested, sizeof(pg[i].requested), "%s", req->to_host);
+                pg[i].memory_mib = w[i].memory_mib;
+                pg[i].vcpus = w[i].vcpus;
+                snprintf(pg[i].cpu_model, sizeof(pg[i].cpu_model), "%s", w[i].cpu_model[0] ? w[i].cpu_model : "qemu64");
+                snprintf(pg[i].anti_affinity, sizeof(pg[i].anti_affinity), "%s", coord_guest_group(c, w[i].name));
+                pg[i].dirty_bytes_per_s = w[i].dirty;
+        }
+        PlaceOptions po = { .default_link_bytes_per_s = c->cfg.default_link_bytes_per_s };
+        /* during an evacuation its own host must not receive: placement
+         * refuses draining hosts, and the source is excluded anyway */
+        r = place_guests(ph, nh, pg, nw, res, nr, &po, pr);
+        free(pg);
+        if (r < 0) {
+                free(pr);
+                goto fail;
+        }
+        plan->moves = calloc(nw + 1, sizeof(*plan->moves));
+        plan->blocked = calloc(nw + 1, sizeof(*plan->blocked));
+        if (!plan->moves || !plan->blocked) {
+                free(pr);
+                r = err_set(-ENOMEM, "out of memory");
+                goto fail;
+        }
+        double per_source[COORD_MAX_HOSTS] = { 0 };
+        for (size_t i = 0; i < nw; i++) {
+                CoordPlanEntry *e = pr[i].host >= 0 ? &plan->moves[plan->n_moves++] : &plan->blocked[plan->n_blocked++];
+                snprintf(e->guest, sizeof(e->guest), "%s", w[i].name);
+                snprintf(e->source, sizeof(e->source), "%s", w[i].source);
+                if (pr[i].host >= 0)
+                        snprintf(e->destination, sizeof(e->destination), "%s", ph[pr[i].host].name);
+                e->estimated_s = pr[i].estimated_s;
+                e->memory_mib = w[i].memory_mib;
+                snprintf(e->reason, sizeof(e->reason), "%s", pr[i].reason);
+                if (pr[i].host >= 0)
+                        for (size_t k = 0; k < nh; k++)
+                                if (strcmp(ph[k].name, w[i].source) == 0)
+                                        per_source[k] += pr[i].estimated_s;
+        }
+        for (size_t k = 0; k < nh; k++)
+                plan->makespan_s = MAX(plan->makespan_s, per_source[k]);
+        free(ph);
+        free(res);
+        free(pr);
+        *ret_wants = w;
+        *ret_nw = nw;
+        return 0;
+fail:
+        free(ph);
+        free(w);
+        free(res);
+        return r;
+}
