@@ -65,7 +65,7 @@ static void fill_status(RpcCall *c, Drover__V1__GuestStatus *o, const VmSnapshot
         o->async_owner = rpc_call_strdup(c, s->async_owner);
         o->phase = (char *) job_phase_to_string(s->phase);
         o->phase_age_ms = s->phase_age_ms;
-        o->agent_job = (char *) agent_job_to_string(s->agent_job);
+        o->agent_job = (char *) ga_job_to_string(s->ga_job);
         o->monitor_wedged = s->monitor_wedged;
         m->status = (char *) migration_status_to_string(s->migration.status);
         m->total_time_ms = s->migration.total_time_ms;
@@ -340,7 +340,7 @@ static RpcCode h_guest_ping(RpcCall *c, const ProtobufCMessage *req_, ProtobufCM
 static RpcCode h_guest_info(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
         const Drover__V1__GuestRef *req = (const void *) req_;
         Drover__V1__GuestInfoResponse *resp = (void *) resp_;
-        AgentGuestInfo info;
+        GaGuestInfo info;
         Handler h;
         RpcCode code = handler_guest(&h, c, user, req->guest, req->op_id);
         if (code != RPC_OK)
@@ -357,7 +357,7 @@ static RpcCode h_guest_info(RpcCall *c, const ProtobufCMessage *req_, ProtobufCM
                 resp->disabled_commands[i] = rpc_call_strdup(c, info.disabled[i]);
         resp->n_enabled_commands = info.n_enabled;
         resp->n_disabled_commands = info.n_disabled;
-        agent_guest_info_clear(&info);
+        ga_guest_info_clear(&info);
         return handler_end(&h, RPC_OK);
 }
 
@@ -458,7 +458,7 @@ static RpcCode h_stats(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessag
                 by_state[s.state]++;
                 resp->jobs_in_flight += s.job != JOB_NONE;
                 resp->async_jobs_in_flight += s.async_job != ASYNC_JOB_NONE;
-                resp->agent_jobs_in_flight += s.agent_job != AGENT_JOB_NONE;
+                resp->agent_jobs_in_flight += s.ga_job != GA_JOB_NONE;
                 bool live = s.state != VM_STATE_SHUTOFF && s.state != VM_STATE_CRASHED;
                 if (live) {
                         resp->guests_memory_mib += av->def.memory_mib;

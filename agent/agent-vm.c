@@ -666,28 +666,28 @@ int agent_vm_resume(Agent *a, Vm *vm, const char *op) {
 
 /* ---- guest agent ------------------------------------------------------------------ */
 
-typedef int (*AgentCallFn)(QgaAgent *qga, int64_t timeout_ms, void *arg);
+typedef int (*GaCallFn)(QgaAgent *qga, int64_t timeout_ms, void *arg);
 
-static int agent_call(Agent *a, Vm *vm, AgentJobType type, const char *op, const char *what,
-                      AgentCallFn fn, void *arg) {
+static int ga_call(Agent *a, Vm *vm, GaJobType type, const char *op, const char *what,
+                      GaCallFn fn, void *arg) {
         QgaAgent *qga;
         int r;
 
         vm_lock(vm);
-        if ((r = job_begin_agent(vm, type, op, what, -1)) < 0)
+        if ((r = job_begin_ga(vm, type, op, what, -1)) < 0)
                 goto out;
-        if ((r = vm_enter_agent(vm, &qga)) == 0) {
+        if ((r = vm_enter_ga(vm, &qga)) == 0) {
                 r = fn(qga, a->cfg.qga_timeout_ms, arg);
                 char detail[ERR_MSG_MAX];
                 snprintf(detail, sizeof(detail), "%s", r < 0 ? err_str(r) : "");
-                int e = vm_exit_agent(vm, qga);
-                vm_note_agent_result_locked(vm, r, detail);
+                int e = vm_exit_ga(vm, qga);
+                vm_note_ga_result_locked(vm, r, detail);
                 if (r < 0)
                         err_set(r, "guest agent of %s: %s", vm->name, detail);
                 else
                         r = e;
         }
-        job_end_agent(vm);
+        job_end_ga(vm);
 out:
         vm_unlock(vm);
         return r;
@@ -701,11 +701,11 @@ static int do_ping(QgaAgent *q, int64_t t, void *arg) {
 }
 
 int agent_vm_guest_ping(Agent *a, Vm *vm, const char *op, uint64_t *ret_us) {
-        return agent_call(a, vm, AGENT_JOB_QUERY, op, "guest-ping", do_ping, ret_us);
+        return ga_call(a, vm, GA_JOB_QUERY, op, "guest-ping", do_ping, ret_us);
 }
 
 static int do_info(QgaAgent *q, int64_t t, void *arg) {
-        AgentGuestInfo *info = arg;
+        GaGuestInfo *info = arg;
         const QgaInfo *qi;
         int r = qga_info(q, t, &qi);
         if (r < 0)
@@ -724,15 +724,15 @@ static int do_info(QgaAgent *q, int64_t t, void *arg) {
         return 0;
 }
 
-int agent_vm_guest_info(Agent *a, Vm *vm, const char *op, AgentGuestInfo *ret) {
+int agent_vm_guest_info(Agent *a, Vm *vm, const char *op, GaGuestInfo *ret) {
         memset(ret, 0, sizeof(*ret));
-        int r = agent_call(a, vm, AGENT_JOB_QUERY, op, "guest-info", do_info, ret);
+        int r = ga_call(a, vm, GA_JOB_QUERY, op, "guest-info", do_info, ret);
         if (r < 0)
-                agent_guest_info_clear(ret);
+                ga_guest_info_clear(ret);
         return r;
 }
 
-void agent_guest_info_clear(AgentGuestInfo *info) {
+void ga_guest_info_clear(GaGuestInfo *info) {
         free(info->enabled);
         free(info->disabled);
         memset(info, 0, sizeof(*info));
@@ -759,7 +759,7 @@ static int do_set_time(QgaAgent *q, int64_t t, void *arg) {
 int agent_vm_guest_set_time(Agent *a, Vm *vm, const char *op, int64_t ns, bool from_rtc,
                             int64_t *ret_before, int64_t *ret_after) {
         SetTimeArg s = { .ns = ns, .from_rtc = from_rtc };
-        int r = agent_call(a, vm, AGENT_JOB_MODIFY, op, "guest-set-time", do_set_time, &s);
+        int r = ga_call(a, vm, GA_JOB_MODIFY, op, "guest-set-time", do_set_time, &s);
         if (r < 0)
                 return r;
         /* x86 guests need the RTC interrupt backlog dropped after a jump:
@@ -776,7 +776,7 @@ static int do_get_time(QgaAgent *q, int64_t t, void *arg) {
 }
 
 int agent_vm_guest_get_time(Agent *a, Vm *vm, const char *op, int64_t *ret_ns) {
-        return agent_call(a, vm, AGENT_JOB_QUERY, op, "guest-get-time", do_get_time, ret_ns);
+        return ga_call(a, vm, GA_JOB_QUERY, op, "guest-get-time", do_get_time, ret_ns);
 }
 
 /* ---- restart: reconnect to the guests that outlived us ---------------------------------- */

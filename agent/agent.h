@@ -85,14 +85,14 @@ int agent_vm_resume(Agent *a, Vm *vm, const char *op);
 
 int agent_vm_guest_ping(Agent *a, Vm *vm, const char *op, uint64_t *ret_us);
 /* Copies the enabled/disabled command names into caller arrays. */
-typedef struct AgentGuestInfo {
+typedef struct GaGuestInfo {
         char version[64];
         size_t n_enabled, n_disabled;
         char (*enabled)[64];  /* malloc'ed */
         char (*disabled)[64]; /* malloc'ed */
-} AgentGuestInfo;
-int agent_vm_guest_info(Agent *a, Vm *vm, const char *op, AgentGuestInfo *ret);
-void agent_guest_info_clear(AgentGuestInfo *info);
+} GaGuestInfo;
+int agent_vm_guest_info(Agent *a, Vm *vm, const char *op, GaGuestInfo *ret);
+void ga_guest_info_clear(GaGuestInfo *info);
 /* Set the guest clock (@ns since the epoch, 0 = now, @from_rtc: from the
  * guest's RTC), then rtc-reset-reinjection on the monitor (best effort).
  * Reports the guest clock before and after (0 when get-time is missing). */

@@ -60,9 +60,9 @@ static void describe_holders(Vm *vm, char *buf, size_t size) {
                                        n ? "; " : "", async_job_to_string(j->async), j->async_owner,
                                        job_phase_to_string(j->phase), age_s(j->async_started_ns, now),
                                        age_s(j->phase_started_ns, now));
-        if (j->agent_active != AGENT_JOB_NONE && n < size)
+        if (j->ga_active != GA_JOB_NONE && n < size)
                 n += (size_t) snprintf(buf + n, size - n, "%sagent job '%s' (op %s, '%s') for %.1f s",
-                                       n ? "; " : "", agent_job_to_string(j->agent_active), j->agent_owner,
+                                       n ? "; " : "", ga_job_to_string(j->ga_active), j->agent_owner,
                                        j->agent_what, age_s(j->agent_started_ns, now));
         if (n == 0)
                 snprintf(buf, size, "no holder (woken too late)");
@@ -98,7 +98,7 @@ static int begin_normal(Vm *vm, JobType type, AsyncJobType nested_async, const c
 
         if (vm->removed)
                 return err_set(-ESRCH, "VM '%s' is being removed", vm->name);
-        if (j->agent_active != AGENT_JOB_NONE && strcmp(j->agent_owner, op) == 0)
+        if (j->ga_active != GA_JOB_NONE && strcmp(j->agent_owner, op) == 0)
                 return err_set(-EDEADLK, "op %s holds the agent job of VM '%s'; it may not also take a normal job",
                                op, vm->name);
         if (type != JOB_DESTROY && j->queued >= JOB_MAX_QUEUED)
@@ -350,13 +350,13 @@ int job_restore_async(Vm *vm, AsyncJobType type, const char *op, JobPhase phase)
         return 0;
 }
 
-int job_begin_agent(Vm *vm, AgentJobType type, const char *op, const char *what,
+int job_begin_ga(Vm *vm, GaJobType type, const char *op, const char *what,
                     int64_t timeout_ms) {
         VmJob *j = &vm->job;
         int r = 0;
 
         vm_assert_locked(vm);
-        assert(type > AGENT_JOB_NONE && type < AGENT_JOB_MAX);
+        assert(type > GA_JOB_NONE && type < GA_JOB_MAX);
         if (timeout_ms < 0)
                 timeout_ms = job_default_timeout();
         Deadline d = deadline_in_ms(timeout_ms);
@@ -370,27 +370,27 @@ int job_begin_agent(Vm *vm, AgentJobType type, const char *op, const char *what,
                 return err_set(-EAGAIN, "VM '%s': %u operations already wait for a job", vm->name,
                                j->queued);
         j->queued++;
-        while (j->agent_active != AGENT_JOB_NONE) {
+        while (j->ga_active != GA_JOB_NONE) {
                 if (cond_wait(&vm->job_cond, &vm->lock, d) < 0) {
-                        r = timeout_error(vm, "agent", agent_job_to_string(type), op, timeout_ms);
+                        r = timeout_error(vm, "agent", ga_job_to_string(type), op, timeout_ms);
                         break;
                 }
         }
         j->queued--;
         if (r < 0)
                 return r;
-        j->agent_active = type;
+        j->ga_active = type;
         set_owner(j->agent_owner, op);
-        snprintf(j->agent_what, sizeof(j->agent_what), "%s", what ? what : agent_job_to_string(type));
+        snprintf(j->agent_what, sizeof(j->agent_what), "%s", what ? what : ga_job_to_string(type));
         j->agent_started_ns = now_ns();
         vm->generation++;
         return 0;
 }
 
-void job_end_agent(Vm *vm) {
+void job_end_ga(Vm *vm) {
         vm_assert_locked(vm);
-        assert(vm->job.agent_active != AGENT_JOB_NONE);
-        vm->job.agent_active = AGENT_JOB_NONE;
+        assert(vm->job.ga_active != GA_JOB_NONE);
+        vm->job.ga_active = GA_JOB_NONE;
         vm->job.agent_owner[0] = '\0';
         vm->job.agent_what[0] = '\0';
         vm->job.agent_started_ns = 0;

@@ -49,7 +49,7 @@ typedef struct VmJob {
         char what[48];           /* operation name, e.g. "query-status" */
         uint64_t started_ns;
 
-        AgentJobType agent_active;
+        GaJobType ga_active;
         char agent_owner[OP_ID_MAX];
         char agent_what[48];
         uint64_t agent_started_ns;
@@ -110,9 +110,9 @@ int job_begin_nested(Vm *vm, AsyncJobType type, const char *op, const char *what
                      int64_t timeout_ms);
 
 /* Agent jobs: -EDEADLK if @op holds the normal job of this VM. */
-int job_begin_agent(Vm *vm, AgentJobType type, const char *op, const char *what,
+int job_begin_ga(Vm *vm, GaJobType type, const char *op, const char *what,
                     int64_t timeout_ms);
-void job_end_agent(Vm *vm);
+void job_end_ga(Vm *vm);
 
 /* Ask the async job to stop at its next step (ABORT jobs do this) and wake
  * its waits. */

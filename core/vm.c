@@ -141,10 +141,10 @@ void vm_set_definition_locked(Vm *vm, char *definition_json) {
 
 void vm_attach_agent_locked(Vm *vm, QgaAgent *agent) {
         vm_assert_locked(vm);
-        assert(vm->job.agent_active == AGENT_JOB_NONE);
+        assert(vm->job.ga_active == GA_JOB_NONE);
         qga_free(vm->agent); /* never in use: no agent job */
         vm->agent = agent;
-        vm->agent_health.configured = agent != NULL;
+        vm->ga_health.configured = agent != NULL;
         changed_locked(vm);
 }
 
@@ -293,9 +293,9 @@ int vm_exit_monitor_async(Vm *vm, QmpMonitor *mon) {
         return r;
 }
 
-int vm_enter_agent(Vm *vm, QgaAgent **ret_agent) {
+int vm_enter_ga(Vm *vm, QgaAgent **ret_agent) {
         vm_assert_locked(vm);
-        assert(vm->job.agent_active != AGENT_JOB_NONE);
+        assert(vm->job.ga_active != GA_JOB_NONE);
         if (!vm_is_active_locked(vm))
                 return err_set(-ESRCH, "VM '%s' is not running", vm->name);
         if (!vm->agent)
@@ -308,7 +308,7 @@ int vm_enter_agent(Vm *vm, QgaAgent **ret_agent) {
         return 0;
 }
 
-int vm_exit_agent(Vm *vm, QgaAgent *agent) {
+int vm_exit_ga(Vm *vm, QgaAgent *agent) {
         (void) agent;
         vm_lock(vm);
         if (!vm_is_active_locked(vm))
@@ -316,11 +316,11 @@ int vm_exit_agent(Vm *vm, QgaAgent *agent) {
         return 0;
 }
 
-void vm_note_agent_result_locked(Vm *vm, int r, const char *detail) {
+void vm_note_ga_result_locked(Vm *vm, int r, const char *detail) {
         vm_assert_locked(vm);
-        vm->agent_health.ok = r >= 0;
-        vm->agent_health.checked_ns = now_ns();
-        snprintf(vm->agent_health.error, sizeof(vm->agent_health.error), "%s",
+        vm->ga_health.ok = r >= 0;
+        vm->ga_health.checked_ns = now_ns();
+        snprintf(vm->ga_health.error, sizeof(vm->ga_health.error), "%s",
                  r >= 0 ? "" : (detail ? detail : strerror(-r)));
         vm->generation++;
 }
@@ -466,8 +466,8 @@ void vm_snapshot(Vm *vm, VmSnapshot *ret) {
         memcpy(ret->job_owner, vm->job.owner, sizeof(ret->job_owner));
         memcpy(ret->job_what, vm->job.what, sizeof(ret->job_what));
         ret->job_age_ms = age_ms(vm->job.started_ns, now);
-        ret->agent_job = vm->job.agent_active;
-        ret->agent_job_age_ms = age_ms(vm->job.agent_started_ns, now);
+        ret->ga_job = vm->job.ga_active;
+        ret->ga_job_age_ms = age_ms(vm->job.agent_started_ns, now);
         ret->async_job = vm->job.async;
         memcpy(ret->async_owner, vm->job.async_owner, sizeof(ret->async_owner));
         ret->phase = vm->job.phase;
@@ -477,7 +477,7 @@ void vm_snapshot(Vm *vm, VmSnapshot *ret) {
         ret->migration_age_ms = vm->mig_stats_ns ? age_ms(vm->mig_stats_ns, now) : UINT64_MAX;
         ret->migration_event = vm->mig_event;
         ret->migration_pass = vm->mig_pass;
-        ret->agent = vm->agent_health;
+        ret->agent = vm->ga_health;
         memcpy(ret->last_error, vm->last_error, sizeof(ret->last_error));
         ret->generation = vm->generation;
         vm_unlock(vm);

@@ -53,12 +53,12 @@ typedef struct VmOps {
 } VmOps;
 
 /* Last known guest-agent health, as seen by the last agent call. */
-typedef struct VmAgentHealth {
+typedef struct VmGaHealth {
         bool configured;
         bool ok;
         uint64_t checked_ns;  /* CLOCK_MONOTONIC of the last check, 0 = never */
         char error[128];
-} VmAgentHealth;
+} VmGaHealth;
 
 struct Vm {
         atomic_int refs;                 /* atomic */
@@ -92,7 +92,7 @@ struct Vm {
         uint64_t mig_events;             /* lock: vm->lock; count of MIGRATION(_PASS) events,
                                             so a waiter can tell it missed none */
         VmMigration mig;                 /* lock: vm->lock */
-        VmAgentHealth agent_health;      /* lock: vm->lock */
+        VmGaHealth ga_health;      /* lock: vm->lock */
         char last_error[256];            /* lock: vm->lock */
         uint64_t generation;             /* lock: vm->lock; bumped on every change */
 };
@@ -182,10 +182,10 @@ int vm_exit_monitor_async(Vm *vm, QmpMonitor *mon);
 /* Enter/exit the guest agent: the caller holds vm->lock and an agent job;
  * the VM must be running (a paused guest cannot answer).  Releases vm->lock
  * while the caller talks to the agent. */
-int vm_enter_agent(Vm *vm, QgaAgent **ret_agent);
-int vm_exit_agent(Vm *vm, QgaAgent *agent);
-/* Record the outcome of an agent call in agent_health.  Locked. */
-void vm_note_agent_result_locked(Vm *vm, int r, const char *detail);
+int vm_enter_ga(Vm *vm, QgaAgent **ret_agent);
+int vm_exit_ga(Vm *vm, QgaAgent *agent);
+/* Record the outcome of an agent call in ga_health.  Locked. */
+void vm_note_ga_result_locked(Vm *vm, int r, const char *detail);
 
 /* Destroy: mark being_destroyed, kill QEMU (ops.kill), abort the monitor
  * so a thread stuck in a command returns, and ask a running async job to
@@ -219,8 +219,8 @@ typedef struct VmSnapshot {
         char job_owner[OP_ID_MAX];
         char job_what[48];
         uint64_t job_age_ms;
-        AgentJobType agent_job;
-        uint64_t agent_job_age_ms;
+        GaJobType ga_job;
+        uint64_t ga_job_age_ms;
         AsyncJobType async_job;
         char async_owner[OP_ID_MAX];
         JobPhase phase;
@@ -230,7 +230,7 @@ typedef struct VmSnapshot {
         uint64_t migration_age_ms;       /* UINT64_MAX = never read */
         MigrationStatus migration_event; /* last MIGRATION event */
         int64_t migration_pass;
-        VmAgentHealth agent;
+        VmGaHealth agent;
         char last_error[256];
         uint64_t generation;
 } VmSnapshot;

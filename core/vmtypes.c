@@ -77,10 +77,10 @@ static const char *const async_names[ASYNC_JOB_MAX] = {
         [ASYNC_JOB_SNAPSHOT] = "snapshot",
 };
 
-static const char *const agent_names[AGENT_JOB_MAX] = {
-        [AGENT_JOB_NONE] = "none",
-        [AGENT_JOB_QUERY] = "query",
-        [AGENT_JOB_MODIFY] = "modify",
+static const char *const agent_names[GA_JOB_MAX] = {
+        [GA_JOB_NONE] = "none",
+        [GA_JOB_QUERY] = "query",
+        [GA_JOB_MODIFY] = "modify",
 };
 
 static const char *const phase_names[JOB_PHASE_MAX] = {
@@ -109,8 +109,8 @@ const char *async_job_to_string(AsyncJobType t) {
 int async_job_from_string(const char *s) {
         return lookup(async_names, ASYNC_JOB_MAX, s);
 }
-const char *agent_job_to_string(AgentJobType t) {
-        return t >= 0 && t < AGENT_JOB_MAX ? agent_names[t] : "?";
+const char *ga_job_to_string(GaJobType t) {
+        return t >= 0 && t < GA_JOB_MAX ? agent_names[t] : "?";
 }
 const char *job_phase_to_string(JobPhase p) {
         return p >= 0 && p < JOB_PHASE_MAX ? phase_names[p] : "?";

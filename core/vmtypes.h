@@ -78,12 +78,12 @@ typedef enum AsyncJobType {
         ASYNC_JOB_MAX,
 } AsyncJobType;
 
-typedef enum AgentJobType {
-        AGENT_JOB_NONE,
-        AGENT_JOB_QUERY,
-        AGENT_JOB_MODIFY,
-        AGENT_JOB_MAX,
-} AgentJobType;
+typedef enum GaJobType {
+        GA_JOB_NONE,
+        GA_JOB_QUERY,
+        GA_JOB_MODIFY,
+        GA_JOB_MAX,
+} GaJobType;
 
 /* Phases of all async jobs in one persisted enum.  Within one async job a
  * phase may repeat (idempotent retries) but never go backwards, except into
@@ -111,7 +111,7 @@ const char *job_type_to_string(JobType t);
 int job_type_from_string(const char *s);
 const char *async_job_to_string(AsyncJobType t);
 int async_job_from_string(const char *s);
-const char *agent_job_to_string(AgentJobType t);
+const char *ga_job_to_string(GaJobType t);
 const char *job_phase_to_string(JobPhase p);
 int job_phase_from_string(const char *s);
 

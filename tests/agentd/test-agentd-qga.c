@@ -349,7 +349,7 @@ static void test_suspended_guest_cannot_answer(void **state) {
         assert_int_equal(st->state, DROVER__V1__GUEST_STATE__GUEST_STATE_PAUSED);
         drover__v1__guest_status__free_unpacked(st, NULL);
 
-        /* refused at once (vm_enter_agent: -EAGAIN), not after the 5 s qga
+        /* refused at once (vm_enter_ga: -EAGAIN), not after the 5 s qga
          * timeout: a paused guest's qemu-ga cannot run */
         RpcStatus rs;
         uint64_t t0 = now_ns();

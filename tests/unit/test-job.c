@@ -59,7 +59,7 @@ static void *holder_main(void *arg) {
         else if (h->kind == 1)
                 h->result = job_begin_async(h->vm, (AsyncJobType) h->type, h->op, h->timeout_ms);
         else
-                h->result = job_begin_agent(h->vm, (AgentJobType) h->type, h->op, "holder", h->timeout_ms);
+                h->result = job_begin_ga(h->vm, (GaJobType) h->type, h->op, "holder", h->timeout_ms);
         h->got_ns = now_ns();
         if (h->result < 0) {
                 snprintf(h->error, sizeof(h->error), "%s", err_msg());
@@ -75,7 +75,7 @@ static void *holder_main(void *arg) {
         else if (h->kind == 1)
                 job_end_async(h->vm);
         else
-                job_end_agent(h->vm);
+                job_end_ga(h->vm);
         vm_unlock(h->vm);
         return NULL;
 }
@@ -93,7 +93,7 @@ static void wait_until_held(Vm *vm, int kind) {
                 VmSnapshot s;
                 vm_snapshot(vm, &s);
                 if ((kind == 0 && s.job != JOB_NONE) || (kind == 1 && s.async_job != ASYNC_JOB_NONE) ||
-                    (kind == 2 && s.agent_job != AGENT_JOB_NONE))
+                    (kind == 2 && s.ga_job != GA_JOB_NONE))
                         return;
                 sleep_ms(1);
         }
@@ -251,16 +251,16 @@ static void test_agent_and_normal_never_combined(void **state) {
 
         vm_lock(vm);
         assert_int_equal(job_begin(vm, JOB_MODIFY, "op-a", "set-time", 50), 0);
-        assert_int_equal(job_begin_agent(vm, AGENT_JOB_MODIFY, "op-a", "guest-set-time", 50), -EDEADLK);
+        assert_int_equal(job_begin_ga(vm, GA_JOB_MODIFY, "op-a", "guest-set-time", 50), -EDEADLK);
         job_end(vm);
-        assert_int_equal(job_begin_agent(vm, AGENT_JOB_QUERY, "op-a", "guest-ping", 50), 0);
+        assert_int_equal(job_begin_ga(vm, GA_JOB_QUERY, "op-a", "guest-ping", 50), 0);
         assert_int_equal(job_begin(vm, JOB_QUERY, "op-a", "q", 50), -EDEADLK);
-        job_end_agent(vm);
+        job_end_ga(vm);
         vm_unlock(vm);
 
         /* A hung guest-agent call (an agent job held for long) never blocks
          * management: another op takes MODIFY and DESTROY jobs meanwhile. */
-        Holder hung = { .vm = vm, .kind = 2, .type = AGENT_JOB_QUERY, .op = "guest-call",
+        Holder hung = { .vm = vm, .kind = 2, .type = GA_JOB_QUERY, .op = "guest-call",
                         .timeout_ms = 1000, .hold_ms = 500 };
         holder_start(&hung);
         wait_until_held(vm, 2);
@@ -270,7 +270,7 @@ static void test_agent_and_normal_never_combined(void **state) {
         assert_true(now_ns() - t0 < 50 * NSEC_PER_MSEC);
         job_end(vm);
         /* a second agent job waits for the first and names it on timeout */
-        assert_int_equal(job_begin_agent(vm, AGENT_JOB_QUERY, "other", "guest-info", 50), -ETIMEDOUT);
+        assert_int_equal(job_begin_ga(vm, GA_JOB_QUERY, "other", "guest-info", 50), -ETIMEDOUT);
         assert_non_null(strstr(err_msg(), "agent job 'query' (op guest-call"));
         vm_unlock(vm);
         holder_join(&hung);
@@ -368,7 +368,7 @@ static void test_queue_bound(void **state) {
         vm->job.queued = JOB_MAX_QUEUED; /* pretend the queue is full */
         assert_int_equal(job_begin(vm, JOB_QUERY, "late", "q", 50), -EAGAIN);
         assert_non_null(strstr(err_msg(), "already wait"));
-        assert_int_equal(job_begin_agent(vm, AGENT_JOB_QUERY, "late", "q", 50), -EAGAIN);
+        assert_int_equal(job_begin_ga(vm, GA_JOB_QUERY, "late", "q", 50), -EAGAIN);
         /* DESTROY is exempt from the bound (it still waits for the slot) */
         assert_int_equal(job_begin(vm, JOB_DESTROY, "destroyer", "destroy", 30), -ETIMEDOUT);
         vm->job.queued = 0;
