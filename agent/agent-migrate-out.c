@@ -289,22 +289,34 @@ static void *source_thread(void *arg) {
 
         /* perform */
         int pr = r < 0 ? r : perform(s);
+        bool postcopy = pr == 1;
+        if (pr >= 0) {
+                vm_lock(vm);
+                st = vm->mig_stats;
+                /* Not written, not acted on: without a durable perform_done
+                 * a restart would resume this source, so finish must never
+                 * start the destination.  In post-copy there is no way back:
+                 * the settle below keeps both sides for recovery. */
+                if ((r = job_set_phase(vm, JOB_PHASE_PERFORM_DONE)) < 0)
+                        pr = r;
+                vm_unlock(vm);
+        }
         if (pr < 0) {
                 char why[ERR_MSG_MAX];
                 snprintf(why, sizeof(why), "%s", err_str(pr));
                 log_warning("migration %s of %s failed in perform: %s", s->op, vm->name, why);
                 int sr = mig_settle(a, vm, s->op, s->dest); /* perform: resume the source, drop the destination */
+                /* Before perform_done the destination can never have run
+                 * the guest (rule 1): whoever settled, its copy goes. */
+                if (!postcopy && peer && agent_peer_cancel(peer, s->op, vm->uuid, PEER_CALL_MS) < 0)
+                        log_warning("migration %s of %s: telling %s to drop its copy failed: %s (its watchdog will)",
+                                    s->op, vm->name, s->dest, err_msg());
                 vm_lock(vm);
                 vm_set_error_locked(vm, "migration %s failed: %s", s->op, why);
                 vm_unlock(vm);
                 agent_migtable_done(t, s->m, -EIO, sr == 1 ? why : "failed, and the source could not be resumed yet");
                 goto out;
         }
-        bool postcopy = pr == 1;
-        vm_lock(vm);
-        st = vm->mig_stats;
-        r = job_set_phase(vm, JOB_PHASE_PERFORM_DONE);
-        vm_unlock(vm);
         agent_migtable_phase(t, s->m, JOB_PHASE_PERFORM_DONE, &st);
         agent_test_hold(JOB_PHASE_PERFORM_DONE, vm->name);
 
@@ -418,7 +430,20 @@ int agent_migrate(Agent *a, Vm *vm, const char *op, const char *dest_addr, const
                 free(s);
                 return r;
         }
+        /* Registered before the VM lock is first dropped: the recovery
+         * thread leaves alone every migration the table shows running, and
+         * would otherwise settle this one ("nothing was sent") in the gap. */
+        s->m = agent_migtable_add(a->migrations, op, vm->name, true);
         s->definition = strdup(vm->definition_json ? vm->definition_json : "{}");
+        if (!s->m || !s->definition) {
+                job_end_async(vm);
+                vm_unlock(vm);
+                if (s->m)
+                        agent_migtable_done(a->migrations, s->m, -ENOMEM, "out of memory");
+                free(s->definition);
+                free(s);
+                return err_set(-ENOMEM, "out of memory");
+        }
         memset(&vm->mig, 0, sizeof(vm->mig));
         snprintf(vm->mig.op, sizeof(vm->mig.op), "%s", op);
         snprintf(vm->mig.peer, sizeof(vm->mig.peer), "%s", dest_addr);
@@ -437,25 +462,18 @@ int agent_migrate(Agent *a, Vm *vm, const char *op, const char *dest_addr, const
                 vm_lock(vm);
         }
         if (r < 0) {
+                char why[ERR_MSG_MAX];
+                snprintf(why, sizeof(why), "%s", err_str(r));
                 job_end_async(vm);
                 vm_unlock(vm);
+                agent_migtable_done(a->migrations, s->m, r, why);
                 free(s->definition);
                 free(s);
-                return r;
+                return err_set(r, "%s", why);
         }
         vm_unlock(vm);
 
         s->vm = vm_ref(vm);
-        s->m = agent_migtable_add(a->migrations, op, vm->name, true);
-        if (!s->m || !s->definition) {
-                vm_lock(vm);
-                job_end_async(vm);
-                vm_unlock(vm);
-                vm_unref(vm);
-                free(s->definition);
-                free(s);
-                return err_set(-ENOMEM, "out of memory");
-        }
         Migration *m = s->m;
         agent_migtable_phase(a->migrations, m, JOB_PHASE_BEGIN, NULL);
         agent_emit(a, vm, "migration", "outgoing migration %s to %s started", op, dest_addr);
