@@ -25,6 +25,7 @@
 
 #include "deadline.h"
 #include "qemuproc.h"
+#include "status.h"
 #include "testutil.h"
 
 static char scratch[128];    /* per process: tls/ and one folder per test */
@@ -349,6 +350,19 @@ int cluster_qemu_pids(Cluster *c, int i, const char *name, int *pids, int max) {
         return n;
 }
 
+/* Whether host @i's status file of @name records @async_job in @phase. */
+static bool phase_on_disk(Cluster *c, int i, const char *name, const char *async_job, const char *phase) {
+        char path[sizeof(c->host[i].dir) + 128];
+        VmStatusRecord rec;
+        snprintf(path, sizeof(path), "%s/state/%s.json", c->host[i].dir, name);
+        if (status_read(path, &rec) < 0)
+                return false;
+        bool hit = strcmp(async_job_to_string(rec.async_job), async_job) == 0 &&
+                   strcmp(job_phase_to_string(rec.phase), phase) == 0;
+        status_record_clear(&rec);
+        return hit;
+}
+
 int cluster_wait_phase(Cluster *c, int i, const char *name, const char *async_job, const char *phase,
                        int timeout_ms) {
         Deadline d = deadline_in_ms(timeout_ms);
@@ -357,7 +371,9 @@ int cluster_wait_phase(Cluster *c, int i, const char *name, const char *async_jo
                 if (cluster_guest_status(c, i, name, &st) == 0) {
                         bool hit = strcmp(st->async_job, async_job) == 0 && strcmp(st->phase, phase) == 0;
                         drover__v1__guest_status__free_unpacked(st, NULL);
-                        if (hit)
+                        /* and durable: a kill must land after the write, not
+                         * between the in-memory change and the file */
+                        if (hit && phase_on_disk(c, i, name, async_job, phase))
                                 return 0;
                 }
                 sleep_ms(20);
