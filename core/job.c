@@ -61,9 +61,9 @@ static void describe_holders(Vm *vm, char *buf, size_t size) {
                                        job_phase_to_string(j->phase), age_s(j->async_started_ns, now),
                                        age_s(j->phase_started_ns, now));
         if (j->ga_active != GA_JOB_NONE && n < size)
-                n += (size_t) snprintf(buf + n, size - n, "%sagent job '%s' (op %s, '%s') for %.1f s",
-                                       n ? "; " : "", ga_job_to_string(j->ga_active), j->agent_owner,
-                                       j->agent_what, age_s(j->agent_started_ns, now));
+                n += (size_t) snprintf(buf + n, size - n, "%sguest-agent job '%s' (op %s, '%s') for %.1f s",
+                                       n ? "; " : "", ga_job_to_string(j->ga_active), j->ga_owner,
+                                       j->ga_what, age_s(j->ga_started_ns, now));
         if (n == 0)
                 snprintf(buf, size, "no holder (woken too late)");
 }
@@ -98,7 +98,7 @@ static int begin_normal(Vm *vm, JobType type, AsyncJobType nested_async, const c
 
         if (vm->removed)
                 return err_set(-ESRCH, "VM '%s' is being removed", vm->name);
-        if (j->ga_active != GA_JOB_NONE && strcmp(j->agent_owner, op) == 0)
+        if (j->ga_active != GA_JOB_NONE && strcmp(j->ga_owner, op) == 0)
                 return err_set(-EDEADLK, "op %s holds the agent job of VM '%s'; it may not also take a normal job",
                                op, vm->name);
         if (type != JOB_DESTROY && j->queued >= JOB_MAX_QUEUED)
@@ -372,7 +372,7 @@ int job_begin_ga(Vm *vm, GaJobType type, const char *op, const char *what,
         j->queued++;
         while (j->ga_active != GA_JOB_NONE) {
                 if (cond_wait(&vm->job_cond, &vm->lock, d) < 0) {
-                        r = timeout_error(vm, "agent", ga_job_to_string(type), op, timeout_ms);
+                        r = timeout_error(vm, "guest-agent", ga_job_to_string(type), op, timeout_ms);
                         break;
                 }
         }
@@ -380,9 +380,9 @@ int job_begin_ga(Vm *vm, GaJobType type, const char *op, const char *what,
         if (r < 0)
                 return r;
         j->ga_active = type;
-        set_owner(j->agent_owner, op);
-        snprintf(j->agent_what, sizeof(j->agent_what), "%s", what ? what : ga_job_to_string(type));
-        j->agent_started_ns = now_ns();
+        set_owner(j->ga_owner, op);
+        snprintf(j->ga_what, sizeof(j->ga_what), "%s", what ? what : ga_job_to_string(type));
+        j->ga_started_ns = now_ns();
         vm->generation++;
         return 0;
 }
@@ -391,9 +391,9 @@ void job_end_ga(Vm *vm) {
         vm_assert_locked(vm);
         assert(vm->job.ga_active != GA_JOB_NONE);
         vm->job.ga_active = GA_JOB_NONE;
-        vm->job.agent_owner[0] = '\0';
-        vm->job.agent_what[0] = '\0';
-        vm->job.agent_started_ns = 0;
+        vm->job.ga_owner[0] = '\0';
+        vm->job.ga_what[0] = '\0';
+        vm->job.ga_started_ns = 0;
         vm->generation++;
         cond_broadcast(&vm->job_cond);
 }

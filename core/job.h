@@ -50,9 +50,9 @@ typedef struct VmJob {
         uint64_t started_ns;
 
         GaJobType ga_active;
-        char agent_owner[OP_ID_MAX];
-        char agent_what[48];
-        uint64_t agent_started_ns;
+        char ga_owner[OP_ID_MAX];
+        char ga_what[48];
+        uint64_t ga_started_ns;
 
         AsyncJobType async;
         char async_owner[OP_ID_MAX];

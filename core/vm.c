@@ -467,7 +467,7 @@ void vm_snapshot(Vm *vm, VmSnapshot *ret) {
         memcpy(ret->job_what, vm->job.what, sizeof(ret->job_what));
         ret->job_age_ms = age_ms(vm->job.started_ns, now);
         ret->ga_job = vm->job.ga_active;
-        ret->ga_job_age_ms = age_ms(vm->job.agent_started_ns, now);
+        ret->ga_job_age_ms = age_ms(vm->job.ga_started_ns, now);
         ret->async_job = vm->job.async;
         memcpy(ret->async_owner, vm->job.async_owner, sizeof(ret->async_owner));
         ret->phase = vm->job.phase;

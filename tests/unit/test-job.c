@@ -258,7 +258,7 @@ static void test_agent_and_normal_never_combined(void **state) {
         job_end_ga(vm);
         vm_unlock(vm);
 
-        /* A hung guest-agent call (an agent job held for long) never blocks
+        /* A hung guest-agent call (a guest-agent job held for long) never blocks
          * management: another op takes MODIFY and DESTROY jobs meanwhile. */
         Holder hung = { .vm = vm, .kind = 2, .type = GA_JOB_QUERY, .op = "guest-call",
                         .timeout_ms = 1000, .hold_ms = 500 };
@@ -269,9 +269,9 @@ static void test_agent_and_normal_never_combined(void **state) {
         assert_int_equal(job_begin(vm, JOB_MODIFY, "mgmt", "suspend", 100), 0);
         assert_true(now_ns() - t0 < 50 * NSEC_PER_MSEC);
         job_end(vm);
-        /* a second agent job waits for the first and names it on timeout */
+        /* a second guest-agent job waits for the first and names it on timeout */
         assert_int_equal(job_begin_ga(vm, GA_JOB_QUERY, "other", "guest-info", 50), -ETIMEDOUT);
-        assert_non_null(strstr(err_msg(), "agent job 'query' (op guest-call"));
+        assert_non_null(strstr(err_msg(), "guest-agent job 'query' (op guest-call"));
         vm_unlock(vm);
         holder_join(&hung);
         vm_unref(vm);
