@@ -230,6 +230,7 @@ int mig_apply_decision(Agent *a, Vm *vm, const char *op, const char *peer_addr, 
 static void local_facts(Vm *vm, const char *op, RecoveryInput *in) {
         MigrationStats st = { 0 };
         QmpStatus qs = { 0 };
+        *in = (RecoveryInput) { 0 };
         vm_lock(vm);
         in->dir = vm->job.async == ASYNC_JOB_MIGRATION_IN ? MIG_DIR_IN : MIG_DIR_OUT;
         in->phase = vm->job.phase;
@@ -242,6 +243,8 @@ static void local_facts(Vm *vm, const char *op, RecoveryInput *in) {
                 int r2 = VM_NESTED_CALL(vm, t, op, "query-migrate", qmp_query_migrate(mon_, -1, &st));
                 if (r1 < 0 && r2 < 0 && (r1 == -ESRCH || r1 == -ECONNRESET))
                         in->qemu_alive = false;
+                else if (r1 < 0 || r2 < 0)
+                        in->qemu_unanswered = true;
         }
         in->vcpus_running = qs.running;
         in->mig_status = st.status;
