@@ -63,11 +63,10 @@ static int resume_source(Agent *a, Vm *vm, const char *op, const char *peer_addr
                         (void) vm_wait_locked(vm, deadline_in_ms(100));
                 }
         }
-        if (vm->mig.has_orig_params) {
-                MigrationParams orig = vm->mig.orig_params;
-                orig.has_tls_creds = orig.has_tls_hostname = false;
-                (void) VM_NESTED_CALL(vm, t, op, "migrate-set-parameters", qmp_migrate_set_parameters(mon_, -1, &orig));
-        }
+        /* best effort: a QEMU that refuses keeps running all the same */
+        char unrestored[ERR_MSG_MAX] = "";
+        if (mig_restore_settings_locked(vm, t, op) < 0)
+                snprintf(unrestored, sizeof(unrestored), "%s", err_msg());
         QmpStatus qs;
         r = VM_NESTED_CALL(vm, t, op, "query-status", qmp_query_status(mon_, -1, &qs));
         if (r >= 0 && !qs.running)
@@ -86,8 +85,14 @@ static int resume_source(Agent *a, Vm *vm, const char *op, const char *peer_addr
                         agent_peer_close(p);
                 }
         }
+        if (unrestored[0]) {
+                log_warning("guest %s, migration %s: QEMU's migration settings not restored: %s", vm->name, op,
+                            unrestored);
+                agent_migtable_note(a->migrations, op, "migration settings not restored: %s", unrestored);
+        }
         if (r >= 0)
-                agent_emit(a, vm, "resumed", "migration %s cancelled, source resumed", op);
+                agent_emit(a, vm, "resumed", "migration %s cancelled, source resumed%s%s", op,
+                           unrestored[0] ? "; migration settings not restored: " : "", unrestored);
         return r;
 }
 
