@@ -7,7 +7,8 @@
  * thread.  That thread calls the destination's MigratePrepare, runs perform
  * (capabilities, parameters, `migrate`, then one query-migrate per poll fed
  * to the convergence policy of core/converge.h, whose decision it executes,
- * and a liveness check of the destination agent), persists perform_done, calls MigrateFinish, and
+ * `migrate-continue` at pre-switchover, and a liveness check of the
+ * destination agent), persists perform_done, calls MigrateFinish, and
  * confirms (the source QEMU stops and the guest's record goes).  Failures
  * are settled by mig_settle() (agent-migrate-settle.c), whose resume of the
  * source puts the settings back with mig_restore_settings_locked(), which
@@ -216,6 +217,12 @@ static int perform(Source *s) {
         int r;
 
         vm_lock(vm);
+        if (vm->mig.orig_caps & MIGRATION_CAP_BIT(MIGRATION_CAP_PAUSE_BEFORE_SWITCHOVER)) {
+                vm_unlock(vm);
+                agent_migtable_event(s->a->migrations, s->m,
+                                     "pause-before-switchover is on: the source continues at pre-switchover");
+                vm_lock(vm);
+        }
         r = VM_NESTED_CALL(vm, ASYNC_JOB_MIGRATION_OUT, op, "migrate-set-capabilities",
                    qmp_migrate_set_capabilities(mon_, -1, source_caps(&s->p), true));
         if (r >= 0) {
@@ -249,6 +256,7 @@ static int perform(Source *s) {
         ConvergeState cs;
         converge_init(&s->p, s->mem_mib, t0, &cs);
         uint64_t peer_check_ns = t0, peer_down_since = 0;
+        bool continued = false; /* migrate-continue sent for this pre-switchover */
         AgentPeer *peer = NULL;
         (void) agent_peer_open(s->a, s->dest, &peer);
 
@@ -287,6 +295,22 @@ static int perform(Source *s) {
                         r = err_set(-EIO, "QEMU reports the migration %s: %s", migration_status_to_string(st.status),
                                     st.has_error_desc ? st.error_desc : "no reason given");
                         break;
+                }
+                /* pause-before-switchover, switched on by someone else:
+                 * QEMU stopped the vCPUs and waits; nothing needs doing
+                 * here (shared storage), so go on at once, once per pause
+                 * (QEMU counts every continue) */
+                if (st.status != MIGRATION_STATUS_PRE_SWITCHOVER)
+                        continued = false;
+                else if (!continued) {
+                        r = VM_NESTED_CALL(vm, ASYNC_JOB_MIGRATION_OUT, op, "migrate-continue",
+                                   qmp_migrate_continue(mon_, -1, "pre-switchover"));
+                        if (r < 0) {
+                                r = err_prefix(r, "migrate-continue at pre-switchover");
+                                break;
+                        }
+                        continued = true;
+                        continue;
                 }
                 ConvergePass pass = {
                         .now_ns = now,
