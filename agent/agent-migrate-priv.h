@@ -46,6 +46,15 @@ bool mig_mark_dropping(Vm *vm, const char *op, JobPhase phase);
  * mig_settle(). */
 int mig_apply_decision(Agent *a, Vm *vm, const char *op, const char *peer_addr, RecoveryDecision d);
 
+/* Source whose QEMU stays (vm->lock held, async job @t of @op, QEMU not
+ * migrating): put back what the source changed in QEMU's migration
+ * settings, from vm->mig (saved at begin, persisted): the capabilities it
+ * switched on that were off, and its parameters whose value differs from
+ * the saved one; nothing else.  Nothing when nothing was saved.  Each part
+ * is tried even when the other failed.  0, or the first -errno with the
+ * detail in err_msg(): the caller reports it, it never stops the guest. */
+int mig_restore_settings_locked(Vm *vm, AsyncJobType t, const char *op);
+
 /* Source, confirm: stop the source QEMU (quit, then kill), end the job and
  * forget the guest: it runs on the destination.  Returns 0. */
 int mig_kill_source(Agent *a, Vm *vm, const char *op);

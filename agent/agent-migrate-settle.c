@@ -68,11 +68,10 @@ static int resume_source(Agent *a, Vm *vm, const char *op, const char *peer_addr
                         (void) vm_wait_locked(vm, deadline_in_ms(100));
                 }
         }
-        if (vm->mig.has_orig_params) {
-                MigrationParams orig = vm->mig.orig_params;
-                orig.has_tls_creds = orig.has_tls_hostname = false;
-                (void) VM_NESTED_CALL(vm, t, op, "migrate-set-parameters", qmp_migrate_set_parameters(mon_, -1, &orig));
-        }
+        /* best effort: a QEMU that refuses keeps running all the same */
+        char unrestored[ERR_MSG_MAX] = "";
+        if (mig_restore_settings_locked(vm, t, op) < 0)
+                snprintf(unrestored, sizeof(unrestored), "%s", err_msg());
         QmpStatus qs;
         r = VM_NESTED_CALL(vm, t, op, "query-status", qmp_query_status(mon_, -1, &qs));
         if (r >= 0 && !qs.running)
@@ -102,7 +101,13 @@ static int resume_source(Agent *a, Vm *vm, const char *op, const char *peer_addr
                         agent_peer_close(p);
                 }
         }
-        agent_emit(a, vm, "resumed", "migration %s cancelled, source resumed", op);
+        if (unrestored[0]) {
+                log_warning("guest %s, migration %s: QEMU's migration settings not restored: %s", vm->name, op,
+                            unrestored);
+                agent_migtable_note(a->migrations, op, "migration settings not restored: %s", unrestored);
+        }
+        agent_emit(a, vm, "resumed", "migration %s cancelled, source resumed%s%s", op,
+                   unrestored[0] ? "; migration settings not restored: " : "", unrestored);
         return 1;
 }
 
@@ -253,6 +258,7 @@ int mig_apply_decision(Agent *a, Vm *vm, const char *op, const char *peer_addr, 
 static void local_facts(Vm *vm, const char *op, RecoveryInput *in) {
         MigrationStats st = { 0 };
         QmpStatus qs = { 0 };
+        *in = (RecoveryInput) { 0 };
         vm_lock(vm);
         in->dir = vm->job.async == ASYNC_JOB_MIGRATION_IN ? MIG_DIR_IN : MIG_DIR_OUT;
         in->phase = vm->job.phase;

@@ -197,6 +197,21 @@ void agent_migtable_tuned(MigrationTable *t, const char *op, const char *what) {
         lock_release(&t->lock);
 }
 
+void agent_migtable_note(MigrationTable *t, const char *op, const char *fmt, ...) {
+        va_list ap;
+        char buf[128];
+        va_start(ap, fmt);
+        vsnprintf(buf, sizeof(buf), fmt, ap);
+        va_end(ap);
+        lock_acquire(&t->lock);
+        for (Migration *m = t->list; m; m = m->next)
+                if (strcmp(m->r.op, op) == 0) {
+                        add_step_locked(t, m, "", "", buf);
+                        break;
+                }
+        lock_release(&t->lock);
+}
+
 void agent_migtable_wait_done(MigrationTable *t, Migration *m) {
         lock_acquire(&t->lock);
         while (!m->r.done)

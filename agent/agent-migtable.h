@@ -78,6 +78,10 @@ void agent_migtable_result(MigrationTable *t, Migration *m, const MigrationStats
                            bool synced, bool postcopy);
 /* Record that the migration @op was tuned (@what: the new limits). */
 void agent_migtable_tuned(MigrationTable *t, const char *op, const char *what);
+/* Record @fmt as a step of the newest migration @op (also its last
+ * event), for what happened to it outside its own thread; nothing when
+ * no record has @op (a migration found at restart has none). */
+void agent_migtable_note(MigrationTable *t, const char *op, const char *fmt, ...) _printf_(3, 4);
 /* Wait until @m is done (no deadline: the migration thread always ends it). */
 void agent_migtable_wait_done(MigrationTable *t, Migration *m);
 void agent_migtable_copy(MigrationTable *t, Migration *m, MigResult *ret);

@@ -1,7 +1,14 @@
 /* Two real agents on loopback (one machine, two state folders), a tiny real
  * guest dirtying memory, live migrations between them over real gRPC and a
- * real QEMU stream: success, abort, tuning, and a destination that dies.
- * The multi-host versions with network namespaces are in tests/cluster. */
+ * real QEMU stream: success, abort, tuning, a destination that dies, QEMU's
+ * migration settings put back after a migration that did not move the guest
+ * (abort, and a source agent killed mid-stream), and a QEMU whose
+ * pause-before-switchover capability someone else switched on.
+ *
+ * The agent holds each guest's monitor, and QEMU serves one monitor client
+ * at a time; so a test reads or changes QEMU's migration settings through
+ * the monitor socket while the agent is stopped (the guests outlive it),
+ * then starts the agent again, which reconnects. No test-only RPC. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <pthread.h>
@@ -17,6 +24,8 @@
 
 #include "agentd-util.h"
 #include "deadline.h"
+#include "err.h"
+#include "qmp.h"
 #include "qemuproc.h"
 #include "testutil.h"
 
@@ -201,11 +210,244 @@ static void test_abort_resumes_source(void **state) {
         test_agent_stop(&b);
 }
 
+/* ---- QEMU's migration settings, through the monitor socket ---------------------------- */
+
+typedef struct Settings {
+        MigrationCaps caps;
+        MigrationParams params;
+} Settings;
+
+/* With @t's agent stopped: connect to the guest's monitor, optionally
+ * enable the capabilities @enable and set @set (NULL: none), then read the
+ * capabilities and parameters into *ret. */
+static void settings_via_monitor(TestAgent *t, const char *name, uint64_t enable, const MigrationParams *set,
+                                 Settings *ret) {
+        char path[400];
+        QmpMonitor *mon;
+        snprintf(path, sizeof(path), "%s/%s.qmp", t->run_dir, name);
+        assert_int_equal(t->pid, 0);
+        if (qmp_monitor_connect(path, NULL, deadline_in_ms(10000), &mon) < 0)
+                fail_msg("connecting to %s: %s", path, err_msg());
+        if (enable && qmp_migrate_set_capabilities(mon, 5000, enable, true) < 0)
+                fail_msg("migrate-set-capabilities: %s", err_msg());
+        if (set && qmp_migrate_set_parameters(mon, 5000, set) < 0)
+                fail_msg("migrate-set-parameters: %s", err_msg());
+        memset(ret, 0, sizeof(*ret));
+        if (qmp_query_migrate_capabilities(mon, 5000, &ret->caps) < 0 ||
+            qmp_query_migrate_parameters(mon, 5000, &ret->params) < 0)
+                fail_msg("reading the migration settings: %s", err_msg());
+        qmp_monitor_close(mon);
+}
+
+/* Every capability and every parameter Drover knows is as in @want. */
+static void assert_settings_equal(const Settings *want, const Settings *got) {
+        int bad = 0;
+        for (int c = 0; c < MIGRATION_CAP_MAX; c++) {
+                uint64_t bit = MIGRATION_CAP_BIT(c);
+                if ((want->caps.enabled & bit) != (got->caps.enabled & bit)) {
+                        printf("# capability %s: %s before, %s after\n", migration_cap_to_string(c),
+                               want->caps.enabled & bit ? "on" : "off", got->caps.enabled & bit ? "on" : "off");
+                        bad++;
+                }
+        }
+        for (size_t k = 0; k < MIGRATION_PARAM_COUNT; k++) {
+                const MigrationParamInfo *i = &migration_param_table[k];
+                bool hw = migration_param_is_set(&want->params, i), hg = migration_param_is_set(&got->params, i);
+                if (hw != hg) {
+                        printf("# parameter %s: %s before, %s after\n", i->name, hw ? "present" : "absent",
+                               hg ? "present" : "absent");
+                        bad++;
+                } else if (hw && i->kind == MIGRATION_PARAM_U64 &&
+                           migration_param_get_u64(&want->params, i) != migration_param_get_u64(&got->params, i)) {
+                        printf("# parameter %s: %llu before, %llu after\n", i->name,
+                               (unsigned long long) migration_param_get_u64(&want->params, i),
+                               (unsigned long long) migration_param_get_u64(&got->params, i));
+                        bad++;
+                } else if (hw && i->kind == MIGRATION_PARAM_STR &&
+                           strcmp(migration_param_get_str(&want->params, i), migration_param_get_str(&got->params, i))) {
+                        printf("# parameter %s: '%s' before, '%s' after\n", i->name,
+                               migration_param_get_str(&want->params, i), migration_param_get_str(&got->params, i));
+                        bad++;
+                }
+        }
+        if (bad)
+                fail_msg("%d migration setting(s) of the source QEMU differ from before the migration", bad);
+}
+
+/* Start @t's agent again in its folder (test_agent_start() clears *t
+ * first, so not with t->dir itself). */
+static void restart_agent(TestAgent *t) {
+        char dir[sizeof(t->dir)];
+        snprintf(dir, sizeof(dir), "%s", t->dir);
+        assert_int_equal(test_agent_start(t, dir, NULL), 0);
+}
+
+/* Values nobody would pick by default, so a restore to QEMU's defaults
+ * (rather than to what was there) shows; `events` on before, so turning
+ * off what Drover did not change shows too. */
+static void settings_before(TestAgent *a, const char *name, Settings *ret) {
+        MigrationParams set = {
+                .has_max_bandwidth = true, .max_bandwidth = 50u << 20,
+                .has_downtime_limit = true, .downtime_limit = 450,
+                .has_cpu_throttle_initial = true, .cpu_throttle_initial = 15,
+                .has_cpu_throttle_increment = true, .cpu_throttle_increment = 7,
+                .has_max_cpu_throttle = true, .max_cpu_throttle = 77,
+                .has_multifd_channels = true, .multifd_channels = 3,
+        };
+        assert_int_equal(test_agent_stop(a), 0);
+        settings_via_monitor(a, name, MIGRATION_CAP_BIT(MIGRATION_CAP_EVENTS), &set, ret);
+        assert_true(ret->caps.enabled & MIGRATION_CAP_BIT(MIGRATION_CAP_EVENTS));
+        assert_false(ret->caps.enabled & MIGRATION_CAP_BIT(MIGRATION_CAP_AUTO_CONVERGE));
+        assert_false(ret->caps.enabled & MIGRATION_CAP_BIT(MIGRATION_CAP_MULTIFD));
+        assert_int_equal(ret->params.max_cpu_throttle, 77);
+        restart_agent(a);
+}
+
+/* A slow migration with auto-converge and multifd (so the source changes
+ * capabilities and parameters), running, in phase perform. */
+static void start_slow_migration(TestAgent *a, TestAgent *b, const char *name) {
+        Drover__V1__MigrationParams p = DROVER__V1__MIGRATION_PARAMS__INIT;
+        p.bandwidth_bytes_per_s = 8u << 20; /* ~30 s for 256 MiB */
+        p.auto_converge = true;
+        p.multifd_channels = 2;
+        RpcStatus rs;
+        Drover__V1__MigrationResult *res = migrate(a, b, name, &p, false, &rs);
+        if (!res)
+                fail_msg("Migrate: %s %s", rpc_code_to_string(rs.code), rs.details);
+        assert_false(res->done);
+        drover__v1__migration_result__free_unpacked(res, NULL);
+        Deadline d = deadline_in_ms(20000);
+        for (;;) {
+                Drover__V1__GuestStatus *st;
+                assert_int_equal(status_of(a, name, &st), 0);
+                bool streaming = strcmp(st->phase, "perform") == 0 && st->migration &&
+                                 st->migration->ram_transferred_bytes > 0;
+                drover__v1__guest_status__free_unpacked(st, NULL);
+                if (streaming)
+                        break;
+                if (deadline_expired(d))
+                        fail_msg("the migration of %s did not start streaming", name);
+                sleep_ms(200);
+        }
+}
+
+static void wait_source_running_again(TestAgent *a, const char *name, int timeout_ms) {
+        Deadline d = deadline_in_ms(timeout_ms);
+        for (;;) {
+                Drover__V1__GuestStatus *st;
+                assert_int_equal(status_of(a, name, &st), 0);
+                bool back = st->state == DROVER__V1__GUEST_STATE__GUEST_STATE_RUNNING &&
+                            strcmp(st->async_job, "none") == 0;
+                drover__v1__guest_status__free_unpacked(st, NULL);
+                if (back)
+                        return;
+                if (deadline_expired(d))
+                        fail_msg("%s did not run again on the source", name);
+                sleep_ms(200);
+        }
+}
+
+static void test_abort_restores_source_migration_settings(void **state) {
+        TestAgent a = { 0 }, b = { 0 };
+        Settings before, after;
+        assert_int_equal(test_agent_start(&a, tu_tmpdir("restore-a"), NULL), 0);
+        assert_int_equal(test_agent_start(&b, tu_tmpdir("restore-b"), NULL), 0);
+        define_and_start(&a, "cr", 256, "mib=240 rate=20");
+        settings_before(&a, "cr", &before);
+
+        start_slow_migration(&a, &b, "cr");
+        Drover__V1__MigrateTuneRequest tr = DROVER__V1__MIGRATE_TUNE_REQUEST__INIT;
+        Drover__V1__GuestStatus *st;
+        tr.guest = (char *) "cr";
+        tr.bandwidth_bytes_per_s = 4u << 20;
+        tr.downtime_limit_ms = 700;
+        CALL_OK(&a, "MigrateTune", &tr, &st);
+        drover__v1__guest_status__free_unpacked(st, NULL);
+        Drover__V1__GuestRef ref = DROVER__V1__GUEST_REF__INIT;
+        ref.guest = (char *) "cr";
+        Drover__V1__MigrationResult *ar;
+        CALL_OK(&a, "MigrateAbort", &ref, &ar);
+        assert_true(ar->done);
+        assert_false(ar->success);
+        for (size_t i = 0; i < ar->n_policy_steps; i++)
+                assert_null(strstr(ar->policy_steps[i], "not restored"));
+        drover__v1__migration_result__free_unpacked(ar, NULL);
+        wait_source_running_again(&a, "cr", 10000);
+
+        assert_int_equal(test_agent_stop(&a), 0);
+        settings_via_monitor(&a, "cr", 0, NULL, &after);
+        assert_settings_equal(&before, &after);
+        test_agent_kill_guests(&a);
+        test_agent_stop(&b);
+        test_agent_kill_guests(&b);
+}
+
+/* Restart recovery resumes the source from the status file; the saved
+ * settings come from there too. */
+static void test_restart_recovery_restores_source_migration_settings(void **state) {
+        TestAgent a = { 0 }, b = { 0 };
+        Settings before, after;
+        assert_int_equal(test_agent_start(&a, tu_tmpdir("restore-kill-a"), NULL), 0);
+        assert_int_equal(test_agent_start(&b, tu_tmpdir("restore-kill-b"), NULL), 0);
+        define_and_start(&a, "ck", 256, "mib=240 rate=20");
+        settings_before(&a, "ck", &before);
+
+        start_slow_migration(&a, &b, "ck");
+        test_agent_kill9(&a);
+        restart_agent(&a);
+        wait_source_running_again(&a, "ck", 30000);
+
+        assert_int_equal(test_agent_stop(&a), 0);
+        settings_via_monitor(&a, "ck", 0, NULL, &after);
+        assert_settings_equal(&before, &after);
+        test_agent_kill_guests(&a);
+        test_agent_stop(&b);
+        test_agent_kill_guests(&b);
+}
+
+/* Someone else switched pause-before-switchover on: QEMU stops in
+ * pre-switchover and waits for migrate-continue, which the source sends. */
+static void test_pause_before_switchover_is_continued(void **state) {
+        TestAgent a = { 0 }, b = { 0 };
+        Settings s;
+        assert_int_equal(test_agent_start(&a, tu_tmpdir("pbs-a"), NULL), 0);
+        assert_int_equal(test_agent_start(&b, tu_tmpdir("pbs-b"), NULL), 0);
+        define_and_start(&a, "pb", 128, "mib=96 rate=20");
+        assert_int_equal(test_agent_stop(&a), 0);
+        settings_via_monitor(&a, "pb", MIGRATION_CAP_BIT(MIGRATION_CAP_PAUSE_BEFORE_SWITCHOVER), NULL, &s);
+        assert_true(s.caps.enabled & MIGRATION_CAP_BIT(MIGRATION_CAP_PAUSE_BEFORE_SWITCHOVER));
+        restart_agent(&a);
+
+        Drover__V1__MigrationParams p = DROVER__V1__MIGRATION_PARAMS__INIT;
+        p.progress_timeout_s = 10; /* unhandled, pre-switchover stalls into this */
+        RpcStatus rs;
+        Drover__V1__MigrationResult *res = migrate(&a, &b, "pb", &p, true, &rs);
+        if (!res)
+                fail_msg("Migrate: %s %s", rpc_code_to_string(rs.code), rs.details);
+        printf("# %s in %llu ms, downtime %llu ms (QEMU)\n", res->success ? "migrated" : "FAILED",
+               (unsigned long long) res->total_ms, (unsigned long long) res->downtime_ms);
+        if (!res->success)
+                fail_msg("migration failed: %s", res->error);
+        assert_true(res->total_ms < 10000);
+        drover__v1__migration_result__free_unpacked(res, NULL);
+        Drover__V1__GuestStatus *st;
+        assert_int_equal(status_of(&b, "pb", &st), 0);
+        assert_int_equal(st->state, DROVER__V1__GUEST_STATE__GUEST_STATE_RUNNING);
+        drover__v1__guest_status__free_unpacked(st, NULL);
+        assert_int_equal(status_of(&a, "pb", &st), RPC_NOT_FOUND);
+        test_agent_stop(&a);
+        test_agent_stop(&b);
+        test_agent_kill_guests(&b);
+}
+
 int main(void) {
         tu_require_qemu();
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_migration_moves_the_guest),
                 cmocka_unit_test(test_abort_resumes_source),
+                cmocka_unit_test(test_abort_restores_source_migration_settings),
+                cmocka_unit_test(test_restart_recovery_restores_source_migration_settings),
+                cmocka_unit_test(test_pause_before_switchover_is_continued),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
