@@ -111,6 +111,7 @@ bool migration_status_is_active(MigrationStatus s) {
         case MIGRATION_STATUS_DEVICE:
         case MIGRATION_STATUS_WAIT_UNPLUG:
         case MIGRATION_STATUS_COLO:
+        case MIGRATION_STATUS_UNKNOWN: /* a newer QEMU's status: may be in flight */
                 return true;
         default:
                 return migration_status_is_postcopy(s);

@@ -19,7 +19,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* QAPI MigrationStatus (QEMU 7.2, plus postcopy-recover-setup from 9.1). */
+/* QAPI MigrationStatus (QEMU 7.2, plus postcopy-recover-setup from 9.1).
+ *
+ * MIGRATION_STATUS_UNKNOWN stands for a status string this build does not
+ * know (a newer QEMU's, e.g. a "wait-unplug-2").  Nothing is known about
+ * it except that QEMU has a migration state, so the predicates below treat
+ * it as possibly in flight: never terminal, always active.  A source that
+ * reads UNKNOWN therefore cancels before it resumes (migrate_cancel on a
+ * finished migration is harmless; cont under a live one is not), and a
+ * loop waiting for the end keeps waiting until its own deadline.  It is
+ * not taken for post-copy: post-copy only starts when Drover asks for it
+ * (migrate-start-postcopy), and callers record that themselves. */
 typedef enum MigrationStatus {
         MIGRATION_STATUS_NONE,
         MIGRATION_STATUS_SETUP,
@@ -44,11 +54,14 @@ const char *migration_status_to_string(MigrationStatus s);
 /* Unknown strings map to MIGRATION_STATUS_UNKNOWN; NULL maps to NONE
  * (query-migrate before any migration has no status member). */
 MigrationStatus migration_status_from_string(const char *s);
-/* completed, failed, cancelled */
+/* completed, failed, cancelled: the migration is over.  False for UNKNOWN. */
 bool migration_status_is_terminal(MigrationStatus s);
-/* postcopy-active, -paused, -recover(-setup): no way back to the source */
+/* postcopy-active, -paused, -recover(-setup): no way back to the source.
+ * False for UNKNOWN (see above). */
 bool migration_status_is_postcopy(MigrationStatus s);
-/* setup .. device: a migration is in flight and may still complete */
+/* setup .. wait-unplug, colo, post-copy, and UNKNOWN: a migration is or
+ * may be in flight and may still complete.  Not active means over
+ * (terminal) or never started (none), nothing else. */
 bool migration_status_is_active(MigrationStatus s);
 
 /* QAPI RunState (query-status "status"). */
@@ -165,9 +178,12 @@ bool migration_param_is_set(const MigrationParams *p, const MigrationParamInfo *
 uint64_t migration_param_get_u64(const MigrationParams *p, const MigrationParamInfo *i);
 const char *migration_param_get_str(const MigrationParams *p, const MigrationParamInfo *i);
 
-/* query-migrate, flattened.  All counters are QEMU's; 0 when absent. */
+/* query-migrate, flattened.  All counters are QEMU's; 0 when absent, and a
+ * counter QEMU sent as something other than an unsigned integer reads as
+ * absent (see qmp_parse_migrate_stats()). */
 typedef struct MigrationStats {
         MigrationStatus status;
+        char status_name[32];            /* QEMU's string ("" for none), cut to fit */
         uint64_t total_time_ms;
         uint64_t downtime_ms;            /* when completed */
         uint64_t expected_downtime_ms;   /* while active */

@@ -23,6 +23,18 @@
  * the call retries once on a fresh connection (nothing of the command has
  * been sent yet, so this is safe).
  *
+ * guest-info (the agent's version and which commands it enables) is probed
+ * after a sync, and again after any later sync: a sync follows a connect
+ * (the agent may have restarted, or the guest rebooted into another
+ * version) or a timeout or framing error (behind virtio-serial the host
+ * socket stays open while the agent inside restarts, so this is how a new
+ * agent shows).  A probe the agent refused, answered with nonsense or did
+ * not answer stays wanted and is tried again on a later call.  Either way
+ * no two probes are sent less than QGA_INFO_REPROBE_MIN_MS apart, so a
+ * flapping agent costs one extra round trip per interval at most.  While a
+ * probe is wanted, the published list is not trusted to refuse a command:
+ * the agent's own answer decides.
+ *
  * No JSON here: qga-commands.c holds the typed calls and converts every
  * line (framing a request, recognising a sync reply, turning a reply into
  * text or an error class and description) through qga-wire.h, and is the
@@ -65,7 +77,7 @@
 static LockClass qga_lock_class = LOCK_CLASS_INIT("qga");
 
 typedef enum QgaInfoState {
-        QGA_INFO_UNKNOWN,       /* not probed yet: probe after the next sync */
+        QGA_INFO_UNKNOWN,       /* no answer to guest-info yet */
         QGA_INFO_OK,            /* info published */
         QGA_INFO_FAILED,        /* the agent refused guest-info or sent nonsense */
 } QgaInfoState;
@@ -82,8 +94,11 @@ struct QgaAgent {
         uint64_t busy_since_ns;         /* lock */
         bool want_disconnect;           /* lock: qga_disconnect() during a call */
         QgaInfoState info_state;        /* lock */
-        QgaInfo *info;                  /* lock to publish; immutable once set */
-        char info_error[256];           /* lock; why the probe failed */
+        QgaInfo *info;                  /* lock to publish or replace; immutable while published */
+        char info_error[256];           /* lock; why the last probe failed */
+        bool info_wanted;               /* lock: probe at the next chance (set by every sync) */
+        uint64_t info_probed_ns;        /* lock: when the last probe was sent, 0 never */
+        uint64_t reprobe_ns;            /* lock: least time between two probes */
 
         int fd;                         /* slot holder; -1 when closed */
         bool synced;                    /* slot holder */
@@ -357,6 +372,10 @@ static int channel_sync(QgaAgent *a, const QgaCall *c) {
         }
         a->synced = true;
         atomic_fetch_add(&a->n_syncs, 1);
+        /* Whoever answers now may not be the agent guest-info described. */
+        lock_acquire(&a->lock);
+        a->info_wanted = true;
+        lock_release(&a->lock);
         log_debug("qga %s: synchronised (id %" PRIu64 ")", a->path, id);
         return 0;
 }
@@ -428,16 +447,30 @@ static int exchange(QgaAgent *a, const QgaCall *c, const char *req, QgaWireReply
 
 /* ---- guest-info --------------------------------------------------------- */
 
-/* Probe guest-info on a freshly synced channel.  Transport errors fail the
- * call (the probe is retried after the next sync); an agent that refuses
- * guest-info or answers nonsense is recorded and never asked again. */
+/* A probe is wanted and the interval since the last one has passed. */
+static bool info_probe_due(QgaAgent *a) {
+        bool due;
+        lock_acquire(&a->lock);
+        due = a->info_wanted &&
+              (a->info_probed_ns == 0 || now_ns() - a->info_probed_ns >= a->reprobe_ns);
+        lock_release(&a->lock);
+        return due;
+}
+
+/* Probe guest-info on a synced channel.  Transport errors fail the call
+ * (the probe stays wanted); an answer is published: a new info replaces
+ * the old one, a refusal or nonsense drops it (it may describe an agent
+ * that is gone) and stays wanted. */
 static int info_probe(QgaAgent *a, const QgaCall *c) {
         QgaCall pc = { .command = "guest-info", .deadline = c->deadline, .timeout_ms = c->timeout_ms };
         QgaWireReply reply;
-        QgaInfo *info = NULL;
+        QgaInfo *info = NULL, *old;
         char why[sizeof(a->info_error)] = "";
         int r;
 
+        lock_acquire(&a->lock);
+        a->info_probed_ns = now_ns();
+        lock_release(&a->lock);
         atomic_fetch_add(&a->n_probes, 1);
         r = exchange(a, &pc, "{\"execute\":\"guest-info\"}\n", &reply);
         if (r < 0)
@@ -453,33 +486,30 @@ static int info_probe(QgaAgent *a, const QgaCall *c) {
                 return err_set(r, "QGA %s: out of memory parsing guest-info", a->path);
 
         lock_acquire(&a->lock);
+        old = a->info;
+        a->info = info;
         if (info) {
-                a->info = info;
                 a->info_state = QGA_INFO_OK;
+                a->info_wanted = false;
+                a->info_error[0] = '\0';
         } else {
                 a->info_state = QGA_INFO_FAILED;
                 snprintf(a->info_error, sizeof(a->info_error), "%s", why);
         }
         lock_release(&a->lock);
+        qga_wire_info_free(old);
         err_clear();
         log_debug("qga %s: guest-info %s", a->path, info ? info->version : why);
         return 0;
 }
 
-static QgaInfoState info_state(QgaAgent *a) {
-        QgaInfoState s;
-        lock_acquire(&a->lock);
-        s = a->info_state;
-        lock_release(&a->lock);
-        return s;
-}
-
 /* Look @command up in the published guest-info: 1 enabled, 0 disabled,
- * -ENOENT not listed or no info. */
-static int info_lookup(QgaAgent *a, const char *command) {
+ * -ENOENT not listed or no info.  @current_only: -ENOENT also while a new
+ * probe is wanted (the list may describe an agent that is gone). */
+static int info_lookup(QgaAgent *a, const char *command, bool current_only) {
         int r = -ENOENT;
         lock_acquire(&a->lock);
-        for (size_t i = 0; a->info && i < a->info->n_commands; i++)
+        for (size_t i = 0; a->info && !(current_only && a->info_wanted) && i < a->info->n_commands; i++)
                 if (strcmp(a->info->commands[i].name, command) == 0) {
                         r = a->info->commands[i].enabled;
                         break;
@@ -528,7 +558,7 @@ static bool fd_has_input(int fd) {
         return poll(&pfd, 1, 0) > 0;
 }
 
-/* Connect if needed, resync if needed, probe guest-info once. */
+/* Connect if needed, resync if needed, probe guest-info when due. */
 static int channel_ready(QgaAgent *a, const QgaCall *c) {
         uint64_t t0 = now_ns();
         bool fresh = false, work = false;
@@ -556,7 +586,8 @@ static int channel_ready(QgaAgent *a, const QgaCall *c) {
                  * command was sent, so one fresh connection is safe. */
                 conn_close(a);
         }
-        if (info_state(a) == QGA_INFO_UNKNOWN) {
+        if (info_probe_due(a)) {
+                work = true;
                 r = info_probe(a, c);
                 if (r < 0)
                         return r;
@@ -570,7 +601,9 @@ static int call_in_slot(QgaAgent *a, const QgaCall *c, const char *req, QgaWireR
         int r = channel_ready(a, c);
         if (r < 0)
                 return r;
-        if (info_lookup(a, c->command) == 0)
+        /* After channel_ready(): a reconnect or resync may have made the
+         * list stale, and the probe it wanted may have replaced it. */
+        if (info_lookup(a, c->command, true) == 0)
                 return err_set(-EOPNOTSUPP, "QGA command '%s' unsupported: guest-info lists it as disabled",
                                c->command);
         return exchange(a, c, req, ret_reply);
@@ -605,10 +638,6 @@ int qga_agent_command(QgaAgent *a, const char *command, const char *args_json, i
                 return r;
         if ((r = fault_hit_in("qga", command)) < 0)
                 return r;
-        /* Refuse what guest-info already said is disabled without any I/O. */
-        if (info_lookup(a, command) == 0)
-                return err_set(-EOPNOTSUPP, "QGA command '%s' unsupported: guest-info lists it as disabled",
-                               command);
         r = slot_acquire(a, &c);
         if (r < 0)
                 return r;
@@ -652,6 +681,8 @@ int qga_new(const char *socket_path, QgaAgent **ret) {
         }
         a->rcap = QGA_READ_BUF_MIN;
         a->fd = -1;
+        a->info_wanted = true;
+        a->reprobe_ns = QGA_INFO_REPROBE_MIN_MS * NSEC_PER_MSEC;
         lock_init(&a->lock, &qga_lock_class);
         cond_init(&a->idle);
         *ret = a;
@@ -684,23 +715,34 @@ const char *qga_path(QgaAgent *a) {
 }
 
 int qga_info(QgaAgent *a, int64_t timeout_ms, const QgaInfo **ret) {
+        uint64_t ago_ms;
         int r = 0;
 
-        if (info_state(a) == QGA_INFO_UNKNOWN)
+        if (info_probe_due(a))
                 /* Any cheap command makes the channel sync and probe; its
-                 * own failure matters only if the probe did not happen. */
+                 * own failure matters only if there is no info to give. */
                 r = qga_ping(a, timeout_ms);
         lock_acquire(&a->lock);
+        ago_ms = a->info_probed_ns ? (now_ns() - a->info_probed_ns) / NSEC_PER_MSEC : 0;
         switch (a->info_state) {
         case QGA_INFO_OK:
                 *ret = a->info;
                 r = 0;
                 break;
         case QGA_INFO_FAILED:
-                r = err_set(-EOPNOTSUPP, "QGA %s: guest-info unavailable: %s", a->path, a->info_error);
+                r = err_set(-EOPNOTSUPP,
+                            "QGA %s: guest-info unavailable: %s (asked %" PRIu64 " ms ago; asked again "
+                            "on a call at least %" PRIu64 " ms after that)",
+                            a->path, a->info_error, ago_ms, a->reprobe_ns / NSEC_PER_MSEC);
                 break;
         case QGA_INFO_UNKNOWN:
-                assert(r < 0);
+                if (r == 0)
+                        /* The first probe got no answer a moment ago. */
+                        r = err_set(-EAGAIN,
+                                    "QGA %s: guest-info not known yet: the probe %" PRIu64
+                                    " ms ago got no answer; asked again on a call at least %" PRIu64
+                                    " ms after it",
+                                    a->path, ago_ms, a->reprobe_ns / NSEC_PER_MSEC);
                 break;
         }
         lock_release(&a->lock);
@@ -708,7 +750,7 @@ int qga_info(QgaAgent *a, int64_t timeout_ms, const QgaInfo **ret) {
 }
 
 bool qga_supports(QgaAgent *a, const char *command) {
-        return info_lookup(a, command) == 1;
+        return info_lookup(a, command, false) == 1;
 }
 
 void qga_get_counters(QgaAgent *a, QgaCounters *ret) {
@@ -721,4 +763,10 @@ void qga_get_counters(QgaAgent *a, QgaCounters *ret) {
                 .last_ready_ns = atomic_load(&a->last_ready_ns),
                 .last_sync_id = atomic_load(&a->last_sync_id),
         };
+}
+
+void qga_set_reprobe_interval_ms(QgaAgent *a, uint64_t ms) {
+        lock_acquire(&a->lock);
+        a->reprobe_ns = ms * NSEC_PER_MSEC;
+        lock_release(&a->lock);
 }

@@ -4,14 +4,20 @@
  * the client writes a 0xFF byte (the agent's parser treats it as a flush)
  * and then `guest-sync-delimited` with a fresh random id; it discards
  * everything up to the 0xFF that precedes the matching reply, skipping the
- * parse error our own 0xFF provokes.  `guest-info` is probed once, on the
- * first successful sync, to learn which commands are enabled.
+ * parse error our own 0xFF provokes.  `guest-info` is probed after the
+ * first successful sync, to learn the agent's version and which commands
+ * it enables, and probed again after every later sync (a reconnect, or a
+ * resync after a timeout or framing error: the agent may have restarted as
+ * another version) and after a probe that failed, but never twice within
+ * QGA_INFO_REPROBE_MIN_MS.
  *
  * Calls are synchronous with a deadline (default QGA_DEFAULT_TIMEOUT_MS,
  * covering connect, sync and reply); one command in flight per channel.  A
  * closed socket (guest rebooted, agent restarted) is reconnected on the next
  * call.  Error codes: -EOPNOTSUPP for CommandNotFound/CommandDisabled or a
- * command guest-info lists as disabled (detail names the command),
+ * command the current guest-info lists as disabled (refused without
+ * sending it; a list due for a re-probe refuses nothing; detail names the
+ * command),
  * -EREMOTEIO for any other agent error, -ETIMEDOUT, -ECONNREFUSED/-ENOENT
  * when nothing listens, -ECONNRESET when the agent closed the connection
  * during the call (the next call reconnects), -EPROTO for malformed or
@@ -24,6 +30,10 @@
 #include <stdint.h>
 
 #define QGA_DEFAULT_TIMEOUT_MS 5000
+/* N = 10 s: no two guest-info probes on one channel are sent less than this
+ * apart.  A probe wanted sooner (a resync right after a probe, a refusal)
+ * waits for the first call after it. */
+#define QGA_INFO_REPROBE_MIN_MS 10000
 #define QGA_MESSAGE_MAX (10u * 1024 * 1024)
 
 typedef struct QgaAgent QgaAgent;
@@ -41,7 +51,7 @@ typedef struct QgaInfo {
         struct {
                 char name[64];
                 bool enabled;
-        } *commands; /* owned by the QgaAgent, valid until qga_free() */
+        } *commands; /* owned by the QgaInfo */
 } QgaInfo;
 
 /* Generic command; @args_json is an object text or NULL; *ret_json gets the
@@ -51,9 +61,16 @@ int qga_call(QgaAgent *a, const char *command, const char *args_json, int64_t ti
              char **ret_json);
 
 int qga_ping(QgaAgent *a, int64_t timeout_ms);
-/* The guest-info probed at first sync (probing now if needed). */
+/* The last guest-info the agent gave, probing first when a probe is due.
+ * *ret is owned by the channel and valid until the next call on it (from
+ * any thread: a call may re-probe and replace it) or qga_free(); copy what
+ * you keep.  -EOPNOTSUPP when the agent refused guest-info or answered
+ * nonsense (the detail says why and when it is asked again), -EAGAIN when
+ * the last probe got no answer and the next is not due yet, or the error
+ * of the call that tried to probe. */
 int qga_info(QgaAgent *a, int64_t timeout_ms, const QgaInfo **ret);
-/* True if guest-info listed @command as enabled (false before a probe). */
+/* True if the last guest-info listed @command as enabled (false before a
+ * probe and after a refused one). */
 bool qga_supports(QgaAgent *a, const char *command);
 int qga_get_time(QgaAgent *a, int64_t timeout_ms, int64_t *ret_ns);
 /* Set the guest clock to @ns since the epoch; @ns < 0 tells the guest to

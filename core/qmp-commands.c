@@ -12,7 +12,10 @@
  * own thread.
  *
  * Parsers tolerate unknown members and enum values; a member of the wrong
- * JSON type is -EPROTO with a detail naming the command and the member.
+ * JSON type is -EPROTO with a detail naming the command and the member,
+ * except query-migrate's counters: those are progress figures a newer QEMU
+ * may reshape, so one that is not an unsigned integer reads as absent and
+ * the reply (with its status, which must be a string) still counts.
  * QEMU's migration parameters are read and written by walking
  * migration_param_table (migtypes.h), the same table the status files use.
  */
@@ -24,6 +27,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <json-c/json.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -121,6 +125,25 @@ static int member_u64(json_object *o, const char *key, const char *ctx, uint64_t
         else
                 *ret = json_object_get_uint64(v);
         return 0;
+}
+
+/* Counter member @key of @o (query-migrate): a JSON integer from 0 to
+ * UINT64_MAX - 1 is its value.  Absent, null, any other type, a negative
+ * number or one beyond uint64 (json-c saturates those to UINT64_MAX) reads
+ * as absent: *ret = 0 and false. */
+static bool member_counter(json_object *o, const char *key, uint64_t *ret) {
+        json_object *v;
+        uint64_t x;
+
+        *ret = 0;
+        if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_int) ||
+            json_object_get_int64(v) < 0)
+                return false;
+        x = json_object_get_uint64(v);
+        if (x == UINT64_MAX)
+                return false;
+        *ret = x;
+        return true;
 }
 
 static int member_u64_has(json_object *o, const char *key, const char *ctx, bool *has,
@@ -461,12 +484,41 @@ int qmp_parse_status(const char *return_json, QmpStatus *ret) {
         return 0;
 }
 
+/* Members QEMU sends only while it has a migration status: one of them
+ * without a status means a reply this build misreads, not "no migration". */
+static const char *const migrate_members_with_status[] = {
+        "total-time", "downtime", "expected-downtime", "setup-time", "cpu-throttle-percentage",
+        "error-desc", "ram", "disk", "xbzrle-cache",
+};
+
+/* The status member: a string (its name cut to @size), or absent (none) in
+ * a reply with no member that needs a status. */
+static int migrate_status(json_object *o, const char *ctx, MigrationStatus *ret, char *name,
+                          size_t size) {
+        json_object *v;
+
+        if (json_object_object_get_ex(o, "status", &v)) {
+                if (!json_object_is_type(v, json_type_string))
+                        return err_set(-EPROTO, "%s: member 'status' is not a string", ctx);
+                snprintf(name, size, "%s", json_object_get_string(v));
+                *ret = migration_status_from_string(json_object_get_string(v));
+                return 0;
+        }
+        for (size_t i = 0; i < ELEMENTSOF(migrate_members_with_status); i++)
+                if (json_object_object_get_ex(o, migrate_members_with_status[i], NULL))
+                        return err_set(-EPROTO, "%s: reply has '%s' but no 'status'", ctx,
+                                       migrate_members_with_status[i]);
+        /* Before any migration, or a destination still waiting for its
+         * connection, QEMU sends no status: none. */
+        name[0] = '\0';
+        *ret = MIGRATION_STATUS_NONE;
+        return 0;
+}
+
 int qmp_parse_migrate_stats(const char *return_json, MigrationStats *ret) {
         static const char ctx[] = "query-migrate";
         _cleanup_json_ json_object *o = NULL;
         MigrationStats s = { 0 };
-        char status[64] = "";
-        bool has_status = false;
         json_object *ram, *v;
         int r;
 
@@ -475,44 +527,36 @@ int qmp_parse_migrate_stats(const char *return_json, MigrationStats *ret) {
                 return r;
         if (!json_object_is_type(o, json_type_object))
                 return err_set(-EPROTO, "%s: reply is not an object", ctx);
-        r = member_str(o, "status", ctx, status, sizeof(status), true, &has_status);
+        r = migrate_status(o, ctx, &s.status, s.status_name, sizeof(s.status_name));
         if (r < 0)
                 return r;
-        /* No status (before any migration, or a destination still waiting
-         * for its connection) means none. */
-        s.status = has_status ? migration_status_from_string(status) : MIGRATION_STATUS_NONE;
-        if ((r = member_u64(o, "total-time", ctx, &s.total_time_ms)) < 0 ||
-            (r = member_u64(o, "downtime", ctx, &s.downtime_ms)) < 0 ||
-            (r = member_u64(o, "expected-downtime", ctx, &s.expected_downtime_ms)) < 0 ||
-            (r = member_u64(o, "setup-time", ctx, &s.setup_time_ms)) < 0 ||
-            (r = member_u64(o, "cpu-throttle-percentage", ctx, &s.cpu_throttle_percentage)) < 0)
-                return r;
-        r = member_str(o, "error-desc", ctx, s.error_desc, sizeof(s.error_desc), true,
-                       &s.has_error_desc);
-        if (r < 0)
-                return r;
-
-        if (json_object_object_get_ex(o, "ram", &ram) && !json_object_is_type(ram, json_type_null)) {
-                static const char rctx[] = "query-migrate ram";
-                if (!json_object_is_type(ram, json_type_object))
-                        return err_set(-EPROTO, "%s: member 'ram' is not an object", ctx);
-                if ((r = member_u64(ram, "transferred", rctx, &s.ram_transferred)) < 0 ||
-                    (r = member_u64(ram, "remaining", rctx, &s.ram_remaining)) < 0 ||
-                    (r = member_u64(ram, "total", rctx, &s.ram_total)) < 0 ||
-                    (r = member_u64(ram, "duplicate", rctx, &s.ram_duplicate)) < 0 ||
-                    (r = member_u64(ram, "normal", rctx, &s.ram_normal)) < 0 ||
-                    (r = member_u64(ram, "normal-bytes", rctx, &s.ram_normal_bytes)) < 0 ||
-                    (r = member_u64(ram, "dirty-pages-rate", rctx, &s.ram_dirty_pages_rate)) < 0 ||
-                    (r = member_u64(ram, "page-size", rctx, &s.ram_page_size)) < 0 ||
-                    (r = member_u64(ram, "dirty-sync-count", rctx, &s.ram_dirty_sync_count)) < 0 ||
-                    (r = member_u64(ram, "postcopy-requests", rctx, &s.ram_postcopy_requests)) < 0)
-                        return r;
+        (void) member_counter(o, "total-time", &s.total_time_ms);
+        (void) member_counter(o, "downtime", &s.downtime_ms);
+        (void) member_counter(o, "expected-downtime", &s.expected_downtime_ms);
+        (void) member_counter(o, "setup-time", &s.setup_time_ms);
+        (void) member_counter(o, "cpu-throttle-percentage", &s.cpu_throttle_percentage);
+        /* Text for humans: a string or nothing. */
+        if (json_object_object_get_ex(o, "error-desc", &v) && json_object_is_type(v, json_type_string)) {
+                snprintf(s.error_desc, sizeof(s.error_desc), "%s", json_object_get_string(v));
+                s.has_error_desc = true;
+        }
+        if (json_object_object_get_ex(o, "ram", &ram) && json_object_is_type(ram, json_type_object)) {
+                (void) member_counter(ram, "transferred", &s.ram_transferred);
+                (void) member_counter(ram, "remaining", &s.ram_remaining);
+                (void) member_counter(ram, "total", &s.ram_total);
+                (void) member_counter(ram, "duplicate", &s.ram_duplicate);
+                (void) member_counter(ram, "normal", &s.ram_normal);
+                (void) member_counter(ram, "normal-bytes", &s.ram_normal_bytes);
+                (void) member_counter(ram, "dirty-pages-rate", &s.ram_dirty_pages_rate);
+                (void) member_counter(ram, "page-size", &s.ram_page_size);
+                (void) member_counter(ram, "dirty-sync-count", &s.ram_dirty_sync_count);
+                (void) member_counter(ram, "postcopy-requests", &s.ram_postcopy_requests);
+                /* A rate: any finite, non-negative JSON number. */
                 if (json_object_object_get_ex(ram, "mbps", &v) &&
-                    !json_object_is_type(v, json_type_null)) {
-                        if (!json_object_is_type(v, json_type_double) &&
-                            !json_object_is_type(v, json_type_int))
-                                return err_set(-EPROTO, "%s: member 'mbps' is not a number", rctx);
-                        s.ram_mbps = json_object_get_double(v);
+                    (json_object_is_type(v, json_type_double) || json_object_is_type(v, json_type_int))) {
+                        double mbps = json_object_get_double(v);
+                        if (isfinite(mbps) && mbps >= 0)
+                                s.ram_mbps = mbps;
                 }
         }
         *ret = s;

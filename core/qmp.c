@@ -706,6 +706,19 @@ static int slot_acquire_locked(QmpMonitor *m, const char *command, Deadline d, u
         }
 }
 
+/* The budget @d gave a command that started at @t0, for timeout details:
+ * "10 s" for whole seconds (within the few microseconds between setting
+ * the deadline and starting), else "1500 ms". */
+static void budget_text(Deadline d, uint64_t t0, char *buf, size_t size) {
+        uint64_t ms = d.at_ns > t0 ? (d.at_ns - t0 + NSEC_PER_MSEC / 2) / NSEC_PER_MSEC : 0;
+        uint64_t s = (ms + 500) / 1000;
+
+        if (s > 0 && (ms > s * 1000 ? ms - s * 1000 : s * 1000 - ms) <= 10)
+                snprintf(buf, size, "%" PRIu64 " s", s);
+        else
+                snprintf(buf, size, "%" PRIu64 " ms", ms);
+}
+
 /* Release the command slot, remembering an unanswered command as the
  * orphan whose late reply must be dropped. */
 static void slot_release_locked(QmpMonitor *m, bool orphan) {
@@ -730,16 +743,20 @@ static void slot_release_locked(QmpMonitor *m, bool orphan) {
  * it is on the wire, have the I/O thread end the monitor, since the stream
  * cannot be trusted any more. */
 static int write_failed_locked(QmpMonitor *m, const char *command, int r, size_t written,
-                               size_t len, uint64_t t0) {
+                               size_t len, Deadline d, uint64_t t0) {
+        char budget[32];
+
         lock_assert_held(&m->lock);
         /* A close or abort also shows up here as a write error. */
         if (r == -ECANCELED || m->aborted)
                 r = err_set(-ECANCELED, "QMP command '%s' aborted: %s", command, m->abort_reason);
         else if (r == -ECONNRESET)
                 err_prefix(r, "QMP command '%s' failed", command);
-        else if (r == -ETIMEDOUT)
-                r = err_set(-ETIMEDOUT, "QMP command '%s' could not be written within %" PRIu64
-                            " ms (%zu of %zu bytes sent)", command, ms_since(t0), written, len);
+        else if (r == -ETIMEDOUT) {
+                budget_text(d, t0, budget, sizeof(budget));
+                r = err_set(-ETIMEDOUT, "QEMU did not read '%s' in %s (frozen?): %zu of %zu bytes sent",
+                            command, budget, written, len);
+        }
         if (written > 0 && r != -ECANCELED && !m->kill_requested) {
                 m->kill_requested = true;
                 m->kill_error = r;
@@ -795,12 +812,14 @@ static int await_reply_locked(QmpMonitor *m, const char *command, uint64_t id, D
                 }
                 if (cond_wait(&m->cond, &m->lock, d) == -ETIMEDOUT && !m->cur_done && !m->dead &&
                     !m->aborted) {
+                        char budget[32];
+                        budget_text(d, t0, budget, sizeof(budget));
                         m->wedged = true;
                         slot_release_locked(m, true);
                         return err_set(-ETIMEDOUT,
-                                       "QMP command '%s' (id %" PRIu64 ") got no reply within %" PRIu64
-                                       " ms; monitor wedged until QEMU answers it",
-                                       command, id, ms_since(t0));
+                                       "QEMU did not answer '%s' (id %" PRIu64 ") in %s (frozen?); "
+                                       "monitor wedged until it answers",
+                                       command, id, budget);
                 }
         }
 }
@@ -839,7 +858,7 @@ int qmp_monitor_command(QmpMonitor *m, const char *command, const char *args_jso
 
         lock_acquire(&m->lock);
         if (r < 0) {
-                r = write_failed_locked(m, command, r, written, len, t0);
+                r = write_failed_locked(m, command, r, written, len, d, t0);
                 lock_release(&m->lock);
                 eventfd_poke(m->wake_fd); /* in case it asked for a kill */
                 return r;

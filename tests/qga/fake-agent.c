@@ -388,21 +388,27 @@ static void *fake_main(void *opaque) {
         return NULL;
 }
 
-static char *info_from_list(const char *enabled) {
-        json_object *o = json_object_new_object(), *list = json_object_new_array();
-        char *copy = strdup(enabled ? enabled : ""), *save = NULL, *res;
+static void add_commands(json_object *list, const char *names, bool enabled) {
+        char *copy = strdup(names ? names : ""), *save = NULL;
         for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
                 json_object *e = json_object_new_object();
-                json_object_object_add(e, "enabled", json_object_new_boolean(1));
+                json_object_object_add(e, "enabled", json_object_new_boolean(enabled));
                 json_object_object_add(e, "name", json_object_new_string(t));
                 json_object_object_add(e, "success-response", json_object_new_boolean(1));
                 json_object_array_add(list, e);
         }
-        json_object_object_add(o, "version", json_object_new_string("fake-1.0"));
+        free(copy);
+}
+
+static char *info_from_list(const char *version, const char *enabled, const char *disabled) {
+        json_object *o = json_object_new_object(), *list = json_object_new_array();
+        char *res;
+        add_commands(list, enabled, true);
+        add_commands(list, disabled, false);
+        json_object_object_add(o, "version", json_object_new_string(version));
         json_object_object_add(o, "supported_commands", list);
         res = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_SPACED));
         json_object_put(o);
-        free(copy);
         return res;
 }
 
@@ -414,7 +420,7 @@ FakeAgent *fake_new(const char *sock_path, const char *default_enabled) {
                 abort();
         pthread_mutex_init(&f->mu, NULL);
         f->path = strdup(sock_path);
-        f->info = info_from_list(default_enabled);
+        f->info = info_from_list("fake-1.0", default_enabled, NULL);
         snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", sock_path);
         unlink(sock_path);
         f->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
@@ -452,6 +458,14 @@ void fake_set_info(FakeAgent *f, const char *json) {
         pthread_mutex_lock(&f->mu);
         free(f->info);
         f->info = json ? strdup(json) : NULL;
+        pthread_mutex_unlock(&f->mu);
+}
+
+void fake_set_info_list(FakeAgent *f, const char *version, const char *enabled, const char *disabled) {
+        char *info = info_from_list(version, enabled, disabled);
+        pthread_mutex_lock(&f->mu);
+        free(f->info);
+        f->info = info;
         pthread_mutex_unlock(&f->mu);
 }
 

@@ -70,6 +70,10 @@ void fake_free(FakeAgent *f);
 /* Replace the guest-info "return" with @json; NULL makes guest-info answer
  * CommandNotFound. */
 void fake_set_info(FakeAgent *f, const char *json);
+/* Replace the guest-info "return" with one naming @version and listing
+ * @enabled as enabled and @disabled as disabled (comma-separated, either
+ * NULL): what a restarted agent of another version or configuration says. */
+void fake_set_info_list(FakeAgent *f, const char *version, const char *enabled, const char *disabled);
 void fake_push(FakeAgent *f, const FakeStep *step);
 /* Shorthand: expect @command with @args, answer @reply. */
 void fake_expect(FakeAgent *f, const char *command, const char *args, const char *reply);

@@ -49,6 +49,7 @@ static struct {
         char version[64];       /* from `qemu-ga -V` */
         pid_t pid;
         bool stopped;
+        bool reconfigured;      /* running with more than g.block blocked */
 } g;
 
 typedef struct Fx {
@@ -85,9 +86,10 @@ static char *run_capture(char *const argv[], const char *name) {
         return tu_read_file(out, NULL);
 }
 
-static int qga_start(void) {
+/* Start qemu-ga blocking @block, which must contain all of g.block. */
+static int qga_start_blocking(const char *block) {
         char *argv[] = { (char *) g.bin, "-m", "unix-listen", "-p", g.sock, "-t", g.statedir,
-                         "-f", g.pidfile, "-b", g.block, NULL };
+                         "-f", g.pidfile, "-b", (char *) block, NULL };
         g.pid = tu_spawn(argv, g.log);
         if (g.pid < 0)
                 return -1;
@@ -98,6 +100,10 @@ static int qga_start(void) {
                 return -1;
         }
         return 0;
+}
+
+static int qga_start(void) {
+        return qga_start_blocking(g.block);
 }
 
 static void qga_stop(void) {
@@ -217,6 +223,10 @@ static int teardown(void **state) {
         qga_free(fx->a);
         qga_free(fx->b);
         free(fx);
+        if (g.reconfigured) {
+                qga_stop();
+                g.reconfigured = false;
+        }
         /* A test that killed the agent and failed before restarting it. */
         if (g.pid <= 0 || kill(g.pid, 0) < 0) {
                 if (g.pid > 0)
@@ -409,6 +419,49 @@ static void test_restart(void **state) {
         assert_int_equal(c.connects, 3);
 }
 
+/* qemu-ga restarted with one more RPC blocked (another configuration, as
+ * after an agent upgrade in the guest): after the reconnect the channel
+ * probes guest-info again and reports the new list, and back again.  The
+ * agent never serves more than the allow-list. */
+static void test_restart_new_info(void **state) {
+        static const char rpc[] = "guest-get-timezone";
+        Fx *fx = *state;
+        const QgaInfo *info = NULL;
+        QgaCounters c;
+        char *block = NULL;
+        int enabled = -1;
+
+        if (!listed(rpc))
+                skip();
+        qga_set_reprobe_interval_ms(fx->a, 0);
+        assert_rc(qga_ping(fx->a, -1), 0);
+        assert_true(qga_supports(fx->a, rpc));
+
+        assert_true(asprintf(&block, "%s,%s", g.block, rpc) > 0);
+        qga_stop();
+        g.reconfigured = true;
+        assert_rc(qga_start_blocking(block), 0);
+        free(block);
+        assert_rc(qga_ping(fx->a, -1), 0);
+        assert_false(qga_supports(fx->a, rpc));
+        assert_rc(qga_info(fx->a, -1, &info), 0);
+        for (size_t i = 0; i < info->n_commands; i++)
+                if (strcmp(info->commands[i].name, rpc) == 0)
+                        enabled = info->commands[i].enabled;
+        assert_int_equal(enabled, 0);
+        assert_rc(qga_call(fx->a, rpc, NULL, -1, NULL), -EOPNOTSUPP);
+        assert_detail_has("guest-info lists it as disabled");
+
+        qga_stop();
+        g.reconfigured = false;
+        assert_rc(qga_start(), 0);
+        assert_rc(qga_ping(fx->a, -1), 0);
+        assert_true(qga_supports(fx->a, rpc));
+        qga_get_counters(fx->a, &c);
+        assert_int_equal(c.connects, 3);
+        assert_int_equal(c.probes, 3);
+}
+
 /* qemu-ga serves one client at a time: a second client's sync times out
  * until the first leaves, then it resyncs past its own stale sync reply. */
 static void test_second_client(void **state) {
@@ -450,6 +503,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_set_time_blocked, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_stopped_agent, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_restart, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_restart_new_info, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_second_client, setup, teardown),
                 cmocka_unit_test(test_nothing_listening),
         };

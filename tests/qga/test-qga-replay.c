@@ -430,7 +430,8 @@ static void test_oversized_reply(void **state) {
 }
 
 /* The agent closes the socket half way through a reply: -ECONNRESET; the
- * next call reconnects, resyncs, and does not probe guest-info again. */
+ * next call reconnects and resyncs, and does not probe guest-info again
+ * within QGA_INFO_REPROBE_MIN_MS of the first probe (the default bound). */
 static void test_eof_mid_reply(void **state) {
         Fx *fx = *state;
         QgaCounters c;
@@ -612,25 +613,118 @@ static void test_set_time_args(void **state) {
 }
 
 /* An agent that refuses guest-info still serves other commands; qga_info
- * says why it has nothing, and the probe is not repeated. */
-static void test_info_refused(void **state) {
+ * says why it has nothing.  The refusal is not final: the probe is tried
+ * again on a later call, but never sooner than the re-probe interval after
+ * the last one (not even across a reconnect), and what the agent says then
+ * is published. */
+static void test_info_refused_then_retried(void **state) {
         Fx *fx = *state;
         const QgaInfo *info = NULL;
         FakeStats st;
+        uint64_t t_probe;
 
+        qga_set_reprobe_interval_ms(fx->qga, 500);
         fake_set_info(fx->fake, NULL);
         fake_expect(fx->fake, "guest-ping", NULL, "{\"return\": {}}\n");
+        t_probe = now_ns();
         assert_rc(qga_ping(fx->qga, -1), 0);
         assert_rc(qga_info(fx->qga, -1, &info), -EOPNOTSUPP);
         assert_detail_has("guest-info");
         assert_null(info);
         assert_false(qga_supports(fx->qga, "guest-ping"));
+
+        /* The agent can answer now (it finished starting, or was fixed). */
+        fake_set_info_list(fx->fake, "fake-1.1", "guest-ping,guest-info,guest-get-time", "guest-set-time");
         qga_disconnect(fx->qga);
         fake_expect(fx->fake, "guest-ping", NULL, "{\"return\": {}}\n");
         assert_rc(qga_ping(fx->qga, -1), 0);
         fake_stats(fx->fake, &st);
+        if ((now_ns() - t_probe) / NSEC_PER_MSEC < 450) {
+                assert_int_equal(st.info_requests, 1); /* the bound */
+                assert_rc(qga_info(fx->qga, -1, &info), -EOPNOTSUPP);
+        } else
+                print_message("  (machine too slow to check the bound: %" PRIu64 " ms)\n",
+                              (now_ns() - t_probe) / NSEC_PER_MSEC);
+
+        sleep_ms(500);
+        fake_expect(fx->fake, "guest-ping", NULL, "{\"return\": {}}\n"); /* qga_info's carrier */
+        assert_rc(qga_info(fx->qga, -1, &info), 0);
+        assert_string_equal(info->version, "fake-1.1");
+        assert_true(qga_supports(fx->qga, "guest-get-time"));
+        assert_false(qga_supports(fx->qga, "guest-set-time"));
+        assert_rc(qga_set_time(fx->qga, -1, -1), -EOPNOTSUPP); /* refused without I/O */
+        assert_detail_has("guest-info lists it as disabled");
+        fake_stats(fx->fake, &st);
         assert_int_equal(st.connections, 2);
-        assert_int_equal(st.info_requests, 1);
+        assert_int_equal(st.info_requests, 2);
+        assert_fake_clean(fx);
+}
+
+/* guest-set-time disabled in v1, enabled in v2. */
+#define INFO_V1_ENABLED "guest-ping,guest-info,guest-get-time"
+#define INFO_V2_ENABLED "guest-ping,guest-info,guest-get-time,guest-set-time"
+
+/* The agent restarts as another version (it answers, then closes the
+ * socket): the next call reconnects, probes guest-info again, and the new
+ * command list decides; a command the old agent had disabled now goes
+ * through. */
+static void test_reprobe_after_restart(void **state) {
+        Fx *fx = *state;
+        const QgaInfo *info = NULL;
+        FakeStats st;
+
+        qga_set_reprobe_interval_ms(fx->qga, 0);
+        fake_set_info_list(fx->fake, "fake-1.0", INFO_V1_ENABLED, "guest-set-time");
+        fake_expect(fx->fake, "guest-ping", NULL, "{\"return\": {}}\n");
+        assert_rc(qga_ping(fx->qga, -1), 0);
+        assert_rc(qga_info(fx->qga, -1, &info), 0);
+        assert_string_equal(info->version, "fake-1.0");
+        assert_rc(qga_set_time(fx->qga, -1, -1), -EOPNOTSUPP);
+
+        fake_set_info_list(fx->fake, "fake-2.0", INFO_V2_ENABLED, NULL);
+        fake_push(fx->fake, &(FakeStep){ .command = "guest-ping", .reply = "{\"return\": {}}\n", .close_after = true });
+        assert_rc(qga_ping(fx->qga, -1), 0);
+
+        fake_expect(fx->fake, "guest-set-time", NULL, "{\"return\": {}}\n");
+        assert_rc(qga_set_time(fx->qga, -1, -1), 0);
+        assert_rc(qga_info(fx->qga, -1, &info), 0);
+        assert_string_equal(info->version, "fake-2.0");
+        assert_true(qga_supports(fx->qga, "guest-set-time"));
+        fake_stats(fx->fake, &st);
+        assert_int_equal(st.connections, 2);
+        assert_int_equal(st.info_requests, 2);
+        assert_fake_clean(fx);
+}
+
+/* The agent restarts behind a socket that stays open (virtio-serial: QEMU
+ * holds the host end): the old agent never answers, the call times out,
+ * and the resync that follows reaches the new agent, whose guest-info is
+ * probed on the same connection. */
+static void test_reprobe_after_resync(void **state) {
+        Fx *fx = *state;
+        const QgaInfo *info = NULL;
+        QgaCounters c;
+        FakeStats st;
+        int64_t t = 0;
+
+        qga_set_reprobe_interval_ms(fx->qga, 0);
+        fake_set_info_list(fx->fake, "fake-1.0", INFO_V1_ENABLED, "guest-set-time");
+        fake_expect(fx->fake, "guest-ping", NULL, "{\"return\": {}}\n");
+        assert_rc(qga_ping(fx->qga, -1), 0);
+        fake_push(fx->fake, &(FakeStep){ .command = "guest-get-time" }); /* no answer */
+        assert_rc(qga_get_time(fx->qga, 200, &t), -ETIMEDOUT);
+
+        fake_set_info_list(fx->fake, "fake-2.0", INFO_V2_ENABLED, NULL);
+        fake_expect(fx->fake, "guest-set-time", NULL, "{\"return\": {}}\n");
+        assert_rc(qga_set_time(fx->qga, -1, -1), 0);
+        assert_rc(qga_info(fx->qga, -1, &info), 0);
+        assert_string_equal(info->version, "fake-2.0");
+        qga_get_counters(fx->qga, &c);
+        assert_int_equal(c.connects, 1);
+        assert_int_equal(c.syncs, 2);
+        assert_int_equal(c.probes, 2);
+        fake_stats(fx->fake, &st);
+        assert_int_equal(st.info_requests, 2);
         assert_fake_clean(fx);
 }
 
@@ -765,7 +859,9 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_sync_timeout, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_disabled_commands, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_set_time_args, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_info_refused, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_info_refused_then_retried, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_reprobe_after_restart, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_reprobe_after_resync, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_invalid_args, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_one_in_flight, setup, teardown),
                 cmocka_unit_test(test_nothing_listening),

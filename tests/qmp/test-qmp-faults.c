@@ -588,8 +588,9 @@ static void test_wedged_and_recovery(void **state) {
         fx_connect(&fx);
 
         t0 = qt_now_ms();
+        /* the detail names the command, its deadline and the likely cause */
         assert_err(qmp_query_status(fx.m, 300, &st), -ETIMEDOUT,
-                   "QMP command 'query-status' (id 2) got no reply within");
+                   "QEMU did not answer 'query-status' (id 2) in 300 ms (frozen?)");
         dt = qt_now_ms() - t0;
         assert_true(dt >= 290 && dt < 1000);
         assert_non_null(strstr(err_msg(), "monitor wedged"));
@@ -612,6 +613,26 @@ static void test_wedged_and_recovery(void **state) {
         assert_true(evrec_wait(&fx.rec, 1, 1000));
         assert_string_equal(fx.rec.ev[0].name, "RESUME");
         assert_int_equal(fx.rec.eof_calls, 0);
+        fx_end(&fx, true);
+}
+
+/* A deadline in whole seconds is named in seconds, with the command: the
+ * text a source's migration loop ends with when QEMU freezes. */
+static void test_timeout_names_command_and_deadline(void **state) {
+        Fixture fx;
+        MigrationStats ms;
+        (void) state;
+        fx_begin(&fx);
+        fake_expect(fx.fake, "query-migrate", NULL);
+        fake_gate(fx.fake);
+        fake_reply(fx.fake, "{\"return\": {}}"); /* overdue */
+        fx_connect(&fx);
+        assert_err(qmp_query_migrate(fx.m, 1000, &ms), -ETIMEDOUT,
+                   "QEMU did not answer 'query-migrate' (id 2) in 1 s (frozen?)");
+        fake_open_gate(fx.fake);
+        for (int i = 0; i < 300 && qmp_monitor_is_wedged(fx.m); i++)
+                sleep_ms(10);
+        assert_false(qmp_monitor_is_wedged(fx.m));
         fx_end(&fx, true);
 }
 
@@ -852,6 +873,7 @@ int main(void) {
                 cmocka_unit_test(test_eof_idle_after_events),
                 cmocka_unit_test(test_eof_during_command),
                 cmocka_unit_test(test_wedged_and_recovery),
+                cmocka_unit_test(test_timeout_names_command_and_deadline),
                 cmocka_unit_test(test_abort_latency),
                 cmocka_unit_test(test_one_command_in_flight),
                 cmocka_unit_test(test_slot_timeout_names_holder),

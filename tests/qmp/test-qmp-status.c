@@ -3,8 +3,11 @@
  * upstream 9.1) reaches Drover as its own enum value, through both the
  * MIGRATION event and query-migrate; values from a future QEMU map to
  * _UNKNOWN without an error.  Every MigrationStats field is filled from its
- * own member (distinct values catch a swapped member), and a reply of the
- * wrong shape fails the call with -EPROTO while the monitor stays usable.
+ * own member (distinct values catch a swapped member).  A counter of
+ * another type or out of range, or a "ram" that is not an object, reads as
+ * absent while the rest of the reply counts; only a reply that is not an
+ * object, or whose status is not a string (or missing next to counters),
+ * fails the call with -EPROTO, and the monitor stays usable.
  * Every migration parameter the agent sets survives set and query through
  * the schema-checked fake.
  */
@@ -195,9 +198,19 @@ static void test_every_stats_field(void **state) {
         assert_true(fabs(s.ram_mbps - 7.0) < 1e-12);
         assert_int_equal(strlen(s.error_desc), sizeof(s.error_desc) - 1);
 
-        /* before any migration: {} is status none, everything 0 */
+        /* a long unknown status is cut, not refused */
+        assert_int_equal(qmp_parse_migrate_stats("{\"status\": \"x-a-very-long-status-name-from-a-qemu-of-2030\"}",
+                                                 &s), 0);
+        assert_int_equal(s.status, MIGRATION_STATUS_UNKNOWN);
+        assert_int_equal(strlen(s.status_name), sizeof(s.status_name) - 1);
+
+        /* before any migration: {} is status none, everything 0; so is a
+         * destination waiting for its connection (socket-address only) */
+        assert_int_equal(qmp_parse_migrate_stats("{\"blocked-reasons\": [\"x\"], \"socket-address\": []}", &s), 0);
+        assert_int_equal(s.status, MIGRATION_STATUS_NONE);
         assert_int_equal(qmp_parse_migrate_stats("{}", &s), 0);
         assert_int_equal(s.status, MIGRATION_STATUS_NONE);
+        assert_string_equal(s.status_name, "");
         assert_int_equal(s.total_time_ms + s.ram_total + s.downtime_ms, 0);
         assert_false(s.has_error_desc);
 }
@@ -212,11 +225,14 @@ static void test_wrong_shapes(void **state) {
         QmpMonitor *m;
         (void) state;
 
-        assert_int_equal(qmp_parse_migrate_stats("{\"total-time\": \"long\"}", &s), -EPROTO);
-        assert_string_equal(err_msg(), "query-migrate: member 'total-time' is not an integer");
-        assert_int_equal(qmp_parse_migrate_stats("{\"ram\": []}", &s), -EPROTO);
-        assert_string_equal(err_msg(), "query-migrate: member 'ram' is not an object");
-        assert_int_equal(qmp_parse_migrate_stats("{\"ram\": {\"mbps\": \"fast\"}}", &s), -EPROTO);
+        assert_int_equal(qmp_parse_migrate_stats("{\"status\": 3, \"total-time\": 5}", &s), -EPROTO);
+        assert_string_equal(err_msg(), "query-migrate: member 'status' is not a string");
+        assert_int_equal(qmp_parse_migrate_stats("{\"status\": null, \"total-time\": 5}", &s), -EPROTO);
+        assert_string_equal(err_msg(), "query-migrate: member 'status' is not a string");
+        /* counters without a status: a status moved or renamed, not "none" */
+        assert_int_equal(qmp_parse_migrate_stats("{\"total-time\": 5, \"ram\": {\"total\": 1}}", &s),
+                         -EPROTO);
+        assert_string_equal(err_msg(), "query-migrate: reply has 'total-time' but no 'status'");
         assert_int_equal(qmp_parse_migrate_stats("[]", &s), -EPROTO);
         assert_int_equal(qmp_parse_migrate_params("{\"downtime-limit\": true}", &p), -EPROTO);
         assert_string_equal(err_msg(), "query-migrate-parameters: member 'downtime-limit' is not an integer");
@@ -250,6 +266,99 @@ static void test_wrong_shapes(void **state) {
         assert_int_equal(qmp_query_status(m, 2000, &st), 0);
         assert_int_equal(st.status, RUN_STATE_PAUSED);
         assert_int_equal(fake_finish(f, 3000, "shapes"), 0);
+        qmp_monitor_close(m);
+        fake_free(f);
+}
+
+/* What a newer QEMU may send in query-migrate: a status this build does
+ * not know, counters as floats, strings, objects, negative or beyond
+ * uint64, a "ram" that is not an object, an "mbps" that is not a number, an
+ * error-desc that is not a string, and members nobody knows.  Each such
+ * counter reads as absent (0); the well-formed ones keep their values; the
+ * unknown status is in flight as far as the caller can tell.  Polled in a
+ * row like the source's migration loop, every reply parses and the monitor
+ * stays in sync. */
+static void test_future_query_migrate_tolerated(void **state) {
+        static const char *const replies[] = {
+                "{\"return\": {\"status\": \"device-xyz\", \"total-time\": 1500.0, \"downtime\": \"12\", "
+                "\"expected-downtime\": 18446744073709551616, \"setup-time\": 99999999999999999999999, "
+                "\"cpu-throttle-percentage\": -3, \"error-desc\": 7, \"x-new-counter\": {\"a\": [1.5]}, "
+                "\"ram\": {\"transferred\": 123, \"remaining\": 12.0, \"total\": \"1G\", \"duplicate\": true, "
+                "\"normal\": {}, \"normal-bytes\": [], \"mbps\": \"fast\", \"dirty-sync-count\": 4, "
+                "\"page-size\": 9223372036854775808, \"dirty-pages-rate\": null, \"x-future\": 1e300}}}",
+                "{\"return\": {\"status\": \"wait-unplug-2\", \"total-time\": 77, \"ram\": [1, 2], "
+                "\"x-future-object\": {\"deep\": {\"er\": true}}}}",
+                "{\"return\": {\"status\": \"active\", \"total-time\": 78, \"ram\": \"lots\"}}",
+                "{\"return\": {\"status\": \"completed\", \"total-time\": 79, \"downtime\": 5, "
+                "\"ram\": {\"total\": 4096, \"mbps\": 1e400}}}",
+        };
+        const char *path;
+        FakeQemu *f = qt_fake(&path);
+        MigrationStats s;
+        QmpStatus st;
+        QmpMonitor *m;
+        (void) state;
+
+        fake_expect(f, "qmp_capabilities", NULL);
+        fake_reply(f, "{\"return\": {}}");
+        for (size_t i = 0; i < ELEMENTSOF(replies); i++) {
+                fake_expect(f, "query-migrate", NULL);
+                fake_reply(f, replies[i]);
+        }
+        fake_expect(f, "query-status", NULL);
+        fake_reply(f, "{\"return\": {\"status\": \"paused\", \"running\": false}}");
+        fake_start(f);
+        m = qt_connect(path, NULL);
+
+        memset(&s, 0xa5, sizeof(s));
+        if (qmp_query_migrate(m, 2000, &s) != 0)
+                fail_msg("first reply refused: %s", err_msg());
+        assert_int_equal(s.status, MIGRATION_STATUS_UNKNOWN);
+        assert_string_equal(s.status_name, "device-xyz"); /* for error texts */
+        assert_true(migration_status_is_active(s.status));
+        assert_false(migration_status_is_terminal(s.status));
+        assert_int_equal(s.total_time_ms, 0);
+        assert_int_equal(s.downtime_ms, 0);
+        assert_int_equal(s.expected_downtime_ms, 0);
+        assert_int_equal(s.setup_time_ms, 0);
+        assert_int_equal(s.cpu_throttle_percentage, 0);
+        assert_false(s.has_error_desc);
+        assert_int_equal(s.ram_transferred, 123);
+        assert_int_equal(s.ram_remaining, 0);
+        assert_int_equal(s.ram_total, 0);
+        assert_int_equal(s.ram_duplicate, 0);
+        assert_int_equal(s.ram_normal, 0);
+        assert_int_equal(s.ram_normal_bytes, 0);
+        assert_int_equal(s.ram_dirty_pages_rate, 0);
+        assert_true(s.ram_mbps == 0.0);
+        assert_int_equal(s.ram_dirty_sync_count, 4);
+        assert_true(s.ram_page_size == UINT64_C(9223372036854775808)); /* in uint64: kept */
+
+        if (qmp_query_migrate(m, 2000, &s) != 0)
+                fail_msg("second reply refused: %s", err_msg());
+        assert_int_equal(s.status, MIGRATION_STATUS_UNKNOWN);
+        assert_string_equal(s.status_name, "wait-unplug-2");
+        assert_true(migration_status_is_active(s.status));
+        assert_int_equal(s.total_time_ms, 77);
+        assert_int_equal(s.ram_total + s.ram_transferred + s.ram_remaining, 0);
+
+        if (qmp_query_migrate(m, 2000, &s) != 0)
+                fail_msg("third reply refused: %s", err_msg());
+        assert_int_equal(s.status, MIGRATION_STATUS_ACTIVE);
+        assert_int_equal(s.total_time_ms, 78);
+
+        if (qmp_query_migrate(m, 2000, &s) != 0)
+                fail_msg("fourth reply refused: %s", err_msg());
+        assert_int_equal(s.status, MIGRATION_STATUS_COMPLETED);
+        assert_int_equal(s.total_time_ms, 79);
+        assert_int_equal(s.downtime_ms, 5);
+        assert_int_equal(s.ram_total, 4096);
+        assert_true(s.ram_mbps == 0.0); /* 1e400 is no rate */
+
+        assert_false(qmp_monitor_is_dead(m));
+        assert_int_equal(qmp_query_status(m, 2000, &st), 0);
+        assert_int_equal(st.status, RUN_STATE_PAUSED);
+        assert_int_equal(fake_finish(f, 3000, "future-query-migrate"), 0);
         qmp_monitor_close(m);
         fake_free(f);
 }
@@ -302,6 +411,7 @@ int main(void) {
                 cmocka_unit_test(test_every_run_state),
                 cmocka_unit_test(test_every_stats_field),
                 cmocka_unit_test(test_wrong_shapes),
+                cmocka_unit_test(test_future_query_migrate_tolerated),
                 cmocka_unit_test(test_every_param_through_fake),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);

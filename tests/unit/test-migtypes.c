@@ -1,5 +1,7 @@
-/* Unit tests for the one member list of QEMU's migration parameters
- * (migration_param_table, core/migtypes.c): it covers every member of
+/* Unit tests for core/migtypes.c: the status predicates, cell by cell
+ * and over every value (a status from a newer QEMU is never taken for a
+ * finished or never-started migration), and the one member list of QEMU's
+ * migration parameters (migration_param_table): it covers every member of
  * MigrationParams, and a status file keeps every member.  The QMP side of
  * the same table (typed -> JSON -> QEMU 7.2's schema -> typed) is tested in
  * tests/qmp/test-qmp-schema.c.
@@ -80,6 +82,91 @@ static void test_table_has_every_agent_param(void **state) {
         }
 }
 
+/* Every MigrationStatus, cell by cell: terminal, active, post-copy.  A
+ * status added to the enum without a row here fails. */
+static void test_status_predicates_cell_by_cell(void **state) {
+        static const struct {
+                MigrationStatus s;
+                bool terminal, active, postcopy;
+        } rows[] = {
+                { MIGRATION_STATUS_NONE, false, false, false },
+                { MIGRATION_STATUS_SETUP, false, true, false },
+                { MIGRATION_STATUS_CANCELLING, false, true, false },
+                { MIGRATION_STATUS_CANCELLED, true, false, false },
+                { MIGRATION_STATUS_ACTIVE, false, true, false },
+                { MIGRATION_STATUS_POSTCOPY_ACTIVE, false, true, true },
+                { MIGRATION_STATUS_POSTCOPY_PAUSED, false, true, true },
+                { MIGRATION_STATUS_POSTCOPY_RECOVER_SETUP, false, true, true },
+                { MIGRATION_STATUS_POSTCOPY_RECOVER, false, true, true },
+                { MIGRATION_STATUS_COMPLETED, true, false, false },
+                { MIGRATION_STATUS_FAILED, true, false, false },
+                { MIGRATION_STATUS_COLO, false, true, false },
+                { MIGRATION_STATUS_PRE_SWITCHOVER, false, true, false },
+                { MIGRATION_STATUS_DEVICE, false, true, false },
+                { MIGRATION_STATUS_WAIT_UNPLUG, false, true, false },
+                /* a newer QEMU's status: possibly in flight, so a source
+                 * cancels before it resumes; never finished */
+                { MIGRATION_STATUS_UNKNOWN, false, true, false },
+        };
+        bool seen[MIGRATION_STATUS_MAX] = { false };
+        (void) state;
+
+        for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+                const char *name = migration_status_to_string(rows[i].s);
+                if (migration_status_is_terminal(rows[i].s) != rows[i].terminal ||
+                    migration_status_is_active(rows[i].s) != rows[i].active ||
+                    migration_status_is_postcopy(rows[i].s) != rows[i].postcopy)
+                        fail_msg("status %s: terminal %d active %d postcopy %d, want %d %d %d", name,
+                                 migration_status_is_terminal(rows[i].s),
+                                 migration_status_is_active(rows[i].s),
+                                 migration_status_is_postcopy(rows[i].s), rows[i].terminal,
+                                 rows[i].active, rows[i].postcopy);
+                assert_false(seen[rows[i].s]);
+                seen[rows[i].s] = true;
+        }
+        for (int st = 0; st < MIGRATION_STATUS_MAX; st++)
+                if (!seen[st])
+                        fail_msg("MigrationStatus %d (%s) has no row", st,
+                                 migration_status_to_string((MigrationStatus) st));
+}
+
+/* Over every value: a status reads as "no migration in flight" only when
+ * it is known to be over (terminal) or known never to have started (none).
+ * Nothing is both terminal and active. */
+static void test_only_known_states_are_inactive(void **state) {
+        (void) state;
+        for (int i = 0; i < MIGRATION_STATUS_MAX; i++) {
+                MigrationStatus st = (MigrationStatus) i;
+                if (!migration_status_is_active(st) && !migration_status_is_terminal(st) &&
+                    st != MIGRATION_STATUS_NONE)
+                        fail_msg("status %s reads as inactive without being over",
+                                 migration_status_to_string(st));
+                assert_false(migration_status_is_active(st) && migration_status_is_terminal(st));
+        }
+}
+
+/* Strings QEMU 7.2 does not send map to UNKNOWN, which is in flight as far
+ * as any caller can tell; the known names round-trip. */
+static void test_future_status_strings(void **state) {
+        static const char *const future[] = { "wait-unplug-2", "device-xyz", "", "ACTIVE",
+                                              "completed ", "x-status-from-qemu-12" };
+        (void) state;
+
+        for (size_t i = 0; i < sizeof(future) / sizeof(future[0]); i++) {
+                MigrationStatus st = migration_status_from_string(future[i]);
+                assert_int_equal(st, MIGRATION_STATUS_UNKNOWN);
+                assert_true(migration_status_is_active(st));
+                assert_false(migration_status_is_terminal(st));
+        }
+        assert_string_equal(migration_status_to_string(MIGRATION_STATUS_UNKNOWN), "unknown");
+        assert_int_equal(migration_status_from_string(NULL), MIGRATION_STATUS_NONE);
+        for (int i = 0; i < MIGRATION_STATUS_MAX; i++)
+                if (i != MIGRATION_STATUS_UNKNOWN)
+                        assert_int_equal(migration_status_from_string(
+                                                 migration_status_to_string((MigrationStatus) i)),
+                                         i);
+}
+
 static void fill_record(VmStatusRecord *rec) {
         memset(rec, 0, sizeof(*rec));
         snprintf(rec->name, sizeof(rec->name), "web1");
@@ -147,6 +234,9 @@ static void test_status_file_one_param_at_a_time(void **state) {
 
 int main(void) {
         const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_status_predicates_cell_by_cell),
+                cmocka_unit_test(test_only_known_states_are_inactive),
+                cmocka_unit_test(test_future_status_strings),
                 cmocka_unit_test(test_table_covers_every_member),
                 cmocka_unit_test(test_table_has_every_agent_param),
                 cmocka_unit_test(test_status_file_keeps_every_param),
