@@ -57,15 +57,28 @@ static int resume_source(Agent *a, Vm *vm, const char *op, const char *peer_addr
         if (vm->job.phase != JOB_PHASE_CONFIRM_CANCELLED && vm->job.phase >= JOB_PHASE_PERFORM &&
             job_set_phase(vm, JOB_PHASE_CONFIRM_CANCELLED) < 0)
                 log_warning("guest %s, migration %s: %s", vm->name, op, err_msg());
+        /* The stream must be over before the vCPUs run again: cancel when
+         * it is (or may be: the query failed, or a status this build does
+         * not know) in flight, and wait until QEMU says it ended. */
         r = VM_NESTED_CALL(vm, t, op, "query-migrate", qmp_query_migrate(mon_, -1, &st));
-        if (r >= 0 && migration_status_is_active(st.status)) {
+        if (r < 0 || migration_status_is_active(st.status)) {
                 (void) VM_NESTED_CALL(vm, t, op, "migrate_cancel", qmp_migrate_cancel(mon_, -1));
                 Deadline d = deadline_in_ms(10000);
-                while (!deadline_expired(d)) {
-                        if (VM_NESTED_CALL(vm, t, op, "query-migrate", qmp_query_migrate(mon_, -1, &st)) < 0 ||
-                            !migration_status_is_active(st.status))
+                do {
+                        r = VM_NESTED_CALL(vm, t, op, "query-migrate", qmp_query_migrate(mon_, -1, &st));
+                        if (r >= 0 && !migration_status_is_active(st.status))
                                 break;
                         (void) vm_wait_locked(vm, deadline_in_ms(100));
+                } while (!deadline_expired(d));
+                if (r < 0 || migration_status_is_active(st.status)) {
+                        char why[ERR_MSG_MAX];
+                        snprintf(why, sizeof(why), "%s", r < 0 ? err_str(r) : st.status_name);
+                        vm_set_error_locked(vm, "migration %s: the stream did not end after migrate_cancel (%s); "
+                                            "source kept paused, retrying", op, why);
+                        vm_unlock(vm);
+                        log_warning("guest %s, migration %s: the stream did not end after migrate_cancel (%s): "
+                                    "not resuming yet", vm->name, op, why);
+                        return 0;
                 }
         }
         /* best effort: a QEMU that refuses keeps running all the same */
