@@ -87,7 +87,8 @@ void vm_unlock(Vm *vm) {
         lock_release(&vm->lock);
 }
 
-static void changed_locked(Vm *vm) {
+void vm_changed_locked(Vm *vm) {
+        vm_assert_locked(vm);
         vm->generation++;
         cond_broadcast(&vm->cond);
 }
@@ -96,7 +97,7 @@ void vm_set_state_locked(Vm *vm, VmState state, VmReason reason) {
         vm_assert_locked(vm);
         vm->state = state;
         vm->reason = reason;
-        changed_locked(vm);
+        vm_changed_locked(vm);
 }
 
 bool vm_is_active_locked(Vm *vm) {
@@ -111,14 +112,14 @@ void vm_attach_monitor_locked(Vm *vm, QmpMonitor *mon, pid_t pid) {
         vm->mon = mon;
         vm->pid = pid;
         vm->being_destroyed = false;
-        changed_locked(vm);
+        vm_changed_locked(vm);
 }
 
 QmpMonitor *vm_detach_monitor_locked(Vm *vm) {
         vm_assert_locked(vm);
         QmpMonitor *m = vm->mon;
         vm->mon = NULL;
-        changed_locked(vm);
+        vm_changed_locked(vm);
         return m;
 }
 
@@ -127,7 +128,7 @@ void vm_mark_shutoff_locked(Vm *vm, VmReason reason) {
         vm->pid = 0;
         vm->state = VM_STATE_SHUTOFF;
         vm->reason = reason;
-        changed_locked(vm);
+        vm_changed_locked(vm);
         cond_broadcast(&vm->job_cond);
         cond_broadcast(&vm->async_cond);
 }
@@ -136,7 +137,7 @@ void vm_set_definition_locked(Vm *vm, char *definition_json) {
         vm_assert_locked(vm);
         free(vm->definition_json);
         vm->definition_json = definition_json;
-        changed_locked(vm);
+        vm_changed_locked(vm);
 }
 
 void vm_attach_agent_locked(Vm *vm, QgaAgent *agent) {
@@ -145,7 +146,7 @@ void vm_attach_agent_locked(Vm *vm, QgaAgent *agent) {
         qga_free(vm->agent); /* never in use: no agent job */
         vm->agent = agent;
         vm->ga_health.configured = agent != NULL;
-        changed_locked(vm);
+        vm_changed_locked(vm);
 }
 
 void vm_set_error_locked(Vm *vm, const char *fmt, ...) {
@@ -201,12 +202,12 @@ void vm_handle_qmp_event(void *opaque, const QmpEvent *ev) {
                             vm->job.async == ASYNC_JOB_MIGRATION_OUT)
                                 vm->reason = VM_REASON_POSTCOPY;
                 }
-                changed_locked(vm);
+                vm_changed_locked(vm);
                 break;
         case QMP_EVENT_MIGRATION_PASS:
                 vm->mig_pass = ev->pass;
                 vm->mig_events++;
-                changed_locked(vm);
+                vm_changed_locked(vm);
                 break;
         case QMP_EVENT_SHUTDOWN:
                 if (vm->state != VM_STATE_SHUTOFF)
@@ -276,23 +277,6 @@ int vm_exit_monitor(Vm *vm, QmpMonitor *mon) {
         return 0;
 }
 
-int vm_enter_monitor_async(Vm *vm, AsyncJobType type, const char *op, const char *what,
-                           QmpMonitor **ret_mon) {
-        int r = job_begin_nested(vm, type, op, what, -1);
-        if (r < 0)
-                return r;
-        r = vm_enter_monitor(vm, ret_mon);
-        if (r < 0)
-                job_end(vm);
-        return r;
-}
-
-int vm_exit_monitor_async(Vm *vm, QmpMonitor *mon) {
-        int r = vm_exit_monitor(vm, mon);
-        job_end(vm);
-        return r;
-}
-
 int vm_enter_ga(Vm *vm, QgaAgent **ret_agent) {
         vm_assert_locked(vm);
         assert(vm->job.ga_active != GA_JOB_NONE);
@@ -323,48 +307,6 @@ void vm_note_ga_result_locked(Vm *vm, int r, const char *detail) {
         snprintf(vm->ga_health.error, sizeof(vm->ga_health.error), "%s",
                  r >= 0 ? "" : (detail ? detail : strerror(-r)));
         vm->generation++;
-}
-
-static void kill_qemu_locked(Vm *vm) {
-        if (vm->ops.kill)
-                vm->ops.kill(vm, vm->ops.opaque);
-        else if (vm->pid > 0)
-                kill(vm->pid, SIGKILL);
-        if (vm->mon)
-                qmp_monitor_abort(vm->mon, "VM is being destroyed");
-}
-
-int vm_destroy(Vm *vm, const char *op, VmReason reason, int64_t timeout_ms) {
-        QmpMonitor *old = NULL;
-        int r;
-
-        vm_lock(vm);
-        vm->being_destroyed = true;
-        kill_qemu_locked(vm);
-        /* An async job (start, migration) must not carry on with a QEMU
-         * that is gone: it sees the request at its next step. */
-        if (vm->job.async != ASYNC_JOB_NONE)
-                vm->job.abort_requested = true;
-        changed_locked(vm);
-        cond_broadcast(&vm->job_cond);
-        cond_broadcast(&vm->async_cond);
-
-        r = job_begin(vm, JOB_DESTROY, op, "destroy", timeout_ms);
-        if (r < 0) {
-                vm_unlock(vm);
-                return err_prefix(r, "QEMU of VM '%s' was killed, but", vm->name);
-        }
-        if (vm->state != VM_STATE_SHUTOFF)
-                vm_mark_shutoff_locked(vm, reason);
-        else
-                vm->reason = reason;
-        old = vm_detach_monitor_locked(vm);
-        vm->being_destroyed = false;
-        job_end(vm);
-        vm_unlock(vm);
-
-        qmp_monitor_close(old);
-        return vm_save_status(vm);
 }
 
 /* Fill @rec from @vm (definition copied), then the daemon's part through
@@ -487,5 +429,5 @@ void vm_set_migration_stats_locked(Vm *vm, const MigrationStats *st) {
         vm_assert_locked(vm);
         vm->mig_stats = *st;
         vm->mig_stats_ns = now_ns();
-        changed_locked(vm);
+        vm_changed_locked(vm);
 }

@@ -123,6 +123,9 @@ void vm_attach_monitor_locked(Vm *vm, QmpMonitor *mon, pid_t pid);
  * qmp_monitor_close() AFTER unlocking, and never on a monitor thread (its
  * event or eof callback), since closing joins those threads.  Locked. */
 QmpMonitor *vm_detach_monitor_locked(Vm *vm);
+/* Something snapshot readers see changed: bump the generation and wake
+ * vm->cond waiters.  Locked. */
+void vm_changed_locked(Vm *vm);
 /* QEMU is gone: pid 0, state SHUTOFF with @reason, every waiter woken.  The
  * (dead) monitor stays attached until detached.  Locked. */
 void vm_mark_shutoff_locked(Vm *vm, VmReason reason);
@@ -153,7 +156,7 @@ int vm_wait_locked(Vm *vm, Deadline d);
  * (only DESTROY may proceed, and it does not need the monitor). */
 int vm_enter_monitor(Vm *vm, QmpMonitor **ret_mon);
 int vm_exit_monitor(Vm *vm, QmpMonitor *mon);
-/* The async owner's variant: begin a NESTED job for @op, then enter.  On
+/* (vm-jobs.c) The async owner's variant: begin a NESTED job for @op, then enter.  On
  * failure vm->lock is held and no job was taken. */
 int vm_enter_monitor_async(Vm *vm, AsyncJobType type, const char *op, const char *what,
                            QmpMonitor **ret_mon);
@@ -193,7 +196,7 @@ void vm_note_ga_result_locked(Vm *vm, int r, const char *detail);
  * DESTROY job, mark SHUTOFF/@reason and end the job.  Called with vm->lock
  * NOT held.  Returns 0, or -ETIMEDOUT naming the holder if the job did not
  * come free (QEMU is dead regardless). */
-int vm_destroy(Vm *vm, const char *op, VmReason reason, int64_t timeout_ms);
+int vm_destroy(Vm *vm, const char *op, VmReason reason, int64_t timeout_ms); /* vm-jobs.c */
 
 /* Persist the status file now (vm->lock NOT held; see top comment). */
 int vm_save_status(Vm *vm);
