@@ -11,8 +11,8 @@
  * destination agent), persists perform_done, calls MigrateFinish, and
  * confirms (the source QEMU stops and the guest's record goes).  Failures
  * are settled by mig_settle() (agent-migrate-settle.c), whose resume of the
- * source puts the settings back with mig_restore_settings_locked(), which
- * lives here beside what perform() changes.  Every step is published in
+ * source puts the settings back with mig_restore_settings_locked()
+ * (agent-migrate-settings.c, beside the list of what perform() changes).  Every step is published in
  * the migration table (agent-migtable.h).
  *
  * Locks: the VM lock only around field access (dropped for table updates
@@ -74,104 +74,6 @@ static int set_params(Vm *vm, const char *op, const MigrationParams *mp) {
                       qmp_migrate_set_parameters(mon_, -1, mp));
 }
 
-/* ---- QEMU's migration settings: what the source changes, saved and put back ----------- */
-
-/* The capabilities perform() switches on for a migration with @p.  The
- * restore switches off only capabilities of SOURCE_CAPS that were off. */
-#define SOURCE_CAPS                                                                               \
-        (MIGRATION_CAP_BIT(MIGRATION_CAP_EVENTS) | MIGRATION_CAP_BIT(MIGRATION_CAP_POSTCOPY_RAM) | \
-         MIGRATION_CAP_BIT(MIGRATION_CAP_MULTIFD) | MIGRATION_CAP_BIT(MIGRATION_CAP_AUTO_CONVERGE))
-
-static uint64_t source_caps(const MigParams *p) {
-        uint64_t caps = MIGRATION_CAP_BIT(MIGRATION_CAP_EVENTS);
-        if (p->postcopy != POSTCOPY_POLICY_NEVER)
-                caps |= MIGRATION_CAP_BIT(MIGRATION_CAP_POSTCOPY_RAM);
-        if (p->multifd_channels > 1)
-                caps |= MIGRATION_CAP_BIT(MIGRATION_CAP_MULTIFD);
-        if (p->auto_converge)
-                caps |= MIGRATION_CAP_BIT(MIGRATION_CAP_AUTO_CONVERGE);
-        assert((caps & ~SOURCE_CAPS) == 0);
-        return caps;
-}
-
-/* The parameters the source may change: perform(), the convergence policy
- * (tune_locked()) and MigrateTune.  Only these are put back. */
-static bool source_param(const MigrationParamInfo *i) {
-        static const size_t changed[] = {
-                offsetof(MigrationParams, max_bandwidth),
-                offsetof(MigrationParams, downtime_limit),
-                offsetof(MigrationParams, cpu_throttle_initial),
-                offsetof(MigrationParams, cpu_throttle_increment),
-                offsetof(MigrationParams, max_cpu_throttle),
-                offsetof(MigrationParams, multifd_channels),
-        };
-        for (size_t k = 0; k < ELEMENTSOF(changed); k++)
-                if (i->value_offset == changed[k])
-                        return i->kind == MIGRATION_PARAM_U64;
-        return false;
-}
-
-/* begin: read QEMU's capabilities and parameters into vm->mig (persisted
- * with the phase that follows), before the source changes either.
- * has_orig_params says both were read.  vm->lock held, MIGRATION_OUT job
- * of @op.  0 or -errno. */
-static int save_settings_locked(Vm *vm, const char *op) {
-        MigrationCaps caps;
-        MigrationParams params;
-        int r = VM_NESTED_CALL(vm, ASYNC_JOB_MIGRATION_OUT, op, "query-migrate-capabilities",
-                       qmp_query_migrate_capabilities(mon_, -1, &caps));
-        if (r >= 0)
-                r = VM_NESTED_CALL(vm, ASYNC_JOB_MIGRATION_OUT, op, "query-migrate-parameters",
-                           qmp_query_migrate_parameters(mon_, -1, &params));
-        if (r < 0)
-                return err_prefix(r, "reading QEMU's migration settings");
-        vm->mig.orig_caps = caps.enabled;
-        vm->mig.orig_params = params;
-        vm->mig.has_orig_params = true;
-        return 0;
-}
-
-int mig_restore_settings_locked(Vm *vm, AsyncJobType t, const char *op) {
-        vm_assert_locked(vm);
-        if (!vm->mig.has_orig_params)
-                return 0;
-        /* copies: vm->lock is dropped around every command */
-        uint64_t orig_caps = vm->mig.orig_caps;
-        MigrationParams orig = vm->mig.orig_params, now, put = { 0 };
-        MigrationCaps caps;
-        char first[ERR_MSG_MAX] = "";
-        int r = 0, q;
-
-        q = VM_NESTED_CALL(vm, t, op, "query-migrate-capabilities",
-                   qmp_query_migrate_capabilities(mon_, -1, &caps));
-        uint64_t off = (q >= 0 ? caps.enabled : SOURCE_CAPS) & SOURCE_CAPS & ~orig_caps;
-        if (off && (q = VM_NESTED_CALL(vm, t, op, "migrate-set-capabilities",
-                                       qmp_migrate_set_capabilities(mon_, -1, off, false))) < 0) {
-                r = q;
-                snprintf(first, sizeof(first), "capabilities: %s", err_msg());
-        }
-
-        q = VM_NESTED_CALL(vm, t, op, "query-migrate-parameters", qmp_query_migrate_parameters(mon_, -1, &now));
-        size_t n = 0;
-        for (size_t k = 0; k < MIGRATION_PARAM_COUNT; k++) {
-                const MigrationParamInfo *i = &migration_param_table[k];
-                if (!source_param(i) || !migration_param_is_set(&orig, i))
-                        continue;
-                uint64_t v = migration_param_get_u64(&orig, i);
-                if (q >= 0 && migration_param_is_set(&now, i) && migration_param_get_u64(&now, i) == v)
-                        continue;
-                *migration_param_has_ref(&put, i) = true;
-                *migration_param_u64_ref(&put, i) = v;
-                n++;
-        }
-        if (n && (q = VM_NESTED_CALL(vm, t, op, "migrate-set-parameters",
-                                     qmp_migrate_set_parameters(mon_, -1, &put))) < 0 && r >= 0) {
-                r = q;
-                snprintf(first, sizeof(first), "parameters: %s", err_msg());
-        }
-        return r < 0 ? err_set(r, "%s", first) : 0;
-}
-
 static int start_postcopy_locked(Source *s, const char *why) {
         int r = VM_NESTED_CALL(s->vm, ASYNC_JOB_MIGRATION_OUT, s->op, "migrate-start-postcopy",
                        qmp_migrate_start_postcopy(mon_, -1));
@@ -224,7 +126,7 @@ static int perform(Source *s) {
                 vm_lock(vm);
         }
         r = VM_NESTED_CALL(vm, ASYNC_JOB_MIGRATION_OUT, op, "migrate-set-capabilities",
-                   qmp_migrate_set_capabilities(mon_, -1, source_caps(&s->p), true));
+                   qmp_migrate_set_capabilities(mon_, -1, mig_source_caps(&s->p), true));
         if (r >= 0) {
                 /* Bandwidth 0 = unlimited: the link decides.  Auto-converge
                  * starts held at 1 % so that it is a later policy step. */
@@ -567,7 +469,7 @@ int agent_migrate(Agent *a, Vm *vm, const char *op, const char *dest_addr, const
         snprintf(vm->mig.peer, sizeof(vm->mig.peer), "%s", dest_addr);
         memset(&vm->mig_stats, 0, sizeof(vm->mig_stats));
         vm->mig_event = MIGRATION_STATUS_NONE;
-        r = save_settings_locked(vm, op);
+        r = mig_save_settings_locked(vm, op);
         if (r >= 0)
                 r = job_set_phase(vm, JOB_PHASE_BEGIN);
         if (r >= 0) {

@@ -46,6 +46,13 @@ bool mig_mark_dropping(Vm *vm, const char *op, JobPhase phase);
  * mig_settle(). */
 int mig_apply_decision(Agent *a, Vm *vm, const char *op, const char *peer_addr, RecoveryDecision d);
 
+/* (agent-migrate-settings.c) The capabilities perform() switches on for a
+ * migration with @p. */
+uint64_t mig_source_caps(const MigParams *p);
+/* begin: read QEMU's capabilities and parameters into vm->mig (persisted
+ * with the phase that follows), before the source changes either.
+ * vm->lock held, MIGRATION_OUT job of @op.  0 or -errno. */
+int mig_save_settings_locked(Vm *vm, const char *op);
 /* Source whose QEMU stays (vm->lock held, async job @t of @op, QEMU not
  * migrating): put back what the source changed in QEMU's migration
  * settings, from vm->mig (saved at begin, persisted): the capabilities it

@@ -1,0 +1,119 @@
+/* QEMU's migration settings on the source: what a migration changes, saved
+ * at begin and put back on every path that resumes the source.
+ *
+ * perform() (agent-migrate-out.c) switches on the capabilities of
+ * mig_source_caps() and sets parameters, the convergence policy and
+ * MigrateTune change some more.  Before any of that, begin saves QEMU's
+ * capabilities and parameters into vm->mig (persisted with the phase, so a
+ * restart can restore them too), and mig_restore_settings_locked() resets
+ * only what the source changed: capabilities of SOURCE_CAPS that were off,
+ * parameters of source_param() whose value differs.  docs/migration.md,
+ * "QEMU's migration settings", says why.
+ */
+#define _GNU_SOURCE
+#include "agent-migrate-priv.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "err.h"
+#include "qmp.h"
+
+/* The capabilities perform() switches on for a migration with @p.  The
+ * restore switches off only capabilities of SOURCE_CAPS that were off. */
+#define SOURCE_CAPS                                                                               \
+        (MIGRATION_CAP_BIT(MIGRATION_CAP_EVENTS) | MIGRATION_CAP_BIT(MIGRATION_CAP_POSTCOPY_RAM) | \
+         MIGRATION_CAP_BIT(MIGRATION_CAP_MULTIFD) | MIGRATION_CAP_BIT(MIGRATION_CAP_AUTO_CONVERGE))
+
+uint64_t mig_source_caps(const MigParams *p) {
+        uint64_t caps = MIGRATION_CAP_BIT(MIGRATION_CAP_EVENTS);
+        if (p->postcopy != POSTCOPY_POLICY_NEVER)
+                caps |= MIGRATION_CAP_BIT(MIGRATION_CAP_POSTCOPY_RAM);
+        if (p->multifd_channels > 1)
+                caps |= MIGRATION_CAP_BIT(MIGRATION_CAP_MULTIFD);
+        if (p->auto_converge)
+                caps |= MIGRATION_CAP_BIT(MIGRATION_CAP_AUTO_CONVERGE);
+        assert((caps & ~SOURCE_CAPS) == 0);
+        return caps;
+}
+
+/* The parameters the source may change: perform(), the convergence policy
+ * (tune_locked()) and MigrateTune.  Only these are put back. */
+static bool source_param(const MigrationParamInfo *i) {
+        static const size_t changed[] = {
+                offsetof(MigrationParams, max_bandwidth),
+                offsetof(MigrationParams, downtime_limit),
+                offsetof(MigrationParams, cpu_throttle_initial),
+                offsetof(MigrationParams, cpu_throttle_increment),
+                offsetof(MigrationParams, max_cpu_throttle),
+                offsetof(MigrationParams, multifd_channels),
+        };
+        for (size_t k = 0; k < ELEMENTSOF(changed); k++)
+                if (i->value_offset == changed[k])
+                        return i->kind == MIGRATION_PARAM_U64;
+        return false;
+}
+
+/* begin: read QEMU's capabilities and parameters into vm->mig (persisted
+ * with the phase that follows), before the source changes either.
+ * has_orig_params says both were read.  vm->lock held, MIGRATION_OUT job
+ * of @op.  0 or -errno. */
+int mig_save_settings_locked(Vm *vm, const char *op) {
+        MigrationCaps caps;
+        MigrationParams params;
+        int r = VM_NESTED_CALL(vm, ASYNC_JOB_MIGRATION_OUT, op, "query-migrate-capabilities",
+                       qmp_query_migrate_capabilities(mon_, -1, &caps));
+        if (r >= 0)
+                r = VM_NESTED_CALL(vm, ASYNC_JOB_MIGRATION_OUT, op, "query-migrate-parameters",
+                           qmp_query_migrate_parameters(mon_, -1, &params));
+        if (r < 0)
+                return err_prefix(r, "reading QEMU's migration settings");
+        vm->mig.orig_caps = caps.enabled;
+        vm->mig.orig_params = params;
+        vm->mig.has_orig_params = true;
+        return 0;
+}
+
+int mig_restore_settings_locked(Vm *vm, AsyncJobType t, const char *op) {
+        vm_assert_locked(vm);
+        if (!vm->mig.has_orig_params)
+                return 0;
+        /* copies: vm->lock is dropped around every command */
+        uint64_t orig_caps = vm->mig.orig_caps;
+        MigrationParams orig = vm->mig.orig_params, now, put = { 0 };
+        MigrationCaps caps;
+        char first[ERR_MSG_MAX] = "";
+        int r = 0, q;
+
+        q = VM_NESTED_CALL(vm, t, op, "query-migrate-capabilities",
+                   qmp_query_migrate_capabilities(mon_, -1, &caps));
+        uint64_t off = (q >= 0 ? caps.enabled : SOURCE_CAPS) & SOURCE_CAPS & ~orig_caps;
+        if (off && (q = VM_NESTED_CALL(vm, t, op, "migrate-set-capabilities",
+                                       qmp_migrate_set_capabilities(mon_, -1, off, false))) < 0) {
+                r = q;
+                snprintf(first, sizeof(first), "capabilities: %s", err_msg());
+        }
+
+        q = VM_NESTED_CALL(vm, t, op, "query-migrate-parameters", qmp_query_migrate_parameters(mon_, -1, &now));
+        size_t n = 0;
+        for (size_t k = 0; k < MIGRATION_PARAM_COUNT; k++) {
+                const MigrationParamInfo *i = &migration_param_table[k];
+                if (!source_param(i) || !migration_param_is_set(&orig, i))
+                        continue;
+                uint64_t v = migration_param_get_u64(&orig, i);
+                if (q >= 0 && migration_param_is_set(&now, i) && migration_param_get_u64(&now, i) == v)
+                        continue;
+                *migration_param_has_ref(&put, i) = true;
+                *migration_param_u64_ref(&put, i) = v;
+                n++;
+        }
+        if (n && (q = VM_NESTED_CALL(vm, t, op, "migrate-set-parameters",
+                                     qmp_migrate_set_parameters(mon_, -1, &put))) < 0 && r >= 0) {
+                r = q;
+                snprintf(first, sizeof(first), "parameters: %s", err_msg());
+        }
+        return r < 0 ? err_set(r, "%s", first) : 0;
+}
