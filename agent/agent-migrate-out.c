@@ -8,7 +8,9 @@
  * `migrate`, then one query-migrate per poll fed to the convergence policy
  * of core/converge.h, whose decision it executes, and a liveness check of
  * the destination agent), persists perform_done, calls MigrateFinish, and
- * confirms (the source QEMU stops and the guest's record goes).  Failures
+ * confirms (the source QEMU stops and the guest's record goes).  A failed
+ * finish is handled by finish_failed() (docs/recovery.md, "Ambiguity
+ * policy").  Failures
  * are settled by mig_settle() (agent-migrate-settle.c).  Every step is
  * published in the migration table (agent-migtable.h).
  *
