@@ -81,6 +81,7 @@ static const Member members[] = {
         INT("qmp_timeout_ms", MEMBER_I64, qmp_timeout_ms, 1, 3600000),
         INT("qga_timeout_ms", MEMBER_I64, qga_timeout_ms, 1, 3600000),
         INT("start_timeout_ms", MEMBER_I64, start_timeout_ms, 1, 3600000),
+        INT("finish_ask_ms", MEMBER_I64, finish_ask_ms, 1, 3600000),
         INT("max_guests", MEMBER_UNSIGNED, max_guests, 1, 65536),
         INT("rpc_threads", MEMBER_UNSIGNED, rpc_threads, 1, 256),
         /* a definition (64 KiB) must fit, with room for the envelope */
@@ -128,6 +129,7 @@ void agent_config_defaults(AgentConfig *c) {
         c->qmp_timeout_ms = 10000;
         c->qga_timeout_ms = 5000;
         c->start_timeout_ms = 10000;
+        c->finish_ask_ms = 300000;
         c->max_guests = 512;
         c->rpc_threads = 32;
         c->max_request_bytes = 4194304;

@@ -12,6 +12,7 @@
  *     "qmp_timeout_ms": 10000,
  *     "qga_timeout_ms": 5000,
  *     "start_timeout_ms": 10000,
+ *     "finish_ask_ms": 300000,                 (docs/recovery.md, "Ambiguity policy")
  *     "max_guests": 512,
  *     "rpc_threads": 32,
  *     "max_request_bytes": 4194304,
@@ -52,6 +53,7 @@ typedef struct AgentConfig {
         int64_t qmp_timeout_ms;
         int64_t qga_timeout_ms;
         int64_t start_timeout_ms;
+        int64_t finish_ask_ms; /* a source asks an unanswering destination this long, then alerts */
         unsigned max_guests;
         unsigned rpc_threads;
         size_t max_request_bytes;

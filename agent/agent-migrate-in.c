@@ -337,6 +337,25 @@ fail_undefine:
         return r;
 }
 
+/* finish failed before `cont` was sent: this copy never ran.  Drop it
+ * (marked under the VM lock first, so nothing starts it meanwhile), then
+ * answer with the mark the source recognises (agent-peer.h): it keeps the
+ * guest.  @r and the detail of the failure are kept. */
+static int finish_not_started(Agent *a, Vm *vm, const char *op, int r) {
+        char why[ERR_MSG_MAX];
+        snprintf(why, sizeof(why), "%s", err_str(r));
+        vm_lock(vm);
+        JobPhase ph = vm->job.phase;
+        bool mine = job_async_owned_by(vm, ASYNC_JOB_MIGRATION_IN, op);
+        vm_unlock(vm);
+        if (mine && mig_mark_dropping(vm, op, ph))
+                mig_kill_dest(a, vm, op, why);
+        log_warning("guest %s, migration %s: finish failed before the guest started here (%s); copy dropped",
+                    vm->name, op, why);
+        return err_set(-EBUSY, "finish on this host failed before the guest started: %s " PEER_FINISH_NOT_STARTED_MARK
+                       " (this copy is dropped; the source keeps the guest)", why);
+}
+
 int agent_migrate_finish(Agent *a, const char *op, const char *uuid, bool postcopy,
                          uint64_t source_stop_unix_ms, uint64_t *ret_resume_unix_ms, bool *ret_synced) {
         MigrationStats st = { 0 };
@@ -355,13 +374,15 @@ int agent_migrate_finish(Agent *a, const char *op, const char *uuid, bool postco
                 vm_unlock(vm);
                 return done ? 0 : err_set(-EINVAL, "finish: guest %s has no incoming migration %s", uuid, op);
         }
+        /* Until `cont` is sent, every failure leaves a copy that never ran:
+         * it is dropped and the source told so (finish_not_started). */
         if (vm->mig.dropping) {
-                r = err_set(-ESTALE, "finish: this destination is dropping its copy of %s (migration %s): "
-                            "the source keeps the guest", vm->name, op);
-                goto out;
+                vm_unlock(vm);
+                return err_set(-EBUSY, "finish: this destination is dropping its copy of %s (migration %s) "
+                               PEER_FINISH_NOT_STARTED_MARK ": the source keeps the guest", vm->name, op);
         }
         if ((r = job_set_phase(vm, JOB_PHASE_FINISH)) < 0)
-                goto out;
+                goto not_started;
         vm_unlock(vm);
         agent_test_hold(JOB_PHASE_FINISH, vm->name);
         vm_lock(vm);
@@ -372,19 +393,21 @@ int agent_migrate_finish(Agent *a, const char *op, const char *uuid, bool postco
                 uint64_t seen = vm->mig_events;
                 r = VM_NESTED_CALL(vm, ASYNC_JOB_MIGRATION_IN, op, "query-migrate", qmp_query_migrate(mon_, -1, &st));
                 if (r < 0)
-                        goto out;
+                        goto not_started;
                 if (st.status == MIGRATION_STATUS_COMPLETED ||
                     (postcopy && migration_status_is_postcopy(st.status)))
                         break;
                 if (st.status == MIGRATION_STATUS_FAILED || st.status == MIGRATION_STATUS_CANCELLED ||
                     deadline_expired(d)) {
                         r = err_set(-EIO, "finish: the incoming stream is %s", migration_status_to_string(st.status));
-                        goto out;
+                        goto not_started;
                 }
                 if (vm->mig_events == seen)
                         (void) vm_wait_locked(vm, deadline_in_ms(50));
         }
         vm_set_migration_stats_locked(vm, &st);
+        /* From here `cont` may have been sent: a failure is no proof that
+         * the guest did not start. */
         if ((r = mig_finish_dest_locked(a, vm, op)) < 0)
                 goto out;
         vm->mig.resume_ns = vm->mig.resume_ns ? vm->mig.resume_ns : now_ns();
@@ -425,6 +448,10 @@ int agent_migrate_finish(Agent *a, const char *op, const char *uuid, bool postco
 out:
         vm_unlock(vm);
         return r;
+not_started:
+        vm_unlock(vm);
+        /* in post-copy the destination may hold the only copy of pages */
+        return postcopy ? r : finish_not_started(a, vm, op, r);
 }
 
 int agent_migrate_cancel(Agent *a, const char *op, const char *uuid) {

@@ -9,11 +9,13 @@
  * to the convergence policy of core/converge.h, whose decision it executes,
  * `migrate-continue` at pre-switchover, and a liveness check of the
  * destination agent), persists perform_done, calls MigrateFinish, and
- * confirms (the source QEMU stops and the guest's record goes).  Failures
- * are settled by mig_settle() (agent-migrate-settle.c), whose resume of the
- * source puts the settings back with mig_restore_settings_locked()
- * (agent-migrate-settings.c, beside the list of what perform() changes).  Every step is published in
- * the migration table (agent-migtable.h).
+ * confirms (the source QEMU stops and the guest's record goes).  A failed
+ * finish is handled by finish_failed() (docs/recovery.md, "Ambiguity
+ * policy").  Failures are settled by mig_settle() (agent-migrate-settle.c),
+ * whose resume of the source puts the settings back with
+ * mig_restore_settings_locked() (agent-migrate-settings.c, beside the list
+ * of what perform() changes).  Every step is published in the migration
+ * table (agent-migtable.h).
  *
  * Locks: the VM lock only around field access (dropped for table updates
  * and peer RPCs); QMP in NESTED jobs of the MIGRATION_OUT job.
@@ -273,6 +275,106 @@ static void finish_result(Source *s, const MigrationStats *st, uint64_t resume_u
                               synced, postcopy);
 }
 
+/* ---- finish and its failures (docs/recovery.md, "Ambiguity policy") ------------------------ */
+
+#define FINISH_UNSENT_RETRY_MS 10000 /* a finish that finds no connection is tried again this long */
+
+/* MigrateFinish.  A call that never reached the destination is tried again
+ * every second for FINISH_UNSENT_RETRY_MS (its agent may be restarting);
+ * once a call may have been seen, the series ends.  *ret_failure as
+ * agent_peer_finish(), for the last call. */
+static int call_finish(Source *s, AgentPeer *peer, bool postcopy, uint64_t stop_ms, uint64_t *resume_ms, bool *synced,
+                       PeerFinishFailure *ret_failure) {
+        Deadline d = deadline_in_ms(FINISH_UNSENT_RETRY_MS);
+        for (;;) {
+                PeerFinishFailure f = PEER_FINISH_MAYBE_STARTED;
+                int r = agent_peer_finish(peer, s->op, s->vm->uuid, postcopy, stop_ms, 60000, resume_ms, synced, &f);
+                if (r >= 0 || f != PEER_FINISH_NOT_SENT || deadline_expired(d)) {
+                        *ret_failure = f;
+                        return r;
+                }
+                log_info("migration %s of %s: finish did not reach %s (%s); trying again", s->op, s->vm->name, s->dest,
+                         err_msg());
+                sleep_ms(1000);
+        }
+}
+
+/* How a settled migration ended for the source copy, for the result. */
+static const char *source_outcome(Vm *vm) {
+        vm_lock(vm);
+        bool running = vm->state == VM_STATE_RUNNING && vm->job.async == ASYNC_JOB_NONE;
+        vm_unlock(vm);
+        return running ? "the source resumed the guest" : "the source copy was stopped";
+}
+
+/* finish failed with @r.  When no call can have started the guest there
+ * (@f), the table resumes the source at once.  Otherwise the destination
+ * may run the guest: keep the source paused and ask it every 2 s for
+ * cfg.finish_ask_ms, saying so in GetGuest and the migration's events;
+ * then end the migration with the alert and leave the guest paused with
+ * its job, which the recovery thread keeps asking about. */
+static void finish_failed(Source *s, int r, PeerFinishFailure f) {
+        Agent *a = s->a;
+        Vm *vm = s->vm;
+        char why[ERR_MSG_MAX], msg[ERR_MSG_MAX + 1536]; /* two addresses, an op id and the text */
+        int sr;
+
+        snprintf(why, sizeof(why), "%s", err_str(r));
+        if (f != PEER_FINISH_MAYBE_STARTED) {
+                log_warning("migration %s of %s: finish %s %s (%s): it cannot run the guest; resuming the source",
+                            s->op, vm->name, f == PEER_FINISH_NOT_SENT ? "never reached" : "was refused before cont by",
+                            s->dest, why);
+                sr = mig_settle_finish_not_started(a, vm, s->op, s->dest);
+                snprintf(msg, sizeof(msg), "%s %s (%s): the guest cannot have started there; %s%s",
+                         f == PEER_FINISH_NOT_SENT ? "finish never reached" : "finish was not started by", s->dest, why,
+                         sr == 1 ? source_outcome(vm) : "resuming the source failed, recovery retries",
+                         f == PEER_FINISH_NOT_SENT ? ", and the destination drops its copy when its agent is back" : "");
+                vm_lock(vm);
+                vm_set_error_locked(vm, "migration %s: %s", s->op, msg);
+                vm_unlock(vm);
+                agent_migtable_done(a->migrations, s->m, -EIO, msg);
+                return;
+        }
+
+        log_warning("migration %s of %s: finish on %s failed: %s; the destination may run the guest: asking it",
+                    s->op, vm->name, s->dest, why);
+        uint64_t t0 = now_ns();
+        for (;;) {
+                sr = mig_settle(a, vm, s->op, s->dest);
+                uint64_t waited_ms = (now_ns() - t0) / NSEC_PER_MSEC;
+                if (sr != 0 || waited_ms >= (uint64_t) a->cfg.finish_ask_ms)
+                        break;
+                snprintf(msg, sizeof(msg), "finish sent to %s, no answer for %llu s: the guest stays paused here "
+                         "until %s answers (asked every 2 s; alert after %lld s) or an operator decides "
+                         "(docs/recovery.md, \"Ambiguity policy\"); finish failed with: %s", s->dest,
+                         (unsigned long long) waited_ms / 1000, s->dest, (long long) a->cfg.finish_ask_ms / 1000, why);
+                vm_lock(vm);
+                vm_set_error_locked(vm, "migration %s: %s", s->op, msg);
+                vm_unlock(vm);
+                agent_migtable_event(a->migrations, s->m, "%s", msg);
+                sleep_ms(2000);
+        }
+        if (sr == 0) {
+                snprintf(msg, sizeof(msg), "ALERT: finish sent to %s, no answer for %lld s: the guest stays "
+                         "paused here until %s answers (recovery keeps asking every 2 s) or an operator runs "
+                         "MigrateAbort with op_id %s here (it does not run there) or Destroy here (it runs there); "
+                         "docs/recovery.md, \"Ambiguity policy\"; finish failed with: %s", s->dest,
+                         (long long) a->cfg.finish_ask_ms / 1000, s->dest, s->op, why);
+                log_error("guest %s: %s", vm->name, msg);
+                vm_lock(vm);
+                vm_set_error_locked(vm, "migration %s: %s", s->op, msg);
+                vm_unlock(vm);
+                agent_migtable_done(a->migrations, s->m, -EIO, msg);
+                return;
+        }
+        Vm *still_here = vm_registry_lookup_uuid(a->vms, vm->uuid);
+        bool moved = sr == 1 && !still_here; /* the source killed its copy: the guest moved */
+        vm_unref(still_here);
+        snprintf(msg, sizeof(msg), "finish on %s failed (%s); asked again: %s", s->dest, why,
+                 sr == 1 ? source_outcome(vm) : err_msg());
+        agent_migtable_done(a->migrations, s->m, moved ? 0 : -EIO, moved ? NULL : msg);
+}
+
 static void *source_thread(void *arg) {
         Source *s = arg;
         Agent *a = s->a;
@@ -348,25 +450,10 @@ static void *source_thread(void *arg) {
         vm_lock(vm);
         uint64_t stop_ms = mig_mono_to_unix_ms(vm->mig.stop_ns);
         vm_unlock(vm);
-        r = agent_peer_finish(peer, s->op, vm->uuid, postcopy, stop_ms, 60000, &resume_ms, &synced);
+        PeerFinishFailure ff;
+        r = call_finish(s, peer, postcopy, stop_ms, &resume_ms, &synced, &ff);
         if (r < 0) {
-                /* The reply may be lost after the destination started the
-                 * guest: never resume blindly, ask (docs/recovery.md rule 2). */
-                char why[ERR_MSG_MAX];
-                snprintf(why, sizeof(why), "finish on %s failed: %s", s->dest, err_str(r));
-                log_warning("migration %s of %s: %s; asking the destination", s->op, vm->name, why);
-                Deadline d = deadline_in_ms(60000);
-                int sr = 0;
-                while (sr == 0 && !deadline_expired(d)) {
-                        sr = mig_settle(a, vm, s->op, s->dest);
-                        if (sr == 0)
-                                sleep_ms(2000);
-                }
-                Vm *still_here = vm_registry_lookup_uuid(a->vms, vm->uuid);
-                bool moved = sr == 1 && !still_here; /* the source killed its copy: the guest moved */
-                vm_unref(still_here);
-                agent_migtable_done(t, s->m, moved ? 0 : -EIO,
-                       sr == 1 ? why : "finish failed and the destination cannot be asked: the source stays paused, recovery keeps asking");
+                finish_failed(s, r, ff);
                 goto out;
         }
 
@@ -533,11 +620,24 @@ int agent_migrate_abort(Agent *a, Vm *vm, const char *op) {
         int r = with_outgoing(a, vm, &mop, buf);
         if (r < 0)
                 return r;
+        bool override = false;
+        char peer[sizeof(vm->mig.peer)];
         vm_lock(vm);
         if ((r = job_begin(vm, JOB_ABORT, op, "migrate-abort", -1)) < 0)
                 goto out;
+        snprintf(peer, sizeof(peer), "%s", vm->mig.peer);
         if (vm->mig.postcopy_started) {
                 r = err_set(-EBUSY, "migration of %s is in post-copy: it can only complete", vm->name);
+        } else if (vm->job.phase == JOB_PHASE_PERFORM_DONE) {
+                /* finish may have started the guest on the destination: only
+                 * an operator who checked resumes the source, by naming the
+                 * migration (docs/recovery.md, "Ambiguity policy") */
+                override = strcmp(op, mop) == 0;
+                if (!override)
+                        r = err_set(-EBUSY, "migration %s of %s is past perform_done: the destination %s may run the "
+                                    "guest, so it is not aborted; if you checked that %s does not run it, call "
+                                    "MigrateAbort with op_id %s; if it does, Destroy it here", mop, vm->name, peer,
+                                    peer, mop);
         } else {
                 job_request_abort(vm);
                 QmpMonitor *mon;
@@ -549,6 +649,17 @@ int agent_migrate_abort(Agent *a, Vm *vm, const char *op) {
         job_end(vm);
 out:
         vm_unlock(vm);
+        if (override) {
+                log_warning("guest %s, migration %s: an operator states that %s does not run the guest: resuming the "
+                            "source", vm->name, mop, peer);
+                RecoveryDecision d = { RECOVER_RESUME_SOURCE,
+                                       "an operator checked that the destination does not run the guest" };
+                int sr = mig_apply_decision(a, vm, mop, peer, d);
+                if (sr < 0)
+                        r = sr;
+                else if (sr == 0)
+                        r = err_set(-EAGAIN, "resuming the source of %s failed: %s", vm->name, err_msg());
+        }
         return r;
 }
 

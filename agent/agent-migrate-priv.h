@@ -38,6 +38,11 @@ void mig_forget_guest(Agent *a, Vm *vm, const char *why);
  * watchdog): whoever finds the job already ended is done.  Returns 1 when
  * resolved, 0 when it must be retried later, -errno on error. */
 int mig_settle(Agent *a, Vm *vm, const char *op, const char *peer_addr);
+/* mig_settle() for a source whose every finish call of @op never reached
+ * the destination or was answered "not started" (the table's
+ * finish_not_started): only the migration thread that made the calls
+ * knows this.  Returns as mig_settle(). */
+int mig_settle_finish_not_started(Agent *a, Vm *vm, const char *op, const char *peer_addr);
 /* Destination: under the VM lock, check that @op still owns the incoming
  * job in @phase with the vCPUs not running, and if so mark the copy as
  * being dropped (finish then refuses).  Returns whether it was marked. */

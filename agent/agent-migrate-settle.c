@@ -228,7 +228,7 @@ int mig_apply_decision(Agent *a, Vm *vm, const char *op, const char *peer_addr, 
                 bool synced;
                 if (agent_peer_open(a, peer_addr, &p) < 0)
                         return 0;
-                int r = agent_peer_finish(p, op, vm->uuid, false, 0, 30000, &resume, &synced);
+                int r = agent_peer_finish(p, op, vm->uuid, false, 0, 30000, &resume, &synced, NULL);
                 agent_peer_close(p);
                 if (r < 0)
                         return 0; /* ask again */
@@ -300,7 +300,7 @@ static void local_facts(Vm *vm, const char *op, RecoveryInput *in) {
 /* Decide (asking the peer when the table says so) and apply.  Several
  * paths may try to settle one guest (the migration thread, the recovery
  * thread, a peer's RPC): whoever finds the job already ended is done. */
-int mig_settle(Agent *a, Vm *vm, const char *op, const char *peer_addr) {
+static int settle(Agent *a, Vm *vm, const char *op, const char *peer_addr, bool finish_not_started) {
         RecoveryInput in;
         vm_lock(vm);
         bool owned = job_async_owned_by(vm, ASYNC_JOB_NONE, op) &&
@@ -309,6 +309,7 @@ int mig_settle(Agent *a, Vm *vm, const char *op, const char *peer_addr) {
         if (!owned)
                 return 1;
         local_facts(vm, op, &in);
+        in.finish_not_started = finish_not_started;
         RecoveryDecision d = recovery_decide(&in);
         if (d.action == RECOVER_ASK_PEER) {
                 AgentPeer *p;
@@ -337,6 +338,14 @@ int mig_settle(Agent *a, Vm *vm, const char *op, const char *peer_addr) {
                 }
         }
         return mig_apply_decision(a, vm, op, peer_addr, d);
+}
+
+int mig_settle(Agent *a, Vm *vm, const char *op, const char *peer_addr) {
+        return settle(a, vm, op, peer_addr, false);
+}
+
+int mig_settle_finish_not_started(Agent *a, Vm *vm, const char *op, const char *peer_addr) {
+        return settle(a, vm, op, peer_addr, true);
 }
 
 bool mig_mark_dropping(Vm *vm, const char *op, JobPhase phase) {

@@ -19,7 +19,8 @@ struct AgentPeer {
 
 int agent_peer_open(Agent *a, const char *addr, AgentPeer **ret) {
         RpcTls tls = { .cert_file = a->cfg.tls_cert, .key_file = a->cfg.tls_key, .ca_file = a->cfg.tls_ca };
-        RpcClientOptions o = { .tls = a->cfg.tls_cert[0] ? &tls : NULL, .default_timeout_ms = 10000 };
+        RpcClientOptions o = { .tls = a->cfg.tls_cert[0] ? &tls : NULL, .default_timeout_ms = 10000,
+                               .connect_timeout_ms = PEER_CONNECT_MS };
         AgentPeer *p = calloc(1, sizeof(*p));
         int r;
         if (!p)
@@ -39,13 +40,24 @@ void agent_peer_close(AgentPeer *p) {
         free(p);
 }
 
+/* One call; @st (may be NULL) receives its status.  An injected fault
+ * counts as "may have been seen" (not_sent false). */
+static int call_status(AgentPeer *p, const char *method, const ProtobufCMessage *req, int64_t timeout_ms,
+                       ProtobufCMessage **resp, RpcStatus *st) {
+        RpcStatus local = { 0 };
+        int r;
+        st = st ? st : &local;
+        *st = (RpcStatus){ 0 };
+        if ((r = fault_hit_in("peer", method)) < 0) {
+                st->code = RPC_UNAVAILABLE;
+                return r;
+        }
+        return rpc_client_unary(p->cl, &drover__v1__agent__descriptor, method, req, timeout_ms, resp, st);
+}
+
 static int call(AgentPeer *p, const char *method, const ProtobufCMessage *req, int64_t timeout_ms,
                 ProtobufCMessage **resp) {
-        RpcStatus st;
-        int r;
-        if ((r = fault_hit_in("peer", method)) < 0)
-                return r;
-        return rpc_client_unary(p->cl, &drover__v1__agent__descriptor, method, req, timeout_ms, resp, &st);
+        return call_status(p, method, req, timeout_ms, resp, NULL);
 }
 
 int agent_peer_prepare(AgentPeer *p, const char *op, const char *definition_json, const MigParams *mp,
@@ -74,16 +86,26 @@ int agent_peer_prepare(AgentPeer *p, const char *op, const char *definition_json
 }
 
 int agent_peer_finish(AgentPeer *p, const char *op, const char *uuid, bool postcopy, uint64_t stop_unix_ms,
-                      int64_t timeout_ms, uint64_t *ret_resume_unix_ms, bool *ret_synced) {
+                      int64_t timeout_ms, uint64_t *ret_resume_unix_ms, bool *ret_synced,
+                      PeerFinishFailure *ret_failure) {
         Drover__V1__MigrateFinishRequest req = DROVER__V1__MIGRATE_FINISH_REQUEST__INIT;
         Drover__V1__MigrateFinishResponse *resp = NULL;
+        RpcStatus st;
         req.op_id = (char *) op;
         req.guest = (char *) uuid;
         req.postcopy = postcopy;
         req.source_stop_unix_ms = stop_unix_ms;
-        int r = call(p, "MigrateFinish", &req.base, timeout_ms, (ProtobufCMessage **) &resp);
-        if (r < 0)
+        int r = call_status(p, "MigrateFinish", &req.base, timeout_ms, (ProtobufCMessage **) &resp, &st);
+        if (r < 0) {
+                PeerFinishFailure f = PEER_FINISH_MAYBE_STARTED;
+                if (st.not_sent)
+                        f = PEER_FINISH_NOT_SENT;
+                else if (st.code == RPC_FAILED_PRECONDITION && strstr(st.details, PEER_FINISH_NOT_STARTED_MARK))
+                        f = PEER_FINISH_NOT_STARTED;
+                if (ret_failure)
+                        *ret_failure = f;
                 return r;
+        }
         *ret_resume_unix_ms = resp->resume_unix_ms;
         *ret_synced = resp->guest_time_synced;
         drover__v1__migrate_finish_response__free_unpacked(resp, NULL);

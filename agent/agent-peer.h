@@ -3,7 +3,10 @@
  *
  * Peers are reached with the agent's own TLS material (its certificate is
  * presented as a client certificate) or, in development mode, in plaintext
- * (loopback only, enforced by libdrover-rpc).  Every call has a deadline.
+ * (loopback only, enforced by libdrover-rpc).  Every call has a deadline,
+ * and first waits at most PEER_CONNECT_MS for a connection: a call that
+ * finds none fails before anything is sent, and the caller can tell that
+ * from a lost reply (rpcclient.h, RpcStatus.not_sent).
  */
 #pragma once
 
@@ -18,14 +21,34 @@ typedef struct Agent Agent;
 
 typedef struct AgentPeer AgentPeer;
 
+#define PEER_CONNECT_MS 5000
+
+/* The mark a destination puts in a failed MigrateFinish's details
+ * (FAILED_PRECONDITION) when it never ran `cont` for the operation and has
+ * dropped its copy: the source keeps the guest. */
+#define PEER_FINISH_NOT_STARTED_MARK "[guest not started here]"
+
+/* What a failed finish tells the source about the destination. */
+typedef enum PeerFinishFailure {
+        PEER_FINISH_MAYBE_STARTED, /* sent, no usable answer: the destination may run the guest */
+        PEER_FINISH_NOT_SENT,      /* the call never reached the destination */
+        PEER_FINISH_NOT_STARTED,   /* the destination answered that it did not start the guest
+                                    * and dropped its copy */
+} PeerFinishFailure;
+
 int agent_peer_open(Agent *a, const char *addr, AgentPeer **ret);
 void agent_peer_close(AgentPeer *p);
 
 int agent_peer_prepare(AgentPeer *p, const char *op, const char *definition_json, const MigParams *mp,
                        const char *stream_host, const char *source_addr, int64_t timeout_ms, char *ret_uri,
                        size_t uri_size);
+/* MigrateFinish: 0 when the destination runs the guest.  On failure
+ * returns -errno and, when @ret_failure is not NULL, what the failure
+ * proves (PEER_FINISH_MAYBE_STARTED unless the call provably never reached
+ * the destination or it answered with PEER_FINISH_NOT_STARTED_MARK). */
 int agent_peer_finish(AgentPeer *p, const char *op, const char *uuid, bool postcopy, uint64_t stop_unix_ms,
-                      int64_t timeout_ms, uint64_t *ret_resume_unix_ms, bool *ret_synced);
+                      int64_t timeout_ms, uint64_t *ret_resume_unix_ms, bool *ret_synced,
+                      PeerFinishFailure *ret_failure);
 int agent_peer_cancel(AgentPeer *p, const char *op, const char *uuid, int64_t timeout_ms);
 /* PEER_UNREACHABLE when the call fails. */
 PeerAnswer agent_peer_owner(AgentPeer *p, const char *op, const char *uuid, int64_t timeout_ms);

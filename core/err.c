@@ -8,9 +8,12 @@ static _Thread_local char err_buf[ERR_MSG_MAX];
 static _Thread_local char err_tmp[ERR_MSG_MAX];
 
 int err_setv(int errnum, const char *fmt, va_list ap) {
+        char buf[sizeof(err_buf)];
         if (errnum > 0)
                 errnum = -errnum;
-        vsnprintf(err_buf, sizeof(err_buf), fmt, ap);
+        /* through a copy: an argument may be err_str()'s own buffer */
+        vsnprintf(buf, sizeof(buf), fmt, ap);
+        memcpy(err_buf, buf, sizeof(buf));
         return errnum;
 }
 

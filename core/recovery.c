@@ -46,6 +46,14 @@ const char *mig_direction_to_string(MigDirection d) {
 
 #define DECIDE(a, why) return (RecoveryDecision){ .action = (a), .reason = (why) }
 
+/* Rule 1: vCPUs start only in finish, and no finish reached the
+ * destination (or it answered that it did not start and dropped its copy).
+ * Without an answer this decides; an answer of the peer is a newer fact and
+ * decides as usual. */
+#define FINISH_NOT_STARTED_REASON \
+        "no finish ever reached the destination, or it answered that it did not start the guest: " \
+        "it cannot run it; resume the source"
+
 static bool in_postcopy(const RecoveryInput *in) {
         return in->postcopy_started || migration_status_is_postcopy(in->mig_status);
 }
@@ -62,6 +70,8 @@ static RecoveryDecision decide_out_unanswered(const RecoveryInput *in) {
         case JOB_PHASE_CONFIRM_CANCELLED:
                 DECIDE(RECOVER_RESUME_SOURCE, "the migration was cancelled before the destination ran: resume the source");
         case JOB_PHASE_PERFORM_DONE:
+                if (in->finish_not_started && (in->peer == PEER_NOT_ASKED || in->peer == PEER_UNREACHABLE))
+                        DECIDE(RECOVER_RESUME_SOURCE, FINISH_NOT_STARTED_REASON);
                 if (in->peer == PEER_NOT_ASKED)
                         DECIDE(RECOVER_ASK_PEER, "the destination may or may not have started the guest: ask it");
                 if (in->peer == PEER_RUNNING)
@@ -113,6 +123,8 @@ static RecoveryDecision decide_out(const RecoveryInput *in) {
                 DECIDE(RECOVER_RESUME_SOURCE,
                        "the destination cannot have started yet: cancel and resume the source");
         case JOB_PHASE_PERFORM_DONE:
+                if (in->finish_not_started && (in->peer == PEER_NOT_ASKED || in->peer == PEER_UNREACHABLE))
+                        DECIDE(RECOVER_RESUME_SOURCE, FINISH_NOT_STARTED_REASON);
                 switch (in->peer) {
                 case PEER_NOT_ASKED:
                         DECIDE(RECOVER_ASK_PEER, "the destination may or may not have started the guest: ask it");

@@ -71,6 +71,10 @@ typedef struct RecoveryInput {
         PeerAnswer peer;
         bool qemu_unanswered;          /* QEMU is alive but query-status or query-migrate failed or
                                           timed out: vcpus_running and mig_status are NOT facts */
+        bool finish_not_started;       /* source: every finish call of this operation either never
+                                          reached the destination (no connection) or was answered
+                                          "not started" (it then dropped its copy); known only to the
+                                          migration thread that made the calls, never persisted */
 } RecoveryInput;
 
 typedef struct RecoveryDecision {

@@ -14,6 +14,15 @@
  * status.  Statuses become -errno once, here, through
  * rpc_errno_from_status().
  *
+ * "Not sent" versus "lost": gRPC reports UNAVAILABLE both for a request
+ * that never left (connection refused) and for one whose reply was lost.
+ * With a connect timeout, a unary call first watches the channel's
+ * connectivity state on its own queue until it is READY (asking it to
+ * connect); only then is the call started.  A channel that reports
+ * TRANSIENT_FAILURE or SHUTDOWN, or is not READY by the connect deadline,
+ * fails the call before the call object exists, so nothing was written.
+ * Once started, every failure counts as possibly seen by the server.
+ *
  * What the server shares (library lifetime, addresses and the
  * development-mode rule, TLS credentials, channel arguments and the size
  * cap, packing and unpacking) lives in rpc.c.
@@ -47,6 +56,7 @@ struct RpcClient {
         grpc_channel *ch;           /* immutable */
         char *target;               /* immutable */
         int64_t default_timeout_ms; /* immutable */
+        int64_t connect_timeout_ms; /* immutable; 0 = no readiness check */
         bool wait_for_ready;        /* immutable */
         Lock lock;
         RegisteredPath *paths;      /* lock: cl->lock */
@@ -66,8 +76,9 @@ struct RpcStream {
         RpcStatus status;
 };
 
-static char tag_batch;
+static char tag_batch, tag_watch;
 #define TAG_BATCH ((void *) &tag_batch)
+#define TAG_WATCH ((void *) &tag_watch)
 
 int rpc_client_new(const char *target, const RpcClientOptions *opts, RpcClient **ret_cl) {
         RpcClientOptions o = opts ? *opts : (RpcClientOptions){ 0 };
@@ -90,6 +101,7 @@ int rpc_client_new(const char *target, const RpcClientOptions *opts, RpcClient *
         }
         cl->default_timeout_ms = o.default_timeout_ms > 0 ? o.default_timeout_ms : DEFAULT_TIMEOUT_MS;
         cl->wait_for_ready = o.wait_for_ready;
+        cl->connect_timeout_ms = o.connect_timeout_ms > 0 ? o.connect_timeout_ms : 0;
         lock_init(&cl->lock, &client_lock_class);
 
         rpc_lib_ref();
@@ -163,9 +175,7 @@ static int64_t client_timeout(RpcClient *cl, int64_t timeout_ms) {
 }
 
 static grpc_call *client_call_create(RpcClient *cl, const char *path, void *handle,
-                                     int64_t timeout_ms, grpc_completion_queue *cq) {
-        gpr_timespec dl = rpc_deadline_ms(client_timeout(cl, timeout_ms));
-
+                                     gpr_timespec dl, grpc_completion_queue *cq) {
         if (handle)
                 return grpc_channel_create_registered_call(cl->ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq,
                                                            handle, dl, NULL);
@@ -202,6 +212,33 @@ static int status_result(const char *path, grpc_status_code code, grpc_slice det
                        rpc_code_to_string(st->code), st->details);
 }
 
+/* Wait (on @cq) until the channel is READY, asking it to connect, at most
+ * until @dl.  0 when it is; else the "not sent" failure in @st and the
+ * return value.  Nothing is sent either way. */
+static int client_wait_ready(RpcClient *cl, grpc_completion_queue *cq, const char *path, gpr_timespec dl,
+                             RpcStatus *st) {
+        grpc_connectivity_state s = grpc_channel_check_connectivity_state(cl->ch, 1);
+        bool failed = false;
+        while (s != GRPC_CHANNEL_READY) {
+                if (s == GRPC_CHANNEL_TRANSIENT_FAILURE || s == GRPC_CHANNEL_SHUTDOWN) {
+                        failed = true;
+                        break;
+                }
+                grpc_channel_watch_connectivity_state(cl->ch, s, dl, cq, TAG_WATCH);
+                grpc_event ev = grpc_completion_queue_pluck(cq, TAG_WATCH, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+                if (ev.type != GRPC_OP_COMPLETE || !ev.success)
+                        break; /* the deadline */
+                s = grpc_channel_check_connectivity_state(cl->ch, 1);
+        }
+        if (s == GRPC_CHANNEL_READY)
+                return 0;
+        st->code = RPC_UNAVAILABLE;
+        st->not_sent = true;
+        snprintf(st->details, sizeof(st->details), "%s", failed ?
+                 "no connection: refused, unreachable or TLS handshake failed" : "no connection within the connect timeout");
+        return err_set(failed ? -ECONNREFUSED : -EHOSTUNREACH, "%s: not sent to %s: %s", path, cl->target, st->details);
+}
+
 /* One unary exchange of bytes.  @req NULL sends no message. */
 static int client_unary_bb(RpcClient *cl, const char *path, void *handle, grpc_byte_buffer *req,
                            int64_t timeout_ms, grpc_byte_buffer **ret_resp, RpcStatus *st) {
@@ -215,10 +252,21 @@ static int client_unary_bb(RpcClient *cl, const char *path, void *handle, grpc_b
         size_t n = 0;
         int r;
 
-        grpc_call *call = client_call_create(cl, path, handle, timeout_ms, cq);
+        int64_t ms = client_timeout(cl, timeout_ms);
+        gpr_timespec dl = rpc_deadline_ms(ms);
+        st->not_sent = false;
+        if (cl->connect_timeout_ms > 0 && !cl->wait_for_ready) {
+                gpr_timespec cdl = rpc_deadline_ms(ms < cl->connect_timeout_ms ? ms : cl->connect_timeout_ms);
+                if ((r = client_wait_ready(cl, cq, path, cdl, st)) < 0) {
+                        client_cq_destroy(cq);
+                        return r;
+                }
+        }
+        grpc_call *call = client_call_create(cl, path, handle, dl, cq);
         if (!call) {
                 client_cq_destroy(cq);
                 st->code = RPC_INTERNAL;
+                st->not_sent = true;
                 snprintf(st->details, sizeof(st->details), "cannot create a call");
                 return err_set(-ENOMEM, "%s: cannot create a gRPC call", path);
         }
@@ -393,7 +441,7 @@ int rpc_stream_open(RpcClient *cl, const ProtobufCServiceDescriptor *svc, const 
         s->out = md->output;
         snprintf(s->path, sizeof(s->path), "%s", p->path);
         s->cq = grpc_completion_queue_create_for_pluck(NULL);
-        s->call = client_call_create(cl, p->path, p->handle, timeout_ms, s->cq);
+        s->call = client_call_create(cl, p->path, p->handle, rpc_deadline_ms(client_timeout(cl, timeout_ms)), s->cq);
         if (!s->call) {
                 rpc_stream_free(s);
                 return err_set(-ENOMEM, "%s: cannot create a gRPC call", p->path);

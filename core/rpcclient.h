@@ -40,12 +40,22 @@ typedef struct RpcClientOptions {
         size_t max_response_bytes;  /* 0 = RPC_DEFAULT_MAX_MESSAGE (4 MiB); larger replies fail with RESOURCE_EXHAUSTED */
         bool wait_for_ready;        /* while the server is unreachable, queue calls until
                                      * their deadline instead of failing at once */
+        int64_t connect_timeout_ms; /* > 0 (and without wait_for_ready): a unary call first
+                                     * waits at most this long (never past its deadline) for
+                                     * a connection, and fails before sending anything when
+                                     * none is up; see RpcStatus.not_sent.  0: gRPC's own
+                                     * behaviour, where a refused connection and a lost
+                                     * reply are both UNAVAILABLE */
 } RpcClientOptions;
 
 /* The outcome of a call as the server (or the transport) reported it. */
 typedef struct RpcStatus {
         RpcCode code;
         char details[ERR_MSG_MAX];
+        bool not_sent; /* the call failed before its request left this process
+                        * (no connection: refused, unreachable, TLS handshake
+                        * failed), so the server cannot have seen it; false
+                        * means "may have been seen" */
 } RpcStatus;
 
 /* Create a client for @target ("host:port", "[v6]:port", "unix:/path",
@@ -63,7 +73,11 @@ DEFINE_POINTER_CLEANUP(RpcClient, rpc_client_free);
  * waiting at most @timeout_ms (<= 0: the client's default).  On success
  * returns 0 and *ret_resp (the caller frees it).  On failure returns -errno
  * with err_set() detail, and fills @ret_status when not NULL (also on
- * success, with RPC_OK); -EINVAL without a call for a bad method or type. */
+ * success, with RPC_OK); -EINVAL without a call for a bad method or type.
+ * With a connect_timeout_ms, a call that found no connection fails with
+ * -ECONNREFUSED (a connection attempt failed) or -EHOSTUNREACH (none
+ * completed in time), code UNAVAILABLE and not_sent set: nothing was sent.
+ * Any other failure may have reached the server. */
 int rpc_client_unary(RpcClient *cl, const ProtobufCServiceDescriptor *svc, const char *method,
                      const ProtobufCMessage *req, int64_t timeout_ms, ProtobufCMessage **ret_resp,
                      RpcStatus *ret_status);

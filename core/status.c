@@ -356,7 +356,7 @@ int status_write(const char *dir, const VmStatusRecord *rec) {
                 r = -errno;
         if (r < 0) {
                 unlink(tmp);
-                return err_set(r, "writing status file %s: %s", tmp, strerror(-r));
+                return err_set(r, "writing %s: %s", path, strerror(-r)); /* names the disk and the file */
         }
         if (rename(tmp, path) < 0) {
                 r = -errno;

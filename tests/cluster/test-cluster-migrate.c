@@ -10,6 +10,8 @@
  *     (docs/recovery.md decides which side keeps it);
  *   - a cut link fails the migration quickly, the source resumes, and the
  *     destination drops its copy after the heal;
+ *   - a finish that never reaches the destination, or that it refuses
+ *     before `cont`, resumes the source at once; a lost reply never does;
  *   - a guest that cannot converge completes by post-copy when allowed and
  *     aborts cleanly when not;
  *   - abort and bandwidth tuning work across hosts;
@@ -382,6 +384,178 @@ static void test_kill_dest_while_streaming(void **state) {
         c->ok = true;
 }
 
+/* ---- finish fails after perform_done (docs/recovery.md "Ambiguity policy") ------------------ */
+
+/* Seconds until host @i reports @name RUNNING with no async job, -1 after
+ * @timeout_ms. */
+static double wait_resumed(Cluster *c, int i, const char *name, int timeout_ms) {
+        uint64_t t0 = now_ns();
+        Deadline d = deadline_in_ms(timeout_ms);
+        do {
+                Drover__V1__GuestStatus *st;
+                if (cluster_guest_status(c, i, name, &st) == 0) {
+                        bool up = st->state == DROVER__V1__GUEST_STATE__GUEST_STATE_RUNNING &&
+                                  strcmp(st->async_job, "none") == 0;
+                        drover__v1__guest_status__free_unpacked(st, NULL);
+                        if (up)
+                                return secs_since(t0);
+                }
+                sleep_ms(100);
+        } while (!deadline_expired(d));
+        return -1;
+}
+
+/* Host a (source) holds @hold_ms in perform_done; start @name there and
+ * migrate it to b without waiting; return once a's perform_done is on disk. */
+static void migrate_to_perform_done(Cluster *c, const char *name, const char *uuid, const char *env_b, int hold_ms) {
+        char hold[64];
+        snprintf(hold, sizeof(hold), "DROVER_TEST_HOLD=perform_done:%d", hold_ms);
+        const char *env[2] = { hold, env_b };
+        cluster_up_env(c, 2, env);
+        cluster_guest_start(c, A, name, uuid, 64, "mib=48 rate=10");
+        Drover__V1__MigrationParams p = DROVER__V1__MIGRATION_PARAMS__INIT;
+        RpcStatus rs;
+        Drover__V1__MigrationResult *res = cluster_migrate(c, A, B, name, &p, false, &rs);
+        if (!res)
+                fail_msg("Migrate: %s %s", rpc_code_to_string(rs.code), rs.details);
+        drover__v1__migration_result__free_unpacked(res, NULL);
+        if (cluster_wait_phase(c, A, name, "migration-out", "perform_done", 60000) < 0)
+                fail_msg("host a never reached perform_done");
+}
+
+/* The destination agent dies after the stream completed and stays dead: its
+ * QEMU holds the whole guest, paused, and cannot start by itself.  finish
+ * cannot reach it (connection refused), so it cannot have started the
+ * guest: the source resumes within a bounded time, and the destination
+ * drops its copy when its agent comes back. */
+static void test_finish_refused_dest_agent_dead(void **state) {
+        Cluster *c = *state;
+        const char *name = "fr";
+        char why[512];
+        migrate_to_perform_done(c, name, "6d1d2a4e-0000-4000-8000-000000007001", NULL, 4000);
+        cluster_agent_kill9(c, B);
+        int pids[4];
+        assert_int_equal(cluster_qemu_pids(c, B, name, pids, 4), 1); /* the whole guest, paused, on b */
+
+        double resumed = wait_resumed(c, A, name, 40000);
+        if (resumed < 0)
+                fail_msg("the source is still paused 40 s after the destination agent died "
+                         "(finish never reached it, so the destination cannot have started the guest)");
+        Drover__V1__MigrationResult *res = wait_migration_done(c, A, name, 10000);
+        print_result("a->b, destination agent dead at finish", res);
+        printf("# finish refused: the source resumed %.2f s after the destination agent was killed "
+               "(the source held 4 s in perform_done)\n", resumed);
+        fflush(stdout);
+        assert_false(res->success);
+        if (!strstr(res->error, "never reached"))
+                fail_msg("the result does not say that finish never reached the destination: %s", res->error);
+        drover__v1__migration_result__free_unpacked(res, NULL);
+        if (!cluster_serial_only_on(c, name, A, 3000, why, sizeof(why)))
+                fail_msg("with b's agent dead: %s", why);
+
+        assert_int_equal(cluster_agent_start(c, B, NULL), 0);
+        long dropped = wait_dropped(c, B, name, 30000);
+        if (dropped < 0)
+                fail_msg("30 s after its agent came back, the destination still holds a copy of %s", name);
+        printf("# the destination agent came back and dropped its copy in %.2f s\n", dropped / 1000.0);
+        assert_int_equal(assert_runs_once(c, name, A, 5000), A);
+        c->ok = true;
+}
+
+/* The destination agent crashes right after `cont` in finish (its second
+ * status write: the end of the job): the source sent finish and got no
+ * answer.  It must not resume (the guest runs on b); once b's agent is back
+ * the guest runs exactly once, on b. */
+static void test_finish_lost_reply(void **state) {
+        Cluster *c = *state;
+        const char *name = "fl";
+        char why[512], arm[300];
+        snprintf(arm, sizeof(arm), "%s/fault-arm-%d", tu_tmpdir("cluster"), (int) getpid());
+        unlink(arm);
+        setenv("DROVER_FAULT_ARM", arm, 1);
+        migrate_to_perform_done(c, name, "6d1d2a4e-0000-4000-8000-000000007002", "DROVER_FAULT=status.write:2:crash",
+                                4000);
+        unsetenv("DROVER_FAULT_ARM");
+        FILE *f = fopen(arm, "w");
+        assert_non_null(f);
+        fclose(f);
+        uint64_t t_arm = now_ns();
+        /* b crashes inside finish (about 4 s from now); the source must stay
+         * paused whatever happens while b's agent is down */
+        Deadline d = deadline_in_ms(20000);
+        while (!deadline_expired(d)) {
+                Drover__V1__GuestStatus *st;
+                if (cluster_guest_status(c, A, name, &st) == 0) {
+                        bool resumed = st->state == DROVER__V1__GUEST_STATE__GUEST_STATE_RUNNING;
+                        if (resumed)
+                                fail_msg("the source resumed %.1f s after finish was sent and not answered: "
+                                         "the destination may run the guest", secs_since(t_arm));
+                        drover__v1__guest_status__free_unpacked(st, NULL);
+                }
+                sleep_ms(200);
+        }
+        Drover__V1__GuestStatus *st;
+        assert_int_equal(cluster_guest_status(c, A, name, &st), 0);
+        printf("# lost reply: 20 s later the source is %s in %s; GetGuest says: %s\n",
+               st->state == DROVER__V1__GUEST_STATE__GUEST_STATE_PAUSED ? "paused" : "NOT PAUSED", st->phase,
+               st->last_error);
+        if (!strstr(st->last_error, "no answer"))
+                fail_msg("GetGuest on the source does not say that finish got no answer: '%s'", st->last_error);
+        drover__v1__guest_status__free_unpacked(st, NULL);
+        int pids[4];
+        printf("# b's QEMU: %d live; its serial advanced over 3 s: %s\n", cluster_qemu_pids(c, B, name, pids, 4),
+               cluster_serial_only_on(c, name, B, 3000, why, sizeof(why)) ? "yes, on b only" : why);
+        fflush(stdout);
+
+        assert_int_equal(cluster_agent_start(c, B, NULL), 0);
+        assert_int_equal(assert_runs_once(c, name, B, 30000), B);
+        Drover__V1__MigrationResult *res = wait_migration_done(c, A, name, 30000);
+        print_result("a->b, destination crashed after cont", res);
+        drover__v1__migration_result__free_unpacked(res, NULL);
+        unlink(arm);
+        c->ok = true;
+}
+
+/* The destination cannot write its `finish` phase (every status write
+ * fails from the moment the source reaches perform_done: a full disk).  It
+ * never ran `cont`, so it answers "not started" and drops its copy; the
+ * source resumes at once and the result says why. */
+static void test_finish_dest_cannot_persist(void **state) {
+        Cluster *c = *state;
+        const char *name = "fd";
+        char why[512], arm[300];
+        snprintf(arm, sizeof(arm), "%s/fault-arm-%d", tu_tmpdir("cluster"), (int) getpid());
+        unlink(arm);
+        setenv("DROVER_FAULT_ARM", arm, 1);
+        migrate_to_perform_done(c, name, "6d1d2a4e-0000-4000-8000-000000007003", "DROVER_FAULT=status.write:1+:fail",
+                                3000);
+        unsetenv("DROVER_FAULT_ARM");
+        FILE *f = fopen(arm, "w");
+        assert_non_null(f);
+        fclose(f);
+        double resumed = wait_resumed(c, A, name, 20000);
+        if (resumed < 0)
+                fail_msg("the source is still paused 20 s after the destination failed finish before cont");
+        Drover__V1__MigrationResult *res = wait_migration_done(c, A, name, 10000);
+        print_result("a->b, destination cannot persist finish", res);
+        printf("# the source resumed %.2f s after the fault was armed (hold 3 s)\n", resumed);
+        fflush(stdout);
+        assert_false(res->success);
+        if (!strstr(res->error, "not start") || !strstr(res->error, "could not be persisted"))
+                fail_msg("the result does not record the true outcome: %s", res->error);
+        drover__v1__migration_result__free_unpacked(res, NULL);
+        if (resumed > 10.0)
+                fail_msg("the source resumed only %.1f s after the fault (expected at once after the hold)", resumed);
+        long dropped = wait_dropped(c, B, name, 15000);
+        if (dropped < 0)
+                fail_msg("the destination keeps its copy after answering that it did not start it");
+        assert_int_equal(assert_runs_once(c, name, A, 5000), A);
+        if (!cluster_serial_only_on(c, name, A, 3000, why, sizeof(why)))
+                fail_msg("%s", why);
+        unlink(arm);
+        c->ok = true;
+}
+
 /* ---- a link shaped with tbf --------------------------------------------------------------- */
 
 static void test_shaped_link(void **state) {
@@ -693,6 +867,9 @@ int main(void) {
                 CLUSTER_TEST(test_kill_dest_finish),
                 CLUSTER_TEST(test_kill_source_while_streaming),
                 CLUSTER_TEST(test_kill_dest_while_streaming),
+                CLUSTER_TEST(test_finish_refused_dest_agent_dead),
+                CLUSTER_TEST(test_finish_lost_reply),
+                CLUSTER_TEST(test_finish_dest_cannot_persist),
                 CLUSTER_TEST(test_shaped_link),
                 CLUSTER_TEST(test_link_cut),
                 CLUSTER_TEST(test_no_convergence_postcopy),

@@ -77,6 +77,33 @@ static void test_destination_cells(void **state) {
                              PEER_NOT_ASKED), RECOVER_KILL_GONE);
 }
 
+/* A finish that never reached the destination, or that it answered "not
+ * started" (it dropped its copy), proves it cannot run the guest (rule 1):
+ * the source resumes without waiting for an answer; an answer still wins. */
+static RecoveryAction finish_not_started(bool unans, bool postcopy, MigrationStatus ms, PeerAnswer peer) {
+        RecoveryInput in = { MIG_DIR_OUT, JOB_PHASE_PERFORM_DONE, true, false, ms, postcopy, peer, unans, true };
+        return recovery_decide(&in).action;
+}
+
+static void test_finish_not_started_resumes_source(void **state) {
+        for (int unans = 0; unans < 2; unans++) {
+                assert_int_equal(finish_not_started(unans, false, MIGRATION_STATUS_COMPLETED, PEER_NOT_ASKED),
+                                 RECOVER_RESUME_SOURCE);
+                assert_int_equal(finish_not_started(unans, false, MIGRATION_STATUS_COMPLETED, PEER_UNREACHABLE),
+                                 RECOVER_RESUME_SOURCE);
+                assert_int_equal(finish_not_started(unans, false, MIGRATION_STATUS_COMPLETED, PEER_RUNNING),
+                                 RECOVER_KILL_SOURCE);
+        }
+        assert_int_equal(finish_not_started(false, false, MIGRATION_STATUS_COMPLETED, PEER_PAUSED_COMPLETE),
+                         RECOVER_FINISH_PEER);
+        /* post-copy: the destination runs already; never resume */
+        assert_int_equal(finish_not_started(false, true, MIGRATION_STATUS_POSTCOPY_ACTIVE, PEER_UNREACHABLE),
+                         RECOVER_WAIT_POSTCOPY);
+        assert_int_equal(finish_not_started(true, true, MIGRATION_STATUS_NONE, PEER_UNREACHABLE), RECOVER_KEEP_PAUSED);
+        /* without the fact, an unreachable destination keeps the source paused */
+        assert_int_equal(OUT(JOB_PHASE_PERFORM_DONE, MIGRATION_STATUS_COMPLETED, PEER_UNREACHABLE), RECOVER_KEEP_PAUSED);
+}
+
 /* Invariants over every combination of inputs. */
 static void test_invariants_exhaustive(void **state) {
         int combos = 0;
@@ -86,9 +113,10 @@ static void test_invariants_exhaustive(void **state) {
         for (int running = 0; running < 2; running++)
         for (int ms = 0; ms < MIGRATION_STATUS_MAX; ms++)
         for (int pc = 0; pc < 2; pc++)
-        for (int peer = 0; peer < PEER_MAX; peer++) {
+        for (int peer = 0; peer < PEER_MAX; peer++)
+        for (int fns = 0; fns < 2; fns++) {
                 for (int unans = 0; unans < 2; unans++) {
-                RecoveryInput in = { dir, phase, alive, running, ms, pc, peer, unans };
+                RecoveryInput in = { dir, phase, alive, running, ms, pc, peer, unans, fns };
                 RecoveryDecision d = recovery_decide(&in);
                 bool postcopy = pc || (!unans && migration_status_is_postcopy(ms)); /* ms is no fact when unanswered */
                 combos++;
@@ -101,7 +129,11 @@ static void test_invariants_exhaustive(void **state) {
                                 assert_false(postcopy);
                                 assert_true(alive);
                                 assert_true(phase == JOB_PHASE_PERFORM || phase == JOB_PHASE_CONFIRM_CANCELLED ||
-                                            (phase == JOB_PHASE_PERFORM_DONE && (peer == PEER_GONE || peer == PEER_DEAD)));
+                                            (phase == JOB_PHASE_PERFORM_DONE && (peer == PEER_GONE || peer == PEER_DEAD)) ||
+                                            (phase == JOB_PHASE_PERFORM_DONE && fns &&
+                                             (peer == PEER_NOT_ASKED || peer == PEER_UNREACHABLE)));
+                                if (phase == JOB_PHASE_PERFORM_DONE)
+                                        assert_false(peer == PEER_RUNNING || peer == PEER_POSTCOPY);
                         }
                         /* a source is killed only when the destination has the guest */
                         if (d.action == RECOVER_KILL_SOURCE)
@@ -110,7 +142,7 @@ static void test_invariants_exhaustive(void **state) {
                         assert_false(d.action == RECOVER_KILL_DEST || d.action == RECOVER_FINISH_DEST ||
                                      d.action == RECOVER_KEEP_DEST);
                         if (alive && !postcopy && phase == JOB_PHASE_PERFORM_DONE && peer == PEER_UNREACHABLE)
-                                assert_int_equal(d.action, RECOVER_KEEP_PAUSED);
+                                assert_int_equal(d.action, fns ? RECOVER_RESUME_SOURCE : RECOVER_KEEP_PAUSED);
                 } else {
                         /* a destination is killed only when it has not run,
                          * outside post-copy */
@@ -191,6 +223,7 @@ int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_source_cells),
                 cmocka_unit_test(test_destination_cells),
+                cmocka_unit_test(test_finish_not_started_resumes_source),
                 cmocka_unit_test(test_invariants_exhaustive),
                 cmocka_unit_test(test_unanswered_qemu_is_not_a_fact),
                 cmocka_unit_test(test_names),
