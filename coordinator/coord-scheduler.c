@@ -407,7 +407,7 @@ static void settle(Coordinator *c, Action *a, const LinkMigResult *res) {
 
         if (dst_runs && src_empty) {
                 coord_sub_end(c, a->job, a->seq, COORD_SUBTASK_PHASE_SUCCEEDED, res, NULL);
-                coord_job_event(c, a->job, "%s runs on its destination (%.400s): recorded as migrated, not redone",
+                coord_job_event(c, a->job, "%s: found running on its destination (%.400s): recorded as migrated, not redone",
                                 a->guest, cause);
                 return;
         }
