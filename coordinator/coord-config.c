@@ -6,6 +6,7 @@
  *     "max_outgoing": 2, "max_incoming": 2, "cluster_limit": 8,
  *     "default_link_bytes_per_s": 125000000, "stream_bytes_per_s": 400000000,
  *     "heartbeat_ms": 2000, "rpc_threads": 16, "log_level": "info",
+ *     "job_retention_days": 30, "job_retention_count": 1000,
  *     "hosts": [ { "name": "host-a", "address": "10.0.0.1:7400",
  *                  "migration_address": "10.1.0.1", "memory_mib": 65536,
  *                  "vcpus": 64, "cpu_model": "qemu64",
@@ -46,6 +47,8 @@ void coord_config_defaults(CoordConfig *c) {
         c->default_link_bytes_per_s = 125000000;
         c->stream_bytes_per_s = 400000000;
         c->heartbeat_ms = 2000;
+        c->job_retention_days = 30;
+        c->job_retention_count = 1000;
         c->rpc_threads = 16;
         snprintf(c->log_level, sizeof(c->log_level), "info");
 }
@@ -115,7 +118,7 @@ static int parse(const JsonNode *root, CoordConfig *c) {
         static const char *const known[] = {
                 "listen", "tls", "dev_mode", "db", "log_level", "max_outgoing", "max_incoming", "cluster_limit",
                 "rpc_threads", "heartbeat_ms", "default_link_bytes_per_s", "stream_bytes_per_s", "hosts",
-                "anti_affinity", "defaults", NULL,
+                "anti_affinity", "defaults", "job_retention_days", "job_retention_count", NULL,
         };
         static const char *const tls_known[] = { "cert", "key", "ca", NULL };
         JsonNode v, e;
@@ -152,7 +155,9 @@ static int parse(const JsonNode *root, CoordConfig *c) {
             (r = json_get_u32(root, "rpc_threads", false, 0, 256, &c->rpc_threads)) < 0 ||
             (r = json_get_i64(root, "heartbeat_ms", false, 0, 600000, &c->heartbeat_ms)) < 0 ||
             (r = json_get_u64(root, "default_link_bytes_per_s", false, 0, U40, &c->default_link_bytes_per_s)) < 0 ||
-            (r = json_get_u64(root, "stream_bytes_per_s", false, 0, U40, &c->stream_bytes_per_s)) < 0)
+            (r = json_get_u64(root, "stream_bytes_per_s", false, 0, U40, &c->stream_bytes_per_s)) < 0 ||
+            (r = json_get_u32(root, "job_retention_days", false, 0, 36500, &c->job_retention_days)) < 0 ||
+            (r = json_get_u32(root, "job_retention_count", false, 0, 10000000, &c->job_retention_count)) < 0)
                 return r;
         if ((r = json_get_array(root, "hosts", false, COORD_MAX_HOSTS, &v, &n)) < 0)
                 return r;

@@ -217,33 +217,41 @@ static void host_answered_locked(Coordinator *c, CHost *h, AgentHostInfo *info) 
         h->info = *info;
         h->health = COORD_HOST_HEALTH_HEALTHY;
         h->misses = 0;
+        h->down_since_ms = 0;
         h->last_seen_ms = coord_now_ms();
+}
+
+void coord_inventory_heartbeat(Coordinator *c) {
+        AgentLink *links[COORD_MAX_HOSTS];
+        char names[COORD_MAX_HOSTS][STORE_NAME_MAX];
+        size_t n = hosts_to_ask(c, links, names);
+        for (size_t i = 0; i < n && !atomic_load(&c->stopping); i++) {
+                AgentHostInfo info;
+                int r = agent_link_stats(links[i], MIN(c->cfg.heartbeat_ms, 5000), &info);
+                char why[256];
+                snprintf(why, sizeof(why), "%s", r < 0 ? err_str(r) : "");
+                lock_acquire(&c->lock);
+                CHost *h = coord_host_find_locked(c, names[i]);
+                if (h && r >= 0) {
+                        host_answered_locked(c, h, &info);
+                        h->last_error[0] = '\0';
+                } else if (h) {
+                        if (++h->misses >= COORD_MISSES_UNHEALTHY || h->health == COORD_HOST_HEALTH_UNKNOWN) {
+                                if (h->health != COORD_HOST_HEALTH_UNREACHABLE)
+                                        h->down_since_ms = coord_now_ms();
+                                h->health = COORD_HOST_HEALTH_UNREACHABLE;
+                        }
+                        snprintf(h->last_error, sizeof(h->last_error), "%s", why);
+                } else if (r >= 0)
+                        agent_host_info_clear(&info);
+                lock_release(&c->lock);
+        }
 }
 
 void *coord_inventory_thread(void *arg) {
         Coordinator *c = arg;
         while (!atomic_load(&c->stopping)) {
-                AgentLink *links[COORD_MAX_HOSTS];
-                char names[COORD_MAX_HOSTS][STORE_NAME_MAX];
-                size_t n = hosts_to_ask(c, links, names);
-                for (size_t i = 0; i < n && !atomic_load(&c->stopping); i++) {
-                        AgentHostInfo info;
-                        int r = agent_link_stats(links[i], MIN(c->cfg.heartbeat_ms, 5000), &info);
-                        char why[256];
-                        snprintf(why, sizeof(why), "%s", r < 0 ? err_str(r) : "");
-                        lock_acquire(&c->lock);
-                        CHost *h = coord_host_find_locked(c, names[i]);
-                        if (h && r >= 0) {
-                                host_answered_locked(c, h, &info);
-                                h->last_error[0] = '\0';
-                        } else if (h) {
-                                if (++h->misses >= COORD_MISSES_UNHEALTHY || h->health == COORD_HOST_HEALTH_UNKNOWN)
-                                        h->health = COORD_HOST_HEALTH_UNREACHABLE;
-                                snprintf(h->last_error, sizeof(h->last_error), "%s", why);
-                        } else if (r >= 0)
-                                agent_host_info_clear(&info);
-                        lock_release(&c->lock);
-                }
+                coord_inventory_heartbeat(c);
                 for (int64_t k = 0; k < c->cfg.heartbeat_ms / 100 && !atomic_load(&c->stopping); k++)
                         sleep_ms(100);
         }

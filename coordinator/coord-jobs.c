@@ -1,9 +1,15 @@
 /* Jobs (see coord-priv.h): the job and sub-task records, their
  * persistence, and the API on them: submit, get, list, cancel, watch.
  *
- * A job is planned (coord-plan.c), then persisted with its sub-tasks in
- * plan order (largest guest first) before anything moves, then added to
- * coord->jobs, where the scheduler thread runs it.  Every change of a
+ * A job is planned (coord-plan.c), checked (a second evacuation of a host,
+ * or a guest already in an unfinished job, is refused) and claimed (added
+ * to coord->jobs as PLANNING, its evacuated host set draining unless in
+ * maintenance) in one critical section, then persisted with its sub-tasks
+ * in plan order (largest guest first) before anything moves (a failed
+ * write undoes the claim), then set RUNNING, when the scheduler thread
+ * takes it.  An ended job leaves coord->jobs for a ring of the last
+ * COORD_ENDED_KEEP ended jobs; the store keeps them within the retention
+ * (coord_jobs_prune).  Every change of a
  * record under coord->lock bumps the job's generation and wakes the
  * watchers (coord->changed); the record is then written to the store
  * without the lock, from a copy.  History lines go to the store and the
@@ -19,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "err.h"
 #include "log.h"
@@ -28,7 +35,45 @@ CJob *coord_job_find_locked(Coordinator *c, const char *id) {
         for (size_t i = 0; i < c->n_jobs; i++)
                 if (strcmp(c->jobs[i]->j.id, id) == 0)
                         return c->jobs[i];
+        for (size_t i = 0; i < COORD_ENDED_KEEP; i++)
+                if (c->ended[i] && strcmp(c->ended[i]->j.id, id) == 0)
+                        return c->ended[i];
         return NULL;
+}
+
+CJob *coord_evacuation_of_locked(Coordinator *c, const char *host) {
+        lock_assert_held(&c->lock);
+        for (size_t i = 0; i < c->n_jobs; i++)
+                if (c->jobs[i]->j.kind == COORD_JOB_KIND_EVACUATE && strcmp(c->jobs[i]->j.host, host) == 0)
+                        return c->jobs[i];
+        return NULL;
+}
+
+CJob *coord_job_of_guest_locked(Coordinator *c, const char *guest, const char *uuid, CSub **ret_s) {
+        lock_assert_held(&c->lock);
+        for (size_t i = 0; i < c->n_jobs; i++)
+                for (size_t k = 0; k < c->jobs[i]->n; k++) {
+                        CSub *s = &c->jobs[i]->subs[k];
+                        if (strcmp(s->t.guest, guest) == 0 || (uuid[0] && strcasecmp(s->t.uuid, uuid) == 0)) {
+                                *ret_s = s;
+                                return c->jobs[i];
+                        }
+                }
+        return NULL;
+}
+
+
+int coord_jobs_prune(Coordinator *c) {
+        uint64_t now = coord_now_ms(), age = (uint64_t) c->cfg.job_retention_days * 86400000ULL;
+        uint64_t before = c->cfg.job_retention_days && now > age ? now - age : 0;
+        size_t keep = c->cfg.job_retention_count ? c->cfg.job_retention_count : SIZE_MAX;
+        int r = c->store->ops->job_prune(c->store, before, keep);
+        if (r < 0)
+                log_warning("ended jobs not pruned from the store: %s", err_msg());
+        else if (r > 0)
+                log_info("%d ended jobs deleted from the store (retention: %u days, %u jobs)", r,
+                         c->cfg.job_retention_days, c->cfg.job_retention_count);
+        return r;
 }
 
 CSub *coord_sub_find_locked(Coordinator *c, const char *job, int seq, CJob **ret_j) {
@@ -121,20 +166,112 @@ void coord_sub_end(Coordinator *c, const char *job, int seq, CoordSubtaskPhase p
                         error && error[0] ? ": " : "", error ? error : "");
 }
 
-void coord_sub_persist(Coordinator *c, const char *job, int seq) {
+int coord_sub_persist(Coordinator *c, const char *job, int seq) {
         StoreSubtask copy;
         CJob *j;
+        int r = 0;
         lock_acquire(&c->lock);
         CSub *s = coord_sub_find_locked(c, job, seq, &j);
         if (s)
                 copy = s->t;
         lock_release(&c->lock);
-        if (s && c->store->ops->subtask_update(c->store, &copy) < 0)
+        if (s && (r = c->store->ops->subtask_update(c->store, &copy)) < 0)
                 log_error("job %s: sub-task %d not stored: %s", job, seq, err_msg());
+        return r;
+}
+
+/* A second evacuation of one host, or a guest in two unfinished jobs, is
+ * refused, naming the other job.  coord->lock held. */
+static int check_busy_locked(Coordinator *c, const CoordJobRequest *req, const CoordWant *w, size_t nw) {
+        lock_assert_held(&c->lock);
+        CJob *o;
+        CSub *s;
+        if (req->kind == COORD_JOB_KIND_EVACUATE && (o = coord_evacuation_of_locked(c, req->host)))
+                return err_set(-EBUSY, "host %s is already being evacuated by job %s", req->host, o->j.id);
+        for (size_t i = 0; i < nw; i++)
+                if ((o = coord_job_of_guest_locked(c, w[i].name, w[i].uuid, &s)))
+                        return err_set(-EBUSY, "guest %s is already in job %s (%s, its sub-task %s)", w[i].name,
+                                       o->j.id, coord_job_kind_to_string(o->j.kind),
+                                       coord_subtask_phase_to_string(s->t.phase));
+        return 0;
+}
+
+/* The job of a plan, added to the job table in phase PLANNING (the
+ * scheduler leaves it alone; later submissions see it), and its sub-tasks'
+ * records to store (*ret_subs, malloc'ed).  An evacuated host that is
+ * enabled becomes draining now, in the same critical section as the plan
+ * (*ret_drained); one in maintenance stays so.  coord->lock held. */
+static int job_build_locked(Coordinator *c, const CoordJobRequest *req, const CoordWant *w, size_t nw,
+                            const CoordPlan *plan, CJob **ret, StoreSubtask **ret_subs, bool *ret_drained) {
+        lock_assert_held(&c->lock);
+        CJob *j = calloc(1, sizeof(*j));
+        StoreSubtask *subs = calloc(nw + 1, sizeof(*subs));
+        if (!j || !subs || !(j->subs = calloc(nw + 1, sizeof(*j->subs)))) {
+                free(j);
+                free(subs);
+                return err_set(-ENOMEM, "out of memory");
+        }
+        j->n = nw;
+        j->params = req->have_params ? req->params : c->cfg.defaults;
+        snprintf(j->j.id, sizeof(j->j.id), "job-%llu-%llu", (unsigned long long) coord_now_ms(),
+                 (unsigned long long) atomic_fetch_add(&c->counter, 1) + 1);
+        j->j.kind = req->kind;
+        j->j.phase = COORD_JOB_PHASE_PLANNING;
+        snprintf(j->j.host, sizeof(j->j.host), "%s", req->host ? req->host : "");
+        j->j.failure_policy = req->failure_policy;
+        j->j.maintenance = req->maintenance;
+        mig_params_to_json(&j->params, j->j.params_json, sizeof(j->j.params_json));
+        j->j.created_unix_ms = coord_now_ms();
+        /* sub-tasks in plan order: largest first, as placement chose */
+        for (size_t i = 0; i < nw; i++) {
+                StoreSubtask *t = &j->subs[i].t;
+                snprintf(t->job_id, sizeof(t->job_id), "%s", j->j.id);
+                t->seq = (int) i;
+                snprintf(t->guest, sizeof(t->guest), "%s", w[i].name);
+                snprintf(t->uuid, sizeof(t->uuid), "%s", w[i].uuid);
+                snprintf(t->source, sizeof(t->source), "%s", w[i].source);
+                for (size_t k = 0; k < plan->n_moves; k++)
+                        if (strcmp(plan->moves[k].guest, w[i].name) == 0) {
+                                snprintf(t->destination, sizeof(t->destination), "%s", plan->moves[k].destination);
+                                snprintf(t->reason, sizeof(t->reason), "%s", plan->moves[k].reason);
+                                t->estimated_s = plan->moves[k].estimated_s;
+                        }
+                t->phase = COORD_SUBTASK_PHASE_QUEUED;
+                j->subs[i].dirty = w[i].dirty;
+                subs[i] = *t;
+        }
+        int r = job_add_locked(c, j);
+        if (r < 0) {
+                coord_job_free(j);
+                free(subs);
+                return r;
+        }
+        CHost *h = req->kind == COORD_JOB_KIND_EVACUATE ? coord_host_find_locked(c, req->host) : NULL;
+        *ret_drained = h && h->h.state == COORD_HOST_STATE_ENABLED;
+        if (*ret_drained)
+                h->h.state = COORD_HOST_STATE_DRAINING;
+        *ret = j;
+        *ret_subs = subs;
+        return 0;
+}
+
+/* Take job @j out of the job table.  coord->lock held. */
+static bool job_unlink_locked(Coordinator *c, CJob *j) {
+        lock_assert_held(&c->lock);
+        for (size_t i = 0; i < c->n_jobs; i++)
+                if (c->jobs[i] == j) {
+                        memmove(&c->jobs[i], &c->jobs[i + 1], (c->n_jobs - i - 1) * sizeof(*c->jobs));
+                        c->n_jobs--;
+                        return true;
+                }
+        return false;
 }
 
 int coord_job_submit(Coordinator *c, const CoordJobRequest *req, CoordPlan *plan, char ret_id[STORE_ID_MAX]) {
         CoordWant *w = NULL;
+        StoreSubtask *subs = NULL;
+        CJob *j = NULL;
+        bool drained = false;
         size_t nw = 0;
         int r;
 
@@ -149,87 +286,71 @@ int coord_job_submit(Coordinator *c, const CoordJobRequest *req, CoordPlan *plan
                 return err_set(-EINVAL, "unknown failure policy %d", req->failure_policy);
 
         coord_inventory_refresh(c);
+        /* plan, check and claim in one critical section: a concurrent
+         * submission sees this job (and its host draining) or runs before */
         lock_acquire(&c->lock);
         r = coord_plan_locked(c, req, &w, &nw, plan);
+        if (r >= 0)
+                r = check_busy_locked(c, req, w, nw);
+        if (r >= 0 && !req->dry_run && plan->n_blocked == 0)
+                r = job_build_locked(c, req, w, nw, plan, &j, &subs, &drained);
         lock_release(&c->lock);
-        if (r < 0)
-                return r;
-        if (req->dry_run)
+        if (r < 0 || req->dry_run)
                 goto out;
         if (plan->n_blocked > 0) {
                 r = err_set(-ENOSPC, "%zu of %zu guests cannot be placed (first: %s: %s); nothing was changed",
                             plan->n_blocked, nw, plan->blocked[0].guest, plan->blocked[0].reason);
                 goto out;
         }
-
-        CJob *j = calloc(1, sizeof(*j));
-        if (!j || !(j->subs = calloc(nw + 1, sizeof(*j->subs)))) {
-                free(j);
-                r = err_set(-ENOMEM, "out of memory");
-                goto out;
-        }
-        j->n = nw;
-        j->params = req->have_params ? req->params : c->cfg.defaults;
-        snprintf(j->j.id, sizeof(j->j.id), "job-%llu-%llu", (unsigned long long) coord_now_ms(),
-                 (unsigned long long) atomic_fetch_add(&c->counter, 1) + 1);
-        j->j.kind = req->kind;
-        j->j.phase = COORD_JOB_PHASE_RUNNING;
-        snprintf(j->j.host, sizeof(j->j.host), "%s", req->host ? req->host : "");
-        j->j.failure_policy = req->failure_policy;
-        j->j.maintenance = req->maintenance;
-        mig_params_to_json(&j->params, j->j.params_json, sizeof(j->j.params_json));
-        j->j.created_unix_ms = coord_now_ms();
-        StoreSubtask *subs = calloc(nw + 1, sizeof(*subs));
-        if (!subs) {
-                coord_job_free(j);
-                r = err_set(-ENOMEM, "out of memory");
-                goto out;
-        }
-        /* sub-tasks in plan order: largest first, as placement chose */
-        for (size_t i = 0; i < nw; i++) {
-                StoreSubtask *t = &j->subs[i].t;
-                snprintf(t->job_id, sizeof(t->job_id), "%s", j->j.id);
-                t->seq = (int) i;
-                snprintf(t->guest, sizeof(t->guest), "%s", w[i].name);
-                snprintf(t->uuid, sizeof(t->uuid), "%s", w[i].uuid);
-                snprintf(t->source, sizeof(t->source), "%s", w[i].source);
-                snprintf(t->destination, sizeof(t->destination), "%s", plan->moves[i].destination);
-                for (size_t k = 0; k < plan->n_moves; k++)
-                        if (strcmp(plan->moves[k].guest, w[i].name) == 0) {
-                                snprintf(t->destination, sizeof(t->destination), "%s", plan->moves[k].destination);
-                                snprintf(t->reason, sizeof(t->reason), "%s", plan->moves[k].reason);
-                                t->estimated_s = plan->moves[k].estimated_s;
-                        }
-                t->phase = COORD_SUBTASK_PHASE_QUEUED;
-                j->subs[i].dirty = w[i].dirty;
-                subs[i] = *t;
-        }
-        /* persisted before anything moves */
-        r = c->store->ops->job_create(c->store, &j->j, subs, nw);
-        free(subs);
+        /* persisted before anything moves (the job's fields are not written
+         * while it is PLANNING) */
+        StoreJob rec = j->j;
+        rec.phase = COORD_JOB_PHASE_RUNNING;
+        r = c->store->ops->job_create(c->store, &rec, subs, nw);
         if (r < 0) {
+                lock_acquire(&c->lock);
+                (void) job_unlink_locked(c, j);
+                CHost *h = drained ? coord_host_find_locked(c, req->host) : NULL;
+                if (h && h->h.state == COORD_HOST_STATE_DRAINING)
+                        h->h.state = COORD_HOST_STATE_ENABLED;
+                lock_release(&c->lock);
                 coord_job_free(j);
                 goto out;
         }
-        coord_job_event(c, j->j.id, "%s planned: %zu guests, estimated makespan %.1f s",
-              req->kind == COORD_JOB_KIND_EVACUATE ? "evacuation" : "migration", nw, plan->makespan_s);
+        coord_job_event(c, rec.id, "%s planned: %zu guests, estimated makespan %.1f s",
+                        req->kind == COORD_JOB_KIND_EVACUATE ? "evacuation" : "migration", nw, plan->makespan_s);
         if (req->kind == COORD_JOB_KIND_EVACUATE) {
-                (void) coord_host_set_state(c, req->host, COORD_HOST_STATE_DRAINING, NULL);
-                coord_job_event(c, j->j.id, "host %s set to draining", req->host);
+                StoreHost host = { 0 };
+                lock_acquire(&c->lock);
+                CHost *h = coord_host_find_locked(c, req->host);
+                if (h)
+                        host = h->h;
+                lock_release(&c->lock);
+                if (drained && c->store->ops->host_put(c->store, &host) < 0)
+                        log_warning("host %s: state not stored: %s", host.name, err_msg());
+                coord_job_event(c, rec.id, "host %s %s", req->host,
+                                drained ? "set to draining" : host.state == COORD_HOST_STATE_MAINTENANCE
+                                                                  ? "stays in maintenance"
+                                                                  : "was already draining");
         }
         lock_acquire(&c->lock);
-        r = job_add_locked(c, j);
-        if (r >= 0)
-                coord_job_bump_locked(c, j);
+        j->j.phase = COORD_JOB_PHASE_RUNNING;
+        coord_job_bump_locked(c, j);
         lock_release(&c->lock);
-        if (r < 0) {
-                coord_job_free(j);
-                goto out;
-        }
-        snprintf(ret_id, STORE_ID_MAX, "%s", j->j.id);
+        snprintf(ret_id, STORE_ID_MAX, "%s", rec.id);
 out:
+        free(subs);
         free(w);
         return r;
+}
+
+void coord_job_retire_locked(Coordinator *c, CJob *j) {
+        lock_assert_held(&c->lock);
+        if (!job_unlink_locked(c, j))
+                return;
+        coord_job_free(c->ended[c->ended_next]);
+        c->ended[c->ended_next] = j;
+        c->ended_next = (c->ended_next + 1) % COORD_ENDED_KEEP;
 }
 
 void coord_job_view_clear(CoordJobView *v) {

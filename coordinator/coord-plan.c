@@ -8,6 +8,14 @@
  * placement are the live guests of an anti-affinity group.  The plan lists
  * each guest's destination and estimated duration, or why it is blocked,
  * and the makespan: the largest sum of estimates over one source host.
+ *
+ * A host receives only while it is ENABLED and not the source of an
+ * unfinished evacuation (an operator may enable a host an evacuation is
+ * emptying).  The scheduler checks a queued sub-task's destination again
+ * before admitting it (coord_dest_invalid_locked) and places it again when
+ * the destination can no longer receive (coord_replan_sub_locked), so a
+ * host that became draining, a maintenance target or unreachable after
+ * the plan never receives a guest of it.
  */
 #include "coord-priv.h"
 
@@ -16,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "err.h"
 
@@ -58,6 +67,8 @@ int coord_plan_locked(Coordinator *c, const CoordJobRequest *req, CoordWant **re
                 p->state = h->h.state == COORD_HOST_STATE_ENABLED    ? PLACE_HOST_ENABLED
                            : h->h.state == COORD_HOST_STATE_DRAINING ? PLACE_HOST_DRAINING
                                                                      : PLACE_HOST_MAINTENANCE;
+                if (p->state == PLACE_HOST_ENABLED && coord_evacuation_of_locked(c, h->h.name))
+                        p->state = PLACE_HOST_DRAINING; /* being emptied: it does not receive */
                 p->healthy = h->health == COORD_HOST_HEALTH_HEALTHY;
                 p->memory_mib = v.h.memory_mib;
                 p->vcpus = v.h.vcpus;
@@ -192,5 +203,53 @@ fail:
         free(ph);
         free(w);
         free(res);
+        return r;
+}
+
+bool coord_dest_invalid_locked(Coordinator *c, const CJob *j, const CSub *s, char *why, size_t size) {
+        lock_assert_held(&c->lock);
+        const CHost *d = coord_host_find_locked(c, s->t.destination);
+        const CJob *e;
+        if (!d)
+                snprintf(why, size, "destination %s was removed from the inventory", s->t.destination);
+        else if (d->h.state != COORD_HOST_STATE_ENABLED)
+                snprintf(why, size, "destination %s is %s", d->h.name, coord_host_state_to_string(d->h.state));
+        else if ((e = coord_evacuation_of_locked(c, d->h.name)) && e != j)
+                snprintf(why, size, "destination %s is being evacuated by job %s", d->h.name, e->j.id);
+        else if (d->health == COORD_HOST_HEALTH_UNREACHABLE) {
+                time_t t = (time_t) (d->down_since_ms / 1000);
+                struct tm tm;
+                char when[32] = "?";
+                if (gmtime_r(&t, &tm))
+                        strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S UTC", &tm);
+                snprintf(why, size, "destination %s unreachable since %s (%s)", d->h.name, when,
+                         d->last_error[0] ? d->last_error : "no answer");
+        } else
+                return false;
+        return true;
+}
+
+int coord_replan_sub_locked(Coordinator *c, CSub *s, char *why, size_t size) {
+        lock_assert_held(&c->lock);
+        const char *guest = s->t.uuid[0] ? s->t.uuid : s->t.guest;
+        bool requested = strncmp(s->t.reason, "requested destination", 21) == 0;
+        CoordJobRequest req = { .kind = COORD_JOB_KIND_MIGRATE, .n_guests = 1, .guests = &guest,
+                                .to_host = requested ? s->t.destination : NULL };
+        CoordPlan plan = { 0 };
+        CoordWant *w = NULL;
+        size_t nw = 0;
+        int r = coord_plan_locked(c, &req, &w, &nw, &plan);
+        if (r >= 0 && plan.n_moves == 1) {
+                snprintf(s->t.destination, sizeof(s->t.destination), "%s", plan.moves[0].destination);
+                snprintf(s->t.reason, sizeof(s->t.reason), "%s", plan.moves[0].reason);
+                s->t.estimated_s = plan.moves[0].estimated_s;
+                r = 1;
+        } else if (r >= 0) {
+                snprintf(why, size, "%s", plan.n_blocked ? plan.blocked[0].reason : "no plan");
+                r = 0;
+        } else
+                snprintf(why, size, "%s", err_msg());
+        free(w);
+        coord_plan_clear(&plan);
         return r;
 }

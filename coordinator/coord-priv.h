@@ -20,9 +20,11 @@
  * store call (the store's lock is a leaf of its own), and no other lock is
  * taken under it.  Code that calls an agent or the store copies what it
  * needs under the lock, releases it, makes the call, then finds its record
- * again by name or id under the lock.  Host and job records are never freed
- * before coord_free (a removed host stays, flagged), so the tables only
- * grow; an AgentLink is immutable and shared by every thread.
+ * again by name or id under the lock.  Host records are never freed before
+ * coord_free (a removed host stays, flagged); a job record leaves the job
+ * table when the job ends (into the small ring of ended jobs, then freed),
+ * so no pointer to a job or sub-task is kept across a release of the lock.
+ * An AgentLink is immutable and shared by every thread.
  */
 #pragma once
 
@@ -39,6 +41,9 @@
 
 #define COORD_CALL_MS 10000      /* deadline of one agent call */
 #define COORD_MISSES_UNHEALTHY 3 /* heartbeats missed in a row before a host is unreachable */
+#define COORD_ENDED_KEEP 32      /* ended jobs kept in memory (the store has them all) */
+#define COORD_PERSIST_TRIES 5    /* failed writes of a start before the sub-task fails */
+#define COORD_SETTLE_MS 120000   /* how long an unclear outcome is waited for before it fails */
 
 /* A host of the inventory; a record of coord->hosts. */
 typedef struct CHost {
@@ -48,6 +53,7 @@ typedef struct CHost {
         CoordHostHealth health;   /* lock: coord->lock */
         int misses;               /* lock: coord->lock; heartbeats missed in a row */
         uint64_t last_seen_ms;    /* lock: coord->lock */
+        uint64_t down_since_ms;   /* lock: coord->lock; when it became unreachable, 0 while not */
         char last_error[256];     /* lock: coord->lock */
         AgentHostInfo info;       /* lock: coord->lock; the last heartbeat's figures */
         unsigned out_running;     /* lock: coord->lock; migrations out of the host now */
@@ -62,10 +68,16 @@ typedef struct CSub {
         uint64_t dirty;           /* lock: coord->lock; bytes/s the guest dirtied at plan time */
         bool reconcile;           /* lock: coord->lock; reloaded after a restart: ask before trusting */
         bool abort_sent;          /* lock: coord->lock */
+        unsigned persist_failures; /* lock: coord->lock; writes of its start that failed, in a row */
+        uint64_t unclear_since_ms; /* lock: coord->lock; since when its outcome waits for the agents, or 0 */
+        char start_error[160];    /* lock: coord->lock; the Migrate call's error, when it had one */
 } CSub;
 
-/* A job that has not ended in this run (or ended in it); a record of
- * coord->jobs. */
+/* A job of coord->jobs (not ended; the scheduler walks them), or of
+ * coord->ended (ended in this run, kept for GetJob and watchers).  Its
+ * phase is PLANNING from the moment submit adds it until its record is
+ * stored: the scheduler leaves it alone, yet the checks of later
+ * submissions see it. */
 typedef struct CJob {
         StoreJob j;               /* lock: coord->lock; the persisted record */
         MigParams params;     /* immutable */
@@ -91,8 +103,11 @@ struct Coordinator {
         Cond changed;                  /* some job's generation moved */
         CHost *hosts[COORD_MAX_HOSTS]; /* lock: coord->lock; append-only */
         size_t n_hosts;                /* lock: coord->lock */
-        CJob **jobs;                   /* lock: coord->lock; append-only */
+        CJob **jobs;                   /* lock: coord->lock; unfinished jobs, in submission order */
         size_t n_jobs, cap_jobs;       /* lock: coord->lock */
+        CJob *ended[COORD_ENDED_KEEP]; /* lock: coord->lock; a ring of the last ended jobs */
+        size_t ended_next;             /* lock: coord->lock; the ring's next slot */
+        void *sched_scratch;           /* the scheduler's only (its actions; freed by coord_free) */
 };
 
 static inline uint64_t coord_now_ms(void) {
@@ -118,6 +133,9 @@ const char *coord_guest_group(const Coordinator *c, const char *guest);
 /* Ask every host's agent for its figures now (before planning or a
  * listing).  coord->lock not held; takes it per host. */
 void coord_inventory_refresh(Coordinator *c);
+/* One heartbeat: ask every host's agent, count misses, mark hosts
+ * unreachable.  coord->lock not held. */
+void coord_inventory_heartbeat(Coordinator *c);
 /* The inventory thread: a heartbeat of every host each heartbeat_ms, until
  * c->stopping. */
 void *coord_inventory_thread(void *arg);
@@ -138,6 +156,16 @@ typedef struct CoordWant {
  * host or guest, -ENOMEM; placement's errors. */
 int coord_plan_locked(Coordinator *c, const CoordJobRequest *req, CoordWant **ret_wants, size_t *ret_n,
                       CoordPlan *plan);
+/* Why a queued sub-task's destination can no longer receive it (removed,
+ * not enabled, the source of an unfinished evacuation, unreachable), in
+ * @why; false while it still can.  coord->lock held. */
+bool coord_dest_invalid_locked(Coordinator *c, const CJob *j, const CSub *s, char *why, size_t size);
+/* Place queued sub-task @s again against the inventory of now: 1 with the
+ * new destination and placement's reason in @s, 0 when no host can take
+ * it (placement's reason in @why), -errno when the guest is no longer
+ * found.  An explicit destination (placement's reason starts "requested
+ * destination") is only checked again, never replaced.  coord->lock held. */
+int coord_replan_sub_locked(Coordinator *c, CSub *s, char *why, size_t size);
 
 /* ---- coord-jobs.c ---- */
 
@@ -156,16 +184,36 @@ void coord_job_event(Coordinator *c, const char *job_id, const char *fmt, ...) _
  * coord->lock not held. */
 void coord_sub_end(Coordinator *c, const char *job, int seq, CoordSubtaskPhase phase, const LinkMigResult *res,
                    const char *error);
-/* Write sub-task @seq's record to the store.  coord->lock not held. */
-void coord_sub_persist(Coordinator *c, const char *job, int seq);
+/* Write sub-task @seq's record to the store.  coord->lock not held.
+ * Returns 0 or the store's error (logged). */
+int coord_sub_persist(Coordinator *c, const char *job, int seq);
+/* Job @j ended (its final phase is stored): it leaves the job table for
+ * the ring of ended jobs (the oldest of which is freed).  coord->lock
+ * held. */
+void coord_job_retire_locked(Coordinator *c, CJob *j);
+/* Apply the retention to the store: delete ended jobs older than
+ * job_retention_days or beyond the newest job_retention_count.  No lock
+ * held.  Returns the number deleted or -errno (logged). */
+int coord_jobs_prune(Coordinator *c);
 /* Reload every unfinished job from the store (coord_start); their
  * migrating sub-tasks are marked for reconciliation.  Returns the number
  * reloaded or -errno.  coord->lock not held. */
 int coord_jobs_reload(Coordinator *c);
 void coord_job_free(CJob *j);
+/* The unfinished evacuation of host @host, or NULL.  coord->lock held. */
+CJob *coord_evacuation_of_locked(Coordinator *c, const char *host);
+/* The unfinished job that has a sub-task for the guest named or with the
+ * UUID @guest, or NULL; *ret_s its sub-task.  coord->lock held. */
+CJob *coord_job_of_guest_locked(Coordinator *c, const char *guest, const char *uuid, CSub **ret_s);
 
 /* ---- coord-scheduler.c ---- */
 
+/* One scheduler tick: decide under the lock, then call the agents and the
+ * store without it, then verify and close the jobs whose sub-tasks all
+ * ended.  *ret_freed: a migration ended (plan again at once);
+ * *ret_finishing: one is about to end.  Scheduler thread only (or a test
+ * without the thread).  Returns 0 or -ENOMEM. */
+int coord_scheduler_tick(Coordinator *c, bool *ret_freed, bool *ret_finishing);
 /* The scheduler thread: one tick plans admissions and polls under the lock,
  * then talks to the agents without it, until c->stopping. */
 void *coord_scheduler_thread(void *arg);

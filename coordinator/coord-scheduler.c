@@ -7,16 +7,24 @@
  * both hosts healthy, and a fair share of both links that outruns the
  * guest's dirty rate), each admission counting at once against its hosts;
  * then every migration's fair share of its links is computed from the
- * counts after this tick's admissions.  Each decision is an Action, copied
- * out with what the agent call needs.  Without the lock: start (the
- * sub-task with its operation id persisted first), poll (GetMigration; a
- * reloaded sub-task is reconciled by operation id and where the guest
- * runs), abort (a cancelled job's running migrations) and re-tune
- * (MigrateTune when a share moved by more than 10 %).  Then every job whose
- * sub-tasks all ended is verified (each migrated guest runs on its
- * destination) and closed.  A tick that freed a slot plans again at once;
- * otherwise the thread sleeps 250 ms, or 50 ms while a migration is about
- * to end (docs/coordinator.md, "Admission control").
+ * counts after this tick's admissions.  Before a queued sub-task is
+ * admitted its destination is checked again: one that was removed, is no
+ * longer enabled, is being evacuated or is unreachable gets the guest
+ * placed again, or the sub-task fails with the reason.  Each decision is an
+ * Action, copied out with what the agent call needs.  Without the lock:
+ * start (the sub-task with its operation id persisted first; no Migrate
+ * call when that write fails), poll (GetMigration), abort (a cancelled
+ * job's running migrations), re-tune (MigrateTune when a share moved by
+ * more than 10 %) and notes (a sub-task changed under the lock: store it
+ * and say why).  An outcome the source agent cannot give (it does not know
+ * the operation, or reports a failure) is settled from where the agents
+ * say the guest runs (settle()), the same way at runtime and after a
+ * restart.  Then every job whose sub-tasks all ended is verified (each
+ * migrated guest runs on its destination; an evacuation's host is listed
+ * again before it is put in maintenance), closed, and moved out of the job
+ * table; the store's retention is applied.  A tick that freed a slot plans
+ * again at once; otherwise the thread sleeps 250 ms, or 50 ms while a
+ * migration is about to end (docs/coordinator.md, "Admission control").
  */
 #include "coord-priv.h"
 
@@ -24,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "err.h"
 #include "log.h"
@@ -32,7 +41,8 @@
 
 typedef enum ActionKind {
         ACT_START,      /* admitted: start the migration on the source agent */
-        ACT_POLL,       /* follow a migration; without src: persist a dropped sub-task */
+        ACT_POLL,       /* follow a migration */
+        ACT_NOTE,       /* a sub-task changed under the lock: store it, note in the history */
         ACT_ABORT,      /* the job was cancelled: abort, then poll */
         ACT_TUNE,       /* the migration's share moved: re-tune its bandwidth */
         ACT_MAX,
@@ -50,6 +60,7 @@ typedef struct Action {
         uint64_t bw;
         bool reconcile;
         MigParams params;
+        char note[STORE_TEXT_MAX]; /* ACT_NOTE: the history line */
 } Action;
 
 static unsigned slots(Coordinator *c, const CHost *h, bool out) {
@@ -104,6 +115,31 @@ static Action *action_add(Action *acts, size_t *n, ActionKind kind, const CJob *
         return a;
 }
 
+/* A queued sub-task whose destination can no longer receive it is placed
+ * again, or fails with the reason (a note action either way).  Returns
+ * true when it changed. */
+static bool replan_if_needed_locked(Coordinator *c, CJob *j, CSub *s, Action *acts, size_t *n) {
+        lock_assert_held(&c->lock);
+        char why[256], none[256], old[STORE_NAME_MAX];
+        if (!coord_dest_invalid_locked(c, j, s, why, sizeof(why)))
+                return false;
+        snprintf(old, sizeof(old), "%s", s->t.destination);
+        int r = coord_replan_sub_locked(c, s, none, sizeof(none));
+        Action *a = action_add(acts, n, ACT_NOTE, j, s, NULL, NULL);
+        if (r > 0)
+                snprintf(a->note, sizeof(a->note), "%.60s placed again: %.200s; now %.60s -> %.60s (was -> %.60s)",
+                         s->t.guest, why, s->t.source, s->t.destination, old);
+        else {
+                s->t.phase = COORD_SUBTASK_PHASE_FAILED;
+                s->t.finished_unix_ms = coord_now_ms();
+                snprintf(s->t.error, sizeof(s->t.error), "%.200s; no other host can take it: %.280s", why, none);
+                snprintf(a->note, sizeof(a->note), "%.60s FAILED: %.60s -> %.60s: %.300s", s->t.guest, s->t.source, old,
+                         s->t.error);
+        }
+        coord_job_bump_locked(c, j);
+        return true;
+}
+
 /* Drops, polls, aborts and admissions of this tick; returns the number of
  * actions.  Each admission counts against its hosts at once. */
 static size_t decide_locked(Coordinator *c, Action *acts, size_t max) {
@@ -124,18 +160,23 @@ static size_t decide_locked(Coordinator *c, Action *acts, size_t max) {
                 bool drop = j->cancel || (failed && j->j.failure_policy == COORD_FAILURE_POLICY_STOP);
                 for (size_t k = 0; k < j->n && n < max; k++) {
                         CSub *s = &j->subs[k];
-                        CHost *src = coord_host_find_locked(c, s->t.source);
-                        CHost *dst = coord_host_find_locked(c, s->t.destination);
                         if (s->t.phase == COORD_SUBTASK_PHASE_QUEUED && drop) {
                                 s->t.phase = COORD_SUBTASK_PHASE_CANCELLED;
                                 snprintf(s->t.error, sizeof(s->t.error), "%s",
                                          j->cancel ? "job cancelled before it started"
                                                    : "dropped: an earlier guest failed (stop policy)");
                                 s->t.finished_unix_ms = coord_now_ms();
-                                action_add(acts, &n, ACT_POLL, j, s, NULL, NULL); /* persists the change */
+                                snprintf(action_add(acts, &n, ACT_NOTE, j, s, NULL, NULL)->note, STORE_TEXT_MAX,
+                                         "%.60s cancelled: %.60s -> %.60s: %.300s", s->t.guest, s->t.source, s->t.destination,
+                                         s->t.error);
                                 coord_job_bump_locked(c, j);
                                 continue;
                         }
+                        if (s->t.phase == COORD_SUBTASK_PHASE_QUEUED && !j->cancel &&
+                            replan_if_needed_locked(c, j, s, acts, &n))
+                                continue;
+                        CHost *src = coord_host_find_locked(c, s->t.source);
+                        CHost *dst = coord_host_find_locked(c, s->t.destination);
                         if (!src || !dst)
                                 continue;
                         if (s->t.phase == COORD_SUBTASK_PHASE_MIGRATING) {
@@ -230,39 +271,196 @@ static size_t plan_tick_locked(Coordinator *c, Action *acts, size_t max) {
         return share_locked(c, acts, decide_locked(c, acts, max), max);
 }
 
+/* A note action: store the sub-task changed under the lock, and its line. */
+static void do_note(Coordinator *c, Action *a) {
+        (void) coord_sub_persist(c, a->job, a->seq);
+        coord_job_event(c, a->job, "%s", a->note);
+}
+
+/* The start of sub-task @a could not be stored: the agent is not asked.  It
+ * is queued again, or fails after COORD_PERSIST_TRIES writes in a row. */
+static void start_not_stored(Coordinator *c, Action *a, const char *why) {
+        CJob *j;
+        bool give_up = false;
+        unsigned tries = 0;
+        lock_acquire(&c->lock);
+        CSub *s = coord_sub_find_locked(c, a->job, a->seq, &j);
+        if (s && s->t.phase == COORD_SUBTASK_PHASE_MIGRATING) {
+                tries = ++s->persist_failures;
+                give_up = tries >= COORD_PERSIST_TRIES;
+                if (!give_up) {
+                        coord_sub_release_locked(c, s);
+                        s->t.phase = COORD_SUBTASK_PHASE_QUEUED;
+                        s->t.op_id[0] = '\0';
+                        s->t.started_unix_ms = 0;
+                        coord_job_bump_locked(c, j);
+                }
+        }
+        lock_release(&c->lock);
+        if (!s)
+                return;
+        if (give_up) {
+                char err[STORE_TEXT_MAX];
+                snprintf(err, sizeof(err), "not started: its start could not be stored (%u tries): %.400s", tries,
+                         why);
+                coord_sub_end(c, a->job, a->seq, COORD_SUBTASK_PHASE_FAILED, NULL, err);
+        } else
+                coord_job_event(c, a->job, "%s not started: its start could not be stored (%.400s); queued again",
+                                a->guest, why);
+}
+
+/* Errors of a Migrate call that say the agent refused it; any other (a
+ * deadline, a lost connection, an internal error) leaves open whether it
+ * started, which the next poll asks by operation id. */
+static bool migrate_refused(int r) {
+        return r == -EINVAL || r == -ENOENT || r == -EBUSY || r == -EPERM || r == -ENOBUFS || r == -EOPNOTSUPP ||
+               r == -ERANGE || r == -ENOMEM;
+}
+
 static void do_start(Coordinator *c, Action *a) {
         MigParams p = a->params;
-        /* the operation id is persisted before the agent hears of it, so a
-         * restarted coordinator can ask about it */
-        coord_sub_persist(c, a->job, a->seq);
+        /* the operation id is stored before the agent hears of it, so a
+         * restarted coordinator can ask about it; if it cannot be, the
+         * agent is not asked */
+        if (coord_sub_persist(c, a->job, a->seq) < 0) {
+                char why[ERR_MSG_MAX];
+                snprintf(why, sizeof(why), "%s", err_msg());
+                start_not_stored(c, a, why);
+                return;
+        }
         coord_job_event(c, a->job, "%s started: bandwidth %.0f MB/s, op %s", a->guest, (double) a->bw / 1e6,
                         a->op);
         p.bandwidth = p.bandwidth ? MIN(p.bandwidth, a->bw) : a->bw;
         int r = agent_link_migrate(a->src, a->guest, a->op, a->dest_addr, a->stream_host, &p, COORD_CALL_MS);
-        if (r < 0) {
-                char why[ERR_MSG_MAX];
-                snprintf(why, sizeof(why), "the source agent refused the migration: %s", err_str(r));
-                coord_sub_end(c, a->job, a->seq, COORD_SUBTASK_PHASE_FAILED, NULL, why);
+        if (r >= 0)
+                return;
+        char why[ERR_MSG_MAX];
+        snprintf(why, sizeof(why), "%s", err_msg());
+        if (migrate_refused(r)) {
+                char err[STORE_TEXT_MAX];
+                snprintf(err, sizeof(err), "the source agent refused the migration: %.400s", why);
+                coord_sub_end(c, a->job, a->seq, COORD_SUBTASK_PHASE_FAILED, NULL, err);
+                return;
         }
+        CJob *j;
+        lock_acquire(&c->lock);
+        CSub *s = coord_sub_find_locked(c, a->job, a->seq, &j);
+        if (s)
+                snprintf(s->start_error, sizeof(s->start_error), "the Migrate call failed: %.120s", why);
+        lock_release(&c->lock);
+        coord_job_event(c, a->job, "%s: the Migrate call failed (%.400s): whether it started is asked by op %s",
+                        a->guest, why, a->op);
+}
+
+/* A guest as an agent reports it, for a history line. */
+static void guest_where(int r, const LinkGuestStatus *g, char *buf, size_t size) {
+        if (r == -ENOENT)
+                snprintf(buf, size, "not there");
+        else if (r < 0)
+                snprintf(buf, size, "no answer (%s)", err_str(r));
+        else
+                snprintf(buf, size, "%s, %s", coord_guest_state_to_string(g->state), g->async_job);
+}
+
+static bool guest_idle(int r, const LinkGuestStatus *g) {
+        return r >= 0 && strcmp(g->async_job, "none") == 0;
+}
+
+/* Where is the guest of sub-task @a, whose source agent cannot say how its
+ * migration ended: it does not know the operation (@res NULL: an agent
+ * restart, a coordinator that died before the call, a Migrate call lost),
+ * or it reports a failure (@res).  The agents decide, once their recovery
+ * settled (no job in flight on either side): running on the destination
+ * and not on the source is migrated; on the source and not on the
+ * destination is failed (or, for a sub-task reloaded after a restart whose
+ * source does not know the operation, queued again: it never ran);
+ * anything else is waited for, at most COORD_SETTLE_MS, then failed with
+ * what each agent said. */
+static void settle(Coordinator *c, Action *a, const LinkMigResult *res) {
+        LinkGuestStatus d, g;
+        char cause[STORE_TEXT_MAX], err[STORE_TEXT_MAX], ds[96], ss[96];
+        uint64_t started = 0, unclear = 0;
+        bool start_failed = false, first = false;
+        CJob *j;
+        lock_acquire(&c->lock);
+        CSub *s = coord_sub_find_locked(c, a->job, a->seq, &j);
+        if (s) {
+                started = s->t.started_unix_ms;
+                snprintf(cause, sizeof(cause), "%s", s->start_error);
+                start_failed = s->start_error[0] != '\0';
+        }
+        lock_release(&c->lock);
+        if (!s)
+                return;
+        if (res)
+                snprintf(cause, sizeof(cause), "the source reported: %.400s", res->error);
+        else if (!cause[0])
+                snprintf(cause, sizeof(cause), "the source agent does not know op %s", a->op);
+        int rd = agent_link_get_guest(a->dst, a->uuid, COORD_CALL_MS, &d);
+        int rs = agent_link_get_guest(a->src, a->uuid, COORD_CALL_MS, &g);
+        bool dst_runs = guest_idle(rd, &d) && d.state == COORD_GUEST_STATE_RUNNING;
+        bool src_runs = guest_idle(rs, &g) && (g.state == COORD_GUEST_STATE_RUNNING || g.state == COORD_GUEST_STATE_PAUSED);
+        bool dst_empty = rd == -ENOENT || (guest_idle(rd, &d) && d.state != COORD_GUEST_STATE_RUNNING);
+        bool src_empty = rs == -ENOENT || (guest_idle(rs, &g) && g.state != COORD_GUEST_STATE_RUNNING);
+        guest_where(rd, &d, ds, sizeof(ds));
+        guest_where(rs, &g, ss, sizeof(ss));
+
+        if (dst_runs && src_empty) {
+                coord_sub_end(c, a->job, a->seq, COORD_SUBTASK_PHASE_SUCCEEDED, res, NULL);
+                coord_job_event(c, a->job, "%s: found running on its destination (%.400s): recorded as migrated, not redone",
+                                a->guest, cause);
+                return;
+        }
+        /* a Migrate call that failed unclearly may still be on its way to
+         * the agent: its absence means something only after its deadline */
+        bool young = !res && start_failed && coord_now_ms() < started + 2 * COORD_CALL_MS;
+        if (src_runs && dst_empty && !young) {
+                if (a->reconcile && !res) {
+                        lock_acquire(&c->lock);
+                        s = coord_sub_find_locked(c, a->job, a->seq, &j);
+                        if (s && s->t.phase == COORD_SUBTASK_PHASE_MIGRATING) {
+                                coord_sub_release_locked(c, s);
+                                s->t.phase = COORD_SUBTASK_PHASE_QUEUED;
+                                s->reconcile = false;
+                                coord_job_bump_locked(c, j);
+                        }
+                        lock_release(&c->lock);
+                        (void) coord_sub_persist(c, a->job, a->seq);
+                        coord_job_event(c, a->job, "%s: its migration never ran (coordinator restart): queued again",
+                                        a->guest);
+                        return;
+                }
+                snprintf(err, sizeof(err), "%.400s; the guest runs on its source", cause);
+                coord_sub_end(c, a->job, a->seq, COORD_SUBTASK_PHASE_FAILED, res, err);
+                return;
+        }
+        if (rd == -ENOENT && rs == -ENOENT) {
+                snprintf(err, sizeof(err), "%.400s; neither agent has the guest", cause);
+                coord_sub_end(c, a->job, a->seq, COORD_SUBTASK_PHASE_FAILED, res, err);
+                return;
+        }
+        /* not settled yet: wait, bounded */
+        lock_acquire(&c->lock);
+        s = coord_sub_find_locked(c, a->job, a->seq, &j);
+        if (s && !s->unclear_since_ms) {
+                s->unclear_since_ms = coord_now_ms();
+                first = true;
+        }
+        if (s)
+                unclear = s->unclear_since_ms;
+        lock_release(&c->lock);
+        if (unclear && coord_now_ms() - unclear >= COORD_SETTLE_MS) {
+                snprintf(err, sizeof(err), "%.280s; not settled after %d s: source %.90s, destination %.90s", cause,
+                         COORD_SETTLE_MS / 1000, ss, ds);
+                coord_sub_end(c, a->job, a->seq, COORD_SUBTASK_PHASE_FAILED, res, err);
+        } else if (first)
+                coord_job_event(c, a->job, "%s: outcome not clear yet (%.300s; source %s, destination %s): waiting",
+                                a->guest, cause, ss, ds);
 }
 
 static void do_poll(Coordinator *c, Action *a) {
         LinkMigResult res;
         LinkGuestStatus gs;
-        if (!a->src) { /* a queued sub-task dropped under the lock: persist it, and say so */
-                StoreSubtask t = { 0 };
-                CJob *j;
-                coord_sub_persist(c, a->job, a->seq);
-                lock_acquire(&c->lock);
-                CSub *s = coord_sub_find_locked(c, a->job, a->seq, &j);
-                if (s)
-                        t = s->t;
-                lock_release(&c->lock);
-                if (s)
-                        coord_job_event(c, a->job, "%s cancelled: %s -> %s: %s", t.guest, t.source, t.destination,
-                                        t.error);
-                return;
-        }
         int r = agent_link_get_migration(a->src, a->guest, COORD_CALL_MS, &res);
         bool ours = r >= 0 && strcmp(res.op, a->op) == 0;
         if (ours && res.done) {
@@ -282,50 +480,24 @@ static void do_poll(Coordinator *c, Action *a) {
                         snprintf(why, sizeof(why), "aborted by the job's cancel, the source resumed (%.400s)",
                                  res.error);
                         coord_sub_end(c, a->job, a->seq, COORD_SUBTASK_PHASE_CANCELLED, &res, why);
-                } else
-                        coord_sub_end(c, a->job, a->seq,
-                                      res.success ? COORD_SUBTASK_PHASE_SUCCEEDED : COORD_SUBTASK_PHASE_FAILED, &res,
-                                      res.success ? NULL : res.error);
+                } else if (res.success)
+                        coord_sub_end(c, a->job, a->seq, COORD_SUBTASK_PHASE_SUCCEEDED, &res, NULL);
+                else
+                        settle(c, a, &res); /* reported failed: where did the guest end up? */
                 return;
         }
-        if (!ours && (r >= 0 || r == -ENOENT) && a->reconcile) {
-                /* the source agent does not know this migration (restarted,
-                 * or the coordinator died before it was sent): where is the
-                 * guest? */
-                LinkGuestStatus d;
-                if (agent_link_get_guest(a->dst, a->uuid, COORD_CALL_MS, &d) >= 0 &&
-                    d.state == COORD_GUEST_STATE_RUNNING && strcmp(d.async_job, "none") == 0) {
-                        coord_sub_end(c, a->job, a->seq, COORD_SUBTASK_PHASE_SUCCEEDED, NULL, NULL);
-                        coord_job_event(c, a->job,
-                                        "%s: found running on %s after a restart: recorded as migrated, not redone",
-                                        a->guest, "its destination");
-                        return;
-                }
-                if (agent_link_get_guest(a->src, a->uuid, COORD_CALL_MS, &gs) >= 0 &&
-                    strcmp(gs.async_job, "none") == 0) {
-                        /* still on the source, nothing in flight: queue it again */
-                        CJob *j;
-                        lock_acquire(&c->lock);
-                        CSub *s = coord_sub_find_locked(c, a->job, a->seq, &j);
-                        if (s && s->t.phase == COORD_SUBTASK_PHASE_MIGRATING) {
-                                coord_sub_release_locked(c, s);
-                                s->t.phase = COORD_SUBTASK_PHASE_QUEUED;
-                                s->reconcile = false;
-                                coord_job_bump_locked(c, j);
-                        }
-                        lock_release(&c->lock);
-                        coord_sub_persist(c, a->job, a->seq);
-                        coord_job_event(c, a->job, "%s: its migration never ran (coordinator restart): queued again",
-                                        a->guest);
-                }
+        if (!ours && (r >= 0 || r == -ENOENT)) {
+                settle(c, a, NULL); /* the source agent does not know this migration */
                 return;
         }
         if (ours) {
                 CJob *j;
                 lock_acquire(&c->lock);
                 CSub *s = coord_sub_find_locked(c, a->job, a->seq, &j);
-                if (s)
+                if (s) {
                         s->reconcile = false;
+                        s->unclear_since_ms = 0;
+                }
                 lock_release(&c->lock);
         }
         /* live figures for displays */
@@ -348,7 +520,142 @@ static void do_poll(Coordinator *c, Action *a) {
         }
 }
 
-/* When every sub-task ended: verify where the guests run, then close. */
+/* A sub-task recorded as migrated whose guest does not run on its
+ * destination: recorded as failed, with where it runs. */
+static void verify_fail(Coordinator *c, const char *job, const StoreSubtask *t, AgentLink *src, const char *dst_said) {
+        LinkGuestStatus g;
+        char src_said[96], err[STORE_TEXT_MAX];
+        int r = src ? agent_link_get_guest(src, t->uuid, COORD_CALL_MS, &g) : -ENOENT;
+        guest_where(r, &g, src_said, sizeof(src_said));
+        snprintf(err, sizeof(err), "verify: not running on its destination %s (%s); on its source %s: %s",
+                 t->destination, dst_said, t->source, src_said);
+        CJob *j;
+        StoreSubtask copy;
+        lock_acquire(&c->lock);
+        CSub *s = coord_sub_find_locked(c, job, t->seq, &j);
+        if (s) {
+                s->t.phase = COORD_SUBTASK_PHASE_FAILED;
+                snprintf(s->t.error, sizeof(s->t.error), "%s", err);
+                copy = s->t;
+                coord_job_bump_locked(c, j);
+        }
+        lock_release(&c->lock);
+        if (s && c->store->ops->subtask_update(c->store, &copy) < 0)
+                log_error("job %s: sub-task %d not stored: %s", job, t->seq, err_msg());
+        coord_job_event(c, job, "%s FAILED: %s", t->guest, err);
+}
+
+/* The host an evacuation is to leave in maintenance, listed again from its
+ * agent: "" when it runs no guest, else why it cannot be put in
+ * maintenance (the guests still there). */
+static void maintenance_check(Coordinator *c, const char *host, char *why, size_t size) {
+        AgentLink *l = NULL;
+        AgentHostInfo info;
+        lock_acquire(&c->lock);
+        CHost *h = coord_host_find_locked(c, host);
+        if (h)
+                l = h->link;
+        lock_release(&c->lock);
+        why[0] = '\0';
+        if (!l) {
+                snprintf(why, size, "host %s not set to maintenance: it left the inventory", host);
+                return;
+        }
+        if (agent_link_stats(l, COORD_CALL_MS, &info) < 0) {
+                snprintf(why, size, "host %s not set to maintenance: its guests cannot be listed: %.300s", host,
+                         err_msg());
+                return;
+        }
+        size_t len = 0, n = 0;
+        for (size_t i = 0; i < info.n_guests; i++) {
+                const AgentGuestInfo *g = &info.guests[i];
+                if (g->state != COORD_GUEST_STATE_RUNNING && g->state != COORD_GUEST_STATE_PAUSED)
+                        continue;
+                if (n++ == 0)
+                        len = (size_t) snprintf(why, size, "host %s not set to maintenance: guests still there: %s",
+                                                host, g->name);
+                else if (len < size)
+                        len += (size_t) snprintf(why + len, size - len, ", %s", g->name);
+        }
+        agent_host_info_clear(&info);
+}
+
+/* Verify and close job @id, whose sub-tasks all ended. */
+static void verify_job(Coordinator *c, const char *id) {
+        CoordJobView v;
+        if (coord_job_get(c, id, false, &v) < 0)
+                return;
+        (void) c->store->ops->job_update(c->store, &v.job);
+        unsigned ok = 0, bad = 0, cancelled = 0;
+        char causes[STORE_TEXT_MAX] = "", maint[STORE_TEXT_MAX] = "";
+        size_t len = 0;
+        for (size_t k = 0; k < v.n_subs; k++) {
+                StoreSubtask *t = &v.subs[k];
+                if (t->phase == COORD_SUBTASK_PHASE_SUCCEEDED) {
+                        LinkGuestStatus d;
+                        AgentLink *dl = NULL, *sl = NULL;
+                        lock_acquire(&c->lock);
+                        CHost *dh = coord_host_find_locked(c, t->destination), *sh = coord_host_find_locked(c, t->source);
+                        dl = dh ? dh->link : NULL;
+                        sl = sh ? sh->link : NULL;
+                        lock_release(&c->lock);
+                        int r = dl ? agent_link_get_guest(dl, t->uuid, COORD_CALL_MS, &d) : -ENOENT;
+                        if (r >= 0 && d.state == COORD_GUEST_STATE_RUNNING) {
+                                ok++;
+                                continue;
+                        }
+                        char said[96];
+                        guest_where(r, &d, said, sizeof(said));
+                        verify_fail(c, id, t, sl, said);
+                        snprintf(t->error, sizeof(t->error), "verify: not running on %s (%s)", t->destination, said);
+                        t->phase = COORD_SUBTASK_PHASE_FAILED;
+                }
+                if (t->phase == COORD_SUBTASK_PHASE_CANCELLED) {
+                        cancelled++;
+                        continue;
+                }
+                if (bad++ < 3 && len < sizeof(causes))
+                        len += (size_t) snprintf(causes + len, sizeof(causes) - len, "%s%s: %.150s",
+                                                 bad > 1 ? "; " : "", t->guest, t->error);
+        }
+        if (v.job.kind == COORD_JOB_KIND_EVACUATE && v.job.maintenance && !bad && !cancelled)
+                maintenance_check(c, v.job.host, maint, sizeof(maint));
+        lock_acquire(&c->lock);
+        CJob *j = coord_job_find_locked(c, id);
+        if (j) {
+                j->j.phase = bad || maint[0]            ? COORD_JOB_PHASE_FAILED
+                             : (j->cancel || cancelled) ? COORD_JOB_PHASE_CANCELLED
+                                                        : COORD_JOB_PHASE_SUCCEEDED;
+                if (bad)
+                        snprintf(j->j.error, sizeof(j->j.error), "%u of %zu guests did not move: %s", bad, j->n,
+                                 causes);
+                else
+                        snprintf(j->j.error, sizeof(j->j.error), "%s", maint);
+                j->j.finished_unix_ms = coord_now_ms();
+                v.job = j->j;
+                coord_job_bump_locked(c, j);
+        }
+        lock_release(&c->lock);
+        if (c->store->ops->job_update(c->store, &v.job) < 0)
+                log_error("job %s: its end not stored: %s", id, err_msg());
+        if (maint[0])
+                coord_job_event(c, id, "%s", maint);
+        coord_job_event(c, id, "job %s: %u migrated, %u failed, %u cancelled", coord_job_phase_to_string(v.job.phase),
+                        ok, bad, cancelled);
+        if (v.job.kind == COORD_JOB_KIND_EVACUATE && v.job.phase == COORD_JOB_PHASE_SUCCEEDED && v.job.maintenance) {
+                (void) coord_host_set_state(c, v.job.host, COORD_HOST_STATE_MAINTENANCE, NULL);
+                coord_job_event(c, id, "host %s set to maintenance", v.job.host);
+        }
+        /* ended: out of the scheduler's table (kept a while for readers) */
+        lock_acquire(&c->lock);
+        if ((j = coord_job_find_locked(c, id)))
+                coord_job_retire_locked(c, j);
+        lock_release(&c->lock);
+        coord_job_view_clear(&v);
+}
+
+/* When every sub-task of a job ended: verify where the guests run, close
+ * it, apply the store's retention. */
 static void verify_jobs(Coordinator *c) {
         char ids[64][STORE_ID_MAX];
         size_t n = 0;
@@ -367,58 +674,10 @@ static void verify_jobs(Coordinator *c) {
                 }
         }
         lock_release(&c->lock);
-
-        for (size_t i = 0; i < n; i++) {
-                CoordJobView v;
-                if (coord_job_get(c, ids[i], false, &v) < 0)
-                        continue;
-                (void) c->store->ops->job_update(c->store, &v.job);
-                unsigned ok = 0, bad = 0, cancelled = 0;
-                for (size_t k = 0; k < v.n_subs; k++) {
-                        StoreSubtask *t = &v.subs[k];
-                        if (t->phase == COORD_SUBTASK_PHASE_SUCCEEDED) {
-                                LinkGuestStatus d;
-                                AgentLink *dl = NULL;
-                                lock_acquire(&c->lock);
-                                CHost *dh = coord_host_find_locked(c, t->destination);
-                                if (dh)
-                                        dl = dh->link;
-                                lock_release(&c->lock);
-                                if (!dl || agent_link_get_guest(dl, t->uuid, COORD_CALL_MS, &d) < 0 ||
-                                    d.state != COORD_GUEST_STATE_RUNNING) {
-                                        bad++;
-                                        coord_job_event(c, ids[i], "verify: %s is NOT running on %s", t->guest,
-                                                        t->destination);
-                                } else
-                                        ok++;
-                        } else if (t->phase == COORD_SUBTASK_PHASE_CANCELLED)
-                                cancelled++;
-                        else
-                                bad++;
-                }
-                lock_acquire(&c->lock);
-                CJob *j = coord_job_find_locked(c, ids[i]);
-                if (j) {
-                        j->j.phase = bad                       ? COORD_JOB_PHASE_FAILED
-                                     : (j->cancel || cancelled) ? COORD_JOB_PHASE_CANCELLED
-                                                                : COORD_JOB_PHASE_SUCCEEDED;
-                        if (bad)
-                                snprintf(j->j.error, sizeof(j->j.error), "%u of %zu guests did not move", bad, j->n);
-                        j->j.finished_unix_ms = coord_now_ms();
-                        v.job = j->j;
-                        coord_job_bump_locked(c, j);
-                }
-                lock_release(&c->lock);
-                (void) c->store->ops->job_update(c->store, &v.job);
-                coord_job_event(c, ids[i], "job %s: %u migrated, %u failed, %u cancelled",
-                                coord_job_phase_to_string(v.job.phase), ok, bad, cancelled);
-                if (v.job.kind == COORD_JOB_KIND_EVACUATE && v.job.phase == COORD_JOB_PHASE_SUCCEEDED &&
-                    v.job.maintenance) {
-                        (void) coord_host_set_state(c, v.job.host, COORD_HOST_STATE_MAINTENANCE, NULL);
-                        coord_job_event(c, ids[i], "host %s set to maintenance", v.job.host);
-                }
-                coord_job_view_clear(&v);
-        }
+        for (size_t i = 0; i < n; i++)
+                verify_job(c, ids[i]);
+        if (n)
+                (void) coord_jobs_prune(c);
 }
 
 /* Sub-tasks migrating now; *ret_finishing: one of them is about to end. */
@@ -439,51 +698,61 @@ static unsigned migrating_locked(Coordinator *c, bool *ret_finishing) {
         return n;
 }
 
+int coord_scheduler_tick(Coordinator *c, bool *ret_freed, bool *ret_finishing) {
+        if (!c->sched_scratch && !(c->sched_scratch = calloc(MAX_ACTIONS, sizeof(Action))))
+                return err_set(-ENOMEM, "out of memory");
+        Action *acts = c->sched_scratch;
+        lock_acquire(&c->lock);
+        size_t n = plan_tick_locked(c, acts, MAX_ACTIONS);
+        unsigned before = migrating_locked(c, NULL);
+        lock_release(&c->lock);
+        for (size_t i = 0; i < n && !atomic_load(&c->stopping); i++) {
+                switch (acts[i].kind) {
+                case ACT_START:
+                        do_start(c, &acts[i]);
+                        break;
+                case ACT_POLL:
+                        do_poll(c, &acts[i]);
+                        break;
+                case ACT_NOTE:
+                        do_note(c, &acts[i]);
+                        break;
+                case ACT_ABORT:
+                        if (agent_link_abort(acts[i].src, acts[i].guest, 30000) < 0)
+                                log_warning("job %s: abort of %s: %s", acts[i].job, acts[i].guest, err_msg());
+                        do_poll(c, &acts[i]);
+                        break;
+                case ACT_TUNE:
+                        if (agent_link_tune(acts[i].src, acts[i].guest, acts[i].bw, COORD_CALL_MS) >= 0)
+                                coord_job_event(c, acts[i].job, "%s: bandwidth re-shared to %.0f MB/s",
+                                                acts[i].guest, (double) acts[i].bw / 1e6);
+                        break;
+                case ACT_MAX:
+                        break;
+                }
+        }
+        verify_jobs(c);
+        bool finishing;
+        lock_acquire(&c->lock);
+        *ret_freed = migrating_locked(c, &finishing) < before;
+        lock_release(&c->lock);
+        *ret_finishing = finishing;
+        return 0;
+}
+
 void *coord_scheduler_thread(void *arg) {
         Coordinator *c = arg;
-        Action *acts = calloc(MAX_ACTIONS, sizeof(*acts));
-        if (!acts)
-                return NULL;
         while (!atomic_load(&c->stopping)) {
-                lock_acquire(&c->lock);
-                size_t n = plan_tick_locked(c, acts, MAX_ACTIONS);
-                unsigned before = migrating_locked(c, NULL);
-                lock_release(&c->lock);
-                for (size_t i = 0; i < n && !atomic_load(&c->stopping); i++) {
-                        switch (acts[i].kind) {
-                        case ACT_START:
-                                do_start(c, &acts[i]);
-                                break;
-                        case ACT_POLL:
-                                do_poll(c, &acts[i]);
-                                break;
-                        case ACT_ABORT:
-                                if (agent_link_abort(acts[i].src, acts[i].guest, 30000) < 0)
-                                        log_warning("job %s: abort of %s: %s", acts[i].job, acts[i].guest, err_msg());
-                                do_poll(c, &acts[i]);
-                                break;
-                        case ACT_TUNE:
-                                if (agent_link_tune(acts[i].src, acts[i].guest, acts[i].bw, COORD_CALL_MS) >= 0)
-                                        coord_job_event(c, acts[i].job, "%s: bandwidth re-shared to %.0f MB/s",
-                                                        acts[i].guest, (double) acts[i].bw / 1e6);
-                                break;
-                        case ACT_MAX:
-                                break;
-                        }
-                }
-                verify_jobs(c);
+                bool freed = false, finishing = false;
+                if (coord_scheduler_tick(c, &freed, &finishing) < 0)
+                        log_error("scheduler: %s", err_msg());
                 /* A migration that ended in this tick freed its slots: plan
                  * again at once, so the next one starts within milliseconds
                  * instead of after a tick with the link idle.  While one is
                  * about to end, poll every 50 ms, so its end is seen soon
                  * (docs/performance.md, "Evacuation makespan"). */
-                bool finishing;
-                lock_acquire(&c->lock);
-                bool freed = migrating_locked(c, &finishing) < before;
-                lock_release(&c->lock);
                 if (!freed)
                         sleep_ms(finishing ? 50 : 250);
         }
-        free(acts);
         return NULL;
 }

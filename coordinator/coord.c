@@ -7,7 +7,8 @@
  * seed hosts are written to the store when it does not know them, then the
  * store's list is loaded (hosts added, changed or removed through the API
  * persist, so the store's view wins).  coord_start reloads every unfinished
- * job, refreshes the inventory once, and starts the inventory thread and
+ * job, applies the retention to the store's ended jobs, refreshes the
+ * inventory once, and starts the inventory thread and
  * the scheduler thread; coord_stop sets the stop flag and joins them
  * (running migrations go on on the agents; the next start resumes them).
  */
@@ -76,6 +77,7 @@ int coord_start(Coordinator *c) {
                 return r;
         if (r > 0)
                 log_info("%d unfinished jobs resumed", r);
+        (void) coord_jobs_prune(c);
         coord_inventory_refresh(c);
         if (pthread_create(&c->inv_thread, NULL, coord_inventory_thread, c) != 0)
                 return err_set(-EAGAIN, "cannot start the inventory thread");
@@ -108,7 +110,10 @@ void coord_free(Coordinator *c) {
         }
         for (size_t i = 0; i < c->n_jobs; i++)
                 coord_job_free(c->jobs[i]);
+        for (size_t i = 0; i < COORD_ENDED_KEEP; i++)
+                coord_job_free(c->ended[i]);
         free(c->jobs);
+        free(c->sched_scratch);
         store_close(c->store);
         cond_destroy(&c->changed);
         lock_destroy(&c->lock);

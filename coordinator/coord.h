@@ -50,6 +50,8 @@ typedef struct CoordConfig {
         uint64_t stream_bytes_per_s;    /* what one migration stream can carry; default 400,000,000 */
         int64_t heartbeat_ms;           /* default 2000 */
         unsigned rpc_threads;           /* default 16 */
+        unsigned job_retention_days;    /* ended jobs older than this are deleted; 0: no age limit; default 30 */
+        unsigned job_retention_count;   /* only the newest this many ended jobs are kept; 0: no limit; default 1000 */
         size_t n_hosts;
         StoreHost hosts[COORD_MAX_HOSTS]; /* seed inventory */
         size_t n_aa;

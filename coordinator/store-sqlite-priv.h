@@ -28,6 +28,7 @@ typedef enum StmtId {
         STMT_SUBTASK_INSERT,
         STMT_SUBTASK_UPDATE,
         STMT_SUBTASK_LIST,
+        STMT_JOB_PRUNE,
         STMT_EVENT_ADD,
         STMT_EVENT_LIST,
         _STMT_MAX,

@@ -15,7 +15,9 @@
  *
  * Bounds: a job has at most STORE_SQLITE_SUBTASKS_MAX sub-tasks, job_list
  * returns at most STORE_SQLITE_LIST_MAX jobs (limit 0 means that maximum),
- * event_list the STORE_SQLITE_EVENTS_MAX newest events of a job.
+ * event_list the STORE_SQLITE_EVENTS_MAX newest events of a job; the file
+ * itself is bounded by job_prune, which the coordinator calls with its
+ * retention (docs/coordinator.md, "Retention").
  *
  * Unsigned 64-bit fields are stored as the same bits in SQLite's signed
  * INTEGER, so they round-trip exactly.
@@ -90,6 +92,12 @@ const char *const store_sqlite_stmt_sql[_STMT_MAX] = {
                 " WHERE job_id = ?1 AND seq = ?2",
         [STMT_SUBTASK_LIST] = "SELECT " SUBTASK_COLUMNS " FROM subtasks WHERE job_id = ?1"
                               " ORDER BY seq LIMIT ?2",
+        /* Ended jobs that finished before ?1, or beyond the newest ?2 ended
+         * ones (a negative ?2: no count limit); their sub-tasks and events
+         * follow by ON DELETE CASCADE. */
+        [STMT_JOB_PRUNE] = "DELETE FROM jobs WHERE phase IN (4, 5, 6) AND (finished_unix_ms < ?1 OR"
+                           " (?2 >= 0 AND job_no IN (SELECT job_no FROM jobs WHERE phase IN (4, 5, 6)"
+                           "  ORDER BY finished_unix_ms DESC, job_no DESC LIMIT -1 OFFSET ?2)))",
         [STMT_EVENT_ADD] = "INSERT INTO events (job_id, time_unix_ms, text) VALUES (?1, ?2, ?3)",
         /* The newest ?2 events, returned oldest first. */
         [STMT_EVENT_LIST] = "SELECT time_unix_ms, text FROM"
@@ -552,6 +560,24 @@ static int sqlite_job_update(Store *base, const StoreJob *j) {
         return STORE_TX(s, TX_WRITE, job_update_locked(s, j));
 }
 
+static int job_prune_locked(SqliteStore *s, uint64_t finished_before, int64_t keep) {
+        lock_assert_held(&s->lock);
+        _cleanup_stmt_ sqlite3_stmt *st = s->stmt[STMT_JOB_PRUNE];
+        bind_u64(st, 1, finished_before);
+        sqlite3_bind_int64(st, 2, keep);
+        int r = exec_locked(s, st, "delete ended jobs");
+        return r < 0 ? r : sqlite3_changes(s->db);
+}
+
+static int sqlite_job_prune(Store *base, uint64_t finished_before_unix_ms, size_t keep) {
+        SqliteStore *s = sqlite_store(base);
+        int r = check_time("retention time", finished_before_unix_ms);
+        if (r < 0)
+                return r;
+        int64_t k = keep > (size_t) INT64_MAX ? -1 : (int64_t) keep;
+        return STORE_TX(s, TX_WRITE, job_prune_locked(s, finished_before_unix_ms, k));
+}
+
 static void job_from_row(sqlite3_stmt *st, StoreJob *j) {
         memset(j, 0, sizeof(*j));
         COLUMN_FIELD(st, 0, j->id);
@@ -796,6 +822,7 @@ const StoreOps store_sqlite_ops = {
         .job_update = sqlite_job_update,
         .job_get = sqlite_job_get,
         .job_list = sqlite_job_list,
+        .job_prune = sqlite_job_prune,
         .subtask_update = sqlite_subtask_update,
         .subtask_list = sqlite_subtask_list,
         .event_add = sqlite_event_add,

@@ -85,6 +85,12 @@ typedef struct StoreOps {
         int (*job_update)(Store *s, const StoreJob *j);          /* phase, finished, error */
         int (*job_get)(Store *s, const char *id, StoreJob *ret);
         int (*job_list)(Store *s, bool unfinished_only, size_t limit, StoreJob **ret, size_t *ret_n);
+        /* Delete every ended job (succeeded, failed, cancelled) that
+         * finished before @finished_before_unix_ms (0: none by age), and
+         * every ended job beyond the @keep newest ended ones (SIZE_MAX: no
+         * count limit), with its sub-tasks and history.  Unfinished jobs
+         * are never deleted.  Returns the number of jobs deleted. */
+        int (*job_prune)(Store *s, uint64_t finished_before_unix_ms, size_t keep);
         int (*subtask_update)(Store *s, const StoreSubtask *t);  /* by (job_id, seq) */
         int (*subtask_list)(Store *s, const char *job_id, StoreSubtask **ret, size_t *ret_n);
         int (*event_add)(Store *s, const char *job_id, uint64_t time_unix_ms, const char *text);

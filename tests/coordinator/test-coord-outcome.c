@@ -1,0 +1,185 @@
+/* The coordinator's job engine, in-process with FAKE agents (see
+ * coord-harness.h): the outcome a job records, whatever fails.
+ *
+ * Each test states a rule of docs/coordinator.md: a migration the source
+ * agent forgot is settled at runtime from where the agents say the guest
+ * runs; a failure report whose guest in fact landed on its destination is
+ * recorded as migrated, and a real failure names its cause; the agent is
+ * never asked to migrate when the sub-task's start could not be stored
+ * (queued again, failed with the store's error after a few tries); ended
+ * jobs leave the scheduler's table and memory stays bounded.  The store's
+ * retention is tested in test-store-retention.c.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "coord-harness.h"
+#include "err.h"
+
+#define GIB 1024
+
+static void assert_contains(const char *text, const char *part) {
+        if (!strstr(text, part))
+                fail_msg("'%s' does not contain '%s'", text, part);
+}
+
+/* The source agent forgets a running migration (GetMigration: NOT_FOUND):
+ * at runtime, not only after a coordinator restart, the sub-task settles
+ * from the agents: on its source -> failed with the cause; on its
+ * destination -> migrated. */
+static void test_forgotten_migration_settles_at_runtime(void **state) {
+        const uint64_t mem[] = { 16 * GIB, 16 * GIB, 16 * GIB };
+        Coordinator *c = ch_new("coord-forgot", 3, mem);
+        char m1[STORE_ID_MAX], m2[STORE_ID_MAX];
+        ch_guest("h1", "a1", 1 * GIB);
+        ch_guest("h2", "b1", 1 * GIB);
+        assert_int_equal(ch_migrate(c, "a1", "h3", m1), 0);
+        assert_int_equal(ch_migrate(c, "b1", "h1", m2), 0);
+        ch_tick(c);
+        assert_int_equal(ch_sub(c, m1, "a1").phase, COORD_SUBTASK_PHASE_MIGRATING);
+        assert_int_equal(ch_sub(c, m2, "b1").phase, COORD_SUBTASK_PHASE_MIGRATING);
+        fake_mig_forget("a1");                  /* never happened: a1 on h1 */
+        fake_mig_end("b1", true, NULL, true);   /* b1 landed on h1 ... */
+        fake_mig_forget("b1");                  /* ... and h2 forgot it */
+        for (int i = 0; i < 3; i++)
+                ch_tick(c);
+        StoreSubtask t = ch_sub(c, m1, "a1");
+        assert_int_equal(t.phase, COORD_SUBTASK_PHASE_FAILED);
+        assert_contains(t.error, "does not know op");
+        assert_contains(t.error, "runs on its source");
+        assert_int_equal(ch_job(c, m1).phase, COORD_JOB_PHASE_FAILED);
+        assert_contains(ch_job(c, m1).error, "a1: ");
+        assert_int_equal(ch_sub(c, m2, "b1").phase, COORD_SUBTASK_PHASE_SUCCEEDED);
+        assert_int_equal(ch_job(c, m2).phase, COORD_JOB_PHASE_SUCCEEDED);
+        ch_free(c);
+}
+
+/* A migration the source reports failed whose guest in fact runs on its
+ * destination is recorded as migrated; a real failure keeps the agent's
+ * error and says where the guest runs. */
+static void test_reported_failure_records_where_the_guest_runs(void **state) {
+        const uint64_t mem[] = { 16 * GIB, 16 * GIB, 16 * GIB };
+        Coordinator *c = ch_new("coord-true-outcome", 3, mem);
+        char m1[STORE_ID_MAX], m2[STORE_ID_MAX];
+        ch_guest("h1", "a1", 1 * GIB);
+        ch_guest("h2", "b1", 1 * GIB);
+        assert_int_equal(ch_migrate(c, "a1", "h3", m1), 0);
+        assert_int_equal(ch_migrate(c, "b1", "h1", m2), 0);
+        ch_tick(c);
+        fake_mig_end("a1", false, "confirm lost: connection reset", true);
+        fake_mig_end("b1", false, "QEMU migration failed: socket closed", false);
+        for (int i = 0; i < 3; i++)
+                ch_tick(c);
+        assert_int_equal(ch_sub(c, m1, "a1").phase, COORD_SUBTASK_PHASE_SUCCEEDED);
+        assert_int_equal(ch_job(c, m1).phase, COORD_JOB_PHASE_SUCCEEDED);
+        StoreSubtask t = ch_sub(c, m2, "b1");
+        assert_int_equal(t.phase, COORD_SUBTASK_PHASE_FAILED);
+        assert_contains(t.error, "socket closed");
+        assert_contains(t.error, "runs on its source");
+        StoreJob j = ch_job(c, m2);
+        assert_int_equal(j.phase, COORD_JOB_PHASE_FAILED);
+        assert_contains(j.error, "socket closed");
+        ch_free(c);
+}
+
+/* A store whose sub-task writes fail while fail_writes > 0 (or always,
+ * below 0): the real SQLite store underneath. */
+static const StoreOps *real_ops;
+static int fail_writes;
+
+static int failing_subtask_update(Store *s, const StoreSubtask *t) {
+        if (fail_writes != 0) {
+                if (fail_writes > 0)
+                        fail_writes--;
+                return err_set(-EIO, "store: disk I/O error (test)");
+        }
+        return real_ops->subtask_update(s, t);
+}
+
+/* The coordinator never calls Migrate when the sub-task's start (its op
+ * id) could not be stored: the sub-task stays queued and is retried; when
+ * the store keeps failing, it fails with the store's error, and still no
+ * agent was asked. */
+static void test_no_migrate_without_a_stored_start(void **state) {
+        const uint64_t mem[] = { 16 * GIB, 16 * GIB };
+        Coordinator *c = ch_new("coord-persist", 2, mem);
+        static StoreOps ops;
+        char m1[STORE_ID_MAX], m2[STORE_ID_MAX];
+        real_ops = c->store->ops;
+        ops = *real_ops;
+        ops.subtask_update = failing_subtask_update;
+        c->store->ops = &ops;
+        ch_guest("h1", "a1", 1 * GIB);
+        ch_guest("h1", "a2", 1 * GIB);
+        assert_int_equal(ch_migrate(c, "a1", "h2", m1), 0);
+
+        fail_writes = 1;
+        ch_tick(c);
+        assert_int_equal(fake_migrate_calls(NULL), 0);
+        assert_int_equal(ch_sub(c, m1, "a1").phase, COORD_SUBTASK_PHASE_QUEUED);
+        ch_tick(c);
+        assert_int_equal(fake_migrate_calls(NULL), 1);
+        assert_int_equal(ch_sub(c, m1, "a1").phase, COORD_SUBTASK_PHASE_MIGRATING);
+        fake_mig_end("a1", true, NULL, true);
+        ch_tick(c);
+
+        assert_int_equal(ch_migrate(c, "a2", "h2", m2), 0);
+        fail_writes = -1;
+        for (int i = 0; i < COORD_PERSIST_TRIES + 2; i++)
+                ch_tick(c);
+        assert_int_equal(fake_migrate_calls(NULL), 1);
+        StoreSubtask t = ch_sub(c, m2, "a2");
+        assert_int_equal(t.phase, COORD_SUBTASK_PHASE_FAILED);
+        assert_contains(t.error, "could not be stored");
+        assert_contains(t.error, "disk I/O error");
+        assert_int_equal(ch_job(c, m2).phase, COORD_JOB_PHASE_FAILED);
+        fail_writes = 0;
+        c->store->ops = real_ops;
+        ch_free(c);
+}
+
+/* Ended jobs leave the scheduler's table at once; at most COORD_ENDED_KEEP
+ * stay in memory; an older one is still read from the store. */
+static void test_ended_jobs_leave_memory(void **state) {
+        const uint64_t mem[] = { 16 * GIB, 16 * GIB };
+        Coordinator *c = ch_new("coord-ended", 2, mem);
+        char first[STORE_ID_MAX] = "", id[STORE_ID_MAX];
+        ch_guest("h1", "a1", 1 * GIB);
+        for (int i = 0; i < COORD_ENDED_KEEP + 3; i++) {
+                assert_int_equal(ch_migrate(c, "a1", i % 2 ? "h1" : "h2", id), 0);
+                if (!first[0])
+                        snprintf(first, sizeof(first), "%s", id);
+                ch_tick(c);
+                fake_mig_end("a1", true, NULL, true);
+                ch_tick(c);
+                assert_int_equal(ch_job(c, id).phase, COORD_JOB_PHASE_SUCCEEDED);
+                assert_int_equal(ch_active_jobs(c), 0);
+        }
+        size_t kept = 0;
+        lock_acquire(&c->lock);
+        for (size_t i = 0; i < COORD_ENDED_KEEP; i++)
+                kept += c->ended[i] != NULL;
+        bool first_in_memory = coord_job_find_locked(c, first) != NULL;
+        lock_release(&c->lock);
+        assert_int_equal(kept, COORD_ENDED_KEEP);
+        assert_false(first_in_memory);
+        StoreJob j = ch_job(c, first); /* from the store */
+        assert_int_equal(j.phase, COORD_JOB_PHASE_SUCCEEDED);
+        ch_free(c);
+}
+
+int main(void) {
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_forgotten_migration_settles_at_runtime),
+                cmocka_unit_test(test_reported_failure_records_where_the_guest_runs),
+                cmocka_unit_test(test_no_migrate_without_a_stored_start),
+                cmocka_unit_test(test_ended_jobs_leave_memory),
+        };
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
