@@ -17,6 +17,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
@@ -98,6 +99,22 @@ static Drover__V1__GuestStatus *new_status(RpcCall *c, Vm *vm) {
         drover__v1__guest_status__init(o);
         vm_snapshot(vm, &s);
         fill_status(c, o, &s);
+        return o;
+}
+
+/* An unmanaged guest (agent.h): state UNSPECIFIED (its monitor is not
+ * asked), reason "unmanaged", the full story in last_error. */
+static Drover__V1__GuestStatus *unmanaged_status(RpcCall *c, const AgentUnmanaged *u) {
+        VmSnapshot s = { .state = VM_STATE_NOSTATE, .pid = u->pid, .migration_age_ms = UINT64_MAX };
+        Drover__V1__GuestStatus *o = rpc_call_alloc(c, sizeof(*o));
+        drover__v1__guest_status__init(o);
+        fill_status(c, o, &s);
+        o->name = rpc_call_strdup(c, u->name);
+        o->uuid = rpc_call_strdup(c, u->uuid);
+        o->reason = (char *) "unmanaged";
+        o->last_error = rpc_call_strdup(c, u->why);
+        o->unmanaged = true;
+        o->quarantine_file = rpc_call_strdup(c, u->file);
         return o;
 }
 
@@ -232,14 +249,22 @@ static RpcCode h_list(RpcCall *c, const ProtobufCMessage *req, ProtobufCMessage 
         size_t n;
         (void) req;
         handler_enter(&h, c, user);
+        AgentUnmanaged *um;
+        int nu = agent_unmanaged_list(h.a, &um);
+        if (nu < 0)
+                return handler_end_r(&h, nu);
         int r = vm_registry_list(h.a->vms, &vms, &n);
-        if (r < 0)
+        if (r < 0) {
+                free(um);
                 return handler_end_r(&h, r);
-        resp->guests = rpc_call_alloc(c, (n ? n : 1) * sizeof(*resp->guests));
-        resp->n_guests = n;
+        }
+        resp->guests = rpc_call_alloc(c, (n + (size_t) nu + 1) * sizeof(*resp->guests));
         for (size_t i = 0; i < n; i++)
-                resp->guests[i] = new_status(c, vms[i]);
+                resp->guests[resp->n_guests++] = new_status(c, vms[i]);
+        for (int i = 0; i < nu; i++)
+                resp->guests[resp->n_guests++] = unmanaged_status(c, &um[i]);
         vm_registry_list_free(vms, n);
+        free(um);
         return handler_end(&h, RPC_OK);
 }
 
@@ -416,6 +441,37 @@ static void read_host_facts(RpcCall *c, Drover__V1__GetAgentStatsResponse *resp)
         }
 }
 
+/* Add the unmanaged guests to @resp: counted, their QEMU's memory and
+ * vCPUs in the host's load, one marked summary each (resp->guests has room
+ * for them: call it right after the managed ones are in). */
+static void count_unmanaged(RpcCall *c, Agent *a, Drover__V1__GetAgentStatsResponse *resp) {
+        AgentUnmanaged *um;
+        int nu = agent_unmanaged_list(a, &um);
+        if (nu <= 0)
+                return;
+        Drover__V1__GuestSummary **all = rpc_call_alloc(c, (resp->n_guests + (size_t) nu + 1) * sizeof(*all));
+        memcpy(all, resp->guests, resp->n_guests * sizeof(*all));
+        resp->guests = all;
+        for (int i = 0; i < nu; i++) {
+                Drover__V1__GuestSummary *g = rpc_call_alloc(c, sizeof(*g));
+                drover__v1__guest_summary__init(g);
+                g->name = rpc_call_strdup(c, um[i].name);
+                g->uuid = rpc_call_strdup(c, um[i].uuid);
+                g->memory_mib = um[i].memory_mib;
+                g->vcpus = um[i].vcpus;
+                g->cpu_model = rpc_call_strdup(c, um[i].cpu_model);
+                g->async_job = (char *) async_job_to_string(ASYNC_JOB_NONE);
+                g->phase = (char *) job_phase_to_string(JOB_PHASE_NONE);
+                g->unmanaged = true;
+                resp->guests[resp->n_guests++] = g;
+                resp->guests_memory_mib += um[i].memory_mib;
+                resp->guests_vcpus += um[i].vcpus;
+        }
+        resp->guests_unmanaged = (uint32_t) nu;
+        resp->guests_total += (uint32_t) nu;
+        free(um);
+}
+
 static RpcCode h_stats(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
         Agent *a = user;
         Handler h;
@@ -480,7 +536,8 @@ static RpcCode h_stats(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessag
         read_host_facts(c, resp);
         vm_registry_list_free(vms, n);
         resp->guests_total = (uint32_t) n;
-        resp->guests_by_state = rpc_call_alloc(c, VM_STATE_MAX * sizeof(*resp->guests_by_state));
+        count_unmanaged(c, a, resp);
+        resp->guests_by_state = rpc_call_alloc(c, (VM_STATE_MAX + 1) * sizeof(*resp->guests_by_state));
         for (int st = 0; st < VM_STATE_MAX; st++) {
                 if (!by_state[st])
                         continue;
@@ -488,6 +545,13 @@ static RpcCode h_stats(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessag
                 drover__v1__get_agent_stats_response__guests_by_state_entry__init(e);
                 e->key = (char *) vm_state_to_string((VmState) st);
                 e->value = by_state[st];
+                resp->guests_by_state[resp->n_guests_by_state++] = e;
+        }
+        if (resp->guests_unmanaged) {
+                Drover__V1__GetAgentStatsResponse__GuestsByStateEntry *e = rpc_call_alloc(c, sizeof(*e));
+                drover__v1__get_agent_stats_response__guests_by_state_entry__init(e);
+                e->key = (char *) "unmanaged";
+                e->value = resp->guests_unmanaged;
                 resp->guests_by_state[resp->n_guests_by_state++] = e;
         }
         resp->rpcs_in_flight = atomic_load(&a->rpcs_in_flight) - 1; /* not counting this one */

@@ -6,6 +6,11 @@
  * first commands.  QEMU always starts with -S, so a guest never runs before
  * its monitor is attached; a restart that finds a START job in its status
  * file kills that QEMU (half-started guests are never trusted).
+ *
+ * Every QEMU this agent starts goes through agent_vm_spawn(), which, like
+ * Define and Start, refuses a guest name that a running unmanaged QEMU owns
+ * (agent-restart.c finds those at start).  Restart recovery itself lives in
+ * agent-restart.c.
  */
 #define _GNU_SOURCE
 #include "agent.h"
@@ -28,6 +33,7 @@
 
 #include "agent-migtable.h"
 #include "agent-net.h"
+#include "agent-vm-priv.h"
 #include "err.h"
 #include "log.h"
 #include "qga.h"
@@ -79,6 +85,7 @@ void agent_free(Agent *a) {
         vm_registry_free(a->vms);
         event_bus_free(a->events);
         agent_migtable_free(a->migrations);
+        free(a->unmanaged);
         free(a);
 }
 
@@ -119,7 +126,7 @@ void agent_emit(Agent *a, Vm *vm, const char *kind, const char *fmt, ...) {
 
 /* ---- per-VM hooks ------------------------------------------------------------ */
 
-static void cleanup_host_side(AgentVm *av) {
+void agent_vm_cleanup_host(AgentVm *av) {
         for (size_t i = 0; i < av->def.n_nics; i++) {
                 char tap[16];
                 guest_tap_name(av->def.uuid, i, tap);
@@ -150,7 +157,7 @@ static void on_qmp_eof(Vm *vm, void *opaque) {
         AgentVm *av = opaque;
         VmSnapshot s;
         /* QEMU is gone: free its taps and stale socket, persist, tell. */
-        cleanup_host_side(av);
+        agent_vm_cleanup_host(av);
         (void) vm_save_status(vm);
         vm_snapshot(vm, &s);
         agent_emit(av->agent, vm, s.reason == VM_REASON_CRASHED ? "crashed" : "stopped", "%s",
@@ -177,7 +184,7 @@ static void free_agent_vm(void *opaque) {
         free(opaque);
 }
 
-static int new_agent_vm(Agent *a, const GuestDef *def, const char *canonical_json, Vm **ret_vm) {
+int agent_vm_new(Agent *a, const GuestDef *def, const char *canonical_json, Vm **ret_vm) {
         AgentVm *av = calloc(1, sizeof(*av));
         Vm *vm;
         int r;
@@ -231,7 +238,9 @@ int agent_vm_define(Agent *a, const char *json, size_t len, const char *op, Vm *
                 return r;
         if ((r = guest_def_to_json(&def, &canonical)) < 0)
                 return r;
-        if ((r = new_agent_vm(a, &def, canonical, &vm)) < 0)
+        if ((r = agent_unmanaged_check(a, def.name)) < 0)
+                return r;
+        if ((r = agent_vm_new(a, &def, canonical, &vm)) < 0)
                 return r;
         if ((r = vm_registry_add(a->vms, vm)) < 0) {
                 vm_unref(vm);
@@ -357,7 +366,7 @@ static char *log_tail(const char *path) {
 }
 
 /* Alive and not a zombie (a killed QEMU may wait a while for its reaper). */
-static bool process_alive(pid_t pid) {
+bool agent_process_alive(pid_t pid) {
         char path[64], buf[512];
         if (pid <= 0)
                 return false;
@@ -388,7 +397,7 @@ static int wait_for_monitor(const char *path, pid_t pid, const char *log_path, D
                 close(fd);
                 if (ok == 0)
                         return 0;
-                if (!process_alive(pid))
+                if (!agent_process_alive(pid))
                         return err_set(-ECHILD, "QEMU exited during start: %s", log_tail(log_path));
                 if (deadline_expired(d))
                         return err_set(-ETIMEDOUT, "QEMU did not open its monitor %s in time", path);
@@ -435,6 +444,8 @@ int agent_vm_spawn(Agent *a, Vm *vm, char **argv, int64_t timeout_ms, pid_t *ret
         pid_t pid = 0;
         int r;
 
+        if ((r = agent_unmanaged_check(a, vm->name)) < 0)
+                return r;
         if ((r = spawn_detached(argv, av->paths.log, &pid)) < 0)
                 return r;
         vm_lock(vm);
@@ -511,6 +522,8 @@ int agent_vm_start(Agent *a, Vm *vm, const char *op, bool paused, int64_t timeou
         pid_t pid = 0;
         int r;
 
+        if ((r = agent_unmanaged_check(a, vm->name)) < 0)
+                return r;
         vm_lock(vm);
         if ((r = job_begin_async(vm, ASYNC_JOB_START, op, -1)) < 0) {
                 vm_unlock(vm);
@@ -572,7 +585,7 @@ fail: {
                 job_end_async(vm);
         vm_unlock(vm);
         qmp_monitor_close(dead);
-        cleanup_host_side(av);
+        agent_vm_cleanup_host(av);
         (void) vm_save_status(vm);
         log_warning("guest %s: start failed: %s", vm->name, why);
         agent_emit(a, vm, "failed", "start failed: %s", why);
@@ -646,9 +659,9 @@ int agent_vm_destroy(Agent *a, Vm *vm, const char *op) {
         /* SIGKILL is sent; wait (no lock held, bounded) until QEMU is really
          * gone, so a start right after does not meet its disk locks */
         Deadline gone = deadline_in_ms(5000);
-        while (snap.pid > 0 && process_alive(snap.pid) && !deadline_expired(gone))
+        while (snap.pid > 0 && agent_process_alive(snap.pid) && !deadline_expired(gone))
                 sleep_ms(2);
-        cleanup_host_side(vm->ops.opaque);
+        agent_vm_cleanup_host(vm->ops.opaque);
         if (r >= 0) {
                 log_info("guest %s destroyed by op %s", vm->name, op);
                 agent_emit(a, vm, "destroyed", "op %s", op);
@@ -777,234 +790,4 @@ static int do_get_time(QgaAgent *q, int64_t t, void *arg) {
 
 int agent_vm_guest_get_time(Agent *a, Vm *vm, const char *op, int64_t *ret_ns) {
         return ga_call(a, vm, GA_JOB_QUERY, op, "guest-get-time", do_get_time, ret_ns);
-}
-
-/* ---- restart: reconnect to the guests that outlived us ---------------------------------- */
-
-typedef struct Loader {
-        Agent *a;
-        int loaded;
-} Loader;
-
-static pid_t read_pidfile(const char *path) {
-        char buf[32] = "";
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-                return 0;
-        ssize_t n = read(fd, buf, sizeof(buf) - 1);
-        close(fd);
-        if (n <= 0)
-                return 0;
-        buf[n] = '\0';
-        long v = strtol(buf, NULL, 10);
-        return v > 0 && v < INT32_MAX ? (pid_t) v : 0;
-}
-
-static bool is_our_qemu(pid_t pid, const char *qmp_path) {
-        char path[64], buf[8192];
-        snprintf(path, sizeof(path), "/proc/%d/cmdline", (int) pid);
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-                return false;
-        ssize_t n = read(fd, buf, sizeof(buf) - 1);
-        close(fd);
-        if (n <= 0)
-                return false;
-        buf[n] = '\0';
-        for (ssize_t i = 0; i < n; i++)
-                if (buf[i] == '\0')
-                        buf[i] = ' ';
-        return strstr(buf, qmp_path) != NULL;
-}
-
-#define RECONNECT_TRIES 3
-
-/* An interrupted migration keeps its job and persisted phase, so nothing
- * else changes the guest until migration recovery decides, and a peer that
- * asks hears how far it got. */
-static void restore_migration_job_locked(Vm *vm, const VmStatusRecord *rec) {
-        vm_assert_locked(vm);
-        if (rec->async_job != ASYNC_JOB_MIGRATION_OUT && rec->async_job != ASYNC_JOB_MIGRATION_IN)
-                return;
-        if (job_restore_async(vm, rec->async_job, rec->op_id, rec->phase) < 0)
-                log_warning("guest %s: %s", vm->name, err_msg());
-        else
-                log_warning("guest %s: %s job (op %s) in phase %s restored; it waits for migration recovery",
-                            vm->name, async_job_to_string(rec->async_job), rec->op_id,
-                            job_phase_to_string(rec->phase));
-}
-
-static void reconnect_one(Agent *a, Vm *vm, VmStatusRecord *rec) {
-        AgentVm *av = vm->ops.opaque;
-        pid_t pid = rec->pid;
-        QmpMonitor *mon = NULL;
-        QmpStatus st;
-        int r;
-
-        if (pid <= 0 && rec->async_job == ASYNC_JOB_START)
-                pid = read_pidfile(av->paths.pidfile); /* died between exec and recording */
-        bool alive = pid > 0 && process_alive(pid) && is_our_qemu(pid, av->paths.qmp) &&
-                     (rec->pid_start_time == 0 || rec->pid != pid ||
-                      status_pid_start_time(pid) == rec->pid_start_time);
-
-        vm_lock(vm);
-        vm->mig = rec->mig;
-        vm_unlock(vm);
-        if (!alive && rec->async_job == ASYNC_JOB_MIGRATION_IN && rec->mig.created_by_prepare) {
-                /* An incoming copy that never got a live QEMU (the agent died
-                 * in prepare): the guest lives on its source; this record
-                 * must not stay, or starting it here would make a second copy. */
-                cleanup_host_side(av);
-                if (vm_registry_remove(a->vms, vm) >= 0)
-                        (void) vm_remove_status(vm);
-                log_warning("guest %s: incoming migration %s never got a live QEMU here: record removed", vm->name,
-                            rec->op_id);
-                return;
-        }
-        if (!alive) {
-                vm_lock(vm);
-                bool was_up = rec->state != VM_STATE_SHUTOFF && rec->state != VM_STATE_CRASHED;
-                vm_mark_shutoff_locked(vm, was_up ? VM_REASON_VANISHED : rec->reason);
-                if (was_up)
-                        vm_set_error_locked(vm, "QEMU (pid %d) was gone when the agent restarted", (int) rec->pid);
-                /* A dead source still knows how far its migration got: the
-                 * peer must hear the phase, not "no such migration". */
-                restore_migration_job_locked(vm, rec);
-                vm_unlock(vm);
-                if (was_up) {
-                        cleanup_host_side(av);
-                        log_warning("guest %s: QEMU pid %d vanished while the agent was down", vm->name,
-                                    (int) rec->pid);
-                        agent_emit(a, vm, "vanished", "QEMU pid %d gone", (int) rec->pid);
-                }
-                (void) vm_save_status(vm);
-                return;
-        }
-
-        if (rec->async_job == ASYNC_JOB_START) {
-                /* Half-started: never trusted. */
-                kill(pid, SIGKILL);
-                vm_lock(vm);
-                vm_mark_shutoff_locked(vm, VM_REASON_DAEMON);
-                vm_set_error_locked(vm, "killed a half-started QEMU (phase %s) after an agent restart",
-                                    job_phase_to_string(rec->phase));
-                vm_unlock(vm);
-                cleanup_host_side(av);
-                (void) vm_save_status(vm);
-                log_warning("guest %s: killed half-started QEMU pid %d", vm->name, (int) pid);
-                agent_emit(a, vm, "stopped", "half-started guest killed after an agent restart");
-                return;
-        }
-
-        QmpCallbacks cb = { .event = vm_handle_qmp_event, .eof = vm_handle_qmp_eof, .opaque = vm };
-        bool migrating = rec->async_job == ASYNC_JOB_MIGRATION_OUT || rec->async_job == ASYNC_JOB_MIGRATION_IN;
-        /* A QEMU in a migration may be too busy to answer at once (a
-         * post-copy destination): it gets a few tries, and is never killed. */
-        for (int attempt = 0; attempt < (migrating ? RECONNECT_TRIES : 1); attempt++) {
-                if (!mon && (r = qmp_monitor_connect(av->paths.qmp, &cb, deadline_in_ms(a->cfg.qmp_timeout_ms), &mon)) < 0)
-                        continue;
-                if ((r = qmp_query_status(mon, a->cfg.qmp_timeout_ms, &st)) >= 0)
-                        break;
-        }
-        if (r < 0 && migrating) {
-                char why[ERR_MSG_MAX];
-                snprintf(why, sizeof(why), "%s", err_str(r));
-                vm_lock(vm);
-                if (mon)
-                        vm_attach_monitor_locked(vm, mon, pid);
-                else
-                        vm->pid = pid; /* alive, no monitor yet: recovery connects again */
-                vm_set_error_locked(vm, "QEMU pid %d did not answer after the agent restarted (%s); "
-                                    "kept for migration recovery", (int) pid, why);
-                restore_migration_job_locked(vm, rec);
-                vm_unlock(vm);
-                (void) vm_save_status(vm);
-                log_warning("guest %s: QEMU pid %d holds a %s job in phase %s and did not answer (%s): "
-                            "kept, never killed; migration recovery asks again",
-                            vm->name, (int) pid, async_job_to_string(rec->async_job),
-                            job_phase_to_string(rec->phase), why);
-                agent_emit(a, vm, "reconnected", "QEMU pid %d did not answer; kept for migration recovery", (int) pid);
-                return;
-        }
-        if (r < 0) {
-                /* Alive but unmanageable: kill it rather than leave a guest
-                 * nobody can manage (libvirt does the same). */
-                char why[ERR_MSG_MAX];
-                snprintf(why, sizeof(why), "%s", err_str(r));
-                qmp_monitor_close(mon);
-                kill(pid, SIGKILL);
-                vm_lock(vm);
-                vm_mark_shutoff_locked(vm, VM_REASON_DAEMON);
-                vm_set_error_locked(vm, "monitor unreachable after agent restart: %s", why);
-                vm_unlock(vm);
-                cleanup_host_side(av);
-                (void) vm_save_status(vm);
-                log_warning("guest %s: killed, monitor unreachable after restart: %s", vm->name, why);
-                agent_emit(a, vm, "stopped", "monitor unreachable after agent restart: %s", why);
-                return;
-        }
-
-        vm_lock(vm);
-        vm_attach_monitor_locked(vm, mon, pid);
-        if (st.running)
-                vm_set_state_locked(vm, VM_STATE_RUNNING,
-                                    rec->state == VM_STATE_RUNNING ? rec->reason : VM_REASON_USER);
-        else if (st.status == RUN_STATE_SHUTDOWN)
-                vm_set_state_locked(vm, VM_STATE_SHUTDOWN, VM_REASON_SHUTDOWN);
-        else
-                vm_set_state_locked(vm, VM_STATE_PAUSED,
-                                    rec->state == VM_STATE_PAUSED ? rec->reason : VM_REASON_USER);
-        restore_migration_job_locked(vm, rec);
-        vm_unlock(vm);
-        (void) vm_save_status(vm);
-        log_info("guest %s: reconnected to QEMU pid %d (%s)", vm->name, (int) pid, st.status_name);
-        agent_emit(a, vm, "reconnected", "QEMU pid %d, %s", (int) pid, st.status_name);
-}
-
-static void load_good(VmStatusRecord *rec, void *opaque) {
-        Loader *l = opaque;
-        GuestDef def;
-        Vm *vm;
-
-        char path[600], why[ERR_MSG_MAX];
-        snprintf(path, sizeof(path), "%s/%s.json", l->a->cfg.state_dir, rec->name);
-        if (!rec->definition_json ||
-            guest_def_parse(rec->definition_json, strlen(rec->definition_json), &def) < 0 ||
-            strcmp(def.name, rec->name) != 0 || strcasecmp(def.uuid, rec->uuid) != 0) {
-                snprintf(why, sizeof(why), "bad or mismatched definition: %s",
-                         rec->definition_json ? err_msg() : "missing");
-                (void) status_quarantine(l->a->cfg.state_dir, path, why);
-                log_error("status file of %s quarantined: %s", rec->name, why);
-                return;
-        }
-        if (new_agent_vm(l->a, &def, rec->definition_json, &vm) < 0) {
-                log_error("guest %s: %s", rec->name, err_msg());
-                return;
-        }
-        vm_lock(vm);
-        vm->state = rec->state;
-        vm->reason = rec->reason;
-        vm_unlock(vm);
-        if (vm_registry_add(l->a->vms, vm) < 0) {
-                log_error("guest %s: %s", rec->name, err_msg());
-                vm_unref(vm);
-                return;
-        }
-        reconnect_one(l->a, vm, rec);
-        vm_unref(vm);
-        l->loaded++;
-}
-
-static void load_bad(const char *file, int error, const char *detail, void *opaque) {
-        (void) error;
-        (void) opaque;
-        log_error("status file %s quarantined: %s", file, detail);
-}
-
-int agent_reconnect_all(Agent *a) {
-        Loader l = { .a = a };
-        int r = status_load_all(a->cfg.state_dir, load_good, load_bad, &l);
-        if (r < 0)
-                return r;
-        return l.loaded;
 }

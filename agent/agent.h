@@ -29,6 +29,25 @@
 
 typedef struct MigrationTable MigrationTable;
 
+/* A QEMU of this host that belongs to a guest name (its pidfile and the
+ * monitor socket on its command line are in our run folder) but that no
+ * readable status record accounts for: its status file was quarantined, or
+ * its record names another pid.  Found at start (agent_reconnect_all), never
+ * touched: listed, counted, and its name refused until it is gone
+ * (docs/agent.md, "Unmanaged guests"). */
+typedef struct AgentUnmanaged {
+        char name[VM_NAME_MAX];
+        char uuid[VM_UUID_LEN];       /* from its command line (-uuid), "" if absent */
+        pid_t pid;
+        uint64_t pid_start_time;      /* to tell it from a reused pid */
+        uint64_t memory_mib;          /* its -m, 0 if unreadable */
+        uint32_t vcpus;               /* its -smp, 0 if unreadable */
+        char cpu_model[64];           /* its -cpu */
+        char qmp_path[sizeof(((GuestPaths *) 0)->qmp)]; /* its monitor socket */
+        char file[VM_PATH_MAX + 96];  /* the quarantined status file, "" if none */
+        char why[1024];               /* "status file quarantined: <reason>; QEMU pid N still runs" */
+} AgentUnmanaged;
+
 typedef struct Agent {
         AgentConfig cfg;              /* immutable after agent_new */
         MigrationTable *migrations;   /* immutable pointer; the table locks itself */
@@ -41,6 +60,8 @@ typedef struct Agent {
         atomic_int background;        /* atomic: migration threads and watchdogs alive */
         pthread_t recover_thread;     /* main thread only */
         bool recover_started;         /* main thread only */
+        AgentUnmanaged *unmanaged;    /* immutable after agent_reconnect_all (before any RPC) */
+        size_t n_unmanaged;           /* likewise */
 } Agent;
 
 /* Per-VM agent data, VmOps.opaque of every agent VM. */
@@ -58,8 +79,14 @@ void agent_free(Agent *a);
 
 /* At start: load every status file, reconnect to live QEMUs, kill guests
  * that were half-started, mark vanished ones shut off.  Bad status files are
- * quarantined.  Returns the number of guests loaded. */
+ * quarantined; a QEMU that still runs for one becomes an unmanaged guest.
+ * Call it once, before the RPC server starts.  Returns the number of guests
+ * loaded. */
 int agent_reconnect_all(Agent *a);
+
+/* The unmanaged guests whose QEMU still runs, copied into a malloc'ed
+ * array (free() it; NULL when there are none).  Returns their number. */
+int agent_unmanaged_list(Agent *a, AgentUnmanaged **ret);
 
 /* An operation id: @given if it is a valid id, else a new one. */
 void agent_op_id(Agent *a, const char *given, char ret[OP_ID_MAX]);
@@ -68,7 +95,8 @@ void agent_op_id(Agent *a, const char *given, char ret[OP_ID_MAX]);
  * its monitor (start_timeout_ms) and attach it, all with no lock held until
  * the attach.  The caller holds @vm's async job (START or MIGRATION_IN).
  * @timeout_ms <= 0: start_timeout_ms.  On failure QEMU is killed.
- * -ECANCELED if a destroy came meanwhile. */
+ * -ECANCELED if a destroy came meanwhile; -EBUSY, starting nothing, when a
+ * running unmanaged QEMU owns the guest's name (AgentUnmanaged). */
 int agent_vm_spawn(Agent *a, Vm *vm, char **argv, int64_t timeout_ms, pid_t *ret_pid);
 
 /* TEST-ONLY: sleep when DROVER_TEST_HOLD names @phase (and, when it names a

@@ -76,6 +76,7 @@ int agent_link_stats(AgentLink *l, int64_t timeout_ms, AgentHostInfo *ret) {
                 snprintf(g->cpu_model, sizeof(g->cpu_model), "%s", r->guests[i]->cpu_model);
                 snprintf(g->async_job, sizeof(g->async_job), "%s", r->guests[i]->async_job);
                 g->dirty_pages_rate = r->guests[i]->dirty_pages_rate;
+                g->unmanaged = r->guests[i]->unmanaged;
         }
         drover__v1__get_agent_stats_response__free_unpacked(r, NULL);
         return 0;

@@ -28,6 +28,7 @@ typedef struct AgentGuestInfo {
         char cpu_model[64];
         char async_job[24];
         uint64_t dirty_pages_rate;
+        bool unmanaged;     /* a QEMU the agent does not manage (GuestSummary.unmanaged) */
 } AgentGuestInfo;
 
 typedef struct AgentHostInfo {

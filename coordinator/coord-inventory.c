@@ -186,6 +186,7 @@ int coord_guests(Coordinator *c, const char *host, CoordGuestView **ret, size_t 
                         o->memory_mib = g->memory_mib;
                         o->vcpus = g->vcpus;
                         o->dirty_bytes_per_s = g->dirty_pages_rate * 4096;
+                        o->unmanaged = g->unmanaged;
                 }
         }
         lock_release(&c->lock);

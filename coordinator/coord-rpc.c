@@ -177,6 +177,7 @@ static RpcCode h_list_guests(RpcCall *c, const ProtobufCMessage *req_, ProtobufC
                 g->cpu_model = rpc_call_strdup(c, v[i].cpu_model);
                 g->anti_affinity_group = rpc_call_strdup(c, v[i].group);
                 g->dirty_rate_bytes_per_s = v[i].dirty_bytes_per_s;
+                g->unmanaged = v[i].unmanaged;
                 resp->guests[resp->n_guests++] = g;
         }
         free(v);

@@ -95,6 +95,7 @@ typedef struct CoordGuestView {
         uint64_t memory_mib;
         uint32_t vcpus;
         uint64_t dirty_bytes_per_s;
+        bool unmanaged;             /* the agent reports a QEMU it does not manage */
 } CoordGuestView;
 
 int coord_guests(Coordinator *c, const char *host, CoordGuestView **ret, size_t *ret_n);

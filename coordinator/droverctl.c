@@ -184,12 +184,14 @@ static int cmd_vms(const char *host) {
                         json_add_string(x, "name", g->name);
                         json_add_string(x, "uuid", g->uuid);
                         json_add_string(x, "host", g->host);
-                        json_add_string(x, "state", guest_state(g->state));
+                        json_add_string(x, "state", g->unmanaged ? "unmanaged" : guest_state(g->state));
+                        json_add_bool(x, "unmanaged", g->unmanaged);
                         json_add_i64(x, "memory_mib", (int64_t) g->memory_mib);
                         json_add_i64(x, "vcpus", g->vcpus);
                         json_append(arr, x);
                 } else
-                        printf("%-20s %-16s %-9s %7llu MiB %6u  %s\n", g->name, g->host, guest_state(g->state),
+                        printf("%-20s %-16s %-9s %7llu MiB %6u  %s\n", g->name, g->host,
+                               g->unmanaged ? "UNMANAGED" : guest_state(g->state),
                                (unsigned long long) g->memory_mib, g->vcpus, g->uuid);
         }
         if (o.json)

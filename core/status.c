@@ -412,17 +412,21 @@ int status_remove(const char *dir, const char *name) {
         return fsync_dir(dir);
 }
 
-int status_quarantine(const char *dir, const char *path, const char *reason) {
+int status_quarantine(const char *dir, const char *path, const char *reason, char *ret_path, size_t size) {
         char qdir[VM_PATH_MAX + 16], dst[VM_PATH_MAX * 2 + 64], note[sizeof(dst) + 8];
         const char *base = strrchr(path, '/');
         base = base ? base + 1 : path;
 
+        if (ret_path && size)
+                ret_path[0] = '\0';
         snprintf(qdir, sizeof(qdir), "%s/quarantine", dir);
         if (mkdir(qdir, 0700) < 0 && errno != EEXIST)
                 return err_set(-errno, "creating %s: %m", qdir);
         snprintf(dst, sizeof(dst), "%s/%s.%llu", qdir, base, (unsigned long long) wall_ns());
         if (rename(path, dst) < 0)
                 return err_set(-errno, "moving %s to %s: %m", path, dst);
+        if (ret_path && size)
+                snprintf(ret_path, size, "%s", dst);
         snprintf(note, sizeof(note), "%s.reason", dst);
         _cleanup_fclose_ FILE *f = fopen(note, "we");
         if (f)
@@ -433,7 +437,8 @@ int status_quarantine(const char *dir, const char *path, const char *reason) {
 
 int status_load_all(const char *dir,
                     void (*good)(VmStatusRecord *rec, void *opaque),
-                    void (*bad)(const char *file, int error, const char *detail, void *opaque),
+                    void (*bad)(const char *file, const char *quarantined, int error, const char *detail,
+                                void *opaque),
                     void *opaque) {
         DIR *d = opendir(dir);
         struct dirent *de;
@@ -449,17 +454,22 @@ int status_load_all(const char *dir,
                 if (de->d_name[0] == '.' || len < 6 || strcmp(de->d_name + len - 5, ".json") != 0)
                         continue;
                 snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+                err_clear(); /* a detail-less failure must not show the last file's error */
                 int r = status_read(path, &rec);
                 if (r >= 0 && (strlen(rec.name) != len - 5 || strncmp(rec.name, de->d_name, len - 5) != 0))
                         r = err_set(-EINVAL, "%s: records VM '%s', which does not match the file name", path,
                                     rec.name);
                 if (r < 0) {
-                        char detail[ERR_MSG_MAX];
-                        snprintf(detail, sizeof(detail), "%s", err_str(r));
+                        char detail[ERR_MSG_MAX + sizeof(path)], moved[VM_PATH_MAX * 2 + 64];
+                        const char *e = err_str(r);
+                        if (strstr(e, path))
+                                snprintf(detail, sizeof(detail), "%s", e);
+                        else /* every note names its file */
+                                snprintf(detail, sizeof(detail), "%s: %s", path, e);
                         status_record_clear(&rec);
-                        (void) status_quarantine(dir, path, detail);
+                        (void) status_quarantine(dir, path, detail, moved, sizeof(moved));
                         if (bad)
-                                bad(de->d_name, r, detail, opaque);
+                                bad(de->d_name, moved, r, detail, opaque);
                         continue;
                 }
                 n++;

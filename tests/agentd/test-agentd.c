@@ -2,6 +2,7 @@
  * TCP) with tiny real guests under QEMU/TCG: lifecycle, events, bad input,
  * and restarts (kill -9 with guests running, and in the middle of a start). */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -457,6 +458,279 @@ static void test_kill9_mid_start_kills_half_started_guest(void **state) {
         assert_int_equal(test_agent_stop(&t), 0);
 }
 
+/* Rewrite @name's status file in @t's state folder: @how is "garbage"
+ * (bytes in the middle overwritten), "truncated" (cut at half) or
+ * "uuid" (the top-level UUID changed, so it no longer matches the
+ * definition: valid JSON, a record that fails the agent's check). */
+static void damage_status_file(TestAgent *t, const char *name, const char *how) {
+        char path[400];
+        size_t len = 0;
+        snprintf(path, sizeof(path), "%s/%s.json", t->state_dir, name);
+        char *text = tu_read_file(path, &len);
+        assert_non_null(text);
+        assert_true(len > 100);
+        if (strcmp(how, "garbage") == 0)
+                memcpy(text + len / 3, "\x01\x02 not json }}}{{ ", 18);
+        else if (strcmp(how, "truncated") == 0)
+                len /= 2;
+        else {
+                char *u = strstr(text, "\"uuid\"");
+                assert_non_null(u);
+                u = strchr(u + 6, '"');
+                assert_non_null(u);
+                memcpy(u + 1, "99999999", 8); /* still a valid UUID, another one */
+        }
+        FILE *f = fopen(path, "w");
+        assert_non_null(f);
+        assert_int_equal(fwrite(text, 1, len, f), len);
+        fclose(f);
+        free(text);
+}
+
+/* The quarantine note (<state>/quarantine/<name>.json.<ns>.reason) of @name. */
+static char *quarantine_note(TestAgent *t, const char *name) {
+        char qdir[400], prefix[128];
+        snprintf(qdir, sizeof(qdir), "%s/quarantine", t->state_dir);
+        snprintf(prefix, sizeof(prefix), "%s.json.", name);
+        DIR *d = opendir(qdir);
+        struct dirent *de;
+        char *note = NULL;
+        assert_non_null(d);
+        while (!note && (de = readdir(d))) {
+                size_t n = strlen(de->d_name);
+                if (strncmp(de->d_name, prefix, strlen(prefix)) == 0 && n > 7 &&
+                    strcmp(de->d_name + n - 7, ".reason") == 0)
+                        note = tu_read_file(tu_path(qdir, de->d_name), NULL);
+        }
+        closedir(d);
+        return note;
+}
+
+/* Defect 9 of "exactly once, whatever fails": a status file that cannot be
+ * read is quarantined, but its QEMU runs on.  The restarted agent must show
+ * that QEMU as an unmanaged guest, keep it running, and refuse a guest of
+ * the same name (a second QEMU on the same monitor path). */
+static void test_quarantined_status_file_leaves_an_unmanaged_guest_never_a_second_qemu(void **state) {
+        const char *dir = tu_tmpdir("agentd-unmanaged");
+        const char *names[3] = { "uq", "ut", "um" };
+        const char *hows[3] = { "garbage", "truncated", "uuid" };
+        const char *uuids[3] = { "aaaaaaaa-0000-4000-8000-000000000001", "aaaaaaaa-0000-4000-8000-000000000002",
+                                 "aaaaaaaa-0000-4000-8000-000000000003" };
+        int pids[3];
+        TestAgent t = { 0 };
+        assert_int_equal(test_agent_start(&t, dir, NULL), 0);
+        for (int i = 0; i < 3; i++) {
+                define(&t, names[i], uuids[i]);
+                Drover__V1__GuestStatus *st = start(&t, names[i]);
+                pids[i] = st->pid;
+                drover__v1__guest_status__free_unpacked(st, NULL);
+        }
+        test_agent_kill9(&t);
+        for (int i = 0; i < 3; i++)
+                damage_status_file(&t, names[i], hows[i]);
+
+        assert_int_equal(test_agent_start(&t, dir, NULL), 0);
+        for (int i = 0; i < 3; i++)
+                assert_true(tu_pid_alive(pids[i])); /* never killed */
+        int before = serial_seconds(&t, "uq");
+
+        /* listed, each with its own file and error, its pid and that it runs */
+        Drover__V1__ListGuestsRequest lreq = DROVER__V1__LIST_GUESTS_REQUEST__INIT;
+        Drover__V1__ListGuestsResponse *list;
+        CALL_OK(&t, "ListGuests", &lreq, &list);
+        assert_int_equal(list->n_guests, 3);
+        for (int i = 0; i < 3; i++) {
+                Drover__V1__GuestStatus *g = NULL;
+                for (size_t k = 0; k < list->n_guests; k++)
+                        if (strcmp(list->guests[k]->name, names[i]) == 0)
+                                g = list->guests[k];
+                if (!g)
+                        fail_msg("guest %s (quarantined status file, QEMU pid %d) is not listed", names[i], pids[i]);
+                char file[32], runs[64];
+                snprintf(file, sizeof(file), "%s.json", names[i]);
+                snprintf(runs, sizeof(runs), "QEMU pid %d still runs", pids[i]);
+                assert_true(g->unmanaged);
+                assert_int_equal(g->state, DROVER__V1__GUEST_STATE__GUEST_STATE_UNSPECIFIED);
+                assert_string_equal(g->reason, "unmanaged");
+                assert_int_equal(g->pid, pids[i]);
+                assert_string_equal(g->uuid, uuids[i]); /* read from QEMU's command line */
+                char moved[48];
+                snprintf(moved, sizeof(moved), "/quarantine/%s.json.", names[i]);
+                if (!strstr(g->quarantine_file, moved))
+                        fail_msg("guest %s: quarantine_file '%s'", names[i], g->quarantine_file);
+                assert_int_equal(access(g->quarantine_file, F_OK), 0);
+                if (!strstr(g->last_error, "status file quarantined") || !strstr(g->last_error, file) ||
+                    !strstr(g->last_error, runs))
+                        fail_msg("guest %s: last_error '%s'", names[i], g->last_error);
+                for (int j = 0; j < 3; j++) {
+                        snprintf(file, sizeof(file), "/%s.json", names[j]);
+                        if (j != i && strstr(g->last_error, file))
+                                fail_msg("guest %s: the reason names another file: '%s'", names[i], g->last_error);
+                }
+        }
+        drover__v1__list_guests_response__free_unpacked(list, NULL);
+
+        /* the quarantine notes name the right file and error */
+        for (int i = 0; i < 3; i++) {
+                char *note = quarantine_note(&t, names[i]);
+                char file[32];
+                assert_non_null(note);
+                snprintf(file, sizeof(file), "/%s.json", names[i]);
+                if (!strstr(note, file))
+                        fail_msg("quarantine note of %s does not name its file: '%s'", names[i], note);
+                for (int j = 0; j < 3; j++) {
+                        snprintf(file, sizeof(file), "/%s.json", names[j]);
+                        if (j != i && strstr(note, file))
+                                fail_msg("quarantine note of %s names another file: '%s'", names[i], note);
+                }
+                if (i == 2 && !strstr(note, "UUID"))
+                        fail_msg("quarantine note of um does not give the UUID mismatch: '%s'", note);
+                free(note);
+        }
+
+        /* counted */
+        Drover__V1__GetAgentStatsRequest asr = DROVER__V1__GET_AGENT_STATS_REQUEST__INIT;
+        Drover__V1__GetAgentStatsResponse *as;
+        CALL_OK(&t, "GetAgentStats", &asr, &as);
+        assert_int_equal(as->guests_total, 3);
+        assert_int_equal(as->guests_unmanaged, 3);
+        assert_int_equal(as->n_guests, 3);
+        for (size_t i = 0; i < as->n_guests; i++) {
+                assert_true(as->guests[i]->unmanaged);
+                assert_int_equal(as->guests[i]->memory_mib, 48); /* its -m */
+        }
+        assert_int_equal(as->guests_memory_mib, 3 * 48);
+        assert_int_equal(as->n_guests_by_state, 1);
+        assert_string_equal(as->guests_by_state[0]->key, "unmanaged");
+        assert_int_equal(as->guests_by_state[0]->value, 3);
+        drover__v1__get_agent_stats_response__free_unpacked(as, NULL);
+
+        /* the same name is refused (Define, hence Start), naming pid and file */
+        char *json = test_guest_json("uq", NULL, 48, NULL);
+        Drover__V1__DefineRequest dreq = DROVER__V1__DEFINE_REQUEST__INIT;
+        dreq.definition_json = json;
+        RpcStatus fs = call_fails(&t, "Define", &dreq.base);
+        char pidtext[32];
+        snprintf(pidtext, sizeof(pidtext), "pid %d", pids[0]);
+        assert_int_equal(fs.code, RPC_FAILED_PRECONDITION);
+        if (!strstr(fs.details, pidtext) || !strstr(fs.details, "quarantine/uq.json"))
+                fail_msg("Define refusal does not name pid and file: '%s'", fs.details);
+        Drover__V1__StartRequest sreq = DROVER__V1__START_REQUEST__INIT;
+        sreq.guest = (char *) "uq";
+        assert_int_equal(call_fails(&t, "Start", &sreq.base).code, RPC_NOT_FOUND);
+        char pidfile[400];
+        snprintf(pidfile, sizeof(pidfile), "%s/uq.pid", t.run_dir);
+        char *pt = tu_read_file(pidfile, NULL);
+        assert_non_null(pt);
+        assert_int_equal(atoi(pt), pids[0]); /* no second QEMU wrote it */
+        free(pt);
+        sleep_ms(2200);
+        assert_true(serial_seconds(&t, "uq") > before); /* the guest ran on, untouched */
+
+        /* the operator kills it: the name is free again, and managed */
+        kill(pids[0], SIGKILL);
+        for (int i = 0; i < 200 && tu_pid_alive(pids[0]); i++)
+                sleep_ms(10);
+        Drover__V1__GetGuestResponse *dresp;
+        CALL_OK(&t, "Define", &dreq, &dresp);
+        drover__v1__get_guest_response__free_unpacked(dresp, NULL);
+        free(json);
+        Drover__V1__GuestStatus *st = start(&t, "uq");
+        assert_int_equal(st->state, DROVER__V1__GUEST_STATE__GUEST_STATE_RUNNING);
+        assert_true(st->pid > 0 && st->pid != pids[0]);
+        drover__v1__guest_status__free_unpacked(st, NULL);
+        CALL_OK(&t, "ListGuests", &lreq, &list);
+        assert_int_equal(list->n_guests, 3);
+        for (size_t k = 0; k < list->n_guests; k++)
+                assert_true(list->guests[k]->unmanaged == (strcmp(list->guests[k]->name, "uq") != 0));
+        drover__v1__list_guests_response__free_unpacked(list, NULL);
+
+        st = do_guest(&t, "Destroy", "uq");
+        drover__v1__guest_status__free_unpacked(st, NULL);
+        assert_int_equal(test_agent_stop(&t), 0);
+        test_agent_kill_guests(&t);
+        for (int i = 1; i < 3; i++)
+                kill(pids[i], SIGKILL);
+}
+
+/* Replace the first @from in @name's status file with @to. */
+static void edit_status_file(TestAgent *t, const char *name, const char *from, const char *to) {
+        char path[400];
+        snprintf(path, sizeof(path), "%s/%s.json", t->state_dir, name);
+        char *text = tu_read_file(path, NULL);
+        assert_non_null(text);
+        char *at = strstr(text, from);
+        if (!at)
+                fail_msg("%s has no '%s'", path, from);
+        FILE *f = fopen(path, "w");
+        assert_non_null(f);
+        fprintf(f, "%.*s%s%s", (int) (at - text), text, to, at + strlen(from));
+        fclose(f);
+        free(text);
+}
+
+/* A readable record that does not account for the QEMU running on its
+ * monitor (no pid, shut off) leaves that QEMU unmanaged, not killed and not
+ * joined by a second one: Start is refused while it runs. */
+static void test_record_without_its_qemu_leaves_it_unmanaged_and_start_refused(void **state) {
+        const char *dir = tu_tmpdir("agentd-foreign");
+        TestAgent t = { 0 };
+        assert_int_equal(test_agent_start(&t, dir, NULL), 0);
+        define(&t, "ur", NULL);
+        Drover__V1__GuestStatus *st = start(&t, "ur");
+        int pid = st->pid;
+        drover__v1__guest_status__free_unpacked(st, NULL);
+        test_agent_kill9(&t);
+        char from[32];
+        snprintf(from, sizeof(from), "\"pid\":%d", pid);
+        char *text = tu_read_file(tu_path(t.state_dir, "ur.json"), NULL);
+        if (!strstr(text, from))
+                snprintf(from, sizeof(from), "\"pid\": %d", pid);
+        free(text);
+        edit_status_file(&t, "ur", from, "\"pid\": 0");
+        edit_status_file(&t, "ur", "\"running\"", "\"shutoff\"");
+
+        assert_int_equal(test_agent_start(&t, dir, NULL), 0);
+        assert_true(tu_pid_alive(pid));
+        Drover__V1__ListGuestsRequest lreq = DROVER__V1__LIST_GUESTS_REQUEST__INIT;
+        Drover__V1__ListGuestsResponse *list;
+        CALL_OK(&t, "ListGuests", &lreq, &list);
+        assert_int_equal(list->n_guests, 2); /* the record (shut off) and the QEMU it lost */
+        bool saw_unmanaged = false;
+        for (size_t k = 0; k < list->n_guests; k++) {
+                Drover__V1__GuestStatus *g = list->guests[k];
+                assert_string_equal(g->name, "ur");
+                if (!g->unmanaged) {
+                        assert_int_equal(g->state, DROVER__V1__GUEST_STATE__GUEST_STATE_SHUTOFF);
+                        continue;
+                }
+                saw_unmanaged = true;
+                assert_int_equal(g->pid, pid);
+                assert_string_equal(g->quarantine_file, "");
+                assert_non_null(strstr(g->last_error, "does not account for it"));
+        }
+        assert_true(saw_unmanaged);
+        drover__v1__list_guests_response__free_unpacked(list, NULL);
+
+        Drover__V1__StartRequest sreq = DROVER__V1__START_REQUEST__INIT;
+        sreq.guest = (char *) "ur";
+        RpcStatus fs = call_fails(&t, "Start", &sreq.base);
+        char pidtext[32];
+        snprintf(pidtext, sizeof(pidtext), "QEMU pid %d runs unmanaged", pid);
+        assert_int_equal(fs.code, RPC_FAILED_PRECONDITION);
+        if (!strstr(fs.details, pidtext))
+                fail_msg("Start refusal does not name the pid: '%s'", fs.details);
+        assert_true(tu_pid_alive(pid));
+        char pidfile[400];
+        snprintf(pidfile, sizeof(pidfile), "%s/ur.pid", t.run_dir);
+        char *pt = tu_read_file(pidfile, NULL);
+        assert_non_null(pt);
+        assert_int_equal(atoi(pt), pid); /* no second QEMU */
+        free(pt);
+        assert_int_equal(test_agent_stop(&t), 0);
+        kill(pid, SIGKILL);
+}
+
 int main(void) {
         tu_require_qemu();
         const struct CMUnitTest tests[] = {
@@ -464,6 +738,8 @@ int main(void) {
                 cmocka_unit_test(test_bad_input),
                 cmocka_unit_test(test_kill9_with_guests_running_then_reconnect),
                 cmocka_unit_test(test_kill9_mid_start_kills_half_started_guest),
+                cmocka_unit_test(test_quarantined_status_file_leaves_an_unmanaged_guest_never_a_second_qemu),
+                cmocka_unit_test(test_record_without_its_qemu_leaves_it_unmanaged_and_start_refused),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

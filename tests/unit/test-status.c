@@ -123,8 +123,11 @@ static void on_good(VmStatusRecord *rec, void *opaque) {
         snprintf(l->names[l->good++ % 8], VM_NAME_MAX, "%s", rec->name);
 }
 
-static void on_bad(const char *file, int error, const char *detail, void *opaque) {
+static void on_bad(const char *file, const char *quarantined, int error, const char *detail, void *opaque) {
         Loaded *l = opaque;
+        (void) error;
+        assert_non_null(strstr(quarantined, "/quarantine/"));
+        assert_non_null(strstr(quarantined, file));
         snprintf(l->bad_files[l->bad % 8], 64, "%s", file);
         snprintf(l->bad_details[l->bad % 8], 512, "%s", detail);
         l->bad++;
@@ -206,6 +209,58 @@ static void test_bad_files_quarantined_others_load(void **state) {
         assert_int_equal(status_load_all(dir, on_good, on_bad, &l2), 1);
         assert_int_equal(l2.bad, 0);
         free(good_json);
+}
+
+/* The note beside a quarantined file (<dir>/quarantine/<file>.<ns>.reason). */
+static char *note_of(const char *dir, const char *file) {
+        char prefix[128];
+        snprintf(prefix, sizeof(prefix), "%s.", file);
+        DIR *d = opendir(tu_path(dir, "quarantine"));
+        struct dirent *de;
+        char *note = NULL;
+        assert_non_null(d);
+        while (!note && (de = readdir(d))) {
+                size_t n = strlen(de->d_name);
+                if (strncmp(de->d_name, prefix, strlen(prefix)) == 0 && n > 7 &&
+                    strcmp(de->d_name + n - 7, ".reason") == 0)
+                        note = tu_read_file(tu_path(tu_path(dir, "quarantine"), de->d_name), NULL);
+        }
+        closedir(d);
+        return note;
+}
+
+/* A note gives its own file and its own error, never an error left over
+ * from another file or an earlier call on the thread. */
+static void test_quarantine_note_names_its_own_file_and_error(void **state) {
+        const char *dir = tu_tmpdir("status-notes");
+        struct { const char *file, *content, *error; } bad[] = {
+                { "empty.json", "", "status file" },
+                { "cut.json", "{\"format\": \"drover-vm-status\", \"version\": 1, \"na", "truncated JSON" },
+                { "newer.json", "{\"format\": \"drover-vm-status\", \"version\": 7, \"name\": \"newer\"}",
+                  "version 7 is not supported" },
+                { "binary.json", "\x01\x02\x03", "status file" },
+        };
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++)
+                write_file(tu_path(dir, bad[i].file), bad[i].content);
+        err_set(-EIO, "a stale error of stale.json");
+        Loaded l = { 0 };
+        assert_int_equal(status_load_all(dir, on_good, on_bad, &l), 0);
+        assert_int_equal(l.bad, (int) ELEMENTSOF(bad));
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+                char *note = note_of(dir, bad[i].file);
+                char own[128];
+                snprintf(own, sizeof(own), "%s/%s", dir, bad[i].file);
+                assert_non_null(note);
+                if (!strstr(note, own) || !strstr(note, bad[i].error) || strstr(note, "stale"))
+                        fail_msg("note of %s: '%s'", bad[i].file, note);
+                for (size_t j = 0; j < ELEMENTSOF(bad); j++)
+                        if (j != i && strstr(note, bad[j].file))
+                                fail_msg("note of %s names %s: '%s'", bad[i].file, bad[j].file, note);
+                const char *detail = detail_for(&l, bad[i].file);
+                assert_non_null(detail);
+                assert_non_null(strstr(note, detail));
+                free(note);
+        }
 }
 
 static void test_parse_errors_are_clear(void **state) {
@@ -292,6 +347,7 @@ int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_round_trip),
                 cmocka_unit_test(test_bad_files_quarantined_others_load),
+                cmocka_unit_test(test_quarantine_note_names_its_own_file_and_error),
                 cmocka_unit_test(test_parse_errors_are_clear),
                 cmocka_unit_test(test_oversized_and_special_files),
                 cmocka_unit_test(test_vm_save_status),
