@@ -437,7 +437,11 @@ static void *source_thread(void *arg) {
                 vm_lock(vm);
                 vm_set_error_locked(vm, "migration %s failed: %s", s->op, why);
                 vm_unlock(vm);
-                agent_migtable_done(t, s->m, -EIO, sr == 1 ? why : "failed, and the source could not be resumed yet");
+                if (sr != 1) {
+                        size_t len = strlen(why);
+                        snprintf(why + len, sizeof(why) - len, "; the source is not resumed yet (recovery retries)");
+                }
+                agent_migtable_done(t, s->m, -EIO, why);
                 goto out;
         }
         agent_migtable_phase(t, s->m, JOB_PHASE_PERFORM_DONE, &st);

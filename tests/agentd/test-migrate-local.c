@@ -192,6 +192,68 @@ static void test_recovery_never_ends_a_starting_migration(void **state) {
         test_agent_stop(&b);
 }
 
+/* perform_done that cannot be written is not acted on, and a source whose
+ * cont fails keeps its job until cont succeeds.  The source agent's 3rd
+ * status write of the migration (perform_done) fails and so does its first
+ * cont (fault layer, counted from the Migrate call): the stream completed,
+ * so the source QEMU is paused.  The destination must never be finished;
+ * the source must end up running with no job (the recovery thread retries
+ * the cont), and the destination's copy must go.  It used to call finish
+ * anyway (two copies after a crash), and after a failed cont it ended the
+ * job with the guest paused for good. */
+static void test_unwritten_perform_done_and_failed_cont_resume_source(void **state) {
+        TestAgent a = { 0 }, b = { 0 };
+        const char *adir = tu_tmpdir("pd-a");
+        char arm[512];
+        snprintf(arm, sizeof(arm), "%s/arm", adir);
+        setenv("DROVER_FAULT_ARM", arm, 1);
+        int r = test_agent_start(&a, adir, "DROVER_FAULT=status.write:3:fail,qmp.cont:1:fail");
+        unsetenv("DROVER_FAULT_ARM");
+        assert_int_equal(r, 0);
+        assert_int_equal(test_agent_start(&b, tu_tmpdir("pd-b"), NULL), 0);
+        define_and_start(&a, "pd", 64, "mib=32 rate=5");
+        FILE *f = fopen(arm, "w");
+        assert_non_null(f);
+        fclose(f);
+        Drover__V1__MigrationParams p = DROVER__V1__MIGRATION_PARAMS__INIT;
+        RpcStatus rs;
+        Drover__V1__MigrationResult *res = migrate(&a, &b, "pd", &p, true, &rs);
+        if (!res)
+                fail_msg("Migrate: %s %s", rpc_code_to_string(rs.code), rs.details);
+        printf("# perform_done not written: %s: %s\n", res->success ? "migrated (WRONG)" : "failed", res->error);
+        assert_false(res->success);
+        drover__v1__migration_result__free_unpacked(res, NULL);
+        /* the recovery thread retries the cont (every 2 s) */
+        Drover__V1__GuestStatus *st = NULL;
+        Deadline d = deadline_in_ms(20000);
+        bool resumed = false;
+        while (!resumed && !deadline_expired(d)) {
+                if (status_of(&a, "pd", &st) == 0) {
+                        resumed = st->state == DROVER__V1__GUEST_STATE__GUEST_STATE_RUNNING &&
+                                  strcmp(st->async_job, "none") == 0;
+                        drover__v1__guest_status__free_unpacked(st, NULL);
+                }
+                if (!resumed)
+                        sleep_ms(100);
+        }
+        if (!resumed)
+                fail_msg("the source did not end up running without a job 20 s after its cont failed once");
+        /* the destination never ran it and dropped its copy */
+        d = deadline_in_ms(20000);
+        while (status_of(&b, "pd", &st) == 0 && !deadline_expired(d)) {
+                bool running = st->state == DROVER__V1__GUEST_STATE__GUEST_STATE_RUNNING;
+                drover__v1__guest_status__free_unpacked(st, NULL);
+                assert_false(running);
+                sleep_ms(100);
+        }
+        assert_false(deadline_expired(d));
+        int a0 = serial_seconds(&a, "pd");
+        sleep_ms(2200);
+        assert_true(serial_seconds(&a, "pd") >= a0 + 1);
+        test_agent_stop(&a);
+        test_agent_stop(&b);
+}
+
 static void test_abort_resumes_source(void **state) {
         TestAgent a = { 0 }, b = { 0 };
         assert_int_equal(test_agent_start(&a, tu_tmpdir("abort-a"), NULL), 0);
@@ -493,6 +555,7 @@ int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_migration_moves_the_guest),
                 cmocka_unit_test(test_recovery_never_ends_a_starting_migration),
+                cmocka_unit_test(test_unwritten_perform_done_and_failed_cont_resume_source),
                 cmocka_unit_test(test_abort_resumes_source),
                 cmocka_unit_test(test_abort_restores_source_migration_settings),
                 cmocka_unit_test(test_restart_recovery_restores_source_migration_settings),
