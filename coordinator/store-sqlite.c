@@ -348,6 +348,28 @@ static int array_reserve(void **arr, size_t *cap, size_t n, size_t elem) {
         return 0;
 }
 
+/* Step @st (bound by the caller) to the end, filling one element of @elem
+ * bytes per row with @fill into a malloc'ed array.  *ret and *ret_n are
+ * written only on success.  Store lock held. */
+static int rows_locked(SqliteStore *s, sqlite3_stmt *st, size_t elem, void (*fill)(sqlite3_stmt *st, void *out),
+                       const char *what, void **ret, size_t *ret_n) {
+        lock_assert_held(&s->lock);
+        _cleanup_free_ void *arr = NULL;
+        size_t n = 0, cap = 0;
+        int rc, r;
+
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+                if ((r = array_reserve(&arr, &cap, n, elem)) < 0)
+                        return r;
+                fill(st, (char *) arr + n++ * elem);
+        }
+        if (rc != SQLITE_DONE)
+                return store_error_locked(s, what);
+        *ret = TAKE_PTR(arr);
+        *ret_n = n;
+        return 0;
+}
+
 /* ---- hosts ------------------------------------------------------------ */
 
 static int host_put_locked(SqliteStore *s, const StoreHost *h) {
@@ -408,23 +430,14 @@ static void host_from_row(sqlite3_stmt *st, StoreHost *h) {
         h->max_incoming = (uint32_t) column_u64(st, 9);
 }
 
+static void host_row(sqlite3_stmt *st, void *out) {
+        host_from_row(st, out);
+}
+
 static int host_list_locked(SqliteStore *s, StoreHost **ret, size_t *ret_n) {
         lock_assert_held(&s->lock);
         _cleanup_stmt_ sqlite3_stmt *st = s->stmt[STMT_HOST_LIST];
-        _cleanup_free_ StoreHost *hosts = NULL;
-        size_t n = 0, cap = 0;
-        int rc, r;
-
-        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-                if ((r = array_reserve((void **) &hosts, &cap, n, sizeof(*hosts))) < 0)
-                        return r;
-                host_from_row(st, &hosts[n++]);
-        }
-        if (rc != SQLITE_DONE)
-                return store_error_locked(s, "list hosts");
-        *ret = TAKE_PTR(hosts);
-        *ret_n = n;
-        return 0;
+        return rows_locked(s, st, sizeof(StoreHost), host_row, "list hosts", (void **) ret, ret_n);
 }
 
 static int sqlite_host_list(Store *base, StoreHost **ret, size_t *ret_n) {
@@ -619,26 +632,17 @@ static int sqlite_job_get(Store *base, const char *id, StoreJob *ret) {
         return r;
 }
 
+static void job_row(sqlite3_stmt *st, void *out) {
+        job_from_row(st, out);
+}
+
 static int job_list_locked(SqliteStore *s, bool unfinished_only, size_t limit, StoreJob **ret,
                            size_t *ret_n) {
         lock_assert_held(&s->lock);
         _cleanup_stmt_ sqlite3_stmt *st =
                 s->stmt[unfinished_only ? STMT_JOB_LIST_UNFINISHED : STMT_JOB_LIST];
-        _cleanup_free_ StoreJob *jobs = NULL;
-        size_t n = 0, cap = 0;
-        int rc, r;
-
         sqlite3_bind_int64(st, 1, (sqlite3_int64) limit);
-        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-                if ((r = array_reserve((void **) &jobs, &cap, n, sizeof(*jobs))) < 0)
-                        return r;
-                job_from_row(st, &jobs[n++]);
-        }
-        if (rc != SQLITE_DONE)
-                return store_error_locked(s, "list jobs");
-        *ret = TAKE_PTR(jobs);
-        *ret_n = n;
-        return 0;
+        return rows_locked(s, st, sizeof(StoreJob), job_row, "list jobs", (void **) ret, ret_n);
 }
 
 static int sqlite_job_list(Store *base, bool unfinished_only, size_t limit, StoreJob **ret,
@@ -704,45 +708,48 @@ static void subtask_from_row(sqlite3_stmt *st, StoreSubtask *t) {
         COLUMN_FIELD(st, 16, t->policy_steps);
 }
 
-static int subtask_list_locked(SqliteStore *s, const char *job_id, StoreSubtask **ret,
-                               size_t *ret_n) {
+static void subtask_row(sqlite3_stmt *st, void *out) {
+        subtask_from_row(st, out);
+}
+
+/* The rows of one job's @stmt (sub-tasks or events, at most @max), through
+ * rows_locked().  -ENOENT when the job does not exist. */
+static int job_rows_locked(SqliteStore *s, int stmt, const char *job_id, int max, size_t elem,
+                           void (*fill)(sqlite3_stmt *st, void *out), const char *what, void **ret,
+                           size_t *ret_n) {
         lock_assert_held(&s->lock);
-        _cleanup_stmt_ sqlite3_stmt *st = s->stmt[STMT_SUBTASK_LIST];
-        _cleanup_free_ StoreSubtask *subs = NULL;
-        size_t n = 0, cap = 0;
-        int rc, r;
+        _cleanup_stmt_ sqlite3_stmt *st = s->stmt[stmt];
+        int r;
 
         if ((r = job_exists_locked(s, job_id)) < 0)
                 return r;
         bind_text(st, 1, job_id);
-        sqlite3_bind_int(st, 2, STORE_SQLITE_SUBTASKS_MAX);
-        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-                if ((r = array_reserve((void **) &subs, &cap, n, sizeof(*subs))) < 0)
-                        return r;
-                subtask_from_row(st, &subs[n++]);
-        }
-        if (rc != SQLITE_DONE)
-                return store_error_locked(s, "list sub-tasks");
-        *ret = TAKE_PTR(subs);
-        *ret_n = n;
-        return 0;
+        sqlite3_bind_int(st, 2, max);
+        return rows_locked(s, st, elem, fill, what, ret, ret_n);
 }
 
-static int sqlite_subtask_list(Store *base, const char *job_id, StoreSubtask **ret,
-                               size_t *ret_n) {
+/* The store call around job_rows_locked(): input checks, one read
+ * transaction, results written only on success. */
+static int job_rows(Store *base, int stmt, const char *job_id, int max, size_t elem,
+                    void (*fill)(sqlite3_stmt *st, void *out), const char *what, void **ret, size_t *ret_n) {
         SqliteStore *s = sqlite_store(base);
-        _cleanup_free_ StoreSubtask *subs = NULL;
+        _cleanup_free_ void *rows = NULL;
         size_t n = 0;
         int r = store_sqlite_check_str("job id", job_id, STORE_ID_MAX, true);
         if (r < 0)
                 return r;
         if ((r = check_ret(ret, ret_n)) < 0)
                 return r;
-        if ((r = STORE_TX(s, TX_READ, subtask_list_locked(s, job_id, &subs, &n))) < 0)
+        if ((r = STORE_TX(s, TX_READ, job_rows_locked(s, stmt, job_id, max, elem, fill, what, &rows, &n))) < 0)
                 return r;
-        *ret = TAKE_PTR(subs);
+        *ret = TAKE_PTR(rows);
         *ret_n = n;
         return 0;
+}
+
+static int sqlite_subtask_list(Store *base, const char *job_id, StoreSubtask **ret, size_t *ret_n) {
+        return job_rows(base, STMT_SUBTASK_LIST, job_id, STORE_SQLITE_SUBTASKS_MAX, sizeof(StoreSubtask),
+                        subtask_row, "list sub-tasks", (void **) ret, ret_n);
 }
 
 /* ---- events ----------------------------------------------------------- */
@@ -771,46 +778,15 @@ static int sqlite_event_add(Store *base, const char *job_id, uint64_t time_unix_
         return STORE_TX(s, TX_WRITE, event_add_locked(s, job_id, time_unix_ms, text));
 }
 
-static int event_list_locked(SqliteStore *s, const char *job_id, StoreEvent **ret,
-                             size_t *ret_n) {
-        lock_assert_held(&s->lock);
-        _cleanup_stmt_ sqlite3_stmt *st = s->stmt[STMT_EVENT_LIST];
-        _cleanup_free_ StoreEvent *events = NULL;
-        size_t n = 0, cap = 0;
-        int rc, r;
-
-        if ((r = job_exists_locked(s, job_id)) < 0)
-                return r;
-        bind_text(st, 1, job_id);
-        sqlite3_bind_int(st, 2, STORE_SQLITE_EVENTS_MAX);
-        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-                if ((r = array_reserve((void **) &events, &cap, n, sizeof(*events))) < 0)
-                        return r;
-                events[n].time_unix_ms = column_u64(st, 0);
-                COLUMN_FIELD(st, 1, events[n].text);
-                n++;
-        }
-        if (rc != SQLITE_DONE)
-                return store_error_locked(s, "list events");
-        *ret = TAKE_PTR(events);
-        *ret_n = n;
-        return 0;
+static void event_row(sqlite3_stmt *st, void *out) {
+        StoreEvent *e = out;
+        e->time_unix_ms = column_u64(st, 0);
+        COLUMN_FIELD(st, 1, e->text);
 }
 
 static int sqlite_event_list(Store *base, const char *job_id, StoreEvent **ret, size_t *ret_n) {
-        SqliteStore *s = sqlite_store(base);
-        _cleanup_free_ StoreEvent *events = NULL;
-        size_t n = 0;
-        int r = store_sqlite_check_str("job id", job_id, STORE_ID_MAX, true);
-        if (r < 0)
-                return r;
-        if ((r = check_ret(ret, ret_n)) < 0)
-                return r;
-        if ((r = STORE_TX(s, TX_READ, event_list_locked(s, job_id, &events, &n))) < 0)
-                return r;
-        *ret = TAKE_PTR(events);
-        *ret_n = n;
-        return 0;
+        return job_rows(base, STMT_EVENT_LIST, job_id, STORE_SQLITE_EVENTS_MAX, sizeof(StoreEvent), event_row,
+                        "list events", (void **) ret, ret_n);
 }
 
 const StoreOps store_sqlite_ops = {
