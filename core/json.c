@@ -8,6 +8,13 @@
  * valid) text decodes every member name and looks for a repeat within each
  * object, with a hash set per object so the pass stays linear.  That pass
  * also refuses single-quoted names, which json-c's strict mode lets through.
+ * It costs about as much as the parse: on a 1 MiB QMP-schema-like reply
+ * (7,000 objects of 3 levels, -O2) json_parse() took 20.5 ms with it and 10 ms
+ * without (json-c's tokener alone: 7.9 ms; the rest is the UTF-8 check),
+ * so json_parse() can skip it for peers that never repeat a member (QEMU's
+ * QMP and guest agent, whose lines are parsed on a channel's I/O thread).
+ * The lenient getters check the type before reading, so they never set
+ * an error.
  */
 #define _GNU_SOURCE
 #include "json.h"
@@ -16,6 +23,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <json-c/json.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,8 +34,10 @@
 
 DEFINE_POINTER_CLEANUP(json_tokener, json_tokener_free)
 
-/* json-c's own limit (JSON_TOKENER_DEFAULT_DEPTH) bounds the recursion below. */
-#define PARSE_DEPTH JSON_TOKENER_DEFAULT_DEPTH
+_Static_assert(JSON_DEPTH_DEFAULT == JSON_TOKENER_DEFAULT_DEPTH, "json-c's default nesting limit");
+
+/* The most a caller may ask for: the repeated-member pass recurses once per level. */
+#define JSON_DEPTH_LIMIT 1024
 
 const char *text_shown(const char *s, char buf[SHOWN_MAX + 4]) {
         size_t i = 0;
@@ -39,6 +49,17 @@ const char *text_shown(const char *s, char buf[SHOWN_MAX + 4]) {
         }
         buf[i] = '\0';
         return buf;
+}
+
+void text_copy_utf8(char *dst, size_t size, const char *src) {
+        size_t len = strlen(src);
+        if (len >= size) {
+                len = size - 1;
+                while (len > 0 && ((unsigned char) src[len] & 0xC0) == 0x80)
+                        len--;
+        }
+        memcpy(dst, src, len);
+        dst[len] = '\0';
 }
 
 /* 1-based line and column (in bytes) of offset @off. */
@@ -97,6 +118,7 @@ static size_t utf8_invalid_at(const char *text, size_t len) {
 typedef struct Scan {
         const char *s;
         size_t len, pos;
+        int max_depth; /* the tokener's limit; deeper text was refused already */
 } Scan;
 
 static void scan_ws(Scan *sc) {
@@ -246,7 +268,7 @@ static int scan_value(Scan *sc, const char *path, int depth) {
         int r;
 
         scan_ws(sc);
-        if (sc->pos >= sc->len || depth > PARSE_DEPTH)
+        if (sc->pos >= sc->len || depth > sc->max_depth)
                 return 0;
         char c = sc->s[sc->pos];
         if (c == '{')
@@ -280,15 +302,16 @@ static int scan_value(Scan *sc, const char *path, int depth) {
 
 /* ---- parsing ---- */
 
-int json_parse_object(const char *text, size_t len, size_t max_bytes, JsonValue **ret_root) {
+int json_parse(const char *text, size_t len, const JsonParseOptions *opt, JsonValue **ret_root) {
         _cleanup_(json_tokener_freep) json_tokener *tok = NULL;
         _cleanup_(json_unrefp) JsonValue *root = NULL;
+        int depth = opt->max_depth ? (int) MIN(opt->max_depth, JSON_DEPTH_LIMIT) : JSON_DEPTH_DEFAULT;
         enum json_tokener_error e;
         size_t end;
         int r;
 
-        if (len > max_bytes)
-                return err_set(-E2BIG, "%zu bytes, more than the limit of %zu", len, max_bytes);
+        if (len > opt->max_bytes)
+                return err_set(-E2BIG, "%zu bytes, more than the limit of %zu", len, opt->max_bytes);
         if (!text || len == 0)
                 return err_set(-EINVAL, "empty document");
         if (len > INT32_MAX)
@@ -302,7 +325,7 @@ int json_parse_object(const char *text, size_t len, size_t max_bytes, JsonValue 
         size_t bad_utf8 = utf8_invalid_at(text, len);
         if (bad_utf8 < len)
                 return syntax_error(text, bad_utf8, "invalid UTF-8");
-        if (!(tok = json_tokener_new()))
+        if (!(tok = json_tokener_new_ex(depth)))
                 return err_set(-ENOMEM, "out of memory");
         json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8 |
                                     JSON_TOKENER_ALLOW_TRAILING_CHARS);
@@ -321,15 +344,21 @@ int json_parse_object(const char *text, size_t len, size_t max_bytes, JsonValue 
         for (size_t i = end; i < len; i++)
                 if (!strchr(" \t\r\n", text[i]))
                         return syntax_error(text, i, "trailing data after the JSON value");
-        if (!json_object_is_type(root, json_type_object)) {
+        if (!opt->any_value && !json_object_is_type(root, json_type_object)) {
                 JsonNode n = { .value = root };
                 return err_set(-EINVAL, "must be a JSON object, not %s", json_type_name(&n));
         }
-        Scan sc = { .s = text, .len = end };
-        if ((r = scan_value(&sc, "", 0)) < 0)
-                return r;
+        if (!opt->skip_repeat_check) {
+                Scan sc = { .s = text, .len = end, .max_depth = depth };
+                if ((r = scan_value(&sc, "", 0)) < 0)
+                        return r;
+        }
         *ret_root = TAKE_PTR(root);
         return 0;
+}
+
+int json_parse_object(const char *text, size_t len, size_t max_bytes, JsonValue **ret_root) {
+        return json_parse(text, len, &(JsonParseOptions){ .max_bytes = max_bytes }, ret_root);
 }
 
 int json_parse_file(const char *path, size_t max_bytes, JsonValue **ret_root) {
@@ -414,6 +443,14 @@ bool json_is_array(const JsonNode *n) {
         return json_object_is_type(n->value, json_type_array);
 }
 
+bool json_is_null(const JsonNode *n) {
+        return json_object_is_type(n->value, json_type_null);
+}
+
+bool json_is_string(const JsonNode *n) {
+        return json_object_is_type(n->value, json_type_string);
+}
+
 int json_read_string_ref(const JsonNode *n, const char **ret, size_t *ret_len) {
         int r = want(n, json_type_string, "a string");
         if (r < 0)
@@ -479,6 +516,26 @@ int json_read_u32(const JsonNode *n, uint32_t min, uint32_t max, uint32_t *ret) 
         if (r < 0)
                 return r;
         *ret = (uint32_t) x;
+        return 0;
+}
+
+int json_read_number(const JsonNode *n, double *ret) {
+        if (!json_object_is_type(n->value, json_type_int) && !json_object_is_type(n->value, json_type_double))
+                return bad(n, "must be a number, not %s", json_type_name(n));
+        double x = json_object_get_double(n->value);
+        if (!isfinite(x))
+                return bad(n, "must be a finite number, not %s", json_object_to_json_string(n->value));
+        *ret = x;
+        return 0;
+}
+
+int json_node_to_string(const JsonNode *n, char **ret) {
+        const char *s = json_object_to_json_string_ext(n->value, JSON_C_TO_STRING_PLAIN |
+                                                                       JSON_C_TO_STRING_NOSLASHESCAPE);
+        char *copy = s ? strdup(s) : NULL;
+        if (!copy)
+                return -ENOMEM;
+        *ret = copy;
         return 0;
 }
 
@@ -577,6 +634,88 @@ int json_get_array(const JsonNode *obj, const char *key, bool required, size_t m
         return 1;
 }
 
+/* ---- lenient members ---- */
+
+/* Member @key of @obj when @obj is an object and the member has type @t
+ * (json-c's null is a NULL value, which has no other type). */
+static json_object *lenient_member(const JsonNode *obj, const char *key, json_type t) {
+        json_object *v = NULL;
+        if (!json_object_is_type(obj->value, json_type_object) ||
+            !json_object_object_get_ex(obj->value, key, &v) || !json_object_is_type(v, t))
+                return NULL;
+        return v;
+}
+
+bool json_get_u64_lenient(const JsonNode *obj, const char *key, uint64_t min, uint64_t max,
+                          uint64_t *ret) {
+        json_object *v = lenient_member(obj, key, json_type_int);
+        if (!v || json_object_get_int64(v) < 0)
+                return false;
+        uint64_t x = json_object_get_uint64(v); /* saturates: out of range unless max is UINT64_MAX */
+        if (x < min || x > max)
+                return false;
+        *ret = x;
+        return true;
+}
+
+bool json_get_i64_lenient(const JsonNode *obj, const char *key, int64_t min, int64_t max,
+                          int64_t *ret) {
+        json_object *v = lenient_member(obj, key, json_type_int);
+        if (!v)
+                return false;
+        int64_t x = json_object_get_int64(v);
+        if (x < min || x > max)
+                return false;
+        *ret = x;
+        return true;
+}
+
+bool json_get_bool_lenient(const JsonNode *obj, const char *key, bool *ret) {
+        json_object *v = lenient_member(obj, key, json_type_boolean);
+        if (!v)
+                return false;
+        *ret = json_object_get_boolean(v);
+        return true;
+}
+
+bool json_get_number_lenient(const JsonNode *obj, const char *key, double *ret) {
+        json_object *v = lenient_member(obj, key, json_type_int);
+        if (!v)
+                v = lenient_member(obj, key, json_type_double);
+        if (!v || !isfinite(json_object_get_double(v)))
+                return false;
+        *ret = json_object_get_double(v);
+        return true;
+}
+
+bool json_get_string_lenient(const JsonNode *obj, const char *key, const char **ret) {
+        json_object *v = lenient_member(obj, key, json_type_string);
+        if (!v || strlen(json_object_get_string(v)) != (size_t) json_object_get_string_len(v))
+                return false;
+        *ret = json_object_get_string(v);
+        return true;
+}
+
+bool json_get_object_lenient(const JsonNode *obj, const char *key, JsonNode *ret) {
+        json_object *v = lenient_member(obj, key, json_type_object);
+        if (!v)
+                return false;
+        ret->value = v;
+        child_path(ret->path, obj->path, key);
+        return true;
+}
+
+bool json_get_array_lenient(const JsonNode *obj, const char *key, JsonNode *ret, size_t *ret_len) {
+        json_object *v = lenient_member(obj, key, json_type_array);
+        if (!v)
+                return false;
+        ret->value = v;
+        child_path(ret->path, obj->path, key);
+        if (ret_len)
+                *ret_len = json_object_array_length(v);
+        return true;
+}
+
 void json_iter_init(JsonIter *it, const JsonNode *obj) {
         it->obj = obj;
         it->next = lh_table_head(json_object_get_object(obj->value));
@@ -662,4 +801,9 @@ int json_to_string(JsonValue *v, bool pretty, char **ret) {
                 return -ENOMEM;
         *ret = copy;
         return 0;
+}
+
+int json_quote(const char *s, char **ret) {
+        _cleanup_(json_unrefp) JsonValue *v = json_object_new_string(s ? s : "");
+        return v ? json_to_string(v, false, ret) : -ENOMEM;
 }

@@ -22,12 +22,19 @@
  * printable ASCII (text_shown()), since details end up in logs and gRPC
  * statuses.
  *
+ * Peers whose protocol grows (QEMU's QMP, the guest agent) are read with
+ * the same parser and getters, with json_parse() options for what they
+ * need (any top-level value, a deeper nesting limit, no repeated-member
+ * pass since QEMU never repeats a member) and lenient getters
+ * (json_get_*_lenient) for members a newer peer may reshape: those read a
+ * member of the wrong type or range as absent, and never fail.
+ *
  * The writer builds objects and arrays and serializes them; members keep
  * the order they were added in.
  *
  * JsonValue is json-c's node type, declared here without json-c's headers:
- * only core/json.c (and the few wire modules that still build QMP/QGA
- * messages) call json-c.  A tree stays on one thread.
+ * only core/json.c (and core/status.c) call json-c.  A tree stays on one
+ * thread; other threads are handed JSON text.
  */
 #pragma once
 
@@ -49,6 +56,10 @@ typedef struct json_object JsonValue;
  * anything else shown as '?', "..." when cut.  Returns @buf. */
 const char *text_shown(const char *s, char buf[SHOWN_MAX + 4]);
 
+/* Copy @src into @dst[@size] (@size > 0), cut at a UTF-8 character
+ * boundary when it does not fit, so a cut text stays valid UTF-8. */
+void text_copy_utf8(char *dst, size_t size, const char *src);
+
 /* ---- reading ---- */
 
 /* A value of a parsed tree and where it is in the document.  The value is
@@ -65,6 +76,31 @@ typedef struct JsonNode {
  * level that is not an object, a repeated member.  On success *ret_root
  * is a new tree the caller frees with json_unref(). */
 int json_parse_object(const char *text, size_t len, size_t max_bytes, JsonValue **ret_root);
+
+/* Nesting limit of json_parse_object() (json-c's default). */
+#define JSON_DEPTH_DEFAULT 32
+
+/* How json_parse() reads a document.  Zeroed fields are the strict
+ * defaults of json_parse_object(). */
+typedef struct JsonParseOptions {
+        size_t max_bytes;       /* longer documents are -E2BIG */
+        unsigned max_depth;     /* nesting limit; 0 is JSON_DEPTH_DEFAULT */
+        bool any_value;         /* the top level may be any value, not only an object */
+        /* Skip the second pass over the text, which finds repeated member
+         * names and refuses single-quoted names and strings (json-c's strict
+         * mode accepts those); json-c then keeps the last of repeated
+         * members.  Only for peers that never repeat a member and never
+         * single-quote (QEMU's QMP and guest agent, text our own writer made),
+         * where the pass costs time on a channel's I/O thread: on a 1 MiB
+         * reply it is about as costly as the parse itself (figures in json.c). */
+        bool skip_repeat_check;
+} JsonParseOptions;
+
+/* Parse @len bytes of @text as json_parse_object() does, with @opt.
+ * Besides those of json_parse_object(): -EINVAL "nesting too deep" beyond
+ * max_depth.  On success *ret_root is a new tree (json_unref()); with
+ * any_value it may be NULL, which is JSON null. */
+int json_parse(const char *text, size_t len, const JsonParseOptions *opt, JsonValue **ret_root);
 
 /* Read the file @path and parse it as json_parse_object() does.  Errors:
  * -errno "cannot open: <reason>" / "cannot read: <reason>", -E2BIG "larger
@@ -83,6 +119,8 @@ void json_node_root(JsonValue *root, JsonNode *ret);
 const char *json_type_name(const JsonNode *n);
 bool json_is_object(const JsonNode *n);
 bool json_is_array(const JsonNode *n);
+bool json_is_null(const JsonNode *n);
+bool json_is_string(const JsonNode *n);
 
 /* Readers of one value; every error names n->path. */
 /* A string without NUL characters that fits @size with its NUL. */
@@ -94,6 +132,12 @@ int json_read_bool(const JsonNode *n, bool *ret);
 int json_read_i64(const JsonNode *n, int64_t min, int64_t max, int64_t *ret);
 int json_read_u64(const JsonNode *n, uint64_t min, uint64_t max, uint64_t *ret);
 int json_read_u32(const JsonNode *n, uint32_t min, uint32_t max, uint32_t *ret);
+/* A number, integer or fractional, that is finite (json-c reads 1e400 as
+ * infinity, which is refused). */
+int json_read_number(const JsonNode *n, double *ret);
+/* The node as compact JSON text (null included) in a malloc'ed *ret, to
+ * hand a part of a tree to another thread.  0 or -ENOMEM. */
+int json_node_to_string(const JsonNode *n, char **ret);
 /* Type checks: "must be an object/an array, not ...".  json_want_array
  * also refuses more than @max entries and returns the length. */
 int json_want_object(const JsonNode *n);
@@ -120,6 +164,23 @@ int json_get_array(const JsonNode *obj, const char *key, bool required, size_t m
 /* -EINVAL "'obj.key' is not a known member" for the first member of @obj
  * (in document order) whose name is not in the NULL-terminated @known. */
 int json_check_members(const JsonNode *obj, const char *const *known);
+
+/* Lenient member getters, for peers whose protocol grows (see the top of
+ * this file).  Each returns true with the output written when member @key
+ * of @obj is present with the right type (and within [@min, @max]);
+ * false, output untouched, when it is absent, null, of another type, out
+ * of range, or when @obj is not an object.  They never fail and leave the
+ * error slot alone.  A string is borrowed from the tree and has no NUL
+ * characters (one that has reads as absent). */
+bool json_get_u64_lenient(const JsonNode *obj, const char *key, uint64_t min, uint64_t max,
+                          uint64_t *ret);
+bool json_get_i64_lenient(const JsonNode *obj, const char *key, int64_t min, int64_t max,
+                          int64_t *ret);
+bool json_get_bool_lenient(const JsonNode *obj, const char *key, bool *ret);
+bool json_get_number_lenient(const JsonNode *obj, const char *key, double *ret);
+bool json_get_string_lenient(const JsonNode *obj, const char *key, const char **ret);
+bool json_get_object_lenient(const JsonNode *obj, const char *key, JsonNode *ret);
+bool json_get_array_lenient(const JsonNode *obj, const char *key, JsonNode *ret, size_t *ret_len);
 
 /* Members of an object in document order:
  *     JsonIter it;  const char *key;  JsonNode m;
@@ -152,3 +213,6 @@ int json_append(JsonValue *arr, JsonValue *v);
 /* Serialize @v to a malloc'ed string: compact, or indented when @pretty.
  * Slashes are not escaped.  0 or -ENOMEM. */
 int json_to_string(JsonValue *v, bool pretty, char **ret);
+/* @s as a JSON string (quoted and escaped as json_to_string() does), for
+ * framing a message around JSON text made elsewhere.  0 or -ENOMEM. */
+int json_quote(const char *s, char **ret);

@@ -1,13 +1,17 @@
-/* The seam between the QGA channel (qga.c) and the guest agent's JSON
- * (qga-commands.c).
+/* The guest agent's wire: reply lines read and classified, requests framed,
+ * guest-info read (implemented in qga-wire.c).
  *
- * qga.c owns the socket, the resync scan, the in-flight slot and the
- * guest-info state, and never sees a JSON tree; qga-commands.c is the only
- * QGA code that includes json-c.  The channel asks it to frame a request,
- * to recognise the reply to a guest-sync-delimited, to convert a reply line
- * and to read guest-info; the typed calls in qga-commands.c send through
- * qga_agent_command() with their arguments as JSON text.  Only these two
- * files include this header.
+ * The QGA code is three layers whose calls run one way:
+ *     qga-commands.c (typed calls) -> qga.c (channel) -> qga-wire.c -> json.c
+ * and qga-commands.c also reads the "return" texts it gets back with
+ * qga_wire_parse_return().  The channel owns the socket, the resync scan,
+ * the in-flight slot and the guest-info state, and never sees a JSON tree:
+ * it has each request framed here, each reply line converted here (the
+ * "return" member as text, or the error's class and description), the
+ * reply to its guest-sync-delimited recognised here, and guest-info read
+ * here.  Agent replies are parsed with core/json and qga_wire_json (any
+ * value at the top, 64 levels, no repeated-member pass: qemu-ga writes its
+ * replies with QEMU's JSON writer, which never repeats a member).
  */
 #pragma once
 
@@ -15,7 +19,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "json.h"
 #include "qga.h"
+
+/* How guest-agent text is parsed (see the top of this file). */
+extern const JsonParseOptions qga_wire_json;
 
 typedef enum QgaWireKind {
         QGA_WIRE_RETURN, /* a "return" member (and no "error") */
@@ -45,20 +53,13 @@ bool qga_wire_is_sync_reply(const char *s, size_t len, uint64_t id);
  * command or a 0xFF byte (the agent would drop the request). */
 int qga_wire_request(const char *command, const char *args_json, char **ret);
 
+/* Parse a "return" member handed over as text into a new tree *ret_tree
+ * (json_unref(); NULL for JSON null, which a NULL @return_json also reads
+ * as) with *ret_root its node (path "return").  -EPROTO "reply is not
+ * valid JSON: ...", -ENOMEM. */
+int qga_wire_parse_return(const char *return_json, JsonValue **ret_tree, JsonNode *ret_root);
+
 /* Read a guest-info "return" (JSON text) into a new QgaInfo (free with
  * qga_wire_info_free()).  -EPROTO with a detail, or -ENOMEM. */
 int qga_wire_parse_info(const char *return_json, QgaInfo **ret);
 void qga_wire_info_free(QgaInfo *info);
-
-/* The socket path (immutable), for error details. */
-const char *qga_path(QgaAgent *a);
-
-/* Copy @src into @dst[@n], cutting at a UTF-8 character boundary. */
-void qga_copy_utf8(char *dst, size_t n, const char *src);
-
-/* Run @command through the channel: the contract of qga_call() (qga.h),
- * with @args_json already checked to be a JSON object or NULL.  On success
- * *ret_return_json (optional) gets the "return" member as malloc'ed text.
- * Implemented in qga.c. */
-int qga_agent_command(QgaAgent *a, const char *command, const char *args_json, int64_t timeout_ms,
-                      char **ret_return_json);

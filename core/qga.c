@@ -35,13 +35,15 @@
  * probe is wanted, the published list is not trusted to refuse a command:
  * the agent's own answer decides.
  *
- * No JSON here: qga-commands.c holds the typed calls and converts every
- * line (framing a request, recognising a sync reply, turning a reply into
- * text or an error class and description) through qga-wire.h, and is the
- * only QGA code that includes json-c.
+ * No JSON tree here, and calls run one way: the typed calls
+ * (qga-commands.c) send through qga_agent_command() (qga-channel.h), and
+ * this file has qga-wire.c frame each request, recognise a sync reply,
+ * turn a reply line into text or an error class and description, and read
+ * guest-info.
  */
 #define _GNU_SOURCE
 #include "qga.h"
+#include "qga-channel.h"
 #include "qga-priv.h"
 #include "qga-wire.h"
 
@@ -64,6 +66,7 @@
 #include "deadline.h"
 #include "err.h"
 #include "fault.h"
+#include "json.h"
 #include "lock.h"
 #include "log.h"
 
@@ -534,7 +537,7 @@ static int slot_acquire(QgaAgent *a, const QgaCall *c) {
                 }
         if (r == 0) {
                 a->busy = true;
-                qga_copy_utf8(a->busy_command, sizeof(a->busy_command), c->command);
+                text_copy_utf8(a->busy_command, sizeof(a->busy_command), c->command);
                 a->busy_since_ns = now_ns();
         }
         lock_release(&a->lock);
@@ -721,7 +724,7 @@ int qga_info(QgaAgent *a, int64_t timeout_ms, const QgaInfo **ret) {
         if (info_probe_due(a))
                 /* Any cheap command makes the channel sync and probe; its
                  * own failure matters only if there is no info to give. */
-                r = qga_ping(a, timeout_ms);
+                r = qga_agent_command(a, "guest-ping", NULL, timeout_ms, NULL);
         lock_acquire(&a->lock);
         ago_ms = a->info_probed_ns ? (now_ns() - a->info_probed_ns) / NSEC_PER_MSEC : 0;
         switch (a->info_state) {

@@ -1,6 +1,8 @@
 /* QMP channel: one QEMU monitor socket, its reader thread and its event
- * thread (contract in qmp.h).  The typed calls and all JSON live in
- * qmp-commands.c; this file includes no json-c (the seam is qmp-wire.h).
+ * thread (contract in qmp.h).  Calls run one way: the typed calls
+ * (qmp-commands.c) send through qmp_monitor_command() (qmp-channel.h), and
+ * this file has qmp-wire.c classify what QEMU sends and frame what it
+ * writes; it never sees a JSON tree.
  *
  * Three parties touch a QmpMonitor.  The I/O thread owns the read side of
  * the socket and the read buffer: it cuts the byte stream into `\n`-ended
@@ -43,6 +45,7 @@
  */
 #define _GNU_SOURCE
 #include "qmp.h"
+#include "qmp-channel.h"
 #include "qmp-priv.h"
 #include "qmp-wire.h"
 

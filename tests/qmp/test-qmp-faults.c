@@ -385,13 +385,15 @@ static void test_malformed_json(void **state) {
         expect_fatal_reply("{\"return\": {\"status\": }, \"id\": $ID}\r\n", true, false, -EPROTO,
                            "malformed QMP message");
         expect_fatal_reply("{\"return\": {}, \"id\": $ID} trailing\r\n", true, false, -EPROTO,
-                           "malformed QMP message (unexpected character)");
+                           "malformed QMP message (invalid JSON at line 1, column 25: trailing data");
         expect_fatal_reply("{\"return\": {}, \"id\": $ID} {}\r\n", true, false, -EPROTO,
                            "malformed QMP message");
-        expect_fatal_reply("{\"return\": {}\r\n", false, false, -EPROTO, "unexpected end of message");
+        expect_fatal_reply("{\"return\": {}\r\n", false, false, -EPROTO,
+                           "malformed QMP message (truncated JSON (the document ends inside a value))");
         expect_fatal_reply("[1, 2]\r\n", false, false, -EPROTO, "not a JSON object");
         expect_fatal_reply("{\"hello\": 1}\r\n", false, false, -EPROTO, "neither a reply nor an event");
-        expect_fatal_reply("{\"event\": 5}\r\n", false, false, -EPROTO, "event name is not a string");
+        expect_fatal_reply("{\"event\": 5}\r\n", false, false, -EPROTO,
+                           "QMP event: 'event' must be a string, not an integer");
         expect_fatal_reply(FAKE_GREETING_7_2 "\r\n", false, false, -EPROTO, "second QMP greeting");
 }
 

@@ -226,30 +226,44 @@ static void test_wrong_shapes(void **state) {
         (void) state;
 
         assert_int_equal(qmp_parse_migrate_stats("{\"status\": 3, \"total-time\": 5}", &s), -EPROTO);
-        assert_string_equal(err_msg(), "query-migrate: member 'status' is not a string");
+        assert_string_equal(err_msg(), "query-migrate: 'return.status' must be a string, not an integer");
         assert_int_equal(qmp_parse_migrate_stats("{\"status\": null, \"total-time\": 5}", &s), -EPROTO);
-        assert_string_equal(err_msg(), "query-migrate: member 'status' is not a string");
+        assert_string_equal(err_msg(), "query-migrate: 'return.status' must be a string, not null");
         /* counters without a status: a status moved or renamed, not "none" */
         assert_int_equal(qmp_parse_migrate_stats("{\"total-time\": 5, \"ram\": {\"total\": 1}}", &s),
                          -EPROTO);
         assert_string_equal(err_msg(), "query-migrate: reply has 'total-time' but no 'status'");
         assert_int_equal(qmp_parse_migrate_stats("[]", &s), -EPROTO);
+        assert_string_equal(err_msg(), "query-migrate: 'return' must be an object, not an array");
         assert_int_equal(qmp_parse_migrate_params("{\"downtime-limit\": true}", &p), -EPROTO);
-        assert_string_equal(err_msg(), "query-migrate-parameters: member 'downtime-limit' is not an integer");
+        assert_string_equal(err_msg(),
+                            "query-migrate-parameters: 'return.downtime-limit' must be an integer, not a boolean");
+        /* null is absent; a negative count (QEMU sends none) reads as 0 */
+        memset(&p, 0xa5, sizeof(p));
+        assert_int_equal(qmp_parse_migrate_params("{\"downtime-limit\": null, \"max-bandwidth\": -1}", &p), 0);
+        assert_false(p.has_downtime_limit);
+        assert_true(p.has_max_bandwidth);
+        assert_int_equal(p.max_bandwidth, 0);
         {
                 char creds[200], *txt = NULL;
                 memset(creds, 'c', 100);
                 creds[100] = '\0';
                 assert_true(asprintf(&txt, "{\"tls-creds\": \"%s\"}", creds) > 0);
                 assert_int_equal(qmp_parse_migrate_params(txt, &p), -EPROTO);
-                assert_non_null(strstr(err_msg(), "'tls-creds' is longer than 63 bytes"));
+                assert_string_equal(err_msg(), "query-migrate-parameters: 'return.tls-creds' is too long "
+                                               "(100 bytes, at most 63)");
                 free(txt);
         }
         assert_int_equal(qmp_parse_migrate_caps("{}", &c), -EPROTO);
+        assert_string_equal(err_msg(), "query-migrate-capabilities: 'return' must be an array, not an object");
         assert_int_equal(qmp_parse_migrate_caps("[{\"state\": true}]", &c), -EPROTO);
+        assert_string_equal(err_msg(), "query-migrate-capabilities: 'return[0].capability' is required");
+        assert_int_equal(qmp_parse_migrate_caps("[{\"capability\": \"xbzrle\", \"state\": 1}]", &c), -EPROTO);
+        assert_string_equal(err_msg(), "query-migrate-capabilities: 'return[0].state' must be a boolean, not an integer");
         assert_int_equal(qmp_parse_migrate_caps("[{\"capability\": \"x-new\", \"state\": true}]", &c), 0);
         assert_int_equal(c.known, 0); /* unknown capability skipped */
         assert_int_equal(qmp_parse_status("{\"running\": \"yes\"}", &st), -EPROTO);
+        assert_string_equal(err_msg(), "query-status: 'return.running' must be a boolean, not a string");
 
         /* through a monitor: the call fails, the stream is still in sync */
         fake_expect(f, "qmp_capabilities", NULL);
@@ -261,7 +275,7 @@ static void test_wrong_shapes(void **state) {
         fake_start(f);
         m = qt_connect(path, NULL);
         assert_int_equal(qmp_query_migrate(m, 2000, &s), -EPROTO);
-        assert_string_equal(err_msg(), "query-migrate: reply is not an object");
+        assert_string_equal(err_msg(), "query-migrate: 'return' must be an object, not an array");
         assert_false(qmp_monitor_is_dead(m));
         assert_int_equal(qmp_query_status(m, 2000, &st), 0);
         assert_int_equal(st.status, RUN_STATE_PAUSED);

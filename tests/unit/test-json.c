@@ -1,7 +1,8 @@
 /* Unit tests for the strict JSON reader and writer (core/json.c) and the
  * JSON form of the migration parameters (core/migparams.c): every getter,
  * the exact text of every error, repeated members at any depth, line and
- * column of syntax errors, size limits and invalid UTF-8. */
+ * column of syntax errors, size limits and invalid UTF-8; the parse
+ * options and lenient getters the QMP and QGA wires use. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -288,6 +289,193 @@ static void test_writer_round_trip(void **state) {
         assert_int_equal(json_append(NULL, json_new_array()), -ENOMEM);
 }
 
+/* Nested arrays @depth deep inside an object: {"a":[[...]]}. */
+static char *nested(int depth) {
+        char *s = malloc((size_t) depth * 2 + 16);
+        int n = sprintf(s, "{\"a\":");
+        for (int i = 0; i < depth; i++)
+                s[n++] = '[';
+        for (int i = 0; i < depth; i++)
+                s[n++] = ']';
+        strcpy(s + n, "}");
+        return s;
+}
+
+static void test_parse_options(void **state) {
+        JsonParseOptions opt = { .max_bytes = 65536, .any_value = true };
+        JsonValue *t = (JsonValue *) 0x1;
+        JsonNode n;
+
+        /* any value at the top; JSON null is a NULL tree */
+        assert_int_equal(json_parse("[1,2]", 5, &opt, &t), 0);
+        json_node_root(t, &n);
+        assert_true(json_is_array(&n));
+        json_unref(t);
+        assert_int_equal(json_parse(" null ", 6, &opt, &t), 0);
+        assert_null(t);
+        json_node_root(t, &n);
+        assert_true(json_is_null(&n));
+        assert_string_equal(json_type_name(&n), "null");
+        assert_int_equal(json_parse("7", 1, &opt, &t), 0);
+        json_node_root(t, &n);
+        assert_int_equal(json_read_i64(&n, 0, 10, &(int64_t){ 0 }), 0);
+        json_unref(t);
+        /* the strict checks still hold */
+        assert_int_equal(json_parse("[1] x", 5, &opt, &t), -EINVAL);
+        assert_string_equal(err_msg(), "invalid JSON at line 1, column 5: trailing data after the JSON value");
+        opt.max_bytes = 4;
+        assert_int_equal(json_parse("[1,2]", 5, &opt, &t), -E2BIG);
+        opt.max_bytes = 65536;
+
+        /* nesting: JSON_DEPTH_DEFAULT unless asked for more */
+        char *deep = nested(JSON_DEPTH_DEFAULT);
+        assert_int_equal(json_parse_object(deep, strlen(deep), 65536, &t), -EINVAL);
+        assert_non_null(strstr(err_msg(), "nesting too deep"));
+        opt.max_depth = 64;
+        assert_int_equal(json_parse(deep, strlen(deep), &opt, &t), 0);
+        json_unref(t);
+        free(deep);
+        deep = nested(64);
+        assert_int_equal(json_parse(deep, strlen(deep), &opt, &t), -EINVAL);
+        assert_non_null(strstr(err_msg(), "nesting too deep"));
+        free(deep);
+
+        /* without the second pass a repeated member is json-c's: the last wins */
+        static const char rep[] = "{\"a\":1,\"b\":{\"c\":2,\"c\":3},\"a\":4}";
+        assert_int_equal(json_parse(rep, strlen(rep), &opt, &t), -EINVAL);
+        assert_string_equal(err_msg(), "'b.c' appears more than once");
+        opt.skip_repeat_check = true;
+        assert_int_equal(json_parse(rep, strlen(rep), &opt, &t), 0);
+        json_node_root(t, &n);
+        int64_t a = 0;
+        assert_int_equal(json_get_i64(&n, "a", true, 0, 10, &a), 1);
+        assert_int_equal(a, 4);
+        json_unref(t);
+}
+
+static void test_lenient_getters(void **state) {
+        JsonNode root, o, arr;
+        JsonValue *t = parse_ok("{\"u\":7,\"neg\":-3,\"max\":18446744073709551615,\"big\":99999999999999999999999,"
+                                "\"f\":2.5,\"inf\":1e400,\"s\":\"text\",\"nul\":\"a\\u0000b\",\"b\":true,\"n\":null,"
+                                "\"o\":{\"k\":1},\"a\":[1,2,3]}",
+                                &root);
+        uint64_t u = 42;
+        int64_t i = 42;
+        double d = 42;
+        bool b = false;
+        const char *str = "untouched";
+        size_t len = 0;
+
+        err_set(-EIO, "an earlier error");
+        assert_true(json_get_u64_lenient(&root, "u", 0, UINT64_MAX, &u));
+        assert_int_equal(u, 7);
+        u = 42;
+        /* wrong type, null, absent, negative, out of range: absent, output untouched */
+        static const char *const not_u64[] = { "f", "s", "b", "n", "o", "a", "missing", "neg" };
+        for (size_t k = 0; k < sizeof(not_u64) / sizeof(not_u64[0]); k++)
+                assert_false(json_get_u64_lenient(&root, not_u64[k], 0, UINT64_MAX, &u));
+        assert_false(json_get_u64_lenient(&root, "u", 8, 100, &u));
+        assert_int_equal(u, 42);
+        /* beyond uint64 json-c saturates: a max below UINT64_MAX tells it apart */
+        assert_true(json_get_u64_lenient(&root, "max", 0, UINT64_MAX, &u));
+        assert_true(u == UINT64_MAX);
+        assert_false(json_get_u64_lenient(&root, "big", 0, UINT64_MAX - 1, &u));
+
+        assert_true(json_get_i64_lenient(&root, "neg", INT64_MIN, INT64_MAX, &i));
+        assert_int_equal(i, -3);
+        assert_false(json_get_i64_lenient(&root, "neg", 0, INT64_MAX, &i));
+        assert_false(json_get_i64_lenient(&root, "f", INT64_MIN, INT64_MAX, &i));
+        assert_int_equal(i, -3);
+
+        assert_true(json_get_number_lenient(&root, "f", &d));
+        assert_true(d == 2.5);
+        assert_true(json_get_number_lenient(&root, "u", &d));
+        assert_true(d == 7.0);
+        assert_false(json_get_number_lenient(&root, "inf", &d)); /* not finite */
+        assert_false(json_get_number_lenient(&root, "s", &d));
+        assert_true(d == 7.0);
+
+        assert_true(json_get_bool_lenient(&root, "b", &b));
+        assert_true(b);
+        assert_false(json_get_bool_lenient(&root, "n", &b));
+        assert_false(json_get_bool_lenient(&root, "u", &b));
+
+        assert_true(json_get_string_lenient(&root, "s", &str));
+        assert_string_equal(str, "text");
+        assert_false(json_get_string_lenient(&root, "nul", &str)); /* a NUL inside */
+        assert_false(json_get_string_lenient(&root, "n", &str));
+        assert_string_equal(str, "text");
+
+        assert_true(json_get_object_lenient(&root, "o", &o));
+        assert_string_equal(o.path, "o");
+        assert_false(json_get_object_lenient(&root, "a", &o));
+        assert_true(json_get_array_lenient(&root, "a", &arr, &len));
+        assert_int_equal(len, 3);
+        assert_string_equal(arr.path, "a");
+        assert_false(json_get_array_lenient(&root, "o", &arr, &len));
+        /* on something that is not an object every member is absent */
+        assert_false(json_get_u64_lenient(&arr, "u", 0, UINT64_MAX, &u));
+        assert_false(json_get_string_lenient(&arr, "s", &str));
+
+        assert_string_equal(err_msg(), "an earlier error"); /* never touched */
+        json_unref(t);
+}
+
+static void test_number_null_and_node_text(void **state) {
+        JsonNode root, m;
+        JsonValue *t = parse_ok("{\"i\":3,\"f\":-0.5,\"inf\":1e400,\"s\":\"x\",\"n\":null,"
+                                "\"o\":{\"p\":\"a/b\",\"q\":[true,null]}}",
+                                &root);
+        double d = 0;
+        char *text = NULL;
+
+        assert_int_equal(json_member(&root, "i", true, &m), 1);
+        assert_int_equal(json_read_number(&m, &d), 0);
+        assert_true(d == 3.0);
+        assert_int_equal(json_member(&root, "f", true, &m), 1);
+        assert_int_equal(json_read_number(&m, &d), 0);
+        assert_true(d == -0.5);
+        assert_int_equal(json_member(&root, "inf", true, &m), 1);
+        assert_int_equal(json_read_number(&m, &d), -EINVAL);
+        assert_non_null(strstr(err_msg(), "'inf' must be a finite number, not "));
+        assert_int_equal(json_member(&root, "s", true, &m), 1);
+        assert_true(json_is_string(&m));
+        assert_false(json_is_null(&m));
+        assert_int_equal(json_read_number(&m, &d), -EINVAL);
+        assert_string_equal(err_msg(), "'s' must be a number, not a string");
+
+        assert_int_equal(json_member(&root, "n", true, &m), 1);
+        assert_true(json_is_null(&m));
+        assert_false(json_is_string(&m));
+        assert_int_equal(json_node_to_string(&m, &text), 0);
+        assert_string_equal(text, "null");
+        free(text);
+        assert_int_equal(json_member(&root, "o", true, &m), 1);
+        assert_int_equal(json_node_to_string(&m, &text), 0);
+        assert_string_equal(text, "{\"p\":\"a/b\",\"q\":[true,null]}");
+        free(text);
+        json_unref(t);
+
+        assert_int_equal(json_quote("exe/c \"x\"\n", &text), 0);
+        assert_string_equal(text, "\"exe/c \\\"x\\\"\\n\"");
+        free(text);
+}
+
+static void test_text_copy_utf8(void **state) {
+        char buf[5];
+        text_copy_utf8(buf, sizeof(buf), "abc");
+        assert_string_equal(buf, "abc");
+        text_copy_utf8(buf, sizeof(buf), "abcdef");
+        assert_string_equal(buf, "abcd");
+        /* "ab" + U+20AC (3 bytes): the euro sign does not fit and is dropped whole */
+        text_copy_utf8(buf, sizeof(buf), "ab\xe2\x82\xac");
+        assert_string_equal(buf, "ab");
+        text_copy_utf8(buf, sizeof(buf), "a\xc3\xa9\xc3\xa9");
+        assert_string_equal(buf, "a\xc3\xa9");
+        text_copy_utf8(buf, 1, "abc");
+        assert_string_equal(buf, "");
+}
+
 static void test_mig_params_json(void **state) {
         MigParams p = { .bandwidth = 1ull << 40, .downtime_ms = 250, .max_downtime_ms = 900, .auto_converge = true,
                         .postcopy = POSTCOPY_POLICY_AFTER, .postcopy_after_s = 7, .multifd_channels = 4,
@@ -372,6 +560,10 @@ int main(void) {
                 cmocka_unit_test(test_iteration_and_unknown_members),
                 cmocka_unit_test(test_text_shown),
                 cmocka_unit_test(test_writer_round_trip),
+                cmocka_unit_test(test_parse_options),
+                cmocka_unit_test(test_lenient_getters),
+                cmocka_unit_test(test_number_null_and_node_text),
+                cmocka_unit_test(test_text_copy_utf8),
                 cmocka_unit_test(test_mig_params_json),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
