@@ -179,36 +179,24 @@ static void kill_and_wait(pid_t pid) {
 
 /* ---- unmanaged guests --------------------------------------------------------------------- */
 
-static bool unmanaged_runs(const AgentUnmanaged *u) {
-        return agent_process_alive(u->pid) && status_pid_start_time(u->pid) == u->pid_start_time;
-}
-
 /* Record @q as the unmanaged QEMU of guest @name; @file: the quarantined
  * status file or ""; @why: the full reason. */
 static void unmanaged_add(Agent *a, const char *name, const QemuProc *q, const char *file, const char *why) {
-        AgentUnmanaged *n = realloc(a->unmanaged, (a->n_unmanaged + 1) * sizeof(*n));
-        if (!n) {
-                log_error("guest %s: out of memory recording unmanaged QEMU pid %d", name, (int) q->pid);
-                return;
-        }
-        a->unmanaged = n;
-        AgentUnmanaged *u = &n[a->n_unmanaged++];
+        AgentUnmanaged u;
         GuestPaths paths;
-        memset(u, 0, sizeof(*u));
-        snprintf(u->name, sizeof(u->name), "%s", name);
-        snprintf(u->uuid, sizeof(u->uuid), "%s", q->uuid);
-        u->pid = q->pid;
-        u->pid_start_time = q->start_time;
-        u->memory_mib = q->memory_mib;
-        u->vcpus = q->vcpus;
-        snprintf(u->cpu_model, sizeof(u->cpu_model), "%s", q->cpu_model);
+        memset(&u, 0, sizeof(u));
+        snprintf(u.name, sizeof(u.name), "%s", name);
+        snprintf(u.uuid, sizeof(u.uuid), "%s", q->uuid);
+        u.pid = q->pid;
+        u.pid_start_time = q->start_time;
+        u.memory_mib = q->memory_mib;
+        u.vcpus = q->vcpus;
+        snprintf(u.cpu_model, sizeof(u.cpu_model), "%s", q->cpu_model);
         if (guest_paths(a->cfg.run_dir, name, &paths) >= 0)
-                snprintf(u->qmp_path, sizeof(u->qmp_path), "%s", paths.qmp);
-        snprintf(u->file, sizeof(u->file), "%s", file);
-        snprintf(u->why, sizeof(u->why), "%s", why);
-        log_error("guest %s: QEMU pid %d runs UNMANAGED (%s); it is left running and its name is refused "
-                  "until an operator adopts or kills it (docs/agent.md, \"Unmanaged guests\")",
-                  name, (int) q->pid, why);
+                snprintf(u.qmp_path, sizeof(u.qmp_path), "%s", paths.qmp);
+        snprintf(u.file, sizeof(u.file), "%s", file);
+        snprintf(u.why, sizeof(u.why), "%s", why);
+        agent_unmanaged_append(a, &u);
 }
 
 /* A status file of guest @name was quarantined (now at @moved) for
@@ -223,45 +211,6 @@ static void unmanaged_probe(Agent *a, QemuScan *s, const char *name, const char 
                 return;
         snprintf(why, sizeof(why), "status file quarantined: %s; QEMU pid %d still runs", reason, (int) q.pid);
         unmanaged_add(a, name, &q, moved, why);
-}
-
-int agent_unmanaged_list(Agent *a, AgentUnmanaged **ret) {
-        AgentUnmanaged *v = NULL;
-        int n = 0;
-        *ret = NULL;
-        for (size_t i = 0; i < a->n_unmanaged; i++) {
-                if (!unmanaged_runs(&a->unmanaged[i]))
-                        continue;
-                AgentUnmanaged *nv = realloc(v, (size_t) (n + 1) * sizeof(*v));
-                if (!nv) {
-                        free(v);
-                        return err_set(-ENOMEM, "out of memory");
-                }
-                v = nv;
-                v[n++] = a->unmanaged[i];
-        }
-        *ret = v;
-        return n;
-}
-
-int agent_unmanaged_check(Agent *a, const char *name) {
-        GuestPaths paths;
-        if (guest_paths(a->cfg.run_dir, name, &paths) < 0)
-                paths.qmp[0] = '\0';
-        for (size_t i = 0; i < a->n_unmanaged; i++) {
-                const AgentUnmanaged *u = &a->unmanaged[i];
-                bool same_monitor = paths.qmp[0] && strcmp(u->qmp_path, paths.qmp) == 0;
-                if ((strcmp(u->name, name) != 0 && !same_monitor) || !unmanaged_runs(u))
-                        continue;
-                if (u->file[0])
-                        return err_set(-EBUSY, "guest %s: QEMU pid %d runs unmanaged on its monitor %s (status file "
-                                       "quarantined as %s); adopt or kill it first (docs/agent.md, \"Unmanaged guests\")",
-                                       name, (int) u->pid, u->qmp_path, u->file);
-                return err_set(-EBUSY, "guest %s: QEMU pid %d runs unmanaged on its monitor %s (%s); adopt or kill it "
-                               "first (docs/agent.md, \"Unmanaged guests\")",
-                               name, (int) u->pid, u->qmp_path, u->why);
-        }
-        return 0;
 }
 
 /* ---- reconnect ------------------------------------------------------------------------------ */

@@ -26,3 +26,6 @@ bool agent_process_alive(pid_t pid);
  * AgentUnmanaged) owns the guest name @name or its monitor path; 0 when
  * none does.  No lock needed (the list is immutable after start). */
 int agent_unmanaged_check(Agent *a, const char *name);
+/* (agent-restart.c, before the RPC server starts) Record @u as an unmanaged
+ * guest; logged.  The list is read-only afterwards. */
+void agent_unmanaged_append(Agent *a, const AgentUnmanaged *u);

@@ -365,23 +365,6 @@ static char *log_tail(const char *path) {
         return buf;
 }
 
-/* Alive and not a zombie (a killed QEMU may wait a while for its reaper). */
-bool agent_process_alive(pid_t pid) {
-        char path[64], buf[512];
-        if (pid <= 0)
-                return false;
-        snprintf(path, sizeof(path), "/proc/%d/stat", (int) pid);
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-                return false;
-        ssize_t n = read(fd, buf, sizeof(buf) - 1);
-        close(fd);
-        if (n <= 0)
-                return false;
-        buf[n] = '\0';
-        const char *p = strrchr(buf, ')');
-        return p && p[1] == ' ' && p[2] != 'Z' && p[2] != 'X';
-}
 
 /* Wait for QEMU's monitor socket to accept, watching that QEMU lives. */
 static int wait_for_monitor(const char *path, pid_t pid, const char *log_path, Deadline d) {

@@ -41,14 +41,6 @@ CJob *coord_job_find_locked(Coordinator *c, const char *id) {
         return NULL;
 }
 
-CJob *coord_evacuation_of_locked(Coordinator *c, const char *host) {
-        lock_assert_held(&c->lock);
-        for (size_t i = 0; i < c->n_jobs; i++)
-                if (c->jobs[i]->j.kind == COORD_JOB_KIND_EVACUATE && strcmp(c->jobs[i]->j.host, host) == 0)
-                        return c->jobs[i];
-        return NULL;
-}
-
 CJob *coord_job_of_guest_locked(Coordinator *c, const char *guest, const char *uuid, CSub **ret_s) {
         lock_assert_held(&c->lock);
         for (size_t i = 0; i < c->n_jobs; i++)

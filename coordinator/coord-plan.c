@@ -253,3 +253,11 @@ int coord_replan_sub_locked(Coordinator *c, CSub *s, char *why, size_t size) {
         coord_plan_clear(&plan);
         return r;
 }
+
+CJob *coord_evacuation_of_locked(Coordinator *c, const char *host) {
+        lock_assert_held(&c->lock);
+        for (size_t i = 0; i < c->n_jobs; i++)
+                if (c->jobs[i]->j.kind == COORD_JOB_KIND_EVACUATE && strcmp(c->jobs[i]->j.host, host) == 0)
+                        return c->jobs[i];
+        return NULL;
+}

@@ -200,7 +200,7 @@ int coord_jobs_prune(Coordinator *c);
  * reloaded or -errno.  coord->lock not held. */
 int coord_jobs_reload(Coordinator *c);
 void coord_job_free(CJob *j);
-/* The unfinished evacuation of host @host, or NULL.  coord->lock held. */
+/* (coord-plan.c) The unfinished evacuation of host @host, or NULL.  coord->lock held. */
 CJob *coord_evacuation_of_locked(Coordinator *c, const char *host);
 /* The unfinished job that has a sub-task for the guest named or with the
  * UUID @guest, or NULL; *ret_s its sub-task.  coord->lock held. */
