@@ -1,26 +1,24 @@
-/* The coordinator's promises under real conditions (suite 'cluster').
+/* The coordinator's evacuations under real conditions (suite 'cluster'):
+ * what an evacuation plans and does when nothing interrupts it.
  *
  * Three hosts as network namespaces with a drover-agent each (cluster.h),
  * eight tiny dirtying guests on host a, drover-coordinator in host a's
  * namespace with host a's certificate, and droverctl over the
  * coordinator's unix socket with the test client's certificate, its --json
- * output parsed.  What each test asserts is what docs/coordinator.md and
- * docs/droverctl.md promise:
+ * output parsed (coord-testutil.h).  What each test asserts is what
+ * docs/coordinator.md and docs/droverctl.md promise:
  *   - evacuate: every guest ends on b or c, the history is complete, and the
  *     per-host limits held at every instant (from the sub-tasks' recorded
  *     times, and sampled from the agents while it ran);
- *   - kill -9 of the coordinator mid-evacuation, restart: the job completes,
- *     no guest migrated twice or ran twice, none lost;
- *   - cancel mid-evacuation: queued sub-tasks cancelled, running ones
- *     aborted with their sources resumed, `watch` exits 3;
  *   - an infeasible evacuation changes nothing (exit 4; dry run exit 3 with
  *     every blocked guest and its reason);
  *   - bad input gets a clear error naming the thing (exit 4 / 2,
  *     NOT_FOUND / INVALID_ARGUMENT);
  *   - the terminal display redraws in place (tmux), piped output has no
  *     escape codes.
- * Each test tears everything down even when it fails (then the agents' and
- * the coordinator's logs are printed).
+ * Evacuations interrupted mid-run (kill -9 of the coordinator, cancel) are
+ * in test-cluster-coord-interrupt.c.  Each test tears everything down even
+ * when it fails (then the agents' and the coordinator's logs are printed).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -36,86 +34,14 @@
 #include <json-c/json.h>
 
 #include "cluster.h"
+#include "coord-testutil.h"
 #include "coordinator.pb-c.h"
 #include "deadline.h"
 #include "qemuproc.h"
 #include "testutil.h"
 
-#define A 0
-#define B 1
-#define C 2
-#define N_GUESTS 8
-#define MIB (1024.0 * 1024.0)
-#define CTL_MS CLUSTER_CTL_MS
-#define COORD_UP_MS 20000 /* the coordinator sees every host and guest */
+/* ---- concurrency: sampled from the agents, and from the job's recorded times --------------- */
 
-static const char *const names[N_GUESTS] = { "ev0", "ev1", "ev2", "ev3", "ev4", "ev5", "ev6", "ev7" };
-static const int mems[N_GUESTS] = { 128, 96, 64, 128, 96, 64, 128, 96 };
-
-static double secs_since(uint64_t t0_ns) {
-        return (double) (now_ns() - t0_ns) / 1e9;
-}
-
-static int guest_index(const char *name) {
-        for (int i = 0; i < N_GUESTS; i++)
-                if (strcmp(names[i], name) == 0)
-                        return i;
-        return -1;
-}
-
-static int count_phase(json_object *job, const char *phase) {
-        json_object *subs = cj_get(job, "subtasks");
-        int n = 0;
-        for (size_t i = 0; i < cj_len(subs); i++)
-                n += strcmp(cj_str(cj_idx(subs, i), "phase"), phase) == 0;
-        return n;
-}
-
-static json_object *sub_of(json_object *job, const char *guest) {
-        json_object *subs = cj_get(job, "subtasks");
-        for (size_t i = 0; i < cj_len(subs); i++)
-                if (strcmp(cj_str(cj_idx(subs, i), "guest"), guest) == 0)
-                        return cj_idx(subs, i);
-        return NULL;
-}
-
-/* History events whose text starts with @prefix (or contains it when @anywhere). */
-static int count_events(json_object *job, const char *prefix, bool anywhere) {
-        json_object *h = cj_get(job, "history");
-        int n = 0;
-        for (size_t i = 0; i < cj_len(h); i++) {
-                const char *t = cj_str(cj_idx(h, i), "text");
-                n += anywhere ? strstr(t, prefix) != NULL : strncmp(t, prefix, strlen(prefix)) == 0;
-        }
-        return n;
-}
-
-static void print_history(json_object *job) {
-        json_object *h = cj_get(job, "history");
-        uint64_t t0 = (uint64_t) cj_int(job, "created_unix_ms");
-        for (size_t i = 0; i < cj_len(h); i++)
-                printf("#     %+8.3f s  %s\n", (double) ((uint64_t) cj_int(cj_idx(h, i), "time_unix_ms") - t0) / 1000.0,
-                       cj_str(cj_idx(h, i), "text"));
-        fflush(stdout);
-}
-
-/* ---- the cluster ---------------------------------------------------------------------------- */
-
-static void start_guests(Cluster *c, int n) {
-        char uuid[64], append[64];
-        for (int i = 0; i < n; i++) {
-                snprintf(uuid, sizeof(uuid), "6d1d2a4e-0000-4000-8000-00000000c0%02d", i);
-                snprintf(append, sizeof(append), "mib=%d rate=%d", mems[i] - 16, 2 + i % 3);
-                cluster_guest_start(c, A, names[i], uuid, mems[i], append);
-        }
-}
-
-static const ClusterCoordOptions limits_2x2 = {
-        .max_outgoing = 2,
-        .max_incoming = 2,
-        /* 1,250,000,000 / the default 400,000,000 per stream = 3 slots, capped at 2 */
-        .link_bytes_per_s = { 1250000000, 1250000000, 1250000000 },
-};
 
 /* Migrations the agents run right now: outgoing on host a, incoming on each host. */
 static void sample_agents(Cluster *c, int *out_a, int in[NETNS_MAX_HOSTS]) {
@@ -170,173 +96,14 @@ static int max_overlap(json_object *job, const char *field, const char *host) {
         }
         return best;
 }
-
-/* Each guest runs exactly once (one live QEMU across the hosts), on the host
- * @expect[i] says, and its serial counter advances there only (by 2 lines
- * within at most 8 s, and not at all elsewhere). */
-static void assert_all_run_once(Cluster *c, const int expect[N_GUESTS], int n) {
-        char why[512];
-        int before[N_GUESTS][NETNS_MAX_HOSTS];
-        for (int i = 0; i < n; i++) {
-                int owner = cluster_wait_single_owner(c, names[i], 20000, why, sizeof(why));
-                if (owner < 0)
-                        fail_msg("%s does not run exactly once: %s", names[i], why);
-                if (owner != expect[i])
-                        fail_msg("%s runs on host %c, expected host %c", names[i], 'a' + owner, 'a' + expect[i]);
-        }
-        for (int i = 0; i < n; i++)
-                for (int h = 0; h < c->n; h++)
-                        before[i][h] = cluster_serial_seconds(c, h, names[i]);
-        /* every owner must print 2 more lines; on a loaded 2-core machine a
-         * guest that just migrated may take longer than 2 s for them, so
-         * wait up to 8 s (the other hosts must stay silent all along) */
-        sleep_ms(3000);
-        for (int waited = 3000; waited < 8000; waited += 250) {
-                bool all = true;
-                for (int i = 0; i < n; i++)
-                        all &= cluster_serial_seconds(c, expect[i], names[i]) >= before[i][expect[i]] + 2;
-                if (all)
-                        break;
-                sleep_ms(250);
-        }
-        for (int i = 0; i < n; i++)
-                for (int h = 0; h < c->n; h++) {
-                        int now = cluster_serial_seconds(c, h, names[i]);
-                        if (h == expect[i] && now < before[i][h] + 2)
-                                fail_msg("%s: its serial counter does not advance on host %c (%d -> %d)", names[i],
-                                         'a' + h, before[i][h], now);
-                        if (h != expect[i] && now != before[i][h])
-                                fail_msg("%s: its serial counter advances on host %c too (%d -> %d)", names[i],
-                                         'a' + h, before[i][h], now);
-                }
-}
-
-/* The agents' view of the guest's migration: GetMigration on the source
- * carries the sub-task's op id, done and successful (unless @agent_forgot:
- * the source agent restarted since, its records are in memory), the
- * destination's record (when it keeps one) the same op; the source agent's
- * log shows that op completing once and never failing. */
-static void assert_migrated_once(Cluster *c, json_object *sub, bool agent_forgot) {
-        const char *g = cj_str(sub, "guest"), *op = cj_str(sub, "op_id");
-        Drover__V1__MigrationResult *r = cluster_get_migration(c, A, g);
-        if (!r && !agent_forgot)
-                fail_msg("%s: GetMigration on host a knows no migration", g);
-        if (r && (strcmp(r->op_id, op) != 0 || !r->done || !r->success))
-                fail_msg("%s: host a's last migration is %s (done %d, success %d), the sub-task's op is %s", g, r->op_id,
-                         r->done, r->success, op);
-        if (r)
-                drover__v1__migration_result__free_unpacked(r, NULL);
-        int dest = cluster_host_index(cj_str(sub, "destination"));
-        r = dest >= 0 ? cluster_get_migration(c, dest, g) : NULL;
-        if (r && strcmp(r->op_id, op) != 0)
-                fail_msg("%s: %s's last migration is %s, the sub-task's op is %s", g, cj_str(sub, "destination"),
-                         r->op_id, op);
-        if (r)
-                drover__v1__migration_result__free_unpacked(r, NULL);
-        char needle[160], *log = tu_read_file(tu_path(c->host[A].dir, "agent.log"), NULL);
-        int completed = 0, failed = 0;
-        snprintf(needle, sizeof(needle), "migration %s of %s ", op, g);
-        for (char *p = log; p && (p = strstr(p, needle)); p += strlen(needle)) {
-                const char *rest = p + strlen(needle);
-                completed += strncmp(rest, "completed", 9) == 0;
-                failed += strncmp(rest, "failed", 6) == 0;
-        }
-        free(log);
-        if (completed != 1 || failed != 0)
-                fail_msg("%s: host a's log shows op %s completed %d times, failed %d times", g, op, completed, failed);
-}
-
-/* Every sub-task's op id is distinct ("<job>-<seq>"). */
-static void assert_op_ids_distinct(json_object *job) {
-        json_object *subs = cj_get(job, "subtasks");
-        for (size_t i = 0; i < cj_len(subs); i++) {
-                const char *op = cj_str(cj_idx(subs, i), "op_id");
-                if (!op[0])
-                        continue;
-                for (size_t k = i + 1; k < cj_len(subs); k++)
-                        if (strcmp(op, cj_str(cj_idx(subs, k), "op_id")) == 0)
-                                fail_msg("op id %s is used by two sub-tasks", op);
-        }
-}
-
-/* Start an evacuation (no --wait) and return its job id. */
-static void evacuate_async(Cluster *c, const char *bandwidth_mib, char *id, size_t size) {
-        int code;
-        json_object *r = bandwidth_mib ? cluster_ctl_json(c, CTL_MS, &code, "evacuate", "host-a", "--bandwidth",
-                                                          bandwidth_mib, NULL)
-                                       : cluster_ctl_json(c, CTL_MS, &code, "evacuate", "host-a", NULL);
-        json_object *job = cj_get(r, "job");
-        if (code != 0 || !job)
-                fail_msg("droverctl evacuate host-a --json: exit %d", code);
-        snprintf(id, size, "%s", cj_str(job, "id"));
-        assert_int_equal(cj_len(cj_get(job, "subtasks")), N_GUESTS);
-        json_object_put(r);
-}
-
-/* Poll the job until at least one guest migrated while one migrates and one
- * is queued; returns that view of the job. */
-static json_object *wait_mid_run(Cluster *c, const char *id, int timeout_ms) {
-        Deadline d = deadline_in_ms(timeout_ms);
-        for (;;) {
-                json_object *j = cluster_job_get(c, id);
-                int done = count_phase(j, "done"), mig = count_phase(j, "migrating"), q = count_phase(j, "queued");
-                if (done >= 1 && mig >= 1 && q >= 1)
-                        return j;
-                if (deadline_expired(d) || strcmp(cj_str(j, "phase"), "running") != 0)
-                        fail_msg("job %s never had a migrated, a migrating and a queued guest at once (phase %s, %d "
-                                 "done, %d migrating, %d queued)", id, cj_str(j, "phase"), done, mig, q);
-                json_object_put(j);
-                sleep_ms(100);
-        }
-}
-
-/* Follows a job after a coordinator restart (a ClusterJobSeen): when the
- * sub-tasks that were in flight at the kill have left "migrating" (and, with
- * @queued_too, "queued"). */
-typedef struct Settle {
-        char (*in_flight)[16];
-        int n_flight;
-        bool queued_too;
-        uint64_t t_restart;
-        double settled_s; /* since t_restart; -1 until then */
-} Settle;
-
-static void settle_seen(json_object *job, void *arg) {
-        Settle *s = arg;
-        bool all = true;
-        for (int i = 0; i < s->n_flight; i++) {
-                const char *p = cj_str(sub_of(job, s->in_flight[i]), "phase");
-                all &= strcmp(p, "migrating") != 0 && (!s->queued_too || strcmp(p, "queued") != 0);
-        }
-        if (all && s->settled_s < 0)
-                s->settled_s = secs_since(s->t_restart);
-}
-
-static void print_subtasks(json_object *job) {
-        json_object *subs = cj_get(job, "subtasks");
-        int64_t t0 = cj_int(job, "created_unix_ms");
-        for (size_t i = 0; i < cj_len(subs); i++) {
-                json_object *s = cj_idx(subs, i);
-                int64_t st = cj_int(s, "started_unix_ms"), fi = cj_int(s, "finished_unix_ms");
-                printf("#   %-4s %s -> %s  %-9s  start %+7.2f s  end %+7.2f s  downtime %lld ms (%lld measured)  "
-                       "%.1f MiB  op %s%s%s\n",
-                       cj_str(s, "guest"), cj_str(s, "source"), cj_str(s, "destination"), cj_str(s, "phase"),
-                       st ? (double) (st - t0) / 1000.0 : 0.0, fi ? (double) (fi - t0) / 1000.0 : 0.0,
-                       (long long) cj_int(s, "downtime_ms"), (long long) cj_int(s, "measured_downtime_ms"),
-                       (double) cj_int(s, "transferred_bytes") / MIB, cj_str(s, "op_id"),
-                       cj_str(s, "error")[0] ? ": " : "", cj_str(s, "error"));
-        }
-        fflush(stdout);
-}
-
 /* ---- 1. evacuation under per-host limits ------------------------------------------------------ */
 
 static void test_evacuate_limits(void **state) {
         Cluster *c = *state;
         char out_path[400];
         cluster_up(c, 3);
-        start_guests(c, N_GUESTS);
-        cluster_coord_up(c, &limits_2x2, N_GUESTS, COORD_UP_MS);
+        ctu_start_guests(c, N_GUESTS);
+        cluster_coord_up(c, &ctu_limits_2x2, N_GUESTS, COORD_UP_MS);
 
         /* the plan first: every guest has a destination on b or c */
         int code;
@@ -368,7 +135,7 @@ static void test_evacuate_limits(void **state) {
                         max_in[i] = in[i] > max_in[i] ? in[i] : max_in[i];
                 sleep_ms(50);
         }
-        double wall = secs_since(t0);
+        double wall = ctu_secs_since(t0);
         char *out = tu_read_file(out_path, NULL), *err = tu_read_file(tu_path(c->coord.dir, "evacuate.out.err"), NULL);
         if (code != 0)
                 fail_msg("droverctl evacuate host-a --wait --json exited %d: %s", code, err ? err : "");
@@ -397,7 +164,7 @@ static void test_evacuate_limits(void **state) {
         json_object *job = cluster_job_get(c, id);
         assert_string_equal(cj_str(job, "phase"), "succeeded");
         assert_int_equal(cj_int(job, "succeeded"), N_GUESTS);
-        assert_int_equal(count_phase(job, "done"), N_GUESTS);
+        assert_int_equal(ctu_count_phase(job, "done"), N_GUESTS);
 
         /* where the guests are: droverctl vms, and the agents */
         json_object *vms = cluster_ctl_json(c, CTL_MS, &code, "vms", NULL);
@@ -406,11 +173,11 @@ static void test_evacuate_limits(void **state) {
         int expect[N_GUESTS], per_host[NETNS_MAX_HOSTS] = { 0 };
         for (size_t i = 0; i < cj_len(vms); i++) {
                 json_object *g = cj_idx(vms, i);
-                int gi = guest_index(cj_str(g, "name")), h = cluster_host_index(cj_str(g, "host"));
+                int gi = ctu_guest_index(cj_str(g, "name")), h = cluster_host_index(cj_str(g, "host"));
                 if (gi < 0 || (h != B && h != C))
                         fail_msg("droverctl vms: %s on %s", cj_str(g, "name"), cj_str(g, "host"));
                 assert_string_equal(cj_str(g, "state"), "running");
-                assert_string_equal(cj_str(sub_of(job, names[gi]), "destination"), cj_str(g, "host"));
+                assert_string_equal(cj_str(ctu_sub_of(job, ctu_names[gi]), "destination"), cj_str(g, "host"));
                 expect[gi] = h;
                 per_host[h]++;
         }
@@ -429,24 +196,24 @@ static void test_evacuate_limits(void **state) {
         drover__v1__get_agent_stats_response__free_unpacked(stats, NULL);
         for (int i = 0; i < N_GUESTS; i++) {
                 Drover__V1__GuestStatus *st;
-                assert_int_equal(cluster_guest_status(c, A, names[i], &st), RPC_NOT_FOUND);
-                assert_migrated_once(c, sub_of(job, names[i]), false);
+                assert_int_equal(cluster_guest_status(c, A, ctu_names[i], &st), RPC_NOT_FOUND);
+                ctu_assert_migrated_once(c, ctu_sub_of(job, ctu_names[i]), false);
         }
-        assert_all_run_once(c, expect, N_GUESTS);
-        assert_op_ids_distinct(job);
+        ctu_assert_all_run_once(c, expect, N_GUESTS);
+        ctu_assert_op_ids_distinct(job);
 
         /* the history: one "started" and one "migrated" per guest, and the summary */
         for (int i = 0; i < N_GUESTS; i++) {
                 char p[64];
-                snprintf(p, sizeof(p), "%s started:", names[i]);
-                if (count_events(job, p, false) != 1)
-                        fail_msg("history: %d '%s' events", count_events(job, p, false), p);
-                snprintf(p, sizeof(p), "%s migrated:", names[i]);
-                if (count_events(job, p, false) != 1)
-                        fail_msg("history: %d '%s' events", count_events(job, p, false), p);
+                snprintf(p, sizeof(p), "%s started:", ctu_names[i]);
+                if (ctu_count_events(job, p, false) != 1)
+                        fail_msg("history: %d '%s' events", ctu_count_events(job, p, false), p);
+                snprintf(p, sizeof(p), "%s migrated:", ctu_names[i]);
+                if (ctu_count_events(job, p, false) != 1)
+                        fail_msg("history: %d '%s' events", ctu_count_events(job, p, false), p);
         }
-        assert_int_equal(count_events(job, "job succeeded: 8 migrated, 0 failed, 0 cancelled", false), 1);
-        assert_int_equal(count_events(job, "evacuation planned: 8 guests", false), 1);
+        assert_int_equal(ctu_count_events(job, "job succeeded: 8 migrated, 0 failed, 0 cancelled", false), 1);
+        assert_int_equal(ctu_count_events(job, "evacuation planned: 8 guests", false), 1);
 
         /* the limits, from the recorded times */
         int out_rec = max_overlap(job, "source", "host-a");
@@ -454,12 +221,12 @@ static void test_evacuate_limits(void **state) {
         double makespan = (double) (cj_int(job, "finished_unix_ms") - cj_int(job, "created_unix_ms")) / 1000.0;
         double busy = 0;
         for (int i = 0; i < N_GUESTS; i++) {
-                json_object *s = sub_of(job, names[i]);
+                json_object *s = ctu_sub_of(job, ctu_names[i]);
                 busy += (double) (cj_int(s, "finished_unix_ms") - cj_int(s, "started_unix_ms")) / 1000.0;
         }
         int total_mib = 0;
         for (int i = 0; i < N_GUESTS; i++)
-                total_mib += mems[i];
+                total_mib += ctu_mems[i];
         printf("# evacuation of %d guests (%d MiB) to b (%d) and c (%d): makespan %.2f s (droverctl --wait %.2f s, "
                "%d JSON lines), sum of migration times %.2f s\n",
                N_GUESTS, total_mib, per_host[B], per_host[C], makespan, wall, docs, busy);
@@ -467,8 +234,8 @@ static void test_evacuate_limits(void **state) {
                in_c);
         printf("# concurrency sampled from the agents (%d samples): out of a %d, into b %d, into c %d\n", samples,
                max_out_a, max_in[B], max_in[C]);
-        print_subtasks(job);
-        print_history(job);
+        ctu_print_subtasks(job);
+        ctu_print_history(job);
         assert_true(out_rec <= 2 && in_b <= 2 && in_c <= 2);
         assert_true(max_out_a <= 2 && max_in[B] <= 2 && max_in[C] <= 2);
         assert_int_equal(out_rec, 2); /* the budget allows two at once, and the scheduler uses them */
@@ -484,252 +251,7 @@ static void test_evacuate_limits(void **state) {
         c->ok = true;
 }
 
-/* ---- 2. kill -9 of the coordinator mid-evacuation ----------------------------------------------- */
-
-/* Three hosts, the guests on a, the coordinator with limits_2x2 and an
- * evacuation at @bandwidth_mib MiB/s per migration; kill -9 the coordinator
- * once a guest has migrated while one migrates and one is queued.  Returns
- * the job as it was then (json_object_put); its id in @id, the guests that
- * were migrating in @in_flight, their number in *ret_n_flight. */
-static json_object *coordinator_killed_mid_run(Cluster *c, const char *bandwidth_mib, char id[64],
-                                               char in_flight[N_GUESTS][16], int *ret_n_flight) {
-        int n = 0;
-        cluster_up(c, 3);
-        start_guests(c, N_GUESTS);
-        cluster_coord_up(c, &limits_2x2, N_GUESTS, COORD_UP_MS);
-        evacuate_async(c, bandwidth_mib, id, 64);
-        json_object *mid = wait_mid_run(c, id, 120000);
-        cluster_coord_kill9(c);
-        json_object *subs = cj_get(mid, "subtasks");
-        for (size_t i = 0; i < cj_len(subs); i++)
-                if (strcmp(cj_str(cj_idx(subs, i), "phase"), "migrating") == 0)
-                        snprintf(in_flight[n++], 16, "%s", cj_str(cj_idx(subs, i), "guest"));
-        *ret_n_flight = n;
-        return mid;
-}
-
-static void test_coordinator_kill9(void **state) {
-        Cluster *c = *state;
-        char id[64], in_flight[N_GUESTS][16];
-        int n_flight;
-        /* 48 MiB/s per migration: a few seconds each, time to land the kill mid-run */
-        json_object *mid = coordinator_killed_mid_run(c, "48", id, in_flight, &n_flight);
-        uint64_t t_kill = now_ns();
-        printf("# kill -9 of the coordinator with %d done, %d migrating, %d queued\n", count_phase(mid, "done"),
-               n_flight, count_phase(mid, "queued"));
-        json_object_put(mid);
-        /* down for a while: the agents go on, in-flight migrations may finish unseen */
-        sleep_ms(2500);
-        uint64_t t_restart = now_ns();
-        int r = cluster_coord_start(c);
-        if (r < 0)
-                fail_msg("the coordinator did not restart: %s", strerror(-r));
-        double ready = secs_since(t_restart);
-
-        /* follow: when are the sub-tasks that were in flight settled, when does the job end */
-        Settle st = { .in_flight = in_flight, .n_flight = n_flight, .queued_too = true, .t_restart = t_restart,
-                      .settled_s = -1 };
-        json_object *job = cluster_job_wait_end(c, id, 180000, 100, settle_seen, &st);
-        double reconciled = st.settled_s, ended = secs_since(t_restart);
-        printf("# restart: ready %.2f s after the start (%.2f s after the kill); the %d in-flight sub-tasks settled "
-               "%.2f s after the restart; job %s %.2f s after the restart\n",
-               ready, (double) (t_restart - t_kill) / 1e9 + ready, n_flight, reconciled, cj_str(job, "phase"), ended);
-        print_subtasks(job);
-        print_history(job);
-        assert_string_equal(cj_str(job, "phase"), "succeeded");
-        assert_int_equal(count_phase(job, "done"), N_GUESTS);
-        assert_int_equal(count_events(job, "coordinator restarted: job resumed (8 sub-tasks)", false), 1);
-        assert_op_ids_distinct(job);
-
-        int expect[N_GUESTS];
-        for (int i = 0; i < N_GUESTS; i++) {
-                json_object *s = sub_of(job, names[i]);
-                char p[96];
-                expect[i] = cluster_host_index(cj_str(s, "destination"));
-                assert_true(expect[i] == B || expect[i] == C);
-                /* exactly one migration per guest; a re-queued one ("never ran") may start twice */
-                snprintf(p, sizeof(p), "%s migrated:", names[i]);
-                int migrated = count_events(job, p, false);
-                snprintf(p, sizeof(p), "%s started:", names[i]);
-                int started = count_events(job, p, false);
-                snprintf(p, sizeof(p), "%s: its migration never ran", names[i]);
-                int requeued = count_events(job, p, false);
-                if (migrated != 1 || started != 1 + requeued)
-                        fail_msg("%s: %d migrated, %d started, %d re-queued events", names[i], migrated, started,
-                                 requeued);
-                assert_migrated_once(c, s, false);
-        }
-        assert_all_run_once(c, expect, N_GUESTS);
-        json_object_put(job);
-        c->ok = true;
-}
-
-/* ---- 2b. the coordinator down while a migration ends, the source agent restarted ------------------ */
-
-/* The restarted coordinator asks the source agent about the in-flight op, and the agent (restarted
- * meanwhile) knows nothing of it: the guest runs on its destination, so the sub-task is recorded as
- * migrated, not redone. */
-static void test_coordinator_kill9_agent_forgot(void **state) {
-        Cluster *c = *state;
-        char id[64], why[512], in_flight[N_GUESTS][16];
-        int n_flight;
-        json_object *mid = coordinator_killed_mid_run(c, "32", id, in_flight, &n_flight);
-        bool before_restart[N_GUESTS] = { false }; /* migrated before host a's agent restarted */
-        json_object *subs = cj_get(mid, "subtasks");
-        for (size_t i = 0; i < cj_len(subs); i++) {
-                const char *p = cj_str(cj_idx(subs, i), "phase");
-                if (strcmp(p, "migrating") == 0 || strcmp(p, "done") == 0)
-                        before_restart[guest_index(cj_str(cj_idx(subs, i), "guest"))] = true;
-        }
-        json_object_put(mid);
-        /* the in-flight migrations end on the agents while the coordinator is down */
-        uint64_t t0 = now_ns();
-        for (int i = 0; i < n_flight; i++) {
-                Deadline d = deadline_in_ms(60000);
-                for (;;) {
-                        Drover__V1__MigrationResult *r = cluster_get_migration(c, A, in_flight[i]);
-                        bool done = r && r->done;
-                        if (r && r->done && !r->success)
-                                fail_msg("%s: its migration failed while the coordinator was down: %s", in_flight[i],
-                                         r->error);
-                        if (r)
-                                drover__v1__migration_result__free_unpacked(r, NULL);
-                        if (done)
-                                break;
-                        if (deadline_expired(d))
-                                fail_msg("%s: its migration did not end in 60 s", in_flight[i]);
-                        sleep_ms(100);
-                }
-                if (cluster_wait_single_owner(c, in_flight[i], 20000, why, sizeof(why)) < 0)
-                        fail_msg("%s does not run exactly once: %s", in_flight[i], why);
-        }
-        printf("# %d in-flight migrations ended %.2f s after the coordinator's kill -9\n", n_flight, secs_since(t0));
-        /* host a's agent restarts: its migration records (in memory) are gone; its guests keep running */
-        cluster_agent_kill9(c, A);
-        assert_int_equal(cluster_agent_start(c, A, NULL), 0);
-        for (int i = 0; i < n_flight; i++) {
-                Drover__V1__MigrationResult *r = cluster_get_migration(c, A, in_flight[i]);
-                if (r)
-                        fail_msg("%s: host a still knows migration %s after its restart", in_flight[i], r->op_id);
-        }
-        uint64_t t_restart = now_ns();
-        int r = cluster_coord_start(c);
-        if (r < 0)
-                fail_msg("the coordinator did not restart: %s", strerror(-r));
-        double ready = secs_since(t_restart);
-        Settle st = { .in_flight = in_flight, .n_flight = n_flight, .t_restart = t_restart, .settled_s = -1 };
-        json_object *job = cluster_job_wait_end(c, id, 180000, 100, settle_seen, &st);
-        double settled = st.settled_s, ended = secs_since(t_restart);
-        printf("# restart with the source agent restarted too: ready %.2f s, the %d in-flight sub-tasks settled %.2f "
-               "s, job %s %.2f s after the restart\n",
-               ready, n_flight, settled, cj_str(job, "phase"), ended);
-        print_subtasks(job);
-        print_history(job);
-        assert_string_equal(cj_str(job, "phase"), "succeeded");
-        assert_int_equal(count_phase(job, "done"), N_GUESTS);
-        int expect[N_GUESTS];
-        for (int i = 0; i < N_GUESTS; i++) {
-                json_object *s = sub_of(job, names[i]);
-                bool flew = false;
-                char p[128];
-                for (int k = 0; k < n_flight; k++)
-                        flew |= strcmp(in_flight[k], names[i]) == 0;
-                expect[i] = cluster_host_index(cj_str(s, "destination"));
-                snprintf(p, sizeof(p), "%s migrated:", names[i]);
-                assert_int_equal(count_events(job, p, false), 1);
-                snprintf(p, sizeof(p), "%s started:", names[i]);
-                assert_int_equal(count_events(job, p, false), 1);
-                snprintf(p, sizeof(p), "%s: found running on", names[i]);
-                assert_int_equal(count_events(job, p, false), flew ? 1 : 0);
-                assert_migrated_once(c, s, before_restart[i]);
-        }
-        assert_op_ids_distinct(job);
-        assert_all_run_once(c, expect, N_GUESTS);
-        json_object_put(job);
-        c->ok = true;
-}
-
-/* ---- 3. cancel mid-evacuation -------------------------------------------------------------------- */
-
-static void test_cancel(void **state) {
-        Cluster *c = *state;
-        char id[64], watch_out[400];
-        cluster_up(c, 3);
-        start_guests(c, N_GUESTS);
-        cluster_coord_up(c, &limits_2x2, N_GUESTS, COORD_UP_MS);
-        evacuate_async(c, "32", id, sizeof(id));
-        snprintf(watch_out, sizeof(watch_out), "%s/watch.out", c->coord.dir);
-        pid_t watch = cluster_ctl_spawn(c, watch_out, "watch", id, NULL);
-        assert_true(watch > 0);
-        json_object *mid = wait_mid_run(c, id, 120000);
-
-        int code;
-        char *out = NULL, *err = NULL;
-        uint64_t t_cancel = now_ns();
-        code = cluster_ctl(c, CTL_MS, &out, &err, "cancel", id, NULL);
-        if (code != 0)
-                fail_msg("droverctl cancel %s: exit %d: %s", id, code, err);
-        free(out);
-        free(err);
-        /* what the job looked like just before the cancel */
-        char was[N_GUESTS][16];
-        for (int i = 0; i < N_GUESTS; i++)
-                snprintf(was[i], sizeof(was[i]), "%s", cj_str(sub_of(mid, names[i]), "phase"));
-        json_object_put(mid);
-
-        int wcode = cluster_ctl_wait(c, watch, 120000);
-        double took = secs_since(t_cancel);
-        json_object *job = cluster_job_get(c, id);
-        printf("# cancel: job %s %.2f s after droverctl cancel; droverctl watch exited %d\n", cj_str(job, "phase"),
-               took, wcode);
-        print_subtasks(job);
-        print_history(job);
-        assert_string_equal(cj_str(job, "phase"), "cancelled");
-        assert_int_equal(wcode, 3);
-
-        int expect[N_GUESTS], n_done = 0, n_cancelled = 0, n_aborted = 0;
-        for (int i = 0; i < N_GUESTS; i++) {
-                json_object *s = sub_of(job, names[i]);
-                const char *p = cj_str(s, "phase");
-                if (strcmp(was[i], "done") == 0)
-                        assert_string_equal(p, "done");
-                else if (strcmp(was[i], "queued") == 0) {
-                        /* queued ones are dropped (one may have been admitted in the same instant: then it is
-                         * aborted or it finished) */
-                        if (strcmp(p, "cancelled") != 0 && strcmp(p, "done") != 0)
-                                fail_msg("%s was queued at the cancel and ended %s", names[i], p);
-                } else if (strcmp(p, "cancelled") != 0 && strcmp(p, "done") != 0)
-                        fail_msg("%s was migrating at the cancel and ended %s: %s", names[i], p, cj_str(s, "error"));
-                char ev[64];
-                snprintf(ev, sizeof(ev), "%s %s:", names[i], strcmp(p, "done") == 0 ? "migrated" : "cancelled");
-                if (count_events(job, ev, false) != 1)
-                        fail_msg("history: %d '%s' events", count_events(job, ev, false), ev);
-                if (strcmp(p, "done") == 0) {
-                        expect[i] = cluster_host_index(cj_str(s, "destination"));
-                        n_done++;
-                        assert_migrated_once(c, s, false);
-                } else {
-                        expect[i] = A;
-                        n_cancelled++;
-                        n_aborted += strcmp(was[i], "migrating") == 0;
-                }
-        }
-        printf("# cancel: %d migrated, %d cancelled (%d of them aborted while migrating)\n", n_done, n_cancelled,
-               n_aborted);
-        assert_int_equal(cj_int(job, "succeeded"), n_done);
-        assert_int_equal(cj_int(job, "cancelled"), n_cancelled);
-        assert_int_equal(cj_int(job, "failed"), 0);
-        assert_true(n_done >= 1 && n_cancelled >= 1);
-        assert_int_equal(count_events(job, "cancel requested", false), 1);
-        assert_all_run_once(c, expect, N_GUESTS);
-        /* the job's own exit code: partial */
-        json_object_put(cluster_ctl_json(c, CTL_MS, &code, "job", id, NULL));
-        assert_int_equal(code, 3);
-        json_object_put(job);
-        c->ok = true;
-}
-
-/* ---- 4. an infeasible evacuation changes nothing ------------------------------------------------- */
+/* ---- 2. an infeasible evacuation changes nothing ------------------------------------------------- */
 
 /* droverctl: no job was ever made and every host is still enabled. */
 static void assert_no_job_hosts_enabled(Cluster *c) {
@@ -750,8 +272,8 @@ static void test_infeasible(void **state) {
         Cluster *c = *state;
         const int n = 4; /* 128, 96, 64, 128 MiB */
         cluster_up(c, 3);
-        start_guests(c, n);
-        ClusterCoordOptions o = limits_2x2;
+        ctu_start_guests(c, n);
+        ClusterCoordOptions o = ctu_limits_2x2;
         o.memory_mib[B] = 160; /* room for one 128 MiB guest each, and nothing more that is left */
         o.memory_mib[C] = 160;
         cluster_coord_up(c, &o, n, COORD_UP_MS);
@@ -773,15 +295,15 @@ static void test_infeasible(void **state) {
         assert_int_equal(cj_len(blocked), 2);
         uint64_t used[NETNS_MAX_HOSTS] = { 0 };
         for (size_t i = 0; i < cj_len(moves); i++) {
-                int gi = guest_index(cj_str(cj_idx(moves, i), "guest"));
+                int gi = ctu_guest_index(cj_str(cj_idx(moves, i), "guest"));
                 int h = cluster_host_index(cj_str(cj_idx(moves, i), "destination"));
                 assert_true(gi >= 0 && (h == B || h == C));
-                used[h] += (uint64_t) mems[gi];
+                used[h] += (uint64_t) ctu_mems[gi];
         }
         assert_true(used[B] <= 160 && used[C] <= 160);
         for (size_t i = 0; i < cj_len(blocked); i++) {
                 const char *g = cj_str(cj_idx(blocked, i), "guest"), *why = cj_str(cj_idx(blocked, i), "reason");
-                assert_true(guest_index(g) >= 0);
+                assert_true(ctu_guest_index(g) >= 0);
                 assert_string_equal(cj_str(cj_idx(blocked, i), "destination"), "");
                 if (!strstr(why, "memory") && !strstr(why, "MiB"))
                         fail_msg("blocked %s: the reason does not mention memory: %s", g, why);
@@ -821,11 +343,11 @@ static void test_infeasible(void **state) {
                 assert_string_equal(cj_str(cj_idx(vms, i), "host"), "host-a");
         json_object_put(vms);
         int expect[N_GUESTS] = { A, A, A, A, A, A, A, A };
-        assert_all_run_once(c, expect, n);
+        ctu_assert_all_run_once(c, expect, n);
         c->ok = true;
 }
 
-/* ---- 5. bad input ------------------------------------------------------------------------------ */
+/* ---- 3. bad input ------------------------------------------------------------------------------ */
 
 static void expect_ctl_error(Cluster *c, int want_code, const char *const *needles, const char *const *args) {
         char *out = NULL, *err = NULL;
@@ -866,8 +388,8 @@ static void expect_rpc(RpcClient *cl, const char *method, const ProtobufCMessage
 static void test_bad_input(void **state) {
         Cluster *c = *state;
         cluster_up(c, 3);
-        start_guests(c, 1);
-        cluster_coord_up(c, &limits_2x2, 1, COORD_UP_MS);
+        ctu_start_guests(c, 1);
+        cluster_coord_up(c, &ctu_limits_2x2, 1, COORD_UP_MS);
 
         /* unknown host, guest, job: NOT_FOUND naming it, exit 4 */
         expect_ctl_error(c, 4, (const char *const[]){ "NOT_FOUND", "host-z", NULL },
@@ -941,11 +463,11 @@ static void test_bad_input(void **state) {
         /* none of it changed anything */
         assert_no_job_hosts_enabled(c);
         int expect[N_GUESTS] = { A };
-        assert_all_run_once(c, expect, 1);
+        ctu_assert_all_run_once(c, expect, 1);
         c->ok = true;
 }
 
-/* ---- 6. the terminal display ---------------------------------------------------------------------- */
+/* ---- 4. the terminal display ---------------------------------------------------------------------- */
 
 static char tmux_sock[300];
 
@@ -1045,10 +567,10 @@ static char *wait_screen(const char *session, int timeout_ms, bool *ret_more) {
                 if (strstr(screen, "EXIT="))
                         return screen;
                 for (int i = 0; i < N_GUESTS; i++)
-                        if (display_lines(screen, names[i]) > 1) {
+                        if (display_lines(screen, ctu_names[i]) > 1) {
                                 print_screen(screen);
-                                fail_msg("tmux %s: the screen shows %s on %d lines", session, names[i],
-                                         display_lines(screen, names[i]));
+                                fail_msg("tmux %s: the screen shows %s on %d lines", session, ctu_names[i],
+                                         display_lines(screen, ctu_names[i]));
                         }
                 if (deadline_expired(d))
                         fail_msg("tmux %s: the command did not end in %d ms; screen:\n%s", session, timeout_ms, screen);
@@ -1078,8 +600,8 @@ static void test_display(void **state) {
         if (!tu_which("tmux"))
                 skip(); /* reported as skipped: tmux is not installed (tests/scripts/setup.sh installs it) */
         cluster_up(c, 3);
-        start_guests(c, N_GUESTS);
-        cluster_coord_up(c, &limits_2x2, N_GUESTS, COORD_UP_MS);
+        ctu_start_guests(c, N_GUESTS);
+        cluster_coord_up(c, &ctu_limits_2x2, N_GUESTS, COORD_UP_MS);
 
         /* the tmux server runs in host a's namespace: the cluster's teardown kills it on every path */
         char ctl[1200], cmd[2400];
@@ -1111,7 +633,7 @@ static void test_display(void **state) {
                 if (live) {
                         int present = 0;
                         for (int i = 0; i < N_GUESTS; i++)
-                                present += lines_with_word(live, names[i]) >= 1;
+                                present += lines_with_word(live, ctu_names[i]) >= 1;
                         saw_all |= present == N_GUESTS;
                         saw_queued |= strstr(live, " queued ") != NULL;
                         saw_migrating |= strstr(live, " migrating ") != NULL;
@@ -1154,11 +676,12 @@ static void test_display(void **state) {
         assert_non_null(live);
         *live++ = '\0'; /* screen: the plan; live: "job ID started" and the display */
         for (int i = 0; i < N_GUESTS; i++) {
-                if (lines_with_word(screen, names[i]) != 1)
-                        fail_msg("the plan on the final screen has %d lines for %s", lines_with_word(screen, names[i]),
-                                 names[i]);
-                if (lines_with_word(live, names[i]) != 1)
-                        fail_msg("the final display has %d lines for %s", lines_with_word(live, names[i]), names[i]);
+                if (lines_with_word(screen, ctu_names[i]) != 1)
+                        fail_msg("the plan on the final screen has %d lines for %s",
+                                 lines_with_word(screen, ctu_names[i]), ctu_names[i]);
+                if (lines_with_word(live, ctu_names[i]) != 1)
+                        fail_msg("the final display has %d lines for %s", lines_with_word(live, ctu_names[i]),
+                                 ctu_names[i]);
         }
         assert_int_equal(count_str(live, "evacuate host-a:"), 1);
         assert_non_null(strstr(live, "evacuate host-a: succeeded  8/8 done, 0 failed, 0 cancelled"));
@@ -1181,9 +704,9 @@ static void test_display(void **state) {
         assert_non_null(strstr(piped, "evacuate host-a: succeeded  8/8 done"));
         for (int i = 0; i < N_GUESTS; i++) {
                 char want[64];
-                snprintf(want, sizeof(want), "%-18s host-a", names[i]);
+                snprintf(want, sizeof(want), "%-18s host-a", ctu_names[i]);
                 if (count_str(piped, want) < 1)
-                        fail_msg("the piped output has no line for %s", names[i]);
+                        fail_msg("the piped output has no line for %s", ctu_names[i]);
         }
         free(piped);
 
@@ -1202,15 +725,15 @@ static void test_display(void **state) {
         live = strstr(screen, "job job-");
         assert_non_null(live);
         for (int i = 0; i < N_GUESTS; i++)
-                if (lines_with_word(live, names[i]) != (strstr(live, names[i]) ? 1 : 0) ||
-                    display_lines(live, names[i]) > 1)
-                        fail_msg("the final display at 80 columns has %d lines for %s", lines_with_word(live, names[i]),
-                                 names[i]);
+                if (lines_with_word(live, ctu_names[i]) != (strstr(live, ctu_names[i]) ? 1 : 0) ||
+                    display_lines(live, ctu_names[i]) > 1)
+                        fail_msg("the final display at 80 columns has %d lines for %s",
+                                 lines_with_word(live, ctu_names[i]), ctu_names[i]);
         assert_int_equal(count_str(live, "evacuate host-b:"), 1);
         assert_non_null(strstr(live, "evacuate host-b: succeeded"));
         int on_b = 0;
         for (int i = 0; i < N_GUESTS; i++)
-                on_b += lines_with_word(live, names[i]);
+                on_b += lines_with_word(live, ctu_names[i]);
         assert_int_equal(on_b, per_b);
         assert_int_equal(count_str(live, "-> host-c "), per_b); /* no stale tails of earlier lines either */
         assert_int_equal(count_str(live, " done "), per_b);
@@ -1250,14 +773,11 @@ int main(void) {
         netns_require();
         const struct CMUnitTest tests[] = {
                 CLUSTER_TEST(test_evacuate_limits),
-                CLUSTER_TEST(test_coordinator_kill9),
-                CLUSTER_TEST(test_coordinator_kill9_agent_forgot),
-                CLUSTER_TEST(test_cancel),
                 CLUSTER_TEST(test_infeasible),
                 CLUSTER_TEST(test_bad_input),
                 CLUSTER_TEST(test_display),
         };
         if (getenv("DROVER_TEST_FILTER"))
                 cmocka_set_test_filter(getenv("DROVER_TEST_FILTER"));
-        return cmocka_run_group_tests_name("cluster-coordinator", tests, NULL, NULL);
+        return cmocka_run_group_tests_name("cluster-coord-evacuate", tests, NULL, NULL);
 }
