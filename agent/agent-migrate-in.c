@@ -55,7 +55,7 @@ PeerAnswer agent_migration_owner(Agent *a, const char *op, const char *uuid, cha
         bool alive = vm_is_active_locked(vm);
         *ret_phase = mine ? vm->job.phase : JOB_PHASE_NONE;
         bool died = !alive && same_op &&
-                    (mine || vm->reason == VM_REASON_CRASHED || vm->reason == VM_REASON_VANISHED);
+                    (vm->reason == VM_REASON_CRASHED || vm->reason == VM_REASON_VANISHED);
         if (died && !vm->mig.postcopy_started)
                 ans = PEER_DEAD; /* this copy died: a whole guest on the other side is the only one */
         else if (!alive || !same_op)

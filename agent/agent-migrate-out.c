@@ -249,8 +249,9 @@ static int perform(Source *s) {
                                         peer_down_since = now;
                         } else
                                 peer_down_since = 0;
-                        if (ans == PEER_GONE) {
-                                r = err_set(-ECONNRESET, "the destination dropped its side of the migration");
+                        if (ans == PEER_GONE || ans == PEER_DEAD) {
+                                r = err_set(-ECONNRESET, ans == PEER_DEAD ? "the destination QEMU died during the migration"
+                                                                          : "the destination dropped its side of the migration");
                                 break;
                         }
                         if (peer_down_since && quiet_ms > 5000 && now - peer_down_since > 5 * NSEC_PER_SEC) {

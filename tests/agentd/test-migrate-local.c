@@ -254,6 +254,58 @@ static void test_unwritten_perform_done_and_failed_cont_resume_source(void **sta
         test_agent_stop(&b);
 }
 
+/* A destination that cannot read its own state answers UNKNOWN, never
+ * GONE: "gone" would let the source act (resume) while this copy may hold
+ * the guest.  The source is held in perform (the destination waits in
+ * prepare, no completion seen), and every query-migrate on the destination
+ * fails from then on (fault layer): MigrationOwner used to answer GONE. */
+static void test_owner_that_cannot_read_its_state_answers_unknown(void **state) {
+        TestAgent a = { 0 }, b = { 0 };
+        const char *bdir = tu_tmpdir("own-b");
+        char arm[512];
+        snprintf(arm, sizeof(arm), "%s/arm", bdir);
+        assert_int_equal(test_agent_start(&a, tu_tmpdir("own-a"), "DROVER_TEST_HOLD=perform:8000"), 0);
+        setenv("DROVER_FAULT_ARM", arm, 1);
+        int r = test_agent_start(&b, bdir, "DROVER_FAULT=qmp.query-migrate:1+:fail");
+        unsetenv("DROVER_FAULT_ARM");
+        assert_int_equal(r, 0);
+        define_and_start(&a, "own", 64, "mib=32 rate=5");
+        Drover__V1__MigrationParams p = DROVER__V1__MIGRATION_PARAMS__INIT;
+        Drover__V1__MigrateRequest req = DROVER__V1__MIGRATE_REQUEST__INIT;
+        Drover__V1__MigrateResponse *resp = NULL;
+        char dest[64];
+        snprintf(dest, sizeof(dest), "127.0.0.1:%d", b.port);
+        req.guest = (char *) "own";
+        req.op_id = (char *) "op-owner-unknown";
+        req.destination = dest;
+        req.params = &p;
+        CALL_OK(&a, "Migrate", &req, &resp);
+        drover__v1__migrate_response__free_unpacked(resp, NULL);
+        assert_int_equal(wait_phase(&b, "own", "prepare", 20000), 0);
+        /* prepare done: its QEMU waits for the stream (the source holds) */
+        assert_int_equal(wait_phase(&a, "own", "perform", 20000), 0);
+        Drover__V1__GuestStatus *st;
+        assert_int_equal(status_of(&b, "own", &st), 0);
+        assert_int_equal(st->state, DROVER__V1__GUEST_STATE__GUEST_STATE_PAUSED);
+        char uuid[64];
+        snprintf(uuid, sizeof(uuid), "%s", st->uuid);
+        drover__v1__guest_status__free_unpacked(st, NULL);
+        FILE *f = fopen(arm, "w");
+        assert_non_null(f);
+        fclose(f);
+        Drover__V1__MigrationOwnerRequest oq = DROVER__V1__MIGRATION_OWNER_REQUEST__INIT;
+        Drover__V1__MigrationOwnerResponse *or = NULL;
+        oq.op_id = (char *) "op-owner-unknown";
+        oq.guest = uuid;
+        CALL_OK(&b, "MigrationOwner", &oq, &or);
+        printf("# destination in prepare, its query-migrate failing: MigrationOwner answers %d (%s)\n", or->state,
+               or->detail);
+        assert_int_equal(or->state, DROVER__V1__PEER_STATE__PEER_STATE_UNKNOWN);
+        drover__v1__migration_owner_response__free_unpacked(or, NULL);
+        test_agent_stop(&a);
+        test_agent_stop(&b);
+}
+
 static void test_abort_resumes_source(void **state) {
         TestAgent a = { 0 }, b = { 0 };
         assert_int_equal(test_agent_start(&a, tu_tmpdir("abort-a"), NULL), 0);
@@ -556,6 +608,7 @@ int main(void) {
                 cmocka_unit_test(test_migration_moves_the_guest),
                 cmocka_unit_test(test_recovery_never_ends_a_starting_migration),
                 cmocka_unit_test(test_unwritten_perform_done_and_failed_cont_resume_source),
+                cmocka_unit_test(test_owner_that_cannot_read_its_state_answers_unknown),
                 cmocka_unit_test(test_abort_resumes_source),
                 cmocka_unit_test(test_abort_restores_source_migration_settings),
                 cmocka_unit_test(test_restart_recovery_restores_source_migration_settings),
