@@ -416,12 +416,12 @@ FakeAgent *fake_new(const char *sock_path, const char *default_enabled) {
         FakeAgent *f = calloc(1, sizeof(*f));
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
 
-        if (!f || pipe2(f->wake, O_CLOEXEC) < 0)
+        if (!sock_path || strlen(sock_path) >= sizeof(sa.sun_path) || !f || pipe2(f->wake, O_CLOEXEC) < 0)
                 abort();
         pthread_mutex_init(&f->mu, NULL);
         f->path = strdup(sock_path);
         f->info = info_from_list("fake-1.0", default_enabled, NULL);
-        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", sock_path);
+        memcpy(sa.sun_path, sock_path, strlen(sock_path) + 1);
         unlink(sock_path);
         f->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
         if (f->listen_fd < 0 || bind(f->listen_fd, (struct sockaddr *) &sa, sizeof(sa)) < 0 ||
