@@ -12,21 +12,25 @@
  *
  * After every migration: the job and its sub-task succeeded, the source
  * agent's record of the operation (GetMigration) says so, and each daemon's
- * RSS (/proc/PID/status VmRSS) is sampled.  Every 10 %: the guest runs
- * exactly once, on the host it was sent to (GetGuest on both agents and the
- * live QEMUs in /proc), and one line with the migrations done, each daemon's
- * RSS, fds (/proc/PID/fd) and threads (/proc/PID/status Threads), the
+ * RSS (/proc/PID/status VmRSS) and CPU time (/proc/PID/stat) are sampled.
+ * Every 10 %: the guest runs exactly once, on the host it was sent to
+ * (GetGuest on both agents and the live QEMUs in /proc), and one line with
+ * the migrations done, each daemon's RSS, fds (/proc/PID/fd), threads
+ * (/proc/PID/status Threads) and CPU per migration over the window, the
  * coordinator's database size (file + WAL), and the window's mean migration
  * time (the source agent's, begin to confirm; and the coordinator's, the
  * sub-task's start to end) and downtime (Drover's STOP -> RESUME; QEMU's).
  * At the end: each daemon's RSS slope per 100 migrations (least squares over
- * every sample), and the first fifth's means of time and downtime against
- * the last fifth's.  soak.dat in $DROVER_BENCH_OUT has one row per
- * migration.
+ * every sample), and the first fifth's means of time, downtime and CPU per
+ * migration against the last fifth's.  soak.dat in $DROVER_BENCH_OUT has
+ * one row per migration.  Last, every daemon gets SIGTERM and must exit 0
+ * (no migration runs then); in a build with -Db_sanitize=address that is
+ * where LeakSanitizer reports what was never freed.
  *
  * It never fails for slowness or growth; it fails when something breaks: a
- * migration fails, the guest is lost or runs twice, a daemon dies.  Needs
- * root (network namespaces) and QEMU; skipped (77) otherwise.
+ * migration fails, the guest is lost or runs twice, a daemon dies or does
+ * not exit cleanly.  Needs root (network namespaces) and QEMU; skipped (77)
+ * otherwise.
  *
  *   soak-bench [N]   N migrations (default $DROVER_SOAK_N, else 300)
  *   (meson test -C build --benchmark soak; DROVER_SOAK_N=200 meson test ...)
@@ -42,6 +46,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -74,6 +79,7 @@ typedef struct Mig {
 
 static Mig *migs;
 static long (*rss)[DAEMONS]; /* KiB, [0] before the first migration */
+static unsigned long long (*cpu)[DAEMONS]; /* utime + stime ticks, likewise */
 
 static pid_t daemon_pid(Cluster *c, int d) {
         return d < 2 ? c->host[d].agent.pid : c->coord.pid;
@@ -97,9 +103,11 @@ static long file_kib(const char *path) {
         return stat(path, &st) == 0 ? (long) (st.st_size / 1024) : 0;
 }
 
-/* Sample every daemon's RSS into rss[@i]; a daemon gone fails the benchmark. */
-static void sample_rss(Cluster *c, int i) {
+/* Sample every daemon's RSS and CPU time into rss[@i], cpu[@i]; a daemon
+ * gone fails the benchmark. */
+static void sample(Cluster *c, int i) {
         for (int d = 0; d < DAEMONS; d++) {
+                cpu[i][d] = bench_proc_cpu_ticks(daemon_pid(c, d));
                 rss[i][d] = bench_proc_kib(daemon_pid(c, d), "VmRSS");
                 if (rss[i][d] < 0)
                         fail_msg("%s (pid %d) is gone after %d migrations", daemon_names[d], (int) daemon_pid(c, d), i);
@@ -118,10 +126,17 @@ static Mig mean(int from, int to) {
         return m;
 }
 
-/* Least-squares slope of daemon @d's RSS over samples 0..@n, KiB per migration. */
-static double rss_slope(int d, int n) {
-        double sx = 0, sy = 0, sxx = 0, sxy = 0, k = n + 1;
-        for (int i = 0; i <= n; i++) {
+/* Daemon @d's CPU per migration over migrations [@from, @to), ms. */
+static double cpu_ms(int d, int from, int to) {
+        return to > from ? (double) (cpu[to][d] - cpu[from][d]) * 1000.0 / (double) sysconf(_SC_CLK_TCK) / (to - from)
+                         : 0;
+}
+
+/* Least-squares slope of daemon @d's RSS over samples @from..@to, KiB per
+ * migration. */
+static double rss_slope(int d, int from, int to) {
+        double sx = 0, sy = 0, sxx = 0, sxy = 0, k = to - from + 1;
+        for (int i = from; i <= to; i++) {
                 sx += i;
                 sy += (double) rss[i][d];
                 sxx += (double) i * i;
@@ -224,7 +239,7 @@ static void migrate_once(Cluster *c, RpcClient *cl, int i, int src, int dst) {
 static void print_header(void) {
         printf("%6s", "migr");
         for (int d = 0; d < DAEMONS; d++)
-                printf(" | %11s RSS KiB  fds  thr", daemon_names[d]);
+                printf(" | %11s RSS KiB  fds  thr cpu", daemon_names[d]);
         printf(" | %7s | %8s %8s %8s %8s\n", "db KiB", "agent ms", "job ms", "down ms", "qemu ms");
 }
 
@@ -236,7 +251,8 @@ static void checkpoint(Cluster *c, int done, int from) {
         printf("%6d", done);
         for (int d = 0; d < DAEMONS; d++) {
                 pid_t pid = daemon_pid(c, d);
-                printf(" | %19ld %4d %4ld", rss[done][d], count_fds(pid), bench_proc_kib(pid, "Threads"));
+                printf(" | %19ld %4d %4ld %3.0f", rss[done][d], count_fds(pid), bench_proc_kib(pid, "Threads"),
+                       cpu_ms(d, from, done));
         }
         printf(" | %7ld |", file_kib(c->coord.db) + file_kib(wal));
         if (done > from) {
@@ -260,14 +276,35 @@ static void write_data(int n) {
         printf("data: %s/soak.dat\n", bench_out_dir());
 }
 
+/* SIGTERM every daemon (no migration runs, so each must exit 0; under ASan
+ * a leak found at exit makes it fail). */
+static void stop_daemons(Cluster *c) {
+        int st[DAEMONS];
+        st[2] = cluster_coord_stop(c);
+        for (int d = 0; d < 2; d++)
+                st[d] = test_agent_stop(&c->host[d].agent);
+        printf("SIGTERM:");
+        for (int d = 0; d < DAEMONS; d++)
+                printf(" %s %s%s", daemon_names[d],
+                       st[d] == -1                                ? "did not exit in 10 s"
+                       : WIFEXITED(st[d]) && !WEXITSTATUS(st[d]) ? "exited 0"
+                                                                  : "exited uncleanly",
+                       d + 1 < DAEMONS ? "," : "\n");
+        for (int d = 0; d < DAEMONS; d++)
+                if (st[d] == -1 || !WIFEXITED(st[d]) || WEXITSTATUS(st[d]))
+                        fail_msg("%s did not exit cleanly on SIGTERM (wait status %d)", daemon_names[d], st[d]);
+}
+
 static void test_soak(void **state) {
         Cluster *c = *state;
         int n = n_arg;
         char machine[256], why[600];
         migs = calloc((size_t) n, sizeof(*migs));
         rss = calloc((size_t) n + 1, sizeof(*rss));
+        cpu = calloc((size_t) n + 1, sizeof(*cpu));
         assert_non_null(migs);
         assert_non_null(rss);
+        assert_non_null(cpu);
         bench_machine(machine, sizeof(machine));
         printf("soak: %d migrations of one 64 MiB guest (1 MiB/s dirtied) between two agents, through the "
                "coordinator\nmachine: %s\n", n, machine);
@@ -280,14 +317,14 @@ static void test_soak(void **state) {
         RpcClient *cl = cluster_coord_client(c);
 
         int step = n >= 10 ? n / 10 : 1, from = 0;
-        sample_rss(c, 0);
+        sample(c, 0);
         print_header();
         checkpoint(c, 0, 0);
         uint64_t t0 = now_ns();
         for (int i = 0; i < n; i++) {
                 int src = i % 2 ? B : A, dst = i % 2 ? A : B;
                 migrate_once(c, cl, i, src, dst);
-                sample_rss(c, i + 1);
+                sample(c, i + 1);
                 if ((i + 1) % step == 0 || i + 1 == n) {
                         int owner = cluster_wait_single_owner(c, GUEST, 10000, why, sizeof(why));
                         if (owner != dst)
@@ -305,10 +342,10 @@ static void test_soak(void **state) {
 
         printf("\n%d migrations in %.0f s (%.2f s each, the coordinator's scheduling and the checks included)\n", n,
                wall_s, wall_s / n);
-        printf("RSS slope per 100 migrations (least squares over %d samples):", n + 1);
+        printf("RSS slope per 100 migrations, least squares over all %d samples (over the second half):\n", n + 1);
         for (int d = 0; d < DAEMONS; d++)
-                printf(" %s %+.0f KiB (%ld -> %ld)%s", daemon_names[d], rss_slope(d, n) * 100, rss[0][d], rss[n][d],
-                       d + 1 < DAEMONS ? "," : "\n");
+                printf("  %-11s %+6.0f KiB (%+6.0f KiB), %ld -> %ld KiB\n", daemon_names[d], rss_slope(d, 0, n) * 100,
+                       rss_slope(d, n / 2, n) * 100, rss[0][d], rss[n][d]);
         if (n >= 5) {
                 Mig f = mean(0, n / 5), l = mean(n - n / 5, n);
                 printf("first fifth -> last fifth (means of %d migrations):\n", n / 5);
@@ -316,11 +353,17 @@ static void test_soak(void **state) {
                        l.job_ms);
                 printf("  downtime %.1f -> %.1f ms, QEMU's downtime %.1f -> %.1f ms\n", f.downtime_ms, l.downtime_ms,
                        f.qemu_ms, l.qemu_ms);
+                printf("  CPU per migration:");
+                for (int d = 0; d < DAEMONS; d++)
+                        printf(" %s %.0f -> %.0f ms%s", daemon_names[d], cpu_ms(d, 0, n / 5), cpu_ms(d, n - n / 5, n),
+                               d + 1 < DAEMONS ? "," : "\n");
         }
         write_data(n);
+        stop_daemons(c);
         fflush(stdout);
         free(migs);
         free(rss);
+        free(cpu);
         c->ok = true;
 }
 
