@@ -1,4 +1,11 @@
-/* The agent's event bus (see agent-events.h). */
+/* The agent's event bus (see agent-events.h).
+ *
+ * The ring is indexed by sequence number modulo its size: publishing is
+ * one copy, reading a range is one copy per event, and nothing is ever
+ * allocated after event_bus_new(), which touches every page of the ring
+ * so that the agent's resident size is final from the start.
+ */
+#define _GNU_SOURCE
 #include "agent-events.h"
 
 #include <errno.h>
@@ -25,9 +32,13 @@ struct EventBus {
 };
 
 int event_bus_new(EventBus **ret) {
-        EventBus *b = calloc(1, sizeof(*b));
+        EventBus *b = malloc(sizeof(*b));
         if (!b)
                 return err_set(-ENOMEM, "out of memory");
+        /* written, not calloc'ed: a large calloc maps zero pages that only
+         * become resident when the ring first goes through them (and the
+         * compiler may turn malloc + memset into calloc; not this one) */
+        explicit_bzero(b, sizeof(*b));
         lock_init(&b->lock, &bus_lock_class);
         *ret = b;
         return 0;

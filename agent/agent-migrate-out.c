@@ -600,10 +600,10 @@ int agent_migrate(Agent *a, Vm *vm, const char *op, const char *dest_addr, const
                 return err_set(-EAGAIN, "cannot start a migration thread");
         }
         pthread_detach(th);
-        if (wait) {
-                agent_migtable_wait_done(a->migrations, m);
-        }
-        agent_migtable_copy(a->migrations, m, ret);
+        /* by op: once done, the record may be forgotten under our feet */
+        if (agent_migtable_result_of(a->migrations, op, wait, ret) < 0)
+                return err_set(-ENOENT, "migration %s of %s: its record was forgotten before it was read", op,
+                               vm->name);
         return 0;
 }
 

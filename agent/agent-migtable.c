@@ -5,9 +5,18 @@
  * stamps the record with the next generation, refreshes its elapsed time,
  * wakes the waiters for "done" and calls every subscriber.  Readers copy
  * whole records under the lock, so a watcher never sees half an update.
+ *
+ * Retention (docs/agent.md): a running record is never forgotten; a done
+ * one is kept while it is among the MIG_TABLE_KEEP newest and finished less
+ * than MIG_TABLE_KEEP_MS ago.  prune_locked() applies both bounds whenever
+ * a record is added, ends or is read, so the table holds at most MIG_TABLE_KEEP done
+ * records (~3.9 KB each: 125 KB) plus the running ones.  It used to keep
+ * 256 for ever (1 MB per agent, reached only after 256 migrations, which
+ * a soak saw as steady growth).
  */
 #define _GNU_SOURCE
 #include "agent-migtable.h"
+#include "agent-migtable-priv.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -19,7 +28,6 @@
 #include "lock.h"
 #include "log.h"
 
-#define MIG_TABLE_KEEP 256
 #define MIG_SUBSCRIBERS 64
 #define MIG_INCOMING_MAX 256
 
@@ -27,6 +35,7 @@ struct Migration {
         struct Migration *next; /* lock: table->lock */
         MigResult r;            /* lock: table->lock */
         uint64_t started_ns;    /* immutable */
+        uint64_t done_ns;       /* lock: table->lock; when it was done, 0 while running */
 };
 
 typedef struct Sub {
@@ -91,6 +100,40 @@ static void add_step_locked(MigrationTable *t, Migration *m, const char *event_p
         changed_locked(t, m);
 }
 
+/* Forget the done records past the bounds: beyond the MIG_TABLE_KEEP newest
+ * done ones, or done more than MIG_TABLE_KEEP_MS before @now.  Safe for the
+ * writers because a record's writer never touches it after
+ * agent_migtable_done(); everybody else finds records by op or guest under
+ * the lock. */
+static void prune_locked(MigrationTable *t, uint64_t now) {
+        lock_assert_held(&t->lock);
+        size_t done = 0;
+        for (Migration **pp = &t->list; *pp;) {
+                Migration *m = *pp;
+                bool old = m->done_ns && (++done > MIG_TABLE_KEEP ||
+                                          (now > m->done_ns && now - m->done_ns > MIG_TABLE_KEEP_MS * NSEC_PER_MSEC));
+                if (old) {
+                        *pp = m->next;
+                        free(m);
+                        t->n--;
+                } else
+                        pp = &m->next;
+        }
+}
+
+void agent_migtable_prune(MigrationTable *t, uint64_t now) {
+        lock_acquire(&t->lock);
+        prune_locked(t, now);
+        lock_release(&t->lock);
+}
+
+size_t agent_migtable_count(MigrationTable *t) {
+        lock_acquire(&t->lock);
+        size_t n = t->n;
+        lock_release(&t->lock);
+        return n;
+}
+
 Migration *agent_migtable_add(MigrationTable *t, const char *op, const char *guest, bool outgoing) {
         Migration *m = calloc(1, sizeof(*m));
         if (!m)
@@ -103,20 +146,7 @@ Migration *agent_migtable_add(MigrationTable *t, const char *op, const char *gue
         m->next = t->list;
         t->list = m;
         t->n++;
-        /* forget the oldest finished records past the bound */
-        if (t->n > MIG_TABLE_KEEP) {
-                Migration **pp = &t->list;
-                size_t i = 0;
-                while (*pp) {
-                        if (++i > MIG_TABLE_KEEP && (*pp)->r.done) {
-                                Migration *dead = *pp;
-                                *pp = dead->next;
-                                free(dead);
-                                t->n--;
-                        } else
-                                pp = &(*pp)->next;
-                }
-        }
+        prune_locked(t, now_ns());
         changed_locked(t, m);
         lock_release(&t->lock);
         return m;
@@ -165,11 +195,13 @@ void agent_migtable_phase(MigrationTable *t, Migration *m, JobPhase phase, const
 void agent_migtable_done(MigrationTable *t, Migration *m, int r, const char *error) {
         lock_acquire(&t->lock);
         m->r.done = true;
+        m->done_ns = now_ns();
         m->r.success = r >= 0;
         snprintf(m->r.error, sizeof(m->r.error), "%s", r >= 0 ? "" : error);
         m->r.total_ms = (now_ns() - m->started_ns) / NSEC_PER_MSEC;
         snprintf(m->r.last_event, sizeof(m->r.last_event), "%s", r >= 0 ? "completed" : "failed");
         changed_locked(t, m);
+        prune_locked(t, m->done_ns); /* the newest done record: it stays */
         lock_release(&t->lock);
 }
 
@@ -212,17 +244,25 @@ void agent_migtable_note(MigrationTable *t, const char *op, const char *fmt, ...
         lock_release(&t->lock);
 }
 
-void agent_migtable_wait_done(MigrationTable *t, Migration *m) {
+int agent_migtable_result_of(MigrationTable *t, const char *op, bool wait, MigResult *ret) {
+        int r = -ENOENT;
         lock_acquire(&t->lock);
-        while (!m->r.done)
+        for (;;) {
+                Migration *m = t->list;
+                while (m && strcmp(m->r.op, op) != 0)
+                        m = m->next;
+                if (!m)
+                        break;
+                if (m->r.done || !wait) {
+                        *ret = m->r;
+                        r = 0;
+                        break;
+                }
+                /* a running record is never pruned: look it up again after the wait */
                 (void) cond_wait(&t->changed, &t->lock, deadline_in_ms(1000));
+        }
         lock_release(&t->lock);
-}
-
-void agent_migtable_copy(MigrationTable *t, Migration *m, MigResult *ret) {
-        lock_acquire(&t->lock);
-        *ret = m->r;
-        lock_release(&t->lock);
+        return r < 0 ? err_set(r, "no migration %s is known to this agent", op) : 0;
 }
 
 /* ---- the watched set -------------------------------------------------------------- */
@@ -265,6 +305,7 @@ int agent_migration_get(Agent *a, const char *guest, MigResult *ret) {
         MigrationTable *t = a->migrations;
         int r = -ENOENT;
         lock_acquire(&t->lock);
+        prune_locked(t, now_ns());
         for (Migration *m = t->list; m; m = m->next)
                 if (strcmp(m->r.guest, guest) == 0) {
                         *ret = m->r;
@@ -278,15 +319,23 @@ int agent_migration_get(Agent *a, const char *guest, MigResult *ret) {
 size_t agent_migrations_changed(Agent *a, uint64_t *gen, MigResult *out, size_t max) {
         MigrationTable *t = a->migrations;
         size_t n = 0;
-        uint64_t newest = *gen;
+        uint64_t after = *gen;
         lock_acquire(&t->lock);
-        for (Migration *m = t->list; m && n < max; m = m->next)
-                if (m->r.generation > *gen) {
-                        out[n++] = m->r;
-                        newest = MAX(newest, m->r.generation);
-                }
+        prune_locked(t, now_ns());
+        /* oldest change first, so that a batch cut at @max never skips a
+         * record: the next call starts after the last one copied */
+        while (n < max) {
+                Migration *next = NULL;
+                for (Migration *m = t->list; m; m = m->next)
+                        if (m->r.generation > after && (!next || m->r.generation < next->r.generation))
+                                next = m;
+                if (!next)
+                        break;
+                out[n++] = next->r;
+                after = next->r.generation;
+        }
         lock_release(&t->lock);
-        *gen = newest;
+        *gen = after;
         return n;
 }
 

@@ -6,8 +6,10 @@
  * migration code updates a record through the writers below; every change
  * bumps the table's generation counter, stamps the record with it and wakes
  * the subscribers (WatchMigration streams), which then copy the records
- * newer than the generation they saw.  Past MIG_TABLE_KEEP records, the
- * oldest finished ones are forgotten when a new one is added.
+ * newer than the generation they saw.  Retention (docs/agent.md): a
+ * running record stays; a done one is kept while it is among the 32 newest
+ * done records and is less than an hour old, so the table holds at most
+ * ~125 KB of done records however long the agent runs.
  *
  * The table also holds the "watched" set: the incoming operations that a
  * MigratePrepare handler or its watchdog drives right now, which the
@@ -28,6 +30,10 @@
 #include "migtypes.h"
 
 #define MIG_MAX_STEPS 16
+/* Retention of done records: the newest MIG_TABLE_KEEP, none older than
+ * MIG_TABLE_KEEP_MS (docs/agent.md). */
+#define MIG_TABLE_KEEP 32
+#define MIG_TABLE_KEEP_MS (3600 * 1000ULL)
 
 typedef struct MigResult {
         char op[OP_ID_MAX];
@@ -61,8 +67,10 @@ void agent_migtable_free(MigrationTable *t);
 /* ---- writers (the migration code; no VM lock held) ---- */
 
 /* A new record for @op migrating the guest named @guest; NULL when out of
- * memory.  The record stays valid until it is done and MIG_TABLE_KEEP newer
- * records were added after it. */
+ * memory.  The returned pointer is the writer's (the migration thread's):
+ * it stays valid until agent_migtable_done(), after which the record may
+ * be forgotten at any time (the retention bounds below); nobody else keeps
+ * a pointer to it. */
 Migration *agent_migtable_add(MigrationTable *t, const char *op, const char *guest, bool outgoing);
 /* Set the record's last event. */
 void agent_migtable_event(MigrationTable *t, Migration *m, const char *fmt, ...) _printf_(3, 4);
@@ -82,9 +90,10 @@ void agent_migtable_tuned(MigrationTable *t, const char *op, const char *what);
  * event), for what happened to it outside its own thread; nothing when
  * no record has @op (a migration found at restart has none). */
 void agent_migtable_note(MigrationTable *t, const char *op, const char *fmt, ...) _printf_(3, 4);
-/* Wait until @m is done (no deadline: the migration thread always ends it). */
-void agent_migtable_wait_done(MigrationTable *t, Migration *m);
-void agent_migtable_copy(MigrationTable *t, Migration *m, MigResult *ret);
+/* Copy the newest record of operation @op into *ret; with @wait, first
+ * wait until it is done (no deadline: the migration thread always ends it).
+ * 0, or -ENOENT when no record has @op (never started, or forgotten). */
+int agent_migtable_result_of(MigrationTable *t, const char *op, bool wait, MigResult *ret);
 
 /* ---- incoming operations driven by this process ---- */
 
@@ -98,8 +107,10 @@ bool agent_migtable_watched(MigrationTable *t, const char *op);
 
 /* The running or last migration of the guest named @guest (name). */
 int agent_migration_get(Agent *a, const char *guest, MigResult *ret);
-/* Copy every migration's state whose generation is newer than *gen (for
- * watchers); returns how many, up to @max, and updates *gen. */
+/* Copy the records whose generation is newer than *gen (for watchers),
+ * oldest change first; returns how many, up to @max, and sets *gen to the
+ * last one copied, so a full batch is continued by the next call.  A
+ * record changed again meanwhile is copied once, in its newest state. */
 size_t agent_migrations_changed(Agent *a, uint64_t *gen, MigResult *out, size_t max);
 /* Register a wake-up called on every change (watch streams); it runs under
  * the table lock and must not block.  Returns an id, or -ENOSPC. */

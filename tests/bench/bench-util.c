@@ -108,6 +108,23 @@ long bench_proc_kib(pid_t pid, const char *member) {
         return kib;
 }
 
+unsigned long long bench_proc_cpu_ticks(pid_t pid) {
+        char path[64], buf[1024];
+        snprintf(path, sizeof(path), "/proc/%d/stat", (int) pid);
+        FILE *f = fopen(path, "r");
+        if (!f)
+                return 0;
+        size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+        fclose(f);
+        buf[n] = '\0';
+        const char *p = strrchr(buf, ')');
+        unsigned long long ut = 0, st = 0;
+        /* fields after the command: state(3) ... utime(14) stime(15) */
+        if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+                return 0;
+        return ut + st;
+}
+
 const char *bench_out_dir(void) {
         const char *d = getenv("DROVER_BENCH_OUT");
         return d && d[0] ? d : ".";

@@ -32,6 +32,9 @@ double bench_load1(void);
 /* A member of /proc/@pid/status in KiB ("VmRSS", "VmHWM"), or -1. */
 long bench_proc_kib(pid_t pid, const char *member);
 
+/* utime + stime of @pid in clock ticks (sysconf(_SC_CLK_TCK) a second), or 0. */
+unsigned long long bench_proc_cpu_ticks(pid_t pid);
+
 /* The folder for data files and plots: $DROVER_BENCH_OUT, or ".". */
 const char *bench_out_dir(void);
 /* Open @name in the output folder for writing (NULL on error, printed). */

@@ -85,24 +85,6 @@ static void *worker_main(void *arg) {
         return NULL;
 }
 
-/* utime + stime of @pid in clock ticks, or 0. */
-static unsigned long long proc_cpu_ticks(pid_t pid) {
-        char path[64], buf[1024];
-        snprintf(path, sizeof(path), "/proc/%d/stat", (int) pid);
-        FILE *f = fopen(path, "r");
-        if (!f)
-                return 0;
-        size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-        fclose(f);
-        buf[n] = '\0';
-        const char *p = strrchr(buf, ')');
-        unsigned long long ut = 0, st = 0;
-        /* fields after the command: state(3) ... utime(14) stime(15) */
-        if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
-                return 0;
-        return ut + st;
-}
-
 static Drover__V1__GetAgentStatsResponse *agent_stats(bool reset) {
         Drover__V1__GetAgentStatsRequest req = DROVER__V1__GET_AGENT_STATS_REQUEST__INIT;
         Drover__V1__GetAgentStatsResponse *resp = NULL;
@@ -166,7 +148,7 @@ static void run_phase(const char *guests, QueryKind kind, int threads, double se
         Drover__V1__GetAgentStatsResponse *as = agent_stats(true);
         if (as)
                 drover__v1__get_agent_stats_response__free_unpacked(as, NULL);
-        unsigned long long c0 = proc_cpu_ticks(agent.pid);
+        unsigned long long c0 = bench_proc_cpu_ticks(agent.pid);
         pthread_barrier_wait(&go);
         uint64_t t0 = now_ns();
         sleep_ms((int64_t) (secs * 1000));
@@ -174,7 +156,7 @@ static void run_phase(const char *guests, QueryKind kind, int threads, double se
         for (int i = 0; i < threads; i++)
                 pthread_join(th[i], NULL);
         p->secs = (double) (now_ns() - t0) / 1e9;
-        unsigned long long c1 = proc_cpu_ticks(agent.pid);
+        unsigned long long c1 = bench_proc_cpu_ticks(agent.pid);
         as = agent_stats(false);
         p->reg_max_ms = lock_max_ms(as, "registry");
         p->vm_max_ms = lock_max_ms(as, "vm");
