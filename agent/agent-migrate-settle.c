@@ -326,8 +326,11 @@ static int settle(Agent *a, Vm *vm, const char *op, const char *peer_addr, bool 
          * later if the job or its phase moved meanwhile.  A destination to
          * be dropped is marked under the same lock, so a finish that
          * arrives now refuses instead of starting the vCPUs. */
-        if (d.action == RECOVER_KILL_DEST && !mig_mark_dropping(vm, op, in.phase))
-                return 0;
+        if (d.action == RECOVER_KILL_DEST) {
+                if (!mig_mark_dropping(vm, op, in.phase))
+                        return 0;
+                agent_test_hold_at("drop-decided", vm->name);
+        }
         if (d.action != RECOVER_KILL_DEST) {
                 vm_lock(vm);
                 bool same = job_async_owned_by(vm, ASYNC_JOB_NONE, op) && vm->job.phase == in.phase;

@@ -406,19 +406,21 @@ static int argv_append(char ***argv, const char *arg) {
  * lock held, so a test can kill -9 the agent at exactly that phase, or make
  * one guest's step slow.  Documented in docs/agent.md; never set it in
  * production. */
-void agent_test_hold(JobPhase phase, const char *guest) {
+void agent_test_hold_at(const char *point, const char *guest) {
         const char *h = getenv("DROVER_TEST_HOLD");
         const char *colon = h ? strchr(h, ':') : NULL;
-        if (!colon || (size_t) (colon - h) != strlen(job_phase_to_string(phase)) ||
-            strncmp(h, job_phase_to_string(phase), (size_t) (colon - h)) != 0)
+        if (!colon || (size_t) (colon - h) != strlen(point) || strncmp(h, point, (size_t) (colon - h)) != 0)
                 return;
         char *end = NULL;
         long ms = strtol(colon + 1, &end, 10);
         if (end && *end == ':' && (!guest || strcmp(end + 1, guest) != 0))
                 return;
-        log_warning("DROVER_TEST_HOLD: holding in phase %s for %ld ms (guest %s)", job_phase_to_string(phase), ms,
-                    guest ? guest : "-");
+        log_warning("DROVER_TEST_HOLD: holding at %s for %ld ms (guest %s)", point, ms, guest ? guest : "-");
         sleep_ms(ms > 0 && ms < 600000 ? ms : 0);
+}
+
+void agent_test_hold(JobPhase phase, const char *guest) {
+        agent_test_hold_at(job_phase_to_string(phase), guest);
 }
 
 int agent_vm_spawn(Agent *a, Vm *vm, char **argv, int64_t timeout_ms, pid_t *ret_pid) {

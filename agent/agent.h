@@ -102,6 +102,9 @@ int agent_vm_spawn(Agent *a, Vm *vm, char **argv, int64_t timeout_ms, pid_t *ret
 /* TEST-ONLY: sleep when DROVER_TEST_HOLD names @phase (and, when it names a
  * guest, @guest) (docs/agent.md). */
 void agent_test_hold(JobPhase phase, const char *guest);
+/* The same at a named point that is not a phase ("drop-decided": recovery
+ * decided to drop an incoming copy and marked it, before acting). */
+void agent_test_hold_at(const char *point, const char *guest);
 
 int agent_vm_define(Agent *a, const char *json, size_t len, const char *op, Vm **ret_vm);
 int agent_vm_undefine(Agent *a, Vm *vm, const char *op);
