@@ -93,8 +93,48 @@ void cluster_coord_config(Cluster *c, const ClusterCoordOptions *o) {
                 fail_msg("writing %s: %s", k->config, strerror(errno));
 }
 
+#define COORD_ENV_MAX 8
+
+/* Put back what env_push() replaced for the first @n entries of @env. */
+static void env_restore(const char *const *env, char *old[COORD_ENV_MAX], int n) {
+        for (int i = 0; i < n; i++) {
+                char name[64];
+                snprintf(name, sizeof(name), "%.*s", (int) (strchr(env[i], '=') - env[i]), env[i]);
+                if (old[i])
+                        setenv(name, old[i], 1);
+                else
+                        unsetenv(name);
+                free(old[i]);
+        }
+}
+
+/* Set the "NAME=VALUE"s of @env in this process, saving what they replace
+ * in @old (NULL: unset).  Returns how many (for env_restore) or -EINVAL
+ * (more than COORD_ENV_MAX, or not NAME=VALUE: nothing left changed). */
+static int env_push(const char *const *env, char *old[COORD_ENV_MAX]) {
+        int n = 0;
+        for (; env && env[n]; n++) {
+                char name[64];
+                const char *eq = strchr(env[n], '=');
+                if (n >= COORD_ENV_MAX || !eq || (size_t) (eq - env[n]) >= sizeof(name)) {
+                        env_restore(env, old, n);
+                        return -EINVAL;
+                }
+                snprintf(name, sizeof(name), "%.*s", (int) (eq - env[n]), env[n]);
+                const char *was = getenv(name);
+                old[n] = was ? strdup(was) : NULL;
+                setenv(name, eq + 1, 1);
+        }
+        return n;
+}
+
 int cluster_coord_start(Cluster *c) {
+        return cluster_coord_start_env(c, NULL);
+}
+
+int cluster_coord_start_env(Cluster *c, const char *const *env) {
         ClusterCoord *k = &c->coord;
+        char *old[COORD_ENV_MAX];
         struct stat stl;
         size_t offset = 0;
         const char *ip = tu_which("ip");
@@ -116,8 +156,12 @@ int cluster_coord_start(Cluster *c) {
         char *argv[] = { (char *) ip, (char *) "netns", (char *) "exec", c->net.ns[0],
                          (char *) tu_build_path("coordinator/drover-coordinator"), (char *) "--config", k->config,
                          NULL };
+        int n_env = env_push(env, old);
+        if (n_env < 0)
+                return n_env;
         k->starts++;
         k->pid = tu_spawn(argv, k->log);
+        env_restore(env, old, n_env);
         if (k->pid < 0) {
                 int r = (int) k->pid;
                 k->pid = 0;
@@ -411,7 +455,7 @@ void cluster_coord_drop_db(Cluster *c) {
 
 void cluster_coord_up(Cluster *c, const ClusterCoordOptions *o, int guests_on_a, int timeout_ms) {
         cluster_coord_config(c, o);
-        int r = cluster_coord_start(c);
+        int r = cluster_coord_start_env(c, o ? o->env : NULL);
         if (r < 0)
                 fail_msg("drover-coordinator did not start: %s", strerror(-r));
         Deadline d = deadline_in_ms(timeout_ms);

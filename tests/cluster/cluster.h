@@ -151,6 +151,7 @@ typedef struct ClusterCoordOptions {
         unsigned vcpus[NETNS_MAX_HOSTS];
         int heartbeat_ms;                /* 0: 1000 */
         const char *extra;               /* more top-level members, e.g. "\"anti_affinity\": {...}" */
+        const char *const *env;          /* NULL-terminated "NAME=VALUE"s for cluster_coord_up's start (NULL: none) */
 } ClusterCoordOptions;
 
 /* Write ClusterCoord.config for the cluster's agents.  Fails the test on error. */
@@ -159,6 +160,11 @@ void cluster_coord_config(Cluster *c, const ClusterCoordOptions *o);
  * `ip netns exec <host 0's ns> drover-coordinator --config ...` and wait for
  * its ready line; its log is appended to.  0 or -errno. */
 int cluster_coord_start(Cluster *c);
+/* The same with @env (NULL, or NULL-terminated "NAME=VALUE"s) added to the
+ * coordinator's environment for this start only, e.g. DROVER_FAULT (read
+ * once at process start, core/fault.h); the test's own environment is
+ * left as it was.  0 or -errno. */
+int cluster_coord_start_env(Cluster *c, const char *const *env);
 /* kill -9 the coordinator (the agents and their migrations go on). */
 void cluster_coord_kill9(Cluster *c);
 /* SIGTERM and wait (10 s, then SIGKILL); returns the wait status or -1. */
@@ -203,7 +209,7 @@ int cluster_host_index(const char *name);
 /* Remove the coordinator's database (and its -wal, -shm) so that the next
  * start begins without job history, hosts taken from the config. */
 void cluster_coord_drop_db(Cluster *c);
-/* cluster_coord_config(@o), cluster_coord_start(), then wait up to
+/* cluster_coord_config(@o), cluster_coord_start_env(@o->env), then wait up to
  * @timeout_ms until `droverctl hosts` shows every host healthy and
  * @guests_on_a guests on host a.  Fails the test otherwise. */
 void cluster_coord_up(Cluster *c, const ClusterCoordOptions *o, int guests_on_a, int timeout_ms);

@@ -45,6 +45,7 @@
 
 #include "cluster.h"
 #include "deadline.h"
+#include "fault-sweep.h"
 #include "fault.h"
 #include "testutil.h"
 
@@ -75,9 +76,6 @@ static bool full;
 static char scratch[256];
 static int case_no;
 
-typedef enum Outcome { OUT_PASS, OUT_FAIL, OUT_KNOWN, OUT_FIXED, OUT_UNREACHED, _OUT_MAX } Outcome;
-static const char *const outcome_name[_OUT_MAX] = { "PASS", "FAIL", "KNOWN", "FIXED?", "UNREACHED" };
-
 typedef struct Case {
         char id[200];
         char rule[2][128];      /* DROVER_FAULT of each side's first start ("" none) */
@@ -86,49 +84,7 @@ typedef struct Case {
         bool kill_other;        /* when a side crashes, kill -9 the other one at that instant */
 } Case;
 
-typedef struct Tally {
-        int n[_OUT_MAX];
-} Tally;
-
-/* ---- known failures ---------------------------------------------------------------------- */
-
-static char *known_text;
-
-static void known_load(void) {
-        const char *path = getenv("DROVER_FAULT_KNOWN");
-        if (path && *path && !(known_text = tu_read_file(path, NULL))) {
-                fprintf(stderr, "DROVER_FAULT_KNOWN=%s cannot be read\n", path);
-                exit(1);
-        }
-}
-
-/* The defect a known-failure line gives for @id, or NULL.  Lines are
- * "ID  defect text"; '#' starts a comment line. */
-static const char *known_reason(const char *id, char *buf, size_t size) {
-        size_t len = strlen(id);
-        for (const char *l = known_text; l && *l;) {
-                const char *end = strchr(l, '\n');
-                size_t ll = end ? (size_t) (end - l) : strlen(l);
-                if (*l != '#' && ll >= len && strncmp(l, id, len) == 0 && (ll == len || l[len] == ' ' || l[len] == '\t')) {
-                        const char *r = l + len;
-                        while (r < l + ll && (*r == ' ' || *r == '\t'))
-                                r++;
-                        snprintf(buf, size, "%.*s", (int) (l + ll - r), r);
-                        return buf;
-                }
-                l = end ? end + 1 : l + ll;
-        }
-        return NULL;
-}
-
 /* ---- helpers ----------------------------------------------------------------------------- */
-
-static void touch(const char *path) {
-        FILE *f = fopen(path, "w");
-        if (!f)
-                fail_msg("cannot create %s: %s", path, strerror(errno));
-        fclose(f);
-}
 
 static bool is_qemu(int pid) {
         char path[64], buf[256];
@@ -158,25 +114,6 @@ static bool stray_qemu(Cluster *c, int owner, char *why, size_t size) {
         return false;
 }
 
-/* The first rule that fired in @trace, or false. */
-static bool trace_fired(const char *trace, char *what, size_t size) {
-        char *text = tu_read_file(trace, NULL);
-        bool fired = false;
-        for (char *l = text, *next; l && *l && !fired; l = next) {
-                char point[FAULT_POINT_MAX], kind[16];
-                unsigned long long count, global;
-                long pid;
-                if ((next = strchr(l, '\n')))
-                        *next++ = '\0';
-                if (sscanf(l, "%63s %llu %llu %ld %15s", point, &count, &global, &pid, kind) == 5) {
-                        snprintf(what, size, "%s at %s hit %llu (pid %ld)", kind, point, count, pid);
-                        fired = true;
-                }
-        }
-        free(text);
-        return fired;
-}
-
 static int crashes_logged(Cluster *c, int i) {
         return tu_count_lines(tu_path(c->host[i].dir, "agent.log"), "fault injection: crash at");
 }
@@ -200,7 +137,7 @@ static int restart(Cluster *c, int i, const char *rule) {
 
 /* Run @k on a fresh cluster.  Returns PASS, FAIL (reason in @why) or
  * UNREACHED; *ret_owner is the host that runs the guest at the end. */
-static Outcome run_case(Cluster *c, const Case *k, char *why, size_t why_size, int *ret_owner, double *ret_secs) {
+static FsOutcome run_case(Cluster *c, const Case *k, char *why, size_t why_size, int *ret_owner, double *ret_secs) {
         char trace[320], arm[320], env[2][160], fired[200] = "";
         const char *envp[2] = { NULL, NULL };
         int restarts[2] = { 0, 0 };
@@ -219,14 +156,14 @@ static Outcome run_case(Cluster *c, const Case *k, char *why, size_t why_size, i
         cluster_up_env(c, 2, envp);
         cluster_guest_start(c, A, GUEST, GUEST_UUID, 64, "mib=32 rate=5");
 
-        touch(arm);
+        fs_touch(arm);
         Drover__V1__MigrationParams p = DROVER__V1__MIGRATION_PARAMS__INIT;
         RpcStatus rs;
         Drover__V1__MigrationResult *res = cluster_migrate(c, A, B, GUEST, &p, false, &rs);
         if (res)
                 drover__v1__migration_result__free_unpacked(res, NULL);
 
-        Outcome out = OUT_FAIL;
+        FsOutcome out = FS_FAIL;
         int owner = -1;
         Deadline d = deadline_in_ms(SETTLE_MS);
         snprintf(why, why_size, "not settled");
@@ -291,16 +228,16 @@ static Outcome run_case(Cluster *c, const Case *k, char *why, size_t why_size, i
                 snprintf(why, why_size, "%s", w);
                 goto out;
         }
-        out = OUT_PASS;
+        out = FS_PASS;
         snprintf(why, why_size, "runs once on host %c", 'a' + owner);
 out:
         *ret_owner = owner;
         *ret_secs = (double) (now_ns() - t0) / 1e9;
         if (k->rule[A][0] || k->rule[B][0]) {
-                if (!trace_fired(trace, fired, sizeof(fired)) && out == OUT_PASS)
-                        out = OUT_UNREACHED;
+                if (!fs_trace_fired(trace, fired, sizeof(fired)) && out == FS_PASS)
+                        out = FS_UNREACHED;
         }
-        if (out == OUT_PASS && fired[0]) {
+        if (out == FS_PASS && fired[0]) {
                 size_t len = strlen(why);
                 snprintf(why + len, why_size - len, " (%s%s)", fired,
                          restarts[A] + restarts[B] ? ", restarted" : "");
@@ -312,21 +249,13 @@ out:
 
 /* Run @k, print its line, count it.  Logs are printed for a failure that
  * is not a known one. */
-static void run_and_report(Cluster *c, const Case *k, Tally *t) {
-        char why[600], kb[300];
+static void run_and_report(Cluster *c, const Case *k, FsTally *t) {
+        char why[600];
         int owner;
         double secs;
-        Outcome out = run_case(c, k, why, sizeof(why), &owner, &secs);
-        const char *known = known_reason(k->id, kb, sizeof(kb));
-        if (out == OUT_FAIL && known)
-                out = OUT_KNOWN;
-        else if (out == OUT_PASS && known)
-                out = OUT_FIXED;
-        t->n[out]++;
-        printf("%-9s %-52s %5.1f s  %s%s%s\n", outcome_name[out], k->id, secs, why, known ? "  [known: " : "",
-               known ? known : "");
-        fflush(stdout);
-        c->ok = out != OUT_FAIL; /* cluster_down prints the agents' logs for a new failure */
+        FsOutcome out = run_case(c, k, why, sizeof(why), &owner, &secs);
+        out = fs_report(t, k->id, out, secs, why);
+        c->ok = out != FS_FAIL; /* cluster_down prints the agents' logs for a new failure */
         cluster_down(c);
         c->ok = true;
 }
@@ -362,13 +291,13 @@ static void test_trace_points(void **state) {
         char why[600];
         int owner;
         double secs;
-        Outcome out = run_case(c, &k, why, sizeof(why), &owner, &secs);
+        FsOutcome out = run_case(c, &k, why, sizeof(why), &owner, &secs);
         pid_t pid[2] = { c->host[A].agent.pid, c->host[B].agent.pid };
         char trace[320];
         snprintf(trace, sizeof(trace), "%s/trace-%03d", scratch, case_no);
-        c->ok = out == OUT_PASS && owner == B;
+        c->ok = out == FS_PASS && owner == B;
         cluster_down(c);
-        if (out != OUT_PASS || owner != B)
+        if (out != FS_PASS || owner != B)
                 fail_msg("the clean migration did not end on host b only: %s", why);
         char *text = tu_read_file(trace, NULL);
         for (char *l = text, *next; l && *l; l = next) {
@@ -408,36 +337,6 @@ static uint64_t rng_next(void) {
         return rng_state;
 }
 
-static int env_int(const char *name, int def) {
-        const char *v = getenv(name);
-        return v && *v ? atoi(v) : def;
-}
-
-/* FNV-1a of the case id mixed with the seed: a case's place in the sample
- * depends on its id only, so a run whose trace polled QMP once more or
- * less still samples the same cases. */
-static uint64_t sample_key(const Case *k) {
-        uint64_t h = 1469598103934665603ull ^ (uint64_t) env_int("DROVER_FAULT_SEED", 1) * 0x9E3779B97F4A7C15ull;
-        for (const char *p = k->id; *p; p++)
-                h = (h ^ (unsigned char) *p) * 1099511628211ull;
-        return h ^ (h >> 29);
-}
-
-static int by_sample_key(const void *a, const void *b) {
-        uint64_t ka = sample_key(a), kb = sample_key(b);
-        return ka < kb ? -1 : ka > kb;
-}
-
-/* Keep the cases whose id contains DROVER_FAULT_ONLY (to rerun one). */
-static int filter_only(Case *cases, int n) {
-        const char *only = getenv("DROVER_FAULT_ONLY");
-        int m = 0;
-        for (int i = 0; i < n; i++)
-                if (!only || !*only || strstr(cases[i].id, only))
-                        cases[m++] = cases[i];
-        return m;
-}
-
 /* Cases that showed a defect once: every sample runs them (first), so a
  * fix cannot quietly regress.  docs/recovery.md names the defects. */
 static const char *const regression_ids[] = {
@@ -446,28 +345,6 @@ static const char *const regression_ids[] = {
         "dst/status.write#3/crash", /* killed after spawning the incoming QEMU, before recording its pid */
         "dst/status.write#4/fail",  /* the destination cannot write finish: the source must resume */
 };
-
-/* Move the regression cases to the front; returns how many were found. */
-static int regressions_first(Case *cases, int n) {
-        int front = 0;
-        for (size_t r = 0; r < ELEMENTSOF(regression_ids); r++)
-                for (int i = front; i < n; i++)
-                        if (strcmp(cases[i].id, regression_ids[r]) == 0) {
-                                Case tmp = cases[front];
-                                cases[front++] = cases[i];
-                                cases[i] = tmp;
-                                break;
-                        }
-        return front;
-}
-
-static void print_summary(const char *what, int matrix, int ran, const Tally *t) {
-        printf("# %s: matrix %d cases, ran %d: %d PASS, %d FAIL, %d KNOWN, %d FIXED? (known but passed: remove the "
-               "line), %d UNREACHED\n",
-               what, matrix, ran, t->n[OUT_PASS], t->n[OUT_FAIL], t->n[OUT_KNOWN], t->n[OUT_FIXED],
-               t->n[OUT_UNREACHED]);
-        fflush(stdout);
-}
 
 static void test_sweep_single_faults(void **state) {
         Cluster *c = *state;
@@ -488,24 +365,25 @@ static void test_sweep_single_faults(void **state) {
                                          kind_rule[kind]);
                         }
         int matrix = n;
-        n = filter_only(cases, n);
+        n = fs_filter_only(cases, n, sizeof(cases[0]));
         int run = n;
         if (!full) {
-                qsort(cases, (size_t) n, sizeof(cases[0]), by_sample_key);
-                run = env_int("DROVER_FAULT_SAMPLE", 18) + regressions_first(cases, n);
+                fs_sample_order(cases, n, sizeof(cases[0]));
+                run = fs_env_int("DROVER_FAULT_SAMPLE", 18) +
+                      fs_regressions_first(cases, n, sizeof(cases[0]), regression_ids, ELEMENTSOF(regression_ids));
                 if (run > n)
                         run = n;
         }
         printf("# single faults: (%d hits of %d points on the source + %d hits of %d points on the destination) x "
                "{fail, timeout, crash}: %d cases; running %s%d (seed %d)\n",
-               n_hits[A], n_points[A], n_hits[B], n_points[B], matrix, full ? "all " : "a sample of ", run, env_int("DROVER_FAULT_SEED", 1));
+               n_hits[A], n_points[A], n_hits[B], n_points[B], matrix, full ? "all " : "a sample of ", run, fs_env_int("DROVER_FAULT_SEED", 1));
         fflush(stdout);
-        Tally t = { 0 };
+        FsTally t = { 0 };
         for (int i = 0; i < run; i++)
                 run_and_report(c, &cases[i], &t);
-        print_summary("single faults", matrix, run, &t);
-        if (t.n[OUT_FAIL])
-                fail_msg("%d single-fault cases failed that are not listed in DROVER_FAULT_KNOWN", t.n[OUT_FAIL]);
+        fs_print_summary("single faults", matrix, run, &t);
+        if (t.n[FS_FAIL])
+                fail_msg("%d single-fault cases failed that are not listed in DROVER_FAULT_KNOWN", t.n[FS_FAIL]);
 }
 
 /* ---- 3. double faults -------------------------------------------------------------------- */
@@ -547,34 +425,25 @@ static void test_double_faults(void **state) {
                 snprintf(k->rule[s], sizeof(k->rule[s]), "%s:crash", pt);
                 snprintf(k->again, sizeof(k->again), "*:%d:crash", nth);
         }
-        n = filter_only(cases, n);
+        n = fs_filter_only(cases, n, sizeof(cases[0]));
         printf("# double faults (sampled): both agents crash; the destination crashes and the source is killed with "
                "it; an agent crashes again at the nth point of its recovery: %d cases\n",
                n);
         fflush(stdout);
-        Tally t = { 0 };
+        FsTally t = { 0 };
         for (int i = 0; i < n; i++)
                 run_and_report(c, &cases[i], &t);
-        print_summary("double faults", n, n, &t);
-        if (t.n[OUT_FAIL])
-                fail_msg("%d double-fault cases failed that are not listed in DROVER_FAULT_KNOWN", t.n[OUT_FAIL]);
+        fs_print_summary("double faults", n, n, &t);
+        if (t.n[FS_FAIL])
+                fail_msg("%d double-fault cases failed that are not listed in DROVER_FAULT_KNOWN", t.n[FS_FAIL]);
 }
 
 int main(int argc, char **argv) {
         netns_require();
-        for (int i = 1; i < argc; i++) {
-                if (strcmp(argv[i], "--full") == 0)
-                        full = true;
-                else {
-                        fprintf(stderr, "usage: %s [--full]\n", argv[0]);
-                        return 2;
-                }
-        }
-        if (getenv("DROVER_FAULT_FULL") && strcmp(getenv("DROVER_FAULT_FULL"), "0") != 0)
-                full = true;
-        rng_state = 0x9E3779B97F4A7C15ull ^ (uint64_t) env_int("DROVER_FAULT_SEED", 1);
+        full = fs_full_requested(argc, argv);
+        rng_state = 0x9E3779B97F4A7C15ull ^ (uint64_t) fs_env_int("DROVER_FAULT_SEED", 1);
         snprintf(scratch, sizeof(scratch), "%s", tu_tmpdir("fault"));
-        known_load();
+        fs_known_load();
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_trace_points, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_sweep_single_faults, setup, teardown),
