@@ -50,6 +50,7 @@ struct FakeAgent {
         /* mu guards everything below it; the thread never holds it across
          * I/O or a delay. */
         pthread_mutex_t mu;
+        pthread_cond_t closed;  /* signalled when st.closed grows */
         pthread_t thread;       /* immutable after fake_new */
         int listen_fd;          /* fake thread only */
         int wake[2];            /* immutable; write end wakes the thread */
@@ -382,6 +383,10 @@ static void *fake_main(void *opaque) {
                 r = serve(f, &c);
                 close(fd);
                 free(c.in);
+                pthread_mutex_lock(&f->mu);
+                f->st.closed++;
+                pthread_cond_broadcast(&f->closed);
+                pthread_mutex_unlock(&f->mu);
                 if (r < 0)
                         break;
         }
@@ -419,6 +424,7 @@ FakeAgent *fake_new(const char *sock_path, const char *default_enabled) {
         if (!sock_path || strlen(sock_path) >= sizeof(sa.sun_path) || !f || pipe2(f->wake, O_CLOEXEC) < 0)
                 abort();
         pthread_mutex_init(&f->mu, NULL);
+        pthread_cond_init(&f->closed, NULL);
         f->path = strdup(sock_path);
         f->info = info_from_list("fake-1.0", default_enabled, NULL);
         memcpy(sa.sun_path, sock_path, strlen(sock_path) + 1);
@@ -448,6 +454,7 @@ void fake_free(FakeAgent *f) {
                 step_clear(&f->steps[i]);
         for (int i = f->sync_head; i != f->sync_tail; i = (i + 1) % FAKE_MAX_QUEUE)
                 free(f->syncs[i].prefix);
+        pthread_cond_destroy(&f->closed);
         pthread_mutex_destroy(&f->mu);
         free(f->info);
         free(f->path);
@@ -512,6 +519,19 @@ void fake_push_sync(FakeAgent *f, const FakeSync *sync) {
                 abort();
         f->syncs[f->sync_tail] = s;
         f->sync_tail = (f->sync_tail + 1) % FAKE_MAX_QUEUE;
+        pthread_mutex_unlock(&f->mu);
+}
+
+void fake_wait_closed(FakeAgent *f, int n) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 10;
+        pthread_mutex_lock(&f->mu);
+        while (f->st.closed < n)
+                if (pthread_cond_timedwait(&f->closed, &f->mu, &until) == ETIMEDOUT && f->st.closed < n) {
+                        fprintf(stderr, "fake: %d connections closed after 10 s, waited for %d\n", f->st.closed, n);
+                        abort();
+                }
         pthread_mutex_unlock(&f->mu);
 }
 

@@ -46,6 +46,7 @@ typedef struct FakeSync {
 
 typedef struct FakeStats {
         int connections;        /* accepted */
+        int closed;             /* connections the fake has closed */
         int syncs;              /* guest-sync-delimited requests received */
         int syncs_without_ff;   /* ... not preceded by a 0xFF byte */
         int ff_bytes;           /* 0xFF bytes received */
@@ -81,3 +82,6 @@ void fake_expect(FakeAgent *f, const char *command, const char *args, const char
 void fake_push_sync(FakeAgent *f, const FakeSync *s);
 
 void fake_stats(FakeAgent *f, FakeStats *ret);
+/* Wait until the fake has closed @n connections in all (a step's
+ * close_after has landed); aborts after 10 s (a test bug or a hang). */
+void fake_wait_closed(FakeAgent *f, int n);

@@ -462,7 +462,7 @@ static void test_eof_while_idle(void **state) {
 
         fake_push(fx->fake, &(FakeStep){ .command = "guest-ping", .reply = "{\"return\": {}}\n", .close_after = true });
         assert_rc(qga_ping(fx->qga, -1), 0);
-        sleep_ms(20); /* let the close land */
+        fake_wait_closed(fx->fake, 1); /* the agent is gone before the next call */
         fake_expect(fx->fake, "guest-get-time", NULL, "{\"return\": 56}\n");
         assert_rc(qga_get_time(fx->qga, -1, &t), 0);
         assert_true(t == 56);
@@ -684,6 +684,7 @@ static void test_reprobe_after_restart(void **state) {
         fake_set_info_list(fx->fake, "fake-2.0", INFO_V2_ENABLED, NULL);
         fake_push(fx->fake, &(FakeStep){ .command = "guest-ping", .reply = "{\"return\": {}}\n", .close_after = true });
         assert_rc(qga_ping(fx->qga, -1), 0);
+        fake_wait_closed(fx->fake, 1); /* the old agent is gone before the next call */
 
         fake_expect(fx->fake, "guest-set-time", NULL, "{\"return\": {}}\n");
         assert_rc(qga_set_time(fx->qga, -1, -1), 0);
