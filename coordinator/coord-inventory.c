@@ -126,12 +126,23 @@ int coord_host_set_state(Coordinator *c, const char *name, int state, CoordHostV
                 lock_release(&c->lock);
                 return err_set(-ENOENT, "no host '%s'", name);
         }
-        h->h.state = state;
         StoreHost copy = h->h;
-        if (ret)
-                coord_host_view_locked(c, h, ret);
         lock_release(&c->lock);
-        return c->store->ops->host_put(c->store, &copy);
+        /* stored first: a state the store refused is never acted on */
+        copy.state = state;
+        int r = c->store->ops->host_put(c->store, &copy);
+        if (r < 0)
+                return r;
+        lock_acquire(&c->lock);
+        if ((h = coord_host_find_locked(c, name))) {
+                h->h.state = state;
+                if (ret)
+                        coord_host_view_locked(c, h, ret);
+        }
+        lock_release(&c->lock);
+        if (!h)
+                return err_set(-ENOENT, "host '%s' was removed meanwhile", name);
+        return 0;
 }
 
 int coord_hosts(Coordinator *c, CoordHostView **ret, size_t *ret_n) {

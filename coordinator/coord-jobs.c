@@ -150,12 +150,22 @@ void coord_sub_end(Coordinator *c, const char *job, int seq, CoordSubtaskPhase p
         coord_job_bump_locked(c, j);
         lock_release(&c->lock);
         if (c->store->ops->subtask_update(c->store, &copy) < 0)
-                log_error("job %s: sub-task %d not stored: %s", job, seq, err_msg());
+                coord_sub_end_unsaved(c, job, seq);
         const char *what = phase == COORD_SUBTASK_PHASE_SUCCEEDED ? "migrated"
                            : phase == COORD_SUBTASK_PHASE_FAILED  ? "FAILED"
                                                                   : "cancelled";
         coord_job_event(c, job, "%s %s: %s -> %s%s%s", copy.guest, what, copy.source, copy.destination,
                         error && error[0] ? ": " : "", error ? error : "");
+}
+
+void coord_sub_end_unsaved(Coordinator *c, const char *job, int seq) {
+        CJob *j;
+        log_error("job %s: the end of sub-task %d not stored: %s (the job ends when it is)", job, seq, err_msg());
+        lock_acquire(&c->lock);
+        CSub *s = coord_sub_find_locked(c, job, seq, &j);
+        if (s)
+                s->end_unsaved = true;
+        lock_release(&c->lock);
 }
 
 int coord_sub_persist(Coordinator *c, const char *job, int seq) {
@@ -169,6 +179,14 @@ int coord_sub_persist(Coordinator *c, const char *job, int seq) {
         lock_release(&c->lock);
         if (s && (r = c->store->ops->subtask_update(c->store, &copy)) < 0)
                 log_error("job %s: sub-task %d not stored: %s", job, seq, err_msg());
+        if (s && r == 0) {
+                lock_acquire(&c->lock);
+                /* still the end just written (a later change is written by its own writer) */
+                if ((s = coord_sub_find_locked(c, job, seq, &j)) && s->t.phase == copy.phase &&
+                    s->t.finished_unix_ms == copy.finished_unix_ms)
+                        s->end_unsaved = false;
+                lock_release(&c->lock);
+        }
         return r;
 }
 

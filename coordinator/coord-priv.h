@@ -71,6 +71,7 @@ typedef struct CSub {
         unsigned persist_failures; /* lock: coord->lock; writes of its start that failed, in a row */
         uint64_t unclear_since_ms; /* lock: coord->lock; since when its outcome waits for the agents, or 0 */
         char start_error[160];    /* lock: coord->lock; the Migrate call's error, when it had one */
+        bool end_unsaved;         /* lock: coord->lock; its end is not in the store yet: the job may not end */
 } CSub;
 
 /* A job of coord->jobs (not ended; the scheduler walks them), or of
@@ -85,6 +86,7 @@ typedef struct CJob {
         size_t n;                 /* immutable */
         bool cancel;              /* lock: coord->lock; cancel requested */
         uint64_t gen;             /* lock: coord->lock; bumped on every change, for watchers */
+        bool end_noted;           /* lock: coord->lock; "its end waits for the store" said once */
 } CJob;
 
 struct Coordinator {
@@ -184,7 +186,12 @@ void coord_job_event(Coordinator *c, const char *job_id, const char *fmt, ...) _
  * coord->lock not held. */
 void coord_sub_end(Coordinator *c, const char *job, int seq, CoordSubtaskPhase phase, const LinkMigResult *res,
                    const char *error);
-/* Write sub-task @seq's record to the store.  coord->lock not held.
+/* Sub-task @seq's end could not be stored (err_msg() says why): logged,
+ * and the sub-task is marked so that its job does not end until a later
+ * coord_sub_persist() stores it.  coord->lock not held. */
+void coord_sub_end_unsaved(Coordinator *c, const char *job, int seq);
+/* Write sub-task @seq's record to the store (and clear its end_unsaved
+ * mark when that record is still its end).  coord->lock not held.
  * Returns 0 or the store's error (logged). */
 int coord_sub_persist(Coordinator *c, const char *job, int seq);
 /* Job @j ended (its final phase is stored): it leaves the job table for

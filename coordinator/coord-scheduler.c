@@ -541,7 +541,7 @@ static void verify_fail(Coordinator *c, const char *job, const StoreSubtask *t, 
         }
         lock_release(&c->lock);
         if (s && c->store->ops->subtask_update(c->store, &copy) < 0)
-                log_error("job %s: sub-task %d not stored: %s", job, t->seq, err_msg());
+                coord_sub_end_unsaved(c, job, t->seq);
         coord_job_event(c, job, "%s FAILED: %s", t->guest, err);
 }
 
@@ -580,12 +580,32 @@ static void maintenance_check(Coordinator *c, const char *host, char *why, size_
         agent_host_info_clear(&info);
 }
 
-/* Verify and close job @id, whose sub-tasks all ended. */
+/* Job @id cannot end yet: a write its end depends on failed (err_msg()).
+ * Logged every time, said in the job's history once; the job stays
+ * verifying and the next tick tries again. */
+static void end_waits(Coordinator *c, const char *id, const char *what) {
+        bool first = false;
+        log_error("job %s: %s not stored: %s (tried again)", id, what, err_msg());
+        lock_acquire(&c->lock);
+        CJob *j = coord_job_find_locked(c, id);
+        if (j && !j->end_noted)
+                first = j->end_noted = true;
+        lock_release(&c->lock);
+        if (first)
+                coord_job_event(c, id, "%s not stored (%.300s): the job ends when it is", what, err_msg());
+}
+
+/* Verify and close job @id, whose sub-tasks all ended and are stored.
+ * Nothing is published before it is stored: the host an evacuation leaves
+ * in maintenance is written first, then the job's end, and only then does
+ * the job read as ended.  A failed write leaves the job verifying for the
+ * next tick; a coordinator that dies in between verifies it again after
+ * its restart (it reloads a verifying job as running). */
 static void verify_job(Coordinator *c, const char *id) {
         CoordJobView v;
         if (coord_job_get(c, id, false, &v) < 0)
                 return;
-        (void) c->store->ops->job_update(c->store, &v.job);
+        (void) c->store->ops->job_update(c->store, &v.job); /* "verifying"; reloaded as running either way */
         unsigned ok = 0, bad = 0, cancelled = 0;
         char causes[STORE_TEXT_MAX] = "", maint[STORE_TEXT_MAX] = "";
         size_t len = 0;
@@ -620,56 +640,92 @@ static void verify_job(Coordinator *c, const char *id) {
         }
         if (v.job.kind == COORD_JOB_KIND_EVACUATE && v.job.maintenance && !bad && !cancelled)
                 maintenance_check(c, v.job.host, maint, sizeof(maint));
+
+        StoreJob end = { 0 };
         lock_acquire(&c->lock);
         CJob *j = coord_job_find_locked(c, id);
         if (j) {
-                j->j.phase = bad || maint[0]            ? COORD_JOB_PHASE_FAILED
-                             : (j->cancel || cancelled) ? COORD_JOB_PHASE_CANCELLED
-                                                        : COORD_JOB_PHASE_SUCCEEDED;
+                end = j->j;
+                end.phase = bad || maint[0]            ? COORD_JOB_PHASE_FAILED
+                            : (j->cancel || cancelled) ? COORD_JOB_PHASE_CANCELLED
+                                                       : COORD_JOB_PHASE_SUCCEEDED;
                 if (bad)
-                        snprintf(j->j.error, sizeof(j->j.error), "%u of %zu guests did not move: %s", bad, j->n,
-                                 causes);
+                        snprintf(end.error, sizeof(end.error), "%u of %zu guests did not move: %s", bad, j->n, causes);
                 else
-                        snprintf(j->j.error, sizeof(j->j.error), "%s", maint);
-                j->j.finished_unix_ms = coord_now_ms();
-                v.job = j->j;
+                        snprintf(end.error, sizeof(end.error), "%s", maint);
+                end.finished_unix_ms = coord_now_ms();
+        }
+        lock_release(&c->lock);
+        bool to_maintenance = j && v.job.kind == COORD_JOB_KIND_EVACUATE && v.job.maintenance &&
+                              end.phase == COORD_JOB_PHASE_SUCCEEDED;
+        if (!j)
+                goto out;
+        if (to_maintenance && coord_host_set_state(c, v.job.host, COORD_HOST_STATE_MAINTENANCE, NULL) < 0) {
+                end_waits(c, id, "host's maintenance state");
+                goto out;
+        }
+        if (c->store->ops->job_update(c->store, &end) < 0) {
+                end_waits(c, id, "its end");
+                goto out;
+        }
+
+        lock_acquire(&c->lock);
+        if ((j = coord_job_find_locked(c, id))) {
+                j->j.phase = end.phase;
+                snprintf(j->j.error, sizeof(j->j.error), "%s", end.error);
+                j->j.finished_unix_ms = end.finished_unix_ms;
                 coord_job_bump_locked(c, j);
         }
         lock_release(&c->lock);
-        if (c->store->ops->job_update(c->store, &v.job) < 0)
-                log_error("job %s: its end not stored: %s", id, err_msg());
+        if (to_maintenance)
+                coord_job_event(c, id, "host %s set to maintenance", v.job.host);
         if (maint[0])
                 coord_job_event(c, id, "%s", maint);
-        coord_job_event(c, id, "job %s: %u migrated, %u failed, %u cancelled", coord_job_phase_to_string(v.job.phase),
+        coord_job_event(c, id, "job %s: %u migrated, %u failed, %u cancelled", coord_job_phase_to_string(end.phase),
                         ok, bad, cancelled);
-        if (v.job.kind == COORD_JOB_KIND_EVACUATE && v.job.phase == COORD_JOB_PHASE_SUCCEEDED && v.job.maintenance) {
-                (void) coord_host_set_state(c, v.job.host, COORD_HOST_STATE_MAINTENANCE, NULL);
-                coord_job_event(c, id, "host %s set to maintenance", v.job.host);
-        }
         /* ended: out of the scheduler's table (kept a while for readers) */
         lock_acquire(&c->lock);
         if ((j = coord_job_find_locked(c, id)))
                 coord_job_retire_locked(c, j);
         lock_release(&c->lock);
+out:
         coord_job_view_clear(&v);
 }
 
-/* When every sub-task of a job ended: verify where the guests run, close
- * it, apply the store's retention. */
+/* When every sub-task of a job ended and its end is stored: verify where
+ * the guests run, close it, apply the store's retention.  A sub-task end
+ * whose write failed is written again first; a job stays running (or
+ * verifying, when its own end failed to be stored) until that works. */
 static void verify_jobs(Coordinator *c) {
         char ids[64][STORE_ID_MAX];
-        size_t n = 0;
+        struct { char job[STORE_ID_MAX]; int seq; } unsaved[64];
+        size_t n = 0, nu = 0;
+        lock_acquire(&c->lock);
+        for (size_t i = 0; i < c->n_jobs; i++) {
+                CJob *j = c->jobs[i];
+                for (size_t k = 0; k < j->n && nu < 64; k++)
+                        if (j->subs[k].end_unsaved) {
+                                snprintf(unsaved[nu].job, STORE_ID_MAX, "%s", j->j.id);
+                                unsaved[nu++].seq = j->subs[k].t.seq;
+                        }
+        }
+        lock_release(&c->lock);
+        for (size_t i = 0; i < nu; i++)
+                (void) coord_sub_persist(c, unsaved[i].job, unsaved[i].seq);
+
         lock_acquire(&c->lock);
         for (size_t i = 0; i < c->n_jobs && n < 64; i++) {
                 CJob *j = c->jobs[i];
-                if (j->j.phase != COORD_JOB_PHASE_RUNNING)
+                if (j->j.phase != COORD_JOB_PHASE_RUNNING && j->j.phase != COORD_JOB_PHASE_VERIFYING)
                         continue;
                 bool all = true;
                 for (size_t k = 0; k < j->n; k++)
-                        all &= coord_subtask_phase_is_final(j->subs[k].t.phase);
+                        all &= coord_subtask_phase_is_final(j->subs[k].t.phase) && !j->subs[k].end_unsaved;
                 if (all) {
-                        j->j.phase = COORD_JOB_PHASE_VERIFYING;
-                        coord_job_bump_locked(c, j);
+                        if (j->j.phase != COORD_JOB_PHASE_VERIFYING) {
+                                j->j.phase = COORD_JOB_PHASE_VERIFYING;
+                                coord_job_bump_locked(c, j);
+                        }
                         snprintf(ids[n++], STORE_ID_MAX, "%s", j->j.id);
                 }
         }

@@ -86,7 +86,9 @@ typedef struct CoordHostView {
 int coord_hosts(Coordinator *c, CoordHostView **ret, size_t *ret_n);
 int coord_host_add(Coordinator *c, const StoreHost *h);
 int coord_host_remove(Coordinator *c, const char *name);
-/* @state: a CoordHostState other than UNSPECIFIED (-EINVAL); persisted. */
+/* @state: a CoordHostState other than UNSPECIFIED (-EINVAL).  Stored
+ * first: when the store refuses it, the state in memory stays as it was
+ * and the store's error is returned. */
 int coord_host_set_state(Coordinator *c, const char *name, int state, CoordHostView *ret);
 
 typedef struct CoordGuestView {

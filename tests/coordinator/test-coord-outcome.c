@@ -105,7 +105,8 @@ static int failing_subtask_update(Store *s, const StoreSubtask *t) {
 /* The coordinator never calls Migrate when the sub-task's start (its op
  * id) could not be stored: the sub-task stays queued and is retried; when
  * the store keeps failing, it fails with the store's error, and still no
- * agent was asked. */
+ * agent was asked.  Its end could not be stored either, so the job ends
+ * only once the store works again and that end is written. */
 static void test_no_migrate_without_a_stored_start(void **state) {
         const uint64_t mem[] = { 16 * GIB, 16 * GIB };
         Coordinator *c = ch_new("coord-persist", 2, mem);
@@ -138,8 +139,105 @@ static void test_no_migrate_without_a_stored_start(void **state) {
         assert_int_equal(t.phase, COORD_SUBTASK_PHASE_FAILED);
         assert_contains(t.error, "could not be stored");
         assert_contains(t.error, "disk I/O error");
-        assert_int_equal(ch_job(c, m2).phase, COORD_JOB_PHASE_FAILED);
+        /* that end could not be stored either: the job does not end yet */
+        assert_int_equal(ch_job(c, m2).phase, COORD_JOB_PHASE_RUNNING);
         fail_writes = 0;
+        ch_tick(c);
+        assert_int_equal(ch_job(c, m2).phase, COORD_JOB_PHASE_FAILED);
+        StoreSubtask *subs = NULL;
+        size_t ns = 0;
+        assert_int_equal(real_ops->subtask_list(c->store, m2, &subs, &ns), 0);
+        assert_int_equal(ns, 1);
+        assert_int_equal(subs[0].phase, COORD_SUBTASK_PHASE_FAILED);
+        free(subs);
+        c->store->ops = real_ops;
+        ch_free(c);
+}
+
+/* Host and job writes that fail while their counters are > 0. */
+static int fail_host_puts, fail_job_ends;
+
+static int failing_host_put(Store *s, const StoreHost *h) {
+        if (fail_host_puts > 0) {
+                fail_host_puts--;
+                return err_set(-EIO, "store: disk I/O error (test)");
+        }
+        return real_ops->host_put(s, h);
+}
+
+static int failing_job_update(Store *s, const StoreJob *j) {
+        if (fail_job_ends > 0 && coord_job_phase_is_final(j->phase)) {
+                fail_job_ends--;
+                return err_set(-EIO, "store: disk I/O error (test)");
+        }
+        return real_ops->job_update(s, j);
+}
+
+/* What the store says of job @id and its one sub-task. */
+static void stored(Coordinator *c, const char *id, StoreJob *ret_job, StoreSubtask *ret_sub) {
+        StoreSubtask *subs = NULL;
+        size_t ns = 0;
+        assert_int_equal(real_ops->job_get(c->store, id, ret_job), 0);
+        assert_int_equal(real_ops->subtask_list(c->store, id, &subs, &ns), 0);
+        assert_int_equal(ns, 1);
+        *ret_sub = subs[0];
+        free(subs);
+}
+
+/* Nothing reads as ended before it is stored: a sub-task's end that the
+ * store refused keeps its job running until a later tick stores it; an
+ * evacuation's maintenance state that the store refused keeps the job
+ * verifying and the host draining; the job's own end that the store
+ * refused keeps it verifying.  Each is written on a later tick, host
+ * first, and the job then ends as it should, the same in memory and in
+ * the store. */
+static void test_nothing_ends_before_it_is_stored(void **state) {
+        const uint64_t mem[] = { 16 * GIB, 16 * GIB };
+        Coordinator *c = ch_new("coord-end-stored", 2, mem);
+        static StoreOps ops;
+        char e[STORE_ID_MAX];
+        StoreJob j;
+        StoreSubtask t;
+        real_ops = c->store->ops;
+        ops = *real_ops;
+        ops.subtask_update = failing_subtask_update;
+        ops.host_put = failing_host_put;
+        ops.job_update = failing_job_update;
+        c->store->ops = &ops;
+        ch_guest("h1", "a1", 1 * GIB);
+        assert_int_equal(ch_evacuate(c, "h1", true, e), 0);
+        ch_tick(c);
+        assert_int_equal(ch_sub(c, e, "a1").phase, COORD_SUBTASK_PHASE_MIGRATING);
+
+        fail_writes = 2; /* the sub-task's end, and its first retry in the same tick */
+        fake_mig_end("a1", true, NULL, true);
+        ch_tick(c);
+        assert_int_equal(ch_sub(c, e, "a1").phase, COORD_SUBTASK_PHASE_SUCCEEDED);
+        assert_int_equal(ch_job(c, e).phase, COORD_JOB_PHASE_RUNNING);
+        stored(c, e, &j, &t);
+        assert_int_equal(t.phase, COORD_SUBTASK_PHASE_MIGRATING);
+
+        fail_host_puts = 1; /* then the host's maintenance */
+        ch_tick(c);
+        stored(c, e, &j, &t);
+        assert_int_equal(t.phase, COORD_SUBTASK_PHASE_SUCCEEDED);
+        assert_int_equal(ch_job(c, e).phase, COORD_JOB_PHASE_VERIFYING);
+        assert_false(coord_job_phase_is_final(j.phase));
+        assert_int_equal(ch_host_state(c, "h1"), COORD_HOST_STATE_DRAINING);
+
+        fail_job_ends = 1; /* then the job's end */
+        ch_tick(c);
+        assert_int_equal(ch_host_state(c, "h1"), COORD_HOST_STATE_MAINTENANCE);
+        assert_int_equal(ch_job(c, e).phase, COORD_JOB_PHASE_VERIFYING);
+        stored(c, e, &j, &t);
+        assert_false(coord_job_phase_is_final(j.phase));
+
+        ch_tick(c);
+        assert_int_equal(ch_job(c, e).phase, COORD_JOB_PHASE_SUCCEEDED);
+        stored(c, e, &j, &t);
+        assert_int_equal(j.phase, COORD_JOB_PHASE_SUCCEEDED);
+        assert_int_equal(ch_host_state(c, "h1"), COORD_HOST_STATE_MAINTENANCE);
+        assert_int_equal(fake_migrate_calls(NULL), 1);
         c->store->ops = real_ops;
         ch_free(c);
 }
@@ -179,6 +277,7 @@ int main(void) {
                 cmocka_unit_test(test_forgotten_migration_settles_at_runtime),
                 cmocka_unit_test(test_reported_failure_records_where_the_guest_runs),
                 cmocka_unit_test(test_no_migrate_without_a_stored_start),
+                cmocka_unit_test(test_nothing_ends_before_it_is_stored),
                 cmocka_unit_test(test_ended_jobs_leave_memory),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
