@@ -4,7 +4,7 @@
  * Address classification behind the development-mode rule, TLS files and
  * credentials, channel arguments and size caps, deadline conversion,
  * protobuf packing/unpacking and the UTF-8 check of received strings.
- * Only the three rpc*.c files and tests include this header: it pulls in
+ * Only the rpc*.c and rpcserver*.c files and tests include this header: it pulls in
  * the gRPC and protobuf-c headers.
  */
 #pragma once

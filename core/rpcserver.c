@@ -1,26 +1,37 @@
-/* gRPC server on the C core (see rpcserver.h).
+/* gRPC server on the C core (see rpcserver.h): lanes, acceptors, workers,
+ * listeners and the lifecycle.  One call, from parse to close, and the
+ * handler-side API live in rpcserver-call.c.
  *
- * Shape (shared/reference/grpc-c-core.md §2, §9): one notification
- * completion queue polled by a pool of worker threads; for every registered
- * method `requests_per_method` pre-armed grpc_server_request_registered_call
- * requests (payload read together with the call), plus two catch-all
- * grpc_server_request_call requests that answer UNIMPLEMENTED for paths we
- * do not serve (without them such calls would hang until their deadline).
- * Each request carries an RpcCall with its own GRPC_CQ_NEXT queue; when a
- * request fires, the worker re-arms one for the same method and then serves
- * the call synchronously: it starts RECV_CLOSE_ON_SERVER first (so that
- * cancellation becomes visible as an event on the call's queue), parses,
- * runs the handler, sends the status and waits for the close event.
+ * Shape (shared/reference/grpc-c-core.md §2, §9), once per lane: a
+ * notification completion queue registered with the server; for every
+ * method of the lane `requests` pre-armed
+ * grpc_server_request_registered_call requests (payload read together
+ * with the call) whose notifications arrive on the lane's queue; one
+ * acceptor thread that only takes completed requests off that queue,
+ * stamps them and appends them to the lane's FIFO of accepted calls; and
+ * `threads` workers that take calls from the FIFO and serve them
+ * synchronously.  Lane 0 also keeps two catch-all grpc_server_request_call
+ * requests that answer UNIMPLEMENTED for paths we do not serve (without
+ * them such calls would hang until their deadline).  Nothing of one lane
+ * is reachable from another, so a lane cannot take another's workers.
  *
- * The call's queue also carries wake-ups: rpc_call_wake() from any thread
- * starts an empty batch, which the core completes at once.  All batches on
- * one call are serialised by call->lock, and `ended` under the same lock
- * turns wakes after teardown into no-ops.
+ * Re-arming: the acceptor re-arms a request for the same method as it
+ * queues a call, so calls leave gRPC as they arrive, unless the FIFO holds
+ * `max_queued` calls; then the method is owed a request, and a worker
+ * taking a call pays one debt.  Per method, armed + owed stays `requests`,
+ * so the FIFO stays below max_queued + the lane's armed requests.
  *
- * Shutdown: stop re-arming, grpc_server_shutdown_and_notify, wait up to the
- * grace period for the notification, then grpc_server_cancel_all_calls and
- * wait for the handlers to return; destroy the server, shut the queue down
- * and join the workers.
+ * Pickup: a worker checks the call's deadline before anything else; an
+ * expired call is answered DEADLINE_EXCEEDED without its handler.  Each
+ * lane counts under its own lock (never held across a gRPC call) what
+ * rpc_server_lane_stats() reports.
+ *
+ * Shutdown: stop re-arming, grpc_server_shutdown_and_notify on lane 0's
+ * queue (its acceptor, which never runs a handler, reports it), wait up to
+ * the grace period for the notification, then grpc_server_cancel_all_calls
+ * and wait for the handlers and the queued calls to finish; destroy the
+ * server, shut every lane's queue down (the acceptor then tells its
+ * workers to stop once the FIFO is empty) and join every thread.
  *
  * What the client shares (library lifetime, the status tables, addresses
  * and the development-mode rule, TLS credentials, channel arguments,
@@ -29,12 +40,9 @@
 #include "rpcserver.h"
 
 #include <errno.h>
-#include <grpc/support/alloc.h>
 #include <netdb.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdarg.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,41 +56,58 @@
 #include "lock.h"
 #include "log.h"
 #include "rpc-priv.h"
+#include "rpcserver-priv.h"
 
 #define DEFAULT_THREADS 8
+#define QUEUE_PER_THREAD 4
 #define CATCH_ALL_REQUESTS 2
 #define STUCK_LOG_MS 5000
 
+_Static_assert(RPC_LANE_WAIT_BUCKETS == LOCK_HIST_BUCKETS, "lane waits use lock.h's histogram scale");
+
 static LockClass server_lock_class = LOCK_CLASS_INIT("rpc-server");
-static LockClass call_lock_class = LOCK_CLASS_INIT("rpc-call");
+static LockClass lane_lock_class = LOCK_CLASS_INIT("rpc-lane");
 
-static char tag_close, tag_wake, tag_send, tag_status;
-#define TAG_CLOSE ((void *) &tag_close)
-#define TAG_WAKE ((void *) &tag_wake)
-#define TAG_SEND ((void *) &tag_send)
-#define TAG_STATUS ((void *) &tag_status)
-
-/* A served path.  The catch-all has no descriptor and no handler. */
-typedef struct RpcMethod {
-        char *path;                             /* immutable: "/pkg.Svc/Method" */
-        const ProtobufCMethodDescriptor *desc;  /* immutable; NULL for the catch-all */
-        RpcUnaryFn unary;                       /* immutable */
-        RpcStreamFn stream;                     /* immutable */
-        void *user;                             /* immutable */
-        void *handle;                           /* immutable: grpc registration */
-} RpcMethod;
+/* lane->lock protects the FIFO of accepted calls, the worker counts, the
+ * stop flag, the owed requests of the lane's methods and the statistics.
+ * It is never held across a gRPC call or a handler. */
+struct RpcLane {
+        RpcServer *srv;                 /* immutable */
+        char name[RPC_LANE_NAME_MAX];   /* immutable */
+        unsigned threads;               /* immutable: workers to start */
+        unsigned requests;              /* immutable: armed per method */
+        unsigned max_queued;            /* immutable */
+        grpc_completion_queue *cq;      /* immutable until shutdown (owner thread) */
+        pthread_t acceptor;             /* owner thread */
+        bool acceptor_running;          /* owner thread */
+        pthread_t *workers;             /* owner thread */
+        Lock lock;
+        Cond cond;                      /* a call was queued, or stopping */
+        RpcCall *head, *tail;           /* lock: lane->lock; accepted calls, oldest first */
+        unsigned n_workers;             /* lock: lane->lock; threads started */
+        unsigned queued;                /* lock: lane->lock */
+        unsigned busy;                  /* lock: lane->lock */
+        unsigned owed;                  /* lock: lane->lock; sum of the methods' owed */
+        bool stopping;                  /* lock: lane->lock; the queue was shut down */
+        uint64_t served;                /* lock: lane->lock */
+        uint64_t refused;               /* lock: lane->lock */
+        uint64_t waited;                /* lock: lane->lock */
+        uint64_t wait_total_ns;         /* lock: lane->lock */
+        uint64_t wait_max_ns;           /* lock: lane->lock */
+        uint64_t wait_hist[RPC_LANE_WAIT_BUCKETS]; /* lock: lane->lock */
+};
 
 /* srv->lock protects the lifecycle flags, the pending-request count and
- * the list of calls being served. */
+ * the list of calls being served.  It is taken after a lane's lock never:
+ * nobody holds both. */
 struct RpcServer {
         grpc_server *server;            /* immutable until shutdown (owner thread) */
-        grpc_completion_queue *cq;      /* immutable until shutdown (owner thread) */
         RpcServerOptions opts;          /* immutable */
+        RpcLane lanes[RPC_MAX_LANES];   /* lanes[0..n_lanes-1] */
+        unsigned n_lanes;               /* immutable */
         RpcMethod **methods;            /* immutable once started */
         size_t n_methods;               /* immutable once started */
-        RpcMethod catch_all;            /* immutable */
-        pthread_t *workers;             /* owner thread */
-        size_t n_workers;               /* owner thread */
+        RpcMethod catch_all;            /* immutable; lane 0 */
         Lock lock;
         Cond cond;                      /* signals shutdown_done */
         bool started;                   /* lock: srv->lock */
@@ -97,328 +122,7 @@ struct RpcServer {
         bool lib_ref;                   /* immutable */
 };
 
-/* call->lock serialises grpc_call_start_batch on the call (the handler
- * thread and wakers) and protects the two flags marked with it.  Fields
- * without a rule belong to the worker serving the call. */
-struct RpcCall {
-        atomic_int refs;                /* atomic */
-        RpcServer *srv;                 /* immutable */
-        RpcMethod *method;              /* immutable */
-        grpc_completion_queue *cq;      /* immutable while served; the call's own queue */
-        grpc_call *call;                /* written by the core at accept, then immutable */
-        gpr_timespec deadline;          /* ditto */
-        grpc_metadata_array md;         /* ditto */
-        grpc_byte_buffer *payload;      /* ditto */
-        grpc_call_details details;      /* ditto (catch-all only) */
-        int close_cancelled;            /* RECV_CLOSE_ON_SERVER output */
-        bool closed;                    /* the close event arrived: the call is over */
-        bool woken;                     /* a wake event arrived and was not yet reported */
-        bool sent_initial_md;
-        const char *status_details;     /* arena */
-        uint64_t started_ns;
-        Lock lock;
-        bool wake_pending;              /* lock: call->lock; a wake batch is queued */
-        bool ended;                     /* lock: call->lock; torn down, wakes are no-ops */
-        RpcCall *prev, *next;           /* lock: srv->lock (active list) */
-};
-
-static RpcCall *call_new(RpcServer *srv, RpcMethod *m) {
-        RpcCall *c = calloc(1, sizeof(*c));
-        if (!c)
-                return NULL;
-        atomic_init(&c->refs, 1);
-        c->srv = srv;
-        c->method = m;
-        c->cq = grpc_completion_queue_create_for_next(NULL);
-        grpc_metadata_array_init(&c->md);
-        grpc_call_details_init(&c->details);
-        lock_init(&c->lock, &call_lock_class);
-        return c;
-}
-
-RpcCall *rpc_call_ref(RpcCall *c) {
-        int old = atomic_fetch_add(&c->refs, 1);
-        assert(old > 0);
-        return c;
-}
-
-void rpc_call_unref(RpcCall *c) {
-        if (!c)
-                return;
-        int old = atomic_fetch_sub(&c->refs, 1);
-        assert(old > 0);
-        if (old > 1)
-                return;
-        assert(!c->cq);
-        lock_destroy(&c->lock);
-        free(c);
-}
-
-/* Release everything gRPC about @c (which may never have been accepted),
- * then drop the server's reference. */
-static void call_release(RpcCall *c) {
-        lock_acquire(&c->lock);
-        c->ended = true;
-        lock_release(&c->lock);
-        grpc_metadata_array_destroy(&c->md);
-        grpc_call_details_destroy(&c->details);
-        if (c->payload)
-                grpc_byte_buffer_destroy(c->payload);
-        c->payload = NULL;
-        if (c->call)
-                grpc_call_unref(c->call);
-        grpc_completion_queue_shutdown(c->cq);
-        while (grpc_completion_queue_next(c->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL).type !=
-               GRPC_QUEUE_SHUTDOWN)
-                ;
-        grpc_completion_queue_destroy(c->cq);
-        c->cq = NULL;
-        rpc_call_unref(c);
-}
-
-static grpc_call_error call_start_batch(RpcCall *c, const grpc_op *ops, size_t n, void *tag) {
-        lock_acquire(&c->lock);
-        grpc_call_error e = grpc_call_start_batch(c->call, ops, n, tag, NULL);
-        lock_release(&c->lock);
-        return e;
-}
-
-/* Record a stray event on the call's queue. */
-static void call_absorb(RpcCall *c, void *tag) {
-        if (tag == TAG_CLOSE)
-                c->closed = true;
-        else if (tag == TAG_WAKE) {
-                lock_acquire(&c->lock);
-                c->wake_pending = false;
-                lock_release(&c->lock);
-                c->woken = true;
-        }
-}
-
-/* Wait for the batch @tag on the call's queue; returns its success flag. */
-static bool call_wait_tag(RpcCall *c, void *tag) {
-        for (;;) {
-                grpc_event ev = grpc_completion_queue_next(c->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
-                assert(ev.type == GRPC_OP_COMPLETE);
-                call_absorb(c, ev.tag);
-                if (ev.tag == tag)
-                        return ev.success != 0;
-        }
-}
-
-RpcWait rpc_call_wait(RpcCall *c, int64_t timeout_ms) {
-        gpr_timespec dl = timeout_ms < 0 ? gpr_inf_future(GPR_CLOCK_MONOTONIC) : rpc_deadline_ms(timeout_ms);
-
-        for (;;) {
-                if (c->closed)
-                        return RPC_WAIT_CANCELLED;
-                if (c->woken) {
-                        c->woken = false;
-                        return RPC_WAIT_WOKEN;
-                }
-                grpc_event ev = grpc_completion_queue_next(c->cq, dl, NULL);
-                if (ev.type == GRPC_QUEUE_TIMEOUT)
-                        return RPC_WAIT_TIMEOUT;
-                assert(ev.type == GRPC_OP_COMPLETE);
-                call_absorb(c, ev.tag);
-        }
-}
-
-bool rpc_call_cancelled(RpcCall *c) {
-        while (!c->closed) {
-                grpc_event ev = grpc_completion_queue_next(c->cq, gpr_inf_past(GPR_CLOCK_MONOTONIC), NULL);
-                if (ev.type != GRPC_OP_COMPLETE)
-                        break;
-                call_absorb(c, ev.tag);
-        }
-        return c->closed;
-}
-
-void rpc_call_wake(RpcCall *c) {
-        lock_acquire(&c->lock);
-        if (!c->ended && !c->wake_pending && c->call &&
-            grpc_call_start_batch(c->call, NULL, 0, TAG_WAKE, NULL) == GRPC_CALL_OK)
-                c->wake_pending = true;
-        lock_release(&c->lock);
-}
-
-int64_t rpc_call_remaining_ms(RpcCall *c) {
-        gpr_timespec d = c->deadline;
-
-        if (d.tv_sec == INT64_MAX || gpr_time_cmp(d, gpr_inf_future(d.clock_type)) == 0)
-                return -1;
-        d = gpr_convert_clock_type(d, GPR_CLOCK_MONOTONIC);
-        gpr_timespec left = gpr_time_sub(d, gpr_now(GPR_CLOCK_MONOTONIC));
-        if (left.tv_sec < 0)
-                return 0;
-        return (int64_t) left.tv_sec * 1000 + (left.tv_nsec + 999999) / 1000000;
-}
-
-void *rpc_call_alloc(RpcCall *c, size_t size) {
-        void *p = grpc_call_arena_alloc(c->call, size ? size : 1);
-        memset(p, 0, size);
-        return p;
-}
-
-char *rpc_call_strdup(RpcCall *c, const char *s) {
-        size_t n = strlen(s) + 1;
-        char *p = grpc_call_arena_alloc(c->call, n);
-        memcpy(p, s, n);
-        return p;
-}
-
-const char *rpc_call_method(RpcCall *c) {
-        return c->method->path;
-}
-
-const char *rpc_call_metadata(RpcCall *c, const char *key, size_t *ret_len) {
-        size_t klen = strlen(key);
-        for (size_t i = 0; i < c->md.count; i++) {
-                grpc_slice k = c->md.metadata[i].key;
-                if (GRPC_SLICE_LENGTH(k) == klen && memcmp(GRPC_SLICE_START_PTR(k), key, klen) == 0) {
-                        /* Not a copy: small slices keep their bytes inline. */
-                        const grpc_slice *v = &c->md.metadata[i].value;
-                        if (ret_len)
-                                *ret_len = GRPC_SLICE_LENGTH(*v);
-                        return (const char *) GRPC_SLICE_START_PTR(*v);
-                }
-        }
-        return NULL;
-}
-
-void rpc_call_peer(RpcCall *c, char *buf, size_t size) {
-        char *peer = grpc_call_get_peer(c->call);
-        snprintf(buf, size, "%s", peer ? peer : "?");
-        gpr_free(peer);
-}
-
-int rpc_call_peer_identity(RpcCall *c, char *buf, size_t size) {
-        grpc_auth_context *ctx = grpc_call_auth_context(c->call);
-        int r = -ENOENT;
-
-        if (ctx) {
-                grpc_auth_property_iterator it = grpc_auth_context_peer_identity(ctx);
-                const grpc_auth_property *p = grpc_auth_property_iterator_next(&it);
-                if (p && p->value) {
-                        rpc_copy_span(buf, size, p->value, p->value_length);
-                        r = 0;
-                }
-                grpc_auth_context_release(ctx);
-        }
-        if (r < 0)
-                return err_set(r, "the call carries no verified client certificate");
-        return 0;
-}
-
-RpcCode rpc_call_fail(RpcCall *c, RpcCode code, const char *fmt, ...) {
-        char buf[ERR_MSG_MAX];
-        va_list ap;
-
-        va_start(ap, fmt);
-        vsnprintf(buf, sizeof(buf), fmt, ap);
-        va_end(ap);
-        c->status_details = rpc_call_strdup(c, buf);
-        return code;
-}
-
-RpcCode rpc_call_fail_errno(RpcCall *c, int negerrno) {
-        RpcCode code = rpc_status_from_errno(negerrno);
-        if (code == RPC_OK)
-                return rpc_call_fail(c, RPC_INTERNAL, "handler failed without an error code");
-        rpc_call_fail(c, code, "%s", err_str(negerrno));
-        err_clear();
-        return code;
-}
-
-int rpc_call_send(RpcCall *c, const ProtobufCMessage *msg) {
-        grpc_op ops[2];
-        size_t n = 0;
-
-        if (!c->method->stream || !msg || msg->descriptor != c->method->desc->output)
-                return err_set(-EINVAL, "rpc_call_send on %s: not a stream or wrong message type",
-                               c->method->path);
-        if (c->closed)
-                return err_set(-ECANCELED, "%s: the call is over", c->method->path);
-        memset(ops, 0, sizeof(ops));
-        if (!c->sent_initial_md) {
-                ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
-                c->sent_initial_md = true;
-        }
-        grpc_byte_buffer *bb = rpc_pack(msg);
-        ops[n].op = GRPC_OP_SEND_MESSAGE;
-        ops[n++].data.send_message.send_message = bb;
-        grpc_call_error e = call_start_batch(c, ops, n, TAG_SEND);
-        bool ok = e == GRPC_CALL_OK && call_wait_tag(c, TAG_SEND);
-        grpc_byte_buffer_destroy(bb);
-        if (!ok)
-                return err_set(-ECANCELED, "%s: the call is over (cancelled, deadline or shutdown)",
-                               c->method->path);
-        return 0;
-}
-
-/* Send the final status (and @resp when not NULL) and wait for it. */
-static void call_finish(RpcCall *c, RpcCode code, const ProtobufCMessage *resp) {
-        grpc_op ops[3];
-        size_t n = 0;
-        grpc_byte_buffer *bb = NULL;
-
-        if ((int) code < 0 || code >= RPC_CODE_MAX)
-                code = rpc_call_fail(c, RPC_INTERNAL, "handler returned invalid status %d", (int) code);
-        if (code == RPC_OK)
-                c->status_details = NULL;
-        else if (!c->status_details)
-                c->status_details = rpc_code_to_string(code);
-        grpc_slice details = grpc_slice_from_copied_string(c->status_details ? c->status_details : "");
-        memset(ops, 0, sizeof(ops));
-        if (!c->sent_initial_md) {
-                ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
-                c->sent_initial_md = true;
-        }
-        if (resp && code == RPC_OK) {
-                bb = rpc_pack(resp);
-                ops[n].op = GRPC_OP_SEND_MESSAGE;
-                ops[n++].data.send_message.send_message = bb;
-        }
-        ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
-        ops[n].data.send_status_from_server.status = (grpc_status_code) code;
-        ops[n++].data.send_status_from_server.status_details = &details;
-        if (call_start_batch(c, ops, n, TAG_STATUS) == GRPC_CALL_OK)
-                call_wait_tag(c, TAG_STATUS);
-        if (bb)
-                grpc_byte_buffer_destroy(bb);
-        grpc_slice_unref(details);
-}
-
-static void *arena_alloc(void *data, size_t size) {
-        return grpc_call_arena_alloc(data, size ? size : 1);
-}
-
-static void arena_free(void *data, void *p) {
-}
-
-static RpcCode call_dispatch(RpcCall *c, ProtobufCMessage **ret_resp) {
-        RpcMethod *m = c->method;
-        ProtobufCAllocator alloc = { .alloc = arena_alloc, .free = arena_free, .allocator_data = c->call };
-        ProtobufCMessage *req;
-
-        if (!m->desc) {
-                char path[256];
-                rpc_slice_str(c->details.method, path, sizeof(path));
-                return rpc_call_fail(c, RPC_UNIMPLEMENTED, "unknown method %s", path);
-        }
-        if (!m->unary && !m->stream)
-                return rpc_call_fail(c, RPC_UNIMPLEMENTED, "method %s is not served here", m->path);
-        if (!c->payload)
-                return rpc_call_fail(c, RPC_INVALID_ARGUMENT, "missing request message");
-        if (rpc_unpack(c->payload, m->desc->input, &alloc, &req) < 0 || rpc_check_strings(req) < 0)
-                return rpc_call_fail_errno(c, -EINVAL); /* INVALID_ARGUMENT with the detail */
-        if (m->stream)
-                return m->stream(c, req, m->user);
-        ProtobufCMessage *resp = grpc_call_arena_alloc(c->call, m->desc->output->sizeof_message);
-        protobuf_c_message_init(m->desc->output, resp);
-        *ret_resp = resp;
-        return m->unary(c, req, resp, m->user);
-}
+/* ---- Lanes ----------------------------------------------------------- */
 
 static void server_track(RpcServer *srv, RpcCall *c, bool add) {
         lock_acquire(&srv->lock);
@@ -441,28 +145,10 @@ static void server_track(RpcServer *srv, RpcCall *c, bool add) {
         lock_release(&srv->lock);
 }
 
-static void call_serve(RpcCall *c) {
-        ProtobufCMessage *resp = NULL;
-        grpc_op op = { .op = GRPC_OP_RECV_CLOSE_ON_SERVER };
-
-        c->started_ns = now_ns();
-        if (!c->method->desc)
-                c->deadline = c->details.deadline;
-        server_track(c->srv, c, true);
-        op.data.recv_close_on_server.cancelled = &c->close_cancelled;
-        if (call_start_batch(c, &op, 1, TAG_CLOSE) != GRPC_CALL_OK)
-                c->closed = true; /* cannot happen; treat as over */
-        RpcCode code = call_dispatch(c, &resp);
-        call_finish(c, code, resp);
-        if (!c->closed)
-                call_wait_tag(c, TAG_CLOSE);
-        server_track(c->srv, c, false);
-        call_release(c);
-}
-
-/* Arm one request for @m; frees the context if the server stopped. */
+/* Arm one request for @m on its lane; frees the context if the server
+ * stopped. */
 static void server_arm(RpcServer *srv, RpcMethod *m) {
-        RpcCall *c = call_new(srv, m);
+        RpcCall *c = rpcsrv_call_new(srv, m);
         grpc_call_error e = GRPC_CALL_ERROR;
 
         if (!c)
@@ -472,23 +158,26 @@ static void server_arm(RpcServer *srv, RpcMethod *m) {
                 if (m->handle)
                         e = grpc_server_request_registered_call(srv->server, m->handle, &c->call,
                                                                 &c->deadline, &c->md, &c->payload,
-                                                                c->cq, srv->cq, c);
+                                                                c->cq, m->lane->cq, c);
                 else
                         e = grpc_server_request_call(srv->server, &c->call, &c->details, &c->md,
-                                                     c->cq, srv->cq, c);
+                                                     c->cq, m->lane->cq, c);
                 if (e == GRPC_CALL_OK)
                         srv->n_pending++;
         }
         lock_release(&srv->lock);
         if (e != GRPC_CALL_OK)
-                call_release(c);
+                rpcsrv_call_release(c);
 }
 
-static void *worker_main(void *arg) {
-        RpcServer *srv = arg;
+/* The lane's acceptor: takes completed requests off the lane's queue and
+ * hands them to the workers; never blocks on anything but that queue. */
+static void *lane_acceptor_main(void *arg) {
+        RpcLane *lane = arg;
+        RpcServer *srv = lane->srv;
 
         for (;;) {
-                grpc_event ev = grpc_completion_queue_next(srv->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+                grpc_event ev = grpc_completion_queue_next(lane->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
                 if (ev.type == GRPC_QUEUE_SHUTDOWN)
                         break;
                 if (ev.type != GRPC_OP_COMPLETE)
@@ -505,40 +194,261 @@ static void *worker_main(void *arg) {
                 srv->n_pending--;
                 lock_release(&srv->lock);
                 if (!ev.success) { /* request cancelled by shutdown */
-                        call_release(c);
+                        rpcsrv_call_release(c);
                         continue;
                 }
-                server_arm(srv, c->method);
-                call_serve(c);
+                RpcMethod *m = c->method; /* @c belongs to the workers once queued */
+                c->accepted_ns = now_ns();
+                if (!m->desc)
+                        c->deadline = c->details.deadline;
+                lock_acquire(&lane->lock);
+                if (lane->tail)
+                        lane->tail->qnext = c;
+                else
+                        lane->head = c;
+                lane->tail = c;
+                bool rearm = ++lane->queued < lane->max_queued;
+                if (!rearm) {
+                        m->owed++;
+                        lane->owed++;
+                }
+                cond_signal(&lane->cond);
+                lock_release(&lane->lock);
+                if (rearm)
+                        server_arm(srv, m);
+        }
+        lock_acquire(&lane->lock);
+        lane->stopping = true;
+        cond_broadcast(&lane->cond);
+        lock_release(&lane->lock);
+        return NULL;
+}
+
+/* A method of @lane owed a request (one debt paid), or NULL. */
+static RpcMethod *lane_take_owed_locked(RpcLane *lane) {
+        RpcServer *srv = lane->srv;
+
+        lock_assert_held(&lane->lock);
+        if (lane->owed == 0)
+                return NULL;
+        for (size_t i = 0; i <= srv->n_methods; i++) {
+                RpcMethod *m = i < srv->n_methods ? srv->methods[i] : &srv->catch_all;
+                if (m->lane == lane && m->owed > 0) {
+                        m->owed--;
+                        lane->owed--;
+                        return m;
+                }
+        }
+        assert(!"lane owes a request no method is owed");
+        return NULL;
+}
+
+static void lane_record_wait_locked(RpcLane *lane, uint64_t wait_ns, bool refused) {
+        int b = 0;
+
+        lock_assert_held(&lane->lock);
+        while (b < RPC_LANE_WAIT_BUCKETS - 1 && wait_ns >= lock_hist_bound_ns(b))
+                b++;
+        lane->wait_hist[b]++;
+        lane->waited++;
+        lane->wait_total_ns += wait_ns;
+        if (wait_ns > lane->wait_max_ns)
+                lane->wait_max_ns = wait_ns;
+        if (refused)
+                lane->refused++;
+}
+
+/* Serve @c, taken from @lane's queue by this worker: refuse it if its
+ * deadline passed while it waited. */
+static void lane_serve(RpcLane *lane, RpcCall *c) {
+        char refusal[160];
+
+        c->started_ns = now_ns();
+        uint64_t wait_ns = c->started_ns - c->accepted_ns;
+        bool expired = rpcsrv_call_expired(c);
+        if (expired)
+                snprintf(refusal, sizeof(refusal),
+                         "deadline expired while the call waited %.1f ms for a worker of lane %s",
+                         (double) wait_ns / 1e6, lane->name);
+        lock_acquire(&lane->lock);
+        lane_record_wait_locked(lane, wait_ns, expired);
+        lock_release(&lane->lock);
+
+        server_track(lane->srv, c, true);
+        rpcsrv_call_run(c, expired ? refusal : NULL);
+        server_track(lane->srv, c, false);
+        rpcsrv_call_release(c);
+
+        lock_acquire(&lane->lock);
+        if (!expired)
+                lane->served++;
+        lane->busy--;
+        lock_release(&lane->lock);
+}
+
+static void *lane_worker_main(void *arg) {
+        RpcLane *lane = arg;
+
+        for (;;) {
+                lock_acquire(&lane->lock);
+                while (!lane->head && !lane->stopping)
+                        cond_wait(&lane->cond, &lane->lock, DEADLINE_NEVER);
+                RpcCall *c = lane->head;
+                if (!c) { /* stopping, and nothing left */
+                        lock_release(&lane->lock);
+                        break;
+                }
+                lane->head = c->qnext;
+                if (!lane->head)
+                        lane->tail = NULL;
+                c->qnext = NULL;
+                lane->queued--;
+                lane->busy++;
+                RpcMethod *owed = lane_take_owed_locked(lane);
+                lock_release(&lane->lock);
+                if (owed)
+                        server_arm(lane->srv, owed);
+                lane_serve(lane, c);
         }
         return NULL;
 }
 
+/* Fill in lane @i from @o (checked by lanes_check()) and register its
+ * queue.  The lock and condition exist even when this fails. */
+static int lane_init(RpcServer *srv, unsigned i, const RpcLaneOptions *o) {
+        RpcLane *lane = &srv->lanes[i];
+
+        lane->srv = srv;
+        lock_init(&lane->lock, &lane_lock_class);
+        cond_init(&lane->cond);
+        if (o->name)
+                snprintf(lane->name, sizeof(lane->name), "%s", o->name);
+        else
+                snprintf(lane->name, sizeof(lane->name), "lane%u", i);
+        lane->threads = o->threads ? o->threads : DEFAULT_THREADS;
+        lane->requests = o->requests ? o->requests : lane->threads;
+        lane->max_queued = o->max_queued ? o->max_queued : QUEUE_PER_THREAD * lane->threads;
+        lane->cq = grpc_completion_queue_create_for_next(NULL);
+        if (!lane->cq)
+                return err_set(-ENOMEM, "cannot create the completion queue of lane %s", lane->name);
+        grpc_server_register_completion_queue(srv->server, lane->cq, NULL);
+        return 0;
+}
+
+/* The lane table of @o is usable: a count we support, names that fit and
+ * differ (a NULL name is "laneN", which no other lane may take). */
+static int lanes_check(const RpcServerOptions *o) {
+        char names[RPC_MAX_LANES][RPC_LANE_NAME_MAX];
+
+        if (o->n_lanes > RPC_MAX_LANES)
+                return err_set(-EINVAL, "%u lanes: at most %d", o->n_lanes, RPC_MAX_LANES);
+        for (unsigned i = 0; i < o->n_lanes; i++) {
+                const char *name = o->lanes[i].name;
+                if (name && (!*name || strlen(name) >= RPC_LANE_NAME_MAX))
+                        return err_set(-EINVAL, "lane %u: the name must have 1 to %d characters", i,
+                                       RPC_LANE_NAME_MAX - 1);
+                if (name)
+                        snprintf(names[i], sizeof(names[i]), "%s", name);
+                else
+                        snprintf(names[i], sizeof(names[i]), "lane%u", i);
+                for (unsigned j = 0; j < i; j++)
+                        if (strcmp(names[i], names[j]) == 0)
+                                return err_set(-EINVAL, "lane '%s' given twice", names[i]);
+        }
+        return 0;
+}
+
+/* Start @lane's acceptor and workers (signals blocked by the caller). */
+static int lane_start(RpcLane *lane) {
+        int e = pthread_create(&lane->acceptor, NULL, lane_acceptor_main, lane);
+        if (e != 0)
+                return err_set(-e, "cannot start the acceptor of lane %s: %s", lane->name, strerror(e));
+        lane->acceptor_running = true;
+        lane->workers = calloc(lane->threads, sizeof(pthread_t));
+        if (!lane->workers)
+                return err_set(-ENOMEM, "out of memory");
+        for (unsigned i = 0; i < lane->threads; i++) {
+                e = pthread_create(&lane->workers[i], NULL, lane_worker_main, lane);
+                if (e != 0)
+                        return err_set(-e, "cannot start the workers of lane %s: %s", lane->name, strerror(e));
+                lock_acquire(&lane->lock);
+                lane->n_workers++;
+                lock_release(&lane->lock);
+        }
+        return 0;
+}
+
+unsigned rpc_server_n_lanes(RpcServer *srv) {
+        return srv->n_lanes;
+}
+
+int rpc_server_lane_find(RpcServer *srv, const char *name) {
+        for (unsigned i = 0; i < srv->n_lanes; i++)
+                if (strcmp(srv->lanes[i].name, name) == 0)
+                        return (int) i;
+        return err_set(-ENOENT, "the server has no lane '%s'", name);
+}
+
+int rpc_server_lane_stats(RpcServer *srv, unsigned i, RpcLaneStats *ret) {
+        if (i >= srv->n_lanes)
+                return err_set(-ENOENT, "the server has no lane %u", i);
+        RpcLane *lane = &srv->lanes[i];
+        RpcLaneStats st = { 0 };
+
+        memcpy(st.name, lane->name, sizeof(st.name));
+        lock_acquire(&lane->lock);
+        st.workers = lane->n_workers;
+        st.busy = lane->busy;
+        st.queued = lane->queued;
+        st.served = lane->served;
+        st.refused_expired = lane->refused;
+        st.waited = lane->waited;
+        st.wait_total_ns = lane->wait_total_ns;
+        st.wait_max_ns = lane->wait_max_ns;
+        memcpy(st.wait_hist, lane->wait_hist, sizeof(st.wait_hist));
+        lock_release(&lane->lock);
+        *ret = st;
+        return 0;
+}
+
+/* ---- Server ---------------------------------------------------------- */
+
 int rpc_server_new(const RpcServerOptions *opts, RpcServer **ret_srv) {
-        RpcServer *srv = calloc(1, sizeof(*srv));
+        RpcServer *srv;
+        int r;
+
+        if (opts && (r = lanes_check(opts)) < 0)
+                return r;
+        srv = calloc(1, sizeof(*srv));
         if (!srv)
                 return err_set(-ENOMEM, "out of memory");
         if (opts)
                 srv->opts = *opts;
-        if (srv->opts.threads == 0)
-                srv->opts.threads = DEFAULT_THREADS;
-        if (srv->opts.requests_per_method == 0)
-                srv->opts.requests_per_method = srv->opts.threads;
         srv->opts.max_request_bytes = rpc_message_cap(srv->opts.max_request_bytes);
         lock_init(&srv->lock, &server_lock_class);
         cond_init(&srv->cond);
         srv->catch_all.path = "(unknown)";
+        srv->catch_all.lane = &srv->lanes[0];
 
         rpc_lib_ref();
         srv->lib_ref = true;
         RpcArgs args;
         srv->server = grpc_server_create(rpc_args_server(&args, srv->opts.max_request_bytes), NULL);
-        srv->cq = grpc_completion_queue_create_for_next(NULL);
-        if (!srv->server || !srv->cq) {
+        if (!srv->server) {
                 rpc_server_free(srv);
                 return err_set(-ENOMEM, "cannot create the gRPC server");
         }
-        grpc_server_register_completion_queue(srv->server, srv->cq, NULL);
+        RpcLaneOptions one = { .name = "default", .threads = srv->opts.threads,
+                               .requests = srv->opts.requests_per_method };
+        unsigned n = srv->opts.n_lanes ? srv->opts.n_lanes : 1;
+        for (unsigned i = 0; i < n; i++) {
+                r = lane_init(srv, i, srv->opts.n_lanes ? &srv->opts.lanes[i] : &one);
+                srv->n_lanes = i + 1; /* its lock exists: rpc_server_free() destroys it */
+                if (r < 0) {
+                        rpc_server_free(srv);
+                        return err_set(r, "cannot create the gRPC server's completion queues");
+                }
+        }
         *ret_srv = srv;
         return 0;
 }
@@ -558,6 +468,9 @@ int rpc_server_add_service(RpcServer *srv, const ProtobufCServiceDescriptor *svc
                                        d->name ? d->name : "(null)");
                 if (!d->unary == !d->stream)
                         return err_set(-EINVAL, "%s.%s: give exactly one of unary/stream", svc->name, d->name);
+                if (d->lane >= srv->n_lanes)
+                        return err_set(-EINVAL, "%s.%s: lane %u, but the server has %u", svc->name, d->name,
+                                       d->lane, srv->n_lanes);
                 snprintf(path, sizeof(path), "/%s/%s", svc->name, md->name);
                 for (size_t j = 0; j < srv->n_methods; j++)
                         if (strcmp(srv->methods[j]->path, path) == 0)
@@ -574,6 +487,7 @@ int rpc_server_add_service(RpcServer *srv, const ProtobufCServiceDescriptor *svc
                 m->unary = d->unary;
                 m->stream = d->stream;
                 m->user = user;
+                m->lane = &srv->lanes[d->lane];
                 m->handle = grpc_server_register_method(srv->server, m->path, NULL,
                                                         GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
                 if (!m->handle) {
@@ -685,28 +599,19 @@ int rpc_server_start(RpcServer *srv) {
         srv->started = true;
         lock_release(&srv->lock);
 
-        srv->workers = calloc(srv->opts.threads, sizeof(pthread_t));
-        if (!srv->workers)
-                return err_set(-ENOMEM, "out of memory");
-        /* Workers never take SIGPIPE (nor the signals a daemon sigwait()s for). */
+        /* Threads never take SIGPIPE (nor the signals a daemon sigwait()s for). */
         sigemptyset(&block);
         sigaddset(&block, SIGPIPE);
         sigaddset(&block, SIGINT);
         sigaddset(&block, SIGTERM);
         pthread_sigmask(SIG_BLOCK, &block, &old);
-        for (unsigned i = 0; i < srv->opts.threads; i++) {
-                int e = pthread_create(&srv->workers[i], NULL, worker_main, srv);
-                if (e != 0) {
-                        r = err_set(-e, "cannot start worker threads: %s", strerror(e));
-                        break;
-                }
-                srv->n_workers++;
-        }
+        for (unsigned i = 0; i < srv->n_lanes && r == 0; i++)
+                r = lane_start(&srv->lanes[i]);
         pthread_sigmask(SIG_SETMASK, &old, NULL);
-        if (srv->n_workers == 0)
-                return r;
+        if (r < 0)
+                return r; /* nothing armed: no call is accepted */
         for (size_t i = 0; i < srv->n_methods; i++)
-                for (unsigned k = 0; k < srv->opts.requests_per_method; k++)
+                for (unsigned k = 0; k < srv->methods[i]->lane->requests; k++)
                         server_arm(srv, srv->methods[i]);
         for (unsigned k = 0; k < CATCH_ALL_REQUESTS; k++)
                 server_arm(srv, &srv->catch_all);
@@ -733,6 +638,18 @@ static void server_wait_cancelled_locked(RpcServer *srv) {
         }
 }
 
+/* Calls accepted and not yet taken by a worker, over every lane. */
+static unsigned server_queued(RpcServer *srv) {
+        unsigned n = 0;
+
+        for (unsigned i = 0; i < srv->n_lanes; i++) {
+                lock_acquire(&srv->lanes[i].lock);
+                n += srv->lanes[i].queued;
+                lock_release(&srv->lanes[i].lock);
+        }
+        return n;
+}
+
 int rpc_server_shutdown(RpcServer *srv, int64_t grace_ms) {
         lock_acquire(&srv->lock);
         if (srv->shutting_down || srv->destroyed) {
@@ -741,17 +658,18 @@ int rpc_server_shutdown(RpcServer *srv, int64_t grace_ms) {
                 return n;
         }
         srv->shutting_down = true;
-        bool started = srv->started && srv->n_workers > 0;
         lock_release(&srv->lock);
 
-        grpc_server_shutdown_and_notify(srv->server, srv->cq, &srv->shutdown_tag);
-        if (!started) {
-                /* No workers: collect the notification ourselves. */
+        RpcLane *first = &srv->lanes[0];
+        grpc_server_shutdown_and_notify(srv->server, first->cq, &srv->shutdown_tag);
+        if (!first->acceptor_running) {
+                /* Never started: no thread, nothing armed; collect the
+                 * notification ourselves. */
                 for (;;) {
-                        grpc_event ev = grpc_completion_queue_next(srv->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+                        grpc_event ev = grpc_completion_queue_next(first->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
                         if (ev.type != GRPC_OP_COMPLETE || ev.tag == &srv->shutdown_tag)
                                 break;
-                        call_release(ev.tag);
+                        rpcsrv_call_release(ev.tag);
                 }
         } else {
                 Deadline grace = deadline_in_ms(grace_ms < 0 ? 0 : grace_ms);
@@ -759,7 +677,10 @@ int rpc_server_shutdown(RpcServer *srv, int64_t grace_ms) {
                 while (!srv->shutdown_done && cond_wait(&srv->cond, &srv->lock, grace) == 0)
                         ;
                 if (!srv->shutdown_done) {
-                        srv->n_cancelled = (int) srv->n_active;
+                        lock_release(&srv->lock);
+                        unsigned queued = server_queued(srv); /* lane locks: never under srv->lock */
+                        lock_acquire(&srv->lock);
+                        srv->n_cancelled = (int) (srv->n_active + queued);
                         lock_release(&srv->lock);
                         grpc_server_cancel_all_calls(srv->server);
                         lock_acquire(&srv->lock);
@@ -769,15 +690,21 @@ int rpc_server_shutdown(RpcServer *srv, int64_t grace_ms) {
         }
         grpc_server_destroy(srv->server);
         srv->server = NULL;
-        grpc_completion_queue_shutdown(srv->cq);
-        for (size_t i = 0; i < srv->n_workers; i++)
-                pthread_join(srv->workers[i], NULL);
-        if (!started) /* drain what the never-started queue still holds */
-                while (grpc_completion_queue_next(srv->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL).type !=
-                       GRPC_QUEUE_SHUTDOWN)
-                        ;
-        grpc_completion_queue_destroy(srv->cq);
-        srv->cq = NULL;
+        for (unsigned i = 0; i < srv->n_lanes; i++) {
+                RpcLane *lane = &srv->lanes[i];
+                grpc_completion_queue_shutdown(lane->cq);
+                if (lane->acceptor_running)
+                        pthread_join(lane->acceptor, NULL);
+                else /* drain what a queue without an acceptor still holds */
+                        while (grpc_completion_queue_next(lane->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL).type !=
+                               GRPC_QUEUE_SHUTDOWN)
+                                ;
+                lane->acceptor_running = false;
+                for (unsigned k = 0; k < lane->n_workers; k++) /* n_workers: written by this thread only */
+                        pthread_join(lane->workers[k], NULL);
+                grpc_completion_queue_destroy(lane->cq);
+                lane->cq = NULL;
+        }
         lock_acquire(&srv->lock);
         srv->destroyed = true;
         int n = srv->n_cancelled;
@@ -788,22 +715,28 @@ int rpc_server_shutdown(RpcServer *srv, int64_t grace_ms) {
 void rpc_server_free(RpcServer *srv) {
         if (!srv)
                 return;
-        if (srv->server && srv->cq)
+        bool whole = srv->server && srv->n_lanes > 0;
+        for (unsigned i = 0; i < srv->n_lanes; i++)
+                whole = whole && srv->lanes[i].cq;
+        if (whole)
                 rpc_server_shutdown(srv, 0);
-        else {
-                if (srv->server)
-                        grpc_server_destroy(srv->server);
-                if (srv->cq) {
-                        grpc_completion_queue_shutdown(srv->cq);
-                        grpc_completion_queue_destroy(srv->cq);
+        else if (srv->server) /* rpc_server_new() failed half-way */
+                grpc_server_destroy(srv->server);
+        for (unsigned i = 0; i < srv->n_lanes; i++) {
+                RpcLane *lane = &srv->lanes[i];
+                if (lane->cq) { /* only after a failed rpc_server_new() */
+                        grpc_completion_queue_shutdown(lane->cq);
+                        grpc_completion_queue_destroy(lane->cq);
                 }
+                free(lane->workers);
+                cond_destroy(&lane->cond);
+                lock_destroy(&lane->lock);
         }
         for (size_t i = 0; i < srv->n_methods; i++) {
                 free(srv->methods[i]->path);
                 free(srv->methods[i]);
         }
         free(srv->methods);
-        free(srv->workers);
         cond_destroy(&srv->cond);
         lock_destroy(&srv->lock);
         if (srv->lib_ref)

@@ -1,4 +1,4 @@
-/* gRPC server: protobuf-c handlers served by a pool of worker threads.
+/* gRPC server: protobuf-c handlers served by lanes of worker threads.
  *
  * Callers see protobuf-c messages, an opaque RpcCall and our own RpcCode
  * (rpc.h), never a gRPC header.
@@ -16,8 +16,42 @@
  * its own completion queue, so a handler can wait for time, for a wake-up
  * from another thread (event streams), or for the call to be cancelled
  * (client cancel, deadline, server shutdown) with rpc_call_wait().  A
- * handler occupies its worker for the whole call, so concurrency equals the
- * number of workers: long operations belong in jobs, not in handlers.
+ * handler occupies its worker for the whole call: long operations belong in
+ * jobs, not in handlers.
+ *
+ * Lanes keep slow calls from starving quick ones.  A lane is a named set
+ * of worker threads with its own completion queue, its own pre-accepted
+ * requests and its own queue of accepted calls; every method belongs to
+ * exactly one lane (RpcMethodDef.lane) and is only ever accepted on and
+ * served by that lane, so a lane whose workers are all busy delays its own
+ * calls and nobody else's.  A server without a lane table has one lane,
+ * "default", sized by RpcServerOptions.threads, as before lanes existed.
+ * Typical use (the agent):
+ *
+ *     RpcServerOptions so = { .n_lanes = 4, .lanes = {
+ *             [0] = { .name = "queries", .threads = 4 },
+ *             [1] = { .name = "peer", .threads = 8 },
+ *             [2] = { .name = "control", .threads = 8 },
+ *             [3] = { .name = "streams", .threads = 16 } } };
+ *     static const RpcMethodDef defs[] = {
+ *             { .name = "ListGuests", .unary = list_guests, .lane = 0 },
+ *             { .name = "WatchEvents", .stream = watch_events, .lane = 3 }, ... };
+ *
+ * Lane 0 also answers calls to unknown paths (UNIMPLEMENTED, no handler),
+ * so it should be a lane of quick calls.  A stream holds a worker of its
+ * lane for its whole life: give streams a lane of their own, sized for the
+ * streams allowed at once.
+ *
+ * A call whose deadline passed while it waited for a worker is answered
+ * DEADLINE_EXCEEDED without running its handler (the client has given up
+ * on it anyway) and counted as refused in the lane's statistics.  A call
+ * waits in two places: inside gRPC when no request of its method is armed,
+ * and in the lane's queue once a request took it.  The lane's acceptor
+ * thread never runs handlers, so a call leaves gRPC as soon as it arrives
+ * unless the lane's queue is full (RpcLaneOptions.max_queued); the wait in
+ * the statistics runs from that moment (accepted) to a worker taking the
+ * call, and the time inside gRPC before acceptance is not seen.  The
+ * deadline check covers both, since the deadline is the client's.
  *
  * Errors map to a status once, here: rpc_call_fail_errno() turns a -errno
  * and its err_set() detail into a status, using rpc_status_from_errno().
@@ -40,10 +74,24 @@
 typedef struct RpcServer RpcServer;
 typedef struct RpcCall RpcCall;
 
+#define RPC_MAX_LANES 8
+#define RPC_LANE_NAME_MAX 32 /* with the NUL */
+
+/* One lane (see the top of this file). */
+typedef struct RpcLaneOptions {
+        const char *name;       /* shown in statistics, unique, < RPC_LANE_NAME_MAX; NULL = "laneN" */
+        unsigned threads;       /* worker threads; 0 = 8 */
+        unsigned requests;      /* calls pre-accepted per method of the lane; 0 = threads */
+        unsigned max_queued;    /* accepted calls waiting for a worker before new ones are
+                                 * left inside gRPC (unobserved); 0 = 4 x threads */
+} RpcLaneOptions;
+
 typedef struct RpcServerOptions {
-        unsigned threads;             /* worker threads; 0 = 8 */
-        unsigned requests_per_method; /* calls pre-accepted per method; 0 = threads */
+        unsigned threads;             /* no lanes given: worker threads of the one lane; 0 = 8 */
+        unsigned requests_per_method; /* no lanes given: calls pre-accepted per method; 0 = threads */
         size_t max_request_bytes;     /* 0 = RPC_DEFAULT_MAX_MESSAGE (4 MiB); larger requests get RESOURCE_EXHAUSTED */
+        RpcLaneOptions lanes[RPC_MAX_LANES]; /* lanes[0..n_lanes-1]; threads and requests_per_method are then unused */
+        unsigned n_lanes;             /* 0 = one lane "default" */
 } RpcServerOptions;
 
 /* Unary handler.  @req is the parsed request (read-only, alive until the
@@ -63,17 +111,20 @@ typedef struct RpcMethodDef {
         const char *name; /* as in the .proto: "Echo" */
         RpcUnaryFn unary;
         RpcStreamFn stream;
+        unsigned lane;    /* index into RpcServerOptions.lanes; 0 = the first (or only) lane */
 } RpcMethodDef;
 
 /* Create a stopped server with no listeners.  @opts may be NULL.
- * Returns 0 and *ret_srv, or -errno. */
+ * Returns 0 and *ret_srv, or -errno: -EINVAL (more than RPC_MAX_LANES
+ * lanes, a lane name too long or given twice), -ENOMEM. */
 int rpc_server_new(const RpcServerOptions *opts, RpcServer **ret_srv);
 
 /* Register the handlers in @defs for methods of @svc (a protoc-c service
  * descriptor, which must outlive the server).  Methods of @svc without a
  * row answer UNIMPLEMENTED.  @user is passed to every handler.  Before
  * rpc_server_start() only.  Returns 0, -ENOENT (a name not in @svc), -EINVAL
- * (not exactly one handler), -EEXIST (registered twice) or -EBUSY (started). */
+ * (not exactly one handler, or a lane the server does not have), -EEXIST
+ * (registered twice) or -EBUSY (started). */
 int rpc_server_add_service(RpcServer *srv, const ProtobufCServiceDescriptor *svc,
                            const RpcMethodDef *defs, size_t n_defs, void *user);
 
@@ -88,7 +139,9 @@ int rpc_server_add_service(RpcServer *srv, const ProtobufCServiceDescriptor *svc
  * -EINVAL (bad address or TLS material), -EPERM, -EBUSY (started). */
 int rpc_server_listen(RpcServer *srv, const char *addr, const RpcTls *tls);
 
-/* Start the workers and begin accepting calls.  Returns 0 or -errno. */
+/* Start every lane (its acceptor and workers) and begin accepting calls.
+ * Returns 0 or -errno (a thread could not be started: nothing is accepted;
+ * rpc_server_shutdown()/rpc_server_free() still clean up). */
 int rpc_server_start(RpcServer *srv);
 
 /* Stop accepting calls, give calls in flight up to @grace_ms to finish,
@@ -102,6 +155,33 @@ int rpc_server_shutdown(RpcServer *srv, int64_t grace_ms);
 /* Shut down (grace 0) if needed and free.  Accepts NULL. */
 void rpc_server_free(RpcServer *srv);
 DEFINE_POINTER_CLEANUP(RpcServer, rpc_server_free);
+
+/* ---- Lane statistics (any thread, between rpc_server_new and _free) --- */
+
+#define RPC_LANE_WAIT_BUCKETS 8
+
+typedef struct RpcLaneStats {
+        char name[RPC_LANE_NAME_MAX];
+        unsigned workers;         /* worker threads running */
+        unsigned busy;            /* workers serving a call (handler or refusal) */
+        unsigned queued;          /* accepted calls waiting for a worker */
+        uint64_t served;          /* calls whose handler ran (or that got a protocol error) */
+        uint64_t refused_expired; /* calls answered DEADLINE_EXCEEDED at pickup, handler not run */
+        uint64_t waited;          /* calls taken by a worker (served + refused + in service) */
+        uint64_t wait_total_ns;   /* sum of their waits, accepted -> taken by a worker */
+        uint64_t wait_max_ns;     /* the longest of them */
+        uint64_t wait_hist[RPC_LANE_WAIT_BUCKETS]; /* bucket i: waits < lock_hist_bound_ns(i) (lock.h:
+                                                    * < 1 us, < 10 us, .. < 1 s), the last: 1 s or more */
+} RpcLaneStats;
+
+/* Number of lanes (>= 1). */
+unsigned rpc_server_n_lanes(RpcServer *srv);
+/* The index of the lane named @name, or -ENOENT. */
+int rpc_server_lane_find(RpcServer *srv, const char *name);
+/* A consistent snapshot of lane @lane's counters into *ret (taken under
+ * the lane's lock, which is never held across I/O or a handler).  Returns
+ * 0 or -ENOENT (no such lane). */
+int rpc_server_lane_stats(RpcServer *srv, unsigned lane, RpcLaneStats *ret);
 
 /* ---- Inside a handler (handler thread only unless noted) -------------- */
 

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <string.h>
+#include <time.h>
 
 #include "err.h"
 
@@ -97,22 +98,53 @@ out:
         return code;
 }
 
+static RpcCode do_slow(RpcCall *c, const ProtobufCMessage *reqm, ProtobufCMessage *respm, void *user) {
+        EchoService *es = user;
+        const EchoRequest *req = (const EchoRequest *) reqm;
+        EchoReply *resp = (EchoReply *) respm;
+        struct timespec limit;
+        int e = 0;
+
+        atomic_fetch_add(&es->slow_started, 1);
+        clock_gettime(CLOCK_REALTIME, &limit);
+        limit.tv_sec += 30;
+        pthread_mutex_lock(&es->mu);
+        while (!es->gate_open && e == 0)
+                e = pthread_cond_timedwait(&es->gate, &es->mu, &limit);
+        pthread_mutex_unlock(&es->mu);
+        atomic_fetch_add(&es->slow_done, 1);
+        if (e != 0)
+                return rpc_call_fail(c, RPC_ABORTED, "the gate stayed shut for 30 s");
+        resp->text = req->text;
+        return RPC_OK;
+}
+
 static const RpcMethodDef echo_methods[] = {
         { .name = "Echo", .unary = do_echo },
         { .name = "Watch", .stream = do_watch },
         { .name = "Fail", .unary = do_fail },
         { .name = "Sleep", .unary = do_sleep },
+        { .name = "Slow", .unary = do_slow },
 };
 
 void echo_service_init(EchoService *es) {
         memset(es, 0, sizeof(*es));
         pthread_mutex_init(&es->mu, NULL);
+        pthread_cond_init(&es->gate, NULL);
 }
 
 void echo_service_destroy(EchoService *es) {
         rpc_call_unref(es->subscriber);
         es->subscriber = NULL;
+        pthread_cond_destroy(&es->gate);
         pthread_mutex_destroy(&es->mu);
+}
+
+void echo_service_open_gate(EchoService *es) {
+        pthread_mutex_lock(&es->mu);
+        es->gate_open = true;
+        pthread_cond_broadcast(&es->gate);
+        pthread_mutex_unlock(&es->mu);
 }
 
 int echo_service_register(RpcServer *srv, EchoService *es) {
@@ -121,11 +153,16 @@ int echo_service_register(RpcServer *srv, EchoService *es) {
 }
 
 int echo_service_register_some(RpcServer *srv, EchoService *es, const char *const *names) {
+        return echo_service_register_lane(srv, es, names, 0);
+}
+
+int echo_service_register_lane(RpcServer *srv, EchoService *es, const char *const *names, unsigned lane) {
         for (; *names; names++)
                 for (size_t i = 0; i < sizeof(echo_methods) / sizeof(echo_methods[0]); i++)
                         if (strcmp(echo_methods[i].name, *names) == 0) {
-                                int r = rpc_server_add_service(srv, &drover__test__v1__echoer__descriptor,
-                                                               &echo_methods[i], 1, es);
+                                RpcMethodDef d = echo_methods[i];
+                                d.lane = lane;
+                                int r = rpc_server_add_service(srv, &drover__test__v1__echoer__descriptor, &d, 1, es);
                                 if (r < 0)
                                         return r;
                         }

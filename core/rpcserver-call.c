@@ -1,0 +1,358 @@
+/* One call of the gRPC server (see rpcserver.h, "Inside a handler").
+ *
+ * Each accepted call carries its own GRPC_CQ_NEXT completion queue, so a
+ * handler is plain blocking C: rpcsrv_call_run() starts RECV_CLOSE_ON_SERVER
+ * first (so that cancellation becomes visible as an event on the call's
+ * queue), parses the request into the call's arena, runs the handler, sends
+ * the status and waits for the close event.  rpc_call_wait() waits on the
+ * same queue for a timeout, a wake-up or the close.
+ *
+ * The call's queue also carries wake-ups: rpc_call_wake() from any thread
+ * starts an empty batch, which the core completes at once.  All batches on
+ * one call are serialised by call->lock, and `ended` under the same lock
+ * turns wakes after teardown into no-ops.
+ *
+ * Which thread serves a call, when, and whether it is refused for an
+ * expired deadline is decided in rpcserver.c (lanes); this file never
+ * looks at the server or the lane.
+ */
+#include <errno.h>
+#include <grpc/support/alloc.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "err.h"
+#include "rpc-priv.h"
+#include "rpcserver-priv.h"
+
+static LockClass call_lock_class = LOCK_CLASS_INIT("rpc-call");
+
+static char tag_close, tag_wake, tag_send, tag_status;
+#define TAG_CLOSE ((void *) &tag_close)
+#define TAG_WAKE ((void *) &tag_wake)
+#define TAG_SEND ((void *) &tag_send)
+#define TAG_STATUS ((void *) &tag_status)
+
+RpcCall *rpcsrv_call_new(RpcServer *srv, RpcMethod *m) {
+        RpcCall *c = calloc(1, sizeof(*c));
+        if (!c)
+                return NULL;
+        atomic_init(&c->refs, 1);
+        c->srv = srv;
+        c->method = m;
+        c->cq = grpc_completion_queue_create_for_next(NULL);
+        grpc_metadata_array_init(&c->md);
+        grpc_call_details_init(&c->details);
+        lock_init(&c->lock, &call_lock_class);
+        return c;
+}
+
+RpcCall *rpc_call_ref(RpcCall *c) {
+        int old = atomic_fetch_add(&c->refs, 1);
+        assert(old > 0);
+        return c;
+}
+
+void rpc_call_unref(RpcCall *c) {
+        if (!c)
+                return;
+        int old = atomic_fetch_sub(&c->refs, 1);
+        assert(old > 0);
+        if (old > 1)
+                return;
+        assert(!c->cq);
+        lock_destroy(&c->lock);
+        free(c);
+}
+
+void rpcsrv_call_release(RpcCall *c) {
+        lock_acquire(&c->lock);
+        c->ended = true;
+        lock_release(&c->lock);
+        grpc_metadata_array_destroy(&c->md);
+        grpc_call_details_destroy(&c->details);
+        if (c->payload)
+                grpc_byte_buffer_destroy(c->payload);
+        c->payload = NULL;
+        if (c->call)
+                grpc_call_unref(c->call);
+        grpc_completion_queue_shutdown(c->cq);
+        while (grpc_completion_queue_next(c->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL).type !=
+               GRPC_QUEUE_SHUTDOWN)
+                ;
+        grpc_completion_queue_destroy(c->cq);
+        c->cq = NULL;
+        rpc_call_unref(c);
+}
+
+static grpc_call_error call_start_batch(RpcCall *c, const grpc_op *ops, size_t n, void *tag) {
+        lock_acquire(&c->lock);
+        grpc_call_error e = grpc_call_start_batch(c->call, ops, n, tag, NULL);
+        lock_release(&c->lock);
+        return e;
+}
+
+/* Record a stray event on the call's queue. */
+static void call_absorb(RpcCall *c, void *tag) {
+        if (tag == TAG_CLOSE)
+                c->closed = true;
+        else if (tag == TAG_WAKE) {
+                lock_acquire(&c->lock);
+                c->wake_pending = false;
+                lock_release(&c->lock);
+                c->woken = true;
+        }
+}
+
+/* Wait for the batch @tag on the call's queue; returns its success flag. */
+static bool call_wait_tag(RpcCall *c, void *tag) {
+        for (;;) {
+                grpc_event ev = grpc_completion_queue_next(c->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+                assert(ev.type == GRPC_OP_COMPLETE);
+                call_absorb(c, ev.tag);
+                if (ev.tag == tag)
+                        return ev.success != 0;
+        }
+}
+
+RpcWait rpc_call_wait(RpcCall *c, int64_t timeout_ms) {
+        gpr_timespec dl = timeout_ms < 0 ? gpr_inf_future(GPR_CLOCK_MONOTONIC) : rpc_deadline_ms(timeout_ms);
+
+        for (;;) {
+                if (c->closed)
+                        return RPC_WAIT_CANCELLED;
+                if (c->woken) {
+                        c->woken = false;
+                        return RPC_WAIT_WOKEN;
+                }
+                grpc_event ev = grpc_completion_queue_next(c->cq, dl, NULL);
+                if (ev.type == GRPC_QUEUE_TIMEOUT)
+                        return RPC_WAIT_TIMEOUT;
+                assert(ev.type == GRPC_OP_COMPLETE);
+                call_absorb(c, ev.tag);
+        }
+}
+
+bool rpc_call_cancelled(RpcCall *c) {
+        while (!c->closed) {
+                grpc_event ev = grpc_completion_queue_next(c->cq, gpr_inf_past(GPR_CLOCK_MONOTONIC), NULL);
+                if (ev.type != GRPC_OP_COMPLETE)
+                        break;
+                call_absorb(c, ev.tag);
+        }
+        return c->closed;
+}
+
+void rpc_call_wake(RpcCall *c) {
+        lock_acquire(&c->lock);
+        if (!c->ended && !c->wake_pending && c->call &&
+            grpc_call_start_batch(c->call, NULL, 0, TAG_WAKE, NULL) == GRPC_CALL_OK)
+                c->wake_pending = true;
+        lock_release(&c->lock);
+}
+
+int64_t rpc_call_remaining_ms(RpcCall *c) {
+        gpr_timespec d = c->deadline;
+
+        if (d.tv_sec == INT64_MAX || gpr_time_cmp(d, gpr_inf_future(d.clock_type)) == 0)
+                return -1;
+        d = gpr_convert_clock_type(d, GPR_CLOCK_MONOTONIC);
+        gpr_timespec left = gpr_time_sub(d, gpr_now(GPR_CLOCK_MONOTONIC));
+        if (left.tv_sec < 0)
+                return 0;
+        return (int64_t) left.tv_sec * 1000 + (left.tv_nsec + 999999) / 1000000;
+}
+
+void *rpc_call_alloc(RpcCall *c, size_t size) {
+        void *p = grpc_call_arena_alloc(c->call, size ? size : 1);
+        memset(p, 0, size);
+        return p;
+}
+
+char *rpc_call_strdup(RpcCall *c, const char *s) {
+        size_t n = strlen(s) + 1;
+        char *p = grpc_call_arena_alloc(c->call, n);
+        memcpy(p, s, n);
+        return p;
+}
+
+const char *rpc_call_method(RpcCall *c) {
+        return c->method->path;
+}
+
+const char *rpc_call_metadata(RpcCall *c, const char *key, size_t *ret_len) {
+        size_t klen = strlen(key);
+        for (size_t i = 0; i < c->md.count; i++) {
+                grpc_slice k = c->md.metadata[i].key;
+                if (GRPC_SLICE_LENGTH(k) == klen && memcmp(GRPC_SLICE_START_PTR(k), key, klen) == 0) {
+                        /* Not a copy: small slices keep their bytes inline. */
+                        const grpc_slice *v = &c->md.metadata[i].value;
+                        if (ret_len)
+                                *ret_len = GRPC_SLICE_LENGTH(*v);
+                        return (const char *) GRPC_SLICE_START_PTR(*v);
+                }
+        }
+        return NULL;
+}
+
+void rpc_call_peer(RpcCall *c, char *buf, size_t size) {
+        char *peer = grpc_call_get_peer(c->call);
+        snprintf(buf, size, "%s", peer ? peer : "?");
+        gpr_free(peer);
+}
+
+int rpc_call_peer_identity(RpcCall *c, char *buf, size_t size) {
+        grpc_auth_context *ctx = grpc_call_auth_context(c->call);
+        int r = -ENOENT;
+
+        if (ctx) {
+                grpc_auth_property_iterator it = grpc_auth_context_peer_identity(ctx);
+                const grpc_auth_property *p = grpc_auth_property_iterator_next(&it);
+                if (p && p->value) {
+                        rpc_copy_span(buf, size, p->value, p->value_length);
+                        r = 0;
+                }
+                grpc_auth_context_release(ctx);
+        }
+        if (r < 0)
+                return err_set(r, "the call carries no verified client certificate");
+        return 0;
+}
+
+RpcCode rpc_call_fail(RpcCall *c, RpcCode code, const char *fmt, ...) {
+        char buf[ERR_MSG_MAX];
+        va_list ap;
+
+        va_start(ap, fmt);
+        vsnprintf(buf, sizeof(buf), fmt, ap);
+        va_end(ap);
+        c->status_details = rpc_call_strdup(c, buf);
+        return code;
+}
+
+RpcCode rpc_call_fail_errno(RpcCall *c, int negerrno) {
+        RpcCode code = rpc_status_from_errno(negerrno);
+        if (code == RPC_OK)
+                return rpc_call_fail(c, RPC_INTERNAL, "handler failed without an error code");
+        rpc_call_fail(c, code, "%s", err_str(negerrno));
+        err_clear();
+        return code;
+}
+
+int rpc_call_send(RpcCall *c, const ProtobufCMessage *msg) {
+        grpc_op ops[2];
+        size_t n = 0;
+
+        if (!c->method->stream || !msg || msg->descriptor != c->method->desc->output)
+                return err_set(-EINVAL, "rpc_call_send on %s: not a stream or wrong message type",
+                               c->method->path);
+        if (c->closed)
+                return err_set(-ECANCELED, "%s: the call is over", c->method->path);
+        memset(ops, 0, sizeof(ops));
+        if (!c->sent_initial_md) {
+                ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+                c->sent_initial_md = true;
+        }
+        grpc_byte_buffer *bb = rpc_pack(msg);
+        ops[n].op = GRPC_OP_SEND_MESSAGE;
+        ops[n++].data.send_message.send_message = bb;
+        grpc_call_error e = call_start_batch(c, ops, n, TAG_SEND);
+        bool ok = e == GRPC_CALL_OK && call_wait_tag(c, TAG_SEND);
+        grpc_byte_buffer_destroy(bb);
+        if (!ok)
+                return err_set(-ECANCELED, "%s: the call is over (cancelled, deadline or shutdown)",
+                               c->method->path);
+        return 0;
+}
+
+/* Send the final status (and @resp when not NULL) and wait for it. */
+static void call_finish(RpcCall *c, RpcCode code, const ProtobufCMessage *resp) {
+        grpc_op ops[3];
+        size_t n = 0;
+        grpc_byte_buffer *bb = NULL;
+
+        if ((int) code < 0 || code >= RPC_CODE_MAX)
+                code = rpc_call_fail(c, RPC_INTERNAL, "handler returned invalid status %d", (int) code);
+        if (code == RPC_OK)
+                c->status_details = NULL;
+        else if (!c->status_details)
+                c->status_details = rpc_code_to_string(code);
+        grpc_slice details = grpc_slice_from_copied_string(c->status_details ? c->status_details : "");
+        memset(ops, 0, sizeof(ops));
+        if (!c->sent_initial_md) {
+                ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+                c->sent_initial_md = true;
+        }
+        if (resp && code == RPC_OK) {
+                bb = rpc_pack(resp);
+                ops[n].op = GRPC_OP_SEND_MESSAGE;
+                ops[n++].data.send_message.send_message = bb;
+        }
+        ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+        ops[n].data.send_status_from_server.status = (grpc_status_code) code;
+        ops[n++].data.send_status_from_server.status_details = &details;
+        if (call_start_batch(c, ops, n, TAG_STATUS) == GRPC_CALL_OK)
+                call_wait_tag(c, TAG_STATUS);
+        if (bb)
+                grpc_byte_buffer_destroy(bb);
+        grpc_slice_unref(details);
+}
+
+static void *arena_alloc(void *data, size_t size) {
+        return grpc_call_arena_alloc(data, size ? size : 1);
+}
+
+static void arena_free(void *data, void *p) {
+}
+
+static RpcCode call_dispatch(RpcCall *c, ProtobufCMessage **ret_resp) {
+        RpcMethod *m = c->method;
+        ProtobufCAllocator alloc = { .alloc = arena_alloc, .free = arena_free, .allocator_data = c->call };
+        ProtobufCMessage *req;
+
+        if (!m->desc) {
+                char path[256];
+                rpc_slice_str(c->details.method, path, sizeof(path));
+                return rpc_call_fail(c, RPC_UNIMPLEMENTED, "unknown method %s", path);
+        }
+        if (!m->unary && !m->stream)
+                return rpc_call_fail(c, RPC_UNIMPLEMENTED, "method %s is not served here", m->path);
+        if (!c->payload)
+                return rpc_call_fail(c, RPC_INVALID_ARGUMENT, "missing request message");
+        if (rpc_unpack(c->payload, m->desc->input, &alloc, &req) < 0 || rpc_check_strings(req) < 0)
+                return rpc_call_fail_errno(c, -EINVAL); /* INVALID_ARGUMENT with the detail */
+        if (m->stream)
+                return m->stream(c, req, m->user);
+        ProtobufCMessage *resp = grpc_call_arena_alloc(c->call, m->desc->output->sizeof_message);
+        protobuf_c_message_init(m->desc->output, resp);
+        *ret_resp = resp;
+        return m->unary(c, req, resp, m->user);
+}
+
+bool rpcsrv_call_expired(RpcCall *c) {
+        gpr_timespec d = c->deadline;
+
+        if (d.tv_sec == INT64_MAX || gpr_time_cmp(d, gpr_inf_future(d.clock_type)) == 0)
+                return false;
+        d = gpr_convert_clock_type(d, GPR_CLOCK_MONOTONIC);
+        return gpr_time_cmp(gpr_now(GPR_CLOCK_MONOTONIC), d) >= 0;
+}
+
+void rpcsrv_call_run(RpcCall *c, const char *refusal) {
+        ProtobufCMessage *resp = NULL;
+        grpc_op op = { .op = GRPC_OP_RECV_CLOSE_ON_SERVER };
+        RpcCode code;
+
+        op.data.recv_close_on_server.cancelled = &c->close_cancelled;
+        if (call_start_batch(c, &op, 1, TAG_CLOSE) != GRPC_CALL_OK)
+                c->closed = true; /* cannot happen; treat as over */
+        if (refusal)
+                code = rpc_call_fail(c, RPC_DEADLINE_EXCEEDED, "%s", refusal);
+        else
+                code = call_dispatch(c, &resp);
+        call_finish(c, code, resp);
+        if (!c->closed)
+                call_wait_tag(c, TAG_CLOSE);
+}
