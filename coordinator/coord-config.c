@@ -5,7 +5,8 @@
  *     "db": "/var/lib/drover/coordinator.db",
  *     "max_outgoing": 2, "max_incoming": 2, "cluster_limit": 8,
  *     "default_link_bytes_per_s": 125000000, "stream_bytes_per_s": 400000000,
- *     "heartbeat_ms": 2000, "rpc_threads": 16, "log_level": "info",
+ *     "heartbeat_ms": 2000, "log_level": "info",
+ *     "rpc_lanes": { "queries": 4, "control": 4, "streams": 8 },
  *     "job_retention_days": 30, "job_retention_count": 1000,
  *     "hosts": [ { "name": "host-a", "address": "10.0.0.1:7400",
  *                  "migration_address": "10.1.0.1", "memory_mib": 65536,
@@ -49,7 +50,9 @@ void coord_config_defaults(CoordConfig *c) {
         c->heartbeat_ms = 2000;
         c->job_retention_days = 30;
         c->job_retention_count = 1000;
-        c->rpc_threads = 16;
+        c->lane_queries = 4;
+        c->lane_control = 4;
+        c->lane_streams = 8;
         snprintf(c->log_level, sizeof(c->log_level), "info");
 }
 
@@ -117,10 +120,12 @@ static int parse_anti_affinity(const JsonNode *o, CoordConfig *c) {
 static int parse(const JsonNode *root, CoordConfig *c) {
         static const char *const known[] = {
                 "listen", "tls", "dev_mode", "db", "log_level", "max_outgoing", "max_incoming", "cluster_limit",
-                "rpc_threads", "heartbeat_ms", "default_link_bytes_per_s", "stream_bytes_per_s", "hosts",
+                "rpc_threads", "rpc_lanes", "heartbeat_ms", "default_link_bytes_per_s", "stream_bytes_per_s", "hosts",
                 "anti_affinity", "defaults", "job_retention_days", "job_retention_count", NULL,
         };
         static const char *const tls_known[] = { "cert", "key", "ca", NULL };
+        static const char *const lanes_known[] = { "queries", "control", "streams", NULL };
+        uint32_t old_threads = 0;
         JsonNode v, e;
         size_t n;
         int r;
@@ -152,12 +157,20 @@ static int parse(const JsonNode *root, CoordConfig *c) {
             (r = json_get_u32(root, "max_outgoing", false, 0, 64, &c->max_outgoing)) < 0 ||
             (r = json_get_u32(root, "max_incoming", false, 0, 64, &c->max_incoming)) < 0 ||
             (r = json_get_u32(root, "cluster_limit", false, 0, 4096, &c->cluster_limit)) < 0 ||
-            (r = json_get_u32(root, "rpc_threads", false, 0, 256, &c->rpc_threads)) < 0 ||
+            (r = json_get_u32(root, "rpc_threads", false, 0, 256, &old_threads)) < 0 ||
             (r = json_get_i64(root, "heartbeat_ms", false, 0, 600000, &c->heartbeat_ms)) < 0 ||
             (r = json_get_u64(root, "default_link_bytes_per_s", false, 0, U40, &c->default_link_bytes_per_s)) < 0 ||
             (r = json_get_u64(root, "stream_bytes_per_s", false, 0, U40, &c->stream_bytes_per_s)) < 0 ||
             (r = json_get_u32(root, "job_retention_days", false, 0, 36500, &c->job_retention_days)) < 0 ||
             (r = json_get_u32(root, "job_retention_count", false, 0, 10000000, &c->job_retention_count)) < 0)
+                return r;
+        c->rpc_threads_given = json_member(root, "rpc_threads", false, &v) > 0;
+        if ((r = json_get_object(root, "rpc_lanes", false, &v)) < 0)
+                return r;
+        if (r > 0 && ((r = json_check_members(&v, lanes_known)) < 0 ||
+                      (r = json_get_u32(&v, "queries", false, 1, 256, &c->lane_queries)) < 0 ||
+                      (r = json_get_u32(&v, "control", false, 1, 256, &c->lane_control)) < 0 ||
+                      (r = json_get_u32(&v, "streams", false, 1, 256, &c->lane_streams)) < 0))
                 return r;
         if ((r = json_get_array(root, "hosts", false, COORD_MAX_HOSTS, &v, &n)) < 0)
                 return r;

@@ -428,13 +428,25 @@ static RpcCode watch_loop(RpcCall *c, Coordinator *co, const char *id) {
 }
 
 static const RpcMethodDef coord_methods[] = {
-        { "ListHosts", h_list_hosts, NULL },     { "AddHost", h_add_host, NULL },
-        { "RemoveHost", h_remove_host, NULL },   { "SetHostState", h_set_state, NULL },
-        { "ListGuests", h_list_guests, NULL },   { "MigrateGuests", h_migrate, NULL },
-        { "Evacuate", h_evacuate, NULL },        { "ListJobs", h_list_jobs, NULL },
-        { "GetJob", h_get_job, NULL },           { "CancelJob", h_cancel_job, NULL },
-        { "WatchJob", NULL, h_watch_job },
+        { "ListHosts", h_list_hosts, NULL, COORD_LANE_QUERIES },
+        { "ListGuests", h_list_guests, NULL, COORD_LANE_QUERIES },
+        { "ListJobs", h_list_jobs, NULL, COORD_LANE_QUERIES },
+        { "GetJob", h_get_job, NULL, COORD_LANE_QUERIES },
+        { "AddHost", h_add_host, NULL, COORD_LANE_CONTROL },
+        { "RemoveHost", h_remove_host, NULL, COORD_LANE_CONTROL },
+        { "SetHostState", h_set_state, NULL, COORD_LANE_CONTROL },
+        { "MigrateGuests", h_migrate, NULL, COORD_LANE_CONTROL },
+        { "Evacuate", h_evacuate, NULL, COORD_LANE_CONTROL },
+        { "CancelJob", h_cancel_job, NULL, COORD_LANE_CONTROL },
+        { "WatchJob", NULL, h_watch_job, COORD_LANE_STREAMS },
 };
+
+void coord_rpc_lanes(const CoordConfig *cfg, RpcServerOptions *o) {
+        o->lanes[COORD_LANE_QUERIES] = (RpcLaneOptions){ .name = "queries", .threads = cfg->lane_queries };
+        o->lanes[COORD_LANE_CONTROL] = (RpcLaneOptions){ .name = "control", .threads = cfg->lane_control };
+        o->lanes[COORD_LANE_STREAMS] = (RpcLaneOptions){ .name = "streams", .threads = cfg->lane_streams };
+        o->n_lanes = COORD_LANE_COUNT;
+}
 
 int coord_rpc_register(RpcServer *srv, Coordinator *c) {
         return rpc_server_add_service(srv, &drover__v1__coordinator__descriptor, coord_methods,

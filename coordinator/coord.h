@@ -49,7 +49,12 @@ typedef struct CoordConfig {
         uint64_t default_link_bytes_per_s; /* default 125,000,000 (1 Gbit/s) */
         uint64_t stream_bytes_per_s;    /* what one migration stream can carry; default 400,000,000 */
         int64_t heartbeat_ms;           /* default 2000 */
-        unsigned rpc_threads;           /* default 16 */
+        /* gRPC worker lanes (docs/coordinator.md, "Lanes"): queries
+         * (List*, GetJob), control (changes), streams (WatchJob) */
+        unsigned lane_queries;          /* default 4 */
+        unsigned lane_control;          /* default 4 */
+        unsigned lane_streams;          /* default 8 */
+        bool rpc_threads_given;         /* the old "rpc_threads" member was set: ignored, warned about */
         unsigned job_retention_days;    /* ended jobs older than this are deleted; 0: no age limit; default 30 */
         unsigned job_retention_count;   /* only the newest this many ended jobs are kept; 0: no limit; default 1000 */
         size_t n_hosts;

@@ -55,11 +55,14 @@ int main(int argc, char **argv) {
                 fprintf(stderr, "drover-coordinator: %s\n", err_str(r));
                 return 1;
         }
-        RpcServerOptions so = { .threads = cfg.rpc_threads };
+        RpcServerOptions so = { 0 };
+        coord_rpc_lanes(&cfg, &so);
+        if (cfg.rpc_threads_given)
+                log_warning("config: 'rpc_threads' is replaced by 'rpc_lanes' (docs/coordinator.md) and is ignored");
         RpcServer *srv;
         RpcTls tls = { .cert_file = cfg.tls_cert, .key_file = cfg.tls_key, .ca_file = cfg.tls_ca };
         bool use_tls = cfg.tls_cert[0] != '\0';
-        coord_rpc_max_watches = cfg.rpc_threads / 4 ? cfg.rpc_threads / 4 : 1;
+        coord_rpc_max_watches = cfg.lane_streams > 1 ? cfg.lane_streams - 1 : 1;
         if ((r = rpc_server_new(&so, &srv)) < 0 || (r = coord_rpc_register(srv, co)) < 0) {
                 fprintf(stderr, "drover-coordinator: %s\n", err_str(r));
                 coord_free(co);
