@@ -83,7 +83,12 @@ static const Member members[] = {
         INT("start_timeout_ms", MEMBER_I64, start_timeout_ms, 1, 3600000),
         INT("finish_ask_ms", MEMBER_I64, finish_ask_ms, 1, 3600000),
         INT("max_guests", MEMBER_UNSIGNED, max_guests, 1, 65536),
-        INT("rpc_threads", MEMBER_UNSIGNED, rpc_threads, 1, 256),
+        INT("rpc_lanes.queries", MEMBER_UNSIGNED, lane_queries, 1, 256),
+        INT("rpc_lanes.peer", MEMBER_UNSIGNED, lane_peer, 1, 256),
+        INT("rpc_lanes.control", MEMBER_UNSIGNED, lane_control, 1, 256),
+        INT("rpc_lanes.streams", MEMBER_UNSIGNED, lane_streams, 1, 256),
+        /* the old single pool, replaced by rpc_lanes: accepted, ignored, warned about */
+        INT("rpc_threads", MEMBER_UNSIGNED, rpc_threads, 0, 256),
         /* a definition (64 KiB) must fit, with room for the envelope */
         INT("max_request_bytes", MEMBER_SIZE, max_request_bytes, 128 * 1024, 64 * 1024 * 1024),
         STR("log_level", log_level),
@@ -131,7 +136,10 @@ void agent_config_defaults(AgentConfig *c) {
         c->start_timeout_ms = 10000;
         c->finish_ask_ms = 300000;
         c->max_guests = 512;
-        c->rpc_threads = 32;
+        c->lane_queries = 4;
+        c->lane_peer = 16;
+        c->lane_control = 8;
+        c->lane_streams = 16;
         c->max_request_bytes = 4194304;
         snprintf(c->log_level, sizeof(c->log_level), "info");
 }
@@ -233,8 +241,18 @@ static int read_member(AgentConfig *c, const Member *m, const JsonNode *v) {
         return 0;
 }
 
-/* The members of @obj: the top level, or "tls" (whose members are named
- * tls.cert etc. in the table). */
+/* Whether top-level @key is a section: an object whose members the table
+ * names "key.member" (tls, rpc_lanes). */
+static bool is_section(const char *key) {
+        size_t n = strlen(key);
+        for (size_t i = 0; i < ELEMENTSOF(members); i++)
+                if (strncmp(members[i].name, key, n) == 0 && members[i].name[n] == '.')
+                        return true;
+        return false;
+}
+
+/* The members of @obj: the top level, or a section (whose members are
+ * named tls.cert etc. in the table). */
 static int read_members(AgentConfig *c, const JsonNode *obj) {
         JsonIter it;
         const char *key;
@@ -242,7 +260,7 @@ static int read_members(AgentConfig *c, const JsonNode *obj) {
         int r;
 
         for (json_iter_init(&it, obj); json_iter_next(&it, &key, &v);) {
-                if (!obj->path[0] && streq(key, "tls")) {
+                if (!obj->path[0] && is_section(key)) {
                         if ((r = json_want_object(&v)) < 0 || (r = read_members(c, &v)) < 0)
                                 return r;
                         continue;

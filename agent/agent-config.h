@@ -14,7 +14,7 @@
  *     "start_timeout_ms": 10000,
  *     "finish_ask_ms": 300000,                 (docs/recovery.md, "Ambiguity policy")
  *     "max_guests": 512,
- *     "rpc_threads": 32,
+ *     "rpc_lanes": { "queries": 4, "peer": 16, "control": 8, "streams": 16 },
  *     "max_request_bytes": 4194304,
  *     "log_level": "info" }
  *
@@ -26,7 +26,7 @@
  * agent_config_load(), agent_config_set()..., agent_config_validate().
  * run_dir is at most 39 bytes, so that every guest's QMP/QGA socket
  * (<run_dir>/<name>.qmp, names up to 63 bytes) fits a unix socket address.
- * Bounds: timeouts 1..3600000 ms, max_guests 1..65536, rpc_threads 1..256,
+ * Bounds: timeouts 1..3600000 ms, max_guests 1..65536, rpc_lanes.* 1..256,
  * max_request_bytes 131072..67108864 (a 64 KiB definition must fit).
  */
 #pragma once
@@ -55,7 +55,13 @@ typedef struct AgentConfig {
         int64_t start_timeout_ms;
         int64_t finish_ask_ms; /* a source asks an unanswering destination this long, then alerts */
         unsigned max_guests;
-        unsigned rpc_threads;
+        /* gRPC worker lanes (docs/agent.md, "Lanes"); agent-rpc.h lists
+         * which methods each serves */
+        unsigned lane_queries;  /* default 4 */
+        unsigned lane_peer;     /* default 16 */
+        unsigned lane_control;  /* default 8 */
+        unsigned lane_streams;  /* default 16 */
+        unsigned rpc_threads;   /* the old single pool: 0, or given and ignored (main warns) */
         size_t max_request_bytes;
         char log_level[16];
 } AgentConfig;

@@ -278,8 +278,9 @@ static RpcCode h_get(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage 
         return handler_end(&h, RPC_OK);
 }
 
-/* Streams hold a worker for their whole life: keep most workers for
- * everything else (docs/agent.md, rpc_threads). */
+/* Streams hold a worker of the streams lane for their whole life; one
+ * worker stays free to refuse a stream beyond the cap at once instead of
+ * queueing it (docs/agent.md, "Lanes"). */
 static atomic_uint streams_open;
 
 /* handler_enter() for a stream: admitted under the cap on open streams,
@@ -287,12 +288,12 @@ static atomic_uint streams_open;
  * Returns RPC_OK, or RESOURCE_EXHAUSTED with the call already ended. */
 static RpcCode stream_enter(Handler *h, RpcCall *c, void *user) {
         handler_enter(h, c, user);
-        unsigned cap = h->a->cfg.rpc_threads / 4 ? h->a->cfg.rpc_threads / 4 : 1;
+        unsigned cap = h->a->cfg.lane_streams > 1 ? h->a->cfg.lane_streams - 1 : 1;
         if (atomic_fetch_add(&streams_open, 1) >= cap) {
                 atomic_fetch_sub(&streams_open, 1);
                 return handler_end(h, rpc_call_fail(c, RPC_RESOURCE_EXHAUSTED,
                                                     "%u watch streams are open on this agent, the most it "
-                                                    "serves (rpc_threads/4)",
+                                                    "serves (rpc_lanes.streams - 1)",
                                                     cap));
         }
         rpc_call_ref(c);
@@ -472,6 +473,34 @@ static void count_unmanaged(RpcCall *c, Agent *a, Drover__V1__GetAgentStatsRespo
         free(um);
 }
 
+/* The server this service runs on (set once, before it starts). */
+static RpcServer *served_by;
+
+static void fill_lanes(RpcCall *c, Drover__V1__GetAgentStatsResponse *resp) {
+        unsigned n = served_by ? rpc_server_n_lanes(served_by) : 0;
+        resp->lanes = rpc_call_alloc(c, (n + 1) * sizeof(*resp->lanes));
+        for (unsigned i = 0; i < n; i++) {
+                RpcLaneStats st;
+                if (rpc_server_lane_stats(served_by, i, &st) < 0)
+                        continue;
+                Drover__V1__RpcLaneStats *l = rpc_call_alloc(c, sizeof(*l));
+                drover__v1__rpc_lane_stats__init(l);
+                l->name = rpc_call_strdup(c, st.name);
+                l->workers = st.workers;
+                l->busy = st.busy;
+                l->queued = st.queued;
+                l->served = st.served;
+                l->refused_expired = st.refused_expired;
+                l->waited = st.waited;
+                l->wait_total_ns = st.wait_total_ns;
+                l->wait_max_ns = st.wait_max_ns;
+                l->wait_histogram = rpc_call_alloc(c, sizeof(st.wait_hist));
+                memcpy(l->wait_histogram, st.wait_hist, sizeof(st.wait_hist));
+                l->n_wait_histogram = RPC_LANE_WAIT_BUCKETS;
+                resp->lanes[resp->n_lanes++] = l;
+        }
+}
+
 static RpcCode h_stats(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
         Agent *a = user;
         Handler h;
@@ -555,6 +584,7 @@ static RpcCode h_stats(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessag
                 resp->guests_by_state[resp->n_guests_by_state++] = e;
         }
         resp->rpcs_in_flight = atomic_load(&a->rpcs_in_flight) - 1; /* not counting this one */
+        fill_lanes(c, resp);
         return handler_end(&h, RPC_OK);
 }
 
@@ -769,35 +799,44 @@ static RpcCode h_owner(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessag
         return handler_end(&h, RPC_OK);
 }
 
+void agent_rpc_lanes(const AgentConfig *cfg, RpcServerOptions *o) {
+        o->lanes[AGENT_LANE_QUERIES] = (RpcLaneOptions){ .name = "queries", .threads = cfg->lane_queries };
+        o->lanes[AGENT_LANE_PEER] = (RpcLaneOptions){ .name = "peer", .threads = cfg->lane_peer };
+        o->lanes[AGENT_LANE_CONTROL] = (RpcLaneOptions){ .name = "control", .threads = cfg->lane_control };
+        o->lanes[AGENT_LANE_STREAMS] = (RpcLaneOptions){ .name = "streams", .threads = cfg->lane_streams };
+        o->n_lanes = AGENT_LANE_COUNT;
+}
+
 static const RpcMethodDef agent_methods[] = {
-        { "Define", h_define, NULL },
-        { "Undefine", h_undefine, NULL },
-        { "Start", h_start, NULL },
-        { "Shutdown", h_shutdown, NULL },
-        { "Destroy", h_destroy, NULL },
-        { "Suspend", h_suspend, NULL },
-        { "Resume", h_resume, NULL },
-        { "ListGuests", h_list, NULL },
-        { "GetGuest", h_get, NULL },
-        { "WatchEvents", NULL, h_watch },
-        { "GuestPing", h_guest_ping, NULL },
-        { "GuestInfo", h_guest_info, NULL },
-        { "GuestSetTime", h_guest_set_time, NULL },
-        { "GuestGetTime", h_guest_get_time, NULL },
-        { "GetAgentStats", h_stats, NULL },
-        { "Migrate", h_migrate, NULL },
-        { "MigrateAbort", h_migrate_abort, NULL },
-        { "MigrateTune", h_migrate_tune, NULL },
-        { "MigrateStartPostcopy", h_migrate_postcopy, NULL },
-        { "WatchMigration", NULL, h_watch_migration },
-        { "GetMigration", h_get_migration, NULL },
-        { "MigratePrepare", h_prepare, NULL },
-        { "MigrateFinish", h_finish, NULL },
-        { "MigrateCancel", h_cancel, NULL },
-        { "MigrationOwner", h_owner, NULL },
+        { "Define", h_define, NULL, AGENT_LANE_CONTROL },
+        { "Undefine", h_undefine, NULL, AGENT_LANE_CONTROL },
+        { "Start", h_start, NULL, AGENT_LANE_CONTROL },
+        { "Shutdown", h_shutdown, NULL, AGENT_LANE_CONTROL },
+        { "Destroy", h_destroy, NULL, AGENT_LANE_CONTROL },
+        { "Suspend", h_suspend, NULL, AGENT_LANE_CONTROL },
+        { "Resume", h_resume, NULL, AGENT_LANE_CONTROL },
+        { "ListGuests", h_list, NULL, AGENT_LANE_QUERIES },
+        { "GetGuest", h_get, NULL, AGENT_LANE_QUERIES },
+        { "WatchEvents", NULL, h_watch, AGENT_LANE_STREAMS },
+        { "GuestPing", h_guest_ping, NULL, AGENT_LANE_CONTROL },
+        { "GuestInfo", h_guest_info, NULL, AGENT_LANE_CONTROL },
+        { "GuestSetTime", h_guest_set_time, NULL, AGENT_LANE_CONTROL },
+        { "GuestGetTime", h_guest_get_time, NULL, AGENT_LANE_CONTROL },
+        { "GetAgentStats", h_stats, NULL, AGENT_LANE_QUERIES },
+        { "Migrate", h_migrate, NULL, AGENT_LANE_CONTROL },
+        { "MigrateAbort", h_migrate_abort, NULL, AGENT_LANE_CONTROL },
+        { "MigrateTune", h_migrate_tune, NULL, AGENT_LANE_CONTROL },
+        { "MigrateStartPostcopy", h_migrate_postcopy, NULL, AGENT_LANE_CONTROL },
+        { "WatchMigration", NULL, h_watch_migration, AGENT_LANE_STREAMS },
+        { "GetMigration", h_get_migration, NULL, AGENT_LANE_QUERIES },
+        { "MigratePrepare", h_prepare, NULL, AGENT_LANE_PEER },
+        { "MigrateFinish", h_finish, NULL, AGENT_LANE_PEER },
+        { "MigrateCancel", h_cancel, NULL, AGENT_LANE_PEER },
+        { "MigrationOwner", h_owner, NULL, AGENT_LANE_PEER },
 };
 
 int agent_rpc_register(RpcServer *srv, Agent *a) {
+        served_by = srv;
         return rpc_server_add_service(srv, &drover__v1__agent__descriptor, agent_methods,
                                       ELEMENTSOF(agent_methods), a);
 }

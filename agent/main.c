@@ -181,7 +181,10 @@ int main(int argc, char **argv) {
         else
                 log_info("%d guests loaded from %s", loaded, cfg.state_dir);
 
-        RpcServerOptions so = { .threads = cfg.rpc_threads, .max_request_bytes = cfg.max_request_bytes };
+        RpcServerOptions so = { .max_request_bytes = cfg.max_request_bytes };
+        agent_rpc_lanes(&cfg, &so);
+        if (cfg.rpc_threads)
+                log_warning("config: 'rpc_threads' is replaced by 'rpc_lanes' (docs/agent.md) and is ignored");
         RpcServer *srv;
         RpcTls tls = { .cert_file = cfg.tls_cert, .key_file = cfg.tls_key, .ca_file = cfg.tls_ca };
         bool use_tls = cfg.tls_cert[0] != '\0';

@@ -340,19 +340,26 @@ bool rpcsrv_call_expired(RpcCall *c) {
         return gpr_time_cmp(gpr_now(GPR_CLOCK_MONOTONIC), d) >= 0;
 }
 
-void rpcsrv_call_run(RpcCall *c, const char *refusal) {
+bool rpcsrv_call_run(RpcCall *c, const char *refusal) {
         ProtobufCMessage *resp = NULL;
         grpc_op op = { .op = GRPC_OP_RECV_CLOSE_ON_SERVER };
         RpcCode code;
+        bool ran = false;
 
         op.data.recv_close_on_server.cancelled = &c->close_cancelled;
         if (call_start_batch(c, &op, 1, TAG_CLOSE) != GRPC_CALL_OK)
                 c->closed = true; /* cannot happen; treat as over */
         if (refusal)
                 code = rpc_call_fail(c, RPC_DEADLINE_EXCEEDED, "%s", refusal);
-        else
+        else if (rpc_call_cancelled(c))
+                /* the client gave up while the call waited: nobody reads the answer */
+                code = rpc_call_fail(c, RPC_CANCELLED, "cancelled while the call waited for a worker");
+        else {
                 code = call_dispatch(c, &resp);
+                ran = true;
+        }
         call_finish(c, code, resp);
         if (!c->closed)
                 call_wait_tag(c, TAG_CLOSE);
+        return ran;
 }

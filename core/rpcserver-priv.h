@@ -73,6 +73,8 @@ void rpcsrv_call_release(RpcCall *c);
 bool rpcsrv_call_expired(RpcCall *c);
 /* Serve an accepted call on this (worker) thread: arm the close event,
  * run the handler (or, with @refusal not NULL, answer DEADLINE_EXCEEDED
- * with that detail without running it), send the status and wait for the
- * call to close.  Does not release @c. */
-void rpcsrv_call_run(RpcCall *c, const char *refusal);
+ * with that detail without running it; or, when the client already
+ * cancelled the call, answer CANCELLED without running it), send the
+ * status and wait for the call to close.  Does not release @c.  Returns
+ * whether the handler ran. */
+bool rpcsrv_call_run(RpcCall *c, const char *refusal);

@@ -243,7 +243,7 @@ static RpcMethod *lane_take_owed_locked(RpcLane *lane) {
         return NULL;
 }
 
-static void lane_record_wait_locked(RpcLane *lane, uint64_t wait_ns, bool refused) {
+static void lane_record_wait_locked(RpcLane *lane, uint64_t wait_ns) {
         int b = 0;
 
         lock_assert_held(&lane->lock);
@@ -254,12 +254,10 @@ static void lane_record_wait_locked(RpcLane *lane, uint64_t wait_ns, bool refuse
         lane->wait_total_ns += wait_ns;
         if (wait_ns > lane->wait_max_ns)
                 lane->wait_max_ns = wait_ns;
-        if (refused)
-                lane->refused++;
 }
 
-/* Serve @c, taken from @lane's queue by this worker: refuse it if its
- * deadline passed while it waited. */
+/* Serve @c, taken from @lane's queue by this worker: refuse it unrun if
+ * its deadline passed, or its client cancelled it, while it waited. */
 static void lane_serve(RpcLane *lane, RpcCall *c) {
         char refusal[160];
 
@@ -271,17 +269,19 @@ static void lane_serve(RpcLane *lane, RpcCall *c) {
                          "deadline expired while the call waited %.1f ms for a worker of lane %s",
                          (double) wait_ns / 1e6, lane->name);
         lock_acquire(&lane->lock);
-        lane_record_wait_locked(lane, wait_ns, expired);
+        lane_record_wait_locked(lane, wait_ns);
         lock_release(&lane->lock);
 
         server_track(lane->srv, c, true);
-        rpcsrv_call_run(c, expired ? refusal : NULL);
+        bool ran = rpcsrv_call_run(c, expired ? refusal : NULL);
         server_track(lane->srv, c, false);
         rpcsrv_call_release(c);
 
         lock_acquire(&lane->lock);
-        if (!expired)
+        if (ran)
                 lane->served++;
+        else
+                lane->refused++;
         lane->busy--;
         lock_release(&lane->lock);
 }

@@ -44,7 +44,8 @@
  *
  * A call whose deadline passed while it waited for a worker is answered
  * DEADLINE_EXCEEDED without running its handler (the client has given up
- * on it anyway) and counted as refused in the lane's statistics.  A call
+ * on it anyway); one its client cancelled meanwhile is answered CANCELLED
+ * unrun.  Both count as refused in the lane's statistics.  A call
  * waits in two places: inside gRPC when no request of its method is armed,
  * and in the lane's queue once a request took it.  The lane's acceptor
  * thread never runs handlers, so a call leaves gRPC as soon as it arrives
@@ -166,7 +167,7 @@ typedef struct RpcLaneStats {
         unsigned busy;            /* workers serving a call (handler or refusal) */
         unsigned queued;          /* accepted calls waiting for a worker */
         uint64_t served;          /* calls whose handler ran (or that got a protocol error) */
-        uint64_t refused_expired; /* calls answered DEADLINE_EXCEEDED at pickup, handler not run */
+        uint64_t refused_expired; /* calls answered unrun at pickup: deadline passed (DEADLINE_EXCEEDED) or client cancelled (CANCELLED) */
         uint64_t waited;          /* calls taken by a worker (served + refused + in service) */
         uint64_t wait_total_ns;   /* sum of their waits, accepted -> taken by a worker */
         uint64_t wait_max_ns;     /* the longest of them */

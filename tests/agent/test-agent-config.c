@@ -82,7 +82,11 @@ static void test_defaults(void **state) {
         assert_int_equal(c.qga_timeout_ms, 5000);
         assert_int_equal(c.start_timeout_ms, 10000);
         assert_int_equal(c.max_guests, 512);
-        assert_int_equal(c.rpc_threads, 32);
+        assert_int_equal(c.lane_queries, 4);
+        assert_int_equal(c.lane_peer, 16);
+        assert_int_equal(c.lane_control, 8);
+        assert_int_equal(c.lane_streams, 16);
+        assert_int_equal(c.rpc_threads, 0);
         assert_int_equal(c.max_request_bytes, 4194304);
         assert_string_equal(c.log_level, "info");
 
@@ -103,6 +107,7 @@ static void test_valid_file(void **state) {
                 "  \"tls\": { \"cert\": \"%s\", \"key\": \"%s\", \"ca\": \"%s\" },\n"
                 "  \"dev_mode\": false, \"job_timeout_ms\": 31000, \"qmp_timeout_ms\": 11000,\n"
                 "  \"qga_timeout_ms\": 6000, \"start_timeout_ms\": 12000, \"max_guests\": 100,\n"
+                "  \"rpc_lanes\": { \"queries\": 2, \"peer\": 3, \"control\": 5, \"streams\": 7 },\n"
                 "  \"rpc_threads\": 4, \"max_request_bytes\": 1048576, \"log_level\": \"debug\" }\n",
                 qemu, cert, key, ca);
         AgentConfig c;
@@ -130,7 +135,11 @@ static void test_valid_file(void **state) {
         assert_int_equal(c.qga_timeout_ms, 6000);
         assert_int_equal(c.start_timeout_ms, 12000);
         assert_int_equal(c.max_guests, 100);
-        assert_int_equal(c.rpc_threads, 4);
+        assert_int_equal(c.lane_queries, 2);
+        assert_int_equal(c.lane_peer, 3);
+        assert_int_equal(c.lane_control, 5);
+        assert_int_equal(c.lane_streams, 7);
+        assert_int_equal(c.rpc_threads, 4); /* read, then ignored with a warning */
         assert_int_equal(c.max_request_bytes, 1048576);
         assert_string_equal(c.log_level, "debug");
 
@@ -172,7 +181,11 @@ static const BadCase bad_parse[] = {
         { "{\"start_timeout_ms\":3600001}", -EINVAL,
           "config: 'start_timeout_ms' must be between 1 and 3600000, not 3600001" },
         { "{\"max_guests\":-1}", -EINVAL, "config: 'max_guests' must be between 1 and 65536, not -1" },
-        { "{\"rpc_threads\":1000}", -EINVAL, "config: 'rpc_threads' must be between 1 and 256, not 1000" },
+        { "{\"rpc_threads\":1000}", -EINVAL, "config: 'rpc_threads' must be between 0 and 256, not 1000" },
+        { "{\"rpc_lanes\":{\"peer\":0}}", -EINVAL, "config: 'rpc_lanes.peer' must be between 1 and 256, not 0" },
+        { "{\"rpc_lanes\":{\"slow\":4}}", -EINVAL, "config: 'rpc_lanes.slow' is not a known member" },
+        { "{\"rpc_lanes\":4}", -EINVAL, "config: 'rpc_lanes' must be an object, not an integer" },
+        { "{\"rpc_lanes.peer\":4}", -EINVAL, "config: 'rpc_lanes.peer' is not a known member" },
         { "{\"max_request_bytes\":1024}", -EINVAL,
           "config: 'max_request_bytes' must be between 131072 and 67108864, not 1024" },
         { "{\"log_level\":true}", -EINVAL, "config: 'log_level' must be a string, not a boolean" },
@@ -253,8 +266,8 @@ static void test_validate_members(void **state) {
         c.max_request_bytes = (size_t) 1 << 40;
         expect_invalid(&c, "config: 'max_request_bytes' must be between 131072 and 67108864, not 1099511627776");
         c = good();
-        c.rpc_threads = 0;
-        expect_invalid(&c, "config: 'rpc_threads' must be between 1 and 256, not 0");
+        c.lane_streams = 0;
+        expect_invalid(&c, "config: 'rpc_lanes.streams' must be between 1 and 256, not 0");
         c = good();
         snprintf(c.log_level, sizeof(c.log_level), "verbose");
         expect_invalid(&c, "config: 'log_level' must be debug, info, warning or error, not 'verbose'");
@@ -414,9 +427,9 @@ static void test_load_errors(void **state) {
         free(want);
 
         /* parse errors carry the file name */
-        write_file(path, "{\"dev_mode\": true, \"rpc_threads\": 0}", 0644);
+        write_file(path, "{\"dev_mode\": true, \"rpc_lanes\": {\"queries\": 0}}", 0644);
         assert_int_equal(agent_config_load(path, &c), -EINVAL);
-        want = xasprintf("config %s: 'rpc_threads' must be between 1 and 256, not 0", path);
+        want = xasprintf("config %s: 'rpc_lanes.queries' must be between 1 and 256, not 0", path);
         assert_string_equal(err_msg(), want);
         free(want);
 

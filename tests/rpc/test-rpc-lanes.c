@@ -131,6 +131,24 @@ static void wait_lane(RpcServer *srv, unsigned lane, unsigned busy, unsigned que
                 fail_msg("lane %s: busy %u queued %u, want %u and %u", st.name, st.busy, st.queued, busy, queued);
 }
 
+/* Wait until lane @lane has served @n calls: served counts a call once its
+ * status is sent, and its client may see the answer a moment earlier. */
+static RpcLaneStats wait_served(RpcServer *srv, unsigned lane, uint64_t n) {
+        Deadline d = deadline_in_ms(5000);
+        while (lane_stats(srv, lane).served < n && !deadline_expired(d))
+                sleep_ms(2);
+        return lane_stats(srv, lane);
+}
+
+/* Wait until @n Slow handlers have started (a worker counts busy a moment
+ * before its handler runs). */
+static void wait_slow_started(EchoService *es, int n) {
+        Deadline d = deadline_in_ms(5000);
+        while (atomic_load(&es->slow_started) < n && !deadline_expired(d))
+                sleep_ms(2);
+        assert_int_equal(atomic_load(&es->slow_started), n);
+}
+
 static uint64_t hist_sum(const RpcLaneStats *st, int from) {
         uint64_t n = 0;
         for (int i = from; i < RPC_LANE_WAIT_BUCKETS; i++)
@@ -156,7 +174,7 @@ static void test_lane_isolation(void **state) {
         RpcLaneStats st = lane_stats(fx->srv, 1);
         assert_string_equal(st.name, "slow");
         assert_int_equal(st.workers, 2);
-        assert_int_equal(atomic_load(&fx->es.slow_started), 2);
+        wait_slow_started(&fx->es, 2);
 
         /* The quick lane answers while the slow one is still full. */
         uint64_t t0 = now_ns();
@@ -169,7 +187,7 @@ static void test_lane_isolation(void **state) {
         assert_int_equal(atomic_load(&fx->es.slow_done), 0);
         print_message("3 echoes on lane quick while lane slow is full: %.1f ms\n", el);
         assert_true(el < 3000);
-        RpcLaneStats q = lane_stats(fx->srv, 0);
+        RpcLaneStats q = wait_served(fx->srv, 0, 3);
         assert_string_equal(q.name, "quick");
         assert_int_equal(q.served, 3);
         assert_int_equal(q.waited, 3);
@@ -181,12 +199,7 @@ static void test_lane_isolation(void **state) {
                 assert_int_equal(slow[i].result, 0);
                 assert_int_equal(slow[i].st.code, RPC_OK);
         }
-        /* served counts a call once its status is sent; the client may see
-         * it a moment earlier. */
-        Deadline d = deadline_in_ms(5000);
-        while (lane_stats(fx->srv, 1).served < 4 && !deadline_expired(d))
-                sleep_ms(2);
-        st = lane_stats(fx->srv, 1);
+        st = wait_served(fx->srv, 1, 4);
         assert_int_equal(st.served, 4);
         assert_int_equal(st.refused_expired, 0);
         assert_int_equal(st.waited, 4);
@@ -209,9 +222,17 @@ static void test_lane_refuses_expired(void **state) {
 
         call_start(&hold, cl, "Slow", 30000);
         wait_lane(fx->srv, 0, 1, 0);
+        uint64_t t_late = now_ns();
         call_start(&late, cl, "Echo", 500);
         wait_lane(fx->srv, 0, 1, 1); /* accepted, waiting for the one worker */
         pthread_join(late.th, NULL); /* the client gave up */
+        /* The server's deadline is the client's 500 ms counted from when the
+         * server read the call, so it trails the client's by the transit
+         * time; its cancel (RST_STREAM) is on its way too.  What is tested
+         * is the refusal once the deadline passed: wait for that deadline
+         * with a margin well above any transit time seen under load. */
+        while (now_ns() - t_late < 1000 * 1000000ull)
+                sleep_ms(10);
         assert_int_equal(late.result, -ETIMEDOUT);
         assert_int_equal(late.st.code, RPC_DEADLINE_EXCEEDED);
         RpcLaneStats st = lane_stats(fx->srv, 0);
