@@ -115,50 +115,85 @@ typedef struct Watchdog {
         uint64_t quiet_after_ms; /* immutable */
 } Watchdog;
 
+#define WATCHDOG_SAFETY_MS 10000 /* the longest wait between two checks: events wake it before */
+#define WATCHDOG_ASK_MS 1000     /* past the quiet period: how often the source is asked */
+
+/* Wait on @vm->cond (vm->lock held) until @d: unlike vm_wait_locked() this
+ * also waits for a QEMU that is gone (a deliberate destroy ends the job
+ * later: job_end_async() broadcasts async_cond, which is waited on then). */
+static void watchdog_wait_locked(Vm *vm, Deadline d) {
+        if (vm_is_active_locked(vm))
+                (void) vm_wait_locked(vm, d);
+        else
+                (void) cond_wait(&vm->async_cond, &vm->lock, d);
+}
+
 /* While an incoming migration waits for finish, check that QEMU lives and,
- * when it stays quiet too long, ask the source whether it still wants us. */
+ * when it stays quiet too long, ask the source whether it still wants us.
+ * Event-driven: it waits on the guest's vm->cond, which QEMU's death (the
+ * monitor's EOF), every QMP event, a state change and the agent's stop
+ * (agent_migration_stop) broadcast; the job's end is seen with the state
+ * change that precedes it (finish sets running, then ends the job under
+ * the same lock hold) or by the vm_changed_locked() after it.  Deadlines:
+ * the quiet period, then one question every WATCHDOG_ASK_MS; otherwise
+ * WATCHDOG_SAFETY_MS as a safety net. */
 static void *incoming_watchdog(void *arg) {
         Watchdog *w = arg;
         Agent *agent = w->a;
-        uint64_t t0 = now_ns();
-        while (!atomic_load(&w->a->stopping)) {
-                sleep_ms(1000);
-                vm_lock(w->vm);
-                bool still = job_async_owned_by(w->vm, ASYNC_JOB_MIGRATION_IN, w->op) && !w->vm->removed;
-                bool alive = vm_is_active_locked(w->vm);
-                JobPhase ph = w->vm->job.phase;
-                vm_unlock(w->vm);
+        Vm *vm = w->vm;
+        Deadline ask = deadline_in_ms((int64_t) w->quiet_after_ms); /* the next question to the source */
+        vm_lock(vm);
+        while (!atomic_load(&agent->stopping)) {
+                bool still = job_async_owned_by(vm, ASYNC_JOB_MIGRATION_IN, w->op) && !vm->removed;
+                bool alive = vm_is_active_locked(vm);
+                JobPhase ph = vm->job.phase;
                 if (!still)
                         break;
                 if (!alive) {
-                        (void) mig_settle(w->a, w->vm, w->op, w->source);
-                        break;
+                        /* a deliberate drop (MigrateCancel, a settle's
+                         * kill-destination) ends the job itself: give it
+                         * the time to, then settle what is left */
+                        if (vm->being_destroyed || vm->mig.dropping || vm->reason == VM_REASON_MIGRATION_CANCELED) {
+                                (void) cond_wait(&vm->async_cond, &vm->lock, deadline_in_ms(5000));
+                                if (!job_async_owned_by(vm, ASYNC_JOB_MIGRATION_IN, w->op))
+                                        break;
+                        }
+                        vm_unlock(vm);
+                        (void) mig_settle(w->a, vm, w->op, w->source);
+                        goto out;
                 }
-                if (ph == JOB_PHASE_PREPARE && (now_ns() - t0) / NSEC_PER_MSEC > w->quiet_after_ms) {
-                        AgentPeer *p;
-                        PeerAnswer ans = PEER_UNREACHABLE;
-                        if (agent_peer_open(w->a, w->source, &p) >= 0) {
-                                ans = agent_peer_owner(p, w->op, w->vm->uuid, 5000);
-                                agent_peer_close(p);
-                        }
-                        /* the source copy died: the table decides (a whole
-                         * guest here may be the only copy) */
-                        if (ans == PEER_DEAD) {
-                                (void) mig_settle(w->a, w->vm, w->op, w->source);
-                                continue;
-                        }
-                        /* the source resumed, or holds nothing for this op:
-                         * drop our copy, unless finish began during the
-                         * question (decided again under the VM lock) */
-                        if ((ans == PEER_RUNNING || ans == PEER_GONE) &&
-                            mig_mark_dropping(w->vm, w->op, JOB_PHASE_PREPARE)) {
-                                mig_kill_dest(w->a, w->vm, w->op, "the source no longer migrates this guest");
-                                break;
-                        }
+                if (ph != JOB_PHASE_PREPARE || !deadline_expired(ask)) {
+                        Deadline d = deadline_in_ms(WATCHDOG_SAFETY_MS);
+                        if (ph == JOB_PHASE_PREPARE && deadline_remaining_ms(ask) < WATCHDOG_SAFETY_MS)
+                                d = ask;
+                        watchdog_wait_locked(vm, d);
+                        continue;
                 }
+                vm_unlock(vm);
+                AgentPeer *p;
+                PeerAnswer ans = PEER_UNREACHABLE;
+                if (agent_peer_open(w->a, w->source, &p) >= 0) {
+                        ans = agent_peer_owner(p, w->op, vm->uuid, 5000);
+                        agent_peer_close(p);
+                }
+                /* the source copy died: the table decides (a whole
+                 * guest here may be the only copy) */
+                if (ans == PEER_DEAD)
+                        (void) mig_settle(w->a, vm, w->op, w->source);
+                /* the source resumed, or holds nothing for this op:
+                 * drop our copy, unless finish began during the
+                 * question (decided again under the VM lock) */
+                else if ((ans == PEER_RUNNING || ans == PEER_GONE) && mig_mark_dropping(vm, w->op, JOB_PHASE_PREPARE)) {
+                        mig_kill_dest(w->a, vm, w->op, "the source no longer migrates this guest");
+                        goto out;
+                }
+                ask = deadline_in_ms(WATCHDOG_ASK_MS);
+                vm_lock(vm);
         }
+        vm_unlock(vm);
+out:
         agent_migtable_unwatch(agent->migrations, w->op);
-        vm_unref(w->vm);
+        vm_unref(vm);
         free(w);
         atomic_fetch_sub(&agent->background, 1);
         return NULL;
@@ -245,6 +280,7 @@ int agent_migrate_prepare(Agent *a, const char *op, const char *definition_json,
         snprintf(vm->mig.peer, sizeof(vm->mig.peer), "%s", source_addr ? source_addr : "");
         vm->mig.created_by_prepare = created;
         av->def_skip_time_sync = p->skip_time_sync; /* read by finish */
+        av->def_completion_s_per_gib = p->completion_s_per_gib; /* finish's limit */
         vm->mig.postcopy_started = false;
         vm->mig.dropping = false;
         vm->mig.resume_ns = 0;
@@ -300,8 +336,7 @@ int agent_migrate_prepare(Agent *a, const char *op, const char *definition_json,
                 w->vm = vm_ref(vm);
                 snprintf(w->op, sizeof(w->op), "%s", op);
                 snprintf(w->source, sizeof(w->source), "%s", source_addr ? source_addr : "");
-                w->quiet_after_ms = (uint64_t) p->completion_s_per_gib * 1000 *
-                                            ((av->def.memory_mib + 1023) / 1024) + 30000;
+                w->quiet_after_ms = mig_params_completion_ms(p, av->def.memory_mib) + 30000;
                 atomic_fetch_add(&a->background, 1);
                 if (pthread_create(&th, NULL, incoming_watchdog, w) == 0)
                         pthread_detach(th);
@@ -388,7 +423,11 @@ int agent_migrate_finish(Agent *a, const char *op, const char *uuid, bool postco
         vm_lock(vm);
         if (postcopy)
                 vm->mig.postcopy_started = true;
-        Deadline d = deadline_in_ms(30000);
+        /* the limit the source gives this call (mig_params_finish_limit_ms):
+         * its post-copy part bounds the wait for the last pages below */
+        MigParams lp = { .completion_s_per_gib = av->def_completion_s_per_gib };
+        int64_t pages_ms = mig_params_finish_limit_ms(&lp, av->def.memory_mib, postcopy) - MIG_FINISH_BASE_MS;
+        Deadline d = deadline_in_ms(MIG_FINISH_STREAM_MS);
         for (;;) {
                 uint64_t seen = vm->mig_events;
                 r = VM_NESTED_CALL(vm, ASYNC_JOB_MIGRATION_IN, op, "query-migrate", qmp_query_migrate(mon_, -1, &st));
@@ -421,17 +460,21 @@ int agent_migrate_finish(Agent *a, const char *op, const char *uuid, bool postco
         bool want_sync = av->def.guest_agent && !av->def_skip_time_sync;
         vm_unlock(vm);
         if (postcopy) {
-                /* wait for the last pages, then end the job */
+                /* wait for the last pages (the completion timeout), then
+                 * end the job; MIGRATION events wake the wait, the poll
+                 * reads the status the event may have raced */
                 vm_lock(vm);
-                Deadline pd = deadline_in_ms(600000);
+                Deadline pd = deadline_in_ms(pages_ms);
                 while (job_async_owned_by(vm, ASYNC_JOB_MIGRATION_IN, op) && !deadline_expired(pd)) {
                         if (VM_NESTED_CALL(vm, ASYNC_JOB_MIGRATION_IN, op, "query-migrate", qmp_query_migrate(mon_, -1, &st)) < 0 ||
                             st.status == MIGRATION_STATUS_COMPLETED || st.status == MIGRATION_STATUS_FAILED)
                                 break;
                         (void) vm_wait_locked(vm, deadline_in_ms(200));
                 }
-                if (job_async_owned_by(vm, ASYNC_JOB_MIGRATION_IN, op) && st.status == MIGRATION_STATUS_COMPLETED)
+                if (job_async_owned_by(vm, ASYNC_JOB_MIGRATION_IN, op) && st.status == MIGRATION_STATUS_COMPLETED) {
                         job_end_async(vm);
+                        vm_changed_locked(vm); /* the watchdog waits on vm->cond */
+                }
                 vm_unlock(vm);
         }
         agent_emit(a, vm, "resumed", "incoming migration %s finished%s", op, postcopy ? " (post-copy)" : "");

@@ -279,17 +279,22 @@ static void finish_result(Source *s, const MigrationStats *st, uint64_t resume_u
 /* ---- finish and its failures (docs/recovery.md, "Ambiguity policy") ------------------------ */
 
 #define FINISH_UNSENT_RETRY_MS 10000 /* a finish that finds no connection is tried again this long */
+#define FINISH_ASK_MS 2000           /* after a lost finish reply: the destination is asked this often */
 
-/* MigrateFinish.  A call that never reached the destination is tried again
- * every second for FINISH_UNSENT_RETRY_MS (its agent may be restarting);
- * once a call may have been seen, the series ends.  *ret_failure as
- * agent_peer_finish(), for the last call. */
+/* MigrateFinish, with the deadline the destination itself works to
+ * (mig_params_finish_limit_ms(): in post-copy the call lasts until the last
+ * page arrived, up to the completion timeout).  A call that never reached
+ * the destination is tried again every second for FINISH_UNSENT_RETRY_MS
+ * (its agent may be restarting: nothing local announces its return, so
+ * this is a plain retry delay); once a call may have been seen, the series
+ * ends.  *ret_failure as agent_peer_finish(), for the last call. */
 static int call_finish(Source *s, AgentPeer *peer, bool postcopy, uint64_t stop_ms, uint64_t *resume_ms, bool *synced,
                        PeerFinishFailure *ret_failure) {
         Deadline d = deadline_in_ms(FINISH_UNSENT_RETRY_MS);
+        int64_t limit_ms = mig_params_finish_limit_ms(&s->p, s->mem_mib, postcopy);
         for (;;) {
                 PeerFinishFailure f = PEER_FINISH_MAYBE_STARTED;
-                int r = agent_peer_finish(peer, s->op, s->vm->uuid, postcopy, stop_ms, 60000, resume_ms, synced, &f);
+                int r = agent_peer_finish(peer, s->op, s->vm->uuid, postcopy, stop_ms, limit_ms, resume_ms, synced, &f);
                 if (r >= 0 || f != PEER_FINISH_NOT_SENT || deadline_expired(d)) {
                         *ret_failure = f;
                         return r;
@@ -311,10 +316,14 @@ static const char *source_outcome(Vm *vm) {
 /* finish failed with @r.  When no call can have started the guest there
  * (@f), the table resumes the source at once.  Otherwise the destination
  * may run the guest: keep the source paused and ask it every 2 s for
- * cfg.finish_ask_ms, saying so in GetGuest and the migration's events;
- * then end the migration with the alert and leave the guest paused with
- * its job, which the recovery thread keeps asking about. */
-static void finish_failed(Source *s, int r, PeerFinishFailure f) {
+ * cfg.finish_ask_ms (in post-copy at least the completion timeout: a
+ * post-copy within its limit is not a failure), saying so in GetGuest and
+ * the migration's events; then end the migration with the alert and leave
+ * the guest paused with its job, which the recovery thread keeps asking
+ * about.  Between two questions it waits on vm->cond, so an operator's
+ * MigrateAbort (the RESUME event) or Destroy (QEMU's death) ends the wait
+ * at once. */
+static void finish_failed(Source *s, int r, PeerFinishFailure f, bool postcopy) {
         Agent *a = s->a;
         Vm *vm = s->vm;
         char why[ERR_MSG_MAX], msg[ERR_MSG_MAX + 1536]; /* two addresses, an op id and the text */
@@ -340,27 +349,36 @@ static void finish_failed(Source *s, int r, PeerFinishFailure f) {
         log_warning("migration %s of %s: finish on %s failed: %s; the destination may run the guest: asking it",
                     s->op, vm->name, s->dest, why);
         uint64_t t0 = now_ns();
+        int64_t ask_ms = a->cfg.finish_ask_ms;
+        if (postcopy && ask_ms < (int64_t) mig_params_completion_ms(&s->p, s->mem_mib))
+                ask_ms = (int64_t) mig_params_completion_ms(&s->p, s->mem_mib);
         for (;;) {
                 sr = mig_settle(a, vm, s->op, s->dest);
                 uint64_t waited_ms = (now_ns() - t0) / NSEC_PER_MSEC;
-                if (sr != 0 || waited_ms >= (uint64_t) a->cfg.finish_ask_ms)
+                if (sr != 0 || waited_ms >= (uint64_t) ask_ms)
                         break;
                 snprintf(msg, sizeof(msg), "finish sent to %s, no answer for %llu s: the guest stays paused here "
                          "until %s answers (asked every 2 s; alert after %lld s) or an operator decides "
                          "(docs/recovery.md, \"Ambiguity policy\"); finish failed with: %s", s->dest,
-                         (unsigned long long) waited_ms / 1000, s->dest, (long long) a->cfg.finish_ask_ms / 1000, why);
+                         (unsigned long long) waited_ms / 1000, s->dest, (long long) ask_ms / 1000, why);
                 vm_lock(vm);
                 vm_set_error_locked(vm, "migration %s: %s", s->op, msg);
                 vm_unlock(vm);
                 agent_migtable_event(a->migrations, s->m, "%s", msg);
-                sleep_ms(2000);
+                /* until the next question, the job's end (an operator's
+                 * MigrateAbort) or QEMU's death (Destroy) */
+                Deadline next = deadline_in_ms(FINISH_ASK_MS);
+                vm_lock(vm);
+                while (job_async_owned_by(vm, ASYNC_JOB_MIGRATION_OUT, s->op) && vm_wait_locked(vm, next) == 0)
+                        ;
+                vm_unlock(vm);
         }
         if (sr == 0) {
                 snprintf(msg, sizeof(msg), "ALERT: finish sent to %s, no answer for %lld s: the guest stays "
                          "paused here until %s answers (recovery keeps asking every 2 s) or an operator runs "
                          "MigrateAbort with op_id %s here (it does not run there) or Destroy here (it runs there); "
                          "docs/recovery.md, \"Ambiguity policy\"; finish failed with: %s", s->dest,
-                         (long long) a->cfg.finish_ask_ms / 1000, s->dest, s->op, why);
+                         (long long) ask_ms / 1000, s->dest, s->op, why);
                 log_error("guest %s: %s", vm->name, msg);
                 vm_lock(vm);
                 vm_set_error_locked(vm, "migration %s: %s", s->op, msg);
@@ -458,14 +476,17 @@ static void *source_thread(void *arg) {
         PeerFinishFailure ff;
         r = call_finish(s, peer, postcopy, stop_ms, &resume_ms, &synced, &ff);
         if (r < 0) {
-                finish_failed(s, r, ff);
+                finish_failed(s, r, ff, postcopy);
                 goto out;
         }
 
         if (postcopy) {
-                /* The destination runs; the source serves the last pages. */
+                /* The destination runs; the source serves the last pages
+                 * (normally all sent: finish returned at the destination's
+                 * completion).  Bounded by the completion timeout, as the
+                 * destination's wait; MIGRATION events wake the wait. */
                 vm_lock(vm);
-                Deadline d = deadline_in_ms(600000);
+                Deadline d = deadline_in_ms((int64_t) mig_params_completion_ms(&s->p, s->mem_mib));
                 for (;;) {
                         if (VM_NESTED_CALL(vm, ASYNC_JOB_MIGRATION_OUT, s->op, "query-migrate", qmp_query_migrate(mon_, -1, &st)) < 0)
                                 break;

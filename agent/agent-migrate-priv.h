@@ -18,6 +18,8 @@
 
 #define PEER_CALL_MS 10000 /* a phase RPC to the peer agent */
 #define POLL_MS 250        /* query-migrate period while streaming (woken earlier by events) */
+#define MIG_FINISH_STREAM_MS 30000 /* finish: the destination waits this long for the stream's end
+                                    * (part of MIG_FINISH_BASE_MS, core/migparams.h) */
 
 /* A monotonic time (now_ns() scale) as Unix ms on this host's wall clock;
  * 0 stays 0 (never happened). */

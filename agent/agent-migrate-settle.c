@@ -8,7 +8,8 @@
  * source, kill one side, finish the destination, or keep everything paused
  * and try again later.  The same code settles a migration that fails at
  * runtime (the migration thread, a destination's watchdog) and one found at
- * restart (the recovery thread below, every 2 s), so the two cannot
+ * restart (the recovery thread below: a round every 2 s while something
+ * is unsettled, else woken by the migration table), so the two cannot
  * diverge.
  *
  * Locks: the VM lock only around field access; QMP in NESTED jobs of the
@@ -363,9 +364,22 @@ bool mig_mark_dropping(Vm *vm, const char *op, JobPhase phase) {
 
 /* ---- restart recovery ------------------------------------------------------------------- */
 
+#define RECOVER_ROUND_MS 2000  /* a retry round while a migration is left unsettled */
+#define RECOVER_IDLE_MS 60000  /* the safety net while none is */
+
+/* Settle every migration job that no thread of this process drives (found
+ * at restart, or left by a migration thread or watchdog that ended).  What
+ * it waits for is mostly another host or process coming back, which no
+ * local event announces: while a settle asks to be retried it runs a round
+ * every RECOVER_ROUND_MS.  With nothing left it sleeps on the migration
+ * table's `ends` counter (a migration ended, an incoming operation is no
+ * longer watched, or the agent stops), the only ways new work reaches it;
+ * RECOVER_IDLE_MS is a safety net. */
 static void *recover_thread(void *arg) {
         Agent *a = arg;
         while (!atomic_load(&a->stopping)) {
+                uint64_t seen = agent_migtable_ends(a->migrations);
+                bool retry = false;
                 Vm **vms;
                 size_t n;
                 if (vm_registry_list(a->vms, &vms, &n) < 0)
@@ -379,19 +393,22 @@ static void *recover_thread(void *arg) {
                         vm_unlock(vms[i]);
                         if (t != ASYNC_JOB_MIGRATION_IN && t != ASYNC_JOB_MIGRATION_OUT)
                                 continue;
-                        /* a migration running in this process settles itself */
+                        /* a migration running in this process settles itself
+                         * (its end moves the counter) */
                         MigResult mr;
                         if (agent_migration_get(a, vms[i]->name, &mr) == 0 && strcmp(mr.op, op) == 0 && !mr.done)
                                 continue;
                         /* an incoming migration waiting for its source is the
-                         * watchdog's business while its QEMU lives */
+                         * watchdog's business while its QEMU lives (its
+                         * unwatch moves the counter) */
                         if (t == ASYNC_JOB_MIGRATION_IN && agent_migtable_watched(a->migrations, op))
                                 continue;
-                        (void) mig_settle(a, vms[i], op, peer);
+                        if (mig_settle(a, vms[i], op, peer) != 1)
+                                retry = true;
                 }
                 vm_registry_list_free(vms, n);
-                for (int k = 0; k < 20 && !atomic_load(&a->stopping); k++)
-                        sleep_ms(100);
+                (void) agent_migtable_wait_ends(a->migrations, seen,
+                                                deadline_in_ms(retry ? RECOVER_ROUND_MS : RECOVER_IDLE_MS));
         }
         return NULL;
 }
@@ -405,6 +422,19 @@ void agent_migration_recover_all(Agent *a) {
 
 void agent_migration_stop(Agent *a) {
         atomic_store(&a->stopping, true);
+        /* wake the recovery thread and every watchdog (they wait on the
+         * table and on their guest's vm->cond) */
+        agent_migtable_kick(a->migrations);
+        Vm **vms;
+        size_t n;
+        if (vm_registry_list(a->vms, &vms, &n) >= 0) {
+                for (size_t i = 0; i < n; i++) {
+                        vm_lock(vms[i]);
+                        cond_broadcast(&vms[i]->cond);
+                        vm_unlock(vms[i]);
+                }
+                vm_registry_list_free(vms, n);
+        }
         if (a->recover_started)
                 pthread_join(a->recover_thread, NULL);
         a->recover_started = false;

@@ -54,11 +54,14 @@ int agent_migrate_cancel(Agent *a, const char *op, const char *uuid);
 PeerAnswer agent_migration_owner(Agent *a, const char *op, const char *uuid, char *detail, size_t size,
                                  JobPhase *ret_phase);
 
-/* Recovery: a thread that every 2 s settles every guest holding a
- * migration job that no migration thread of this process runs (restored
- * from a status file at restart, or left ambiguous by a failed migration),
- * asking peers where the table says so, until each one resolves.  Start it
- * after the RPC server (peers may ask us at the same time). */
+/* Recovery: a thread that settles every guest holding a migration job
+ * that no migration thread of this process runs (restored from a status
+ * file at restart, or left ambiguous by a failed migration), asking peers
+ * where the table says so, every 2 s until each one resolves; with nothing
+ * left it sleeps until the migration table says a migration ended (60 s
+ * safety net).  Start it after the RPC server (peers may ask us at the
+ * same time). */
 void agent_migration_recover_all(Agent *a);
-/* Stop the recovery thread (and make watchdogs end); before agent_free. */
+/* Stop the recovery thread and make watchdogs end (the flag, then a
+ * wake-up of the table and of every guest's vm->cond); before agent_free. */
 void agent_migration_stop(Agent *a);

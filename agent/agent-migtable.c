@@ -44,10 +44,12 @@ typedef struct Sub {
 } Sub;
 
 /* table->lock protects the list, every record in it, the generation
- * counter, the subscribers and the watched set. */
+ * counter, the subscribers, the watched set and the `ends` counter. */
 struct MigrationTable {
         Lock lock;
         Cond changed;                              /* with table->lock: any record changed (waiters for done) */
+        Cond ended;                                /* with table->lock: `ends` moved (the recovery thread) */
+        uint64_t ends;                             /* lock: table->lock; migrations ended + unwatched + kicks */
         Migration *list;                           /* lock: table->lock; newest first */
         size_t n;                                  /* lock: table->lock; records in the list */
         uint64_t gen;                              /* lock: table->lock; the last generation given out */
@@ -63,6 +65,7 @@ int agent_migtable_new(MigrationTable **ret) {
                 return err_set(-ENOMEM, "out of memory");
         lock_init(&t->lock, &table_lock_class);
         cond_init(&t->changed);
+        cond_init(&t->ended);
         *ret = t;
         return 0;
 }
@@ -75,6 +78,7 @@ void agent_migtable_free(MigrationTable *t) {
                 free(m);
         }
         cond_destroy(&t->changed);
+        cond_destroy(&t->ended);
         lock_destroy(&t->lock);
         free(t);
 }
@@ -87,6 +91,15 @@ static void changed_locked(MigrationTable *t, Migration *m) {
         for (size_t i = 0; i < MIG_SUBSCRIBERS; i++)
                 if (t->subs[i].wake)
                         t->subs[i].wake(t->subs[i].opaque);
+}
+
+/* Something the recovery thread may have to act on: a migration ended
+ * (its job may be left for recovery), an incoming operation is no longer
+ * driven, or the agent stops. */
+static void ended_locked(MigrationTable *t) {
+        lock_assert_held(&t->lock);
+        t->ends++;
+        cond_broadcast(&t->ended);
 }
 
 /* A policy or tuning step: the record's last event and its step list. */
@@ -201,6 +214,7 @@ void agent_migtable_done(MigrationTable *t, Migration *m, int r, const char *err
         m->r.total_ms = (now_ns() - m->started_ns) / NSEC_PER_MSEC;
         snprintf(m->r.last_event, sizeof(m->r.last_event), "%s", r >= 0 ? "completed" : "failed");
         changed_locked(t, m);
+        ended_locked(t);
         prune_locked(t, m->done_ns); /* the newest done record: it stays */
         lock_release(&t->lock);
 }
@@ -258,8 +272,10 @@ int agent_migtable_result_of(MigrationTable *t, const char *op, bool wait, MigRe
                         r = 0;
                         break;
                 }
-                /* a running record is never pruned: look it up again after the wait */
-                (void) cond_wait(&t->changed, &t->lock, deadline_in_ms(1000));
+                /* a running record is never pruned: look it up again after
+                 * the wait.  Every change broadcasts `changed`, so the
+                 * deadline is only a safety net. */
+                (void) cond_wait(&t->changed, &t->lock, deadline_in_ms(MIG_WAIT_SAFETY_MS));
         }
         lock_release(&t->lock);
         return r < 0 ? err_set(r, "no migration %s is known to this agent", op) : 0;
@@ -285,8 +301,31 @@ void agent_migtable_unwatch(MigrationTable *t, const char *op) {
         for (int i = 0; i < MIG_INCOMING_MAX; i++)
                 if (strcmp(t->watched[i], op) == 0) {
                         t->watched[i][0] = '\0';
+                        ended_locked(t);
                         break;
                 }
+        lock_release(&t->lock);
+}
+
+uint64_t agent_migtable_ends(MigrationTable *t) {
+        lock_acquire(&t->lock);
+        uint64_t n = t->ends;
+        lock_release(&t->lock);
+        return n;
+}
+
+bool agent_migtable_wait_ends(MigrationTable *t, uint64_t seen, Deadline d) {
+        lock_acquire(&t->lock);
+        while (t->ends == seen && cond_wait(&t->ended, &t->lock, d) == 0)
+                ;
+        bool moved = t->ends != seen;
+        lock_release(&t->lock);
+        return moved;
+}
+
+void agent_migtable_kick(MigrationTable *t) {
+        lock_acquire(&t->lock);
+        ended_locked(t);
         lock_release(&t->lock);
 }
 

@@ -27,6 +27,7 @@
 
 #include "agent.h"
 #include "cleanup.h"
+#include "deadline.h"
 #include "migtypes.h"
 
 #define MIG_MAX_STEPS 16
@@ -34,6 +35,8 @@
  * MIG_TABLE_KEEP_MS (docs/agent.md). */
 #define MIG_TABLE_KEEP 32
 #define MIG_TABLE_KEEP_MS (3600 * 1000ULL)
+/* The safety net of the table's waits: every change wakes them. */
+#define MIG_WAIT_SAFETY_MS 30000
 
 typedef struct MigResult {
         char op[OP_ID_MAX];
@@ -102,6 +105,18 @@ int agent_migtable_result_of(MigrationTable *t, const char *op, bool wait, MigRe
 int agent_migtable_watch(MigrationTable *t, const char *op);
 void agent_migtable_unwatch(MigrationTable *t, const char *op);
 bool agent_migtable_watched(MigrationTable *t, const char *op);
+
+/* ---- the recovery thread's wake-up ---- */
+
+/* A counter of the events after which the recovery thread may have work:
+ * a migration ended (agent_migtable_done), an incoming operation stopped
+ * being watched (agent_migtable_unwatch), or agent_migtable_kick(). */
+uint64_t agent_migtable_ends(MigrationTable *t);
+/* Wait (no lock held) until the counter is no longer @seen, or @d.
+ * Returns true when it moved. */
+bool agent_migtable_wait_ends(MigrationTable *t, uint64_t seen, Deadline d);
+/* Move the counter and wake every waiter (the agent is stopping). */
+void agent_migtable_kick(MigrationTable *t);
 
 /* ---- readers (RPCs) ---- */
 

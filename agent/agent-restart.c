@@ -172,9 +172,7 @@ static int qemu_find(QemuScan *s, const GuestPaths *paths, QemuProc *ret) {
 /* SIGKILL @pid and wait (bounded) until it is gone. */
 static void kill_and_wait(pid_t pid) {
         kill(pid, SIGKILL);
-        Deadline gone = deadline_in_ms(5000);
-        while (agent_process_alive(pid) && !deadline_expired(gone))
-                sleep_ms(2);
+        (void) agent_process_wait_gone(pid, deadline_in_ms(5000));
 }
 
 /* ---- unmanaged guests --------------------------------------------------------------------- */

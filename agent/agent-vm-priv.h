@@ -20,6 +20,10 @@ void agent_vm_cleanup_host(AgentVm *av);
 
 /* @pid runs and is not a zombie. */
 bool agent_process_alive(pid_t pid);
+/* (agent-vm.c) Wait until @pid is gone (or a zombie), woken by its exit
+ * through a pidfd (a /proc poll every 2 ms without one), at most until @d;
+ * no lock held.  Returns whether it is gone. */
+bool agent_process_wait_gone(pid_t pid, Deadline d);
 
 /* -EBUSY (FAILED_PRECONDITION at the RPC boundary), naming the pid and the
  * quarantined status file, when a running unmanaged QEMU (agent.h,

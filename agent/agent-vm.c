@@ -25,8 +25,10 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/random.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -367,6 +369,27 @@ static char *log_tail(const char *path) {
 
 
 /* Wait for QEMU's monitor socket to accept, watching that QEMU lives. */
+bool agent_process_wait_gone(pid_t pid, Deadline d) {
+        int fd = -1;
+#ifdef SYS_pidfd_open
+        fd = pid > 0 ? (int) syscall(SYS_pidfd_open, pid, 0) : -1;
+#endif
+        struct pollfd pfd = { .fd = fd, .events = POLLIN };
+        while (agent_process_alive(pid) && !deadline_expired(d)) {
+                if (fd >= 0)
+                        (void) poll(&pfd, 1, deadline_poll_ms(d)); /* readable once it exited */
+                else
+                        sleep_ms(2); /* no pidfd (kernel before 5.3): poll /proc */
+        }
+        if (fd >= 0)
+                close(fd);
+        return !agent_process_alive(pid);
+}
+
+/* Polls on purpose, every 5 ms: what it waits for is QEMU's listen() on
+ * the socket, which no event announces (inotify would show the file at
+ * bind(), before listen(), so a connect would still need retrying).  It
+ * happens once per start and lasts ~50-200 ms, bounded by @d. */
 static int wait_for_monitor(const char *path, pid_t pid, const char *log_path, Deadline d) {
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
         int r = copy_path(sa.sun_path, sizeof(sa.sun_path), path);
@@ -643,9 +666,8 @@ int agent_vm_destroy(Agent *a, Vm *vm, const char *op) {
         int r = vm_destroy(vm, op, VM_REASON_DESTROYED, -1);
         /* SIGKILL is sent; wait (no lock held, bounded) until QEMU is really
          * gone, so a start right after does not meet its disk locks */
-        Deadline gone = deadline_in_ms(5000);
-        while (snap.pid > 0 && agent_process_alive(snap.pid) && !deadline_expired(gone))
-                sleep_ms(2);
+        if (snap.pid > 0)
+                (void) agent_process_wait_gone(snap.pid, deadline_in_ms(5000));
         agent_vm_cleanup_host(vm->ops.opaque);
         if (r >= 0) {
                 log_info("guest %s destroyed by op %s", vm->name, op);

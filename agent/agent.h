@@ -70,6 +70,7 @@ typedef struct AgentVm {
         GuestDef def;                 /* immutable while the VM is registered */
         GuestPaths paths;             /* immutable */
         bool def_skip_time_sync;      /* lock: vm->lock; set by an incoming migration's parameters */
+        uint32_t def_completion_s_per_gib; /* lock: vm->lock; likewise (0 after a restart: the default) */
 } AgentVm;
 
 /* Create the agent: folders (0700), registry, event bus.  No guests yet. */

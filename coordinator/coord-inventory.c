@@ -260,12 +260,18 @@ void coord_inventory_heartbeat(Coordinator *c) {
         }
 }
 
+/* A heartbeat every heartbeat_ms: the agents push nothing, so polling them
+ * is what a heartbeat is.  Between two it waits on coord->stop, which only
+ * coord_stop broadcasts: no wake-up but the period and the stop. */
 void *coord_inventory_thread(void *arg) {
         Coordinator *c = arg;
         while (!atomic_load(&c->stopping)) {
                 coord_inventory_heartbeat(c);
-                for (int64_t k = 0; k < c->cfg.heartbeat_ms / 100 && !atomic_load(&c->stopping); k++)
-                        sleep_ms(100);
+                Deadline next = deadline_in_ms(c->cfg.heartbeat_ms);
+                lock_acquire(&c->lock);
+                while (!atomic_load(&c->stopping) && cond_wait(&c->stop, &c->lock, next) == 0)
+                        ;
+                lock_release(&c->lock);
         }
         return NULL;
 }

@@ -102,7 +102,8 @@ struct Coordinator {
         /* coord->lock protects every field from here to the end, and every
          * field of the records they point to that says so. */
         Lock lock;
-        Cond changed;                  /* some job's generation moved */
+        Cond changed;                  /* some job's generation moved; also broadcast by coord_stop */
+        Cond stop;                     /* with coord->lock: broadcast by coord_stop (the inventory's wait) */
         CHost *hosts[COORD_MAX_HOSTS]; /* lock: coord->lock; append-only */
         size_t n_hosts;                /* lock: coord->lock */
         CJob **jobs;                   /* lock: coord->lock; unfinished jobs, in submission order */

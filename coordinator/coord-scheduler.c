@@ -23,8 +23,9 @@
  * migrated guest runs on its destination; an evacuation's host is listed
  * again before it is put in maintenance), closed, and moved out of the job
  * table; the store's retention is applied.  A tick that freed a slot plans
- * again at once; otherwise the thread sleeps 250 ms, or 50 ms while a
- * migration is about to end (docs/coordinator.md, "Admission control").
+ * again at once; otherwise the thread waits on coord->changed for 250 ms,
+ * or 50 ms while a migration is about to end (docs/coordinator.md,
+ * "Admission control"), and with no job until one is submitted.
  */
 #include "coord-priv.h"
 
@@ -796,6 +797,18 @@ int coord_scheduler_tick(Coordinator *c, bool *ret_freed, bool *ret_finishing) {
         return 0;
 }
 
+#define SCHED_ACTIVE_MS 250    /* between ticks while a job is in the table */
+#define SCHED_FINISHING_MS 50  /* while a migration is about to end */
+#define SCHED_IDLE_MS 60000    /* the safety net with no job at all */
+
+/* Between ticks the thread waits on coord->changed: a submission, a cancel
+ * (every job change bumps it) and coord_stop wake it at once.  With no job
+ * in the table nothing else can give it work, so it sleeps until one comes
+ * (SCHED_IDLE_MS is a safety net).  With jobs it still ticks every 250 ms,
+ * or 50 ms while a migration is about to end: a migration's progress lives
+ * in the source agent, which the scheduler polls (GetMigration; agents push
+ * nothing to the coordinator), and admission depends on host figures the
+ * inventory refreshes without a wake-up. */
 void *coord_scheduler_thread(void *arg) {
         Coordinator *c = arg;
         while (!atomic_load(&c->stopping)) {
@@ -807,8 +820,13 @@ void *coord_scheduler_thread(void *arg) {
                  * instead of after a tick with the link idle.  While one is
                  * about to end, poll every 50 ms, so its end is seen soon
                  * (docs/performance.md, "Evacuation makespan"). */
-                if (!freed)
-                        sleep_ms(finishing ? 50 : 250);
+                if (freed)
+                        continue;
+                lock_acquire(&c->lock);
+                int64_t ms = !c->n_jobs ? SCHED_IDLE_MS : finishing ? SCHED_FINISHING_MS : SCHED_ACTIVE_MS;
+                if (!atomic_load(&c->stopping))
+                        (void) cond_wait(&c->changed, &c->lock, deadline_in_ms(ms));
+                lock_release(&c->lock);
         }
         return NULL;
 }

@@ -32,6 +32,7 @@ int coord_new(const CoordConfig *cfg, Coordinator **ret) {
         c->tls = (LinkTls){ .cert = c->cfg.tls_cert, .key = c->cfg.tls_key, .ca = c->cfg.tls_ca };
         lock_init(&c->lock, &coord_lock_class);
         cond_init(&c->changed);
+        cond_init(&c->stop);
         if ((r = store_sqlite_open(cfg->db_path, &c->store)) < 0) {
                 coord_free(c);
                 return r;
@@ -94,6 +95,10 @@ void coord_stop(Coordinator *c) {
         if (!c || !c->started)
                 return;
         atomic_store(&c->stopping, true);
+        lock_acquire(&c->lock); /* the threads check the flag under it before they wait */
+        cond_broadcast(&c->changed);
+        cond_broadcast(&c->stop);
+        lock_release(&c->lock);
         pthread_join(c->sched_thread, NULL);
         pthread_join(c->inv_thread, NULL);
         c->started = false;
@@ -116,6 +121,7 @@ void coord_free(Coordinator *c) {
         free(c->sched_scratch);
         store_close(c->store);
         cond_destroy(&c->changed);
+        cond_destroy(&c->stop);
         lock_destroy(&c->lock);
         free(c);
 }

@@ -41,7 +41,7 @@ const char *converge_reason_to_string(ConvergeReason r) {
 void converge_init(const MigParams *p, uint64_t mem_mib, uint64_t now_ns, ConvergeState *ret) {
         *ret = (ConvergeState){
                 .start_ns = now_ns,
-                .completion_ms = (uint64_t) p->completion_s_per_gib * 1000 * ((mem_mib + 1023) / 1024),
+                .completion_ms = mig_params_completion_ms(p, mem_mib),
                 .last_low_ns = now_ns,
                 .last_step_ns = now_ns,
                 .min_remaining = UINT64_MAX,

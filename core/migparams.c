@@ -32,11 +32,20 @@ void mig_params_defaults(MigParams *p) {
         if (p->max_downtime_ms < p->downtime_ms)
                 p->max_downtime_ms = p->downtime_ms;
         if (!p->completion_s_per_gib)
-                p->completion_s_per_gib = 150;
+                p->completion_s_per_gib = MIG_COMPLETION_S_PER_GIB_DEFAULT;
         if (!p->progress_timeout_s)
                 p->progress_timeout_s = 30;
         if (p->postcopy == POSTCOPY_POLICY_AFTER && !p->postcopy_after_s)
                 p->postcopy_after_s = 10;
+}
+
+uint64_t mig_params_completion_ms(const MigParams *p, uint64_t mem_mib) {
+        uint64_t per_gib = p->completion_s_per_gib ? p->completion_s_per_gib : MIG_COMPLETION_S_PER_GIB_DEFAULT;
+        return per_gib * 1000 * ((mem_mib + 1023) / 1024);
+}
+
+int64_t mig_params_finish_limit_ms(const MigParams *p, uint64_t mem_mib, bool postcopy) {
+        return MIG_FINISH_BASE_MS + (postcopy ? (int64_t) mig_params_completion_ms(p, mem_mib) : 0);
 }
 
 int mig_params_validate(const MigParams *p) {

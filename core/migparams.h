@@ -41,6 +41,22 @@ typedef struct MigParams {
         bool skip_time_sync;
 } MigParams;
 
+/* The default of completion_s_per_gib (docs/migration.md says why). */
+#define MIG_COMPLETION_S_PER_GIB_DEFAULT 150
+/* MigrateFinish without post-copy: the destination waits up to 30 s for the
+ * stream's end, sends `cont` and sets the guest time (docs/migration.md). */
+#define MIG_FINISH_BASE_MS 60000
+
+/* The completion timeout of a guest of @mem_mib MiB: completion_s_per_gib
+ * (its default when 0) for each started GiB, in ms. */
+uint64_t mig_params_completion_ms(const MigParams *p, uint64_t mem_mib);
+/* How long MigrateFinish may take, for both sides: the destination bounds
+ * its parts by it (the wait for the last pages in post-copy is the
+ * completion timeout) and the source gives its call this deadline, so the
+ * source always hears the destination's own answer.  MIG_FINISH_BASE_MS,
+ * plus the completion timeout when @postcopy.  In ms. */
+int64_t mig_params_finish_limit_ms(const MigParams *p, uint64_t mem_mib, bool postcopy);
+
 /* Fill zero members with the defaults (docs/migration.md says why each). */
 void mig_params_defaults(MigParams *p);
 /* 0, or -EINVAL with a detail naming the member and its range. */
