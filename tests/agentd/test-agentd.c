@@ -68,7 +68,6 @@ static Drover__V1__GuestStatus *start(TestAgent *t, const char *guest) {
         Drover__V1__StartRequest req = DROVER__V1__START_REQUEST__INIT;
         Drover__V1__GuestStatus *st;
         req.guest = (char *) guest;
-        req.op_id = (char *) "test-start";
         CALL_OK(t, "Start", &req, &st);
         return st;
 }
