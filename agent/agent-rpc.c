@@ -48,13 +48,10 @@ static RpcCode fail(RpcCall *c, int r) {
         return rpc_call_fail_errno(c, status_errno(r));
 }
 
+/* AgentOpState in the order of the proto's OperationState, after UNSPECIFIED */
+_Static_assert(DROVER__V1__OPERATION_STATE__OPERATION_STATE_FAILED == AGENT_OP_FAILED + 1, "state order");
 static Drover__V1__OperationState op_state_of(AgentOpState s) {
-        switch (s) {
-        case AGENT_OP_RUNNING: return DROVER__V1__OPERATION_STATE__OPERATION_STATE_RUNNING;
-        case AGENT_OP_SUCCEEDED: return DROVER__V1__OPERATION_STATE__OPERATION_STATE_SUCCEEDED;
-        case AGENT_OP_FAILED: return DROVER__V1__OPERATION_STATE__OPERATION_STATE_FAILED;
-        default: return DROVER__V1__OPERATION_STATE__OPERATION_STATE_UNSPECIFIED;
-        }
+        return s < AGENT_OP_STATE_MAX ? (Drover__V1__OperationState) (s + 1) : 0;
 }
 
 static Drover__V1__GuestState state_of(VmState s) {
@@ -436,19 +433,17 @@ static RpcCode ga_op(RpcCall *c, void *user, const char *guest, const char *op_i
         return handler_end(&h, RPC_OK);
 }
 
-static RpcCode h_guest_ping(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
-        const Drover__V1__GuestRef *req = (const void *) req_;
-        Drover__V1__GuestPingResponse *resp = (void *) resp_;
-        return ga_op(c, user, req->guest, req->op_id, AGENT_OP_GUEST_PING, NULL, resp_, &resp->operation_id,
-                     &resp->operation_state);
-}
-
-static RpcCode h_guest_info(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
-        const Drover__V1__GuestRef *req = (const void *) req_;
-        Drover__V1__GuestInfoResponse *resp = (void *) resp_;
-        return ga_op(c, user, req->guest, req->op_id, AGENT_OP_GUEST_INFO, NULL, resp_, &resp->operation_id,
-                     &resp->operation_state);
-}
+/* GuestPing, GuestInfo, GuestGetTime: a GuestRef, no arguments. */
+#define GA_HANDLER(name, Resp, kind)                                                                           \
+        static RpcCode name(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {   \
+                const Drover__V1__GuestRef *req = (const void *) req_;                                          \
+                Resp *resp = (void *) resp_;                                                                    \
+                return ga_op(c, user, req->guest, req->op_id, kind, NULL, resp_, &resp->operation_id,          \
+                             &resp->operation_state);                                                           \
+        }
+GA_HANDLER(h_guest_ping, Drover__V1__GuestPingResponse, AGENT_OP_GUEST_PING)
+GA_HANDLER(h_guest_info, Drover__V1__GuestInfoResponse, AGENT_OP_GUEST_INFO)
+GA_HANDLER(h_guest_get_time, Drover__V1__GuestGetTimeResponse, AGENT_OP_GUEST_GET_TIME)
 
 static RpcCode h_guest_set_time(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
         const Drover__V1__GuestSetTimeRequest *req = (const void *) req_;
@@ -458,13 +453,6 @@ static RpcCode h_guest_set_time(RpcCall *c, const ProtobufCMessage *req_, Protob
         AgentGaArgs args = { .time_ns = req->time_unix_ns, .from_rtc = req->from_rtc };
         return ga_op(c, user, req->guest, req->op_id, AGENT_OP_GUEST_SET_TIME, &args, resp_,
                      &resp->operation_id, &resp->operation_state);
-}
-
-static RpcCode h_guest_get_time(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
-        const Drover__V1__GuestRef *req = (const void *) req_;
-        Drover__V1__GuestGetTimeResponse *resp = (void *) resp_;
-        return ga_op(c, user, req->guest, req->op_id, AGENT_OP_GUEST_GET_TIME, NULL, resp_, &resp->operation_id,
-                     &resp->operation_state);
 }
 
 /* Memory, CPUs and CPU model of this host, from /proc. */
@@ -859,30 +847,31 @@ static Drover__V1__Operation *new_operation(RpcCall *c, const AgentOpInfo *o, co
                 m->migration = new_result(c, mig);
         if (o->state != AGENT_OP_SUCCEEDED)
                 return m;
+        ProtobufCMessage *reply = NULL; /* the guest-agent reply, in the member of its kind */
         switch (o->kind) {
         case AGENT_OP_GUEST_PING:
-                m->guest_ping = rpc_call_alloc(c, sizeof(*m->guest_ping));
-                drover__v1__guest_ping_response__init(m->guest_ping);
-                fill_ga_reply(c, o->kind, &o->result, &m->guest_ping->base);
+                drover__v1__guest_ping_response__init(m->guest_ping = rpc_call_alloc(c, sizeof(*m->guest_ping)));
+                reply = &m->guest_ping->base;
                 break;
         case AGENT_OP_GUEST_INFO:
-                m->guest_info = rpc_call_alloc(c, sizeof(*m->guest_info));
-                drover__v1__guest_info_response__init(m->guest_info);
-                fill_ga_reply(c, o->kind, &o->result, &m->guest_info->base);
+                drover__v1__guest_info_response__init(m->guest_info = rpc_call_alloc(c, sizeof(*m->guest_info)));
+                reply = &m->guest_info->base;
                 break;
         case AGENT_OP_GUEST_SET_TIME:
                 m->guest_set_time = rpc_call_alloc(c, sizeof(*m->guest_set_time));
                 drover__v1__guest_set_time_response__init(m->guest_set_time);
-                fill_ga_reply(c, o->kind, &o->result, &m->guest_set_time->base);
+                reply = &m->guest_set_time->base;
                 break;
         case AGENT_OP_GUEST_GET_TIME:
                 m->guest_get_time = rpc_call_alloc(c, sizeof(*m->guest_get_time));
                 drover__v1__guest_get_time_response__init(m->guest_get_time);
-                fill_ga_reply(c, o->kind, &o->result, &m->guest_get_time->base);
+                reply = &m->guest_get_time->base;
                 break;
         default:
                 break;
         }
+        if (reply)
+                fill_ga_reply(c, o->kind, &o->result, reply);
         return m;
 }
 
