@@ -12,6 +12,10 @@
  *
  * Response strings and sub-messages live in the call's arena
  * (rpc_call_strdup/rpc_call_alloc); handlers never free.
+ *
+ * Long calls (Start, Shutdown, Migrate, the guest-agent calls) hold their
+ * worker only to register an operation (agent-ops.h) and answer with its id
+ * and state; GetOperation and WatchOperation read the operation table.
  */
 #include "agent-rpc.h"
 
@@ -23,6 +27,7 @@
 #include <unistd.h>
 
 #include "agent-migrate.h"
+#include "agent-ops.h"
 #include "agent-peer.h"
 #include "agent.pb-c.h"
 #include "err.h"
@@ -32,12 +37,21 @@
 
 #define VERSION "0.1.0"
 
+/* The -errno whose status an agent error @r becomes: core says -ESRCH for
+ * "not running"; for an existing guest that is a precondition, not a
+ * missing object.  For calls and for operations alike. */
+static int status_errno(int r) {
+        return r == -ESRCH ? -EBUSY : r;
+}
+
 static RpcCode fail(RpcCall *c, int r) {
-        /* core says -ESRCH for "not running"; for an existing guest that is a
-         * precondition, not a missing object */
-        if (r == -ESRCH)
-                r = -EBUSY;
-        return rpc_call_fail_errno(c, r);
+        return rpc_call_fail_errno(c, status_errno(r));
+}
+
+/* AgentOpState in the order of the proto's OperationState, after UNSPECIFIED */
+_Static_assert(DROVER__V1__OPERATION_STATE__OPERATION_STATE_FAILED == AGENT_OP_FAILED + 1, "state order");
+static Drover__V1__OperationState op_state_of(AgentOpState s) {
+        return s < AGENT_OP_STATE_MAX ? (Drover__V1__OperationState) (s + 1) : 0;
 }
 
 static Drover__V1__GuestState state_of(VmState s) {
@@ -218,14 +232,27 @@ static RpcCode h_resume(RpcCall *c, const ProtobufCMessage *req, ProtobufCMessag
         return guest_op(c, user, (const void *) req, agent_vm_resume, (void *) resp);
 }
 
+/* End a Start or Shutdown call that registered (or found) operation @o
+ * with outcome @r: the guest's status now, with the operation's id and
+ * state. */
+static RpcCode op_end_status(Handler *h, int r, AgentOpInfo *o, Drover__V1__GuestStatus *resp) {
+        if (r >= 0) {
+                resp->operation_id = rpc_call_strdup(h->c, o->id);
+                resp->operation_state = op_state_of(o->state);
+                agent_op_info_clear(o);
+        }
+        return handler_end_status(h, r, resp);
+}
+
 static RpcCode h_start(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp, void *user) {
         const Drover__V1__StartRequest *req = (const void *) req_;
         Handler h;
         RpcCode code = handler_guest(&h, c, user, req->guest, req->op_id);
         if (code != RPC_OK)
                 return code;
-        int r = agent_vm_start(h.a, h.vm, h.op, req->paused, req->timeout_ms);
-        return handler_end_status(&h, r, (void *) resp);
+        AgentOpInfo o;
+        int r = agent_ops_start_guest(h.a, h.vm, h.op, req->paused, req->timeout_ms, &o);
+        return op_end_status(&h, r, &o, (void *) resp);
 }
 
 static RpcCode h_shutdown(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp, void *user) {
@@ -234,12 +261,9 @@ static RpcCode h_shutdown(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMes
         RpcCode code = handler_guest(&h, c, user, req->guest, req->op_id);
         if (code != RPC_OK)
                 return code;
-        int64_t timeout = req->timeout_ms ? req->timeout_ms : 60000;
-        int64_t left = rpc_call_remaining_ms(c);
-        if (left >= 0 && left < timeout && !req->force)
-                timeout = left; /* answer before the client gives up */
-        int r = agent_vm_shutdown(h.a, h.vm, h.op, timeout, req->force);
-        return handler_end_status(&h, r, (void *) resp);
+        AgentOpInfo o;
+        int r = agent_ops_shutdown_guest(h.a, h.vm, h.op, req->timeout_ms, req->force, &o);
+        return op_end_status(&h, r, &o, (void *) resp);
 }
 
 static RpcCode h_list(RpcCall *c, const ProtobufCMessage *req, ProtobufCMessage *resp_, void *user) {
@@ -352,64 +376,84 @@ done:
         return stream_end(&h, code);
 }
 
-static RpcCode h_guest_ping(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
-        const Drover__V1__GuestRef *req = (const void *) req_;
-        Drover__V1__GuestPingResponse *resp = (void *) resp_;
-        Handler h;
-        RpcCode code = handler_guest(&h, c, user, req->guest, req->op_id);
-        if (code != RPC_OK)
-                return code;
-        int r = agent_vm_guest_ping(h.a, h.vm, h.op, &resp->round_trip_us);
-        return handler_end_r(&h, r);
+/* ---- guest agent (operations) ------------------------------------------------------- */
+
+/* The reply of guest-agent call @kind from @res into @resp (that call's
+ * response type): for the call's own reply and for Operation's result. */
+static void fill_ga_reply(RpcCall *c, AgentOpKind kind, const AgentOpResult *res, ProtobufCMessage *resp) {
+        switch (kind) {
+        case AGENT_OP_GUEST_PING:
+                ((Drover__V1__GuestPingResponse *) resp)->round_trip_us = res->ping_us;
+                break;
+        case AGENT_OP_GUEST_INFO: {
+                Drover__V1__GuestInfoResponse *o = (void *) resp;
+                const GaGuestInfo *info = &res->info;
+                o->version = rpc_call_strdup(c, info->version);
+                o->enabled_commands = rpc_call_alloc(c, (info->n_enabled + 1) * sizeof(char *));
+                o->disabled_commands = rpc_call_alloc(c, (info->n_disabled + 1) * sizeof(char *));
+                for (size_t i = 0; i < info->n_enabled; i++)
+                        o->enabled_commands[i] = rpc_call_strdup(c, info->enabled[i]);
+                for (size_t i = 0; i < info->n_disabled; i++)
+                        o->disabled_commands[i] = rpc_call_strdup(c, info->disabled[i]);
+                o->n_enabled_commands = info->n_enabled;
+                o->n_disabled_commands = info->n_disabled;
+                break;
+        }
+        case AGENT_OP_GUEST_SET_TIME:
+                ((Drover__V1__GuestSetTimeResponse *) resp)->guest_time_before_ns = res->time_before_ns;
+                ((Drover__V1__GuestSetTimeResponse *) resp)->guest_time_after_ns = res->time_after_ns;
+                break;
+        case AGENT_OP_GUEST_GET_TIME:
+                ((Drover__V1__GuestGetTimeResponse *) resp)->guest_time_ns = res->time_ns;
+                break;
+        default:
+                break;
+        }
 }
 
-static RpcCode h_guest_info(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
-        const Drover__V1__GuestRef *req = (const void *) req_;
-        Drover__V1__GuestInfoResponse *resp = (void *) resp_;
-        GaGuestInfo info;
+/* The guest-agent calls: register operation @kind on the guest @guest
+ * names and answer with its id and state (and its reply, when a retry
+ * finds it succeeded).  @id_field and @state_field: where the response
+ * type keeps them. */
+static RpcCode ga_op(RpcCall *c, void *user, const char *guest, const char *op_id, AgentOpKind kind,
+                     const AgentGaArgs *args, ProtobufCMessage *resp, char **id_field,
+                     Drover__V1__OperationState *state_field) {
+        AgentOpInfo o;
         Handler h;
-        RpcCode code = handler_guest(&h, c, user, req->guest, req->op_id);
+        RpcCode code = handler_guest(&h, c, user, guest, op_id);
         if (code != RPC_OK)
                 return code;
-        int r = agent_vm_guest_info(h.a, h.vm, h.op, &info);
+        int r = agent_ops_guest_agent(h.a, h.vm, h.op, kind, args, &o);
         if (r < 0)
                 return handler_end_r(&h, r);
-        resp->version = rpc_call_strdup(c, info.version);
-        resp->enabled_commands = rpc_call_alloc(c, (info.n_enabled + 1) * sizeof(char *));
-        resp->disabled_commands = rpc_call_alloc(c, (info.n_disabled + 1) * sizeof(char *));
-        for (size_t i = 0; i < info.n_enabled; i++)
-                resp->enabled_commands[i] = rpc_call_strdup(c, info.enabled[i]);
-        for (size_t i = 0; i < info.n_disabled; i++)
-                resp->disabled_commands[i] = rpc_call_strdup(c, info.disabled[i]);
-        resp->n_enabled_commands = info.n_enabled;
-        resp->n_disabled_commands = info.n_disabled;
-        ga_guest_info_clear(&info);
+        *id_field = rpc_call_strdup(c, o.id);
+        *state_field = op_state_of(o.state);
+        if (o.state == AGENT_OP_SUCCEEDED)
+                fill_ga_reply(c, kind, &o.result, resp);
+        agent_op_info_clear(&o);
         return handler_end(&h, RPC_OK);
 }
+
+/* GuestPing, GuestInfo, GuestGetTime: a GuestRef, no arguments. */
+#define GA_HANDLER(name, Resp, kind)                                                                           \
+        static RpcCode name(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {   \
+                const Drover__V1__GuestRef *req = (const void *) req_;                                          \
+                Resp *resp = (void *) resp_;                                                                    \
+                return ga_op(c, user, req->guest, req->op_id, kind, NULL, resp_, &resp->operation_id,          \
+                             &resp->operation_state);                                                           \
+        }
+GA_HANDLER(h_guest_ping, Drover__V1__GuestPingResponse, AGENT_OP_GUEST_PING)
+GA_HANDLER(h_guest_info, Drover__V1__GuestInfoResponse, AGENT_OP_GUEST_INFO)
+GA_HANDLER(h_guest_get_time, Drover__V1__GuestGetTimeResponse, AGENT_OP_GUEST_GET_TIME)
 
 static RpcCode h_guest_set_time(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
         const Drover__V1__GuestSetTimeRequest *req = (const void *) req_;
         Drover__V1__GuestSetTimeResponse *resp = (void *) resp_;
-        Handler h;
         if (req->time_unix_ns < 0)
                 return rpc_call_fail(c, RPC_INVALID_ARGUMENT, "'time_unix_ns' must not be negative");
-        RpcCode code = handler_guest(&h, c, user, req->guest, req->op_id);
-        if (code != RPC_OK)
-                return code;
-        int r = agent_vm_guest_set_time(h.a, h.vm, h.op, req->time_unix_ns, req->from_rtc,
-                                        &resp->guest_time_before_ns, &resp->guest_time_after_ns);
-        return handler_end_r(&h, r);
-}
-
-static RpcCode h_guest_get_time(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
-        const Drover__V1__GuestRef *req = (const void *) req_;
-        Drover__V1__GuestGetTimeResponse *resp = (void *) resp_;
-        Handler h;
-        RpcCode code = handler_guest(&h, c, user, req->guest, req->op_id);
-        if (code != RPC_OK)
-                return code;
-        int r = agent_vm_guest_get_time(h.a, h.vm, h.op, &resp->guest_time_ns);
-        return handler_end_r(&h, r);
+        AgentGaArgs args = { .time_ns = req->time_unix_ns, .from_rtc = req->from_rtc };
+        return ga_op(c, user, req->guest, req->op_id, AGENT_OP_GUEST_SET_TIME, &args, resp_,
+                     &resp->operation_id, &resp->operation_state);
 }
 
 /* Memory, CPUs and CPU model of this host, from /proc. */
@@ -626,16 +670,24 @@ static RpcCode h_migrate(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMess
         Drover__V1__MigrateResponse *resp = (void *) resp_;
         MigParams p;
         MigResult res;
+        AgentOpInfo o;
         Handler h;
         RpcCode code = handler_guest(&h, c, user, req->guest, req->op_id);
         if (code != RPC_OK)
                 return code;
         mig_params_from_pb(req->params, &p);
         mig_params_defaults(&p);
-        int r = agent_migrate(h.a, h.vm, h.op, req->destination, req->destination_stream_host, &p, req->wait, &res);
-        if (r >= 0)
+        /* the deprecated `wait` is not read: the call answers at once and the
+         * client follows the operation (docs/agent.md, "Operations") */
+        int r = agent_ops_migrate(h.a, h.vm, h.op, req->destination, req->destination_stream_host, &p, &o, &res);
+        if (r < 0)
+                return handler_end_r(&h, r);
+        if (res.op[0])
                 resp->result = new_result(c, &res);
-        return handler_end_r(&h, r);
+        resp->operation_id = rpc_call_strdup(c, o.id);
+        resp->operation_state = op_state_of(o.state);
+        agent_op_info_clear(&o);
+        return handler_end(&h, RPC_OK);
 }
 
 static RpcCode h_migrate_abort(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
@@ -799,6 +851,143 @@ static RpcCode h_owner(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessag
         return handler_end(&h, RPC_OK);
 }
 
+/* ---- operations ---------------------------------------------------------------- */
+
+/* Operation @o as a message in the call's arena; @mig: the migration's
+ * record for a migrate operation (NULL: none). */
+static Drover__V1__Operation *new_operation(RpcCall *c, const AgentOpInfo *o, const MigResult *mig) {
+        Drover__V1__Operation *m = rpc_call_alloc(c, sizeof(*m));
+        drover__v1__operation__init(m);
+        m->op_id = rpc_call_strdup(c, o->id);
+        m->kind = (char *) agent_op_kind_to_string(o->kind);
+        m->guest = rpc_call_strdup(c, o->guest);
+        m->state = op_state_of(o->state);
+        m->done = o->state != AGENT_OP_RUNNING;
+        m->error_code = o->state == AGENT_OP_FAILED ? (int32_t) rpc_status_from_errno(status_errno(o->err)) : 0;
+        m->error = rpc_call_strdup(c, o->error);
+        m->created_unix_ms = o->created_unix_ms;
+        m->ended_unix_ms = o->ended_unix_ms;
+        m->generation = o->generation;
+        if (o->result.has_status) {
+                m->guest_status = rpc_call_alloc(c, sizeof(*m->guest_status));
+                drover__v1__guest_status__init(m->guest_status);
+                fill_status(c, m->guest_status, &o->result.status);
+        }
+        if (mig)
+                m->migration = new_result(c, mig);
+        if (o->state != AGENT_OP_SUCCEEDED)
+                return m;
+        ProtobufCMessage *reply = NULL; /* the guest-agent reply, in the member of its kind */
+        switch (o->kind) {
+        case AGENT_OP_GUEST_PING:
+                drover__v1__guest_ping_response__init(m->guest_ping = rpc_call_alloc(c, sizeof(*m->guest_ping)));
+                reply = &m->guest_ping->base;
+                break;
+        case AGENT_OP_GUEST_INFO:
+                drover__v1__guest_info_response__init(m->guest_info = rpc_call_alloc(c, sizeof(*m->guest_info)));
+                reply = &m->guest_info->base;
+                break;
+        case AGENT_OP_GUEST_SET_TIME:
+                m->guest_set_time = rpc_call_alloc(c, sizeof(*m->guest_set_time));
+                drover__v1__guest_set_time_response__init(m->guest_set_time);
+                reply = &m->guest_set_time->base;
+                break;
+        case AGENT_OP_GUEST_GET_TIME:
+                m->guest_get_time = rpc_call_alloc(c, sizeof(*m->guest_get_time));
+                drover__v1__guest_get_time_response__init(m->guest_get_time);
+                reply = &m->guest_get_time->base;
+                break;
+        default:
+                break;
+        }
+        if (reply)
+                fill_ga_reply(c, o->kind, &o->result, reply);
+        return m;
+}
+
+/* Operation @id into *ret and, for a migrate operation whose record the
+ * migration table still has, that record into *mig (*ret_has_mig says).
+ * 0 or -ENOENT. */
+static int read_operation(Agent *a, const char *id, AgentOpInfo *ret, MigResult *mig, bool *ret_has_mig) {
+        int r = agent_ops_get(a, id, ret);
+        if (r < 0)
+                return r;
+        *ret_has_mig = ret->kind == AGENT_OP_MIGRATE && agent_migtable_result_of(a->migrations, id, false, mig) >= 0;
+        return 0;
+}
+
+static RpcCode h_get_operation(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
+        const Drover__V1__OperationRef *req = (const void *) req_;
+        AgentOpInfo o;
+        MigResult mig;
+        bool has_mig;
+        Handler h;
+        handler_enter(&h, c, user);
+        if (!req->op_id[0])
+                return handler_end(&h, rpc_call_fail(c, RPC_INVALID_ARGUMENT, "'op_id' is required"));
+        int r = read_operation(h.a, req->op_id, &o, &mig, &has_mig);
+        if (r < 0)
+                return handler_end_r(&h, r);
+        *(Drover__V1__Operation *) resp_ = *new_operation(c, &o, has_mig ? &mig : NULL);
+        agent_op_info_clear(&o);
+        return handler_end(&h, RPC_OK);
+}
+
+/* The current state, then every change (for a migrate operation also
+ * every change of its migration's record), until a message with done. */
+static RpcCode h_watch_operation(RpcCall *c, const ProtobufCMessage *req_, void *user) {
+        const Drover__V1__OperationRef *req = (const void *) req_;
+        uint64_t sent_gen = 0, sent_mig_gen = 0;
+        int mid = -1;
+        Handler h;
+        RpcCode code = stream_enter(&h, c, user);
+        if (code != RPC_OK)
+                return code;
+        if (!req->op_id[0])
+                return stream_end(&h, rpc_call_fail(c, RPC_INVALID_ARGUMENT, "'op_id' is required"));
+        Agent *a = h.a;
+        MigResult *mig = malloc(sizeof(*mig));
+        /* subscribed before the first read: no change can fall in between */
+        int id = mig ? agent_ops_subscribe(a, wake_call, c) : -ENOMEM;
+        if (id < 0) {
+                free(mig);
+                return stream_end(&h, fail(c, id));
+        }
+        for (;;) {
+                AgentOpInfo o;
+                bool has_mig;
+                int r = read_operation(a, req->op_id, &o, mig, &has_mig);
+                if (r < 0) {
+                        code = fail(c, r);
+                        break;
+                }
+                if (o.kind == AGENT_OP_MIGRATE && mid < 0) {
+                        /* its progress is in the migration table: wake on that too, then read again */
+                        agent_op_info_clear(&o);
+                        if ((mid = agent_migrations_subscribe(a, wake_call, c)) < 0) {
+                                code = fail(c, mid);
+                                break;
+                        }
+                        continue;
+                }
+                bool running = o.state == AGENT_OP_RUNNING;
+                int s = 0;
+                if (o.generation != sent_gen || (has_mig && mig->generation != sent_mig_gen)) {
+                        sent_gen = o.generation;
+                        sent_mig_gen = has_mig ? mig->generation : 0;
+                        s = rpc_call_send(c, &new_operation(c, &o, has_mig ? mig : NULL)->base);
+                }
+                agent_op_info_clear(&o);
+                if (s < 0 || !running || rpc_call_wait(c, -1) == RPC_WAIT_CANCELLED)
+                        break;
+        }
+        if (mid >= 0)
+                agent_migrations_unsubscribe(a, mid);
+        agent_ops_unsubscribe(a, id);
+        free(mig);
+        return stream_end(&h, code);
+}
+
 void agent_rpc_lanes(const AgentConfig *cfg, RpcServerOptions *o) {
         o->lanes[AGENT_LANE_QUERIES] = (RpcLaneOptions){ .name = "queries", .threads = cfg->lane_queries };
         o->lanes[AGENT_LANE_PEER] = (RpcLaneOptions){ .name = "peer", .threads = cfg->lane_peer };
@@ -823,6 +1012,8 @@ static const RpcMethodDef agent_methods[] = {
         { "GuestSetTime", h_guest_set_time, NULL, AGENT_LANE_CONTROL },
         { "GuestGetTime", h_guest_get_time, NULL, AGENT_LANE_CONTROL },
         { "GetAgentStats", h_stats, NULL, AGENT_LANE_QUERIES },
+        { "GetOperation", h_get_operation, NULL, AGENT_LANE_QUERIES },
+        { "WatchOperation", NULL, h_watch_operation, AGENT_LANE_STREAMS },
         { "Migrate", h_migrate, NULL, AGENT_LANE_CONTROL },
         { "MigrateAbort", h_migrate_abort, NULL, AGENT_LANE_CONTROL },
         { "MigrateTune", h_migrate_tune, NULL, AGENT_LANE_CONTROL },

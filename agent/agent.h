@@ -28,6 +28,7 @@
 #include "vm.h"
 
 typedef struct MigrationTable MigrationTable;
+typedef struct AgentOps AgentOps;
 
 /* A QEMU of this host that belongs to a guest name (its pidfile and the
  * monitor socket on its command line are in our run folder) but that no
@@ -51,13 +52,14 @@ typedef struct AgentUnmanaged {
 typedef struct Agent {
         AgentConfig cfg;              /* immutable after agent_new */
         MigrationTable *migrations;   /* immutable pointer; the table locks itself */
+        AgentOps *ops;                /* immutable pointer; the operation table locks itself (agent-ops.h) */
         VmRegistry *vms;              /* immutable pointer; the registry locks itself */
         EventBus *events;             /* immutable pointer; the bus locks itself */
         uint64_t started_ns;          /* immutable */
         atomic_uint rpcs_in_flight;   /* atomic */
         atomic_ullong op_counter;     /* atomic */
         atomic_bool stopping;         /* atomic: background threads end */
-        atomic_int background;        /* atomic: migration threads and watchdogs alive */
+        atomic_int background;        /* atomic: migration and operation threads, watchdogs alive */
         pthread_t recover_thread;     /* main thread only */
         bool recover_started;         /* main thread only */
         AgentUnmanaged *unmanaged;    /* immutable after agent_reconnect_all (before any RPC) */

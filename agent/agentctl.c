@@ -2,15 +2,30 @@
  * bootstrapping guests).  Normal operations go through the coordinator
  * (droverctl); this tool is for the agent's own API.
  *
- *   drover-agentctl [-a ADDR] [--tls-cert F --tls-key F --tls-ca F] COMMAND
+ *   drover-agentctl [-a ADDR] [--tls-cert F --tls-key F --tls-ca F] COMMAND [OPTIONS]
  *     define FILE|-          define a guest from a JSON definition (docs/agent.md)
- *     start NAME             start a defined guest
+ *     start NAME [--paused]  start a defined guest
+ *     shutdown NAME [--power-off-timeout S] [--force]
+ *                            ACPI power-down; the guest may take S s (default 60),
+ *                            then the shutdown fails, or with --force the guest is destroyed
+ *     migrate NAME DEST      live-migrate NAME to the agent at DEST (HOST:PORT)
+ *     guest-ping NAME        ping the guest's agent (qemu-ga)
  *     destroy NAME | undefine NAME | suspend NAME | resume NAME
+ *     operation ID           show an operation (with --wait: until it ends)
  *     list                   guests with state and pid
  *     stats                  the agent's lock statistics and guest counts
  *
+ * start, shutdown, migrate and guest-ping are operations on the agent: the
+ * call answers at once with an operation id, and agentctl waits for the
+ * operation to end (--wait, the default; WatchOperation, agent-opwait.h)
+ * for at most --timeout S seconds (default: start 120, shutdown the
+ * power-off timeout + 60, migrate 3600, others 60).  --no-wait prints the
+ * operation id and returns; `operation ID --wait` waits for it later.
+ *
  * ADDR: $DROVER_AGENT or unix:/run/drover/agent.sock.  Exit 0 on success,
- * 1 when the agent refused (the gRPC status is printed), 2 on usage.
+ * 1 when the agent refused or the operation failed (the gRPC status is
+ * printed), 2 on usage, 3 when --timeout passed with the operation still
+ * running (it goes on; the id is printed).
  */
 #define _GNU_SOURCE
 #include <getopt.h>
@@ -18,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "agent-opwait.h"
 #include "agent.pb-c.h"
 #include "err.h"
 #include "log.h"
@@ -39,9 +55,124 @@ static const char *state(int s) {
 }
 
 static int usage(FILE *f) {
-        fprintf(f, "usage: drover-agentctl [-a ADDR] [--tls-cert F --tls-key F --tls-ca F] "
-                   "define FILE|- | start NAME | destroy NAME | undefine NAME | suspend NAME | resume NAME | list | stats\n");
+        fprintf(f, "usage: drover-agentctl [-a ADDR] [--tls-cert F --tls-key F --tls-ca F] COMMAND\n"
+                   "  define FILE|- | start NAME [--paused] | shutdown NAME [--power-off-timeout S] [--force]\n"
+                   "  | migrate NAME DEST | guest-ping NAME | operation ID\n"
+                   "  | destroy NAME | undefine NAME | suspend NAME | resume NAME | list | stats\n"
+                   "  operations: --wait (default) | --no-wait, --timeout S (client side)\n");
         return 2;
+}
+
+/* How the operation commands behave (options). */
+typedef struct OpOptions {
+        int wait;                  /* 1 --wait, 0 --no-wait, -1 the command's default */
+        int64_t timeout_ms;        /* --timeout; 0 = the command's default */
+        bool paused, force;
+        uint32_t power_off_ms;     /* --power-off-timeout */
+} OpOptions;
+
+#define EXIT_STILL_RUNNING 3
+
+static void print_operation(const Drover__V1__Operation *op) {
+        static const char *st[] = { "?", "running", "succeeded", "failed" };
+        printf("operation %s: %s of %s %s", op->op_id, op->kind, op->guest,
+               op->state >= 0 && op->state <= 3 ? st[op->state] : "?");
+        if (op->state == DROVER__V1__OPERATION_STATE__OPERATION_STATE_FAILED)
+                printf(": %s: %s", rpc_code_to_string((RpcCode) op->error_code), op->error);
+        if (op->done && op->ended_unix_ms >= op->created_unix_ms)
+                printf(" (%.1f s)", (double) (op->ended_unix_ms - op->created_unix_ms) / 1000);
+        printf("\n");
+}
+
+/* Wait for operation @id (or, without o->wait, say it runs); the exit
+ * code.  *ret: the final operation (NULL when not waited or none read). */
+static int finish_op(const OpOptions *o, const char *id, int64_t default_ms, Drover__V1__Operation **ret) {
+        RpcStatus st;
+        *ret = NULL;
+        if (!o->wait) {
+                printf("operation %s running (drover-agentctl operation %s --wait follows it)\n", id, id);
+                return 0;
+        }
+        int r = agent_op_wait(cl, id, o->timeout_ms ? o->timeout_ms : default_ms, ret, &st);
+        if (r == -ETIMEDOUT) {
+                fprintf(stderr, "drover-agentctl: operation %s still running after the timeout; it goes on\n", id);
+                return EXIT_STILL_RUNNING;
+        }
+        if (r < 0) {
+                fprintf(stderr, "drover-agentctl: %s\n", err_str(r));
+                return 1;
+        }
+        return 0;
+}
+
+/* start, shutdown, guest-ping, migrate, operation: the exit code. */
+static int op_command(const char *cmd, const char *name, const char *dest, OpOptions *o) {
+        Drover__V1__Operation *op = NULL;
+        int rc;
+        if (o->wait < 0)
+                o->wait = strcmp(cmd, "operation") != 0;
+        if (strcmp(cmd, "operation") == 0) {
+                Drover__V1__OperationRef ref = DROVER__V1__OPERATION_REF__INIT;
+                ref.op_id = (char *) name;
+                if (o->wait) {
+                        rc = finish_op(o, name, 3600000, &op);
+                } else {
+                        rc = call("GetOperation", &ref.base, (ProtobufCMessage **) &op) < 0 ? 1 : 0;
+                        if (op && op->done && op->state != DROVER__V1__OPERATION_STATE__OPERATION_STATE_SUCCEEDED)
+                                rc = 1;
+                }
+        } else if (strcmp(cmd, "migrate") == 0) {
+                Drover__V1__MigrateRequest req = DROVER__V1__MIGRATE_REQUEST__INIT;
+                Drover__V1__MigrateResponse *resp;
+                req.guest = (char *) name;
+                req.destination = (char *) dest;
+                if (call("Migrate", &req.base, (ProtobufCMessage **) &resp) < 0)
+                        return 1;
+                rc = finish_op(o, resp->operation_id, 3600000, &op);
+                drover__v1__migrate_response__free_unpacked(resp, NULL);
+                if (op && op->migration && op->migration->done)
+                        printf("%s: migration %s, %llu ms, downtime %llu ms%s%s\n", name,
+                               op->migration->success ? "succeeded" : "failed",
+                               (unsigned long long) op->migration->total_ms,
+                               (unsigned long long) op->migration->measured_downtime_ms,
+                               op->migration->success ? "" : ": ", op->migration->error);
+        } else {
+                ProtobufCMessage *resp;
+                const char *method = "GuestPing", *id;
+                int64_t def = 60000;
+                Drover__V1__StartRequest sreq = DROVER__V1__START_REQUEST__INIT;
+                Drover__V1__ShutdownRequest dreq = DROVER__V1__SHUTDOWN_REQUEST__INIT;
+                Drover__V1__GuestRef greq = DROVER__V1__GUEST_REF__INIT;
+                const ProtobufCMessage *req = &greq.base;
+                sreq.guest = dreq.guest = greq.guest = (char *) name;
+                if (strcmp(cmd, "start") == 0) {
+                        method = "Start", req = &sreq.base, def = 120000;
+                        sreq.paused = o->paused;
+                } else if (strcmp(cmd, "shutdown") == 0) {
+                        method = "Shutdown", req = &dreq.base;
+                        dreq.timeout_ms = o->power_off_ms;
+                        dreq.force = o->force;
+                        def = (o->power_off_ms ? o->power_off_ms : 60000) + 60000;
+                }
+                if (call(method, req, &resp) < 0)
+                        return 1;
+                if (resp->descriptor == &drover__v1__guest_status__descriptor)
+                        id = ((Drover__V1__GuestStatus *) resp)->operation_id;
+                else
+                        id = ((Drover__V1__GuestPingResponse *) resp)->operation_id;
+                rc = finish_op(o, id, def, &op);
+                protobuf_c_message_free_unpacked(resp, NULL);
+                if (op && op->guest_status && op->done)
+                        printf("%s %s (pid %d)\n", name, state(op->guest_status->state), op->guest_status->pid);
+                if (op && op->guest_ping)
+                        printf("%s: guest agent answered in %llu us\n", name,
+                               (unsigned long long) op->guest_ping->round_trip_us);
+        }
+        if (op) {
+                print_operation(op);
+                drover__v1__operation__free_unpacked(op, NULL);
+        }
+        return rc;
 }
 
 static char *slurp(const char *path) {
@@ -65,24 +196,48 @@ static char *slurp(const char *path) {
 int main(int argc, char **argv) {
         static const struct option opts[] = { { "agent", required_argument, NULL, 'a' }, { "tls-cert", required_argument, NULL, 1 },
                                               { "tls-key", required_argument, NULL, 2 }, { "tls-ca", required_argument, NULL, 3 },
-                                              { 0 } };
+                                              { "wait", no_argument, NULL, 4 }, { "no-wait", no_argument, NULL, 5 },
+                                              { "timeout", required_argument, NULL, 6 }, { "paused", no_argument, NULL, 7 },
+                                              { "force", no_argument, NULL, 8 },
+                                              { "power-off-timeout", required_argument, NULL, 9 }, { 0 } };
         const char *addr = getenv("DROVER_AGENT");
         RpcTls tls = { 0 };
+        OpOptions oo = { .wait = -1 };
+        char *end;
+        double secs;
         int c;
         if (!getenv("DROVER_LOG"))
                 log_set_level(LOG_LEVEL_ERROR);
-        while ((c = getopt_long(argc, argv, "+a:", opts, NULL)) >= 0) {
+        while ((c = getopt_long(argc, argv, "a:", opts, NULL)) >= 0) {
                 switch (c) {
                 case 'a': addr = optarg; break;
                 case 1: tls.cert_file = optarg; break;
                 case 2: tls.key_file = optarg; break;
                 case 3: tls.ca_file = optarg; break;
+                case 4: oo.wait = 1; break;
+                case 5: oo.wait = 0; break;
+                case 6:
+                case 9:
+                        secs = strtod(optarg, &end);
+                        if (*end || !(secs > 0 && secs < 86400 * 7)) {
+                                fprintf(stderr, "drover-agentctl: --%s wants seconds, not '%s'\n",
+                                        c == 6 ? "timeout" : "power-off-timeout", optarg);
+                                return 2;
+                        }
+                        if (c == 6)
+                                oo.timeout_ms = (int64_t) (secs * 1000);
+                        else
+                                oo.power_off_ms = (uint32_t) (secs * 1000);
+                        break;
+                case 7: oo.paused = true; break;
+                case 8: oo.force = true; break;
                 default: return usage(stderr);
                 }
         }
         if (optind >= argc)
                 return usage(stderr);
         const char *cmd = argv[optind], *arg = optind + 1 < argc ? argv[optind + 1] : NULL;
+        const char *arg2 = optind + 2 < argc ? argv[optind + 2] : NULL;
         RpcClientOptions o = { .tls = tls.ca_file ? &tls : NULL, .default_timeout_ms = 60000 };
         if (rpc_client_new(addr ? addr : "unix:/run/drover/agent.sock", &o, &cl) < 0) {
                 fprintf(stderr, "drover-agentctl: %s\n", err_msg());
@@ -102,14 +257,15 @@ int main(int argc, char **argv) {
                         drover__v1__get_guest_response__free_unpacked(resp, NULL);
                 }
                 free(req.definition_json);
-        } else if (strcmp(cmd, "start") == 0 && arg) {
-                Drover__V1__StartRequest req = DROVER__V1__START_REQUEST__INIT;
-                Drover__V1__GuestStatus *st;
-                req.guest = (char *) arg;
-                if ((r = call("Start", &req.base, (ProtobufCMessage **) &st)) >= 0) {
-                        printf("%s %s (pid %d)\n", st->name, state(st->state), st->pid);
-                        drover__v1__guest_status__free_unpacked(st, NULL);
-                }
+        } else if ((strcmp(cmd, "start") == 0 || strcmp(cmd, "shutdown") == 0 || strcmp(cmd, "guest-ping") == 0 ||
+                    strcmp(cmd, "operation") == 0) && arg) {
+                int rc = op_command(cmd, arg, NULL, &oo);
+                rpc_client_free(cl);
+                return rc;
+        } else if (strcmp(cmd, "migrate") == 0 && arg && arg2) {
+                int rc = op_command(cmd, arg, arg2, &oo);
+                rpc_client_free(cl);
+                return rc;
         } else if ((strcmp(cmd, "destroy") == 0 || strcmp(cmd, "suspend") == 0 || strcmp(cmd, "resume") == 0 ||
                     strcmp(cmd, "undefine") == 0) && arg) {
                 Drover__V1__GuestRef req = DROVER__V1__GUEST_REF__INIT;

@@ -1,6 +1,7 @@
 /* drover-agent as a process for tests (see agentd-util.h). */
 #define _GNU_SOURCE
 #include "agentd-util.h"
+#include "agent-opwait.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -287,5 +288,14 @@ int test_linux_guest_define(TestAgent *t, const char *name, const TestLinuxGuest
 
 int ta_call(TestAgent *t, const char *method, const ProtobufCMessage *req, ProtobufCMessage **resp,
             RpcStatus *st) {
-        return rpc_client_unary(t->cl, &drover__v1__agent__descriptor, method, req, 30000, resp, st);
+        return agent_op_call(t->cl, method, req, 30000, resp, st);
+}
+
+int ta_op_wait(TestAgent *t, const char *op_id, int64_t timeout_ms, Drover__V1__Operation **ret, RpcStatus *st) {
+        return agent_op_wait(t->cl, op_id, timeout_ms, ret, st);
+}
+
+Drover__V1__MigrationResult *ta_migrate(RpcClient *cl, const Drover__V1__MigrateRequest *req, bool wait,
+                                        int64_t timeout_ms, RpcStatus *st) {
+        return agent_op_migrate(cl, req, wait, timeout_ms, st);
 }

@@ -76,6 +76,16 @@ char *test_linux_guest_json(const char *name, const TestLinuxGuest *lg, int mem_
  * stderr (for a cmocka group setup). */
 int test_linux_guest_define(TestAgent *t, const char *name, const TestLinuxGuest *lg, int mem_mib);
 
-/* Unary call helpers: return 0 or -errno, status in *st. */
+/* Unary call helper: return 0 or -errno, status in *st.  For the calls that
+ * answer with an operation (Start, Shutdown, Guest*), waits for it on the
+ * client side and returns what the blocking call used to (agent_op_call in
+ * agent/agent-opwait.h); a test of the immediate answer calls
+ * rpc_client_unary() on t->cl itself. */
 int ta_call(TestAgent *t, const char *method, const ProtobufCMessage *req, ProtobufCMessage **resp,
             RpcStatus *st);
+/* Wait for operation @op_id on @t's agent (agent_op_wait). */
+int ta_op_wait(TestAgent *t, const char *op_id, int64_t timeout_ms, Drover__V1__Operation **ret, RpcStatus *st);
+/* Migrate with @req over @cl and, with @wait, wait for the migration on the
+ * client side (agent_op_migrate): NULL on an RPC error (*st says which). */
+Drover__V1__MigrationResult *ta_migrate(RpcClient *cl, const Drover__V1__MigrateRequest *req, bool wait,
+                                        int64_t timeout_ms, RpcStatus *st);

@@ -101,7 +101,6 @@ static Drover__V1__GuestSetTimeResponse *set_time(int64_t ns, bool from_rtc) {
         Drover__V1__GuestSetTimeRequest req = DROVER__V1__GUEST_SET_TIME_REQUEST__INIT;
         Drover__V1__GuestSetTimeResponse *resp;
         req.guest = (char *) GUEST;
-        req.op_id = (char *) "test-set-time";
         req.time_unix_ns = ns;
         req.from_rtc = from_rtc;
         CALL_OK("GuestSetTime", &req, &resp);

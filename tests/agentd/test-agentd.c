@@ -68,7 +68,6 @@ static Drover__V1__GuestStatus *start(TestAgent *t, const char *guest) {
         Drover__V1__StartRequest req = DROVER__V1__START_REQUEST__INIT;
         Drover__V1__GuestStatus *st;
         req.guest = (char *) guest;
-        req.op_id = (char *) "test-start";
         CALL_OK(t, "Start", &req, &st);
         return st;
 }
@@ -731,6 +730,154 @@ static void test_record_without_its_qemu_leaves_it_unmanaged_and_start_refused(v
         kill(pid, SIGKILL);
 }
 
+/* Operations (docs/agent.md, "Operations"): Start and Shutdown answer at
+ * once with a running operation while the work goes on; GetOperation and
+ * WatchOperation read it back to its end; a retried op id is the same
+ * operation (no second QEMU); the same id for another call is
+ * ALREADY_EXISTS; an unknown id is NOT_FOUND; a failing operation ends
+ * failed with the status and text the blocking call used to return. */
+static void test_operations_answer_at_once_and_are_read_back(void **state) {
+        const char *dir = tu_tmpdir("agentd-ops");
+        TestAgent t = { 0 };
+        RpcStatus rs;
+        /* the launch of "opslow" holds 1.5 s, so its start is surely still running when the call answers */
+        assert_int_equal(test_agent_start(&t, dir, "DROVER_TEST_HOLD=launch:1500:opslow"), 0);
+        define(&t, "opslow", NULL);
+
+        Drover__V1__StartRequest sreq = DROVER__V1__START_REQUEST__INIT;
+        Drover__V1__GuestStatus *st;
+        sreq.guest = (char *) "opslow";
+        sreq.op_id = (char *) "op-start-1";
+        uint64_t t0 = now_ns();
+        assert_int_equal(rpc_client_unary(t.cl, &drover__v1__agent__descriptor, "Start", &sreq.base, 10000,
+                                          (ProtobufCMessage **) &st, &rs), 0);
+        double answer_ms = (double) (now_ns() - t0) / 1e6;
+        printf("# Start answered in %.1f ms with operation %s\n", answer_ms, st->operation_id);
+        assert_string_equal(st->operation_id, "op-start-1");
+        assert_int_equal(st->operation_state, DROVER__V1__OPERATION_STATE__OPERATION_STATE_RUNNING);
+        assert_true(answer_ms < 1000);
+        drover__v1__guest_status__free_unpacked(st, NULL);
+
+        /* WatchOperation: running first, done last, nothing after */
+        Drover__V1__OperationRef ref = DROVER__V1__OPERATION_REF__INIT;
+        ref.op_id = (char *) "op-start-1";
+        RpcStream *ws;
+        assert_int_equal(rpc_stream_open(t.cl, &drover__v1__agent__descriptor, "WatchOperation", &ref.base, 20000,
+                                         &ws), 0);
+        Drover__V1__Operation *op, *last = NULL;
+        int n = 0, r;
+        while ((r = rpc_stream_read(ws, (ProtobufCMessage **) &op)) == 1) {
+                if (n++ == 0)
+                        assert_int_equal(op->state, DROVER__V1__OPERATION_STATE__OPERATION_STATE_RUNNING);
+                if (last) {
+                        assert_false(last->done);
+                        assert_true(op->generation > last->generation);
+                        drover__v1__operation__free_unpacked(last, NULL);
+                }
+                last = op;
+        }
+        assert_int_equal(r, 0); /* ended OK after the done message */
+        rpc_stream_free(ws);
+        assert_non_null(last);
+        assert_true(last->done);
+        assert_int_equal(last->state, DROVER__V1__OPERATION_STATE__OPERATION_STATE_SUCCEEDED);
+        assert_non_null(last->guest_status);
+        assert_int_equal(last->guest_status->state, DROVER__V1__GUEST_STATE__GUEST_STATE_RUNNING);
+        int pid = last->guest_status->pid;
+        assert_true(pid > 0 && tu_pid_alive(pid));
+        printf("# start operation: %d messages, %llu ms\n", n,
+               (unsigned long long) (last->ended_unix_ms - last->created_unix_ms));
+        assert_true(last->ended_unix_ms - last->created_unix_ms >= 1500);
+        drover__v1__operation__free_unpacked(last, NULL);
+
+        /* GetOperation reads the same */
+        assert_int_equal(rpc_client_unary(t.cl, &drover__v1__agent__descriptor, "GetOperation", &ref.base, 5000,
+                                          (ProtobufCMessage **) &op, &rs), 0);
+        assert_string_equal(op->kind, "start");
+        assert_string_equal(op->guest, "opslow");
+        assert_int_equal(op->state, DROVER__V1__OPERATION_STATE__OPERATION_STATE_SUCCEEDED);
+        assert_int_equal(op->guest_status->pid, pid);
+        drover__v1__operation__free_unpacked(op, NULL);
+
+        /* a retry of the start is the same operation: no second QEMU */
+        assert_int_equal(rpc_client_unary(t.cl, &drover__v1__agent__descriptor, "Start", &sreq.base, 10000,
+                                          (ProtobufCMessage **) &st, &rs), 0);
+        assert_string_equal(st->operation_id, "op-start-1");
+        assert_int_equal(st->operation_state, DROVER__V1__OPERATION_STATE__OPERATION_STATE_SUCCEEDED);
+        assert_int_equal(st->pid, pid);
+        drover__v1__guest_status__free_unpacked(st, NULL);
+        /* the same id for another call is refused */
+        Drover__V1__ShutdownRequest shreq = DROVER__V1__SHUTDOWN_REQUEST__INIT;
+        shreq.guest = (char *) "opslow";
+        shreq.op_id = (char *) "op-start-1";
+        assert_int_equal(call_fails(&t, "Shutdown", &shreq.base).code, RPC_ALREADY_EXISTS);
+
+        /* Shutdown of a guest that ignores ACPI: the call answers at once, the operation runs its 3 s */
+        shreq.op_id = (char *) "op-shutdown-1";
+        shreq.timeout_ms = 3000;
+        t0 = now_ns();
+        assert_int_equal(rpc_client_unary(t.cl, &drover__v1__agent__descriptor, "Shutdown", &shreq.base, 10000,
+                                          (ProtobufCMessage **) &st, &rs), 0);
+        answer_ms = (double) (now_ns() - t0) / 1e6;
+        printf("# Shutdown (guest without ACPI, timeout 3 s) answered in %.1f ms\n", answer_ms);
+        assert_true(answer_ms < 1000);
+        assert_int_equal(st->operation_state, DROVER__V1__OPERATION_STATE__OPERATION_STATE_RUNNING);
+        assert_int_equal(st->state, DROVER__V1__GUEST_STATE__GUEST_STATE_RUNNING);
+        drover__v1__guest_status__free_unpacked(st, NULL);
+        ref.op_id = (char *) "op-shutdown-1";
+        assert_int_equal(rpc_client_unary(t.cl, &drover__v1__agent__descriptor, "GetOperation", &ref.base, 5000,
+                                          (ProtobufCMessage **) &op, &rs), 0);
+        assert_int_equal(op->state, DROVER__V1__OPERATION_STATE__OPERATION_STATE_RUNNING);
+        assert_false(op->done);
+        drover__v1__operation__free_unpacked(op, NULL);
+        /* it ends failed, as the blocking call did: DEADLINE_EXCEEDED, the guest running on */
+        assert_true(ta_op_wait(&t, "op-shutdown-1", 15000, &op, &rs) < 0);
+        assert_int_equal(rs.code, RPC_DEADLINE_EXCEEDED);
+        assert_non_null(strstr(rs.details, "did not power off within 3000 ms"));
+        assert_int_equal(op->state, DROVER__V1__OPERATION_STATE__OPERATION_STATE_FAILED);
+        assert_int_equal(op->error_code, RPC_DEADLINE_EXCEEDED);
+        assert_string_equal(op->error, rs.details);
+        assert_true(op->ended_unix_ms - op->created_unix_ms >= 3000);
+        drover__v1__operation__free_unpacked(op, NULL);
+        Drover__V1__GetGuestResponse *g;
+        Drover__V1__GuestStatus *gs = get_status(&t, "opslow", &g);
+        assert_int_equal(gs->state, DROVER__V1__GUEST_STATE__GUEST_STATE_RUNNING);
+        assert_int_equal(gs->pid, pid);
+        drover__v1__get_guest_response__free_unpacked(g, NULL);
+
+        /* unknown ids */
+        ref.op_id = (char *) "no-such-op";
+        assert_int_equal(call_fails(&t, "GetOperation", &ref.base).code, RPC_NOT_FOUND);
+        assert_true(ta_op_wait(&t, "no-such-op", 5000, NULL, &rs) < 0);
+        assert_int_equal(rs.code, RPC_NOT_FOUND);
+
+        /* a failing start: the operation ends failed with the status and text */
+        char *nokernel = NULL;
+        assert_true(asprintf(&nokernel, "{\"name\": \"opnok\", \"memory_mib\": 48, \"kernel\": \"%s/missing.elf\"}",
+                             dir) > 0);
+        Drover__V1__DefineRequest dreq = DROVER__V1__DEFINE_REQUEST__INIT;
+        dreq.definition_json = nokernel;
+        CALL_OK(&t, "Define", &dreq, &g);
+        drover__v1__get_guest_response__free_unpacked(g, NULL);
+        free(nokernel);
+        sreq.guest = (char *) "opnok";
+        sreq.op_id = (char *) "op-start-nok";
+        assert_int_equal(rpc_client_unary(t.cl, &drover__v1__agent__descriptor, "Start", &sreq.base, 10000,
+                                          (ProtobufCMessage **) &st, &rs), 0);
+        assert_string_equal(st->operation_id, "op-start-nok");
+        drover__v1__guest_status__free_unpacked(st, NULL);
+        assert_true(ta_op_wait(&t, "op-start-nok", 10000, &op, &rs) < 0);
+        assert_int_equal(op->state, DROVER__V1__OPERATION_STATE__OPERATION_STATE_FAILED);
+        assert_int_equal(op->error_code, RPC_NOT_FOUND);
+        assert_non_null(strstr(op->error, "missing.elf"));
+        assert_int_equal(rs.code, RPC_NOT_FOUND);
+        drover__v1__operation__free_unpacked(op, NULL);
+
+        st = do_guest(&t, "Destroy", "opslow");
+        drover__v1__guest_status__free_unpacked(st, NULL);
+        assert_int_equal(test_agent_stop(&t), 0);
+}
+
 int main(void) {
         tu_require_qemu();
         const struct CMUnitTest tests[] = {
@@ -740,6 +887,7 @@ int main(void) {
                 cmocka_unit_test(test_kill9_mid_start_kills_half_started_guest),
                 cmocka_unit_test(test_quarantined_status_file_leaves_an_unmanaged_guest_never_a_second_qemu),
                 cmocka_unit_test(test_record_without_its_qemu_leaves_it_unmanaged_and_start_refused),
+                cmocka_unit_test(test_operations_answer_at_once_and_are_read_back),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

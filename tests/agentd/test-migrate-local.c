@@ -56,24 +56,13 @@ static void define_and_start(TestAgent *t, const char *name, int mem, const char
 static Drover__V1__MigrationResult *migrate(TestAgent *src, TestAgent *dst, const char *name,
                                             Drover__V1__MigrationParams *params, bool wait, RpcStatus *ret_st) {
         Drover__V1__MigrateRequest req = DROVER__V1__MIGRATE_REQUEST__INIT;
-        Drover__V1__MigrateResponse *resp = NULL;
         char dest[64];
         snprintf(dest, sizeof(dest), "127.0.0.1:%d", dst->port);
         req.guest = (char *) name;
         req.destination = dest;
         req.params = params;
-        req.wait = wait;
-        RpcStatus st;
-        int r = rpc_client_unary(src->cl, &drover__v1__agent__descriptor, "Migrate", &req.base, 180000,
-                                 (ProtobufCMessage **) &resp, &st);
-        if (ret_st)
-                *ret_st = st;
-        if (r < 0)
-                return NULL;
-        Drover__V1__MigrationResult *res = resp->result;
-        resp->result = NULL;
-        drover__v1__migrate_response__free_unpacked(resp, NULL);
-        return res;
+        /* the agent answers at once; wait (client side) for the migration */
+        return ta_migrate(src->cl, &req, wait, 180000, ret_st);
 }
 
 static int status_of(TestAgent *t, const char *name, Drover__V1__GuestStatus **ret) {

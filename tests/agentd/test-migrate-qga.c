@@ -109,7 +109,6 @@ static Drover__V1__GuestSetTimeResponse *set_time(TestAgent *t, int64_t ns) {
         Drover__V1__GuestSetTimeRequest req = DROVER__V1__GUEST_SET_TIME_REQUEST__INIT;
         Drover__V1__GuestSetTimeResponse *resp;
         req.guest = (char *) GUEST;
-        req.op_id = (char *) "test-skew";
         req.time_unix_ns = ns;
         CALL_OK(t, "GuestSetTime", &req, &resp);
         return resp;
@@ -239,7 +238,6 @@ typedef struct Moved {
 static void migrate(TestAgent *src, TestAgent *dst, bool skip_time_sync, Moved *ret) {
         Drover__V1__MigrationParams params = DROVER__V1__MIGRATION_PARAMS__INIT;
         Drover__V1__MigrateRequest req = DROVER__V1__MIGRATE_REQUEST__INIT;
-        Drover__V1__MigrateResponse *resp = NULL;
         ResumeWatch w;
         RpcStatus st;
         char dest[64], detail[256];
@@ -250,18 +248,14 @@ static void migrate(TestAgent *src, TestAgent *dst, bool skip_time_sync, Moved *
         req.guest = (char *) GUEST;
         req.destination = dest;
         req.params = &params;
-        req.wait = true;
         resume_watch_start(&w, dst);
-        int r = rpc_client_unary(src->cl, &drover__v1__agent__descriptor, "Migrate", &req.base, MIGRATE_TIMEOUT_MS,
-                                 (ProtobufCMessage **) &resp, &st);
+        /* the agent answers at once; wait (client side) for the migration */
+        ret->res = ta_migrate(src->cl, &req, true, MIGRATE_TIMEOUT_MS, &st);
         ret->returned_ns = host_ns();
-        if (r < 0) {
+        if (!ret->res) {
                 (void) resume_watch_stop(&w, 0, detail, sizeof(detail));
                 fail_msg("Migrate %s -> %s: %s %s", src->dir, dst->dir, rpc_code_to_string(st.code), st.details);
         }
-        ret->res = resp->result;
-        resp->result = NULL;
-        drover__v1__migrate_response__free_unpacked(resp, NULL);
         const Drover__V1__MigrationResult *res = ret->res;
         printf("# %s -> %s (skip_time_sync=%s): %s in %llu ms, downtime %llu ms (QEMU) / %llu ms (STOP->RESUME), "
                "%.1f MiB, phase %s, guest_time_synced=%s\n",

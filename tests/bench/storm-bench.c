@@ -80,7 +80,6 @@ typedef struct MigOut {
 static void migrate_bw(TestAgent *src, TestAgent *dst, const char *name, uint64_t bw, MigOut *o) {
         Drover__V1__MigrateRequest req = DROVER__V1__MIGRATE_REQUEST__INIT;
         Drover__V1__MigrationParams p = DROVER__V1__MIGRATION_PARAMS__INIT;
-        Drover__V1__MigrateResponse *resp = NULL;
         RpcStatus st;
         char dest[64];
         snprintf(dest, sizeof(dest), "127.0.0.1:%d", dst->port);
@@ -88,19 +87,17 @@ static void migrate_bw(TestAgent *src, TestAgent *dst, const char *name, uint64_
         req.destination = dest;
         p.bandwidth_bytes_per_s = bw;
         req.params = &p;
-        req.wait = true;
         memset(o, 0, sizeof(*o));
         o->t_start_ns = now_ns();
-        int r = rpc_client_unary(src->cl, &drover__v1__agent__descriptor, "Migrate", &req.base, MIGRATE_TIMEOUT_MS,
-                                 (ProtobufCMessage **) &resp, &st);
+        /* the agent answers at once; wait (client side) for the migration */
+        Drover__V1__MigrationResult *res = ta_migrate(src->cl, &req, true, MIGRATE_TIMEOUT_MS, &st);
         o->t_end_ns = now_ns();
-        if (r < 0) {
+        if (!res) {
                 snprintf(o->error, sizeof(o->error), "Migrate: %s %s", rpc_code_to_string(st.code), st.details);
                 return;
         }
-        Drover__V1__MigrationResult *res = resp->result;
-        if (!res || !res->success)
-                snprintf(o->error, sizeof(o->error), "%s", res ? res->error : "no result");
+        if (!res->success)
+                snprintf(o->error, sizeof(o->error), "%s", res->error);
         else {
                 o->ok = true;
                 o->downtime_ms = res->downtime_ms;
@@ -108,7 +105,7 @@ static void migrate_bw(TestAgent *src, TestAgent *dst, const char *name, uint64_
                 o->total_ms = res->total_ms;
                 o->bytes = res->transferred_bytes;
         }
-        drover__v1__migrate_response__free_unpacked(resp, NULL);
+        drover__v1__migration_result__free_unpacked(res, NULL);
 }
 
 static void migrate(TestAgent *src, TestAgent *dst, const char *name, MigOut *o) {

@@ -7,6 +7,7 @@
 #define _GNU_SOURCE
 #include "cluster.h"
 #include "cluster-priv.h"
+#include "agent-opwait.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -248,7 +249,7 @@ int cluster_call(Cluster *c, int i, const char *method, const ProtobufCMessage *
                 snprintf(st->details, sizeof(st->details), "host %c: agent not running", 'a' + i);
                 return -ENOTCONN;
         }
-        return rpc_client_unary(c->host[i].agent.cl, &drover__v1__agent__descriptor, method, req, 30000, resp, st);
+        return agent_op_call(c->host[i].agent.cl, method, req, 30000, resp, st);
 }
 
 void cluster_guest_start(Cluster *c, int i, const char *name, const char *uuid, int mem_mib, const char *append) {
@@ -385,22 +386,11 @@ static Drover__V1__MigrationResult *migrate_with(RpcClient *cl, const char *dest
                                                  const Drover__V1__MigrationParams *params, bool wait,
                                                  RpcStatus *ret_st) {
         Drover__V1__MigrateRequest req = DROVER__V1__MIGRATE_REQUEST__INIT;
-        Drover__V1__MigrateResponse *resp = NULL;
-        RpcStatus st;
         req.guest = (char *) name;
         req.destination = (char *) dest;
         req.params = (Drover__V1__MigrationParams *) params;
-        req.wait = wait;
-        int r = rpc_client_unary(cl, &drover__v1__agent__descriptor, "Migrate", &req.base, 300000,
-                                 (ProtobufCMessage **) &resp, &st);
-        if (ret_st)
-                *ret_st = st;
-        if (r < 0)
-                return NULL;
-        Drover__V1__MigrationResult *res = resp->result;
-        resp->result = NULL;
-        drover__v1__migrate_response__free_unpacked(resp, NULL);
-        return res;
+        /* the agent answers at once; wait (client side) for the migration */
+        return agent_op_migrate(cl, &req, wait, 300000, ret_st);
 }
 
 Drover__V1__MigrationResult *cluster_migrate(Cluster *c, int src, int dst, const char *name,
