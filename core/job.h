@@ -34,7 +34,9 @@
 typedef struct Vm Vm;
 
 #define JOB_DEFAULT_TIMEOUT_MS 30000
-#define JOB_MAX_QUEUED 64
+/* Below the agent's control lane (8 workers by default): threads waiting for
+ * one guest's jobs can never take more than half of it (docs/threading.md). */
+#define JOB_MAX_QUEUED 4
 
 #define JOB_MASK(j) (UINT32_C(1) << (j))
 #define JOB_DEFAULT_MASK (JOB_MASK(JOB_QUERY) | JOB_MASK(JOB_DESTROY) | JOB_MASK(JOB_ABORT))

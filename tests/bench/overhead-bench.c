@@ -275,7 +275,7 @@ int main(int argc, char **argv) {
                 return 1;
         }
         bench_machine(machine, sizeof(machine));
-        printf("overhead: one drover-agent (default configuration, rpc_threads 32) over a unix socket;\n"
+        printf("overhead: one drover-agent (default configuration and lanes) over a unix socket;\n"
                "machine: %s\n\n", machine);
         sample_mem("just started", 0);
         idle_queries(1.0);
