@@ -11,7 +11,9 @@
  * reply.
  *
  * Response strings and sub-messages live in the call's arena
- * (rpc_call_strdup/rpc_call_alloc); handlers never free.
+ * (rpc_call_strdup/rpc_call_alloc); handlers never free.  What a guest's
+ * status shows is agent_status_view() (agent-status.h); ListGuests sends
+ * statuses packed once per guest and generation from its cache.
  *
  * Long calls (Start, Shutdown, Migrate, the guest-agent calls) hold their
  * worker only to register an operation (agent-ops.h) and answer with its id
@@ -29,6 +31,7 @@
 #include "agent-migrate.h"
 #include "agent-ops.h"
 #include "agent-peer.h"
+#include "agent-status.h"
 #include "agent.pb-c.h"
 #include "err.h"
 #include "lock.h"
@@ -55,56 +58,16 @@ static Drover__V1__OperationState op_state_of(AgentOpState s) {
 }
 
 static Drover__V1__GuestState state_of(VmState s) {
-        switch (s) {
-        case VM_STATE_RUNNING: return DROVER__V1__GUEST_STATE__GUEST_STATE_RUNNING;
-        case VM_STATE_PAUSED: return DROVER__V1__GUEST_STATE__GUEST_STATE_PAUSED;
-        case VM_STATE_SHUTDOWN: return DROVER__V1__GUEST_STATE__GUEST_STATE_SHUTDOWN;
-        case VM_STATE_SHUTOFF: return DROVER__V1__GUEST_STATE__GUEST_STATE_SHUTOFF;
-        case VM_STATE_CRASHED: return DROVER__V1__GUEST_STATE__GUEST_STATE_CRASHED;
-        default: return DROVER__V1__GUEST_STATE__GUEST_STATE_UNSPECIFIED;
-        }
+        return agent_status_state(s);
 }
 
+/* @o from @s (agent-status.h), with a copy of @s in the call's arena for
+ * its strings and ages as of now. */
 static void fill_status(RpcCall *c, Drover__V1__GuestStatus *o, const VmSnapshot *s) {
+        VmSnapshot *copy = rpc_call_alloc(c, sizeof(*copy));
         Drover__V1__MigrationStats *m = rpc_call_alloc(c, sizeof(*m));
-        drover__v1__migration_stats__init(m);
-        o->name = rpc_call_strdup(c, s->name);
-        o->uuid = rpc_call_strdup(c, s->uuid);
-        o->state = state_of(s->state);
-        o->reason = (char *) vm_reason_to_string(s->reason);
-        o->pid = s->pid;
-        o->job = (char *) job_type_to_string(s->job);
-        o->job_owner = rpc_call_strdup(c, s->job_owner);
-        o->job_age_ms = s->job_age_ms;
-        o->async_job = (char *) async_job_to_string(s->async_job);
-        o->async_owner = rpc_call_strdup(c, s->async_owner);
-        o->phase = (char *) job_phase_to_string(s->phase);
-        o->phase_age_ms = s->phase_age_ms;
-        o->agent_job = (char *) ga_job_to_string(s->ga_job);
-        o->monitor_wedged = s->monitor_wedged;
-        m->status = (char *) migration_status_to_string(s->migration.status);
-        m->total_time_ms = s->migration.total_time_ms;
-        m->downtime_ms = s->migration.downtime_ms;
-        m->expected_downtime_ms = s->migration.expected_downtime_ms;
-        m->setup_time_ms = s->migration.setup_time_ms;
-        m->ram_transferred_bytes = s->migration.ram_transferred;
-        m->ram_remaining_bytes = s->migration.ram_remaining;
-        m->ram_total_bytes = s->migration.ram_total;
-        m->dirty_pages_rate = s->migration.ram_dirty_pages_rate;
-        m->mbps = s->migration.ram_mbps;
-        m->iteration = s->migration.ram_dirty_sync_count;
-        m->cpu_throttle_percent = s->migration.cpu_throttle_percentage;
-        m->postcopy_requests = s->migration.ram_postcopy_requests;
-        m->error = rpc_call_strdup(c, s->migration.has_error_desc ? s->migration.error_desc : "");
-        m->age_ms = s->migration_age_ms == UINT64_MAX ? 0 : s->migration_age_ms;
-        o->migration = m;
-        o->guest_agent_configured = s->agent.configured;
-        o->guest_agent_ok = s->agent.ok;
-        o->guest_agent_checked_age_ms =
-                s->agent.checked_ns ? (now_ns() - s->agent.checked_ns) / NSEC_PER_MSEC : 0;
-        o->guest_agent_error = rpc_call_strdup(c, s->agent.error);
-        o->last_error = rpc_call_strdup(c, s->last_error);
-        o->generation = s->generation;
+        *copy = *s;
+        agent_status_view(copy, now_ns(), o, m);
 }
 
 static Drover__V1__GuestStatus *new_status(RpcCall *c, Vm *vm) {
@@ -266,8 +229,21 @@ static RpcCode h_shutdown(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMes
         return op_end_status(&h, r, &o, (void *) resp);
 }
 
+static void *call_alloc(void *c, size_t size) {
+        return rpc_call_alloc(c, size);
+}
+
+static void call_free(void *c, void *p) {
+        (void) c;
+        (void) p; /* the arena goes when the call ends */
+}
+
+/* The statuses go out pre-packed, as the response's unknown fields with
+ * the tag of `guests` (agent-status.h): cached bytes per guest and
+ * generation, with the ages as of this call. */
 static RpcCode h_list(RpcCall *c, const ProtobufCMessage *req, ProtobufCMessage *resp_, void *user) {
         Drover__V1__ListGuestsResponse *resp = (void *) resp_;
+        ProtobufCAllocator arena = { .alloc = call_alloc, .free = call_free, .allocator_data = c };
         Handler h;
         Vm **vms;
         size_t n;
@@ -282,13 +258,16 @@ static RpcCode h_list(RpcCall *c, const ProtobufCMessage *req, ProtobufCMessage 
                 free(um);
                 return handler_end_r(&h, r);
         }
-        resp->guests = rpc_call_alloc(c, (n + (size_t) nu + 1) * sizeof(*resp->guests));
-        for (size_t i = 0; i < n; i++)
-                resp->guests[resp->n_guests++] = new_status(c, vms[i]);
-        for (int i = 0; i < nu; i++)
-                resp->guests[resp->n_guests++] = unmanaged_status(c, &um[i]);
+        ProtobufCMessageUnknownField *f = rpc_call_alloc(c, (n + (size_t) nu + 1) * sizeof(*f));
+        r = agent_status_list(vms, n, now_ns(), &arena, f);
+        for (int i = 0; r >= 0 && i < nu; i++)
+                r = agent_status_field(unmanaged_status(c, &um[i]), &arena, &f[n + (size_t) i]);
         vm_registry_list_free(vms, n);
         free(um);
+        if (r < 0)
+                return handler_end_r(&h, r);
+        resp->base.unknown_fields = f;
+        resp->base.n_unknown_fields = n + (size_t) nu;
         return handler_end(&h, RPC_OK);
 }
 

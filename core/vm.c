@@ -22,6 +22,7 @@
 
 static LockClass vm_lock_class = LOCK_CLASS_INIT("vm");
 static LockClass vm_status_lock_class = LOCK_CLASS_INIT("vm-status");
+static atomic_uint_fast64_t vm_serials;
 
 int vm_new(const char *name, const char *uuid, const char *status_dir, const VmOps *ops,
            Vm **ret_vm) {
@@ -37,6 +38,7 @@ int vm_new(const char *name, const char *uuid, const char *status_dir, const VmO
         if (!vm)
                 return err_set(-ENOMEM, "out of memory");
         atomic_init(&vm->refs, 1);
+        vm->serial = atomic_fetch_add(&vm_serials, 1) + 1;
         snprintf(vm->name, sizeof(vm->name), "%s", name);
         for (int i = 0; i < VM_UUID_LEN - 1; i++)
                 vm->uuid[i] = (char) ((uuid[i] >= 'A' && uuid[i] <= 'F') ? uuid[i] - 'A' + 'a' : uuid[i]);
@@ -408,6 +410,7 @@ void vm_snapshot(Vm *vm, VmSnapshot *ret) {
         memcpy(ret->job_owner, vm->job.owner, sizeof(ret->job_owner));
         memcpy(ret->job_what, vm->job.what, sizeof(ret->job_what));
         ret->job_age_ms = age_ms(vm->job.started_ns, now);
+        ret->job_started_ns = vm->job.started_ns;
         ret->ga_job = vm->job.ga_active;
         ret->ga_job_age_ms = age_ms(vm->job.ga_started_ns, now);
         ret->async_job = vm->job.async;
@@ -415,14 +418,24 @@ void vm_snapshot(Vm *vm, VmSnapshot *ret) {
         ret->phase = vm->job.phase;
         ret->async_age_ms = age_ms(vm->job.async_started_ns, now);
         ret->phase_age_ms = age_ms(vm->job.phase_started_ns, now);
+        ret->phase_started_ns = vm->job.phase_started_ns;
         ret->migration = vm->mig_stats;
         ret->migration_age_ms = vm->mig_stats_ns ? age_ms(vm->mig_stats_ns, now) : UINT64_MAX;
+        ret->migration_ns = vm->mig_stats_ns;
         ret->migration_event = vm->mig_event;
         ret->migration_pass = vm->mig_pass;
         ret->agent = vm->ga_health;
         memcpy(ret->last_error, vm->last_error, sizeof(ret->last_error));
         ret->generation = vm->generation;
         vm_unlock(vm);
+}
+
+uint64_t vm_snapshot_generation(Vm *vm, bool *ret_wedged) {
+        vm_lock(vm);
+        uint64_t gen = vm->generation;
+        *ret_wedged = vm->mon && qmp_monitor_is_wedged(vm->mon);
+        vm_unlock(vm);
+        return gen;
 }
 
 void vm_set_migration_stats_locked(Vm *vm, const MigrationStats *st) {

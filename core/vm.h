@@ -62,6 +62,8 @@ typedef struct VmGaHealth {
 
 struct Vm {
         atomic_int refs;                 /* atomic */
+        uint64_t serial;                 /* immutable; unique in this process, never reused
+                                            (with the generation: a key for copies of the snapshot) */
         char name[VM_NAME_MAX];          /* immutable */
         char uuid[VM_UUID_LEN];          /* immutable */
         char status_dir[VM_PATH_MAX];    /* immutable; "" = not persisted */
@@ -236,9 +238,21 @@ typedef struct VmSnapshot {
         VmGaHealth agent;
         char last_error[256];
         uint64_t generation;
+        /* CLOCK_MONOTONIC starts of the aged items above (0 = none), so a
+         * copy kept for later can compute its ages at the time it is read */
+        uint64_t job_started_ns;
+        uint64_t phase_started_ns;
+        uint64_t migration_ns;           /* the migration statistics were read */
 } VmSnapshot;
 
 /* Copy the snapshot under vm->lock (taken and released here). */
 void vm_snapshot(Vm *vm, VmSnapshot *ret);
+/* What tells whether a copy of the snapshot taken earlier is still current
+ * (its ages aside): the generation and whether the monitor is wedged (the
+ * monitor's own flag, which no generation counts).  A copy with the same
+ * vm->serial, generation and wedged flag equals a fresh vm_snapshot() but
+ * for its *_age_ms fields, which follow from the *_ns starts above.  Takes
+ * vm->lock for the two reads (vm->lock NOT held by the caller). */
+uint64_t vm_snapshot_generation(Vm *vm, bool *ret_wedged);
 /* Store a fresh query-migrate result (the migration loop).  Locked. */
 void vm_set_migration_stats_locked(Vm *vm, const MigrationStats *st);
