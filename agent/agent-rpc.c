@@ -1,13 +1,17 @@
-/* gRPC handlers of drover-agent (see agent-rpc.h).
+/* gRPC handlers of drover-agent (see agent-rpc.h): the handler frame,
+ * guests, their operations, host statistics and the method table; the
+ * migration handlers are in agent-rpc-migrate.c (agent-rpc-priv.h lists
+ * what the two share).
  *
- * Every handler has the same frame, kept in one place (Handler below): it
+ * Every handler has the same frame, kept in one place (Handler,
+ * agent-rpc-priv.h; its functions here): it
  * counts itself in flight for its whole life (GetAgentStats reports the
  * number), looks up the guest the request names (INVALID_ARGUMENT without a
  * name, NOT_FOUND for an unknown one) and holds a reference on it, takes the
  * request's operation id or makes one, and maps the result of the agent call
  * to a status once at the end (a guest that is not running answers
- * FAILED_PRECONDITION).  Between handler_guest()/handler_enter() and
- * handler_end*() a handler keeps only its own logic: the agent call and the
+ * FAILED_PRECONDITION).  Between arpc_guest()/arpc_enter() and
+ * arpc_end*() a handler keeps only its own logic: the agent call and the
  * reply.
  *
  * Response strings and sub-messages live in the call's arena
@@ -19,7 +23,7 @@
  * worker only to register an operation (agent-ops.h) and answer with its id
  * and state; GetOperation and WatchOperation read the operation table.
  */
-#include "agent-rpc.h"
+#include "agent-rpc-priv.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -43,17 +47,17 @@
 /* The -errno whose status an agent error @r becomes: core says -ESRCH for
  * "not running"; for an existing guest that is a precondition, not a
  * missing object.  For calls and for operations alike. */
-static int status_errno(int r) {
+int arpc_status_errno(int r) {
         return r == -ESRCH ? -EBUSY : r;
 }
 
-static RpcCode fail(RpcCall *c, int r) {
-        return rpc_call_fail_errno(c, status_errno(r));
+RpcCode arpc_fail(RpcCall *c, int r) {
+        return rpc_call_fail_errno(c, arpc_status_errno(r));
 }
 
 /* AgentOpState in the order of the proto's OperationState, after UNSPECIFIED */
 _Static_assert(DROVER__V1__OPERATION_STATE__OPERATION_STATE_FAILED == AGENT_OP_FAILED + 1, "state order");
-static Drover__V1__OperationState op_state_of(AgentOpState s) {
+Drover__V1__OperationState arpc_op_state(AgentOpState s) {
         return s < AGENT_OP_STATE_MAX ? (Drover__V1__OperationState) (s + 1) : 0;
 }
 
@@ -63,7 +67,7 @@ static Drover__V1__GuestState state_of(VmState s) {
 
 /* @o from @s (agent-status.h), with a copy of @s in the call's arena for
  * its strings and ages as of now. */
-static void fill_status(RpcCall *c, Drover__V1__GuestStatus *o, const VmSnapshot *s) {
+void arpc_fill_status(RpcCall *c, Drover__V1__GuestStatus *o, const VmSnapshot *s) {
         VmSnapshot *copy = rpc_call_alloc(c, sizeof(*copy));
         Drover__V1__MigrationStats *m = rpc_call_alloc(c, sizeof(*m));
         *copy = *s;
@@ -75,7 +79,7 @@ static Drover__V1__GuestStatus *new_status(RpcCall *c, Vm *vm) {
         Drover__V1__GuestStatus *o = rpc_call_alloc(c, sizeof(*o));
         drover__v1__guest_status__init(o);
         vm_snapshot(vm, &s);
-        fill_status(c, o, &s);
+        arpc_fill_status(c, o, &s);
         return o;
 }
 
@@ -85,7 +89,7 @@ static Drover__V1__GuestStatus *unmanaged_status(RpcCall *c, const AgentUnmanage
         VmSnapshot s = { .state = VM_STATE_NOSTATE, .pid = u->pid, .migration_age_ms = UINT64_MAX };
         Drover__V1__GuestStatus *o = rpc_call_alloc(c, sizeof(*o));
         drover__v1__guest_status__init(o);
-        fill_status(c, o, &s);
+        arpc_fill_status(c, o, &s);
         o->name = rpc_call_strdup(c, u->name);
         o->uuid = rpc_call_strdup(c, u->uuid);
         o->reason = (char *) "unmanaged";
@@ -95,22 +99,14 @@ static Drover__V1__GuestStatus *unmanaged_status(RpcCall *c, const AgentUnmanage
         return o;
 }
 
-/* The frame of one handler call; lives on the handler's stack. */
-typedef struct Handler {
-        RpcCall *c;
-        Agent *a;
-        Vm *vm;             /* the guest the request names, referenced; NULL for host-wide calls */
-        char op[OP_ID_MAX]; /* the operation id (handler_guest() with an op id only) */
-} Handler;
-
 /* Count the call in flight (host-wide calls: no guest, no operation id). */
-static void handler_enter(Handler *h, RpcCall *c, void *user) {
+void arpc_enter(Handler *h, RpcCall *c, void *user) {
         *h = (Handler){ .c = c, .a = user };
         atomic_fetch_add(&h->a->rpcs_in_flight, 1);
 }
 
 /* End the call with @code: drop the guest and count the call out. */
-static RpcCode handler_end(Handler *h, RpcCode code) {
+RpcCode arpc_end(Handler *h, RpcCode code) {
         vm_unref(TAKE_PTR(h->vm));
         atomic_fetch_sub(&h->a->rpcs_in_flight, 1);
         return code;
@@ -118,36 +114,36 @@ static RpcCode handler_end(Handler *h, RpcCode code) {
 
 /* End the call with the outcome @r of an agent call: OK, or the -errno
  * mapped to a status with its detail. */
-static RpcCode handler_end_r(Handler *h, int r) {
-        return handler_end(h, r < 0 ? fail(h->c, r) : RPC_OK);
+RpcCode arpc_end_r(Handler *h, int r) {
+        return arpc_end(h, r < 0 ? arpc_fail(h->c, r) : RPC_OK);
 }
 
-/* handler_enter(), then the guest named by @guest (a name or UUID) into
+/* arpc_enter(), then the guest named by @guest (a name or UUID) into
  * h->vm and, when @op_id is not NULL, the operation id it gives (or a new
  * one) into h->op.  Returns RPC_OK, or the status of a missing or unknown
  * guest with the call already ended: return it. */
-static RpcCode handler_guest(Handler *h, RpcCall *c, void *user, const char *guest, const char *op_id) {
-        handler_enter(h, c, user);
+RpcCode arpc_guest(Handler *h, RpcCall *c, void *user, const char *guest, const char *op_id) {
+        arpc_enter(h, c, user);
         if (!guest || !guest[0])
-                return handler_end(h, rpc_call_fail(c, RPC_INVALID_ARGUMENT, "'guest' is required (a name or UUID)"));
+                return arpc_end(h, rpc_call_fail(c, RPC_INVALID_ARGUMENT, "'guest' is required (a name or UUID)"));
         h->vm = vm_registry_lookup(h->a->vms, guest);
         if (!h->vm)
-                return handler_end(h, rpc_call_fail(c, RPC_NOT_FOUND, "no guest '%s' on host %s", guest,
-                                                    h->a->cfg.host));
+                return arpc_end(h, rpc_call_fail(c, RPC_NOT_FOUND, "no guest '%s' on host %s", guest,
+                                                 h->a->cfg.host));
         if (op_id)
                 agent_op_id(h->a, op_id, h->op);
         return RPC_OK;
 }
 
-/* handler_end_r(), filling @resp (when not NULL) with the guest's status
+/* arpc_end_r(), filling @resp (when not NULL) with the guest's status
  * after a successful call. */
-static RpcCode handler_end_status(Handler *h, int r, Drover__V1__GuestStatus *resp) {
+RpcCode arpc_end_status(Handler *h, int r, Drover__V1__GuestStatus *resp) {
         if (r >= 0 && resp) {
                 VmSnapshot s;
                 vm_snapshot(h->vm, &s);
-                fill_status(h->c, resp, &s);
+                arpc_fill_status(h->c, resp, &s);
         }
-        return handler_end_r(h, r);
+        return arpc_end_r(h, r);
 }
 
 /* The guest's status and definition into @resp. */
@@ -161,56 +157,56 @@ static void fill_guest(RpcCall *c, Vm *vm, Drover__V1__GetGuestResponse *resp) {
 static RpcCode h_define(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp, void *user) {
         const Drover__V1__DefineRequest *req = (const void *) req_;
         Handler h;
-        handler_enter(&h, c, user);
+        arpc_enter(&h, c, user);
         agent_op_id(h.a, req->op_id, h.op);
         int r = agent_vm_define(h.a, req->definition_json, strlen(req->definition_json), h.op, &h.vm);
         if (r >= 0)
                 fill_guest(c, h.vm, (void *) resp);
-        return handler_end_r(&h, r);
+        return arpc_end_r(&h, r);
 }
 
-/* The shape shared by Undefine, Destroy, Suspend, Resume, MigrateStartPostcopy. */
-typedef int (*GuestOpFn)(Agent *a, Vm *vm, const char *op);
-
-static RpcCode guest_op(RpcCall *c, void *user, const Drover__V1__GuestRef *req, GuestOpFn fn,
-                        Drover__V1__GuestStatus *resp) {
+RpcCode arpc_guest_op(RpcCall *c, void *user, const Drover__V1__GuestRef *req, GuestOpFn fn,
+                      Drover__V1__GuestStatus *resp) {
         Handler h;
-        RpcCode code = handler_guest(&h, c, user, req->guest, req->op_id);
+        RpcCode code = arpc_guest(&h, c, user, req->guest, req->op_id);
         if (code != RPC_OK)
                 return code;
-        return handler_end_status(&h, fn(h.a, h.vm, h.op), resp);
+        return arpc_end_status(&h, fn(h.a, h.vm, h.op), resp);
 }
 
 static RpcCode h_undefine(RpcCall *c, const ProtobufCMessage *req, ProtobufCMessage *resp, void *user) {
         (void) resp;
-        return guest_op(c, user, (const void *) req, agent_vm_undefine, NULL);
+        return arpc_guest_op(c, user, (const void *) req, agent_vm_undefine, NULL);
 }
 static RpcCode h_destroy(RpcCall *c, const ProtobufCMessage *req, ProtobufCMessage *resp, void *user) {
-        return guest_op(c, user, (const void *) req, agent_vm_destroy, (void *) resp);
+        return arpc_guest_op(c, user, (const void *) req, agent_vm_destroy, (void *) resp);
 }
 static RpcCode h_suspend(RpcCall *c, const ProtobufCMessage *req, ProtobufCMessage *resp, void *user) {
-        return guest_op(c, user, (const void *) req, agent_vm_suspend, (void *) resp);
+        return arpc_guest_op(c, user, (const void *) req, agent_vm_suspend, (void *) resp);
 }
 static RpcCode h_resume(RpcCall *c, const ProtobufCMessage *req, ProtobufCMessage *resp, void *user) {
-        return guest_op(c, user, (const void *) req, agent_vm_resume, (void *) resp);
+        return arpc_guest_op(c, user, (const void *) req, agent_vm_resume, (void *) resp);
 }
 
 /* End a Start or Shutdown call that registered (or found) operation @o
  * with outcome @r: the guest's status now, with the operation's id and
  * state. */
 static RpcCode op_end_status(Handler *h, int r, AgentOpInfo *o, Drover__V1__GuestStatus *resp) {
-        if (r >= 0) {
-                resp->operation_id = rpc_call_strdup(h->c, o->id);
-                resp->operation_state = op_state_of(o->state);
-                agent_op_info_clear(o);
-        }
-        return handler_end_status(h, r, resp);
+        if (r < 0)
+                return arpc_end_r(h, r);
+        VmSnapshot s;
+        vm_snapshot(h->vm, &s);
+        arpc_fill_status(h->c, resp, &s); /* first: it initialises @resp */
+        resp->operation_id = rpc_call_strdup(h->c, o->id);
+        resp->operation_state = arpc_op_state(o->state);
+        agent_op_info_clear(o);
+        return arpc_end(h, RPC_OK);
 }
 
 static RpcCode h_start(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp, void *user) {
         const Drover__V1__StartRequest *req = (const void *) req_;
         Handler h;
-        RpcCode code = handler_guest(&h, c, user, req->guest, req->op_id);
+        RpcCode code = arpc_guest(&h, c, user, req->guest, req->op_id);
         if (code != RPC_OK)
                 return code;
         AgentOpInfo o;
@@ -221,7 +217,7 @@ static RpcCode h_start(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessag
 static RpcCode h_shutdown(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp, void *user) {
         const Drover__V1__ShutdownRequest *req = (const void *) req_;
         Handler h;
-        RpcCode code = handler_guest(&h, c, user, req->guest, req->op_id);
+        RpcCode code = arpc_guest(&h, c, user, req->guest, req->op_id);
         if (code != RPC_OK)
                 return code;
         AgentOpInfo o;
@@ -248,15 +244,15 @@ static RpcCode h_list(RpcCall *c, const ProtobufCMessage *req, ProtobufCMessage 
         Vm **vms;
         size_t n;
         (void) req;
-        handler_enter(&h, c, user);
+        arpc_enter(&h, c, user);
         AgentUnmanaged *um;
         int nu = agent_unmanaged_list(h.a, &um);
         if (nu < 0)
-                return handler_end_r(&h, nu);
+                return arpc_end_r(&h, nu);
         int r = vm_registry_list(h.a->vms, &vms, &n);
         if (r < 0) {
                 free(um);
-                return handler_end_r(&h, r);
+                return arpc_end_r(&h, r);
         }
         ProtobufCMessageUnknownField *f = rpc_call_alloc(c, (n + (size_t) nu + 1) * sizeof(*f));
         r = agent_status_list(vms, n, now_ns(), &arena, f);
@@ -265,20 +261,20 @@ static RpcCode h_list(RpcCall *c, const ProtobufCMessage *req, ProtobufCMessage 
         vm_registry_list_free(vms, n);
         free(um);
         if (r < 0)
-                return handler_end_r(&h, r);
+                return arpc_end_r(&h, r);
         resp->base.unknown_fields = f;
         resp->base.n_unknown_fields = n + (size_t) nu;
-        return handler_end(&h, RPC_OK);
+        return arpc_end(&h, RPC_OK);
 }
 
 static RpcCode h_get(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp, void *user) {
         const Drover__V1__GuestRef *req = (const void *) req_;
         Handler h;
-        RpcCode code = handler_guest(&h, c, user, req->guest, NULL);
+        RpcCode code = arpc_guest(&h, c, user, req->guest, NULL);
         if (code != RPC_OK)
                 return code;
         fill_guest(c, h.vm, (void *) resp);
-        return handler_end(&h, RPC_OK);
+        return arpc_end(&h, RPC_OK);
 }
 
 /* Streams hold a worker of the streams lane for their whole life; one
@@ -286,31 +282,31 @@ static RpcCode h_get(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage 
  * queueing it (docs/agent.md, "Lanes"). */
 static atomic_uint streams_open;
 
-/* handler_enter() for a stream: admitted under the cap on open streams,
+/* arpc_enter() for a stream: admitted under the cap on open streams,
  * and holding a reference on the call for the subscription that wakes it.
  * Returns RPC_OK, or RESOURCE_EXHAUSTED with the call already ended. */
-static RpcCode stream_enter(Handler *h, RpcCall *c, void *user) {
-        handler_enter(h, c, user);
+RpcCode arpc_stream_enter(Handler *h, RpcCall *c, void *user) {
+        arpc_enter(h, c, user);
         unsigned cap = h->a->cfg.lane_streams > 1 ? h->a->cfg.lane_streams - 1 : 1;
         if (atomic_fetch_add(&streams_open, 1) >= cap) {
                 atomic_fetch_sub(&streams_open, 1);
-                return handler_end(h, rpc_call_fail(c, RPC_RESOURCE_EXHAUSTED,
-                                                    "%u watch streams are open on this agent, the most it "
-                                                    "serves (rpc_lanes.streams - 1)",
-                                                    cap));
+                return arpc_end(h, rpc_call_fail(c, RPC_RESOURCE_EXHAUSTED,
+                                                 "%u watch streams are open on this agent, the most it "
+                                                 "serves (rpc_lanes.streams - 1)",
+                                                 cap));
         }
         rpc_call_ref(c);
         return RPC_OK;
 }
 
-/* End a stream begun with stream_enter() with @code. */
-static RpcCode stream_end(Handler *h, RpcCode code) {
+/* End a stream begun with arpc_stream_enter() with @code. */
+RpcCode arpc_stream_end(Handler *h, RpcCode code) {
         rpc_call_unref(h->c);
         atomic_fetch_sub(&streams_open, 1);
-        return handler_end(h, code);
+        return arpc_end(h, code);
 }
 
-static void wake_call(void *opaque) {
+void arpc_wake_call(void *opaque) {
         rpc_call_wake(opaque);
 }
 
@@ -318,13 +314,13 @@ static RpcCode h_watch(RpcCall *c, const ProtobufCMessage *req_, void *user) {
         const Drover__V1__WatchEventsRequest *req = (const void *) req_;
         AgentEvent evs[64];
         Handler h;
-        RpcCode code = stream_enter(&h, c, user);
+        RpcCode code = arpc_stream_enter(&h, c, user);
         if (code != RPC_OK)
                 return code;
         Agent *a = h.a;
-        int id = event_bus_subscribe(a->events, wake_call, c);
+        int id = event_bus_subscribe(a->events, arpc_wake_call, c);
         if (id < 0)
-                return stream_end(&h, fail(c, id));
+                return arpc_stream_end(&h, arpc_fail(c, id));
         uint64_t last = event_bus_last_seq(a->events);
         for (;;) {
                 size_t n = event_bus_read(a->events, last, evs, ELEMENTSOF(evs));
@@ -352,14 +348,14 @@ static RpcCode h_watch(RpcCall *c, const ProtobufCMessage *req_, void *user) {
         }
 done:
         event_bus_unsubscribe(a->events, id);
-        return stream_end(&h, code);
+        return arpc_stream_end(&h, code);
 }
 
 /* ---- guest agent (operations) ------------------------------------------------------- */
 
 /* The reply of guest-agent call @kind from @res into @resp (that call's
  * response type): for the call's own reply and for Operation's result. */
-static void fill_ga_reply(RpcCall *c, AgentOpKind kind, const AgentOpResult *res, ProtobufCMessage *resp) {
+void arpc_fill_ga_reply(RpcCall *c, AgentOpKind kind, const AgentOpResult *res, ProtobufCMessage *resp) {
         switch (kind) {
         case AGENT_OP_GUEST_PING:
                 ((Drover__V1__GuestPingResponse *) resp)->round_trip_us = res->ping_us;
@@ -399,18 +395,18 @@ static RpcCode ga_op(RpcCall *c, void *user, const char *guest, const char *op_i
                      Drover__V1__OperationState *state_field) {
         AgentOpInfo o;
         Handler h;
-        RpcCode code = handler_guest(&h, c, user, guest, op_id);
+        RpcCode code = arpc_guest(&h, c, user, guest, op_id);
         if (code != RPC_OK)
                 return code;
         int r = agent_ops_guest_agent(h.a, h.vm, h.op, kind, args, &o);
         if (r < 0)
-                return handler_end_r(&h, r);
+                return arpc_end_r(&h, r);
         *id_field = rpc_call_strdup(c, o.id);
-        *state_field = op_state_of(o.state);
+        *state_field = arpc_op_state(o.state);
         if (o.state == AGENT_OP_SUCCEEDED)
-                fill_ga_reply(c, kind, &o.result, resp);
+                arpc_fill_ga_reply(c, kind, &o.result, resp);
         agent_op_info_clear(&o);
-        return handler_end(&h, RPC_OK);
+        return arpc_end(&h, RPC_OK);
 }
 
 /* GuestPing, GuestInfo, GuestGetTime: a GuestRef, no arguments. */
@@ -533,7 +529,7 @@ static RpcCode h_stats(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessag
         unsigned by_state[VM_STATE_MAX] = { 0 };
         Vm **vms;
         size_t n;
-        handler_enter(&h, c, user);
+        arpc_enter(&h, c, user);
 
         size_t nl = MIN(lock_stats_snapshot(ls, ELEMENTSOF(ls)), ELEMENTSOF(ls));
         if (req->reset_locks)
@@ -557,7 +553,7 @@ static RpcCode h_stats(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessag
                 resp->locks[i] = l;
         }
         if (vm_registry_list(a->vms, &vms, &n) < 0)
-                return handler_end(&h, fail(c, -ENOMEM));
+                return arpc_end(&h, arpc_fail(c, -ENOMEM));
         resp->guests = rpc_call_alloc(c, (n + 1) * sizeof(*resp->guests));
         for (size_t i = 0; i < n; i++) {
                 VmSnapshot s;
@@ -608,363 +604,7 @@ static RpcCode h_stats(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessag
         }
         resp->rpcs_in_flight = atomic_load(&a->rpcs_in_flight) - 1; /* not counting this one */
         fill_lanes(c, resp);
-        return handler_end(&h, RPC_OK);
-}
-
-/* ---- migration ---------------------------------------------------------------- */
-
-static Drover__V1__MigrationStats *new_stats(RpcCall *c, const MigrationStats *st) {
-        VmSnapshot s = { 0 };
-        Drover__V1__GuestStatus tmp = DROVER__V1__GUEST_STATUS__INIT;
-        s.migration = *st;
-        s.migration_age_ms = 0;
-        fill_status(c, &tmp, &s);
-        return tmp.migration;
-}
-
-static Drover__V1__MigrationResult *new_result(RpcCall *c, const MigResult *m) {
-        Drover__V1__MigrationResult *o = rpc_call_alloc(c, sizeof(*o));
-        drover__v1__migration_result__init(o);
-        o->op_id = rpc_call_strdup(c, m->op);
-        o->guest = rpc_call_strdup(c, m->guest);
-        o->done = m->done;
-        o->success = m->success;
-        o->error = rpc_call_strdup(c, m->error);
-        o->phase = (char *) job_phase_to_string(m->phase);
-        o->total_ms = m->total_ms;
-        o->downtime_ms = m->downtime_ms;
-        o->measured_downtime_ms = m->measured_downtime_ms;
-        o->transferred_bytes = m->transferred;
-        o->postcopy = m->postcopy;
-        o->guest_time_synced = m->time_synced;
-        o->n_policy_steps = m->n_steps;
-        o->policy_steps = rpc_call_alloc(c, (m->n_steps + 1) * sizeof(char *));
-        for (size_t i = 0; i < m->n_steps; i++)
-                o->policy_steps[i] = rpc_call_strdup(c, m->steps[i]);
-        return o;
-}
-
-static RpcCode h_migrate(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
-        const Drover__V1__MigrateRequest *req = (const void *) req_;
-        Drover__V1__MigrateResponse *resp = (void *) resp_;
-        MigParams p;
-        MigResult res;
-        AgentOpInfo o;
-        Handler h;
-        RpcCode code = handler_guest(&h, c, user, req->guest, req->op_id);
-        if (code != RPC_OK)
-                return code;
-        mig_params_from_pb(req->params, &p);
-        mig_params_defaults(&p);
-        /* the deprecated `wait` is not read: the call answers at once and the
-         * client follows the operation (docs/agent.md, "Operations") */
-        int r = agent_ops_migrate(h.a, h.vm, h.op, req->destination, req->destination_stream_host, &p, &o, &res);
-        if (r < 0)
-                return handler_end_r(&h, r);
-        if (res.op[0])
-                resp->result = new_result(c, &res);
-        resp->operation_id = rpc_call_strdup(c, o.id);
-        resp->operation_state = op_state_of(o.state);
-        agent_op_info_clear(&o);
-        return handler_end(&h, RPC_OK);
-}
-
-static RpcCode h_migrate_abort(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
-        const Drover__V1__GuestRef *req = (const void *) req_;
-        MigResult res;
-        Handler h;
-        RpcCode code = handler_guest(&h, c, user, req->guest, req->op_id);
-        if (code != RPC_OK)
-                return code;
-        int r = agent_migrate_abort(h.a, h.vm, h.op);
-        if (r < 0)
-                return handler_end_r(&h, r);
-        /* answer when the migration thread has resumed the source */
-        Deadline d = deadline_in_ms(30000);
-        while (agent_migration_get(h.a, h.vm->name, &res) == 0 && !res.done && !deadline_expired(d))
-                sleep_ms(20);
-        Drover__V1__MigrationResult *o = new_result(c, &res);
-        *(Drover__V1__MigrationResult *) resp_ = *o;
-        return handler_end(&h, RPC_OK);
-}
-
-static RpcCode h_migrate_tune(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
-        const Drover__V1__MigrateTuneRequest *req = (const void *) req_;
-        Handler h;
-        RpcCode code = handler_guest(&h, c, user, req->guest, req->op_id);
-        if (code != RPC_OK)
-                return code;
-        int r = agent_migrate_tune(h.a, h.vm, h.op, req->bandwidth_bytes_per_s, req->downtime_limit_ms);
-        return handler_end_status(&h, r, (void *) resp_);
-}
-
-static RpcCode h_migrate_postcopy(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
-        return guest_op(c, user, (const void *) req_, agent_migrate_start_postcopy, (void *) resp_);
-}
-
-static RpcCode h_get_migration(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
-        const Drover__V1__GuestRef *req = (const void *) req_;
-        Agent *a = user;
-        Handler h;
-        MigResult res;
-        handler_enter(&h, c, user);
-        if (!req->guest[0])
-                return handler_end(&h, rpc_call_fail(c, RPC_INVALID_ARGUMENT, "'guest' is required"));
-        int r = agent_migration_get(a, req->guest, &res);
-        if (r < 0)
-                return handler_end_r(&h, r);
-        *(Drover__V1__MigrationResult *) resp_ = *new_result(c, &res);
-        return handler_end(&h, RPC_OK);
-}
-
-static RpcCode h_watch_migration(RpcCall *c, const ProtobufCMessage *req_, void *user) {
-        const Drover__V1__WatchMigrationRequest *req = (const void *) req_;
-        uint64_t gen = 0;
-        Handler h;
-        RpcCode code = stream_enter(&h, c, user);
-        if (code != RPC_OK)
-                return code;
-        Agent *a = h.a;
-        MigResult *batch = malloc(16 * sizeof(*batch));
-        int id = batch ? agent_migrations_subscribe(a, wake_call, c) : -ENOMEM;
-        if (id < 0) {
-                free(batch);
-                return stream_end(&h, fail(c, id));
-        }
-        for (;;) {
-                size_t n = agent_migrations_changed(a, &gen, batch, 16);
-                for (size_t i = 0; i < n; i++) {
-                        if (req->guest[0] && strcmp(req->guest, batch[i].guest) != 0)
-                                continue;
-                        Drover__V1__MigrationProgress ev = DROVER__V1__MIGRATION_PROGRESS__INIT;
-                        ev.op_id = batch[i].op;
-                        ev.guest = batch[i].guest;
-                        ev.side = (char *) (batch[i].outgoing ? "source" : "destination");
-                        ev.phase = (char *) job_phase_to_string(batch[i].phase);
-                        ev.stats = new_stats(c, &batch[i].stats);
-                        ev.event = batch[i].last_event;
-                        ev.elapsed_ms = batch[i].elapsed_ms;
-                        if (batch[i].done)
-                                ev.result = new_result(c, &batch[i]);
-                        if (rpc_call_send(c, &ev.base) < 0)
-                                goto done;
-                }
-                if (n == 16)
-                        continue;
-                if (rpc_call_wait(c, -1) == RPC_WAIT_CANCELLED)
-                        break;
-        }
-done:
-        agent_migrations_unsubscribe(a, id);
-        free(batch);
-        return stream_end(&h, code);
-}
-
-static RpcCode h_prepare(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
-        Agent *a = user;
-        Handler h;
-        const Drover__V1__MigratePrepareRequest *req = (const void *) req_;
-        Drover__V1__MigratePrepareResponse *resp = (void *) resp_;
-        MigParams p;
-        char uri[256];
-        handler_enter(&h, c, user);
-        if (!req->op_id[0])
-                return handler_end(&h, rpc_call_fail(c, RPC_INVALID_ARGUMENT, "'op_id' is required"));
-        mig_params_from_pb(req->params, &p);
-        mig_params_defaults(&p);
-        int r = agent_migrate_prepare(a, req->op_id, req->definition_json, &p, req->stream_host, req->source, uri,
-                                      sizeof(uri));
-        if (r < 0)
-                return handler_end_r(&h, r);
-        resp->uri = rpc_call_strdup(c, uri);
-        return handler_end(&h, RPC_OK);
-}
-
-static RpcCode h_finish(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
-        Agent *a = user;
-        Handler h;
-        const Drover__V1__MigrateFinishRequest *req = (const void *) req_;
-        Drover__V1__MigrateFinishResponse *resp = (void *) resp_;
-        bool synced = false;
-        handler_enter(&h, c, user);
-        int r = agent_migrate_finish(a, req->op_id, req->guest, req->postcopy, req->source_stop_unix_ms,
-                                     &resp->resume_unix_ms, &synced);
-        resp->guest_time_synced = synced;
-        return handler_end_r(&h, r);
-}
-
-static RpcCode h_cancel(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
-        Agent *a = user;
-        Handler h;
-        const Drover__V1__MigrateCancelRequest *req = (const void *) req_;
-        (void) resp_;
-        handler_enter(&h, c, user);
-        int r = agent_migrate_cancel(a, req->op_id, req->guest);
-        return handler_end_r(&h, r);
-}
-
-static RpcCode h_owner(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
-        Agent *a = user;
-        Handler h;
-        const Drover__V1__MigrationOwnerRequest *req = (const void *) req_;
-        Drover__V1__MigrationOwnerResponse *resp = (void *) resp_;
-        char detail[256];
-        JobPhase phase;
-        handler_enter(&h, c, user);
-        PeerAnswer ans = agent_migration_owner(a, req->op_id, req->guest, detail, sizeof(detail), &phase);
-        switch (ans) {
-        case PEER_RUNNING: resp->state = DROVER__V1__PEER_STATE__PEER_STATE_RUNNING; break;
-        case PEER_PAUSED_COMPLETE: resp->state = DROVER__V1__PEER_STATE__PEER_STATE_PAUSED_COMPLETE; break;
-        case PEER_PAUSED: resp->state = DROVER__V1__PEER_STATE__PEER_STATE_PAUSED; break;
-        case PEER_POSTCOPY: resp->state = DROVER__V1__PEER_STATE__PEER_STATE_POSTCOPY; break;
-        case PEER_DEAD: resp->state = DROVER__V1__PEER_STATE__PEER_STATE_DEAD; break;
-        case PEER_GONE: resp->state = DROVER__V1__PEER_STATE__PEER_STATE_GONE; break;
-        /* this side could not read its own state: never "gone", which
-         * would let the asker act */
-        case PEER_UNREACHABLE:
-        case PEER_NOT_ASKED:
-        case PEER_MAX: resp->state = DROVER__V1__PEER_STATE__PEER_STATE_UNKNOWN; break;
-        }
-        resp->phase = (char *) job_phase_to_string(phase);
-        resp->detail = rpc_call_strdup(c, detail);
-        return handler_end(&h, RPC_OK);
-}
-
-/* ---- operations ---------------------------------------------------------------- */
-
-/* Operation @o as a message in the call's arena; @mig: the migration's
- * record for a migrate operation (NULL: none). */
-static Drover__V1__Operation *new_operation(RpcCall *c, const AgentOpInfo *o, const MigResult *mig) {
-        Drover__V1__Operation *m = rpc_call_alloc(c, sizeof(*m));
-        drover__v1__operation__init(m);
-        m->op_id = rpc_call_strdup(c, o->id);
-        m->kind = (char *) agent_op_kind_to_string(o->kind);
-        m->guest = rpc_call_strdup(c, o->guest);
-        m->state = op_state_of(o->state);
-        m->done = o->state != AGENT_OP_RUNNING;
-        m->error_code = o->state == AGENT_OP_FAILED ? (int32_t) rpc_status_from_errno(status_errno(o->err)) : 0;
-        m->error = rpc_call_strdup(c, o->error);
-        m->created_unix_ms = o->created_unix_ms;
-        m->ended_unix_ms = o->ended_unix_ms;
-        m->generation = o->generation;
-        if (o->result.has_status) {
-                m->guest_status = rpc_call_alloc(c, sizeof(*m->guest_status));
-                drover__v1__guest_status__init(m->guest_status);
-                fill_status(c, m->guest_status, &o->result.status);
-        }
-        if (mig)
-                m->migration = new_result(c, mig);
-        if (o->state != AGENT_OP_SUCCEEDED)
-                return m;
-        ProtobufCMessage *reply = NULL; /* the guest-agent reply, in the member of its kind */
-        switch (o->kind) {
-        case AGENT_OP_GUEST_PING:
-                drover__v1__guest_ping_response__init(m->guest_ping = rpc_call_alloc(c, sizeof(*m->guest_ping)));
-                reply = &m->guest_ping->base;
-                break;
-        case AGENT_OP_GUEST_INFO:
-                drover__v1__guest_info_response__init(m->guest_info = rpc_call_alloc(c, sizeof(*m->guest_info)));
-                reply = &m->guest_info->base;
-                break;
-        case AGENT_OP_GUEST_SET_TIME:
-                m->guest_set_time = rpc_call_alloc(c, sizeof(*m->guest_set_time));
-                drover__v1__guest_set_time_response__init(m->guest_set_time);
-                reply = &m->guest_set_time->base;
-                break;
-        case AGENT_OP_GUEST_GET_TIME:
-                m->guest_get_time = rpc_call_alloc(c, sizeof(*m->guest_get_time));
-                drover__v1__guest_get_time_response__init(m->guest_get_time);
-                reply = &m->guest_get_time->base;
-                break;
-        default:
-                break;
-        }
-        if (reply)
-                fill_ga_reply(c, o->kind, &o->result, reply);
-        return m;
-}
-
-/* Operation @id into *ret and, for a migrate operation whose record the
- * migration table still has, that record into *mig (*ret_has_mig says).
- * 0 or -ENOENT. */
-static int read_operation(Agent *a, const char *id, AgentOpInfo *ret, MigResult *mig, bool *ret_has_mig) {
-        int r = agent_ops_get(a, id, ret);
-        if (r < 0)
-                return r;
-        *ret_has_mig = ret->kind == AGENT_OP_MIGRATE && agent_migtable_result_of(a->migrations, id, false, mig) >= 0;
-        return 0;
-}
-
-static RpcCode h_get_operation(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
-        const Drover__V1__OperationRef *req = (const void *) req_;
-        AgentOpInfo o;
-        MigResult mig;
-        bool has_mig;
-        Handler h;
-        handler_enter(&h, c, user);
-        if (!req->op_id[0])
-                return handler_end(&h, rpc_call_fail(c, RPC_INVALID_ARGUMENT, "'op_id' is required"));
-        int r = read_operation(h.a, req->op_id, &o, &mig, &has_mig);
-        if (r < 0)
-                return handler_end_r(&h, r);
-        *(Drover__V1__Operation *) resp_ = *new_operation(c, &o, has_mig ? &mig : NULL);
-        agent_op_info_clear(&o);
-        return handler_end(&h, RPC_OK);
-}
-
-/* The current state, then every change (for a migrate operation also
- * every change of its migration's record), until a message with done. */
-static RpcCode h_watch_operation(RpcCall *c, const ProtobufCMessage *req_, void *user) {
-        const Drover__V1__OperationRef *req = (const void *) req_;
-        uint64_t sent_gen = 0, sent_mig_gen = 0;
-        int mid = -1;
-        Handler h;
-        RpcCode code = stream_enter(&h, c, user);
-        if (code != RPC_OK)
-                return code;
-        if (!req->op_id[0])
-                return stream_end(&h, rpc_call_fail(c, RPC_INVALID_ARGUMENT, "'op_id' is required"));
-        Agent *a = h.a;
-        MigResult *mig = malloc(sizeof(*mig));
-        /* subscribed before the first read: no change can fall in between */
-        int id = mig ? agent_ops_subscribe(a, wake_call, c) : -ENOMEM;
-        if (id < 0) {
-                free(mig);
-                return stream_end(&h, fail(c, id));
-        }
-        for (;;) {
-                AgentOpInfo o;
-                bool has_mig;
-                int r = read_operation(a, req->op_id, &o, mig, &has_mig);
-                if (r < 0) {
-                        code = fail(c, r);
-                        break;
-                }
-                if (o.kind == AGENT_OP_MIGRATE && mid < 0) {
-                        /* its progress is in the migration table: wake on that too, then read again */
-                        agent_op_info_clear(&o);
-                        if ((mid = agent_migrations_subscribe(a, wake_call, c)) < 0) {
-                                code = fail(c, mid);
-                                break;
-                        }
-                        continue;
-                }
-                bool running = o.state == AGENT_OP_RUNNING;
-                int s = 0;
-                if (o.generation != sent_gen || (has_mig && mig->generation != sent_mig_gen)) {
-                        sent_gen = o.generation;
-                        sent_mig_gen = has_mig ? mig->generation : 0;
-                        s = rpc_call_send(c, &new_operation(c, &o, has_mig ? mig : NULL)->base);
-                }
-                agent_op_info_clear(&o);
-                if (s < 0 || !running || rpc_call_wait(c, -1) == RPC_WAIT_CANCELLED)
-                        break;
-        }
-        if (mid >= 0)
-                agent_migrations_unsubscribe(a, mid);
-        agent_ops_unsubscribe(a, id);
-        free(mig);
-        return stream_end(&h, code);
+        return arpc_end(&h, RPC_OK);
 }
 
 void agent_rpc_lanes(const AgentConfig *cfg, RpcServerOptions *o) {
