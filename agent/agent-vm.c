@@ -33,6 +33,7 @@
 
 #include "agent-migtable.h"
 #include "agent-net.h"
+#include "agent-peer.h"
 #include "agent-vm-priv.h"
 #include "err.h"
 #include "log.h"
@@ -69,7 +70,7 @@ int agent_new(const AgentConfig *cfg, Agent **ret) {
         a->cfg = *cfg;
         a->started_ns = now_ns();
         if ((r = vm_registry_new(&a->vms)) < 0 || (r = event_bus_new(&a->events)) < 0 ||
-            (r = agent_migtable_new(&a->migrations)) < 0) {
+            (r = agent_migtable_new(&a->migrations)) < 0 || (r = agent_peer_cache_new(&a->peers)) < 0) {
                 agent_free(a);
                 return r;
         }
@@ -85,6 +86,7 @@ void agent_free(Agent *a) {
         vm_registry_free(a->vms);
         event_bus_free(a->events);
         agent_migtable_free(a->migrations);
+        agent_peer_cache_free(a->peers);
         free(a->unmanaged);
         free(a);
 }

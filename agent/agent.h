@@ -28,6 +28,7 @@
 #include "vm.h"
 
 typedef struct MigrationTable MigrationTable;
+typedef struct AgentPeerCache AgentPeerCache;
 
 /* A QEMU of this host that belongs to a guest name (its pidfile and the
  * monitor socket on its command line are in our run folder) but that no
@@ -53,6 +54,7 @@ typedef struct Agent {
         MigrationTable *migrations;   /* immutable pointer; the table locks itself */
         VmRegistry *vms;              /* immutable pointer; the registry locks itself */
         EventBus *events;             /* immutable pointer; the bus locks itself */
+        AgentPeerCache *peers;        /* immutable pointer; the cache locks itself (agent-peer.h) */
         uint64_t started_ns;          /* immutable */
         atomic_uint rpcs_in_flight;   /* atomic */
         atomic_ullong op_counter;     /* atomic */
