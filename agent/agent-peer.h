@@ -7,6 +7,12 @@
  * and first waits at most PEER_CONNECT_MS for a connection: a call that
  * finds none fails before anything is sent, and the caller can tell that
  * from a lost reply (rpcclient.h, RpcStatus.not_sent).
+ *
+ * Channels are reused: each agent keeps one per peer address in its
+ * AgentPeerCache (Agent.peers), shared by concurrent migrations, and makes a
+ * new one when the TLS files changed, gRPC gave up on the old one, a call on
+ * it failed in transport, or it sat unused for PEER_IDLE_MS (agent-peer.c
+ * says why and how).
  */
 #pragma once
 
@@ -20,8 +26,11 @@
 typedef struct Agent Agent;
 
 typedef struct AgentPeer AgentPeer;
+typedef struct AgentPeerCache AgentPeerCache;
 
 #define PEER_CONNECT_MS 5000
+#define PEER_IDLE_MS 30000 /* a channel no handle used for this long is closed */
+#define PEER_CACHE_MAX 32  /* channels kept per agent (peer addresses) */
 
 /* The mark a destination puts in a failed MigrateFinish's details
  * (FAILED_PRECONDITION) when it never ran `cont` for the operation and has
@@ -36,7 +45,23 @@ typedef enum PeerFinishFailure {
                                     * and dropped its copy */
 } PeerFinishFailure;
 
+/* An empty cache (agent_new).  Returns 0 or -ENOMEM. */
+int agent_peer_cache_new(AgentPeerCache **ret);
+/* Close every channel.  No handle may be open (no migration thread, RPC
+ * handler or watchdog runs).  Accepts NULL. */
+void agent_peer_cache_free(AgentPeerCache *c);
+/* Close the channels idle for PEER_IDLE_MS (or broken) that no handle
+ * uses.  Any thread, no lock held; @c may be NULL. */
+void agent_peer_cache_sweep(AgentPeerCache *c);
+
+/* A handle on a channel to the agent at @addr: a cached one of a->peers
+ * when usable, else a new one (listed in the cache; a->peers NULL: not
+ * cached).  Any thread, no lock held (it may read the TLS files).  Returns
+ * 0 and *ret (agent_peer_close() it), or -errno (bad address or TLS
+ * material).  A handle keeps its channel for its lifetime, also after the
+ * channel left the cache. */
 int agent_peer_open(Agent *a, const char *addr, AgentPeer **ret);
+/* Let go of the handle (the channel stays cached).  Accepts NULL. */
 void agent_peer_close(AgentPeer *p);
 
 int agent_peer_prepare(AgentPeer *p, const char *op, const char *definition_json, const MigParams *mp,

@@ -36,6 +36,7 @@
 #include "agent-migtable.h"
 #include "agent-net.h"
 #include "agent-ops.h"
+#include "agent-peer.h"
 #include "agent-vm-priv.h"
 #include "err.h"
 #include "log.h"
@@ -72,7 +73,8 @@ int agent_new(const AgentConfig *cfg, Agent **ret) {
         a->cfg = *cfg;
         a->started_ns = now_ns();
         if ((r = vm_registry_new(&a->vms)) < 0 || (r = event_bus_new(&a->events)) < 0 ||
-            (r = agent_migtable_new(&a->migrations)) < 0 || (r = agent_ops_new(&a->ops)) < 0) {
+            (r = agent_migtable_new(&a->migrations)) < 0 || (r = agent_ops_new(&a->ops)) < 0 ||
+            (r = agent_peer_cache_new(&a->peers)) < 0) {
                 agent_free(a);
                 return r;
         }
@@ -89,6 +91,7 @@ void agent_free(Agent *a) {
         event_bus_free(a->events);
         agent_migtable_free(a->migrations);
         agent_ops_free(a->ops);
+        agent_peer_cache_free(a->peers);
         free(a->unmanaged);
         free(a);
 }

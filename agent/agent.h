@@ -29,6 +29,7 @@
 
 typedef struct MigrationTable MigrationTable;
 typedef struct AgentOps AgentOps;
+typedef struct AgentPeerCache AgentPeerCache;
 
 /* A QEMU of this host that belongs to a guest name (its pidfile and the
  * monitor socket on its command line are in our run folder) but that no
@@ -55,6 +56,7 @@ typedef struct Agent {
         AgentOps *ops;                /* immutable pointer; the operation table locks itself (agent-ops.h) */
         VmRegistry *vms;              /* immutable pointer; the registry locks itself */
         EventBus *events;             /* immutable pointer; the bus locks itself */
+        AgentPeerCache *peers;        /* immutable pointer; the cache locks itself (agent-peer.h) */
         uint64_t started_ns;          /* immutable */
         atomic_uint rpcs_in_flight;   /* atomic */
         atomic_ullong op_counter;     /* atomic */

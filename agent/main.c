@@ -10,8 +10,9 @@
  * one line "drover-agent: ready host=H listen=ADDR[,ADDR] ports=P[,P]" on
  * stdout (tests and the demo wait for it).
  *
- * While it waits for the signal, the main thread gives freed heap back to
- * the kernel every TRIM_PERIOD_S when guests changed (an event was
+ * While it waits for the signal, the main thread wakes every TRIM_PERIOD_S:
+ * it closes the channels to peer agents that sat idle (agent-peer.h), and
+ * gives freed heap back to the kernel when guests changed (an event was
  * published) and no migration runs: see trim_when_quiet().
  */
 #define _GNU_SOURCE
@@ -26,6 +27,7 @@
 
 #include "agent-config.h"
 #include "agent-migrate.h"
+#include "agent-peer.h"
 #include "deadline.h"
 #include "agent-rpc.h"
 #include "agent.h"
@@ -225,8 +227,10 @@ int main(int argc, char **argv) {
         while (sig <= 0) {
                 struct timespec period = { .tv_sec = TRIM_PERIOD_S };
                 sig = sigtimedwait(&stop, NULL, &period);
-                if (sig < 0 && errno == EAGAIN)
+                if (sig < 0 && errno == EAGAIN) {
+                        agent_peer_cache_sweep(a->peers); /* before the trim: what it frees is given back */
                         trim_when_quiet(a, &trimmed_at_seq);
+                }
         }
         log_info("signal %d: stopping (guests keep running)", sig);
         agent_migration_stop(a);

@@ -136,6 +136,11 @@ void rpc_client_free(RpcClient *cl) {
         rpc_lib_unref();
 }
 
+bool rpc_client_broken(RpcClient *cl) {
+        grpc_connectivity_state s = grpc_channel_check_connectivity_state(cl->ch, 0);
+        return s == GRPC_CHANNEL_TRANSIENT_FAILURE || s == GRPC_CHANNEL_SHUTDOWN;
+}
+
 /* The method descriptor and registered handle for @svc/@method. */
 static int client_method(RpcClient *cl, const ProtobufCServiceDescriptor *svc, const char *method,
                          const ProtobufCMethodDescriptor **ret_md, RegisteredPath **ret_path) {

@@ -65,6 +65,14 @@ typedef struct RpcStatus {
  * (bad target or TLS material), -EPERM (plaintext to a non-local target). */
 int rpc_client_new(const char *target, const RpcClientOptions *opts, RpcClient **ret_cl);
 
+/* Whether the channel has given up for now: its last connection attempt
+ * failed and it waits out gRPC's reconnect backoff (TRANSIENT_FAILURE), or
+ * it is shut down.  A call made now would fail without being sent, for up
+ * to the backoff (which grows to minutes), even if the server is back; a
+ * caller that keeps clients makes a new one instead.  Does not try to
+ * connect.  Any thread. */
+bool rpc_client_broken(RpcClient *cl);
+
 /* Free the client; no call or stream may be in progress.  Accepts NULL. */
 void rpc_client_free(RpcClient *cl);
 DEFINE_POINTER_CLEANUP(RpcClient, rpc_client_free);

@@ -3,6 +3,7 @@
 #include "bench-util.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -108,21 +109,36 @@ long bench_proc_kib(pid_t pid, const char *member) {
         return kib;
 }
 
-unsigned long long bench_proc_cpu_ticks(pid_t pid) {
+/* minflt (field 10), utime (14) and stime (15) of /proc/@pid/stat; false
+ * when the process is gone. */
+static bool proc_stat(pid_t pid, unsigned long long *minflt, unsigned long long *ticks) {
         char path[64], buf[1024];
         snprintf(path, sizeof(path), "/proc/%d/stat", (int) pid);
         FILE *f = fopen(path, "r");
         if (!f)
-                return 0;
+                return false;
         size_t n = fread(buf, 1, sizeof(buf) - 1, f);
         fclose(f);
         buf[n] = '\0';
         const char *p = strrchr(buf, ')');
-        unsigned long long ut = 0, st = 0;
-        /* fields after the command: state(3) ... utime(14) stime(15) */
-        if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
-                return 0;
-        return ut + st;
+        unsigned long long mf = 0, ut = 0, st = 0;
+        /* fields after the command: state(3) ppid pgrp session tty tpgid flags minflt(10) cminflt majflt
+         * cmajflt utime(14) stime(15) */
+        if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %llu %*u %*u %*u %llu %llu", &mf, &ut, &st) != 3)
+                return false;
+        *minflt = mf;
+        *ticks = ut + st;
+        return true;
+}
+
+unsigned long long bench_proc_cpu_ticks(pid_t pid) {
+        unsigned long long mf, ticks;
+        return proc_stat(pid, &mf, &ticks) ? ticks : 0;
+}
+
+unsigned long long bench_proc_minflt(pid_t pid) {
+        unsigned long long mf, ticks;
+        return proc_stat(pid, &mf, &ticks) ? mf : 0;
 }
 
 const char *bench_out_dir(void) {

@@ -34,6 +34,8 @@ long bench_proc_kib(pid_t pid, const char *member);
 
 /* utime + stime of @pid in clock ticks (sysconf(_SC_CLK_TCK) a second), or 0. */
 unsigned long long bench_proc_cpu_ticks(pid_t pid);
+/* Its minor page faults so far (/proc/@pid/stat minflt), or 0 when it is gone. */
+unsigned long long bench_proc_minflt(pid_t pid);
 
 /* The folder for data files and plots: $DROVER_BENCH_OUT, or ".". */
 const char *bench_out_dir(void);

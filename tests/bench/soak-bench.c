@@ -12,20 +12,24 @@
  *
  * After every migration: the job and its sub-task succeeded, the source
  * agent's record of the operation (GetMigration) says so, and each daemon's
- * RSS (/proc/PID/status VmRSS) and CPU time (/proc/PID/stat) are sampled.
- * Every 10 %: the guest runs exactly once, on the host it was sent to
- * (GetGuest on both agents and the live QEMUs in /proc), and one line with
- * the migrations done, each daemon's RSS, fds (/proc/PID/fd), threads
- * (/proc/PID/status Threads) and CPU per migration over the window, the
- * coordinator's database size (file + WAL), and the window's mean migration
- * time (the source agent's, begin to confirm; and the coordinator's, the
- * sub-task's start to end) and downtime (Drover's STOP -> RESUME; QEMU's).
- * At the end: each daemon's RSS slope per 100 migrations (least squares over
- * every sample), and the first fifth's means of time, downtime and CPU per
- * migration against the last fifth's.  soak.dat in $DROVER_BENCH_OUT has
- * one row per migration.  Last, every daemon gets SIGTERM and must exit 0
- * (no migration runs then); in a build with -Db_sanitize=address that is
- * where LeakSanitizer reports what was never freed.
+ * RSS (/proc/PID/status VmRSS), CPU time and minor page faults
+ * (/proc/PID/stat) are sampled.  Every 10 %: the guest runs exactly once,
+ * on the host it was sent to (GetGuest on both agents and the live QEMUs in
+ * /proc), and one line with the migrations done, each daemon's RSS, fds
+ * (/proc/PID/fd), threads (/proc/PID/status Threads), CPU and minor page
+ * faults per migration over the window, the coordinator's database size
+ * (file + WAL), and the window's mean migration time (the source agent's,
+ * begin to confirm; and the coordinator's, the sub-task's start to end) and
+ * downtime (Drover's STOP -> RESUME; QEMU's).  At the end: each daemon's RSS
+ * slope per 100 migrations (least squares over every sample), and the first
+ * fifth's means of time, downtime, CPU and page faults per migration against
+ * the last fifth's.  Page faults are the witness that does not move with
+ * the machine's load: on a virtual machine each costs microseconds, and a
+ * daemon that forks (the agent starts QEMU) takes one for every page it
+ * writes after each fork.  soak.dat in $DROVER_BENCH_OUT has one row per
+ * migration.  Last, every daemon gets SIGTERM and must exit 0 (no migration
+ * runs then); in a build with -Db_sanitize=address that is where
+ * LeakSanitizer reports what was never freed.
  *
  * It never fails for slowness or growth; it fails when something breaks: a
  * migration fails, the guest is lost or runs twice, a daemon dies or does
@@ -80,6 +84,7 @@ typedef struct Mig {
 static Mig *migs;
 static long (*rss)[DAEMONS]; /* KiB, [0] before the first migration */
 static unsigned long long (*cpu)[DAEMONS]; /* utime + stime ticks, likewise */
+static unsigned long long (*flt)[DAEMONS]; /* minor page faults, likewise */
 
 static pid_t daemon_pid(Cluster *c, int d) {
         return d < 2 ? c->host[d].agent.pid : c->coord.pid;
@@ -108,6 +113,7 @@ static long file_kib(const char *path) {
 static void sample(Cluster *c, int i) {
         for (int d = 0; d < DAEMONS; d++) {
                 cpu[i][d] = bench_proc_cpu_ticks(daemon_pid(c, d));
+                flt[i][d] = bench_proc_minflt(daemon_pid(c, d));
                 rss[i][d] = bench_proc_kib(daemon_pid(c, d), "VmRSS");
                 if (rss[i][d] < 0)
                         fail_msg("%s (pid %d) is gone after %d migrations", daemon_names[d], (int) daemon_pid(c, d), i);
@@ -130,6 +136,11 @@ static Mig mean(int from, int to) {
 static double cpu_ms(int d, int from, int to) {
         return to > from ? (double) (cpu[to][d] - cpu[from][d]) * 1000.0 / (double) sysconf(_SC_CLK_TCK) / (to - from)
                          : 0;
+}
+
+/* Daemon @d's minor page faults per migration over migrations [@from, @to). */
+static double faults(int d, int from, int to) {
+        return to > from ? (double) (flt[to][d] - flt[from][d]) / (to - from) : 0;
 }
 
 /* Least-squares slope of daemon @d's RSS over samples @from..@to, KiB per
@@ -239,7 +250,7 @@ static void migrate_once(Cluster *c, RpcClient *cl, int i, int src, int dst) {
 static void print_header(void) {
         printf("%6s", "migr");
         for (int d = 0; d < DAEMONS; d++)
-                printf(" | %11s RSS KiB  fds  thr cpu", daemon_names[d]);
+                printf(" | %11s RSS KiB  fds  thr cpu  flt", daemon_names[d]);
         printf(" | %7s | %8s %8s %8s %8s\n", "db KiB", "agent ms", "job ms", "down ms", "qemu ms");
 }
 
@@ -251,8 +262,8 @@ static void checkpoint(Cluster *c, int done, int from) {
         printf("%6d", done);
         for (int d = 0; d < DAEMONS; d++) {
                 pid_t pid = daemon_pid(c, d);
-                printf(" | %19ld %4d %4ld %3.0f", rss[done][d], count_fds(pid), bench_proc_kib(pid, "Threads"),
-                       cpu_ms(d, from, done));
+                printf(" | %19ld %4d %4ld %3.0f %4.0f", rss[done][d], count_fds(pid), bench_proc_kib(pid, "Threads"),
+                       cpu_ms(d, from, done), faults(d, from, done));
         }
         printf(" | %7ld |", file_kib(c->coord.db) + file_kib(wal));
         if (done > from) {
@@ -268,10 +279,12 @@ static void write_data(int n) {
         if (!f)
                 return;
         fprintf(f, "# migration rss_agent_a_kib rss_agent_b_kib rss_coordinator_kib agent_ms job_ms downtime_ms "
-                   "qemu_downtime_ms\n");
+                   "qemu_downtime_ms cpu_agent_a_ms cpu_agent_b_ms faults_agent_a faults_agent_b\n");
         for (int i = 1; i <= n; i++)
-                fprintf(f, "%d %ld %ld %ld %.0f %.0f %.0f %.0f\n", i, rss[i][0], rss[i][1], rss[i][2],
-                        migs[i - 1].agent_ms, migs[i - 1].job_ms, migs[i - 1].downtime_ms, migs[i - 1].qemu_ms);
+                fprintf(f, "%d %ld %ld %ld %.0f %.0f %.0f %.0f %.0f %.0f %.0f %.0f\n", i, rss[i][0], rss[i][1],
+                        rss[i][2], migs[i - 1].agent_ms, migs[i - 1].job_ms, migs[i - 1].downtime_ms,
+                        migs[i - 1].qemu_ms, cpu_ms(0, i - 1, i), cpu_ms(1, i - 1, i), faults(0, i - 1, i),
+                        faults(1, i - 1, i));
         fclose(f);
         printf("data: %s/soak.dat\n", bench_out_dir());
 }
@@ -302,9 +315,11 @@ static void test_soak(void **state) {
         migs = calloc((size_t) n, sizeof(*migs));
         rss = calloc((size_t) n + 1, sizeof(*rss));
         cpu = calloc((size_t) n + 1, sizeof(*cpu));
+        flt = calloc((size_t) n + 1, sizeof(*flt));
         assert_non_null(migs);
         assert_non_null(rss);
         assert_non_null(cpu);
+        assert_non_null(flt);
         bench_machine(machine, sizeof(machine));
         printf("soak: %d migrations of one 64 MiB guest (1 MiB/s dirtied) between two agents, through the "
                "coordinator\nmachine: %s\n", n, machine);
@@ -357,6 +372,10 @@ static void test_soak(void **state) {
                 for (int d = 0; d < DAEMONS; d++)
                         printf(" %s %.0f -> %.0f ms%s", daemon_names[d], cpu_ms(d, 0, n / 5), cpu_ms(d, n - n / 5, n),
                                d + 1 < DAEMONS ? "," : "\n");
+                printf("  minor page faults per migration:");
+                for (int d = 0; d < DAEMONS; d++)
+                        printf(" %s %.0f -> %.0f%s", daemon_names[d], faults(d, 0, n / 5), faults(d, n - n / 5, n),
+                               d + 1 < DAEMONS ? "," : "\n");
         }
         write_data(n);
         stop_daemons(c);
@@ -364,6 +383,7 @@ static void test_soak(void **state) {
         free(migs);
         free(rss);
         free(cpu);
+        free(flt);
         c->ok = true;
 }
 
