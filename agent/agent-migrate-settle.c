@@ -41,6 +41,20 @@ void mig_forget_guest(Agent *a, Vm *vm, const char *why) {
 
 /* ---- applying a recovery decision ------------------------------------------------- */
 
+/* Tell the destination @peer_addr (none: nothing to do) to drop the copy
+ * of @vm it prepared for @op.  Best effort: MigrateCancel is idempotent,
+ * and a destination that does not hear it asks the source itself (its
+ * watchdog). */
+static void tell_peer_to_drop(Agent *a, Vm *vm, const char *op, const char *peer_addr) {
+        AgentPeer *p;
+        if (!peer_addr || !peer_addr[0] || agent_peer_open(a, peer_addr, &p) < 0)
+                return;
+        if (agent_peer_cancel(p, op, vm->uuid, PEER_CALL_MS) < 0)
+                log_warning("guest %s: telling %s to drop its copy failed: %s (its watchdog will)", vm->name,
+                            peer_addr, err_msg());
+        agent_peer_close(p);
+}
+
 static int resume_source(Agent *a, Vm *vm, const char *op, const char *peer_addr) {
         MigrationStats st = { 0 };
         int r;
@@ -106,15 +120,7 @@ static int resume_source(Agent *a, Vm *vm, const char *op, const char *peer_addr
         if (job_async_owned_by(vm, t, op))
                 job_end_async(vm);
         vm_unlock(vm);
-        if (peer_addr && peer_addr[0]) {
-                AgentPeer *p;
-                if (agent_peer_open(a, peer_addr, &p) >= 0) {
-                        if (agent_peer_cancel(p, op, vm->uuid, PEER_CALL_MS) < 0)
-                                log_warning("guest %s: telling %s to drop its copy failed: %s (its watchdog will)",
-                                            vm->name, peer_addr, err_msg());
-                        agent_peer_close(p);
-                }
-        }
+        tell_peer_to_drop(a, vm, op, peer_addr);
         if (unrestored[0]) {
                 log_warning("guest %s, migration %s: QEMU's migration settings not restored: %s", vm->name, op,
                             unrestored);
@@ -213,12 +219,19 @@ static int keep_dest(Agent *a, Vm *vm, const char *op) {
 int mig_apply_decision(Agent *a, Vm *vm, const char *op, const char *peer_addr, RecoveryDecision d) {
         log_info("guest %s, migration %s: %s (%s)", vm->name, op, recovery_action_to_string(d.action), d.reason);
         switch (d.action) {
-        case RECOVER_NONE:
+        case RECOVER_NONE: {
                 vm_lock(vm);
+                bool out = vm->job.async == ASYNC_JOB_MIGRATION_OUT;
                 if (vm->job.async != ASYNC_JOB_NONE)
                         job_end_async(vm);
                 vm_unlock(vm);
+                /* A source that died before it recorded its MigratePrepare
+                 * may still have sent it: tell the destination to drop the
+                 * copy it prepared (best effort: its watchdog asks otherwise). */
+                if (out)
+                        tell_peer_to_drop(a, vm, op, peer_addr);
                 return 1;
+        }
         case RECOVER_RESUME_SOURCE:
                 return resume_source(a, vm, op, peer_addr);
         case RECOVER_KILL_SOURCE:

@@ -344,6 +344,7 @@ static const char *const regression_ids[] = {
         "src/status.write#3/crash", /* killed right after perform_done was written */
         "dst/status.write#3/crash", /* killed after spawning the incoming QEMU, before recording its pid */
         "dst/status.write#4/fail",  /* the destination cannot write finish: the source must resume */
+        "src/status.write#2/crash", /* killed after MigratePrepare, before recording it: the destination must drop its copy */
 };
 
 static void test_sweep_single_faults(void **state) {
