@@ -85,6 +85,7 @@ static const Member members[] = {
         INT("max_guests", MEMBER_UNSIGNED, max_guests, 1, 65536),
         INT("rpc_lanes.queries", MEMBER_UNSIGNED, lane_queries, 1, 256),
         INT("rpc_lanes.peer", MEMBER_UNSIGNED, lane_peer, 1, 256),
+        INT("rpc_lanes.migrate", MEMBER_UNSIGNED, lane_migrate, 1, 256),
         INT("rpc_lanes.control", MEMBER_UNSIGNED, lane_control, 1, 256),
         INT("rpc_lanes.streams", MEMBER_UNSIGNED, lane_streams, 1, 256),
         /* the old single pool, replaced by rpc_lanes: accepted, ignored, warned about */
@@ -138,6 +139,7 @@ void agent_config_defaults(AgentConfig *c) {
         c->max_guests = 512;
         c->lane_queries = 4;
         c->lane_peer = 16;
+        c->lane_migrate = 8;
         c->lane_control = 8;
         c->lane_streams = 16;
         c->max_request_bytes = 4194304;

@@ -14,7 +14,7 @@
  *     "start_timeout_ms": 10000,
  *     "finish_ask_ms": 300000,                 (docs/recovery.md, "Ambiguity policy")
  *     "max_guests": 512,
- *     "rpc_lanes": { "queries": 4, "peer": 16, "control": 8, "streams": 16 },
+ *     "rpc_lanes": { "queries": 4, "peer": 16, "migrate": 8, "control": 8, "streams": 16 },
  *     "max_request_bytes": 4194304,
  *     "log_level": "info" }
  *
@@ -59,6 +59,7 @@ typedef struct AgentConfig {
          * which methods each serves */
         unsigned lane_queries;  /* default 4 */
         unsigned lane_peer;     /* default 16 */
+        unsigned lane_migrate;  /* default 8 */
         unsigned lane_control;  /* default 8 */
         unsigned lane_streams;  /* default 16 */
         unsigned rpc_threads;   /* the old single pool: 0, or given and ignored (main warns) */

@@ -610,6 +610,7 @@ static RpcCode h_stats(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessag
 void agent_rpc_lanes(const AgentConfig *cfg, RpcServerOptions *o) {
         o->lanes[AGENT_LANE_QUERIES] = (RpcLaneOptions){ .name = "queries", .threads = cfg->lane_queries };
         o->lanes[AGENT_LANE_PEER] = (RpcLaneOptions){ .name = "peer", .threads = cfg->lane_peer };
+        o->lanes[AGENT_LANE_MIGRATE] = (RpcLaneOptions){ .name = "migrate", .threads = cfg->lane_migrate };
         o->lanes[AGENT_LANE_CONTROL] = (RpcLaneOptions){ .name = "control", .threads = cfg->lane_control };
         o->lanes[AGENT_LANE_STREAMS] = (RpcLaneOptions){ .name = "streams", .threads = cfg->lane_streams };
         o->n_lanes = AGENT_LANE_COUNT;
@@ -633,10 +634,10 @@ static const RpcMethodDef agent_methods[] = {
         { "GetAgentStats", h_stats, NULL, AGENT_LANE_QUERIES },
         { "GetOperation", h_get_operation, NULL, AGENT_LANE_QUERIES },
         { "WatchOperation", NULL, h_watch_operation, AGENT_LANE_STREAMS },
-        { "Migrate", h_migrate, NULL, AGENT_LANE_CONTROL },
-        { "MigrateAbort", h_migrate_abort, NULL, AGENT_LANE_CONTROL },
-        { "MigrateTune", h_migrate_tune, NULL, AGENT_LANE_CONTROL },
-        { "MigrateStartPostcopy", h_migrate_postcopy, NULL, AGENT_LANE_CONTROL },
+        { "Migrate", h_migrate, NULL, AGENT_LANE_MIGRATE },
+        { "MigrateAbort", h_migrate_abort, NULL, AGENT_LANE_MIGRATE },
+        { "MigrateTune", h_migrate_tune, NULL, AGENT_LANE_MIGRATE },
+        { "MigrateStartPostcopy", h_migrate_postcopy, NULL, AGENT_LANE_MIGRATE },
         { "WatchMigration", NULL, h_watch_migration, AGENT_LANE_STREAMS },
         { "GetMigration", h_get_migration, NULL, AGENT_LANE_QUERIES },
         { "MigratePrepare", h_prepare, NULL, AGENT_LANE_PEER },

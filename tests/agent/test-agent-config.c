@@ -84,6 +84,7 @@ static void test_defaults(void **state) {
         assert_int_equal(c.max_guests, 512);
         assert_int_equal(c.lane_queries, 4);
         assert_int_equal(c.lane_peer, 16);
+        assert_int_equal(c.lane_migrate, 8);
         assert_int_equal(c.lane_control, 8);
         assert_int_equal(c.lane_streams, 16);
         assert_int_equal(c.rpc_threads, 0);
@@ -107,7 +108,7 @@ static void test_valid_file(void **state) {
                 "  \"tls\": { \"cert\": \"%s\", \"key\": \"%s\", \"ca\": \"%s\" },\n"
                 "  \"dev_mode\": false, \"job_timeout_ms\": 31000, \"qmp_timeout_ms\": 11000,\n"
                 "  \"qga_timeout_ms\": 6000, \"start_timeout_ms\": 12000, \"max_guests\": 100,\n"
-                "  \"rpc_lanes\": { \"queries\": 2, \"peer\": 3, \"control\": 5, \"streams\": 7 },\n"
+                "  \"rpc_lanes\": { \"queries\": 2, \"peer\": 3, \"migrate\": 4, \"control\": 5, \"streams\": 7 },\n"
                 "  \"rpc_threads\": 4, \"max_request_bytes\": 1048576, \"log_level\": \"debug\" }\n",
                 qemu, cert, key, ca);
         AgentConfig c;
@@ -137,6 +138,7 @@ static void test_valid_file(void **state) {
         assert_int_equal(c.max_guests, 100);
         assert_int_equal(c.lane_queries, 2);
         assert_int_equal(c.lane_peer, 3);
+        assert_int_equal(c.lane_migrate, 4);
         assert_int_equal(c.lane_control, 5);
         assert_int_equal(c.lane_streams, 7);
         assert_int_equal(c.rpc_threads, 4); /* read, then ignored with a warning */

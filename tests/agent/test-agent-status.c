@@ -335,7 +335,7 @@ static void test_list_guests_shows_a_state_change_at_once(void **state) {
 
         snprintf(addr, sizeof(addr), "unix:%s", tu_path(tu_tmpdir("agent-status"), "agent.sock"));
         RpcServerOptions o = { 0 };
-        a.cfg.lane_queries = a.cfg.lane_peer = a.cfg.lane_control = a.cfg.lane_streams = 2;
+        a.cfg.lane_queries = a.cfg.lane_peer = a.cfg.lane_migrate = a.cfg.lane_control = a.cfg.lane_streams = 2;
         agent_rpc_lanes(&a.cfg, &o);
         assert_int_equal(rpc_server_new(&o, &srv), 0);
         assert_int_equal(agent_rpc_register(srv, &a), 0);
