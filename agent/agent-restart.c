@@ -429,6 +429,7 @@ static void quarantine_bad_definition(Loader *l, const VmStatusRecord *rec) {
         GuestDef def;
 
         snprintf(path, sizeof(path), "%s/%s.json", l->a->cfg.state_dir, rec->name);
+        err_clear(); /* a detail-less failure must not show an earlier file's error */
         if (!rec->definition_json)
                 snprintf(why, sizeof(why), "%s: the record has no definition", path);
         else if (guest_def_parse(rec->definition_json, strlen(rec->definition_json), &def) < 0)
