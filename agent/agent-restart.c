@@ -243,7 +243,9 @@ typedef enum QemuFate {
         QEMU_FOREIGN,   /* one runs that the record does not account for: unmanaged, untouched */
 } QemuFate;
 
-/* Find the QEMU of @rec: its recorded pid, else (the agent may have died
+/* Find the QEMU of @rec: its recorded pid when its start time matches the
+ * record's (a record without one proves nothing: what runs on the guest's
+ * monitor is unmanaged), else (the agent may have died
  * between the spawn and the status write that records the pid) by pidfile
  * and command line.  A START job's QEMU found that way is the record's (it
  * is killed as half-started); a MIGRATION_IN's in `prepare` is killed here
@@ -253,12 +255,25 @@ static QemuFate find_record_qemu(Loader *l, Vm *vm, const VmStatusRecord *rec, p
         QemuProc q;
 
         *ret_pid = rec->pid;
-        if (qemu_proc_read(rec->pid, &q) && qemu_proc_has_monitor(&q, av->paths.qmp) &&
-            (rec->pid_start_time == 0 || q.start_time == rec->pid_start_time))
+        /* The recorded pid is the record's QEMU only when its start time
+         * matches too: a pid is reused, and a command line proves nothing
+         * (any process can carry "-qmp unix:<our socket>"). */
+        if (rec->pid_start_time != 0 && qemu_proc_read(rec->pid, &q) && qemu_proc_has_monitor(&q, av->paths.qmp) &&
+            q.start_time == rec->pid_start_time)
                 return QEMU_RECORDED;
         if (qemu_find(&l->scan, &av->paths, &q) < 0)
                 return QEMU_NONE;
         *ret_pid = q.pid;
+        char why[sizeof(((AgentUnmanaged *) 0)->why)];
+        if (rec->pid > 0 && rec->pid_start_time == 0) {
+                /* A record that names a pid but not its start time cannot
+                 * prove any process is its QEMU: never killed, never adopted. */
+                snprintf(why, sizeof(why), "its status record names pid %d without pid_start_time, so no process can "
+                         "be proven its QEMU; pid %d on its monitor still runs",
+                         (int) rec->pid, (int) q.pid);
+                unmanaged_add(l->a, vm->name, &q, "", why);
+                return QEMU_FOREIGN;
+        }
         if (rec->async_job == ASYNC_JOB_START)
                 return QEMU_RECORDED;
         if (rec->async_job == ASYNC_JOB_MIGRATION_IN && rec->phase == JOB_PHASE_PREPARE && !rec->mig.postcopy_started) {
@@ -269,7 +284,6 @@ static QemuFate find_record_qemu(Loader *l, Vm *vm, const VmStatusRecord *rec, p
                             vm->name, (int) q.pid, rec->op_id);
                 return QEMU_NONE;
         }
-        char why[sizeof(((AgentUnmanaged *) 0)->why)];
         snprintf(why, sizeof(why), "its status record (state %s, pid %d) does not account for it; QEMU pid %d still runs",
                  vm_state_to_string(rec->state), (int) rec->pid, (int) q.pid);
         unmanaged_add(l->a, vm->name, &q, "", why);
@@ -415,6 +429,7 @@ static void quarantine_bad_definition(Loader *l, const VmStatusRecord *rec) {
         GuestDef def;
 
         snprintf(path, sizeof(path), "%s/%s.json", l->a->cfg.state_dir, rec->name);
+        err_clear(); /* a detail-less failure must not show an earlier file's error */
         if (!rec->definition_json)
                 snprintf(why, sizeof(why), "%s: the record has no definition", path);
         else if (guest_def_parse(rec->definition_json, strlen(rec->definition_json), &def) < 0)

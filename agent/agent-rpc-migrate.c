@@ -166,6 +166,17 @@ done:
         return arpc_stream_end(&h, code);
 }
 
+/* The op id a peer call or an operation read names: required, and never
+ * cut or compared against a cut copy (op_id_check()).  RPC_OK, or
+ * INVALID_ARGUMENT with the call ended (stream: whether @h began with
+ * arpc_stream_enter()). */
+static RpcCode peer_op_check(Handler *h, const char *op_id, bool stream) {
+        if (op_id_check(op_id) >= 0)
+                return RPC_OK;
+        RpcCode code = rpc_call_fail(h->c, RPC_INVALID_ARGUMENT, "%s", err_msg());
+        return stream ? arpc_stream_end(h, code) : arpc_end(h, code);
+}
+
 RpcCode h_prepare(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
         Agent *a = user;
         Handler h;
@@ -174,10 +185,13 @@ RpcCode h_prepare(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *re
         MigParams p;
         char uri[256];
         arpc_enter(&h, c, user);
-        if (!req->op_id[0])
-                return arpc_end(&h, rpc_call_fail(c, RPC_INVALID_ARGUMENT, "'op_id' is required"));
+        RpcCode code = peer_op_check(&h, req->op_id, false);
+        if (code != RPC_OK)
+                return code;
         mig_params_from_pb(req->params, &p);
         mig_params_defaults(&p);
+        if (mig_params_validate(&p) < 0) /* the same rules as the source's (core/migparams.h) */
+                return arpc_end(&h, rpc_call_fail(c, RPC_INVALID_ARGUMENT, "%s", err_msg()));
         int r = agent_migrate_prepare(a, req->op_id, req->definition_json, &p, req->stream_host, req->source, uri,
                                       sizeof(uri));
         if (r < 0)
@@ -193,6 +207,9 @@ RpcCode h_finish(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *res
         Drover__V1__MigrateFinishResponse *resp = (void *) resp_;
         bool synced = false;
         arpc_enter(&h, c, user);
+        RpcCode code = peer_op_check(&h, req->op_id, false);
+        if (code != RPC_OK)
+                return code;
         int r = agent_migrate_finish(a, req->op_id, req->guest, req->postcopy, req->source_stop_unix_ms,
                                      &resp->resume_unix_ms, &synced);
         resp->guest_time_synced = synced;
@@ -205,6 +222,9 @@ RpcCode h_cancel(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *res
         const Drover__V1__MigrateCancelRequest *req = (const void *) req_;
         (void) resp_;
         arpc_enter(&h, c, user);
+        RpcCode code = peer_op_check(&h, req->op_id, false);
+        if (code != RPC_OK)
+                return code;
         int r = agent_migrate_cancel(a, req->op_id, req->guest);
         return arpc_end_r(&h, r);
 }
@@ -217,6 +237,9 @@ RpcCode h_owner(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp
         char detail[256];
         JobPhase phase;
         arpc_enter(&h, c, user);
+        RpcCode code = peer_op_check(&h, req->op_id, false);
+        if (code != RPC_OK)
+                return code;
         PeerAnswer ans = agent_migration_owner(a, req->op_id, req->guest, detail, sizeof(detail), &phase);
         switch (ans) {
         case PEER_RUNNING: resp->state = DROVER__V1__PEER_STATE__PEER_STATE_RUNNING; break;
@@ -308,8 +331,9 @@ RpcCode h_get_operation(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessa
         bool has_mig;
         Handler h;
         arpc_enter(&h, c, user);
-        if (!req->op_id[0])
-                return arpc_end(&h, rpc_call_fail(c, RPC_INVALID_ARGUMENT, "'op_id' is required"));
+        RpcCode code = peer_op_check(&h, req->op_id, false);
+        if (code != RPC_OK)
+                return code;
         int r = read_operation(h.a, req->op_id, &o, &mig, &has_mig);
         if (r < 0)
                 return arpc_end_r(&h, r);
@@ -328,8 +352,8 @@ RpcCode h_watch_operation(RpcCall *c, const ProtobufCMessage *req_, void *user) 
         RpcCode code = arpc_stream_enter(&h, c, user);
         if (code != RPC_OK)
                 return code;
-        if (!req->op_id[0])
-                return arpc_stream_end(&h, rpc_call_fail(c, RPC_INVALID_ARGUMENT, "'op_id' is required"));
+        if ((code = peer_op_check(&h, req->op_id, true)) != RPC_OK)
+                return code;
         Agent *a = h.a;
         MigResult *mig = malloc(sizeof(*mig));
         /* subscribed before the first read: no change can fall in between */

@@ -121,7 +121,8 @@ RpcCode arpc_end_r(Handler *h, int r) {
 /* arpc_enter(), then the guest named by @guest (a name or UUID) into
  * h->vm and, when @op_id is not NULL, the operation id it gives (or a new
  * one) into h->op.  Returns RPC_OK, or the status of a missing or unknown
- * guest with the call already ended: return it. */
+ * guest or of an op id that breaks op_id_check() (INVALID_ARGUMENT) with
+ * the call already ended: return it. */
 RpcCode arpc_guest(Handler *h, RpcCall *c, void *user, const char *guest, const char *op_id) {
         arpc_enter(h, c, user);
         if (!guest || !guest[0])
@@ -130,8 +131,8 @@ RpcCode arpc_guest(Handler *h, RpcCall *c, void *user, const char *guest, const 
         if (!h->vm)
                 return arpc_end(h, rpc_call_fail(c, RPC_NOT_FOUND, "no guest '%s' on host %s", guest,
                                                  h->a->cfg.host));
-        if (op_id)
-                agent_op_id(h->a, op_id, h->op);
+        if (op_id && agent_op_id(h->a, op_id, h->op) < 0)
+                return arpc_end(h, rpc_call_fail(c, RPC_INVALID_ARGUMENT, "%s", err_msg()));
         return RPC_OK;
 }
 
@@ -158,7 +159,8 @@ static RpcCode h_define(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessa
         const Drover__V1__DefineRequest *req = (const void *) req_;
         Handler h;
         arpc_enter(&h, c, user);
-        agent_op_id(h.a, req->op_id, h.op);
+        if (agent_op_id(h.a, req->op_id, h.op) < 0)
+                return arpc_end(&h, rpc_call_fail(c, RPC_INVALID_ARGUMENT, "%s", err_msg()));
         int r = agent_vm_define(h.a, req->definition_json, strlen(req->definition_json), h.op, &h.vm);
         if (r >= 0)
                 fill_guest(c, h.vm, (void *) resp);

@@ -96,20 +96,20 @@ void agent_free(Agent *a) {
         free(a);
 }
 
-void agent_op_id(Agent *a, const char *given, char ret[OP_ID_MAX]) {
-        bool ok = given && given[0] && strlen(given) < OP_ID_MAX;
-        for (const char *p = given; ok && *p; p++)
-                ok = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-                     *p == '-' || *p == '_' || *p == '.' || *p == ':';
-        if (ok) {
+int agent_op_id(Agent *a, const char *given, char ret[OP_ID_MAX]) {
+        if (given && given[0]) {
+                int r = op_id_check(given);
+                if (r < 0)
+                        return r;
                 snprintf(ret, OP_ID_MAX, "%s", given);
-                return;
+                return 0;
         }
         uint32_t rnd = 0;
         if (getrandom(&rnd, sizeof(rnd), 0) != sizeof(rnd))
                 rnd = (uint32_t) now_ns();
         snprintf(ret, OP_ID_MAX, "%.32s-%llu-%08x", a->cfg.host,
                  (unsigned long long) atomic_fetch_add(&a->op_counter, 1) + 1, rnd);
+        return 0;
 }
 
 void agent_emit(Agent *a, Vm *vm, const char *kind, const char *fmt, ...) {

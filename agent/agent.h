@@ -93,8 +93,11 @@ int agent_reconnect_all(Agent *a);
  * array (free() it; NULL when there are none).  Returns their number. */
 int agent_unmanaged_list(Agent *a, AgentUnmanaged **ret);
 
-/* An operation id: @given if it is a valid id, else a new one. */
-void agent_op_id(Agent *a, const char *given, char ret[OP_ID_MAX]);
+/* The operation id of a request into @ret: a new one when @given is NULL
+ * or empty, else @given when it passes op_id_check() (vmtypes.h).  0, or
+ * -EINVAL with the rule it breaks: an id is never cut or replaced, since
+ * it is stored and compared whole (INVALID_ARGUMENT at the RPC boundary). */
+int agent_op_id(Agent *a, const char *given, char ret[OP_ID_MAX]);
 
 /* Exec QEMU (@argv) for @vm in its own session, record its pid, wait for
  * its monitor (start_timeout_ms) and attach it, all with no lock held until

@@ -10,6 +10,7 @@
 #include "err.h"
 #include "migparams-pb.h"
 #include "rpcclient.h"
+#include "text.h"
 
 struct AgentLink {
         RpcClient *cl; /* shared by threads */
@@ -122,9 +123,9 @@ int agent_link_get_migration(AgentLink *l, const char *guest, int64_t timeout_ms
         ret->measured_downtime_ms = m->measured_downtime_ms;
         ret->transferred = m->transferred_bytes;
         size_t n = 0;
-        for (size_t i = 0; i < m->n_policy_steps && n + 2 < sizeof(ret->steps); i++)
-                n += (size_t) snprintf(ret->steps + n, sizeof(ret->steps) - n, "%s%s", i ? "\n" : "",
-                                       m->policy_steps[i]);
+        ret->steps[0] = '\0';
+        for (size_t i = 0; i < m->n_policy_steps; i++)
+                n = text_append(ret->steps, sizeof(ret->steps), n, "%s%s", i ? "\n" : "", m->policy_steps[i]);
         drover__v1__migration_result__free_unpacked(m, NULL);
         return 0;
 }

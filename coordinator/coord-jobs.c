@@ -29,6 +29,7 @@
 
 #include "err.h"
 #include "log.h"
+#include "vmtypes.h"
 
 CJob *coord_job_find_locked(Coordinator *c, const char *id) {
         lock_assert_held(&c->lock);
@@ -372,6 +373,8 @@ void coord_job_view_clear(CoordJobView *v) {
 
 int coord_job_get(Coordinator *c, const char *id, bool with_history, CoordJobView *ret) {
         memset(ret, 0, sizeof(*ret));
+        if (id_check("id", id, STORE_ID_MAX - 1) < 0) /* the API's job ids: never cut, never a forged log line */
+                return -EINVAL;
         lock_acquire(&c->lock);
         CJob *j = coord_job_find_locked(c, id);
         if (j) {
@@ -413,6 +416,8 @@ int coord_job_list(Coordinator *c, bool unfinished_only, size_t limit, StoreJob 
 }
 
 int coord_job_cancel(Coordinator *c, const char *id) {
+        if (id_check("id", id, STORE_ID_MAX - 1) < 0)
+                return -EINVAL;
         lock_acquire(&c->lock);
         CJob *j = coord_job_find_locked(c, id);
         int r = 0;

@@ -37,6 +37,7 @@
 
 #include "err.h"
 #include "log.h"
+#include "text.h"
 
 #define MAX_ACTIONS 256 /* per tick; the rest wait for the next one */
 
@@ -573,10 +574,10 @@ static void maintenance_check(Coordinator *c, const char *host, char *why, size_
                 if (g->state != COORD_GUEST_STATE_RUNNING && g->state != COORD_GUEST_STATE_PAUSED)
                         continue;
                 if (n++ == 0)
-                        len = (size_t) snprintf(why, size, "host %s not set to maintenance: guests still there: %s",
-                                                host, g->name);
-                else if (len < size)
-                        len += (size_t) snprintf(why + len, size - len, ", %s", g->name);
+                        len = text_append(why, size, 0, "host %s not set to maintenance: guests still there: %s",
+                                          host, g->name);
+                else
+                        len = text_append(why, size, len, ", %s", g->name);
         }
         agent_host_info_clear(&info);
 }
@@ -635,9 +636,9 @@ static void verify_job(Coordinator *c, const char *id) {
                         cancelled++;
                         continue;
                 }
-                if (bad++ < 3 && len < sizeof(causes))
-                        len += (size_t) snprintf(causes + len, sizeof(causes) - len, "%s%s: %.150s",
-                                                 bad > 1 ? "; " : "", t->guest, t->error);
+                if (bad++ < 3)
+                        len = text_append(causes, sizeof(causes), len, "%s%s: %.150s", bad > 1 ? "; " : "",
+                                          t->guest, t->error);
         }
         if (v.job.kind == COORD_JOB_KIND_EVACUATE && v.job.maintenance && !bad && !cancelled)
                 maintenance_check(c, v.job.host, maint, sizeof(maint));

@@ -161,6 +161,9 @@ typedef struct CoordJobRequest {
  * -ENOSPC with the plan filled and nothing changed.  -ENOENT for an unknown
  * host or guest, -EINVAL for a malformed request. */
 int coord_job_submit(Coordinator *c, const CoordJobRequest *req, CoordPlan *ret_plan, char ret_id[STORE_ID_MAX]);
+/* coord_job_get() and coord_job_cancel(): -EINVAL for an @id that breaks
+ * id_check() (vmtypes.h; at most STORE_ID_MAX - 1 bytes), -ENOENT for an
+ * unknown one. */
 int coord_job_get(Coordinator *c, const char *id, bool with_history, CoordJobView *ret);
 int coord_job_list(Coordinator *c, bool unfinished_only, size_t limit, StoreJob **ret, size_t *ret_n);
 int coord_job_cancel(Coordinator *c, const char *id);

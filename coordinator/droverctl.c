@@ -16,6 +16,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <getopt.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,7 +74,9 @@ static int usage(FILE *f) {
                 "  --to HOST                migrate: destination\n"
                 "  --maintenance            evacuate: leave the host in maintenance\n"
                 "  --stop-on-failure        stop the job at the first failed guest\n"
-                "  --bandwidth MIBPS --downtime MS --postcopy allowed|after --auto-converge\n"
+                "  --bandwidth MIBPS        0..1048576 MiB/s (0: the coordinator's default)\n"
+                "  --downtime MS            initial downtime limit, 1..60000 ms\n"
+                "  --postcopy allowed|after --auto-converge\n"
                 "exit codes: 0 success, 1 job failed, 2 usage, 3 partial failure, 4 error\n");
         return EXIT_USAGE;
 }
@@ -345,6 +348,21 @@ static int render(const Drover__V1__Job *j, bool tty, int prev_lines) {
         return lines;
 }
 
+/* FNV-1a over every guest's name and phase and the job's phase: what a
+ * piped watch compares to decide whether to print again (a text of them
+ * would need a buffer as large as the job). */
+static uint64_t phases_hash(const Drover__V1__Job *j) {
+        uint64_t h = 14695981039346656037ULL;
+        for (size_t i = 0; i <= j->n_subtasks; i++) {
+                const char *name = i < j->n_subtasks ? j->subtasks[i]->guest : "";
+                int phase = i < j->n_subtasks ? (int) j->subtasks[i]->phase : (int) j->phase;
+                for (const char *p = name; *p; p++)
+                        h = (h ^ (unsigned char) *p) * 1099511628211ULL;
+                h = (h ^ (uint64_t) (unsigned) phase ^ 0x100) * 1099511628211ULL;
+        }
+        return h;
+}
+
 static int watch(const char *id) {
         Drover__V1__WatchJobRequest req = DROVER__V1__WATCH_JOB_REQUEST__INIT;
         RpcStream *st;
@@ -354,7 +372,7 @@ static int watch(const char *id) {
                 return fail("watch", r);
         bool tty = isatty(STDOUT_FILENO) && !o.json;
         int lines = 0, code = EXIT_ERROR;
-        char last[4096] = "";
+        uint64_t last = 0;
         for (;;) {
                 Drover__V1__Job *j;
                 r = rpc_stream_read(st, (ProtobufCMessage **) &j);
@@ -365,16 +383,12 @@ static int watch(const char *id) {
                 else if (tty)
                         lines = render(j, true, lines);
                 else {
-                        /* piped: one line per guest whose line changed */
-                        char now[4096];
-                        size_t n = 0;
-                        for (size_t i = 0; i < j->n_subtasks && n < sizeof(now) - 64; i++)
-                                n += (size_t) snprintf(now + n, sizeof(now) - n, "%s:%d;", j->subtasks[i]->guest,
-                                                       j->subtasks[i]->phase);
-                        n += (size_t) snprintf(now + n, sizeof(now) - n, "job:%d", j->phase);
-                        if (strcmp(now, last) != 0) {
+                        /* piped: the job again when a phase changed; every
+                         * guest counts, however many and however long */
+                        uint64_t now = phases_hash(j);
+                        if (now != last) {
                                 render(j, false, 0);
-                                snprintf(last, sizeof(last), "%s", now);
+                                last = now;
                         }
                 }
                 code = coord_job_phase_is_final(j->phase) ? job_exit(j) : EXIT_OK;
@@ -544,6 +558,45 @@ static int cmd_host(const char *verb, const char *host) {
         return EXIT_OK;
 }
 
+/* Most --bandwidth takes: 1 TiB/s in MiB/s, far above any link, and
+ * small enough that the bytes per second never wrap. */
+#define BANDWIDTH_MIBPS_MAX (1024u * 1024u)
+/* The ceiling of migration downtime limits (mig_params_validate()). */
+#define DOWNTIME_MS_MAX 60000u
+
+/* @val of option @opt as a whole number in [@min, @max]: true with *ret
+ * set, or false with the reason on stderr. */
+static bool parse_number(const char *opt, const char *val, uint64_t min, uint64_t max, const char *unit,
+                         uint64_t *ret) {
+        char *end = NULL;
+        unsigned long long v = 0;
+        errno = 0;
+        if (val && *val >= '0' && *val <= '9')
+                v = strtoull(val, &end, 10);
+        if (!end || *end || errno || v < min || v > max) {
+                fprintf(stderr, "droverctl: --%s: '%s' is not a whole number of %s between %llu and %llu\n", opt,
+                        val ? val : "", unit, (unsigned long long) min, (unsigned long long) max);
+                return false;
+        }
+        *ret = v;
+        return true;
+}
+
+/* --bandwidth MIBPS (0: the coordinator's default) and --downtime MS. */
+static bool set_number(int which, const char *val) {
+        uint64_t v;
+        if (which == 10) {
+                if (!parse_number("bandwidth", val, 0, BANDWIDTH_MIBPS_MAX, "MiB/s", &v))
+                        return false;
+                o.params.bandwidth = v * 1024 * 1024;
+        } else {
+                if (!parse_number("downtime", val, 1, DOWNTIME_MS_MAX, "milliseconds", &v))
+                        return false;
+                o.params.downtime_ms = (uint32_t) v;
+        }
+        return true;
+}
+
 /* --postcopy allowed|after */
 static bool set_postcopy(const char *v) {
         if (strcmp(v, "allowed") && strcmp(v, "after"))
@@ -584,8 +637,11 @@ int main(int argc, char **argv) {
                 case 7: o.to = optarg; break;
                 case 8: o.maintenance = true; break;
                 case 9: o.stop_on_failure = true; break;
-                case 10: o.params.bandwidth = strtoull(optarg, NULL, 10) * 1024 * 1024; break;
-                case 11: o.params.downtime_ms = (uint32_t) strtoul(optarg, NULL, 10); break;
+                case 10:
+                case 11:
+                        if (!set_number(c, optarg))
+                                return EXIT_USAGE;
+                        break;
                 case 12:
                         if (!set_postcopy(optarg))
                                 return usage(stderr);
@@ -619,8 +675,11 @@ int main(int argc, char **argv) {
                                 case 7: o.to = val; break;
                                 case 8: o.maintenance = true; break;
                                 case 9: o.stop_on_failure = true; break;
-                                case 10: o.params.bandwidth = strtoull(val, NULL, 10) * 1024 * 1024; break;
-                                case 11: o.params.downtime_ms = (uint32_t) strtoul(val, NULL, 10); break;
+                                case 10:
+                                case 11:
+                                        if (!set_number(op->val, val))
+                                                return EXIT_USAGE;
+                                        break;
                                 case 12: o.bad_postcopy |= !set_postcopy(val); break;
                                 case 13: o.params.auto_converge = true; break;
                                 case 'c': o.target = val; break;

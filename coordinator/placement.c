@@ -37,6 +37,7 @@
 
 #include "cleanup.h"
 #include "err.h"
+#include "text.h"
 
 #define PLACE_DEFAULT_LINK_BYTES_PER_S 125000000ULL /* 1 Gbit/s */
 #define PLACE_FIXED_S 0.5                           /* prepare + finish */
@@ -186,14 +187,11 @@ static void pairs_add(PlaceCtx *c, int32_t group, int32_t host) {
         }
 }
 
-/* Append to a reason, cutting at its size; never overflows. */
+/* Append to a reason, cut with "…" at its size (text_append()). */
 static _printf_(3, 4) void reason_add(char *buf, size_t size, const char *fmt, ...) {
-        size_t len = strnlen(buf, size);
-        if (len + 1 >= size)
-                return;
         va_list ap;
         va_start(ap, fmt);
-        vsnprintf(buf + len, size - len, fmt, ap);
+        (void) text_vappend(buf, size, strnlen(buf, size), fmt, ap);
         va_end(ap);
 }
 

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "err.h"
+#include "text.h"
 #include "vm.h"
 
 static atomic_llong default_timeout_ms = JOB_DEFAULT_TIMEOUT_MS;
@@ -51,17 +52,17 @@ static void describe_holders(Vm *vm, char *buf, size_t size) {
 
         buf[0] = '\0';
         if (j->active != JOB_NONE)
-                n += (size_t) snprintf(buf + n, size - n, "job '%s' (op %s, '%s') for %.1f s",
+                n = text_append(buf, size, n, "job '%s' (op %s, '%s') for %.1f s",
                                        job_type_to_string(j->active), j->owner, j->what,
                                        age_s(j->started_ns, now));
-        if (j->async != ASYNC_JOB_NONE && n < size)
-                n += (size_t) snprintf(buf + n, size - n,
+        if (j->async != ASYNC_JOB_NONE)
+                n = text_append(buf, size, n,
                                        "%sasync job '%s' (op %s) in phase '%s' for %.1f s (phase for %.1f s)",
                                        n ? "; " : "", async_job_to_string(j->async), j->async_owner,
                                        job_phase_to_string(j->phase), age_s(j->async_started_ns, now),
                                        age_s(j->phase_started_ns, now));
-        if (j->ga_active != GA_JOB_NONE && n < size)
-                n += (size_t) snprintf(buf + n, size - n, "%sguest-agent job '%s' (op %s, '%s') for %.1f s",
+        if (j->ga_active != GA_JOB_NONE)
+                n = text_append(buf, size, n, "%sguest-agent job '%s' (op %s, '%s') for %.1f s",
                                        n ? "; " : "", ga_job_to_string(j->ga_active), j->ga_owner,
                                        j->ga_what, age_s(j->ga_started_ns, now));
         if (n == 0)

@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "err.h"
+#include "text.h"
 
 DEFINE_POINTER_CLEANUP(json_tokener, json_tokener_free)
 
@@ -79,38 +80,6 @@ static int syntax_error(const char *s, size_t off, const char *what) {
         unsigned line, col;
         line_col(s, off, &line, &col);
         return err_set(-EINVAL, "invalid JSON at line %u, column %u: %s", line, col, what);
-}
-
-/* Offset of the first byte that is not part of valid UTF-8 (no overlong
- * forms, no surrogates, nothing above U+10FFFF), or @len.  json-c's own
- * check lets overlong forms through. */
-static size_t utf8_invalid_at(const char *text, size_t len) {
-        const unsigned char *s = (const unsigned char *) text;
-        for (size_t i = 0; i < len;) {
-                unsigned c = s[i], need, cp;
-                if (c < 0x80) {
-                        i++;
-                        continue;
-                }
-                if (c >= 0xc2 && c <= 0xdf)
-                        need = 1, cp = c & 0x1f;
-                else if (c >= 0xe0 && c <= 0xef)
-                        need = 2, cp = c & 0x0f;
-                else if (c >= 0xf0 && c <= 0xf4)
-                        need = 3, cp = c & 0x07;
-                else
-                        return i;
-                for (unsigned k = 1; k <= need; k++) {
-                        if (i + k >= len || (s[i + k] & 0xc0) != 0x80)
-                                return i + k;
-                        cp = cp << 6 | (s[i + k] & 0x3f);
-                }
-                if ((need == 2 && cp < 0x800) || (need == 3 && (cp < 0x10000 || cp > 0x10ffff)) ||
-                    (cp >= 0xd800 && cp < 0xe000))
-                        return i;
-                i += need + 1;
-        }
-        return len;
 }
 
 /* ---- the repeated-member pass ---- */
@@ -322,7 +291,7 @@ int json_parse(const char *text, size_t len, const JsonParseOptions *opt, JsonVa
                 line_col(text, (size_t) (nul - text), &line, &col);
                 return err_set(-EINVAL, "NUL byte at line %u, column %u", line, col);
         }
-        size_t bad_utf8 = utf8_invalid_at(text, len);
+        size_t bad_utf8 = text_utf8_invalid_at(text, len); /* json-c's own check lets overlong forms through */
         if (bad_utf8 < len)
                 return syntax_error(text, bad_utf8, "invalid UTF-8");
         if (!(tok = json_tokener_new_ex(depth)))

@@ -17,6 +17,7 @@ typedef struct QgaCounters {
         uint64_t probes;        /* guest-info requests sent (first probe and re-probes) */
         uint64_t stale_lines;   /* lines dropped: stale replies, our 0xFF's parse error, garbage */
         uint64_t stale_bytes;   /* bytes dropped while resynchronising */
+        uint64_t bad_utf8;      /* invalid UTF-8 sequences in replies, replaced with U+FFFD */
         uint64_t last_ready_ns; /* connect (when needed) + sync + probe of the last resync */
         uint64_t last_sync_id;  /* id of the last guest-sync-delimited sent */
 } QgaCounters;

@@ -35,6 +35,14 @@
  * probe is wanted, the published list is not trusted to refuse a command:
  * the agent's own answer decides.
  *
+ * The guest writes what the agent answers, so a reply line is repaired
+ * before it is parsed: every invalid UTF-8 sequence becomes U+FFFD
+ * (counted, and logged at debug), so a guest's bad hostname shows as
+ * "\ufffd" instead of failing the call, and no guest text can make a
+ * protobuf string invalid (clients refuse to decode those).  Guest text
+ * quoted in an error detail is cut at a character boundary for the same
+ * reason.
+ *
  * No JSON tree here, and calls run one way: the typed calls
  * (qga-commands.c) send through qga_agent_command() (qga-channel.h), and
  * this file has qga-wire.c frame each request, recognise a sync reply,
@@ -69,6 +77,7 @@
 #include "json.h"
 #include "lock.h"
 #include "log.h"
+#include "text.h"
 
 #define QGA_READ_CHUNK (64u * 1024)
 #define QGA_READ_BUF_MIN 4096u
@@ -116,6 +125,7 @@ struct QgaAgent {
         atomic_uint_fast64_t n_probes;          /* atomic */
         atomic_uint_fast64_t n_stale_lines;     /* atomic */
         atomic_uint_fast64_t n_stale_bytes;     /* atomic */
+        atomic_uint_fast64_t n_bad_utf8;        /* atomic */
         atomic_uint_fast64_t last_ready_ns;     /* atomic */
         atomic_uint_fast64_t last_sync_id;      /* atomic */
 };
@@ -130,12 +140,15 @@ typedef struct QgaCall {
 /* ---- small helpers ---------------------------------------------------- */
 
 /* Copy a guest-provided string for an error detail: control bytes become
- * '?', so a hostile guest cannot forge log lines. */
+ * '?', so a hostile guest cannot forge log lines, and a cut never splits a
+ * character (the text is valid UTF-8: replies are repaired on arrival). */
 static void quote_guest(char *dst, size_t n, const char *src) {
         size_t i = 0;
         for (; src && src[i] && i + 1 < n; i++)
                 dst[i] = (unsigned char) src[i] < 0x20 || src[i] == 0x7f ? '?' : src[i];
         dst[i] = '\0';
+        if (src && src[i])
+                (void) text_utf8_trim(dst);
 }
 
 static uint64_t sync_id_new(uint64_t previous) {
@@ -385,6 +398,23 @@ static int channel_sync(QgaAgent *a, const QgaCall *c) {
 
 /* ---- one request, one reply (channel synced) ---------------------------- */
 
+/* qga_wire_parse_reply() of a reply line with every invalid UTF-8
+ * sequence replaced by U+FFFD first (counted, logged at debug). */
+static int parse_reply_line(QgaAgent *a, const QgaCall *c, const char *s, size_t len, QgaWireReply *ret) {
+        _cleanup_free_ char *fixed = NULL;
+        size_t fixed_len = 0;
+        int k = text_utf8_sanitize(s, len, &fixed, &fixed_len);
+        if (k < 0)
+                return k;
+        if (k > 0) {
+                atomic_fetch_add(&a->n_bad_utf8, (uint64_t) k);
+                log_debug("qga %s: reply to %s: %d invalid UTF-8 sequence(s) replaced with U+FFFD", a->path,
+                          c->command, k);
+                return qga_wire_parse_reply(fixed, fixed_len, ret);
+        }
+        return qga_wire_parse_reply(s, len, ret);
+}
+
 /* Send @req and read the next complete line as a reply carrying "return"
  * or "error" (*ret to be cleared by the caller). */
 static int exchange(QgaAgent *a, const QgaCall *c, const char *req, QgaWireReply *ret) {
@@ -423,7 +453,7 @@ static int exchange(QgaAgent *a, const QgaCall *c, const char *req, QgaWireReply
                         atomic_fetch_add(&a->n_stale_bytes, (uint64_t) (ff - a->rbuf) + 1);
                         start = ff + 1;
                 }
-                r = qga_wire_parse_reply((const char *) start, (size_t) (nl - start), ret);
+                r = parse_reply_line(a, c, (const char *) start, (size_t) (nl - start), ret);
                 if (r == -EPROTO) {
                         bool blank = true;
                         for (const uint8_t *p = start; p < nl; p++)
@@ -763,6 +793,7 @@ void qga_get_counters(QgaAgent *a, QgaCounters *ret) {
                 .probes = atomic_load(&a->n_probes),
                 .stale_lines = atomic_load(&a->n_stale_lines),
                 .stale_bytes = atomic_load(&a->n_stale_bytes),
+                .bad_utf8 = atomic_load(&a->n_bad_utf8),
                 .last_ready_ns = atomic_load(&a->last_ready_ns),
                 .last_sync_id = atomic_load(&a->last_sync_id),
         };

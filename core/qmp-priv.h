@@ -15,6 +15,8 @@
  * QMP_EVENT_QUEUE_BYTES_MAX bytes waiting for the event thread). */
 #define QMP_EVENT_QUEUE_BYTES_MAX (32u * 1024 * 1024)
 uint64_t qmp_monitor_events_dropped(QmpMonitor *m);
+/* Invalid UTF-8 sequences QEMU sent, each replaced with U+FFFD. */
+uint64_t qmp_monitor_bad_utf8(QmpMonitor *m);
 
 /* True while a caller holds the command slot (a command written or being
  * written and not yet answered, timed out or cancelled). */

@@ -4,6 +4,10 @@
  * this file has qmp-wire.c classify what QEMU sends and frame what it
  * writes; it never sees a JSON tree.
  *
+ * Every line is repaired before it is parsed: an invalid UTF-8 sequence
+ * becomes U+FFFD (counted: qmp_monitor_bad_utf8()), since QEMU relays guest
+ * text and a protobuf string must stay valid UTF-8.
+ *
  * Three parties touch a QmpMonitor.  The I/O thread owns the read side of
  * the socket and the read buffer: it cuts the byte stream into `\n`-ended
  * messages (a `\r` before the `\n` is dropped), refuses anything larger
@@ -65,6 +69,7 @@
 #include "fault.h"
 #include "lock.h"
 #include "log.h"
+#include "text.h"
 
 static LockClass qmp_lock_class = LOCK_CLASS_INIT("qmp");
 
@@ -103,6 +108,7 @@ struct QmpMonitor {
         char path[sizeof(((struct sockaddr_un *) 0)->sun_path)]; /* immutable */
         QmpCallbacks cb;                /* immutable */
         atomic_uint_fast64_t next_id;   /* atomic */
+        atomic_uint_fast64_t bad_utf8;  /* atomic: invalid UTF-8 sequences replaced */
 
         pthread_t io_thread;    /* connect/close/free only */
         pthread_t ev_thread;    /* set by connect before arming, then immutable */
@@ -323,9 +329,25 @@ static int handle_reply(QmpMonitor *m, QmpWireMessage *msg) {
 }
 
 static int handle_message(QmpMonitor *m, const char *s, size_t len) {
+        _cleanup_free_ char *fixed = NULL;
         QmpWireMessage msg;
         bool greeted;
+        size_t fixed_len;
         int r;
+
+        /* QEMU passes guest text along (a device's or the guest agent's):
+         * an invalid UTF-8 sequence becomes U+FFFD, counted, instead of a
+         * malformed message that kills the monitor or a protobuf string
+         * clients refuse to decode. */
+        r = text_utf8_sanitize(s, len, &fixed, &fixed_len);
+        if (r < 0)
+                return err_set(r, "out of memory reading the QMP socket");
+        if (r > 0) {
+                atomic_fetch_add(&m->bad_utf8, (uint64_t) r);
+                log_debug("qmp %s: %d invalid UTF-8 sequence(s) replaced with U+FFFD", m->path, r);
+                s = fixed;
+                len = fixed_len;
+        }
 
         lock_acquire(&m->lock);
         greeted = m->greeted;
@@ -629,6 +651,10 @@ uint64_t qmp_monitor_events_dropped(QmpMonitor *m) {
         return n;
 }
 
+uint64_t qmp_monitor_bad_utf8(QmpMonitor *m) {
+        return atomic_load(&m->bad_utf8);
+}
+
 bool qmp_monitor_command_in_flight(QmpMonitor *m) {
         bool b;
         lock_acquire(&m->lock);
@@ -890,6 +916,7 @@ int qmp_monitor_connect(const char *socket_path, const QmpCallbacks *cb, Deadlin
         cond_init(&m->ev_cond);
         atomic_init(&m->refs, 1);
         atomic_init(&m->next_id, 1);
+        atomic_init(&m->bad_utf8, 0);
         m->fd = m->wake_fd = m->cancel_fd = -1;
         snprintf(m->path, sizeof(m->path), "%s", socket_path);
         snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", socket_path);

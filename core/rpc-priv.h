@@ -104,7 +104,8 @@ int rpc_bb_flatten(grpc_byte_buffer *bb, grpc_slice *ret);
 /* Parse a received buffer as a @d, with @alloc (NULL: malloc; the caller
  * frees the result with protobuf_c_message_free_unpacked).  Returns 0 and
  * *ret, or -EBADMSG with a detail ("malformed NAME", or a compression
- * gRPC could not undo). */
+ * gRPC could not undo), or -EINVAL "NAME.field: contains a NUL byte" (a
+ * string protobuf-c would silently cut). */
 int rpc_unpack(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *d, ProtobufCAllocator *alloc,
                ProtobufCMessage **ret);
 

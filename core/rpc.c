@@ -8,8 +8,9 @@
  * credentials (a server requires and verifies client certificates); build
  * the channel arguments with the message size cap.  On the wire both sides
  * pack messages into one slice and unpack received buffers through
- * rpc_unpack(); the server also checks every received string for UTF-8,
- * which protobuf-c leaves to us.  Statuses map to and from errno through
+ * rpc_unpack(), which refuses a NUL byte inside any string (protobuf-c
+ * would hand it over cut); the server also checks every received string
+ * for UTF-8 (text.c's decoder), which protobuf-c leaves to us.  Statuses map to and from errno through
  * the two tables below, and nowhere else.
  *
  * Nothing here keeps state besides the library's once-only setup, so every
@@ -37,6 +38,7 @@
 #include "cleanup.h"
 #include "err.h"
 #include "log.h"
+#include "text.h"
 
 _Static_assert(RPC_UNAUTHENTICATED == (int) GRPC_STATUS_UNAUTHENTICATED, "RpcCode mirrors grpc");
 _Static_assert(RPC_UNIMPLEMENTED == (int) GRPC_STATUS_UNIMPLEMENTED, "RpcCode mirrors grpc");
@@ -442,6 +444,55 @@ int rpc_bb_flatten(grpc_byte_buffer *bb, grpc_slice *ret) {
         return 0;
 }
 
+/* A varint at @p[0..@end): its value, and @p moved past it; false when cut. */
+static bool wire_varint(const uint8_t **p, const uint8_t *end, uint64_t *ret) {
+        uint64_t v = 0;
+        for (unsigned shift = 0; *p < end && shift < 64; shift += 7) {
+                uint8_t b = *(*p)++;
+                v |= (uint64_t) (b & 0x7f) << shift;
+                if (!(b & 0x80)) {
+                        *ret = v;
+                        return true;
+                }
+        }
+        return false;
+}
+
+/* Refuse a NUL byte in any string field of the encoded message @buf of
+ * type @d.  protobuf-c hands strings over NUL-terminated, so an embedded
+ * NUL would silently cut one (a guest definition, for one).  The bytes
+ * unpacked already, so they are well formed; a malformed tail is left to
+ * the unpacker's verdict. */
+static int wire_check_nul(const uint8_t *p, size_t len, const ProtobufCMessageDescriptor *d, int depth) {
+        const uint8_t *end = p + len;
+        uint64_t key, n;
+
+        if (depth > 64)
+                return err_set(-EINVAL, "%s nested too deeply", d->name);
+        while (p < end && wire_varint(&p, end, &key)) {
+                const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field(d, (unsigned) (key >> 3));
+                switch (key & 7) {
+                case 0: if (!wire_varint(&p, end, &n)) return 0; break;
+                case 1: p += MIN((size_t) (end - p), 8u); break;
+                case 5: p += MIN((size_t) (end - p), 4u); break;
+                case 2:
+                        if (!wire_varint(&p, end, &n) || n > (uint64_t) (end - p))
+                                return 0;
+                        if (f && f->type == PROTOBUF_C_TYPE_STRING && memchr(p, '\0', n))
+                                return err_set(-EINVAL, "%s.%s: contains a NUL byte", d->name, f->name);
+                        if (f && f->type == PROTOBUF_C_TYPE_MESSAGE) {
+                                int r = wire_check_nul(p, n, f->descriptor, depth + 1);
+                                if (r < 0)
+                                        return r;
+                        }
+                        p += n;
+                        break;
+                default: return 0; /* groups: none in our protos */
+                }
+        }
+        return 0;
+}
+
 int rpc_unpack(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *d, ProtobufCAllocator *alloc,
                ProtobufCMessage **ret) {
         grpc_slice bytes;
@@ -451,6 +502,11 @@ int rpc_unpack(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *d, Protob
         if (r < 0)
                 return r;
         ProtobufCMessage *m = protobuf_c_message_unpack(d, alloc, GRPC_SLICE_LENGTH(bytes), GRPC_SLICE_START_PTR(bytes));
+        if (m && (r = wire_check_nul(GRPC_SLICE_START_PTR(bytes), GRPC_SLICE_LENGTH(bytes), d, 0)) < 0) {
+                protobuf_c_message_free_unpacked(m, alloc);
+                grpc_slice_unref(bytes);
+                return r;
+        }
         grpc_slice_unref(bytes);
         if (!m)
                 return err_set(-EBADMSG, "malformed %s", d->name);
@@ -459,37 +515,6 @@ int rpc_unpack(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *d, Protob
 }
 
 /* ---- UTF-8 ------------------------------------------------------------ */
-
-/* Whether the NUL-terminated @s is valid UTF-8 (no overlong forms,
- * surrogates or code points past U+10FFFF). */
-static bool utf8_valid(const unsigned char *s) {
-        while (*s) {
-                unsigned c = *s;
-                int n;
-                uint32_t cp;
-                if (c < 0x80) {
-                        s++;
-                        continue;
-                } else if ((c & 0xe0) == 0xc0) {
-                        n = 1; cp = c & 0x1f;
-                } else if ((c & 0xf0) == 0xe0) {
-                        n = 2; cp = c & 0x0f;
-                } else if ((c & 0xf8) == 0xf0) {
-                        n = 3; cp = c & 0x07;
-                } else
-                        return false;
-                for (int i = 1; i <= n; i++) {
-                        if ((s[i] & 0xc0) != 0x80)
-                                return false;
-                        cp = (cp << 6) | (s[i] & 0x3f);
-                }
-                if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
-                    cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-                        return false;
-                s += n + 1;
-        }
-        return true;
-}
 
 static int check_strings(const ProtobufCMessage *m, int depth) {
         const ProtobufCMessageDescriptor *d = m->descriptor;
@@ -517,7 +542,7 @@ static int check_strings(const ProtobufCMessage *m, int depth) {
                         if (!vals[j])
                                 continue;
                         if (f->type == PROTOBUF_C_TYPE_STRING) {
-                                if (!utf8_valid(vals[j]))
+                                if (!text_utf8_valid(vals[j]))
                                         return err_set(-EINVAL, "%s.%s: invalid UTF-8", d->name, f->name);
                         } else {
                                 int r = check_strings(vals[j], depth + 1);

@@ -577,9 +577,17 @@ int rpc_server_listen(RpcServer *srv, const char *addr, const RpcTls *tls) {
         if (r < 0)
                 return r;
         creds = rpc_server_creds(&pem);
+        /* A unix socket is RPC_UNIX_SOCKET_MODE whatever the umask: bound
+         * under umask 0177 (no window where anyone else may connect), then
+         * opened to the group (docs/agent.md, "Sockets"). */
+        mode_t old_umask = kind == RPC_ADDR_UNIX ? umask(0177) : 0;
         int bound = grpc_server_add_http2_port(srv->server, addr, creds);
+        if (kind == RPC_ADDR_UNIX)
+                umask(old_umask);
         grpc_server_credentials_release(creds);
         rpc_pem_clear(&pem);
+        if (bound > 0 && kind == RPC_ADDR_UNIX && chmod(path, RPC_UNIX_SOCKET_MODE) < 0)
+                return err_set(-errno, "setting the mode of %s to %o: %m", path, RPC_UNIX_SOCKET_MODE);
         if (bound <= 0) {
                 if (kind == RPC_ADDR_UNIX || kind == RPC_ADDR_UNIX_ABSTRACT)
                         return err_set(-EINVAL, "gRPC cannot listen on %s", addr);

@@ -129,11 +129,15 @@ int rpc_server_new(const RpcServerOptions *opts, RpcServer **ret_srv);
 int rpc_server_add_service(RpcServer *srv, const ProtobufCServiceDescriptor *svc,
                            const RpcMethodDef *defs, size_t n_defs, void *user);
 
+/* The mode of every unix socket a server listens on, whatever the umask:
+ * read-write for the daemon's user and group, nothing for others. */
+#define RPC_UNIX_SOCKET_MODE 0660
+
 /* Listen on @addr: "host:port" (port 0 picks one), "[v6]:port",
  * "unix:/path", "unix:///path" or "unix-abstract:name".  With @tls NULL the
  * listener is plaintext (development mode): allowed only on loopback TCP and
  * unix addresses, with a log_warning(); anything else is -EPERM.  Before
- * rpc_server_start() only.
+ * rpc_server_start() only.  A unix socket file gets RPC_UNIX_SOCKET_MODE.
  * Returns the bound TCP port (> 0), 0 for a unix socket, or -errno:
  * -EADDRINUSE (TCP port taken, or a live process listens on the unix path:
  * it is never stolen), -EEXIST (the path exists and is not a socket),

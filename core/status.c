@@ -366,19 +366,35 @@ int status_write(const char *dir, const VmStatusRecord *rec) {
         return fsync_dir(dir);
 }
 
+/* "a FIFO (named pipe)", "a folder", ...: what a file that is not a regular file is. */
+static const char *file_kind(mode_t mode) {
+        return S_ISFIFO(mode)   ? "a FIFO (named pipe)"
+               : S_ISDIR(mode)  ? "a folder"
+               : S_ISSOCK(mode) ? "a socket"
+               : S_ISCHR(mode)  ? "a character device"
+               : S_ISBLK(mode)  ? "a block device"
+               : S_ISLNK(mode)  ? "a symbolic link"
+                                : "not a regular file";
+}
+
 int status_read(const char *path, VmStatusRecord *ret) {
-        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        /* O_NONBLOCK: opening a FIFO must not wait for a writer (it is
+         * refused below); O_NOFOLLOW: a link is refused, never followed. */
+        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY);
         _cleanup_free_ char *buf = NULL;
         struct stat st;
         size_t len = 0;
         int r;
 
+        if (fd < 0 && errno == ELOOP)
+                return err_set(-EBADMSG, "status file %s is a symbolic link; status files must be regular files",
+                               path);
         if (fd < 0)
                 return err_set(-errno, "cannot open status file %s: %m", path);
         if (fstat(fd, &st) < 0)
                 return err_set(-errno, "cannot stat %s: %m", path);
         if (!S_ISREG(st.st_mode))
-                return err_set(-EBADMSG, "%s is not a regular file", path);
+                return err_set(-EBADMSG, "status file %s is %s, not a regular file", path, file_kind(st.st_mode));
         if ((uint64_t) st.st_size > STATUS_FILE_MAX)
                 return err_set(-EFBIG, "status file %s is %lld bytes, more than %u", path,
                                (long long) st.st_size, STATUS_FILE_MAX);

@@ -63,7 +63,9 @@ int status_record_from_json(const char *json, size_t len, VmStatusRecord *ret);
 
 /* Atomically write <dir>/<name>.json. */
 int status_write(const char *dir, const VmStatusRecord *rec);
-/* Read one file (size-capped at STATUS_FILE_MAX). */
+/* Read one file (size-capped at STATUS_FILE_MAX).  Only a regular file is
+ * read: a symbolic link, a FIFO (never waited on), a folder or a device is
+ * -EBADMSG naming what it is. */
 int status_read(const char *path, VmStatusRecord *ret);
 /* Remove <dir>/<name>.json (ENOENT is not an error) and fsync the folder. */
 int status_remove(const char *dir, const char *name);

@@ -19,6 +19,8 @@
 #include "qga.h"
 #include "qmp.h"
 #include "status.h"
+#include "text.h"
+#include "json.h"
 
 static LockClass vm_lock_class = LOCK_CLASS_INIT("vm");
 static LockClass vm_status_lock_class = LOCK_CLASS_INIT("vm-status");
@@ -155,7 +157,8 @@ void vm_set_error_locked(Vm *vm, const char *fmt, ...) {
         va_list ap;
         vm_assert_locked(vm);
         va_start(ap, fmt);
-        vsnprintf(vm->last_error, sizeof(vm->last_error), fmt, ap);
+        if (vsnprintf(vm->last_error, sizeof(vm->last_error), fmt, ap) >= (int) sizeof(vm->last_error))
+                (void) text_utf8_trim(vm->last_error); /* a protobuf string: never a split character */
         va_end(ap);
         vm->generation++;
 }
@@ -306,8 +309,8 @@ void vm_note_ga_result_locked(Vm *vm, int r, const char *detail) {
         vm_assert_locked(vm);
         vm->ga_health.ok = r >= 0;
         vm->ga_health.checked_ns = now_ns();
-        snprintf(vm->ga_health.error, sizeof(vm->ga_health.error), "%s",
-                 r >= 0 ? "" : (detail ? detail : strerror(-r)));
+        /* cut at a character: it is a protobuf string (guest_agent_error) */
+        text_copy_utf8(vm->ga_health.error, sizeof(vm->ga_health.error), r >= 0 ? "" : (detail ? detail : strerror(-r)));
         vm->generation++;
 }
 

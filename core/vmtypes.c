@@ -7,6 +7,7 @@
 #include <sys/random.h>
 
 #include "deadline.h"
+#include "err.h"
 
 static const char *const state_names[VM_STATE_MAX] = {
         [VM_STATE_NOSTATE] = "nostate",
@@ -159,4 +160,32 @@ void vm_uuid_generate(char ret[VM_UUID_LEN]) {
                  "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
                  b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
                  b[15]);
+}
+
+int id_check(const char *what, const char *id, size_t max_len) {
+        size_t n = id ? strlen(id) : 0;
+        if (n == 0)
+                return err_set(-EINVAL, "'%s' is empty", what);
+        if (n > max_len)
+                return err_set(-EINVAL, "'%s' is %zu bytes, at most %zu are allowed", what, n, max_len);
+        for (size_t i = 0; i < n; i++) {
+                unsigned char c = (unsigned char) id[i];
+                if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+                    c == '_' || c == ':' || c == '-')
+                        continue;
+                char shown[16];
+                if (c == '\n')
+                        snprintf(shown, sizeof(shown), "a newline");
+                else if (c >= 0x21 && c < 0x7f)
+                        snprintf(shown, sizeof(shown), "'%c'", c);
+                else
+                        snprintf(shown, sizeof(shown), "byte 0x%02x", c);
+                return err_set(-EINVAL, "'%s' has %s at byte %zu; only A-Z a-z 0-9 . _ : - are allowed", what,
+                               shown, i);
+        }
+        return 0;
+}
+
+int op_id_check(const char *id) {
+        return id_check("op_id", id, OP_ID_MAX - 1);
 }

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "migtypes.h"
@@ -136,5 +137,15 @@ typedef struct VmMigration {
 bool vm_name_is_valid(const char *name);
 /* Validate a canonical lower- or upper-case 8-4-4-4-12 UUID. */
 bool vm_uuid_is_valid(const char *uuid);
+
+/* Whether @id, an identifier a client chose (an operation id, a job id),
+ * follows the one rule for them: 1 to @max_len bytes of [A-Za-z0-9._:-]
+ * (so it is stored whole, compares as stored, and cannot forge a log
+ * line).  0, or -EINVAL with a detail naming @what and the rule broken:
+ * "'op_id' is 70 bytes, at most 63 are allowed", "'op_id' has a newline at
+ * byte 5; only A-Z a-z 0-9 . _ : - are allowed". */
+int id_check(const char *what, const char *id, size_t max_len);
+/* id_check() of an operation id: at most OP_ID_MAX - 1 bytes. */
+int op_id_check(const char *id);
 /* Generate a random (v4) UUID. */
 void vm_uuid_generate(char ret[VM_UUID_LEN]);

@@ -272,6 +272,32 @@ static void test_ended_jobs_leave_memory(void **state) {
         ch_free(c);
 }
 
+/* Job ids from the API follow the one rule for client-chosen ids: an id
+ * longer than a stored one, or with a newline (a forged log line), is
+ * INVALID_ARGUMENT naming the rule, not "no job '<the text>'". */
+static void test_job_ids_are_checked(void **state) {
+        const uint64_t mem[] = { 16 * GIB, 16 * GIB };
+        Coordinator *c = ch_new("coord-ids", 2, mem);
+        char id[STORE_ID_MAX];
+        ch_guest("h1", "a1", 1 * GIB);
+        assert_int_equal(ch_migrate(c, "a1", "h2", id), 0);
+        CoordJobView v;
+        assert_int_equal(coord_job_get(c, id, false, &v), 0);
+        coord_job_view_clear(&v);
+        char longer[STORE_ID_MAX + 48];
+        snprintf(longer, sizeof(longer), "%s-abcdefghijklmnopqrstuvwxyz0123456789", id);
+        assert_int_equal(coord_job_get(c, longer, false, &v), -EINVAL);
+        assert_non_null(strstr(err_msg(), "at most 39"));
+        assert_int_equal(coord_job_cancel(c, longer), -EINVAL);
+        assert_int_equal(coord_job_get(c, "job-1\nERROR forged line", false, &v), -EINVAL);
+        assert_non_null(strstr(err_msg(), "a newline at byte 5"));
+        assert_int_equal(coord_job_cancel(c, "job-1\nx"), -EINVAL);
+        assert_null(strchr(err_msg(), '\n'));
+        assert_int_equal(coord_job_get(c, "", false, &v), -EINVAL);
+        assert_int_equal(coord_job_get(c, "job-0-0", false, &v), -ENOENT);
+        ch_free(c);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_forgotten_migration_settles_at_runtime),
@@ -279,6 +305,7 @@ int main(void) {
                 cmocka_unit_test(test_no_migrate_without_a_stored_start),
                 cmocka_unit_test(test_nothing_ends_before_it_is_stored),
                 cmocka_unit_test(test_ended_jobs_leave_memory),
+                cmocka_unit_test(test_job_ids_are_checked),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -29,6 +29,7 @@
 #include "qga-priv.h"
 #include "qga.h"
 #include "testutil.h"
+#include "text.h"
 
 /* What the fake's default guest-info lists as enabled. */
 #define FAKE_ENABLED                                                                                 \
@@ -660,6 +661,50 @@ static void test_info_refused_then_retried(void **state) {
         assert_fake_clean(fx);
 }
 
+/* Guest text that is not UTF-8 (a hostile or broken guest) is repaired on
+ * arrival: each invalid sequence becomes U+FFFD and is counted, and the
+ * call succeeds; a guest's error text quoted in a detail is cut at a
+ * character boundary.  Either way no text the channel hands over can make
+ * a protobuf string invalid (ListGuests' guest_agent_error, an operation's
+ * error, GuestInfo's version). */
+static void test_invalid_utf8_from_the_guest_is_repaired(void **state) {
+        Fx *fx = *state;
+        const QgaInfo *info = NULL;
+        QgaCounters cn;
+        int64_t ns;
+
+        /* (no 0xFF: from the agent it can only be the sync delimiter) */
+        fake_set_info(fx->fake, "{\"version\": \"7.2\xfe\x80-host\xc3\", \"supported_commands\": ["
+                                "{\"name\": \"guest-ping\", \"enabled\": true},"
+                                "{\"name\": \"guest-info\", \"enabled\": true},"
+                                "{\"name\": \"guest-get-time\", \"enabled\": true}]}");
+        fake_expect(fx->fake, "guest-ping", NULL, "{\"return\": {}}\n"); /* qga_info's carrier */
+        assert_rc(qga_info(fx->qga, -1, &info), 0);
+        assert_string_equal(info->version, "7.2\xef\xbf\xbd-host\xef\xbf\xbd");
+        assert_true(qga_supports(fx->qga, "guest-get-time"));
+        qga_get_counters(fx->qga, &cn);
+        assert_int_equal(cn.bad_utf8, 2);
+
+        /* 150 two-byte characters: the quote in the detail is cut inside one */
+        char reply[1024] = "{\"error\": {\"class\": \"GenericError\", \"desc\": \"";
+        for (int i = 0; i < 150; i++)
+                strcat(reply, "\xc3\xa9");
+        strcat(reply, "\"}}\n");
+        fake_expect(fx->fake, "guest-get-time", NULL, reply);
+        assert_rc(qga_get_time(fx->qga, -1, &ns), -EREMOTEIO);
+        assert_detail_has("\xc3\xa9\xc3\xa9");
+        assert_true(text_utf8_valid(err_msg()));
+
+        /* a reply that is not UTF-8 is still a reply: the call succeeds */
+        fake_expect(fx->fake, "guest-get-time", NULL, "{\"return\": 1700000000000000000, \"x\": \"\x80\"}\n");
+        assert_rc(qga_get_time(fx->qga, -1, &ns), 0);
+        assert_int_equal(ns, INT64_C(1700000000000000000));
+        qga_get_counters(fx->qga, &cn);
+        assert_int_equal(cn.bad_utf8, 3);
+        assert_int_equal(cn.syncs, 1); /* no framing error, no resync */
+        assert_fake_clean(fx);
+}
+
 /* guest-set-time disabled in v1, enabled in v2. */
 #define INFO_V1_ENABLED "guest-ping,guest-info,guest-get-time"
 #define INFO_V2_ENABLED "guest-ping,guest-info,guest-get-time,guest-set-time"
@@ -860,6 +905,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_sync_timeout, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_disabled_commands, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_set_time_args, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_invalid_utf8_from_the_guest_is_repaired, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_info_refused_then_retried, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_reprobe_after_restart, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_reprobe_after_resync, setup, teardown),

@@ -419,6 +419,43 @@ static void test_every_param_through_fake(void **state) {
         fake_free(f);
 }
 
+/* Text QEMU relays that is not UTF-8 (a guest's, a device's) is repaired
+ * on arrival: each invalid sequence becomes U+FFFD and is counted; the
+ * message is handled as usual and the monitor lives (it used to die of a
+ * "malformed QMP message"), and no such text reaches a protobuf string. */
+static void test_invalid_utf8_is_repaired_not_fatal(void **state) {
+        const char *path;
+        FakeQemu *f = qt_fake(&path);
+        EvRec rec;
+        QmpMonitor *m;
+        MigrationStats ms;
+        (void) state;
+
+        evrec_init(&rec);
+        fake_expect(f, "qmp_capabilities", NULL);
+        fake_reply(f, "{\"return\": {}}");
+        const char ev[] = "{\"event\": \"MIGRATION\", \"data\": {\"status\": \"failed\", \"x\": \"\xc3(\"}, "
+                          "\"timestamp\": {\"seconds\": 1, \"microseconds\": 2}}\r\n";
+        fake_send(f, ev, sizeof(ev) - 1, false);
+        fake_expect(f, "query-migrate", NULL);
+        const char reply[] = "{\"return\": {\"status\": \"failed\", \"error-desc\": \"disk \xfe\xfe full\"}, \"id\": $ID}\r\n";
+        fake_send(f, reply, sizeof(reply) - 1, true);
+        fake_start(f);
+        m = qt_connect(path, &rec);
+
+        assert_true(evrec_wait(&rec, 1, 2000));
+        assert_int_equal(rec.ev[0].migration_status, MIGRATION_STATUS_FAILED);
+        assert_int_equal(qmp_query_migrate(m, 2000, &ms), 0);
+        assert_true(ms.has_error_desc);
+        assert_string_equal(ms.error_desc, "disk \xef\xbf\xbd\xef\xbf\xbd full");
+        assert_int_equal(qmp_monitor_bad_utf8(m), 3);
+        assert_false(evrec_wait_eof(&rec, 50)); /* the monitor lives */
+        assert_int_equal(fake_finish(f, 3000, "utf8"), 0);
+        qmp_monitor_close(m);
+        fake_free(f);
+        evrec_destroy(&rec);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_every_migration_status),
@@ -427,6 +464,7 @@ int main(void) {
                 cmocka_unit_test(test_wrong_shapes),
                 cmocka_unit_test(test_future_query_migrate_tolerated),
                 cmocka_unit_test(test_every_param_through_fake),
+                cmocka_unit_test(test_invalid_utf8_is_repaired_not_fatal),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

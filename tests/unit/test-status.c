@@ -316,6 +316,13 @@ static void test_oversized_and_special_files(void **state) {
         assert_true(status_read(tu_path(dir, "dir.json"), &rec) < 0);
         assert_int_equal(symlink("/etc/passwd", tu_path(dir, "link.json")), 0);
         assert_true(status_read(tu_path(dir, "link.json"), &rec) < 0); /* O_NOFOLLOW */
+        assert_non_null(strstr(err_msg(), "is a symbolic link"));
+        /* a FIFO is refused at once, never waited on (no writer ever comes) */
+        assert_int_equal(mkfifo(tu_path(dir, "fifo.json"), 0600), 0);
+        alarm(10);
+        assert_int_equal(status_read(tu_path(dir, "fifo.json"), &rec), -EBADMSG);
+        alarm(0);
+        assert_non_null(strstr(err_msg(), "is a FIFO (named pipe), not a regular file"));
         assert_int_equal(status_read(tu_path(dir, "missing.json"), &rec), -ENOENT);
         assert_non_null(strstr(err_msg(), "cannot open status file"));
         /* a missing folder reads as empty */
