@@ -427,18 +427,24 @@ static RpcCode watch_loop(RpcCall *c, Coordinator *co, const char *id) {
         }
 }
 
+/* Who may call what (docs/security.md, "Who can call what"): operators
+ * everything, readers the queries; agents and the coordinator's own
+ * certificate nothing here. */
+#define CHANGE RPC_ROLES_OPERATOR
+#define QUERY (RPC_ROLES_OPERATOR | RPC_ROLES_READER)
+
 static const RpcMethodDef coord_methods[] = {
-        { "ListHosts", h_list_hosts, NULL, COORD_LANE_QUERIES },
-        { "ListGuests", h_list_guests, NULL, COORD_LANE_QUERIES },
-        { "ListJobs", h_list_jobs, NULL, COORD_LANE_QUERIES },
-        { "GetJob", h_get_job, NULL, COORD_LANE_QUERIES },
-        { "AddHost", h_add_host, NULL, COORD_LANE_CONTROL },
-        { "RemoveHost", h_remove_host, NULL, COORD_LANE_CONTROL },
-        { "SetHostState", h_set_state, NULL, COORD_LANE_CONTROL },
-        { "MigrateGuests", h_migrate, NULL, COORD_LANE_CONTROL },
-        { "Evacuate", h_evacuate, NULL, COORD_LANE_CONTROL },
-        { "CancelJob", h_cancel_job, NULL, COORD_LANE_CONTROL },
-        { "WatchJob", NULL, h_watch_job, COORD_LANE_STREAMS },
+        { "ListHosts", h_list_hosts, NULL, COORD_LANE_QUERIES, QUERY },
+        { "ListGuests", h_list_guests, NULL, COORD_LANE_QUERIES, QUERY },
+        { "ListJobs", h_list_jobs, NULL, COORD_LANE_QUERIES, QUERY },
+        { "GetJob", h_get_job, NULL, COORD_LANE_QUERIES, QUERY },
+        { "AddHost", h_add_host, NULL, COORD_LANE_CONTROL, CHANGE },
+        { "RemoveHost", h_remove_host, NULL, COORD_LANE_CONTROL, CHANGE },
+        { "SetHostState", h_set_state, NULL, COORD_LANE_CONTROL, CHANGE },
+        { "MigrateGuests", h_migrate, NULL, COORD_LANE_CONTROL, CHANGE },
+        { "Evacuate", h_evacuate, NULL, COORD_LANE_CONTROL, CHANGE },
+        { "CancelJob", h_cancel_job, NULL, COORD_LANE_CONTROL, CHANGE },
+        { "WatchJob", NULL, h_watch_job, COORD_LANE_STREAMS, QUERY },
 };
 
 void coord_rpc_lanes(const CoordConfig *cfg, RpcServerOptions *o) {
