@@ -24,8 +24,8 @@
  */
 #include <errno.h>
 #include <grpc/support/alloc.h>
-#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,11 +41,11 @@
 
 static LockClass call_lock_class = LOCK_CLASS_INIT("rpc-call");
 
-/* The refusal log's limiter: a leaf lock, held for a few assignments. */
-static pthread_mutex_t deny_log_mutex = PTHREAD_MUTEX_INITIALIZER;
-static uint64_t deny_window_ns;  /* lock: deny_log_mutex; start of the current window */
-static unsigned deny_logged;     /* lock: deny_log_mutex; lines logged in it */
-static unsigned deny_unlogged;   /* lock: deny_log_mutex; refusals not logged since the last line */
+/* The refusal log's limiter, lock-free: a race between workers at a
+ * window's turn can only let a line more or fewer through. */
+static _Atomic uint64_t deny_window_ns; /* atomic; start of the current window */
+static atomic_uint deny_logged;         /* atomic; lines logged in it */
+static atomic_uint deny_unlogged;       /* atomic; refusals not logged since the last line */
 
 static char tag_close, tag_wake, tag_send, tag_status;
 #define TAG_CLOSE ((void *) &tag_close)
@@ -315,23 +315,16 @@ static void arena_free(void *data, void *p) {
 /* Whether a refusal may be logged now; *ret_unlogged: the refusals not
  * logged before it (to be reported with it). */
 static bool deny_log_admit(unsigned *ret_unlogged) {
-        uint64_t now = now_ns();
-        bool admit;
+        uint64_t now = now_ns(), start = atomic_load(&deny_window_ns);
 
-        pthread_mutex_lock(&deny_log_mutex);
-        if (now - deny_window_ns >= DENY_LOG_WINDOW_NS) {
-                deny_window_ns = now;
-                deny_logged = 0;
+        if (now - start >= DENY_LOG_WINDOW_NS && atomic_compare_exchange_strong(&deny_window_ns, &start, now))
+                atomic_store(&deny_logged, 0);
+        if (atomic_fetch_add(&deny_logged, 1) < DENY_LOG_BURST) {
+                *ret_unlogged = atomic_exchange(&deny_unlogged, 0);
+                return true;
         }
-        admit = deny_logged < DENY_LOG_BURST;
-        *ret_unlogged = deny_unlogged;
-        if (admit) {
-                deny_logged++;
-                deny_unlogged = 0;
-        } else
-                deny_unlogged++;
-        pthread_mutex_unlock(&deny_log_mutex);
-        return admit;
+        atomic_fetch_add(&deny_unlogged, 1);
+        return false;
 }
 
 /* Establish the caller and refuse it unless it holds one of the method's
