@@ -19,6 +19,10 @@
  * status shows is agent_status_view() (agent-status.h); ListGuests sends
  * statuses packed once per guest and generation from its cache.
  *
+ * The method table names each method's lane and the roles that may call
+ * it (docs/security.md); the server refuses other callers before a
+ * handler runs.
+ *
  * Long calls (Start, Shutdown, Migrate, the guest-agent calls) hold their
  * worker only to register an operation (agent-ops.h) and answer with its id
  * and state; GetOperation and WatchOperation read the operation table.
@@ -618,34 +622,41 @@ void agent_rpc_lanes(const AgentConfig *cfg, RpcServerOptions *o) {
         o->n_lanes = AGENT_LANE_COUNT;
 }
 
+/* Who may call what (docs/security.md, "Who can call what"): the
+ * coordinator and operators (agentctl) drive guests and migrations; peer
+ * agents only the destination's migration phases; readers the queries. */
+#define CONTROL (RPC_ROLES_COORDINATOR | RPC_ROLES_OPERATOR)
+#define QUERY (RPC_ROLES_COORDINATOR | RPC_ROLES_OPERATOR | RPC_ROLES_READER)
+#define PEER RPC_ROLES_AGENT
+
 static const RpcMethodDef agent_methods[] = {
-        { "Define", h_define, NULL, AGENT_LANE_CONTROL },
-        { "Undefine", h_undefine, NULL, AGENT_LANE_CONTROL },
-        { "Start", h_start, NULL, AGENT_LANE_CONTROL },
-        { "Shutdown", h_shutdown, NULL, AGENT_LANE_CONTROL },
-        { "Destroy", h_destroy, NULL, AGENT_LANE_CONTROL },
-        { "Suspend", h_suspend, NULL, AGENT_LANE_CONTROL },
-        { "Resume", h_resume, NULL, AGENT_LANE_CONTROL },
-        { "ListGuests", h_list, NULL, AGENT_LANE_QUERIES },
-        { "GetGuest", h_get, NULL, AGENT_LANE_QUERIES },
-        { "WatchEvents", NULL, h_watch, AGENT_LANE_STREAMS },
-        { "GuestPing", h_guest_ping, NULL, AGENT_LANE_CONTROL },
-        { "GuestInfo", h_guest_info, NULL, AGENT_LANE_CONTROL },
-        { "GuestSetTime", h_guest_set_time, NULL, AGENT_LANE_CONTROL },
-        { "GuestGetTime", h_guest_get_time, NULL, AGENT_LANE_CONTROL },
-        { "GetAgentStats", h_stats, NULL, AGENT_LANE_QUERIES },
-        { "GetOperation", h_get_operation, NULL, AGENT_LANE_QUERIES },
-        { "WatchOperation", NULL, h_watch_operation, AGENT_LANE_STREAMS },
-        { "Migrate", h_migrate, NULL, AGENT_LANE_MIGRATE },
-        { "MigrateAbort", h_migrate_abort, NULL, AGENT_LANE_MIGRATE },
-        { "MigrateTune", h_migrate_tune, NULL, AGENT_LANE_MIGRATE },
-        { "MigrateStartPostcopy", h_migrate_postcopy, NULL, AGENT_LANE_MIGRATE },
-        { "WatchMigration", NULL, h_watch_migration, AGENT_LANE_STREAMS },
-        { "GetMigration", h_get_migration, NULL, AGENT_LANE_QUERIES },
-        { "MigratePrepare", h_prepare, NULL, AGENT_LANE_PEER },
-        { "MigrateFinish", h_finish, NULL, AGENT_LANE_PEER },
-        { "MigrateCancel", h_cancel, NULL, AGENT_LANE_PEER },
-        { "MigrationOwner", h_owner, NULL, AGENT_LANE_PEER },
+        { "Define", h_define, NULL, AGENT_LANE_CONTROL, CONTROL },
+        { "Undefine", h_undefine, NULL, AGENT_LANE_CONTROL, CONTROL },
+        { "Start", h_start, NULL, AGENT_LANE_CONTROL, CONTROL },
+        { "Shutdown", h_shutdown, NULL, AGENT_LANE_CONTROL, CONTROL },
+        { "Destroy", h_destroy, NULL, AGENT_LANE_CONTROL, CONTROL },
+        { "Suspend", h_suspend, NULL, AGENT_LANE_CONTROL, CONTROL },
+        { "Resume", h_resume, NULL, AGENT_LANE_CONTROL, CONTROL },
+        { "ListGuests", h_list, NULL, AGENT_LANE_QUERIES, QUERY },
+        { "GetGuest", h_get, NULL, AGENT_LANE_QUERIES, QUERY },
+        { "WatchEvents", NULL, h_watch, AGENT_LANE_STREAMS, QUERY },
+        { "GuestPing", h_guest_ping, NULL, AGENT_LANE_CONTROL, CONTROL },
+        { "GuestInfo", h_guest_info, NULL, AGENT_LANE_CONTROL, CONTROL },
+        { "GuestSetTime", h_guest_set_time, NULL, AGENT_LANE_CONTROL, CONTROL },
+        { "GuestGetTime", h_guest_get_time, NULL, AGENT_LANE_CONTROL, CONTROL }, /* runs a guest-agent command */
+        { "GetAgentStats", h_stats, NULL, AGENT_LANE_QUERIES, QUERY },
+        { "GetOperation", h_get_operation, NULL, AGENT_LANE_QUERIES, QUERY },
+        { "WatchOperation", NULL, h_watch_operation, AGENT_LANE_STREAMS, QUERY },
+        { "Migrate", h_migrate, NULL, AGENT_LANE_MIGRATE, CONTROL },
+        { "MigrateAbort", h_migrate_abort, NULL, AGENT_LANE_MIGRATE, CONTROL },
+        { "MigrateTune", h_migrate_tune, NULL, AGENT_LANE_MIGRATE, CONTROL },
+        { "MigrateStartPostcopy", h_migrate_postcopy, NULL, AGENT_LANE_MIGRATE, CONTROL },
+        { "WatchMigration", NULL, h_watch_migration, AGENT_LANE_STREAMS, QUERY },
+        { "GetMigration", h_get_migration, NULL, AGENT_LANE_QUERIES, QUERY },
+        { "MigratePrepare", h_prepare, NULL, AGENT_LANE_PEER, PEER },
+        { "MigrateFinish", h_finish, NULL, AGENT_LANE_PEER, PEER },
+        { "MigrateCancel", h_cancel, NULL, AGENT_LANE_PEER, PEER },
+        { "MigrationOwner", h_owner, NULL, AGENT_LANE_PEER, PEER },
 };
 
 int agent_rpc_register(RpcServer *srv, Agent *a) {

@@ -328,6 +328,8 @@ int coord_job_submit(Coordinator *c, const CoordJobRequest *req, CoordPlan *plan
                 coord_job_free(j);
                 goto out;
         }
+        if (req->caller)
+                coord_job_event(c, rec.id, "submitted by %s", req->caller);
         coord_job_event(c, rec.id, "%s planned: %zu guests, estimated makespan %.1f s",
                         req->kind == COORD_JOB_KIND_EVACUATE ? "evacuation" : "migration", nw, plan->makespan_s);
         if (req->kind == COORD_JOB_KIND_EVACUATE) {
@@ -415,7 +417,7 @@ int coord_job_list(Coordinator *c, bool unfinished_only, size_t limit, StoreJob 
         return c->store->ops->job_list(c->store, unfinished_only, limit ? limit : 100, ret, ret_n);
 }
 
-int coord_job_cancel(Coordinator *c, const char *id) {
+int coord_job_cancel(Coordinator *c, const char *id, const char *caller) {
         if (id_check("id", id, STORE_ID_MAX - 1) < 0)
                 return -EINVAL;
         lock_acquire(&c->lock);
@@ -431,9 +433,37 @@ int coord_job_cancel(Coordinator *c, const char *id) {
         }
         lock_release(&c->lock);
         if (r >= 0)
-                coord_job_event(c, id, "cancel requested: queued guests are dropped, running migrations aborted "
-                                       "(their sources resume)");
+                coord_job_event(c, id, "cancel requested%s%s: queued guests are dropped, running migrations aborted "
+                                       "(their sources resume)",
+                                caller ? " by " : "", caller ? caller : "");
         return r;
+}
+
+/* Whether unfinished job @j concerns host @host.  coord->lock held. */
+static bool job_concerns_host_locked(Coordinator *c, const CJob *j, const char *host) {
+        lock_assert_held(&c->lock);
+        if (strcmp(j->j.host, host) == 0)
+                return true;
+        for (size_t i = 0; i < j->n; i++)
+                if (strcmp(j->subs[i].t.source, host) == 0 || strcmp(j->subs[i].t.destination, host) == 0)
+                        return true;
+        return false;
+}
+
+void coord_jobs_note_host(Coordinator *c, const char *host, const char *text) {
+        char (*ids)[STORE_ID_MAX] = NULL;
+        size_t n = 0;
+
+        log_info("host %s: %s", host, text);
+        lock_acquire(&c->lock);
+        if (c->n_jobs > 0 && (ids = calloc(c->n_jobs, sizeof(*ids))))
+                for (size_t i = 0; i < c->n_jobs; i++)
+                        if (job_concerns_host_locked(c, c->jobs[i], host))
+                                snprintf(ids[n++], STORE_ID_MAX, "%s", c->jobs[i]->j.id);
+        lock_release(&c->lock);
+        for (size_t i = 0; i < n; i++)
+                coord_job_event(c, ids[i], "host %s %s", host, text);
+        free(ids);
 }
 
 uint64_t coord_job_generation(Coordinator *c, const char *id) {

@@ -1,5 +1,8 @@
 /* gRPC handlers of drover-coordinator (see coord-rpc.h).  Messages are
- * built in the call's arena; errors map to a status once, here. */
+ * built in the call's arena; errors map to a status once, here.  The
+ * method table at the end names who may call each method; handlers that
+ * change something name their caller ("operator:alice", rpc.h
+ * RpcIdentity) in the history of the jobs it concerns and in the log. */
 #include "coord-rpc.h"
 
 #include <errno.h>
@@ -56,6 +59,20 @@ SAME_VALUE(COORD_GUEST_STATE_SHUTDOWN, DROVER__V1__GUEST_STATE__GUEST_STATE_SHUT
 SAME_VALUE(COORD_GUEST_STATE_SHUTOFF, DROVER__V1__GUEST_STATE__GUEST_STATE_SHUTOFF);
 SAME_VALUE(COORD_GUEST_STATE_CRASHED, DROVER__V1__GUEST_STATE__GUEST_STATE_CRASHED);
 SAME_VALUE(COORD_GUEST_STATE_MAX, DROVER__V1__GUEST_STATE__GUEST_STATE_CRASHED + 1);
+
+/* The caller as histories name it ("operator:alice"), in the call's arena. */
+static const char *caller(RpcCall *c) {
+        char buf[RPC_IDENTITY_NAME_MAX + 64];
+        return rpc_call_strdup(c, rpc_identity_format(rpc_call_identity(c), buf, sizeof(buf)));
+}
+
+/* Host @host changed as @what says ("added"): the log and the histories
+ * of the jobs it concerns name the change and the caller. */
+static void note_host(RpcCall *c, Coordinator *co, const char *host, const char *what) {
+        char text[256];
+        snprintf(text, sizeof(text), "%s by %s", what, caller(c));
+        coord_jobs_note_host(co, host, text);
+}
 
 static Drover__V1__Host *host_msg(RpcCall *c, const CoordHostView *v) {
         Drover__V1__Host *h = rpc_call_alloc(c, sizeof(*h));
@@ -131,8 +148,10 @@ static RpcCode h_add_host(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMes
         h.max_outgoing = req->host->max_outgoing;
         h.max_incoming = req->host->max_incoming;
         int r = coord_host_add(user, &h);
-        if (r >= 0)
+        if (r >= 0) {
+                note_host(c, user, h.name, "added");
                 r = host_view(user, h.name, &v);
+        }
         if (r < 0)
                 return rpc_call_fail_errno(c, r);
         *(Drover__V1__Host *) resp_ = *host_msg(c, &v);
@@ -143,7 +162,10 @@ static RpcCode h_remove_host(RpcCall *c, const ProtobufCMessage *req_, ProtobufC
         const Drover__V1__HostRef *req = (const void *) req_;
         (void) resp_;
         int r = coord_host_remove(user, req->host);
-        return r < 0 ? rpc_call_fail_errno(c, r) : RPC_OK;
+        if (r < 0)
+                return rpc_call_fail_errno(c, r);
+        note_host(c, user, req->host, "removed");
+        return RPC_OK;
 }
 
 static RpcCode h_set_state(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
@@ -152,6 +174,9 @@ static RpcCode h_set_state(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMe
         int r = coord_host_set_state(user, req->host, (int) req->state, &v);
         if (r < 0)
                 return rpc_call_fail_errno(c, r);
+        char what[64];
+        snprintf(what, sizeof(what), "set to %s", coord_host_state_to_string((int) req->state));
+        note_host(c, user, req->host, what);
         *(Drover__V1__Host *) resp_ = *host_msg(c, &v);
         return RPC_OK;
 }
@@ -315,7 +340,8 @@ static RpcCode h_migrate(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMess
         CoordJobRequest jr = { .kind = COORD_JOB_KIND_MIGRATE,
                                .n_guests = req->n_guests, .guests = (const char *const *) req->guests,
                                .to_host = req->to_host[0] ? req->to_host : NULL,
-                               .failure_policy = (int) req->failure_policy, .dry_run = req->dry_run };
+                               .failure_policy = (int) req->failure_policy, .dry_run = req->dry_run,
+                               .caller = caller(c) };
         if (req->params) {
                 mig_params_from_pb(req->params, &jr.params);
                 jr.have_params = true;
@@ -326,7 +352,7 @@ static RpcCode h_migrate(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMess
 static RpcCode h_evacuate(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
         const Drover__V1__EvacuateRequest *req = (const void *) req_;
         CoordJobRequest jr = { .kind = COORD_JOB_KIND_EVACUATE, .host = req->host, .failure_policy = (int) req->failure_policy,
-                               .dry_run = req->dry_run, .maintenance = req->maintenance };
+                               .dry_run = req->dry_run, .maintenance = req->maintenance, .caller = caller(c) };
         if (req->params) {
                 mig_params_from_pb(req->params, &jr.params);
                 jr.have_params = true;
@@ -368,7 +394,7 @@ static RpcCode h_get_job(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMess
 static RpcCode h_cancel_job(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
         const Drover__V1__JobRef *req = (const void *) req_;
         CoordJobView v;
-        int r = coord_job_cancel(user, req->id);
+        int r = coord_job_cancel(user, req->id, caller(c));
         if (r >= 0)
                 r = coord_job_get(user, req->id, false, &v);
         if (r < 0)
@@ -427,18 +453,24 @@ static RpcCode watch_loop(RpcCall *c, Coordinator *co, const char *id) {
         }
 }
 
+/* Who may call what (docs/security.md, "Who can call what"): operators
+ * everything, readers the queries; agents and the coordinator's own
+ * certificate nothing here. */
+#define CHANGE RPC_ROLES_OPERATOR
+#define QUERY (RPC_ROLES_OPERATOR | RPC_ROLES_READER)
+
 static const RpcMethodDef coord_methods[] = {
-        { "ListHosts", h_list_hosts, NULL, COORD_LANE_QUERIES },
-        { "ListGuests", h_list_guests, NULL, COORD_LANE_QUERIES },
-        { "ListJobs", h_list_jobs, NULL, COORD_LANE_QUERIES },
-        { "GetJob", h_get_job, NULL, COORD_LANE_QUERIES },
-        { "AddHost", h_add_host, NULL, COORD_LANE_CONTROL },
-        { "RemoveHost", h_remove_host, NULL, COORD_LANE_CONTROL },
-        { "SetHostState", h_set_state, NULL, COORD_LANE_CONTROL },
-        { "MigrateGuests", h_migrate, NULL, COORD_LANE_CONTROL },
-        { "Evacuate", h_evacuate, NULL, COORD_LANE_CONTROL },
-        { "CancelJob", h_cancel_job, NULL, COORD_LANE_CONTROL },
-        { "WatchJob", NULL, h_watch_job, COORD_LANE_STREAMS },
+        { "ListHosts", h_list_hosts, NULL, COORD_LANE_QUERIES, QUERY },
+        { "ListGuests", h_list_guests, NULL, COORD_LANE_QUERIES, QUERY },
+        { "ListJobs", h_list_jobs, NULL, COORD_LANE_QUERIES, QUERY },
+        { "GetJob", h_get_job, NULL, COORD_LANE_QUERIES, QUERY },
+        { "AddHost", h_add_host, NULL, COORD_LANE_CONTROL, CHANGE },
+        { "RemoveHost", h_remove_host, NULL, COORD_LANE_CONTROL, CHANGE },
+        { "SetHostState", h_set_state, NULL, COORD_LANE_CONTROL, CHANGE },
+        { "MigrateGuests", h_migrate, NULL, COORD_LANE_CONTROL, CHANGE },
+        { "Evacuate", h_evacuate, NULL, COORD_LANE_CONTROL, CHANGE },
+        { "CancelJob", h_cancel_job, NULL, COORD_LANE_CONTROL, CHANGE },
+        { "WatchJob", NULL, h_watch_job, COORD_LANE_STREAMS, QUERY },
 };
 
 void coord_rpc_lanes(const CoordConfig *cfg, RpcServerOptions *o) {

@@ -154,6 +154,7 @@ typedef struct CoordJobRequest {
         int failure_policy;          /* CoordFailurePolicy */
         bool dry_run;
         bool maintenance;
+        const char *caller;          /* who asked ("operator:alice"), for the job's history; NULL: unnamed */
 } CoordJobRequest;
 
 /* Plan, and unless it is a dry run or some guest is blocked, persist and
@@ -166,7 +167,13 @@ int coord_job_submit(Coordinator *c, const CoordJobRequest *req, CoordPlan *ret_
  * unknown one. */
 int coord_job_get(Coordinator *c, const char *id, bool with_history, CoordJobView *ret);
 int coord_job_list(Coordinator *c, bool unfinished_only, size_t limit, StoreJob **ret, size_t *ret_n);
-int coord_job_cancel(Coordinator *c, const char *id);
+/* Ask job @id to stop; the history says so, naming @caller when not NULL.
+ * -ENOENT (no running job), -EBUSY (already ended). */
+int coord_job_cancel(Coordinator *c, const char *id, const char *caller);
+/* A change of host @host (@text: "set to MAINTENANCE by operator:alice")
+ * goes into the log and the history of every unfinished job it concerns:
+ * the host's evacuation, or a guest moving from or to it.  No lock held. */
+void coord_jobs_note_host(Coordinator *c, const char *host, const char *text);
 /* Generation of a job (bumped on every change), for watchers; 0 if unknown. */
 uint64_t coord_job_generation(Coordinator *c, const char *id);
 /* Wait until the job's generation differs from @gen or @timeout_ms passes. */

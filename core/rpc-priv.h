@@ -66,6 +66,17 @@ void rpc_pem_clear(RpcPem *pem);
 grpc_server_credentials *rpc_server_creds(const RpcPem *pem);
 grpc_channel_credentials *rpc_channel_creds(const RpcPem *pem);
 
+/* The caller behind a server call's auth context (@ctx NULL: none).  A
+ * TLS call ("transport_security_type" ssl or tls, peer authenticated) is
+ * named by its certificate's common name and holds the roles of its
+ * "peer_uri" properties that start with RPC_ROLE_URI_PREFIX; gRPC lists
+ * only URI-type subject alternative names there, so a DNS name that looks
+ * like a role URI grants nothing.  A call without TLS is the development
+ * mode's when @plaintext_server (the server has only plaintext, local
+ * listeners): every role, name "dev-mode"; otherwise no role, name
+ * "unauthenticated".  Any thread. */
+void rpc_identity_from_auth(const grpc_auth_context *ctx, bool plaintext_server, RpcIdentity *ret);
+
 /* ---- Channel arguments and size caps --------------------------------- */
 
 /* A configured message cap: 0 means RPC_DEFAULT_MAX_MESSAGE, and gRPC takes

@@ -10,8 +10,11 @@
  * pack messages into one slice and unpack received buffers through
  * rpc_unpack(), which refuses a NUL byte inside any string (protobuf-c
  * would hand it over cut); the server also checks every received string
- * for UTF-8 (text.c's decoder), which protobuf-c leaves to us.  Statuses map to and from errno through
- * the two tables below, and nowhere else.
+ * for UTF-8 (text.c's decoder), which protobuf-c leaves to us.  Statuses
+ * map to and from errno through the two tables below, and nowhere else.
+ * A server call's caller is established here too (rpc_identity_from_auth):
+ * the certificate's common name and the roles of its role URIs (rpc.h,
+ * "Authorization").
  *
  * Nothing here keeps state besides the library's once-only setup, so every
  * function is safe on any thread.
@@ -286,8 +289,8 @@ static int dev_mode_check(const char *addr, const char *what) {
                                "certificates",
                                what, addr ? addr : "");
         log_warning("DEVELOPMENT MODE: plaintext gRPC %s on %s, without TLS or client "
-                    "certificates; never use this across hosts",
-                    what, addr);
+                    "certificates%s; never use this across hosts",
+                    what, addr, strcmp(what, "listener") == 0 ? " (every caller has every role)" : "");
         return 0;
 }
 
@@ -384,6 +387,111 @@ grpc_channel_credentials *rpc_channel_creds(const RpcPem *pem) {
                 return grpc_insecure_credentials_create();
         grpc_ssl_pem_key_cert_pair pair = { .private_key = pem->key, .cert_chain = pem->cert };
         return grpc_ssl_credentials_create(pem->ca, pem->cert ? &pair : NULL, NULL, NULL);
+}
+
+/* ---- Roles and caller identity ---------------------------------------- */
+
+static const char *const role_names[RPC_ROLE_MAX] = {
+        [RPC_ROLE_AGENT] = "agent",
+        [RPC_ROLE_COORDINATOR] = "coordinator",
+        [RPC_ROLE_OPERATOR] = "operator",
+        [RPC_ROLE_READER] = "reader",
+};
+
+const char *rpc_role_to_string(RpcRole role) {
+        return (int) role >= 0 && role < RPC_ROLE_MAX ? role_names[role] : "?";
+}
+
+int rpc_role_from_string(const char *s) {
+        for (int i = 0; i < RPC_ROLE_MAX; i++)
+                if (s && strcmp(s, role_names[i]) == 0)
+                        return i;
+        return -EINVAL;
+}
+
+char *rpc_roles_format(RpcRoles roles, const char *sep, char *buf, size_t size) {
+        size_t len = 0;
+
+        if (size == 0)
+                return buf;
+        buf[0] = '\0';
+        for (int i = 0; i < RPC_ROLE_MAX; i++)
+                if (roles & (1u << i)) {
+                        int n = snprintf(buf + len, size - len, "%s%s", len ? sep : "", role_names[i]);
+                        if (n < 0 || (size_t) n >= size - len) {
+                                buf[len] = '\0'; /* whole names only */
+                                return buf;
+                        }
+                        len += (size_t) n;
+                }
+        if (len == 0)
+                snprintf(buf, size, "none");
+        return buf;
+}
+
+char *rpc_identity_format(const RpcIdentity *id, char *buf, size_t size) {
+        char roles[64];
+
+        if (id->dev_mode)
+                snprintf(buf, size, "dev-mode");
+        else
+                snprintf(buf, size, "%s:%s", rpc_roles_format(id->roles, "+", roles, sizeof(roles)), id->name);
+        return buf;
+}
+
+/* A certificate name for logs and histories: printable ASCII only. */
+static void identity_name(RpcIdentity *id, const grpc_auth_property *p) {
+        rpc_copy_span(id->name, sizeof(id->name), p->value, p->value_length);
+        for (char *c = id->name; *c; c++)
+                if (*c < 0x20 || *c > 0x7e)
+                        *c = '?';
+}
+
+static bool property_is(const grpc_auth_property *p, const char *value) {
+        return p->value && p->value_length == strlen(value) && memcmp(p->value, value, p->value_length) == 0;
+}
+
+void rpc_identity_from_auth(const grpc_auth_context *ctx, bool plaintext_server, RpcIdentity *ret) {
+        const size_t plen = strlen(RPC_ROLE_URI_PREFIX);
+        const grpc_auth_property *p;
+        grpc_auth_property_iterator it;
+        bool tls = false;
+
+        *ret = (RpcIdentity){ 0 };
+        if (ctx) {
+                it = grpc_auth_context_find_properties_by_name(ctx, GRPC_TRANSPORT_SECURITY_TYPE_PROPERTY_NAME);
+                p = grpc_auth_property_iterator_next(&it);
+                tls = p && (property_is(p, GRPC_SSL_TRANSPORT_SECURITY_TYPE) ||
+                            property_is(p, GRPC_TLS_TRANSPORT_SECURITY_TYPE));
+        }
+        if (!tls || !grpc_auth_context_peer_is_authenticated(ctx)) {
+                ret->dev_mode = !tls && plaintext_server;
+                ret->roles = ret->dev_mode ? RPC_ROLES_ALL : 0;
+                snprintf(ret->name, sizeof(ret->name), "%s", ret->dev_mode ? "dev-mode" : "unauthenticated");
+                return;
+        }
+        it = grpc_auth_context_find_properties_by_name(ctx, GRPC_X509_CN_PROPERTY_NAME);
+        if ((p = grpc_auth_property_iterator_next(&it)) && p->value_length > 0)
+                identity_name(ret, p);
+        else {
+                it = grpc_auth_context_peer_identity(ctx); /* the subject alternative names */
+                if ((p = grpc_auth_property_iterator_next(&it)))
+                        identity_name(ret, p);
+                else
+                        snprintf(ret->name, sizeof(ret->name), "?");
+        }
+        it = grpc_auth_context_find_properties_by_name(ctx, GRPC_PEER_URI_PROPERTY_NAME);
+        while ((p = grpc_auth_property_iterator_next(&it))) {
+                char role[32];
+                if (!p->value || p->value_length <= plen || memcmp(p->value, RPC_ROLE_URI_PREFIX, plen) != 0)
+                        continue;
+                rpc_copy_span(role, sizeof(role), p->value + plen, p->value_length - plen);
+                int r = p->value_length - plen < sizeof(role) ? rpc_role_from_string(role) : -EINVAL;
+                if (r >= 0)
+                        ret->roles |= 1u << r;
+                else
+                        ret->unknown_roles++;
+        }
 }
 
 /* ---- Channel arguments ------------------------------------------------ */

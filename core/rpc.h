@@ -20,6 +20,16 @@
  * is accepted only on loopback TCP or unix socket addresses and logs a
  * warning.
  *
+ * Authorization (docs/security.md, "Who can call what"): a client
+ * certificate names its holder's roles in URI subject alternative names
+ * `urn:drover:role:<role>` (one per role), and its common name is the
+ * caller's name in logs and job histories.  Every method of a served
+ * service declares the roles that may call it (RpcMethodDef.roles); the
+ * server answers PERMISSION_DENIED before the handler runs when the
+ * caller has none of them.  A plaintext (development-mode) caller has
+ * every role: plaintext listeners exist only on local addresses, and a
+ * server never mixes them with TLS listeners.
+ *
  * The first RpcServer or RpcClient routes gRPC's own log lines into log.h
  * (gRPC errors at info, everything else at debug; GRPC_VERBOSITY still
  * filters at the source) and, if SIGPIPE is at its default disposition,
@@ -119,3 +129,52 @@ typedef struct RpcTls {
                                   * certificate when it differs from the
                                   * target's host; NULL = the host */
 } RpcTls;
+
+/* ---- Roles and caller identity ---------------------------------------- */
+
+/* Who may call what (docs/security.md).  Persisted in certificates by
+ * name (rpc_role_to_string), so the names never change. */
+typedef enum RpcRole {
+        RPC_ROLE_AGENT,       /* a peer agent: the migration phase RPCs */
+        RPC_ROLE_COORDINATOR, /* the coordinator: guest lifecycle and migration control on agents */
+        RPC_ROLE_OPERATOR,    /* a person or playbook: the Coordinator service, agentctl on agents */
+        RPC_ROLE_READER,      /* monitoring: List*, Get*, Watch* on either service */
+        RPC_ROLE_MAX,
+} RpcRole;
+
+/* A set of roles: bit (1u << RpcRole). */
+typedef uint32_t RpcRoles;
+#define RPC_ROLES_AGENT (1u << RPC_ROLE_AGENT)
+#define RPC_ROLES_COORDINATOR (1u << RPC_ROLE_COORDINATOR)
+#define RPC_ROLES_OPERATOR (1u << RPC_ROLE_OPERATOR)
+#define RPC_ROLES_READER (1u << RPC_ROLE_READER)
+#define RPC_ROLES_ALL ((1u << RPC_ROLE_MAX) - 1)
+
+/* The URI subject alternative name that grants a role: the prefix and
+ * the role's name, e.g. "urn:drover:role:operator". */
+#define RPC_ROLE_URI_PREFIX "urn:drover:role:"
+
+/* "agent", "coordinator", "operator", "reader"; "?" out of range. */
+const char *rpc_role_to_string(RpcRole role);
+/* The role named @s (exact, lowercase), or -EINVAL. */
+int rpc_role_from_string(const char *s);
+/* The names in @roles joined by @sep ("coordinator+operator" with "+";
+ * "none" for the empty set) into @buf, as many whole names as fit in
+ * @size.  Returns @buf. */
+char *rpc_roles_format(RpcRoles roles, const char *sep, char *buf, size_t size);
+
+#define RPC_IDENTITY_NAME_MAX 64
+
+/* Who made a call, as the server established it before the handler ran. */
+typedef struct RpcIdentity {
+        char name[RPC_IDENTITY_NAME_MAX]; /* the certificate's common name (else its first
+                                           * DNS/IP name), printable ASCII only (others
+                                           * become '?'); "dev-mode" on plaintext */
+        RpcRoles roles;                   /* from its role URIs; every role on plaintext */
+        unsigned unknown_roles;           /* role URIs naming no role we know (ignored) */
+        bool dev_mode;                    /* plaintext development mode: no certificate */
+} RpcIdentity;
+
+/* @id for humans, "operator:alice" (roles joined by '+', "none" without
+ * any; "dev-mode" for a plaintext caller), into @buf.  Returns @buf. */
+char *rpc_identity_format(const RpcIdentity *id, char *buf, size_t size);

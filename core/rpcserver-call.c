@@ -12,6 +12,12 @@
  * one call are serialised by call->lock, and `ended` under the same lock
  * turns wakes after teardown into no-ops.
  *
+ * Authorization happens here, before the request is parsed: the caller
+ * comes from the call's auth context (rpc_identity_from_auth, rpc.c) and
+ * must hold one of the method's roles.  Refusals are logged through a
+ * process-wide limiter (DENY_LOG_BURST lines per DENY_LOG_WINDOW_NS), so
+ * a client hammering a method it may not call cannot flood the log.
+ *
  * Which thread serves a call, when, and whether it is refused for an
  * expired deadline is decided in rpcserver.c (lanes); this file never
  * looks at the server or the lane.
@@ -19,15 +25,27 @@
 #include <errno.h>
 #include <grpc/support/alloc.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "deadline.h"
 #include "err.h"
+#include "log.h"
 #include "rpc-priv.h"
 #include "rpcserver-priv.h"
 
+#define DENY_LOG_BURST 10
+#define DENY_LOG_WINDOW_NS (10ull * 1000 * 1000 * 1000)
+
 static LockClass call_lock_class = LOCK_CLASS_INIT("rpc-call");
+
+/* The refusal log's limiter, lock-free: a race between workers at a
+ * window's turn can only let a line more or fewer through. */
+static _Atomic uint64_t deny_window_ns; /* atomic; start of the current window */
+static atomic_uint deny_logged;         /* atomic; lines logged in it */
+static atomic_uint deny_unlogged;       /* atomic; refusals not logged since the last line */
 
 static char tag_close, tag_wake, tag_send, tag_status;
 #define TAG_CLOSE ((void *) &tag_close)
@@ -35,13 +53,14 @@ static char tag_close, tag_wake, tag_send, tag_status;
 #define TAG_SEND ((void *) &tag_send)
 #define TAG_STATUS ((void *) &tag_status)
 
-RpcCall *rpcsrv_call_new(RpcServer *srv, RpcMethod *m) {
+RpcCall *rpcsrv_call_new(RpcServer *srv, RpcMethod *m, bool plaintext_server) {
         RpcCall *c = calloc(1, sizeof(*c));
         if (!c)
                 return NULL;
         atomic_init(&c->refs, 1);
         c->srv = srv;
         c->method = m;
+        c->plaintext_server = plaintext_server;
         c->cq = grpc_completion_queue_create_for_next(NULL);
         grpc_metadata_array_init(&c->md);
         grpc_call_details_init(&c->details);
@@ -203,22 +222,8 @@ void rpc_call_peer(RpcCall *c, char *buf, size_t size) {
         gpr_free(peer);
 }
 
-int rpc_call_peer_identity(RpcCall *c, char *buf, size_t size) {
-        grpc_auth_context *ctx = grpc_call_auth_context(c->call);
-        int r = -ENOENT;
-
-        if (ctx) {
-                grpc_auth_property_iterator it = grpc_auth_context_peer_identity(ctx);
-                const grpc_auth_property *p = grpc_auth_property_iterator_next(&it);
-                if (p && p->value) {
-                        rpc_copy_span(buf, size, p->value, p->value_length);
-                        r = 0;
-                }
-                grpc_auth_context_release(ctx);
-        }
-        if (r < 0)
-                return err_set(r, "the call carries no verified client certificate");
-        return 0;
+const RpcIdentity *rpc_call_identity(RpcCall *c) {
+        return &c->identity;
 }
 
 RpcCode rpc_call_fail(RpcCall *c, RpcCode code, const char *fmt, ...) {
@@ -307,10 +312,53 @@ static void *arena_alloc(void *data, size_t size) {
 static void arena_free(void *data, void *p) {
 }
 
+/* Whether a refusal may be logged now; *ret_unlogged: the refusals not
+ * logged before it (to be reported with it). */
+static bool deny_log_admit(unsigned *ret_unlogged) {
+        uint64_t now = now_ns(), start = atomic_load(&deny_window_ns);
+
+        if (now - start >= DENY_LOG_WINDOW_NS && atomic_compare_exchange_strong(&deny_window_ns, &start, now))
+                atomic_store(&deny_logged, 0);
+        if (atomic_fetch_add(&deny_logged, 1) < DENY_LOG_BURST) {
+                *ret_unlogged = atomic_exchange(&deny_unlogged, 0);
+                return true;
+        }
+        atomic_fetch_add(&deny_unlogged, 1);
+        return false;
+}
+
+/* Establish the caller and refuse it unless it holds one of the method's
+ * roles: RPC_OK to go on, else PERMISSION_DENIED with the details set. */
+static RpcCode call_authorize(RpcCall *c) {
+        RpcMethod *m = c->method;
+        grpc_auth_context *ctx = grpc_call_auth_context(c->call);
+        char need[64], have[64], peer[128], more[64] = "";
+        unsigned unlogged;
+
+        rpc_identity_from_auth(ctx, c->plaintext_server, &c->identity);
+        if (ctx)
+                grpc_auth_context_release(ctx);
+        if (c->identity.roles & m->roles)
+                return RPC_OK;
+        rpc_roles_format(m->roles, " or ", need, sizeof(need));
+        rpc_roles_format(c->identity.roles, "+", have, sizeof(have));
+        if (deny_log_admit(&unlogged)) {
+                rpc_call_peer(c, peer, sizeof(peer));
+                if (unlogged)
+                        snprintf(more, sizeof(more), " (%u earlier refusals not logged)", unlogged);
+                log_warning("permission denied: %s from '%s' at %s, roles %s%s: needs role %s%s", m->path,
+                            c->identity.name, peer, have,
+                            c->identity.unknown_roles ? " and unknown role URIs" : "", need, more);
+        }
+        return rpc_call_fail(c, RPC_PERMISSION_DENIED, "method %s needs role %s; caller '%s' has roles %s", m->path,
+                             need, c->identity.name, have);
+}
+
 static RpcCode call_dispatch(RpcCall *c, ProtobufCMessage **ret_resp) {
         RpcMethod *m = c->method;
         ProtobufCAllocator alloc = { .alloc = arena_alloc, .free = arena_free, .allocator_data = c->call };
         ProtobufCMessage *req;
+        RpcCode code;
 
         if (!m->desc) {
                 char path[256];
@@ -319,6 +367,8 @@ static RpcCode call_dispatch(RpcCall *c, ProtobufCMessage **ret_resp) {
         }
         if (!m->unary && !m->stream)
                 return rpc_call_fail(c, RPC_UNIMPLEMENTED, "method %s is not served here", m->path);
+        if ((code = call_authorize(c)) != RPC_OK)
+                return code;
         if (!c->payload)
                 return rpc_call_fail(c, RPC_INVALID_ARGUMENT, "missing request message");
         if (rpc_unpack(c->payload, m->desc->input, &alloc, &req) < 0 || rpc_check_strings(req) < 0)

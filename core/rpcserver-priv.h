@@ -29,6 +29,7 @@ typedef struct RpcMethod {
         RpcUnaryFn unary;                       /* immutable */
         RpcStreamFn stream;                     /* immutable */
         void *user;                             /* immutable */
+        RpcRoles roles;                         /* immutable: who may call it; 0 for the catch-all */
         void *handle;                           /* immutable: grpc registration */
         RpcLane *lane;                          /* immutable once started */
         unsigned owed;                          /* lock: lane->lock; requests not re-armed (queue full) */
@@ -56,6 +57,8 @@ struct RpcCall {
         const char *status_details;     /* arena */
         uint64_t accepted_ns;           /* when the acceptor took it from the core */
         uint64_t started_ns;            /* when a worker took it */
+        bool plaintext_server;          /* immutable: the server listens without TLS (dev mode) */
+        RpcIdentity identity;           /* the worker's, before dispatch; then immutable */
         Lock lock;
         bool wake_pending;              /* lock: call->lock; a wake batch is queued */
         bool ended;                     /* lock: call->lock; torn down, wakes are no-ops */
@@ -64,14 +67,18 @@ struct RpcCall {
 };
 
 /* A request context for @m on @srv with its own completion queue, holding
- * the server's reference; NULL when out of memory. */
-RpcCall *rpcsrv_call_new(RpcServer *srv, RpcMethod *m);
+ * the server's reference; NULL when out of memory.  @plaintext_server: the
+ * server's listeners are plaintext (development mode: callers without a
+ * certificate have every role). */
+RpcCall *rpcsrv_call_new(RpcServer *srv, RpcMethod *m, bool plaintext_server);
 /* Release everything gRPC about @c (which may never have been accepted),
  * then drop the server's reference. */
 void rpcsrv_call_release(RpcCall *c);
 /* Whether the client's deadline of an accepted call has passed. */
 bool rpcsrv_call_expired(RpcCall *c);
 /* Serve an accepted call on this (worker) thread: arm the close event,
+ * establish the caller and check the method's roles (PERMISSION_DENIED
+ * without the handler when it has none of them), parse the request and
  * run the handler (or, with @refusal not NULL, answer DEADLINE_EXCEEDED
  * with that detail without running it; or, when the client already
  * cancelled the call, answer CANCELLED without running it), send the

@@ -33,6 +33,11 @@
  * server, shut every lane's queue down (the acceptor then tells its
  * workers to stop once the FIFO is empty) and join every thread.
  *
+ * Listeners: all TLS, or all plaintext (development mode, local addresses
+ * only); a call learns which when its request is armed, and a plaintext
+ * server's callers have every role.  The role check itself is the call's
+ * (rpcserver-call.c), before its request is parsed.
+ *
  * What the client shares (library lifetime, the status tables, addresses
  * and the development-mode rule, TLS credentials, channel arguments,
  * packing, the UTF-8 check of requests) lives in rpc.c.
@@ -118,6 +123,8 @@ struct RpcServer {
         unsigned n_pending;             /* lock: srv->lock; armed requests */
         RpcCall *active;                /* lock: srv->lock */
         unsigned n_active;              /* lock: srv->lock */
+        bool plaintext_listeners;       /* immutable once started: dev-mode listeners */
+        bool tls_listeners;             /* immutable once started */
         char shutdown_tag;              /* its address is the shutdown tag */
         bool lib_ref;                   /* immutable */
 };
@@ -148,7 +155,7 @@ static void server_track(RpcServer *srv, RpcCall *c, bool add) {
 /* Arm one request for @m on its lane; frees the context if the server
  * stopped. */
 static void server_arm(RpcServer *srv, RpcMethod *m) {
-        RpcCall *c = rpcsrv_call_new(srv, m);
+        RpcCall *c = rpcsrv_call_new(srv, m, srv->plaintext_listeners);
         grpc_call_error e = GRPC_CALL_ERROR;
 
         if (!c)
@@ -468,6 +475,9 @@ int rpc_server_add_service(RpcServer *srv, const ProtobufCServiceDescriptor *svc
                                        d->name ? d->name : "(null)");
                 if (!d->unary == !d->stream)
                         return err_set(-EINVAL, "%s.%s: give exactly one of unary/stream", svc->name, d->name);
+                if (d->roles == 0 || (d->roles & ~RPC_ROLES_ALL))
+                        return err_set(-EINVAL, "%s.%s: roles 0x%x: name at least one, and only known ones",
+                                       svc->name, d->name, d->roles);
                 if (d->lane >= srv->n_lanes)
                         return err_set(-EINVAL, "%s.%s: lane %u, but the server has %u", svc->name, d->name,
                                        d->lane, srv->n_lanes);
@@ -487,6 +497,7 @@ int rpc_server_add_service(RpcServer *srv, const ProtobufCServiceDescriptor *svc
                 m->unary = d->unary;
                 m->stream = d->stream;
                 m->user = user;
+                m->roles = d->roles;
                 m->lane = &srv->lanes[d->lane];
                 m->handle = grpc_server_register_method(srv->server, m->path, NULL,
                                                         GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
@@ -573,6 +584,9 @@ int rpc_server_listen(RpcServer *srv, const char *addr, const RpcTls *tls) {
                 if (r < 0)
                         return r;
         }
+        if (tls ? srv->plaintext_listeners : srv->tls_listeners) /* never dev-mode roles beside TLS */
+                return err_set(-EINVAL, "cannot listen on %s %s: the server has %s listeners", addr,
+                               tls ? "with TLS" : "without TLS", tls ? "plaintext" : "TLS");
         r = rpc_pem_prepare(tls, true, addr, &pem);
         if (r < 0)
                 return r;
@@ -593,6 +607,10 @@ int rpc_server_listen(RpcServer *srv, const char *addr, const RpcTls *tls) {
                         return err_set(-EINVAL, "gRPC cannot listen on %s", addr);
                 return explain_tcp_failure(addr, host, port, tls != NULL);
         }
+        if (tls)
+                srv->tls_listeners = true;
+        else
+                srv->plaintext_listeners = true;
         return kind == RPC_ADDR_UNIX || kind == RPC_ADDR_UNIX_ABSTRACT ? 0 : bound;
 }
 

@@ -34,8 +34,9 @@
  *             [2] = { .name = "control", .threads = 8 },
  *             [3] = { .name = "streams", .threads = 16 } } };
  *     static const RpcMethodDef defs[] = {
- *             { .name = "ListGuests", .unary = list_guests, .lane = 0 },
- *             { .name = "WatchEvents", .stream = watch_events, .lane = 3 }, ... };
+ *             { .name = "ListGuests", .unary = list_guests, .lane = 0,
+ *               .roles = RPC_ROLES_COORDINATOR | RPC_ROLES_OPERATOR | RPC_ROLES_READER },
+ *             { .name = "WatchEvents", .stream = watch_events, .lane = 3, .roles = ... }, ... };
  *
  * Lane 0 also answers calls to unknown paths (UNIMPLEMENTED, no handler),
  * so it should be a lane of quick calls.  A stream holds a worker of its
@@ -56,6 +57,15 @@
  *
  * Errors map to a status once, here: rpc_call_fail_errno() turns a -errno
  * and its err_set() detail into a status, using rpc_status_from_errno().
+ *
+ * Authorization: every row of a method table names the roles that may
+ * call it.  A worker establishes the caller (rpc_call_identity()) before
+ * it parses the request, and a caller holding none of the method's roles
+ * is answered PERMISSION_DENIED ("method M needs role R; caller C has
+ * roles W") without its handler; the refusal is logged with the caller's
+ * name and roles (at most 10 lines per 10 s per process, then a count of
+ * the ones not logged).  Calls to unknown paths answer UNIMPLEMENTED
+ * whoever calls.
  *
  * Transport security as in rpc.h: TLS with client certificates, which the
  * server requires and verifies, or the loopback-only development mode.
@@ -107,12 +117,14 @@ typedef RpcCode (*RpcUnaryFn)(RpcCall *call, const ProtobufCMessage *req, Protob
  * fails or rpc_call_wait() says CANCELLED, then return a status as above. */
 typedef RpcCode (*RpcStreamFn)(RpcCall *call, const ProtobufCMessage *req, void *user);
 
-/* One row of a service's method table: set exactly one of @unary/@stream. */
+/* One row of a service's method table: set exactly one of @unary/@stream,
+ * and the roles that may call the method (at least one). */
 typedef struct RpcMethodDef {
         const char *name; /* as in the .proto: "Echo" */
         RpcUnaryFn unary;
         RpcStreamFn stream;
         unsigned lane;    /* index into RpcServerOptions.lanes; 0 = the first (or only) lane */
+        RpcRoles roles;   /* callers holding any of these roles may call it (rpc.h) */
 } RpcMethodDef;
 
 /* Create a stopped server with no listeners.  @opts may be NULL.
@@ -124,8 +136,9 @@ int rpc_server_new(const RpcServerOptions *opts, RpcServer **ret_srv);
  * descriptor, which must outlive the server).  Methods of @svc without a
  * row answer UNIMPLEMENTED.  @user is passed to every handler.  Before
  * rpc_server_start() only.  Returns 0, -ENOENT (a name not in @svc), -EINVAL
- * (not exactly one handler, or a lane the server does not have), -EEXIST
- * (registered twice) or -EBUSY (started). */
+ * (not exactly one handler, no roles or roles we do not know, or a lane
+ * the server does not have), -EEXIST (registered twice) or -EBUSY
+ * (started). */
 int rpc_server_add_service(RpcServer *srv, const ProtobufCServiceDescriptor *svc,
                            const RpcMethodDef *defs, size_t n_defs, void *user);
 
@@ -135,9 +148,11 @@ int rpc_server_add_service(RpcServer *srv, const ProtobufCServiceDescriptor *svc
 
 /* Listen on @addr: "host:port" (port 0 picks one), "[v6]:port",
  * "unix:/path", "unix:///path" or "unix-abstract:name".  With @tls NULL the
- * listener is plaintext (development mode): allowed only on loopback TCP and
- * unix addresses, with a log_warning(); anything else is -EPERM.  Before
- * rpc_server_start() only.  A unix socket file gets RPC_UNIX_SOCKET_MODE.
+ * listener is plaintext (development mode: its callers have every role):
+ * allowed only on loopback TCP and unix addresses, with a log_warning();
+ * anything else is -EPERM, and so is a plaintext listener on a server with
+ * TLS listeners or the reverse (-EINVAL).  Before rpc_server_start() only.
+ * A unix socket file gets RPC_UNIX_SOCKET_MODE.
  * Returns the bound TCP port (> 0), 0 for a unix socket, or -errno:
  * -EADDRINUSE (TCP port taken, or a live process listens on the unix path:
  * it is never stolen), -EEXIST (the path exists and is not a socket),
@@ -237,6 +252,7 @@ const char *rpc_call_method(RpcCall *call);
 const char *rpc_call_metadata(RpcCall *call, const char *key, size_t *ret_len);
 /* The peer address ("ipv4:127.0.0.1:4711", "unix:..."), copied into @buf. */
 void rpc_call_peer(RpcCall *call, char *buf, size_t size);
-/* The verified client certificate's identity (subject alternative name or
- * common name) copied into @buf; -ENOENT on a plaintext call. */
-int rpc_call_peer_identity(RpcCall *call, char *buf, size_t size);
+/* The caller (rpc.h, RpcIdentity): its name and roles, established and
+ * checked against the method's roles before the handler ran.  Immutable,
+ * valid until the call ends. */
+const RpcIdentity *rpc_call_identity(RpcCall *call);

@@ -42,7 +42,8 @@ static RpcCode owner_running(RpcCall *call, const ProtobufCMessage *req, Protobu
 
 /* A peer answering MigrationOwner on 127.0.0.1 (@tls NULL: plaintext). */
 static void peer_up(Fixture *f, const RpcTls *tls) {
-        static const RpcMethodDef defs[] = { { .name = "MigrationOwner", .unary = owner_running } };
+        static const RpcMethodDef defs[] = {
+                { .name = "MigrationOwner", .unary = owner_running, .roles = RPC_ROLES_AGENT } };
         int port;
         assert_int_equal(rpc_server_new(NULL, &f->srv), 0);
         assert_int_equal(rpc_server_add_service(f->srv, &drover__v1__agent__descriptor, defs, 1, NULL), 0);
@@ -191,7 +192,7 @@ static void test_peer_new_tls_files_make_a_new_channel(void **state) {
         const char *dir = tu_tmpdir("peer-tls");
         assert_int_equal(sh(dir, "openssl req -x509 " EC " -keyout ca.key -out ca.crt -days 2 -subj /CN=ca && "
                                  "printf 'basicConstraints=CA:FALSE\\nextendedKeyUsage=serverAuth,clientAuth\\n"
-                                 "subjectAltName=IP:127.0.0.1\\n' > host.ext && " CERT("one") " && " CERT("two") " && "
+                                 "subjectAltName=IP:127.0.0.1,URI:urn:drover:role:agent\\n' > host.ext && " CERT("one") " && " CERT("two") " && "
                                  "cp one.crt host.crt && cp one.key host.key"),
                          0);
         snprintf(f->a.cfg.tls_cert, sizeof(f->a.cfg.tls_cert), "%s", tu_path(dir, "host.crt"));

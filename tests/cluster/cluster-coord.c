@@ -58,7 +58,7 @@ void cluster_coord_config(Cluster *c, const ClusterCoordOptions *o) {
         const char *tls_dir = cluster_tls_dir();
         JSON_ADD(json, n,
                  "{ \"listen\": [\"unix:%s\"],\n"
-                 "  \"tls\": { \"cert\": \"%s/host-a.crt\", \"key\": \"%s/host-a.key\", \"ca\": \"%s\" },\n"
+                 "  \"tls\": { \"cert\": \"%s/coordinator.crt\", \"key\": \"%s/coordinator.key\", \"ca\": \"%s\" },\n"
                  "  \"db\": \"%s\",\n"
                  "  \"heartbeat_ms\": %d,\n"
                  "  \"log_level\": \"info\",\n",

@@ -1,7 +1,9 @@
 /* Agents in network namespaces (see cluster.h).
  *
  * Certificates are made once per test process (the subnet byte is fixed per
- * process), each test gets fresh namespaces and fresh agent folders under
+ * process; roles as in docs/security.md: hosts agent, the coordinator
+ * coordinator, the test client operator), each test gets fresh namespaces
+ * and fresh agent folders under
  * one scratch folder (kept short: run_dir must fit 39 bytes).
  */
 #define _GNU_SOURCE
@@ -27,6 +29,7 @@
 #include "deadline.h"
 #include "qemuproc.h"
 #include "status.h"
+#include "testcert.h"
 #include "testutil.h"
 
 static char scratch[128];    /* per process: tls/ and one folder per test */
@@ -35,45 +38,32 @@ static char client_crt[200], client_key[200], ca_crt[200];
 static RpcTls client_tls;
 static int n_clusters;
 
-static int sh(const char *dir, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int sh(const char *dir, const char *fmt, ...) {
-        char line[2048], full[2400];
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(line, sizeof(line), fmt, ap);
-        va_end(ap);
-        snprintf(full, sizeof(full), "cd '%s' && { %s ; } >>openssl.log 2>&1", dir, line);
-        return system(full);
-}
-
-#define EC_KEY "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
-
-static bool make_cert(const char *name, const char *san, const char *eku) {
-        return sh(tls_dir,
-                  "printf 'basicConstraints=CA:FALSE\\nkeyUsage=critical,digitalSignature\\n"
-                  "extendedKeyUsage=%s\\nsubjectAltName=%s\\n' > %s.ext", eku, san, name) == 0 &&
-               sh(tls_dir, "openssl req " EC_KEY " -keyout %s.key -out %s.csr -subj /CN=%s", name, name, name) == 0 &&
-               sh(tls_dir, "openssl x509 -req -in %s.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 "
-                           "-out %s.crt -extfile %s.ext", name, name, name) == 0;
-}
-
-/* The CA, one certificate per host (server and client use), the test client's. */
+/* The CA, one certificate per host (server and client use; role agent,
+ * what a peer calls), the coordinator's (role coordinator, what it calls on
+ * agents; its server names too), the test client's (role operator: the
+ * Coordinator service and agentctl's calls on agents). */
 static void make_tls(int subnet) {
         if (tls_dir[0])
                 return;
-        if (!tu_which("openssl"))
+        if (!tc_available())
                 tu_skip("the openssl CLI is not installed; cannot make the cluster's certificates");
         snprintf(tls_dir, sizeof(tls_dir), "%s/tls", scratch);
         if (mkdir(tls_dir, 0700) < 0)
                 fail_msg("mkdir %s: %s", tls_dir, strerror(errno));
-        bool ok = sh(tls_dir, "openssl req -x509 " EC_KEY " -keyout ca.key -out ca.crt -days 2 -subj /CN=drover-test-ca") == 0;
+        bool ok = tc_make_ca(tls_dir, "ca") == 0;
         for (int i = 0; ok && i < NETNS_MAX_HOSTS; i++) {
                 char name[16], san[128];
                 snprintf(name, sizeof(name), "host-%c", 'a' + i);
                 snprintf(san, sizeof(san), "IP:10.77.%d.%d,IP:127.0.0.1,DNS:localhost", subnet, i + 1);
-                ok = make_cert(name, san, "serverAuth,clientAuth");
+                TcCert host = { .name = name, .ca = "ca", .san = san, .roles = "agent",
+                                .eku = "serverAuth,clientAuth" };
+                ok = tc_make_cert(tls_dir, &host) == 0;
         }
-        ok = ok && make_cert("test-client", "DNS:drover-test-client", "clientAuth");
+        TcCert coord = { .name = "coordinator", .ca = "ca", .san = "IP:127.0.0.1,DNS:localhost",
+                         .roles = "coordinator", .eku = "serverAuth,clientAuth" };
+        TcCert client = { .name = "test-client", .ca = "ca", .san = "DNS:drover-test-client", .roles = "operator",
+                          .eku = "clientAuth" };
+        ok = ok && tc_make_cert(tls_dir, &coord) == 0 && tc_make_cert(tls_dir, &client) == 0;
         if (!ok)
                 fail_msg("openssl could not make the test certificates (see %s/openssl.log)", tls_dir);
         snprintf(ca_crt, sizeof(ca_crt), "%s/ca.crt", tls_dir);

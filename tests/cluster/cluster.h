@@ -3,8 +3,9 @@
  * cluster_up() builds the namespaces (netns.h), and starts one agent per
  * host as `ip netns exec drvP-a drover-agent --config agent.json`, each
  * with TLS: a certificate valid for serverAuth and clientAuth with IP SANs
- * 10.77.X.N and 127.0.0.1 and DNS localhost, signed by a CA made at test
- * time with the openssl CLI.  Agents listen on their unix socket (the test
+ * 10.77.X.N and 127.0.0.1, DNS localhost and the role agent, signed by a CA
+ * made at test time with the openssl CLI (the coordinator has its own, role
+ * coordinator; the test client's has role operator).  Agents listen on their unix socket (the test
  * process talks to them there, over TLS with its own client certificate)
  * and on 10.77.X.N:7400 (the peers call each other there, presenting their
  * own certificate).  cluster_down() kills the agents and every process
@@ -140,7 +141,7 @@ struct json_object; /* json-c */
 
 /* What cluster_coord_config() writes besides the fixed parts: hosts
  * "host-a".. with address 10.77.X.N:7400 (the cluster's agents), TLS with
- * host 0's certificate and the test CA, listen on ClusterCoord.sock, the db
+ * the coordinator's certificate and the test CA, listen on ClusterCoord.sock, the db
  * in ClusterCoord.dir, log level info.  Zero members are left out (the
  * coordinator's defaults or what the agents report apply). */
 typedef struct ClusterCoordOptions {

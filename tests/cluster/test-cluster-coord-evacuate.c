@@ -214,6 +214,8 @@ static void test_evacuate_limits(void **state) {
         }
         assert_int_equal(ctu_count_events(job, "job succeeded: 8 migrated, 0 failed, 0 cancelled", false), 1);
         assert_int_equal(ctu_count_events(job, "evacuation planned: 8 guests", false), 1);
+        /* who asked: droverctl's certificate, CN test-client, role operator */
+        assert_int_equal(ctu_count_events(job, "submitted by operator:test-client", false), 1);
 
         /* the limits, from the recorded times */
         int out_rec = max_overlap(job, "source", "host-a");

@@ -331,7 +331,7 @@ static void test_cancel(void **state) {
         assert_int_equal(cj_int(job, "cancelled"), n_cancelled);
         assert_int_equal(cj_int(job, "failed"), 0);
         assert_true(n_done >= 1 && n_cancelled >= 1);
-        assert_int_equal(ctu_count_events(job, "cancel requested", false), 1);
+        assert_int_equal(ctu_count_events(job, "cancel requested by operator:test-client:", false), 1);
         ctu_assert_all_run_once(c, expect, N_GUESTS);
         /* the job's own exit code: partial */
         json_object_put(cluster_ctl_json(c, CTL_MS, &code, "job", id, NULL));

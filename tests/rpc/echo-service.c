@@ -20,9 +20,7 @@ static RpcCode do_echo(RpcCall *c, const ProtobufCMessage *reqm, ProtobufCMessag
         resp->text = req->text;                 /* pointing into the request is allowed */
         resp->seq = req->count;
         resp->remaining_ms = rpc_call_remaining_ms(c);
-        if (rpc_call_peer_identity(c, id, sizeof(id)) == 0)
-                resp->outcome = rpc_call_strdup(c, id);
-        err_clear();
+        resp->outcome = rpc_call_strdup(c, rpc_identity_format(rpc_call_identity(c), id, sizeof(id)));
         return RPC_OK;
 }
 
@@ -119,12 +117,14 @@ static RpcCode do_slow(RpcCall *c, const ProtobufCMessage *reqm, ProtobufCMessag
         return RPC_OK;
 }
 
+/* Any role may call these, except Fail: operators only, so the TLS test
+ * sees a refusal (test-rpc.c, test_tls). */
 static const RpcMethodDef echo_methods[] = {
-        { .name = "Echo", .unary = do_echo },
-        { .name = "Watch", .stream = do_watch },
-        { .name = "Fail", .unary = do_fail },
-        { .name = "Sleep", .unary = do_sleep },
-        { .name = "Slow", .unary = do_slow },
+        { .name = "Echo", .unary = do_echo, .roles = RPC_ROLES_ALL },
+        { .name = "Watch", .stream = do_watch, .roles = RPC_ROLES_ALL },
+        { .name = "Fail", .unary = do_fail, .roles = RPC_ROLES_OPERATOR },
+        { .name = "Sleep", .unary = do_sleep, .roles = RPC_ROLES_ALL },
+        { .name = "Slow", .unary = do_slow, .roles = RPC_ROLES_ALL },
 };
 
 void echo_service_init(EchoService *es) {

@@ -4,9 +4,8 @@
  *
  * Each test builds what it needs: most share a fixture server listening on
  * loopback TCP and on a unix socket in plaintext development mode; the
- * shutdown, listen-conflict, size-cap and TLS tests make their own.  The TLS
- * test creates a CA, a server and client certificates, and a second CA with
- * the openssl CLI in a scratch folder (skipped with a reason without it).
+ * shutdown, listen-conflict and size-cap tests make their own.  TLS and
+ * the role check are in test-rpc-tls.c.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -245,7 +244,7 @@ static void test_unimplemented(void **state) {
         assert_int_equal(rpc_server_new(NULL, &srv), 0);
         RpcMethodDef bad_name = { .name = "Nope", .unary = NULL };
         assert_int_equal(rpc_server_add_service(srv, ECHOER, &bad_name, 1, NULL), -ENOENT);
-        RpcMethodDef no_fn = { .name = "Echo" };
+        RpcMethodDef no_fn = { .name = "Echo", .roles = RPC_ROLES_ALL };
         assert_int_equal(rpc_server_add_service(srv, ECHOER, &no_fn, 1, NULL), -EINVAL);
         assert_int_equal(echo_service_register(srv, &fx->es), 0);
         assert_int_equal(echo_service_register(srv, &fx->es), -EEXIST);
@@ -809,135 +808,8 @@ static void test_threads(void **state) {
                       16 * 201 / (el / 1000));
 }
 
-/* ---- TLS -------------------------------------------------------------- */
-
-static _printf_(2, 3) int sh(const char *dir, const char *fmt, ...) {
-        char cmd[2048], full[2400];
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(cmd, sizeof(cmd), fmt, ap);
-        va_end(ap);
-        snprintf(full, sizeof(full), "cd '%s' && { %s ; } >>openssl.log 2>&1", dir, cmd);
-        return system(full);
-}
-
-#define EC "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
-
-static bool make_ca(const char *dir, const char *name) {
-        return sh(dir, "openssl req -x509 " EC " -keyout %s.key -out %s.crt -days 2 -subj /CN=%s", name, name, name) == 0;
-}
-
-static bool make_cert(const char *dir, const char *name, const char *ca, const char *san) {
-        return sh(dir, "printf 'basicConstraints=CA:FALSE\\nsubjectAltName=%s\\n' > %s.ext", san, name) == 0 &&
-               sh(dir, "openssl req " EC " -keyout %s.key -out %s.csr -subj /CN=%s", name, name, name) == 0 &&
-               sh(dir, "openssl x509 -req -in %s.csr -CA %s.crt -CAkey %s.key -CAcreateserial -days 2 "
-                       "-out %s.crt -extfile %s.ext", name, ca, ca, name, name) == 0;
-}
-
-static int tls_echo(const char *target, const RpcTls *tls, RpcStatus *st, char *identity, size_t idsize) {
-        RpcClientOptions o = { .tls = tls };
-        RpcClient *cl = NULL;
-        EchoReply *rep = NULL;
-        int r = rpc_client_new(target, &o, &cl);
-        if (r < 0)
-                return r;
-        r = echo(cl, "secret", 5000, &rep, st);
-        if (r < 0)
-                print_message("tls echo to %s: %s\n", target, err_msg());
-        if (r == 0) {
-                if (identity)
-                        snprintf(identity, idsize, "%s", rep->outcome);
-                drover__test__v1__echo_reply__free_unpacked(rep, NULL);
-        }
-        rpc_client_free(cl);
-        return r;
-}
-
-static void test_tls(void **state) {
-        if (!tu_which("openssl")) {
-                print_message("SKIP: the openssl CLI is not installed; cannot make test certificates\n");
-                skip();
-        }
-        const char *d = tu_tmpdir("rpctls");
-        if (!make_ca(d, "ca") || !make_ca(d, "otherca") ||
-            !make_cert(d, "server", "ca", "IP:127.0.0.1,DNS:localhost") ||
-            !make_cert(d, "client", "ca", "DNS:drover-client") ||
-            !make_cert(d, "intruder", "otherca", "DNS:intruder")) {
-                print_message("SKIP: openssl could not make test certificates (see %s/openssl.log)\n", d);
-                skip();
-        }
-        char p[8][512];
-        const char *names[8] = { "server.crt", "server.key", "ca.crt", "client.crt", "client.key",
-                                 "otherca.crt", "intruder.crt", "intruder.key" };
-        for (int i = 0; i < 8; i++)
-                snprintf(p[i], sizeof(p[i]), "%s/%s", d, names[i]);
-        RpcTls server_tls = { .cert_file = p[0], .key_file = p[1], .ca_file = p[2] };
-
-        EchoService es;
-        echo_service_init(&es);
-        _cleanup_(rpc_server_freep) RpcServer *srv = NULL;
-        assert_int_equal(rpc_server_new(NULL, &srv), 0);
-        assert_int_equal(echo_service_register(srv, &es), 0);
-        /* TLS is fine on any address; this one just happens to be loopback. */
-        int port = rpc_server_listen(srv, "127.0.0.1:0", &server_tls);
-        assert_true(port > 0);
-        /* Incomplete or missing material is refused up front. */
-        RpcTls no_ca = { .cert_file = p[0], .key_file = p[1] };
-        assert_int_equal(rpc_server_listen(srv, "127.0.0.1:0", &no_ca), -EINVAL);
-        RpcTls missing = { .cert_file = p[0], .key_file = "/nonexistent/key.pem", .ca_file = p[2] };
-        assert_int_equal(rpc_server_listen(srv, "127.0.0.1:0", &missing), -ENOENT);
-        assert_non_null(strstr(err_msg(), "/nonexistent/key.pem"));
-        assert_int_equal(rpc_server_start(srv), 0);
-
-        char target[64], id[256] = "";
-        RpcStatus st;
-        snprintf(target, sizeof(target), "127.0.0.1:%d", port);
-
-        /* A client with a certificate from the cluster CA passes, and the
-         * handler sees its identity. */
-        RpcTls good = { .ca_file = p[2], .cert_file = p[3], .key_file = p[4] };
-        assert_int_equal(tls_echo(target, &good, &st, id, sizeof(id)), 0);
-        assert_string_equal(id, "drover-client");
-        RpcTls named = good;
-        named.server_name = "localhost";
-        assert_int_equal(tls_echo(target, &named, &st, NULL, 0), 0);
-
-        /* No client certificate. */
-        RpcTls nocert = { .ca_file = p[2] };
-        assert_true(tls_echo(target, &nocert, &st, NULL, 0) < 0);
-        assert_int_not_equal(st.code, RPC_OK);
-        /* A client certificate from another CA. */
-        RpcTls intruder = { .ca_file = p[2], .cert_file = p[6], .key_file = p[7] };
-        assert_true(tls_echo(target, &intruder, &st, NULL, 0) < 0);
-        assert_int_not_equal(st.code, RPC_OK);
-        /* The client does not trust the server's CA. */
-        RpcTls wrongca = { .ca_file = p[5], .cert_file = p[3], .key_file = p[4] };
-        assert_true(tls_echo(target, &wrongca, &st, NULL, 0) < 0);
-        assert_int_equal(st.code, RPC_UNAVAILABLE);
-        /* Plaintext against TLS. */
-        assert_true(tls_echo(target, NULL, &st, NULL, 0) < 0);
-        assert_int_equal(st.code, RPC_UNAVAILABLE);
-        /* Bad client material. */
-        RpcTls half = { .ca_file = p[2], .cert_file = p[3] };
-        RpcClientOptions o = { .tls = &half };
-        RpcClient *cl = NULL;
-        assert_int_equal(rpc_client_new(target, &o, &cl), -EINVAL);
-
-        /* A plaintext echo over a TLS-less loopback server gives no identity. */
-        Fixture *fx = fixture_new(NULL);
-        _cleanup_(rpc_client_freep) RpcClient *plain = client(fx->tcp);
-        EchoReply *rep = NULL;
-        assert_int_equal(echo(plain, "x", 2000, &rep, NULL), 0);
-        assert_string_equal(rep->outcome, "");
-        drover__test__v1__echo_reply__free_unpacked(rep, NULL);
-        fixture_free(fx);
-
-        rpc_server_free(TAKE_PTR(srv));
-        echo_service_destroy(&es);
-}
-
 int main(int argc, char **argv) {
-        if (argc > 1) /* run only the tests matching a pattern: test-rpc 'test_tls' */
+        if (argc > 1) /* run only the tests matching a pattern: test-rpc 'test_wake' */
                 cmocka_set_test_filter(argv[1]);
         log_set_sink(log_capture, NULL);
         log_set_level(LOG_LEVEL_DEBUG);
@@ -963,7 +835,6 @@ int main(int argc, char **argv) {
                 cmocka_unit_test(test_dev_mode),
                 cmocka_unit_test(test_shared_rules),
                 cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
-                cmocka_unit_test(test_tls),
         };
         int r = cmocka_run_group_tests(tests, NULL, NULL);
         uint64_t t0 = now_ns();

@@ -69,16 +69,17 @@ if [ $mode = netns ]; then
     echo "  host-$h  10.77.250.$((i + 1))"
   done
 
-  say "TLS: a CA, a certificate per host (server and client), one for droverctl"
+  say "TLS: a CA, a certificate per host (role agent), the coordinator's, one for droverctl (role operator)"
   cd "$work"
   openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj "/CN=drover demo CA" 2>/dev/null
-  cert() { # name san
+  cert() { # name san role (docs/security.md, "Who can call what")
     openssl req -newkey rsa:2048 -nodes -keyout "$1.key" -out "$1.csr" -subj "/CN=$1" 2>/dev/null
-    printf "subjectAltName=%s\nextendedKeyUsage=serverAuth,clientAuth\n" "$2" > "$1.ext"
+    printf "subjectAltName=%s,URI:urn:drover:role:%s\nextendedKeyUsage=serverAuth,clientAuth\n" "$2" "$3" > "$1.ext"
     openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -out "$1.crt" -days 2 -extfile "$1.ext" 2>/dev/null
   }
-  for i in 0 1 2; do cert "host-${hosts[$i]}" "IP:10.77.250.$((i + 1)),IP:127.0.0.1,DNS:localhost"; done
-  cert client "DNS:localhost,IP:127.0.0.1"
+  for i in 0 1 2; do cert "host-${hosts[$i]}" "IP:10.77.250.$((i + 1)),IP:127.0.0.1,DNS:localhost" agent; done
+  cert coordinator "DNS:localhost,IP:127.0.0.1" coordinator
+  cert client "DNS:localhost,IP:127.0.0.1" operator
   cd - >/dev/null
   TLSOPT=(--tls-cert "$work/client.crt" --tls-key "$work/client.key" --tls-ca "$work/ca.crt")
 else
@@ -118,7 +119,7 @@ done
 
 say "coordinator"
 if [ $mode = netns ]; then
-  ctls="\"tls\": {\"cert\": \"$work/host-a.crt\", \"key\": \"$work/host-a.key\", \"ca\": \"$work/ca.crt\"},"
+  ctls="\"tls\": {\"cert\": \"$work/coordinator.crt\", \"key\": \"$work/coordinator.key\", \"ca\": \"$work/ca.crt\"},"
 else
   ctls="\"dev_mode\": true,"
 fi
