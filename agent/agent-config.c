@@ -27,6 +27,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +37,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "agent-def.h"
 #include "err.h"
 #include "json.h"
 #include "log.h"
@@ -59,18 +61,22 @@ typedef struct Member {
         const char *name;
         MemberType type;
         size_t offset;
-        size_t size;  /* strings: the array's size */
-        int64_t min, max;
+        size_t size;  /* strings: the array's size; lists: one entry's */
+        int64_t min, max; /* lists: max = the most entries */
+        size_t count_offset; /* lists: where the number of entries lives */
 } Member;
 
-#define STR(n, f) { n, MEMBER_STRING, offsetof(AgentConfig, f), sizeof(((AgentConfig *) 0)->f), 0, 0 }
-#define INT(n, t, f, lo, hi) { n, t, offsetof(AgentConfig, f), 0, lo, hi }
+#define STR(n, f) { n, MEMBER_STRING, offsetof(AgentConfig, f), sizeof(((AgentConfig *) 0)->f), 0, 0, 0 }
+#define INT(n, t, f, lo, hi) { n, t, offsetof(AgentConfig, f), 0, lo, hi, 0 }
+#define LIST(n, f, cnt, most) \
+        { n, MEMBER_LIST, offsetof(AgentConfig, f), sizeof(((AgentConfig *) 0)->f[0]), 0, most, offsetof(AgentConfig, cnt) }
+#define BOOL(n, f) { n, MEMBER_BOOL, offsetof(AgentConfig, f), 0, 0, 0, 0 }
 
 static const Member members[] = {
         STR("host", host),
         STR("state_dir", state_dir),
         STR("run_dir", run_dir),
-        { "listen", MEMBER_LIST, offsetof(AgentConfig, listen), sizeof(((AgentConfig *) 0)->listen[0]), 0, 0 },
+        LIST("listen", listen, n_listen, AGENT_MAX_LISTEN),
         STR("qemu_binary", qemu_binary),
         STR("accel", accel),
         STR("tls.cert", tls_cert),
@@ -93,6 +99,10 @@ static const Member members[] = {
         /* a definition (64 KiB) must fit, with room for the envelope */
         INT("max_request_bytes", MEMBER_SIZE, max_request_bytes, 128 * 1024, 64 * 1024 * 1024),
         STR("log_level", log_level),
+        LIST("image_roots", image_roots, n_image_roots, AGENT_MAX_IMAGE_ROOTS),
+        BOOL("allow_block_devices", allow_block_devices),
+        STR("qemu_user", qemu_user),
+        STR("qemu_chroot", qemu_chroot),
 };
 
 static bool streq(const char *a, const char *b) {
@@ -144,6 +154,11 @@ void agent_config_defaults(AgentConfig *c) {
         c->lane_streams = 16;
         c->max_request_bytes = 4194304;
         snprintf(c->log_level, sizeof(c->log_level), "info");
+        c->n_image_roots = 1;
+        snprintf(c->image_roots[0], sizeof(c->image_roots[0]), "/var/lib/drover/images");
+        c->allow_block_devices = false;
+        snprintf(c->qemu_user, sizeof(c->qemu_user), "nobody");
+        c->qemu_chroot[0] = '\0';
 }
 
 /* ---- storing one member ---- */
@@ -195,12 +210,16 @@ static int64_t load_int(const Member *m, const AgentConfig *c) {
         return 0;
 }
 
-static int store_list_entry(AgentConfig *c, size_t i, const char *s, size_t len) {
-        char name[32];
-        snprintf(name, sizeof(name), "listen[%zu]", i);
-        if (i >= AGENT_MAX_LISTEN)
-                return bad("listen", "has more than %d entries", AGENT_MAX_LISTEN);
-        return store_string(name, s, len, c->listen[i], sizeof(c->listen[i]));
+static size_t *list_count(const Member *m, AgentConfig *c) {
+        return (size_t *) (void *) ((char *) c + m->count_offset);
+}
+
+static int store_list_entry(const Member *m, AgentConfig *c, size_t i, const char *s, size_t len) {
+        char name[48];
+        snprintf(name, sizeof(name), "%s[%zu]", m->name, i);
+        if (i >= (size_t) m->max)
+                return bad(m->name, "has more than %" PRId64 " entries", m->max);
+        return store_string(name, s, len, (char *) c + m->offset + i * m->size, m->size);
 }
 
 /* ---- JSON ---- */
@@ -227,16 +246,16 @@ static int read_member(AgentConfig *c, const Member *m, const JsonNode *v) {
                         return bad(m->name, "must be an array of strings, not %s", json_type_name(v));
                 if ((r = json_want_array(v, SIZE_MAX, &n)) < 0)
                         return r;
-                c->n_listen = 0;
+                *list_count(m, c) = 0;
                 for (size_t i = 0; i < n; i++) {
                         JsonNode e;
                         const char *s;
                         size_t len;
                         json_array_at(v, i, &e);
                         if ((r = json_read_string_ref(&e, &s, &len)) < 0 ||
-                            (r = store_list_entry(c, i, s, len)) < 0)
+                            (r = store_list_entry(m, c, i, s, len)) < 0)
                                 return r;
-                        c->n_listen = i + 1;
+                        *list_count(m, c) = i + 1;
                 }
                 return 0;
         }
@@ -496,6 +515,51 @@ static int check_listen(const AgentConfig *c) {
         return 0;
 }
 
+/* Roots: normalised (guest paths are matched against them as written),
+ * never "/" (that would confine nothing), no repeats. */
+static int check_image_roots(const AgentConfig *c) {
+        char sh[SHOWN_MAX + 4], name[48];
+        if (c->n_image_roots == 0)
+                return bad("image_roots", "is empty: guests need at least one folder for their files");
+        for (size_t i = 0; i < c->n_image_roots; i++) {
+                const char *p = c->image_roots[i];
+                snprintf(name, sizeof(name), "image_roots[%zu]", i);
+                if (!guest_path_is_normal(p))
+                        return bad(name, "must be a normalised absolute folder other than '/' (no '.', '..', '//' "
+                                   "or trailing '/'), not '%s'", text_shown(p, sh));
+                for (size_t j = 0; j < i; j++)
+                        if (streq(p, c->image_roots[j]))
+                                return bad(name, "repeats image_roots[%zu]", j);
+        }
+        return 0;
+}
+
+/* QEMU drops to qemu_user (-runas), so it must exist and not be root. */
+static int check_qemu_user(const AgentConfig *c) {
+        char sh[SHOWN_MAX + 4], buf[4096];
+        struct passwd pw, *found = NULL;
+        struct stat st;
+
+        if (!c->qemu_user[0])
+                return bad("qemu_user", "is empty: QEMU runs as an unprivileged user (e.g. \"nobody\")");
+        int e = getpwnam_r(c->qemu_user, &pw, buf, sizeof(buf), &found);
+        if (!found)
+                return bad("qemu_user", "'%s' is not a user on this host%s%s (create it, e.g. useradd --system "
+                           "--no-create-home --shell /usr/sbin/nologin %s, or name another)",
+                           text_shown(c->qemu_user, sh), e ? ": " : "", e ? strerror(e) : "",
+                           text_shown(c->qemu_user, sh));
+        if (pw.pw_uid == 0)
+                return bad("qemu_user", "'%s' is root (uid 0): QEMU must run unprivileged", c->qemu_user);
+        if (!c->qemu_chroot[0])
+                return 0;
+        if (!guest_path_is_normal(c->qemu_chroot))
+                return bad("qemu_chroot", "must be a normalised absolute folder other than '/', not '%s'",
+                           text_shown(c->qemu_chroot, sh));
+        if (stat(c->qemu_chroot, &st) < 0 || !S_ISDIR(st.st_mode))
+                return bad("qemu_chroot", "'%s' is not a folder", c->qemu_chroot);
+        return 0;
+}
+
 static int validate(const AgentConfig *c) {
         char sh[SHOWN_MAX + 4];
         int r;
@@ -514,7 +578,7 @@ static int validate(const AgentConfig *c) {
                 return r;
         if (!streq(c->accel, "kvm") && !streq(c->accel, "tcg"))
                 return bad("accel", "must be kvm or tcg, not '%s'", text_shown(c->accel, sh));
-        if ((r = check_tls(c)) < 0)
+        if ((r = check_tls(c)) < 0 || (r = check_image_roots(c)) < 0 || (r = check_qemu_user(c)) < 0)
                 return r;
         for (size_t i = 0; i < ELEMENTSOF(members); i++) {
                 const Member *m = &members[i];
@@ -575,8 +639,8 @@ static int set_int(const Member *m, const char *v, int64_t *ret) {
         return check_range(m, x, text_shown(v, sh));
 }
 
-/* "listen": a comma-separated list that replaces the current one. */
-static int set_list(AgentConfig *c, const char *v) {
+/* A list ("listen", "image_roots"): comma-separated, replaces the current one. */
+static int set_list(const Member *m, AgentConfig *c, const char *v) {
         size_t n = 0;
         int r;
         for (const char *p = v;; n++) {
@@ -585,13 +649,13 @@ static int set_list(AgentConfig *c, const char *v) {
                 _cleanup_free_ char *one = strndup(p, len);
                 if (!one)
                         return err_set(-ENOMEM, "out of memory");
-                if ((r = store_list_entry(c, n, one, len)) < 0)
+                if ((r = store_list_entry(m, c, n, one, len)) < 0)
                         return r;
                 if (!comma)
                         break;
                 p = comma + 1;
         }
-        c->n_listen = n + 1;
+        *list_count(m, c) = n + 1;
         return 0;
 }
 
@@ -616,7 +680,7 @@ static int set_member(AgentConfig *c, const char *name, const char *value) {
                 store_int(m, c, x);
                 return 0;
         case MEMBER_LIST:
-                return set_list(c, value);
+                return set_list(m, c, value);
         }
         return 0;
 }

@@ -16,7 +16,11 @@
  *     "max_guests": 512,
  *     "rpc_lanes": { "queries": 4, "peer": 16, "migrate": 8, "control": 8, "streams": 16 },
  *     "max_request_bytes": 4194304,
- *     "log_level": "info" }
+ *     "log_level": "info",
+ *     "image_roots": ["/var/lib/drover/images"], (guest files live under these)
+ *     "allow_block_devices": false,            (disks may be block devices in a root)
+ *     "qemu_user": "nobody",                   (QEMU drops to this user: -runas)
+ *     "qemu_chroot": "" }                      (QEMU chroots here after start; "" = off)
  *
  * Unknown members, wrong types, relative paths, a missing QEMU binary, an
  * empty listen list, TLS files that do not exist, or neither TLS nor
@@ -28,6 +32,12 @@
  * (<run_dir>/<name>.qmp, names up to 63 bytes) fits a unix socket address.
  * Bounds: timeouts 1..3600000 ms, max_guests 1..65536, rpc_lanes.* 1..256,
  * max_request_bytes 131072..67108864 (a 64 KiB definition must fit).
+ * image_roots: 1..8 absolute, normalised directories (no "." or "..", no
+ * "//", no trailing "/", not "/" itself); a root that does not exist is
+ * not a configuration error (its guests fail their file checks).
+ * qemu_user must exist on this host and must not be uid 0; qemu_chroot,
+ * when set, is an absolute path other than "/" to an existing directory.
+ * docs/agent.md ("Guest files and the QEMU user") has the reasons.
  */
 #pragma once
 
@@ -36,6 +46,7 @@
 #include <stdint.h>
 
 #define AGENT_MAX_LISTEN 8
+#define AGENT_MAX_IMAGE_ROOTS 8
 
 typedef struct AgentConfig {
         char host[64];
@@ -65,6 +76,11 @@ typedef struct AgentConfig {
         unsigned rpc_threads;   /* the old single pool: 0, or given and ignored (main warns) */
         size_t max_request_bytes;
         char log_level[16];
+        size_t n_image_roots;
+        char image_roots[AGENT_MAX_IMAGE_ROOTS][256]; /* disks, kernel, initrd live below one */
+        bool allow_block_devices; /* a disk may be a block device (still inside a root) */
+        char qemu_user[64];       /* -runas: QEMU drops to it once started */
+        char qemu_chroot[256];    /* -chroot after start; "" = none */
 } AgentConfig;
 
 /* Defaults (see above). */
@@ -79,10 +95,12 @@ int agent_config_parse(const char *json, size_t len, AgentConfig *ret);
 /* Override one member by its JSON name from a string (--set dev_mode=true
  * gives "dev_mode", "true"); tls.cert, tls.key and tls.ca name the nested
  * ones.  Booleans: true/false (or 1/0, yes/no, on/off); integers: decimal;
- * "listen": a comma-separated list that replaces the current one.  Used by
+ * "listen" and "image_roots": a comma-separated list that replaces the
+ * current one.  Used by
  * command-line options.  -EINVAL for unknown names or bad values, and @c is
  * left unchanged. */
 int agent_config_set(AgentConfig *c, const char *name, const char *value);
 /* Check the whole configuration (paths absolute, binary executable, TLS
- * files readable, listen addresses parse, dev_mode only on loopback/unix). */
+ * files readable, listen addresses parse, dev_mode only on loopback/unix,
+ * image roots normalised, qemu_user exists and is not root). */
 int agent_config_validate(const AgentConfig *c);

@@ -1,5 +1,6 @@
 /* Guest definitions (see agent-def.h): JSON in, a validated GuestDef, JSON
- * out, host checks, runtime paths and the QEMU command line.
+ * out, runtime paths and the QEMU command line (the host checks and the
+ * image roots are agent-files.c's).
  *
  * Parsing is strict on purpose, because a definition comes from the network
  * and a typo must never silently change a guest: json-c in strict mode with
@@ -14,9 +15,10 @@
  * guest_def_to_json() writes every member in a fixed order, so
  * parse(to_json(d)) gives d back byte for byte.
  *
- * The command line is built from the GuestDef alone (plus a stat() that
- * picks QEMU's file or host_device driver), so the source and destination
- * of a migration build the same devices in the same order.  Decisions:
+ * The command line is built from the GuestDef and the descriptors the agent
+ * opened for its files (GuestFiles): no path of the definition reaches
+ * QEMU, so QEMU never resolves one itself.  The source and destination of
+ * a migration build the same devices in the same order.  Decisions:
  *  - Image locking stays on (QEMU's default).  It does not get in the way of
  *    migration on shared storage: an -incoming QEMU opens its images
  *    inactive and takes no write lock until it activates them at
@@ -32,9 +34,12 @@
  *      unsafe       cache.direct=off, cache.no-flush=on,  write-cache=on
  *    cache.* and read-only are set on the format node; the protocol node
  *    (file.*) inherits them.
- *  - Values that QEMU splits on commas (-qmp, -chardev, -blockdev) get their
- *    commas doubled; -serial file:, -kernel, -initrd, -append and -pidfile
- *    take their value verbatim.
+ *  - Values that QEMU splits on commas (-qmp, -chardev) get their commas
+ *    doubled; -serial file:, -append and -pidfile take their value verbatim.
+ *  - Disks come from fd sets (-add-fd, /dev/fdset/N): QEMU dups them, so
+ *    a reopen still works after -runas/-chroot.  -kernel and -initrd are
+ *    read by loaders that open a name, so they get /proc/self/fd/N: still
+ *    the checked file, read before QEMU drops its privileges.
  *  - microvm gets pcie=on, so the same PCI devices work on every machine.
  *  - Without a kernel, disks[0] is the boot disk (bootindex=1).
  */
@@ -60,7 +65,6 @@
 #include "json.h"
 #include "vm.h"
 
-#define QCOW2_MAGIC "QFI\xfb"
 #define PC_MAX_VCPUS 255
 #define SUN_PATH_MAX (sizeof(((struct sockaddr_un *) 0)->sun_path) - 1)
 
@@ -109,7 +113,26 @@ static int get_path(const JsonNode *v, char *buf, size_t size, bool optional) {
                 return bad(v->path, "must be an absolute path, not '%s'", text_shown(buf, sh));
         if (has_control(buf))
                 return bad(v->path, "must not contain control characters");
+        if (!guest_path_is_normal(buf))
+                return bad(v->path, "must be a normalised path (no '.' or '..' component, no '//', no trailing "
+                           "'/'), not '%s'", text_shown(buf, sh));
         return 0;
+}
+
+bool guest_path_is_normal(const char *p) {
+        if (p[0] != '/' || !p[1] || has_control(p))
+                return false;
+        for (const char *c = p; *c; ) {
+                const char *next = strchr(c + 1, '/');
+                size_t n = next ? (size_t) (next - c - 1) : strlen(c + 1);
+                /* c points at a '/', the component is c[1..n] */
+                if (n == 0 || (n == 1 && c[1] == '.') || (n == 2 && c[1] == '.' && c[2] == '.'))
+                        return false;
+                if (!next)
+                        break;
+                c = next;
+        }
+        return true;
 }
 
 /* A string member that must satisfy @valid, described by @what for the
@@ -154,11 +177,13 @@ static bool is_alnum(char c) {
         return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
 }
 
+/* A model name, never a property list: QEMU's -cpu splits "model,prop=val",
+ * so a ',' or '=' would let a definition set CPU properties. */
 static bool cpu_model_is_valid(const char *s) {
         if (!is_alnum(s[0]))
                 return false;
         for (; *s; s++)
-                if (!is_alnum(*s) && !strchr("_.,=+-", *s))
+                if (!is_alnum(*s) && !strchr("_.-", *s))
                         return false;
         return true;
 }
@@ -351,7 +376,8 @@ static int parse_member(const char *key, const JsonNode *v, GuestDef *d, bool *h
                                   d->machine, sizeof(d->machine));
         if (streq(key, "cpu_model"))
                 return get_str_as(v, cpu_model_is_valid,
-                                  "a CPU model (A-Z a-z 0-9 _ . , = + -, starting with a letter or digit)",
+                                  "a CPU model name (A-Z a-z 0-9 _ . -, starting with a letter or digit; "
+                                  "no ',' or '=': properties cannot be set)",
                                   d->cpu_model, sizeof(d->cpu_model));
         if (streq(key, "kernel"))
                 return get_path(v, d->kernel, sizeof(d->kernel), true);
@@ -526,92 +552,6 @@ int guest_def_to_json(const GuestDef *def, char **ret_json) {
         return 0;
 }
 
-/* ---- host checks ---- */
-
-/* @path (member @member) exists, is a regular file or block device, and can
- * be opened for reading (and writing when @write).  Returns an fd open for
- * reading in *ret_fd when it is not NULL. */
-static int check_file(const char *member, const char *path, bool write, int *ret_fd) {
-        struct stat st;
-        if (stat(path, &st) < 0) {
-                if (errno == ENOENT || errno == ENOTDIR)
-                        return err_set(-ENOENT, "definition: '%s' file '%s' does not exist", member, path);
-                if (errno == EACCES)
-                        return err_set(-EACCES, "definition: '%s' file '%s' cannot be reached: %s", member,
-                                       path, strerror(errno));
-                return err_set(-errno, "definition: '%s' file '%s': %s", member, path, strerror(errno));
-        }
-        if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
-                return err_set(-EINVAL, "definition: '%s' '%s' is not a regular file or block device",
-                               member, path);
-        _cleanup_close_ int fd = open(path, (write ? O_RDWR : O_RDONLY) | O_CLOEXEC | O_NOCTTY);
-        if (fd < 0) {
-                int e = errno;
-                if (e == EACCES || e == EPERM || e == EROFS)
-                        return err_set(-EACCES, "definition: '%s' file '%s' is not %s: %s", member, path,
-                                       write ? "readable and writable" : "readable", strerror(e));
-                return err_set(-e, "definition: '%s' file '%s' cannot be opened: %s", member, path,
-                               strerror(e));
-        }
-        if (ret_fd)
-                *ret_fd = TAKE_FD(fd);
-        return 0;
-}
-
-static int check_disk(const GuestDisk *disk, size_t i) {
-        char member[48];
-        _cleanup_close_ int fd = -1;
-        int r;
-
-        snprintf(member, sizeof(member), "disks[%zu].path", i);
-        if ((r = check_file(member, disk->path, !disk->readonly, &fd)) < 0)
-                return r;
-        if (streq(disk->format, "qcow2")) {
-                char magic[4];
-                if (pread(fd, magic, sizeof(magic), 0) != (ssize_t) sizeof(magic) ||
-                    memcmp(magic, QCOW2_MAGIC, sizeof(magic)) != 0)
-                        return err_set(-EINVAL, "definition: '%s' '%s' is not a qcow2 image (no qcow2 magic)",
-                                       member, disk->path);
-        }
-        if (streq(disk->cache, "none") || streq(disk->cache, "directsync")) {
-                _cleanup_close_ int dfd = open(disk->path, O_RDONLY | O_DIRECT | O_CLOEXEC | O_NOCTTY);
-                if (dfd < 0 && errno == EINVAL)
-                        return err_set(-EINVAL, "definition: 'disks[%zu].cache' is %s, but the file system of '%s' "
-                                       "does not support O_DIRECT (use writeback or writethrough)",
-                                       i, disk->cache, disk->path);
-        }
-        return 0;
-}
-
-static int check_bridge(const GuestNic *nic, size_t i) {
-        char p[128];
-        struct stat st;
-
-        snprintf(p, sizeof(p), "/sys/class/net/%s", nic->bridge);
-        if (stat(p, &st) < 0)
-                return err_set(-ENOENT, "definition: 'nics[%zu].bridge' '%s' does not exist on this host", i,
-                               nic->bridge);
-        snprintf(p, sizeof(p), "/sys/class/net/%s/bridge", nic->bridge);
-        if (stat(p, &st) < 0 || !S_ISDIR(st.st_mode))
-                return err_set(-EINVAL, "definition: 'nics[%zu].bridge' '%s' is not a bridge", i, nic->bridge);
-        return 0;
-}
-
-int guest_def_check_host(const GuestDef *def) {
-        int r;
-        if (def->kernel[0] && (r = check_file("kernel", def->kernel, false, NULL)) < 0)
-                return r;
-        if (def->initrd[0] && (r = check_file("initrd", def->initrd, false, NULL)) < 0)
-                return r;
-        for (size_t i = 0; i < def->n_disks; i++)
-                if ((r = check_disk(&def->disks[i], i)) < 0)
-                        return r;
-        for (size_t i = 0; i < def->n_nics; i++)
-                if ((r = check_bridge(&def->nics[i], i)) < 0)
-                        return r;
-        return 0;
-}
-
 /* ---- runtime paths ---- */
 
 int guest_paths(const char *run_dir, const char *name, GuestPaths *ret) {
@@ -715,20 +655,26 @@ static const char *onoff(bool b) {
         return b ? "on" : "off";
 }
 
-static void add_disk(ArgvBuf *a, const GuestDef *def, size_t i) {
+/* Disk @i from fd set @i: QEMU picks the descriptor whose access mode it
+ * needs (read-only or read-write) and dups it, also for a later reopen. */
+static void add_disk(ArgvBuf *a, const GuestDef *def, const GuestFiles *files, size_t i) {
         const GuestDisk *disk = &def->disks[i];
-        char esc[2 * sizeof(disk->path)];
         bool direct, no_flush, write_cache;
-        struct stat st;
         /* QEMU's file driver refuses block devices; host_device is their driver. */
-        bool blk = stat(disk->path, &st) == 0 && S_ISBLK(st.st_mode);
+        bool blk = files->disk_blk[i];
 
         cache_flags(disk->cache, &direct, &no_flush, &write_cache);
+        av_add(a, "-add-fd");
+        av_addf(a, "fd=%d,set=%zu,opaque=disk%zu-ro", files->disk_ro[i], i, i);
+        if (!disk->readonly) {
+                av_add(a, "-add-fd");
+                av_addf(a, "fd=%d,set=%zu,opaque=disk%zu-rw", files->disk_rw[i], i, i);
+        }
         av_add(a, "-blockdev");
         av_addf(a, "driver=%s,node-name=disk%zu,read-only=%s,cache.direct=%s,cache.no-flush=%s,"
-                "file.driver=%s,file.node-name=disk%zu-file,file.filename=%s",
+                "file.driver=%s,file.node-name=disk%zu-file,file.filename=/dev/fdset/%zu",
                 disk->format, i, onoff(disk->readonly), onoff(direct), onoff(no_flush),
-                blk ? "host_device" : "file", i, opt_escape(disk->path, esc, sizeof(esc)));
+                blk ? "host_device" : "file", i, i);
         av_add(a, "-device");
         av_addf(a, "virtio-blk-pci,id=virtio-disk%zu,drive=disk%zu,write-cache=%s%s", i, i,
                 onoff(write_cache), (i == 0 && !def->kernel[0]) ? ",bootindex=1" : "");
@@ -743,17 +689,31 @@ static void add_nic(ArgvBuf *a, const GuestDef *def, size_t i) {
         av_addf(a, "%s,id=nic%zu,netdev=net%zu,mac=%s", def->nics[i].model, i, i, def->nics[i].mac);
 }
 
-int guest_build_argv(const GuestDef *def, const GuestPaths *paths, const char *qemu_binary,
-                     const char *accel, bool incoming, char ***ret_argv) {
+/* Every file of @def has its descriptor in @f (a descriptor below 3 would
+ * be one of QEMU's standard streams). */
+static int files_complete(const GuestDef *def, const GuestFiles *f) {
+        bool ok = (!def->kernel[0] || f->kernel > 2) && (!def->initrd[0] || f->initrd > 2);
+        for (size_t i = 0; i < def->n_disks; i++)
+                ok = ok && f->disk_ro[i] > 2 && (def->disks[i].readonly || f->disk_rw[i] > 2);
+        return ok ? 0 : err_set(-EINVAL, "guest %s: a file of the definition was not opened", def->name);
+}
+
+int guest_build_argv(const GuestDef *def, const GuestPaths *paths, const GuestFiles *files,
+                     const GuestLaunch *l, char ***ret_argv) {
         char esc[2 * sizeof(paths->qmp)];
+        const char *accel = l->accel;
+        bool runas = l->user && l->user[0];
         ArgvBuf a = { 0 };
+        int r;
 
         if (!accel || (!streq(accel, "tcg") && !streq(accel, "kvm")))
                 return err_set(-EINVAL, "accelerator must be kvm or tcg, not '%s'", accel ? accel : "");
-        if (!qemu_binary || !qemu_binary[0])
+        if (!l->qemu_binary || !l->qemu_binary[0])
                 return err_set(-EINVAL, "no QEMU binary given");
+        if ((r = files_complete(def, files)) < 0)
+                return r;
 
-        av_add(&a, qemu_binary);
+        av_add(&a, l->qemu_binary);
         av_add(&a, "-name");
         av_addf(&a, "guest=%s", def->name);
         av_add(&a, "-uuid");
@@ -773,7 +733,18 @@ int guest_build_argv(const GuestDef *def, const GuestPaths *paths, const char *q
         av_add(&a, "-display");
         av_add(&a, "none");
         av_add(&a, "-sandbox");
-        av_add(&a, "on,obsolete=allow,elevateprivileges=deny,spawn=deny,resourcecontrol=deny");
+        /* -runas calls setgid/setuid after the filter is in place; once it has
+         * dropped to the user, set*id can no longer gain anything */
+        av_addf(&a, "on,obsolete=allow,elevateprivileges=%s,spawn=deny,resourcecontrol=deny",
+                runas ? "allow" : "deny");
+        if (runas) {
+                av_add(&a, "-runas");
+                av_add(&a, l->user);
+        }
+        if (l->chroot && l->chroot[0]) {
+                av_add(&a, "-chroot");
+                av_add(&a, l->chroot);
+        }
         av_add(&a, "-qmp");
         av_addf(&a, "unix:%s,server=on,wait=off", opt_escape(paths->qmp, esc, sizeof(esc)));
         av_add(&a, "-pidfile");
@@ -783,20 +754,22 @@ int guest_build_argv(const GuestDef *def, const GuestPaths *paths, const char *q
                 av_addf(&a, "file:%s", paths->serial);
         else
                 av_add(&a, "none");
+        /* the loaders open these by name (no fd sets): the agent's descriptor
+         * through /proc, read while QEMU is still unconfined */
         if (def->kernel[0]) {
                 av_add(&a, "-kernel");
-                av_add(&a, def->kernel);
+                av_addf(&a, "/proc/self/fd/%d", files->kernel);
         }
         if (def->initrd[0]) {
                 av_add(&a, "-initrd");
-                av_add(&a, def->initrd);
+                av_addf(&a, "/proc/self/fd/%d", files->initrd);
         }
         if (def->append[0]) {
                 av_add(&a, "-append");
                 av_add(&a, def->append);
         }
         for (size_t i = 0; i < def->n_disks; i++)
-                add_disk(&a, def, i);
+                add_disk(&a, def, files, i);
         for (size_t i = 0; i < def->n_nics; i++)
                 add_nic(&a, def, i);
         if (def->guest_agent) {
@@ -808,7 +781,7 @@ int guest_build_argv(const GuestDef *def, const GuestPaths *paths, const char *q
                 av_add(&a, "-device");
                 av_add(&a, "virtserialport,bus=qga-serial.0,chardev=qga0,name=org.qemu.guest_agent.0");
         }
-        if (incoming) {
+        if (l->incoming) {
                 av_add(&a, "-S");
                 av_add(&a, "-incoming");
                 av_add(&a, "defer");

@@ -295,14 +295,8 @@ int agent_migrate_prepare(Agent *a, const char *op, const char *definition_json,
         agent_test_hold(JOB_PHASE_PREPARE, vm->name);
 
         /* No lock: host checks, taps, exec of QEMU with -incoming defer. */
-        char **argv = NULL;
         pid_t pid = 0;
-        if ((r = guest_def_check_host(&av->def)) < 0 ||
-            (r = guest_build_argv(&av->def, &av->paths, a->cfg.qemu_binary, a->cfg.accel, true, &argv)) < 0)
-                goto fail_job;
-        r = agent_vm_spawn(a, vm, argv, -1, &pid);
-        guest_argv_free(argv);
-        if (r < 0)
+        if ((r = agent_vm_launch_incoming(a, vm, &pid)) < 0)
                 goto fail_job;
 
         vm_lock(vm);

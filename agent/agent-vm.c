@@ -7,10 +7,14 @@
  * its monitor is attached; a restart that finds a START job in its status
  * file kills that QEMU (half-started guests are never trusted).
  *
- * Every QEMU this agent starts goes through agent_vm_spawn(), which, like
- * Define and Start, refuses a guest name that a running unmanaged QEMU owns
- * (agent-restart.c finds those at start).  Restart recovery itself lives in
- * agent-restart.c.
+ * Every QEMU this agent starts goes through launch_qemu(): the guest's
+ * files are checked and opened here (agent-files.h: inside the image
+ * roots, no links), their descriptors are inherited by QEMU at the numbers
+ * its command line names, and QEMU drops to qemu_user (-runas, optionally
+ * -chroot) once it has opened everything it needs, so nothing on the host
+ * has to be made accessible to that user.  Like Define and Start, the spawn
+ * refuses a guest name that a running unmanaged QEMU owns (agent-restart.c
+ * finds those at start).  Restart recovery itself lives in agent-restart.c.
  */
 #define _GNU_SOURCE
 #include "agent.h"
@@ -33,6 +37,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "agent-files.h"
 #include "agent-migtable.h"
 #include "agent-net.h"
 #include "agent-ops.h"
@@ -61,6 +66,22 @@ static int make_dir(const char *path) {
         return 0;
 }
 
+/* QEMU 7.2 gets a userfaultfd for post-copy only with CAP_SYS_PTRACE or
+ * vm.unprivileged_userfaultfd=1, and -runas drops every capability. */
+static void warn_postcopy(const AgentConfig *cfg) {
+        char v = '1';
+        int fd = open("/proc/sys/vm/unprivileged_userfaultfd", O_RDONLY | O_CLOEXEC);
+        if (fd >= 0) {
+                if (read(fd, &v, 1) != 1)
+                        v = '1';
+                close(fd);
+        }
+        if (v == '0')
+                log_warning("post-copy migration is unavailable here: QEMU runs as %s and "
+                            "vm.unprivileged_userfaultfd is 0 (docs/agent.md, \"Guest files and the QEMU user\")",
+                            cfg->qemu_user);
+}
+
 int agent_new(const AgentConfig *cfg, Agent **ret) {
         Agent *a;
         int r;
@@ -80,6 +101,7 @@ int agent_new(const AgentConfig *cfg, Agent **ret) {
         }
         vm_registry_set_max(a->vms, cfg->max_guests);
         job_set_default_timeout(cfg->job_timeout_ms);
+        warn_postcopy(cfg);
         *ret = a;
         return 0;
 }
@@ -243,6 +265,8 @@ int agent_vm_define(Agent *a, const char *json, size_t len, const char *op, Vm *
 
         if ((r = guest_def_parse(json, len, &def)) < 0)
                 return r;
+        if ((r = guest_def_check_files(&def, &a->cfg)) < 0) /* again at every start */
+                return r;
         if ((r = guest_def_to_json(&def, &canonical)) < 0)
                 return r;
         if ((r = agent_unmanaged_check(a, def.name)) < 0)
@@ -293,9 +317,23 @@ out:
 
 /* ---- start ------------------------------------------------------------------- */
 
-/* Start QEMU in its own session so it outlives the agent (double fork).
- * Returns the pid of QEMU; exec failures are reported with their errno. */
-static int spawn_detached(char **argv, const char *log_path, pid_t *ret_pid) {
+/* In the child, before exec: the guest's files survive it. */
+static void keep_open(const GuestFiles *f) {
+        int fds[2 + 2 * GUEST_MAX_DISKS] = { f->kernel, f->initrd };
+        for (size_t i = 0; i < GUEST_MAX_DISKS; i++) {
+                fds[2 + 2 * i] = f->disk_ro[i];
+                fds[3 + 2 * i] = f->disk_rw[i];
+        }
+        for (size_t i = 0; i < ELEMENTSOF(fds); i++)
+                if (fds[i] > STDERR_FILENO)
+                        (void) fcntl(fds[i], F_SETFD, 0);
+}
+
+/* Start QEMU in its own session so it outlives the agent (double fork),
+ * with the guest's files (@files, O_CLOEXEC here) inherited at their
+ * numbers.  Returns the pid of QEMU; exec failures are reported with their
+ * errno. */
+static int spawn_detached(char **argv, const GuestFiles *files, const char *log_path, pid_t *ret_pid) {
         int pid_pipe[2], err_pipe[2];
         pid_t child, qemu = 0;
         int exec_errno = 0, st;
@@ -332,6 +370,7 @@ static int spawn_detached(char **argv, const char *log_path, pid_t *ret_pid) {
                 }
                 if (nul >= 0)
                         dup2(nul, STDIN_FILENO);
+                keep_open(files);
                 execv(argv[0], argv);
                 int e = errno;
                 ssize_t _unused_ w2 = write(err_pipe[1], &e, sizeof(e));
@@ -451,7 +490,9 @@ void agent_test_hold(JobPhase phase, const char *guest) {
         agent_test_hold_at(job_phase_to_string(phase), guest);
 }
 
-int agent_vm_spawn(Agent *a, Vm *vm, char **argv, int64_t timeout_ms, pid_t *ret_pid) {
+/* Exec QEMU (@argv, @files inherited) for @vm, record its pid, wait for its
+ * monitor and attach it (agent.h, agent_vm_launch_incoming). */
+static int spawn_qemu(Agent *a, Vm *vm, char **argv, const GuestFiles *files, int64_t timeout_ms, pid_t *ret_pid) {
         AgentVm *av = vm->ops.opaque;
         QmpMonitor *mon = NULL;
         pid_t pid = 0;
@@ -459,7 +500,7 @@ int agent_vm_spawn(Agent *a, Vm *vm, char **argv, int64_t timeout_ms, pid_t *ret
 
         if ((r = agent_unmanaged_check(a, vm->name)) < 0)
                 return r;
-        if ((r = spawn_detached(argv, av->paths.log, &pid)) < 0)
+        if ((r = spawn_detached(argv, files, av->paths.log, &pid)) < 0)
                 return r;
         vm_lock(vm);
         vm->pid = pid; /* so destroy and recovery can find it */
@@ -496,31 +537,44 @@ fail:
         return r;
 }
 
-static int launch(Agent *a, Vm *vm, int64_t timeout_ms, pid_t *ret_pid) {
+/* Check and open the guest's files, make its taps (a start, not an
+ * incoming guest), build the command line (-S always) and spawn QEMU. */
+static int launch_qemu(Agent *a, Vm *vm, bool incoming, int64_t timeout_ms, pid_t *ret_pid) {
         AgentVm *av = vm->ops.opaque;
+        GuestLaunch l = { .qemu_binary = a->cfg.qemu_binary, .accel = a->cfg.accel, .incoming = incoming,
+                          .user = a->cfg.qemu_user, .chroot = a->cfg.qemu_chroot };
+        GuestFiles files;
         char **argv = NULL;
         int r;
 
-        if ((r = guest_def_check_host(&av->def)) < 0)
+        if ((r = guest_def_check_host(&av->def, &a->cfg, &files)) < 0)
                 return r;
-        for (size_t i = 0; i < av->def.n_nics; i++) {
+        for (size_t i = 0; !incoming && i < av->def.n_nics; i++) {
                 char tap[16];
                 guest_tap_name(av->def.uuid, i, tap);
                 if ((r = agent_tap_create(tap, av->def.nics[i].bridge)) < 0)
-                        return r;
+                        goto out;
         }
-        unlink(av->paths.qmp);
-        unlink(av->paths.qga);
-        unlink(av->paths.pidfile);
-        if ((r = guest_build_argv(&av->def, &av->paths, a->cfg.qemu_binary, a->cfg.accel, false, &argv)) < 0)
-                return r;
-        if (argv_append(&argv, "-S") < 0) {
-                guest_argv_free(argv);
-                return err_set(-ENOMEM, "out of memory");
+        if (!incoming) {
+                unlink(av->paths.qmp);
+                unlink(av->paths.qga);
+                unlink(av->paths.pidfile);
         }
-        r = agent_vm_spawn(a, vm, argv, timeout_ms, ret_pid);
+        if ((r = guest_build_argv(&av->def, &av->paths, &files, &l, &argv)) < 0)
+                goto out;
+        if (!incoming && argv_append(&argv, "-S") < 0) {
+                r = err_set(-ENOMEM, "out of memory");
+                goto out;
+        }
+        r = spawn_qemu(a, vm, argv, &files, timeout_ms, ret_pid);
+out:
         guest_argv_free(argv);
+        guest_files_close(&files);
         return r;
+}
+
+int agent_vm_launch_incoming(Agent *a, Vm *vm, pid_t *ret_pid) {
+        return launch_qemu(a, vm, true, -1, ret_pid);
 }
 
 static void kill_pid(pid_t pid) {
@@ -557,7 +611,7 @@ int agent_vm_start(Agent *a, Vm *vm, const char *op, bool paused, int64_t timeou
                 goto fail;
 
         /* No lock held: host checks, taps, exec, waiting for the monitor. */
-        if ((r = launch(a, vm, timeout_ms, &pid)) < 0)
+        if ((r = launch_qemu(a, vm, false, timeout_ms, &pid)) < 0)
                 goto fail;
         agent_test_hold(JOB_PHASE_LAUNCH, vm->name);
         vm_lock(vm);

@@ -99,13 +99,15 @@ int agent_unmanaged_list(Agent *a, AgentUnmanaged **ret);
  * it is stored and compared whole (INVALID_ARGUMENT at the RPC boundary). */
 int agent_op_id(Agent *a, const char *given, char ret[OP_ID_MAX]);
 
-/* Exec QEMU (@argv) for @vm in its own session, record its pid, wait for
- * its monitor (start_timeout_ms) and attach it, all with no lock held until
- * the attach.  The caller holds @vm's async job (START or MIGRATION_IN).
- * @timeout_ms <= 0: start_timeout_ms.  On failure QEMU is killed.
- * -ECANCELED if a destroy came meanwhile; -EBUSY, starting nothing, when a
- * running unmanaged QEMU owns the guest's name (AgentUnmanaged). */
-int agent_vm_spawn(Agent *a, Vm *vm, char **argv, int64_t timeout_ms, pid_t *ret_pid);
+/* Start QEMU for an incoming migration of @vm ("-S -incoming defer"): the
+ * host checks of Start (files inside the image roots, opened by the agent
+ * and inherited by QEMU), -runas qemu_user, exec in its own session, record
+ * its pid, wait for its monitor (start_timeout_ms) and attach it, all with
+ * no lock held until the attach.  The caller holds @vm's MIGRATION_IN job.
+ * On failure QEMU is killed.  -ECANCELED if a destroy came meanwhile;
+ * -EBUSY, starting nothing, when a running unmanaged QEMU owns the guest's
+ * name (AgentUnmanaged). */
+int agent_vm_launch_incoming(Agent *a, Vm *vm, pid_t *ret_pid);
 
 /* TEST-ONLY: sleep when DROVER_TEST_HOLD names @phase (and, when it names a
  * guest, @guest) (docs/agent.md). */

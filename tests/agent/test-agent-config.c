@@ -90,6 +90,11 @@ static void test_defaults(void **state) {
         assert_int_equal(c.rpc_threads, 0);
         assert_int_equal(c.max_request_bytes, 4194304);
         assert_string_equal(c.log_level, "info");
+        assert_int_equal(c.n_image_roots, 1);
+        assert_string_equal(c.image_roots[0], "/var/lib/drover/images");
+        assert_false(c.allow_block_devices);
+        assert_string_equal(c.qemu_user, "nobody");
+        assert_string_equal(c.qemu_chroot, "");
 
         /* the defaults alone lack TLS or dev_mode */
         snprintf(c.qemu_binary, sizeof(c.qemu_binary), "%s", qemu);
@@ -533,6 +538,62 @@ static void test_set_over_file(void **state) {
                            "'10.1.2.3:7400'");
 }
 
+/* Where guest files may live and whom QEMU runs as. */
+static void test_image_roots_and_qemu_user(void **state) {
+        AgentConfig c = good();
+        char *json = xasprintf("{\"host\":\"h\",\"image_roots\":[\"/srv/a\",\"/srv/b\"],\"allow_block_devices\":true,"
+                               "\"qemu_user\":\"nobody\",\"qemu_chroot\":\"%s\"}", tmp);
+        assert_int_equal(agent_config_parse(json, strlen(json), &c), 0);
+        free(json);
+        assert_int_equal(c.n_image_roots, 2);
+        assert_string_equal(c.image_roots[1], "/srv/b");
+        assert_true(c.allow_block_devices);
+        assert_string_equal(c.qemu_chroot, tmp);
+        assert_int_equal(agent_config_set(&c, "image_roots", "/x,/y/z"), 0);
+        assert_int_equal(c.n_image_roots, 2);
+        assert_string_equal(c.image_roots[1], "/y/z");
+        snprintf(c.qemu_binary, sizeof(c.qemu_binary), "%s", qemu);
+        c.dev_mode = true;
+        snprintf(c.listen[0], sizeof(c.listen[0]), "unix:/run/a.sock");
+        assert_int_equal(agent_config_validate(&c), 0);
+
+        static const struct {
+                const char *name, *value, *detail;
+        } bad[] = {
+                { "image_roots", "relative", "config: 'image_roots[0]' must be a normalised absolute folder other than "
+                  "'/' (no '.', '..', '//' or trailing '/'), not 'relative'" },
+                { "image_roots", "/", "config: 'image_roots[0]' must be a normalised absolute folder other than '/' "
+                  "(no '.', '..', '//' or trailing '/'), not '/'" },
+                { "image_roots", "/srv/img/../..", "config: 'image_roots[0]' must be a normalised absolute folder "
+                  "other than '/' (no '.', '..', '//' or trailing '/'), not '/srv/img/../..'" },
+                { "image_roots", "/srv/img,/srv/img/", "config: 'image_roots[1]' must be a normalised absolute folder "
+                  "other than '/' (no '.', '..', '//' or trailing '/'), not '/srv/img/'" },
+                { "image_roots", "/a,/a", "config: 'image_roots[1]' repeats image_roots[0]" },
+                { "qemu_user", "drover-no-such-user", "config: 'qemu_user' 'drover-no-such-user' is not a user on "
+                  "this host (create it, e.g. useradd --system --no-create-home --shell /usr/sbin/nologin "
+                  "drover-no-such-user, or name another)" },
+                { "qemu_user", "root", "config: 'qemu_user' 'root' is root (uid 0): QEMU must run unprivileged" },
+                { "qemu_user", "", "config: 'qemu_user' is empty: QEMU runs as an unprivileged user (e.g. \"nobody\")" },
+                { "qemu_chroot", "/nonexistent/chroot", "config: 'qemu_chroot' '/nonexistent/chroot' is not a folder" },
+                { "qemu_chroot", "/", "config: 'qemu_chroot' must be a normalised absolute folder other than '/', "
+                  "not '/'" },
+        };
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+                AgentConfig b = c;
+                assert_int_equal(agent_config_set(&b, bad[i].name, bad[i].value), 0);
+                expect_invalid(&b, bad[i].detail);
+        }
+        AgentConfig b = c;
+        b.n_image_roots = 0;
+        expect_invalid(&b, "config: 'image_roots' is empty: guests need at least one folder for their files");
+        assert_int_equal(agent_config_set(&b, "image_roots", "/1,/2,/3,/4,/5,/6,/7,/8,/9"), -EINVAL);
+        assert_string_equal(err_msg(), "config: 'image_roots' has more than 8 entries");
+        json = xasprintf("{\"image_roots\":\"/srv\"}");
+        assert_int_equal(agent_config_parse(json, strlen(json), &b), -EINVAL);
+        assert_string_equal(err_msg(), "config: 'image_roots' must be an array of strings, not a string");
+        free(json);
+}
+
 static int setup(void **state) {
         tmp = tu_tmpdir("agentcfg");
         assert_true(strlen(tmp) < 200);
@@ -560,6 +621,7 @@ int main(void) {
                 cmocka_unit_test(test_listen_forms),
                 cmocka_unit_test(test_load_errors),
                 cmocka_unit_test(test_set),
+                cmocka_unit_test(test_image_roots_and_qemu_user),
                 cmocka_unit_test(test_set_over_file),
         };
         return cmocka_run_group_tests(tests, setup, NULL);

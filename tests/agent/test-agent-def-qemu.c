@@ -8,8 +8,11 @@
  * log, so -kernel/-append/-serial work), the process runs under seccomp,
  * the pidfile names it, and query-block / query-named-block-nodes show the
  * read-only flags and cache modes on both the format and the protocol node.
- * The run folder has a comma in its name, so the ",," escaping of -qmp,
- * -chardev and -blockdev values is exercised too.
+ * The run folder has a comma in its name, so the ",," escaping of -qmp
+ * and -chardev values is exercised too.  The files come as the agent
+ * passes them (agent-files.h: opened inside an image root, inherited as
+ * descriptors: fd sets for the disks, /proc/self/fd for the kernel), and,
+ * run as root, QEMU drops to nobody (-runas) after opening them.
  *
  * It also backs the image-locking decision in agent-def.c: a second QEMU
  * started with -incoming on the same disks comes up (inactive images hold
@@ -39,7 +42,9 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "agent-config.h"
 #include "agent-def.h"
+#include "agent-files.h"
 #include "err.h"
 #include "testutil.h"
 
@@ -52,6 +57,7 @@ static const char *qemu, *elf, *tmp;
 static DiskSpec disks[4];
 static size_t n_disks;
 static GuestDef def;
+static AgentConfig cfg; /* image roots: tmp and the test guest's folder */
 
 static void make_disks(void) {
         int fd = open(tu_path(tmp, "probe"), O_CREAT | O_RDWR | O_DIRECT | O_CLOEXEC, 0600);
@@ -109,7 +115,12 @@ static int setup(void **state) {
         snprintf(json + n, sizeof(json) - (size_t) n, "]}");
         if (guest_def_parse(json, strlen(json), &def) < 0)
                 fail_msg("%s", err_msg());
-        if (guest_def_check_host(&def) < 0)
+        agent_config_defaults(&cfg);
+        cfg.n_image_roots = 2;
+        snprintf(cfg.image_roots[0], sizeof(cfg.image_roots[0]), "%s", tmp);
+        snprintf(cfg.image_roots[1], sizeof(cfg.image_roots[1]), "%s", elf);
+        *strrchr(cfg.image_roots[1], '/') = '\0';
+        if (guest_def_check_files(&def, &cfg) < 0)
                 fail_msg("%s", err_msg());
         return 0;
 }
@@ -191,11 +202,25 @@ static const char *get_str(json_object *o, const char *key) {
 
 /* ---- QEMU processes ---- */
 
+/* As the agent starts QEMU: files opened and checked, their descriptors
+ * inherited (this test is single-threaded, so clearing FD_CLOEXEC around
+ * the spawn is safe), -runas nobody when run as root. */
 static pid_t start(const GuestPaths *p, bool incoming) {
         char **argv = NULL;
-        assert_int_equal(guest_build_argv(&def, p, qemu, "tcg", incoming, &argv), 0);
+        GuestFiles f;
+        GuestLaunch l = { .qemu_binary = qemu, .accel = "tcg", .incoming = incoming,
+                          .user = geteuid() == 0 ? "nobody" : NULL };
+        if (guest_def_check_host(&def, &cfg, &f) < 0)
+                fail_msg("%s", err_msg());
+        assert_int_equal(guest_build_argv(&def, p, &f, &l, &argv), 0);
+        int fds[] = { f.kernel, f.initrd, f.disk_ro[0], f.disk_rw[0], f.disk_ro[1], f.disk_rw[1],
+                      f.disk_ro[2], f.disk_rw[2], f.disk_ro[3], f.disk_rw[3] };
+        for (size_t i = 0; i < ELEMENTSOF(fds); i++)
+                if (fds[i] >= 0)
+                        assert_int_equal(fcntl(fds[i], F_SETFD, 0), 0);
         pid_t pid = tu_spawn(argv, p->log);
         guest_argv_free(argv);
+        guest_files_close(&f);
         assert_true(pid > 0);
         return pid;
 }
@@ -306,6 +331,14 @@ static void test_qemu_accepts_argv(void **state) {
         assert_int_equal(atoi(pidtext), pid);
         free(pidtext);
         check_seccomp(pid);
+        if (geteuid() == 0) { /* -runas took effect, after QEMU opened what it needed */
+                char path[64];
+                snprintf(path, sizeof(path), "/proc/%d/status", (int) pid);
+                char *status = tu_read_file(path, NULL);
+                assert_non_null(status);
+                assert_non_null(strstr(status, "\nUid:\t65534\t65534\t65534\t65534\n"));
+                free(status);
+        }
 
         qmp_start(&q, p1.qmp);
         json_object *st = qmp_cmd(&q, "query-status");

@@ -105,10 +105,19 @@ static void remember_run_dir(const char *run_dir) {
         }
 }
 
+void test_image_roots(const char *dir, const char *sep, char *buf, size_t size) {
+        const char *elf = getenv("DROVER_GUEST_ELF"), *lg = getenv("DROVER_LINUX_GUEST_DIR");
+        int n = snprintf(buf, size, "%s", dir);
+        if (elf && strrchr(elf, '/') && strrchr(elf, '/') != elf && n >= 0 && (size_t) n < size)
+                n += snprintf(buf + n, size - (size_t) n, "%s%.*s", sep, (int) (strrchr(elf, '/') - elf), elf);
+        if (lg && lg[0] == '/' && n >= 0 && (size_t) n < size)
+                snprintf(buf + n, size - (size_t) n, "%s%s", sep, lg);
+}
+
 static int start_agent(TestAgent *t, const char *dir, const TestAgentOptions *o, int keep_port) {
         const char *agent = tu_build_path("agent/drover-agent");
         const char *ip = NULL;
-        char listen_unix[320], listen_tcp[64];
+        char listen_unix[320], listen_tcp[64], roots[1200];
         char *argv[32];
         size_t n = 0, offset = 0;
 
@@ -136,9 +145,11 @@ static int start_agent(TestAgent *t, const char *dir, const TestAgentOptions *o,
                 /* a production agent has a fixed port; so does this one (kept across restarts) */
                 t->port = keep_port ? keep_port : tu_free_port();
                 snprintf(listen_tcp, sizeof(listen_tcp), "127.0.0.1:%d", t->port);
+                snprintf(roots, sizeof(roots), "image_roots=");
+                test_image_roots(dir, ",", roots + strlen(roots), sizeof(roots) - strlen(roots));
                 char *dev[] = { "--dev", "--host", "test-host", "--listen", listen_unix, "--listen", listen_tcp,
                                 "--state-dir", t->state_dir, "--run-dir", t->run_dir, "--accel", "tcg",
-                                "--log-level", "info" };
+                                "--log-level", "info", "--set", roots };
                 for (size_t i = 0; i < ELEMENTSOF(dev); i++)
                         argv[n++] = dev[i];
         }

@@ -46,6 +46,12 @@ int test_agent_stop(TestAgent *t);
 /* Kill every QEMU whose pidfile is in the run folder (test cleanup). */
 void test_agent_kill_guests(TestAgent *t);
 
+/* The image roots (agent-config.h) of a test agent using @dir, joined by
+ * @sep ("," for --set, "\", \"" inside a JSON array): the test guest's
+ * folder ($DROVER_GUEST_ELF's), the Linux guest's ($DROVER_LINUX_GUEST_DIR)
+ * when set, and @dir itself (for the disks and files tests make there). */
+void test_image_roots(const char *dir, const char *sep, char *buf, size_t size);
+
 /* A definition of the tiny test guest. */
 char *test_guest_json(const char *name, const char *uuid, int mem_mib, const char *append);
 

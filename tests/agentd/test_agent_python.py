@@ -84,7 +84,9 @@ class Agent(tu.Daemon):
     def start(self, timeout=15):
         argv = [AGENT, "--dev", "--host", "py-host",
                 "--listen", f"unix:{self.sock}", "--listen", f"127.0.0.1:{self.port}",
-                "--state-dir", self.state_dir, "--run-dir", self.run_dir, "--accel", "tcg"]
+                "--state-dir", self.state_dir, "--run-dir", self.run_dir, "--accel", "tcg",
+                # guest files must lie in an image root: the test guest's folder
+                "--set", "image_roots=" + os.path.dirname(os.environ["DROVER_GUEST_ELF"])]
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self.log, text=True,
                                      start_new_session=True)

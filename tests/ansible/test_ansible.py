@@ -68,6 +68,7 @@ CTL = os.path.join(BUILD_ROOT, "coordinator", "droverctl")
 COLLECTION = os.path.join(SOURCE_ROOT, "ansible")
 PROTO_DIR = os.path.join(SOURCE_ROOT, "proto", "drover", "v1")
 QEMU = "/usr/bin/qemu-system-x86_64"
+GUEST_DIR = os.path.dirname(os.environ.get("DROVER_GUEST_ELF", "/nonexistent/guest.elf"))  # an image root
 MODULES = ("drover_evacuate", "drover_migrate", "drover_host", "drover_facts")
 GUESTS_A = ("g1", "g2", "g3")
 PLAYBOOK_TIMEOUT = 600
@@ -290,7 +291,7 @@ def inventory(c):
             "drover_agent_listen": [f"unix:{d}/agent.sock", addr],
             "drover_agent_dev_mode": True,
             "drover_agent_settings": {"state_dir": f"{d}/state", "run_dir": f"{d}/run", "accel": "tcg",
-                                      "log_level": "info"},
+                                      "log_level": "info", "image_roots": [GUEST_DIR]},
             "drover_host_settings": {"memory_mib": memory_mib},
         }
     d = c.dirs["ctl"]
@@ -370,7 +371,8 @@ def test_deploy(c, inv_path):
         except (OSError, ValueError) as e:
             cfg = {"error": str(e)}
         want = {"host": h, "listen": [f"unix:{d}/agent.sock", f"127.0.0.1:{c.ports[h]}"], "dev_mode": True,
-                "state_dir": f"{d}/state", "run_dir": f"{d}/run", "accel": "tcg", "log_level": "info"}
+                "state_dir": f"{d}/state", "run_dir": f"{d}/run", "accel": "tcg", "log_level": "info",
+                "image_roots": [GUEST_DIR]}
         check(f"deploy: {h}: agent.json from the variables", cfg == want, f"{cfg} != {want}")
         ok, diff = unit_matches(f"{d}/systemd/drover-agent.service",
                                 os.path.join(SOURCE_ROOT, "agent", "systemd", "drover-agent.service"),

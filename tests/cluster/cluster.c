@@ -75,8 +75,9 @@ static void make_tls(int subnet) {
 
 static void write_config(Cluster *c, int i) {
         ClusterHost *h = &c->host[i];
-        char json[2048], dir[sizeof(h->dir)];
+        char json[4096], dir[sizeof(h->dir)], roots[1200];
         snprintf(dir, sizeof(dir), "%s", h->dir);
+        test_image_roots(dir, "\", \"", roots, sizeof(roots));
         snprintf(h->config, sizeof(h->config), "%s/agent.json", dir);
         snprintf(json, sizeof(json),
                  "{ \"host\": \"host-%c\",\n"
@@ -85,9 +86,10 @@ static void write_config(Cluster *c, int i) {
                  "  \"listen\": [\"unix:%s/agent.sock\", \"%s\"],\n"
                  "  \"qemu_binary\": \"%s\",\n"
                  "  \"accel\": \"tcg\",\n"
+                 "  \"image_roots\": [\"%s\"],\n"
                  "  \"tls\": { \"cert\": \"%s/host-%c.crt\", \"key\": \"%s/host-%c.key\", \"ca\": \"%s\" },\n"
                  "  \"log_level\": \"info\" }\n",
-                 'a' + i, dir, dir, dir, h->grpc, tu_qemu_binary(), tls_dir, 'a' + i, tls_dir, 'a' + i,
+                 'a' + i, dir, dir, dir, h->grpc, tu_qemu_binary(), roots, tls_dir, 'a' + i, tls_dir, 'a' + i,
                  ca_crt);
         FILE *f = fopen(h->config, "w");
         if (!f || fputs(json, f) < 0 || fclose(f) != 0)

@@ -97,7 +97,8 @@ for i in 0 1 2; do
   cat > "$d/agent.json" <<JSON
 { "host": "host-$h", "state_dir": "$d/state", "run_dir": "$d/run",
   "listen": ["unix:$d/agent.sock", "$(addr_of $i)"], $tls
-  "qemu_binary": "$(command -v qemu-system-x86_64)", "accel": "tcg", "log_level": "warning" }
+  "qemu_binary": "$(command -v qemu-system-x86_64)", "accel": "tcg", "log_level": "warning",
+  "image_roots": ["$(dirname "$GUEST")"] }
 JSON
   if [ $mode = netns ]; then
     ip netns exec "$NS-$h" "$AGENT" --config "$d/agent.json" > "$d/agent.log" 2>&1 &
