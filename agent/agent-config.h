@@ -16,7 +16,9 @@
  *     "max_guests": 512,
  *     "rpc_lanes": { "queries": 4, "peer": 16, "control": 8, "streams": 16 },
  *     "max_request_bytes": 4194304,
- *     "log_level": "info" }
+ *     "log_level": "info",
+ *     "migration_address": "10.0.0.1",         (where incoming streams listen; docs/migration.md)
+ *     "migration_ports": "49152-49215" }       (incoming streams: a random free port of these)
  *
  * Unknown members, wrong types, relative paths, a missing QEMU binary, an
  * empty listen list, TLS files that do not exist, or neither TLS nor
@@ -28,6 +30,11 @@
  * (<run_dir>/<name>.qmp, names up to 63 bytes) fits a unix socket address.
  * Bounds: timeouts 1..3600000 ms, max_guests 1..65536, rpc_lanes.* 1..256,
  * max_request_bytes 131072..67108864 (a 64 KiB definition must fit).
+ * migration_address is an IP literal of this host (not a wildcard, not a
+ * name; a configured one must be bindable here); empty means the host of
+ * the first TCP listen address when that is an IP literal, or 127.0.0.1
+ * when every listener is a unix socket; otherwise it is required.
+ * migration_ports is "LOW-HIGH" (or one port), within 1024..65535.
  */
 #pragma once
 
@@ -64,6 +71,8 @@ typedef struct AgentConfig {
         unsigned rpc_threads;   /* the old single pool: 0, or given and ignored (main warns) */
         size_t max_request_bytes;
         char log_level[16];
+        char migration_address[64]; /* "" = derived (agent_config_migration_host()) */
+        char migration_ports[16];   /* "LOW-HIGH"; agent_config_migration_ports() */
 } AgentConfig;
 
 /* Defaults (see above). */
@@ -85,3 +94,10 @@ int agent_config_set(AgentConfig *c, const char *name, const char *value);
 /* Check the whole configuration (paths absolute, binary executable, TLS
  * files readable, listen addresses parse, dev_mode only on loopback/unix). */
 int agent_config_validate(const AgentConfig *c);
+/* The address incoming migration streams listen on (a validated config):
+ * migration_address, or the one derived from the listen addresses (above),
+ * copied into @buf as a bare IP literal.  0, or -EINVAL when none can be
+ * derived. */
+int agent_config_migration_host(const AgentConfig *c, char *buf, size_t size);
+/* migration_ports of a validated config as numbers: 0, or -EINVAL. */
+int agent_config_migration_ports(const AgentConfig *c, unsigned *ret_low, unsigned *ret_high);

@@ -236,3 +236,6 @@ void rpc_call_peer(RpcCall *call, char *buf, size_t size);
 /* The verified client certificate's identity (subject alternative name or
  * common name) copied into @buf; -ENOENT on a plaintext call. */
 int rpc_call_peer_identity(RpcCall *call, char *buf, size_t size);
+/* The verified client certificate itself (PEM, malloc'ed into *ret: the
+ * caller frees it); -ENOENT on a plaintext call. */
+int rpc_call_peer_cert_pem(RpcCall *call, char **ret);
