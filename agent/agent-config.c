@@ -33,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -103,6 +104,8 @@ static const Member members[] = {
         BOOL("allow_block_devices", allow_block_devices),
         STR("qemu_user", qemu_user),
         STR("qemu_chroot", qemu_chroot),
+        STR("migration_address", migration_address),
+        STR("migration_ports", migration_ports),
 };
 
 static bool streq(const char *a, const char *b) {
@@ -159,6 +162,7 @@ void agent_config_defaults(AgentConfig *c) {
         c->allow_block_devices = false;
         snprintf(c->qemu_user, sizeof(c->qemu_user), "nobody");
         c->qemu_chroot[0] = '\0';
+        snprintf(c->migration_ports, sizeof(c->migration_ports), "49152-49215");
 }
 
 /* ---- storing one member ---- */
@@ -560,6 +564,111 @@ static int check_qemu_user(const AgentConfig *c) {
         return 0;
 }
 
+/* ---- the migration stream's listener ---- */
+
+/* @s is an IPv4 or IPv6 literal (no brackets) that names one host: not the
+ * wildcard, not multicast or broadcast. */
+static bool ip_is_unicast(const char *s) {
+        struct in_addr in4;
+        struct in6_addr in6;
+        if (inet_pton(AF_INET, s, &in4) == 1) {
+                uint32_t v = ntohl(in4.s_addr);
+                return v != 0 && v != 0xffffffffu && (v >> 28) != 0xe;
+        }
+        if (inet_pton(AF_INET6, s, &in6) == 1)
+                return !IN6_IS_ADDR_UNSPECIFIED(&in6) && !IN6_IS_ADDR_MULTICAST(&in6);
+        return false;
+}
+
+/* A configured migration_address must be one of this host's: bind it. */
+static int check_local_ip(const char *name, const char *ip) {
+        struct sockaddr_storage ss = { 0 };
+        socklen_t len;
+        struct sockaddr_in *in4 = (struct sockaddr_in *) &ss;
+        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *) &ss;
+        if (inet_pton(AF_INET, ip, &in4->sin_addr) == 1) {
+                in4->sin_family = AF_INET;
+                len = sizeof(*in4);
+        } else {
+                (void) inet_pton(AF_INET6, ip, &in6->sin6_addr);
+                in6->sin6_family = AF_INET6;
+                len = sizeof(*in6);
+        }
+        _cleanup_close_ int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+                return bad(name, "cannot be checked: %s", strerror(errno));
+        if (bind(fd, (struct sockaddr *) &ss, len) < 0 && errno == EADDRNOTAVAIL)
+                return bad(name, "'%s' is not an address of this host", ip);
+        return 0;
+}
+
+int agent_config_migration_host(const AgentConfig *c, char *buf, size_t size) {
+        char sh[SHOWN_MAX + 4];
+        if (c->migration_address[0]) {
+                snprintf(buf, size, "%s", c->migration_address);
+                return 0;
+        }
+        for (size_t i = 0; i < c->n_listen; i++) {
+                const char *a = c->listen[i], *colon = strrchr(a, ':');
+                char host[256];
+                if (!strncmp(a, "unix:", 5) || !colon)
+                        continue;
+                if (a[0] == '[')
+                        snprintf(host, sizeof(host), "%.*s", (int) (colon - a - 2), a + 1);
+                else
+                        snprintf(host, sizeof(host), "%.*s", (int) (colon - a), a);
+                if (strcasecmp(host, "localhost") == 0)
+                        snprintf(host, sizeof(host), "127.0.0.1");
+                if (!ip_is_unicast(host))
+                        return bad("migration_address", "is required: %s '%s' is not one address of this host",
+                                   "the first TCP listen address", text_shown(a, sh));
+                snprintf(buf, size, "%s", host);
+                return 0;
+        }
+        snprintf(buf, size, "127.0.0.1"); /* only unix listeners: no peer can reach this agent anyway */
+        return 0;
+}
+
+int agent_config_migration_ports(const AgentConfig *c, unsigned *ret_low, unsigned *ret_high) {
+        char sh[SHOWN_MAX + 4];
+        unsigned lo, hi;
+        int n = 0;
+        const char *p = c->migration_ports;
+        if (sscanf(p, "%5u%n", &lo, &n) != 1 || n == 0)
+                return bad("migration_ports", "must be LOW-HIGH or one port, not '%s'", text_shown(p, sh));
+        hi = lo;
+        if (p[n] == '-') {
+                int m = 0;
+                if (sscanf(p + n + 1, "%5u%n", &hi, &m) != 1 || p[n + 1] < '0' || p[n + 1] > '9')
+                        return bad("migration_ports", "must be LOW-HIGH or one port, not '%s'", text_shown(p, sh));
+                n += 1 + m;
+        }
+        if (p[n] != '\0' || p[0] < '0' || p[0] > '9')
+                return bad("migration_ports", "must be LOW-HIGH or one port, not '%s'", text_shown(p, sh));
+        if (lo < 1024 || hi > 65535 || lo > hi)
+                return bad("migration_ports", "must lie within 1024-65535 with LOW <= HIGH, not '%s'",
+                           text_shown(p, sh));
+        *ret_low = lo;
+        *ret_high = hi;
+        return 0;
+}
+
+static int check_migration_stream(const AgentConfig *c) {
+        char sh[SHOWN_MAX + 4], host[64];
+        unsigned lo, hi;
+        int r;
+        if (c->migration_address[0]) {
+                if (!ip_is_unicast(c->migration_address))
+                        return bad("migration_address", "must be one IP address of this host (no name, no "
+                                   "wildcard, no brackets), not '%s'", text_shown(c->migration_address, sh));
+                if ((r = check_local_ip("migration_address", c->migration_address)) < 0)
+                        return r;
+        }
+        if ((r = agent_config_migration_host(c, host, sizeof(host))) < 0)
+                return r;
+        return agent_config_migration_ports(c, &lo, &hi);
+}
+
 static int validate(const AgentConfig *c) {
         char sh[SHOWN_MAX + 4];
         int r;
@@ -578,7 +687,8 @@ static int validate(const AgentConfig *c) {
                 return r;
         if (!streq(c->accel, "kvm") && !streq(c->accel, "tcg"))
                 return bad("accel", "must be kvm or tcg, not '%s'", text_shown(c->accel, sh));
-        if ((r = check_tls(c)) < 0 || (r = check_image_roots(c)) < 0 || (r = check_qemu_user(c)) < 0)
+        if ((r = check_tls(c)) < 0 || (r = check_image_roots(c)) < 0 || (r = check_qemu_user(c)) < 0 ||
+            (r = check_migration_stream(c)) < 0)
                 return r;
         for (size_t i = 0; i < ELEMENTSOF(members); i++) {
                 const Member *m = &members[i];

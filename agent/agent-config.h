@@ -20,7 +20,9 @@
  *     "image_roots": ["/var/lib/drover/images"], (guest files live under these)
  *     "allow_block_devices": false,            (disks may be block devices in a root)
  *     "qemu_user": "nobody",                   (QEMU drops to this user: -runas)
- *     "qemu_chroot": "" }                      (QEMU chroots here after start; "" = off)
+ *     "qemu_chroot": "",                       (QEMU chroots here after start; "" = off)
+ *     "migration_address": "10.0.0.1",         (where incoming streams listen; docs/migration.md)
+ *     "migration_ports": "49152-49215" }       (incoming streams: a random free port of these)
  *
  * Unknown members, wrong types, relative paths, a missing QEMU binary, an
  * empty listen list, TLS files that do not exist, or neither TLS nor
@@ -38,6 +40,11 @@
  * qemu_user must exist on this host and must not be uid 0; qemu_chroot,
  * when set, is an absolute path other than "/" to an existing directory.
  * docs/agent.md ("Guest files and the QEMU user") has the reasons.
+ * migration_address is an IP literal of this host (not a wildcard, not a
+ * name; a configured one must be bindable here); empty means the host of
+ * the first TCP listen address when that is an IP literal, or 127.0.0.1
+ * when every listener is a unix socket; otherwise it is required.
+ * migration_ports is "LOW-HIGH" (or one port), within 1024..65535.
  */
 #pragma once
 
@@ -81,6 +88,8 @@ typedef struct AgentConfig {
         bool allow_block_devices; /* a disk may be a block device (still inside a root) */
         char qemu_user[64];       /* -runas: QEMU drops to it once started */
         char qemu_chroot[256];    /* -chroot after start; "" = none */
+        char migration_address[64]; /* "" = derived (agent_config_migration_host()) */
+        char migration_ports[16];   /* "LOW-HIGH"; agent_config_migration_ports() */
 } AgentConfig;
 
 /* Defaults (see above). */
@@ -104,3 +113,10 @@ int agent_config_set(AgentConfig *c, const char *name, const char *value);
  * files readable, listen addresses parse, dev_mode only on loopback/unix,
  * image roots normalised, qemu_user exists and is not root). */
 int agent_config_validate(const AgentConfig *c);
+/* The address incoming migration streams listen on (a validated config):
+ * migration_address, or the one derived from the listen addresses (above),
+ * copied into @buf as a bare IP literal.  0, or -EINVAL when none can be
+ * derived. */
+int agent_config_migration_host(const AgentConfig *c, char *buf, size_t size);
+/* migration_ports of a validated config as numbers: 0, or -EINVAL. */
+int agent_config_migration_ports(const AgentConfig *c, unsigned *ret_low, unsigned *ret_high);

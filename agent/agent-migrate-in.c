@@ -4,8 +4,10 @@
  *
  * Prepare defines the guest if needed, takes the MIGRATION_IN async job
  * owned by the operation id, persists `prepare`, starts QEMU with
- * -incoming defer (no lock held) and listens on the first free port; a
- * retry of the same operation gets the same URI.  Finish waits for the
+ * -incoming defer (no lock held), seals the stream (TLS admitting only the
+ * certificate that called Prepare, agent-stream.h) and listens on this
+ * host's migration address and a random free port of its range; a retry of
+ * the same operation gets the same answer.  Finish waits for the
  * stream, persists `finish` and starts the vCPUs (in post-copy it keeps the
  * job until the last page arrived), then sets the guest time.  Until finish,
  * a watchdog thread checks that QEMU lives and, when the operation stays
@@ -26,13 +28,11 @@
 #include <string.h>
 
 #include "agent-peer.h"
+#include "agent-stream.h"
 #include "err.h"
 #include "log.h"
 #include "qmp.h"
 #include "status.h"
-
-#define MIG_PORT_MIN 49152
-#define MIG_PORT_MAX 49215
 
 static Vm *find_by_uuid(Agent *a, const char *uuid) {
         return vm_registry_lookup_uuid(a->vms, uuid);
@@ -199,30 +199,36 @@ out:
         return NULL;
 }
 
-static int pick_port_and_listen(Agent *a, Vm *vm, const char *op, const char *host, char *ret_uri, size_t size) {
-        static atomic_uint next = 0;
-        int r = -EADDRINUSE;
-        for (int i = 0; i <= MIG_PORT_MAX - MIG_PORT_MIN; i++) {
-                int port = MIG_PORT_MIN + (int) ((atomic_fetch_add(&next, 1)) % (MIG_PORT_MAX - MIG_PORT_MIN + 1));
-                char uri[sizeof(vm->mig.uri)];
-                if (strchr(host, ':'))
-                        snprintf(uri, sizeof(uri), "tcp:[%s]:%d", host, port);
-                else
-                        snprintf(uri, sizeof(uri), "tcp:%s:%d", host, port);
-                r = VM_NESTED_CALL(vm, ASYNC_JOB_MIGRATION_IN, op, "migrate-incoming", qmp_migrate_incoming(mon_, -1, uri));
+/* Listen for the stream on this host's migration address and a random
+ * free port of migration_ports (vm->lock held, MIGRATION_IN job of @op):
+ * the first port is random, then the range is walked from there, so every
+ * port is tried once; only "in use" moves on, any other failure ends it. */
+static int listen_on_free_port(Agent *a, Vm *vm, const char *op, MigStream *ret) {
+        char host[64];
+        unsigned lo, hi;
+        int r = agent_config_migration_host(&a->cfg, host, sizeof(host));
+        if (r < 0 || (r = agent_config_migration_ports(&a->cfg, &lo, &hi)) < 0)
+                return r;
+        unsigned first = agent_stream_first_port(lo, hi), n = hi - lo + 1;
+        r = -EADDRINUSE;
+        for (unsigned i = 0; i < n; i++) {
+                MigStream s;
+                if ((r = mig_stream_set(&s, host, lo + (first - lo + i) % n, agent_stream_tls(a))) < 0)
+                        return r;
+                r = VM_NESTED_CALL(vm, ASYNC_JOB_MIGRATION_IN, op, "migrate-incoming", qmp_migrate_incoming(mon_, -1, s.uri));
                 if (r >= 0) {
-                        snprintf(ret_uri, size, "%s", uri);
-                        snprintf(vm->mig.uri, sizeof(vm->mig.uri), "%s", uri);
+                        snprintf(vm->mig.uri, sizeof(vm->mig.uri), "%s", s.uri);
+                        *ret = s;
                         return 0;
                 }
                 if (!strstr(err_msg(), "in use") && !strstr(err_msg(), "Failed to bind"))
                         return r;
         }
-        return err_set(r, "no free migration port in %d-%d on %s", MIG_PORT_MIN, MIG_PORT_MAX, host);
+        return err_set(r, "no free migration port in %u-%u on %s", lo, hi, host);
 }
 
 int agent_migrate_prepare(Agent *a, const char *op, const char *definition_json, const MigParams *p,
-                          const char *stream_host, const char *source_addr, char *ret_uri, size_t uri_size) {
+                          const char *source_addr, const char *source_dn, MigStream *ret) {
         GuestDef def;
         Vm *vm;
         bool created = false;
@@ -230,17 +236,18 @@ int agent_migrate_prepare(Agent *a, const char *op, const char *definition_json,
 
         if ((r = guest_def_parse(definition_json, strlen(definition_json), &def)) < 0)
                 return r;
-        if (!stream_host || !stream_host[0])
-                return err_set(-EINVAL, "prepare: 'stream_host' is required");
+        if (agent_stream_tls(a) && (!source_dn || !source_dn[0]))
+                return err_set(-EACCES, "prepare: the stream is sealed with the caller's certificate, and the "
+                               "call carries none");
         vm = find_by_uuid(a, def.uuid);
         if (vm) {
                 vm_lock(vm);
                 /* idempotent: the same op asks again */
                 if (job_async_owned_by(vm, ASYNC_JOB_MIGRATION_IN, op) && vm->mig.uri[0]) {
-                        snprintf(ret_uri, uri_size, "%s", vm->mig.uri);
+                        r = mig_stream_from_uri(vm->mig.uri, agent_stream_tls(a), ret);
                         vm_unlock(vm);
                         vm_unref(vm);
-                        return 0;
+                        return r;
                 }
                 vm_unlock(vm);
                 if (agent_migtable_watched(a->migrations, op)) {
@@ -313,13 +320,24 @@ int agent_migrate_prepare(Agent *a, const char *op, const char *definition_json,
                 r = VM_NESTED_CALL(vm, ASYNC_JOB_MIGRATION_IN, op, "migrate-set-parameters",
                            qmp_migrate_set_parameters(mon_, -1, &mp));
         }
+        /* sealed: only the certificate that called Prepare may stream */
+        if (r >= 0 && agent_stream_tls(a))
+                r = agent_stream_tls_setup_locked(a, vm, ASYNC_JOB_MIGRATION_IN, op, source_dn, NULL);
         if (r >= 0)
-                r = pick_port_and_listen(a, vm, op, stream_host, ret_uri, uri_size);
+                r = listen_on_free_port(a, vm, op, ret);
         vm_unlock(vm);
         if (r < 0)
                 goto fail_job;
         (void) vm_save_status(vm);
-        agent_emit(a, vm, "migration", "incoming migration %s prepared on %s", op, ret_uri);
+        if (ret->tls)
+                agent_emit(a, vm, "migration", "incoming migration %s prepared on %s (TLS, admitting only %s)", op,
+                           ret->uri, source_dn);
+        else {
+                log_warning("guest %s, migration %s: dev_mode: the incoming stream on %s is PLAINTEXT and "
+                            "unauthenticated", vm->name, op, ret->uri);
+                agent_emit(a, vm, "migration", "incoming migration %s prepared on %s (plaintext: dev_mode)", op,
+                           ret->uri);
+        }
 
         Watchdog *w = calloc(1, sizeof(*w));
         if (!w)

@@ -32,6 +32,7 @@
 #include <string.h>
 
 #include "agent-peer.h"
+#include "agent-stream.h"
 #include "converge.h"
 #include "err.h"
 #include "log.h"
@@ -64,7 +65,8 @@ typedef struct Source {
         Migration *m;           /* immutable; the table record */
         char op[OP_ID_MAX];     /* immutable */
         char dest[256];         /* immutable: the destination agent's HOST:PORT */
-        char stream_host[128];  /* immutable */
+        char dest_name[200];    /* immutable: its host part, the name its certificate is checked for */
+        MigStream stream;       /* migration thread only: where the destination listens (prepare's answer) */
         MigParams p;            /* immutable; defaults applied, validated */
         char *definition;       /* immutable; owned */
         uint64_t mem_mib;       /* immutable */
@@ -149,6 +151,10 @@ static int perform(Source *s) {
                 MigrationParams mp = { .has_multifd_channels = true, .multifd_channels = s->p.multifd_channels };
                 r = set_params(vm, op, &mp);
         }
+        /* the destination's certificate must carry the name its agent was
+         * reached by (the name the peer channel's TLS checked) */
+        if (r >= 0 && s->stream.tls)
+                r = agent_stream_tls_setup_locked(s->a, vm, ASYNC_JOB_MIGRATION_OUT, op, NULL, s->dest_name);
         if (r >= 0)
                 r = VM_NESTED_CALL(vm, ASYNC_JOB_MIGRATION_OUT, op, "migrate", qmp_migrate(mon_, -1, vm->mig.uri, false));
         if (r < 0) {
@@ -401,15 +407,18 @@ static void *source_thread(void *arg) {
         MigrationTable *t = a->migrations;
         MigrationStats st = { 0 };
         AgentPeer *peer = NULL;
-        char uri[sizeof(vm->mig.uri)];
         int r;
 
         /* prepare (destination) */
         agent_migtable_phase(t, s->m, JOB_PHASE_PREPARE, NULL);
         r = agent_peer_open(a, s->dest, &peer);
         if (r >= 0)
-                r = agent_peer_prepare(peer, s->op, s->definition, &s->p, s->stream_host, advertised_address(a),
-                                       60000, uri, sizeof(uri));
+                r = agent_peer_prepare(peer, s->op, s->definition, &s->p, advertised_address(a), 60000, &s->stream);
+        /* both ends seal the stream, or neither (dev_mode) */
+        if (r >= 0 && s->stream.tls != agent_stream_tls(a))
+                r = err_set(-EPROTO, "the destination listens for a %s stream, and this agent %s",
+                            s->stream.tls ? "TLS" : "PLAINTEXT",
+                            agent_stream_tls(a) ? "requires TLS" : "has no certificate (dev_mode)");
         if (r < 0) {
                 char why[ERR_MSG_MAX];
                 snprintf(why, sizeof(why), "prepare on %s failed: %s", s->dest, err_str(r));
@@ -423,10 +432,17 @@ static void *source_thread(void *arg) {
                 goto out;
         }
         vm_lock(vm);
-        snprintf(vm->mig.uri, sizeof(vm->mig.uri), "%s", uri);
+        snprintf(vm->mig.uri, sizeof(vm->mig.uri), "%s", s->stream.uri);
         r = job_set_phase(vm, JOB_PHASE_PERFORM);
         vm_unlock(vm);
-        agent_migtable_event(t, s->m, "destination prepared %s", uri);
+        if (s->stream.tls)
+                agent_migtable_event(t, s->m, "destination prepared %s (TLS, its certificate checked for %s)",
+                                     s->stream.uri, s->dest_name);
+        else {
+                log_warning("migration %s of %s: dev_mode: the stream to %s is PLAINTEXT and unauthenticated", s->op,
+                            vm->name, s->stream.uri);
+                agent_migtable_event(t, s->m, "destination prepared %s (plaintext: dev_mode)", s->stream.uri);
+        }
         agent_test_hold(JOB_PHASE_PERFORM, vm->name);
 
         /* perform */
@@ -524,8 +540,8 @@ out:
         return NULL;
 }
 
-int agent_migrate(Agent *a, Vm *vm, const char *op, const char *dest_addr, const char *stream_host,
-                  const MigParams *params, bool wait, MigResult *ret) {
+int agent_migrate(Agent *a, Vm *vm, const char *op, const char *dest_addr, const MigParams *params, bool wait,
+                  MigResult *ret) {
         MigParams p = *params;
         int r;
 
@@ -542,10 +558,7 @@ int agent_migrate(Agent *a, Vm *vm, const char *op, const char *dest_addr, const
         s->p = p;
         snprintf(s->op, sizeof(s->op), "%s", op);
         snprintf(s->dest, sizeof(s->dest), "%s", dest_addr);
-        if (stream_host && stream_host[0])
-                snprintf(s->stream_host, sizeof(s->stream_host), "%s", stream_host);
-        else
-                host_of(dest_addr, s->stream_host, sizeof(s->stream_host));
+        host_of(dest_addr, s->dest_name, sizeof(s->dest_name));
         s->mem_mib = ((AgentVm *) vm->ops.opaque)->def.memory_mib;
 
         /* begin: checks, the async job, original parameters, persisted */

@@ -7,7 +7,8 @@
  * capabilities and parameters into vm->mig (persisted with the phase, so a
  * restart can restore them too), and mig_restore_settings_locked() resets
  * only what the source changed: capabilities of SOURCE_CAPS that were off,
- * parameters of source_param() whose value differs.  docs/migration.md,
+ * parameters of source_param() whose value differs, and the stream's TLS
+ * parameters and objects (agent-stream.h).  docs/migration.md,
  * "QEMU's migration settings", says why.
  */
 #define _GNU_SOURCE
@@ -19,6 +20,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "agent-stream.h"
 #include "err.h"
 #include "qmp.h"
 
@@ -110,10 +112,20 @@ int mig_restore_settings_locked(Vm *vm, AsyncJobType t, const char *op) {
                 *migration_param_u64_ref(&put, i) = v;
                 n++;
         }
+        /* the stream's TLS (agent-stream.h): its parameters back to what
+         * they were ("" when QEMU did not say), then its objects go */
+        if (q < 0 || (now.has_tls_creds && strcmp(now.tls_creds, orig.has_tls_creds ? orig.tls_creds : "") != 0)) {
+                put.has_tls_creds = put.has_tls_hostname = true;
+                snprintf(put.tls_creds, sizeof(put.tls_creds), "%s", orig.has_tls_creds ? orig.tls_creds : "");
+                snprintf(put.tls_hostname, sizeof(put.tls_hostname), "%s",
+                         orig.has_tls_hostname ? orig.tls_hostname : "");
+                n++;
+        }
         if (n && (q = VM_NESTED_CALL(vm, t, op, "migrate-set-parameters",
                                      qmp_migrate_set_parameters(mon_, -1, &put))) < 0 && r >= 0) {
                 r = q;
                 snprintf(first, sizeof(first), "parameters: %s", err_msg());
         }
+        agent_stream_tls_drop_locked(vm, t, op);
         return r < 0 ? err_set(r, "%s", first) : 0;
 }

@@ -23,6 +23,7 @@
 #include <stdint.h>
 
 #include "agent-migtable.h"
+#include "agent-stream.h"
 #include "agent.h"
 #include "migparams.h"
 #include "migtypes.h"
@@ -32,8 +33,8 @@
  * (errors such as "not running" or "another migration" come back at once);
  * the rest runs on a migration thread.  With @wait, returns when it ended.
  * *ret holds the result so far (done=false without @wait). */
-int agent_migrate(Agent *a, Vm *vm, const char *op, const char *dest_addr, const char *stream_host,
-                  const MigParams *p, bool wait, MigResult *ret);
+int agent_migrate(Agent *a, Vm *vm, const char *op, const char *dest_addr, const MigParams *p, bool wait,
+                  MigResult *ret);
 /* Abort the migration of @vm (its source resumes).  -ENOENT when none runs;
  * -EBUSY once post-copy started (it can only complete). */
 int agent_migrate_abort(Agent *a, Vm *vm, const char *op);
@@ -45,8 +46,12 @@ int agent_migrate_start_postcopy(Agent *a, Vm *vm, const char *op);
  * agent-migtable.h. */
 
 /* Destination side, called through the internal RPCs. */
+/* Prepare: @source_addr is the source agent's address (for recovery),
+ * @source_dn the DN of the certificate that made the call (the only
+ * identity the stream admits; NULL on a plaintext call, refused unless in
+ * dev_mode).  *ret says where the source connects. */
 int agent_migrate_prepare(Agent *a, const char *op, const char *definition_json, const MigParams *p,
-                          const char *stream_host, const char *source_addr, char *ret_uri, size_t uri_size);
+                          const char *source_addr, const char *source_dn, MigStream *ret);
 int agent_migrate_finish(Agent *a, const char *op, const char *uuid, bool postcopy,
                          uint64_t source_stop_unix_ms, uint64_t *ret_resume_unix_ms, bool *ret_synced);
 int agent_migrate_cancel(Agent *a, const char *op, const char *uuid);

@@ -508,7 +508,7 @@ int agent_ops_guest_agent(Agent *a, Vm *vm, const char *id, AgentOpKind kind, co
         return agent_ops_run(a, kind, vm, id, fn, g, ret);
 }
 
-int agent_ops_migrate(Agent *a, Vm *vm, const char *id, const char *dest_addr, const char *stream_host,
+int agent_ops_migrate(Agent *a, Vm *vm, const char *id, const char *dest_addr,
                       const MigParams *p, AgentOpInfo *ret, MigResult *ret_mig) {
         /* registered first, so a retry that races this call finds it */
         int r = agent_ops_begin(a, AGENT_OP_MIGRATE, vm->name, id, ret);
@@ -519,7 +519,7 @@ int agent_ops_migrate(Agent *a, Vm *vm, const char *id, const char *dest_addr, c
                         memset(ret_mig, 0, sizeof(*ret_mig));
                 return 0;
         }
-        int m = agent_migrate(a, vm, id, dest_addr, stream_host, p, false, ret_mig);
+        int m = agent_migrate(a, vm, id, dest_addr, p, false, ret_mig);
         if (m < 0) {
                 /* nothing started: the call reports the error, a retry may begin again */
                 char why[ERR_MSG_MAX];

@@ -171,5 +171,5 @@ int agent_ops_guest_agent(Agent *a, Vm *vm, const char *id, AgentOpKind kind, co
  * checks run here and their errors come back at once, registering
  * nothing).  On 0 and 1, *ret is the operation and *ret_mig the migration's
  * record when the reply leaves. */
-int agent_ops_migrate(Agent *a, Vm *vm, const char *id, const char *dest_addr, const char *stream_host,
+int agent_ops_migrate(Agent *a, Vm *vm, const char *id, const char *dest_addr,
                       const MigParams *p, AgentOpInfo *ret, MigResult *ret_mig);

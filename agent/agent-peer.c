@@ -349,8 +349,7 @@ static int call(AgentPeer *p, const char *method, const ProtobufCMessage *req, i
 }
 
 int agent_peer_prepare(AgentPeer *p, const char *op, const char *definition_json, const MigParams *mp,
-                       const char *stream_host, const char *source_addr, int64_t timeout_ms, char *ret_uri,
-                       size_t uri_size) {
+                       const char *source_addr, int64_t timeout_ms, MigStream *ret) {
         Drover__V1__MigratePrepareRequest req = DROVER__V1__MIGRATE_PREPARE_REQUEST__INIT;
         Drover__V1__MigrationParams params;
         Drover__V1__MigratePrepareResponse *resp = NULL;
@@ -358,19 +357,16 @@ int agent_peer_prepare(AgentPeer *p, const char *op, const char *definition_json
         req.op_id = (char *) op;
         req.definition_json = (char *) definition_json;
         req.params = &params;
-        req.stream_host = (char *) stream_host;
         req.source = (char *) source_addr;
         int r = call(p, "MigratePrepare", &req.base, timeout_ms, (ProtobufCMessage **) &resp);
         if (r < 0)
                 return r;
-        if (!resp->uri || strlen(resp->uri) >= uri_size || strncmp(resp->uri, "tcp:", 4) != 0) {
-                r = err_set(-EPROTO, "destination answered an unusable migration URI '%s'", resp->uri ? resp->uri : "");
-                drover__v1__migrate_prepare_response__free_unpacked(resp, NULL);
-                return r;
-        }
-        snprintf(ret_uri, uri_size, "%s", resp->uri);
+        /* host and port as answered: an older destination sends only a URI */
+        if ((r = mig_stream_set(ret, resp->host ? resp->host : "", resp->port, resp->tls)) < 0)
+                r = err_prefix(-EPROTO, "the destination answered no usable stream address (an agent older "
+                               "than its peer?)");
         drover__v1__migrate_prepare_response__free_unpacked(resp, NULL);
-        return 0;
+        return r;
 }
 
 int agent_peer_finish(AgentPeer *p, const char *op, const char *uuid, bool postcopy, uint64_t stop_unix_ms,

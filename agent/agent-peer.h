@@ -20,6 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "agent-stream.h"
 #include "migparams.h"
 #include "recovery.h" /* PeerAnswer */
 
@@ -64,9 +65,10 @@ int agent_peer_open(Agent *a, const char *addr, AgentPeer **ret);
 /* Let go of the handle (the channel stays cached).  Accepts NULL. */
 void agent_peer_close(AgentPeer *p);
 
+/* MigratePrepare: *ret is where the destination listens, as it answered
+ * (checked: an IP literal and a port); -EPROTO for an unusable answer. */
 int agent_peer_prepare(AgentPeer *p, const char *op, const char *definition_json, const MigParams *mp,
-                       const char *stream_host, const char *source_addr, int64_t timeout_ms, char *ret_uri,
-                       size_t uri_size);
+                       const char *source_addr, int64_t timeout_ms, MigStream *ret);
 /* MigrateFinish: 0 when the destination runs the guest.  On failure
  * returns -errno and, when @ret_failure is not NULL, what the failure
  * proves (PEER_FINISH_MAYBE_STARTED unless the call provably never reached

@@ -64,7 +64,9 @@ RpcCode h_migrate(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *re
         mig_params_defaults(&p);
         /* the deprecated `wait` is not read: the call answers at once and the
          * client follows the operation (docs/agent.md, "Operations") */
-        int r = agent_ops_migrate(h.a, h.vm, h.op, req->destination, req->destination_stream_host, &p, &o, &res);
+        /* destination_stream_host is deprecated and ignored: the
+         * destination says where it listens */
+        int r = agent_ops_migrate(h.a, h.vm, h.op, req->destination, &p, &o, &res);
         if (r < 0)
                 return arpc_end_r(&h, r);
         if (res.op[0])
@@ -183,20 +185,38 @@ RpcCode h_prepare(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *re
         const Drover__V1__MigratePrepareRequest *req = (const void *) req_;
         Drover__V1__MigratePrepareResponse *resp = (void *) resp_;
         MigParams p;
-        char uri[256];
+        MigStream s;
+        char dn[MIG_TLS_DN_MAX] = "";
+        char *pem = NULL;
         arpc_enter(&h, c, user);
         RpcCode code = peer_op_check(&h, req->op_id, false);
         if (code != RPC_OK)
                 return code;
+        /* the stream admits the certificate of this call, nothing else;
+         * req->stream_host is deprecated and ignored */
+        if (rpc_call_peer_cert_pem(c, &pem) == 0) {
+                int dr = agent_stream_tls_dn(pem, dn, sizeof(dn));
+                free(pem);
+                if (dr < 0)
+                        return arpc_end_r(&h, err_prefix(-EACCES, "prepare"));
+        }
+        err_clear();
         mig_params_from_pb(req->params, &p);
         mig_params_defaults(&p);
         if (mig_params_validate(&p) < 0) /* the same rules as the source's (core/migparams.h) */
                 return arpc_end(&h, rpc_call_fail(c, RPC_INVALID_ARGUMENT, "%s", err_msg()));
-        int r = agent_migrate_prepare(a, req->op_id, req->definition_json, &p, req->stream_host, req->source, uri,
-                                      sizeof(uri));
+        if (p.postcopy != POSTCOPY_POLICY_NEVER && !agent_postcopy_available())
+                return arpc_end(&h, rpc_call_fail(c, RPC_FAILED_PRECONDITION,
+                                                  "post-copy is unavailable on this host: QEMU runs unprivileged and "
+                                                  "vm.unprivileged_userfaultfd is 0 (docs/agent.md, \"Guest files and "
+                                                  "the QEMU user\")"));
+        int r = agent_migrate_prepare(a, req->op_id, req->definition_json, &p, req->source, dn[0] ? dn : NULL, &s);
         if (r < 0)
                 return arpc_end_r(&h, r);
-        resp->uri = rpc_call_strdup(c, uri);
+        resp->uri = rpc_call_strdup(c, s.uri);
+        resp->host = rpc_call_strdup(c, s.host);
+        resp->port = s.port;
+        resp->tls = s.tls;
         return arpc_end(&h, RPC_OK);
 }
 

@@ -51,7 +51,10 @@
 
 /* ---- agent object ---------------------------------------------------------- */
 
-static int make_dir(const char *path) {
+/* @path and its missing parents (0755); the last one gets @mode when it is
+ * created, or when it is ours with the 0700 an older agent gave it (a
+ * shared folder such as /tmp is never changed). */
+static int make_dir(const char *path, mode_t mode) {
         char tmp[256];
         snprintf(tmp, sizeof(tmp), "%s", path);
         for (char *p = tmp + 1; *p; p++)
@@ -61,14 +64,20 @@ static int make_dir(const char *path) {
                                 return err_set(-errno, "cannot create %s: %m", tmp);
                         *p = '/';
                 }
-        if (mkdir(tmp, 0700) < 0 && errno != EEXIST)
+        struct stat st;
+        if (mkdir(tmp, mode) < 0 && errno != EEXIST)
                 return err_set(-errno, "cannot create %s: %m", tmp);
+        if (stat(tmp, &st) < 0)
+                return err_set(-errno, "cannot read %s: %m", tmp);
+        if (st.st_uid == geteuid() && (st.st_mode & 07777) != mode &&
+            ((st.st_mode & 07777) == 0700 || (st.st_mode & 07777) == (mode & ~(mode_t) 022)) && chmod(tmp, mode) < 0)
+                return err_set(-errno, "cannot set the mode of %s: %m", tmp);
         return 0;
 }
 
 /* QEMU 7.2 gets a userfaultfd for post-copy only with CAP_SYS_PTRACE or
  * vm.unprivileged_userfaultfd=1, and -runas drops every capability. */
-static void warn_postcopy(const AgentConfig *cfg) {
+bool agent_postcopy_available(void) {
         char v = '1';
         int fd = open("/proc/sys/vm/unprivileged_userfaultfd", O_RDONLY | O_CLOEXEC);
         if (fd >= 0) {
@@ -76,7 +85,11 @@ static void warn_postcopy(const AgentConfig *cfg) {
                         v = '1';
                 close(fd);
         }
-        if (v == '0')
+        return v != '0';
+}
+
+static void warn_postcopy(const AgentConfig *cfg) {
+        if (!agent_postcopy_available())
                 log_warning("post-copy migration is unavailable here: QEMU runs as %s and "
                             "vm.unprivileged_userfaultfd is 0 (docs/agent.md, \"Guest files and the QEMU user\")",
                             cfg->qemu_user);
@@ -86,7 +99,9 @@ int agent_new(const AgentConfig *cfg, Agent **ret) {
         Agent *a;
         int r;
 
-        if ((r = make_dir(cfg->state_dir)) < 0 || (r = make_dir(cfg->run_dir)) < 0)
+        /* run_dir: QEMU, as qemu_user, passes through to its migration TLS
+         * folder (agent-stream-tls.c) but lists nothing */
+        if ((r = make_dir(cfg->state_dir, 0700)) < 0 || (r = make_dir(cfg->run_dir, 0711)) < 0)
                 return r;
         a = calloc(1, sizeof(*a));
         if (!a)

@@ -79,6 +79,10 @@ typedef struct AgentVm {
 
 /* Create the agent: folders (0700), registry, event bus.  No guests yet. */
 int agent_new(const AgentConfig *cfg, Agent **ret);
+/* Whether QEMU here can get the userfaultfd post-copy needs on the
+ * destination (vm.unprivileged_userfaultfd is not 0: QEMU runs without
+ * capabilities).  Read from the kernel on every call. */
+bool agent_postcopy_available(void);
 /* Drop every VM (monitors closed; QEMU processes keep running). */
 void agent_free(Agent *a);
 

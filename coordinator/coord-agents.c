@@ -88,8 +88,8 @@ void agent_host_info_clear(AgentHostInfo *h) {
         memset(h, 0, sizeof(*h));
 }
 
-int agent_link_migrate(AgentLink *l, const char *guest, const char *op, const char *dest_addr,
-                       const char *stream_host, const MigParams *p, int64_t timeout_ms) {
+int agent_link_migrate(AgentLink *l, const char *guest, const char *op, const char *dest_addr, const MigParams *p,
+                       int64_t timeout_ms) {
         Drover__V1__MigrateRequest req = DROVER__V1__MIGRATE_REQUEST__INIT;
         Drover__V1__MigrationParams mp;
         Drover__V1__MigrateResponse *resp = NULL;
@@ -97,7 +97,6 @@ int agent_link_migrate(AgentLink *l, const char *guest, const char *op, const ch
         req.guest = (char *) guest;
         req.op_id = (char *) op;
         req.destination = (char *) dest_addr;
-        req.destination_stream_host = (char *) (stream_host ? stream_host : "");
         req.params = &mp;
         int r = call(l, "Migrate", &req.base, timeout_ms, (ProtobufCMessage **) &resp);
         if (r >= 0)

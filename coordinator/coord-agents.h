@@ -53,8 +53,10 @@ typedef struct LinkMigResult {
         char steps[512];      /* newline-separated */
 } LinkMigResult;
 
-int agent_link_migrate(AgentLink *l, const char *guest, const char *op, const char *dest_addr,
-                       const char *stream_host, const MigParams *p, int64_t timeout_ms);
+/* Migrate on the source: the destination agent picks where its QEMU
+ * listens (its own migration_address), so nothing here says so. */
+int agent_link_migrate(AgentLink *l, const char *guest, const char *op, const char *dest_addr, const MigParams *p,
+                       int64_t timeout_ms);
 /* -ENOENT when the agent knows no migration of that guest. */
 int agent_link_get_migration(AgentLink *l, const char *guest, int64_t timeout_ms, LinkMigResult *ret);
 int agent_link_abort(AgentLink *l, const char *guest, int64_t timeout_ms);

@@ -58,7 +58,7 @@ typedef struct Action {
         int seq;
         AgentLink *src;
         AgentLink *dst;
-        char guest[64], uuid[37], op[64], dest_addr[128], stream_host[128];
+        char guest[64], uuid[37], op[64], dest_addr[128];
         uint64_t bw;
         bool reconcile;
         MigParams params;
@@ -73,17 +73,6 @@ static unsigned slots(Coordinator *c, const CHost *h, bool out) {
         if (s < 1)
                 s = 1;
         return (unsigned) MIN((uint64_t) lim, s);
-}
-
-static const char *mig_addr_host(const CHost *h, char *buf, size_t size) {
-        if (h->h.migration_address[0]) {
-                snprintf(buf, size, "%s", h->h.migration_address);
-                return buf;
-        }
-        const char *a = h->h.address;
-        const char *colon = strrchr(a, ':');
-        snprintf(buf, size, "%.*s", colon ? (int) (colon - a) : (int) strlen(a), a);
-        return buf;
 }
 
 static uint64_t need_of(Coordinator *c, const CSub *s, const CHost *src, const CHost *dst) {
@@ -210,7 +199,6 @@ static size_t decide_locked(Coordinator *c, Action *acts, size_t max) {
                         snprintf(s->t.op_id, sizeof(s->t.op_id), "%s-%d", j->j.id, s->t.seq);
                         Action *a = action_add(acts, &n, ACT_START, j, s, src, dst);
                         snprintf(a->dest_addr, sizeof(a->dest_addr), "%s", dst->h.address);
-                        mig_addr_host(dst, a->stream_host, sizeof(a->stream_host));
                         a->bw = share;
                         a->params = j->params;
                         coord_job_bump_locked(c, j);
@@ -333,7 +321,7 @@ static void do_start(Coordinator *c, Action *a) {
         coord_job_event(c, a->job, "%s started: bandwidth %.0f MB/s, op %s", a->guest, (double) a->bw / 1e6,
                         a->op);
         p.bandwidth = p.bandwidth ? MIN(p.bandwidth, a->bw) : a->bw;
-        int r = agent_link_migrate(a->src, a->guest, a->op, a->dest_addr, a->stream_host, &p, COORD_CALL_MS);
+        int r = agent_link_migrate(a->src, a->guest, a->op, a->dest_addr, &p, COORD_CALL_MS);
         if (r >= 0)
                 return;
         char why[ERR_MSG_MAX];

@@ -429,3 +429,46 @@ int qmp_migrate_continue(QmpMonitor *m, int64_t timeout_ms, const char *state) {
         return call_with_str(m, "migrate-continue", "state", state, timeout_ms);
 }
 
+/* object-add with string members @kv (NULL-terminated key, value pairs)
+ * and verify-peer when @verify_peer. */
+static int object_add(QmpMonitor *m, int64_t timeout_ms, bool verify_peer, const char *const *kv) {
+        JsonValue *args = json_new_object();
+        int r = args ? 0 : -ENOMEM;
+        for (size_t i = 0; r == 0 && kv[i]; i += 2) {
+                if (!kv[i + 1] || !kv[i + 1][0]) {
+                        json_unref(args);
+                        return err_set(-EINVAL, "object-add: '%s' is empty", kv[i]);
+                }
+                r = json_add_string(args, kv[i], kv[i + 1]);
+        }
+        if (r == 0 && verify_peer)
+                r = json_add_bool(args, "verify-peer", true);
+        if (r < 0) {
+                json_unref(args);
+                return err_set(-ENOMEM, "out of memory");
+        }
+        return call_ms(m, "object-add", args, timeout_ms, NULL);
+}
+
+int qmp_object_add_tls_creds_x509(QmpMonitor *m, int64_t timeout_ms, const char *id, const char *dir, bool server) {
+        const char *kv[] = { "qom-type", "tls-creds-x509", "id", id, "dir", dir,
+                             "endpoint", server ? "server" : "client", NULL };
+        return object_add(m, timeout_ms, true, kv);
+}
+
+int qmp_object_add_authz_simple(QmpMonitor *m, int64_t timeout_ms, const char *id, const char *identity) {
+        const char *kv[] = { "qom-type", "authz-simple", "id", id, "identity", identity, NULL };
+        return object_add(m, timeout_ms, false, kv);
+}
+
+int qmp_object_del(QmpMonitor *m, int64_t timeout_ms, const char *id) {
+        if (!id || !*id)
+                return err_set(-EINVAL, "object-del: no id");
+        return call_with_str(m, "object-del", "id", id, timeout_ms);
+}
+
+int qmp_migrate_set_tls_authz(QmpMonitor *m, int64_t timeout_ms, const char *authz_id) {
+        if (!authz_id)
+                return err_set(-EINVAL, "migrate-set-parameters: no tls-authz");
+        return call_with_str(m, "migrate-set-parameters", "tls-authz", authz_id, timeout_ms);
+}

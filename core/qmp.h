@@ -135,6 +135,18 @@ int qmp_migrate_pause(QmpMonitor *m, int64_t timeout_ms);
 int qmp_migrate_recover(QmpMonitor *m, int64_t timeout_ms, const char *uri);
 /* @state is the MigrationStatus to continue from, e.g. "pre-switchover". */
 int qmp_migrate_continue(QmpMonitor *m, int64_t timeout_ms, const char *state);
+/* Sealed migration streams (docs/migration.md, "Stream protection").
+ * object-add of a tls-creds-x509 object @id loading @dir (ca-cert.pem and
+ * server-* or client-*.pem), endpoint server or client, verify-peer on. */
+int qmp_object_add_tls_creds_x509(QmpMonitor *m, int64_t timeout_ms, const char *id, const char *dir, bool server);
+/* object-add of an authz-simple object @id admitting exactly @identity
+ * (for x509: the client certificate's DN as QEMU formats it). */
+int qmp_object_add_authz_simple(QmpMonitor *m, int64_t timeout_ms, const char *id, const char *identity);
+/* object-del @id. */
+int qmp_object_del(QmpMonitor *m, int64_t timeout_ms, const char *id);
+/* migrate-set-parameters tls-authz=@authz_id (the destination's; not one of
+ * MigrationParams, which the source saves and restores). */
+int qmp_migrate_set_tls_authz(QmpMonitor *m, int64_t timeout_ms, const char *authz_id);
 
 /* Parsers exposed for replay tests and the status files: parse a "return"
  * member given as JSON text. */

@@ -226,6 +226,24 @@ const RpcIdentity *rpc_call_identity(RpcCall *c) {
         return &c->identity;
 }
 
+int rpc_call_peer_cert_pem(RpcCall *c, char **ret) {
+        grpc_auth_context *ctx = grpc_call_auth_context(c->call);
+        char *pem = NULL;
+
+        if (ctx) {
+                grpc_auth_property_iterator it =
+                        grpc_auth_context_find_properties_by_name(ctx, GRPC_X509_PEM_CERT_PROPERTY_NAME);
+                const grpc_auth_property *p = grpc_auth_property_iterator_next(&it);
+                if (p && p->value && p->value_length)
+                        pem = strndup(p->value, p->value_length);
+                grpc_auth_context_release(ctx);
+        }
+        if (!pem)
+                return err_set(-ENOENT, "the call carries no verified client certificate");
+        *ret = pem;
+        return 0;
+}
+
 RpcCode rpc_call_fail(RpcCall *c, RpcCode code, const char *fmt, ...) {
         char buf[ERR_MSG_MAX];
         va_list ap;

@@ -256,3 +256,6 @@ void rpc_call_peer(RpcCall *call, char *buf, size_t size);
  * checked against the method's roles before the handler ran.  Immutable,
  * valid until the call ends. */
 const RpcIdentity *rpc_call_identity(RpcCall *call);
+/* The verified client certificate itself (PEM, malloc'ed into *ret: the
+ * caller frees it); -ENOENT on a plaintext call. */
+int rpc_call_peer_cert_pem(RpcCall *call, char **ret);

@@ -406,6 +406,15 @@ static void test_listen_forms(void **state) {
                 expect_invalid(&c, want);
                 c = with_tls(); /* fine with TLS */
                 set_listen(&c, remote[i]);
+                /* a wildcard or a name says nowhere for the migration stream */
+                bool one_ip = strchr("0123456789", remote[i][0]) && strncmp(remote[i], "0.0.0.0", 7) != 0;
+                one_ip = one_ip || (remote[i][0] == '[' && strncmp(remote[i], "[::]", 4) != 0);
+                if (!one_ip) {
+                        snprintf(want, sizeof(want), "config: 'migration_address' is required: the first TCP "
+                                 "listen address '%s' is not one address of this host", remote[i]);
+                        expect_invalid(&c, want);
+                        snprintf(c.migration_address, sizeof(c.migration_address), "127.0.0.1");
+                }
                 if (agent_config_validate(&c) < 0)
                         fail_msg("%s: %s", remote[i], err_msg());
         }
@@ -419,6 +428,73 @@ static void test_listen_forms(void **state) {
         set_listen(&c, "");
         snprintf(c.listen[1], sizeof(c.listen[1]), "unix:/%0120d", 0);
         expect_invalid(&c, "config: 'listen[1]' socket path is longer than 107 bytes");
+}
+
+/* Where incoming migration streams listen: the configured address (one IP
+ * of this host) or the one derived from the listen addresses, and a port
+ * range; everything else is refused with a detail naming the member. */
+static void test_migration_stream(void **state) {
+        static const struct {
+                const char *addr, *detail;
+        } bad_addr[] = {
+                { "0.0.0.0", "must be one IP address of this host (no name, no wildcard, no brackets), not '0.0.0.0'" },
+                { "::", "must be one IP address of this host (no name, no wildcard, no brackets), not '::'" },
+                { "[::1]", "must be one IP address of this host (no name, no wildcard, no brackets), not '[::1]'" },
+                { "host-b", "must be one IP address of this host (no name, no wildcard, no brackets), not 'host-b'" },
+                { "224.0.0.1", "must be one IP address of this host (no name, no wildcard, no brackets), not '224.0.0.1'" },
+                { "10.0.0.1 -S", "must be one IP address of this host (no name, no wildcard, no brackets), not '10.0.0.1 -S'" },
+                { "192.0.2.77", "'192.0.2.77' is not an address of this host" },
+        };
+        static const struct {
+                const char *ports, *detail;
+        } bad_ports[] = {
+                { "", "must be LOW-HIGH or one port, not ''" },
+                { "49152-", "must be LOW-HIGH or one port, not '49152-'" },
+                { "-49152", "must be LOW-HIGH or one port, not '-49152'" },
+                { "49152-49215x", "must be LOW-HIGH or one port, not '49152-49215x'" },
+                { "a-b", "must be LOW-HIGH or one port, not 'a-b'" },
+                { "49215-49152", "must lie within 1024-65535 with LOW <= HIGH, not '49215-49152'" },
+                { "80-90", "must lie within 1024-65535 with LOW <= HIGH, not '80-90'" },
+                { "60000-70000", "must lie within 1024-65535 with LOW <= HIGH, not '60000-70000'" },
+        };
+        AgentConfig c = good();
+        char host[64], want[512];
+        unsigned lo, hi;
+
+        /* defaults: only unix listeners, the documented range */
+        assert_int_equal(agent_config_validate(&c), 0);
+        assert_int_equal(agent_config_migration_host(&c, host, sizeof(host)), 0);
+        assert_string_equal(host, "127.0.0.1");
+        assert_int_equal(agent_config_migration_ports(&c, &lo, &hi), 0);
+        assert_int_equal(lo, 49152);
+        assert_int_equal(hi, 49215);
+        /* derived from the first TCP listener; a configured one wins */
+        c = with_tls();
+        set_listen(&c, "[::1]:7400");
+        assert_int_equal(agent_config_validate(&c), 0);
+        assert_int_equal(agent_config_migration_host(&c, host, sizeof(host)), 0);
+        assert_string_equal(host, "::1");
+        snprintf(c.migration_address, sizeof(c.migration_address), "127.0.0.2");
+        assert_int_equal(agent_config_validate(&c), 0);
+        assert_int_equal(agent_config_migration_host(&c, host, sizeof(host)), 0);
+        assert_string_equal(host, "127.0.0.2");
+        assert_int_equal(agent_config_set(&c, "migration_ports", "50000"), 0);
+        assert_int_equal(agent_config_validate(&c), 0);
+        assert_int_equal(agent_config_migration_ports(&c, &lo, &hi), 0);
+        assert_true(lo == 50000 && hi == 50000);
+
+        for (size_t i = 0; i < ELEMENTSOF(bad_addr); i++) {
+                c = with_tls();
+                snprintf(c.migration_address, sizeof(c.migration_address), "%s", bad_addr[i].addr);
+                snprintf(want, sizeof(want), "config: 'migration_address' %s", bad_addr[i].detail);
+                expect_invalid(&c, want);
+        }
+        for (size_t i = 0; i < ELEMENTSOF(bad_ports); i++) {
+                c = with_tls();
+                snprintf(c.migration_ports, sizeof(c.migration_ports), "%s", bad_ports[i].ports);
+                snprintf(want, sizeof(want), "config: 'migration_ports' %s", bad_ports[i].detail);
+                expect_invalid(&c, want);
+        }
 }
 
 static void test_load_errors(void **state) {
@@ -619,6 +695,7 @@ int main(void) {
                 cmocka_unit_test(test_qemu_binary),
                 cmocka_unit_test(test_tls),
                 cmocka_unit_test(test_listen_forms),
+                cmocka_unit_test(test_migration_stream),
                 cmocka_unit_test(test_load_errors),
                 cmocka_unit_test(test_set),
                 cmocka_unit_test(test_image_roots_and_qemu_user),

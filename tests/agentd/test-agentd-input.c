@@ -103,7 +103,6 @@ static void test_requests_are_checked_before_anything_changes(void **state) {
         preq.op_id = (char *) LONG_OP;
         preq.definition_json = wjson;
         preq.params = &params;
-        preq.stream_host = (char *) "127.0.0.1";
         preq.source = (char *) "127.0.0.1:1";
         refused(&t, "MigratePrepare", &preq.base, "at most 63");
         preq.op_id = (char *) "mig-1";

@@ -222,8 +222,8 @@ void agent_host_info_clear(AgentHostInfo *h) {
         memset(h, 0, sizeof(*h));
 }
 
-int agent_link_migrate(AgentLink *l, const char *guest, const char *op, const char *dest_addr,
-                       const char *stream_host, const MigParams *p, int64_t timeout_ms) {
+int agent_link_migrate(AgentLink *l, const char *guest, const char *op, const char *dest_addr, const MigParams *p,
+                       int64_t timeout_ms) {
         int r;
         pthread_mutex_lock(&fake_mutex);
         FakeHost *h = reach(l, &r);

@@ -288,10 +288,10 @@ static void test_job_ids_are_checked(void **state) {
         snprintf(longer, sizeof(longer), "%s-abcdefghijklmnopqrstuvwxyz0123456789", id);
         assert_int_equal(coord_job_get(c, longer, false, &v), -EINVAL);
         assert_non_null(strstr(err_msg(), "at most 39"));
-        assert_int_equal(coord_job_cancel(c, longer), -EINVAL);
+        assert_int_equal(coord_job_cancel(c, longer, "operator:test"), -EINVAL);
         assert_int_equal(coord_job_get(c, "job-1\nERROR forged line", false, &v), -EINVAL);
         assert_non_null(strstr(err_msg(), "a newline at byte 5"));
-        assert_int_equal(coord_job_cancel(c, "job-1\nx"), -EINVAL);
+        assert_int_equal(coord_job_cancel(c, "job-1\nx", "operator:test"), -EINVAL);
         assert_null(strchr(err_msg(), '\n'));
         assert_int_equal(coord_job_get(c, "", false, &v), -EINVAL);
         assert_int_equal(coord_job_get(c, "job-0-0", false, &v), -ENOENT);
