@@ -20,7 +20,7 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define CALL_MS 40
+#define CALL_MS 15
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         static bool init;

@@ -18,7 +18,7 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define CALL_MS 40
+#define CALL_MS 20
 
 static void on_event(void *opaque, const QmpEvent *ev) {
         (void) opaque;
