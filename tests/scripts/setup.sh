@@ -23,6 +23,8 @@ packages=(
   ansible
   # terminal checks
   tmux
+  # the libFuzzer harnesses (tests/fuzz, docs/fuzzing.md): clang and its fuzzer runtime
+  clang libclang-rt-14-dev
   # plots of the benchmarks (docs/performance.md, docs/perf/*.png)
   gnuplot-nox
 )

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command (README, CI): set up, build, and run every suite once
-# plainly, then the unit and replay suites under ASan+UBSan and the job-core
-# tests under TSan.  Ends with one summary line "N passed, N failed, N skipped".
+# plainly, then the unit and replay suites under ASan+UBSan, the job-core
+# tests under TSan, and a short run of every libFuzzer target (a clang build,
+# docs/fuzzing.md).  Ends with one summary line "N passed, N failed, N skipped".
 #
 # Usage: tests/scripts/test.sh [--quick]   (--quick: plain run only)
 set -uo pipefail
@@ -66,6 +67,17 @@ if [ $quick -eq 0 ]; then
     wrap=()
   else
     ninja -C build-tsan | tail -30; status=1
+  fi
+  # libFuzzer: each target for DROVER_FUZZ_SECONDS (default 15) with a fixed
+  # seed; a crash, leak or timeout fails it.  clang comes from setup.sh.
+  if [ ! -f build-fuzz/build.ninja ]; then
+    CC=clang meson setup build-fuzz "$here" -Dfuzz=true -Db_sanitize=address,undefined -Db_lundef=false \
+      -Dfuzz_seconds="${DROVER_FUZZ_SECONDS:-15}" >/dev/null
+  fi
+  if ninja -C build-fuzz >/dev/null; then
+    run "fuzz" build-fuzz --suite fuzz
+  else
+    ninja -C build-fuzz | tail -30; status=1
   fi
 fi
 
