@@ -182,6 +182,16 @@ const Drover__V1__LockClassStats *bench_lock_of(const Drover__V1__GetAgentStatsR
         return NULL;
 }
 
+void bench_print_locks(const char *label, const char *agent, const Drover__V1__GetAgentStatsResponse *as) {
+        for (size_t i = 0; as && i < as->n_locks; i++) {
+                const Drover__V1__LockClassStats *l = as->locks[i];
+                if (l->count == 0)
+                        continue;
+                printf("| %-22s | %-5s | %-10s | %8llu | %11.3f | %11.3f |\n", label, agent, l->name,
+                       (unsigned long long) l->count, (double) l->max_ns / 1e6, (double) l->wait_max_ns / 1e6);
+        }
+}
+
 static const Drover__V1__RpcLaneStats *lane_of(const Drover__V1__GetAgentStatsResponse *as, const char *name) {
         for (size_t i = 0; as && i < as->n_lanes; i++)
                 if (strcmp(as->lanes[i]->name, name) == 0)

@@ -86,6 +86,9 @@ void bench_print_queries(const char *label, const BenchQuerier *q);
 Drover__V1__GetAgentStatsResponse *bench_agent_stats(TestAgent *t, bool reset);
 /* The lock class @name of @as, or NULL. */
 const Drover__V1__LockClassStats *bench_lock_of(const Drover__V1__GetAgentStatsResponse *as, const char *name);
+/* One row per lock class that was taken: "| @label | @agent | class | holds |
+ * max hold ms | max wait ms |" (the agent's figures since its last reset). */
+void bench_print_locks(const char *label, const char *agent, const Drover__V1__GetAgentStatsResponse *as);
 /* One row per lane: "| @label | lane | workers | busy | queued | served | refused | max wait |
  * longest wait in phase |", counting what happened between @before and @after
  * (either may be NULL: then since the agent started). */

@@ -169,16 +169,6 @@ static double ms_of(uint64_t us) {
         return (double) us / 1000.0;
 }
 
-static void print_locks(const char *label, const char *agent, const Drover__V1__GetAgentStatsResponse *as) {
-        for (size_t i = 0; as && i < as->n_locks; i++) {
-                const Drover__V1__LockClassStats *l = as->locks[i];
-                if (l->count == 0)
-                        continue;
-                printf("| %-22s | %-5s | %-10s | %8llu | %11.3f | %11.3f |\n", label, agent, l->name,
-                       (unsigned long long) l->count, (double) l->max_ns / 1e6, (double) l->wait_max_ns / 1e6);
-        }
-}
-
 static int cmp_double(const void *x, const void *y) {
         double p = *(const double *) x, q = *(const double *) y;
         return p < q ? -1 : p > q;
@@ -352,9 +342,9 @@ int main(int argc, char **argv) {
 
         printf("| run                    | agent | lock class | holds    | max hold ms | max wait ms |\n");
         printf("|------------------------|-------|------------|----------|-------------|-------------|\n");
-        print_locks(slow.label, "b", slow.locks_b);
-        print_locks(slow.label, "a", slow.locks_a);
-        print_locks(ctl.label, "b", ctl.locks_b);
+        bench_print_locks(slow.label, "b", slow.locks_b);
+        bench_print_locks(slow.label, "a", slow.locks_a);
+        bench_print_locks(ctl.label, "b", ctl.locks_b);
         printf("\nhold-time histograms on b during the storm (holds < 1 µs, < 10 µs, < 100 µs, < 1 ms, < 10 ms, "
                "< 100 ms, < 1 s, >= 1 s):\n");
         const char *hist_names[] = { "registry", "vm", "vm-status" };
