@@ -490,7 +490,11 @@ static void *source_thread(void *arg) {
         uint64_t stop_ms = mig_mono_to_unix_ms(vm->mig.stop_ns);
         vm_unlock(vm);
         PeerFinishFailure ff;
+        uint64_t finish_ns = now_ns();
         r = call_finish(s, peer, postcopy, stop_ms, &resume_ms, &synced, &ff);
+        finish_ns = now_ns() - finish_ns;
+        /* rounded up: a call made is never 0 */
+        agent_migtable_finish_call(t, s->m, (finish_ns + NSEC_PER_MSEC - 1) / NSEC_PER_MSEC);
         if (r < 0) {
                 finish_failed(s, r, ff, postcopy);
                 goto out;

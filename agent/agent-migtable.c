@@ -233,6 +233,13 @@ void agent_migtable_result(MigrationTable *t, Migration *m, const MigrationStats
         lock_release(&t->lock);
 }
 
+void agent_migtable_finish_call(MigrationTable *t, Migration *m, uint64_t ms) {
+        /* no changed_locked(): the phase change or the end that follows publishes it */
+        lock_acquire(&t->lock);
+        m->r.finish_call_ms = ms;
+        lock_release(&t->lock);
+}
+
 void agent_migtable_tuned(MigrationTable *t, const char *op, const char *what) {
         lock_acquire(&t->lock);
         for (Migration *m = t->list; m; m = m->next)

@@ -52,6 +52,7 @@ typedef struct MigResult {
         uint64_t transferred;
         bool postcopy;
         bool time_synced;
+        uint64_t finish_call_ms; /* the source's MigrateFinish round trip; 0: none made */
         size_t n_steps;
         char steps[MIG_MAX_STEPS][160];
         MigrationStats stats;    /* last reading */
@@ -87,6 +88,10 @@ void agent_migtable_done(MigrationTable *t, Migration *m, int r, const char *err
  * keep the last one), Drover's measured downtime, time sync, post-copy. */
 void agent_migtable_result(MigrationTable *t, Migration *m, const MigrationStats *st, uint64_t measured_downtime_ms,
                            bool synced, bool postcopy);
+/* The source's MigrateFinish call took @ms (its round trip, from the
+ * first attempt to the answer; at least 1 once a call was made), also
+ * when it failed. */
+void agent_migtable_finish_call(MigrationTable *t, Migration *m, uint64_t ms);
 /* Record that the migration @op was tuned (@what: the new limits). */
 void agent_migtable_tuned(MigrationTable *t, const char *op, const char *what);
 /* Record @fmt as a step of the newest migration @op (also its last

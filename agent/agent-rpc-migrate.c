@@ -43,6 +43,7 @@ static Drover__V1__MigrationResult *new_result(RpcCall *c, const MigResult *m) {
         o->transferred_bytes = m->transferred;
         o->postcopy = m->postcopy;
         o->guest_time_synced = m->time_synced;
+        o->finish_call_ms = m->finish_call_ms;
         o->n_policy_steps = m->n_steps;
         o->policy_steps = rpc_call_alloc(c, (m->n_steps + 1) * sizeof(char *));
         for (size_t i = 0; i < m->n_steps; i++)
