@@ -86,8 +86,8 @@ static RpcCode h_migrate(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMess
 }
 
 static const RpcMethodDef methods[] = {
-        { "WatchJob", NULL, h_watch, 0 },
-        { "MigrateGuests", h_migrate, NULL, 0 },
+        { "WatchJob", NULL, h_watch, 0, RPC_ROLES_ALL },
+        { "MigrateGuests", h_migrate, NULL, 0, RPC_ROLES_ALL },
 };
 
 static RpcServer *srv;

@@ -46,10 +46,19 @@ static void command_line(const GuestDef *def) {
         char tap[16];
         if (guest_paths("/run/drover/agent", def->name, &paths) < 0)
                 return;
-        for (int i = 0; i < 4; i++)
-                if (guest_build_argv(def, &paths, "/usr/bin/qemu-system-x86_64", i & 1 ? "kvm" : "tcg", i & 2,
-                                     &argv) == 0)
+        /* descriptor numbers only: the builder prints them, opens nothing */
+        GuestFiles files = { .kernel = 10, .initrd = 11 };
+        for (size_t i = 0; i < GUEST_MAX_DISKS; i++) {
+                files.disk_ro[i] = 12 + 2 * (int) i;
+                files.disk_rw[i] = def->disks[i].readonly ? -1 : 13 + 2 * (int) i;
+        }
+        for (int i = 0; i < 8; i++) {
+                GuestLaunch l = { .qemu_binary = "/usr/bin/qemu-system-x86_64", .accel = i & 1 ? "kvm" : "tcg",
+                                  .incoming = i & 2, .user = i & 4 ? "nobody" : NULL,
+                                  .chroot = i & 4 ? "/var/empty" : NULL };
+                if (guest_build_argv(def, &paths, &files, &l, &argv) == 0)
                         guest_argv_free(argv);
+        }
         for (size_t i = 0; i < def->n_nics; i++)
                 guest_tap_name(def->uuid, i, tap);
 }
