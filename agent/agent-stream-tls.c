@@ -25,6 +25,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <gnutls/x509.h>
+#include <grp.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <string.h>
@@ -73,6 +74,47 @@ static int qemu_ids(const Agent *a, uid_t *ret_uid, gid_t *ret_gid) {
         *ret_uid = pw.pw_uid;
         *ret_gid = pw.pw_gid;
         return 0;
+}
+
+/* Whether a process of @uid with groups @gids may search the folder @st. */
+static bool searchable(const struct stat *st, uid_t uid, const gid_t *gids, int n_gids) {
+        if (st->st_uid == uid)
+                return st->st_mode & S_IXUSR;
+        for (int i = 0; i < n_gids; i++)
+                if (st->st_gid == gids[i])
+                        return st->st_mode & S_IXGRP;
+        return st->st_mode & S_IXOTH;
+}
+
+int agent_stream_tls_check_run_dir(const AgentConfig *cfg) {
+        char buf[4096], path[sizeof(cfg->run_dir)];
+        struct passwd pw, *found = NULL;
+        gid_t gids[64];
+        int n_gids = (int) ELEMENTSOF(gids);
+        if (geteuid() != 0 || !cfg->tls_cert[0] || !cfg->qemu_user[0])
+                return 0;
+        (void) getpwnam_r(cfg->qemu_user, &pw, buf, sizeof(buf), &found);
+        if (!found)
+                return 0; /* the configuration check says so */
+        if (getgrouplist(pw.pw_name, pw.pw_gid, gids, &n_gids) < 0)
+                n_gids = 0; /* more than 64 groups: judged by the first ones */
+        snprintf(path, sizeof(path), "%s", cfg->run_dir);
+        for (char *end = path + strlen(path);;) {
+                struct stat st;
+                if (stat(path[0] ? path : "/", &st) < 0)
+                        return err_set(-errno, "run_dir: cannot read %s: %s", path[0] ? path : "/", strerror(errno));
+                if (!searchable(&st, pw.pw_uid, gids, n_gids))
+                        return err_set(-EACCES, "run_dir %s: %s (mode %04o) cannot be searched by qemu_user '%s', "
+                                       "which reads its migration TLS credentials below run_dir "
+                                       "(docs/agent.md, \"Guest files and the QEMU user\")",
+                                       cfg->run_dir, path[0] ? path : "/", (unsigned) (st.st_mode & 07777),
+                                       cfg->qemu_user);
+                if (!path[0])
+                        return 0;
+                while (end > path && *end != '/')
+                        end--;
+                *end = '\0';
+        }
 }
 
 /* Copy @from to @dir/@name, mode 0600, owned by @uid/@gid (-1: ours). */

@@ -65,6 +65,13 @@ int agent_stream_tls_dn(const char *pem, char *buf, size_t size);
  * client, tls-creds and tls-hostname=@hostname.  0 or -errno. */
 int agent_stream_tls_setup_locked(Agent *a, Vm *vm, AsyncJobType t, const char *op, const char *authz_dn,
                                   const char *hostname);
+/* QEMU, once it has dropped to qemu_user, must reach run_dir to read the
+ * credentials folder: when the agent is root and has a certificate, every
+ * folder from / to @cfg->run_dir must be searchable by qemu_user (as owner,
+ * through one of its groups, or by others).  0, or -EACCES naming the first
+ * folder that is not (a start-up error: otherwise every TLS migration
+ * would fail at prepare). */
+int agent_stream_tls_check_run_dir(const AgentConfig *cfg);
 /* Source whose QEMU stays: drop the objects of the setup (a missing one is
  * fine).  vm->lock held, async job @t of @op.  The parameters are put back
  * by mig_restore_settings_locked(). */

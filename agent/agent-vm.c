@@ -42,6 +42,7 @@
 #include "agent-net.h"
 #include "agent-ops.h"
 #include "agent-peer.h"
+#include "agent-stream.h"
 #include "agent-vm-priv.h"
 #include "err.h"
 #include "log.h"
@@ -101,7 +102,8 @@ int agent_new(const AgentConfig *cfg, Agent **ret) {
 
         /* run_dir: QEMU, as qemu_user, passes through to its migration TLS
          * folder (agent-stream-tls.c) but lists nothing */
-        if ((r = make_dir(cfg->state_dir, 0700)) < 0 || (r = make_dir(cfg->run_dir, 0711)) < 0)
+        if ((r = make_dir(cfg->state_dir, 0700)) < 0 || (r = make_dir(cfg->run_dir, 0711)) < 0 ||
+            (r = agent_stream_tls_check_run_dir(cfg)) < 0)
                 return r;
         a = calloc(1, sizeof(*a));
         if (!a)

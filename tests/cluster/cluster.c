@@ -135,7 +135,7 @@ void cluster_up_env(Cluster *c, int n_hosts, const char *const env[]) {
         for (int i = 0; i < n_hosts; i++) {
                 ClusterHost *h = &c->host[i];
                 snprintf(h->dir, sizeof(h->dir), "%s/t%02d%c", scratch, n_clusters, 'a' + i);
-                if (mkdir(h->dir, 0700) < 0)
+                if (mkdir(h->dir, 0711) < 0)
                         fail_msg("mkdir %s: %s", h->dir, strerror(errno));
                 snprintf(h->grpc, sizeof(h->grpc), "%s:%d", c->net.addr[i], CLUSTER_AGENT_PORT);
                 write_config(c, i);

@@ -85,6 +85,12 @@ const char *tu_tmpdir(const char *tag) {
                 perror("mkdtemp");
                 abort();
         }
+        /* searchable, not listable: an agent's QEMU runs as qemu_user and
+         * reads its migration TLS credentials below run_dir */
+        if (chmod(d, 0711) < 0) {
+                perror("chmod");
+                abort();
+        }
         if (n_tmpdirs == MAX_TMPDIRS)
                 abort();
         tmpdirs[n_tmpdirs] = strdup(d);

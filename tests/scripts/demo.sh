@@ -23,6 +23,7 @@ COORD=$B/coordinator/drover-coordinator
 CTL=$B/coordinator/droverctl
 
 work=$(mktemp -d /tmp/drvdemo.XXXXXX)    # short: guest socket paths must fit
+chmod 0711 "$work"   # QEMU (qemu_user) reads its migration TLS credentials below run_dir
 pids=()
 NS=drvdemo$$
 hosts=(a b c)
