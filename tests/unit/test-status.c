@@ -263,6 +263,67 @@ static void test_quarantine_note_names_its_own_file_and_error(void **state) {
         }
 }
 
+/* The same with the files the start must not trust to be files: a FIFO, a
+ * symbolic link, a folder, a NUL byte inside valid JSON, one too large, and
+ * a record of another guest, side by side in one folder with a good file,
+ * behind a stale error on the thread. */
+static void test_quarantine_notes_of_special_files_are_their_own(void **state) {
+        const char *dir = tu_tmpdir("status-special-notes");
+        struct { const char *file, *error; } bad[] = {
+                { "fifo.json", "is a FIFO (named pipe), not a regular file" },
+                { "link.json", "is a symbolic link" },
+                { "folder.json", "is a folder, not a regular file" },
+                { "nul.json", "status file" },
+                { "huge.json", "more than" },
+                { "other.json", "records VM 'good', which does not match the file name" },
+        };
+        VmStatusRecord a;
+        char *good_json;
+        fill_record(&a, "good");
+        assert_int_equal(status_write(dir, &a), 0);
+        assert_int_equal(status_record_to_json(&a, &good_json), 0);
+        status_record_clear(&a);
+        assert_int_equal(mkfifo(tu_path(dir, "fifo.json"), 0600), 0);
+        assert_int_equal(symlink(tu_path(dir, "good.json"), tu_path(dir, "link.json")), 0);
+        assert_int_equal(mkdir(tu_path(dir, "folder.json"), 0700), 0);
+        FILE *f = fopen(tu_path(dir, "nul.json"), "w");
+        assert_non_null(f);
+        static const char nul[] = "{\"format\": \"drover-vm-status\"\0, \"version\": 1}";
+        assert_int_equal(fwrite(nul, 1, sizeof(nul) - 1, f), sizeof(nul) - 1);
+        fclose(f);
+        f = fopen(tu_path(dir, "huge.json"), "w");
+        assert_non_null(f);
+        for (unsigned i = 0; i < STATUS_FILE_MAX + 8; i++)
+                fputc(' ', f);
+        fclose(f);
+        write_file(tu_path(dir, "other.json"), good_json);
+        free(good_json);
+
+        err_set(-EIO, "a stale error of stale.json");
+        Loaded l = { 0 };
+        alarm(10); /* a FIFO opened for reading without O_NONBLOCK would wait for ever */
+        assert_int_equal(status_load_all(dir, on_good, on_bad, &l), 1);
+        alarm(0);
+        assert_int_equal(l.bad, (int) ELEMENTSOF(bad));
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+                char *note = note_of(dir, bad[i].file);
+                char own[256];
+                snprintf(own, sizeof(own), "%s/%s", dir, bad[i].file);
+                if (!note)
+                        fail_msg("no note for %s", bad[i].file);
+                if (!strstr(note, own) || !strstr(note, bad[i].error) || strstr(note, "stale"))
+                        fail_msg("note of %s: '%s'", bad[i].file, note);
+                for (size_t j = 0; j < ELEMENTSOF(bad); j++)
+                        if (j != i && strstr(note, bad[j].file))
+                                fail_msg("note of %s names %s: '%s'", bad[i].file, bad[j].file, note);
+                const char *detail = detail_for(&l, bad[i].file);
+                assert_non_null(detail);
+                assert_non_null(strstr(note, detail));
+                free(note);
+        }
+        assert_int_equal(access(tu_path(dir, "good.json"), F_OK), 0); /* the link's target stays */
+}
+
 static void test_parse_errors_are_clear(void **state) {
         VmStatusRecord rec;
         const char *trailing = "{\"format\": \"drover-vm-status\", \"version\": 1} x";
@@ -355,6 +416,7 @@ int main(void) {
                 cmocka_unit_test(test_round_trip),
                 cmocka_unit_test(test_bad_files_quarantined_others_load),
                 cmocka_unit_test(test_quarantine_note_names_its_own_file_and_error),
+                cmocka_unit_test(test_quarantine_notes_of_special_files_are_their_own),
                 cmocka_unit_test(test_parse_errors_are_clear),
                 cmocka_unit_test(test_oversized_and_special_files),
                 cmocka_unit_test(test_vm_save_status),
