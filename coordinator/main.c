@@ -14,12 +14,14 @@
 
 #include "coord-rpc.h"
 #include "coord.h"
+#include "drover-version.h"
 #include "err.h"
 #include "log.h"
 
 int main(int argc, char **argv) {
         static const struct option opts[] = { { "config", required_argument, NULL, 'c' },
-                                              { "help", no_argument, NULL, 'h' }, { 0 } };
+                                              { "help", no_argument, NULL, 'h' },
+                                              { "version", no_argument, NULL, 'V' }, { 0 } };
         const char *config = NULL;
         CoordConfig cfg;
         int c, r;
@@ -27,8 +29,11 @@ int main(int argc, char **argv) {
         while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) >= 0) {
                 if (c == 'c')
                         config = optarg;
-                else {
-                        fprintf(c == 'h' ? stdout : stderr, "usage: drover-coordinator --config FILE\n");
+                else if (c == 'V') {
+                        printf("drover-coordinator %s\n", DROVER_VERSION);
+                        return 0;
+                } else {
+                        fprintf(c == 'h' ? stdout : stderr, "usage: drover-coordinator --config FILE | --version | --help\n");
                         return c == 'h' ? 0 : 2;
                 }
         }
