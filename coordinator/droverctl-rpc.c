@@ -19,6 +19,8 @@
 #include "droverctl.h"
 #include "err.h"
 
+DctlOptions dctl_opt = { .target = "unix:/run/drover/coordinator.sock", .timeout_ms = 30000 };
+
 static RpcClient *cl;
 
 void dctl_print_json(JsonValue *j) {
@@ -62,7 +64,7 @@ int dctl_fail(const char *what, int r, const RpcStatus *st) {
         char msg[ERR_MSG_MAX + 128], hint[512] = "";
         int exit_code = DCTL_EXIT_ERROR;
 
-        snprintf(msg, sizeof(msg), "%s: %s", what, st && st->details[0] ? st->details : err_str(r));
+        snprintf(msg, sizeof(msg), "%s: %s", what, err_str(r)); /* names the status: "...: NOT_FOUND: ..." */
         if (code == RPC_NOT_FOUND)
                 exit_code = DCTL_EXIT_NOT_FOUND;
         else if (code == RPC_UNAVAILABLE || code == RPC_DEADLINE_EXCEEDED || (st && st->not_sent)) {

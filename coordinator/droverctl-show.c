@@ -260,7 +260,8 @@ int dctl_cmd_plan(int argc, char **argv) {
                 return dctl_cmd_evacuate(argc - 1, argv + 1);
         if (strcmp(argv[0], "migrate") == 0)
                 return dctl_cmd_migrate(argc - 1, argv + 1);
-        fprintf(stderr, "droverctl: plan: '%s' is not 'evacuate HOST' or 'migrate GUEST...' (droverctl plan --help)\n",
+        fprintf(stderr, "droverctl: plan: '%s' is not 'evacuate HOST' or 'migrate GUEST...'\n"
+                        "usage: droverctl [options] plan evacuate HOST | migrate GUEST... (droverctl plan --help)\n",
                 argv[0]);
         return DCTL_EXIT_USAGE;
 }
@@ -332,7 +333,8 @@ int dctl_cmd_host(int argc, char **argv) {
         while (i < sizeof(verbs) / sizeof(verbs[0]) && strcmp(argv[0], verbs[i].verb))
                 i++;
         if (i == sizeof(verbs) / sizeof(verbs[0])) {
-                fprintf(stderr, "droverctl: host: '%s' is not enable, drain or maintenance (droverctl host --help)\n",
+                fprintf(stderr, "droverctl: host: '%s' is not enable, drain or maintenance\n"
+                                "usage: droverctl [options] host enable|drain|maintenance HOST (droverctl host --help)\n",
                         argv[0]);
                 return DCTL_EXIT_USAGE;
         }

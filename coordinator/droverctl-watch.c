@@ -152,11 +152,10 @@ static int by_rank(const void *a, const void *b, void *arg) {
         return rx != ry ? rx - ry : (x > y) - (x < y); /* stable: the job's order within a rank */
 }
 
-/* Redraw the live display over the @prev_lines printed last; returns the
- * number printed now.  While the job runs, at most the terminal's rows less
- * one are printed (lines scrolled off the top cannot be redrawn); the last
- * redraw (the job ended) is printed whole. */
-static int render_live(const Drover__V1__Job *j, int prev_lines) {
+/* While the job runs, at most the terminal's rows less one are printed
+ * (lines scrolled off the top cannot be redrawn); the last redraw (the job
+ * ended) is printed whole. */
+int dctl_render_live(const Drover__V1__Job *j, int prev_lines) {
         char line[512];
         int lines = 0, cols = 0, rows = 0;
         struct winsize ws;
@@ -260,7 +259,7 @@ int dctl_watch(const char *id) {
                 if (dctl_opt.json)
                         dctl_print_json(dctl_job_json(j));
                 else if (tty)
-                        lines = render_live(j, lines);
+                        lines = dctl_render_live(j, lines);
                 else if (phases_hash(j) != last) {
                         /* piped: the job again when a phase changed; every
                          * guest counts, however many and however long */

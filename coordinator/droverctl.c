@@ -16,6 +16,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <getopt.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,8 +25,6 @@
 #include "drover-version.h"
 #include "droverctl.h"
 #include "log.h"
-
-DctlOptions dctl_opt = { .timeout_ms = 30000 };
 
 /* Options: an id (a bit in a command's mask), its argument's name and help. */
 enum {
@@ -143,6 +142,25 @@ static void usage_command(FILE *f, const Command *c) {
         fputs(exit_codes_help, f);
 }
 
+/* A usage error: the reason (printf-style) and the usage line of @c (of
+ * droverctl when NULL) on stderr.  Returns the exit code. */
+static int usage_error(const Command *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int usage_error(const Command *c, const char *fmt, ...) {
+        va_list ap;
+        if (fmt) {
+                fputs("droverctl: ", stderr);
+                va_start(ap, fmt);
+                vfprintf(stderr, fmt, ap);
+                va_end(ap);
+                fputc('\n', stderr);
+        }
+        if (c)
+                fprintf(stderr, "usage: droverctl [options] %s %s (droverctl %s --help)\n", c->name, c->args, c->name);
+        else
+                fprintf(stderr, "usage: droverctl [options] COMMAND [ARGS] (droverctl --help)\n");
+        return DCTL_EXIT_USAGE;
+}
+
 static void usage(FILE *f) {
         fprintf(f, "usage: droverctl [options] COMMAND [ARGS]   (droverctl COMMAND --help for its options)\ncommands:\n");
         for (size_t i = 0; i < N_COMMANDS; i++) {
@@ -157,10 +175,8 @@ static void usage(FILE *f) {
 
 static int cmd_help(int argc, char **argv) {
         const Command *c = argc ? command_find(argv[0]) : NULL;
-        if (argc && !c) {
-                fprintf(stderr, "droverctl: help: no command '%s' (droverctl --help lists them)\n", argv[0]);
-                return DCTL_EXIT_USAGE;
-        }
+        if (argc && !c)
+                return usage_error(NULL, "help: no command '%s'", argv[0]);
         if (c)
                 usage_command(stdout, c);
         else
@@ -254,7 +270,8 @@ int main(int argc, char **argv) {
          * plaintext notice on a local unix socket) only with DROVER_LOG */
         if (!getenv("DROVER_LOG"))
                 log_set_level(LOG_LEVEL_ERROR);
-        dctl_opt.target = getenv("DROVER_COORDINATOR");
+        if (getenv("DROVER_COORDINATOR"))
+                dctl_opt.target = getenv("DROVER_COORDINATOR");
         dctl_opt.tls.cert_file = getenv("DROVER_TLS_CERT");
         dctl_opt.tls.key_file = getenv("DROVER_TLS_KEY");
         dctl_opt.tls.ca_file = getenv("DROVER_TLS_CA");
@@ -270,13 +287,10 @@ int main(int argc, char **argv) {
                                 args[nargs++] = optarg;
                         continue;
                 }
-                if (id < 0 || id >= OPT_MAX_) {
-                        /* getopt_long said what was wrong */
-                        fprintf(stderr, "droverctl: see droverctl %s%s--help\n", cmd ? cmd : "", cmd ? " " : "");
-                        return DCTL_EXIT_USAGE;
-                }
+                if (id < 0 || id >= OPT_MAX_) /* getopt_long said what was wrong */
+                        return usage_error(cmd ? command_find(cmd) : NULL, NULL);
                 if (!set_option(id, optarg))
-                        return DCTL_EXIT_USAGE;
+                        return usage_error(cmd ? command_find(cmd) : NULL, NULL);
                 given |= BIT(id);
         }
         for (int i = optind; i < argc; i++) {
@@ -303,24 +317,17 @@ int main(int argc, char **argv) {
                 return DCTL_EXIT_USAGE;
         }
         if (!command) {
-                fprintf(stderr, "droverctl: no command '%s' (droverctl --help lists them)\n", cmd);
+                fprintf(stderr, "droverctl: no command '%s'\n", cmd);
+                usage(stderr);
                 return DCTL_EXIT_USAGE;
         }
         unsigned extra = given & ~(GLOBAL_OPTS | command->opts);
-        if (extra) {
-                int id = __builtin_ctz(extra);
-                fprintf(stderr, "droverctl: %s does not take --%s (droverctl %s --help)\n", cmd, opt_name(id), cmd);
-                return DCTL_EXIT_USAGE;
-        }
-        if (nargs < command->min_args || (command->max_args >= 0 && nargs > command->max_args)) {
-                fprintf(stderr, "droverctl: %s takes %s%s%s (droverctl %s --help)\n", cmd,
-                        command->args[0] ? "'" : "no arguments", command->args, command->args[0] ? "'" : "", cmd);
-                return DCTL_EXIT_USAGE;
-        }
+        if (extra)
+                return usage_error(command, "%s does not take --%s", cmd, opt_name(__builtin_ctz(extra)));
+        if (nargs < command->min_args || (command->max_args >= 0 && nargs > command->max_args))
+                return usage_error(command, "%s takes %s", cmd, command->args[0] ? command->args : "no arguments");
         if (command->run == cmd_help)
                 return cmd_help(nargs, args);
-        if (!dctl_opt.target)
-                dctl_opt.target = "unix:/run/drover/coordinator.sock";
         if (!dctl_opt.dry_run && (dctl_opt.wait || command->run == dctl_cmd_watch))
                 dctl_interrupt_setup(); /* before the client's threads */
         int code = dctl_connect();

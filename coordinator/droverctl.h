@@ -47,7 +47,7 @@ typedef struct DctlOptions {
         int64_t timeout_ms;        /* each unary call */
 } DctlOptions;
 
-extern DctlOptions dctl_opt;
+extern DctlOptions dctl_opt; /* droverctl-rpc.c */
 
 /* ---- droverctl-rpc.c ---------------------------------------------------- */
 
@@ -105,3 +105,7 @@ int dctl_watch(const char *id);
 
 /* Print job @j once, whole, in its guests' order (job ID, piped watch). */
 void dctl_render_plain(const Drover__V1__Job *j);
+
+/* Redraw job @j on the terminal over the @prev_lines printed last; returns
+ * the number of lines printed now. */
+int dctl_render_live(const Drover__V1__Job *j, int prev_lines);
