@@ -285,6 +285,8 @@ int main(int argc, char **argv) {
                                 cmd = optarg;
                         else if (nargs < (int) (sizeof(args) / sizeof(args[0])))
                                 args[nargs++] = optarg;
+                        else
+                                return usage_error(NULL, "more than %zu arguments", sizeof(args) / sizeof(args[0]));
                         continue;
                 }
                 if (id < 0 || id >= OPT_MAX_) /* getopt_long said what was wrong */
@@ -293,11 +295,13 @@ int main(int argc, char **argv) {
                         return usage_error(cmd ? command_find(cmd) : NULL, NULL);
                 given |= BIT(id);
         }
-        for (int i = optind; i < argc; i++) {
+        for (int i = optind; i < argc; i++) { /* after "--" */
                 if (!cmd)
                         cmd = argv[i];
                 else if (nargs < (int) (sizeof(args) / sizeof(args[0])))
                         args[nargs++] = argv[i];
+                else
+                        return usage_error(NULL, "more than %zu arguments", sizeof(args) / sizeof(args[0]));
         }
 
         if (given & BIT(OPT_VERSION)) {

@@ -1,6 +1,7 @@
 /* drover-coordinator: entry point.
  *
  *   drover-coordinator --config /etc/drover/coordinator.json
+ *   drover-coordinator --version | --help
  *
  * Loads and validates the configuration, opens the job store, resumes
  * unfinished jobs, serves the Coordinator API until SIGTERM/SIGINT.  Prints
@@ -37,8 +38,8 @@ int main(int argc, char **argv) {
                         return c == 'h' ? 0 : 2;
                 }
         }
-        if (!config) {
-                fprintf(stderr, "usage: drover-coordinator --config FILE\n");
+        if (!config || optind < argc) {
+                fprintf(stderr, "usage: drover-coordinator --config FILE | --version | --help\n");
                 return 2;
         }
         if ((r = coord_config_load(config, &cfg)) < 0 || (r = coord_config_validate(&cfg)) < 0) {
