@@ -64,8 +64,8 @@ static const struct option long_opts[] = {
 
 /* Help for each option, by id (with its short form where it has one). */
 static const char *const opt_help[OPT_MAX_] = {
-        [OPT_COORDINATOR] = "-c, --coordinator ADDR  unix:/path or HOST:PORT ($DROVER_COORDINATOR, default\n"
-                            "                          unix:/run/drover/coordinator.sock)",
+        [OPT_COORDINATOR] = ("-c, --coordinator ADDR  unix:/path or HOST:PORT ($DROVER_COORDINATOR, default\n"
+                             "                          unix:/run/drover/coordinator.sock)"),
         [OPT_TLS_CERT] = "--tls-cert FILE         client certificate ($DROVER_TLS_CERT)",
         [OPT_TLS_KEY] = "--tls-key FILE          its key ($DROVER_TLS_KEY)",
         [OPT_TLS_CA] = "--tls-ca FILE           the cluster CA ($DROVER_TLS_CA)",
