@@ -25,7 +25,9 @@
  * ADDR: $DROVER_AGENT or unix:/run/drover/agent.sock.  Exit 0 on success,
  * 1 when the agent refused or the operation failed (the gRPC status is
  * printed), 2 on usage, 3 when --timeout passed with the operation still
- * running (it goes on; the id is printed).
+ * running (it goes on; the id is printed).  An unknown option, a bad
+ * number or a surplus argument is a usage error; --help prints the usage
+ * on stdout, --version the version (drover-version.h).
  */
 #define _GNU_SOURCE
 #include <getopt.h>
@@ -35,6 +37,7 @@
 
 #include "agent-opwait.h"
 #include "agent.pb-c.h"
+#include "drover-version.h"
 #include "err.h"
 #include "log.h"
 #include "rpcclient.h"
@@ -59,7 +62,8 @@ static int usage(FILE *f) {
                    "  define FILE|- | start NAME [--paused] | shutdown NAME [--power-off-timeout S] [--force]\n"
                    "  | migrate NAME DEST | guest-ping NAME | operation ID\n"
                    "  | destroy NAME | undefine NAME | suspend NAME | resume NAME | list | stats\n"
-                   "  operations: --wait (default) | --no-wait, --timeout S (client side)\n");
+                   "  operations: --wait (default) | --no-wait, --timeout S (client side)\n"
+                   "  --help, --version\n");
         return 2;
 }
 
@@ -193,13 +197,20 @@ static char *slurp(const char *path) {
         return buf;
 }
 
+/* How many words a command line from the command on may have. */
+static int max_args(const char *cmd) {
+        return strcmp(cmd, "migrate") == 0 ? 3 : strcmp(cmd, "list") == 0 || strcmp(cmd, "stats") == 0 ? 1 : 2;
+}
+
 int main(int argc, char **argv) {
         static const struct option opts[] = { { "agent", required_argument, NULL, 'a' }, { "tls-cert", required_argument, NULL, 1 },
                                               { "tls-key", required_argument, NULL, 2 }, { "tls-ca", required_argument, NULL, 3 },
                                               { "wait", no_argument, NULL, 4 }, { "no-wait", no_argument, NULL, 5 },
                                               { "timeout", required_argument, NULL, 6 }, { "paused", no_argument, NULL, 7 },
                                               { "force", no_argument, NULL, 8 },
-                                              { "power-off-timeout", required_argument, NULL, 9 }, { 0 } };
+                                              { "power-off-timeout", required_argument, NULL, 9 },
+                                              { "help", no_argument, NULL, 'h' }, { "version", no_argument, NULL, 'V' },
+                                              { 0 } };
         const char *addr = getenv("DROVER_AGENT");
         RpcTls tls = { 0 };
         OpOptions oo = { .wait = -1 };
@@ -208,7 +219,7 @@ int main(int argc, char **argv) {
         int c;
         if (!getenv("DROVER_LOG"))
                 log_set_level(LOG_LEVEL_ERROR);
-        while ((c = getopt_long(argc, argv, "a:", opts, NULL)) >= 0) {
+        while ((c = getopt_long(argc, argv, "a:h", opts, NULL)) >= 0) {
                 switch (c) {
                 case 'a': addr = optarg; break;
                 case 1: tls.cert_file = optarg; break;
@@ -218,8 +229,8 @@ int main(int argc, char **argv) {
                 case 5: oo.wait = 0; break;
                 case 6:
                 case 9:
-                        secs = strtod(optarg, &end);
-                        if (*end || !(secs > 0 && secs < 86400 * 7)) {
+                        secs = optarg[0] >= '0' && optarg[0] <= '9' ? strtod(optarg, &end) : -1;
+                        if (secs < 0 || *end || !(secs > 0 && secs < 86400 * 7)) {
                                 fprintf(stderr, "drover-agentctl: --%s wants seconds, not '%s'\n",
                                         c == 6 ? "timeout" : "power-off-timeout", optarg);
                                 return 2;
@@ -231,11 +242,16 @@ int main(int argc, char **argv) {
                         break;
                 case 7: oo.paused = true; break;
                 case 8: oo.force = true; break;
+                case 'h': usage(stdout); return 0;
+                case 'V': printf("drover-agentctl %s\n", DROVER_VERSION); return 0;
                 default: return usage(stderr);
                 }
         }
-        if (optind >= argc)
+        if (optind >= argc || argc - optind > max_args(argv[optind])) {
+                if (optind < argc)
+                        fprintf(stderr, "drover-agentctl: too many arguments for %s\n", argv[optind]);
                 return usage(stderr);
+        }
         const char *cmd = argv[optind], *arg = optind + 1 < argc ? argv[optind + 1] : NULL;
         const char *arg2 = optind + 2 < argc ? argv[optind + 2] : NULL;
         RpcClientOptions o = { .tls = tls.ca_file ? &tls : NULL, .default_timeout_ms = 60000 };

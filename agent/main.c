@@ -31,6 +31,7 @@
 #include "deadline.h"
 #include "agent-rpc.h"
 #include "agent.h"
+#include "drover-version.h"
 #include "err.h"
 #include "log.h"
 
@@ -82,7 +83,8 @@ static void usage(FILE *f) {
                 "  --accel kvm|tcg     accelerator\n"
                 "  --dev               plaintext gRPC (loopback and unix sockets only)\n"
                 "  --set NAME=VALUE    any other configuration member\n"
-                "  --log-level LEVEL   debug, info, warning, error\n");
+                "  --log-level LEVEL   debug, info, warning, error\n"
+                "  --version           print the version\n");
 }
 
 int main(int argc, char **argv) {
@@ -92,7 +94,8 @@ int main(int argc, char **argv) {
                 { "run-dir", required_argument, NULL, 'r' }, { "qemu", required_argument, NULL, 'q' },
                 { "accel", required_argument, NULL, 'a' },  { "dev", no_argument, NULL, 'd' },
                 { "set", required_argument, NULL, 'S' },    { "log-level", required_argument, NULL, 'L' },
-                { "help", no_argument, NULL, 'h' },         { 0 },
+                { "help", no_argument, NULL, 'h' },         { "version", no_argument, NULL, 'V' },
+                { 0 },
         };
         const char *config = NULL;
         struct { const char *name; char *value; } sets[64];
@@ -131,6 +134,7 @@ int main(int argc, char **argv) {
                         break;
                 }
                 case 'h': usage(stdout); return 0;
+                case 'V': printf("drover-agent %s\n", DROVER_VERSION); return 0;
                 default: usage(stderr); return 2;
                 }
                 if (n_sets < ELEMENTSOF(sets))

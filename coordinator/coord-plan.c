@@ -6,8 +6,10 @@
  * or paused ones the request names (by name or UUID), or every running or
  * paused guest of the host to evacuate; the residents that matter to
  * placement are the live guests of an anti-affinity group.  The plan lists
- * each guest's destination and estimated duration, or why it is blocked,
- * and the makespan: the largest sum of estimates over one source host.
+ * each guest's destination and estimated duration (alone on the links),
+ * or why it is blocked, and the makespan: the placed migrations replayed
+ * under the scheduler's admission limits (per-host slots, the cluster
+ * limit), in waves that share the links (place_makespan_s()).
  *
  * A host receives only while it is ENABLED and not the source of an
  * unfinished evacuation (an operator may enable a host an evacuation is
@@ -34,17 +36,37 @@ void coord_plan_clear(CoordPlan *p) {
         memset(p, 0, sizeof(*p));
 }
 
+/* The makespan of the placed migrations @flows over hosts @ph (host
+ * records @hosts_of), under the scheduler's limits (place_makespan_s()). */
+static int plan_makespan_locked(Coordinator *c, const PlaceHost *ph, const CHost *const *hosts_of, size_t nh,
+                                const PlaceFlow *flows, size_t nf, double *ret_s) {
+        lock_assert_held(&c->lock);
+        unsigned *slots = calloc(2 * nh + 1, sizeof(*slots));
+        if (!slots)
+                return err_set(-ENOMEM, "out of memory");
+        for (size_t k = 0; k < nh; k++) {
+                slots[k] = coord_host_slots(c, hosts_of[k], true);
+                slots[nh + k] = coord_host_slots(c, hosts_of[k], false);
+        }
+        PlaceLimits lim = { .max_outgoing = slots, .max_incoming = slots + nh, .cluster = c->cfg.cluster_limit,
+                            .default_link_bytes_per_s = c->cfg.default_link_bytes_per_s };
+        int r = place_makespan_s(ph, nh, flows, nf, &lim, ret_s);
+        free(slots);
+        return r;
+}
+
 int coord_plan_locked(Coordinator *c, const CoordJobRequest *req, CoordWant **ret_wants, size_t *ret_nw,
                       CoordPlan *plan) {
         lock_assert_held(&c->lock);
         size_t nh = 0;
         PlaceHost *ph = calloc(c->n_hosts + 1, sizeof(*ph));
+        const CHost **hosts_of = calloc(c->n_hosts + 1, sizeof(*hosts_of)); /* ph[k] is hosts_of[k] */
         size_t cap = 64, nw = 0, nr = 0, cap_r = 64;
         CoordWant *w = calloc(cap, sizeof(*w));
         PlaceResident *res = calloc(cap_r, sizeof(*res));
         int r = 0;
 
-        if (!ph || !w || !res) {
+        if (!ph || !hosts_of || !w || !res) {
                 r = err_set(-ENOMEM, "out of memory");
                 goto fail;
         }
@@ -62,6 +84,7 @@ int coord_plan_locked(Coordinator *c, const CoordJobRequest *req, CoordWant **re
                 if (h->removed)
                         continue;
                 coord_host_view_locked(c, h, &v);
+                hosts_of[nh] = h;
                 PlaceHost *p = &ph[nh++];
                 snprintf(p->name, sizeof(p->name), "%s", h->h.name);
                 p->state = h->h.state == COORD_HOST_STATE_ENABLED    ? PLACE_HOST_ENABLED
@@ -176,7 +199,13 @@ int coord_plan_locked(Coordinator *c, const CoordJobRequest *req, CoordWant **re
                 r = err_set(-ENOMEM, "out of memory");
                 goto fail;
         }
-        double per_source[COORD_MAX_HOSTS] = { 0 };
+        PlaceFlow *flows = calloc(nw + 1, sizeof(*flows));
+        if (!flows) {
+                free(pr);
+                r = err_set(-ENOMEM, "out of memory");
+                goto fail;
+        }
+        size_t nf = 0;
         for (size_t i = 0; i < nw; i++) {
                 CoordPlanEntry *e = pr[i].host >= 0 ? &plan->moves[plan->n_moves++] : &plan->blocked[plan->n_blocked++];
                 snprintf(e->guest, sizeof(e->guest), "%s", w[i].name);
@@ -189,10 +218,17 @@ int coord_plan_locked(Coordinator *c, const CoordJobRequest *req, CoordWant **re
                 if (pr[i].host >= 0)
                         for (size_t k = 0; k < nh; k++)
                                 if (strcmp(ph[k].name, w[i].source) == 0)
-                                        per_source[k] += pr[i].estimated_s;
+                                        flows[nf++] = (PlaceFlow){ .source = (int32_t) k, .destination = pr[i].host,
+                                                                   .memory_mib = w[i].memory_mib,
+                                                                   .dirty_bytes_per_s = w[i].dirty };
         }
-        for (size_t k = 0; k < nh; k++)
-                plan->makespan_s = MAX(plan->makespan_s, per_source[k]);
+        r = plan_makespan_locked(c, ph, hosts_of, nh, flows, nf, &plan->makespan_s);
+        free(flows);
+        if (r < 0) {
+                free(pr);
+                goto fail;
+        }
+        free(hosts_of);
         free(ph);
         free(res);
         free(pr);
@@ -200,6 +236,7 @@ int coord_plan_locked(Coordinator *c, const CoordJobRequest *req, CoordWant **re
         *ret_nw = nw;
         return 0;
 fail:
+        free(hosts_of);
         free(ph);
         free(w);
         free(res);

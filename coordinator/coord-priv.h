@@ -216,6 +216,10 @@ CJob *coord_job_of_guest_locked(Coordinator *c, const char *guest, const char *u
 
 /* ---- coord-scheduler.c ---- */
 
+/* How many migrations host @h runs at once, out (@out) or in: its limit
+ * (else the configured one), at most one per stream its link carries
+ * (coord-scheduler.c, admission).  coord->lock held (reads @h). */
+unsigned coord_host_slots(const Coordinator *c, const CHost *h, bool out);
 /* One scheduler tick: decide under the lock, then call the agents and the
  * store without it, then verify and close the jobs whose sub-tasks all
  * ended.  *ret_freed: a migration ended (plan again at once);

@@ -65,7 +65,7 @@ typedef struct Action {
         char note[STORE_TEXT_MAX]; /* ACT_NOTE: the history line */
 } Action;
 
-static unsigned slots(Coordinator *c, const CHost *h, bool out) {
+unsigned coord_host_slots(const Coordinator *c, const CHost *h, bool out) {
         uint64_t per = c->cfg.stream_bytes_per_s ? c->cfg.stream_bytes_per_s : 400000000;
         uint64_t s = coord_host_link_rate(c, h) / per;
         unsigned lim = out ? (h->h.max_outgoing ? h->h.max_outgoing : c->cfg.max_outgoing)
@@ -183,8 +183,8 @@ static size_t decide_locked(Coordinator *c, Action *acts, size_t max) {
                         /* admission control */
                         if (src->health != COORD_HOST_HEALTH_HEALTHY || dst->health != COORD_HOST_HEALTH_HEALTHY)
                                 continue;
-                        if (running >= c->cfg.cluster_limit || src->out_running >= slots(c, src, true) ||
-                            dst->in_running >= slots(c, dst, false))
+                        if (running >= c->cfg.cluster_limit || src->out_running >= coord_host_slots(c, src, true) ||
+                            dst->in_running >= coord_host_slots(c, dst, false))
                                 continue;
                         uint64_t share = MIN(coord_host_link_rate(c, src) / (src->out_running + 1),
                                              coord_host_link_rate(c, dst) / (dst->in_running + 1));

@@ -1,6 +1,7 @@
 /* drover-coordinator: entry point.
  *
  *   drover-coordinator --config /etc/drover/coordinator.json
+ *   drover-coordinator --version | --help
  *
  * Loads and validates the configuration, opens the job store, resumes
  * unfinished jobs, serves the Coordinator API until SIGTERM/SIGINT.  Prints
@@ -14,12 +15,14 @@
 
 #include "coord-rpc.h"
 #include "coord.h"
+#include "drover-version.h"
 #include "err.h"
 #include "log.h"
 
 int main(int argc, char **argv) {
         static const struct option opts[] = { { "config", required_argument, NULL, 'c' },
-                                              { "help", no_argument, NULL, 'h' }, { 0 } };
+                                              { "help", no_argument, NULL, 'h' },
+                                              { "version", no_argument, NULL, 'V' }, { 0 } };
         const char *config = NULL;
         CoordConfig cfg;
         int c, r;
@@ -27,13 +30,16 @@ int main(int argc, char **argv) {
         while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) >= 0) {
                 if (c == 'c')
                         config = optarg;
-                else {
-                        fprintf(c == 'h' ? stdout : stderr, "usage: drover-coordinator --config FILE\n");
+                else if (c == 'V') {
+                        printf("drover-coordinator %s\n", DROVER_VERSION);
+                        return 0;
+                } else {
+                        fprintf(c == 'h' ? stdout : stderr, "usage: drover-coordinator --config FILE | --version | --help\n");
                         return c == 'h' ? 0 : 2;
                 }
         }
-        if (!config) {
-                fprintf(stderr, "usage: drover-coordinator --config FILE\n");
+        if (!config || optind < argc) {
+                fprintf(stderr, "usage: drover-coordinator --config FILE | --version | --help\n");
                 return 2;
         }
         if ((r = coord_config_load(config, &cfg)) < 0 || (r = coord_config_validate(&cfg)) < 0) {

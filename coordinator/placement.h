@@ -19,9 +19,10 @@
  *
  * Estimated duration of one migration: memory / max(rate - dirty, rate/10)
  * with rate = the smaller link budget of source and destination (default
- * 1 Gbit/s when unknown), plus a fixed 0.5 s for prepare/finish.  The plan's
- * makespan is the caller's (coord.c: the largest sum of estimates over one
- * source host, since the source link is what an evacuation shares).
+ * 1 Gbit/s when unknown), plus a fixed 0.5 s for prepare/finish.  The
+ * plan's makespan (place_makespan_s(), placement-makespan.c) replays the
+ * scheduler's admission limits on the placed migrations: they run in waves
+ * of at most the hosts' slots and the cluster limit, sharing the links.
  *
  * No I/O, no locks, no allocation beyond the caller's arrays and one
  * scratch buffer: it runs on the coordinator's planning thread and in the
@@ -90,3 +91,28 @@ int place_guests(const PlaceHost *hosts, size_t n_hosts, const PlaceGuest *guest
 /* Estimated seconds for one migration of @memory_mib with @dirty_bytes_per_s
  * over a link of @link_bytes_per_s (see above). */
 double place_estimate_s(uint64_t memory_mib, uint64_t dirty_bytes_per_s, uint64_t link_bytes_per_s);
+
+/* One placed migration, for the makespan: indices into the hosts. */
+typedef struct PlaceFlow {
+        int32_t source, destination;
+        uint64_t memory_mib;
+        uint64_t dirty_bytes_per_s;
+} PlaceFlow;
+
+/* The scheduler's admission limits.  A per-host array may be NULL, and an
+ * entry of 0 counts as 1 (a host always runs one migration). */
+typedef struct PlaceLimits {
+        const unsigned *max_outgoing;      /* per host: migrations out at once */
+        const unsigned *max_incoming;      /* per host: migrations in at once */
+        unsigned cluster;                  /* in the whole cluster; 0: none */
+        uint64_t default_link_bytes_per_s; /* for hosts of unknown link; 0 = 1 Gbit/s */
+} PlaceLimits;
+
+/* Estimated seconds from the start of @n_flows migrations (queued in this
+ * order) to the end of the last, admitted under @lim, each sending its
+ * memory at its fair share of both hosts' links less its dirty rate, then
+ * paying the fixed 0.5 s while holding its slots (placement-makespan.c).
+ * Returns 0 and *ret_s, or -EINVAL (a flow names no host) / -ENOMEM with a
+ * detail (err.h). */
+int place_makespan_s(const PlaceHost *hosts, size_t n_hosts, const PlaceFlow *flows, size_t n_flows,
+                     const PlaceLimits *lim, double *ret_s);

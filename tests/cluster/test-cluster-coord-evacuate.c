@@ -12,7 +12,7 @@
  *     times, and sampled from the agents while it ran);
  *   - an infeasible evacuation changes nothing (exit 4; dry run exit 3 with
  *     every blocked guest and its reason);
- *   - bad input gets a clear error naming the thing (exit 4 / 2,
+ *   - bad input gets a clear error naming the thing (exit 5 / 2,
  *     NOT_FOUND / INVALID_ARGUMENT);
  *   - the terminal display redraws in place (tmux), piped output has no
  *     escape codes.
@@ -393,29 +393,29 @@ static void test_bad_input(void **state) {
         ctu_start_guests(c, 1);
         cluster_coord_up(c, &ctu_limits_2x2, 1, COORD_UP_MS);
 
-        /* unknown host, guest, job: NOT_FOUND naming it, exit 4 */
-        expect_ctl_error(c, 4, (const char *const[]){ "NOT_FOUND", "host-z", NULL },
+        /* unknown host, guest, job: NOT_FOUND naming it, exit 5 */
+        expect_ctl_error(c, 5, (const char *const[]){ "NOT_FOUND", "host-z", NULL },
                          (const char *const[]){ "evacuate", "host-z", NULL });
-        expect_ctl_error(c, 4, (const char *const[]){ "NOT_FOUND", "host-z", NULL },
+        expect_ctl_error(c, 5, (const char *const[]){ "NOT_FOUND", "host-z", NULL },
                          (const char *const[]){ "evacuate", "host-z", "--dry-run", NULL });
-        expect_ctl_error(c, 4, (const char *const[]){ "NOT_FOUND", "nosuch", NULL },
+        expect_ctl_error(c, 5, (const char *const[]){ "NOT_FOUND", "nosuch", NULL },
                          (const char *const[]){ "migrate", "nosuch", NULL });
-        expect_ctl_error(c, 4, (const char *const[]){ "NOT_FOUND", "nosuch", NULL },
+        expect_ctl_error(c, 5, (const char *const[]){ "NOT_FOUND", "nosuch", NULL },
                          (const char *const[]){ "migrate", "ev0", "nosuch", NULL });
-        expect_ctl_error(c, 4, (const char *const[]){ "NOT_FOUND", "host-z", NULL },
+        expect_ctl_error(c, 5, (const char *const[]){ "NOT_FOUND", "host-z", NULL },
                          (const char *const[]){ "migrate", "ev0", "--to", "host-z", NULL });
-        expect_ctl_error(c, 4, (const char *const[]){ "NOT_FOUND", "job-nosuch", NULL },
+        expect_ctl_error(c, 5, (const char *const[]){ "NOT_FOUND", "job-nosuch", NULL },
                          (const char *const[]){ "job", "job-nosuch", NULL });
-        expect_ctl_error(c, 4, (const char *const[]){ "NOT_FOUND", "job-nosuch", NULL },
+        expect_ctl_error(c, 5, (const char *const[]){ "NOT_FOUND", "job-nosuch", NULL },
                          (const char *const[]){ "cancel", "job-nosuch", NULL });
-        expect_ctl_error(c, 4, (const char *const[]){ "NOT_FOUND", "host-z", NULL },
+        expect_ctl_error(c, 5, (const char *const[]){ "NOT_FOUND", "host-z", NULL },
                          (const char *const[]){ "host", "drain", "host-z", NULL });
-        expect_ctl_error(c, 4, (const char *const[]){ "NOT_FOUND", "host-z", NULL },
+        expect_ctl_error(c, 5, (const char *const[]){ "NOT_FOUND", "host-z", NULL },
                          (const char *const[]){ "vms", "host-z", NULL });
         /* --json: the same error as a JSON document */
         int code;
         json_object *e = cluster_ctl_json(c, CTL_MS, &code, "evacuate", "host-z", NULL);
-        assert_int_equal(code, 4);
+        assert_int_equal(code, 5);
         if (!e || !strstr(cj_str(e, "error"), "host-z"))
                 fail_msg("droverctl evacuate host-z --json: no {\"error\": ...} naming host-z");
         json_object_put(e);

@@ -1,12 +1,12 @@
 /* libFuzzer harness: droverctl against a hostile coordinator.
  *
  * droverctl's printers (hosts, vms, jobs, job, cancel, watch, the plan and
- * job of a submitted request; text, JSON and the terminal redraw) are
- * static and fetch their input through the RPC client, so this file
- * includes coordinator/droverctl.c whole, with its main() renamed, and
- * stands in for the RPC client (rpcclient.h): a reply is the fuzz input
- * unpacked with protobuf-c as the method's output type, as the real client
- * does with the bytes off the wire, and a stream is a run of such replies.
+ * job of a submitted request; text, JSON and the terminal redraw) fetch
+ * their input through the RPC client, so this harness links droverctl's
+ * files but its main() (droverctl-rpc.c, -show.c, -watch.c) and stands in
+ * for the RPC client (rpcclient.h): a reply is the fuzz input unpacked with
+ * protobuf-c as the method's output type, as the real client does with the
+ * bytes off the wire, and a stream is a run of such replies.
  * libdrover-rpc is not linked: these stand-ins are the client.
  *
  * Input: byte 0 picks the command (bits 0-2), --json (bit 3), --wait
@@ -17,14 +17,18 @@
  * the height) runs too.  Nothing is kept between runs: the options are
  * reset before each.
  */
-int droverctl_main(int argc, char **argv);
-#define main droverctl_main
-#include "droverctl.c"
-#undef main
-
+#define _GNU_SOURCE
+#include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
 
+#include "droverctl.h"
+#include "err.h"
 #include "fuzz-util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -133,6 +137,15 @@ void rpc_stream_free(RpcStream *st) {
         free(st);
 }
 
+void rpc_stream_cancel(RpcStream *st) {
+        st->left = 0;
+}
+
+const RpcStatus *rpc_stream_status(RpcStream *st) {
+        (void) st;
+        return NULL;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         static bool init;
         if (!init) {
@@ -142,35 +155,35 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         }
         if (size < 1)
                 return 0;
-        memset(&o, 0, sizeof(o));
-        o.timeout_ms = 30000;
-        o.json = data[0] & 0x08;
-        o.wait = data[0] & 0x10;
+        memset(&dctl_opt, 0, sizeof(dctl_opt));
+        dctl_opt.target = "unix:/fuzz";
+        dctl_opt.timeout_ms = 30000;
+        dctl_opt.json = data[0] & 0x08;
+        dctl_opt.wait = data[0] & 0x10;
         reply = data + 1;
         reply_len = size - 1;
-        if (rpc_client_new("fuzz", NULL, &cl) < 0)
+        if (dctl_connect() != 0)
                 return 0;
-        char *guests[] = { (char *) "g1", (char *) "g2" };
+        char *guests[] = { (char *) "g1", (char *) "g2" }, *job[] = { (char *) "job-1" };
         switch (data[0] & 7) {
-        case 0: (void) cmd_hosts(); break;
-        case 1: (void) cmd_vms(NULL); break;
-        case 2: (void) cmd_jobs(); break;
-        case 3: (void) cmd_job("GetJob", "job-1"); break;
-        case 4: (void) cmd_job("CancelJob", "job-1"); break;
-        case 5: (void) watch("job-1"); break;
-        case 6: (void) cmd_migrate(2, guests); break;
+        case 0: (void) dctl_cmd_hosts(0, NULL); break;
+        case 1: (void) dctl_cmd_vms(0, NULL); break;
+        case 2: (void) dctl_cmd_jobs(0, NULL); break;
+        case 3: (void) dctl_cmd_job(1, job); break;
+        case 4: (void) dctl_cmd_cancel(1, job); break;
+        case 5: (void) dctl_watch("job-1"); break;
+        case 6: (void) dctl_cmd_migrate(2, guests); break;
         default: {
                 /* the terminal redraw of one watched job */
                 Drover__V1__Job *j = drover__v1__job__unpack(NULL, reply_len, reply);
                 if (j) {
-                        (void) render(j, true, 3);
-                        (void) render(j, true, 0);
+                        (void) dctl_render_live(j, 3);
+                        (void) dctl_render_live(j, 0);
                         drover__v1__job__free_unpacked(j, NULL);
                 }
         }
         }
-        rpc_client_free(cl);
-        cl = NULL;
+        dctl_disconnect();
         err_clear();
         return 0;
 }

@@ -29,13 +29,19 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_PARTIAL = 3
 EXIT_ERROR = 4
+EXIT_NOT_FOUND = 5
+EXIT_UNREACHABLE = 6
+EXIT_INTERRUPTED = 130
 
 EXIT_MEANING = {
     EXIT_OK: "success",
     EXIT_FAILED: "the job failed: no guest moved",
     EXIT_USAGE: "droverctl usage error",
     EXIT_PARTIAL: "partial failure: some guests failed, were cancelled or are blocked",
-    EXIT_ERROR: "the coordinator could not be reached or refused the request",
+    EXIT_ERROR: "the coordinator refused the request",
+    EXIT_NOT_FOUND: "no such host, guest or job",
+    EXIT_UNREACHABLE: "the coordinator could not be reached or did not answer in time",
+    EXIT_INTERRUPTED: "droverctl was interrupted",
 }
 
 FINAL_PHASES = ("succeeded", "failed", "cancelled")
