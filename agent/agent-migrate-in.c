@@ -372,6 +372,7 @@ fail_job: {
         if (job_async_owned_by(vm, ASYNC_JOB_MIGRATION_IN, op))
                 job_end_async(vm);
         vm_unlock(vm);
+        agent_metrics_migration_ended(false, false, NAN, NAN, 0);
         err_set(r, "%s", why);
         }
 fail_undefine:
