@@ -42,6 +42,7 @@
 #include "err.h"
 #include "json.h"
 #include "log.h"
+#include "metrics.h"
 #include "vm.h"
 
 #define CONFIG_MAX_BYTES (64u * 1024)
@@ -106,6 +107,7 @@ static const Member members[] = {
         STR("qemu_chroot", qemu_chroot),
         STR("migration_address", migration_address),
         STR("migration_ports", migration_ports),
+        STR("metrics_listen", metrics_listen),
 };
 
 static bool streq(const char *a, const char *b) {
@@ -669,6 +671,14 @@ static int check_migration_stream(const AgentConfig *c) {
         return agent_config_migration_ports(c, &lo, &hi);
 }
 
+/* metrics_listen: "" or an IP literal with a port (any address: the
+ * operator sets it explicitly; the default is off). */
+static int check_metrics(const AgentConfig *c) {
+        struct sockaddr_storage ss;
+        socklen_t len;
+        return metrics_listen_parse(c->metrics_listen, &ss, &len, NULL);
+}
+
 static int validate(const AgentConfig *c) {
         char sh[SHOWN_MAX + 4];
         int r;
@@ -688,7 +698,7 @@ static int validate(const AgentConfig *c) {
         if (!streq(c->accel, "kvm") && !streq(c->accel, "tcg"))
                 return bad("accel", "must be kvm or tcg, not '%s'", text_shown(c->accel, sh));
         if ((r = check_tls(c)) < 0 || (r = check_image_roots(c)) < 0 || (r = check_qemu_user(c)) < 0 ||
-            (r = check_migration_stream(c)) < 0)
+            (r = check_migration_stream(c)) < 0 || (r = check_metrics(c)) < 0)
                 return r;
         for (size_t i = 0; i < ELEMENTSOF(members); i++) {
                 const Member *m = &members[i];

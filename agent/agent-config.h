@@ -22,7 +22,8 @@
  *     "qemu_user": "nobody",                   (QEMU drops to this user: -runas)
  *     "qemu_chroot": "",                       (QEMU chroots here after start; "" = off)
  *     "migration_address": "10.0.0.1",         (where incoming streams listen; docs/migration.md)
- *     "migration_ports": "49152-49215" }       (incoming streams: a random free port of these)
+ *     "migration_ports": "49152-49215",        (incoming streams: a random free port of these)
+ *     "metrics_listen": "" }                   (Prometheus /metrics: "" = off, "127.0.0.1:9464")
  *
  * Unknown members, wrong types, relative paths, a missing QEMU binary, an
  * empty listen list, TLS files that do not exist, or neither TLS nor
@@ -45,6 +46,10 @@
  * the first TCP listen address when that is an IP literal, or 127.0.0.1
  * when every listener is a unix socket; otherwise it is required.
  * migration_ports is "LOW-HIGH" (or one port), within 1024..65535.
+ * metrics_listen is "" (off, the default), "IPv4:PORT" or "[IPv6]:PORT"
+ * (metrics_listen_parse()): the endpoint has no authentication, so keep it
+ * on loopback unless a non-loopback address is what you mean to expose
+ * (docs/operations.md, "Metrics").
  */
 #pragma once
 
@@ -90,6 +95,7 @@ typedef struct AgentConfig {
         char qemu_chroot[256];    /* -chroot after start; "" = none */
         char migration_address[64]; /* "" = derived (agent_config_migration_host()) */
         char migration_ports[16];   /* "LOW-HIGH"; agent_config_migration_ports() */
+        char metrics_listen[64];    /* "" = no /metrics endpoint; metrics_listen_parse() */
 } AgentConfig;
 
 /* Defaults (see above). */

@@ -22,11 +22,13 @@
 #include "agent-migrate-priv.h"
 
 #include <errno.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "agent-metrics.h"
 #include "agent-peer.h"
 #include "agent-stream.h"
 #include "err.h"
@@ -370,6 +372,7 @@ fail_job: {
         if (job_async_owned_by(vm, ASYNC_JOB_MIGRATION_IN, op))
                 job_end_async(vm);
         vm_unlock(vm);
+        agent_metrics_migration_ended(false, false, NAN, NAN, 0);
         err_set(r, "%s", why);
         }
 fail_undefine:
@@ -490,6 +493,7 @@ int agent_migrate_finish(Agent *a, const char *op, const char *uuid, bool postco
                 vm_unlock(vm);
         }
         agent_emit(a, vm, "resumed", "incoming migration %s finished%s", op, postcopy ? " (post-copy)" : "");
+        agent_metrics_migration_ended(false, true, NAN, NAN, 0);
         if (want_sync) {
                 int64_t before, after;
                 char sync_op[OP_ID_MAX + 8];

@@ -19,10 +19,12 @@
 #include "agent-migrate-priv.h"
 
 #include <errno.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "agent-metrics.h"
 #include "agent-peer.h"
 #include "err.h"
 #include "log.h"
@@ -175,6 +177,7 @@ int mig_kill_dest(Agent *a, Vm *vm, const char *op, const char *why) {
                 job_end_async(vm);
         vm_unlock(vm);
         agent_emit(a, vm, "stopped", "incoming migration %s dropped: %s", op, why);
+        agent_metrics_migration_ended(false, false, NAN, NAN, 0);
         if (created)
                 mig_forget_guest(a, vm, "incoming migration dropped");
         return 0;

@@ -17,8 +17,10 @@
 #define _GNU_SOURCE
 #include "agent-migtable.h"
 #include "agent-migtable-priv.h"
+#include "agent-metrics.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -215,8 +217,12 @@ void agent_migtable_done(MigrationTable *t, Migration *m, int r, const char *err
         snprintf(m->r.last_event, sizeof(m->r.last_event), "%s", r >= 0 ? "completed" : "failed");
         changed_locked(t, m);
         ended_locked(t);
+        MigResult r_ = m->r;
         prune_locked(t, m->done_ns); /* the newest done record: it stays */
         lock_release(&t->lock);
+        uint64_t down_ms = r_.measured_downtime_ms ? r_.measured_downtime_ms : r_.downtime_ms;
+        agent_metrics_migration_ended(r_.outgoing, r_.success, (double) r_.total_ms / 1e3,
+                                      r_.success ? (double) down_ms / 1e3 : NAN, r_.transferred);
 }
 
 void agent_migtable_result(MigrationTable *t, Migration *m, const MigrationStats *st, uint64_t measured_downtime_ms,

@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "agent-config.h"
+#include "agent-metrics.h"
 #include "agent-migrate.h"
 #include "agent-peer.h"
 #include "deadline.h"
@@ -218,6 +219,17 @@ int main(int argc, char **argv) {
                 agent_free(a);
                 return 1;
         }
+        AgentMetricsCtx mctx = { .agent = a, .srv = srv };
+        MetricsServer *metrics;
+        if ((r = agent_metrics_start(&mctx, &metrics)) < 0) {
+                fprintf(stderr, "drover-agent: %s\n", err_str(r));
+                rpc_server_shutdown(srv, 0);
+                rpc_server_free(srv);
+                agent_free(a);
+                return 1;
+        }
+        if (metrics)
+                log_info("metrics on http://%s/metrics", cfg.metrics_listen);
         if (!use_tls)
                 log_warning("development mode: plaintext gRPC without authentication on %s", addrs);
         /* peers may ask about our interrupted migrations now: settle them */
@@ -237,6 +249,7 @@ int main(int argc, char **argv) {
                 }
         }
         log_info("signal %d: stopping (guests keep running)", sig);
+        metrics_server_free(metrics); /* its scrapes read the agent and the server */
         agent_migration_stop(a);
         int cancelled = rpc_server_shutdown(srv, 2000);
         if (cancelled > 0)

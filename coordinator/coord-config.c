@@ -6,6 +6,7 @@
  *     "max_outgoing": 2, "max_incoming": 2, "cluster_limit": 8,
  *     "default_link_bytes_per_s": 125000000, "stream_bytes_per_s": 400000000,
  *     "heartbeat_ms": 2000, "log_level": "info",
+ *     "metrics_listen": "127.0.0.1:9465",       ("" = off, the default; docs/operations.md)
  *     "rpc_lanes": { "queries": 4, "control": 4, "streams": 8 },
  *     "job_retention_days": 30, "job_retention_count": 1000,
  *     "hosts": [ { "name": "host-a", "address": "10.0.0.1:7400",
@@ -32,6 +33,7 @@
 
 #include "err.h"
 #include "json.h"
+#include "metrics.h"
 #include "migparams.h"
 
 /* Far more than a cluster of COORD_MAX_HOSTS hosts needs. */
@@ -121,7 +123,7 @@ static int parse(const JsonNode *root, CoordConfig *c) {
         static const char *const known[] = {
                 "listen", "tls", "dev_mode", "db", "log_level", "max_outgoing", "max_incoming", "cluster_limit",
                 "rpc_threads", "rpc_lanes", "heartbeat_ms", "default_link_bytes_per_s", "stream_bytes_per_s", "hosts",
-                "anti_affinity", "defaults", "job_retention_days", "job_retention_count", NULL,
+                "anti_affinity", "defaults", "job_retention_days", "job_retention_count", "metrics_listen", NULL,
         };
         static const char *const tls_known[] = { "cert", "key", "ca", NULL };
         static const char *const lanes_known[] = { "queries", "control", "streams", NULL };
@@ -154,6 +156,7 @@ static int parse(const JsonNode *root, CoordConfig *c) {
         if ((r = json_get_bool(root, "dev_mode", false, &c->dev_mode)) < 0 ||
             (r = json_get_string(root, "db", false, c->db_path, sizeof(c->db_path))) < 0 ||
             (r = json_get_string(root, "log_level", false, c->log_level, sizeof(c->log_level))) < 0 ||
+            (r = json_get_string(root, "metrics_listen", false, c->metrics_listen, sizeof(c->metrics_listen))) < 0 ||
             (r = json_get_u32(root, "max_outgoing", false, 0, 64, &c->max_outgoing)) < 0 ||
             (r = json_get_u32(root, "max_incoming", false, 0, 64, &c->max_incoming)) < 0 ||
             (r = json_get_u32(root, "cluster_limit", false, 0, 4096, &c->cluster_limit)) < 0 ||
@@ -220,6 +223,12 @@ int coord_config_validate(const CoordConfig *c) {
         for (const char *f[] = { c->tls_cert, c->tls_key, c->tls_ca, NULL }, **p = f; tls && *p; p++)
                 if (access(*p, R_OK) < 0)
                         return err_set(-errno, "config: 'tls' file %s: %m", *p);
+        /* any IP literal and port: a non-loopback one is the operator's explicit choice */
+        struct sockaddr_storage ss;
+        socklen_t ss_len;
+        int r = metrics_listen_parse(c->metrics_listen, &ss, &ss_len, NULL);
+        if (r < 0)
+                return err_prefix(r, "config");
         if (!c->max_outgoing || !c->max_incoming || !c->cluster_limit)
                 return bad("max_outgoing", "and max_incoming and cluster_limit must be at least 1");
         for (size_t i = 0; i < c->n_hosts; i++)

@@ -27,6 +27,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "coord-metrics.h"
 #include "err.h"
 #include "log.h"
 #include "vmtypes.h"
@@ -149,6 +150,7 @@ void coord_sub_end(Coordinator *c, const char *job, int seq, CoordSubtaskPhase p
         s->reconcile = false;
         copy = s->t;
         coord_job_bump_locked(c, j);
+        coord_metrics_sub_ended(phase);
         lock_release(&c->lock);
         if (c->store->ops->subtask_update(c->store, &copy) < 0)
                 coord_sub_end_unsaved(c, job, seq);
@@ -361,6 +363,7 @@ void coord_job_retire_locked(Coordinator *c, CJob *j) {
         lock_assert_held(&c->lock);
         if (!job_unlink_locked(c, j))
                 return;
+        coord_metrics_job_ended(j->j.kind, j->j.phase);
         coord_job_free(c->ended[c->ended_next]);
         c->ended[c->ended_next] = j;
         c->ended_next = (c->ended_next + 1) % COORD_ENDED_KEEP;

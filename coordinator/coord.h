@@ -63,6 +63,7 @@ typedef struct CoordConfig {
         struct { char guest[64]; char group[64]; } aa[COORD_MAX_AA];
         MigParams defaults;         /* migration parameters when a request gives none */
         char log_level[16];
+        char metrics_listen[64];    /* "" = no /metrics endpoint; metrics_listen_parse() (core/metrics.h) */
 } CoordConfig;
 
 void coord_config_defaults(CoordConfig *c);

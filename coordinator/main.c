@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "coord-metrics.h"
 #include "coord-rpc.h"
 #include "coord.h"
 #include "drover-version.h"
@@ -92,6 +93,17 @@ int main(int argc, char **argv) {
                 coord_free(co);
                 return 1;
         }
+        MetricsServer *metrics;
+        if ((r = coord_metrics_start(co, &metrics)) < 0) {
+                fprintf(stderr, "drover-coordinator: %s\n", err_str(r));
+                coord_stop(co);
+                rpc_server_shutdown(srv, 0);
+                rpc_server_free(srv);
+                coord_free(co);
+                return 1;
+        }
+        if (metrics)
+                log_info("metrics on http://%s/metrics", cfg.metrics_listen);
         if (!use_tls)
                 log_warning("development mode: plaintext gRPC without authentication on %s", addrs);
         printf("drover-coordinator: ready listen=%s\n", addrs);
@@ -100,6 +112,7 @@ int main(int argc, char **argv) {
         int sig = 0;
         sigwait(&stop, &sig);
         log_info("signal %d: stopping (running migrations go on; jobs resume at the next start)", sig);
+        metrics_server_free(metrics); /* its scrapes read the coordinator */
         coord_stop(co);
         rpc_server_shutdown(srv, 2000);
         rpc_server_free(srv);

@@ -34,6 +34,7 @@
 #include "err.h"
 #include "fault.h"
 #include "lock.h"
+#include "metrics.h"
 
 #define STORE_SQLITE_SUBTASKS_MAX 10000
 #define STORE_SQLITE_LIST_MAX 10000
@@ -275,6 +276,13 @@ static int tx_begin_locked(SqliteStore *s, TxMode mode) {
         return exec_locked(s, st, "begin transaction");
 }
 
+/* Write commits' latency (metrics): observed lock-free, read by scrapes. */
+static MetricsHistogram commit_hist = METRICS_HISTOGRAM_INIT(metrics_seconds_bounds);
+
+const MetricsHistogram *store_commit_histogram(void) {
+        return &commit_hist;
+}
+
 /* Commit when @r >= 0, else roll back; returns @r or the commit's error. */
 static int tx_end_locked(SqliteStore *s, int r) {
         lock_assert_held(&s->lock);
@@ -282,7 +290,11 @@ static int tx_end_locked(SqliteStore *s, int r) {
         r = f < 0 ? f : r;
         if (r >= 0) {
                 _cleanup_stmt_ sqlite3_stmt *st = s->stmt[STMT_COMMIT];
+                bool write = sqlite3_txn_state(s->db, NULL) == SQLITE_TXN_WRITE;
+                uint64_t t0 = now_ns();
                 int c = exec_locked(s, st, "commit");
+                if (write)
+                        metrics_histogram_observe(&commit_hist, (double) (now_ns() - t0) / 1e9);
                 if (c >= 0)
                         return r;
                 r = c;

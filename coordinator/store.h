@@ -106,6 +106,11 @@ struct Store {
  * for a corrupt file. */
 int store_sqlite_open(const char *path, Store **ret);
 
+typedef struct MetricsHistogram MetricsHistogram;
+/* The latency of every write transaction's COMMIT, in seconds, over every
+ * store of the process (core/metrics.h; read lock-free by the metrics). */
+const MetricsHistogram *store_commit_histogram(void);
+
 /* Convenience wrappers: s->ops->x(s, ...). */
 static inline void store_close(Store *s) {
         if (s)

@@ -497,6 +497,30 @@ static void test_migration_stream(void **state) {
         }
 }
 
+/* metrics_listen: off by default; an IP literal and port, loopback or
+ * not (set explicitly), through the file or --set; anything else refused
+ * naming the member. */
+static void test_metrics_listen(void **state) {
+        AgentConfig c = good();
+        assert_string_equal(c.metrics_listen, "");
+        assert_int_equal(agent_config_validate(&c), 0);
+        assert_int_equal(agent_config_set(&c, "metrics_listen", "127.0.0.1:9464"), 0);
+        assert_int_equal(agent_config_validate(&c), 0);
+        assert_int_equal(agent_config_set(&c, "metrics_listen", "10.1.2.3:9464"), 0);
+        assert_int_equal(agent_config_validate(&c), 0);
+        assert_int_equal(agent_config_set(&c, "metrics_listen", "[::1]:9464"), 0);
+        assert_int_equal(agent_config_validate(&c), 0);
+        static const char *const bad[] = { "localhost:9464", "127.0.0.1", "127.0.0.1:0", "127.0.0.1:70000", ":9464" };
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+                AgentConfig b = good();
+                assert_int_equal(agent_config_set(&b, "metrics_listen", bad[i]), 0);
+                char *want = xasprintf("config: 'metrics_listen' must be \"\" (off), \"IPv4:PORT\" or \"[IPv6]:PORT\" "
+                                       "with a port of 1-65535, not '%s'", bad[i]);
+                expect_invalid(&b, want);
+                free(want);
+        }
+}
+
 static void test_load_errors(void **state) {
         AgentConfig c, before;
         const char *path = tu_path(tmp, "bad.json");
@@ -696,6 +720,7 @@ int main(void) {
                 cmocka_unit_test(test_tls),
                 cmocka_unit_test(test_listen_forms),
                 cmocka_unit_test(test_migration_stream),
+                cmocka_unit_test(test_metrics_listen),
                 cmocka_unit_test(test_load_errors),
                 cmocka_unit_test(test_set),
                 cmocka_unit_test(test_image_roots_and_qemu_user),

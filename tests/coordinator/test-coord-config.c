@@ -1,6 +1,7 @@
 /* The coordinator's configuration file (coordinator/coord-config.c):
  * defaults, the worker lanes ("rpc_lanes"), the old "rpc_threads" accepted
  * and flagged, and refusals that name the member and change nothing. */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -53,6 +54,22 @@ static void test_old_rpc_threads_flagged(void **state) {
         assert_int_equal(c.lane_queries, 4);
 }
 
+/* metrics_listen: off by default, read from the file, and validated:
+ * a bad address refuses the configuration naming the member. */
+static void test_metrics_listen(void **state) {
+        CoordConfig c;
+        (void) state;
+        assert_int_equal(load("{}", &c), 0);
+        assert_string_equal(c.metrics_listen, "");
+        assert_int_equal(load("{\"dev_mode\": true, \"metrics_listen\": \"127.0.0.1:9465\"}", &c), 0);
+        assert_string_equal(c.metrics_listen, "127.0.0.1:9465");
+        assert_int_equal(coord_config_validate(&c), 0);
+        assert_int_equal(load("{\"dev_mode\": true, \"metrics_listen\": \"coordinator:9465\"}", &c), 0);
+        assert_int_equal(coord_config_validate(&c), -EINVAL);
+        assert_non_null(strstr(err_msg(), "'metrics_listen'"));
+        assert_true(load("{\"metrics_listen\": 9465}", &c) < 0);
+}
+
 static void test_lane_refusals(void **state) {
         static const struct { const char *text, *says; } bad[] = {
                 { "{\"rpc_lanes\": {\"peer\": 4}}", "peer" },
@@ -77,6 +94,7 @@ int main(void) {
                 cmocka_unit_test(test_lanes_set),
                 cmocka_unit_test(test_old_rpc_threads_flagged),
                 cmocka_unit_test(test_lane_refusals),
+                cmocka_unit_test(test_metrics_listen),
         };
         dir = tu_tmpdir("coord-config");
         return cmocka_run_group_tests_name("coord-config", tests, NULL, NULL);

@@ -14,6 +14,8 @@ packages=(
   meson ninja-build pkg-config gcc binutils
   libjson-c-dev libprotobuf-c-dev protobuf-c-compiler libgrpc-dev
   libssh-dev libsqlite3-dev libcmocka-dev
+  # the daemons' /metrics endpoint (core/metrics.c); a real Prometheus scrapes it in a cluster test
+  libmicrohttpd-dev prometheus
   # run and test: real QEMU, real qemu-ga, hosts as network namespaces
   qemu-system-x86 qemu-guest-agent qemu-utils iproute2 procps
   openssh-server openssh-client openssl
