@@ -26,6 +26,7 @@
 #include "coord-enums.h"
 #include "coordinator.pb-c.h"
 #include "deadline.h"
+#include "droverctl-host.h"
 #include "err.h"
 #include "json.h"
 #include "log.h"
@@ -65,6 +66,7 @@ static int usage(FILE *f) {
                 "  watch ID                       follow a job until it ends\n"
                 "  cancel ID                      cancel a job (running migrations are aborted, sources resume)\n"
                 "  host enable|drain|maintenance HOST\n"
+                "  host add|remove|set|show ...   change the inventory (droverctl host add for its usage)\n"
                 "options:\n"
                 "  -c, --coordinator ADDR   unix:/path or HOST:PORT ($DROVER_COORDINATOR, default unix:/run/drover/coordinator.sock)\n"
                 "  --tls-cert F --tls-key F --tls-ca F   client certificate ($DROVER_TLS_CERT, _KEY, _CA)\n"
@@ -720,6 +722,8 @@ int main(int argc, char **argv) {
                 code = watch(args[0]);
         else if (strcmp(cmd, "cancel") == 0 && nargs == 1)
                 code = cmd_job("CancelJob", args[0]);
+        else if (strcmp(cmd, "host") == 0 && nargs >= 1 && droverctl_host_handles(args[0]))
+                code = droverctl_host(cl, o.json, o.timeout_ms, nargs, args);
         else if (strcmp(cmd, "host") == 0 && nargs == 2)
                 code = cmd_host(args[0], args[1]);
         else
