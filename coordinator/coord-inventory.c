@@ -2,9 +2,14 @@
  * figures, and the API's host and guest listings (see coord-priv.h).
  *
  * Hosts come from the configuration's seed list and the API (AddHost,
- * RemoveHost, SetHostState), persisted in the store; a removed host keeps
- * its record, flagged, until coord_free, so pointers taken under the lock
- * stay valid.  The inventory thread asks every host's agent for its figures
+ * RemoveHost, SetHostState, UpdateHost), persisted in the store; a removed
+ * host keeps its record, flagged, until coord_free, so pointers taken under
+ * the lock stay valid.  A new address is a new agent link: UpdateHost
+ * replaces the record (the old one flagged removed) rather than change an
+ * immutable link under threads that copied it.  One table, host_members,
+ * names the members a record change may touch: UpdateHost's field names,
+ * the merge of a change, and the report of a seed host that disagrees
+ * with the store all read it.  The inventory thread asks every host's agent for its figures
  * (GetAgentStats: memory, CPUs, every guest) each heartbeat_ms: an answer
  * makes the host HEALTHY, COORD_MISSES_UNHEALTHY misses in a row (or a
  * first contact that fails) UNREACHABLE.  Listings and planning refresh
@@ -15,11 +20,13 @@
 #include "coord-priv.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "err.h"
+#include "log.h"
 
 CHost *coord_host_find_locked(Coordinator *c, const char *name) {
         lock_assert_held(&c->lock);
@@ -83,6 +90,173 @@ int coord_host_add(Coordinator *c, const StoreHost *h) {
         if (r >= 0)
                 r = c->store->ops->host_put(c->store, &copy);
         return r;
+}
+
+/* The members of a host record that UpdateHost may change and that a seed
+ * host is compared on (state is not: SetHostState changes it, and a seed's
+ * state is only its first one). */
+typedef enum { MEMBER_TEXT, MEMBER_U64, MEMBER_U32 } MemberKind;
+static const struct {
+        const char *name; /* the API's field name */
+        unsigned bit;     /* CoordHostField */
+        size_t offset, size;
+        MemberKind kind;
+} host_members[] = {
+#define M(n, b, k) { #n, b, offsetof(StoreHost, n), sizeof(((StoreHost *) 0)->n), k }
+        M(address, COORD_HOST_FIELD_ADDRESS, MEMBER_TEXT),
+        M(migration_address, COORD_HOST_FIELD_MIGRATION_ADDRESS, MEMBER_TEXT),
+        M(memory_mib, COORD_HOST_FIELD_MEMORY_MIB, MEMBER_U64),
+        M(vcpus, COORD_HOST_FIELD_VCPUS, MEMBER_U32),
+        M(cpu_model, COORD_HOST_FIELD_CPU_MODEL, MEMBER_TEXT),
+        M(link_bytes_per_s, COORD_HOST_FIELD_LINK_BYTES_PER_S, MEMBER_U64),
+        M(max_outgoing, COORD_HOST_FIELD_MAX_OUTGOING, MEMBER_U32),
+        M(max_incoming, COORD_HOST_FIELD_MAX_INCOMING, MEMBER_U32),
+#undef M
+};
+
+unsigned coord_host_field_from_string(const char *s) {
+        for (size_t i = 0; i < ELEMENTSOF(host_members); i++)
+                if (strcmp(host_members[i].name, s) == 0)
+                        return host_members[i].bit;
+        return 0;
+}
+
+/* Member @i of @h as text, in @buf. */
+static const char *member_text(const StoreHost *h, size_t i, char *buf, size_t len) {
+        const void *p = (const char *) h + host_members[i].offset;
+        if (host_members[i].kind == MEMBER_TEXT)
+                snprintf(buf, len, "'%s'", (const char *) p);
+        else if (host_members[i].kind == MEMBER_U64)
+                snprintf(buf, len, "%llu", (unsigned long long) *(const uint64_t *) p);
+        else
+                snprintf(buf, len, "%u", *(const uint32_t *) p);
+        return buf;
+}
+
+static bool member_differs(const StoreHost *a, const StoreHost *b, size_t i) {
+        const char *pa = (const char *) a + host_members[i].offset, *pb = (const char *) b + host_members[i].offset;
+        if (host_members[i].kind == MEMBER_TEXT)
+                return strcmp(pa, pb) != 0;
+        return memcmp(pa, pb, host_members[i].size) != 0;
+}
+
+size_t coord_host_config_report(const StoreHost *cfg, const StoreHost *stored) {
+        size_t n = 0;
+        for (size_t i = 0; i < ELEMENTSOF(host_members); i++) {
+                char a[160], b[160];
+                if (!member_differs(cfg, stored, i))
+                        continue;
+                n++;
+                log_warning("host %s: the configuration's %s %s differs from the store's %s; the store's value "
+                            "wins (it holds what the API changed; change it with UpdateHost, droverctl host set)",
+                            cfg->name, host_members[i].name, member_text(cfg, i, a, sizeof(a)),
+                            member_text(stored, i, b, sizeof(b)));
+        }
+        return n;
+}
+
+/* Why changing host @h's record to @next is unsafe now, or 0. */
+static int host_update_check_locked(Coordinator *c, const CHost *h, const StoreHost *next) {
+        lock_assert_held(&c->lock);
+        const char *name = h->h.name;
+        bool new_address = strcmp(h->h.address, next->address) != 0;
+        if ((new_address || strcmp(h->h.migration_address, next->migration_address) != 0) &&
+            (h->out_running || h->in_running))
+                return err_set(-EBUSY,
+                               "host %s: its address cannot change while %u migrations out of it and %u into it "
+                               "are in flight",
+                               name, h->out_running, h->in_running);
+        for (size_t i = 0; new_address && i < c->n_hosts; i++)
+                if (!c->hosts[i]->removed && c->hosts[i] != h && strcmp(c->hosts[i]->h.address, next->address) == 0)
+                        return err_set(-EEXIST, "host %s: address %s is host %s's", name, next->address,
+                                       c->hosts[i]->h.name);
+        if (next->memory_mib && next->memory_mib < h->info.guests_memory_mib)
+                return err_set(-EBUSY, "host %s: memory_mib %llu is below the %llu MiB its guests use", name,
+                               (unsigned long long) next->memory_mib,
+                               (unsigned long long) h->info.guests_memory_mib);
+        if (next->vcpus && next->vcpus < h->info.guests_vcpus)
+                return err_set(-EBUSY, "host %s: vcpus %u is below the %u its guests use", name, next->vcpus,
+                               (unsigned) h->info.guests_vcpus);
+        if (strcmp(h->h.cpu_model, next->cpu_model) != 0 && h->info.n_guests > 0)
+                return err_set(-EBUSY, "host %s: its cpu_model cannot change while it runs %zu guests", name,
+                               h->info.n_guests);
+        return 0;
+}
+
+/* Apply a checked change: in place, or for a new address a new record
+ * (with the old one's health and figures) and the old one flagged
+ * removed.  Returns the record now holding the host. */
+static int host_apply_locked(Coordinator *c, CHost *h, const StoreHost *next, CHost **ret) {
+        lock_assert_held(&c->lock);
+        if (strcmp(h->h.address, next->address) == 0) {
+                h->h = *next;
+                *ret = h;
+                return 0;
+        }
+        h->removed = true;
+        int r = coord_host_add_locked(c, next);
+        if (r < 0) {
+                h->removed = false;
+                return r;
+        }
+        CHost *n = c->hosts[c->n_hosts - 1];
+        n->info = h->info; /* moved: the removed record is never read again */
+        memset(&h->info, 0, sizeof(h->info));
+        n->health = h->health;
+        n->last_seen_ms = h->last_seen_ms;
+        n->down_since_ms = h->down_since_ms;
+        *ret = n;
+        return 0;
+}
+
+int coord_host_update(Coordinator *c, const char *name, const StoreHost *want, unsigned fields,
+                      CoordHostView *ret) {
+        if (!fields || (fields & ~(unsigned) COORD_HOST_FIELD_ALL))
+                return err_set(-EINVAL, "host %s: no known field to change", name);
+        lock_acquire(&c->lock);
+        CHost *h = coord_host_find_locked(c, name);
+        if (!h) {
+                lock_release(&c->lock);
+                return err_set(-ENOENT, "no host '%s'", name);
+        }
+        StoreHost before = h->h, next = h->h;
+        for (size_t i = 0; i < ELEMENTSOF(host_members); i++)
+                if (fields & host_members[i].bit)
+                        memcpy((char *) &next + host_members[i].offset,
+                               (const char *) want + host_members[i].offset, host_members[i].size);
+        int r = validate_host(&next);
+        if (r >= 0)
+                r = host_update_check_locked(c, h, &next);
+        lock_release(&c->lock);
+        if (r < 0)
+                return r;
+        /* stored first: a change the store refused is never acted on */
+        if ((r = c->store->ops->host_put(c->store, &next)) < 0)
+                return r;
+        lock_acquire(&c->lock);
+        h = coord_host_find_locked(c, name);
+        if (!h)
+                r = err_set(-ENOENT, "host '%s' was removed meanwhile", name);
+        else {
+                next.state = h->h.state; /* a SetHostState meanwhile wins */
+                if ((r = host_update_check_locked(c, h, &next)) >= 0 && (r = host_apply_locked(c, h, &next, &h)) >= 0 &&
+                    ret)
+                        coord_host_view_locked(c, h, ret);
+        }
+        bool busy = r < 0 && h;
+        lock_release(&c->lock);
+        if (r < 0 && !h) /* removed meanwhile: the put must not bring it back */
+                (void) c->store->ops->host_delete(c->store, name);
+        if (busy) {
+                /* busy meanwhile: the store gets back the record memory still has */
+                before.state = next.state;
+                (void) c->store->ops->host_put(c->store, &before);
+        }
+        if (r < 0)
+                return r;
+        if (next.state != before.state)
+                (void) c->store->ops->host_put(c->store, &next);
+        return 0;
 }
 
 int coord_host_remove(Coordinator *c, const char *name) {

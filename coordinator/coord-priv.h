@@ -125,6 +125,11 @@ CHost *coord_host_find_locked(Coordinator *c, const char *name);
  * coord->lock held; -EEXIST for a name or address taken, -ENOSPC when the
  * table is full.  Does not persist. */
 int coord_host_add_locked(Coordinator *c, const StoreHost *h);
+/* Log a warning for every member of the configuration's seed host @cfg
+ * that differs from the store's record @stored of the same host, naming
+ * the host, the member, both values and that the store's value wins (it
+ * holds what the API changed).  Returns how many members differ. */
+size_t coord_host_config_report(const StoreHost *cfg, const StoreHost *stored);
 /* The host's link budget in bytes/s (its own, else the configured
  * default).  coord->lock held (reads @h). */
 uint64_t coord_host_link_rate(const Coordinator *c, const CHost *h);

@@ -181,6 +181,43 @@ static RpcCode h_set_state(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMe
         return RPC_OK;
 }
 
+static RpcCode h_update_host(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
+        const Drover__V1__UpdateHostRequest *req = (const void *) req_;
+        StoreHost h = { 0 };
+        CoordHostView v;
+        unsigned fields = 0;
+        char what[256] = "changed:";
+        if (!req->host || !req->host->name[0])
+                return rpc_call_fail(c, RPC_INVALID_ARGUMENT, "'host.name' is required");
+        if (strlen(req->host->address) >= sizeof(h.address) ||
+            strlen(req->host->migration_address) >= sizeof(h.migration_address) ||
+            strlen(req->host->cpu_model) >= sizeof(h.cpu_model))
+                return rpc_call_fail(c, RPC_INVALID_ARGUMENT, "a host field is too long");
+        for (size_t i = 0; i < req->n_fields; i++) {
+                unsigned f = coord_host_field_from_string(req->fields[i]);
+                if (!f)
+                        return rpc_call_fail(c, RPC_INVALID_ARGUMENT, "fields: '%s' is not a host field UpdateHost changes",
+                                             req->fields[i]);
+                fields |= f;
+                if (strlen(what) + strlen(req->fields[i]) + 2 < sizeof(what))
+                        strcat(strcat(what, " "), req->fields[i]);
+        }
+        snprintf(h.address, sizeof(h.address), "%s", req->host->address);
+        snprintf(h.migration_address, sizeof(h.migration_address), "%s", req->host->migration_address);
+        snprintf(h.cpu_model, sizeof(h.cpu_model), "%s", req->host->cpu_model);
+        h.memory_mib = req->host->memory_mib;
+        h.vcpus = req->host->vcpus;
+        h.link_bytes_per_s = req->host->link_bytes_per_s;
+        h.max_outgoing = req->host->max_outgoing;
+        h.max_incoming = req->host->max_incoming;
+        int r = coord_host_update(user, req->host->name, &h, fields, &v);
+        if (r < 0)
+                return rpc_call_fail_errno(c, r);
+        note_host(c, user, req->host->name, what);
+        *(Drover__V1__Host *) resp_ = *host_msg(c, &v);
+        return RPC_OK;
+}
+
 static RpcCode h_list_guests(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
         const Drover__V1__ListGuestsClusterRequest *req = (const void *) req_;
         Drover__V1__ListGuestsClusterResponse *resp = (void *) resp_;
@@ -467,6 +504,7 @@ static const RpcMethodDef coord_methods[] = {
         { "AddHost", h_add_host, NULL, COORD_LANE_CONTROL, CHANGE },
         { "RemoveHost", h_remove_host, NULL, COORD_LANE_CONTROL, CHANGE },
         { "SetHostState", h_set_state, NULL, COORD_LANE_CONTROL, CHANGE },
+        { "UpdateHost", h_update_host, NULL, COORD_LANE_CONTROL, CHANGE },
         { "MigrateGuests", h_migrate, NULL, COORD_LANE_CONTROL, CHANGE },
         { "Evacuate", h_evacuate, NULL, COORD_LANE_CONTROL, CHANGE },
         { "CancelJob", h_cancel_job, NULL, COORD_LANE_CONTROL, CHANGE },

@@ -6,7 +6,10 @@
  * coord_new opens the store and builds the host table: the configuration's
  * seed hosts are written to the store when it does not know them, then the
  * store's list is loaded (hosts added, changed or removed through the API
- * persist, so the store's view wins).  coord_start reloads every unfinished
+ * persist, so the store's view wins).  A seed host the store knows with
+ * other values (address, memory, ...) is reported, member by member, with
+ * a warning that says the store's value wins (docs/coordinator.md,
+ * "Configuration and store").  coord_start reloads every unfinished
  * job, applies the retention to the store's ended jobs, refreshes the
  * inventory once, and starts the inventory thread and
  * the scheduler thread; coord_stop sets the stop flag and joins them
@@ -46,8 +49,11 @@ int coord_new(const CoordConfig *cfg, Coordinator **ret) {
         }
         for (size_t i = 0; i < cfg->n_hosts; i++) {
                 bool known = false;
-                for (size_t k = 0; k < nh; k++)
-                        known |= strcmp(hs[k].name, cfg->hosts[i].name) == 0;
+                for (size_t k = 0; k < nh && !known; k++)
+                        if (strcmp(hs[k].name, cfg->hosts[i].name) == 0) {
+                                known = true;
+                                (void) coord_host_config_report(&cfg->hosts[i], &hs[k]);
+                        }
                 if (!known && (r = c->store->ops->host_put(c->store, &cfg->hosts[i])) < 0) {
                         free(hs);
                         coord_free(c);

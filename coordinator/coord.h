@@ -97,6 +97,38 @@ int coord_host_remove(Coordinator *c, const char *name);
  * and the store's error is returned. */
 int coord_host_set_state(Coordinator *c, const char *name, int state, CoordHostView *ret);
 
+/* The members of a host record coord_host_update() may change, as bits;
+ * their names are the API's field names (coord_host_field_from_string). */
+typedef enum CoordHostField {
+        COORD_HOST_FIELD_ADDRESS = 1u << 0,
+        COORD_HOST_FIELD_MIGRATION_ADDRESS = 1u << 1,
+        COORD_HOST_FIELD_MEMORY_MIB = 1u << 2,
+        COORD_HOST_FIELD_VCPUS = 1u << 3,
+        COORD_HOST_FIELD_CPU_MODEL = 1u << 4,
+        COORD_HOST_FIELD_LINK_BYTES_PER_S = 1u << 5,
+        COORD_HOST_FIELD_MAX_OUTGOING = 1u << 6,
+        COORD_HOST_FIELD_MAX_INCOMING = 1u << 7,
+        COORD_HOST_FIELD_ALL = (1u << 8) - 1,
+} CoordHostField;
+
+/* "memory_mib" -> COORD_HOST_FIELD_MEMORY_MIB; 0 for an unknown name. */
+unsigned coord_host_field_from_string(const char *s);
+
+/* Change the members @fields of host @name's record to those of @want
+ * (its name and state are ignored).  Checked against the host now, under
+ * the lock: -EBUSY for a change unsafe while it works (a new address or
+ * migration_address while migrations into or out of it are in flight;
+ * memory_mib or vcpus, when not 0, below what its guests use; a new
+ * cpu_model while it runs guests), -EEXIST for an address another host
+ * has, -EINVAL for a malformed value or no field, -ENOENT for an unknown
+ * host.  Stored first, then applied (a new address opens a new agent
+ * link: the record is replaced, the old one flagged removed); when the
+ * host became busy between the two, the store gets the old record back
+ * and -EBUSY is returned.  @ret (may be NULL): the host after the change.
+ * No lock held. */
+int coord_host_update(Coordinator *c, const char *name, const StoreHost *want, unsigned fields,
+                      CoordHostView *ret);
+
 typedef struct CoordGuestView {
         char name[64], uuid[37], host[64], cpu_model[64], group[64];
         int state;                  /* CoordGuestState, as the agent reported it */

@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "coord-enums.h"
+#include "droverctl-host.h"
 #include "droverctl.h"
 #include "migparams-pb.h"
 
@@ -330,11 +331,18 @@ int dctl_cmd_host(int argc, char **argv) {
         Drover__V1__SetHostStateRequest req = DROVER__V1__SET_HOST_STATE_REQUEST__INIT;
         Drover__V1__Host *h;
         size_t i = 0;
+        if (droverctl_host_handles(argv[0]))
+                return droverctl_host(argc, argv);
+        if (argc != 2) {
+                fprintf(stderr, "droverctl: host %s takes one HOST\n", argv[0]);
+                return DCTL_EXIT_USAGE;
+        }
         while (i < sizeof(verbs) / sizeof(verbs[0]) && strcmp(argv[0], verbs[i].verb))
                 i++;
         if (i == sizeof(verbs) / sizeof(verbs[0])) {
-                fprintf(stderr, "droverctl: host: '%s' is not enable, drain or maintenance\n"
-                                "usage: droverctl [options] host enable|drain|maintenance HOST (droverctl host --help)\n",
+                fprintf(stderr, "droverctl: host: '%s' is not enable, drain, maintenance, add, remove, set or show\n"
+                                "usage: droverctl [options] host enable|drain|maintenance HOST | add|remove|set|show ... "
+                                "(droverctl host --help)\n",
                         argv[0]);
                 return DCTL_EXIT_USAGE;
         }

@@ -106,7 +106,8 @@ static const Command commands[] = {
         { "job", "ID", "show a job with its history", 1, 1, 0, dctl_cmd_job },
         { "watch", "ID", "follow a job until it ends", 1, 1, BIT(OPT_CANCEL_ON_INTERRUPT), dctl_cmd_watch },
         { "cancel", "ID", "cancel a job (running migrations are aborted, sources resume)", 1, 1, 0, dctl_cmd_cancel },
-        { "host", "enable|drain|maintenance HOST", "set a host's state", 2, 2, 0, dctl_cmd_host },
+        { "host", "enable|drain|maintenance|add|remove|set|show ...",
+          "set a host's state, or change the inventory (docs/droverctl.md, \"Inventory\")", 2, -1, 0, dctl_cmd_host },
         { "help", "[COMMAND]", "this help, or a command's", 0, 1, 0, cmd_help },
 };
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))

@@ -14,10 +14,11 @@ What it does, in a scratch folder:
      ansible_collections/drover/cluster -> ansible/);
   2. checks each module's argument spec against its documentation;
   3. deploys with the playbook drover.cluster.deploy (roles agent and
-     coordinator, service management off, every path in the scratch
-     folder): two agents a, b and a coordinator; checks the files, that the
-     units are the repository's (KillMode=process), and that a second run
-     changes nothing;
+     coordinator, drover_install_method=tree from a `meson install
+     --destdir` of the build, service management off, every path in the
+     scratch folder): two agents a, b and a coordinator; checks the files,
+     that the units are the repository's (KillMode=process), and that a
+     second run changes nothing;
   4. starts the agents and the coordinator FROM the installed binaries and
      the rendered configurations (dev mode; agent a 320 MiB, b 500 MiB);
   5. defines and starts guests with Debian's grpcio: g1, g2, g3 (64 MiB)
@@ -37,7 +38,10 @@ What it does, in a scratch folder:
      reason in the message; nothing changes;
   10. drover.cluster.rolling_maintenance over a, b (serial 1): a is
      evacuated, patched and enabled again; b cannot be evacuated, so the
-     run stops there and b is not patched.
+     run stops there and b is not patched;
+  11. host.yml: drover_host adds a host c, again (unchanged), changes its
+     memory in check mode (nothing changes) and with diff (before/after),
+     removes it, again (unchanged); droverctl no longer lists c.
 After each playbook the cluster is read back with droverctl --json.
 Whatever happens, the coordinator and the agents are stopped, the QEMU
 processes whose pidfiles are in the agents' run folders are killed, and the
@@ -62,6 +66,7 @@ from testutil import Abort, check, kill_guests, require  # noqa: E402
 
 SOURCE_ROOT = os.environ.get("DROVER_SOURCE_ROOT", os.path.join(HERE, "..", ".."))
 BUILD_ROOT = os.environ.get("DROVER_BUILD_ROOT", os.path.join(SOURCE_ROOT, "build"))
+# built programs (must exist); the roles install them from a meson install tree
 AGENT = os.path.join(BUILD_ROOT, "agent", "drover-agent")
 COORD = os.path.join(BUILD_ROOT, "coordinator", "drover-coordinator")
 CTL = os.path.join(BUILD_ROOT, "coordinator", "droverctl")
@@ -122,9 +127,14 @@ class Cluster:
         self.ports = {"a": tu.free_port(), "b": tu.free_port()}
         self.coord_sock = os.path.join(self.dirs["ctl"], "coord.sock")
         self.coordinator = f"unix:{self.coord_sock}"
-        self.droverctl = os.path.join(self.dirs["ctl"], "bin", "droverctl")  # installed by the role
+        self.prefix = build_prefix()
+        self.droverctl = os.path.join(self.bin_dir("ctl"), "droverctl")  # installed by the role
         self.daemons = []
         self.marks = os.path.join(tmp, "marks")
+
+    def bin_dir(self, h):
+        """Where the role put the programs of host @h (its install root + the build's prefix)."""
+        return self.dirs[h] + self.prefix + "/bin"
 
     def run_dir(self, h):
         return os.path.join(self.dirs[h], "run")
@@ -159,6 +169,32 @@ class Cluster:
             stopped.append(f"{d.name}={d.stop()}")
         killed = sum(kill_guests(self.run_dir(h)) for h in ("a", "b"))
         return stopped, killed
+
+
+def build_prefix():
+    """The build's meson prefix (/usr/local unless configured)."""
+    p = subprocess.run(["meson", "introspect", BUILD_ROOT, "--buildoptions"], capture_output=True, text=True)
+    try:
+        return next(o["value"] for o in json.loads(p.stdout) if o["name"] == "prefix")
+    except (ValueError, StopIteration):
+        return "/usr/local"
+
+
+def install_tree(tmp):
+    """`meson install --destdir` of the build into a scratch folder: the
+    tree the roles install with drover_install_method=tree."""
+    tree = os.path.join(tmp, "tree")
+    p = subprocess.run(["meson", "install", "-C", BUILD_ROOT, "--destdir", tree, "--no-rebuild", "--quiet"],
+                       capture_output=True, text=True)
+    require("meson install --destdir of the build", p.returncode == 0, p.stdout + p.stderr)
+    return tree
+
+
+def unit_bin_dir(source):
+    """The folder of ExecStart's program in the repository's unit."""
+    with open(source) as f:
+        m = re.search(r"^ExecStart=(\S+)/[^/\s]+ ", f.read(), re.M)
+    return m.group(1) + "/" if m else "/usr/bin/"
 
 
 # ---- ansible ---------------------------------------------------------------
@@ -273,20 +309,28 @@ def start_guest(pb2, stub, name, memory_mib):
     d = {"name": name, "memory_mib": memory_mib, "vcpus": 1, "machine": "pc",
          "kernel": os.environ["DROVER_GUEST_ELF"], "append": "mib=32 rate=5", "serial_log": True}
     stub.Define(pb2.DefineRequest(definition_json=json.dumps(d), op_id=f"define-{name}"), timeout=30)
-    st = stub.Start(pb2.StartRequest(guest=name, op_id=f"start-{name}"), timeout=60)
-    return st.pid
+    stub.Start(pb2.StartRequest(guest=name, op_id=f"start-{name}"), timeout=60)
+    # Start answers at once with its operation (agent.proto): follow it
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        op = stub.GetOperation(pb2.OperationRef(op_id=f"start-{name}"), timeout=30)
+        if op.done:
+            return op.guest_status.pid if op.state == pb2.OperationState.Value("OPERATION_STATE_SUCCEEDED") else -1
+        time.sleep(0.1)
+    return -1
 
 
 # ---- the test ------------------------------------------------------------------
 
-def inventory(c):
+def inventory(c, tree):
     """The inventory: agents a and b, coordinator ctl, all local; every path
-    in the scratch folder; services not managed."""
+    in the scratch folder (the install tree goes into each host's folder);
+    services not managed."""
     def agent(h, memory_mib):
         d = c.dirs[h]
         addr = f"127.0.0.1:{c.ports[h]}"
         return {
-            "drover_bin_dir": f"{d}/bin", "drover_config_dir": f"{d}/etc", "drover_systemd_dir": f"{d}/systemd",
+            "drover_install_root": d, "drover_config_dir": f"{d}/etc", "drover_systemd_dir": f"{d}/systemd",
             "drover_agent_address": addr,
             "drover_agent_listen": [f"unix:{d}/agent.sock", addr],
             "drover_agent_dev_mode": True,
@@ -297,12 +341,12 @@ def inventory(c):
     d = c.dirs["ctl"]
     return {"all": {
         "vars": {"ansible_connection": "local", "ansible_python_interpreter": "/usr/bin/python3",
-                 "drover_manage_service": False, "drover_agent_binary_src": AGENT,
-                 "drover_coordinator_binary_src": COORD, "drover_droverctl_binary_src": CTL},
+                 "drover_manage_service": False, "drover_install_method": "tree", "drover_install_tree": tree,
+                 "drover_install_prefix": c.prefix},
         "children": {
             "drover_agents": {"hosts": {"a": agent("a", 320), "b": agent("b", 500)}},
             "drover_coordinators": {"hosts": {"ctl": {
-                "drover_bin_dir": f"{d}/bin", "drover_config_dir": f"{d}/etc", "drover_systemd_dir": f"{d}/systemd",
+                "drover_install_root": d, "drover_config_dir": f"{d}/etc", "drover_systemd_dir": f"{d}/systemd",
                 "drover_coordinator_listen": [c.coordinator],
                 "drover_coordinator_db": f"{d}/coordinator.db",
                 "drover_coordinator_dev_mode": True,
@@ -362,9 +406,11 @@ def test_deploy(c, inv_path):
           json.dumps(st))
     for h in ("a", "b"):
         d = c.dirs[h]
-        check(f"deploy: {h}: drover-agent installed, executable",
-              os.access(f"{d}/bin/drover-agent", os.X_OK) and os.path.getsize(f"{d}/bin/drover-agent") ==
-              os.path.getsize(AGENT))
+        b = c.bin_dir(h)
+        check(f"deploy: {h}: drover-agent installed from the tree, executable",
+              os.access(f"{b}/drover-agent", os.X_OK) and
+              os.path.getsize(f"{b}/drover-agent") == os.path.getsize(f"{c.tree}{c.prefix}/bin/drover-agent"))
+        check(f"deploy: {h}: no single binary copied to the old place", not os.path.exists(f"{d}/bin/drover-agent"))
         try:
             with open(f"{d}/etc/agent.json") as f:
                 cfg = json.load(f)
@@ -374,14 +420,14 @@ def test_deploy(c, inv_path):
                 "state_dir": f"{d}/state", "run_dir": f"{d}/run", "accel": "tcg", "log_level": "info",
                 "image_roots": [GUEST_DIR]}
         check(f"deploy: {h}: agent.json from the variables", cfg == want, f"{cfg} != {want}")
-        ok, diff = unit_matches(f"{d}/systemd/drover-agent.service",
-                                os.path.join(SOURCE_ROOT, "agent", "systemd", "drover-agent.service"),
-                                [(f"{d}/bin/", "/usr/local/bin/"), (f"{d}/etc/", "/etc/drover/")])
+        src = os.path.join(SOURCE_ROOT, "agent", "systemd", "drover-agent.service")
+        ok, diff = unit_matches(f"{d}/systemd/drover-agent.service", src,
+                                [(f"{b}/", unit_bin_dir(src)), (f"{d}/etc/", "/etc/drover/")])
         check(f"deploy: {h}: the unit is agent/systemd/drover-agent.service (KillMode=process)",
               ok and "\nKillMode=process\n" in open(f"{d}/systemd/drover-agent.service").read(), diff)
     d = c.dirs["ctl"]
     for b in ("drover-coordinator", "droverctl"):
-        check(f"deploy: ctl: {b} installed", os.access(f"{d}/bin/{b}", os.X_OK))
+        check(f"deploy: ctl: {b} installed", os.access(f"{c.bin_dir('ctl')}/{b}", os.X_OK))
     try:
         with open(f"{d}/etc/coordinator.json") as f:
             cfg = json.load(f)
@@ -392,9 +438,9 @@ def test_deploy(c, inv_path):
     check("deploy: coordinator.json: hosts from the inventory group, settings merged",
           cfg.get("hosts") == want_hosts and cfg.get("listen") == [c.coordinator] and cfg.get("dev_mode") is True
           and cfg.get("db") == f"{d}/coordinator.db" and cfg.get("heartbeat_ms") == 500, json.dumps(cfg))
-    ok, diff = unit_matches(f"{d}/systemd/drover-coordinator.service",
-                            os.path.join(SOURCE_ROOT, "coordinator", "systemd", "drover-coordinator.service"),
-                            [(f"{d}/bin/", "/usr/local/bin/"), (f"{d}/etc/", "/etc/drover/")])
+    src = os.path.join(SOURCE_ROOT, "coordinator", "systemd", "drover-coordinator.service")
+    ok, diff = unit_matches(f"{d}/systemd/drover-coordinator.service", src,
+                            [(f"{c.bin_dir('ctl')}/", unit_bin_dir(src)), (f"{d}/etc/", "/etc/drover/")])
     check("deploy: ctl: the unit is coordinator/systemd/drover-coordinator.service", ok, diff)
     sa = shutil.which("systemd-analyze")
     if sa:
@@ -414,12 +460,12 @@ def test_deploy(c, inv_path):
 def start_cluster(c):
     for h in ("a", "b"):
         d = c.dirs[h]
-        ag = tu.Daemon(f"agent-{h}", [f"{d}/bin/drover-agent", "--config", f"{d}/etc/agent.json"],
+        ag = tu.Daemon(f"agent-{h}", [f"{c.bin_dir(h)}/drover-agent", "--config", f"{d}/etc/agent.json"],
                        f"{d}/agent.log", "drover-agent: ready", preexec_fn=_die_with_parent)
         c.daemons.append(ag)
         require(f"agent {h} starts from the role's binary and agent.json", ag.start(), ag.log_text())
     d = c.dirs["ctl"]
-    co = tu.Daemon("coordinator", [f"{d}/bin/drover-coordinator", "--config", f"{d}/etc/coordinator.json"],
+    co = tu.Daemon("coordinator", [f"{c.bin_dir('ctl')}/drover-coordinator", "--config", f"{d}/etc/coordinator.json"],
                    f"{d}/coordinator.log", "drover-coordinator: ready", preexec_fn=_die_with_parent)
     c.daemons.append(co)
     require("coordinator starts from the role's binary and coordinator.json", co.start(), co.log_text())
@@ -604,6 +650,24 @@ def test_rolling(c):
           c.host_states() == {"a": ("enabled", "healthy"), "b": ("enabled", "healthy")}, str(c.host_states()))
 
 
+def test_host(c, extra):
+    """drover_host present/absent, idempotent, check mode, diff (host.yml
+    asserts the module's results; here the coordinator is read back)."""
+    addr = f"127.0.0.1:{tu.free_port()}"
+    play = ansible_playbook(c.tmp, "host.yml", os.path.join(HERE, "host.yml"),
+                            extra=extra + [json.dumps({"drover_test_c_address": addr})])
+    check_play(play, "host.yml: add, check mode, diff, remove, each again: as asserted",
+               play.rc == 0 and play.doc is not None and not play.failed_tasks())
+    r = play.result("change c's memory with diff")
+    print(f"# drover_host diff: {json.dumps(r.get('diff'))[:300]}")
+    st = play.stats().get("localhost", {})
+    check("host.yml: changed: add, the check-mode change (would), the change, remove (4); the runs again not",
+          st.get("changed") == 4 and st.get("failures") == 0, json.dumps(st))
+    rc, doc = c.ctl("hosts")
+    check("host.yml: droverctl no longer lists c; a and b stay",
+          rc == 0 and sorted(h["name"] for h in doc or []) == ["a", "b"], str(doc))
+
+
 def run(tmp):
     col = os.path.join(tmp, "collections", "ansible_collections", "drover")
     os.makedirs(col)
@@ -611,9 +675,10 @@ def run(tmp):
     c = Cluster(tmp)
     for d in c.dirs.values():
         os.makedirs(d)
+    c.tree = install_tree(tmp)
     inv_path = os.path.join(tmp, "inventory.json")
     with open(inv_path, "w") as f:
-        json.dump(inventory(c), f, indent=1)
+        json.dump(inventory(c, c.tree), f, indent=1)
     extra = [json.dumps({"drover_test_coordinator": c.coordinator, "drover_test_droverctl": c.droverctl})]
     try:
         test_spec(tmp)
@@ -627,6 +692,7 @@ def run(tmp):
         test_timeout(c, extra)
         test_infeasible(c, extra)
         test_rolling(c)
+        test_host(c, extra)
     finally:
         before = qemu_procs_under(tmp)
         pidfiles = {}

@@ -16,7 +16,9 @@
  * evacuation says so and exits 0; hosts shows the last error; the live
  * display on a terminal keeps the guests still moving in view; Ctrl-C
  * stops a watch with exit 130 and, with --cancel-on-interrupt, cancels the
- * job first.
+ * job first; `host set` sends UpdateHost exactly the fields given, with
+ * their values, and refuses an unknown field or a malformed number without
+ * a call.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -52,6 +54,9 @@ static struct {
         int evacuate_calls;
         int cancel_calls;        /* CancelJob */
         char cancelled[64];      /* the id it was sent */
+        int update_calls;
+        char update_fields[64];  /* UpdateHost's fields, space-separated */
+        Drover__V1__Host update; /* its host (strings not kept) */
 } fake;
 
 #define MANY 40 /* job-many: guests; the last two still migrate */
@@ -211,7 +216,23 @@ static RpcCode h_list_jobs(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMe
         return RPC_OK;
 }
 
+static RpcCode h_update(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
+        const Drover__V1__UpdateHostRequest *req = (const void *) req_;
+        Drover__V1__Host *h = (void *) resp_;
+        fake.update_calls++;
+        fake.update_fields[0] = '\0';
+        for (size_t i = 0; i < req->n_fields; i++)
+                snprintf(fake.update_fields + strlen(fake.update_fields),
+                         sizeof(fake.update_fields) - strlen(fake.update_fields), "%s%s", i ? " " : "", req->fields[i]);
+        fake.update = *req->host;
+        h->name = rpc_call_strdup(c, req->host->name);
+        h->address = rpc_call_strdup(c, req->host->address);
+        h->memory_mib = req->host->memory_mib;
+        return RPC_OK;
+}
+
 static const RpcMethodDef methods[] = {
+        { "UpdateHost", h_update, NULL, 0, RPC_ROLES_ALL },
         { "WatchJob", NULL, h_watch, 0, RPC_ROLES_ALL },
         { "MigrateGuests", h_migrate, NULL, 0, RPC_ROLES_ALL },
         { "GetJob", h_get_job, NULL, 0, RPC_ROLES_ALL },
@@ -524,7 +545,7 @@ static void test_bad_command_lines_are_refused(void **state) {
                 { { "evacuate", "host-a", "host-b" }, "evacuate takes HOST" },
                 { { "hosts", "extra" }, "hosts takes no arguments" },
                 { { "frobnicate" }, "no command 'frobnicate'" },
-                { { "host", "reboot", "host-a" }, "'reboot' is not enable, drain or maintenance" },
+                { { "host", "reboot", "host-a" }, "'reboot' is not enable, drain, maintenance, add, remove, set or show" },
         };
         for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
                 char *out, *err;
@@ -708,6 +729,31 @@ static void test_interrupt_stops_the_watch_and_cancels_when_asked(void **state) 
         }
 }
 
+/* host set: UpdateHost gets exactly the fields given, in the order given,
+ * with their values, and the record comes back as JSON; an unknown field
+ * or a malformed number is a usage error (exit 2) and nothing is sent. */
+static void test_host_set_sends_the_fields_given(void **state) {
+        char *out = NULL;
+        int st = droverctl(&out, "--json", "host", "set", "hv1", "memory_mib=4096", "address=10.0.0.9:7400", NULL);
+        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+                fail_msg("host set: status %#x, output '%s'", st, out);
+        assert_int_equal(fake.update_calls, 1);
+        assert_string_equal(fake.update_fields, "memory_mib address");
+        assert_int_equal(fake.update.memory_mib, 4096);
+        assert_int_equal(fake.update.vcpus, 0);
+        if (!strstr(out, "\"memory_mib\":4096") || !strstr(out, "\"address\":\"10.0.0.9:7400\""))
+                fail_msg("host set --json: '%s'", out);
+        free(out);
+        const char *bad[] = { "bogus=1", "vcpus=-1", "vcpus=4294967296", "memory_mib=1k", "memory_mib" };
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+                st = droverctl(&out, "host", "set", "hv1", bad[i], NULL);
+                if (!WIFEXITED(st) || WEXITSTATUS(st) != 2)
+                        fail_msg("host set hv1 %s: status %#x, output '%s'", bad[i], st, out);
+                free(out);
+        }
+        assert_int_equal(fake.update_calls, 1);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_piped_watch_of_many_long_names_prints_every_change),
@@ -722,6 +768,7 @@ int main(void) {
                 cmocka_unit_test(test_hosts_shows_last_error),
                 cmocka_unit_test(test_live_display_keeps_moving_guests_in_view),
                 cmocka_unit_test(test_interrupt_stops_the_watch_and_cancels_when_asked),
+                cmocka_unit_test(test_host_set_sends_the_fields_given),
         };
         return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -1,4 +1,7 @@
 # -*- coding: utf-8 -*-
+# Copyright: Drover developers
+# GNU Lesser General Public License v2.1+ (see https://www.gnu.org/licenses/lgpl-2.1.txt)
+# SPDX-License-Identifier: LGPL-2.1-or-later
 # Options of every drover.cluster module: how droverctl reaches the coordinator.
 from __future__ import absolute_import, division, print_function
 
@@ -14,7 +17,7 @@ options:
       - Default C($DROVER_COORDINATOR), else droverctl's default C(unix:/run/drover/coordinator.sock).
     type: str
   tls_cert:
-    description: Client certificate (droverctl C(--tls-cert); default C($DROVER_TLS_CERT)). Needs O(tls_ca).
+    description: Client certificate (droverctl C(--tls-cert); default C($DROVER_TLS_CERT)). Needs I(tls_ca).
     type: path
   tls_key:
     description: Its private key (droverctl C(--tls-key); default C($DROVER_TLS_KEY)).
@@ -41,13 +44,13 @@ options:
     default: true
   timeout:
     description:
-      - Seconds to wait for the job to end (with O(wait=true)).
+      - Seconds to wait for the job to end (with I(wait=true)).
       - When they pass the module fails; the job goes on in the coordinator (and is adopted by the next run)
-        unless O(cancel_on_timeout=true).
+        unless I(cancel_on_timeout=true).
     type: int
     default: 3600
   cancel_on_timeout:
-    description: Cancel the job when O(timeout) passes (queued guests are dropped, running migrations aborted,
+    description: Cancel the job when I(timeout) passes (queued guests are dropped, running migrations aborted,
       their sources resume).
     type: bool
     default: false
@@ -82,7 +85,7 @@ options:
     default: false
 notes:
   - "droverctl exit codes: 0 success; 1 (the job failed, no guest moved) and 3 (partial failure: some guests
-    failed or were cancelled) fail the task, 3 not with O(allow_partial=true); 2 (usage) and 4 (coordinator
+    failed or were cancelled) fail the task, 3 not with I(allow_partial=true); 2 (usage) and 4 (coordinator
     unreachable or refusing the request) fail it with droverctl's error."
   - A guest that did not move runs on its source; the coordinator never stops a guest.
 """

@@ -1,4 +1,7 @@
 # -*- coding: utf-8 -*-
+# Copyright: Drover developers
+# GNU Lesser General Public License v2.1+ (see https://www.gnu.org/licenses/lgpl-2.1.txt)
+# SPDX-License-Identifier: LGPL-2.1-or-later
 # Shared code of the drover.cluster modules: run `droverctl --json` (the
 # stable, documented interface of the coordinator, docs/droverctl.md) and turn
 # its documents and exit codes into module results.
@@ -210,6 +213,30 @@ class Droverctl(object):
     def set_host_state(self, name, state):
         return self.query(["host", HOST_VERBS[state], name], "host %s %s" % (HOST_VERBS[state], name))
 
+    # ---- the inventory (AddHost, RemoveHost, UpdateHost) ----------------------
+
+    def host_record(self, name):
+        """Host @name's whole record (`droverctl host show`), or None when the
+        coordinator does not know it."""
+        res = self.run(["host", "show", name])
+        if res.rc == EXIT_OK and isinstance(res.doc, dict) and res.doc.get("name") == name:
+            return res.doc
+        if res.rc == EXIT_ERROR and "no host" in res.error():
+            return None
+        self.fail(res, "host show %s" % name)
+        return None
+
+    def add_host(self, name, address, fields):
+        """AddHost with @fields ({api field name: value}); the new record."""
+        return self.query(["host", "add", name, address] + field_words(fields), "host add %s" % name)
+
+    def update_host(self, name, fields):
+        """UpdateHost of exactly @fields; the record after the change."""
+        return self.query(["host", "set", name] + field_words(fields), "host set %s" % name)
+
+    def remove_host(self, name):
+        return self.query(["host", "remove", name], "host remove %s" % name)
+
     # ---- jobs ----------------------------------------------------------------
 
     def job_options(self):
@@ -272,6 +299,16 @@ class Droverctl(object):
                     continue
             found.append(j)
         return found
+
+
+# The members of a host record UpdateHost changes (its API field names).
+HOST_FIELDS = ("address", "migration_address", "memory_mib", "vcpus", "cpu_model", "link_bytes_per_s",
+               "max_outgoing", "max_incoming")
+
+
+def field_words(fields):
+    """droverctl's FIELD=VALUE words for @fields, in a stable order."""
+    return ["%s=%s" % (k, fields[k]) for k in HOST_FIELDS if k in fields]
 
 
 def normalize_plan(doc):

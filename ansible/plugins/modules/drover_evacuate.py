@@ -1,5 +1,8 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
+# Copyright: Drover developers
+# GNU Lesser General Public License v2.1+ (see https://www.gnu.org/licenses/lgpl-2.1.txt)
+# SPDX-License-Identifier: LGPL-2.1-or-later
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
@@ -14,13 +17,13 @@ description:
   - The coordinator plans first. When any guest cannot be placed (no host with the memory, vCPUs,
     CPU model or anti-affinity it needs), nothing is changed and the module fails with every
     blocked guest and its reason.
-  - Idempotent. A host that runs no guests reports C(ok) (unchanged); with O(maintenance=true) it is
+  - Idempotent. A host that runs no guests reports C(ok) (unchanged); with I(maintenance=true) it is
     only put into maintenance when it is not already. An evacuation of the host that is still running
-    (for example after an earlier run hit its O(timeout)) is adopted and followed, not started twice.
-  - In check mode, or with O(dry_run=true), it returns the plan (destination and estimated duration of
+    (for example after an earlier run hit its I(timeout)) is adopted and followed, not started twice.
+  - In check mode, or with I(dry_run=true), it returns the plan (destination and estimated duration of
     every guest, blocked guests with reasons) and changes nothing.
 version_added: "0.1.0"
-author: Drover developers
+author: Drover developers (@drover)
 options:
   host:
     description: Name of the host to empty, as the coordinator knows it (C(droverctl hosts)).
@@ -33,11 +36,21 @@ options:
         enables it again.
     type: bool
     default: false
+attributes:
+  check_mode:
+    description: Can run in check mode and return changed status prediction without modifying the target.
+    support: full
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check mode), when in diff
+      mode.
+    support: none
+  platform:
+    description: Target OS/families that can be operated against.
+    support: N/A
+    platforms: posix
 extends_documentation_fragment:
   - drover.cluster.connection
   - drover.cluster.connection.job
-notes:
-  - Supports check mode.
 seealso:
   - module: drover.cluster.drover_host
   - module: drover.cluster.drover_migrate
@@ -112,7 +125,7 @@ adopted:
   returned: always
   type: bool
 timed_out:
-  description: True when O(timeout) passed before the job ended.
+  description: True when I(timeout) passed before the job ended.
   returned: on timeout
   type: bool
 droverctl_commands:

@@ -1,5 +1,8 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
+# Copyright: Drover developers
+# GNU Lesser General Public License v2.1+ (see https://www.gnu.org/licenses/lgpl-2.1.txt)
+# SPDX-License-Identifier: LGPL-2.1-or-later
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
@@ -13,7 +16,7 @@ description:
     it as facts.
   - The coordinator refreshes its inventory from every agent before it answers, so the facts are current.
 version_added: "0.1.0"
-author: Drover developers
+author: Drover developers (@drover)
 options:
   gather:
     description: What to read.
@@ -21,12 +24,23 @@ options:
     elements: str
     choices: [hosts, guests, jobs]
     default: [hosts, guests, jobs]
+attributes:
+  check_mode:
+    description: Can run in check mode and return changed status prediction without modifying the target.
+    support: full
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check mode), when in diff
+      mode.
+    support: none
+  platform:
+    description: Target OS/families that can be operated against.
+    support: N/A
+    platforms: posix
 extends_documentation_fragment:
   - drover.cluster.connection
 notes:
-  - Supports check mode (it changes nothing).
   - The facts belong to the host the task runs for; with C(delegate_to) add C(delegate_facts) to keep them on
-    the delegate, or C(register) the result and use RV(ansible_facts) from it.
+    the delegate, or C(register) the result and use C(ansible_facts) from it.
 """
 
 EXAMPLES = r"""

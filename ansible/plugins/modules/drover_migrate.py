@@ -1,5 +1,8 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
+# Copyright: Drover developers
+# GNU Lesser General Public License v2.1+ (see https://www.gnu.org/licenses/lgpl-2.1.txt)
+# SPDX-License-Identifier: LGPL-2.1-or-later
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
@@ -14,14 +17,14 @@ description:
   - The coordinator plans first. When any guest cannot be placed (the destination is not enabled or lacks
     memory, vCPUs, the CPU model, or breaks an anti-affinity group), nothing is changed and the module fails
     with every blocked guest and its reason.
-  - With O(to), idempotent. Guests already running on O(to) are left alone, and when all of them are the
-    module reports C(ok) (unchanged). Without O(to) every named guest moves wherever placement puts it, on
+  - With I(to), idempotent. Guests already running on I(to) are left alone, and when all of them are the
+    module reports C(ok) (unchanged). Without I(to) every named guest moves wherever placement puts it, on
     every run.
   - A migration job of these guests that is still running (for example after an earlier run hit its
-    O(timeout)) is adopted and followed, not started twice.
-  - In check mode, or with O(dry_run=true), it returns the plan and changes nothing.
+    I(timeout)) is adopted and followed, not started twice.
+  - In check mode, or with I(dry_run=true), it returns the plan and changes nothing.
 version_added: "0.1.0"
-author: Drover developers
+author: Drover developers (@drover)
 options:
   guests:
     description: Guest names (or UUIDs) as C(droverctl vms) lists them.
@@ -32,11 +35,21 @@ options:
   to:
     description: Destination host of every guest. Without it placement chooses one per guest.
     type: str
+attributes:
+  check_mode:
+    description: Can run in check mode and return changed status prediction without modifying the target.
+    support: full
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check mode), when in diff
+      mode.
+    support: none
+  platform:
+    description: Target OS/families that can be operated against.
+    support: N/A
+    platforms: posix
 extends_documentation_fragment:
   - drover.cluster.connection
   - drover.cluster.connection.job
-notes:
-  - Supports check mode.
 seealso:
   - module: drover.cluster.drover_evacuate
   - module: drover.cluster.drover_facts
@@ -73,7 +86,7 @@ blocked:
   type: list
   elements: dict
 skipped:
-  description: Guests left alone because they already run on O(to).
+  description: Guests left alone because they already run on I(to).
   returned: always
   type: list
   elements: str
