@@ -2,12 +2,14 @@
 #define _GNU_SOURCE
 #include "cluster-sshd.h"
 
+#include <libgen.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -109,11 +111,16 @@ void cluster_sshd_down(ClusterSshd *s) {
         s->pid = 0;
 }
 
-void cluster_sshd_config(const ClusterSshd *s, const char *known_hosts, char *buf, size_t size) {
-        snprintf(buf, size,
+void cluster_sshd_client(Cluster *c, int i, const ClusterSshd *s, const char *known_hosts) {
+        char members[1024], parent[sizeof(c->host[i].dir)];
+        snprintf(members, sizeof(members),
                  "\"ssh\": { \"user\": \"root\", \"port\": %d, \"identity\": \"%s/client_key\", "
                  "\"known_hosts\": \"%s/%s\" }",
                  s->port, s->dir, s->dir, known_hosts);
+        cluster_agent_reconfigure(c, i, members);
+        snprintf(parent, sizeof(parent), "%s", c->host[i].dir);
+        assert_int_equal(chmod(c->host[i].dir, 0711), 0);
+        assert_int_equal(chmod(dirname(parent), 0711), 0);
 }
 
 int cluster_sshd_log_count(const ClusterSshd *s, const char *what) {

@@ -23,14 +23,12 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <libgen.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -56,15 +54,7 @@ static void test_ssh_stream_completes_and_wrong_host_key_refused(void **state) {
         char why[512], members[2048];
         cluster_up(c, 2);
         cluster_sshd_up(c, B, SSH_PORT, &sshd);
-        cluster_sshd_config(&sshd, "known_hosts", members, sizeof(members));
-        cluster_agent_reconfigure(c, A, members);
-        /* QEMU, as qemu_user, connects to the tunnel's socket in run_dir:
-         * its parents must let it pass, as /run does in production (the
-         * harness makes them 0700) */
-        char parent[sizeof(c->host[A].dir)];
-        snprintf(parent, sizeof(parent), "%s", c->host[A].dir);
-        assert_int_equal(chmod(c->host[A].dir, 0711), 0);
-        assert_int_equal(chmod(dirname(parent), 0711), 0);
+        cluster_sshd_client(c, A, &sshd, "known_hosts");
 
         /* 1. the request asks for ssh (a's default stays tls) */
         const char *name = "sshmig";
