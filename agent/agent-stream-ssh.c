@@ -240,7 +240,7 @@ static void conn_close(TunnelConn *c) {
 
 static bool write_all(int fd, const char *p, size_t n) {
         while (n) {
-                ssize_t k = write(fd, p, n);
+                ssize_t k = send(fd, p, n, MSG_NOSIGNAL); /* QEMU gone: an error, never SIGPIPE */
                 if (k < 0 && errno == EINTR)
                         continue;
                 if (k <= 0)
