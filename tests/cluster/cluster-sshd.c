@@ -2,14 +2,12 @@
 #define _GNU_SOURCE
 #include "cluster-sshd.h"
 
-#include <libgen.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -112,15 +110,12 @@ void cluster_sshd_down(ClusterSshd *s) {
 }
 
 void cluster_sshd_client(Cluster *c, int i, const ClusterSshd *s, const char *known_hosts) {
-        char members[1024], parent[sizeof(c->host[i].dir)];
+        char members[1024];
         snprintf(members, sizeof(members),
                  "\"ssh\": { \"user\": \"root\", \"port\": %d, \"identity\": \"%s/client_key\", "
                  "\"known_hosts\": \"%s/%s\" }",
                  s->port, s->dir, s->dir, known_hosts);
         cluster_agent_reconfigure(c, i, members);
-        snprintf(parent, sizeof(parent), "%s", c->host[i].dir);
-        assert_int_equal(chmod(c->host[i].dir, 0711), 0);
-        assert_int_equal(chmod(dirname(parent), 0711), 0);
 }
 
 int cluster_sshd_log_count(const ClusterSshd *s, const char *what) {

@@ -37,10 +37,7 @@ void cluster_sshd_up(Cluster *c, int host, int port, ClusterSshd *ret);
 void cluster_sshd_down(ClusterSshd *s);
 /* Make host @i's agent a client of it: its config gets an "ssh" section
  * (user root, the client key, @known_hosts: "known_hosts" or
- * "known_hosts.wrong") and the agent restarts; its folder and the one
- * above are opened to 0711, so that QEMU, as qemu_user, reaches the
- * tunnel's socket in run_dir as it would under /run (the harness makes
- * them 0700).  Fails the test on error. */
+ * "known_hosts.wrong") and the agent restarts.  Fails the test on error. */
 void cluster_sshd_client(Cluster *c, int i, const ClusterSshd *s, const char *known_hosts);
 /* How many times sshd.log says @what (e.g. "Accepted publickey for root"). */
 int cluster_sshd_log_count(const ClusterSshd *s, const char *what);

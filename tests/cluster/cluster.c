@@ -120,6 +120,10 @@ void cluster_up_env(Cluster *c, int n_hosts, const char *const env[]) {
                 char *old = getenv("TMPDIR") ? strdup(getenv("TMPDIR")) : NULL;
                 setenv("TMPDIR", "/tmp", 1);
                 snprintf(scratch, sizeof(scratch), "%s", tu_tmpdir("cl"));
+                /* QEMU, as qemu_user, passes through to run_dir (TLS
+                 * folders, the SSH tunnel's socket), as under /run */
+                if (chmod(scratch, 0711) < 0)
+                        fail_msg("chmod %s: %s", scratch, strerror(errno));
                 if (old) {
                         setenv("TMPDIR", old, 1);
                         free(old);
@@ -135,7 +139,7 @@ void cluster_up_env(Cluster *c, int n_hosts, const char *const env[]) {
         for (int i = 0; i < n_hosts; i++) {
                 ClusterHost *h = &c->host[i];
                 snprintf(h->dir, sizeof(h->dir), "%s/t%02d%c", scratch, n_clusters, 'a' + i);
-                if (mkdir(h->dir, 0700) < 0)
+                if (mkdir(h->dir, 0711) < 0)
                         fail_msg("mkdir %s: %s", h->dir, strerror(errno));
                 snprintf(h->grpc, sizeof(h->grpc), "%s:%d", c->net.addr[i], CLUSTER_AGENT_PORT);
                 write_config(c, i);
