@@ -45,7 +45,7 @@ static struct {
         bool stop_on_failure;
         const char *to;
         MigParams params;   /* zero members: the coordinator's defaults */
-        bool bad_postcopy;
+        bool bad_postcopy;  /* or a bad --transport after the command */
         int64_t timeout_ms;
 } o = { .target = NULL, .timeout_ms = 30000 };
 
@@ -77,6 +77,7 @@ static int usage(FILE *f) {
                 "  --bandwidth MIBPS        0..1048576 MiB/s (0: the coordinator's default)\n"
                 "  --downtime MS            initial downtime limit, 1..60000 ms\n"
                 "  --postcopy allowed|after --auto-converge\n"
+                "  --transport tls|ssh|plain  the migration stream (default: each source agent's config)\n"
                 "exit codes: 0 success, 1 job failed, 2 usage, 3 partial failure, 4 error\n");
         return EXIT_USAGE;
 }
@@ -605,6 +606,15 @@ static bool set_postcopy(const char *v) {
         return true;
 }
 
+/* --transport tls|ssh|plain (core/migparams.h) */
+static bool set_transport(const char *v) {
+        int t = mig_transport_from_string(v);
+        if (t <= MIG_TRANSPORT_DEFAULT)
+                return false;
+        o.params.transport = (MigTransport) t;
+        return true;
+}
+
 int main(int argc, char **argv) {
         static const struct option opts[] = {
                 { "coordinator", required_argument, NULL, 'c' }, { "tls-cert", required_argument, NULL, 1 },
@@ -614,7 +624,8 @@ int main(int argc, char **argv) {
                 { "maintenance", no_argument, NULL, 8 },         { "stop-on-failure", no_argument, NULL, 9 },
                 { "bandwidth", required_argument, NULL, 10 },    { "downtime", required_argument, NULL, 11 },
                 { "postcopy", required_argument, NULL, 12 },     { "auto-converge", no_argument, NULL, 13 },
-                { "help", no_argument, NULL, 'h' },              { 0 },
+                { "transport", required_argument, NULL, 14 },    { "help", no_argument, NULL, 'h' },
+                { 0 },
         };
         int c;
         /* a command line shows its own errors; library warnings (e.g. the
@@ -647,6 +658,10 @@ int main(int argc, char **argv) {
                                 return usage(stderr);
                         break;
                 case 13: o.params.auto_converge = true; break;
+                case 14:
+                        if (!set_transport(optarg))
+                                return usage(stderr);
+                        break;
                 case 'h': return usage(stdout), EXIT_OK;
                 default: return usage(stderr);
                 }
@@ -682,6 +697,7 @@ int main(int argc, char **argv) {
                                         break;
                                 case 12: o.bad_postcopy |= !set_postcopy(val); break;
                                 case 13: o.params.auto_converge = true; break;
+                                case 14: o.bad_postcopy |= !set_transport(val); break;
                                 case 'c': o.target = val; break;
                                 default: return usage(stderr);
                                 }
