@@ -108,6 +108,12 @@ static const Member members[] = {
         STR("migration_address", migration_address),
         STR("migration_ports", migration_ports),
         STR("metrics_listen", metrics_listen),
+        STR("migration_transport", migration_transport),
+        STR("ssh.user", ssh_user),
+        INT("ssh.port", MEMBER_UNSIGNED, ssh_port, 1, 65535),
+        STR("ssh.identity", ssh_identity),
+        STR("ssh.known_hosts", ssh_known_hosts),
+        LIST("migration_peers", migration_peers, n_migration_peers, AGENT_MAX_MIG_PEERS),
 };
 
 static bool streq(const char *a, const char *b) {
@@ -165,6 +171,8 @@ void agent_config_defaults(AgentConfig *c) {
         snprintf(c->qemu_user, sizeof(c->qemu_user), "nobody");
         c->qemu_chroot[0] = '\0';
         snprintf(c->migration_ports, sizeof(c->migration_ports), "49152-49215");
+        snprintf(c->ssh_user, sizeof(c->ssh_user), "drover");
+        c->ssh_port = 22;
 }
 
 /* ---- storing one member ---- */
@@ -679,6 +687,127 @@ static int check_metrics(const AgentConfig *c) {
         return metrics_listen_parse(c->metrics_listen, &ss, &len, NULL);
 }
 
+/* ---- outgoing stream transports ---- */
+
+/* The transport @name ("" = @c's own default) for @c: tls needs a
+ * certificate, plain needs dev_mode.  Into *@ret, or -EINVAL naming @what. */
+static int transport_pick(const AgentConfig *c, const char *what, const char *name, MigTransport *ret) {
+        char sh[SHOWN_MAX + 4];
+        int t = name[0] ? mig_transport_from_string(name) : MIG_TRANSPORT_DEFAULT;
+        if (t < 0)
+                return bad(what, "must be tls, ssh or plain, not '%s'", text_shown(name, sh));
+        if (t == MIG_TRANSPORT_DEFAULT)
+                t = c->dev_mode ? MIG_TRANSPORT_PLAIN : MIG_TRANSPORT_TLS;
+        if (t == MIG_TRANSPORT_PLAIN && !c->dev_mode)
+                return bad(what, "is plain, which only dev_mode allows");
+        if (t == MIG_TRANSPORT_TLS && c->dev_mode)
+                return bad(what, "is tls, and dev_mode has no certificate for it");
+        *ret = (MigTransport) t;
+        return 0;
+}
+
+/* One "key=value" of a migration_peers entry into @p. */
+static int peer_option(const AgentConfig *c, const char *kv, size_t len, AgentMigPeer *p) {
+        static const struct { const char *key; size_t off, size; } strs[] = {
+                { "ssh_host", offsetof(AgentMigPeer, ssh_host), sizeof(((AgentMigPeer *) 0)->ssh_host) },
+                { "ssh_user", offsetof(AgentMigPeer, ssh_user), sizeof(((AgentMigPeer *) 0)->ssh_user) },
+                { "ssh_identity", offsetof(AgentMigPeer, ssh_identity), sizeof(((AgentMigPeer *) 0)->ssh_identity) },
+                { "ssh_known_hosts", offsetof(AgentMigPeer, ssh_known_hosts),
+                  sizeof(((AgentMigPeer *) 0)->ssh_known_hosts) },
+        };
+        char v[384];
+        const char *eq = memchr(kv, '=', len);
+        if (!eq || eq == kv || (size_t) (kv + len - eq - 1) >= sizeof(v))
+                return bad("migration_peers", "options are key=value, not '%.*s'", (int) MIN(len, 64), kv);
+        size_t klen = (size_t) (eq - kv);
+        snprintf(v, sizeof(v), "%.*s", (int) (kv + len - eq - 1), eq + 1);
+        if (klen == 9 && strncmp(kv, "transport", 9) == 0)
+                return transport_pick(c, "migration_peers transport", v, &p->transport);
+        if (klen == 8 && strncmp(kv, "ssh_port", 8) == 0) {
+                char *end;
+                unsigned long port = strtoul(v, &end, 10);
+                if (!v[0] || *end || port < 1 || port > 65535)
+                        return bad("migration_peers", "ssh_port must be 1..65535, not '%s'", v);
+                p->ssh_port = (unsigned) port;
+                return 0;
+        }
+        for (size_t i = 0; i < ELEMENTSOF(strs); i++)
+                if (strlen(strs[i].key) == klen && strncmp(kv, strs[i].key, klen) == 0) {
+                        if (strlen(v) >= strs[i].size || !v[0])
+                                return bad("migration_peers", "%s is empty or too long", strs[i].key);
+                        snprintf((char *) p + strs[i].off, strs[i].size, "%s", v);
+                        return 0;
+                }
+        return bad("migration_peers", "knows transport, ssh_host, ssh_user, ssh_port, ssh_identity and "
+                   "ssh_known_hosts, not '%.*s'", (int) klen, kv);
+}
+
+/* Entry @e of migration_peers over the defaults in @p, when its host is
+ * @host (or always, @host NULL: validation).  1 when it matched, 0 not, -EINVAL. */
+static int peer_entry(const AgentConfig *c, const char *e, const char *host, AgentMigPeer *p) {
+        size_t hl = strcspn(e, " ");
+        if (hl == 0 || hl >= sizeof(p->ssh_host))
+                return bad("migration_peers", "entries begin with a host, not '%.64s'", e);
+        if (host && (strlen(host) != hl || strncmp(e, host, hl) != 0))
+                return 0;
+        for (const char *q = e + hl;;) {
+                q += strspn(q, " ");
+                size_t n = strcspn(q, " ");
+                if (!n)
+                        break;
+                int r = peer_option(c, q, n, p);
+                if (r < 0)
+                        return r;
+                q += n;
+        }
+        return 1;
+}
+
+int agent_config_migration_peer(const AgentConfig *c, const char *host, AgentMigPeer *ret) {
+        AgentMigPeer p = { .ssh_port = c->ssh_port };
+        int r = transport_pick(c, "migration_transport", c->migration_transport, &p.transport);
+        if (r < 0)
+                return r;
+        snprintf(p.ssh_host, sizeof(p.ssh_host), "%s", host);
+        snprintf(p.ssh_user, sizeof(p.ssh_user), "%s", c->ssh_user);
+        snprintf(p.ssh_identity, sizeof(p.ssh_identity), "%s", c->ssh_identity);
+        snprintf(p.ssh_known_hosts, sizeof(p.ssh_known_hosts), "%s", c->ssh_known_hosts);
+        for (size_t i = 0; i < c->n_migration_peers; i++)
+                if ((r = peer_entry(c, c->migration_peers[i], host, &p)) != 0) {
+                        if (r < 0)
+                                return r;
+                        break; /* the first entry for a host wins */
+                }
+        *ret = p;
+        return 0;
+}
+
+/* An SSH transport's files, when @p uses it. */
+static int check_ssh_files(const AgentMigPeer *p) {
+        int r;
+        if (p->transport != MIG_TRANSPORT_SSH)
+                return 0;
+        if (!p->ssh_user[0])
+                return bad("ssh.user", "is empty, and the ssh transport needs a user");
+        if ((r = check_readable("ssh.identity", p->ssh_identity)) < 0)
+                return r;
+        return check_readable("ssh.known_hosts", p->ssh_known_hosts);
+}
+
+static int check_transports(const AgentConfig *c) {
+        AgentMigPeer p;
+        int r = agent_config_migration_peer(c, "", &p);
+        if (r < 0 || (r = check_ssh_files(&p)) < 0)
+                return r;
+        for (size_t i = 0; i < c->n_migration_peers; i++) {
+                AgentMigPeer q;
+                if ((r = agent_config_migration_peer(c, "", &q)) < 0 ||
+                    (r = peer_entry(c, c->migration_peers[i], NULL, &q)) < 0 || (r = check_ssh_files(&q)) < 0)
+                        return r;
+        }
+        return 0;
+}
+
 static int validate(const AgentConfig *c) {
         char sh[SHOWN_MAX + 4];
         int r;
@@ -698,7 +827,7 @@ static int validate(const AgentConfig *c) {
         if (!streq(c->accel, "kvm") && !streq(c->accel, "tcg"))
                 return bad("accel", "must be kvm or tcg, not '%s'", text_shown(c->accel, sh));
         if ((r = check_tls(c)) < 0 || (r = check_image_roots(c)) < 0 || (r = check_qemu_user(c)) < 0 ||
-            (r = check_migration_stream(c)) < 0 || (r = check_metrics(c)) < 0)
+            (r = check_migration_stream(c)) < 0 || (r = check_metrics(c)) < 0 || (r = check_transports(c)) < 0)
                 return r;
         for (size_t i = 0; i < ELEMENTSOF(members); i++) {
                 const Member *m = &members[i];

@@ -23,7 +23,12 @@
  *     "qemu_chroot": "",                       (QEMU chroots here after start; "" = off)
  *     "migration_address": "10.0.0.1",         (where incoming streams listen; docs/migration.md)
  *     "migration_ports": "49152-49215",        (incoming streams: a random free port of these)
- *     "metrics_listen": "" }                   (Prometheus /metrics: "" = off, "127.0.0.1:9464")
+ *     "metrics_listen": "",                    (Prometheus /metrics: "" = off, "127.0.0.1:9464")
+ *     "migration_transport": "tls",            (outgoing streams: tls, ssh, or plain in dev_mode)
+ *     "ssh": { "user": "drover", "port": 22,   (the SSH transport: docs/migration.md)
+ *              "identity": "/etc/drover/ssh/id_ed25519",
+ *              "known_hosts": "/etc/drover/ssh/known_hosts" },
+ *     "migration_peers": ["10.0.0.2 transport=ssh ssh_port=2222"] }
  *
  * Unknown members, wrong types, relative paths, a missing QEMU binary, an
  * empty listen list, TLS files that do not exist, or neither TLS nor
@@ -50,6 +55,14 @@
  * (metrics_listen_parse()): the endpoint has no authentication, so keep it
  * on loopback unless a non-loopback address is what you mean to expose
  * (docs/operations.md, "Metrics").
+ * migration_transport is how this agent's outgoing streams travel when a
+ * Migrate request does not say: "" (tls with a certificate, plain in
+ * dev_mode), "tls" (not in dev_mode), "ssh", or "plain" (dev_mode only).
+ * migration_peers (at most 16) override it per destination host: "HOST"
+ * (the destination agent's host as Migrate names it) then any of
+ * transport=, ssh_host= (where the SSH session goes; default HOST),
+ * ssh_user=, ssh_port=, ssh_identity=, ssh_known_hosts=.  When any
+ * transport is ssh, its identity and known_hosts must be readable files.
  */
 #pragma once
 
@@ -57,8 +70,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "migparams.h"
+
 #define AGENT_MAX_LISTEN 8
 #define AGENT_MAX_IMAGE_ROOTS 8
+#define AGENT_MAX_MIG_PEERS 16
 
 typedef struct AgentConfig {
         char host[64];
@@ -96,6 +112,13 @@ typedef struct AgentConfig {
         char migration_address[64]; /* "" = derived (agent_config_migration_host()) */
         char migration_ports[16];   /* "LOW-HIGH"; agent_config_migration_ports() */
         char metrics_listen[64];    /* "" = no /metrics endpoint; metrics_listen_parse() */
+        char migration_transport[8]; /* "", "tls", "ssh", "plain"; agent_config_migration_peer() */
+        char ssh_user[64];
+        unsigned ssh_port;
+        char ssh_identity[256];
+        char ssh_known_hosts[256];
+        size_t n_migration_peers;
+        char migration_peers[AGENT_MAX_MIG_PEERS][384]; /* "HOST key=value ..." */
 } AgentConfig;
 
 /* Defaults (see above). */
@@ -124,5 +147,22 @@ int agent_config_validate(const AgentConfig *c);
  * copied into @buf as a bare IP literal.  0, or -EINVAL when none can be
  * derived. */
 int agent_config_migration_host(const AgentConfig *c, char *buf, size_t size);
+/* How outgoing streams reach one destination host (a validated config):
+ * migration_transport and the ssh section, with the migration_peers entry
+ * for that host over them. */
+typedef struct AgentMigPeer {
+        MigTransport transport; /* never DEFAULT */
+        char ssh_host[256];     /* where the SSH session goes */
+        char ssh_user[64];
+        unsigned ssh_port;
+        char ssh_identity[256];
+        char ssh_known_hosts[256];
+} AgentMigPeer;
+
+/* The settings for destination host @host (as the Migrate request names
+ * the destination agent, without the port) into *@ret.  0, or -EINVAL for
+ * an entry of migration_peers that does not parse (validation refuses
+ * those). */
+int agent_config_migration_peer(const AgentConfig *c, const char *host, AgentMigPeer *ret);
 /* migration_ports of a validated config as numbers: 0, or -EINVAL. */
 int agent_config_migration_ports(const AgentConfig *c, unsigned *ret_low, unsigned *ret_high);

@@ -6,7 +6,9 @@
  * owned by the operation id, persists `prepare`, starts QEMU with
  * -incoming defer (no lock held), seals the stream (TLS admitting only the
  * certificate that called Prepare, agent-stream.h) and listens on this
- * host's migration address and a random free port of its range; a retry of
+ * host's migration address and a random free port of its range (for the
+ * SSH transport on loopback: the source's tunnel arrives through this
+ * host's sshd); a retry of
  * the same operation gets the same answer.  Finish waits for the
  * stream, persists `finish` and starts the vCPUs (in post-copy it keeps the
  * job until the last page arrived), then sets the guest time.  Until finish,
@@ -201,21 +203,22 @@ out:
         return NULL;
 }
 
-/* Listen for the stream on this host's migration address and a random
- * free port of migration_ports (vm->lock held, MIGRATION_IN job of @op):
- * the first port is random, then the range is walked from there, so every
- * port is tried once; only "in use" moves on, any other failure ends it. */
-static int listen_on_free_port(Agent *a, Vm *vm, const char *op, MigStream *ret) {
-        char host[64];
+/* Listen for the stream on this host's migration address (loopback for
+ * transport @t SSH) and a random free port of migration_ports (vm->lock
+ * held, MIGRATION_IN job of @op): the first port is random, then the range
+ * is walked from there, so every port is tried once; only "in use" moves
+ * on, any other failure ends it. */
+static int listen_on_free_port(Agent *a, Vm *vm, const char *op, MigTransport t, MigStream *ret) {
+        char host[64] = "127.0.0.1";
         unsigned lo, hi;
-        int r = agent_config_migration_host(&a->cfg, host, sizeof(host));
+        int r = t == MIG_TRANSPORT_SSH ? 0 : agent_config_migration_host(&a->cfg, host, sizeof(host));
         if (r < 0 || (r = agent_config_migration_ports(&a->cfg, &lo, &hi)) < 0)
                 return r;
         unsigned first = agent_stream_first_port(lo, hi), n = hi - lo + 1;
         r = -EADDRINUSE;
         for (unsigned i = 0; i < n; i++) {
                 MigStream s;
-                if ((r = mig_stream_set(&s, host, lo + (first - lo + i) % n, agent_stream_tls(a))) < 0)
+                if ((r = mig_stream_set(&s, host, lo + (first - lo + i) % n, t)) < 0)
                         return r;
                 r = VM_NESTED_CALL(vm, ASYNC_JOB_MIGRATION_IN, op, "migrate-incoming", qmp_migrate_incoming(mon_, -1, s.uri));
                 if (r >= 0) {
@@ -233,12 +236,15 @@ int agent_migrate_prepare(Agent *a, const char *op, const char *definition_json,
                           const char *source_addr, const char *source_dn, MigStream *ret) {
         GuestDef def;
         Vm *vm;
+        MigTransport t;
         bool created = false;
         int r;
 
         if ((r = guest_def_parse(definition_json, strlen(definition_json), &def)) < 0)
                 return r;
-        if (agent_stream_tls(a) && (!source_dn || !source_dn[0]))
+        if ((r = agent_stream_incoming_transport(a, p->transport, &t)) < 0)
+                return err_prefix(r, "prepare");
+        if (t == MIG_TRANSPORT_TLS && (!source_dn || !source_dn[0]))
                 return err_set(-EACCES, "prepare: the stream is sealed with the caller's certificate, and the "
                                "call carries none");
         vm = find_by_uuid(a, def.uuid);
@@ -246,7 +252,7 @@ int agent_migrate_prepare(Agent *a, const char *op, const char *definition_json,
                 vm_lock(vm);
                 /* idempotent: the same op asks again */
                 if (job_async_owned_by(vm, ASYNC_JOB_MIGRATION_IN, op) && vm->mig.uri[0]) {
-                        r = mig_stream_from_uri(vm->mig.uri, agent_stream_tls(a), ret);
+                        r = mig_stream_from_uri(vm->mig.uri, t, ret);
                         vm_unlock(vm);
                         vm_unref(vm);
                         return r;
@@ -323,10 +329,10 @@ int agent_migrate_prepare(Agent *a, const char *op, const char *definition_json,
                            qmp_migrate_set_parameters(mon_, -1, &mp));
         }
         /* sealed: only the certificate that called Prepare may stream */
-        if (r >= 0 && agent_stream_tls(a))
+        if (r >= 0 && t == MIG_TRANSPORT_TLS)
                 r = agent_stream_tls_setup_locked(a, vm, ASYNC_JOB_MIGRATION_IN, op, source_dn, NULL);
         if (r >= 0)
-                r = listen_on_free_port(a, vm, op, ret);
+                r = listen_on_free_port(a, vm, op, t, ret);
         vm_unlock(vm);
         if (r < 0)
                 goto fail_job;
@@ -334,6 +340,9 @@ int agent_migrate_prepare(Agent *a, const char *op, const char *definition_json,
         if (ret->tls)
                 agent_emit(a, vm, "migration", "incoming migration %s prepared on %s (TLS, admitting only %s)", op,
                            ret->uri, source_dn);
+        else if (t == MIG_TRANSPORT_SSH)
+                agent_emit(a, vm, "migration", "incoming migration %s prepared on %s (SSH: the source tunnels "
+                           "through this host's sshd)", op, ret->uri);
         else {
                 log_warning("guest %s, migration %s: dev_mode: the incoming stream on %s is PLAINTEXT and "
                             "unauthenticated", vm->name, op, ret->uri);

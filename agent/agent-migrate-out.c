@@ -9,7 +9,10 @@
  * to the convergence policy of core/converge.h, whose decision it executes,
  * `migrate-continue` at pre-switchover, and a liveness check of the
  * destination agent), persists perform_done, calls MigrateFinish, and
- * confirms (the source QEMU stops and the guest's record goes).  A failed
+ * confirms (the source QEMU stops and the guest's record goes).  With the
+ * SSH transport the thread opens the tunnel after prepare (no lock held;
+ * agent-stream-ssh.c pumps it on a thread of its own) and closes it when
+ * the migration ended, whatever the outcome.  A failed
  * finish is handled by finish_failed() (docs/recovery.md, "Ambiguity
  * policy").  Failures are settled by mig_settle() (agent-migrate-settle.c),
  * whose resume of the source puts the settings back with
@@ -67,11 +70,33 @@ typedef struct Source {
         char dest[256];         /* immutable: the destination agent's HOST:PORT */
         char dest_name[200];    /* immutable: its host part, the name its certificate is checked for */
         MigStream stream;       /* migration thread only: where the destination listens (prepare's answer) */
+        AgentMigPeer route;     /* immutable: the transport (never DEFAULT) and its SSH settings */
+        SshTunnel *tunnel;      /* migration thread only: the SSH transport's tunnel, NULL otherwise */
+        char sock[330];         /* migration thread only: the tunnel's socket, <run_dir>/<name>.mig */
         MigParams p;            /* immutable; defaults applied, validated */
         char *definition;       /* immutable; owned */
         uint64_t mem_mib;       /* immutable */
         bool waiter;            /* unused */
 } Source;
+
+/* The SSH transport: the tunnel from a unix socket for this guest's QEMU
+ * to the destination's loopback listener (agent-stream-ssh.c).  No lock
+ * held during the network steps. */
+static int open_tunnel(Source *s) {
+        uid_t uid;
+        gid_t gid;
+        int r = agent_stream_qemu_ids(s->a, &uid, &gid);
+        if (r < 0)
+                return r;
+        vm_lock(s->vm);
+        pid_t pid = s->vm->pid;
+        snprintf(s->sock, sizeof(s->sock), "%s/%s.mig", s->a->cfg.run_dir, s->vm->name);
+        vm_unlock(s->vm);
+        if (pid <= 0)
+                return err_set(-ESRCH, "the source QEMU is gone");
+        /* the destination's host as the session's end sees it: its loopback */
+        return agent_stream_ssh_open(&s->route, s->stream.host, s->stream.port, s->sock, uid, gid, pid, &s->tunnel);
+}
 
 static int set_params(Vm *vm, const char *op, const MigrationParams *mp) {
         return VM_NESTED_CALL(vm, ASYNC_JOB_MIGRATION_OUT, op, "migrate-set-parameters",
@@ -414,14 +439,19 @@ static void *source_thread(void *arg) {
         r = agent_peer_open(a, s->dest, &peer);
         if (r >= 0)
                 r = agent_peer_prepare(peer, s->op, s->definition, &s->p, advertised_address(a), 60000, &s->stream);
-        /* both ends seal the stream, or neither (dev_mode) */
-        if (r >= 0 && s->stream.tls != agent_stream_tls(a))
-                r = err_set(-EPROTO, "the destination listens for a %s stream, and this agent %s",
-                            s->stream.tls ? "TLS" : "PLAINTEXT",
-                            agent_stream_tls(a) ? "requires TLS" : "has no certificate (dev_mode)");
+        /* both ends use the transport asked for (an older destination
+         * answers TLS or plain, whatever it was asked) */
+        if (r >= 0 && s->stream.transport != s->p.transport)
+                r = err_set(-EPROTO, "the destination listens for a %s stream, and this migration uses %s",
+                            mig_transport_to_string(s->stream.transport), mig_transport_to_string(s->p.transport));
+        const char *stage = "prepare";
+        if (r >= 0 && s->p.transport == MIG_TRANSPORT_SSH) {
+                stage = "the SSH tunnel to";
+                r = open_tunnel(s);
+        }
         if (r < 0) {
                 char why[ERR_MSG_MAX];
-                snprintf(why, sizeof(why), "prepare on %s failed: %s", s->dest, err_str(r));
+                snprintf(why, sizeof(why), "%s %s failed: %s", stage, s->dest, err_str(r));
                 if (peer)
                         (void) agent_peer_cancel(peer, s->op, vm->uuid, 5000);
                 vm_lock(vm);
@@ -432,12 +462,18 @@ static void *source_thread(void *arg) {
                 goto out;
         }
         vm_lock(vm);
-        snprintf(vm->mig.uri, sizeof(vm->mig.uri), "%s", s->stream.uri);
+        if (s->tunnel)
+                snprintf(vm->mig.uri, sizeof(vm->mig.uri), "unix:%.200s", s->sock); /* at most 107 bytes: a unix socket */
+        else
+                snprintf(vm->mig.uri, sizeof(vm->mig.uri), "%s", s->stream.uri);
         r = job_set_phase(vm, JOB_PHASE_PERFORM);
         vm_unlock(vm);
         if (s->stream.tls)
                 agent_migtable_event(t, s->m, "destination prepared %s (TLS, its certificate checked for %s)",
                                      s->stream.uri, s->dest_name);
+        else if (s->tunnel)
+                agent_migtable_event(t, s->m, "destination prepared %s, reached through SSH (%s)", s->stream.uri,
+                                     agent_stream_ssh_describe(s->tunnel));
         else {
                 log_warning("migration %s of %s: dev_mode: the stream to %s is PLAINTEXT and unauthenticated", s->op,
                             vm->name, s->stream.uri);
@@ -461,7 +497,8 @@ static void *source_thread(void *arg) {
         }
         if (pr < 0) {
                 char why[ERR_MSG_MAX];
-                snprintf(why, sizeof(why), "%s", err_str(pr));
+                const char *terr = agent_stream_ssh_error(s->tunnel);
+                snprintf(why, sizeof(why), "%s%s%s", err_str(pr), terr ? "; the SSH tunnel: " : "", terr ? terr : "");
                 log_warning("migration %s of %s failed in perform: %s", s->op, vm->name, why);
                 int sr = mig_settle(a, vm, s->op, s->dest); /* perform: resume the source, drop the destination */
                 /* Before perform_done the destination can never have run
@@ -536,6 +573,7 @@ static void *source_thread(void *arg) {
         log_info("migration %s of %s completed", s->op, vm->name);
 
 out:
+        agent_stream_ssh_close(s->tunnel);
         agent_peer_close(peer);
         free(s->definition);
         vm_unref(vm);
@@ -563,6 +601,11 @@ int agent_migrate(Agent *a, Vm *vm, const char *op, const char *dest_addr, const
         snprintf(s->op, sizeof(s->op), "%s", op);
         snprintf(s->dest, sizeof(s->dest), "%s", dest_addr);
         host_of(dest_addr, s->dest_name, sizeof(s->dest_name));
+        if ((r = agent_stream_outgoing(a, s->dest_name, p.transport, &s->route)) < 0) {
+                free(s);
+                return err_prefix(r, "cannot migrate %s to %s", vm->name, dest_addr);
+        }
+        s->p.transport = s->route.transport; /* the destination is told, never left to guess */
         s->mem_mib = ((AgentVm *) vm->ops.opaque)->def.memory_mib;
 
         /* begin: checks, the async job, original parameters, persisted */

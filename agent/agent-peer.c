@@ -362,7 +362,10 @@ int agent_peer_prepare(AgentPeer *p, const char *op, const char *definition_json
         if (r < 0)
                 return r;
         /* host and port as answered: an older destination sends only a URI */
-        if ((r = mig_stream_set(ret, resp->host ? resp->host : "", resp->port, resp->tls)) < 0)
+        MigTransport t = (MigTransport) resp->transport;
+        if (t == MIG_TRANSPORT_DEFAULT) /* an agent older than the field */
+                t = resp->tls ? MIG_TRANSPORT_TLS : MIG_TRANSPORT_PLAIN;
+        if ((r = mig_stream_set(ret, resp->host ? resp->host : "", resp->port, t)) < 0)
                 r = err_prefix(-EPROTO, "the destination answered no usable stream address (an agent older "
                                "than its peer?)");
         drover__v1__migrate_prepare_response__free_unpacked(resp, NULL);

@@ -218,6 +218,7 @@ RpcCode h_prepare(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *re
         resp->host = rpc_call_strdup(c, s.host);
         resp->port = s.port;
         resp->tls = s.tls;
+        resp->transport = (Drover__V1__MigrationTransport) s.transport;
         return arpc_end(&h, RPC_OK);
 }
 

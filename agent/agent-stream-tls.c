@@ -59,23 +59,6 @@ int agent_stream_tls_dn(const char *pem, char *buf, size_t size) {
         return 0;
 }
 
-/* The user QEMU runs as: its ids in *@ret_uid/@ret_gid, or -1 for both
- * when the agent is not root (QEMU then runs as the agent's own user). */
-static int qemu_ids(const Agent *a, uid_t *ret_uid, gid_t *ret_gid) {
-        char buf[4096];
-        struct passwd pw, *found = NULL;
-        *ret_uid = (uid_t) -1;
-        *ret_gid = (gid_t) -1;
-        if (geteuid() != 0 || !a->cfg.qemu_user[0])
-                return 0;
-        int e = getpwnam_r(a->cfg.qemu_user, &pw, buf, sizeof(buf), &found);
-        if (!found)
-                return err_set(e ? -e : -ENOENT, "qemu_user '%s' is not a user on this host", a->cfg.qemu_user);
-        *ret_uid = pw.pw_uid;
-        *ret_gid = pw.pw_gid;
-        return 0;
-}
-
 /* Whether a process of @uid with groups @gids may search the folder @st. */
 static bool searchable(const struct stat *st, uid_t uid, const gid_t *gids, int n_gids) {
         if (st->st_uid == uid)
@@ -169,7 +152,7 @@ static int creds_dir_make(const Agent *a, const char *op, bool server, char *dir
         const char *from[3] = { a->cfg.tls_ca, a->cfg.tls_cert, a->cfg.tls_key };
         uid_t uid;
         gid_t gid;
-        int r = qemu_ids(a, &uid, &gid);
+        int r = agent_stream_qemu_ids(a, &uid, &gid);
         if (r < 0)
                 return r;
         snprintf(dir, size, "%s/mtls-%s", a->cfg.run_dir, op);

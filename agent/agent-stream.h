@@ -12,14 +12,25 @@
  * authz-simple object holding that certificate's DN).  Plain streams only
  * in dev_mode, logged at every migration.
  *
- * agent-stream.c holds addresses and ports, agent-stream-tls.c the TLS
- * objects (the only file that includes GnuTLS).
+ * Other transports (docs/migration.md, "Stream transports"), chosen per
+ * migration (MigParams.transport) or by the source agent's config per
+ * destination host: plain TCP in dev_mode only, and SSH for sites without a
+ * PKI: the destination's QEMU listens on its loopback, the source agent
+ * opens an SSH session to the destination host (known_hosts checked, key
+ * authentication only) and pumps the stream between a unix socket its own
+ * QEMU migrates to and a direct-tcpip channel to that loopback listener.
+ *
+ * agent-stream.c holds addresses, ports and the choice of transport,
+ * agent-stream-tls.c the TLS objects (the only file that includes GnuTLS),
+ * agent-stream-ssh.c the SSH tunnel (the only file that includes libssh).
  */
 #pragma once
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/types.h>
 
+#include "agent-config.h"
 #include "agent.h"
 #include "job.h"
 #include "vm.h"
@@ -29,15 +40,32 @@ typedef struct MigStream {
         char host[64];   /* an IP literal, no brackets */
         unsigned port;
         bool tls;        /* QEMU TLS with the Prepare caller's certificate only */
+        MigTransport transport; /* never DEFAULT; SSH: host is the destination's loopback */
         char uri[96];    /* "tcp:HOST:PORT" or "tcp:[V6]:PORT" */
 } MigStream;
 
-/* Fill @s from @host (an IP literal) and @port, with its URI.  0, or
- * -EINVAL when @host is not an IP literal or @port is 0 or above 65535
- * (an answer from a peer is checked with this). */
-int mig_stream_set(MigStream *s, const char *host, unsigned port, bool tls);
-/* Parse a URI mig_stream_set() made back into @s (tls as given). */
-int mig_stream_from_uri(const char *uri, bool tls, MigStream *ret);
+/* Fill @s from @host (an IP literal), @port and transport @t (tls is
+ * @t == MIG_TRANSPORT_TLS), with its URI.  0, or -EINVAL when @host is not
+ * an IP literal, @port is 0 or above 65535 or @t is DEFAULT or unknown (an
+ * answer from a peer is checked with this). */
+int mig_stream_set(MigStream *s, const char *host, unsigned port, MigTransport t);
+/* Parse a URI mig_stream_set() made back into @s (transport as given). */
+int mig_stream_from_uri(const char *uri, MigTransport t, MigStream *ret);
+/* Destination: the transport an incoming stream uses when the source asks
+ * for @asked: DEFAULT (an older source) is TLS with a certificate, plain in
+ * dev_mode; TLS needs a certificate, PLAIN dev_mode; SSH is always
+ * possible (the listener is on loopback).  *@ret, or -EPERM saying why. */
+int agent_stream_incoming_transport(const Agent *a, MigTransport asked, MigTransport *ret);
+/* Source: how a stream to destination host @dest_host travels when the
+ * request asked for @asked (DEFAULT: the config's choice for that host):
+ * the settings into *@ret.  0, or -EPERM / -EINVAL saying why not (plain
+ * outside dev_mode, TLS without a certificate, SSH without its files or
+ * with qemu_chroot, whose QEMU cannot reach the tunnel's socket). */
+int agent_stream_outgoing(const Agent *a, const char *dest_host, MigTransport asked, AgentMigPeer *ret);
+/* The user QEMU runs as: its ids in *@ret_uid/@ret_gid, or -1 for both
+ * when the agent is not root (QEMU then runs as the agent's own user).
+ * 0 or -ENOENT when qemu_user is not a user here. */
+int agent_stream_qemu_ids(const Agent *a, uid_t *ret_uid, gid_t *ret_gid);
 /* Whether this agent's streams use TLS: whenever the agent has a
  * certificate (it is not in dev_mode). */
 bool agent_stream_tls(const Agent *a);
@@ -76,3 +104,33 @@ int agent_stream_tls_check_run_dir(const AgentConfig *cfg);
  * fine).  vm->lock held, async job @t of @op.  The parameters are put back
  * by mig_restore_settings_locked(). */
 void agent_stream_tls_drop_locked(Vm *vm, AsyncJobType t, const char *op);
+
+/* ---- SSH (agent-stream-ssh.c) ---- */
+
+/* One SSH tunnel of an outgoing migration: a session to the destination
+ * host, a unix socket only the source's QEMU may connect to, and a pump
+ * thread moving bytes both ways between each accepted connection and a
+ * direct-tcpip channel of its own (several with multifd). */
+typedef struct SshTunnel SshTunnel;
+
+/* Open the tunnel (no lock held: network I/O, up to 10 s per step):
+ * connect to @peer's ssh_host:ssh_port, check its host key against
+ * ssh_known_hosts (anything but a match is -EACCES naming the host and the
+ * key's SHA256 fingerprint), authenticate as ssh_user with ssh_identity
+ * (keys only), open a direct-tcpip channel to @fwd_host:@fwd_port (as the
+ * destination sees it) to prove the forward is allowed, listen on unix
+ * socket @sock_path (mode 0600, owned by @uid/@gid unless -1) admitting
+ * only process @qemu_pid (SO_PEERCRED), and start the pump thread.  0 and
+ * *@ret (the caller's; agent_stream_ssh_close() ends it), or -errno with
+ * the reason in err. */
+int agent_stream_ssh_open(const AgentMigPeer *peer, const char *fwd_host, unsigned fwd_port, const char *sock_path,
+                          uid_t uid, gid_t gid, pid_t qemu_pid, SshTunnel **ret);
+/* "user@host:port, host key SHA256:..." of an open tunnel (for events). */
+const char *agent_stream_ssh_describe(const SshTunnel *t);
+/* The error that ended the pump thread early, or NULL while it has none
+ * (any thread: published once, before the thread ends). */
+const char *agent_stream_ssh_error(const SshTunnel *t);
+/* Stop the pump thread (flag + wakeup; after 5 s the session's socket is
+ * shut down under it), join it, close every channel and connection, the
+ * session and the socket file.  Accepts NULL. */
+void agent_stream_ssh_close(SshTunnel *t);

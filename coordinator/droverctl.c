@@ -30,14 +30,15 @@
 enum {
         OPT_COORDINATOR, OPT_TLS_CERT, OPT_TLS_KEY, OPT_TLS_CA, OPT_JSON, OPT_TIMEOUT, OPT_HELP, OPT_VERSION,
         OPT_WAIT, OPT_CANCEL_ON_INTERRUPT, OPT_DRY_RUN, OPT_TO, OPT_MAINTENANCE, OPT_STOP_ON_FAILURE,
-        OPT_BANDWIDTH, OPT_DOWNTIME, OPT_POSTCOPY, OPT_AUTO_CONVERGE, OPT_MAX_,
+        OPT_BANDWIDTH, OPT_DOWNTIME, OPT_POSTCOPY, OPT_AUTO_CONVERGE, OPT_TRANSPORT, OPT_MAX_,
 };
 #define BIT(o) (1u << (o))
 #define GLOBAL_OPTS                                                                                          \
         (BIT(OPT_COORDINATOR) | BIT(OPT_TLS_CERT) | BIT(OPT_TLS_KEY) | BIT(OPT_TLS_CA) | BIT(OPT_JSON) |     \
          BIT(OPT_TIMEOUT) | BIT(OPT_HELP) | BIT(OPT_VERSION))
 #define PARAM_OPTS \
-        (BIT(OPT_BANDWIDTH) | BIT(OPT_DOWNTIME) | BIT(OPT_POSTCOPY) | BIT(OPT_AUTO_CONVERGE) | BIT(OPT_STOP_ON_FAILURE))
+        (BIT(OPT_BANDWIDTH) | BIT(OPT_DOWNTIME) | BIT(OPT_POSTCOPY) | BIT(OPT_AUTO_CONVERGE) | BIT(OPT_STOP_ON_FAILURE) | \
+         BIT(OPT_TRANSPORT))
 #define FOLLOW_OPTS (BIT(OPT_WAIT) | BIT(OPT_CANCEL_ON_INTERRUPT) | BIT(OPT_DRY_RUN))
 
 static const struct option long_opts[] = {
@@ -58,6 +59,7 @@ static const struct option long_opts[] = {
         { "bandwidth", required_argument, NULL, 256 + OPT_BANDWIDTH },
         { "downtime", required_argument, NULL, 256 + OPT_DOWNTIME },
         { "postcopy", required_argument, NULL, 256 + OPT_POSTCOPY },
+        { "transport", required_argument, NULL, 256 + OPT_TRANSPORT },
         { "auto-converge", no_argument, NULL, 256 + OPT_AUTO_CONVERGE },
         { 0 },
 };
@@ -82,6 +84,7 @@ static const char *const opt_help[OPT_MAX_] = {
         [OPT_BANDWIDTH] = "--bandwidth MIBPS       0..1048576 MiB/s (0: the coordinator's default)",
         [OPT_DOWNTIME] = "--downtime MS           initial downtime limit, 1..60000 ms",
         [OPT_POSTCOPY] = "--postcopy allowed|after  switch to post-copy when allowed, or after the first pass",
+        [OPT_TRANSPORT] = "--transport tls|ssh|plain  the migration stream (default: each source agent's config)",
         [OPT_AUTO_CONVERGE] = "--auto-converge         throttle the guest's vCPUs when it does not converge",
 };
 
@@ -257,6 +260,15 @@ static bool set_option(int id, const char *val) {
                 dctl_opt.params.postcopy = (PostcopyPolicy) postcopy_policy_from_string(val);
                 return true;
         case OPT_AUTO_CONVERGE: dctl_opt.params.auto_converge = true; return true;
+        case OPT_TRANSPORT: {
+                int t = mig_transport_from_string(val); /* core/migparams.h */
+                if (t <= MIG_TRANSPORT_DEFAULT) {
+                        fprintf(stderr, "droverctl: --transport: '%s' is not 'tls', 'ssh' or 'plain'\n", val);
+                        return false;
+                }
+                dctl_opt.params.transport = (MigTransport) t;
+                return true;
+        }
         default: return true; /* --help, --version: main() */
         }
 }

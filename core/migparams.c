@@ -24,6 +24,24 @@ int postcopy_policy_from_string(const char *s) {
         return -1;
 }
 
+static const char *const mig_transport_names[_MIG_TRANSPORT_MAX] = {
+        [MIG_TRANSPORT_DEFAULT] = "default",
+        [MIG_TRANSPORT_TLS] = "tls",
+        [MIG_TRANSPORT_SSH] = "ssh",
+        [MIG_TRANSPORT_PLAIN] = "plain",
+};
+
+const char *mig_transport_to_string(MigTransport t) {
+        return t >= 0 && t < _MIG_TRANSPORT_MAX ? mig_transport_names[t] : "unknown";
+}
+
+int mig_transport_from_string(const char *s) {
+        for (int i = 0; i < _MIG_TRANSPORT_MAX; i++)
+                if (strcmp(s, mig_transport_names[i]) == 0)
+                        return i;
+        return -1;
+}
+
 void mig_params_defaults(MigParams *p) {
         if (!p->downtime_ms)
                 p->downtime_ms = 300;
@@ -55,6 +73,8 @@ int mig_params_validate(const MigParams *p) {
                 return err_set(-EINVAL, "params: 'multifd_channels' must be at most 64");
         if (p->progress_timeout_s > 3600 || p->completion_s_per_gib > 86400)
                 return err_set(-EINVAL, "params: timeouts out of range");
+        if ((unsigned) p->transport >= _MIG_TRANSPORT_MAX)
+                return err_set(-EINVAL, "params: 'transport' must be default, tls, ssh or plain");
         return 0;
 }
 
@@ -70,7 +90,10 @@ int mig_params_to_json(const MigParams *p, char *buf, size_t size) {
             json_add_u64(o, "multifd_channels", p->multifd_channels) < 0 ||
             json_add_u64(o, "completion_s_per_gib", p->completion_s_per_gib) < 0 ||
             json_add_u64(o, "progress_timeout_s", p->progress_timeout_s) < 0 ||
-            json_add_bool(o, "skip_time_sync", p->skip_time_sync) < 0 || json_to_string(o, false, &text) < 0)
+            json_add_bool(o, "skip_time_sync", p->skip_time_sync) < 0 ||
+            (p->transport != MIG_TRANSPORT_DEFAULT &&
+             json_add_string(o, "transport", mig_transport_to_string(p->transport)) < 0) ||
+            json_to_string(o, false, &text) < 0)
                 return err_set(-ENOMEM, "out of memory");
         if (strlen(text) >= size)
                 return err_set(-ENOBUFS, "parameters do not fit %zu bytes", size);
@@ -103,10 +126,27 @@ static int read_postcopy(const JsonNode *obj, PostcopyPolicy *ret) {
         return 0;
 }
 
+static int read_transport(const JsonNode *obj, MigTransport *ret) {
+        char sh[SHOWN_MAX + 4];
+        const char *name;
+        JsonNode m;
+        int r = json_member(obj, "transport", false, &m);
+
+        if (r <= 0)
+                return r;
+        if ((r = json_read_string_ref(&m, &name, NULL)) < 0)
+                return r;
+        if ((r = mig_transport_from_string(name)) < 0)
+                return err_set(-EINVAL, "'%s' must be default, tls, ssh or plain, not '%s'", m.path,
+                               text_shown(name, sh));
+        *ret = (MigTransport) r;
+        return 0;
+}
+
 int mig_params_read_json(const JsonNode *obj, MigParams *p) {
         static const char *const known[] = {
                 "bandwidth", "downtime_ms", "max_downtime_ms", "auto_converge", "postcopy", "postcopy_after_s",
-                "multifd_channels", "completion_s_per_gib", "progress_timeout_s", "skip_time_sync", NULL,
+                "multifd_channels", "completion_s_per_gib", "progress_timeout_s", "skip_time_sync", "transport", NULL,
         };
         MigParams q = *p;
         int r;
@@ -122,7 +162,8 @@ int mig_params_read_json(const JsonNode *obj, MigParams *p) {
             (r = json_get_u32(obj, "multifd_channels", false, 0, UINT32_MAX, &q.multifd_channels)) < 0 ||
             (r = json_get_u32(obj, "completion_s_per_gib", false, 0, UINT32_MAX, &q.completion_s_per_gib)) < 0 ||
             (r = json_get_u32(obj, "progress_timeout_s", false, 0, UINT32_MAX, &q.progress_timeout_s)) < 0 ||
-            (r = json_get_bool(obj, "skip_time_sync", false, &q.skip_time_sync)) < 0)
+            (r = json_get_bool(obj, "skip_time_sync", false, &q.skip_time_sync)) < 0 ||
+            (r = read_transport(obj, &q.transport)) < 0)
                 return r;
         *p = q;
         return 0;

@@ -28,6 +28,21 @@ const char *postcopy_policy_to_string(PostcopyPolicy p);
 /* -1 for an unknown name */
 int postcopy_policy_from_string(const char *s);
 
+/* How the stream travels (docs/migration.md, "Stream transports"); the
+ * numbers are agent.proto's MigrationTransport. */
+typedef enum MigTransport {
+        MIG_TRANSPORT_DEFAULT, /* the source agent's config decides */
+        MIG_TRANSPORT_TLS,
+        MIG_TRANSPORT_SSH,
+        MIG_TRANSPORT_PLAIN,   /* dev_mode only */
+        _MIG_TRANSPORT_MAX,
+} MigTransport;
+
+/* "default", "tls", "ssh", "plain" */
+const char *mig_transport_to_string(MigTransport t);
+/* -1 for an unknown name */
+int mig_transport_from_string(const char *s);
+
 typedef struct MigParams {
         uint64_t bandwidth;              /* bytes/s; 0 = unlimited */
         uint32_t downtime_ms;            /* initial limit */
@@ -39,6 +54,7 @@ typedef struct MigParams {
         uint32_t completion_s_per_gib;
         uint32_t progress_timeout_s;
         bool skip_time_sync;
+        MigTransport transport;
 } MigParams;
 
 /* The default of completion_s_per_gib (docs/migration.md says why). */
@@ -66,10 +82,12 @@ int mig_params_validate(const MigParams *p);
  *   { "bandwidth": 0, "downtime_ms": 300, "max_downtime_ms": 2000,
  *     "auto_converge": false, "postcopy": "never", "postcopy_after_s": 0,
  *     "multifd_channels": 0, "completion_s_per_gib": 150,
- *     "progress_timeout_s": 30, "skip_time_sync": false }
+ *     "progress_timeout_s": 30, "skip_time_sync": false, "transport": "ssh" }
  * Every member is optional (absent = 0, the default).  "postcopy" is a
  * PostcopyPolicy name; the integers of agent.proto's PostcopyMode (0, 1, 2),
- * which stored jobs and configurations used before, are read too.  Reading
+ * which stored jobs and configurations used before, are read too.
+ * "transport" is a MigTransport name, written only when not "default" (so
+ * documents of older versions read and compare alike).  Reading
  * checks types and integer ranges (uint32 members, uint64 bandwidth);
  * mig_params_validate() checks the limits. */
 #define MIG_PARAMS_JSON_MAX 512

@@ -17,6 +17,7 @@ void mig_params_to_pb(const MigParams *in, Drover__V1__MigrationParams *out) {
         out->completion_timeout_s_per_gib = in->completion_s_per_gib;
         out->progress_timeout_s = in->progress_timeout_s;
         out->skip_time_sync = in->skip_time_sync;
+        out->transport = (Drover__V1__MigrationTransport) in->transport; /* the same numbers */
 }
 
 void mig_params_from_pb(const Drover__V1__MigrationParams *in, MigParams *out) {
@@ -35,4 +36,6 @@ void mig_params_from_pb(const Drover__V1__MigrationParams *in, MigParams *out) {
         out->completion_s_per_gib = in->completion_timeout_s_per_gib;
         out->progress_timeout_s = in->progress_timeout_s;
         out->skip_time_sync = in->skip_time_sync;
+        /* an unknown number (a newer peer) is kept: mig_params_validate() refuses it */
+        out->transport = (MigTransport) in->transport;
 }

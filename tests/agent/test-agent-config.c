@@ -521,6 +521,84 @@ static void test_metrics_listen(void **state) {
         }
 }
 
+/* migration_transport, the ssh section and migration_peers: the choice per
+ * destination host, and what validation refuses. */
+static void test_migration_transports(void **state) {
+        AgentConfig c = good(); /* dev_mode */
+        AgentMigPeer p;
+        char want[600];
+
+        /* defaults: plain in dev_mode, tls with a certificate */
+        assert_int_equal(agent_config_migration_peer(&c, "10.0.0.2", &p), 0);
+        assert_int_equal(p.transport, MIG_TRANSPORT_PLAIN);
+        c = with_tls();
+        assert_int_equal(agent_config_migration_peer(&c, "10.0.0.2", &p), 0);
+        assert_int_equal(p.transport, MIG_TRANSPORT_TLS);
+        assert_string_equal(p.ssh_host, "10.0.0.2");
+        assert_string_equal(p.ssh_user, "drover");
+        assert_int_equal(p.ssh_port, 22);
+
+        /* plain outside dev_mode, tls in it, an unknown name */
+        assert_int_equal(agent_config_set(&c, "migration_transport", "plain"), 0);
+        expect_invalid(&c, "config: 'migration_transport' is plain, which only dev_mode allows");
+        c = good();
+        assert_int_equal(agent_config_set(&c, "migration_transport", "tls"), 0);
+        expect_invalid(&c, "config: 'migration_transport' is tls, and dev_mode has no certificate for it");
+        assert_int_equal(agent_config_set(&c, "migration_transport", "scp"), 0);
+        expect_invalid(&c, "config: 'migration_transport' must be tls, ssh or plain, not 'scp'");
+
+        /* ssh needs its files */
+        c = with_tls();
+        assert_int_equal(agent_config_set(&c, "migration_transport", "ssh"), 0);
+        expect_invalid(&c, "config: 'ssh.identity' is empty");
+        assert_int_equal(agent_config_set(&c, "ssh.identity", key), 0);
+        snprintf(want, sizeof(want), "config: 'ssh.known_hosts' file '%s/none' does not exist", tmp);
+        assert_int_equal(agent_config_set(&c, "ssh.known_hosts", tu_path(tmp, "none")), 0);
+        expect_invalid(&c, want);
+        assert_int_equal(agent_config_set(&c, "ssh.known_hosts", ca), 0);
+        assert_int_equal(agent_config_validate(&c), 0);
+
+        /* per-peer overrides: the entry for the host, over the defaults */
+        assert_int_equal(agent_config_set(&c, "migration_transport", "tls"), 0);
+        assert_int_equal(agent_config_set(&c, "migration_peers",
+                                          "10.0.0.9 transport=ssh ssh_host=bastion ssh_port=2222 ssh_user=mig,"
+                                          "10.0.0.7 transport=tls"), 0);
+        assert_int_equal(agent_config_validate(&c), 0);
+        assert_int_equal(agent_config_migration_peer(&c, "10.0.0.9", &p), 0);
+        assert_int_equal(p.transport, MIG_TRANSPORT_SSH);
+        assert_string_equal(p.ssh_host, "bastion");
+        assert_string_equal(p.ssh_user, "mig");
+        assert_int_equal(p.ssh_port, 2222);
+        assert_string_equal(p.ssh_identity, key);
+        assert_int_equal(agent_config_migration_peer(&c, "10.0.0.7", &p), 0);
+        assert_int_equal(p.transport, MIG_TRANSPORT_TLS);
+        assert_int_equal(agent_config_migration_peer(&c, "10.0.0.99", &p), 0);
+        assert_int_equal(p.transport, MIG_TRANSPORT_TLS);
+        assert_string_equal(p.ssh_host, "10.0.0.99");
+
+        /* bad entries */
+        static const struct {
+                const char *entry, *detail;
+        } bad[] = {
+                { "10.0.0.9 ssh_port=0", "config: 'migration_peers' ssh_port must be 1..65535, not '0'" },
+                { "10.0.0.9 port=22", "config: 'migration_peers' knows transport, ssh_host, ssh_user, ssh_port, "
+                                      "ssh_identity and ssh_known_hosts, not 'port'" },
+                { "10.0.0.9 transport", "config: 'migration_peers' options are key=value, not 'transport'" },
+                { "10.0.0.9 transport=plain", "config: 'migration_peers transport' is plain, which only dev_mode allows" },
+                { " 10.0.0.9", "config: 'migration_peers' entries begin with a host, not ' 10.0.0.9'" },
+        };
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+                assert_int_equal(agent_config_set(&c, "migration_peers", bad[i].entry), 0);
+                expect_invalid(&c, bad[i].detail);
+        }
+        /* an ssh peer with a known_hosts file that is not there */
+        c = with_tls();
+        snprintf(want, sizeof(want), "10.0.0.9 transport=ssh ssh_identity=%s ssh_known_hosts=%s/none", key, tmp);
+        assert_int_equal(agent_config_set(&c, "migration_peers", want), 0);
+        snprintf(want, sizeof(want), "config: 'ssh.known_hosts' file '%s/none' does not exist", tmp);
+        expect_invalid(&c, want);
+}
+
 static void test_load_errors(void **state) {
         AgentConfig c, before;
         const char *path = tu_path(tmp, "bad.json");
@@ -721,6 +799,7 @@ int main(void) {
                 cmocka_unit_test(test_listen_forms),
                 cmocka_unit_test(test_migration_stream),
                 cmocka_unit_test(test_metrics_listen),
+                cmocka_unit_test(test_migration_transports),
                 cmocka_unit_test(test_load_errors),
                 cmocka_unit_test(test_set),
                 cmocka_unit_test(test_image_roots_and_qemu_user),

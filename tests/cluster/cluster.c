@@ -120,6 +120,10 @@ void cluster_up_env(Cluster *c, int n_hosts, const char *const env[]) {
                 char *old = getenv("TMPDIR") ? strdup(getenv("TMPDIR")) : NULL;
                 setenv("TMPDIR", "/tmp", 1);
                 snprintf(scratch, sizeof(scratch), "%s", tu_tmpdir("cl"));
+                /* QEMU, as qemu_user, passes through to run_dir (TLS
+                 * folders, the SSH tunnel's socket), as under /run */
+                if (chmod(scratch, 0711) < 0)
+                        fail_msg("chmod %s: %s", scratch, strerror(errno));
                 if (old) {
                         setenv("TMPDIR", old, 1);
                         free(old);

@@ -29,6 +29,7 @@ typedef struct FakeMig {
         char guest[64], op[64], dest[128];
         bool done, success;
         char error[256];
+        MigParams params; /* as the coordinator sent them */
 } FakeMig;
 
 typedef struct FakeHost {
@@ -166,6 +167,19 @@ unsigned fake_migrate_calls(const char *addr) {
         return n;
 }
 
+bool fake_migrate_params(const char *guest, MigParams *ret) {
+        bool found = false;
+        pthread_mutex_lock(&fake_mutex);
+        for (size_t i = 0; i < fake_n_hosts; i++)
+                for (size_t j = 0; j < fake_hosts[i].n_migs; j++)
+                        if (strcmp(fake_hosts[i].migs[j].guest, guest) == 0) {
+                                *ret = fake_hosts[i].migs[j].params;
+                                found = true;
+                        }
+        pthread_mutex_unlock(&fake_mutex);
+        return found;
+}
+
 const char *fake_guest_host(const char *guest) {
         const char *at = NULL;
         pthread_mutex_lock(&fake_mutex);
@@ -240,6 +254,7 @@ int agent_link_migrate(AgentLink *l, const char *guest, const char *op, const ch
                 snprintf(m->guest, sizeof(m->guest), "%s", g->name);
                 snprintf(m->op, sizeof(m->op), "%s", op);
                 snprintf(m->dest, sizeof(m->dest), "%s", dest_addr);
+                m->params = *p;
                 snprintf(g->async_job, sizeof(g->async_job), "migration-out");
         }
         pthread_mutex_unlock(&fake_mutex);

@@ -33,5 +33,8 @@ void fake_mig_end(const char *guest, bool success, const char *error, bool lands
 void fake_mig_forget(const char *guest);
 /* Migrate calls the host at @addr received (NULL: all hosts). */
 unsigned fake_migrate_calls(const char *addr);
+/* The parameters of the last Migrate call for @guest into *@ret; false
+ * when there was none. */
+bool fake_migrate_params(const char *guest, MigParams *ret);
 /* The host (address) @guest runs on now, or NULL. */
 const char *fake_guest_host(const char *guest);

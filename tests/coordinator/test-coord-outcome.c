@@ -298,6 +298,37 @@ static void test_job_ids_are_checked(void **state) {
         ch_free(c);
 }
 
+/* The stream transport of a MigrateGuests/Evacuate request reaches the
+ * source agent's Migrate unchanged (and is stored with the job); without
+ * one, Migrate says "default" and the source agent's config decides. */
+static void test_transport_is_passed_to_the_agent(void **state) {
+        const uint64_t mem[] = { 8 * GIB, 8 * GIB };
+        Coordinator *c = ch_new("coord-transport", 2, mem);
+        char id[STORE_ID_MAX];
+        MigParams got;
+        ch_guest("h1", "a1", 1 * GIB);
+        ch_guest("h1", "a2", 1 * GIB);
+        /* no parameters: "default" */
+        assert_int_equal(ch_migrate(c, "a1", "h2", id), 0);
+        ch_tick(c);
+        assert_true(fake_migrate_params("a1", &got));
+        assert_int_equal(got.transport, MIG_TRANSPORT_DEFAULT);
+        fake_mig_end("a1", true, NULL, true);
+        ch_tick(c);
+        /* an evacuation asking for ssh */
+        CoordJobRequest req = { .kind = COORD_JOB_KIND_EVACUATE, .host = "h1",
+                                .failure_policy = COORD_FAILURE_POLICY_CONTINUE, .have_params = true,
+                                .params = { .transport = MIG_TRANSPORT_SSH } };
+        CoordPlan plan;
+        assert_int_equal(coord_job_submit(c, &req, &plan, id), 0);
+        coord_plan_clear(&plan);
+        assert_non_null(strstr(ch_job(c, id).params_json, "\"transport\":\"ssh\""));
+        ch_tick(c);
+        assert_true(fake_migrate_params("a2", &got));
+        assert_int_equal(got.transport, MIG_TRANSPORT_SSH);
+        ch_free(c);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_forgotten_migration_settles_at_runtime),
@@ -306,6 +337,7 @@ int main(void) {
                 cmocka_unit_test(test_nothing_ends_before_it_is_stored),
                 cmocka_unit_test(test_ended_jobs_leave_memory),
                 cmocka_unit_test(test_job_ids_are_checked),
+                cmocka_unit_test(test_transport_is_passed_to_the_agent),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

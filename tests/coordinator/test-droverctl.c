@@ -754,6 +754,27 @@ static void test_host_set_sends_the_fields_given(void **state) {
         assert_int_equal(fake.update_calls, 1);
 }
 
+/* --transport reaches the request before or after the command; an
+ * unknown name (or "default") is a usage error and nothing is sent. */
+static void test_transport_option(void **state) {
+        for (int after = 0; after < 2; after++) {
+                char *out = NULL;
+                int st = after ? droverctl(&out, "migrate", "g1", "--transport", "ssh", NULL)
+                               : droverctl(&out, "--transport", "ssh", "migrate", "g1", NULL);
+                if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+                        fail_msg("--transport ssh refused: status %#x, output '%s'", st, out);
+                assert_int_equal(fake.got.transport, MIG_TRANSPORT_SSH);
+                free(out);
+                int calls = fake.migrate_calls;
+                st = after ? droverctl(&out, "migrate", "g1", "--transport", "default", NULL)
+                           : droverctl(&out, "--transport", "scp", "migrate", "g1", NULL);
+                if (!WIFEXITED(st) || WEXITSTATUS(st) != 2)
+                        fail_msg("a bad --transport was accepted: status %#x, output '%s'", st, out);
+                assert_int_equal(fake.migrate_calls, calls);
+                free(out);
+        }
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_piped_watch_of_many_long_names_prints_every_change),
@@ -769,6 +790,7 @@ int main(void) {
                 cmocka_unit_test(test_live_display_keeps_moving_guests_in_view),
                 cmocka_unit_test(test_interrupt_stops_the_watch_and_cancels_when_asked),
                 cmocka_unit_test(test_host_set_sends_the_fields_given),
+                cmocka_unit_test(test_transport_option),
         };
         return cmocka_run_group_tests(tests, setup, teardown);
 }

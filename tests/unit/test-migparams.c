@@ -2,11 +2,13 @@
  * timeout and MigrateFinish's limit, which the source uses as its call's
  * deadline and the destination as the bound of its own waits (the last
  * pages of a post-copy), so the two sides can never disagree about how long
- * a finish may take. */
+ * a finish may take; and the stream transport's JSON form. */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <cmocka.h>
 
 #include "converge.h"
@@ -73,12 +75,33 @@ static void test_finish_limit_postcopy_adds_the_completion_timeout(void **state)
                             mig_params_finish_limit_ms(&(MigParams){ .completion_s_per_gib = per }, 1, false));
 }
 
+/* "transport" is written only when chosen (older documents compare alike),
+ * read back by name, and an unknown name or number is refused. */
+static void test_transport_json_round_trip(void **state) {
+        char buf[MIG_PARAMS_JSON_MAX];
+        MigParams p = { 0 }, q;
+        assert_int_equal(mig_params_to_json(&p, buf, sizeof(buf)), 0);
+        assert_null(strstr(buf, "transport"));
+        for (int t = MIG_TRANSPORT_TLS; t < _MIG_TRANSPORT_MAX; t++) {
+                p.transport = (MigTransport) t;
+                assert_int_equal(mig_params_to_json(&p, buf, sizeof(buf)), 0);
+                assert_non_null(strstr(buf, mig_transport_to_string(p.transport)));
+                assert_int_equal(mig_params_from_json(buf, strlen(buf), &q), 0);
+                assert_int_equal(q.transport, t);
+        }
+        assert_int_equal(mig_params_from_json("{\"transport\":\"scp\"}", 19, &q), -EINVAL);
+        assert_int_equal(mig_params_from_json("{\"transport\":2}", 15, &q), -EINVAL);
+        p.transport = (MigTransport) 9; /* a newer peer's number */
+        assert_int_equal(mig_params_validate(&p), -EINVAL);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_completion_timeout_per_started_gib),
                 cmocka_unit_test(test_converge_uses_the_same_completion_timeout),
                 cmocka_unit_test(test_finish_limit_precopy_is_the_base),
                 cmocka_unit_test(test_finish_limit_postcopy_adds_the_completion_timeout),
+                cmocka_unit_test(test_transport_json_round_trip),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
