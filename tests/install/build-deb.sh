@@ -15,9 +15,13 @@ command -v dpkg-buildpackage >/dev/null || { echo "SKIP: dpkg-buildpackage is no
 command -v dh >/dev/null || { echo "SKIP: debhelper is not installed"; exit 77; }
 git -C "$src" rev-parse --verify -q HEAD >/dev/null || { echo "SKIP: $src is not a git checkout"; exit 77; }
 
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/drover-deb.XXXXXX")
+# One fixed folder per checkout, not a random one: dpkg-buildflags puts the
+# path into every compile command (-ffile-prefix-map), so ccache hits only
+# when it is the same from run to run.
+tmp=${TMPDIR:-/tmp}/drover-deb-$(printf %s "$src" | md5sum | cut -c1-8)
+rm -rf "$tmp"
 [ -n "${DROVER_KEEP_TMP:-}" ] || trap 'rm -rf "$tmp"' EXIT
-mkdir "$tmp/src" "$tmp/root"
+mkdir -p "$tmp/src" "$tmp/root"
 git -C "$src" archive HEAD | tar -x -C "$tmp/src" || { echo "FAIL: git archive"; exit 1; }
 
 export DEB_BUILD_OPTIONS="nocheck parallel=2"
