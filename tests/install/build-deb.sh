@@ -2,7 +2,7 @@
 # package-deb: the Debian packages of debian/ build and hold what they
 # promise.  On a copy of the committed tree (git archive HEAD, so the
 # worktree and its build/ are never touched) it runs
-#   DEB_BUILD_OPTIONS="nocheck parallel=2" dpkg-buildpackage -us -uc -b
+#   DEB_BUILD_OPTIONS="nocheck parallel=2 noddebs" dpkg-buildpackage -us -uc -b
 # (through ccache when installed), unpacks every .deb into a scratch root
 # with dpkg -x, runs the unpacked droverctl, and checks that each package
 # carries its binaries, units, man pages and example configuration, and
@@ -24,9 +24,11 @@ rm -rf "$tmp"
 mkdir -p "$tmp/src" "$tmp/root"
 git -C "$src" archive HEAD | tar -x -C "$tmp/src" || { echo "FAIL: git archive"; exit 1; }
 
-export DEB_BUILD_OPTIONS="nocheck parallel=2"
+# noddebs: no -dbgsym packages (their compression is a good part of the time)
+export DEB_BUILD_OPTIONS="nocheck parallel=2 noddebs"
+# debhelper 13 gives the build a HOME of its own: name ccache's folder.
 if command -v ccache >/dev/null; then
-  export CC="ccache gcc" CCACHE_BASEDIR="$tmp"
+  export CC="ccache gcc" CCACHE_BASEDIR="$tmp" CCACHE_DIR="${CCACHE_DIR:-$(ccache -k cache_dir)}"
 fi
 start=$(date +%s)
 if ! (cd "$tmp/src" && dpkg-buildpackage -us -uc -b) >"$tmp/build.log" 2>&1; then
