@@ -47,8 +47,8 @@ PY
 run "plain" build
 
 if [ $quick -eq 0 ]; then
-  # The Debian packages: dpkg-buildpackage on a git archive of HEAD (1.3 min
-  # with a warm ccache, 3 min cold, on two cores), then their contents.
+  # The Debian packages: dpkg-buildpackage on a git archive of HEAD (1 min
+  # with a warm ccache, 3 min cold, on two busy cores), then their contents.
   run "package" build --suite package
   # ASan+UBSan: unit and replay suites.
   if [ ! -f build-asan/build.ninja ]; then
