@@ -420,10 +420,11 @@ def test_deploy(c, inv_path):
                 "state_dir": f"{d}/state", "run_dir": f"{d}/run", "accel": "tcg", "log_level": "info",
                 "image_roots": [GUEST_DIR]}
         check(f"deploy: {h}: agent.json from the variables", cfg == want, f"{cfg} != {want}")
-        src = os.path.join(SOURCE_ROOT, "agent", "systemd", "drover-agent.service")
+        src = os.path.join(SOURCE_ROOT, "agent", "systemd", "drover-agent.service.in")
         ok, diff = unit_matches(f"{d}/systemd/drover-agent.service", src,
-                                [(f"{b}/", unit_bin_dir(src)), (f"{d}/etc/", "/etc/drover/")])
-        check(f"deploy: {h}: the unit is agent/systemd/drover-agent.service (KillMode=process)",
+                                [(f"{b}/", unit_bin_dir(src)), (f"{d}/etc/", "/etc/drover/"),
+                                ("/usr/share/doc/drover", "@docdir@")])
+        check(f"deploy: {h}: the unit is agent/systemd/drover-agent.service.in (KillMode=process)",
               ok and "\nKillMode=process\n" in open(f"{d}/systemd/drover-agent.service").read(), diff)
     d = c.dirs["ctl"]
     for b in ("drover-coordinator", "droverctl"):
@@ -438,15 +439,17 @@ def test_deploy(c, inv_path):
     check("deploy: coordinator.json: hosts from the inventory group, settings merged",
           cfg.get("hosts") == want_hosts and cfg.get("listen") == [c.coordinator] and cfg.get("dev_mode") is True
           and cfg.get("db") == f"{d}/coordinator.db" and cfg.get("heartbeat_ms") == 500, json.dumps(cfg))
-    src = os.path.join(SOURCE_ROOT, "coordinator", "systemd", "drover-coordinator.service")
+    src = os.path.join(SOURCE_ROOT, "coordinator", "systemd", "drover-coordinator.service.in")
     ok, diff = unit_matches(f"{d}/systemd/drover-coordinator.service", src,
-                            [(f"{c.bin_dir('ctl')}/", unit_bin_dir(src)), (f"{d}/etc/", "/etc/drover/")])
-    check("deploy: ctl: the unit is coordinator/systemd/drover-coordinator.service", ok, diff)
+                            [(f"{c.bin_dir('ctl')}/", unit_bin_dir(src)), (f"{d}/etc/", "/etc/drover/"),
+                                ("/usr/share/doc/drover", "@docdir@")])
+    check("deploy: ctl: the unit is coordinator/systemd/drover-coordinator.service.in", ok, diff)
     sa = shutil.which("systemd-analyze")
     if sa:
         units = [f"{c.dirs[h]}/systemd/drover-agent.service" for h in ("a", "b")] + \
                 [f"{d}/systemd/drover-coordinator.service"]
-        p = subprocess.run([sa, "verify"] + units, capture_output=True, text=True)
+        # --man=no: the role installs no man pages (packages do: tests/install)
+        p = subprocess.run([sa, "verify", "--man=no"] + units, capture_output=True, text=True)
         complaints = [ln for ln in (p.stdout + p.stderr).splitlines() if "drover-" in ln]
         check("deploy: systemd-analyze verify finds nothing in the units", not complaints, "\n".join(complaints))
 

@@ -29,6 +29,8 @@ packages=(
   clang libclang-rt-14-dev
   # plots of the benchmarks (docs/performance.md, docs/perf/*.png)
   gnuplot-nox
+  # man pages (docs/man) and the Debian packages (debian/, tests/install)
+  scdoc debhelper dpkg-dev fakeroot
 )
 
 missing=()
