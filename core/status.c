@@ -8,7 +8,8 @@
  *     "qmp_socket", "qga_socket", "definition": {...},
  *     "job": { "async": "migration-out", "phase": "perform", "op": "..." },
  *     "migration": { "peer", "uri", "postcopy_started", "orig_caps",
- *                    "orig_params": { "max-bandwidth": ..., ... } },
+ *                    "orig_params": { "max-bandwidth": ..., ... },
+ *                    "caller" (optional: files of older agents lack it) },
  *     "extra": {...} }
  */
 #define _GNU_SOURCE
@@ -98,6 +99,8 @@ int status_record_to_json(const VmStatusRecord *rec, char **ret_json) {
         add_str(mig, "op", rec->mig.op);
         json_object_object_add(mig, "created_by_prepare", json_object_new_boolean(rec->mig.created_by_prepare));
         add_str(mig, "peer", rec->mig.peer);
+        if (rec->mig.caller[0])
+                add_str(mig, "caller", rec->mig.caller);
         add_str(mig, "uri", rec->mig.uri);
         json_object_object_add(mig, "postcopy_started", json_object_new_boolean(rec->mig.postcopy_started));
         add_u64(mig, "orig_caps", rec->mig.orig_caps);
@@ -227,6 +230,7 @@ static int read_migration(const JsonNode *mig, VmMigration *m) {
 
         if ((r = json_get_string(mig, "op", false, m->op, sizeof(m->op))) < 0 ||
             (r = json_get_string(mig, "peer", false, m->peer, sizeof(m->peer))) < 0 ||
+            (r = json_get_string(mig, "caller", false, m->caller, sizeof(m->caller))) < 0 ||
             (r = json_get_string(mig, "uri", false, m->uri, sizeof(m->uri))) < 0 ||
             (r = json_get_u64(mig, "orig_caps", false, 0, UINT64_MAX, &m->orig_caps)) < 0 ||
             (r = json_get_bool(mig, "postcopy_started", false, &m->postcopy_started)) < 0 ||

@@ -35,6 +35,7 @@ static void fill_record(VmStatusRecord *rec, const char *name) {
         snprintf(rec->op_id, sizeof(rec->op_id), "op-%s", name);
         snprintf(rec->mig.peer, sizeof(rec->mig.peer), "10.77.0.2:7000");
         snprintf(rec->mig.op, sizeof(rec->mig.op), "mig-op-%s", name);
+        snprintf(rec->mig.caller, sizeof(rec->mig.caller), "CN=hv2,O=Example \"Q\"");
         rec->mig.created_by_prepare = true;
         snprintf(rec->mig.uri, sizeof(rec->mig.uri), "tcp:10.77.0.2:49152");
         rec->mig.has_orig_params = true;
@@ -68,6 +69,7 @@ static void test_round_trip(void **state) {
         assert_string_equal(b.op_id, "op-web1");
         assert_string_equal(b.mig.peer, "10.77.0.2:7000");
         assert_string_equal(b.mig.op, "mig-op-web1");
+        assert_string_equal(b.mig.caller, "CN=hv2,O=Example \"Q\"");
         assert_true(b.mig.created_by_prepare);
         assert_string_equal(b.mig.uri, "tcp:10.77.0.2:49152");
         assert_true(b.mig.has_orig_params);
@@ -392,6 +394,25 @@ static void test_oversized_and_special_files(void **state) {
         assert_int_equal(status_load_all(tu_path(dir, "nope"), NULL, NULL, NULL), 0);
 }
 
+/* A record written before "caller" existed loads, with no caller: the
+ * member is optional. */
+static void test_record_without_caller_loads(void **state) {
+        const char *dir = tu_tmpdir("status-nocaller");
+        VmStatusRecord a, b;
+        fill_record(&a, "old1");
+        a.mig.caller[0] = '\0';
+        assert_int_equal(status_write(dir, &a), 0);
+        char *text = tu_read_file(tu_path(dir, "old1.json"), NULL);
+        assert_non_null(text);
+        assert_null(strstr(text, "\"caller\""));
+        free(text);
+        assert_int_equal(status_read(tu_path(dir, "old1.json"), &b), 0);
+        assert_string_equal(b.mig.caller, "");
+        assert_string_equal(b.mig.peer, "10.77.0.2:7000");
+        status_record_clear(&a);
+        status_record_clear(&b);
+}
+
 typedef struct Unmoved {
         int bad;
         char quarantined[512], detail[512], quarantine_error[512];
@@ -479,6 +500,7 @@ int main(void) {
                 cmocka_unit_test(test_parse_errors_are_clear),
                 cmocka_unit_test(test_oversized_and_special_files),
                 cmocka_unit_test(test_vm_save_status),
+                cmocka_unit_test(test_record_without_caller_loads),
                 cmocka_unit_test(test_quarantine_that_cannot_move_is_reported),
                 cmocka_unit_test(test_quarantine_note_is_written),
         };
