@@ -620,11 +620,14 @@ static void test_argv_typical(void **state) {
                 "-add-fd", "fd=20,set=0,opaque=disk0-ro",
                 "-add-fd", "fd=21,set=0,opaque=disk0-rw",
                 "-blockdev", "{\"driver\":\"qcow2\",\"node-name\":\"disk0\",\"read-only\":false,"
-                             "\"cache\":{\"direct\":true,\"no-flush\":false},\"file\":{\"driver\":\"file\",\"node-name\":\"disk0-file\",\"filename\":\"/dev/fdset/0\"},\"backing\":null}",
+                             "\"cache\":{\"direct\":true,\"no-flush\":false},"
+                             "\"file\":{\"driver\":\"file\",\"node-name\":\"disk0-file\",\"filename\":\"/dev/fdset/0\"},"
+                             "\"backing\":null}",
                 "-device", "virtio-blk-pci,id=virtio-disk0,drive=disk0,write-cache=on",
                 "-add-fd", "fd=22,set=1,opaque=disk1-ro",
                 "-blockdev", "{\"driver\":\"raw\",\"node-name\":\"disk1\",\"read-only\":true,"
-                             "\"cache\":{\"direct\":false,\"no-flush\":false},\"file\":{\"driver\":\"file\",\"node-name\":\"disk1-file\",\"filename\":\"/dev/fdset/1\"}}",
+                             "\"cache\":{\"direct\":false,\"no-flush\":false},"
+                             "\"file\":{\"driver\":\"file\",\"node-name\":\"disk1-file\",\"filename\":\"/dev/fdset/1\"}}",
                 "-device", "virtio-blk-pci,id=virtio-disk1,drive=disk1,write-cache=off",
                 "-netdev", "tap,id=net0,ifname=" TAP0 ",script=no,downscript=no",
                 "-device", "virtio-net-pci,id=nic0,netdev=net0,mac=52:54:00:12:34:56",
@@ -670,12 +673,14 @@ static void test_argv_minimal(void **state) {
                 "-add-fd", "fd=20,set=0,opaque=disk0-ro",
                 "-add-fd", "fd=21,set=0,opaque=disk0-rw",
                 "-blockdev", "{\"driver\":\"raw\",\"node-name\":\"disk0\",\"read-only\":false,"
-                             "\"cache\":{\"direct\":false,\"no-flush\":true},\"file\":{\"driver\":\"file\",\"node-name\":\"disk0-file\",\"filename\":\"/dev/fdset/0\"}}",
+                             "\"cache\":{\"direct\":false,\"no-flush\":true},"
+                             "\"file\":{\"driver\":\"file\",\"node-name\":\"disk0-file\",\"filename\":\"/dev/fdset/0\"}}",
                 "-device", "virtio-blk-pci,id=virtio-disk0,drive=disk0,write-cache=on,bootindex=1",
                 "-add-fd", "fd=22,set=1,opaque=disk1-ro",
                 "-add-fd", "fd=23,set=1,opaque=disk1-rw",
                 "-blockdev", "{\"driver\":\"raw\",\"node-name\":\"disk1\",\"read-only\":false,"
-                             "\"cache\":{\"direct\":true,\"no-flush\":false},\"file\":{\"driver\":\"file\",\"node-name\":\"disk1-file\",\"filename\":\"/dev/fdset/1\"}}",
+                             "\"cache\":{\"direct\":true,\"no-flush\":false},"
+                             "\"file\":{\"driver\":\"file\",\"node-name\":\"disk1-file\",\"filename\":\"/dev/fdset/1\"}}",
                 "-device", "virtio-blk-pci,id=virtio-disk1,drive=disk1,write-cache=off",
         };
         GuestDef d;
