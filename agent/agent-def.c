@@ -33,7 +33,9 @@
  *      directsync   cache.direct=on,  cache.no-flush=off, write-cache=off
  *      unsafe       cache.direct=off, cache.no-flush=on,  write-cache=on
  *    cache.* and read-only are set on the format node; the protocol node
- *    (file.*) inherits them.
+ *    (file.*) inherits them.  -blockdev is given as JSON, so a qcow2 node
+ *    can carry "backing": null: QEMU then never opens the backing file an
+ *    image's header names (by path, as root, outside the image roots).
  *  - Values that QEMU splits on commas (-qmp, -chardev) get their commas
  *    doubled; -serial file:, -append and -pidfile take their value verbatim.
  *  - Disks come from fd sets (-add-fd, /dev/fdset/N): QEMU dups them, so
@@ -651,6 +653,10 @@ static void cache_flags(const char *cache, bool *direct, bool *no_flush, bool *w
         *write_cache = !streq(cache, "writethrough") && !streq(cache, "directsync");
 }
 
+static const char *truefalse(bool b) {
+        return b ? "true" : "false";
+}
+
 static const char *onoff(bool b) {
         return b ? "on" : "off";
 }
@@ -670,11 +676,16 @@ static void add_disk(ArgvBuf *a, const GuestDef *def, const GuestFiles *files, s
                 av_add(a, "-add-fd");
                 av_addf(a, "fd=%d,set=%zu,opaque=disk%zu-rw", files->disk_rw[i], i, i);
         }
+        /* JSON, for the null: QEMU's dotted syntax has no spelling of it.  A
+         * qcow2 node never opens the backing file its header names (a path,
+         * opened by QEMU as root: check_disk() refuses such images, this is
+         * the second line). */
         av_add(a, "-blockdev");
-        av_addf(a, "driver=%s,node-name=disk%zu,read-only=%s,cache.direct=%s,cache.no-flush=%s,"
-                "file.driver=%s,file.node-name=disk%zu-file,file.filename=/dev/fdset/%zu",
-                disk->format, i, onoff(disk->readonly), onoff(direct), onoff(no_flush),
-                blk ? "host_device" : "file", i, i);
+        av_addf(a, "{\"driver\":\"%s\",\"node-name\":\"disk%zu\",\"read-only\":%s,"
+                "\"cache\":{\"direct\":%s,\"no-flush\":%s},"
+                "\"file\":{\"driver\":\"%s\",\"node-name\":\"disk%zu-file\",\"filename\":\"/dev/fdset/%zu\"}%s}",
+                disk->format, i, truefalse(disk->readonly), truefalse(direct), truefalse(no_flush),
+                blk ? "host_device" : "file", i, i, streq(disk->format, "qcow2") ? ",\"backing\":null" : "");
         av_add(a, "-device");
         av_addf(a, "virtio-blk-pci,id=virtio-disk%zu,drive=disk%zu,write-cache=%s%s", i, i,
                 onoff(write_cache), (i == 0 && !def->kernel[0]) ? ",bootindex=1" : "");

@@ -124,8 +124,9 @@ int guest_paths(const char *run_dir, const char *name, GuestPaths *ret);
  * -qmp unix:<qmp>,server=on,wait=off, -pidfile, -daemonize is NOT used,
  * -serial file:<serial> (or none), -kernel/-initrd /proc/self/fd/N of
  * @files and -append when set, per disk -add-fd (its descriptors in fd set
- * N = index) and a -blockdev on /dev/fdset/N + -device pair (cache mode
- * mapped to cache.direct / cache.no-flush), one -netdev
+ * N = index) and a -blockdev (JSON) on /dev/fdset/N + -device pair (cache
+ * mode mapped to cache.direct / cache.no-flush; a qcow2 node with "backing":
+ * null, so no backing file is ever opened), one -netdev
  * tap,ifname=<tap>,script=no,downscript=no +-device per NIC with its MAC
  * (tap names from guest_tap_name), the QGA virtio-serial chardev socket when
  * guest_agent, and "-S -incoming defer" when @l->incoming.  The descriptors

@@ -21,6 +21,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -28,7 +29,23 @@
 
 #include "err.h"
 
+/* The qcow2 header (QEMU's docs/interop/qcow2.txt): magic, version (4),
+ * backing_file_offset (8, big-endian), backing_file_size (4) ... 72 bytes
+ * in version 2; version 3 adds incompatible_features (8) at 72, whose bit 2
+ * says an external data file holds the guest's data. */
 #define QCOW2_MAGIC "QFI\xfb"
+#define QCOW2_HEADER_V2 72
+#define QCOW2_HEADER_V3_MIN 80
+#define QCOW2_INCOMPAT_DATA_FILE (UINT64_C(1) << 2)
+#define QCOW2_BACKING_SHOWN 256
+
+static uint32_t be32(const uint8_t *p) {
+        return (uint32_t) p[0] << 24 | (uint32_t) p[1] << 16 | (uint32_t) p[2] << 8 | p[3];
+}
+
+static uint64_t be64(const uint8_t *p) {
+        return (uint64_t) be32(p) << 32 | be32(p + 4);
+}
 
 static bool streq(const char *a, const char *b) {
         return strcmp(a, b) == 0;
@@ -189,6 +206,43 @@ static int reopen(int fd, int flags) {
         return open(p, flags | O_NOCTTY | O_CLOEXEC);
 }
 
+/* The qcow2 header of @fd (disk @member at @path): an image whose header
+ * names a backing file or an external data file is refused, since QEMU
+ * would open that file by the path the header holds, as root, wherever it
+ * is.  @need_magic: a file without the qcow2 magic is refused too (Start);
+ * otherwise it is not judged here (Define: the image may be written later,
+ * Start checks again). */
+static int check_qcow2(int fd, const char *member, const char *path, bool need_magic) {
+        uint8_t h[QCOW2_HEADER_V3_MIN];
+        ssize_t n = pread(fd, h, sizeof(h), 0);
+
+        if (n < 4 || memcmp(h, QCOW2_MAGIC, 4) != 0)
+                return need_magic ? err_set(-EINVAL, "definition: '%s' '%s' is not a qcow2 image (no qcow2 magic)",
+                                            member, path) : 0;
+        if (n < QCOW2_HEADER_V2)
+                return need_magic ? err_set(-EINVAL, "definition: '%s' '%s' has a truncated qcow2 header (%zd bytes)",
+                                            member, path, n) : 0;
+        uint64_t backing_off = be64(h + 8);
+        uint32_t backing_len = be32(h + 16), version = be32(h + 4);
+        if (backing_off != 0) {
+                char name[QCOW2_BACKING_SHOWN + 1] = "";
+                size_t len = backing_len < QCOW2_BACKING_SHOWN ? backing_len : QCOW2_BACKING_SHOWN;
+                ssize_t got = backing_off < INT64_MAX ? pread(fd, name, len, (off_t) backing_off) : -1;
+                for (ssize_t k = 0; k < got; k++)
+                        name[k] = name[k] >= 0x20 && name[k] < 0x7f ? name[k] : '?';
+                name[got > 0 ? got : 0] = '\0';
+                return err_set(-EINVAL, "definition: '%s' '%s' is a qcow2 image with the backing file '%s'%s; "
+                               "backing files are not supported (QEMU would open them outside the image roots): "
+                               "convert it to a standalone image (qemu-img convert -O qcow2)", member, path, name,
+                               backing_len > len ? "..." : "");
+        }
+        if (version >= 3 && n >= QCOW2_HEADER_V3_MIN && (be64(h + 72) & QCOW2_INCOMPAT_DATA_FILE))
+                return err_set(-EINVAL, "definition: '%s' '%s' is a qcow2 image with an external data file; "
+                               "data files are not supported (QEMU would open them outside the image roots)",
+                               member, path);
+        return 0;
+}
+
 static int check_disk(const AgentConfig *cfg, const GuestDisk *disk, size_t i, GuestFiles *f) {
         char member[48];
         struct stat st;
@@ -202,13 +256,8 @@ static int check_disk(const AgentConfig *cfg, const GuestDisk *disk, size_t i, G
         f->disk_blk[i] = S_ISBLK(st.st_mode);
         if (!disk->readonly && (f->disk_ro[i] = reopen(f->disk_rw[i], O_RDONLY)) < 0)
                 return open_error(member, disk->path, errno, O_RDONLY);
-        if (streq(disk->format, "qcow2")) {
-                char magic[4];
-                if (pread(f->disk_ro[i], magic, sizeof(magic), 0) != (ssize_t) sizeof(magic) ||
-                    memcmp(magic, QCOW2_MAGIC, sizeof(magic)) != 0)
-                        return err_set(-EINVAL, "definition: '%s' '%s' is not a qcow2 image (no qcow2 magic)",
-                                       member, disk->path);
-        }
+        if (streq(disk->format, "qcow2") && (r = check_qcow2(f->disk_ro[i], member, disk->path, true)) < 0)
+                return r;
         if (streq(disk->cache, "none") || streq(disk->cache, "directsync")) {
                 _cleanup_close_ int dfd = reopen(f->disk_ro[i], O_RDONLY | O_DIRECT);
                 if (dfd < 0 && errno == EINVAL)
@@ -233,6 +282,19 @@ static int check_bridge(const GuestNic *nic, size_t i) {
         return 0;
 }
 
+/* Define's look at a qcow2 disk's header, when the image exists already
+ * (a missing one is fine at Define; Start checks it again). */
+static int check_qcow2_at(const AgentConfig *cfg, const char *member, const GuestDisk *disk) {
+        struct stat st;
+        _cleanup_close_ int fd = -1;
+        int r = walk(cfg, member, disk->path, cfg->allow_block_devices, O_RDONLY, &fd, &st);
+        if (r == -ENOENT) {
+                err_clear();
+                return 0;
+        }
+        return r < 0 ? r : check_qcow2(fd, member, disk->path, false);
+}
+
 int guest_def_check_files(const GuestDef *def, const AgentConfig *cfg) {
         char member[48];
         int r;
@@ -244,6 +306,8 @@ int guest_def_check_files(const GuestDef *def, const AgentConfig *cfg) {
         for (size_t i = 0; i < def->n_disks; i++) {
                 snprintf(member, sizeof(member), "disks[%zu].path", i);
                 if ((r = walk(cfg, member, def->disks[i].path, cfg->allow_block_devices, -1, NULL, NULL)) < 0)
+                        return r;
+                if (streq(def->disks[i].format, "qcow2") && (r = check_qcow2_at(cfg, member, &def->disks[i])) < 0)
                         return r;
         }
         return 0;

@@ -30,7 +30,9 @@ void guest_files_close(GuestFiles *f);
 
 /* The Define-time check: kernel, initrd and every disk lie inside one of
  * @cfg's image roots, reached without a symbolic link, and, where they
- * exist, are of an allowed type.  A file that does not exist yet is
+ * exist, are of an allowed type; an existing qcow2 disk whose header names
+ * a backing file or an external data file is refused (QEMU would open it
+ * by that path, as root).  A file that does not exist yet is
  * accepted.  -EINVAL for a path outside the roots, through a link or of a
  * wrong type, with a detail naming the member (and the root list).  No lock
  * needed. */
@@ -39,7 +41,7 @@ int guest_def_check_files(const GuestDef *def, const AgentConfig *cfg);
 /* Host-side checks before start, run with no lock held: kernel/initrd and
  * every disk pass guest_def_check_files() and exist, are opened (disks not
  * marked readonly also for writing), a qcow2 disk starts with the qcow2
- * magic, a disk with cache none/directsync is on a file system that
+ * magic and names no backing or data file, a disk with cache none/directsync is on a file system that
  * supports O_DIRECT, each bridge exists (/sys/class/net/BR/bridge).
  * Returns 0 with the open descriptors (O_CLOEXEC) in @ret, which the caller
  * closes with guest_files_close(); -ENOENT/-EACCES/-EINVAL with a detail

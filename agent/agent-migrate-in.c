@@ -38,6 +38,8 @@
 #include "qmp.h"
 #include "status.h"
 
+_Static_assert(VM_MIG_CALLER_MAX >= MIG_TLS_DN_MAX, "a migration keeps the whole DN of its caller");
+
 static Vm *find_by_uuid(Agent *a, const char *uuid) {
         return vm_registry_lookup_uuid(a->vms, uuid);
 }
@@ -249,6 +251,10 @@ int agent_migrate_prepare(Agent *a, const char *op, const char *definition_json,
                                "call carries none");
         vm = find_by_uuid(a, def.uuid);
         if (vm) {
+                if ((r = agent_migrate_check_caller(a, op, def.uuid, source_dn)) < 0) {
+                        vm_unref(vm);
+                        return r;
+                }
                 vm_lock(vm);
                 /* idempotent: the same op asks again */
                 if (job_async_owned_by(vm, ASYNC_JOB_MIGRATION_IN, op) && vm->mig.uri[0]) {
@@ -293,6 +299,7 @@ int agent_migrate_prepare(Agent *a, const char *op, const char *definition_json,
         }
         snprintf(vm->mig.op, sizeof(vm->mig.op), "%s", op);
         snprintf(vm->mig.peer, sizeof(vm->mig.peer), "%s", source_addr ? source_addr : "");
+        snprintf(vm->mig.caller, sizeof(vm->mig.caller), "%s", source_dn ? source_dn : "");
         vm->mig.created_by_prepare = created;
         av->def_skip_time_sync = p->skip_time_sync; /* read by finish */
         av->def_completion_s_per_gib = p->completion_s_per_gib; /* finish's limit */
@@ -520,6 +527,22 @@ not_started:
         vm_unlock(vm);
         /* in post-copy the destination may hold the only copy of pages */
         return postcopy ? r : finish_not_started(a, vm, op, r);
+}
+
+int agent_migrate_check_caller(Agent *a, const char *op, const char *uuid, const char *caller) {
+        _cleanup_(vm_unrefp) Vm *vm = find_by_uuid(a, uuid);
+        if (!vm)
+                return 0;
+        vm_lock(vm);
+        bool bound = strcmp(vm->mig.op, op) == 0 && vm->mig.caller[0];
+        bool same = !bound || (caller && strcmp(vm->mig.caller, caller) == 0);
+        char name[VM_NAME_MAX];
+        snprintf(name, sizeof(name), "%s", vm->name);
+        vm_unlock(vm);
+        if (same)
+                return 0;
+        return err_set(-EPERM, "migration %s of guest %s was prepared by another certificate; only that one may "
+                       "finish or cancel it (caller: %s)", op, name, caller && caller[0] ? caller : "none");
 }
 
 int agent_migrate_cancel(Agent *a, const char *op, const char *uuid) {

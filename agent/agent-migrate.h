@@ -55,6 +55,12 @@ int agent_migrate_prepare(Agent *a, const char *op, const char *definition_json,
 int agent_migrate_finish(Agent *a, const char *op, const char *uuid, bool postcopy,
                          uint64_t source_stop_unix_ms, uint64_t *ret_resume_unix_ms, bool *ret_synced);
 int agent_migrate_cancel(Agent *a, const char *op, const char *uuid);
+/* Whether @caller (the DN of the calling certificate; NULL or "" for a
+ * plaintext call) may act on migration @op of guest @uuid: the one that
+ * prepared it, when Prepare recorded one (not in dev_mode).  A guest or op
+ * this host does not know is not judged here (the call itself answers).
+ * 0, or -EPERM naming the migration.  No lock held. */
+int agent_migrate_check_caller(Agent *a, const char *op, const char *uuid, const char *caller);
 /* What this agent holds for (@op, @uuid): the peer answer of recovery.h. */
 PeerAnswer agent_migration_owner(Agent *a, const char *op, const char *uuid, char *detail, size_t size,
                                  JobPhase *ret_phase);

@@ -3,7 +3,9 @@
  *
  * Each status file (core/status.h) names a guest; its QEMU is the process
  * whose command line carries that guest's QMP socket as its -qmp option
- * (the pidfile in the run folder says where to look first).  A record
+ * (the pidfile in the run folder says where to look first), whose
+ * executable is qemu_binary and which runs as root or qemu_user: any other
+ * process naming the socket is not ours, never adopted, never killed.  A record
  * whose recorded pid is gone is not taken at its word: the QEMU is looked
  * for by pidfile and by command line first (an agent killed between the
  * spawn and the status write that records the pid leaves exactly that).
@@ -31,6 +33,8 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,18 +60,80 @@ typedef struct QemuProc {
         char cpu_model[64];
         uint64_t memory_mib;
         uint32_t vcpus;
+        char not_ours[2 * PATH_MAX + 96]; /* why it is not this agent's QEMU; "" when it is */
 } QemuProc;
 
-/* The processes of this host that carry a -qmp option, read once per start. */
+/* The processes of this host that carry a -qmp option, read once per start,
+ * and what makes one of them this agent's QEMU. */
 typedef struct QemuScan {
         bool done;
         size_t n;
         QemuProc *procs;              /* malloc'ed */
+        char exe[PATH_MAX];           /* qemu_binary, resolved (realpath) */
+        uid_t qemu_uid;               /* qemu_user's uid; (uid_t) -1 when unknown */
 } QemuScan;
 
-/* Read /proc/@pid/cmdline and, when it has a -qmp option, fill @ret.
+static void qemu_scan_init(QemuScan *s, const AgentConfig *cfg) {
+        struct passwd pw, *found = NULL;
+        char buf[1024];
+
+        memset(s, 0, sizeof(*s));
+        if (!realpath(cfg->qemu_binary, s->exe))
+                snprintf(s->exe, sizeof(s->exe), "%s", cfg->qemu_binary);
+        s->qemu_uid = (uid_t) -1;
+        if (cfg->qemu_user[0] && getpwnam_r(cfg->qemu_user, &pw, buf, sizeof(buf), &found) == 0 && found)
+                s->qemu_uid = pw.pw_uid;
+}
+
+/* The real uid of @pid (/proc/PID/status), or (uid_t) -1. */
+static uid_t proc_real_uid(pid_t pid) {
+        char path[64], buf[4096];
+        snprintf(path, sizeof(path), "/proc/%d/status", (int) pid);
+        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+        ssize_t n = fd < 0 ? -1 : read(fd, buf, sizeof(buf) - 1);
+        if (n <= 0)
+                return (uid_t) -1;
+        buf[n] = '\0';
+        const char *u = strstr(buf, "\nUid:");
+        return u ? (uid_t) strtoul(u + 5, NULL, 10) : (uid_t) -1;
+}
+
+/* Whether @q is this agent's QEMU: its executable is qemu_binary (also
+ * when that file was replaced since it started: " (deleted)", a package
+ * upgrade) and it runs as root (not yet dropped) or as qemu_user.  A
+ * command line proves nothing: any local user can start a process whose
+ * arguments name a guest's monitor.  Sets q->not_ours when it is not. */
+static void qemu_proc_check_ours(const QemuScan *s, QemuProc *q) {
+        char path[64], exe[PATH_MAX + 16];
+        static const char deleted[] = " (deleted)";
+        size_t dl = sizeof(deleted) - 1;
+
+        snprintf(path, sizeof(path), "/proc/%d/exe", (int) q->pid);
+        ssize_t n = readlink(path, exe, sizeof(exe) - 1);
+        exe[n > 0 ? n : 0] = '\0';
+        bool gone = n > (ssize_t) dl && strcmp(exe + n - dl, deleted) == 0;
+        if (gone)
+                exe[n - dl] = '\0';
+        if (n <= 0 || strcmp(exe, s->exe) != 0) {
+                snprintf(q->not_ours, sizeof(q->not_ours), "its executable is %s, not %s",
+                         n > 0 ? exe : "unreadable", s->exe);
+                return;
+        }
+        uid_t uid = proc_real_uid(q->pid);
+        if (uid != 0 && (uid != s->qemu_uid || uid == (uid_t) -1)) {
+                snprintf(q->not_ours, sizeof(q->not_ours), "it runs as uid %ld, neither root nor qemu_user",
+                         uid == (uid_t) -1 ? -1L : (long) uid);
+                return;
+        }
+        if (gone)
+                log_warning("QEMU pid %d runs %s, which was replaced since it started (an upgrade?); taken as "
+                            "this agent's QEMU", (int) q->pid, s->exe);
+}
+
+/* Read /proc/@pid/cmdline and, when it has a -qmp option, fill @ret (with
+ * ret->not_ours set when it is not this agent's QEMU).
  * Returns true for a live process with a -qmp option. */
-static bool qemu_proc_read(pid_t pid, QemuProc *ret) {
+static bool qemu_proc_read(const QemuScan *s, pid_t pid, QemuProc *ret) {
         char path[64];
         _cleanup_free_ char *buf = malloc(CMDLINE_MAX);
         size_t len = 0;
@@ -100,7 +166,10 @@ static bool qemu_proc_read(pid_t pid, QemuProc *ret) {
                         ret->vcpus = (uint32_t) strtoul(val, NULL, 10);
         }
         ret->start_time = status_pid_start_time(pid);
-        return ret->qmp[0] != '\0';
+        if (!ret->qmp[0])
+                return false;
+        qemu_proc_check_ours(s, ret);
+        return true;
 }
 
 /* @q's monitor is the unix socket @qmp_path (QEMU's option syntax: commas
@@ -127,7 +196,7 @@ static void qemu_scan(QemuScan *s) {
                 return;
         while ((de = readdir(d))) {
                 QemuProc q;
-                if (!isdigit((unsigned char) de->d_name[0]) || !qemu_proc_read((pid_t) atoi(de->d_name), &q))
+                if (!isdigit((unsigned char) de->d_name[0]) || !qemu_proc_read(s, (pid_t) atoi(de->d_name), &q))
                         continue;
                 QemuProc *np = realloc(s->procs, (s->n + 1) * sizeof(*np));
                 if (!np)
@@ -151,21 +220,35 @@ static pid_t read_pidfile(const char *path) {
         return v > 0 && v < INT32_MAX ? (pid_t) v : 0;
 }
 
-/* The live QEMU whose monitor is @paths->qmp: the pidfile's process when
- * it is that QEMU, else any process of the host (scanned once into @s).
- * Returns 0 with @ret filled, -ESRCH when there is none. */
+/* A process on @paths->qmp's monitor that is not this agent's QEMU: never
+ * adopted, never killed; said once in the log. */
+static void qemu_not_ours(const QemuProc *q, const GuestPaths *paths) {
+        log_warning("pid %d names the monitor %s on its command line but is not this agent's QEMU (%s): ignored",
+                    (int) q->pid, paths->qmp, q->not_ours);
+}
+
+/* The live QEMU (this agent's: qemu_proc_check_ours) whose monitor is
+ * @paths->qmp: the pidfile's process when it is that QEMU, else any
+ * process of the host (scanned once into @s).  Returns 0 with @ret filled,
+ * -ESRCH when there is none. */
 static int qemu_find(QemuScan *s, const GuestPaths *paths, QemuProc *ret) {
         pid_t pid = read_pidfile(paths->pidfile);
-        if (pid > 0 && qemu_proc_read(pid, ret) && qemu_proc_has_monitor(ret, paths->qmp))
+        if (pid > 0 && qemu_proc_read(s, pid, ret) && qemu_proc_has_monitor(ret, paths->qmp) && !ret->not_ours[0])
                 return 0;
         if (!s->done)
                 qemu_scan(s);
-        for (size_t i = 0; i < s->n; i++)
-                if (qemu_proc_has_monitor(&s->procs[i], paths->qmp) && agent_process_alive(s->procs[i].pid) &&
-                    status_pid_start_time(s->procs[i].pid) == s->procs[i].start_time) {
-                        *ret = s->procs[i];
-                        return 0;
+        for (size_t i = 0; i < s->n; i++) {
+                QemuProc *q = &s->procs[i];
+                if (!qemu_proc_has_monitor(q, paths->qmp) || !agent_process_alive(q->pid) ||
+                    status_pid_start_time(q->pid) != q->start_time)
+                        continue;
+                if (q->not_ours[0]) {
+                        qemu_not_ours(q, paths);
+                        continue;
                 }
+                *ret = *q;
+                return 0;
+        }
         return -ESRCH;
 }
 
@@ -197,9 +280,12 @@ static void unmanaged_add(Agent *a, const char *name, const QemuProc *q, const c
         agent_unmanaged_append(a, &u);
 }
 
-/* A status file of guest @name was quarantined (now at @moved) for
- * @reason: when its QEMU still runs, it becomes an unmanaged guest. */
-static void unmanaged_probe(Agent *a, QemuScan *s, const char *name, const char *moved, const char *reason) {
+/* A status file of guest @name could not be used for @reason: it was
+ * quarantined (now at @moved), or, when @moved is "", not even moved
+ * (@move_error says why).  When its QEMU still runs, it becomes an
+ * unmanaged guest. */
+static void unmanaged_probe(Agent *a, QemuScan *s, const char *name, const char *moved, const char *move_error,
+                            const char *reason) {
         GuestPaths paths;
         QemuProc q;
         char why[sizeof(((AgentUnmanaged *) 0)->why)];
@@ -207,7 +293,11 @@ static void unmanaged_probe(Agent *a, QemuScan *s, const char *name, const char 
         if (!vm_name_is_valid(name) || guest_paths(a->cfg.run_dir, name, &paths) < 0 ||
             qemu_find(s, &paths, &q) < 0)
                 return;
-        snprintf(why, sizeof(why), "status file quarantined: %s; QEMU pid %d still runs", reason, (int) q.pid);
+        if (moved[0])
+                snprintf(why, sizeof(why), "status file quarantined: %s; QEMU pid %d still runs", reason, (int) q.pid);
+        else
+                snprintf(why, sizeof(why), "status file unreadable, not moved: %s (%s); QEMU pid %d still runs",
+                         move_error[0] ? move_error : "unknown error", reason, (int) q.pid);
         unmanaged_add(a, name, &q, moved, why);
 }
 
@@ -258,8 +348,8 @@ static QemuFate find_record_qemu(Loader *l, Vm *vm, const VmStatusRecord *rec, p
         /* The recorded pid is the record's QEMU only when its start time
          * matches too: a pid is reused, and a command line proves nothing
          * (any process can carry "-qmp unix:<our socket>"). */
-        if (rec->pid_start_time != 0 && qemu_proc_read(rec->pid, &q) && qemu_proc_has_monitor(&q, av->paths.qmp) &&
-            q.start_time == rec->pid_start_time)
+        if (rec->pid_start_time != 0 && qemu_proc_read(&l->scan, rec->pid, &q) &&
+            qemu_proc_has_monitor(&q, av->paths.qmp) && q.start_time == rec->pid_start_time && !q.not_ours[0])
                 return QEMU_RECORDED;
         if (qemu_find(&l->scan, &av->paths, &q) < 0)
                 return QEMU_NONE;
@@ -440,10 +530,15 @@ static void quarantine_bad_definition(Loader *l, const VmStatusRecord *rec) {
         else
                 snprintf(why, sizeof(why), "%s: the definition's UUID %s is not the record's UUID %s", path,
                          def.uuid, rec->uuid);
-        if (status_quarantine(l->a->cfg.state_dir, path, why, moved, sizeof(moved)) < 0)
-                log_error("guest %s: %s", rec->name, err_msg());
-        log_error("status file of %s quarantined: %s", rec->name, why);
-        unmanaged_probe(l->a, &l->scan, rec->name, moved, why);
+        char qerr[ERR_MSG_MAX] = "";
+        int q = status_quarantine(l->a->cfg.state_dir, path, why, moved, sizeof(moved));
+        if (q < 0)
+                snprintf(qerr, sizeof(qerr), "%s", err_str(q));
+        if (moved[0])
+                log_error("status file of %s quarantined: %s%s%s", rec->name, why, qerr[0] ? "; " : "", qerr);
+        else
+                log_error("status file of %s unusable, not moved: %s: %s", rec->name, qerr, why);
+        unmanaged_probe(l->a, &l->scan, rec->name, moved, qerr, why);
 }
 
 static void load_good(VmStatusRecord *rec, void *opaque) {
@@ -475,20 +570,26 @@ static void load_good(VmStatusRecord *rec, void *opaque) {
         l->loaded++;
 }
 
-static void load_bad(const char *file, const char *quarantined, int error, const char *detail, void *opaque) {
+static void load_bad(const char *file, const char *quarantined, int error, const char *detail,
+                     const char *quarantine_error, void *opaque) {
         Loader *l = opaque;
         char name[VM_NAME_MAX];
         size_t len = strlen(file);
         (void) error;
-        log_error("status file %s quarantined as %s: %s", file, quarantined[0] ? quarantined : "(not moved)", detail);
+        if (quarantined[0])
+                log_error("status file %s quarantined as %s: %s%s%s", file, quarantined, detail,
+                          quarantine_error[0] ? "; " : "", quarantine_error);
+        else
+                log_error("status file %s unreadable, not moved: %s: %s", file, quarantine_error, detail);
         if (len > 5 && len - 5 < sizeof(name)) {
                 snprintf(name, sizeof(name), "%.*s", (int) (len - 5), file);
-                unmanaged_probe(l->a, &l->scan, name, quarantined, detail);
+                unmanaged_probe(l->a, &l->scan, name, quarantined, quarantine_error, detail);
         }
 }
 
 int agent_reconnect_all(Agent *a) {
         Loader l = { .a = a };
+        qemu_scan_init(&l.scan, &a->cfg);
         int r = status_load_all(a->cfg.state_dir, load_good, load_bad, &l);
         free(l.scan.procs);
         if (r < 0)

@@ -180,6 +180,19 @@ static RpcCode peer_op_check(Handler *h, const char *op_id, bool stream) {
         return stream ? arpc_stream_end(h, code) : arpc_end(h, code);
 }
 
+/* The DN of the certificate that makes call @c into @dn ("" on a
+ * plaintext call: dev_mode).  0, or -EACCES with the detail. */
+static int caller_dn(RpcCall *c, const char *what, char *dn, size_t size) {
+        char *pem = NULL;
+        dn[0] = '\0';
+        if (rpc_call_peer_cert_pem(c, &pem) < 0)
+                return 0;
+        int r = agent_stream_tls_dn(pem, dn, size);
+        free(pem);
+        err_clear();
+        return r < 0 ? err_set(-EACCES, "%s: the caller's certificate cannot be read", what) : 0;
+}
+
 RpcCode h_prepare(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
         Agent *a = user;
         Handler h;
@@ -187,20 +200,17 @@ RpcCode h_prepare(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *re
         Drover__V1__MigratePrepareResponse *resp = (void *) resp_;
         MigParams p;
         MigStream s;
-        char dn[MIG_TLS_DN_MAX] = "";
-        char *pem = NULL;
+        char dn[MIG_TLS_DN_MAX];
         arpc_enter(&h, c, user);
         RpcCode code = peer_op_check(&h, req->op_id, false);
         if (code != RPC_OK)
                 return code;
-        /* the stream admits the certificate of this call, nothing else;
-         * req->stream_host is deprecated and ignored */
-        if (rpc_call_peer_cert_pem(c, &pem) == 0) {
-                int dr = agent_stream_tls_dn(pem, dn, sizeof(dn));
-                free(pem);
-                if (dr < 0)
-                        return arpc_end_r(&h, err_prefix(-EACCES, "prepare"));
-        }
+        /* the stream admits the certificate of this call, nothing else, and
+         * only it may finish or cancel; req->stream_host is deprecated and
+         * ignored */
+        int dr = caller_dn(c, "prepare", dn, sizeof(dn));
+        if (dr < 0)
+                return arpc_end_r(&h, dr);
         err_clear();
         mig_params_from_pb(req->params, &p);
         mig_params_defaults(&p);
@@ -228,11 +238,15 @@ RpcCode h_finish(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *res
         const Drover__V1__MigrateFinishRequest *req = (const void *) req_;
         Drover__V1__MigrateFinishResponse *resp = (void *) resp_;
         bool synced = false;
+        char dn[MIG_TLS_DN_MAX];
         arpc_enter(&h, c, user);
         RpcCode code = peer_op_check(&h, req->op_id, false);
         if (code != RPC_OK)
                 return code;
-        int r = agent_migrate_finish(a, req->op_id, req->guest, req->postcopy, req->source_stop_unix_ms,
+        int r = caller_dn(c, "finish", dn, sizeof(dn));
+        if (r < 0 || (r = agent_migrate_check_caller(a, req->op_id, req->guest, dn)) < 0)
+                return arpc_end_r(&h, r);
+        r = agent_migrate_finish(a, req->op_id, req->guest, req->postcopy, req->source_stop_unix_ms,
                                      &resp->resume_unix_ms, &synced);
         resp->guest_time_synced = synced;
         return arpc_end_r(&h, r);
@@ -242,15 +256,23 @@ RpcCode h_cancel(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *res
         Agent *a = user;
         Handler h;
         const Drover__V1__MigrateCancelRequest *req = (const void *) req_;
+        char dn[MIG_TLS_DN_MAX];
         (void) resp_;
         arpc_enter(&h, c, user);
         RpcCode code = peer_op_check(&h, req->op_id, false);
         if (code != RPC_OK)
                 return code;
-        int r = agent_migrate_cancel(a, req->op_id, req->guest);
+        int r = caller_dn(c, "cancel", dn, sizeof(dn));
+        if (r < 0 || (r = agent_migrate_check_caller(a, req->op_id, req->guest, dn)) < 0)
+                return arpc_end_r(&h, r);
+        r = agent_migrate_cancel(a, req->op_id, req->guest);
         return arpc_end_r(&h, r);
 }
 
+/* Any agent may ask, not only the one that prepared: the question changes
+ * nothing, its answer is a phase of a migration whose op id the asker
+ * knows already, and it goes both ways (a destination asks the source of
+ * an outgoing migration, for which no Prepare bound a certificate). */
 RpcCode h_owner(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
         Agent *a = user;
         Handler h;

@@ -379,6 +379,10 @@ static int spawn_detached(char **argv, const GuestFiles *files, const char *log_
                         ssize_t _unused_ w = write(pid_pipe[1], &g, sizeof(g));
                         _exit(g < 0 ? 1 : 0);
                 }
+                /* QEMU creates its QMP and QGA sockets and the serial log
+                 * (as root, before -runas): root's alone, whatever umask the
+                 * agent was started with */
+                umask(0077);
                 int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
                 int nul = open("/dev/null", O_RDONLY | O_CLOEXEC);
                 if (fd >= 0) {

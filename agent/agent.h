@@ -47,7 +47,8 @@ typedef struct AgentUnmanaged {
         char cpu_model[64];           /* its -cpu */
         char qmp_path[sizeof(((GuestPaths *) 0)->qmp)]; /* its monitor socket */
         char file[VM_PATH_MAX + 96];  /* the quarantined status file, "" if none */
-        char why[1024];               /* "status file quarantined: <reason>; QEMU pid N still runs" */
+        char why[1024];               /* "status file quarantined: <reason>; QEMU pid N still runs",
+                                       * or "status file unreadable, not moved: <error> (<reason>); ..." */
 } AgentUnmanaged;
 
 typedef struct Agent {

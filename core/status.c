@@ -8,7 +8,8 @@
  *     "qmp_socket", "qga_socket", "definition": {...},
  *     "job": { "async": "migration-out", "phase": "perform", "op": "..." },
  *     "migration": { "peer", "uri", "postcopy_started", "orig_caps",
- *                    "orig_params": { "max-bandwidth": ..., ... } },
+ *                    "orig_params": { "max-bandwidth": ..., ... },
+ *                    "caller" (optional: files of older agents lack it) },
  *     "extra": {...} }
  */
 #define _GNU_SOURCE
@@ -98,6 +99,8 @@ int status_record_to_json(const VmStatusRecord *rec, char **ret_json) {
         add_str(mig, "op", rec->mig.op);
         json_object_object_add(mig, "created_by_prepare", json_object_new_boolean(rec->mig.created_by_prepare));
         add_str(mig, "peer", rec->mig.peer);
+        if (rec->mig.caller[0])
+                add_str(mig, "caller", rec->mig.caller);
         add_str(mig, "uri", rec->mig.uri);
         json_object_object_add(mig, "postcopy_started", json_object_new_boolean(rec->mig.postcopy_started));
         add_u64(mig, "orig_caps", rec->mig.orig_caps);
@@ -227,6 +230,7 @@ static int read_migration(const JsonNode *mig, VmMigration *m) {
 
         if ((r = json_get_string(mig, "op", false, m->op, sizeof(m->op))) < 0 ||
             (r = json_get_string(mig, "peer", false, m->peer, sizeof(m->peer))) < 0 ||
+            (r = json_get_string(mig, "caller", false, m->caller, sizeof(m->caller))) < 0 ||
             (r = json_get_string(mig, "uri", false, m->uri, sizeof(m->uri))) < 0 ||
             (r = json_get_u64(mig, "orig_caps", false, 0, UINT64_MAX, &m->orig_caps)) < 0 ||
             (r = json_get_bool(mig, "postcopy_started", false, &m->postcopy_started)) < 0 ||
@@ -428,6 +432,28 @@ int status_remove(const char *dir, const char *name) {
         return fsync_dir(dir);
 }
 
+/* Write @reason and a newline to the new file @path, synced.  0 or -errno. */
+static int write_note(const char *path, const char *reason) {
+        _cleanup_free_ char *text = NULL;
+        if (asprintf(&text, "%s\n", reason ? reason : "") < 0)
+                return -ENOMEM;
+        _cleanup_close_ int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd < 0)
+                return -errno;
+        for (size_t done = 0, len = strlen(text); done < len;) {
+                ssize_t n = write(fd, text + done, len - done);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n <= 0)
+                        return n < 0 ? -errno : -EIO;
+                done += (size_t) n;
+        }
+        if (fsync(fd) < 0)
+                return -errno;
+        int fd2 = TAKE_FD(fd);
+        return close(fd2) < 0 && errno != EINTR ? -errno : 0;
+}
+
 int status_quarantine(const char *dir, const char *path, const char *reason, char *ret_path, size_t size) {
         char qdir[VM_PATH_MAX + 16], dst[VM_PATH_MAX * 2 + 64], note[sizeof(dst) + 8];
         const char *base = strrchr(path, '/');
@@ -444,17 +470,21 @@ int status_quarantine(const char *dir, const char *path, const char *reason, cha
         if (ret_path && size)
                 snprintf(ret_path, size, "%s", dst);
         snprintf(note, sizeof(note), "%s.reason", dst);
-        _cleanup_fclose_ FILE *f = fopen(note, "we");
-        if (f)
-                fprintf(f, "%s\n", reason ? reason : "");
-        (void) fsync_dir(qdir);
-        return fsync_dir(dir);
+        int r = write_note(note, reason);
+        int rq = fsync_dir(qdir), rd = fsync_dir(dir);
+        if (r < 0)
+                return err_set(r, "moved %s to %s, but its note %s cannot be written: %s", path, dst, note,
+                               strerror(-r));
+        if (rq < 0 || rd < 0)
+                return err_set(rq < 0 ? rq : rd, "moved %s to %s, but the move cannot be synced: %s", path, dst,
+                               strerror(-(rq < 0 ? rq : rd)));
+        return 0;
 }
 
 int status_load_all(const char *dir,
                     void (*good)(VmStatusRecord *rec, void *opaque),
                     void (*bad)(const char *file, const char *quarantined, int error, const char *detail,
-                                void *opaque),
+                                const char *quarantine_error, void *opaque),
                     void *opaque) {
         DIR *d = opendir(dir);
         struct dirent *de;
@@ -476,16 +506,18 @@ int status_load_all(const char *dir,
                         r = err_set(-EINVAL, "%s: records VM '%s', which does not match the file name", path,
                                     rec.name);
                 if (r < 0) {
-                        char detail[ERR_MSG_MAX + sizeof(path)], moved[VM_PATH_MAX * 2 + 64];
+                        char detail[ERR_MSG_MAX + sizeof(path)], moved[VM_PATH_MAX * 2 + 64], qerr[ERR_MSG_MAX];
                         const char *e = err_str(r);
                         if (strstr(e, path))
                                 snprintf(detail, sizeof(detail), "%s", e);
                         else /* every note names its file */
                                 snprintf(detail, sizeof(detail), "%s: %s", path, e);
                         status_record_clear(&rec);
-                        (void) status_quarantine(dir, path, detail, moved, sizeof(moved));
+                        err_clear();
+                        int q = status_quarantine(dir, path, detail, moved, sizeof(moved));
+                        snprintf(qerr, sizeof(qerr), "%s", q < 0 ? err_str(q) : "");
                         if (bad)
-                                bad(de->d_name, moved, r, detail, opaque);
+                                bad(de->d_name, moved, r, detail, qerr, opaque);
                         continue;
                 }
                 n++;

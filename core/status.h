@@ -71,21 +71,26 @@ int status_read(const char *path, VmStatusRecord *ret);
 int status_remove(const char *dir, const char *name);
 /* Move @path to <dir>/quarantine/<file>.<unix-ns> with a .reason note
  * holding @reason (which should name @path: the note is read later, beside
- * other notes).  The new path goes to @ret_path (@size bytes; may be NULL),
- * "" when the move failed. */
+ * other notes); the note, the quarantine folder and @dir are synced.  The
+ * new path goes to @ret_path (@size bytes; may be NULL), "" when the move
+ * failed.  0, or -errno with a detail: the move failed (@ret_path ""), or
+ * the file was moved but its note could not be written or the move not
+ * synced (@ret_path set). */
 int status_quarantine(const char *dir, const char *path, const char *reason, char *ret_path, size_t size);
 
 /* Read every *.json in @dir.  For each good record call @good (which takes
  * ownership of the record's owned members by clearing them or not); for each
  * bad file quarantine it and call @bad (may be NULL) with the file name, the
- * path it was moved to ("" if it could not be moved), and the error of that
- * file (its detail names the file; never a detail left over from another).
+ * path it was moved to ("" if it could not be moved), the error of that
+ * file (its detail names the file; never a detail left over from another),
+ * and what went wrong quarantining it ("" when it was moved with its note;
+ * status_quarantine()'s detail otherwise).
  * Returns the number of good records, or -errno if @dir itself cannot be
  * read (a missing folder counts as empty). */
 int status_load_all(const char *dir,
                     void (*good)(VmStatusRecord *rec, void *opaque),
                     void (*bad)(const char *file, const char *quarantined, int error, const char *detail,
-                                void *opaque),
+                                const char *quarantine_error, void *opaque),
                     void *opaque);
 
 /* Start time of @pid from /proc (field 22), 0 if it is gone. */

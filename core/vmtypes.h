@@ -117,10 +117,17 @@ const char *job_phase_to_string(JobPhase p);
 int job_phase_from_string(const char *s);
 
 /* What the migration code records about its migration; persisted. */
+/* Longest certificate DN kept with a migration (agent-stream.h's
+ * MIG_TLS_DN_MAX). */
+#define VM_MIG_CALLER_MAX 1024
+
 typedef struct VmMigration {
         char op[OP_ID_MAX];          /* the last migration's operation id (kept after it ends) */
         bool created_by_prepare;     /* destination: the guest was defined by that migration */
         char peer[256];             /* peer agent address */
+        char caller[VM_MIG_CALLER_MAX]; /* destination: the DN of the certificate that called
+                                        * Prepare, the only one Finish and Cancel accept;
+                                        * "" in dev_mode (no certificates) */
         char uri[256];              /* migration stream URI */
         bool has_orig_params;
         MigrationParams orig_params; /* QEMU's parameters before we changed them */

@@ -129,11 +129,69 @@ static void test_host_qcow2_magic(void **state) {
         check_err(&d, -EINVAL, want);
         free(want);
 
+        snprintf(d.disks[1].path, sizeof(d.disks[1].path), "%s", tu_path(tmp, "cut.qcow2"));
+        want = xasprintf("definition: 'disks[1].path' '%s' has a truncated qcow2 header (8 bytes)", d.disks[1].path);
+        check_err(&d, -EINVAL, want);
+        free(want);
+
         /* raw may hold anything, even qcow2 bytes: the format is never probed */
         snprintf(d.disks[0].path, sizeof(d.disks[0].path), "%s", tu_path(tmp, "disk.qcow2"));
         snprintf(d.disks[1].path, sizeof(d.disks[1].path), "%s", tu_path(tmp, "disk.raw"));
         snprintf(d.disks[1].format, sizeof(d.disks[1].format), "raw");
         assert_int_equal(check_host(&d), 0);
+}
+
+/* Run qemu-img with @args (a shell word list); 0 when it succeeded. */
+static int qemu_img(const char *args) {
+        char *cmd = xasprintf("qemu-img %s >/dev/null 2>&1", args);
+        int st = system(cmd);
+        free(cmd);
+        return st == 0 ? 0 : -1;
+}
+
+/* A qcow2 image names its backing file (and an external data file) by a
+ * path that QEMU would open itself, as root, wherever it points: such an
+ * image is refused at Define and at Start, naming the file; one without
+ * passes.  Real images, made by qemu-img. */
+static void test_qcow2_backing_and_data_files_refused(void **state) {
+        if (qemu_img("--version") < 0)
+                tu_skip("qemu-img is not installed");
+        char *plain = strdup(tu_path(tmp, "plain.qcow2")), *backed = strdup(tu_path(tmp, "backed.qcow2"));
+        char *data = strdup(tu_path(tmp, "data.qcow2")), *secret = strdup(tu_path(outside, "secret"));
+        char *a = xasprintf("create -q -f qcow2 %s 1M", plain);
+        char *b = xasprintf("create -q -f qcow2 -b %s -F raw %s 1M", secret, backed);
+        char *c = xasprintf("create -q -f qcow2 -o data_file=%s/data.bin %s 1M", outside, data);
+        assert_int_equal(qemu_img(a), 0);
+        assert_int_equal(qemu_img(b), 0);
+        assert_int_equal(qemu_img(c), 0);
+
+        GuestDef d = host_def();
+        snprintf(d.disks[1].path, sizeof(d.disks[1].path), "%s", plain);
+        assert_int_equal(guest_def_check_files(&d, &cfg), 0);
+        assert_int_equal(check_host(&d), 0);
+
+        char *want = xasprintf("definition: 'disks[1].path' '%s' is a qcow2 image with the backing file '%s'; "
+                               "backing files are not supported (QEMU would open them outside the image roots): "
+                               "convert it to a standalone image (qemu-img convert -O qcow2)", backed, secret);
+        snprintf(d.disks[1].path, sizeof(d.disks[1].path), "%s", backed);
+        err_clear();
+        assert_int_equal(guest_def_check_files(&d, &cfg), -EINVAL);
+        assert_string_equal(err_msg(), want);
+        check_err(&d, -EINVAL, want);
+        free(want);
+
+        snprintf(d.disks[1].path, sizeof(d.disks[1].path), "%s", data);
+        err_clear();
+        assert_int_equal(guest_def_check_files(&d, &cfg), -EINVAL);
+        assert_non_null(strstr(err_msg(), "is a qcow2 image with an external data file"));
+        assert_int_equal(check_host(&d), -EINVAL);
+        assert_non_null(strstr(err_msg(), "is a qcow2 image with an external data file"));
+
+        /* a qcow2 disk that does not exist yet is still fine at Define */
+        snprintf(d.disks[1].path, sizeof(d.disks[1].path), "%s", tu_path(tmp, "later.qcow2"));
+        assert_int_equal(guest_def_check_files(&d, &cfg), 0);
+        free(a); free(b); free(c);
+        free(plain); free(backed); free(data); free(secret);
 }
 
 static void test_host_bridges(void **state) {
@@ -449,13 +507,14 @@ static void test_descriptors_are_the_checked_files(void **state) {
 }
 
 static int setup_files(void **state) {
-        static const char qcow2[] = "QFI\xfb\0\0\0\3";
+        static char qcow2[104] = "QFI\xfb\0\0\0\3"; /* a version 3 header, nothing else set */
         tmp = tu_tmpdir("agentdef");
         chmod(tmp, 0755); /* reachable by the unprivileged child */
         write_file(tu_path(tmp, "vmlinuz"), "kernel", 6, 0644);
         write_file(tu_path(tmp, "initrd"), "initrd", 6, 0644);
         write_file(tu_path(tmp, "disk.raw"), "rawdata", 7, 0666);
-        write_file(tu_path(tmp, "disk.qcow2"), qcow2, sizeof(qcow2) - 1, 0666);
+        write_file(tu_path(tmp, "disk.qcow2"), qcow2, sizeof(qcow2), 0666);
+        write_file(tu_path(tmp, "cut.qcow2"), qcow2, 8, 0666);
         write_file(tu_path(tmp, "fake.qcow2"), "QFI?not a qcow2", 15, 0666);
         write_file(tu_path(tmp, "short.qcow2"), "QF", 2, 0666);
         write_file(tu_path(tmp, "unreadable"), "secret", 6, 0000);
@@ -482,6 +541,7 @@ int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_host_ok_and_missing),
                 cmocka_unit_test(test_host_qcow2_magic),
+                cmocka_unit_test(test_qcow2_backing_and_data_files_refused),
                 cmocka_unit_test(test_host_bridges),
                 cmocka_unit_test(test_host_permissions),
                 cmocka_unit_test(test_host_odirect),

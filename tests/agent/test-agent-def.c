@@ -619,12 +619,15 @@ static void test_argv_typical(void **state) {
                 "-append", "console=ttyS0 root=/dev/vda",
                 "-add-fd", "fd=20,set=0,opaque=disk0-ro",
                 "-add-fd", "fd=21,set=0,opaque=disk0-rw",
-                "-blockdev", "driver=qcow2,node-name=disk0,read-only=off,cache.direct=on,cache.no-flush=off,"
-                             "file.driver=file,file.node-name=disk0-file,file.filename=/dev/fdset/0",
+                "-blockdev", "{\"driver\":\"qcow2\",\"node-name\":\"disk0\",\"read-only\":false,"
+                             "\"cache\":{\"direct\":true,\"no-flush\":false},"
+                             "\"file\":{\"driver\":\"file\",\"node-name\":\"disk0-file\",\"filename\":\"/dev/fdset/0\"},"
+                             "\"backing\":null}",
                 "-device", "virtio-blk-pci,id=virtio-disk0,drive=disk0,write-cache=on",
                 "-add-fd", "fd=22,set=1,opaque=disk1-ro",
-                "-blockdev", "driver=raw,node-name=disk1,read-only=on,cache.direct=off,cache.no-flush=off,"
-                             "file.driver=file,file.node-name=disk1-file,file.filename=/dev/fdset/1",
+                "-blockdev", "{\"driver\":\"raw\",\"node-name\":\"disk1\",\"read-only\":true,"
+                             "\"cache\":{\"direct\":false,\"no-flush\":false},"
+                             "\"file\":{\"driver\":\"file\",\"node-name\":\"disk1-file\",\"filename\":\"/dev/fdset/1\"}}",
                 "-device", "virtio-blk-pci,id=virtio-disk1,drive=disk1,write-cache=off",
                 "-netdev", "tap,id=net0,ifname=" TAP0 ",script=no,downscript=no",
                 "-device", "virtio-net-pci,id=nic0,netdev=net0,mac=52:54:00:12:34:56",
@@ -669,13 +672,15 @@ static void test_argv_minimal(void **state) {
                 "-serial", "none",
                 "-add-fd", "fd=20,set=0,opaque=disk0-ro",
                 "-add-fd", "fd=21,set=0,opaque=disk0-rw",
-                "-blockdev", "driver=raw,node-name=disk0,read-only=off,cache.direct=off,cache.no-flush=on,"
-                             "file.driver=file,file.node-name=disk0-file,file.filename=/dev/fdset/0",
+                "-blockdev", "{\"driver\":\"raw\",\"node-name\":\"disk0\",\"read-only\":false,"
+                             "\"cache\":{\"direct\":false,\"no-flush\":true},"
+                             "\"file\":{\"driver\":\"file\",\"node-name\":\"disk0-file\",\"filename\":\"/dev/fdset/0\"}}",
                 "-device", "virtio-blk-pci,id=virtio-disk0,drive=disk0,write-cache=on,bootindex=1",
                 "-add-fd", "fd=22,set=1,opaque=disk1-ro",
                 "-add-fd", "fd=23,set=1,opaque=disk1-rw",
-                "-blockdev", "driver=raw,node-name=disk1,read-only=off,cache.direct=on,cache.no-flush=off,"
-                             "file.driver=file,file.node-name=disk1-file,file.filename=/dev/fdset/1",
+                "-blockdev", "{\"driver\":\"raw\",\"node-name\":\"disk1\",\"read-only\":false,"
+                             "\"cache\":{\"direct\":true,\"no-flush\":false},"
+                             "\"file\":{\"driver\":\"file\",\"node-name\":\"disk1-file\",\"filename\":\"/dev/fdset/1\"}}",
                 "-device", "virtio-blk-pci,id=virtio-disk1,drive=disk1,write-cache=off",
         };
         GuestDef d;
@@ -696,11 +701,11 @@ static void test_argv_cache_modes(void **state) {
         static const struct {
                 const char *cache, *blockdev_cache, *write_cache;
         } modes[] = {
-                { "none", "cache.direct=on,cache.no-flush=off", "write-cache=on" },
-                { "writeback", "cache.direct=off,cache.no-flush=off", "write-cache=on" },
-                { "writethrough", "cache.direct=off,cache.no-flush=off", "write-cache=off" },
-                { "directsync", "cache.direct=on,cache.no-flush=off", "write-cache=off" },
-                { "unsafe", "cache.direct=off,cache.no-flush=on", "write-cache=on" },
+                { "none", "\"cache\":{\"direct\":true,\"no-flush\":false}", "write-cache=on" },
+                { "writeback", "\"cache\":{\"direct\":false,\"no-flush\":false}", "write-cache=on" },
+                { "writethrough", "\"cache\":{\"direct\":false,\"no-flush\":false}", "write-cache=off" },
+                { "directsync", "\"cache\":{\"direct\":true,\"no-flush\":false}", "write-cache=off" },
+                { "unsafe", "\"cache\":{\"direct\":false,\"no-flush\":true}", "write-cache=on" },
         };
         for (size_t i = 0; i < ELEMENTSOF(modes); i++) {
                 GuestDef d;
@@ -738,7 +743,7 @@ static void test_argv_block_device(void **state) {
         assert_int_equal(guest_build_argv(&d, &p, &f, &l, &argv), 0);
         bool found = false;
         for (size_t k = 0; argv[k]; k++)
-                found |= strstr(argv[k], "file.driver=host_device,") != NULL;
+                found |= strstr(argv[k], "\"file\":{\"driver\":\"host_device\",") != NULL;
         assert_true(found);
         guest_argv_free(argv);
 }

@@ -5,7 +5,9 @@
  * no path of the definition is on QEMU's command line); a definition that
  * names a file outside the roots or through a link is refused at Define;
  * a file replaced by a link after Define is refused at Start; and an agent
- * whose qemu_user does not exist refuses to start.
+ * whose qemu_user does not exist refuses to start.  An agent started with
+ * umask 0 still gives QEMU's own files (QMP and QGA sockets, serial log)
+ * no group or other bits.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -36,26 +38,30 @@ static void make_disk(const char *path) {
         close(fd);
 }
 
-static char *guest_json(const char *name, const char *disk) {
+static char *guest_json(const char *name, const char *disk, const char *format) {
         char *s = NULL;
         assert_true(asprintf(&s,
                              "{\"name\": \"%s\", \"memory_mib\": 48, \"kernel\": \"%s\", \"append\": \"mib=8 rate=5\", "
-                             "\"disks\": [{\"path\": \"%s\", \"format\": \"raw\", \"cache\": \"writeback\"}]}",
-                             name, tu_guest_elf(), disk) > 0);
+                             "\"disks\": [{\"path\": \"%s\", \"format\": \"%s\", \"cache\": \"writeback\"}]}",
+                             name, tu_guest_elf(), disk, format) > 0);
         return s;
 }
 
-/* Define @name with @disk: 0, or the failed call's status in @ret_st. */
-static int define(TestAgent *t, const char *name, const char *disk, RpcStatus *ret_st) {
+/* Define @name with @disk of @format: 0, or the failed call's status in @ret_st. */
+static int define_fmt(TestAgent *t, const char *name, const char *disk, const char *format, RpcStatus *ret_st) {
         Drover__V1__DefineRequest req = DROVER__V1__DEFINE_REQUEST__INIT;
         Drover__V1__GetGuestResponse *resp = NULL;
-        char *json = guest_json(name, disk);
+        char *json = guest_json(name, disk, format);
         req.definition_json = json;
         int r = ta_call(t, "Define", &req.base, (ProtobufCMessage **) &resp, ret_st);
         free(json);
         if (resp)
                 drover__v1__get_guest_response__free_unpacked(resp, NULL);
         return r;
+}
+
+static int define(TestAgent *t, const char *name, const char *disk, RpcStatus *ret_st) {
+        return define_fmt(t, name, disk, "raw", ret_st);
 }
 
 static int start(TestAgent *t, const char *name, int *ret_pid, RpcStatus *ret_st) {
@@ -210,11 +216,130 @@ static void test_missing_qemu_user(void **state) {
         free(text);
 }
 
+static void run_ok(const char *cmd) {
+        if (system(cmd) != 0)
+                fail_msg("'%s' failed", cmd);
+}
+
+/* A qcow2 image names its backing file by a path QEMU would open as root,
+ * wherever it points: the agent refuses such an image at Define (and at
+ * Start, when the header was written after Define), naming the file; a
+ * qcow2 image without one starts (its -blockdev carries "backing": null). */
+static void test_qcow2_backing_file_refused(void **state) {
+        if (geteuid() != 0)
+                tu_skip("-runas needs root to drop from");
+        const char *dir = tu_tmpdir("agentd-qcow2");
+        const char *outside = tu_tmpdir("agentd-qcow2-out");
+        TestAgent t = { 0 };
+        RpcStatus st;
+        int pid = 0;
+        char cmd[1200], plain[300], backed[300], later[300], secret[300];
+        snprintf(plain, sizeof(plain), "%s/plain.qcow2", dir);
+        snprintf(backed, sizeof(backed), "%s/backed.qcow2", dir);
+        snprintf(later, sizeof(later), "%s/later.qcow2", dir);
+        snprintf(secret, sizeof(secret), "%s/secret.raw", outside);
+        make_disk(secret);
+        snprintf(cmd, sizeof(cmd), "qemu-img create -q -f qcow2 %s 1M && qemu-img create -q -f qcow2 -b %s -F raw %s 1M",
+                 plain, secret, backed);
+        run_ok(cmd);
+        assert_int_equal(test_agent_start(&t, dir, NULL), 0);
+
+        /* refused at Define, naming the image and its backing file */
+        assert_true(define_fmt(&t, "q1", backed, "qcow2", &st) < 0);
+        assert_int_equal(st.code, RPC_INVALID_ARGUMENT);
+        char *want = NULL;
+        assert_true(asprintf(&want, "'disks[0].path' '%s' is a qcow2 image with the backing file '%s'", backed,
+                             secret) > 0);
+        if (!strstr(st.details, want))
+                fail_msg("got '%s', want '%s'", st.details, want);
+
+        /* fine at Define (no image yet), backed by Start: refused then */
+        if (define_fmt(&t, "q2", later, "qcow2", &st) < 0)
+                fail_msg("Define: %s %s", rpc_code_to_string(st.code), st.details);
+        snprintf(cmd, sizeof(cmd), "qemu-img create -q -f qcow2 -b %s -F raw %s 1M", secret, later);
+        run_ok(cmd);
+        assert_true(start(&t, "q2", &pid, &st) < 0);
+        assert_non_null(strstr(st.details, "is a qcow2 image with the backing file"));
+        assert_non_null(strstr(st.details, secret));
+
+        /* a qcow2 image without a backing file starts */
+        if (define_fmt(&t, "q3", plain, "qcow2", &st) < 0)
+                fail_msg("Define: %s %s", rpc_code_to_string(st.code), st.details);
+        if (start(&t, "q3", &pid, &st) < 0)
+                fail_msg("Start: %s %s", rpc_code_to_string(st.code), st.details);
+        TuQemu q = { 0 };
+        snprintf(q.serial_path, sizeof(q.serial_path), "%.200s/q3.serial", t.run_dir);
+        assert_true(tu_serial_wait(&q, "READY", 10000));
+        assert_true(cmdline_contains(pid, "\"backing\":null"));
+
+        test_agent_kill_guests(&t);
+        assert_int_equal(test_agent_stop(&t), 0);
+        free(want);
+}
+
+/* The mode bits of @path, without its type. */
+static mode_t mode_of(const char *path) {
+        struct stat st;
+        if (lstat(path, &st) < 0)
+                fail_msg("%s: %s", path, strerror(errno));
+        return st.st_mode & 07777;
+}
+
+/* QEMU creates its sockets and serial log itself, as root before -runas:
+ * whatever umask the agent has, they are root's alone (0 for group and
+ * other: a local user can neither read a guest's console nor drive its
+ * QEMU). */
+static void test_qemu_files_private_under_umask_0(void **state) {
+        if (geteuid() != 0)
+                tu_skip("-runas needs root to drop from");
+        const char *dir = tu_tmpdir("agentd-umask");
+        TestAgent t = { 0 };
+        RpcStatus st;
+        int pid = 0;
+        mode_t old = umask(0); /* the agent inherits it */
+        int r = test_agent_start(&t, dir, NULL);
+        umask(old);
+        assert_int_equal(r, 0);
+
+        char *disk = strdup(tu_path(dir, "u1.raw"));
+        make_disk(disk);
+        Drover__V1__DefineRequest req = DROVER__V1__DEFINE_REQUEST__INIT;
+        Drover__V1__GetGuestResponse *resp = NULL;
+        char *json = NULL;
+        assert_true(asprintf(&json,
+                             "{\"name\": \"u1\", \"memory_mib\": 48, \"kernel\": \"%s\", \"append\": \"mib=8 rate=5\", "
+                             "\"guest_agent\": true, \"serial_log\": true, "
+                             "\"disks\": [{\"path\": \"%s\", \"format\": \"raw\", \"cache\": \"writeback\"}]}",
+                             tu_guest_elf(), disk) > 0);
+        req.definition_json = json;
+        if (ta_call(&t, "Define", &req.base, (ProtobufCMessage **) &resp, &st) < 0)
+                fail_msg("Define: %s %s", rpc_code_to_string(st.code), st.details);
+        if (resp)
+                drover__v1__get_guest_response__free_unpacked(resp, NULL);
+        if (start(&t, "u1", &pid, &st) < 0)
+                fail_msg("Start: %s %s", rpc_code_to_string(st.code), st.details);
+        const char *files[] = { "u1.qmp", "u1.qga", "u1.serial" };
+        for (size_t i = 0; i < 3; i++) {
+                char path[400];
+                snprintf(path, sizeof(path), "%.300s/%s", t.run_dir, files[i]);
+                mode_t m = mode_of(path);
+                printf("# %s: %04o\n", files[i], (unsigned) m);
+                if (m & 077)
+                        fail_msg("%s is %04o under umask 0: group or other may use it", path, (unsigned) m);
+        }
+        test_agent_kill_guests(&t);
+        assert_int_equal(test_agent_stop(&t), 0);
+        free(json);
+        free(disk);
+}
+
 int main(void) {
         tu_require_qemu();
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_guest_confined_and_unprivileged),
                 cmocka_unit_test(test_missing_qemu_user),
+                cmocka_unit_test(test_qemu_files_private_under_umask_0),
+                cmocka_unit_test(test_qcow2_backing_file_refused),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -21,6 +21,7 @@
 
 #include "agentd-util.h"
 #include "deadline.h"
+#include "qemuproc.h"
 #include "testutil.h"
 
 #define CALL_OK(t, method, req, resp)                                                        \
@@ -176,8 +177,9 @@ static void test_fifo_in_state_dir_does_not_hang_start(void **state) {
 
 /* A status record that names a pid without pid_start_time used to make the
  * agent kill (or adopt) whatever process carried "-qmp unix:<the guest's
- * socket>" on its command line.  Such a process is left alone and listed
- * as unmanaged. */
+ * socket>" on its command line.  Such a process, even a real QEMU (the
+ * configured binary, as root: what the restart takes for a QEMU at all),
+ * is left alone and listed as unmanaged. */
 static void test_record_without_pid_start_time_kills_nothing(void **state) {
         const char *dir = tu_tmpdir("agentd-pidtime");
         TestAgent t = { 0 };
@@ -192,10 +194,11 @@ static void test_record_without_pid_start_time_kills_nothing(void **state) {
         free(json);
         test_agent_kill9(&t);
 
-        /* a process that is not QEMU but names the guest's monitor */
+        /* a QEMU that is not the guest's but names its monitor */
         snprintf(qmp, sizeof(qmp), "%s/pt1.qmp", t.run_dir);
         snprintf(qmp_arg, sizeof(qmp_arg), "unix:%s,server=on,wait=off", qmp);
-        char *argv[] = { "/bin/sh", "-c", "sleep 600", "decoy", "-qmp", qmp_arg, NULL };
+        char *argv[] = { (char *) tu_qemu_binary(), "-machine", "none", "-nodefaults", "-display", "none", "-S",
+                         "-qmp", qmp_arg, NULL };
         pid_t decoy = tu_spawn(argv, NULL);
         assert_true(decoy > 0);
         sleep_ms(100);

@@ -13,6 +13,10 @@
  * INVALID_ARGUMENT or NOT_FOUND: that is the handler talking, so the call
  * passed the role check).
  *
+ * The peer phases of one migration are also bound to the certificate that
+ * prepared it: a second agent certificate (another CN) cannot finish or
+ * cancel it, the first can cancel it, and either may ask MigrationOwner.
+ *
  * The rules are written here from the roles' definitions, not copied from
  * the method tables (agent/agent-rpc.c, coordinator/coord-rpc.c), so a
  * wrong row fails:
@@ -135,16 +139,18 @@ static void make_certs(void) {
 }
 
 static void start_agent(void) {
-        char cfg[300], json[2048];
+        char cfg[300], json[4096], roots[1200];
         w.agent_port = tu_free_port();
         snprintf(cfg, sizeof(cfg), "%s/agent.json", w.dir);
+        test_image_roots(w.dir, "\", \"", roots, sizeof(roots));
         snprintf(json, sizeof(json),
                  "{ \"host\": \"host-a\", \"state_dir\": \"%s/state\", \"run_dir\": \"%s/run\",\n"
+                 "  \"image_roots\": [\"%s\"],\n"
                  "  \"listen\": [\"unix:%s/agent.sock\", \"127.0.0.1:%d\"],\n"
                  "  \"qemu_binary\": \"%s\", \"accel\": \"tcg\",\n"
                  "  \"tls\": { \"cert\": \"%s/agent.crt\", \"key\": \"%s/agent.key\", \"ca\": \"%s/ca.crt\" },\n"
                  "  \"log_level\": \"info\" }\n",
-                 w.dir, w.dir, w.dir, w.agent_port, tu_qemu_binary(), w.dir, w.dir, w.dir);
+                 w.dir, w.dir, roots, w.dir, w.agent_port, tu_qemu_binary(), w.dir, w.dir, w.dir);
         write_file(cfg, json);
         RpcTls op = tls_of("alice");
         TestAgentOptions o = { .config = cfg, .tls = &op };
@@ -333,12 +339,89 @@ static void test_coordinator_reaches_agent(void **state) {
                 fail_msg("the coordinator never reached the agent: health %d, last error '%s'", health, last_error);
 }
 
+#define BOUND_UUID "b0b0b0b0-1111-2222-3333-444444444444"
+
+static void peer_call(RpcClient *cl, const char *method, const ProtobufCMessage *req, RpcStatus *st) {
+        ProtobufCMessage *resp = NULL;
+        *st = (RpcStatus){ 0 };
+        (void) rpc_client_unary(cl, &drover__v1__agent__descriptor, method, req, 20000, &resp, st);
+        if (resp)
+                protobuf_c_message_free_unpacked(resp, NULL);
+}
+
+/* MigrateFinish and MigrateCancel act only for the certificate that called
+ * MigratePrepare: another agent certificate is refused PERMISSION_DENIED
+ * and changes nothing; the preparer's Cancel drops the copy.
+ * MigrationOwner answers any agent. */
+static void test_peer_calls_bound_to_the_preparer(void **state) {
+        char target[320];
+        snprintf(target, sizeof(target), "unix:%s", w.agent.sock);
+        RpcClient *a = client_as(target, "peer"), *b = client_as(target, "both");
+        RpcStatus st;
+
+        char *def = test_guest_json("bound1", BOUND_UUID, 32, NULL);
+        assert_non_null(def);
+        Drover__V1__MigratePrepareRequest prep = DROVER__V1__MIGRATE_PREPARE_REQUEST__INIT;
+        prep.op_id = (char *) "bound-op-1";
+        prep.definition_json = def;
+        prep.source = (char *) "127.0.0.1:1";
+        peer_call(a, "MigratePrepare", &prep.base, &st);
+        if (st.code != RPC_OK)
+                fail_msg("MigratePrepare as peer: %s (%s)", rpc_code_to_string(st.code), st.details);
+
+        /* Prepare again for the same migration as another certificate: refused */
+        peer_call(b, "MigratePrepare", &prep.base, &st);
+        if (st.code != RPC_PERMISSION_DENIED)
+                fail_msg("MigratePrepare again as both: %s (%s)", rpc_code_to_string(st.code), st.details);
+
+        Drover__V1__MigrateFinishRequest fin = DROVER__V1__MIGRATE_FINISH_REQUEST__INIT;
+        fin.op_id = (char *) "bound-op-1";
+        fin.guest = (char *) BOUND_UUID;
+        peer_call(b, "MigrateFinish", &fin.base, &st);
+        if (st.code != RPC_PERMISSION_DENIED || !strstr(st.details, "prepared by another certificate") ||
+            !strstr(st.details, "CN=both"))
+                fail_msg("MigrateFinish as both: %s (%s)", rpc_code_to_string(st.code), st.details);
+
+        Drover__V1__MigrateCancelRequest can = DROVER__V1__MIGRATE_CANCEL_REQUEST__INIT;
+        can.op_id = (char *) "bound-op-1";
+        can.guest = (char *) BOUND_UUID;
+        peer_call(b, "MigrateCancel", &can.base, &st);
+        if (st.code != RPC_PERMISSION_DENIED)
+                fail_msg("MigrateCancel as both: %s (%s)", rpc_code_to_string(st.code), st.details);
+
+        /* still prepared: MigrationOwner, which any agent may ask, says so */
+        Drover__V1__MigrationOwnerRequest own = DROVER__V1__MIGRATION_OWNER_REQUEST__INIT;
+        Drover__V1__MigrationOwnerResponse *ans = NULL;
+        own.op_id = (char *) "bound-op-1";
+        own.guest = (char *) BOUND_UUID;
+        assert_int_equal(rpc_client_unary(b, &drover__v1__agent__descriptor, "MigrationOwner", &own.base, CALL_MS,
+                                          (ProtobufCMessage **) &ans, &st), 0);
+        assert_string_equal(ans->phase, "prepare");
+        drover__v1__migration_owner_response__free_unpacked(ans, NULL);
+
+        /* the preparer may cancel: the copy is dropped */
+        peer_call(a, "MigrateCancel", &can.base, &st);
+        if (st.code != RPC_OK)
+                fail_msg("MigrateCancel as peer: %s (%s)", rpc_code_to_string(st.code), st.details);
+        assert_int_equal(rpc_client_unary(a, &drover__v1__agent__descriptor, "MigrationOwner", &own.base, CALL_MS,
+                                          (ProtobufCMessage **) &ans, &st), 0);
+        printf("# after the preparer's cancel: state %d, phase %s\n", ans->state, ans->phase);
+        assert_int_not_equal(ans->state, DROVER__V1__PEER_STATE__PEER_STATE_PAUSED);
+        drover__v1__migration_owner_response__free_unpacked(ans, NULL);
+
+        test_agent_kill_guests(&w.agent);
+        free(def);
+        rpc_client_free(a);
+        rpc_client_free(b);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_rules_fit_the_daemons),
                 cmocka_unit_test(test_coordinator_reaches_agent),
                 cmocka_unit_test(test_agent_service),
                 cmocka_unit_test(test_coordinator_service),
+                cmocka_unit_test(test_peer_calls_bound_to_the_preparer),
         };
         return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -35,6 +35,7 @@ static void fill_record(VmStatusRecord *rec, const char *name) {
         snprintf(rec->op_id, sizeof(rec->op_id), "op-%s", name);
         snprintf(rec->mig.peer, sizeof(rec->mig.peer), "10.77.0.2:7000");
         snprintf(rec->mig.op, sizeof(rec->mig.op), "mig-op-%s", name);
+        snprintf(rec->mig.caller, sizeof(rec->mig.caller), "CN=hv2,O=Example \"Q\"");
         rec->mig.created_by_prepare = true;
         snprintf(rec->mig.uri, sizeof(rec->mig.uri), "tcp:10.77.0.2:49152");
         rec->mig.has_orig_params = true;
@@ -68,6 +69,7 @@ static void test_round_trip(void **state) {
         assert_string_equal(b.op_id, "op-web1");
         assert_string_equal(b.mig.peer, "10.77.0.2:7000");
         assert_string_equal(b.mig.op, "mig-op-web1");
+        assert_string_equal(b.mig.caller, "CN=hv2,O=Example \"Q\"");
         assert_true(b.mig.created_by_prepare);
         assert_string_equal(b.mig.uri, "tcp:10.77.0.2:49152");
         assert_true(b.mig.has_orig_params);
@@ -123,9 +125,11 @@ static void on_good(VmStatusRecord *rec, void *opaque) {
         snprintf(l->names[l->good++ % 8], VM_NAME_MAX, "%s", rec->name);
 }
 
-static void on_bad(const char *file, const char *quarantined, int error, const char *detail, void *opaque) {
+static void on_bad(const char *file, const char *quarantined, int error, const char *detail,
+                   const char *quarantine_error, void *opaque) {
         Loaded *l = opaque;
         (void) error;
+        assert_string_equal(quarantine_error, "");
         assert_non_null(strstr(quarantined, "/quarantine/"));
         assert_non_null(strstr(quarantined, file));
         snprintf(l->bad_files[l->bad % 8], 64, "%s", file);
@@ -390,6 +394,82 @@ static void test_oversized_and_special_files(void **state) {
         assert_int_equal(status_load_all(tu_path(dir, "nope"), NULL, NULL, NULL), 0);
 }
 
+/* A record written before "caller" existed loads, with no caller: the
+ * member is optional. */
+static void test_record_without_caller_loads(void **state) {
+        const char *dir = tu_tmpdir("status-nocaller");
+        VmStatusRecord a, b;
+        fill_record(&a, "old1");
+        a.mig.caller[0] = '\0';
+        assert_int_equal(status_write(dir, &a), 0);
+        char *text = tu_read_file(tu_path(dir, "old1.json"), NULL);
+        assert_non_null(text);
+        assert_null(strstr(text, "\"caller\""));
+        free(text);
+        assert_int_equal(status_read(tu_path(dir, "old1.json"), &b), 0);
+        assert_string_equal(b.mig.caller, "");
+        assert_string_equal(b.mig.peer, "10.77.0.2:7000");
+        status_record_clear(&a);
+        status_record_clear(&b);
+}
+
+typedef struct Unmoved {
+        int bad;
+        char quarantined[512], detail[512], quarantine_error[512];
+} Unmoved;
+
+static void on_bad_unmoved(const char *file, const char *quarantined, int error, const char *detail,
+                           const char *quarantine_error, void *opaque) {
+        Unmoved *u = opaque;
+        (void) file;
+        (void) error;
+        u->bad++;
+        snprintf(u->quarantined, sizeof(u->quarantined), "%s", quarantined);
+        snprintf(u->detail, sizeof(u->detail), "%s", detail);
+        snprintf(u->quarantine_error, sizeof(u->quarantine_error), "%s", quarantine_error);
+}
+
+/* When the quarantine folder cannot take the file (a file stands where
+ * the folder should be: as root, permissions would not stop the move),
+ * status_quarantine() says so, leaves the file where it was, and
+ * status_load_all() hands that error to its caller beside the file's own. */
+static void test_quarantine_that_cannot_move_is_reported(void **state) {
+        const char *dir = tu_tmpdir("status-nomove");
+        write_file(tu_path(dir, "quarantine"), "not a folder\n");
+        write_file(tu_path(dir, "broken.json"), "{ nope");
+        char moved[512] = "x";
+        assert_true(status_quarantine(dir, tu_path(dir, "broken.json"), "test", moved, sizeof(moved)) < 0);
+        assert_string_equal(moved, "");
+        assert_non_null(strstr(err_msg(), "broken.json"));
+        assert_int_equal(access(tu_path(dir, "broken.json"), F_OK), 0);
+
+        Unmoved u = { 0 };
+        assert_int_equal(status_load_all(dir, on_good, on_bad_unmoved, &u), 0);
+        assert_int_equal(u.bad, 1);
+        assert_string_equal(u.quarantined, "");
+        assert_non_null(strstr(u.detail, "invalid JSON"));
+        if (!strstr(u.quarantine_error, "moving ") || !strstr(u.quarantine_error, "broken.json") ||
+            !strstr(u.quarantine_error, "Not a directory"))
+                fail_msg("quarantine error '%s'", u.quarantine_error);
+        assert_int_equal(access(tu_path(dir, "broken.json"), F_OK), 0);
+}
+
+/* A quarantined file's note is there, complete, next to it. */
+static void test_quarantine_note_is_written(void **state) {
+        const char *dir = tu_tmpdir("status-note");
+        write_file(tu_path(dir, "n1.json"), "{");
+        char moved[512], note[600];
+        assert_int_equal(status_quarantine(dir, tu_path(dir, "n1.json"), "why: n1", moved, sizeof(moved)), 0);
+        snprintf(note, sizeof(note), "%s.reason", moved);
+        char *text = tu_read_file(note, NULL);
+        assert_non_null(text);
+        assert_string_equal(text, "why: n1\n");
+        free(text);
+        struct stat st;
+        assert_int_equal(stat(note, &st), 0);
+        assert_int_equal(st.st_mode & 0777, 0600);
+}
+
 static void test_vm_save_status(void **state) {
         const char *dir = tu_tmpdir("status-vm");
         Vm *vm;
@@ -420,6 +500,9 @@ int main(void) {
                 cmocka_unit_test(test_parse_errors_are_clear),
                 cmocka_unit_test(test_oversized_and_special_files),
                 cmocka_unit_test(test_vm_save_status),
+                cmocka_unit_test(test_record_without_caller_loads),
+                cmocka_unit_test(test_quarantine_that_cannot_move_is_reported),
+                cmocka_unit_test(test_quarantine_note_is_written),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
