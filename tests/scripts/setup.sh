@@ -14,6 +14,10 @@ packages=(
   meson ninja-build pkg-config gcc binutils
   libjson-c-dev libprotobuf-c-dev protobuf-c-compiler libgrpc-dev
   libssh-dev libsqlite3-dev libcmocka-dev
+  # journal fields and sd_notify (core/log.c, core/notify.c)
+  libsystemd-dev
+  # `protoc -I proto` checks the .proto imports (tests/daemon)
+  protobuf-compiler
   # run and test: real QEMU, real qemu-ga, hosts as network namespaces
   qemu-system-x86 qemu-guest-agent qemu-utils iproute2 procps
   openssh-server openssh-client openssl
