@@ -10,7 +10,7 @@
  * error, exits 0 or 1 and starts nothing.
  *
  * Under systemd (Type=notify, core/notify.h) it says READY=1 with the ready
- * line, STATUS="N hosts (M up), J jobs" as it changes (checked every
+ * line, STATUS="N hosts (M up), J jobs, K migrations" as it changes (checked every
  * STATUS_PERIOD_S, or every half watchdog interval with WATCHDOG=1 when
  * WatchdogSec= is set) and STOPPING=1 at the signal; the gRPC health
  * service (proto/health.h) says SERVING from READY to the signal.
@@ -33,22 +33,12 @@
 
 #define STATUS_PERIOD_S 10
 
-/* "3 hosts (2 up), 1 job": the STATUS= line, into @buf. */
+/* "3 hosts (2 up), 1 job, 2 migrations": the STATUS= line, into @buf. */
 static const char *status_line(Coordinator *co, char *buf, size_t size) {
-        CoordHostView *hosts = NULL;
-        StoreJob *jobs = NULL;
-        size_t n_hosts = 0, n_jobs = 0, up = 0;
-
-        if (coord_hosts(co, &hosts, &n_hosts) < 0)
-                n_hosts = 0;
-        for (size_t i = 0; i < n_hosts; i++)
-                up += hosts[i].health == COORD_HOST_HEALTH_HEALTHY;
-        if (coord_job_list(co, true, 1000, &jobs, &n_jobs) < 0)
-                n_jobs = 0;
-        snprintf(buf, size, "%zu host%s (%zu up), %zu job%s", n_hosts, n_hosts == 1 ? "" : "s", up, n_jobs,
-                 n_jobs == 1 ? "" : "s");
-        free(hosts);
-        free(jobs);
+        CoordSummary s;
+        coord_summary(co, &s);
+        snprintf(buf, size, "%zu host%s (%zu up), %zu job%s, %zu migration%s", s.hosts, s.hosts == 1 ? "" : "s",
+                 s.hosts_up, s.jobs, s.jobs == 1 ? "" : "s", s.migrations, s.migrations == 1 ? "" : "s");
         return buf;
 }
 

@@ -6,7 +6,9 @@
  * journald a line starts with "<N>", which journald's stream reader turns
  * into the record's PRIORITY; a message with fields is sent as a native
  * journal record instead (sd_journal_sendv()), since a stream cannot carry
- * fields. */
+ * fields.  sd_journal_sendv() reports success when there is no journal
+ * socket at all, so the record is only sent when the socket is there
+ * (checked once, with the stream); otherwise the line goes to the stream. */
 #define _GNU_SOURCE
 #include "log.h"
 #include "log-priv.h"
@@ -42,7 +44,7 @@ static const int level_priority[LOG_LEVEL_MAX] = {
 };
 
 static atomic_int log_level = -1;       /* -1: not yet read from the environment */
-static atomic_int log_journal = -1;     /* -1: not yet decided; 0/1 */
+static atomic_int log_journal = -1;     /* -1: not yet decided; 0 no, 1 stream, 2 stream and socket */
 static LogSink log_sink;                /* set before threads start */
 static void *log_sink_opaque;
 
@@ -76,7 +78,9 @@ void log_set_sink(LogSink sink, void *opaque) {
         log_sink_opaque = opaque;
 }
 
-bool log_to_journal(void) {
+#define JOURNAL_SOCKET "/run/systemd/journal/socket"
+
+static int journal_mode(void) {
         int j = atomic_load(&log_journal);
         if (j < 0) {
                 const char *e = getenv("JOURNAL_STREAM");
@@ -86,9 +90,15 @@ bool log_to_journal(void) {
                 j = e && sscanf(e, "%llu:%llu%c", &dev, &ino, &tail) == 2 &&
                     fstat(STDERR_FILENO, &st) == 0 && (unsigned long long) st.st_dev == dev &&
                     (unsigned long long) st.st_ino == ino;
+                if (j && stat(JOURNAL_SOCKET, &st) == 0 && S_ISSOCK(st.st_mode))
+                        j = 2;
                 atomic_store(&log_journal, j);
         }
         return j;
+}
+
+bool log_to_journal(void) {
+        return journal_mode() > 0;
 }
 
 void log_reset_journal_detection(void) {
@@ -119,6 +129,7 @@ static int format_head(char *buf, size_t size, bool journal, LogLevel level, con
 static int format_fields(char *buf, size_t size, int n, const LogFields *f) {
         const struct { const char *name, *value; } kv[] = {
                 { "guest", f->guest }, { "job", f->job }, { "op", f->op }, { "phase", f->phase },
+                { "host", f->host },
         };
         for (size_t i = 0; i < ELEMENTSOF(kv) && n < (int) size; i++)
                 if (kv[i].value && kv[i].value[0])
@@ -146,7 +157,7 @@ static void log_vmsg(LogLevel level, const char *file, int line, const LogFields
         bool journal = !log_sink && log_to_journal();
 
 #ifdef HAVE_LIBSYSTEMD
-        if (journal && fields) {
+        if (journal && fields && journal_mode() == 2) {
                 char msg[2048], rec[3072];
                 struct iovec iov[LOG_JOURNAL_MAX_IOV];
                 va_list aq;
@@ -191,6 +202,7 @@ int log_journal_record(LogLevel level, const char *file, int line, const LogFiel
         const struct { const char *key, *value; } kv[] = {
                 { "GUEST", fields ? fields->guest : NULL }, { "JOB", fields ? fields->job : NULL },
                 { "OP", fields ? fields->op : NULL },       { "PHASE", fields ? fields->phase : NULL },
+                { "HOST", fields ? fields->host : NULL },
         };
         char lineno[16], prio[4];
         const struct { const char *key, *value; } fixed[] = {

@@ -15,7 +15,7 @@
  *
  * Messages about one guest, job, operation or migration phase go through
  * log_fields() with a LogFields naming them.  Under journald they are sent
- * with sd_journal_send() as the journal fields GUEST=, JOB=, OP=, PHASE=
+ * with sd_journal_send() as the journal fields GUEST=, JOB=, OP=, PHASE=, HOST=
  * (plus MESSAGE=, PRIORITY=, CODE_FILE=, CODE_LINE=, SYSLOG_IDENTIFIER=),
  * so `journalctl GUEST=web1` finds every line about web1; anywhere else the
  * fields are appended to the line as " guest=web1 op=..." words.
@@ -41,6 +41,7 @@ typedef struct LogFields {
         const char *job;   /* JOB=   : coordinator job id */
         const char *op;    /* OP=    : agent operation or migration id */
         const char *phase; /* PHASE= : migration phase or recovery step */
+        const char *host;  /* HOST=  : a host of the coordinator's inventory */
 } LogFields;
 
 typedef void (*LogSink)(LogLevel level, const char *line, void *opaque);
@@ -60,8 +61,9 @@ bool log_to_journal(void);
 
 void log_msg(LogLevel level, const char *file, int line, const char *fmt, ...) _printf_(4, 5);
 /* log_msg() with the fields of @fields (NULL: none), as described above.
- * Under journald, falls back to the stderr line when sd_journal_send()
- * fails or libsystemd was not available at build time. */
+ * Under journald, falls back to the stream line (fields as words) when
+ * journald's socket is missing, sd_journal_sendv() fails or libsystemd
+ * was not available at build time. */
 void log_fields_msg(LogLevel level, const char *file, int line, const LogFields *fields, const char *fmt, ...)
         _printf_(5, 6);
 

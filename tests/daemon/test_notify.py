@@ -6,7 +6,7 @@ owns and WATCHDOG_USEC=400000: READY=1 must come with a STATUS= line once
 it listens ("0 guests, 0 migrations"), WATCHDOG=1 must come at least every
 200 ms (half the interval), and SIGTERM must bring STOPPING=1 before the
 process exits 0.  The coordinator the same (READY=1 with "N hosts (M up),
-J jobs", WATCHDOG=1, STOPPING=1).  Without WATCHDOG_USEC no WATCHDOG=1 is
+J jobs, K migrations", WATCHDOG=1, STOPPING=1).  Without WATCHDOG_USEC no WATCHDOG=1 is
 sent.
 
 Logs: with JOURNAL_STREAM naming the dev:ino of the daemon's stderr (what
@@ -156,7 +156,7 @@ def main():
         run_notified("agent", agent_argv(d), d, "drover-agent: ready", r"\d+ guests?, \d+ migrations?", 400000)
         run_notified("agent-nowatchdog", agent_argv(d), d, "drover-agent: ready", r"\d+ guests?, \d+ migrations?", 0)
         run_notified("coordinator", coord_argv(d), d, "drover-coordinator: ready",
-                     r"\d+ hosts? \(\d+ up\), \d+ jobs?", 400000)
+                     r"\d+ hosts? \(\d+ up\), \d+ jobs?, \d+ migrations?", 400000)
         log_format(d)
     except tu.Abort:
         pass
