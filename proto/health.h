@@ -23,7 +23,7 @@
 #include "cleanup.h"
 #include "rpcserver.h"
 
-#define HEALTH_MAX_WATCHERS 16
+#define HEALTH_MAX_WATCHERS 4 /* each holds a worker of the streams lane */
 #define HEALTH_MAX_SERVICES 4
 
 typedef struct Health Health;

@@ -8,7 +8,9 @@
  *     NOT_FOUND, as the protocol says;
  *   - Watch("") sends SERVING at once, and NOT_SERVING when the daemon gets
  *     SIGTERM (before its server's shutdown grace ends the stream);
- *   - Watch of an unknown service sends SERVICE_UNKNOWN and stays open.
+ *   - Watch of an unknown service sends SERVICE_UNKNOWN and stays open;
+ *   - at most HEALTH_MAX_WATCHERS watches run at once: one more is refused
+ *     RESOURCE_EXHAUSTED, and its slot is free again when one ends.
  * Who may call it (every role) is tests/roles' business.
  */
 #define _GNU_SOURCE
@@ -27,6 +29,7 @@
 #include "agentd-util.h"
 #include "deadline.h"
 #include "err.h"
+#include "health.h"
 #include "health.pb-c.h"
 #include "rpcclient.h"
 #include "testutil.h"
@@ -87,6 +90,24 @@ static void check_daemon(const char *target, const char *service, void (*stop)(v
         assert_int_equal(next_status(all), SERVING);
         RpcStream *named = watch(cl, service);
         assert_int_equal(next_status(named), SERVING);
+        RpcStream *fourth = watch(cl, "");
+        assert_int_equal(next_status(fourth), SERVING);
+        RpcStream *fifth = watch(cl, "");
+        assert_int_equal(next_status(fifth), -ENOBUFS);
+        assert_int_equal(rpc_stream_status(fifth)->code, RPC_RESOURCE_EXHAUSTED);
+        rpc_stream_free(fifth);
+        rpc_stream_free(fourth); /* cancelled: its slot frees once the handler sees it */
+        Deadline d = deadline_in_ms(5000);
+        for (;;) {
+                RpcStream *again = watch(cl, "");
+                int s = next_status(again);
+                rpc_stream_free(again);
+                if (s == SERVING)
+                        break;
+                assert_int_equal(s, -ENOBUFS);
+                assert_false(deadline_expired(d));
+                sleep_ms(20);
+        }
 
         stop();
         assert_int_equal(next_status(all), NOT_SERVING);
