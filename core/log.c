@@ -151,8 +151,8 @@ static void emit(LogLevel level, char *buf, size_t size, int n) {
         ssize_t _unused_ w = write(STDERR_FILENO, buf, (size_t) n);
 }
 
-static void log_vmsg(LogLevel level, const char *file, int line, const LogFields *fields, const char *fmt,
-                     va_list ap) {
+_printf_(5, 0) static void log_vmsg(LogLevel level, const char *file, int line, const LogFields *fields,
+                                    const char *fmt, va_list ap) {
         char buf[2048];
         bool journal = !log_sink && log_to_journal();
 
