@@ -20,10 +20,11 @@
  * before and after.  docs/operations.md has both.
  *
  * While it waits for the signal, the main thread wakes every TRIM_PERIOD_S
- * (or half the systemd watchdog interval when that is shorter, to send
- * WATCHDOG=1 and the status): every TRIM_PERIOD_S it closes the channels to peer agents that sat idle (agent-peer.h), and
- * gives freed heap back to the kernel when guests changed (an event was
- * published) and no migration runs: see trim_when_quiet().
+ * (or every half systemd watchdog interval when that is shorter) to send
+ * WATCHDOG=1 and a changed status; every TRIM_PERIOD_S it also closes the
+ * channels to peer agents that sat idle (agent-peer.h), and gives freed heap
+ * back to the kernel when guests changed (an event was published) and no
+ * migration runs: see trim_when_quiet().
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -260,7 +261,9 @@ int main(int argc, char **argv) {
         int sig = -1;
         uint64_t trimmed_at_seq = 0, trim_due_ns = now_ns() + TRIM_PERIOD_S * NSEC_PER_SEC;
         int64_t watchdog_ms = notify_watchdog_period_ms();
-        int64_t wake_ms = watchdog_ms > 0 && watchdog_ms < TRIM_PERIOD_S * 1000 ? watchdog_ms : TRIM_PERIOD_S * 1000;
+        int64_t wake_ms = TRIM_PERIOD_S * 1000;
+        if (watchdog_ms > 0 && watchdog_ms < wake_ms)
+                wake_ms = watchdog_ms;
         while (sig <= 0) {
                 struct timespec period = { .tv_sec = wake_ms / 1000, .tv_nsec = (wake_ms % 1000) * 1000000 };
                 sig = sigtimedwait(&stop, NULL, &period);

@@ -131,7 +131,9 @@ int main(int argc, char **argv) {
         notify_ready(status_line(co, status, sizeof(status)));
 
         int64_t watchdog_ms = notify_watchdog_period_ms();
-        int64_t wake_ms = watchdog_ms > 0 && watchdog_ms < STATUS_PERIOD_S * 1000 ? watchdog_ms : STATUS_PERIOD_S * 1000;
+        int64_t wake_ms = STATUS_PERIOD_S * 1000;
+        if (watchdog_ms > 0 && watchdog_ms < wake_ms)
+                wake_ms = watchdog_ms;
         int sig = -1;
         while (sig <= 0) {
                 struct timespec period = { .tv_sec = wake_ms / 1000, .tv_nsec = (wake_ms % 1000) * 1000000 };
