@@ -416,8 +416,9 @@ static int finish_not_started(Agent *a, Vm *vm, const char *op, int r) {
         vm_unlock(vm);
         if (mine && mig_mark_dropping(vm, op, ph))
                 mig_kill_dest(a, vm, op, why);
-        log_warning("guest %s, migration %s: finish failed before the guest started here (%s); copy dropped",
-                    vm->name, op, why);
+        log_fields(LOG_LEVEL_WARNING, LOG_FIELDS(.guest = vm->name, .op = op, .phase = job_phase_to_string(ph)),
+                   "guest %s, migration %s: finish failed before the guest started here (%s); copy dropped",
+                   vm->name, op, why);
         return err_set(-EBUSY, "finish on this host failed before the guest started: %s " PEER_FINISH_NOT_STARTED_MARK
                        " (this copy is dropped; the source keeps the guest)", why);
 }

@@ -377,8 +377,10 @@ static void finish_failed(Source *s, int r, PeerFinishFailure f, bool postcopy) 
                 return;
         }
 
-        log_warning("migration %s of %s: finish on %s failed: %s; the destination may run the guest: asking it",
-                    s->op, vm->name, s->dest, why);
+        log_fields(LOG_LEVEL_WARNING,
+                   LOG_FIELDS(.guest = vm->name, .op = s->op, .phase = job_phase_to_string(JOB_PHASE_FINISH)),
+                   "migration %s of %s: finish on %s failed: %s; the destination may run the guest: asking it",
+                   s->op, vm->name, s->dest, why);
         uint64_t t0 = now_ns();
         int64_t ask_ms = a->cfg.finish_ask_ms;
         if (postcopy && ask_ms < (int64_t) mig_params_completion_ms(&s->p, s->mem_mib))
@@ -499,7 +501,9 @@ static void *source_thread(void *arg) {
                 char why[ERR_MSG_MAX];
                 const char *terr = agent_stream_ssh_error(s->tunnel);
                 snprintf(why, sizeof(why), "%s%s%s", err_str(pr), terr ? "; the SSH tunnel: " : "", terr ? terr : "");
-                log_warning("migration %s of %s failed in perform: %s", s->op, vm->name, why);
+                log_fields(LOG_LEVEL_WARNING,
+                           LOG_FIELDS(.guest = vm->name, .op = s->op, .phase = job_phase_to_string(JOB_PHASE_PERFORM)),
+                           "migration %s of %s failed in perform: %s", s->op, vm->name, why);
                 int sr = mig_settle(a, vm, s->op, s->dest); /* perform: resume the source, drop the destination */
                 /* Before perform_done the destination can never have run
                  * the guest (rule 1): whoever settled, its copy goes. */
@@ -570,7 +574,9 @@ static void *source_thread(void *arg) {
         agent_migtable_phase(t, s->m, JOB_PHASE_CONFIRM, &st);
         (void) mig_kill_source(a, vm, s->op);
         agent_migtable_done(t, s->m, 0, NULL);
-        log_info("migration %s of %s completed", s->op, vm->name);
+        log_fields(LOG_LEVEL_INFO,
+                   LOG_FIELDS(.guest = vm->name, .op = s->op, .phase = job_phase_to_string(JOB_PHASE_CONFIRM)),
+                   "migration %s of %s completed", s->op, vm->name);
 
 out:
         agent_stream_ssh_close(s->tunnel);

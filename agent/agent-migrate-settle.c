@@ -220,7 +220,8 @@ static int keep_dest(Agent *a, Vm *vm, const char *op) {
 /* Apply @d for @vm whose async migration job is owned by @op.  Returns 1
  * when resolved, 0 when it must be retried later, -errno on error. */
 int mig_apply_decision(Agent *a, Vm *vm, const char *op, const char *peer_addr, RecoveryDecision d) {
-        log_info("guest %s, migration %s: %s (%s)", vm->name, op, recovery_action_to_string(d.action), d.reason);
+        log_fields(LOG_LEVEL_INFO, LOG_FIELDS(.guest = vm->name, .op = op, .phase = "recovery"),
+                   "guest %s, migration %s: %s (%s)", vm->name, op, recovery_action_to_string(d.action), d.reason);
         switch (d.action) {
         case RECOVER_NONE: {
                 vm_lock(vm);

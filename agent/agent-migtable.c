@@ -327,6 +327,15 @@ uint64_t agent_migtable_ends(MigrationTable *t) {
         return n;
 }
 
+size_t agent_migtable_running(MigrationTable *t) {
+        size_t n = 0;
+        lock_acquire(&t->lock);
+        for (Migration *m = t->list; m; m = m->next)
+                n += !m->r.done;
+        lock_release(&t->lock);
+        return n;
+}
+
 bool agent_migtable_wait_ends(MigrationTable *t, uint64_t seen, Deadline d) {
         lock_acquire(&t->lock);
         while (t->ends == seen && cond_wait(&t->ended, &t->lock, d) == 0)

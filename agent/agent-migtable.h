@@ -117,6 +117,8 @@ bool agent_migtable_watched(MigrationTable *t, const char *op);
  * a migration ended (agent_migtable_done), an incoming operation stopped
  * being watched (agent_migtable_unwatch), or agent_migtable_kick(). */
 uint64_t agent_migtable_ends(MigrationTable *t);
+/* Records not done yet (migrations in either direction that run now). */
+size_t agent_migtable_running(MigrationTable *t);
 /* Wait (no lock held) until the counter is no longer @seen, or @d.
  * Returns true when it moved. */
 bool agent_migtable_wait_ends(MigrationTable *t, uint64_t seen, Deadline d);

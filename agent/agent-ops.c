@@ -529,6 +529,7 @@ int agent_ops_migrate(Agent *a, Vm *vm, const char *id, const char *dest_addr,
                 return err_set(m, "%s", why);
         }
         agent_ops_follow_migration(a, id);
-        log_info("operation %s: migration of %s to %s", id, vm->name, dest_addr);
+        log_fields(LOG_LEVEL_INFO, LOG_FIELDS(.guest = vm->name, .op = id), "operation %s: migration of %s to %s", id,
+                   vm->name, dest_addr);
         return 1;
 }

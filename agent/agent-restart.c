@@ -321,9 +321,11 @@ static void restore_migration_job_locked(Vm *vm, const VmStatusRecord *rec) {
         if (job_restore_async(vm, rec->async_job, rec->op_id, rec->phase) < 0)
                 log_warning("guest %s: %s", vm->name, err_msg());
         else
-                log_warning("guest %s: %s job (op %s) in phase %s restored; it waits for migration recovery",
-                            vm->name, async_job_to_string(rec->async_job), rec->op_id,
-                            job_phase_to_string(rec->phase));
+                log_fields(LOG_LEVEL_WARNING,
+                           LOG_FIELDS(.guest = vm->name, .op = rec->op_id, .phase = job_phase_to_string(rec->phase)),
+                           "guest %s: %s job (op %s) in phase %s restored; it waits for migration recovery",
+                           vm->name, async_job_to_string(rec->async_job), rec->op_id,
+                           job_phase_to_string(rec->phase));
 }
 
 /* What the restart knows of a record's QEMU. */

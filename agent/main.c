@@ -2,18 +2,29 @@
  *
  *   drover-agent --config /etc/drover/agent.json
  *   drover-agent --dev --listen unix:/run/drover/agent.sock --state-dir D --run-dir R
+ *   drover-agent --check-config /etc/drover/agent.json
  *
  * Loads and validates the configuration (command-line options override the
  * file), reconnects to the guests that outlived the previous agent, serves
  * the Agent API until SIGTERM or SIGINT, then stops serving with a grace
  * period.  Guests keep running when the agent stops.  On start it prints
  * one line "drover-agent: ready host=H listen=ADDR[,ADDR] ports=P[,P]" on
- * stdout (tests and the demo wait for it).
+ * stdout (tests and the demo wait for it).  --check-config FILE loads and
+ * validates FILE (with any other options applied) exactly as a start would,
+ * prints "config OK" or the error, exits 0 or 1 and starts nothing.
  *
- * While it waits for the signal, the main thread wakes every TRIM_PERIOD_S:
- * it closes the channels to peer agents that sat idle (agent-peer.h), and
- * gives freed heap back to the kernel when guests changed (an event was
- * published) and no migration runs: see trim_when_quiet().
+ * Under systemd (Type=notify, core/notify.h) it says READY=1 at that same
+ * moment, STATUS="N guests, M migrations" as it changes, WATCHDOG=1 when
+ * WatchdogSec= is set and STOPPING=1 at the signal; the gRPC health service
+ * (proto/health.h) says SERVING from READY to the signal, NOT_SERVING
+ * before and after.  docs/operations.md has both.
+ *
+ * While it waits for the signal, the main thread wakes every TRIM_PERIOD_S
+ * (or every half systemd watchdog interval when that is shorter) to send
+ * WATCHDOG=1 and a changed status; every TRIM_PERIOD_S it also closes the
+ * channels to peer agents that sat idle (agent-peer.h), and gives freed heap
+ * back to the kernel when guests changed (an event was published) and no
+ * migration runs: see trim_when_quiet().
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -33,8 +44,11 @@
 #include "agent-rpc.h"
 #include "agent.h"
 #include "drover-version.h"
+#include "agent-migtable.h"
 #include "err.h"
+#include "health.h"
 #include "log.h"
+#include "notify.h"
 
 #define TRIM_PERIOD_S 10
 
@@ -72,10 +86,19 @@ static void trim_when_quiet(Agent *a, uint64_t *trimmed_at_seq) {
                   (double) (now_ns() - t0) / 1e6);
 }
 
+/* "12 guests, 1 migration": the STATUS= line, into @buf. */
+static const char *status_line(Agent *a, char *buf, size_t size) {
+        size_t guests = vm_registry_count(a->vms), migrations = agent_migtable_running(a->migrations);
+        snprintf(buf, size, "%zu guest%s, %zu migration%s", guests, guests == 1 ? "" : "s", migrations,
+                 migrations == 1 ? "" : "s");
+        return buf;
+}
+
 static void usage(FILE *f) {
         fprintf(f,
                 "usage: drover-agent [--config FILE] [options]\n"
                 "  --config FILE       JSON configuration (docs/agent.md)\n"
+                "  --check-config FILE validate FILE (and the options), print \"config OK\" or the error\n"
                 "  --listen ADDR       listen address (repeatable; replaces the file's list)\n"
                 "  --host NAME         host name reported to clients\n"
                 "  --state-dir DIR     status files\n"
@@ -95,6 +118,7 @@ int main(int argc, char **argv) {
                 { "run-dir", required_argument, NULL, 'r' }, { "qemu", required_argument, NULL, 'q' },
                 { "accel", required_argument, NULL, 'a' },  { "dev", no_argument, NULL, 'd' },
                 { "set", required_argument, NULL, 'S' },    { "log-level", required_argument, NULL, 'L' },
+                { "check-config", required_argument, NULL, 'C' },
                 { "help", no_argument, NULL, 'h' },         { "version", no_argument, NULL, 'V' },
                 { 0 },
         };
@@ -103,12 +127,14 @@ int main(int argc, char **argv) {
         size_t n_sets = 0, n_listen = 0;
         const char *listen[AGENT_MAX_LISTEN];
         AgentConfig cfg;
+        bool check_only = false;
         int c, r;
 
         while ((c = getopt_long(argc, argv, "c:l:h", opts, NULL)) >= 0) {
                 const char *name = NULL;
                 switch (c) {
                 case 'c': config = optarg; continue;
+                case 'C': config = optarg; check_only = true; continue;
                 case 'l':
                         if (n_listen == AGENT_MAX_LISTEN) {
                                 fprintf(stderr, "drover-agent: at most %d --listen\n", AGENT_MAX_LISTEN);
@@ -165,6 +191,10 @@ int main(int argc, char **argv) {
                 fprintf(stderr, "drover-agent: bad configuration: %s\n", err_str(r));
                 return 1;
         }
+        if (check_only) {
+                printf("config OK\n");
+                return 0;
+        }
         int lvl = log_level_from_string(cfg.log_level);
         if (lvl >= 0)
                 log_set_level((LogLevel) lvl);
@@ -196,7 +226,10 @@ int main(int argc, char **argv) {
         RpcTls tls = { .cert_file = cfg.tls_cert, .key_file = cfg.tls_key, .ca_file = cfg.tls_ca };
         bool use_tls = cfg.tls_cert[0] != '\0';
         char ports[256] = "", addrs[2048] = "";
-        if ((r = rpc_server_new(&so, &srv)) < 0 || (r = agent_rpc_register(srv, a)) < 0) {
+        _cleanup_(health_freep) Health *health = NULL;
+        if ((r = health_new((const char *const[]){ "drover.v1.Agent", NULL }, &health)) < 0 ||
+            (r = rpc_server_new(&so, &srv)) < 0 || (r = agent_rpc_register(srv, a)) < 0 ||
+            (r = health_register(health, srv, AGENT_LANE_QUERIES, AGENT_LANE_STREAMS)) < 0) {
                 fprintf(stderr, "drover-agent: %s\n", err_str(r));
                 agent_free(a);
                 return 1;
@@ -237,18 +270,33 @@ int main(int argc, char **argv) {
         printf("drover-agent: ready host=%s listen=%s ports=%s guests=%d\n", cfg.host, addrs, ports,
                loaded < 0 ? 0 : loaded);
         fflush(stdout);
+        health_set_serving(health, true);
+        char status[128];
+        notify_ready(status_line(a, status, sizeof(status)));
 
         int sig = -1;
-        uint64_t trimmed_at_seq = 0;
+        uint64_t trimmed_at_seq = 0, trim_due_ns = now_ns() + TRIM_PERIOD_S * NSEC_PER_SEC;
+        int64_t watchdog_ms = notify_watchdog_period_ms();
+        int64_t wake_ms = TRIM_PERIOD_S * 1000;
+        if (watchdog_ms > 0 && watchdog_ms < wake_ms)
+                wake_ms = watchdog_ms;
         while (sig <= 0) {
-                struct timespec period = { .tv_sec = TRIM_PERIOD_S };
+                struct timespec period = { .tv_sec = wake_ms / 1000, .tv_nsec = (wake_ms % 1000) * 1000000 };
                 sig = sigtimedwait(&stop, NULL, &period);
-                if (sig < 0 && errno == EAGAIN) {
+                if (sig > 0 || (sig < 0 && errno != EAGAIN))
+                        continue;
+                if (watchdog_ms > 0)
+                        notify_watchdog();
+                notify_status("%s", status_line(a, status, sizeof(status)));
+                if (now_ns() >= trim_due_ns) {
                         agent_peer_cache_sweep(a->peers); /* before the trim: what it frees is given back */
                         trim_when_quiet(a, &trimmed_at_seq);
+                        trim_due_ns = now_ns() + TRIM_PERIOD_S * NSEC_PER_SEC;
                 }
         }
         log_info("signal %d: stopping (guests keep running)", sig);
+        health_set_serving(health, false);
+        notify_stopping("stopping: guests keep running");
         metrics_server_free(metrics); /* its scrapes read the agent and the server */
         agent_migration_stop(a);
         int cancelled = rpc_server_shutdown(srv, 2000);

@@ -302,6 +302,7 @@ int coord_host_set_state(Coordinator *c, const char *name, int state, CoordHostV
         }
         StoreHost copy = h->h;
         lock_release(&c->lock);
+        int old = copy.state;
         /* stored first: a state the store refused is never acted on */
         copy.state = state;
         int r = c->store->ops->host_put(c->store, &copy);
@@ -316,7 +317,26 @@ int coord_host_set_state(Coordinator *c, const char *name, int state, CoordHostV
         lock_release(&c->lock);
         if (!h)
                 return err_set(-ENOENT, "host '%s' was removed meanwhile", name);
+        if (old != state)
+                log_fields(LOG_LEVEL_INFO, LOG_FIELDS(.host = name), "host %s: state %s -> %s", name,
+                           coord_host_state_to_string(old), coord_host_state_to_string(state));
         return 0;
+}
+
+void coord_summary(Coordinator *c, CoordSummary *ret) {
+        CoordSummary s = { 0 };
+        lock_acquire(&c->lock);
+        for (size_t i = 0; i < c->n_hosts; i++) {
+                const CHost *h = c->hosts[i];
+                if (h->removed)
+                        continue;
+                s.hosts++;
+                s.hosts_up += h->health == COORD_HOST_HEALTH_HEALTHY;
+                s.migrations += h->out_running;
+        }
+        s.jobs = c->n_jobs;
+        lock_release(&c->lock);
+        *ret = s;
 }
 
 int coord_hosts(Coordinator *c, CoordHostView **ret, size_t *ret_n) {
@@ -396,9 +416,35 @@ static size_t hosts_to_ask(Coordinator *c, AgentLink **links, char (*names)[STOR
         return n;
 }
 
-/* An agent answered: its figures replace the host's (@info is taken). */
-static void host_answered_locked(Coordinator *c, CHost *h, AgentHostInfo *info) {
+/* A host's health before and after a heartbeat or refresh, noted under
+ * coord->lock and logged by log_health_change() after it is released. */
+typedef struct HealthChange {
+        CoordHostHealth from, to;
+        uint64_t down_ms;  /* how long it had been unreachable (up again) */
+        int misses;        /* heartbeats missed in a row (unreachable) */
+} HealthChange;
+
+static void log_health_change(const char *host, const HealthChange *hc, const char *why) {
+        if (hc->from == hc->to)
+                return;
+        if (hc->to == COORD_HOST_HEALTH_HEALTHY && hc->from == COORD_HOST_HEALTH_UNREACHABLE)
+                log_fields(LOG_LEVEL_INFO, LOG_FIELDS(.host = host), "host %s is up again after %.1f s unreachable",
+                           host, (double) hc->down_ms / 1000.0);
+        else if (hc->to == COORD_HOST_HEALTH_HEALTHY)
+                log_fields(LOG_LEVEL_INFO, LOG_FIELDS(.host = host), "host %s is up", host);
+        else if (hc->to == COORD_HOST_HEALTH_UNREACHABLE && hc->from == COORD_HOST_HEALTH_UNKNOWN)
+                log_fields(LOG_LEVEL_WARNING, LOG_FIELDS(.host = host), "host %s is unreachable: %s", host, why);
+        else if (hc->to == COORD_HOST_HEALTH_UNREACHABLE)
+                log_fields(LOG_LEVEL_WARNING, LOG_FIELDS(.host = host),
+                           "host %s is unreachable: %d heartbeats missed in a row: %s", host, hc->misses, why);
+}
+
+/* An agent answered: its figures replace the host's (@info is taken).
+ * *ret says what its health did. */
+static void host_answered_locked(Coordinator *c, CHost *h, AgentHostInfo *info, HealthChange *ret) {
         lock_assert_held(&c->lock);
+        *ret = (HealthChange){ .from = h->health, .to = COORD_HOST_HEALTH_HEALTHY,
+                               .down_ms = h->down_since_ms ? coord_now_ms() - h->down_since_ms : 0 };
         agent_host_info_clear(&h->info);
         h->info = *info;
         h->health = COORD_HOST_HEALTH_HEALTHY;
@@ -416,21 +462,26 @@ void coord_inventory_heartbeat(Coordinator *c) {
                 int r = agent_link_stats(links[i], MIN(c->cfg.heartbeat_ms, 5000), &info);
                 char why[256];
                 snprintf(why, sizeof(why), "%s", r < 0 ? err_str(r) : "");
+                HealthChange hc = { 0 };
                 lock_acquire(&c->lock);
                 CHost *h = coord_host_find_locked(c, names[i]);
                 if (h && r >= 0) {
-                        host_answered_locked(c, h, &info);
+                        host_answered_locked(c, h, &info, &hc);
                         h->last_error[0] = '\0';
                 } else if (h) {
+                        hc.from = h->health;
                         if (++h->misses >= COORD_MISSES_UNHEALTHY || h->health == COORD_HOST_HEALTH_UNKNOWN) {
                                 if (h->health != COORD_HOST_HEALTH_UNREACHABLE)
                                         h->down_since_ms = coord_now_ms();
                                 h->health = COORD_HOST_HEALTH_UNREACHABLE;
                         }
+                        hc.to = h->health;
+                        hc.misses = h->misses;
                         snprintf(h->last_error, sizeof(h->last_error), "%s", why);
                 } else if (r >= 0)
                         agent_host_info_clear(&info);
                 lock_release(&c->lock);
+                log_health_change(names[i], &hc, why);
         }
 }
 
@@ -458,14 +509,16 @@ void coord_inventory_refresh(Coordinator *c) {
         size_t n = hosts_to_ask(c, links, names);
         for (size_t i = 0; i < n; i++) {
                 AgentHostInfo info;
+                HealthChange hc = { 0 };
                 if (agent_link_stats(links[i], 3000, &info) < 0)
                         continue;
                 lock_acquire(&c->lock);
                 CHost *h = coord_host_find_locked(c, names[i]);
                 if (h)
-                        host_answered_locked(c, h, &info);
+                        host_answered_locked(c, h, &info, &hc);
                 else
                         agent_host_info_clear(&info);
                 lock_release(&c->lock);
+                log_health_change(names[i], &hc, "");
         }
 }

@@ -123,7 +123,7 @@ void coord_job_event(Coordinator *c, const char *job_id, const char *fmt, ...) {
         va_end(ap);
         if (c->store->ops->event_add(c->store, job_id, coord_now_ms(), text) < 0)
                 log_warning("job %s: event not stored: %s", job_id, err_msg());
-        log_info("job %s: %s", job_id, text);
+        log_fields(LOG_LEVEL_INFO, LOG_FIELDS(.job = job_id), "job %s: %s", job_id, text);
 }
 
 void coord_sub_end(Coordinator *c, const char *job, int seq, CoordSubtaskPhase phase, const LinkMigResult *res,

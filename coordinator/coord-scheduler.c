@@ -765,7 +765,8 @@ int coord_scheduler_tick(Coordinator *c, bool *ret_freed, bool *ret_finishing) {
                         break;
                 case ACT_ABORT:
                         if (agent_link_abort(acts[i].src, acts[i].guest, 30000) < 0)
-                                log_warning("job %s: abort of %s: %s", acts[i].job, acts[i].guest, err_msg());
+                                log_fields(LOG_LEVEL_WARNING, LOG_FIELDS(.job = acts[i].job, .guest = acts[i].guest),
+                                           "job %s: abort of %s: %s", acts[i].job, acts[i].guest, err_msg());
                         do_poll(c, &acts[i]);
                         break;
                 case ACT_TUNE:

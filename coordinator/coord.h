@@ -90,6 +90,16 @@ typedef struct CoordHostView {
 } CoordHostView;
 
 int coord_hosts(Coordinator *c, CoordHostView **ret, size_t *ret_n);
+/* Counts for the service's status line, from memory only (no agent or
+ * store call, so the main loop can ask often).  Any thread; takes
+ * coord->lock briefly. */
+typedef struct CoordSummary {
+        size_t hosts;      /* not removed */
+        size_t hosts_up;   /* of those, healthy */
+        size_t jobs;       /* unfinished */
+        size_t migrations; /* running now (counted at their source) */
+} CoordSummary;
+void coord_summary(Coordinator *c, CoordSummary *ret);
 int coord_host_add(Coordinator *c, const StoreHost *h);
 int coord_host_remove(Coordinator *c, const char *name);
 /* @state: a CoordHostState other than UNSPECIFIED (-EINVAL).  Stored

@@ -2,15 +2,27 @@
  *
  *   drover-coordinator --config /etc/drover/coordinator.json
  *   drover-coordinator --version | --help
+ *   drover-coordinator --check-config /etc/drover/coordinator.json
  *
  * Loads and validates the configuration, opens the job store, resumes
  * unfinished jobs, serves the Coordinator API until SIGTERM/SIGINT.  Prints
- * "drover-coordinator: ready listen=... jobs_resumed=N" on stdout.
+ * "drover-coordinator: ready listen=..." on stdout.  --check-config FILE
+ * loads and validates FILE as a start would, prints "config OK" or the
+ * error, exits 0 or 1 and starts nothing.
+ *
+ * Under systemd (Type=notify, core/notify.h) it says READY=1 with the ready
+ * line, STATUS="N hosts (M up), J jobs, K migrations" as it changes (checked every
+ * STATUS_PERIOD_S, or every half watchdog interval with WATCHDOG=1 when
+ * WatchdogSec= is set) and STOPPING=1 at the signal; the gRPC health
+ * service (proto/health.h) says SERVING from READY to the signal.
+ * docs/operations.md has both.
  */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "coord-metrics.h"
@@ -18,34 +30,55 @@
 #include "coord.h"
 #include "drover-version.h"
 #include "err.h"
+#include "health.h"
 #include "log.h"
+#include "notify.h"
+
+#define STATUS_PERIOD_S 10
+
+/* "3 hosts (2 up), 1 job, 2 migrations": the STATUS= line, into @buf. */
+static const char *status_line(Coordinator *co, char *buf, size_t size) {
+        CoordSummary s;
+        coord_summary(co, &s);
+        snprintf(buf, size, "%zu host%s (%zu up), %zu job%s, %zu migration%s", s.hosts, s.hosts == 1 ? "" : "s",
+                 s.hosts_up, s.jobs, s.jobs == 1 ? "" : "s", s.migrations, s.migrations == 1 ? "" : "s");
+        return buf;
+}
 
 int main(int argc, char **argv) {
         static const struct option opts[] = { { "config", required_argument, NULL, 'c' },
+                                              { "check-config", required_argument, NULL, 'C' },
                                               { "help", no_argument, NULL, 'h' },
                                               { "version", no_argument, NULL, 'V' }, { 0 } };
+        static const char usage[] = "usage: drover-coordinator --config FILE | --check-config FILE | --version | --help\n";
         const char *config = NULL;
+        bool check_only = false;
         CoordConfig cfg;
         int c, r;
 
         while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) >= 0) {
-                if (c == 'c')
+                if (c == 'c' || c == 'C') {
                         config = optarg;
-                else if (c == 'V') {
+                        check_only = c == 'C';
+                } else if (c == 'V') {
                         printf("drover-coordinator %s\n", DROVER_VERSION);
                         return 0;
                 } else {
-                        fprintf(c == 'h' ? stdout : stderr, "usage: drover-coordinator --config FILE | --version | --help\n");
+                        fputs(usage, c == 'h' ? stdout : stderr);
                         return c == 'h' ? 0 : 2;
                 }
         }
         if (!config || optind < argc) {
-                fprintf(stderr, "usage: drover-coordinator --config FILE | --version | --help\n");
+                fputs(usage, stderr);
                 return 2;
         }
         if ((r = coord_config_load(config, &cfg)) < 0 || (r = coord_config_validate(&cfg)) < 0) {
                 fprintf(stderr, "drover-coordinator: bad configuration: %s\n", err_str(r));
                 return 1;
+        }
+        if (check_only) {
+                printf("config OK\n");
+                return 0;
         }
         int lvl = log_level_from_string(cfg.log_level);
         if (lvl >= 0)
@@ -70,7 +103,10 @@ int main(int argc, char **argv) {
         RpcTls tls = { .cert_file = cfg.tls_cert, .key_file = cfg.tls_key, .ca_file = cfg.tls_ca };
         bool use_tls = cfg.tls_cert[0] != '\0';
         coord_rpc_max_watches = cfg.lane_streams > 1 ? cfg.lane_streams - 1 : 1;
-        if ((r = rpc_server_new(&so, &srv)) < 0 || (r = coord_rpc_register(srv, co)) < 0) {
+        _cleanup_(health_freep) Health *health = NULL;
+        if ((r = health_new((const char *const[]){ "drover.v1.Coordinator", NULL }, &health)) < 0 ||
+            (r = rpc_server_new(&so, &srv)) < 0 || (r = coord_rpc_register(srv, co)) < 0 ||
+            (r = health_register(health, srv, COORD_LANE_QUERIES, COORD_LANE_STREAMS)) < 0) {
                 fprintf(stderr, "drover-coordinator: %s\n", err_str(r));
                 coord_free(co);
                 return 1;
@@ -108,10 +144,27 @@ int main(int argc, char **argv) {
                 log_warning("development mode: plaintext gRPC without authentication on %s", addrs);
         printf("drover-coordinator: ready listen=%s\n", addrs);
         fflush(stdout);
+        health_set_serving(health, true);
+        char status[128];
+        notify_ready(status_line(co, status, sizeof(status)));
 
-        int sig = 0;
-        sigwait(&stop, &sig);
+        int64_t watchdog_ms = notify_watchdog_period_ms();
+        int64_t wake_ms = STATUS_PERIOD_S * 1000;
+        if (watchdog_ms > 0 && watchdog_ms < wake_ms)
+                wake_ms = watchdog_ms;
+        int sig = -1;
+        while (sig <= 0) {
+                struct timespec period = { .tv_sec = wake_ms / 1000, .tv_nsec = (wake_ms % 1000) * 1000000 };
+                sig = sigtimedwait(&stop, NULL, &period);
+                if (sig > 0 || (sig < 0 && errno != EAGAIN))
+                        continue;
+                if (watchdog_ms > 0)
+                        notify_watchdog();
+                notify_status("%s", status_line(co, status, sizeof(status)));
+        }
         log_info("signal %d: stopping (running migrations go on; jobs resume at the next start)", sig);
+        health_set_serving(health, false);
+        notify_stopping("stopping: running migrations go on; jobs resume at the next start");
         metrics_server_free(metrics); /* its scrapes read the coordinator */
         coord_stop(co);
         rpc_server_shutdown(srv, 2000);

@@ -21,6 +21,7 @@
 
 #include "coord-harness.h"
 #include "err.h"
+#include "log.h"
 
 #define GIB 1024
 
@@ -210,6 +211,48 @@ static void test_queued_guests_of_an_unreachable_destination(void **state) {
         ch_free(c);
 }
 
+static char health_log[4096];
+
+static void capture_log(LogLevel level, const char *line, void *opaque) {
+        size_t n = strlen(health_log);
+        snprintf(health_log + n, sizeof(health_log) - n, "%s %s\n", log_level_to_string(level), line);
+}
+
+/* Host health transitions are logged once each, by the heartbeat that
+ * decided them, with the host as a field (HOST= under journald). */
+static void test_host_health_transitions_are_logged(void **state) {
+        const uint64_t mem[] = { 16 * GIB, 16 * GIB };
+        Coordinator *c = ch_new("coord-health-log", 2, mem);
+        health_log[0] = '\0';
+        log_set_sink(capture_log, NULL);
+        log_set_level(LOG_LEVEL_INFO);
+        ch_heartbeats(c, 1);
+        assert_contains(health_log, "info ");
+        assert_contains(health_log, "host h2 is up host=h2\n"); /* the first answer */
+        health_log[0] = '\0';
+
+        fake_host_down(ch_addr("h2"), true);
+        ch_heartbeats(c, COORD_MISSES_UNHEALTHY - 1);
+        assert_null(strstr(health_log, "h2 is unreachable")); /* a miss or two is not a transition */
+        ch_heartbeats(c, 1);
+        assert_contains(health_log, "warning ");
+        assert_contains(health_log, "host h2 is unreachable: 3 heartbeats missed in a row: ");
+        assert_contains(health_log, " host=h2\n");
+        ch_heartbeats(c, 2);
+        const char *first = strstr(health_log, "is unreachable");
+        assert_null(strstr(first + 1, "is unreachable")); /* logged once, not per heartbeat */
+
+        fake_host_down(ch_addr("h2"), false);
+        ch_heartbeats(c, 1);
+        assert_contains(health_log, "host h2 is up again after ");
+
+        assert_int_equal(coord_host_set_state(c, "h1", COORD_HOST_STATE_MAINTENANCE, NULL), 0);
+        assert_contains(health_log, "host h1: state enabled -> maintenance host=h1");
+        assert_null(strstr(health_log, "h1 is"));
+        log_set_sink(NULL, NULL);
+        ch_free(c);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_planned_destination_that_became_draining_is_replaced),
@@ -218,6 +261,7 @@ int main(void) {
                 cmocka_unit_test(test_second_evacuation_and_busy_guest_are_refused),
                 cmocka_unit_test(test_evacuating_a_host_in_maintenance_keeps_it),
                 cmocka_unit_test(test_queued_guests_of_an_unreachable_destination),
+                cmocka_unit_test(test_host_health_transitions_are_logged),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -145,10 +145,10 @@ put("status", "shutoff", '{"format": "drover-vm-status", "version": 1, "name": "
 # ---- protobuf: the Agent's requests, droverctl's replies -----------------
 tmp = tempfile.mkdtemp()
 try:
-    subprocess.check_call([sys.executable, "-m", "grpc_tools.protoc", "-I" + os.path.join(root, "proto/drover/v1"),
-                           "--python_out=" + tmp, "agent.proto", "coordinator.proto"])
+    subprocess.check_call([sys.executable, "-m", "grpc_tools.protoc", "-I" + os.path.join(root, "proto"),
+                           "--python_out=" + tmp, "drover/v1/agent.proto", "drover/v1/coordinator.proto"])
     sys.path.insert(0, tmp)
-    import agent_pb2, coordinator_pb2
+    from drover.v1 import agent_pb2, coordinator_pb2
 
 
     reset("agent-rpc")

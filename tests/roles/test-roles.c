@@ -25,7 +25,9 @@
  *                migration control, queries), nothing on the coordinator;
  *   operator     what the coordinator may do on agents (agentctl), and every
  *                Coordinator method;
- *   reader       List*, Get*, Watch* on both services.
+ *   reader       List*, Get*, Watch* on both services;
+ *   any role     grpc.health.v1.Health (Check, Watch) on both daemons; a
+ *                certificate without a known role is still refused.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -45,6 +47,7 @@
 #include "coordinator.pb-c.h"
 #include "deadline.h"
 #include "err.h"
+#include "health.pb-c.h"
 #include "qemuproc.h"
 #include "rpcclient.h"
 #include "testcert.h"
@@ -254,7 +257,9 @@ static void check_service(const char *target, const ProtobufCServiceDescriptor *
                                                callers[k].roles ? callers[k].roles : "(none)");
                 for (unsigned i = 0; i < svc->n_methods; i++) {
                         const ProtobufCMethodDescriptor *md = &svc->methods[i];
-                        bool may = (allowed(agent, md->name) & callers[k].holds) != 0;
+                        RpcRoles rule = svc == &grpc__health__v1__health__descriptor ? RPC_ROLES_ALL
+                                                                                      : allowed(agent, md->name);
+                        bool may = (rule & callers[k].holds) != 0;
                         RpcStatus st;
                         call_empty(cl, svc, md, &st);
                         if (may && (st.code == RPC_PERMISSION_DENIED || st.code == RPC_UNIMPLEMENTED))
@@ -308,6 +313,15 @@ static void test_coordinator_service(void **state) {
         char target[320];
         snprintf(target, sizeof(target), "unix:%s", w.coord_sock);
         check_service(target, &drover__v1__coordinator__descriptor, false);
+}
+
+/* The health service: any caller holding a role, on both daemons. */
+static void test_health_service(void **state) {
+        char target[320];
+        snprintf(target, sizeof(target), "unix:%s", w.agent.sock);
+        check_service(target, &grpc__health__v1__health__descriptor, true);
+        snprintf(target, sizeof(target), "unix:%s", w.coord_sock);
+        check_service(target, &grpc__health__v1__health__descriptor, false);
 }
 
 /* The coordinator's own certificate (role coordinator) is what it needs on
@@ -422,6 +436,7 @@ int main(void) {
                 cmocka_unit_test(test_agent_service),
                 cmocka_unit_test(test_coordinator_service),
                 cmocka_unit_test(test_peer_calls_bound_to_the_preparer),
+                cmocka_unit_test(test_health_service),
         };
         return cmocka_run_group_tests(tests, setup, teardown);
 }

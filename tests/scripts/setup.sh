@@ -16,6 +16,10 @@ packages=(
   libssh-dev libsqlite3-dev libcmocka-dev
   # the daemons' /metrics endpoint (core/metrics.c); a real Prometheus scrapes it in a cluster test
   libmicrohttpd-dev prometheus
+  # journal fields and sd_notify (core/log.c, core/notify.c)
+  libsystemd-dev
+  # `protoc -I proto` checks the .proto imports (tests/daemon)
+  protobuf-compiler
   # run and test: real QEMU, real qemu-ga, hosts as network namespaces
   qemu-system-x86 qemu-guest-agent qemu-utils iproute2 procps
   openssh-server openssh-client openssl
