@@ -38,137 +38,13 @@
 #include <unistd.h>
 
 #include "agent-files.h"
-#include "agent-migtable.h"
 #include "agent-net.h"
-#include "agent-ops.h"
-#include "agent-peer.h"
-#include "agent-stream.h"
 #include "agent-vm-priv.h"
 #include "err.h"
 #include "log.h"
 #include "qga.h"
 #include "qmp.h"
 #include "status.h"
-
-/* ---- agent object ---------------------------------------------------------- */
-
-/* @path and its missing parents (0755); the last one gets @mode when it is
- * created, or when it is ours with the 0700 an older agent gave it (a
- * shared folder such as /tmp is never changed). */
-static int make_dir(const char *path, mode_t mode) {
-        char tmp[256];
-        snprintf(tmp, sizeof(tmp), "%s", path);
-        for (char *p = tmp + 1; *p; p++)
-                if (*p == '/') {
-                        *p = '\0';
-                        if (mkdir(tmp, 0755) < 0 && errno != EEXIST)
-                                return err_set(-errno, "cannot create %s: %m", tmp);
-                        *p = '/';
-                }
-        struct stat st;
-        if (mkdir(tmp, mode) < 0 && errno != EEXIST)
-                return err_set(-errno, "cannot create %s: %m", tmp);
-        if (stat(tmp, &st) < 0)
-                return err_set(-errno, "cannot read %s: %m", tmp);
-        if (st.st_uid == geteuid() && (st.st_mode & 07777) != mode &&
-            ((st.st_mode & 07777) == 0700 || (st.st_mode & 07777) == (mode & ~(mode_t) 022)) && chmod(tmp, mode) < 0)
-                return err_set(-errno, "cannot set the mode of %s: %m", tmp);
-        return 0;
-}
-
-/* QEMU 7.2 gets a userfaultfd for post-copy only with CAP_SYS_PTRACE or
- * vm.unprivileged_userfaultfd=1, and -runas drops every capability. */
-bool agent_postcopy_available(void) {
-        char v = '1';
-        int fd = open("/proc/sys/vm/unprivileged_userfaultfd", O_RDONLY | O_CLOEXEC);
-        if (fd >= 0) {
-                if (read(fd, &v, 1) != 1)
-                        v = '1';
-                close(fd);
-        }
-        return v != '0';
-}
-
-static void warn_postcopy(const AgentConfig *cfg) {
-        if (!agent_postcopy_available())
-                log_warning("post-copy migration is unavailable here: QEMU runs as %s and "
-                            "vm.unprivileged_userfaultfd is 0 (docs/agent.md, \"Guest files and the QEMU user\")",
-                            cfg->qemu_user);
-}
-
-int agent_new(const AgentConfig *cfg, Agent **ret) {
-        Agent *a;
-        int r;
-
-        /* run_dir: QEMU, as qemu_user, passes through to its migration TLS
-         * folder (agent-stream-tls.c) but lists nothing */
-        if ((r = make_dir(cfg->state_dir, 0700)) < 0 || (r = make_dir(cfg->run_dir, 0711)) < 0 ||
-            (r = agent_stream_tls_check_run_dir(cfg)) < 0)
-                return r;
-        a = calloc(1, sizeof(*a));
-        if (!a)
-                return err_set(-ENOMEM, "out of memory");
-        a->cfg = *cfg;
-        a->started_ns = now_ns();
-        if ((r = vm_registry_new(&a->vms)) < 0 || (r = event_bus_new(&a->events)) < 0 ||
-            (r = agent_migtable_new(&a->migrations)) < 0 || (r = agent_ops_new(&a->ops)) < 0 ||
-            (r = agent_peer_cache_new(&a->peers)) < 0) {
-                agent_free(a);
-                return r;
-        }
-        vm_registry_set_max(a->vms, cfg->max_guests);
-        job_set_default_timeout(cfg->job_timeout_ms);
-        warn_postcopy(cfg);
-        *ret = a;
-        return 0;
-}
-
-void agent_free(Agent *a) {
-        if (!a)
-                return;
-        vm_registry_free(a->vms);
-        event_bus_free(a->events);
-        agent_migtable_free(a->migrations);
-        agent_ops_free(a->ops);
-        agent_peer_cache_free(a->peers);
-        free(a->unmanaged);
-        free(a);
-}
-
-int agent_op_id(Agent *a, const char *given, char ret[OP_ID_MAX]) {
-        if (given && given[0]) {
-                int r = op_id_check(given);
-                if (r < 0)
-                        return r;
-                snprintf(ret, OP_ID_MAX, "%s", given);
-                return 0;
-        }
-        uint32_t rnd = 0;
-        if (getrandom(&rnd, sizeof(rnd), 0) != sizeof(rnd))
-                rnd = (uint32_t) now_ns();
-        snprintf(ret, OP_ID_MAX, "%.32s-%llu-%08x", a->cfg.host,
-                 (unsigned long long) atomic_fetch_add(&a->op_counter, 1) + 1, rnd);
-        return 0;
-}
-
-void agent_emit(Agent *a, Vm *vm, const char *kind, const char *fmt, ...) {
-        AgentEvent ev = { 0 };
-        VmSnapshot s;
-        va_list ap;
-
-        vm_snapshot(vm, &s);
-        snprintf(ev.guest, sizeof(ev.guest), "%s", s.name);
-        snprintf(ev.uuid, sizeof(ev.uuid), "%s", s.uuid);
-        snprintf(ev.kind, sizeof(ev.kind), "%s", kind);
-        snprintf(ev.reason, sizeof(ev.reason), "%s", vm_reason_to_string(s.reason));
-        ev.state = (int) s.state;
-        if (fmt) {
-                va_start(ap, fmt);
-                vsnprintf(ev.detail, sizeof(ev.detail), fmt, ap);
-                va_end(ap);
-        }
-        event_bus_publish(a->events, &ev);
-}
 
 /* ---- per-VM hooks ------------------------------------------------------------ */
 
@@ -487,28 +363,6 @@ static int argv_append(char ***argv, const char *arg) {
         v[n + 1] = NULL;
         *argv = v;
         return v[n] ? 0 : -ENOMEM;
-}
-
-/* TEST-ONLY: DROVER_TEST_HOLD=PHASE:MS[:GUEST] makes the agent sleep MS ms
- * right after persisting PHASE (for every guest, or only for GUEST), with no
- * lock held, so a test can kill -9 the agent at exactly that phase, or make
- * one guest's step slow.  Documented in docs/agent.md; never set it in
- * production. */
-void agent_test_hold_at(const char *point, const char *guest) {
-        const char *h = getenv("DROVER_TEST_HOLD");
-        const char *colon = h ? strchr(h, ':') : NULL;
-        if (!colon || (size_t) (colon - h) != strlen(point) || strncmp(h, point, (size_t) (colon - h)) != 0)
-                return;
-        char *end = NULL;
-        long ms = strtol(colon + 1, &end, 10);
-        if (end && *end == ':' && (!guest || strcmp(end + 1, guest) != 0))
-                return;
-        log_warning("DROVER_TEST_HOLD: holding at %s for %ld ms (guest %s)", point, ms, guest ? guest : "-");
-        sleep_ms(ms > 0 && ms < 600000 ? ms : 0);
-}
-
-void agent_test_hold(JobPhase phase, const char *guest) {
-        agent_test_hold_at(job_phase_to_string(phase), guest);
 }
 
 /* Exec QEMU (@argv, @files inherited) for @vm, record its pid, wait for its

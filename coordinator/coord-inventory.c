@@ -40,6 +40,19 @@ uint64_t coord_host_link_rate(const Coordinator *c, const CHost *h) {
         return h->h.link_bytes_per_s ? h->h.link_bytes_per_s : c->cfg.default_link_bytes_per_s;
 }
 
+/* The migrations @h may run at once, out of it (@out) or into it: its own
+ * limit (else the cluster's), and no more than its link carries at the
+ * configured per-stream rate; at least 1 (coord-priv.h). */
+unsigned coord_host_slots(const Coordinator *c, const CHost *h, bool out) {
+        uint64_t per = c->cfg.stream_bytes_per_s ? c->cfg.stream_bytes_per_s : 400000000;
+        uint64_t s = coord_host_link_rate(c, h) / per;
+        unsigned lim = out ? (h->h.max_outgoing ? h->h.max_outgoing : c->cfg.max_outgoing)
+                           : (h->h.max_incoming ? h->h.max_incoming : c->cfg.max_incoming);
+        if (s < 1)
+                s = 1;
+        return (unsigned) MIN((uint64_t) lim, s);
+}
+
 const char *coord_guest_group(const Coordinator *c, const char *guest) {
         for (size_t i = 0; i < c->cfg.n_aa; i++)
                 if (strcmp(c->cfg.aa[i].guest, guest) == 0)

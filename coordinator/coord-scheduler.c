@@ -65,16 +65,6 @@ typedef struct Action {
         char note[STORE_TEXT_MAX]; /* ACT_NOTE: the history line */
 } Action;
 
-unsigned coord_host_slots(const Coordinator *c, const CHost *h, bool out) {
-        uint64_t per = c->cfg.stream_bytes_per_s ? c->cfg.stream_bytes_per_s : 400000000;
-        uint64_t s = coord_host_link_rate(c, h) / per;
-        unsigned lim = out ? (h->h.max_outgoing ? h->h.max_outgoing : c->cfg.max_outgoing)
-                           : (h->h.max_incoming ? h->h.max_incoming : c->cfg.max_incoming);
-        if (s < 1)
-                s = 1;
-        return (unsigned) MIN((uint64_t) lim, s);
-}
-
 static uint64_t need_of(Coordinator *c, const CSub *s, const CHost *src, const CHost *dst) {
         uint64_t floor = MIN(coord_host_link_rate(c, src), coord_host_link_rate(c, dst)) / 8;
         return MAX(s->dirty * 3 / 2, floor);

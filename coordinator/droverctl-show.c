@@ -18,11 +18,6 @@
 #include "droverctl.h"
 #include "migparams-pb.h"
 
-/* Every job that is not an evacuation shows as a migration. */
-const char *dctl_job_kind(int k) {
-        return coord_job_kind_to_string(k == COORD_JOB_KIND_EVACUATE ? k : COORD_JOB_KIND_MIGRATE);
-}
-
 int dctl_cmd_hosts(int argc, char **argv) {
         Drover__V1__ListHostsRequest req = DROVER__V1__LIST_HOSTS_REQUEST__INIT;
         Drover__V1__ListHostsResponse *r;
@@ -101,55 +96,6 @@ int dctl_cmd_vms(int argc, char **argv) {
         else if (r->n_guests == 0)
                 printf("(no guests)\n");
         drover__v1__list_guests_cluster_response__free_unpacked(r, NULL);
-        return DCTL_EXIT_OK;
-}
-
-JsonValue *dctl_job_json(const Drover__V1__Job *j) {
-        JsonValue *x = json_new_object(), *subs = json_new_array(), *hist = json_new_array();
-        json_add_string(x, "id", j->id);
-        json_add_string(x, "kind", dctl_job_kind(j->kind));
-        json_add_string(x, "phase", coord_job_phase_to_string(j->phase));
-        json_add_string(x, "host", j->host);
-        json_add_string(x, "error", j->error);
-        json_add_i64(x, "created_unix_ms", (int64_t) j->created_unix_ms);
-        json_add_i64(x, "finished_unix_ms", (int64_t) j->finished_unix_ms);
-        json_add_i64(x, "succeeded", j->succeeded);
-        json_add_i64(x, "failed", j->failed);
-        json_add_i64(x, "cancelled", j->cancelled);
-        for (size_t i = 0; i < j->n_subtasks; i++) {
-                Drover__V1__Subtask *s = j->subtasks[i];
-                JsonValue *y = json_new_object();
-                json_add_string(y, "guest", s->guest);
-                json_add_string(y, "source", s->source);
-                json_add_string(y, "destination", s->destination);
-                json_add_string(y, "phase", coord_subtask_phase_to_string(s->phase));
-                json_add_i64(y, "started_unix_ms", (int64_t) s->started_unix_ms);
-                json_add_i64(y, "finished_unix_ms", (int64_t) s->finished_unix_ms);
-                json_add_i64(y, "downtime_ms", (int64_t) s->downtime_ms);
-                json_add_i64(y, "measured_downtime_ms", (int64_t) s->measured_downtime_ms);
-                json_add_i64(y, "transferred_bytes", (int64_t) s->transferred_bytes);
-                json_add_string(y, "error", s->error);
-                json_add_string(y, "op_id", s->op_id);
-                json_append(subs, y);
-        }
-        json_add(x, "subtasks", subs);
-        for (size_t i = 0; i < j->n_history; i++) {
-                JsonValue *e = json_new_object();
-                json_add_i64(e, "time_unix_ms", (int64_t) j->history[i]->time_unix_ms);
-                json_add_string(e, "text", j->history[i]->text);
-                json_append(hist, e);
-        }
-        json_add(x, "history", hist);
-        return x;
-}
-
-int dctl_job_exit(const Drover__V1__Job *j) {
-        if (j->phase == DROVER__V1__JOB_PHASE__JOB_PHASE_SUCCEEDED)
-                return DCTL_EXIT_OK;
-        if (j->phase == DROVER__V1__JOB_PHASE__JOB_PHASE_FAILED && j->succeeded == 0)
-                return DCTL_EXIT_FAILED;
-        if (j->phase == DROVER__V1__JOB_PHASE__JOB_PHASE_FAILED || j->phase == DROVER__V1__JOB_PHASE__JOB_PHASE_CANCELLED)
-                return DCTL_EXIT_PARTIAL;
         return DCTL_EXIT_OK;
 }
 

@@ -84,13 +84,13 @@ int dctl_cmd_job(int argc, char **argv);
 int dctl_cmd_cancel(int argc, char **argv);
 int dctl_cmd_host(int argc, char **argv);
 
+/* ---- droverctl-watch.c -------------------------------------------------- */
+
 /* The job as JSON (caller owns it); the exit code a finished job maps to. */
 JsonValue *dctl_job_json(const Drover__V1__Job *j);
 int dctl_job_exit(const Drover__V1__Job *j);
 /* Names shown for a job's kind and phases. */
 const char *dctl_job_kind(int k);
-
-/* ---- droverctl-watch.c -------------------------------------------------- */
 
 int dctl_cmd_watch(int argc, char **argv);
 
