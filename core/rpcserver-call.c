@@ -256,13 +256,15 @@ RpcCode rpc_call_fail(RpcCall *c, RpcCode code, const char *fmt, ...) {
         vsnprintf(buf, sizeof(buf), fmt, ap);
         va_end(ap);
         c->status_details = rpc_call_strdup(c, buf);
+        /* details of an earlier failure would contradict this one */
+        c->status_bin = NULL;
+        c->status_bin_len = 0;
         return code;
 }
 
 RpcCode rpc_call_fail_status_bin(RpcCall *c, RpcCode code, const char *message, const void *status_bin,
                                  size_t len) {
-        c->status_bin = NULL;
-        c->status_bin_len = 0;
+        rpc_call_fail(c, code, "%s", message);
         if (len > RPC_STATUS_DETAILS_MAX)
                 log_warning("%s: status details of %zu bytes not sent (at most %u)", c->method->path, len,
                             RPC_STATUS_DETAILS_MAX);
@@ -272,7 +274,7 @@ RpcCode rpc_call_fail_status_bin(RpcCall *c, RpcCode code, const char *message, 
                 c->status_bin = p;
                 c->status_bin_len = len;
         }
-        return rpc_call_fail(c, code, "%s", message);
+        return code;
 }
 
 RpcCode rpc_call_fail_errno(RpcCall *c, int negerrno) {

@@ -214,7 +214,8 @@ typedef enum RpcWait {
 } RpcWait;
 
 /* Set the status details (printf-style) and return @code, for
- * `return rpc_call_fail(c, RPC_NOT_FOUND, "vm %s", name);`. */
+ * `return rpc_call_fail(c, RPC_NOT_FOUND, "vm %s", name);`.  Drops the
+ * rich error model's details of an earlier rpc_call_fail_status_bin(). */
 RpcCode rpc_call_fail(RpcCall *call, RpcCode code, const char *fmt, ...) _printf_(3, 4);
 /* Fail with rpc_status_from_errno(@negerrno) and this thread's err_str()
  * detail (then cleared); returns the code. */
