@@ -280,6 +280,31 @@ static bool job_unlink_locked(Coordinator *c, CJob *j) {
         return false;
 }
 
+/* -ENOSPC with a short detail naming the first blocked guests of @plan
+ * (as many as COORD_BLOCKED_NAMED, and as fit in one error message) and
+ * how many more there are; the RPC layer sends the whole list as the
+ * status details (coord-rpc.c). */
+static int blocked_error(const CoordPlan *plan, size_t nw) {
+        char buf[ERR_MSG_MAX - 64], item[sizeof(buf)];
+        const size_t tail = 48; /* room kept for " and N more (see the status details)" */
+        size_t named = 0;
+        int k = snprintf(buf, sizeof(buf), "%zu of %zu guests cannot be placed, nothing was changed:", plan->n_blocked,
+                         nw);
+
+        for (; named < plan->n_blocked && named < COORD_BLOCKED_NAMED; named++) {
+                const CoordPlanEntry *e = &plan->blocked[named];
+                int n = snprintf(item, sizeof(item), "%s %s (%s)", named ? "," : "", e->guest, e->reason);
+                if (k < 0 || n < 0 || (size_t) (k + n) + tail >= sizeof(buf))
+                        break;
+                memcpy(buf + k, item, (size_t) n + 1);
+                k += n;
+        }
+        if (named < plan->n_blocked)
+                return err_set(-ENOSPC, "%s %s%zu %s (see the status details)", buf, named ? "and " : "",
+                               plan->n_blocked - named, named ? "more" : "guests");
+        return err_set(-ENOSPC, "%s", buf);
+}
+
 int coord_job_submit(Coordinator *c, const CoordJobRequest *req, CoordPlan *plan, char ret_id[STORE_ID_MAX]) {
         CoordWant *w = NULL;
         StoreSubtask *subs = NULL;
@@ -311,8 +336,7 @@ int coord_job_submit(Coordinator *c, const CoordJobRequest *req, CoordPlan *plan
         if (r < 0 || req->dry_run)
                 goto out;
         if (plan->n_blocked > 0) {
-                r = err_set(-ENOSPC, "%zu of %zu guests cannot be placed (first: %s: %s); nothing was changed",
-                            plan->n_blocked, nw, plan->blocked[0].guest, plan->blocked[0].reason);
+                r = blocked_error(plan, nw);
                 goto out;
         }
         /* persisted before anything moves (the job's fields are not written

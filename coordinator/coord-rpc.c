@@ -15,6 +15,7 @@
 #include "coordinator.pb-c.h"
 #include "err.h"
 #include "migparams-pb.h"
+#include "rpc-details.h"
 
 /* The coordinator's enums (coord-enums.h) are the API's, value for value:
  * the casts between them below, and droverctl's use of the names, rely on
@@ -351,15 +352,38 @@ static Drover__V1__Job *job_msg(RpcCall *c, const CoordJobView *v) {
         return j;
 }
 
+/* FAILED_PRECONDITION for a plan with blocked guests: this thread's short
+ * error detail as the message, and every blocked guest of @plan (with its
+ * reason) as a BlockedGuests in the status details.  A list too long for
+ * gRPC's metadata limit is cut from its end, the cut counted in
+ * `omitted`; the plan itself is a dry run away. */
+static RpcCode fail_blocked(RpcCall *c, const Drover__V1__Plan *plan, size_t n_guests) {
+        Drover__V1__BlockedGuests d = DROVER__V1__BLOCKED_GUESTS__INIT;
+        char msg[ERR_MSG_MAX];
+
+        snprintf(msg, sizeof(msg), "%s", err_msg());
+        err_clear();
+        d.guests = (uint32_t) n_guests;
+        d.blocked = plan ? plan->blocked : NULL;
+        d.n_blocked = plan ? plan->n_blocked : 0;
+        while (d.n_blocked > 0 && rpc_detail_status_size(&d.base, strlen(msg)) > RPC_STATUS_DETAILS_MAX) {
+                size_t cut = d.n_blocked / 8 + 1;
+                d.n_blocked -= cut;
+                d.omitted += (uint32_t) cut;
+        }
+        return rpc_call_fail_detail(c, RPC_FAILED_PRECONDITION, &d.base, "%s", msg);
+}
+
 static RpcCode submit(RpcCall *c, Coordinator *co, const CoordJobRequest *req, Drover__V1__JobResponse *resp) {
         CoordPlan plan;
         char id[STORE_ID_MAX] = "";
         int r = coord_job_submit(co, req, &plan, id);
-        if (plan.n_moves || plan.n_blocked)
+        size_t n_guests = plan.n_moves + plan.n_blocked;
+        if (n_guests)
                 resp->plan = plan_msg(c, &plan);
         coord_plan_clear(&plan);
         if (r == -ENOSPC)
-                return rpc_call_fail_errno(c, -EBUSY); /* FAILED_PRECONDITION with the detail; the plan is a dry run away */
+                return fail_blocked(c, resp->plan, n_guests);
         if (r < 0)
                 return rpc_call_fail_errno(c, r);
         if (id[0]) {

@@ -200,9 +200,16 @@ typedef struct CoordJobRequest {
         const char *caller;          /* who asked ("operator:alice"), for the job's history; NULL: unnamed */
 } CoordJobRequest;
 
+/* How many blocked guests the -ENOSPC detail of coord_job_submit() names;
+ * the rest are counted ("and 3 more"), and the RPC status details list
+ * them all. */
+#define COORD_BLOCKED_NAMED 2
+
 /* Plan, and unless it is a dry run or some guest is blocked, persist and
  * start a job (its id in @ret_id).  A plan with blocked guests returns
- * -ENOSPC with the plan filled and nothing changed.  -ENOENT for an unknown
+ * -ENOSPC with the plan filled and nothing changed ("N of M guests cannot
+ * be placed, nothing was changed: g1 (why), g2 (why) and 3 more (see the
+ * status details)").  -ENOENT for an unknown
  * host or guest, -EINVAL for a malformed request. */
 int coord_job_submit(Coordinator *c, const CoordJobRequest *req, CoordPlan *ret_plan, char ret_id[STORE_ID_MAX]);
 /* coord_job_get() and coord_job_cancel(): -EINVAL for an @id that breaks

@@ -6,7 +6,8 @@
  * long for a connection, so a coordinator that is not there fails fast and
  * is told apart from one that answered (RpcStatus.not_sent).  A failure
  * becomes one line on stderr (or {"error", "hint"} with --json) naming the
- * address tried, with a hint for the usual causes, and an exit code: NOT
+ * address tried, with a hint for the usual causes (and, for a refused job
+ * request, every blocked guest from the status details), and an exit code: NOT
  * FOUND 5, no answer (no connection, or the deadline passed) 6, anything
  * else the coordinator said 4 (droverctl.h, docs/droverctl.md).
  */
@@ -81,9 +82,12 @@ int dctl_fail(const char *what, int r, const RpcStatus *st) {
                 if (hint[0])
                         json_add_string(x, "hint", hint);
                 json_add_i64(x, "exit", exit_code);
+                dctl_blocked_details(st, x);
                 dctl_print_json(x);
-        } else
+        } else {
                 fprintf(stderr, "droverctl: %s%s%s\n", msg, hint[0] ? "\n  hint: " : "", hint);
+                dctl_blocked_details(st, NULL);
+        }
         return exit_code;
 }
 

@@ -5,7 +5,9 @@
  * Each prints a table on a terminal or a pipe, or one JSON value with
  * --json; names of states and phases come from coord-enums.h, the same
  * tables the coordinator uses.  A failed call is reported by dctl_call()
- * (droverctl-rpc.c), which also chooses the exit code.
+ * (droverctl-rpc.c), which also chooses the exit code and prints the
+ * blocked guests a refused job request lists in its status details
+ * (dctl_blocked_details, here beside the plan's own lines).
  */
 #define _GNU_SOURCE
 #include <stdio.h>
@@ -17,6 +19,7 @@
 #include "droverctl-host.h"
 #include "droverctl.h"
 #include "migparams-pb.h"
+#include "rpc-details.h"
 
 int dctl_cmd_hosts(int argc, char **argv) {
         Drover__V1__ListHostsRequest req = DROVER__V1__LIST_HOSTS_REQUEST__INIT;
@@ -109,6 +112,32 @@ static void plan_entry_json(JsonValue *arr, const Drover__V1__PlanEntry *e) {
         json_append(arr, y);
 }
 
+/* One blocked guest as a plan prints it ("  web1  hv3  BLOCKED: why"). */
+static void blocked_line(FILE *f, const Drover__V1__PlanEntry *e) {
+        fprintf(f, "  %-18s %-10s BLOCKED: %s\n", e->guest, e->source, e->reason);
+}
+
+void dctl_blocked_details(const RpcStatus *st, JsonValue *json) {
+        Drover__V1__BlockedGuests *d = NULL;
+        if (rpc_status_detail(st, &drover__v1__blocked_guests__descriptor, (ProtobufCMessage **) &d) < 0)
+                return; /* none attached, or unreadable: the message still names the first guests */
+        if (json) {
+                JsonValue *blocked = json_new_array();
+                for (size_t i = 0; i < d->n_blocked; i++)
+                        plan_entry_json(blocked, d->blocked[i]);
+                json_add(json, "blocked", blocked);
+                json_add_i64(json, "blocked_omitted", d->omitted);
+        } else {
+                fprintf(stderr, "%zu blocked guests:\n", d->n_blocked + d->omitted);
+                for (size_t i = 0; i < d->n_blocked; i++)
+                        blocked_line(stderr, d->blocked[i]);
+                if (d->omitted)
+                        fprintf(stderr, "  ... and %u more (too many for the error details; 'droverctl plan' "
+                                        "lists them all)\n", d->omitted);
+        }
+        drover__v1__blocked_guests__free_unpacked(d, NULL);
+}
+
 /* Print a job request's answer; @empty: the request had nothing to move. */
 static int show_result(const Drover__V1__JobResponse *r, const char *empty) {
         const Drover__V1__Plan *p = r->plan;
@@ -139,8 +168,7 @@ static int show_result(const Drover__V1__JobResponse *r, const char *empty) {
                                 printf("  %-18s %-10s -> %-10s %6.1f s  %s\n", p->moves[i]->guest, p->moves[i]->source,
                                        p->moves[i]->destination, p->moves[i]->estimated_s, p->moves[i]->reason);
                         for (size_t i = 0; i < p->n_blocked; i++)
-                                printf("  %-18s %-10s BLOCKED: %s\n", p->blocked[i]->guest, p->blocked[i]->source,
-                                       p->blocked[i]->reason);
+                                blocked_line(stdout, p->blocked[i]);
                 }
                 if (r->job)
                         printf("job %s started\n", r->job->id);

@@ -72,6 +72,13 @@ int dctl_fail(const char *what, int r, const RpcStatus *st);
 /* Print @j as one line of JSON and drop it. */
 void dctl_print_json(JsonValue *j);
 
+/* The blocked guests of a refused job request (a BlockedGuests in @st's
+ * status details), every one with its reason: added to @json as
+ * "blocked" (entries as in a plan) and "blocked_omitted" when @json is not
+ * NULL, else printed to stderr in the plan's format.  Nothing when @st
+ * carries none.  In droverctl-show.c. */
+void dctl_blocked_details(const RpcStatus *st, JsonValue *json);
+
 /* ---- droverctl-show.c --------------------------------------------------- */
 
 int dctl_cmd_hosts(int argc, char **argv);

@@ -117,6 +117,16 @@ void rpc_lib_unref(void);
  * a larger one fails with RESOURCE_EXHAUSTED. */
 #define RPC_DEFAULT_MAX_MESSAGE (4u * 1024 * 1024)
 
+/* The gRPC rich error model: a failing call may carry a serialized
+ * google.rpc.Status (proto/google/rpc/status.proto) in the trailing
+ * metadata under this key, with typed details (rpc-details.h in proto/
+ * packs and reads them; this layer carries the bytes).  The server sends
+ * at most RPC_STATUS_DETAILS_MAX bytes (base64 on the wire, it stays well
+ * under gRPC's 8 KiB default limit on received metadata, beyond which the
+ * client would fail the whole call), and the client keeps that many. */
+#define RPC_STATUS_DETAILS_KEY "grpc-status-details-bin"
+#define RPC_STATUS_DETAILS_MAX 4096u
+
 /* TLS material: paths of PEM files.  A server requires all three and
  * demands a client certificate signed by @ca_file.  A client requires
  * @ca_file (the CA that signed the server's certificate) and presents

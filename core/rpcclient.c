@@ -12,7 +12,8 @@
  * request in one batch, then reads one message per batch (the first also
  * receives the initial metadata) until the end marker, then receives the
  * status.  Statuses become -errno once, here, through
- * rpc_errno_from_status().
+ * rpc_errno_from_status(); the rich error model's google.rpc.Status, when
+ * the server attached one, is copied raw into the RpcStatus.
  *
  * "Not sent" versus "lost": gRPC reports UNAVAILABLE both for a request
  * that never left (connection refused) and for one whose reply was lost.
@@ -203,12 +204,36 @@ static void client_cq_destroy(grpc_completion_queue *cq) {
         grpc_completion_queue_destroy(cq);
 }
 
-/* Fill @st from a received status; returns 0 or the mapped -errno with
- * an err_set() detail naming @path. */
+/* Copy the rich error model's google.rpc.Status from @trailing into @st
+ * (none: details_len 0). */
+static void status_details_bin(const char *path, const grpc_metadata_array *trailing, RpcStatus *st) {
+        const size_t klen = strlen(RPC_STATUS_DETAILS_KEY);
+
+        st->details_len = 0;
+        for (size_t i = 0; trailing && i < trailing->count; i++) {
+                const grpc_metadata *m = &trailing->metadata[i];
+                if (GRPC_SLICE_LENGTH(m->key) != klen ||
+                    memcmp(GRPC_SLICE_START_PTR(m->key), RPC_STATUS_DETAILS_KEY, klen) != 0)
+                        continue;
+                size_t n = GRPC_SLICE_LENGTH(m->value);
+                if (n > sizeof(st->details_bin)) {
+                        log_debug("rpc %s: status details of %zu bytes dropped (at most %zu)", path, n,
+                                  sizeof(st->details_bin));
+                        return;
+                }
+                memcpy(st->details_bin, GRPC_SLICE_START_PTR(m->value), n);
+                st->details_len = n;
+                return;
+        }
+}
+
+/* Fill @st from a received status and its trailing metadata; returns 0
+ * or the mapped -errno with an err_set() detail naming @path. */
 static int status_result(const char *path, grpc_status_code code, grpc_slice details,
-                         const char *debug, RpcStatus *st) {
+                         const char *debug, const grpc_metadata_array *trailing, RpcStatus *st) {
         st->code = rpc_code_from_grpc(code);
         rpc_slice_str(details, st->details, sizeof(st->details));
+        status_details_bin(path, st->code == RPC_OK ? NULL : trailing, st);
         if (st->code == RPC_OK)
                 return 0;
         if (debug)
@@ -239,6 +264,7 @@ static int client_wait_ready(RpcClient *cl, grpc_completion_queue *cq, const cha
                 return 0;
         st->code = RPC_UNAVAILABLE;
         st->not_sent = true;
+        st->details_len = 0;
         snprintf(st->details, sizeof(st->details), "%s", failed ?
                  "no connection: refused, unreachable or TLS handshake failed" : "no connection within the connect timeout");
         return err_set(failed ? -ECONNREFUSED : -EHOSTUNREACH, "%s: not sent to %s: %s", path, cl->target, st->details);
@@ -272,6 +298,7 @@ static int client_unary_bb(RpcClient *cl, const char *path, void *handle, grpc_b
                 client_cq_destroy(cq);
                 st->code = RPC_INTERNAL;
                 st->not_sent = true;
+                st->details_len = 0;
                 snprintf(st->details, sizeof(st->details), "cannot create a call");
                 return err_set(-ENOMEM, "%s: cannot create a gRPC call", path);
         }
@@ -300,7 +327,7 @@ static int client_unary_bb(RpcClient *cl, const char *path, void *handle, grpc_b
                 grpc_slice_unref(details);
                 details = grpc_slice_from_static_string("the call failed locally");
         }
-        r = status_result(path, code, details, debug, st);
+        r = status_result(path, code, details, debug, &md_trailing, st);
         if (r == 0 && !resp)
                 r = err_set(-EBADMSG, "%s: OK without a reply message", path);
         if (r == 0)
@@ -408,7 +435,7 @@ static int stream_finish(RpcStream *s) {
                 grpc_slice_unref(details);
                 details = grpc_slice_from_static_string("the call failed locally");
         }
-        s->result = status_result(s->path, code, details, debug, &s->status);
+        s->result = status_result(s->path, code, details, debug, &md_trailing, &s->status);
         s->done = true;
         gpr_free((void *) debug);
         grpc_slice_unref(details);

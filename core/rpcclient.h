@@ -56,6 +56,13 @@ typedef struct RpcStatus {
                         * (no connection: refused, unreachable, TLS handshake
                         * failed), so the server cannot have seen it; false
                         * means "may have been seen" */
+        /* The raw google.rpc.Status the server attached (trailing metadata
+         * RPC_STATUS_DETAILS_KEY), details_len 0 when none (or when it was
+         * larger than the buffer: dropped, logged at debug).  Inline, so an
+         * RpcStatus owns nothing and needs no clearing; decode it with
+         * rpc_status_detail() (proto/rpc-details.h). */
+        size_t details_len;
+        unsigned char details_bin[RPC_STATUS_DETAILS_MAX];
 } RpcStatus;
 
 /* Create a client for @target ("host:port", "[v6]:port", "unix:/path",

@@ -12,6 +12,10 @@
  * one call are serialised by call->lock, and `ended` under the same lock
  * turns wakes after teardown into no-ops.
  *
+ * A failing status may carry the rich error model's google.rpc.Status
+ * (rpc_call_fail_status_bin): call_finish() sends it as the trailing
+ * metadata RPC_STATUS_DETAILS_KEY of the status batch.
+ *
  * Authorization happens here, before the request is parsed: the caller
  * comes from the call's auth context (rpc_identity_from_auth, rpc.c) and
  * must hold one of the method's roles.  Refusals are logged through a
@@ -252,6 +256,24 @@ RpcCode rpc_call_fail(RpcCall *c, RpcCode code, const char *fmt, ...) {
         vsnprintf(buf, sizeof(buf), fmt, ap);
         va_end(ap);
         c->status_details = rpc_call_strdup(c, buf);
+        /* details of an earlier failure would contradict this one */
+        c->status_bin = NULL;
+        c->status_bin_len = 0;
+        return code;
+}
+
+RpcCode rpc_call_fail_status_bin(RpcCall *c, RpcCode code, const char *message, const void *status_bin,
+                                 size_t len) {
+        rpc_call_fail(c, code, "%s", message);
+        if (len > RPC_STATUS_DETAILS_MAX)
+                log_warning("%s: status details of %zu bytes not sent (at most %u)", c->method->path, len,
+                            RPC_STATUS_DETAILS_MAX);
+        else if (status_bin && len) {
+                void *p = grpc_call_arena_alloc(c->call, len);
+                memcpy(p, status_bin, len);
+                c->status_bin = p;
+                c->status_bin_len = len;
+        }
         return code;
 }
 
@@ -303,6 +325,15 @@ static void call_finish(RpcCall *c, RpcCode code, const ProtobufCMessage *resp) 
         else if (!c->status_details)
                 c->status_details = rpc_code_to_string(code);
         grpc_slice details = grpc_slice_from_copied_string(c->status_details ? c->status_details : "");
+        /* the rich error model's trailer: lowercase key, raw bytes (the
+         * transport base64-encodes -bin values) */
+        grpc_metadata trailer = { 0 };
+        size_t n_trailers = 0;
+        if (code != RPC_OK && c->status_bin) {
+                trailer.key = grpc_slice_from_static_string(RPC_STATUS_DETAILS_KEY);
+                trailer.value = grpc_slice_from_copied_buffer(c->status_bin, c->status_bin_len);
+                n_trailers = 1;
+        }
         memset(ops, 0, sizeof(ops));
         if (!c->sent_initial_md) {
                 ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
@@ -315,12 +346,16 @@ static void call_finish(RpcCall *c, RpcCode code, const ProtobufCMessage *resp) 
         }
         ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
         ops[n].data.send_status_from_server.status = (grpc_status_code) code;
+        ops[n].data.send_status_from_server.trailing_metadata_count = n_trailers;
+        ops[n].data.send_status_from_server.trailing_metadata = n_trailers ? &trailer : NULL;
         ops[n++].data.send_status_from_server.status_details = &details;
         if (call_start_batch(c, ops, n, TAG_STATUS) == GRPC_CALL_OK)
                 call_wait_tag(c, TAG_STATUS);
         if (bb)
                 grpc_byte_buffer_destroy(bb);
         grpc_slice_unref(details);
+        if (n_trailers)
+                grpc_slice_unref(trailer.value);
 }
 
 static void *arena_alloc(void *data, size_t size) {

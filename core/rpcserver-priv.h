@@ -55,6 +55,8 @@ struct RpcCall {
         bool woken;                     /* a wake event arrived and was not yet reported */
         bool sent_initial_md;
         const char *status_details;     /* arena */
+        const void *status_bin;         /* arena; the rich error model's google.rpc.Status, or NULL */
+        size_t status_bin_len;
         uint64_t accepted_ns;           /* when the acceptor took it from the core */
         uint64_t started_ns;            /* when a worker took it */
         bool plaintext_server;          /* immutable: the server listens without TLS (dev mode) */

@@ -57,6 +57,8 @@
  *
  * Errors map to a status once, here: rpc_call_fail_errno() turns a -errno
  * and its err_set() detail into a status, using rpc_status_from_errno().
+ * A status can also carry typed details (the gRPC rich error model:
+ * rpc_call_fail_status_bin(), and rpc_call_fail_detail() in proto/).
  *
  * Authorization: every row of a method table names the roles that may
  * call it.  A worker establishes the caller (rpc_call_identity()) before
@@ -212,11 +214,22 @@ typedef enum RpcWait {
 } RpcWait;
 
 /* Set the status details (printf-style) and return @code, for
- * `return rpc_call_fail(c, RPC_NOT_FOUND, "vm %s", name);`. */
+ * `return rpc_call_fail(c, RPC_NOT_FOUND, "vm %s", name);`.  Drops the
+ * rich error model's details of an earlier rpc_call_fail_status_bin(). */
 RpcCode rpc_call_fail(RpcCall *call, RpcCode code, const char *fmt, ...) _printf_(3, 4);
 /* Fail with rpc_status_from_errno(@negerrno) and this thread's err_str()
  * detail (then cleared); returns the code. */
 RpcCode rpc_call_fail_errno(RpcCall *call, int negerrno);
+/* Fail with @code, the status message @message, and the serialized
+ * google.rpc.Status @status_bin (@len bytes; its code and message should
+ * be @code and @message) sent as trailing metadata RPC_STATUS_DETAILS_KEY
+ * with the status: the gRPC rich error model.  Both are copied into the
+ * call.  More than RPC_STATUS_DETAILS_MAX bytes are not sent (the plain
+ * status still is; logged at warning), nor is anything when the handler
+ * returns RPC_OK after all.  Returns @code.  Handlers use the typed
+ * rpc_call_fail_detail() (proto/rpc-details.h), which builds the Status. */
+RpcCode rpc_call_fail_status_bin(RpcCall *call, RpcCode code, const char *message, const void *status_bin,
+                                 size_t len);
 
 /* Send one message of the method's output type on a server stream and wait
  * until the transport took it.  Returns 0, -ECANCELED when the call is over

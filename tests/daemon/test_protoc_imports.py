@@ -2,7 +2,7 @@
 """The .proto files compile from the one import root, as a user of the API
 compiles them: `protoc -I proto --descriptor_set_out=/dev/null
 drover/v1/coordinator.proto drover/v1/agent.proto` (and gRPC's health.proto
-beside them).  coordinator.proto imports "drover/v1/agent.proto"; an import
+and the rich error model's google/rpc/status.proto beside them).  coordinator.proto imports "drover/v1/agent.proto"; an import
 written relative to its own folder ("agent.proto") fails here.
 
 The compiler: protoc (Debian's protobuf-compiler); else python3 -m
@@ -18,7 +18,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import testutil as tu  # noqa: E402
 
 ROOT = os.environ.get("DROVER_SOURCE_ROOT", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
-PROTOS = ["drover/v1/coordinator.proto", "drover/v1/agent.proto", "grpc/health/v1/health.proto"]
+PROTOS = ["drover/v1/coordinator.proto", "drover/v1/agent.proto", "grpc/health/v1/health.proto",
+          "google/rpc/status.proto", "google/protobuf/any.proto"]
 
 
 def compiler():
@@ -43,7 +44,7 @@ def main():
         return 77
     print(f"# compiler: {' '.join(cmd)}")
     rc, err = run(cmd, "-I", "proto", "--descriptor_set_out=/dev/null", *PROTOS)
-    tu.check("protoc -I proto compiles coordinator.proto, agent.proto and health.proto", rc == 0, err)
+    tu.check("protoc -I proto compiles coordinator.proto, agent.proto, health.proto and status.proto", rc == 0, err)
     rc, err = run(cmd, "-I", "proto", "--descriptor_set_out=/dev/null", "drover/v1/coordinator.proto")
     tu.check("coordinator.proto alone finds its import under -I proto", rc == 0, err)
     # the check itself can fail: an import the root does not resolve is refused

@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "err.h"
+#include "rpc-details.h"
 
 typedef Drover__Test__V1__EchoRequest EchoRequest;
 typedef Drover__Test__V1__EchoReply EchoReply;
@@ -26,6 +27,14 @@ static RpcCode do_echo(RpcCall *c, const ProtobufCMessage *reqm, ProtobufCMessag
 
 static RpcCode do_fail(RpcCall *c, const ProtobufCMessage *reqm, ProtobufCMessage *respm, void *user) {
         const EchoRequest *req = (const EchoRequest *) reqm;
+        if (req->count > 0) {
+                /* the rich error model: an EchoReply detail (text, seq = count) */
+                EchoReply d = DROVER__TEST__V1__ECHO_REPLY__INIT;
+                d.text = req->text;
+                d.seq = req->count;
+                return rpc_call_fail_detail(c, rpc_status_from_errno(-req->errno_value), &d.base,
+                                            "failing as asked: %s", req->text);
+        }
         return rpc_call_fail_errno(c, err_set(-req->errno_value, "failing as asked: %s", req->text));
 }
 

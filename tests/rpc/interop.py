@@ -2,10 +2,15 @@
 """Interop test: Debian's grpcio (an independent gRPC implementation of the
 client side) against the C echo-server built on core/rpcserver.c.
 
-Usage: interop.py ECHO_SERVER PROTO_DIR
+Usage: interop.py ECHO_SERVER PROTO_DIR [DROVER_PROTO_ROOT]
 
 Stubs are generated at test time from echo.proto with grpc_tools.protoc into
-a scratch folder (testutil.grpc_stubs, tests/lib/testutil.py).  Only
+a scratch folder (testutil.grpc_stubs, tests/lib/testutil.py).  With
+DROVER_PROTO_ROOT (the project's proto/), the rich error model is checked
+too: a failure's trailing metadata grpc-status-details-bin decodes with
+Python's protobuf as a google.rpc.Status (compiled here from Drover's copy
+of status.proto, since Debian has no googleapis-common-protos) whose Any
+holds the EchoReply detail.  Only
 /usr/bin/python3 sees Debian's grpcio; without it the test exits 77 (skipped)
 with the reason.
 """
@@ -35,6 +40,38 @@ def expect_error(fn, code):
     except grpc.RpcError as e:
         return e.code() == code, f"{e.code()} {e.details()}"
     return False, "no error"
+
+
+def check_status_details(stub, echo_pb2, proto_root, tmp):
+    """Fail with a detail; decode the trailer as an independent client does."""
+    # status.proto under another file name: its package stays google.rpc, and
+    # the import of google/protobuf/any.proto resolves to Python's own.
+    sdir = os.path.join(tmp, "rpcstatus")
+    os.makedirs(sdir, exist_ok=True)
+    shutil.copy(os.path.join(proto_root, "google", "rpc", "status.proto"), os.path.join(sdir, "rpc_status.proto"))
+    subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-I{sdir}", f"-I{proto_root}",
+                    f"--python_out={sdir}", "rpc_status.proto"], check=True)
+    sys.path.insert(0, sdir)
+    import rpc_status_pb2  # noqa: E402
+    try:
+        stub.Fail(echo_pb2.EchoRequest(text="held", errno_value=16, count=7), timeout=5)
+        check("Fail with a detail -> FAILED_PRECONDITION", False, "no error")
+        return
+    except grpc.RpcError as e:
+        err = e
+    check("Fail with a detail -> FAILED_PRECONDITION", err.code() == grpc.StatusCode.FAILED_PRECONDITION,
+          f"{err.code()} {err.details()}")
+    bins = [v for k, v in (err.trailing_metadata() or ()) if k == "grpc-status-details-bin"]
+    check("trailer grpc-status-details-bin present, raw bytes", len(bins) == 1 and isinstance(bins[0], bytes),
+          repr(err.trailing_metadata()))
+    st = rpc_status_pb2.Status()
+    st.ParseFromString(bins[0])
+    check("google.rpc.Status repeats code and message",
+          st.code == 9 and st.message == "failing as asked: held" == err.details(), repr(st))
+    reply = echo_pb2.EchoReply()
+    ok = (len(st.details) == 1 and st.details[0].type_url == "type.googleapis.com/drover.test.v1.EchoReply"
+          and st.details[0].Unpack(reply))
+    check("its Any unpacks as the EchoReply detail", ok and reply.text == "held" and reply.seq == 7, repr(st))
 
 
 def main():
@@ -85,6 +122,9 @@ def main():
         except grpc.RpcError as e:
             check("Fail ENOENT -> NOT_FOUND", e.code() == grpc.StatusCode.NOT_FOUND
                   and e.details() == "failing as asked: x", f"{e.code()} {e.details()}")
+
+        if len(sys.argv) > 3:
+            check_status_details(stub, echo_pb2, sys.argv[3], tmp)
 
         it = stub.Watch(echo_pb2.EchoRequest(text="c", count=100, interval_ms=1000), timeout=30)
         first = next(it)

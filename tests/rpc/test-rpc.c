@@ -26,6 +26,7 @@
 #include "echo-service.h"
 #include "err.h"
 #include "log.h"
+#include "rpc-details.h"
 #include "rpc-priv.h"
 #include "rpcclient.h"
 #include "rpcserver.h"
@@ -464,6 +465,47 @@ static void test_errno_roundtrip(void **state) {
         }
 }
 
+/* The rich error model: Fail with count > 0 attaches an EchoReply detail,
+ * which arrives in the trailer and is found by type; a plain failure
+ * carries none; a detail too large for the trailer is dropped while the
+ * status itself still arrives. */
+static void test_status_details_travel_in_the_trailer(void **state) {
+        Fixture *fx = *state;
+        _cleanup_(rpc_client_freep) RpcClient *cl = client(fx->unix_addr);
+        EchoRequest req = ECHO_REQUEST_INIT;
+        ProtobufCMessage *m = NULL;
+        EchoReply *d = NULL;
+        RpcStatus st;
+
+        req.errno_value = EBUSY;
+        req.text = "held";
+        req.count = 7;
+        assert_int_equal(rpc_client_unary(cl, ECHOER, "Fail", &req.base, 5000, &m, &st), -EBUSY);
+        assert_int_equal(st.code, RPC_FAILED_PRECONDITION);
+        assert_string_equal(st.details, "failing as asked: held");
+        assert_true(st.details_len > 0);
+        assert_int_equal(rpc_status_detail(&st, &drover__test__v1__echo_reply__descriptor, (ProtobufCMessage **) &d), 0);
+        assert_string_equal(d->text, "held");
+        assert_int_equal(d->seq, 7);
+        protobuf_c_message_free_unpacked(&d->base, NULL);
+        assert_int_equal(rpc_status_detail(&st, &drover__test__v1__echo_request__descriptor, &m), -ENOENT);
+
+        req.count = 0;
+        assert_int_equal(rpc_client_unary(cl, ECHOER, "Fail", &req.base, 5000, &m, &st), -EBUSY);
+        assert_int_equal(st.details_len, 0);
+        assert_int_equal(rpc_status_detail(&st, &drover__test__v1__echo_reply__descriptor, &m), -ENOENT);
+
+        char big[RPC_STATUS_DETAILS_MAX + 100];
+        memset(big, 'b', sizeof(big) - 1);
+        big[sizeof(big) - 1] = '\0';
+        req.text = big;
+        req.count = 1;
+        assert_int_equal(rpc_client_unary(cl, ECHOER, "Fail", &req.base, 5000, &m, &st), -EBUSY);
+        assert_int_equal(st.code, RPC_FAILED_PRECONDITION);
+        assert_int_equal(st.details_len, 0);
+        assert_null(m);
+}
+
 static void test_unavailable(void **state) {
         /* Nothing listens on the port of a server we just stopped. */
         Fixture *tmp = fixture_new(NULL);
@@ -821,6 +863,7 @@ int main(int argc, char **argv) {
                 cmocka_unit_test_setup_teardown(test_unary_unix, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_stream, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_unimplemented, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_status_details_travel_in_the_trailer, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_invalid_argument, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_size_cap, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_deadline, setup, teardown),
