@@ -565,7 +565,7 @@ static char *wait_screen(const char *session, int timeout_ms, bool *ret_more) {
                 if (!screen)
                         fail_msg("tmux capture-pane failed");
                 if (ret_more)
-                        *ret_more |= strstr(screen, "more guests (droverctl job") != NULL;
+                        *ret_more |= strstr(screen, "more guests: ") != NULL; /* droverctl-watch.c: "... and N more guests: ..." */
                 if (strstr(screen, "EXIT="))
                         return screen;
                 for (int i = 0; i < N_GUESTS; i++)
