@@ -66,7 +66,8 @@ check "drover-agent: binaries, unit, man page, example" has drover-agent \
 check "drover-coordinator: binary, unit, man page, example" has drover-coordinator \
   usr/bin/drover-coordinator lib/systemd/system/drover-coordinator.service \
   usr/share/man/man8/drover-coordinator.8.gz etc/drover/coordinator.json.example
-check "droverctl: binary, man page" has droverctl usr/bin/droverctl usr/share/man/man1/droverctl.1.gz
+check "droverctl: binary, man page, bash completion" has droverctl usr/bin/droverctl usr/share/man/man1/droverctl.1.gz \
+  usr/share/bash-completion/completions/droverctl
 check "drover-common: drover.conf(5), operations.md" has drover-common \
   usr/share/man/man5/drover.conf.5.gz usr/share/doc/drover/operations.md
 for d in agent coordinator; do

@@ -221,7 +221,7 @@ class Droverctl(object):
         res = self.run(["host", "show", name])
         if res.rc == EXIT_OK and isinstance(res.doc, dict) and res.doc.get("name") == name:
             return res.doc
-        if res.rc == EXIT_ERROR and "no host" in res.error():
+        if res.rc == EXIT_NOT_FOUND:
             return None
         self.fail(res, "host show %s" % name)
         return None
