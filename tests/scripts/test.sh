@@ -77,11 +77,11 @@ if [ $quick -eq 0 ]; then
   else
     ninja -C build-tsan "${targets[@]}" | tail -30; status=1
   fi
-  # libFuzzer: each target for DROVER_FUZZ_SECONDS (default 15) with a fixed
+  # libFuzzer: each target for DROVER_FUZZ_SECONDS (default 8 in CI) with a fixed
   # seed; a crash, leak or timeout fails it.  clang comes from setup.sh.
   if [ ! -f build-fuzz/build.ninja ]; then
     CC=clang meson setup build-fuzz "$here" -Dfuzz=true -Db_sanitize=address,undefined -Db_lundef=false \
-      -Dfuzz_seconds="${DROVER_FUZZ_SECONDS:-15}" >/dev/null
+      -Dfuzz_seconds="${DROVER_FUZZ_SECONDS:-8}" >/dev/null
   fi
   mapfile -t targets < <(/usr/bin/python3 tests/scripts/suite-targets.py build-fuzz fuzz)
   if ninja -C build-fuzz "${targets[@]}" >/dev/null; then
