@@ -26,7 +26,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "agent-rpc.h"
 #include "agent.h"
@@ -194,8 +196,9 @@ void rpc_call_peer(RpcCall *call, char *buf, size_t size) {
 
 /* ---- the agent --------------------------------------------------------- */
 
-static const char guest_json[] = "{\"name\": \"g1\", \"uuid\": \"8b5c1f0e-1a2b-4c3d-9e8f-0123456789ab\","
-                                 " \"memory_mib\": 64, \"kernel\": \"/boot/vmlinuz\"}";
+/* g1's kernel is an empty file in the image root (guests are confined to
+ * the roots: agent-files.c); QEMU is /bin/false, so nothing reads it. */
+static char guest_json[512], image_root[256];
 
 static char state_dir[256], run_dir[256];
 
@@ -206,6 +209,8 @@ static Agent *agent_up(void) {
         snprintf(cfg.host, sizeof(cfg.host), "fuzz-host");
         snprintf(cfg.state_dir, sizeof(cfg.state_dir), "%s", state_dir);
         snprintf(cfg.run_dir, sizeof(cfg.run_dir), "%s", run_dir);
+        cfg.n_image_roots = 1;
+        snprintf(cfg.image_roots[0], sizeof(cfg.image_roots[0]), "%s", image_root);
         snprintf(cfg.qemu_binary, sizeof(cfg.qemu_binary), "/bin/false");
         snprintf(cfg.accel, sizeof(cfg.accel), "tcg");
         cfg.dev_mode = true;
@@ -214,7 +219,7 @@ static Agent *agent_up(void) {
         if (agent_new(&cfg, &a) < 0)
                 abort();
         Vm *vm = NULL;
-        if (agent_vm_define(a, guest_json, sizeof(guest_json) - 1, "fuzz-define", &vm) < 0) {
+        if (agent_vm_define(a, guest_json, strlen(guest_json), "fuzz-define", &vm) < 0) {
                 fprintf(stderr, "fuzz-agent-rpc: define g1: %s\n", err_msg());
                 abort();
         }
@@ -253,6 +258,16 @@ static void setup(void) {
                 snprintf(dir, sizeof(dir), "%s", fuzz_tmpdir());
         snprintf(state_dir, sizeof(state_dir), "%s/state", dir);
         snprintf(run_dir, sizeof(run_dir), "%s/run", dir);
+        snprintf(image_root, sizeof(image_root), "%s/images", dir);
+        char kernel[300];
+        snprintf(kernel, sizeof(kernel), "%s/vmlinuz", image_root);
+        int kfd = mkdir(image_root, 0755) == 0 ? open(kernel, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644) : -1;
+        if (kfd < 0)
+                abort();
+        close(kfd);
+        snprintf(guest_json, sizeof(guest_json),
+                 "{\"name\": \"g1\", \"uuid\": \"8b5c1f0e-1a2b-4c3d-9e8f-0123456789ab\", \"memory_mib\": 64, "
+                 "\"kernel\": \"%s\"}", kernel);
         /* the registration only records the table (rpc_server_add_service) */
         Agent *a = agent_up();
         if (agent_rpc_register(NULL, a) < 0 || !n_methods)
