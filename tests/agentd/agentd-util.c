@@ -297,6 +297,38 @@ int test_linux_guest_define(TestAgent *t, const char *name, const TestLinuxGuest
         return configured ? 0 : -1;
 }
 
+int test_guest_define_start(TestAgent *t, const char *name, int mem_mib, const char *append) {
+        Drover__V1__DefineRequest d = DROVER__V1__DEFINE_REQUEST__INIT;
+        Drover__V1__StartRequest s = DROVER__V1__START_REQUEST__INIT;
+        Drover__V1__GetGuestResponse *gr = NULL;
+        Drover__V1__GuestStatus *gs = NULL;
+        RpcStatus st;
+        char *json = test_guest_json(name, NULL, mem_mib, append);
+        if (!json) {
+                fprintf(stderr, "out of memory for the definition of %s\n", name);
+                return -1;
+        }
+        d.definition_json = json;
+        int r = ta_call(t, "Define", &d.base, (ProtobufCMessage **) &gr, &st);
+        free(json);
+        if (r < 0) {
+                fprintf(stderr, "Define %s failed: %s %s\n", name, rpc_code_to_string(st.code), st.details);
+                return -1;
+        }
+        drover__v1__get_guest_response__free_unpacked(gr, NULL);
+        s.guest = (char *) name;
+        if (ta_call(t, "Start", &s.base, (ProtobufCMessage **) &gs, &st) < 0) {
+                fprintf(stderr, "Start %s failed: %s %s\n", name, rpc_code_to_string(st.code), st.details);
+                return -1;
+        }
+        int pid = gs->state == DROVER__V1__GUEST_STATE__GUEST_STATE_RUNNING && gs->pid > 0 ? (int) gs->pid : -1;
+        if (pid < 0)
+                fprintf(stderr, "Start %s: the guest is in state %d with pid %d, not running\n", name, gs->state,
+                        (int) gs->pid);
+        drover__v1__guest_status__free_unpacked(gs, NULL);
+        return pid;
+}
+
 int ta_call(TestAgent *t, const char *method, const ProtobufCMessage *req, ProtobufCMessage **resp,
             RpcStatus *st) {
         return agent_op_call(t->cl, method, req, 30000, resp, st);

@@ -82,6 +82,11 @@ char *test_linux_guest_json(const char *name, const TestLinuxGuest *lg, int mem_
  * stderr (for a cmocka group setup). */
 int test_linux_guest_define(TestAgent *t, const char *name, const TestLinuxGuest *lg, int mem_mib);
 
+/* Define the tiny test guest @name (test_guest_json(@name, NULL, @mem_mib,
+ * @append)) on @t's agent and start it.  Its QEMU pid once the guest runs;
+ * -1 otherwise, with the reason on stderr. */
+int test_guest_define_start(TestAgent *t, const char *name, int mem_mib, const char *append);
+
 /* Unary call helper: return 0 or -errno, status in *st.  For the calls that
  * answer with an operation (Start, Shutdown, Guest*), waits for it on the
  * client side and returns what the blocking call used to (agent_op_call in

@@ -56,20 +56,9 @@ static size_t n_stopped;
 
 /* Define and start the tiny guest @name on @t; its QEMU pid. */
 static int define_and_start(TestAgent *t, const char *name, const char *append) {
-        char *json = test_guest_json(name, NULL, 64, append);
-        Drover__V1__DefineRequest d = DROVER__V1__DEFINE_REQUEST__INIT;
-        Drover__V1__GetGuestResponse *gr;
-        d.definition_json = json;
-        CALL_OK(t, "Define", &d, &gr);
-        drover__v1__get_guest_response__free_unpacked(gr, NULL);
-        free(json);
-        Drover__V1__StartRequest s = DROVER__V1__START_REQUEST__INIT;
-        Drover__V1__GuestStatus *st;
-        s.guest = (char *) name;
-        CALL_OK(t, "Start", &s, &st);
-        assert_int_equal(st->state, DROVER__V1__GUEST_STATE__GUEST_STATE_RUNNING);
-        int pid = st->pid;
-        drover__v1__guest_status__free_unpacked(st, NULL);
+        int pid = test_guest_define_start(t, name, 64, append);
+        if (pid < 0)
+                fail_msg("%s: define and start failed (above)", name);
         return pid;
 }
 
