@@ -36,12 +36,14 @@ static int make_dir(const char *path, mode_t mode) {
                         *p = '/';
                 }
         struct stat st;
-        if (mkdir(tmp, mode) < 0 && errno != EEXIST)
+        bool created = mkdir(tmp, mode) == 0;
+        if (!created && errno != EEXIST)
                 return err_set(-errno, "cannot create %s: %m", tmp);
         if (stat(tmp, &st) < 0)
                 return err_set(-errno, "cannot read %s: %m", tmp);
-        if (st.st_uid == geteuid() && (st.st_mode & 07777) != mode &&
-            ((st.st_mode & 07777) == 0700 || (st.st_mode & 07777) == (mode & ~(mode_t) 022)) && chmod(tmp, mode) < 0)
+        /* the umask narrowed a new folder, or an older agent made it 0700 */
+        bool ours = created || (st.st_uid == geteuid() && (st.st_mode & 07777) == 0700);
+        if (ours && (st.st_mode & 07777) != mode && chmod(tmp, mode) < 0)
                 return err_set(-errno, "cannot set the mode of %s: %m", tmp);
         return 0;
 }
