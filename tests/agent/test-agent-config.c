@@ -32,16 +32,6 @@ static void write_file(const char *path, const char *text, mode_t mode) {
         assert_int_equal(chmod(path, mode), 0);
 }
 
-static char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static char *xasprintf(const char *fmt, ...) {
-        char *s;
-        va_list ap;
-        va_start(ap, fmt);
-        assert_true(vasprintf(&s, fmt, ap) >= 0);
-        va_end(ap);
-        return s;
-}
-
 /* A configuration that validates: defaults, the fake QEMU, dev_mode on a
  * unix socket. */
 static AgentConfig good(void) {
@@ -105,7 +95,7 @@ static void test_defaults(void **state) {
 
 static void test_valid_file(void **state) {
         const char *path = tu_path(tmp, "agent.json");
-        char *json = xasprintf(
+        char *json = tu_asprintf(
                 "{ \"host\": \"host-a\", \"state_dir\": \"/var/lib/drover/a\", \"run_dir\": \"/run/drover/a\",\n"
                 "  \"listen\": [\"unix:/run/drover/agent.sock\", \"10.0.0.1:7400\", \"[2001:db8::1]:7401\",\n"
                 "              \"agent-a.example.com:7402\"],\n"
@@ -151,7 +141,7 @@ static void test_valid_file(void **state) {
         assert_string_equal(c.log_level, "debug");
 
         /* members left out keep their defaults */
-        json = xasprintf("{\"qemu_binary\":\"%s\",\"dev_mode\":true,\"host\":\"h\"}", qemu);
+        json = tu_asprintf("{\"qemu_binary\":\"%s\",\"dev_mode\":true,\"host\":\"h\"}", qemu);
         write_file(path, json, 0644);
         free(json);
         if (agent_config_load(path, &c) < 0 || agent_config_validate(&c) < 0)
@@ -216,7 +206,7 @@ static void test_bad_members(void **state) {
                                  bad_parse[i].err, bad_parse[i].detail);
         }
         AgentConfig c;
-        char *j = xasprintf("{\"state_dir\":\"/%0300d\"}", 0);
+        char *j = tu_asprintf("{\"state_dir\":\"/%0300d\"}", 0);
         assert_int_equal(agent_config_parse(j, strlen(j), &c), -EINVAL);
         assert_string_equal(err_msg(), "config: 'state_dir' is too long (301 bytes, at most 255)");
         free(j);
@@ -285,17 +275,17 @@ static void test_qemu_binary(void **state) {
         char *want;
 
         snprintf(c.qemu_binary, sizeof(c.qemu_binary), "%s", tu_path(tmp, "no-such-qemu"));
-        want = xasprintf("config: 'qemu_binary' '%s' does not exist (install QEMU or set qemu_binary)", c.qemu_binary);
+        want = tu_asprintf("config: 'qemu_binary' '%s' does not exist (install QEMU or set qemu_binary)", c.qemu_binary);
         expect_invalid(&c, want);
         free(want);
 
         snprintf(c.qemu_binary, sizeof(c.qemu_binary), "%s", noexec);
-        want = xasprintf("config: 'qemu_binary' '%s' is not executable", noexec);
+        want = tu_asprintf("config: 'qemu_binary' '%s' is not executable", noexec);
         expect_invalid(&c, want);
         free(want);
 
         snprintf(c.qemu_binary, sizeof(c.qemu_binary), "%s", tmp);
-        want = xasprintf("config: 'qemu_binary' '%s' is not a regular file", tmp);
+        want = tu_asprintf("config: 'qemu_binary' '%s' is not a regular file", tmp);
         expect_invalid(&c, want);
         free(want);
 
@@ -319,13 +309,13 @@ static void test_tls(void **state) {
         assert_int_equal(agent_config_validate(&c), 0);
 
         snprintf(c.tls_cert, sizeof(c.tls_cert), "%s", tu_path(tmp, "missing-cert.pem"));
-        want = xasprintf("config: 'tls.cert' file '%s' does not exist", c.tls_cert);
+        want = tu_asprintf("config: 'tls.cert' file '%s' does not exist", c.tls_cert);
         expect_invalid(&c, want);
         free(want);
 
         c = with_tls();
         snprintf(c.tls_ca, sizeof(c.tls_ca), "%s", tu_path(tmp, "nodir/ca.pem"));
-        want = xasprintf("config: 'tls.ca' file '%s' does not exist", c.tls_ca);
+        want = tu_asprintf("config: 'tls.ca' file '%s' does not exist", c.tls_ca);
         expect_invalid(&c, want);
         free(want);
 
@@ -339,7 +329,7 @@ static void test_tls(void **state) {
 
         c = with_tls();
         snprintf(c.tls_key, sizeof(c.tls_key), "%s", tmp);
-        want = xasprintf("config: 'tls.key' '%s' is not a regular file", tmp);
+        want = tu_asprintf("config: 'tls.key' '%s' is not a regular file", tmp);
         expect_invalid(&c, want);
         free(want);
 
@@ -514,7 +504,7 @@ static void test_metrics_listen(void **state) {
         for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
                 AgentConfig b = good();
                 assert_int_equal(agent_config_set(&b, "metrics_listen", bad[i]), 0);
-                char *want = xasprintf("config: 'metrics_listen' must be \"\" (off), \"IPv4:PORT\" or \"[IPv6]:PORT\" "
+                char *want = tu_asprintf("config: 'metrics_listen' must be \"\" (off), \"IPv4:PORT\" or \"[IPv6]:PORT\" "
                                        "with a port of 1-65535, not '%s'", bad[i]);
                 expect_invalid(&b, want);
                 free(want);
@@ -607,20 +597,20 @@ static void test_load_errors(void **state) {
         memset(&c, 0x5a, sizeof(c));
         before = c;
         assert_int_equal(agent_config_load(tu_path(tmp, "missing.json"), &c), -ENOENT);
-        want = xasprintf("config %s: cannot open: No such file or directory", tu_path(tmp, "missing.json"));
+        want = tu_asprintf("config %s: cannot open: No such file or directory", tu_path(tmp, "missing.json"));
         assert_string_equal(err_msg(), want);
         free(want);
 
         /* parse errors carry the file name */
         write_file(path, "{\"dev_mode\": true, \"rpc_lanes\": {\"queries\": 0}}", 0644);
         assert_int_equal(agent_config_load(path, &c), -EINVAL);
-        want = xasprintf("config %s: 'rpc_lanes.queries' must be between 1 and 256, not 0", path);
+        want = tu_asprintf("config %s: 'rpc_lanes.queries' must be between 1 and 256, not 0", path);
         assert_string_equal(err_msg(), want);
         free(want);
 
         write_file(path, "{\"dev_mode\": maybe}", 0644);
         assert_int_equal(agent_config_load(path, &c), -EINVAL);
-        want = xasprintf("config %s: invalid JSON at line 1, column 14: unexpected character", path);
+        want = tu_asprintf("config %s: invalid JSON at line 1, column 14: unexpected character", path);
         assert_string_equal(err_msg(), want);
         free(want);
 
@@ -633,7 +623,7 @@ static void test_load_errors(void **state) {
         write_file(path, big, 0644);
         free(big);
         assert_int_equal(agent_config_load(path, &c), -E2BIG);
-        want = xasprintf("config %s: larger than the limit of 65536 bytes", path);
+        want = tu_asprintf("config %s: larger than the limit of 65536 bytes", path);
         assert_string_equal(err_msg(), want);
         free(want);
 
@@ -699,7 +689,7 @@ static void test_set(void **state) {
  * file naming a missing QEMU with a qemu_binary override. */
 static void test_set_over_file(void **state) {
         const char *path = tu_path(tmp, "over.json");
-        char *json = xasprintf("{\"host\":\"h\",\"qemu_binary\":\"/nonexistent/qemu\",\"accel\":\"tcg\","
+        char *json = tu_asprintf("{\"host\":\"h\",\"qemu_binary\":\"/nonexistent/qemu\",\"accel\":\"tcg\","
                                "\"listen\":[\"127.0.0.1:7400\"]}");
         AgentConfig c;
         write_file(path, json, 0644);
@@ -719,7 +709,7 @@ static void test_set_over_file(void **state) {
 /* Where guest files may live and whom QEMU runs as. */
 static void test_image_roots_and_qemu_user(void **state) {
         AgentConfig c = good();
-        char *json = xasprintf("{\"host\":\"h\",\"image_roots\":[\"/srv/a\",\"/srv/b\"],\"allow_block_devices\":true,"
+        char *json = tu_asprintf("{\"host\":\"h\",\"image_roots\":[\"/srv/a\",\"/srv/b\"],\"allow_block_devices\":true,"
                                "\"qemu_user\":\"nobody\",\"qemu_chroot\":\"%s\"}", tmp);
         assert_int_equal(agent_config_parse(json, strlen(json), &c), 0);
         free(json);
@@ -766,7 +756,7 @@ static void test_image_roots_and_qemu_user(void **state) {
         expect_invalid(&b, "config: 'image_roots' is empty: guests need at least one folder for their files");
         assert_int_equal(agent_config_set(&b, "image_roots", "/1,/2,/3,/4,/5,/6,/7,/8,/9"), -EINVAL);
         assert_string_equal(err_msg(), "config: 'image_roots' has more than 8 entries");
-        json = xasprintf("{\"image_roots\":\"/srv\"}");
+        json = tu_asprintf("{\"image_roots\":\"/srv\"}");
         assert_int_equal(agent_config_parse(json, strlen(json), &b), -EINVAL);
         assert_string_equal(err_msg(), "config: 'image_roots' must be an array of strings, not a string");
         free(json);

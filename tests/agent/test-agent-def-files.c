@@ -38,16 +38,6 @@ static int parse(const char *json, GuestDef *d) {
         return guest_def_parse(json, strlen(json), d);
 }
 
-static char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static char *xasprintf(const char *fmt, ...) {
-        char *s;
-        va_list ap;
-        va_start(ap, fmt);
-        assert_true(vasprintf(&s, fmt, ap) >= 0);
-        va_end(ap);
-        return s;
-}
-
 /* guest_def_check_host, closing what it opened. */
 static int check_host(const GuestDef *d) {
         GuestFiles f;
@@ -68,7 +58,7 @@ static void write_file(const char *path, const void *data, size_t len, mode_t mo
 
 static GuestDef host_def(void) {
         GuestDef d;
-        char *j = xasprintf("{\"name\":\"h\",\"memory_mib\":64,\"kernel\":\"%s\",\"initrd\":\"%s\","
+        char *j = tu_asprintf("{\"name\":\"h\",\"memory_mib\":64,\"kernel\":\"%s\",\"initrd\":\"%s\","
                             "\"disks\":[{\"path\":\"%s\",\"cache\":\"writeback\"},"
                             "{\"path\":\"%s\",\"format\":\"qcow2\",\"cache\":\"writeback\"}]}",
                             tu_path(tmp, "vmlinuz"), tu_path(tmp, "initrd"), tu_path(tmp, "disk.raw"),
@@ -92,25 +82,25 @@ static void test_host_ok_and_missing(void **state) {
         assert_int_equal(check_host(&d), 0);
 
         snprintf(d.kernel, sizeof(d.kernel), "%s", tu_path(tmp, "missing-kernel"));
-        want = xasprintf("definition: 'kernel' file '%s' does not exist", d.kernel);
+        want = tu_asprintf("definition: 'kernel' file '%s' does not exist", d.kernel);
         check_err(&d, -ENOENT, want);
         free(want);
 
         d = host_def();
         snprintf(d.initrd, sizeof(d.initrd), "%s", tu_path(tmp, "nodir/initrd"));
-        want = xasprintf("definition: 'initrd' file '%s' does not exist", d.initrd);
+        want = tu_asprintf("definition: 'initrd' file '%s' does not exist", d.initrd);
         check_err(&d, -ENOENT, want);
         free(want);
 
         d = host_def();
         snprintf(d.kernel, sizeof(d.kernel), "%s", tu_path(tmp, "subdir"));
-        want = xasprintf("definition: 'kernel' '%s' is a directory, not a regular file", d.kernel);
+        want = tu_asprintf("definition: 'kernel' '%s' is a directory, not a regular file", d.kernel);
         check_err(&d, -EINVAL, want);
         free(want);
 
         d = host_def();
         snprintf(d.disks[1].path, sizeof(d.disks[1].path), "%s", tu_path(tmp, "gone.qcow2"));
-        want = xasprintf("definition: 'disks[1].path' file '%s' does not exist", d.disks[1].path);
+        want = tu_asprintf("definition: 'disks[1].path' file '%s' does not exist", d.disks[1].path);
         check_err(&d, -ENOENT, want);
         free(want);
 }
@@ -120,17 +110,17 @@ static void test_host_qcow2_magic(void **state) {
         char *want;
 
         snprintf(d.disks[1].path, sizeof(d.disks[1].path), "%s", tu_path(tmp, "fake.qcow2"));
-        want = xasprintf("definition: 'disks[1].path' '%s' is not a qcow2 image (no qcow2 magic)", d.disks[1].path);
+        want = tu_asprintf("definition: 'disks[1].path' '%s' is not a qcow2 image (no qcow2 magic)", d.disks[1].path);
         check_err(&d, -EINVAL, want);
         free(want);
 
         snprintf(d.disks[1].path, sizeof(d.disks[1].path), "%s", tu_path(tmp, "short.qcow2"));
-        want = xasprintf("definition: 'disks[1].path' '%s' is not a qcow2 image (no qcow2 magic)", d.disks[1].path);
+        want = tu_asprintf("definition: 'disks[1].path' '%s' is not a qcow2 image (no qcow2 magic)", d.disks[1].path);
         check_err(&d, -EINVAL, want);
         free(want);
 
         snprintf(d.disks[1].path, sizeof(d.disks[1].path), "%s", tu_path(tmp, "cut.qcow2"));
-        want = xasprintf("definition: 'disks[1].path' '%s' has a truncated qcow2 header (8 bytes)", d.disks[1].path);
+        want = tu_asprintf("definition: 'disks[1].path' '%s' has a truncated qcow2 header (8 bytes)", d.disks[1].path);
         check_err(&d, -EINVAL, want);
         free(want);
 
@@ -143,7 +133,7 @@ static void test_host_qcow2_magic(void **state) {
 
 /* Run qemu-img with @args (a shell word list); 0 when it succeeded. */
 static int qemu_img(const char *args) {
-        char *cmd = xasprintf("qemu-img %s >/dev/null 2>&1", args);
+        char *cmd = tu_asprintf("qemu-img %s >/dev/null 2>&1", args);
         int st = system(cmd);
         free(cmd);
         return st == 0 ? 0 : -1;
@@ -158,9 +148,9 @@ static void test_qcow2_backing_and_data_files_refused(void **state) {
                 tu_skip("qemu-img is not installed");
         char *plain = strdup(tu_path(tmp, "plain.qcow2")), *backed = strdup(tu_path(tmp, "backed.qcow2"));
         char *data = strdup(tu_path(tmp, "data.qcow2")), *secret = strdup(tu_path(outside, "secret"));
-        char *a = xasprintf("create -q -f qcow2 %s 1M", plain);
-        char *b = xasprintf("create -q -f qcow2 -b %s -F raw %s 1M", secret, backed);
-        char *c = xasprintf("create -q -f qcow2 -o data_file=%s/data.bin %s 1M", outside, data);
+        char *a = tu_asprintf("create -q -f qcow2 %s 1M", plain);
+        char *b = tu_asprintf("create -q -f qcow2 -b %s -F raw %s 1M", secret, backed);
+        char *c = tu_asprintf("create -q -f qcow2 -o data_file=%s/data.bin %s 1M", outside, data);
         assert_int_equal(qemu_img(a), 0);
         assert_int_equal(qemu_img(b), 0);
         assert_int_equal(qemu_img(c), 0);
@@ -170,7 +160,7 @@ static void test_qcow2_backing_and_data_files_refused(void **state) {
         assert_int_equal(guest_def_check_files(&d, &cfg), 0);
         assert_int_equal(check_host(&d), 0);
 
-        char *want = xasprintf("definition: 'disks[1].path' '%s' is a qcow2 image with the backing file '%s'; "
+        char *want = tu_asprintf("definition: 'disks[1].path' '%s' is a qcow2 image with the backing file '%s'; "
                                "backing files are not supported (QEMU would open them outside the image roots): "
                                "convert it to a standalone image (qemu-img convert -O qcow2)", backed, secret);
         snprintf(d.disks[1].path, sizeof(d.disks[1].path), "%s", backed);
@@ -196,7 +186,7 @@ static void test_qcow2_backing_and_data_files_refused(void **state) {
 
 static void test_host_bridges(void **state) {
         GuestDef d;
-        char *j = xasprintf("{\"name\":\"h\",\"memory_mib\":64,\"kernel\":\"%s\",\"nics\":[{\"bridge\":\"drvnobr0\"}]}",
+        char *j = tu_asprintf("{\"name\":\"h\",\"memory_mib\":64,\"kernel\":\"%s\",\"nics\":[{\"bridge\":\"drvnobr0\"}]}",
                             tu_path(tmp, "vmlinuz"));
         assert_int_equal(parse(j, &d), 0);
         free(j);
@@ -296,7 +286,7 @@ static void test_host_odirect(void **state) {
                 skip();
         assert_int_equal(r_none, -EINVAL);
         assert_int_equal(r_writeback, 0);
-        char *expected = xasprintf("definition: 'disks[0].cache' is none, but the file system of '%s' does not "
+        char *expected = tu_asprintf("definition: 'disks[0].cache' is none, but the file system of '%s' does not "
                                    "support O_DIRECT (use writeback or writethrough)", p);
         assert_string_equal(want, expected);
         free(expected);
@@ -332,34 +322,34 @@ static void expect_refused(const char *path, const char *detail) {
 static void test_roots_outside(void **state) {
         char *want;
 
-        want = xasprintf("definition: 'kernel' '%s' is outside the image roots (image roots: %s)",
+        want = tu_asprintf("definition: 'kernel' '%s' is outside the image roots (image roots: %s)",
                          tu_path(outside, "secret"), tmp);
         expect_refused(tu_path(outside, "secret"), want);
         free(want);
 
-        want = xasprintf("definition: 'kernel' '/etc/shadow' is outside the image roots (image roots: %s)", tmp);
+        want = tu_asprintf("definition: 'kernel' '/etc/shadow' is outside the image roots (image roots: %s)", tmp);
         expect_refused("/etc/shadow", want);
         free(want);
 
         /* a root's name as a prefix of another folder's is not that root */
-        char *sibling = xasprintf("%s-sibling/k", tmp);
-        want = xasprintf("definition: 'kernel' '%s' is outside the image roots (image roots: %s)", sibling, tmp);
+        char *sibling = tu_asprintf("%s-sibling/k", tmp);
+        want = tu_asprintf("definition: 'kernel' '%s' is outside the image roots (image roots: %s)", sibling, tmp);
         expect_refused(sibling, want);
         free(want);
         free(sibling);
 
         /* /proc magic links are outside too */
-        want = xasprintf("definition: 'kernel' '/proc/self/fd/0' is outside the image roots (image roots: %s)", tmp);
+        want = tu_asprintf("definition: 'kernel' '/proc/self/fd/0' is outside the image roots (image roots: %s)", tmp);
         expect_refused("/proc/self/fd/0", want);
         free(want);
 
         /* ".." never gets past the syntax, nor past the walk */
-        char *up = xasprintf("%s/../%s", tmp, "etc/shadow");
-        want = xasprintf("definition: 'kernel' '%s' is outside the image roots (image roots: %s)", up, tmp);
+        char *up = tu_asprintf("%s/../%s", tmp, "etc/shadow");
+        want = tu_asprintf("definition: 'kernel' '%s' is outside the image roots (image roots: %s)", up, tmp);
         expect_refused(up, want);
         free(want);
         GuestDef d;
-        char *j = xasprintf("{\"name\":\"x\",\"memory_mib\":64,\"kernel\":\"%s\"}", up);
+        char *j = tu_asprintf("{\"name\":\"x\",\"memory_mib\":64,\"kernel\":\"%s\"}", up);
         assert_int_equal(parse(j, &d), -EINVAL);
         assert_non_null(strstr(err_msg(), "must be a normalised path"));
         free(j);
@@ -372,7 +362,7 @@ static void test_roots_outside(void **state) {
         snprintf(d.disks[1].path, sizeof(d.disks[1].path), "/etc/shadow");
         err_clear();
         assert_int_equal(guest_def_check_files(&d, &cfg), -EINVAL);
-        want = xasprintf("definition: 'disks[1].path' '/etc/shadow' is outside the image roots (image roots: %s, "
+        want = tu_asprintf("definition: 'disks[1].path' '/etc/shadow' is outside the image roots (image roots: %s, "
                          "/srv/images)", tmp);
         assert_string_equal(err_msg(), want);
         free(want);
@@ -383,28 +373,28 @@ static void test_roots_symlinks(void **state) {
         char *want;
 
         /* a link to a file outside */
-        want = xasprintf("definition: 'kernel' '%s' goes through the symbolic link '%s'; links are not followed "
+        want = tu_asprintf("definition: 'kernel' '%s' goes through the symbolic link '%s'; links are not followed "
                          "below an image root (image roots: %s)", tu_path(tmp, "shadow-link"),
                          tu_path(tmp, "shadow-link"), tmp);
         expect_refused(tu_path(tmp, "shadow-link"), want);
         free(want);
 
         /* a link to a folder outside, in the middle of the path */
-        want = xasprintf("definition: 'kernel' '%s' goes through the symbolic link '%s'; links are not followed "
+        want = tu_asprintf("definition: 'kernel' '%s' goes through the symbolic link '%s'; links are not followed "
                          "below an image root (image roots: %s)", tu_path(tmp, "etc-link/shadow"),
                          tu_path(tmp, "etc-link"), tmp);
         expect_refused(tu_path(tmp, "etc-link/shadow"), want);
         free(want);
 
         /* a link that stays inside the root is refused as well: no links at all */
-        want = xasprintf("definition: 'kernel' '%s' goes through the symbolic link '%s'; links are not followed "
+        want = tu_asprintf("definition: 'kernel' '%s' goes through the symbolic link '%s'; links are not followed "
                          "below an image root (image roots: %s)", tu_path(tmp, "subdir-link/k"),
                          tu_path(tmp, "subdir-link"), tmp);
         expect_refused(tu_path(tmp, "subdir-link/k"), want);
         free(want);
 
         /* a link to a /proc magic link */
-        want = xasprintf("definition: 'kernel' '%s' goes through the symbolic link '%s'; links are not followed "
+        want = tu_asprintf("definition: 'kernel' '%s' goes through the symbolic link '%s'; links are not followed "
                          "below an image root (image roots: %s)", tu_path(tmp, "fd-link"), tu_path(tmp, "fd-link"),
                          tmp);
         expect_refused(tu_path(tmp, "fd-link"), want);
@@ -420,13 +410,13 @@ static void test_roots_file_types(void **state) {
         char *want;
 
         /* a FIFO is refused without ever blocking on it */
-        want = xasprintf("definition: 'kernel' '%s' is a FIFO, not a regular file", tu_path(tmp, "fifo"));
+        want = tu_asprintf("definition: 'kernel' '%s' is a FIFO, not a regular file", tu_path(tmp, "fifo"));
         expect_refused(tu_path(tmp, "fifo"), want);
         free(want);
 
         if (geteuid() != 0)
                 skip(); /* device nodes need root */
-        want = xasprintf("definition: 'kernel' '%s' is a character device, not a regular file", tu_path(tmp, "null"));
+        want = tu_asprintf("definition: 'kernel' '%s' is a character device, not a regular file", tu_path(tmp, "null"));
         expect_refused(tu_path(tmp, "null"), want);
         free(want);
 
@@ -437,13 +427,13 @@ static void test_roots_file_types(void **state) {
         d.disks[0].readonly = true;
         err_clear();
         assert_int_equal(guest_def_check_files(&d, &cfg), -EINVAL);
-        want = xasprintf("definition: 'disks[0].path' '%s' is a block device, and allow_block_devices is off",
+        want = tu_asprintf("definition: 'disks[0].path' '%s' is a block device, and allow_block_devices is off",
                          d.disks[0].path);
         assert_string_equal(err_msg(), want);
         free(want);
         cfg.allow_block_devices = true;
         assert_int_equal(guest_def_check_files(&d, &cfg), 0);
-        want = xasprintf("definition: 'kernel' '%s' is a block device, not a regular file", tu_path(tmp, "blk"));
+        want = tu_asprintf("definition: 'kernel' '%s' is a block device, not a regular file", tu_path(tmp, "blk"));
         expect_refused(tu_path(tmp, "blk"), want);
         free(want);
         cfg.allow_block_devices = false;
@@ -456,7 +446,7 @@ static void test_roots_missing_at_define(void **state) {
         assert_int_equal(guest_def_check_files(&d, &cfg), 0);
         err_clear();
         assert_int_equal(check_host(&d), -ENOENT);
-        char *want = xasprintf("definition: 'kernel' file '%s' does not exist", d.kernel);
+        char *want = tu_asprintf("definition: 'kernel' file '%s' does not exist", d.kernel);
         assert_string_equal(err_msg(), want);
         free(want);
 }
@@ -464,8 +454,8 @@ static void test_roots_missing_at_define(void **state) {
 /* What QEMU gets is the file that was checked: the descriptors stay on it
  * when the path is replaced by a link to /etc/shadow afterwards. */
 static void test_descriptors_are_the_checked_files(void **state) {
-        char *k = xasprintf("%s", tu_path(tmp, "swap-kernel"));
-        char *disk = xasprintf("%s", tu_path(tmp, "swap-disk"));
+        char *k = tu_asprintf("%s", tu_path(tmp, "swap-kernel"));
+        char *disk = tu_asprintf("%s", tu_path(tmp, "swap-disk"));
         write_file(k, "checked-kernel", 14, 0644);
         write_file(disk, "checked-disk", 12, 0644);
         GuestDef d = kernel_def(k);

@@ -34,16 +34,6 @@ static int parse(const char *json, GuestDef *d) {
         return guest_def_parse(json, strlen(json), d);
 }
 
-static char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static char *xasprintf(const char *fmt, ...) {
-        char *s;
-        va_list ap;
-        va_start(ap, fmt);
-        assert_true(vasprintf(&s, fmt, ap) >= 0);
-        va_end(ap);
-        return s;
-}
-
 /* ---- round trip ---- */
 
 static const char full_in[] =
@@ -460,29 +450,29 @@ static void test_size_limits(void **state) {
         free(big);
 
         /* too long strings */
-        char *j = xasprintf("{" N "," M ",\"kernel\":\"/%0300d\"}", 0);
+        char *j = tu_asprintf("{" N "," M ",\"kernel\":\"/%0300d\"}", 0);
         assert_int_equal(parse(j, &d), -EINVAL);
         assert_string_equal(err_msg(), "definition: 'kernel' is too long (301 bytes, at most 255)");
         free(j);
-        j = xasprintf("{" BASE ",\"append\":\"%04097d\"}", 0);
+        j = tu_asprintf("{" BASE ",\"append\":\"%04097d\"}", 0);
         assert_int_equal(parse(j, &d), -EINVAL);
         assert_string_equal(err_msg(), "definition: 'append' is too long (4097 bytes, at most 4096)");
         free(j);
-        j = xasprintf("{" BASE ",\"append\":\"%04096d\"}", 0);
+        j = tu_asprintf("{" BASE ",\"append\":\"%04096d\"}", 0);
         assert_int_equal(parse(j, &d), 0);
         assert_int_equal(strlen(d.append), 4096);
         free(j);
-        j = xasprintf("{\"name\":\"%064d\"," M "," K "}", 0);
+        j = tu_asprintf("{\"name\":\"%064d\"," M "," K "}", 0);
         assert_int_equal(parse(j, &d), -EINVAL);
         assert_string_equal(err_msg(), "definition: 'name' must be 1-63 of A-Z a-z 0-9 . _ - (not starting with . or -), "
                                        "not '0000000000000000000000000000000000000000000000000000000000000000'");
         free(j);
-        j = xasprintf("{" BASE ",\"disks\":[{\"path\":\"/%0255d\"}]}", 0);
+        j = tu_asprintf("{" BASE ",\"disks\":[{\"path\":\"/%0255d\"}]}", 0);
         assert_int_equal(parse(j, &d), -EINVAL);
         assert_string_equal(err_msg(), "definition: 'disks[0].path' is too long (256 bytes, at most 255)");
         free(j);
         /* a long bad value is cut in the detail */
-        j = xasprintf("{" BASE ",\"machine\":\"%0100d\"}", 0);
+        j = tu_asprintf("{" BASE ",\"machine\":\"%0100d\"}", 0);
         assert_int_equal(parse(j, &d), -EINVAL);
         assert_non_null(strstr(err_msg(), "not '0000000000000000000000000000000000000000000000000000000000000000...'"));
         free(j);
@@ -711,7 +701,7 @@ static void test_argv_cache_modes(void **state) {
                 GuestDef d;
                 GuestPaths p;
                 char **argv = NULL;
-                char *j = xasprintf("{\"name\":\"c\",\"memory_mib\":64,\"kernel\":\"/k\","
+                char *j = tu_asprintf("{\"name\":\"c\",\"memory_mib\":64,\"kernel\":\"/k\","
                                     "\"disks\":[{\"path\":\"/d\",\"cache\":\"%s\"}]}", modes[i].cache);
                 assert_int_equal(parse(j, &d), 0);
                 assert_int_equal(guest_paths("/run", "c", &p), 0);

@@ -75,6 +75,19 @@ void tu_skip(const char *fmt, ...) {
         exit(TU_EXIT_SKIP);
 }
 
+char *tu_asprintf(const char *fmt, ...) {
+        char *s;
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vasprintf(&s, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+                perror("vasprintf");
+                abort();
+        }
+        return s;
+}
+
 const char *tu_tmpdir(const char *tag) {
         char tmpl[512];
         const char *base = getenv("TMPDIR");

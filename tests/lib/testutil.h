@@ -26,6 +26,8 @@ const char *tu_path(const char *dir, const char *name);
 const char *tu_source_path(const char *rel);
 /* $DROVER_BUILD_ROOT/@rel. */
 const char *tu_build_path(const char *rel);
+/* vasprintf into a new string (free it); aborts when out of memory. */
+char *tu_asprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* Start argv[0] (searched in PATH) with stdout+stderr to @log_path (NULL:
  * /dev/null).  Returns the pid or a negative errno. */
