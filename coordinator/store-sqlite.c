@@ -801,6 +801,14 @@ static int sqlite_event_list(Store *base, const char *job_id, StoreEvent **ret, 
                         "list events", (void **) ret, ret_n);
 }
 
+/* One machine, one coordinator: nothing to fence (store.h). */
+static int sqlite_fence(Store *base, const char *key, int64_t create_revision) {
+        (void) base;
+        (void) key;
+        (void) create_revision;
+        return 0;
+}
+
 const StoreOps store_sqlite_ops = {
         .close = store_sqlite_close,
         .host_put = sqlite_host_put,
@@ -815,5 +823,6 @@ const StoreOps store_sqlite_ops = {
         .subtask_list = sqlite_subtask_list,
         .event_add = sqlite_event_add,
         .event_list = sqlite_event_list,
+        .fence = sqlite_fence,
 };
 

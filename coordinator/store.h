@@ -95,6 +95,14 @@ typedef struct StoreOps {
         int (*subtask_list)(Store *s, const char *job_id, StoreSubtask **ret, size_t *ret_n);
         int (*event_add)(Store *s, const char *job_id, uint64_t time_unix_ms, const char *text);
         int (*event_list)(Store *s, const char *job_id, StoreEvent **ret, size_t *ret_n);
+        /* Fencing (docs/ha.md): from now on every write is applied only
+         * while key @key exists with create_revision @create_revision (the
+         * leader's election key); a write refused by that check changes
+         * nothing and returns -ESTALE ("fenced: not the leader").  @key
+         * NULL: writes unguarded again (a standby's store never writes).
+         * SQLite: accepted and ignored (one machine, one coordinator).
+         * Not to be called while another call on @s runs. */
+        int (*fence)(Store *s, const char *key, int64_t create_revision);
 } StoreOps;
 
 struct Store {
@@ -105,6 +113,15 @@ struct Store {
  * for a database of an unknown schema version; -EIO with the SQLite error
  * for a corrupt file. */
 int store_sqlite_open(const char *path, Store **ret);
+
+typedef struct Etcd Etcd;
+/* Open the etcd store (store-etcd.c) under key prefix @prefix (e.g.
+ * "/drover") on client @e (coordinator/etcd.h; the caller keeps it and
+ * closes it after the store).  The same records and errors as SQLite, one
+ * etcd transaction per call where etcd allows it (docs/ha.md, "Store");
+ * -EAGAIN when no etcd member answers (no quorum), -ETIMEDOUT when the
+ * outcome of a write is unknown. */
+int store_etcd_open(Etcd *e, const char *prefix, Store **ret);
 
 typedef struct MetricsHistogram MetricsHistogram;
 /* The latency of every write transaction's COMMIT, in seconds, over every

@@ -33,6 +33,8 @@ packages=(
   clang libclang-rt-14-dev
   # plots of the benchmarks (docs/performance.md, docs/perf/*.png)
   gnuplot-nox
+  # the coordinator's replicated store (store: etcd:..., docs/ha.md): real etcd members in the ha suite
+  etcd-server etcd-client
   # man pages (docs/man) and the Debian packages (debian/, tests/install)
   scdoc debhelper dpkg-dev fakeroot
 )
