@@ -332,6 +332,32 @@ static void test_watch_events_in_order(void **state) {
         events_clear(ev, 1);
 }
 
+/* A watch from a compacted revision ends with -ERANGE. */
+static void test_watch_from_compacted_revision(void **state) {
+        (void) state;
+        _cleanup_(etcd_closep) Etcd *e = client_for(&plain, NULL, NULL);
+        _cleanup_(etcd_watch_freep) EtcdWatch *w = NULL;
+        EtcdKv kv = { 0 };
+        EtcdEvent *ev = NULL;
+        size_t n = 0;
+
+        put_str(e, "/t/compact/k", "1");
+        assert_int_equal(etcd_get(e, "/t/compact/k", 0, &kv), 0);
+        int64_t old = kv.mod_revision;
+        etcd_kv_clear(&kv);
+        put_str(e, "/t/compact/k", "2");
+        put_str(e, "/t/compact/k", "3");
+        assert_int_equal(etcd_get(e, "/t/compact/k", 0, &kv), 0);
+        char *args = tu_asprintf("compact %" PRId64, kv.mod_revision);
+        etcd_kv_clear(&kv);
+        assert_int_equal(etcdproc_ctl(&plain, NULL, args), 0);
+        free(args);
+        int r = etcd_watch_open(e, "/t/compact/", true, old, &w);
+        if (r == 0)
+                r = etcd_watch_next(w, 3000, &ev, &n);
+        assert_int_equal(r, -ERANGE);
+}
+
 typedef struct CancelArg {
         EtcdWatch *w;
         int delay_ms;
@@ -432,8 +458,23 @@ static void test_failover_when_member_0_dies(void **state) {
         assert_non_null(strstr(plain.endpoints, first));
         assert_int_equal(strncmp(plain.endpoints, first, strlen(first)), 0); /* member 0 first */
 
+        /* Streams on member 0 break: the caller opens new ones. */
+        _cleanup_(etcd_watch_freep) EtcdWatch *w0 = NULL;
+        _cleanup_(etcd_keepalive_closep) EtcdKeepAlive *k0 = NULL;
+        int64_t lease0 = 0, ttl0 = 0;
+        assert_int_equal(etcd_lease_grant(e, 10, 0, &lease0, NULL), 0);
+        assert_int_equal(etcd_watch_open(e, "/t/fo/", true, 0, &w0), 0);
+        assert_int_equal(etcd_keepalive_open(e, &k0), 0);
+        assert_int_equal(etcd_keepalive_once(k0, lease0, 2000, &ttl0), 0);
+
         etcdproc_kill(&plain, 0);
         uint64_t t0 = now_ns();
+        EtcdEvent *ev0 = NULL;
+        size_t n0 = 0;
+        assert_int_equal(etcd_watch_next(w0, 3000, &ev0, &n0), -EAGAIN);
+        assert_int_equal(etcd_keepalive_once(k0, lease0, 2000, &ttl0), -EAGAIN);
+        assert_true((now_ns() - t0) / NSEC_PER_MSEC < 3000);
+
         int r;
         while ((r = etcd_get(e, "/t/fo/k", 2000, &kv)) < 0 && now_ns() - t0 < 10000 * NSEC_PER_MSEC)
                 sleep_ms(100);
@@ -518,6 +559,7 @@ int main(void) {
                 cmocka_unit_test(test_lease_keepalive_then_expiry),
                 cmocka_unit_test(test_watch_events_in_order),
                 cmocka_unit_test(test_watch_cancel_from_another_thread),
+                cmocka_unit_test(test_watch_from_compacted_revision),
                 cmocka_unit_test(test_bad_input_refused),
                 cmocka_unit_test(test_failover_when_member_0_dies),
                 cmocka_unit_test(test_tls_needs_a_client_certificate),
