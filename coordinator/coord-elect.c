@@ -229,6 +229,12 @@ static int campaign(Election *el, Campaign *c) {
                       .lease = c->lease };
         int64_t rev = 0;
         int r = etcd_txn(el->etcd, &cmp, 1, &op, 1, call_timeout_ms(el, c), &rev);
+        if (r == -ENOENT) {
+                log_warning("election: lease %" PRIx64 " is gone before its key was put; campaigning again",
+                            (uint64_t) c->lease);
+                campaign_reset(el, c, false);
+                return 0;
+        }
         if (r < 0)
                 return err_prefix(r, "putting %s", key);
         if (r == 0) {
