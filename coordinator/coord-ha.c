@@ -311,7 +311,9 @@ int coord_ha_open(Coordinator *c) {
                 return err_set(-ENOMEM, "out of memory");
         *fw = (FenceWatch){ .base.ops = &fence_watch_ops, .inner = c->inner, .c = c };
         c->store = &fw->base;
-        return hosts_sync(c);
+        if (hosts_sync(c) < 0) /* a standby's refresh reads them again every second */
+                log_warning("standby: the hosts not read from the store yet: %s", err_msg());
+        return 0;
 }
 
 /* The election changed (its thread): the scheduler thread looks at once. */
