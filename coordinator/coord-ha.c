@@ -393,7 +393,7 @@ static void leader_note(Coordinator *c) {
         lock_release(&c->lock);
         if (moved && now[0]) {
                 coord_metrics_leader_changed();
-                if (!atomic_load(&c->acting))
+                if (strcmp(now, c->cfg.advertise) != 0)
                         log_info("standby: the leader is %s", now);
                 notify_status("%s", strcmp(now, c->cfg.advertise) == 0 ? "leading" : "standby");
         }
