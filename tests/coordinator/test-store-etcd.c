@@ -10,7 +10,9 @@
  *   -EIO naming the key, never a crash or a half-filled record;
  * - sub-tasks an interrupted creation left are invisible (their job does
  *   not exist) and are cleared by the next creation of that id;
- * - every write Txn is counted in the store's commit histogram.
+ * - every write Txn is counted in the store's commit histogram;
+ * - with etcd down, calls fail with etcd's -EAGAIN/-ETIMEDOUT and a detail,
+ *   and work again once it is back.
  *
  * The records and their errors, shared with SQLite, are in
  * test-store-records.c, test-store-retention.c and test-store-durability.c
@@ -25,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "err.h"
@@ -257,6 +260,39 @@ static void test_every_write_is_in_the_commit_histogram(void **state) {
         store_close(s);
 }
 
+/* etcd unreachable: reads and writes fail with etcd's -EAGAIN (or, for a
+ * write whose outcome is unknown, -ETIMEDOUT) and a detail naming what the
+ * store was doing; once the member is back, the store works again. */
+static void test_etcd_down_passes_its_errors_through(void **state) {
+        const char *place = stu_place("store-down");
+        Store *s = stu_open(place);
+        StoreJob j, got;
+        stu_make_job(&j, "before", 1, PHASE_RUNNING);
+        assert_int_equal(s->ops->job_create(s, &j, NULL, 0), 0);
+
+        etcdproc_kill(stu_etcd_cluster(), 0);
+        int r = s->ops->job_get(s, "before", &got);
+        if (r != -EAGAIN && r != -ETIMEDOUT)
+                fail_msg("job_get with etcd down: %d %s", r, err_str(r));
+        assert_non_null(strstr(err_msg(), "store etcd: get job"));
+        print_message("etcd down, read: %s\n", err_msg());
+        stu_make_job(&j, "during", 2, PHASE_RUNNING);
+        r = s->ops->job_create(s, &j, NULL, 0);
+        if (r != -EAGAIN && r != -ETIMEDOUT)
+                fail_msg("job_create with etcd down: %d %s", r, err_str(r));
+        assert_non_null(strstr(err_msg(), "store etcd: "));
+        print_message("etcd down, write: %s\n", err_msg());
+
+        assert_int_equal(etcdproc_restart(stu_etcd_cluster(), 0), 0);
+        assert_int_equal(etcdproc_wait_healthy(stu_etcd_cluster(), 0, 20000), 0);
+        stu_make_job(&j, "after", 3, PHASE_RUNNING);
+        for (int i = 0; i < 50 && (r = s->ops->job_create(s, &j, NULL, 0)) == -EAGAIN; i++)
+                usleep(100 * 1000); /* the client reconnects on its next call */
+        assert_int_equal(r, 0);
+        assert_int_equal(s->ops->job_get(s, "before", &got), 0);
+        store_close(s);
+}
+
 int main(int argc, char **argv) {
         char *args[] = { argv[0], "--etcd", NULL };
         (void) argc;
@@ -266,6 +302,7 @@ int main(int argc, char **argv) {
                 cmocka_unit_test(test_tampered_values_read_back_as_clean_errors),
                 cmocka_unit_test(test_leftover_subtasks_are_invisible_and_cleared),
                 cmocka_unit_test(test_every_write_is_in_the_commit_histogram),
+                cmocka_unit_test(test_etcd_down_passes_its_errors_through), /* last: restarts etcd */
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
