@@ -183,14 +183,19 @@ static const Field event_fields[] = {
 
 #define MAX_FIELDS 20
 
-/* A string member, made valid UTF-8 when it is not. */
-static int add_text(JsonValue *o, const char *name, const char *s) {
+/* A string member of a @size-byte field, made valid UTF-8 when it is not
+ * (U+FFFD for each bad sequence, cut at a character to fit the field
+ * again, so that it reads back). */
+static int add_text(JsonValue *o, const char *name, const char *s, size_t size) {
         _cleanup_free_ char *fixed = NULL;
+        char buf[STORE_TEXT_MAX];
         size_t len;
         int r = text_utf8_sanitize(s, strlen(s), &fixed, &len);
-        if (r < 0)
-                return r;
-        return json_add_string(o, name, fixed ? fixed : s);
+        if (r <= 0)
+                return r < 0 ? r : json_add_string(o, name, s);
+        assert(size <= sizeof(buf));
+        text_copy_utf8(buf, size, fixed);
+        return json_add_string(o, name, buf);
 }
 
 /* @rec (a record of @fields) as a malloc'ed JSON object text. */
@@ -202,7 +207,7 @@ static int record_encode(const Field *fields, size_t n, const void *rec, char **
                 const Field *f = &fields[i];
                 const void *p = base + f->off;
                 switch (f->type) {
-                case F_STR: r = add_text(o, f->name, p); break;
+                case F_STR: r = add_text(o, f->name, p, f->size); break;
                 case F_INT: r = json_add_i64(o, f->name, *(const int *) p); break;
                 case F_U64: r = json_add_u64(o, f->name, *(const uint64_t *) p); break;
                 case F_U32: r = json_add_u64(o, f->name, *(const uint32_t *) p); break;

@@ -10,6 +10,7 @@
  *   -EIO naming the key, never a crash or a half-filled record;
  * - sub-tasks an interrupted creation left are invisible (their job does
  *   not exist) and are cleared by the next creation of that id;
+ * - bytes that are not UTF-8 are stored as U+FFFD and still read back;
  * - every write Txn is counted in the store's commit histogram;
  * - with etcd down, calls fail with etcd's -EAGAIN/-ETIMEDOUT and a detail,
  *   and work again once it is back.
@@ -237,6 +238,23 @@ static void test_leftover_subtasks_are_invisible_and_cleared(void **state) {
         store_close(s);
 }
 
+/* JSON is UTF-8: bad bytes are stored as U+FFFD, and a field full of them
+ * still reads back (cut at a character to fit). */
+static void test_invalid_utf8_is_stored_repaired(void **state) {
+        Store *s = stu_open(stu_place("store-utf8"));
+        StoreJob j, got;
+        stu_make_job(&j, "utf8", 1, PHASE_RUNNING);
+        assert_int_equal(s->ops->job_create(s, &j, NULL, 0), 0);
+        memset(j.error, 0xff, sizeof(j.error) - 1);
+        j.phase = PHASE_FAILED;
+        assert_int_equal(s->ops->job_update(s, &j), 0);
+        assert_int_equal(s->ops->job_get(s, "utf8", &got), 0);
+        assert_int_equal(strlen(got.error), (sizeof(j.error) - 1) / 3 * 3); /* whole U+FFFDs */
+        assert_memory_equal(got.error, "\xef\xbf\xbd\xef\xbf\xbd", 6);
+        assert_int_equal(got.phase, PHASE_FAILED);
+        store_close(s);
+}
+
 static uint64_t histogram_count(void) {
         const MetricsHistogram *h = store_commit_histogram();
         uint64_t n = 0;
@@ -302,6 +320,7 @@ int main(int argc, char **argv) {
                 cmocka_unit_test(test_tampered_values_read_back_as_clean_errors),
                 cmocka_unit_test(test_leftover_subtasks_are_invisible_and_cleared),
                 cmocka_unit_test(test_every_write_is_in_the_commit_histogram),
+                cmocka_unit_test(test_invalid_utf8_is_stored_repaired),
                 cmocka_unit_test(test_etcd_down_passes_its_errors_through), /* last: restarts etcd */
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
