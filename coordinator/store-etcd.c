@@ -17,7 +17,10 @@
  * the store's input checks (store-common.c) is -EIO naming the key, never a
  * crash: values come over the network and anyone with access to etcd can
  * write them.  Strings that are not valid UTF-8 are stored with U+FFFD in
- * place of the bad bytes (JSON is UTF-8; SQLite keeps the bytes).
+ * place of the bad bytes, cut to fit their field (JSON is UTF-8; SQLite
+ * keeps the bytes).  Calls that must know a revision or a record first
+ * (event_add, job_update, job_create's look for left sub-tasks) make one
+ * read before their Txn.
  *
  * Transactions.  Every write is one etcd Txn whose compares make it exact:
  * host_delete and subtask_update compare that the key exists (the -ENOENT
