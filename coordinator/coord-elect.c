@@ -300,6 +300,8 @@ static int check(Election *el, Campaign *c) {
                                 pred = &kvs[i];
         if (!mine) {
                 etcd_kvs_free(kvs, n);
+                if (is_stopping(el)) /* election_stop() revoked it */
+                        return 0;
                 log_warning("election: our key %s is gone; campaigning again with a new lease", c->key);
                 campaign_reset(el, c, true);
                 return 0;
@@ -387,10 +389,28 @@ static int wait_watch(Election *el, Campaign *c) {
         return 0;
 }
 
+/* When the lease's validity has run out: say so if we led, and give the
+ * lease up for good (revoked once etcd answers). */
+static void expire(Election *el, Campaign *c) {
+        uint64_t now = now_ns();
+        if (!c->lease || now < c->valid_until_ns)
+                return;
+        int64_t since = (int64_t) (now - c->confirmed_ns);
+        int64_t left = (int64_t) (c->confirmed_ns + (uint64_t) c->ttl_s * NSEC_PER_SEC) - (int64_t) now;
+        if (c->told_leading)
+                log_warning("election: lease lost: stopped acting at %.3f s after the last refresh etcd confirmed "
+                            "was sent (TTL %" PRId64 " s minus margin %.3f s); etcd cannot expire it for another "
+                            "%.3f s",
+                            ns_to_s(since), c->ttl_s, ns_to_s((int64_t) el->margin_ns), ns_to_s(left));
+        else
+                log_info("election: lease %" PRIx64 " not refreshed for %.3f s; giving it up", (uint64_t) c->lease,
+                         ns_to_s(since));
+        campaign_reset(el, c, true);
+}
+
 /* One step of the campaign; < 0 when etcd did not answer (pause). */
 static int step(Election *el, Campaign *c) {
-        if (c->lease && now_ns() >= c->valid_until_ns)
-                campaign_reset(el, c, true);
+        expire(el, c);
         if (c->stale_lease) {
                 int r = etcd_lease_revoke(el->etcd, c->stale_lease, el->call_ms);
                 if (r == -EAGAIN || r == -ETIMEDOUT)
@@ -418,9 +438,8 @@ static int step(Election *el, Campaign *c) {
  * (no lock held).  Nothing after the stop began. */
 static void notify(Election *el, Campaign *c) {
         lock_acquire(&el->lock);
-        uint64_t now = now_ns();
         bool stopping = el->stopping;
-        bool leading = el->elected && now < el->valid_until_ns;
+        bool leading = el->elected && now_ns() < el->valid_until_ns;
         char leader[ELECTION_ID_MAX], key[ELECTION_KEY_MAX];
         snprintf(leader, sizeof(leader), "%s", el->leader);
         snprintf(key, sizeof(key), "%s", el->key);
@@ -430,13 +449,7 @@ static void notify(Election *el, Campaign *c) {
                 return;
         if (leading)
                 log_info("election: leading (key %s, revision %" PRId64 ")", key, rev);
-        else if (c->told_leading && c->lease && now >= c->valid_until_ns)
-                log_warning("election: lease lost: stopped acting at %.3f s after the last refresh etcd confirmed "
-                            "(TTL %" PRId64 " s minus margin %.3f s); etcd cannot expire it for another %.3f s",
-                            ns_to_s((int64_t) (now - c->confirmed_ns)), c->ttl_s, ns_to_s((int64_t) el->margin_ns),
-                            ns_to_s((int64_t) (c->confirmed_ns + (uint64_t) c->ttl_s * NSEC_PER_SEC) -
-                                    (int64_t) now));
-        if (!leading)
+        else
                 log_info("election: standby, leader is %s", leader[0] ? leader : "unknown");
         c->told_leading = leading;
         snprintf(c->told_leader, sizeof(c->told_leader), "%s", leader);
@@ -467,6 +480,7 @@ static void *election_thread(void *arg) {
                 int r = step(el, &c);
                 if (r < 0)
                         log_debug("election: %s", err_str(r));
+                expire(el, &c);
                 notify(el, &c);
                 if (r < 0)
                         pause_until(el, &c, now_ns() + ELECTION_BACKOFF_MS * NSEC_PER_MSEC);
