@@ -46,7 +46,9 @@
  * Threads and lock: el->lock (class "election") is a leaf; it guards what
  * other threads read (leading, key, revision, valid-until, leader, the
  * stop flag, the watch for cancelling) and is never held across an etcd
- * call or the `changed` callback.  docs/threading.md lists it and the
+ * call or the `changed` callback.  `changed` runs on this thread only,
+ * never once election_stop() has begun (one already running ends before
+ * election_stop() returns).  docs/threading.md lists the lock and the
  * thread.
  */
 #include "coord-elect.h"
