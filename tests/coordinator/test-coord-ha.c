@@ -9,7 +9,7 @@
  *     FAILED_PRECONDITION, the leader's address in the message and a
  *     NotLeader detail naming it;
  *   - a job submitted to the leader is listed by the standby (its view of
- *     the store) within its refresh;
+ *     the store) within its refresh, and so are the hosts;
  *   - droverctl given a dead address, the standby and the leader (in that
  *     order) moves past the dead one, follows the standby's NotLeader to
  *     the leader, and says so with -v;
@@ -285,6 +285,14 @@ static void test_leader_standby_failover(void **state) {
                 usleep(100 * 1000);
         if (!lists_job(addr[standby], id))
                 fail_msg("the standby does not list job %s after 5 s", id);
+
+        /* ... and the hosts the leader wrote (the configuration's seed) */
+        Drover__V1__ListHostsRequest lh = DROVER__V1__LIST_HOSTS_REQUEST__INIT;
+        Drover__V1__ListHostsResponse *hosts = NULL;
+        if (call(addr[standby], "ListHosts", &lh.base, &st, (ProtobufCMessage **) &hosts) < 0)
+                fail_msg("ListHosts on the standby: %s", st.details);
+        assert_int_equal(hosts->n_hosts, 2);
+        drover__v1__list_hosts_response__free_unpacked(hosts, NULL);
 
         /* droverctl: past a dead address, then the standby's NotLeader to the leader */
         char list[2048], *out = NULL;
