@@ -7,7 +7,13 @@
  * property test: 200 random clusters planned, then replayed guest by guest
  * by a naive reference that re-checks every rule against the state at that
  * guest's turn, so a blocked guest really had no valid host and a placed one
- * went to the best.
+ * went to the best; and a second reference, a sorted list of the hosts per
+ * guest, rebuilds every reason, compared byte for byte.  That is the proof
+ * that placement.c's indexes (its bitsets over the ranking) change nothing:
+ * the reference is the plain scan placement.c used to do.  One cluster in
+ * eight is large (up to 400 hosts, 3,000 guests, 40 groups), so bitsets
+ * span several words and groups get bitsets of their own, and one in four
+ * has guests of more than 64 vCPUs.
  */
 #define _GNU_SOURCE
 #include <errno.h>
