@@ -272,6 +272,37 @@ static void test_anti_affinity_many_hosts(void **state) {
         assert_string_equal(res.reason, "anti-affinity group db already on h1, h2, h3 and 3 more, all the hosts with room");
 }
 
+/* A guest wider than the vCPU bitsets (64): a host with 64 to 71 free is
+ * not one with room for 72, neither in the count nor as the best. */
+static void test_wide_guest_reasons(void **state) {
+        PlaceHost hosts[8];
+        PlaceResident res_in[5];
+        char name[16];
+        hosts[0] = mkhost("src", "X", 64 * GIB, 128);
+        for (int i = 1; i < 8; i++) {
+                snprintf(name, sizeof(name), "h%d", i);
+                hosts[i] = mkhost(name, "X", (uint64_t) (20 - i) * GIB, 128);
+                if (i <= 5)
+                        res_in[i - 1] = mkresident(name, "db");
+        }
+        hosts[6].vcpus_used = 58; /* 70 free: at least 64, short of 72 */
+        hosts[7].vcpus_used = 60; /* 68 free */
+        PlaceGuest g = mkguest("db9", "src", "X", GIB, 72);
+        snprintf(g.anti_affinity, sizeof(g.anti_affinity), "db");
+        PlaceResult res;
+
+        assert_int_equal(plan(hosts, 8, &g, 1, res_in, 5, &res), 0);
+        assert_string_equal(res.reason, "anti-affinity group db already on h1, h2, h3 and 2 more, all the hosts with room");
+
+        /* no group: the best of the hosts short of vCPUs, past 64 */
+        for (int i = 1; i <= 5; i++)
+                hosts[i].vcpus_used = 128;
+        g.anti_affinity[0] = '\0';
+        assert_int_equal(plan(hosts, 8, &g, 1, NULL, 0, &res), 0);
+        assert_string_equal(res.reason, "no enabled healthy host with 72 vCPUs and 1024 MiB free and CPU model X "
+                                        "(best: h6, 70 vCPUs free)");
+}
+
 /* ---- requested destination ---------------------------------------------- */
 
 static void test_requested_valid(void **state) {
@@ -928,6 +959,7 @@ int main(void) {
                 cmocka_unit_test(test_anti_affinity_residents),
                 cmocka_unit_test(test_anti_affinity_in_plan),
                 cmocka_unit_test(test_anti_affinity_many_hosts),
+                cmocka_unit_test(test_wide_guest_reasons),
                 cmocka_unit_test(test_requested_valid),
                 cmocka_unit_test(test_requested_invalid),
                 cmocka_unit_test(test_requested_after_earlier_placement),
