@@ -33,10 +33,10 @@
  * costs O(P/64 x (1 + v) + log P + d x (V + B)/64), P the receiving hosts,
  * v its vCPUs up to 64 (a blocked one's reason), d the distance its
  * destination sinks, V + B the bitsets; setup O(H log H + G + R + P x V/64),
- * the guests put in order by a radix sort.  200,000 guests on 10,000 hosts take about
- * 0.2 s, the worst case (every guest in one of 10 groups) about 0.3 s
- * (docs/performance.md).  Still slow: many large groups, or long runs of
- * hosts with the same free memory (large d).
+ * the guests put in order by a radix sort.  200,000 guests on 10,000 hosts
+ * take about 0.2 s, the worst case (every guest in one of 10 groups) about
+ * 0.3 s (docs/performance.md).  Still slow: many large groups, or long runs
+ * of hosts with the same free memory (large d).
  */
 #include "placement.h"
 
