@@ -1,7 +1,7 @@
 /* Placement (see placement.h): first-fit decreasing over per-CPU-model
  * rankings of the hosts, most free memory first.
  *
- * Everything lives in one scratch buffer sized up front from the counts:
+ * Everything lives in two scratch buffers sized up front from the counts:
  *
  *  - three string tables (open addressing, FNV-1a) that turn host names,
  *    CPU models and anti-affinity groups into small integers, so the hot
@@ -12,18 +12,31 @@
  *    that host sinks within its segment (binary search, then a short
  *    memmove); nothing else moves;
  *  - a hash set of (group, host) pairs holding the residents' groups and
- *    every placement this plan made, for anti-affinity in O(1).
+ *    every placement this plan made, for anti-affinity in O(1);
+ *  - bitsets over the positions of `ranked` (the second buffer): for each
+ *    vCPU count t from 0 to the largest a guest asks for (at most
+ *    PLACE_VCPU_BITS), the positions whose host has t vCPUs free; and for
+ *    each "large" anti-affinity group (one that guests and residents name
+ *    at least PLACE_GROUP_BITS_MIN or positions/64 times), the positions
+ *    whose host has it.  A sinking host rotates its stretch of every bitset
+ *    by one bit, word by word.
  *
- * A guest scans its class from the top: the first host that lacks the
- * memory ends the scan (every later one has less), the source, a host short
- * of vCPUs or one with the guest's group is passed over and stays in place
- * for the next guest.  So a guest costs O(k + d + log H), k the hosts passed
- * over and d the distance its destination sinks; setup is O(H log H +
- * G log G + R).  A blocked guest also scans its whole class once more, to
- * say which check failed and which host came closest.  The worst case,
- * every host passed over (short of vCPUs, or holding the guest's group),
- * is O(G x H): about 60 ms for 20,000 guests on 1,000 hosts
- * (docs/performance.md).
+ * A guest's candidates are the top of its class down to the first host that
+ * lacks its memory (binary search): the first position there set for its
+ * vCPUs and clear for its large group is the destination, unless it is the
+ * source or holds a small group (named fewer times than a large one, so on
+ * fewer hosts: those are passed one by one).  The hosts passed over, for the
+ * reason, follow from the positions.  A blocked guest's reason counts the
+ * hosts with room by population count, finds the one with the most vCPUs
+ * free from the highest vCPU bitset set in range, and takes a class's
+ * draining/maintenance/unhealthy counts from per-class totals.  So a guest
+ * costs O(P/64 x (1 + v) + log P + d x (V + B)/64), P the receiving hosts,
+ * v its vCPUs up to 64 (a blocked one's reason), d the distance its
+ * destination sinks, V + B the bitsets; setup O(H log H + G + R + P x V/64),
+ * the guests put in order by a radix sort.  200,000 guests on 10,000 hosts
+ * take about 0.2 s, the worst case (every guest in one of 10 groups) about
+ * 0.3 s (docs/performance.md).  Still slow: many large groups, or long runs
+ * of hosts with the same free memory (large d).
  */
 #include "placement.h"
 
@@ -43,6 +56,9 @@
 #define PLACE_FIXED_S 0.5                           /* prepare + finish */
 #define PLACE_MAX_ITEMS (1u << 24)                  /* per array: a bound, and int32 ids */
 #define PLACE_AA_NAMES 3                            /* hosts named in an anti-affinity reason */
+#define PLACE_VCPU_BITS 64                          /* vCPU bitsets: 0 .. this many free */
+#define PLACE_GROUP_BITS_MIN 8                      /* a group this large gets a bitset */
+#define NO_POS UINT32_MAX
 
 #define TERMINATED(field) (memchr((field), '\0', sizeof(field)) != NULL)
 
@@ -102,6 +118,17 @@ typedef struct PlaceCtx {
         int32_t *guest_class;  /* guest -> class, -1 = no host has its model */
         int32_t *guest_group;  /* guest -> group id, -1 = none */
         GuestKey *order;       /* guests in placement order */
+        GuestKey *order_tmp;   /* for sorting them */
+
+        uint32_t *group_refs;  /* group -> guests and residents naming it */
+        int32_t *group_bits;   /* group -> its bitset among the group ones, -1 = none */
+        uint32_t *class_draining, *class_maintenance, *class_unhealthy; /* class -> hosts */
+
+        uint32_t n_ranked;     /* receiving hosts */
+        uint32_t vcpu_max;     /* vCPU bitsets 0 .. vcpu_max */
+        size_t n_words;        /* per bitset */
+        size_t n_bitsets;      /* vcpu_max + 1, then one per large group */
+        uint64_t *bits;        /* n_bitsets x n_words (second buffer) */
 } PlaceCtx;
 
 /* ---- small helpers ------------------------------------------------------ */
@@ -257,6 +284,7 @@ static size_t ctx_layout(PlaceCtx *c, char *base) {
         c->pair_mask = pair_slots - 1;
         c->free_mem = carve(base, &off, nh * sizeof(uint64_t));
         c->order = carve(base, &off, ng * sizeof(GuestKey));
+        c->order_tmp = carve(base, &off, ng * sizeof(GuestKey));
         c->host_names = (StrTable) { .slots = carve(base, &off, host_slots * sizeof(int32_t)),
                                      .mask = host_slots - 1,
                                      .names = carve(base, &off, nh * sizeof(char *)) };
@@ -276,7 +304,13 @@ static size_t ctx_layout(PlaceCtx *c, char *base) {
         c->guest_req = carve(base, &off, ng * sizeof(int32_t));
         c->guest_class = carve(base, &off, ng * sizeof(int32_t));
         c->guest_group = carve(base, &off, ng * sizeof(int32_t));
+        c->group_refs = carve(base, &off, ng * sizeof(uint32_t));
+        c->group_bits = carve(base, &off, ng * sizeof(int32_t));
+        c->class_draining = carve(base, &off, nh * sizeof(uint32_t));
+        c->class_maintenance = carve(base, &off, nh * sizeof(uint32_t));
+        c->class_unhealthy = carve(base, &off, nh * sizeof(uint32_t));
         if (base) {
+                memset(c->group_refs, 0, ng * sizeof(uint32_t));
                 memset(c->pairs, 0, pair_slots * sizeof(uint64_t));
                 memset(c->host_names.slots, 0xff, host_slots * sizeof(int32_t));
                 memset(c->models.slots, 0xff, host_slots * sizeof(int32_t));
@@ -351,6 +385,9 @@ static int index_guests(PlaceCtx *c) {
                 }
                 c->guest_class[i] = strtab_find(&c->models, g->cpu_model);
                 c->guest_group[i] = g->anti_affinity[0] ? strtab_intern(&c->groups, g->anti_affinity, NULL) : -1;
+                if (c->guest_group[i] >= 0)
+                        c->group_refs[c->guest_group[i]]++;
+                c->vcpu_max = MAX(c->vcpu_max, MIN(g->vcpus, (uint32_t) PLACE_VCPU_BITS));
                 c->order[i] = (GuestKey) { .memory_mib = g->memory_mib, .index = (uint32_t) i };
         }
         return 0;
@@ -365,8 +402,10 @@ static void index_residents(PlaceCtx *c) {
                         continue;
                 int32_t group = strtab_find(&c->groups, r->anti_affinity);
                 int32_t host = group >= 0 ? strtab_find(&c->host_names, r->host) : -1;
-                if (host >= 0)
+                if (host >= 0) {
                         pairs_add(c, group, host);
+                        c->group_refs[group]++;
+                }
         }
 }
 
@@ -391,9 +430,21 @@ static void build_rankings(PlaceCtx *c) {
         size_t n_classes = c->models.n;
 
         memset(c->class_len, 0, n_classes * sizeof(uint32_t));
-        for (size_t h = 0; h < c->n_hosts; h++)
-                if (host_receives(&c->hosts[h]))
-                        c->class_len[c->host_class[h]]++;
+        memset(c->class_draining, 0, n_classes * sizeof(uint32_t));
+        memset(c->class_maintenance, 0, n_classes * sizeof(uint32_t));
+        memset(c->class_unhealthy, 0, n_classes * sizeof(uint32_t));
+        for (size_t h = 0; h < c->n_hosts; h++) {
+                const PlaceHost *host = &c->hosts[h];
+                int32_t k = c->host_class[h];
+                if (host->state == PLACE_HOST_DRAINING)
+                        c->class_draining[k]++;
+                else if (host->state == PLACE_HOST_MAINTENANCE)
+                        c->class_maintenance[k]++;
+                else if (!host->healthy)
+                        c->class_unhealthy[k]++;
+                else
+                        c->class_len[k]++;
+        }
         uint32_t start = 0;
         for (size_t k = 0; k < n_classes; k++) {
                 c->class_start[k] = start;
@@ -412,6 +463,115 @@ static void build_rankings(PlaceCtx *c) {
                 heap_sort(c->ranked + c->class_start[k], c->class_len[k], sizeof(int32_t), rank_before, c);
         for (uint32_t i = 0; i < start; i++)
                 c->pos[c->ranked[i]] = (int32_t) i;
+        c->n_ranked = start;
+}
+
+/* ---- bitsets over the ranked positions ---------------------------------- */
+
+static uint64_t *bitset(const PlaceCtx *c, size_t b) {
+        return c->bits + b * c->n_words;
+}
+
+static bool bit_get(const uint64_t *w, uint32_t i) {
+        return (w[i / 64] >> (i % 64)) & 1;
+}
+
+static void bit_assign(uint64_t *w, uint32_t i, bool on) {
+        if (on)
+                w[i / 64] |= 1ULL << (i % 64);
+        else
+                w[i / 64] &= ~(1ULL << (i % 64));
+}
+
+/* Bits @p+1 .. @q move down by one, bit @p goes to @q (the host at @p sank
+ * to @q).  Words are done in increasing order, so the next one is still old. */
+static void bits_rotate(uint64_t *w, size_t n_words, uint32_t p, uint32_t q) {
+        bool first = bit_get(w, p);
+        for (size_t k = p / 64; k <= q / 64; k++) {
+                unsigned lo = k == p / 64 ? p % 64 : 0, hi = k == q / 64 ? q % 64 : 63;
+                uint64_t mask = (~0ULL << lo) & (~0ULL >> (63 - hi));
+                uint64_t moved = (w[k] >> 1) | (k + 1 < n_words ? w[k + 1] << 63 : 0);
+                w[k] = (w[k] & ~mask) | (moved & mask);
+        }
+        bit_assign(w, q, first);
+}
+
+/* The first position in [@from, @to) set in @w and clear in @clear (NULL:
+ * none), or @to. */
+static uint32_t bits_next(const uint64_t *w, const uint64_t *clear, uint32_t from, uint32_t to) {
+        for (uint32_t k = from / 64; from < to && (size_t) k * 64 < to; k++) {
+                uint64_t x = w[k] & (clear ? ~clear[k] : ~0ULL);
+                if (k == from / 64)
+                        x &= ~0ULL << (from % 64);
+                if (x) {
+                        uint32_t i = k * 64 + (uint32_t) __builtin_ctzll(x);
+                        return MIN(i, to);
+                }
+        }
+        return to;
+}
+
+/* Without -mpopcnt, __builtin_popcountll() is a call into libgcc. */
+static uint32_t popcount64(uint64_t x) {
+        x -= (x >> 1) & 0x5555555555555555ULL;
+        x = (x & 0x3333333333333333ULL) + ((x >> 2) & 0x3333333333333333ULL);
+        x = (x + (x >> 4)) & 0x0f0f0f0f0f0f0f0fULL;
+        return (uint32_t) ((x * 0x0101010101010101ULL) >> 56);
+}
+
+/* The positions in [@from, @to) set in @w. */
+static uint32_t bits_count(const uint64_t *w, uint32_t from, uint32_t to) {
+        uint32_t n = 0;
+        for (uint32_t k = from / 64; from < to && (size_t) k * 64 < to; k++) {
+                uint64_t x = w[k];
+                if (k == from / 64)
+                        x &= ~0ULL << (from % 64);
+                if ((size_t) k * 64 + 64 > to)
+                        x &= ~0ULL >> (64 - to % 64);
+                n += popcount64(x);
+        }
+        return n;
+}
+
+/* Large groups: named by guests and residents at least this often.  A
+ * bitset costs P/8 bytes, about what that many (group, host) pairs do. */
+static uint32_t group_bits_min(const PlaceCtx *c) {
+        return MAX((uint32_t) PLACE_GROUP_BITS_MIN, c->n_ranked / 64);
+}
+
+/* Give the large groups their bitsets; returns how many bitsets in all. */
+static size_t count_bitsets(PlaceCtx *c) {
+        size_t n = c->vcpu_max + 1;
+        for (size_t g = 0; g < c->groups.n; g++)
+                c->group_bits[g] = c->group_refs[g] >= group_bits_min(c) ? (int32_t) n++ : -1;
+        c->n_words = (c->n_ranked + 63) / 64;
+        c->n_bitsets = n;
+        return n;
+}
+
+/* The vCPU bits of host @h at its position, from its vCPUs free. */
+static void bits_set_vcpus(PlaceCtx *c, int32_t h) {
+        for (uint32_t t = 0; t <= c->vcpu_max; t++)
+                bit_assign(bitset(c, t), (uint32_t) c->pos[h], c->free_vcpus[h] >= t);
+}
+
+/* Receiving host @h has @group: its bit, when the group has a bitset. */
+static void bits_set_group(PlaceCtx *c, int32_t group, int32_t h) {
+        if (c->group_bits[group] >= 0)
+                bit_assign(bitset(c, (size_t) c->group_bits[group]), (uint32_t) c->pos[h], true);
+}
+
+static void build_bitsets(PlaceCtx *c) {
+        memset(c->bits, 0, c->n_bitsets * c->n_words * sizeof(uint64_t));
+        for (uint32_t i = 0; i < c->n_ranked; i++)
+                bits_set_vcpus(c, c->ranked[i]);
+        for (size_t i = 0; i <= c->pair_mask; i++) {
+                if (!c->pairs[i])
+                        continue;
+                int32_t group = (int32_t) ((c->pairs[i] - 1) >> 32), host = (int32_t) ((c->pairs[i] - 1) & 0xffffffffu);
+                if (c->pos[host] >= 0)
+                        bits_set_group(c, group, host);
+        }
 }
 
 /* @h lost free memory: move it down its class to where it now ranks. */
@@ -434,14 +594,63 @@ static void rank_sink(PlaceCtx *c, int32_t h) {
         c->ranked[q] = h;
         for (uint32_t i = p; i <= q; i++)
                 c->pos[c->ranked[i]] = (int32_t) i;
+        for (size_t b = 0; b < c->n_bitsets; b++)
+                bits_rotate(bitset(c, b), c->n_words, p, q);
 }
 
-/* Placement order: largest memory first, equal ones in input order. */
-static bool guest_before(const void *x, const void *y, const void *userdata) {
-        const GuestKey *a = x, *b = y;
-        if (a->memory_mib != b->memory_mib)
-                return a->memory_mib > b->memory_mib;
-        return a->index < b->index;
+/* The first position of class @k whose host has less than @memory_mib free
+ * (the class is sorted by free memory), or the end of the class. */
+static uint32_t class_cut(const PlaceCtx *c, int32_t k, uint64_t memory_mib) {
+        uint32_t lo = c->class_start[k], hi = lo + c->class_len[k];
+        while (lo < hi) {
+                uint32_t mid = lo + (hi - lo) / 2;
+                if (c->free_mem[c->ranked[mid]] < memory_mib)
+                        hi = mid;
+                else
+                        lo = mid + 1;
+        }
+        return lo;
+}
+
+/* The position of @h if it is in class @k, else NO_POS. */
+static uint32_t class_pos(const PlaceCtx *c, int32_t k, int32_t h) {
+        return c->pos[h] >= 0 && c->host_class[h] == k ? (uint32_t) c->pos[h] : NO_POS;
+}
+
+/* The first position in [@from, @to) set in bitset @b other than @skip. */
+static uint32_t next_but(const PlaceCtx *c, size_t b, uint32_t from, uint32_t to, uint32_t skip) {
+        uint32_t i = bits_next(bitset(c, b), NULL, from, to);
+        return i == skip ? bits_next(bitset(c, b), NULL, i + 1, to) : i;
+}
+
+/* Placement order: largest memory first, equal ones in input order.  A
+ * stable radix sort of the memory sizes, a byte at a time from the lowest,
+ * so the input order (of the indexes) survives among equals; bytes all the
+ * guests share are skipped. */
+static void sort_guests(PlaceCtx *c) {
+        GuestKey *from = c->order, *to = c->order_tmp;
+        uint64_t all_or = 0, all_and = ~0ULL;
+
+        for (size_t i = 0; i < c->n_guests; i++) {
+                all_or |= ~c->order[i].memory_mib;
+                all_and &= ~c->order[i].memory_mib;
+        }
+        for (unsigned shift = 0; shift < 64; shift += 8) {
+                size_t count[257] = { 0 };
+                if ((((all_or ^ all_and) >> shift) & 0xff) == 0)
+                        continue; /* every guest has this byte */
+                for (size_t i = 0; i < c->n_guests; i++)
+                        count[((~from[i].memory_mib >> shift) & 0xff) + 1]++;
+                for (size_t d = 1; d < 257; d++)
+                        count[d] += count[d - 1];
+                for (size_t i = 0; i < c->n_guests; i++)
+                        to[count[(~from[i].memory_mib >> shift) & 0xff]++] = from[i];
+                GuestKey *t = from;
+                from = to;
+                to = t;
+        }
+        if (from != c->order)
+                memcpy(c->order, from, c->n_guests * sizeof(GuestKey));
 }
 
 /* ---- one guest ---------------------------------------------------------- */
@@ -522,24 +731,31 @@ static int32_t choose_requested(const PlaceCtx *c, size_t gi, PlaceResult *res) 
 static int32_t choose_best(const PlaceCtx *c, size_t gi, int32_t *ret_skipped, size_t *ret_n_skipped) {
         const PlaceGuest *g = &c->guests[gi];
         int32_t k = c->guest_class[gi], src = c->guest_src[gi], group = c->guest_group[gi];
+        const uint64_t *clear = group >= 0 && c->group_bits[group] >= 0 ? bitset(c, (size_t) c->group_bits[group])
+                                                                         : NULL;
 
         *ret_skipped = -1;
         *ret_n_skipped = 0;
         if (k < 0)
                 return -1;
-        for (uint32_t i = c->class_start[k], end = i + c->class_len[k]; i < end; i++) {
+        /* candidates: [start, cut), every host with the memory */
+        uint32_t start = c->class_start[k], cut = class_cut(c, k, g->memory_mib), sp = class_pos(c, k, src);
+        const uint64_t *vcpus = bitset(c, MIN(g->vcpus, c->vcpu_max));
+        for (uint32_t i = start;; i++) {
+                i = bits_next(vcpus, clear, i, cut);
+                if (i >= cut)
+                        return -1;
                 int32_t h = c->ranked[i];
-                if (c->free_mem[h] < g->memory_mib)
-                        break; /* and so does every host after it */
-                if (h == src)
+                if (i == sp || c->free_vcpus[h] < g->vcpus || (group >= 0 && !clear && pairs_has(c, group, h)))
                         continue;
-                if (c->free_vcpus[h] >= g->vcpus && (group < 0 || !pairs_has(c, group, h)))
-                        return h;
-                if (*ret_skipped < 0)
-                        *ret_skipped = h;
-                (*ret_n_skipped)++;
+                /* every host above has more memory: passed over, but for the source */
+                uint32_t first = start == sp ? start + 1 : start;
+                if (first < i) {
+                        *ret_skipped = c->ranked[first];
+                        *ret_n_skipped = i - start - (sp < i ? 1 : 0);
+                }
+                return h;
         }
-        return -1;
 }
 
 /* Why no host of its class takes @gi, when none is enabled and healthy. */
@@ -551,15 +767,18 @@ static void explain_no_class(const PlaceCtx *c, size_t gi, PlaceResult *res) {
                 REASON_ADD(res, "no host has CPU model %s", model_str(g->cpu_model));
                 return;
         }
-        for (size_t h = 0; h < c->n_hosts; h++) {
-                if ((int32_t) h == c->guest_src[gi] || c->host_class[h] != c->guest_class[gi])
-                        continue;
-                if (c->hosts[h].state == PLACE_HOST_DRAINING)
-                        draining++;
-                else if (c->hosts[h].state == PLACE_HOST_MAINTENANCE)
-                        maintenance++;
-                else
-                        unhealthy++;
+        /* the class's hosts that cannot receive, but for the source */
+        int32_t k = c->guest_class[gi], src = c->guest_src[gi];
+        draining = c->class_draining[k];
+        maintenance = c->class_maintenance[k];
+        unhealthy = c->class_unhealthy[k];
+        if (c->host_class[src] == k) {
+                if (c->hosts[src].state == PLACE_HOST_DRAINING)
+                        draining--;
+                else if (c->hosts[src].state == PLACE_HOST_MAINTENANCE)
+                        maintenance--;
+                else if (!c->hosts[src].healthy)
+                        unhealthy--;
         }
         if (draining + maintenance + unhealthy == 0) {
                 REASON_ADD(res, "no host other than the source has CPU model %s", model_str(g->cpu_model));
@@ -579,30 +798,67 @@ static void explain_no_class(const PlaceCtx *c, size_t gi, PlaceResult *res) {
                 REASON_ADD(res, "%s%zu unhealthy", sep, unhealthy);
 }
 
+/* The hosts in [@start, @cut) but @sp with the vCPUs @gi needs (all of them
+ * hold its group, or it would have been placed): how many, the first few in
+ * @aa. */
+static size_t explain_room(const PlaceCtx *c, size_t gi, uint32_t start, uint32_t cut, uint32_t sp,
+                           int32_t aa[PLACE_AA_NAMES]) {
+        uint32_t v = c->guests[gi].vcpus, b = MIN(v, c->vcpu_max);
+        bool exact = v <= c->vcpu_max; /* bitset b is exactly "v vCPUs free" */
+        size_t n = 0;
+
+        for (uint32_t i = start;; i++) {
+                i = next_but(c, b, i, cut, sp);
+                if (i >= cut || (exact && n == PLACE_AA_NAMES))
+                        break;
+                if (c->free_vcpus[c->ranked[i]] < v)
+                        continue;
+                if (n < PLACE_AA_NAMES)
+                        aa[n] = c->ranked[i];
+                n++;
+        }
+        if (exact && n == PLACE_AA_NAMES)
+                n = bits_count(bitset(c, b), start, cut) - (sp < cut && bit_get(bitset(c, b), sp) ? 1 : 0);
+        return n;
+}
+
+/* The first host in [@start, @cut) but @sp with the most vCPUs free, or -1;
+ * none of them has @vcpus free. */
+static int32_t explain_most_vcpus(const PlaceCtx *c, uint32_t vcpus, uint32_t start, uint32_t cut, uint32_t sp) {
+        if (vcpus == 0)
+                return -1; /* every host has 0 free: there is none */
+        for (uint32_t t = MIN(vcpus - 1, c->vcpu_max) + 1; t-- > 0;) {
+                uint32_t i = next_but(c, t, start, cut, sp);
+                if (i >= cut)
+                        continue;
+                if (t < c->vcpu_max)
+                        return c->ranked[i]; /* none has t + 1 */
+                int32_t best = c->ranked[i]; /* t or more: compare them */
+                for (i = next_but(c, t, i + 1, cut, sp); i < cut; i = next_but(c, t, i + 1, cut, sp))
+                        if (c->free_vcpus[c->ranked[i]] > c->free_vcpus[best])
+                                best = c->ranked[i];
+                return best;
+        }
+        return -1;
+}
+
 /* Why @gi cannot move anywhere: the check that failed on every host, and
  * the host that came closest. */
 static void explain_blocked(const PlaceCtx *c, size_t gi, PlaceResult *res) {
         const PlaceGuest *g = &c->guests[gi];
-        int32_t k = c->guest_class[gi], src = c->guest_src[gi];
+        int32_t k = c->guest_class[gi];
         int32_t best_mem = -1, best_vcpus = -1, aa[PLACE_AA_NAMES] = { -1, -1, -1 };
         size_t n_room = 0;
 
-        for (uint32_t i = k < 0 ? 0 : c->class_start[k], end = k < 0 ? 0 : i + c->class_len[k]; i < end; i++) {
-                int32_t h = c->ranked[i];
-                if (h == src)
-                        continue;
-                if (best_mem < 0)
-                        best_mem = h;
-                if (c->free_mem[h] < g->memory_mib)
-                        break;
-                if (best_vcpus < 0 || c->free_vcpus[h] > c->free_vcpus[best_vcpus])
-                        best_vcpus = h;
-                if (c->free_vcpus[h] < g->vcpus)
-                        continue;
-                /* room, so choose_best() passed it over for its group */
-                if (n_room < PLACE_AA_NAMES)
-                        aa[n_room] = h;
-                n_room++;
+        if (k >= 0 && c->class_len[k] > 0) {
+                uint32_t start = c->class_start[k], end = start + c->class_len[k];
+                uint32_t cut = class_cut(c, k, g->memory_mib), sp = class_pos(c, k, c->guest_src[gi]);
+                uint32_t first = start == sp ? start + 1 : start;
+                if (first < end)
+                        best_mem = c->ranked[first];
+                n_room = explain_room(c, gi, start, cut, sp, aa);
+                if (n_room == 0)
+                        best_vcpus = explain_most_vcpus(c, g->vcpus, start, cut, sp);
         }
 
         if (best_mem < 0)
@@ -652,9 +908,12 @@ static int place_one(PlaceCtx *c, size_t gi, PlaceResult *res) {
         assert(c->pos[h] >= 0);
         c->free_mem[h] -= g->memory_mib;
         c->free_vcpus[h] -= g->vcpus;
-        if (c->guest_group[gi] >= 0)
-                pairs_add(c, c->guest_group[gi], h);
         rank_sink(c, h);
+        bits_set_vcpus(c, h);
+        if (c->guest_group[gi] >= 0) {
+                pairs_add(c, c->guest_group[gi], h);
+                bits_set_group(c, c->guest_group[gi], h);
+        }
 
         res->host = h;
         res->estimated_s = place_estimate_s(g->memory_mib, g->dirty_bytes_per_s,
@@ -695,6 +954,7 @@ int place_guests(const PlaceHost *hosts, size_t n_hosts, const PlaceGuest *guest
                                                                        : PLACE_DEFAULT_LINK_BYTES_PER_S,
         };
         _cleanup_free_ char *scratch = NULL;
+        _cleanup_free_ uint64_t *bits = NULL;
         int r;
 
         r = check_arrays(hosts, n_hosts, guests, n_guests, residents, n_residents, results);
@@ -713,7 +973,13 @@ int place_guests(const PlaceHost *hosts, size_t n_hosts, const PlaceGuest *guest
                 return r;
         index_residents(&c);
         build_rankings(&c);
-        heap_sort(c.order, n_guests, sizeof(GuestKey), guest_before, NULL);
+        size_t n_bits = count_bitsets(&c) * MAX(c.n_words, (size_t) 1);
+        bits = malloc(n_bits * sizeof(uint64_t));
+        if (!bits)
+                return err_set(-ENOMEM, "placement: no memory for %zu bitsets of %u hosts", c.n_bitsets, c.n_ranked);
+        c.bits = bits;
+        build_bitsets(&c);
+        sort_guests(&c);
 
         int placed = 0;
         for (size_t i = 0; i < n_guests; i++) {

@@ -7,7 +7,13 @@
  * property test: 200 random clusters planned, then replayed guest by guest
  * by a naive reference that re-checks every rule against the state at that
  * guest's turn, so a blocked guest really had no valid host and a placed one
- * went to the best.
+ * went to the best; and a second reference, a sorted list of the hosts per
+ * guest, rebuilds every reason, compared byte for byte.  That is the proof
+ * that placement.c's indexes (its bitsets over the ranking) change nothing:
+ * the reference is the plain scan placement.c used to do.  One cluster in
+ * eight is large (up to 400 hosts, 3,000 guests, 40 groups), so bitsets
+ * span several words and groups get bitsets of their own, and one in four
+ * has guests of more than 64 vCPUs.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -266,6 +272,37 @@ static void test_anti_affinity_many_hosts(void **state) {
         assert_string_equal(res.reason, "anti-affinity group db already on h1, h2, h3 and 3 more, all the hosts with room");
 }
 
+/* A guest wider than the vCPU bitsets (64): a host with 64 to 71 free is
+ * not one with room for 72, neither in the count nor as the best. */
+static void test_wide_guest_reasons(void **state) {
+        PlaceHost hosts[8];
+        PlaceResident res_in[5];
+        char name[16];
+        hosts[0] = mkhost("src", "X", 64 * GIB, 128);
+        for (int i = 1; i < 8; i++) {
+                snprintf(name, sizeof(name), "h%d", i);
+                hosts[i] = mkhost(name, "X", (uint64_t) (20 - i) * GIB, 128);
+                if (i <= 5)
+                        res_in[i - 1] = mkresident(name, "db");
+        }
+        hosts[6].vcpus_used = 58; /* 70 free: at least 64, short of 72 */
+        hosts[7].vcpus_used = 60; /* 68 free */
+        PlaceGuest g = mkguest("db9", "src", "X", GIB, 72);
+        snprintf(g.anti_affinity, sizeof(g.anti_affinity), "db");
+        PlaceResult res;
+
+        assert_int_equal(plan(hosts, 8, &g, 1, res_in, 5, &res), 0);
+        assert_string_equal(res.reason, "anti-affinity group db already on h1, h2, h3 and 2 more, all the hosts with room");
+
+        /* no group: the best of the hosts short of vCPUs, past 64 */
+        for (int i = 1; i <= 5; i++)
+                hosts[i].vcpus_used = 128;
+        g.anti_affinity[0] = '\0';
+        assert_int_equal(plan(hosts, 8, &g, 1, NULL, 0, &res), 0);
+        assert_string_equal(res.reason, "no enabled healthy host with 72 vCPUs and 1024 MiB free and CPU model X "
+                                        "(best: h6, 70 vCPUs free)");
+}
+
 /* ---- requested destination ---------------------------------------------- */
 
 static void test_requested_valid(void **state) {
@@ -513,13 +550,16 @@ typedef struct Cluster {
         size_t nr;
 } Cluster;
 
-static const char *const models[] = { "A", "B", "C" };
+static const char *const models[] = { "A", "B", "" };
 static const uint64_t links[] = { 0, 25000000, 125000000, 1250000000 };
 
+/* Mostly small clusters; one in eight large (past one bitset word, and
+ * groups large enough for their own bitsets), some with wide guests. */
 static void cluster_random(TuRng *rng, Cluster *c) {
-        c->nh = 1 + tu_rng_below(rng, 40);
-        c->ng = tu_rng_below(rng, 120);
-        c->nr = tu_rng_below(rng, 60);
+        bool large = tu_rng_below(rng, 8) == 0, wide = tu_rng_below(rng, 4) == 0;
+        c->nh = 1 + tu_rng_below(rng, large ? 400 : 40);
+        c->ng = tu_rng_below(rng, large ? 3000 : 120);
+        c->nr = tu_rng_below(rng, large ? 1500 : 60);
         c->hosts = calloc(c->nh, sizeof(PlaceHost));
         c->guests = calloc(c->ng ? c->ng : 1, sizeof(PlaceGuest));
         c->residents = calloc(c->nr ? c->nr : 1, sizeof(PlaceResident));
@@ -541,7 +581,7 @@ static void cluster_random(TuRng *rng, Cluster *c) {
                 h->memory_used_mib = (uint64_t) tu_rng_below(rng, 5) * GIB;
                 if (tu_rng_below(rng, 20) == 0)
                         h->memory_used_mib = h->memory_mib + GIB; /* overcommitted already */
-                h->vcpus = 1 + tu_rng_below(rng, 32);
+                h->vcpus = 1 + tu_rng_below(rng, wide ? 160 : 32);
                 h->vcpus_used = tu_rng_below(rng, h->vcpus + 2);
                 h->link_bytes_per_s = links[tu_rng_below(rng, ELEMENTSOF(links))];
         }
@@ -553,9 +593,10 @@ static void cluster_random(TuRng *rng, Cluster *c) {
                          tu_rng_below(rng, 30) ? models[tu_rng_below(rng, n_models)] : "Z");
                 g->memory_mib = tu_rng_below(rng, 4) ? (uint64_t) (1 + tu_rng_below(rng, 8)) * 512
                                                   : 64 + tu_rng_below(rng, 16321);
-                g->vcpus = tu_rng_below(rng, 9);
+                g->vcpus = wide && tu_rng_below(rng, 4) == 0 ? 60 + tu_rng_below(rng, 20) : tu_rng_below(rng, 9);
                 if (tu_rng_below(rng, 3) == 0)
-                        snprintf(g->anti_affinity, sizeof(g->anti_affinity), "grp%u", tu_rng_below(rng, 6));
+                        snprintf(g->anti_affinity, sizeof(g->anti_affinity), "grp%u",
+                                 tu_rng_below(rng, large ? 40 : 6));
                 uint32_t q = tu_rng_below(rng, 12);
                 if (q == 0)
                         snprintf(g->requested, sizeof(g->requested), "%s",
@@ -590,6 +631,8 @@ static int host_by_name(const Cluster *c, const char *name) {
 
 /* The reference state: free memory and vCPUs (may go "negative" never), and
  * the anti-affinity groups on each host, as flat lists. */
+#define PLACE_TEST_AA 3 /* hosts a reason names for anti-affinity */
+
 typedef struct Ref {
         int64_t *free_mem;
         int64_t *free_vcpus;
@@ -613,6 +656,160 @@ static bool ref_valid(const Cluster *c, const Ref *ref, const PlaceGuest *g, int
                !(g->anti_affinity[0] && ref_has_group(ref, g->anti_affinity, h));
 }
 
+/* A reference host list: the hosts that receive and have @g's CPU model,
+ * but for its source, best first (most free memory, then name). */
+typedef struct RefList {
+        const Cluster *c;
+        const Ref *ref;
+        int *h;
+        size_t n;
+} RefList;
+
+static int cmp_host_ref(const void *x, const void *y, void *userdata) {
+        const RefList *l = userdata;
+        int a = *(const int *) x, b = *(const int *) y;
+        if (l->ref->free_mem[a] != l->ref->free_mem[b])
+                return l->ref->free_mem[a] > l->ref->free_mem[b] ? -1 : 1;
+        return strcmp(l->c->hosts[a].name, l->c->hosts[b].name);
+}
+
+static void ref_list(RefList *l, const PlaceGuest *g) {
+        l->n = 0;
+        for (size_t h = 0; h < l->c->nh; h++) {
+                const PlaceHost *host = &l->c->hosts[h];
+                if (host->state == PLACE_HOST_ENABLED && host->healthy && strcmp(host->cpu_model, g->cpu_model) == 0 &&
+                    strcmp(host->name, g->source) != 0)
+                        l->h[l->n++] = (int) h;
+        }
+        qsort_r(l->h, l->n, sizeof(int), cmp_host_ref, l);
+}
+
+#define REF_ADD(buf, ...) snprintf((buf) + strlen(buf), 512 - strlen(buf), __VA_ARGS__)
+
+static const char *ref_model(const char *m) {
+        return m[0] ? m : "\"\"";
+}
+
+/* The reference decision for @g against the state in @ref: the host (or
+ * -1) and, in @why (512 bytes), the reason placement.h promises. */
+static int ref_decide(const Cluster *c, const Ref *ref, const PlaceGuest *g, RefList *l, char *why) {
+        const char *model = ref_model(g->cpu_model);
+        why[0] = '\0';
+        if (g->requested[0]) {
+                int h = host_by_name(c, g->requested);
+                if (h < 0) {
+                        REF_ADD(why, "requested destination %s unknown", g->requested);
+                        return -1;
+                }
+                const PlaceHost *host = &c->hosts[h];
+                const char *n = host->name;
+                if (strcmp(n, g->source) == 0)
+                        REF_ADD(why, "requested destination %s is the source", n);
+                else if (host->state == PLACE_HOST_DRAINING)
+                        REF_ADD(why, "requested destination %s is draining", n);
+                else if (host->state == PLACE_HOST_MAINTENANCE)
+                        REF_ADD(why, "requested destination %s is in maintenance", n);
+                else if (!host->healthy)
+                        REF_ADD(why, "requested destination %s is unhealthy", n);
+                else if (strcmp(host->cpu_model, g->cpu_model) != 0)
+                        REF_ADD(why, "requested destination %s has CPU model %s, the guest needs %s", n,
+                                ref_model(host->cpu_model), model);
+                else if (ref->free_mem[h] < (int64_t) g->memory_mib)
+                        REF_ADD(why, "requested destination %s has %" PRId64 " MiB free, the guest needs %" PRIu64 " MiB",
+                                n, ref->free_mem[h], g->memory_mib);
+                else if (ref->free_vcpus[h] < (int64_t) g->vcpus)
+                        REF_ADD(why, "requested destination %s has %" PRId64 " vCPUs free, the guest needs %" PRIu32, n,
+                                ref->free_vcpus[h], g->vcpus);
+                else if (g->anti_affinity[0] && ref_has_group(ref, g->anti_affinity, h))
+                        REF_ADD(why, "requested destination %s already has anti-affinity group %s", n, g->anti_affinity);
+                else {
+                        REF_ADD(why, "requested destination; %" PRId64 " MiB and %" PRId64 " vCPUs free after the move",
+                                ref->free_mem[h] - (int64_t) g->memory_mib, ref->free_vcpus[h] - (int64_t) g->vcpus);
+                        return h;
+                }
+                return -1;
+        }
+
+        ref_list(l, g);
+        int room[PLACE_TEST_AA + 1], best_vcpus = -1;
+        size_t n_room = 0;
+        for (size_t i = 0; i < l->n; i++) {
+                int h = l->h[i];
+                if (ref->free_mem[h] < (int64_t) g->memory_mib)
+                        break;
+                if (ref->free_vcpus[h] >= (int64_t) g->vcpus &&
+                    !(g->anti_affinity[0] && ref_has_group(ref, g->anti_affinity, h))) {
+                        REF_ADD(why, "most free memory after the move (%" PRId64 " MiB) among hosts with CPU model %s",
+                                ref->free_mem[h] - (int64_t) g->memory_mib, model);
+                        if (i > 0) {
+                                int s = l->h[0];
+                                if (ref->free_vcpus[s] < (int64_t) g->vcpus)
+                                        REF_ADD(why, "; passed over %s (%" PRId64 " vCPUs free)", c->hosts[s].name,
+                                                ref->free_vcpus[s]);
+                                else
+                                        REF_ADD(why, "; passed over %s (anti-affinity group %s)", c->hosts[s].name,
+                                                g->anti_affinity);
+                                if (i > 1)
+                                        REF_ADD(why, " and %zu more", i - 1);
+                        }
+                        return h;
+                }
+                if (best_vcpus < 0 || ref->free_vcpus[h] > ref->free_vcpus[best_vcpus])
+                        best_vcpus = h;
+                if (ref->free_vcpus[h] >= (int64_t) g->vcpus && n_room++ < PLACE_TEST_AA)
+                        room[n_room - 1] = h;
+        }
+
+        /* blocked */
+        if (l->n == 0) {
+                size_t d = 0, m = 0, u = 0, same = 0;
+                for (size_t h = 0; h < c->nh; h++) {
+                        const PlaceHost *host = &c->hosts[h];
+                        if (strcmp(host->cpu_model, g->cpu_model) != 0)
+                                continue;
+                        same++;
+                        if (strcmp(host->name, g->source) == 0)
+                                continue;
+                        d += host->state == PLACE_HOST_DRAINING;
+                        m += host->state == PLACE_HOST_MAINTENANCE;
+                        u += host->state == PLACE_HOST_ENABLED;
+                }
+                if (same == 0)
+                        REF_ADD(why, "no host has CPU model %s", model);
+                else if (d + m + u == 0)
+                        REF_ADD(why, "no host other than the source has CPU model %s", model);
+                else {
+                        REF_ADD(why, "no enabled healthy host with CPU model %s:", model);
+                        const char *sep = " ";
+                        if (d) {
+                                REF_ADD(why, "%s%zu draining", sep, d);
+                                sep = ", ";
+                        }
+                        if (m) {
+                                REF_ADD(why, "%s%zu in maintenance", sep, m);
+                                sep = ", ";
+                        }
+                        if (u)
+                                REF_ADD(why, "%s%zu unhealthy", sep, u);
+                }
+        } else if (n_room > 0) {
+                REF_ADD(why, "anti-affinity group %s already on %s", g->anti_affinity, c->hosts[room[0]].name);
+                for (size_t i = 1; i < n_room && i < PLACE_TEST_AA; i++)
+                        REF_ADD(why, "%s%s", i + 1 == n_room ? " and " : ", ", c->hosts[room[i]].name);
+                if (n_room > PLACE_TEST_AA)
+                        REF_ADD(why, " and %zu more", n_room - PLACE_TEST_AA);
+                REF_ADD(why, n_room == 1 ? ", the only host with room" : ", all the hosts with room");
+        } else if (best_vcpus >= 0)
+                REF_ADD(why,
+                        "no enabled healthy host with %" PRIu32 " vCPUs and %" PRIu64
+                        " MiB free and CPU model %s (best: %s, %" PRId64 " vCPUs free)",
+                        g->vcpus, g->memory_mib, model, c->hosts[best_vcpus].name, ref->free_vcpus[best_vcpus]);
+        else
+                REF_ADD(why, "no enabled healthy host with %" PRIu64 " MiB free and CPU model %s (best: %s, %" PRId64
+                        " MiB free)", g->memory_mib, model, c->hosts[l->h[0]].name, ref->free_mem[l->h[0]]);
+        return -1;
+}
+
 static int cmp_guest_ref(const void *x, const void *y, void *userdata) {
         const Cluster *c = userdata;
         size_t a = *(const size_t *) x, b = *(const size_t *) y;
@@ -631,6 +828,7 @@ static void check_plan(const Cluster *c, const PlaceResult *res, int placed, uin
                 .group_host = calloc(c->nr + c->ng + 1, sizeof(int)),
         };
         size_t *order = calloc(c->ng + 1, sizeof(size_t));
+        RefList list = { .c = c, .ref = &ref, .h = calloc(c->nh, sizeof(int)) };
         int64_t *cap_mem = calloc(c->nh, sizeof(int64_t)), *cap_vcpus = calloc(c->nh, sizeof(int64_t));
         int n_placed = 0;
 
@@ -671,7 +869,13 @@ static void check_plan(const Cluster *c, const PlaceResult *res, int placed, uin
                 if (res[gi].host != want)
                         fail_msg("seed %u guest %s (%" PRIu64 " MiB): placed on %d, reference says %d (%s)", seed,
                                  g->name, g->memory_mib, res[gi].host, want, res[gi].reason);
-                assert_true(res[gi].reason[0] != '\0');
+                /* the list-based reference, with its reason, agrees to the byte */
+                char why[512];
+                assert_int_equal(ref_decide(c, &ref, g, &list, why), want);
+                assert_true(strlen(why) < sizeof(res[gi].reason) - 1); /* never cut here */
+                if (strcmp(res[gi].reason, why) != 0)
+                        fail_msg("seed %u guest %s: reason\n  \"%s\"\nreference\n  \"%s\"", seed, g->name,
+                                 res[gi].reason, why);
                 if (want < 0) {
                         assert_true(res[gi].estimated_s == 0);
                         continue;
@@ -713,6 +917,7 @@ static void check_plan(const Cluster *c, const PlaceResult *res, int placed, uin
         free(ref.group_host_name);
         free(ref.group_host);
         free(order);
+        free(list.h);
         free(cap_mem);
         free(cap_vcpus);
 }
@@ -754,6 +959,7 @@ int main(void) {
                 cmocka_unit_test(test_anti_affinity_residents),
                 cmocka_unit_test(test_anti_affinity_in_plan),
                 cmocka_unit_test(test_anti_affinity_many_hosts),
+                cmocka_unit_test(test_wide_guest_reasons),
                 cmocka_unit_test(test_requested_valid),
                 cmocka_unit_test(test_requested_invalid),
                 cmocka_unit_test(test_requested_after_earlier_placement),
