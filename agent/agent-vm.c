@@ -14,7 +14,10 @@
  * -chroot) once it has opened everything it needs, so nothing on the host
  * has to be made accessible to that user.  Like Define and Start, the spawn
  * refuses a guest name that a running unmanaged QEMU owns (agent-restart.c
- * finds those at start).  Restart recovery itself lives in agent-restart.c.
+ * finds those at start).  QEMU outlives the agent: it runs in its own
+ * session and, when systemd is the init, in a systemd scope of its own
+ * (agent-scope.c; else in the agent's cgroup, kept alive by the unit's
+ * KillMode=process).  Restart recovery itself lives in agent-restart.c.
  */
 #define _GNU_SOURCE
 #include "agent.h"
@@ -39,6 +42,7 @@
 
 #include "agent-files.h"
 #include "agent-net.h"
+#include "agent-scope.h"
 #include "agent-vm-priv.h"
 #include "err.h"
 #include "log.h"
@@ -224,10 +228,14 @@ static void keep_open(const GuestFiles *f) {
 
 /* Start QEMU in its own session so it outlives the agent (double fork),
  * with the guest's files (@files, O_CLOEXEC here) inherited at their
- * numbers.  Returns the pid of QEMU; exec failures are reported with their
- * errno. */
-static int spawn_detached(char **argv, const GuestFiles *files, const char *log_path, pid_t *ret_pid) {
-        int pid_pipe[2], err_pipe[2];
+ * numbers, and in a systemd scope of its own when systemd is the init
+ * (agent-scope.h): the process that will exec QEMU waits on @go until the
+ * scope holds it, or until the agent gives up on it (EOF: it exits
+ * without exec'ing).  Returns the pid of QEMU; exec failures are reported
+ * with their errno. */
+static int spawn_detached(char **argv, const GuestFiles *files, const GuestDef *def, const char *log_path,
+                          pid_t *ret_pid) {
+        int pid_pipe[2], err_pipe[2], go[2];
         pid_t child, qemu = 0;
         int exec_errno = 0, st;
 
@@ -238,10 +246,16 @@ static int spawn_detached(char **argv, const GuestFiles *files, const char *log_
                 close(pid_pipe[1]);
                 return err_set(-errno, "pipe: %m");
         }
+        if (pipe2(go, O_CLOEXEC) < 0) {
+                int r = -errno;
+                close(pid_pipe[0]); close(pid_pipe[1]); close(err_pipe[0]); close(err_pipe[1]);
+                return err_set(r, "pipe: %s", strerror(-r));
+        }
         child = fork();
         if (child < 0) {
                 int r = -errno;
                 close(pid_pipe[0]); close(pid_pipe[1]); close(err_pipe[0]); close(err_pipe[1]);
+                close(go[0]); close(go[1]);
                 return err_set(r, "fork: %s", strerror(-r));
         }
         if (child == 0) {
@@ -255,6 +269,13 @@ static int spawn_detached(char **argv, const GuestFiles *files, const char *log_
                         ssize_t _unused_ w = write(pid_pipe[1], &g, sizeof(g));
                         _exit(g < 0 ? 1 : 0);
                 }
+                close(go[1]);
+                char c;
+                ssize_t k;
+                while ((k = read(go[0], &c, 1)) < 0 && errno == EINTR)
+                        ;
+                if (k != 1)
+                        _exit(127);
                 /* QEMU creates its QMP and QGA sockets and the serial log
                  * (as root, before -runas): root's alone, whatever umask the
                  * agent was started with */
@@ -275,10 +296,16 @@ static int spawn_detached(char **argv, const GuestFiles *files, const char *log_
         }
         close(pid_pipe[1]);
         close(err_pipe[1]);
+        close(go[0]);
         while (waitpid(child, &st, 0) < 0 && errno == EINTR)
                 ;
         ssize_t n = read(pid_pipe[0], &qemu, sizeof(qemu));
         close(pid_pipe[0]);
+        if (n == sizeof(qemu) && qemu > 0) {
+                (void) agent_scope_move(def->name, def->uuid, qemu);
+                ssize_t _unused_ w = write(go[1], "g", 1);
+        }
+        close(go[1]);
         ssize_t m = read(err_pipe[0], &exec_errno, sizeof(exec_errno)); /* EOF on a good exec */
         close(err_pipe[0]);
         if (n != sizeof(qemu) || qemu <= 0)
@@ -375,7 +402,7 @@ static int spawn_qemu(Agent *a, Vm *vm, char **argv, const GuestFiles *files, in
 
         if ((r = agent_unmanaged_check(a, vm->name)) < 0)
                 return r;
-        if ((r = spawn_detached(argv, files, av->paths.log, &pid)) < 0)
+        if ((r = spawn_detached(argv, files, &av->def, av->paths.log, &pid)) < 0)
                 return r;
         vm_lock(vm);
         vm->pid = pid; /* so destroy and recovery can find it */

@@ -5,8 +5,13 @@ Installs the build into a scratch tree (meson install --destdir), then for
 each unit (drover-agent.service, drover-coordinator.service):
 
 - ExecStart runs the installed binary of the configured bindir with
-  --config in the unit's ConfigurationDirectory;
-- `systemd-analyze verify` finds nothing (on a copy whose ExecStart points
+  --config in the unit's ConfigurationDirectory, and ExecStartPre runs the
+  same binary with --check-config on that same file first (a bad
+  configuration fails the start, the reason in the journal: the installed
+  binary run so refuses a file with an unknown member, naming it on
+  stderr);
+- `systemd-analyze verify` finds nothing (on a copy whose ExecStart and
+  ExecStartPre point
   into the scratch tree, since verify checks the binary is executable; man
   pages are checked here instead: every Documentation=man: page is
   installed);
@@ -244,12 +249,23 @@ def check_unit(sa, tmp, verify_dir, name, path):
     conf_dirs = ["/etc/" + d for d in words(keys, "ConfigurationDirectory")]
     check(f"{name}: --config {config} lies in ConfigurationDirectory", os.path.dirname(config) in conf_dirs,
           str(conf_dirs))
+    pre = keys.get("ExecStartPre", [])
+    check(f"{name}: ExecStartPre checks that configuration first (--check-config {config})",
+          [p.split() for p in pre] == [[binary, "--check-config", config]], str(pre))
+    bad = os.path.join(verify_dir, f"bad-{daemon}.json")
+    with open(bad, "w") as f:
+        f.write('{"no_such_member": 1}\n')
+    p = subprocess.run([tmp + binary, "--check-config", bad], capture_output=True, text=True, timeout=60)
+    check(f"{name}: that ExecStartPre refuses a bad file, naming the member on stderr (the journal)",
+          p.returncode != 0 and "no_such_member" in p.stderr, f"exit {p.returncode}: {p.stdout}{p.stderr}")
     check(f"{name}: Type=notify with WatchdogSec",
           keys.get("Type") == ["notify"] and bool(keys.get("WatchdogSec")), str(keys.get("Type")))
     check(f"{name}: ProtectSystem=strict", keys.get("ProtectSystem") == ["strict"])
 
     # verify, on a copy that runs the scratch tree's binary
-    text = open(path).read().replace(f"ExecStart={binary}", f"ExecStart={tmp}{binary}")
+    text = open(path).read()
+    for k in ("ExecStart", "ExecStartPre"):
+        text = text.replace(f"{k}={binary} ", f"{k}={tmp}{binary} ")
     copy = os.path.join(verify_dir, name)
     with open(copy, "w") as f:
         f.write(text)
