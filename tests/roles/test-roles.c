@@ -74,7 +74,8 @@ static const Caller callers[] = {
 };
 
 /* What agents call on each other (agent/agent-peer.c). */
-static const char *const peer_methods[] = { "MigratePrepare", "MigrateFinish", "MigrateCancel", "MigrationOwner" };
+static const char *const peer_methods[] = { "MigratePrepare", "MigrateFinish", "MigrateCancel", "MigrationOwner",
+                                            "MigrateRecover" };
 /* What the coordinator calls on agents (coordinator/coord-agents.c). */
 static const char *const coordinator_calls[] = { "GetAgentStats", "Migrate", "GetMigration", "MigrateAbort",
                                                  "MigrateTune", "GetGuest" };
