@@ -311,6 +311,8 @@ static void local_facts(Vm *vm, const char *op, RecoveryInput *in) {
                 AsyncJobType t = vm->job.async;
                 int r1 = VM_NESTED_CALL(vm, t, op, "query-status", qmp_query_status(mon_, -1, &qs));
                 int r2 = VM_NESTED_CALL(vm, t, op, "query-migrate", qmp_query_migrate(mon_, -1, &st));
+                if (r2 >= 0) /* GetGuest shows what recovery sees (no migration thread polls here) */
+                        vm_set_migration_stats_locked(vm, &st);
                 if (r1 < 0 && r2 < 0 && (r1 == -ESRCH || r1 == -ECONNRESET))
                         in->qemu_alive = false;
                 else if (r1 < 0 || r2 < 0) /* an unknown, never a "no" */

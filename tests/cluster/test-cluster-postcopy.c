@@ -16,10 +16,12 @@
  *     QEMU is gone, the guest runs on b only, its serial counter advances
  *     there only;
  *   - the guest's memory is intact: every S line on both hosts says bad=0
- *     and a whole sweep of the working set after completion is checked.
+ *     and two whole sweeps of the working set after completion are checked;
+ *   - a source agent killed and restarted during the pause keeps the phase
+ *     (restart recovery) and recovers after the heal by itself.
  * It prints the time to detect the cut on each side, the time paused and
  * the time from the heal to the resumed stream and to completion.
- * Separate from cluster-migrate so that suite does not grow; about 60 s on
+ * Separate from cluster-migrate so that suite does not grow; about 2 minutes on
  * 2 cores.  DROVER_TEST_FILTER selects tests (cmocka's glob).
  */
 #define _GNU_SOURCE
@@ -115,21 +117,22 @@ static double wait_paused(Cluster *c, int i, const char *name, uint64_t t0, int 
         return -1;
 }
 
-static void test_postcopy_link_cut_recovers(void **state) {
-        Cluster *c = *state;
-        const char *name = "pcr";
-        char why[512], phase[64], mst[64];
-        cluster_up(c, 2);
+/* Start @name on a, migrate it to b with post-copy forced after 2 s, wait
+ * until it runs on b in post-copy, cut a's link and wait until both sides
+ * report postcopy-paused (GetGuest and the status files).  Returns the
+ * time of the cut; *t0 the time of Migrate. */
+static uint64_t postcopy_then_cut(Cluster *c, const char *name, const char *uuid, uint64_t *t0) {
+        char phase[64], mst[64];
         /* 64 MiB, 40 MiB of it written before READY and swept at 4 MiB/s,
          * each page checked before it is rewritten */
-        cluster_guest_start(c, A, name, "6d1d2a4e-0000-4000-8000-00000000e001", 64, "mib=40 rate=4 verify=1");
+        cluster_guest_start(c, A, name, uuid, 64, "mib=40 rate=4 verify=1");
         assert_int_equal(netns_shape(&c->net, A, "16mbit"), 0);
 
         Drover__V1__MigrationParams p = DROVER__V1__MIGRATION_PARAMS__INIT;
         p.postcopy = DROVER__V1__POSTCOPY_MODE__POSTCOPY_AFTER;
         p.postcopy_after_s = 2;
         RpcStatus rs;
-        uint64_t t0 = now_ns();
+        *t0 = now_ns();
         Drover__V1__MigrationResult *res = cluster_migrate(c, A, B, name, &p, false, &rs);
         if (!res)
                 fail_msg("Migrate: %s %s", rpc_code_to_string(rs.code), rs.details);
@@ -151,7 +154,7 @@ static void test_postcopy_link_cut_recovers(void **state) {
                         fail_msg("no post-copy with the guest running on b after 40 s (a: %s, %s)", phase, mst);
                 sleep_ms(100);
         }
-        printf("# post-copy with the guest running on b %.1f s after Migrate\n", secs_since(t0));
+        printf("# post-copy with the guest running on b %.1f s after Migrate\n", secs_since(*t0));
         sleep_ms(1500);
         Drover__V1__GuestStatus *sa;
         assert_int_equal(cluster_guest_status(c, A, name, &sa), 0);
@@ -181,42 +184,52 @@ static void test_postcopy_link_cut_recovers(void **state) {
         int pids[4];
         assert_int_equal(cluster_qemu_pids(c, A, name, pids, 4), 1);
         assert_int_equal(cluster_qemu_pids(c, B, name, pids, 4), 1);
+        return t_cut;
+}
 
+/* Heal a's link 10 s after @t_cut; with no operator action the stream
+ * resumes and completes.  @record: the source's migration record
+ * outlived the pause (no restart): it must end successful. */
+static void heal_and_complete(Cluster *c, const char *name, uint64_t t0, uint64_t t_cut, bool record) {
+        char phase[64] = "", mst[64] = "", why[512];
         while (secs_since(t_cut) < 10.0)
                 sleep_ms(50);
         assert_int_equal(netns_heal(&c->net, A), 0);
         uint64_t t_heal = now_ns();
 
-        /* no operator action from here: the source recovers and completes */
         double resumed = -1;
-        Drover__V1__MigrationResult *r = NULL;
-        d = deadline_in_ms(120000);
+        int pids[4];
+        Deadline d = deadline_in_ms(120000);
         for (;;) {
                 if (resumed < 0) {
                         guest_phase(c, A, name, phase, sizeof(phase), mst, sizeof(mst));
-                        if (strcmp(mst, "postcopy-active") == 0 || strcmp(mst, "completed") == 0)
+                        if (strcmp(mst, "postcopy-active") == 0 || strcmp(mst, "completed") == 0 || !mst[0])
                                 resumed = secs_since(t_heal);
                 }
-                r = cluster_get_migration(c, A, name);
-                if (r && r->done)
+                if (record) {
+                        Drover__V1__MigrationResult *r = cluster_get_migration(c, A, name);
+                        if (r && r->done) {
+                                printf("# migration record: %s (phase %s)%s%s\n", r->success ? "completed" : "FAILED",
+                                       r->phase, r->success ? "" : ": ", r->success ? "" : r->error);
+                                fflush(stdout);
+                                assert_true(r->success);
+                                assert_true(r->postcopy);
+                                drover__v1__migration_result__free_unpacked(r, NULL);
+                                break;
+                        }
+                        if (r)
+                                drover__v1__migration_result__free_unpacked(r, NULL);
+                } else if (cluster_qemu_pids(c, A, name, pids, 4) == 0)
                         break;
-                if (r)
-                        drover__v1__migration_result__free_unpacked(r, NULL);
-                r = NULL;
                 if (deadline_expired(d))
                         fail_msg("120 s after the heal the migration is not over (a: %s, %s)", phase, mst);
                 sleep_ms(100);
         }
         double completed = secs_since(t_heal);
-        printf("# heal 10 s after the cut; stream resumed %.1f s and migration done %.1f s after the heal: %s "
-               "(phase %s)%s%s\n", resumed, completed, r->success ? "completed" : "FAILED", r->phase,
-               r->success ? "" : ": ", r->success ? "" : r->error);
-        printf("# paused from the cut to the resume: %.1f s\n", (double) (t_heal - t_cut) / 1e9 + resumed);
+        printf("# heal 10 s after the cut; stream resumed %.1f s and the migration done %.1f s after the heal; "
+               "paused from the cut to the resume: %.1f s; Migrate to done: %.1f s\n", resumed, completed,
+               (double) (t_heal - t_cut) / 1e9 + resumed, secs_since(t0));
         fflush(stdout);
-        assert_true(r->success);
-        assert_true(r->postcopy);
-        drover__v1__migration_result__free_unpacked(r, NULL);
-        printf("# Migrate to done: %.1f s\n", secs_since(t0));
 
         /* the guest runs on b only; the source QEMU is gone */
         int owner = cluster_wait_single_owner(c, name, 20000, why, sizeof(why));
@@ -226,8 +239,8 @@ static void test_postcopy_link_cut_recovers(void **state) {
         if (!cluster_serial_only_on(c, name, B, 3000, why, sizeof(why)))
                 fail_msg("serial: %s", why);
 
-        /* memory intact: a whole sweep on b after completion, every page
-         * checked, none wrong (and none on a before it) */
+        /* memory intact: two whole sweeps on b after completion, every
+         * page checked, none wrong (and none on a before) */
         Verified vb = serial_verified(c, B, name);
         long pass0 = vb.last_pass;
         d = deadline_in_ms(30000);
@@ -247,6 +260,39 @@ static void test_postcopy_link_cut_recovers(void **state) {
         assert_int_equal(va.bad_lines, 0);
         assert_int_equal(vb.bad_max, 0);
         assert_int_equal(vb.bad_lines, 0);
+}
+
+static void test_postcopy_link_cut_recovers(void **state) {
+        Cluster *c = *state;
+        uint64_t t0;
+        cluster_up(c, 2);
+        uint64_t t_cut = postcopy_then_cut(c, "pcr", "6d1d2a4e-0000-4000-8000-00000000e001", &t0);
+        heal_and_complete(c, "pcr", t0, t_cut, true);
+        c->ok = true;
+}
+
+/* The source agent killed (kill -9) and restarted while the stream is
+ * paused finds the phase and keeps it (restart recovery: the table's
+ * recover-postcopy), then recovers after the heal by itself. */
+static void test_postcopy_source_restart_while_paused(void **state) {
+        Cluster *c = *state;
+        const char *name = "pcs";
+        char phase[64], mst[64], fa[64];
+        uint64_t t0;
+        cluster_up(c, 2);
+        uint64_t t_cut = postcopy_then_cut(c, name, "6d1d2a4e-0000-4000-8000-00000000e002", &t0);
+        cluster_agent_kill9(c, A);
+        assert_int_equal(cluster_agent_start(c, A, NULL), 0);
+        sleep_ms(2500); /* reconnect and a recovery round or two, all failing while the link is down */
+        guest_phase(c, A, name, phase, sizeof(phase), mst, sizeof(mst));
+        file_phase(c, A, name, fa, sizeof(fa));
+        printf("# source agent restarted during the pause: phase %s, stream %s, status file %s\n", phase, mst, fa);
+        if (strcmp(phase, "postcopy_paused") != 0 && strcmp(phase, "postcopy_recover") != 0)
+                fail_msg("the restarted source shows phase %s", phase);
+        assert_string_equal(mst, "postcopy-paused");
+        int pids[4];
+        assert_int_equal(cluster_qemu_pids(c, A, name, pids, 4), 1);
+        heal_and_complete(c, name, t0, t_cut, false);
         c->ok = true;
 }
 
@@ -255,6 +301,7 @@ int main(void) {
         netns_require();
         const struct CMUnitTest tests[] = {
                 CLUSTER_TEST(test_postcopy_link_cut_recovers),
+                CLUSTER_TEST(test_postcopy_source_restart_while_paused),
         };
         if (getenv("DROVER_TEST_FILTER"))
                 cmocka_set_test_filter(getenv("DROVER_TEST_FILTER"));
