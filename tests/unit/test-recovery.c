@@ -55,6 +55,12 @@ static void test_source_cells(void **state) {
                 assert_int_equal(act(MIG_DIR_IN, dphase, true, true, MIGRATION_STATUS_COMPLETED, true,
                                      PEER_NOT_ASKED), RECOVER_KEEP_DEST);
         }
+        /* the post-copy phases are written only after post-copy started:
+         * without other facts, keep */
+        assert_int_equal(OUT(JOB_PHASE_POSTCOPY_PAUSED, MIGRATION_STATUS_NONE, PEER_NOT_ASKED), RECOVER_POSTCOPY_FAILED);
+        assert_int_equal(OUT(JOB_PHASE_POSTCOPY_RECOVER, MIGRATION_STATUS_NONE, PEER_NOT_ASKED), RECOVER_POSTCOPY_FAILED);
+        assert_int_equal(IN(JOB_PHASE_POSTCOPY_PAUSED, true, MIGRATION_STATUS_NONE, PEER_NOT_ASKED), RECOVER_POSTCOPY_FAILED);
+        assert_int_equal(IN(JOB_PHASE_POSTCOPY_RECOVER, true, MIGRATION_STATUS_NONE, PEER_NOT_ASKED), RECOVER_POSTCOPY_FAILED);
         /* a QEMU that failed the stream (not paused) cannot be recovered */
         assert_int_equal(act(MIG_DIR_OUT, JOB_PHASE_POSTCOPY_PAUSED, true, false, MIGRATION_STATUS_FAILED, true,
                              PEER_NOT_ASKED), RECOVER_POSTCOPY_FAILED);
