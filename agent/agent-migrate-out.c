@@ -560,7 +560,9 @@ static void *source_thread(void *arg) {
                         snprintf(why, sizeof(why), "%s", err_str(wr));
                         if (!strstr(why, "ALERT:"))
                                 wr = mig_pc_give_up(a, vm, s->op, why);
-                        agent_migtable_done(t, s->m, -EIO, err_str(wr));
+                        snprintf(why, sizeof(why), "%s", err_str(wr));
+                        agent_migtable_phase(t, s->m, JOB_PHASE_POSTCOPY_FAILED, &st);
+                        agent_migtable_done(t, s->m, -EIO, why);
                         goto out;
                 }
                 if (r < 0) {

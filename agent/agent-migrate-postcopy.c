@@ -168,13 +168,17 @@ int mig_postcopy_recover_step(Agent *a, Vm *vm, const char *op, const char *peer
         }
         note_paused_locked(vm, op, true);
         uint64_t paused_ms = (now - pc->paused_ns) / NSEC_PER_MSEC;
-        if (postcopy_retry_next(&pol, pc->attempts, paused_ms).give_up) {
+        /* an attempt the policy placed within the budget (the last one at
+         * its end; 1 ms for the policy's whole milliseconds) is made before
+         * the give-up */
+        bool due = now >= pc->next_ns && pc->next_ns <= pc->paused_ns + (pol.give_up_ms + 1) * NSEC_PER_MSEC;
+        if (!due && postcopy_retry_next(&pol, pc->attempts, paused_ms).give_up) {
                 vm_unlock(vm);
                 snprintf(why, sizeof(why), "paused for %llu s and not recovered after %u attempts (the retry budget, "
                          "postcopy_recover_ms)", (unsigned long long) paused_ms / 1000, pc->attempts);
                 return mig_pc_give_up(a, vm, op, why);
         }
-        if (now < pc->next_ns) {
+        if (!due) {
                 vm_unlock(vm);
                 return 0;
         }

@@ -18,10 +18,13 @@
  *   - the guest's memory is intact: every S line on both hosts says bad=0
  *     and two whole sweeps of the working set after completion are checked;
  *   - a source agent killed and restarted during the pause keeps the phase
- *     (restart recovery) and recovers after the heal by itself.
+ *     (restart recovery) and recovers after the heal by itself;
+ *   - the retries are bounded: past postcopy_recover_ms the source gives
+ *     up with an ALERT, keeps both sides paused and retries nothing by
+ *     itself; an operator's MigrateRecoverNow then recovers it.
  * It prints the time to detect the cut on each side, the time paused and
  * the time from the heal to the resumed stream and to completion.
- * Separate from cluster-migrate so that suite does not grow; about 2 minutes on
+ * Separate from cluster-migrate so that suite does not grow; about 3 minutes on
  * 2 cores.  DROVER_TEST_FILTER selects tests (cmocka's glob).
  */
 #define _GNU_SOURCE
@@ -187,15 +190,19 @@ static uint64_t postcopy_then_cut(Cluster *c, const char *name, const char *uuid
         return t_cut;
 }
 
-/* Heal a's link 10 s after @t_cut; with no operator action the stream
- * resumes and completes.  @record: the source's migration record
- * outlived the pause (no restart): it must end successful. */
-static void heal_and_complete(Cluster *c, const char *name, uint64_t t0, uint64_t t_cut, bool record) {
+/* Heal a's link 10 s after @t_cut (@t_heal 0; else it was healed then);
+ * with no operator action the stream resumes and completes.  @record: the
+ * source's migration record outlived the pause (no restart, no give-up):
+ * it must end successful. */
+static void heal_and_complete(Cluster *c, const char *name, uint64_t t0, uint64_t t_cut, uint64_t t_heal,
+                              bool record) {
         char phase[64] = "", mst[64] = "", why[512];
-        while (secs_since(t_cut) < 10.0)
-                sleep_ms(50);
-        assert_int_equal(netns_heal(&c->net, A), 0);
-        uint64_t t_heal = now_ns();
+        if (!t_heal) {
+                while (secs_since(t_cut) < 10.0)
+                        sleep_ms(50);
+                assert_int_equal(netns_heal(&c->net, A), 0);
+                t_heal = now_ns();
+        }
 
         double resumed = -1;
         int pids[4];
@@ -226,9 +233,9 @@ static void heal_and_complete(Cluster *c, const char *name, uint64_t t0, uint64_
                 sleep_ms(100);
         }
         double completed = secs_since(t_heal);
-        printf("# heal 10 s after the cut; stream resumed %.1f s and the migration done %.1f s after the heal; "
-               "paused from the cut to the resume: %.1f s; Migrate to done: %.1f s\n", resumed, completed,
-               (double) (t_heal - t_cut) / 1e9 + resumed, secs_since(t0));
+        printf("# heal %.1f s after the cut; stream resumed %.1f s and the migration done %.1f s after the heal; "
+               "paused from the cut to the resume: %.1f s; Migrate to done: %.1f s\n", (double) (t_heal - t_cut) / 1e9,
+               resumed, completed, (double) (t_heal - t_cut) / 1e9 + resumed, secs_since(t0));
         fflush(stdout);
 
         /* the guest runs on b only; the source QEMU is gone */
@@ -267,7 +274,7 @@ static void test_postcopy_link_cut_recovers(void **state) {
         uint64_t t0;
         cluster_up(c, 2);
         uint64_t t_cut = postcopy_then_cut(c, "pcr", "6d1d2a4e-0000-4000-8000-00000000e001", &t0);
-        heal_and_complete(c, "pcr", t0, t_cut, true);
+        heal_and_complete(c, "pcr", t0, t_cut, 0, true);
         c->ok = true;
 }
 
@@ -292,7 +299,76 @@ static void test_postcopy_source_restart_while_paused(void **state) {
         assert_string_equal(mst, "postcopy-paused");
         int pids[4];
         assert_int_equal(cluster_qemu_pids(c, A, name, pids, 4), 1);
-        heal_and_complete(c, name, t0, t_cut, false);
+        heal_and_complete(c, name, t0, t_cut, 0, false);
+        c->ok = true;
+}
+
+/* The retries are bounded: with postcopy_recover_ms at 6 s the source gives
+ * up while the link is still down (the ALERT, postcopy_failed, both QEMUs
+ * kept), nothing retries by itself after the heal, and an operator's
+ * MigrateRecoverNow recovers it and the migration completes. */
+static void test_postcopy_gives_up_then_operator_retries(void **state) {
+        Cluster *c = *state;
+        const char *name = "pcg";
+        char phase[64], mst[64], fa[64];
+        uint64_t t0;
+        int pids[4];
+        cluster_up(c, 2);
+        /* a short budget for host a: its config, then a restart */
+        char *conf = tu_read_file(c->host[A].config, NULL);
+        assert_non_null(conf);
+        char *end = strstr(conf, "\"log_level\": \"info\" }");
+        assert_non_null(end);
+        FILE *f = fopen(c->host[A].config, "w");
+        assert_non_null(f);
+        fprintf(f, "%.*s\"log_level\": \"info\", \"postcopy_recover_ms\": 6000 }\n", (int) (end - conf), conf);
+        assert_int_equal(fclose(f), 0);
+        free(conf);
+        cluster_agent_kill9(c, A);
+        assert_int_equal(cluster_agent_start(c, A, NULL), 0);
+
+        uint64_t t_cut = postcopy_then_cut(c, name, "6d1d2a4e-0000-4000-8000-00000000e003", &t0);
+        Drover__V1__MigrationResult *r = NULL;
+        Deadline d = deadline_in_ms(30000);
+        while (!(r = cluster_get_migration(c, A, name)) || !r->done) {
+                if (r)
+                        drover__v1__migration_result__free_unpacked(r, NULL);
+                r = NULL;
+                if (deadline_expired(d))
+                        fail_msg("no give-up 30 s after the cut with a budget of 6 s");
+                sleep_ms(100);
+        }
+        double gave_up = secs_since(t_cut);
+        printf("# gave up %.1f s after the cut: phase %s, error: %.300s\n", gave_up, r->phase, r->error);
+        assert_false(r->success);
+        assert_string_equal(r->phase, "postcopy_failed");
+        assert_non_null(strstr(r->error, "ALERT:"));
+        assert_non_null(strstr(r->error, "MigrateRecoverNow"));
+        drover__v1__migration_result__free_unpacked(r, NULL);
+        file_phase(c, A, name, fa, sizeof(fa));
+        assert_string_equal(fa, "postcopy_failed");
+        assert_int_equal(cluster_qemu_pids(c, A, name, pids, 4), 1);
+        assert_int_equal(cluster_qemu_pids(c, B, name, pids, 4), 1);
+
+        /* healed: nothing tries again by itself */
+        assert_int_equal(netns_heal(&c->net, A), 0);
+        uint64_t t_heal = now_ns();
+        sleep_ms(6000);
+        guest_phase(c, A, name, phase, sizeof(phase), mst, sizeof(mst));
+        printf("# 6 s after the heal, with no operator: phase %s, stream %s\n", phase, mst);
+        assert_string_equal(phase, "postcopy_failed");
+        assert_string_equal(mst, "postcopy-paused");
+
+        /* the operator */
+        Drover__V1__GuestRef ref = DROVER__V1__GUEST_REF__INIT;
+        Drover__V1__GuestStatus *gs = NULL;
+        RpcStatus rs;
+        ref.guest = (char *) name;
+        if (cluster_call(c, A, "MigrateRecoverNow", &ref.base, (ProtobufCMessage **) &gs, &rs) < 0)
+                fail_msg("MigrateRecoverNow: %s %s", rpc_code_to_string(rs.code), rs.details);
+        printf("# MigrateRecoverNow %.1f s after the heal: OK\n", secs_since(t_heal));
+        drover__v1__guest_status__free_unpacked(gs, NULL);
+        heal_and_complete(c, name, t0, t_cut, t_heal, false);
         c->ok = true;
 }
 
@@ -302,6 +378,7 @@ int main(void) {
         const struct CMUnitTest tests[] = {
                 CLUSTER_TEST(test_postcopy_link_cut_recovers),
                 CLUSTER_TEST(test_postcopy_source_restart_while_paused),
+                CLUSTER_TEST(test_postcopy_gives_up_then_operator_retries),
         };
         if (getenv("DROVER_TEST_FILTER"))
                 cmocka_set_test_filter(getenv("DROVER_TEST_FILTER"));
