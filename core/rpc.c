@@ -279,6 +279,26 @@ bool rpc_addr_is_local(const char *addr) {
         return kind != RPC_ADDR_REMOTE;
 }
 
+/* Whether a development-mode client to @addr was already warned about in
+ * this process (remembers the last 32 targets; a forgotten one is warned
+ * about again).  Marks it.  Any thread. */
+static bool client_target_said(const char *addr) {
+        static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+        static uint64_t seen[32];
+        static size_t next;
+        uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+        for (const char *p = addr; *p; p++)
+                h = (h ^ (unsigned char) *p) * 1099511628211ULL;
+        bool said = false;
+        pthread_mutex_lock(&mu);
+        for (size_t i = 0; i < 32 && !said; i++)
+                said = seen[i] == h;
+        if (!said)
+                seen[next++ % 32] = h;
+        pthread_mutex_unlock(&mu);
+        return said;
+}
+
 /* Dev-mode gate: 0 (with a log_warning) when @addr is local, else -EPERM
  * with a detail naming @what ("listener", "client"). */
 static int dev_mode_check(const char *addr, const char *what) {
@@ -288,9 +308,15 @@ static int dev_mode_check(const char *addr, const char *what) {
                                "allowed only on loopback or unix socket addresses; configure TLS "
                                "certificates",
                                what, addr ? addr : "");
-        log_warning("DEVELOPMENT MODE: plaintext gRPC %s on %s, without TLS or client "
-                    "certificates%s; never use this across hosts",
-                    what, addr, strcmp(what, "listener") == 0 ? " (every caller has every role)" : "");
+        /* a listener is said each time; a client once per target (a
+         * client that reconnects, e.g. to etcd, makes new ones often) */
+        bool listener = strcmp(what, "listener") == 0;
+        if (listener || !client_target_said(addr))
+                log_warning("DEVELOPMENT MODE: plaintext gRPC %s on %s, without TLS or client "
+                            "certificates%s; never use this across hosts",
+                            what, addr, listener ? " (every caller has every role)" : "");
+        else
+                log_debug("plaintext gRPC %s on %s (development mode)", what, addr);
         return 0;
 }
 
