@@ -44,8 +44,8 @@
 /* What a coordinator logs when it starts leading, and when it stops
  * acting as the leader (lease no longer valid, or resigned); matched
  * anywhere in a line (docs/ha.md). */
-#define HA_LOG_LEADING "leading: "
-#define HA_LOG_STEPPED_DOWN "stopped leading"
+#define HA_LOG_LEADING "election: leading ("
+#define HA_LOG_STEPPED_DOWN "election: lease lost: stopped acting"
 /* What a write refused by the fence leaves in the log (store.h, fence). */
 #define HA_LOG_FENCED "fenced"
 

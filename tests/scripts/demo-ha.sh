@@ -169,7 +169,7 @@ leader_addr() { etcdctl_ get --prefix /drover/leader/ -w fields 2>/dev/null |
                 sort -n | head -1 | cut -d' ' -f2; }
 leader=$(leader_addr)
 echo "  the leader, as etcd has it: $leader"
-grep -hE "lead|standby" "$work/d/coordinator.log" "$work/e/coordinator.log" | sed 's/^/  /' | head -6
+grep -hE "election: (leading|standby)" "$work/d/coordinator.log" "$work/e/coordinator.log" | sed 's/^/  /' | head -6
 sleep 1
 ctl hosts
 
