@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 #include <cmocka.h>
@@ -376,4 +377,69 @@ void ha_log_print_ha(HaCluster *h, int i, int64_t after_ms, int max) {
         PrintHa p = { .i = i, .left = max };
         each_line(h, i, after_ms, print_ha, &p);
         fflush(stdout);
+}
+
+/* ---- the fence --------------------------------------------------------------------------------- */
+
+typedef struct LastFence {
+        int64_t before;
+        char key[160];
+        int64_t rev;
+        bool found;
+} LastFence;
+
+static bool last_fence(const char *line, int64_t t, void *arg) {
+        LastFence *f = arg;
+        const char *p = strstr(line, HA_LOG_ELECTED);
+        long long rev;
+        char key[160];
+        if (t >= f->before)
+                return false;
+        if (p && sscanf(p + strlen(HA_LOG_ELECTED), "key %159[^,], revision %lld)", key, &rev) == 2) {
+                snprintf(f->key, sizeof(f->key), "%s", key);
+                f->rev = rev;
+                f->found = true;
+        }
+        return true;
+}
+
+int ha_log_fence(HaCluster *h, int i, int64_t before_ms, char key[160], int64_t *ret_rev) {
+        LastFence f = { .before = before_ms };
+        each_line(h, i, 0, last_fence, &f);
+        if (!f.found)
+                return -ENOENT;
+        snprintf(key, 160, "%s", f.key);
+        *ret_rev = f.rev;
+        return 0;
+}
+
+int ha_fence_probe(HaCluster *h, int i, const char *key, int64_t rev, const char *job_id, char *out, size_t size) {
+        char revs[32], log[400];
+        const char *ip = tu_which("ip");
+        snprintf(revs, sizeof(revs), "%lld", (long long) rev);
+        snprintf(log, sizeof(log), "%s/fence-probe.out", h->co[i].dir);
+        char *argv[] = { (char *) (ip ? ip : "/usr/sbin/ip"), (char *) "netns", (char *) "exec", h->co[i].ns,
+                         (char *) tu_build_path("tests/ha/ha-fence-probe"), h->etcd.endpoints, h->etcd.ca,
+                         h->etcd.client_cert, h->etcd.client_key, (char *) HA_PREFIX, (char *) key, revs,
+                         (char *) job_id, NULL };
+        pid_t pid = tu_spawn(argv, log);
+        int st = 0;
+        if (pid < 0)
+                return 2;
+        Deadline d = deadline_in_ms(30000);
+        while (!tu_reap(pid, &st)) {
+                if (deadline_expired(d)) {
+                        tu_kill(pid);
+                        snprintf(out, size, "the probe did not end in 30 s");
+                        return 2;
+                }
+                sleep_ms(20);
+        }
+        char *text = tu_read_file(log, NULL);
+        snprintf(out, size, "%s", text ? text : "");
+        free(text);
+        size_t n = strlen(out);
+        while (n && out[n - 1] == '\n')
+                out[--n] = '\0';
+        return WIFEXITED(st) ? WEXITSTATUS(st) : 2;
 }

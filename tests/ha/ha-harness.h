@@ -41,12 +41,15 @@
 #define HA_API_PORT 7500
 #define HA_PREFIX "/drover"
 #define HA_LEASE_TTL_S 3
-/* What a coordinator logs when it starts leading, and when it stops
- * acting as the leader (lease no longer valid, or resigned); matched
- * anywhere in a line (docs/ha.md). */
-#define HA_LOG_LEADING "election: leading ("
+/* What a coordinator logs (matched anywhere in a line): the election won
+ * (coord-elect.c, with the fence: key and create_revision), the leader
+ * acting (coord-ha.c: after its jobs were reloaded and reconciled), the
+ * moment it stopped acting because its lease was no longer safely valid
+ * (coord-elect.c, logged at that moment by its clock), and a write the
+ * fence refused. */
+#define HA_LOG_ELECTED "election: leading ("
+#define HA_LOG_LEADING "leading: elected ("
 #define HA_LOG_STEPPED_DOWN "election: lease lost: stopped acting"
-/* What a write refused by the fence leaves in the log (store.h, fence). */
 #define HA_LOG_FENCED "fenced"
 
 typedef struct HaCluster {
@@ -113,6 +116,15 @@ int64_t ha_log_time(HaCluster *h, int i, const char *needle, int64_t after_ms);
 /* Print the lines of coordinator @i's log stamped at or after @after_ms
  * that contain one of the HA_LOG_* words or "etcd" (at most @max). */
 void ha_log_print_ha(HaCluster *h, int i, int64_t after_ms, int max);
+
+/* The leader fence coordinator @i last held (from its "election: leading
+ * (key K, revision R)" line stamped before @before_ms): 0, or -ENOENT. */
+int ha_log_fence(HaCluster *h, int i, int64_t before_ms, char key[160], int64_t *ret_rev);
+/* Run tests/ha/ha-fence-probe in coordinator @i's namespace: job_update of
+ * job @job_id on the etcd store under the fence (@key, @rev), as that
+ * coordinator's writes go.  Returns the probe's exit code (0: refused
+ * with -ESTALE, 1: applied, 2: other error) and its line in @out. */
+int ha_fence_probe(HaCluster *h, int i, const char *key, int64_t rev, const char *job_id, char *out, size_t size);
 
 /* The wall clock in Unix ms (what the logs and the job history use). */
 int64_t ha_now_ms(void);
