@@ -2,7 +2,9 @@
  *
  *   { "listen": ["unix:/run/drover/coordinator.sock", "10.0.0.10:7500"],
  *     "tls": { "cert": "...", "key": "...", "ca": "..." }, "dev_mode": false,
- *     "db": "/var/lib/drover/coordinator.db",
+ *     "store": "sqlite:/var/lib/drover/coordinator.db",   (or "etcd:10.0.0.5:2379,10.0.0.6:2379")
+ *     "etcd": { "cert": "...", "key": "...", "ca": "...", "prefix": "/drover", "lease_ttl_s": 3 },
+ *     "advertise": "10.0.0.10:7500",           (default: the first "listen" address)
  *     "max_outgoing": 2, "max_incoming": 2, "cluster_limit": 8,
  *     "default_link_bytes_per_s": 125000000, "stream_bytes_per_s": 400000000,
  *     "heartbeat_ms": 2000, "log_level": "info",
@@ -20,11 +22,14 @@
  * Read through core/json: unknown and repeated members are refused and every
  * error names the member path ("config /etc/...: 'hosts[2].vcpus' must be
  * ...").  "defaults" is the JSON form of MigParams (core/migparams.h).
+ * The old "db" member is still read as the SQLite path (the daemon warns
+ * that "store" replaces it); "etcd" is read only with an etcd store.
  */
 #define _GNU_SOURCE
 #include "coord.h"
 #include "coord-enums.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,7 +48,10 @@ void coord_config_defaults(CoordConfig *c) {
         memset(c, 0, sizeof(*c));
         c->n_listen = 1;
         snprintf(c->listen[0], sizeof(c->listen[0]), "unix:/run/drover/coordinator.sock");
+        c->store_kind = COORD_STORE_SQLITE;
         snprintf(c->db_path, sizeof(c->db_path), "/var/lib/drover/coordinator.db");
+        snprintf(c->etcd_prefix, sizeof(c->etcd_prefix), "/drover");
+        c->etcd_lease_ttl_s = 3;
         c->max_outgoing = 2;
         c->max_incoming = 2;
         c->cluster_limit = 8;
@@ -119,9 +127,61 @@ static int parse_anti_affinity(const JsonNode *o, CoordConfig *c) {
         return 0;
 }
 
+/* "store": "sqlite:PATH" or "etcd:HOST:PORT[,HOST:PORT...]" (the
+ * endpoints are checked by coord_config_validate); the old "db" is the
+ * SQLite path, refused next to "store". */
+static int parse_store(const JsonNode *root, CoordConfig *c) {
+        char store[sizeof(c->etcd_endpoints) + 8] = "";
+        int r;
+
+        if ((r = json_get_string(root, "db", false, c->db_path, sizeof(c->db_path))) < 0)
+                return r;
+        c->db_given = r > 0;
+        if ((r = json_get_string(root, "store", false, store, sizeof(store))) <= 0)
+                return r;
+        if (c->db_given)
+                return err_set(-EINVAL, "'db' and 'store' both name the store: 'db' is the old name, keep 'store'");
+        if (strncmp(store, "sqlite:", 7) == 0) {
+                if (strlen(store + 7) >= sizeof(c->db_path))
+                        return err_set(-EINVAL, "'store' names a path longer than %zu bytes", sizeof(c->db_path) - 1);
+                c->store_kind = COORD_STORE_SQLITE;
+                snprintf(c->db_path, sizeof(c->db_path), "%s", store + 7);
+        } else if (strncmp(store, "etcd:", 5) == 0) {
+                if (strlen(store + 5) >= sizeof(c->etcd_endpoints))
+                        return err_set(-EINVAL, "'store' names endpoints longer than %zu bytes",
+                                       sizeof(c->etcd_endpoints) - 1);
+                c->store_kind = COORD_STORE_ETCD;
+                memcpy(c->etcd_endpoints, store + 5, strlen(store + 5) + 1);
+        } else
+                return err_set(-EINVAL, "'store' must be \"sqlite:PATH\" or \"etcd:HOST:PORT[,HOST:PORT...]\", not \"%.64s\"",
+                               store);
+        return 0;
+}
+
+/* "etcd": { "cert", "key", "ca", "prefix", "lease_ttl_s" }, only with an
+ * etcd store. */
+static int parse_etcd(const JsonNode *root, CoordConfig *c) {
+        static const char *const known[] = { "cert", "key", "ca", "prefix", "lease_ttl_s", NULL };
+        JsonNode v;
+        int r;
+
+        if ((r = json_get_object(root, "etcd", false, &v)) <= 0)
+                return r;
+        if (c->store_kind != COORD_STORE_ETCD)
+                return err_set(-EINVAL, "'etcd' is read only with \"store\": \"etcd:HOST:PORT[,...]\"");
+        if ((r = json_check_members(&v, known)) < 0 ||
+            (r = json_get_string(&v, "cert", false, c->etcd_cert, sizeof(c->etcd_cert))) < 0 ||
+            (r = json_get_string(&v, "key", false, c->etcd_key, sizeof(c->etcd_key))) < 0 ||
+            (r = json_get_string(&v, "ca", false, c->etcd_ca, sizeof(c->etcd_ca))) < 0 ||
+            (r = json_get_string(&v, "prefix", false, c->etcd_prefix, sizeof(c->etcd_prefix))) < 0 ||
+            (r = json_get_u32(&v, "lease_ttl_s", false, 2, 60, &c->etcd_lease_ttl_s)) < 0)
+                return r;
+        return 0;
+}
+
 static int parse(const JsonNode *root, CoordConfig *c) {
         static const char *const known[] = {
-                "listen", "tls", "dev_mode", "db", "log_level", "max_outgoing", "max_incoming", "cluster_limit",
+                "listen", "tls", "dev_mode", "db", "store", "etcd", "advertise", "log_level", "max_outgoing", "max_incoming", "cluster_limit",
                 "rpc_threads", "rpc_lanes", "heartbeat_ms", "default_link_bytes_per_s", "stream_bytes_per_s", "hosts",
                 "anti_affinity", "defaults", "job_retention_days", "job_retention_count", "metrics_listen", NULL,
         };
@@ -154,7 +214,8 @@ static int parse(const JsonNode *root, CoordConfig *c) {
                       (r = json_get_string(&v, "ca", false, c->tls_ca, sizeof(c->tls_ca))) < 0))
                 return r;
         if ((r = json_get_bool(root, "dev_mode", false, &c->dev_mode)) < 0 ||
-            (r = json_get_string(root, "db", false, c->db_path, sizeof(c->db_path))) < 0 ||
+            (r = parse_store(root, c)) < 0 || (r = parse_etcd(root, c)) < 0 ||
+            (r = json_get_string(root, "advertise", false, c->advertise, sizeof(c->advertise))) < 0 ||
             (r = json_get_string(root, "log_level", false, c->log_level, sizeof(c->log_level))) < 0 ||
             (r = json_get_string(root, "metrics_listen", false, c->metrics_listen, sizeof(c->metrics_listen))) < 0 ||
             (r = json_get_u32(root, "max_outgoing", false, 0, 64, &c->max_outgoing)) < 0 ||
@@ -207,14 +268,81 @@ int coord_config_load(const char *path, CoordConfig *ret) {
         json_node_root(root, &n);
         if ((r = parse(&n, ret)) < 0)
                 return err_prefix(r, "config %s", path);
+        if (!ret->advertise[0])
+                snprintf(ret->advertise, sizeof(ret->advertise), "%s", ret->listen[0]);
+        return 0;
+}
+
+/* "host:port" with a port 1..65535 and a host without blanks; *ret_local:
+ * the host is a loopback address (127.0.0.0/8, ::1) or "localhost". */
+static bool host_port_ok(const char *s, size_t len, bool *ret_local) {
+        char host[256];
+        const char *colon = memrchr(s, ':', len);
+        if (!colon || colon == s || len >= sizeof(host))
+                return false;
+        size_t hl = (size_t) (colon - s);
+        memcpy(host, s, hl);
+        host[hl] = '\0';
+        char *end;
+        long port = strtol(colon + 1, &end, 10);
+        if (end != s + len || colon + 1 == end || port < 1 || port > 65535 || strpbrk(host, " \t,"))
+                return false;
+        if (host[0] == '[' && hl > 2 && host[hl - 1] == ']') {
+                memmove(host, host + 1, hl - 2);
+                host[hl - 2] = '\0';
+        }
+        struct in_addr a4;
+        struct in6_addr a6;
+        *ret_local = strcmp(host, "localhost") == 0 ||
+                     (inet_pton(AF_INET, host, &a4) == 1 && (ntohl(a4.s_addr) >> 24) == 127) ||
+                     (inet_pton(AF_INET6, host, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6));
+        return true;
+}
+
+/* The etcd store's members: endpoints, TLS (required unless dev_mode with
+ * every endpoint on loopback), prefix, and the address to advertise. */
+static int validate_etcd(const CoordConfig *c) {
+        size_t n = 0;
+        bool all_local = true;
+        for (const char *p = c->etcd_endpoints;; n++) {
+                size_t len = strcspn(p, ",");
+                bool local = false;
+                if (!host_port_ok(p, len, &local))
+                        return bad("store", "must be \"etcd:HOST:PORT[,HOST:PORT...]\": endpoint %zu (\"%.*s\") is not "
+                                   "HOST:PORT", n + 1, (int) MIN(len, (size_t) 64), p);
+                all_local &= local;
+                if (!p[len])
+                        break;
+                p += len + 1;
+        }
+        if (n + 1 > COORD_ETCD_MAX_ENDPOINTS)
+                return bad("store", "names %zu etcd endpoints, at most %d are allowed", n + 1, COORD_ETCD_MAX_ENDPOINTS);
+        bool tls = c->etcd_cert[0] || c->etcd_key[0] || c->etcd_ca[0];
+        if (tls && (!c->etcd_cert[0] || !c->etcd_key[0] || !c->etcd_ca[0]))
+                return bad("etcd", "needs cert, key and ca together");
+        if (!tls && !(c->dev_mode && all_local))
+                return bad("etcd", "needs cert, key and ca (TLS client authentication) unless dev_mode is true and every "
+                           "endpoint is a loopback address");
+        for (const char *f[] = { c->etcd_cert, c->etcd_key, c->etcd_ca, NULL }, **p = f; tls && *p; p++)
+                if (access(*p, R_OK) < 0)
+                        return err_set(-errno, "config: 'etcd' file %s: %m", *p);
+        size_t pl = strlen(c->etcd_prefix);
+        if (pl < 2 || c->etcd_prefix[0] != '/' || c->etcd_prefix[pl - 1] == '/' || strpbrk(c->etcd_prefix, " \t\n"))
+                return bad("etcd.prefix", "must start with '/', not end with '/' and hold no blank (e.g. \"/drover\")");
+        bool local;
+        if (strncmp(c->advertise, "unix:", 5) != 0 && !host_port_ok(c->advertise, strlen(c->advertise), &local))
+                return bad("advertise", "must be HOST:PORT (or unix:PATH), the API address clients reach this coordinator at");
         return 0;
 }
 
 int coord_config_validate(const CoordConfig *c) {
+        int r;
         if (!c->n_listen)
                 return bad("listen", "needs at least one address");
-        if (!c->db_path[0] || c->db_path[0] != '/')
-                return bad("db", "must be an absolute path");
+        if (c->store_kind == COORD_STORE_SQLITE && (!c->db_path[0] || c->db_path[0] != '/'))
+                return bad(c->db_given ? "db" : "store", "must name an absolute path (\"sqlite:/var/lib/drover/coordinator.db\")");
+        if (c->store_kind == COORD_STORE_ETCD && (r = validate_etcd(c)) < 0)
+                return r;
         bool tls = c->tls_cert[0] || c->tls_key[0] || c->tls_ca[0];
         if (tls && (!c->tls_cert[0] || !c->tls_key[0] || !c->tls_ca[0]))
                 return bad("tls", "needs cert, key and ca together");
@@ -226,7 +354,7 @@ int coord_config_validate(const CoordConfig *c) {
         /* any IP literal and port: a non-loopback one is the operator's explicit choice */
         struct sockaddr_storage ss;
         socklen_t ss_len;
-        int r = metrics_listen_parse(c->metrics_listen, &ss, &ss_len, NULL);
+        r = metrics_listen_parse(c->metrics_listen, &ss, &ss_len, NULL);
         if (r < 0)
                 return err_prefix(r, "config");
         if (!c->max_outgoing || !c->max_incoming || !c->cluster_limit)

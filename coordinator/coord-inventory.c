@@ -338,6 +338,7 @@ int coord_host_set_state(Coordinator *c, const char *name, int state, CoordHostV
 
 void coord_summary(Coordinator *c, CoordSummary *ret) {
         CoordSummary s = { 0 };
+        s.standby = !coord_leading(c, s.leader, sizeof(s.leader));
         lock_acquire(&c->lock);
         for (size_t i = 0; i < c->n_hosts; i++) {
                 const CHost *h = c->hosts[i];

@@ -14,8 +14,11 @@
  * watchers (coord->changed); the record is then written to the store
  * without the lock, from a copy.  History lines go to the store and the
  * log.  A job of an earlier run that has ended is read from the store.  On
- * start, every unfinished job is reloaded; its migrating sub-tasks are
- * marked for reconciliation, which the scheduler does with the agents.
+ * start (and when this coordinator becomes the leader, coord-ha.c), every
+ * unfinished job is reloaded; its migrating sub-tasks are marked for
+ * reconciliation, which the scheduler does with the agents.  Generations
+ * come from one clock of the coordinator (coord->gen_clock), so a job
+ * record replaced by a reload never repeats a generation a watcher saw.
  * Nothing here calls an agent.
  */
 #include "coord-priv.h"
@@ -81,7 +84,7 @@ CSub *coord_sub_find_locked(Coordinator *c, const char *job, int seq, CJob **ret
 
 void coord_job_bump_locked(Coordinator *c, CJob *j) {
         lock_assert_held(&c->lock);
-        j->gen++;
+        j->gen = ++c->gen_clock;
         cond_broadcast(&c->changed);
 }
 
@@ -388,6 +391,15 @@ void coord_job_retire_locked(Coordinator *c, CJob *j) {
         if (!job_unlink_locked(c, j))
                 return;
         coord_metrics_job_ended(j->j.kind, j->j.phase);
+        coord_job_shelve_locked(c, j);
+}
+
+void coord_job_shelve_locked(Coordinator *c, CJob *j) {
+        lock_assert_held(&c->lock);
+        (void) job_unlink_locked(c, j);
+        for (size_t i = 0; i < COORD_ENDED_KEEP; i++)
+                if (c->ended[i] == j)
+                        return;
         coord_job_free(c->ended[c->ended_next]);
         c->ended[c->ended_next] = j;
         c->ended_next = (c->ended_next + 1) % COORD_ENDED_KEEP;
@@ -514,32 +526,59 @@ void coord_job_wait(Coordinator *c, const char *id, uint64_t gen, int64_t timeou
         lock_release(&c->lock);
 }
 
-int coord_jobs_reload(Coordinator *c) {
+CJob *coord_job_from_store(Coordinator *c, const StoreJob *rec, const StoreSubtask *subs, size_t n, bool resume) {
+        CJob *j = calloc(1, sizeof(*j));
+        if (!j || !(j->subs = calloc(n + 1, sizeof(*j->subs)))) {
+                free(j);
+                return NULL;
+        }
+        j->j = *rec;
+        if (resume && (j->j.phase == COORD_JOB_PHASE_PLANNING || j->j.phase == COORD_JOB_PHASE_VERIFYING))
+                j->j.phase = COORD_JOB_PHASE_RUNNING;
+        (void) mig_params_from_json(j->j.params_json, strlen(j->j.params_json), &j->params);
+        j->n = n;
+        for (size_t k = 0; k < n; k++) {
+                j->subs[k].t = subs[k];
+                j->subs[k].reconcile = resume && subs[k].phase == COORD_SUBTASK_PHASE_MIGRATING;
+        }
+        lock_acquire(&c->lock);
+        j->gen = ++c->gen_clock;
+        lock_release(&c->lock);
+        return j;
+}
+
+int coord_job_add_locked(Coordinator *c, CJob *j) {
+        return job_add_locked(c, j);
+}
+
+void coord_jobs_clear_locked(Coordinator *c) {
+        lock_assert_held(&c->lock);
+        for (size_t i = 0; i < c->n_jobs; i++)
+                coord_job_free(c->jobs[i]);
+        c->n_jobs = 0;
+        for (size_t i = 0; i < c->n_hosts; i++)
+                c->hosts[i]->out_running = c->hosts[i]->in_running = 0;
+        cond_broadcast(&c->changed);
+}
+
+int coord_jobs_reload(Coordinator *c, const char *why) {
         StoreJob *jobs = NULL;
         size_t n = 0;
         int r = c->store->ops->job_list(c->store, true, 10000, &jobs, &n);
         if (r < 0)
                 return r;
         for (size_t i = 0; i < n; i++) {
-                CJob *j = calloc(1, sizeof(*j));
                 StoreSubtask *subs = NULL;
                 size_t ns = 0;
-                if (!j || c->store->ops->subtask_list(c->store, jobs[i].id, &subs, &ns) < 0) {
-                        free(j);
-                        continue;
-                }
-                j->j = jobs[i];
-                if (j->j.phase == COORD_JOB_PHASE_PLANNING || j->j.phase == COORD_JOB_PHASE_VERIFYING)
-                        j->j.phase = COORD_JOB_PHASE_RUNNING;
-                (void) mig_params_from_json(j->j.params_json, strlen(j->j.params_json), &j->params);
-                j->subs = calloc(ns + 1, sizeof(*j->subs));
-                j->n = ns;
-                for (size_t k = 0; j->subs && k < ns; k++) {
-                        j->subs[k].t = subs[k];
-                        if (subs[k].phase == COORD_SUBTASK_PHASE_MIGRATING)
-                                j->subs[k].reconcile = true;
-                }
+                CJob *j = NULL;
+                if ((r = c->store->ops->subtask_list(c->store, jobs[i].id, &subs, &ns)) < 0)
+                        break;
+                j = coord_job_from_store(c, &jobs[i], subs, ns, true);
                 free(subs);
+                if (!j) {
+                        r = err_set(-ENOMEM, "out of memory");
+                        break;
+                }
                 lock_acquire(&c->lock);
                 for (size_t k = 0; k < j->n; k++)
                         if (j->subs[k].t.phase == COORD_SUBTASK_PHASE_MIGRATING) {
@@ -556,7 +595,7 @@ int coord_jobs_reload(Coordinator *c) {
                         coord_job_free(j);
                         break;
                 }
-                coord_job_event(c, j->j.id, "coordinator restarted: job resumed (%zu sub-tasks)", j->n);
+                coord_job_event(c, j->j.id, "%s: job resumed (%zu sub-tasks)", why, j->n);
         }
         free(jobs);
         return r < 0 ? r : (int) n;

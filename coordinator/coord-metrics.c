@@ -3,6 +3,7 @@
  * The scrape copies counts into local arrays under coord->lock (a walk of
  * the host table and the unfinished jobs, no I/O), releases it, then
  * writes.  Counters are process-wide statics: one coordinator per process.
+ * The role (drover_coordinator_leader) is read from an atomic.
  */
 #include "coord-metrics.h"
 
@@ -14,6 +15,11 @@
 
 static atomic_uint_fast64_t subs_ended[COORD_SUBTASK_PHASE_MAX];
 static atomic_uint_fast64_t jobs_ended[COORD_JOB_KIND_MAX][COORD_JOB_PHASE_MAX];
+static atomic_uint_fast64_t leader_changes;
+
+void coord_metrics_leader_changed(void) {
+        atomic_fetch_add_explicit(&leader_changes, 1, memory_order_relaxed);
+}
 
 void coord_metrics_sub_ended(int phase) {
         if (phase >= 0 && phase < COORD_SUBTASK_PHASE_MAX)
@@ -105,6 +111,13 @@ void coord_metrics_scrape(MetricsWriter *w, void *opaque) {
                 metrics_sample(w, "drover_coordinator_migrations_total",
                                (const char *const[]){ "result", result_label(p), NULL },
                                (double) atomic_load(&subs_ended[p]));
+        metrics_family(w, "drover_coordinator_leader", METRICS_GAUGE,
+                       "1 while this coordinator leads and acts, 0 while it stands by (always 1 with SQLite).");
+        metrics_sample(w, "drover_coordinator_leader", NULL,
+                       c->cfg.store_kind != COORD_STORE_ETCD || atomic_load(&c->acting) ? 1 : 0);
+        metrics_family(w, "drover_coordinator_leader_changes_total", METRICS_COUNTER,
+                       "Times the leader known to this coordinator changed (it, or another, was elected).");
+        metrics_sample(w, "drover_coordinator_leader_changes_total", NULL, (double) atomic_load(&leader_changes));
         metrics_family(w, "drover_coordinator_store_commit_seconds", METRICS_HISTOGRAM,
                        "Latency of the job store's write transactions' COMMIT (synchronous: on disk when done).");
         metrics_histogram_write(w, "drover_coordinator_store_commit_seconds", NULL, store_commit_histogram());

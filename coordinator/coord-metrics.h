@@ -17,6 +17,10 @@ void coord_metrics_sub_ended(int phase);
 /* A job of @kind ended with final @phase.  Any thread, any lock held. */
 void coord_metrics_job_ended(int kind, int phase);
 
+/* The leader known to this coordinator changed (to it, or to another).
+ * Any thread, any lock held. */
+void coord_metrics_leader_changed(void);
+
 /* Write the coordinator's scrape into @w (@opaque: the Coordinator).
  * Takes coord->lock once, to count; writes with no lock held. */
 void coord_metrics_scrape(MetricsWriter *w, void *opaque);

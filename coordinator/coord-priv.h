@@ -39,6 +39,9 @@
 #include "deadline.h"
 #include "lock.h"
 
+typedef struct Etcd Etcd;
+typedef struct Election Election;
+
 #define COORD_CALL_MS 10000      /* deadline of one agent call */
 #define COORD_MISSES_UNHEALTHY 3 /* heartbeats missed in a row before a host is unreachable */
 #define COORD_ENDED_KEEP 32      /* ended jobs kept in memory (the store has them all) */
@@ -111,6 +114,21 @@ struct Coordinator {
         CJob *ended[COORD_ENDED_KEEP]; /* lock: coord->lock; a ring of the last ended jobs */
         size_t ended_next;             /* lock: coord->lock; the ring's next slot */
         void *sched_scratch;           /* the scheduler's only (its actions; freed by coord_free) */
+        uint64_t gen_clock;            /* lock: coord->lock; source of every job generation */
+
+        /* The role (coord-ha.c).  With SQLite none of it is used: the
+         * coordinator always leads. */
+        Etcd *etcd;                    /* immutable; NULL with SQLite */
+        Store *inner;                  /* immutable; the etcd store c->store watches for the fence */
+        Election *el;                  /* set by coord_start before any thread, freed by coord_free */
+        atomic_bool acting;            /* atomic; leads and may act (set by the scheduler thread) */
+        atomic_llong term;             /* atomic; create_revision of the leader key the store is fenced with */
+        atomic_bool fenced;            /* atomic; the store refused a write of this term (-ESTALE) */
+        atomic_int el_users;           /* atomic; threads inside election_leading() (coord_stop waits) */
+        atomic_bool resigned;          /* atomic; coord_stop resigned: the election is not asked again */
+        bool role_wake;                /* lock: coord->lock; the election changed: the scheduler looks */
+        char leader[256];              /* lock: coord->lock; the leader's address as last known, "" unknown */
+        uint64_t refreshed_ms;         /* scheduler thread only; last standby refresh */
 };
 
 static inline uint64_t coord_now_ms(void) {
@@ -208,16 +226,62 @@ void coord_job_retire_locked(Coordinator *c, CJob *j);
  * job_retention_days or beyond the newest job_retention_count.  No lock
  * held.  Returns the number deleted or -errno (logged). */
 int coord_jobs_prune(Coordinator *c);
-/* Reload every unfinished job from the store (coord_start); their
- * migrating sub-tasks are marked for reconciliation.  Returns the number
- * reloaded or -errno.  coord->lock not held. */
-int coord_jobs_reload(Coordinator *c);
+/* Reload every unfinished job from the store (coord_start, or a new
+ * leader's take-over); their migrating sub-tasks are marked for
+ * reconciliation and count against their hosts' slots; each job's history
+ * says "@why: job resumed".  Returns the number reloaded or -errno.
+ * coord->lock not held; the job table is empty (coord_jobs_clear_locked). */
+int coord_jobs_reload(Coordinator *c, const char *why);
+/* A job record from the store's @rec and its @n sub-tasks (copied), with
+ * a new generation.  @resume: as a reload does (PLANNING and VERIFYING
+ * read as RUNNING, migrating sub-tasks marked for reconciliation); else a
+ * copy for reading (a standby's view).  NULL when out of memory.
+ * coord->lock not held (takes it for the generation). */
+CJob *coord_job_from_store(Coordinator *c, const StoreJob *rec, const StoreSubtask *subs, size_t n, bool resume);
+/* Append @j to the job table.  coord->lock held; -ENOMEM. */
+int coord_job_add_locked(Coordinator *c, CJob *j);
+/* Free every unfinished job and zero the hosts' counts of running
+ * migrations (before a reload, or a standby's view).  coord->lock held. */
+void coord_jobs_clear_locked(Coordinator *c);
+/* Move @j to the ring of ended jobs without counting it in the metrics (a
+ * standby saw it end in the store).  coord->lock held. */
+void coord_job_shelve_locked(Coordinator *c, CJob *j);
 void coord_job_free(CJob *j);
 /* (coord-plan.c) The unfinished evacuation of host @host, or NULL.  coord->lock held. */
 CJob *coord_evacuation_of_locked(Coordinator *c, const char *host);
 /* The unfinished job that has a sub-task for the guest named or with the
  * UUID @guest, or NULL; *ret_s its sub-task.  coord->lock held. */
 CJob *coord_job_of_guest_locked(Coordinator *c, const char *guest, const char *uuid, CSub **ret_s);
+
+/* ---- coord-ha.c ---- */
+
+/* With an etcd store: open the etcd client and the store (c->store is the
+ * etcd store behind a watch for the fence's -ESTALE), and the inventory
+ * from the store (read only: a standby writes nothing).  coord_new only. */
+int coord_ha_open(Coordinator *c);
+/* With an etcd store: read the store's view (hosts and unfinished jobs),
+ * then start campaigning; the scheduler thread takes over when elected.
+ * coord_start only, before the threads. */
+int coord_ha_start(Coordinator *c);
+/* Stop acting and resign (the lease is revoked: a standby takes over at
+ * once).  coord_stop, after the threads.  Accepts SQLite (nothing). */
+void coord_ha_resign(Coordinator *c);
+/* Free the election and the etcd client (coord_free). */
+void coord_ha_close(Coordinator *c);
+/* Whether this coordinator leads and may act NOW: always with SQLite;
+ * with etcd, taken over, not fenced, and the election's lease still valid
+ * for this term.  Any thread, no lock held; cheap (the election's mutex
+ * and the clock). */
+bool coord_acting(Coordinator *c);
+/* One step of the role, on the scheduler thread before each tick: take
+ * over when elected (fence, hosts, jobs reloaded as after a restart), step
+ * down when no longer leading, and as a standby refresh the view from the
+ * store every COORD_HA_REFRESH_MS.  Returns coord_acting(). */
+bool coord_ha_step(Coordinator *c);
+/* The store refused a write with -ESTALE (@why): this term is over.  Log
+ * it once, make coord_acting() false at once and wake the scheduler thread
+ * (its next coord_ha_step() steps down).  Any thread, no lock held. */
+void coord_ha_fenced(Coordinator *c, const char *why);
 
 /* ---- coord-scheduler.c ---- */
 

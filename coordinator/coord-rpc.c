@@ -2,7 +2,9 @@
  * built in the call's arena; errors map to a status once, here.  The
  * method table at the end names who may call each method; handlers that
  * change something name their caller ("operator:alice", rpc.h
- * RpcIdentity) in the history of the jobs it concerns and in the log. */
+ * RpcIdentity) in the history of the jobs it concerns and in the log.
+ * Reads are served by every coordinator; a change sent to a standby is
+ * refused with the leader's address (standby_refuses). */
 #include "coord-rpc.h"
 
 #include <errno.h>
@@ -65,6 +67,24 @@ SAME_VALUE(COORD_GUEST_STATE_MAX, DROVER__V1__GUEST_STATE__GUEST_STATE_CRASHED +
 static const char *caller(RpcCall *c) {
         char buf[RPC_IDENTITY_NAME_MAX + 64];
         return rpc_call_strdup(c, rpc_identity_format(rpc_call_identity(c), buf, sizeof(buf)));
+}
+
+/* A change sent to a standby (coord-ha.c) is refused: FAILED_PRECONDITION
+ * with the leader's address in the message and as a NotLeader in the
+ * status details, which droverctl and the Ansible modules follow.  True
+ * (and *ret the code to return) when refused. */
+static bool standby_refuses(RpcCall *c, Coordinator *co, RpcCode *ret) {
+        Drover__V1__NotLeader d = DROVER__V1__NOT_LEADER__INIT;
+        char leader[256];
+        if (coord_leading(co, leader, sizeof(leader)))
+                return false;
+        d.leader_address = leader;
+        *ret = leader[0] ? rpc_call_fail_detail(c, RPC_FAILED_PRECONDITION, &d.base, "not the leader; the leader is at %s",
+                                                leader)
+                         : rpc_call_fail_detail(c, RPC_FAILED_PRECONDITION, &d.base,
+                                                "not the leader; no leader is known now (an election is under way, or "
+                                                "this coordinator is taking over): try again in a few seconds");
+        return true;
 }
 
 /* Host @host changed as @what says ("added"): the log and the histories
@@ -132,6 +152,9 @@ static RpcCode h_add_host(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMes
         const Drover__V1__AddHostRequest *req = (const void *) req_;
         StoreHost h = { 0 };
         CoordHostView v;
+        RpcCode refused;
+        if (standby_refuses(c, user, &refused))
+                return refused;
         if (!req->host)
                 return rpc_call_fail(c, RPC_INVALID_ARGUMENT, "'host' is required");
         if (strlen(req->host->name) >= sizeof(h.name) || strlen(req->host->address) >= sizeof(h.address) ||
@@ -162,6 +185,9 @@ static RpcCode h_add_host(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMes
 static RpcCode h_remove_host(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
         const Drover__V1__HostRef *req = (const void *) req_;
         (void) resp_;
+        RpcCode refused;
+        if (standby_refuses(c, user, &refused))
+                return refused;
         int r = coord_host_remove(user, req->host);
         if (r < 0)
                 return rpc_call_fail_errno(c, r);
@@ -172,6 +198,9 @@ static RpcCode h_remove_host(RpcCall *c, const ProtobufCMessage *req_, ProtobufC
 static RpcCode h_set_state(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
         const Drover__V1__SetHostStateRequest *req = (const void *) req_;
         CoordHostView v;
+        RpcCode refused;
+        if (standby_refuses(c, user, &refused))
+                return refused;
         int r = coord_host_set_state(user, req->host, (int) req->state, &v);
         if (r < 0)
                 return rpc_call_fail_errno(c, r);
@@ -188,6 +217,9 @@ static RpcCode h_update_host(RpcCall *c, const ProtobufCMessage *req_, ProtobufC
         CoordHostView v;
         unsigned fields = 0;
         char what[256] = "changed:";
+        RpcCode refused;
+        if (standby_refuses(c, user, &refused))
+                return refused;
         if (!req->host || !req->host->name[0])
                 return rpc_call_fail(c, RPC_INVALID_ARGUMENT, "'host.name' is required");
         if (strlen(req->host->address) >= sizeof(h.address) ||
@@ -377,6 +409,9 @@ static RpcCode fail_blocked(RpcCall *c, const Drover__V1__Plan *plan, size_t n_g
 static RpcCode submit(RpcCall *c, Coordinator *co, const CoordJobRequest *req, Drover__V1__JobResponse *resp) {
         CoordPlan plan;
         char id[STORE_ID_MAX] = "";
+        RpcCode refused;
+        if (!req->dry_run && standby_refuses(c, co, &refused)) /* a dry run changes nothing: any coordinator plans it */
+                return refused;
         int r = coord_job_submit(co, req, &plan, id);
         size_t n_guests = plan.n_moves + plan.n_blocked;
         if (n_guests)
@@ -455,6 +490,9 @@ static RpcCode h_get_job(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMess
 static RpcCode h_cancel_job(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
         const Drover__V1__JobRef *req = (const void *) req_;
         CoordJobView v;
+        RpcCode refused;
+        if (standby_refuses(c, user, &refused))
+                return refused;
         int r = coord_job_cancel(user, req->id, caller(c));
         if (r >= 0)
                 r = coord_job_get(user, req->id, false, &v);

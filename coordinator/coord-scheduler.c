@@ -26,6 +26,14 @@
  * again at once; otherwise the thread waits on coord->changed for 250 ms,
  * or 50 ms while a migration is about to end (docs/coordinator.md,
  * "Admission control"), and with no job until one is submitted.
+ *
+ * With etcd the thread also carries the role (coord-ha.c): before each
+ * tick coord_ha_step() takes over, steps down or refreshes a standby's
+ * view, and it waits at most SCHED_ROLE_MS.  A tick acts only while
+ * coord_acting() holds, asked at its start and again before each agent
+ * call; when it turns false the tick stops at once.  A start whose write
+ * the store refuses with -ESTALE (the fence) is not counted as a failed
+ * write: the agent is not called and the term is over.
  */
 #include "coord-priv.h"
 
@@ -302,7 +310,10 @@ static void do_start(Coordinator *c, Action *a) {
         /* the operation id is stored before the agent hears of it, so a
          * restarted coordinator can ask about it; if it cannot be, the
          * agent is not asked */
-        if (coord_sub_persist(c, a->job, a->seq) < 0) {
+        int pr = coord_sub_persist(c, a->job, a->seq);
+        if (pr == -ESTALE)
+                return; /* fenced: not the leader; nothing to count or retry (coord-ha.c steps down) */
+        if (pr < 0) {
                 char why[ERR_MSG_MAX];
                 snprintf(why, sizeof(why), "%s", err_msg());
                 start_not_stored(c, a, why);
@@ -734,7 +745,20 @@ static unsigned migrating_locked(Coordinator *c, bool *ret_finishing) {
         return n;
 }
 
+/* Whether the scheduler may still act before agent call @i of @n (the
+ * role, coord-ha.c): when not, it stops at once and says so. */
+static bool may_act(Coordinator *c, size_t i, size_t n) {
+        if (coord_acting(c))
+                return true;
+        log_warning("scheduler: not the leader any more: stopping at once (%zu of %zu agent calls of this tick not made)",
+                    n - i, n);
+        return false;
+}
+
 int coord_scheduler_tick(Coordinator *c, bool *ret_freed, bool *ret_finishing) {
+        *ret_freed = *ret_finishing = false;
+        if (!coord_acting(c))
+                return 0; /* a standby (coord-ha.c) decides and calls nothing */
         if (!c->sched_scratch && !(c->sched_scratch = calloc(MAX_ACTIONS, sizeof(Action))))
                 return err_set(-ENOMEM, "out of memory");
         Action *acts = c->sched_scratch;
@@ -742,7 +766,9 @@ int coord_scheduler_tick(Coordinator *c, bool *ret_freed, bool *ret_finishing) {
         size_t n = plan_tick_locked(c, acts, MAX_ACTIONS);
         unsigned before = migrating_locked(c, NULL);
         lock_release(&c->lock);
-        for (size_t i = 0; i < n && !atomic_load(&c->stopping); i++) {
+        /* the role is asked again before every call: a start, an abort or a
+         * re-tune changes a guest, and a poll may write its end */
+        for (size_t i = 0; i < n && !atomic_load(&c->stopping) && may_act(c, i, n); i++) {
                 switch (acts[i].kind) {
                 case ACT_START:
                         do_start(c, &acts[i]);
@@ -768,7 +794,8 @@ int coord_scheduler_tick(Coordinator *c, bool *ret_freed, bool *ret_finishing) {
                         break;
                 }
         }
-        verify_jobs(c);
+        if (coord_acting(c))
+                verify_jobs(c);
         bool finishing;
         lock_acquire(&c->lock);
         *ret_freed = migrating_locked(c, &finishing) < before;
@@ -780,6 +807,7 @@ int coord_scheduler_tick(Coordinator *c, bool *ret_freed, bool *ret_finishing) {
 #define SCHED_ACTIVE_MS 250    /* between ticks while a job is in the table */
 #define SCHED_FINISHING_MS 50  /* while a migration is about to end */
 #define SCHED_IDLE_MS 60000    /* the safety net with no job at all */
+#define SCHED_ROLE_MS 250      /* with etcd: the role is looked at at least this often */
 
 /* Between ticks the thread waits on coord->changed: a submission, a cancel
  * (every job change bumps it) and coord_stop wake it at once.  With no job
@@ -793,7 +821,10 @@ void *coord_scheduler_thread(void *arg) {
         Coordinator *c = arg;
         while (!atomic_load(&c->stopping)) {
                 bool freed = false, finishing = false;
-                if (coord_scheduler_tick(c, &freed, &finishing) < 0)
+                /* the role first (coord-ha.c): take over, step down, or
+                 * refresh a standby's view; a standby ticks nothing */
+                bool acting = coord_ha_step(c);
+                if (acting && coord_scheduler_tick(c, &freed, &finishing) < 0)
                         log_error("scheduler: %s", err_msg());
                 /* A migration that ended in this tick freed its slots: plan
                  * again at once, so the next one starts within milliseconds
@@ -804,7 +835,9 @@ void *coord_scheduler_thread(void *arg) {
                         continue;
                 lock_acquire(&c->lock);
                 int64_t ms = !c->n_jobs ? SCHED_IDLE_MS : finishing ? SCHED_FINISHING_MS : SCHED_ACTIVE_MS;
-                if (!atomic_load(&c->stopping))
+                if (c->cfg.store_kind == COORD_STORE_ETCD && ms > SCHED_ROLE_MS)
+                        ms = SCHED_ROLE_MS; /* the role and a standby's view are looked at this often */
+                if (!atomic_load(&c->stopping) && !c->role_wake)
                         (void) cond_wait(&c->changed, &c->lock, deadline_in_ms(ms));
                 lock_release(&c->lock);
         }

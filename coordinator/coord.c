@@ -3,7 +3,11 @@
  * coord-plan.c, coord-jobs.c and coord-scheduler.c; coord-priv.h lays them
  * out and states the lock rules.
  *
- * coord_new opens the store and builds the host table: the configuration's
+ * coord_new opens the store and builds the host table.  With an etcd store
+ * the role decides (coord-ha.c): the table is the store's list, and the
+ * seed hosts are written by whichever coordinator is elected; coord_start
+ * starts campaigning and the scheduler thread takes over when elected.
+ * With SQLite the configuration's
  * seed hosts are written to the store when it does not know them, then the
  * store's list is loaded (hosts added, changed or removed through the API
  * persist, so the store's view wins).  A seed host the store knows with
@@ -36,6 +40,14 @@ int coord_new(const CoordConfig *cfg, Coordinator **ret) {
         lock_init(&c->lock, &coord_lock_class);
         cond_init(&c->changed);
         cond_init(&c->stop);
+        if (cfg->store_kind == COORD_STORE_ETCD) {
+                if ((r = coord_ha_open(c)) < 0) {
+                        coord_free(c);
+                        return r;
+                }
+                *ret = c;
+                return 0;
+        }
         if ((r = store_sqlite_open(cfg->db_path, &c->store)) < 0) {
                 coord_free(c);
                 return r;
@@ -79,18 +91,25 @@ int coord_new(const CoordConfig *cfg, Coordinator **ret) {
 }
 
 int coord_start(Coordinator *c) {
-        int r = coord_jobs_reload(c);
-        if (r < 0)
-                return r;
-        if (r > 0)
-                log_info("%d unfinished jobs resumed", r);
-        (void) coord_jobs_prune(c);
+        int r;
+        if (c->cfg.store_kind == COORD_STORE_ETCD) {
+                /* a standby until elected: it reads, the leader writes */
+                if ((r = coord_ha_start(c)) < 0)
+                        return r;
+        } else {
+                if ((r = coord_jobs_reload(c, "coordinator restarted")) < 0)
+                        return r;
+                if (r > 0)
+                        log_info("%d unfinished jobs resumed", r);
+                (void) coord_jobs_prune(c);
+        }
         coord_inventory_refresh(c);
         if (pthread_create(&c->inv_thread, NULL, coord_inventory_thread, c) != 0)
                 return err_set(-EAGAIN, "cannot start the inventory thread");
         if (pthread_create(&c->sched_thread, NULL, coord_scheduler_thread, c) != 0) {
                 atomic_store(&c->stopping, true);
                 pthread_join(c->inv_thread, NULL);
+                coord_ha_resign(c);
                 return err_set(-EAGAIN, "cannot start the scheduler thread");
         }
         c->started = true;
@@ -108,6 +127,7 @@ void coord_stop(Coordinator *c) {
         pthread_join(c->sched_thread, NULL);
         pthread_join(c->inv_thread, NULL);
         c->started = false;
+        coord_ha_resign(c);
 }
 
 void coord_free(Coordinator *c) {
@@ -126,6 +146,7 @@ void coord_free(Coordinator *c) {
         free(c->jobs);
         free(c->sched_scratch);
         store_close(c->store);
+        coord_ha_close(c);
         cond_destroy(&c->changed);
         cond_destroy(&c->stop);
         lock_destroy(&c->lock);

@@ -36,13 +36,28 @@
 #define COORD_MAX_LISTEN 8
 #define COORD_MAX_HOSTS 1024
 #define COORD_MAX_AA 1024
+#define COORD_ETCD_MAX_ENDPOINTS 8 /* etcd.h's ETCD_MAX_ENDPOINTS */
+
+/* Where the jobs and the inventory are kept. */
+typedef enum CoordStoreKind {
+        COORD_STORE_SQLITE, /* one file, one coordinator: always the leader */
+        COORD_STORE_ETCD,   /* etcd: coordinators elect a leader, the others stand by */
+} CoordStoreKind;
 
 typedef struct CoordConfig {
         size_t n_listen;
         char listen[COORD_MAX_LISTEN][256];
         char tls_cert[256], tls_key[256], tls_ca[256];
         bool dev_mode;
-        char db_path[256];
+        /* the job store ("store": "sqlite:PATH" or "etcd:ENDPOINTS"; docs/coordinator.md, "Store") */
+        int store_kind;                 /* CoordStoreKind */
+        char db_path[256];              /* SQLite: its file ("store": "sqlite:PATH", or the old "db") */
+        bool db_given;                  /* the old "db" member was set: accepted, warned about */
+        char etcd_endpoints[512];       /* etcd: "host:port[,host:port...]" */
+        char etcd_cert[256], etcd_key[256], etcd_ca[256]; /* etcd: TLS client auth ("etcd": {...}) */
+        char etcd_prefix[128];          /* etcd: key prefix, default "/drover" */
+        unsigned etcd_lease_ttl_s;      /* etcd: the election lease's TTL, default 3 */
+        char advertise[256];            /* the API address standbys name as the leader's; default listen[0] */
         unsigned max_outgoing;          /* per host, default 2 */
         unsigned max_incoming;          /* per host, default 2 */
         unsigned cluster_limit;         /* default 8 */
@@ -78,6 +93,12 @@ int coord_start(Coordinator *c);
 void coord_stop(Coordinator *c);
 void coord_free(Coordinator *c);
 
+/* Whether this coordinator takes changes now: it leads (always, with
+ * SQLite).  When not, the leader's advertised address as last known into
+ * @buf ("" while none is known, or while this one, elected, takes over).
+ * Any thread, no lock held (coord-ha.c). */
+bool coord_leading(Coordinator *c, char *buf, size_t size);
+
 /* ---- inventory ---- */
 typedef struct CoordHostView {
         StoreHost h;
@@ -98,6 +119,8 @@ typedef struct CoordSummary {
         size_t hosts_up;   /* of those, healthy */
         size_t jobs;       /* unfinished */
         size_t migrations; /* running now (counted at their source) */
+        bool standby;      /* not leading (etcd store): it serves reads only */
+        char leader[256];  /* when standby: the leader's address, "" unknown */
 } CoordSummary;
 void coord_summary(Coordinator *c, CoordSummary *ret);
 int coord_host_add(Coordinator *c, const StoreHost *h);

@@ -30,12 +30,12 @@
 enum {
         OPT_COORDINATOR, OPT_TLS_CERT, OPT_TLS_KEY, OPT_TLS_CA, OPT_JSON, OPT_TIMEOUT, OPT_HELP, OPT_VERSION,
         OPT_WAIT, OPT_CANCEL_ON_INTERRUPT, OPT_DRY_RUN, OPT_TO, OPT_MAINTENANCE, OPT_STOP_ON_FAILURE,
-        OPT_BANDWIDTH, OPT_DOWNTIME, OPT_POSTCOPY, OPT_AUTO_CONVERGE, OPT_TRANSPORT, OPT_MAX_,
+        OPT_BANDWIDTH, OPT_DOWNTIME, OPT_POSTCOPY, OPT_AUTO_CONVERGE, OPT_TRANSPORT, OPT_VERBOSE, OPT_MAX_,
 };
 #define BIT(o) (1u << (o))
 #define GLOBAL_OPTS                                                                                          \
         (BIT(OPT_COORDINATOR) | BIT(OPT_TLS_CERT) | BIT(OPT_TLS_KEY) | BIT(OPT_TLS_CA) | BIT(OPT_JSON) |     \
-         BIT(OPT_TIMEOUT) | BIT(OPT_HELP) | BIT(OPT_VERSION))
+         BIT(OPT_TIMEOUT) | BIT(OPT_HELP) | BIT(OPT_VERSION) | BIT(OPT_VERBOSE))
 #define PARAM_OPTS \
         (BIT(OPT_BANDWIDTH) | BIT(OPT_DOWNTIME) | BIT(OPT_POSTCOPY) | BIT(OPT_AUTO_CONVERGE) | BIT(OPT_STOP_ON_FAILURE) | \
          BIT(OPT_TRANSPORT))
@@ -61,13 +61,16 @@ static const struct option long_opts[] = {
         { "postcopy", required_argument, NULL, 256 + OPT_POSTCOPY },
         { "transport", required_argument, NULL, 256 + OPT_TRANSPORT },
         { "auto-converge", no_argument, NULL, 256 + OPT_AUTO_CONVERGE },
+        { "verbose", no_argument, NULL, 256 + OPT_VERBOSE },
         { 0 },
 };
 
 /* Help for each option, by id (with its short form where it has one). */
 static const char *const opt_help[OPT_MAX_] = {
-        [OPT_COORDINATOR] = ("-c, --coordinator ADDR  unix:/path or HOST:PORT ($DROVER_COORDINATOR, default\n"
-                             "                          unix:/run/drover/coordinator.sock)"),
+        [OPT_COORDINATOR] = ("-c, --coordinator ADDR  unix:/path or HOST:PORT, or several ADDR,ADDR,... tried in\n"
+                             "                          order (a standby's refusal leads to the leader)\n"
+                             "                          ($DROVER_COORDINATOR, default unix:/run/drover/coordinator.sock)"),
+        [OPT_VERBOSE] = "-v, --verbose           say which coordinator answered (on stderr)",
         [OPT_TLS_CERT] = "--tls-cert FILE         client certificate ($DROVER_TLS_CERT)",
         [OPT_TLS_KEY] = "--tls-key FILE          its key ($DROVER_TLS_KEY)",
         [OPT_TLS_CA] = "--tls-ca FILE           the cluster CA ($DROVER_TLS_CA)",
@@ -260,6 +263,7 @@ static bool set_option(int id, const char *val) {
                 dctl_opt.params.postcopy = (PostcopyPolicy) postcopy_policy_from_string(val);
                 return true;
         case OPT_AUTO_CONVERGE: dctl_opt.params.auto_converge = true; return true;
+        case OPT_VERBOSE: dctl_opt.verbose = true; return true;
         case OPT_TRANSPORT: {
                 int t = mig_transport_from_string(val); /* core/migparams.h */
                 if (t <= MIG_TRANSPORT_DEFAULT) {
@@ -291,8 +295,8 @@ int main(int argc, char **argv) {
 
         /* "-": arguments come back in order (c == 1), so options may follow
          * the command whatever POSIXLY_CORRECT says; "--" ends options */
-        while ((c = getopt_long(argc, argv, "-c:h", long_opts, NULL)) >= 0) {
-                int id = c == 'c' ? OPT_COORDINATOR : c == 'h' ? OPT_HELP : c - 256;
+        while ((c = getopt_long(argc, argv, "-c:hv", long_opts, NULL)) >= 0) {
+                int id = c == 'c' ? OPT_COORDINATOR : c == 'h' ? OPT_HELP : c == 'v' ? OPT_VERBOSE : c - 256;
                 if (c == 1) {
                         if (!cmd)
                                 cmd = optarg;

@@ -34,7 +34,8 @@ enum {
 
 /* The command line's options; set by main() before a command runs. */
 typedef struct DctlOptions {
-        const char *target;        /* the coordinator's address */
+        const char *target;        /* the coordinators' addresses, comma-separated (tried in order) */
+        bool verbose;              /* -v: say which coordinator answered */
         RpcTls tls;
         bool json;
         bool wait;

@@ -13,8 +13,12 @@
  * Under systemd (Type=notify, core/notify.h) it says READY=1 with the ready
  * line, STATUS="N hosts (M up), J jobs, K migrations" as it changes (checked every
  * STATUS_PERIOD_S, or every half watchdog interval with WATCHDOG=1 when
- * WatchdogSec= is set) and STOPPING=1 at the signal; the gRPC health
- * service (proto/health.h) says SERVING from READY to the signal.
+ * WatchdogSec= is set; with an etcd store it starts with "leading" or
+ * "standby, leader at ADDR", and each role change says so at once) and
+ * STOPPING=1 at the signal; the gRPC health service (proto/health.h) says
+ * SERVING from READY to the signal, on a standby too (it answers reads).
+ * At the signal a leader resigns (coord_stop: the election's lease is
+ * revoked) so that a standby takes over at once.
  * docs/operations.md has both.
  */
 #define _GNU_SOURCE
@@ -36,11 +40,17 @@
 
 #define STATUS_PERIOD_S 10
 
-/* "3 hosts (2 up), 1 job, 2 migrations": the STATUS= line, into @buf. */
-static const char *status_line(Coordinator *co, char *buf, size_t size) {
+/* "3 hosts (2 up), 1 job, 2 migrations": the STATUS= line, into @buf;
+ * with an etcd store it starts with the role ("leading: ...", "standby,
+ * leader at 10.0.0.11:7500: ..."). */
+static const char *status_line(Coordinator *co, const CoordConfig *cfg, char *buf, size_t size) {
         CoordSummary s;
+        char role[300] = "";
         coord_summary(co, &s);
-        snprintf(buf, size, "%zu host%s (%zu up), %zu job%s, %zu migration%s", s.hosts, s.hosts == 1 ? "" : "s",
+        if (cfg->store_kind == COORD_STORE_ETCD)
+                snprintf(role, sizeof(role), "%s%s: ", s.standby ? "standby, leader at " : "leading",
+                         s.standby ? (s.leader[0] ? s.leader : "(none yet)") : "");
+        snprintf(buf, size, "%s%zu host%s (%zu up), %zu job%s, %zu migration%s", role, s.hosts, s.hosts == 1 ? "" : "s",
                  s.hosts_up, s.jobs, s.jobs == 1 ? "" : "s", s.migrations, s.migrations == 1 ? "" : "s");
         return buf;
 }
@@ -97,6 +107,9 @@ int main(int argc, char **argv) {
         }
         RpcServerOptions so = { 0 };
         coord_rpc_lanes(&cfg, &so);
+        if (cfg.db_given)
+                log_warning("config: 'db' is replaced by \"store\": \"sqlite:%s\" (docs/coordinator.md) and still read",
+                            cfg.db_path);
         if (cfg.rpc_threads_given)
                 log_warning("config: 'rpc_threads' is replaced by 'rpc_lanes' (docs/coordinator.md) and is ignored");
         RpcServer *srv;
@@ -145,8 +158,8 @@ int main(int argc, char **argv) {
         printf("drover-coordinator: ready listen=%s\n", addrs);
         fflush(stdout);
         health_set_serving(health, true);
-        char status[128];
-        notify_ready(status_line(co, status, sizeof(status)));
+        char status[512];
+        notify_ready(status_line(co, &cfg, status, sizeof(status)));
 
         int64_t watchdog_ms = notify_watchdog_period_ms();
         int64_t wake_ms = STATUS_PERIOD_S * 1000;
@@ -160,7 +173,7 @@ int main(int argc, char **argv) {
                         continue;
                 if (watchdog_ms > 0)
                         notify_watchdog();
-                notify_status("%s", status_line(co, status, sizeof(status)));
+                notify_status("%s", status_line(co, &cfg, status, sizeof(status)));
         }
         log_info("signal %d: stopping (running migrations go on; jobs resume at the next start)", sig);
         health_set_serving(health, false);

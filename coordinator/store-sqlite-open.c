@@ -291,7 +291,7 @@ static int store_sqlite_setup(SqliteStore *s) {
 
 int store_sqlite_open(const char *path, Store **ret) {
         int r;
-        if ((r = store_sqlite_check_str("store path", path, PATH_MAX, true)) < 0)
+        if ((r = store_check_str("store path", path, PATH_MAX, true)) < 0)
                 return r;
         assert(ret);
         if (!sqlite3_threadsafe())

@@ -9,7 +9,7 @@
 #include <stddef.h>
 
 #include "lock.h"
-#include "store.h"
+#include "store-priv.h"
 
 typedef enum StmtId {
         STMT_BEGIN_WRITE,
@@ -62,6 +62,3 @@ void store_sqlite_close(Store *base);
 int store_sqlite_error(sqlite3 *db, const char *path, const char *what);
 /* Copy a TEXT column into a fixed field of @size bytes, cut to fit. */
 void store_sqlite_column_str(sqlite3_stmt *st, int i, char *dst, size_t size);
-/* -EINVAL unless @str is NUL-terminated within @size bytes, and non-empty
- * when @required; the detail names @what. */
-int store_sqlite_check_str(const char *what, const char *str, size_t size, bool required);

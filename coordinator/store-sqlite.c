@@ -3,7 +3,8 @@
  * foreign keys, the busy timeout) and closing it are in store-sqlite-open.c;
  * what both files share is in store-sqlite-priv.h.
  *
- * Every call validates its input first (-EINVAL names the field), then runs
+ * Every call validates its input first (store-common.c, the same checks and
+ * words for every backend: -EINVAL names the field), then runs
  * its body, a `_locked` function on prepared statements, through STORE_TX:
  * the store's Lock (class "store", so hold times show up in the lock
  * statistics), one transaction, commit or roll back.  BEGIN IMMEDIATE for
@@ -13,9 +14,9 @@
  * shareable and the calls are defined to be serial; store.h forbids holding
  * another coordinator lock while calling in.
  *
- * Bounds: a job has at most STORE_SQLITE_SUBTASKS_MAX sub-tasks, job_list
- * returns at most STORE_SQLITE_LIST_MAX jobs (limit 0 means that maximum),
- * event_list the STORE_SQLITE_EVENTS_MAX newest events of a job; the file
+ * Bounds: a job has at most STORE_SUBTASKS_MAX sub-tasks, job_list
+ * returns at most STORE_LIST_MAX jobs (limit 0 means that maximum),
+ * event_list the STORE_EVENTS_MAX newest events of a job; the file
  * itself is bounded by job_prune, which the coordinator calls with its
  * retention (docs/coordinator.md, "Retention").
  *
@@ -33,12 +34,8 @@
 #include "cleanup.h"
 #include "err.h"
 #include "fault.h"
+#include "deadline.h"
 #include "lock.h"
-#include "metrics.h"
-
-#define STORE_SQLITE_SUBTASKS_MAX 10000
-#define STORE_SQLITE_LIST_MAX 10000
-#define STORE_SQLITE_EVENTS_MAX 10000
 
 /* The schema and its queries name the final job phases by number (the
  * partial index of unfinished jobs, "phase NOT IN (4, 5, 6)"), and every
@@ -130,95 +127,6 @@ static int store_error_locked(SqliteStore *s, const char *what) {
         return store_sqlite_error(s->db, s->path, what);
 }
 
-/* @str must be NUL-terminated within @size bytes (its field), and non-empty
- * when @required. */
-int store_sqlite_check_str(const char *what, const char *str, size_t size, bool required) {
-        if (!str)
-                return err_set(-EINVAL, "%s is missing", what);
-        size_t n = strnlen(str, size);
-        if (n == size)
-                return err_set(-EINVAL, "%s is too long (at most %zu bytes)", what, size - 1);
-        if (required && n == 0)
-                return err_set(-EINVAL, "%s is empty", what);
-        return 0;
-}
-#define CHECK_FIELD(what, field, required) store_sqlite_check_str((what), (field), sizeof(field), (required))
-
-static int check_range(const char *what, long long v, long long lo, long long hi) {
-        if (v < lo || v > hi)
-                return err_set(-EINVAL, "%s %lld is out of range %lld..%lld", what, v, lo, hi);
-        return 0;
-}
-
-/* Times are sorted on, so they must keep their order as SQLite's signed
- * INTEGER (other 64-bit fields only round-trip). */
-static int check_time(const char *what, uint64_t t) {
-        if (t > (uint64_t) INT64_MAX)
-                return err_set(-EINVAL, "%s %" PRIu64 " is out of range", what, t);
-        return 0;
-}
-
-static int check_host(const StoreHost *h) {
-        int r;
-        if (!h)
-                return err_set(-EINVAL, "host record is missing");
-        if ((r = CHECK_FIELD("host name", h->name, true)) < 0 ||
-            (r = CHECK_FIELD("host address", h->address, true)) < 0 ||
-            (r = CHECK_FIELD("host migration_address", h->migration_address, false)) < 0 ||
-            (r = CHECK_FIELD("host cpu_model", h->cpu_model, false)) < 0 ||
-            (r = check_range("host state", h->state, COORD_HOST_STATE_ENABLED,
-                                        COORD_HOST_STATE_MAX - 1)) < 0)
-                return r;
-        return 0;
-}
-
-static int check_job(const StoreJob *j) {
-        int r;
-        if (!j)
-                return err_set(-EINVAL, "job record is missing");
-        if ((r = CHECK_FIELD("job id", j->id, true)) < 0 ||
-            (r = check_range("job kind", j->kind, COORD_JOB_KIND_MIGRATE, COORD_JOB_KIND_MAX - 1)) < 0 ||
-            (r = check_range("job phase", j->phase, COORD_JOB_PHASE_PLANNING,
-                                 COORD_JOB_PHASE_MAX - 1)) < 0 ||
-            (r = CHECK_FIELD("job host", j->host, j->kind == COORD_JOB_KIND_EVACUATE)) < 0 ||
-            (r = check_range("job failure_policy", j->failure_policy, COORD_FAILURE_POLICY_CONTINUE,
-                                 COORD_FAILURE_POLICY_MAX - 1)) < 0 ||
-            (r = check_time("job created_unix_ms", j->created_unix_ms)) < 0 ||
-            (r = CHECK_FIELD("job params_json", j->params_json, false)) < 0 ||
-            (r = CHECK_FIELD("job error", j->error, false)) < 0)
-                return r;
-        return 0;
-}
-
-static int check_subtask(const StoreSubtask *t) {
-        int r;
-        if (!t)
-                return err_set(-EINVAL, "sub-task record is missing");
-        if ((r = CHECK_FIELD("sub-task job_id", t->job_id, true)) < 0 ||
-            (r = check_range("sub-task seq", t->seq, 0, STORE_SQLITE_SUBTASKS_MAX - 1)) < 0 ||
-            (r = CHECK_FIELD("sub-task guest", t->guest, true)) < 0 ||
-            (r = CHECK_FIELD("sub-task uuid", t->uuid, false)) < 0 ||
-            (r = CHECK_FIELD("sub-task source", t->source, false)) < 0 ||
-            (r = CHECK_FIELD("sub-task destination", t->destination, false)) < 0 ||
-            (r = check_range("sub-task phase", t->phase, COORD_SUBTASK_PHASE_QUEUED,
-                                 COORD_SUBTASK_PHASE_MAX - 1)) < 0 ||
-            (r = CHECK_FIELD("sub-task op_id", t->op_id, false)) < 0 ||
-            (r = CHECK_FIELD("sub-task error", t->error, false)) < 0 ||
-            (r = CHECK_FIELD("sub-task reason", t->reason, false)) < 0 ||
-            (r = CHECK_FIELD("sub-task policy_steps", t->policy_steps, false)) < 0)
-                return r;
-        if (!isfinite(t->estimated_s) || t->estimated_s < 0)
-                return err_set(-EINVAL, "sub-task estimated_s %g is not a finite, non-negative number",
-                               t->estimated_s);
-        return 0;
-}
-
-static int check_ret(const void *ret, const void *ret_n) {
-        if (!ret || !ret_n)
-                return err_set(-EINVAL, "no place for the result");
-        return 0;
-}
-
 /* ---- statements and transactions ------------------------------------- */
 
 /* Scope guard for a prepared statement: reset and unbind on the way out,
@@ -276,13 +184,6 @@ static int tx_begin_locked(SqliteStore *s, TxMode mode) {
         return exec_locked(s, st, "begin transaction");
 }
 
-/* Write commits' latency (metrics): observed lock-free, read by scrapes. */
-static MetricsHistogram commit_hist = METRICS_HISTOGRAM_INIT(metrics_seconds_bounds);
-
-const MetricsHistogram *store_commit_histogram(void) {
-        return &commit_hist;
-}
-
 /* Commit when @r >= 0, else roll back; returns @r or the commit's error. */
 static int tx_end_locked(SqliteStore *s, int r) {
         lock_assert_held(&s->lock);
@@ -294,7 +195,7 @@ static int tx_end_locked(SqliteStore *s, int r) {
                 uint64_t t0 = now_ns();
                 int c = exec_locked(s, st, "commit");
                 if (write)
-                        metrics_histogram_observe(&commit_hist, (double) (now_ns() - t0) / 1e9);
+                        store_commit_observe(now_ns() - t0);
                 if (c >= 0)
                         return r;
                 r = c;
@@ -402,7 +303,7 @@ static int host_put_locked(SqliteStore *s, const StoreHost *h) {
 
 static int sqlite_host_put(Store *base, const StoreHost *h) {
         SqliteStore *s = sqlite_store(base);
-        int r = check_host(h);
+        int r = store_check_host(h);
         if (r < 0)
                 return r;
         return STORE_TX(s, TX_WRITE, host_put_locked(s, h));
@@ -422,7 +323,7 @@ static int host_delete_locked(SqliteStore *s, const char *name) {
 
 static int sqlite_host_delete(Store *base, const char *name) {
         SqliteStore *s = sqlite_store(base);
-        int r = store_sqlite_check_str("host name", name, STORE_NAME_MAX, true);
+        int r = store_check_str("host name", name, STORE_NAME_MAX, true);
         if (r < 0)
                 return r;
         return STORE_TX(s, TX_WRITE, host_delete_locked(s, name));
@@ -456,7 +357,7 @@ static int sqlite_host_list(Store *base, StoreHost **ret, size_t *ret_n) {
         SqliteStore *s = sqlite_store(base);
         _cleanup_free_ StoreHost *hosts = NULL;
         size_t n = 0;
-        int r = check_ret(ret, ret_n);
+        int r = store_check_ret(ret, ret_n);
         if (r < 0)
                 return r;
         if ((r = STORE_TX(s, TX_READ, host_list_locked(s, &hosts, &n))) < 0)
@@ -523,34 +424,10 @@ static int job_create_locked(SqliteStore *s, const StoreJob *j, const StoreSubta
         return 0;
 }
 
-static int check_job_create(const StoreJob *j, const StoreSubtask *subs, size_t n_subs) {
-        int r = check_job(j);
-        if (r < 0)
-                return r;
-        if (n_subs > STORE_SQLITE_SUBTASKS_MAX)
-                return err_set(-EINVAL, "job '%s' has %zu sub-tasks (at most %d)", j->id, n_subs,
-                               STORE_SQLITE_SUBTASKS_MAX);
-        if (n_subs && !subs)
-                return err_set(-EINVAL, "job '%s': %zu sub-tasks announced, none given", j->id,
-                               n_subs);
-        for (size_t i = 0; i < n_subs; i++) {
-                if ((r = check_subtask(&subs[i])) < 0)
-                        return err_prefix(r, "job '%s' sub-task %zu", j->id, i);
-                if (strcmp(subs[i].job_id, j->id) != 0)
-                        return err_set(-EINVAL, "job '%s' sub-task %zu belongs to job '%s'", j->id,
-                                       i, subs[i].job_id);
-                if (i > 0 && subs[i].seq <= subs[i - 1].seq)
-                        return err_set(-EINVAL,
-                                       "job '%s' sub-task %zu: seq %d does not follow seq %d", j->id,
-                                       i, subs[i].seq, subs[i - 1].seq);
-        }
-        return 0;
-}
-
 static int sqlite_job_create(Store *base, const StoreJob *j, const StoreSubtask *subs,
                              size_t n_subs) {
         SqliteStore *s = sqlite_store(base);
-        int r = check_job_create(j, subs, n_subs);
+        int r = store_check_job_create(j, subs, n_subs);
         if (r < 0)
                 return r;
         return STORE_TX(s, TX_WRITE, job_create_locked(s, j, subs, n_subs));
@@ -574,13 +451,7 @@ static int job_update_locked(SqliteStore *s, const StoreJob *j) {
 static int sqlite_job_update(Store *base, const StoreJob *j) {
         SqliteStore *s = sqlite_store(base);
         int r;
-        if (!j)
-                return err_set(-EINVAL, "job record is missing");
-        /* Only the fields that change are checked. */
-        if ((r = CHECK_FIELD("job id", j->id, true)) < 0 ||
-            (r = check_range("job phase", j->phase, COORD_JOB_PHASE_PLANNING,
-                                 COORD_JOB_PHASE_MAX - 1)) < 0 ||
-            (r = CHECK_FIELD("job error", j->error, false)) < 0)
+        if ((r = store_check_job_update(j)) < 0)
                 return r;
         return STORE_TX(s, TX_WRITE, job_update_locked(s, j));
 }
@@ -596,7 +467,7 @@ static int job_prune_locked(SqliteStore *s, uint64_t finished_before, int64_t ke
 
 static int sqlite_job_prune(Store *base, uint64_t finished_before_unix_ms, size_t keep) {
         SqliteStore *s = sqlite_store(base);
-        int r = check_time("retention time", finished_before_unix_ms);
+        int r = store_check_time("retention time", finished_before_unix_ms);
         if (r < 0)
                 return r;
         int64_t k = keep > (size_t) INT64_MAX ? -1 : (int64_t) keep;
@@ -633,7 +504,7 @@ static int job_get_locked(SqliteStore *s, const char *id, StoreJob *ret) {
 static int sqlite_job_get(Store *base, const char *id, StoreJob *ret) {
         SqliteStore *s = sqlite_store(base);
         StoreJob j;
-        int r = store_sqlite_check_str("job id", id, STORE_ID_MAX, true);
+        int r = store_check_str("job id", id, STORE_ID_MAX, true);
         if (r < 0)
                 return r;
         if (!ret)
@@ -662,11 +533,11 @@ static int sqlite_job_list(Store *base, bool unfinished_only, size_t limit, Stor
         SqliteStore *s = sqlite_store(base);
         _cleanup_free_ StoreJob *jobs = NULL;
         size_t n = 0;
-        int r = check_ret(ret, ret_n);
+        int r = store_check_ret(ret, ret_n);
         if (r < 0)
                 return r;
-        if (limit == 0 || limit > STORE_SQLITE_LIST_MAX)
-                limit = STORE_SQLITE_LIST_MAX;
+        if (limit == 0 || limit > STORE_LIST_MAX)
+                limit = STORE_LIST_MAX;
         if ((r = STORE_TX(s, TX_READ, job_list_locked(s, unfinished_only, limit, &jobs, &n))) < 0)
                 return r;
         *ret = TAKE_PTR(jobs);
@@ -693,7 +564,7 @@ static int subtask_update_locked(SqliteStore *s, const StoreSubtask *t) {
 
 static int sqlite_subtask_update(Store *base, const StoreSubtask *t) {
         SqliteStore *s = sqlite_store(base);
-        int r = check_subtask(t);
+        int r = store_check_subtask(t);
         if (r < 0)
                 return r;
         return STORE_TX(s, TX_WRITE, subtask_update_locked(s, t));
@@ -747,10 +618,10 @@ static int job_rows(Store *base, int stmt, const char *job_id, int max, size_t e
         SqliteStore *s = sqlite_store(base);
         _cleanup_free_ void *rows = NULL;
         size_t n = 0;
-        int r = store_sqlite_check_str("job id", job_id, STORE_ID_MAX, true);
+        int r = store_check_str("job id", job_id, STORE_ID_MAX, true);
         if (r < 0)
                 return r;
-        if ((r = check_ret(ret, ret_n)) < 0)
+        if ((r = store_check_ret(ret, ret_n)) < 0)
                 return r;
         if ((r = STORE_TX(s, TX_READ, job_rows_locked(s, stmt, job_id, max, elem, fill, what, &rows, &n))) < 0)
                 return r;
@@ -760,7 +631,7 @@ static int job_rows(Store *base, int stmt, const char *job_id, int max, size_t e
 }
 
 static int sqlite_subtask_list(Store *base, const char *job_id, StoreSubtask **ret, size_t *ret_n) {
-        return job_rows(base, STMT_SUBTASK_LIST, job_id, STORE_SQLITE_SUBTASKS_MAX, sizeof(StoreSubtask),
+        return job_rows(base, STMT_SUBTASK_LIST, job_id, STORE_SUBTASKS_MAX, sizeof(StoreSubtask),
                         subtask_row, "list sub-tasks", (void **) ret, ret_n);
 }
 
@@ -783,9 +654,7 @@ static int sqlite_event_add(Store *base, const char *job_id, uint64_t time_unix_
                             const char *text) {
         SqliteStore *s = sqlite_store(base);
         int r;
-        if ((r = store_sqlite_check_str("job id", job_id, STORE_ID_MAX, true)) < 0 ||
-            (r = store_sqlite_check_str("event text", text, STORE_TEXT_MAX, false)) < 0 ||
-            (r = check_time("event time_unix_ms", time_unix_ms)) < 0)
+        if ((r = store_check_event(job_id, time_unix_ms, text)) < 0)
                 return r;
         return STORE_TX(s, TX_WRITE, event_add_locked(s, job_id, time_unix_ms, text));
 }
@@ -797,7 +666,7 @@ static void event_row(sqlite3_stmt *st, void *out) {
 }
 
 static int sqlite_event_list(Store *base, const char *job_id, StoreEvent **ret, size_t *ret_n) {
-        return job_rows(base, STMT_EVENT_LIST, job_id, STORE_SQLITE_EVENTS_MAX, sizeof(StoreEvent), event_row,
+        return job_rows(base, STMT_EVENT_LIST, job_id, STORE_EVENTS_MAX, sizeof(StoreEvent), event_row,
                         "list events", (void **) ret, ret_n);
 }
 

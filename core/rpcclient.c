@@ -11,7 +11,13 @@
  * at the deadline (grpc-c-core.md pitfall 1).  A server stream sends its
  * request in one batch, then reads one message per batch (the first also
  * receives the initial metadata) until the end marker, then receives the
- * status.  Statuses become -errno once, here, through
+ * status.  A bidirectional stream sends its initial metadata alone, then
+ * one message per batch (TAG_BATCH) while a read's RECV_MESSAGE batch
+ * (TAG_RECV) may be in flight: the two are plucked by tag from the stream's
+ * queue.  A read with a timeout that runs out leaves its batch pending
+ * (the core cannot withdraw one) with its buffers in the stream, and the
+ * next read plucks it; the status batch and the free collect it first.
+ * Statuses become -errno once, here, through
  * rpc_errno_from_status(); the rich error model's google.rpc.Status, when
  * the server attached one, is copied raw into the RpcStatus.
  *
@@ -31,6 +37,7 @@
 #include "rpcclient.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <grpc/support/alloc.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,23 +70,31 @@ struct RpcClient {
         RegisteredPath *paths;      /* lock: cl->lock */
 };
 
-/* Owned by its reader thread; only ->call is touched by rpc_stream_cancel. */
+/* Owned by one thread (its reader, which for a bidi stream is also its
+ * sender); only ->call is touched by rpc_stream_cancel from other threads. */
 struct RpcStream {
         RpcClient *cl;
         grpc_call *call;                        /* immutable until freed */
         grpc_completion_queue *cq;
+        const ProtobufCMessageDescriptor *in;   /* bidi: what rpc_bidi_send takes */
         const ProtobufCMessageDescriptor *out;
         char path[256];
+        bool bidi;
+        bool closed_send;                       /* bidi: SEND_CLOSE_FROM_CLIENT done */
         bool got_initial_md;
+        bool recv_pending;                      /* a RECV_MESSAGE batch (TAG_RECV) is in flight */
+        grpc_byte_buffer *recv_bb;              /* its buffer, filled at completion */
+        grpc_metadata_array recv_md;            /* its initial metadata, when it asked */
         bool done;
         bool malformed;                         /* a message did not parse */
         int result;
         RpcStatus status;
 };
 
-static char tag_batch, tag_watch;
+static char tag_batch, tag_watch, tag_recv;
 #define TAG_BATCH ((void *) &tag_batch)
 #define TAG_WATCH ((void *) &tag_watch)
+#define TAG_RECV ((void *) &tag_recv)
 
 int rpc_client_new(const char *target, const RpcClientOptions *opts, RpcClient **ret_cl) {
         RpcClientOptions o = opts ? *opts : (RpcClientOptions){ 0 };
@@ -408,15 +423,54 @@ int rpc_client_unary_raw(RpcClient *cl, const char *path, const void *data, size
         return 0;
 }
 
-/* Receive the final status of a stream and record the result. */
+/* Wait for the pending receive to complete (@dl: its deadline for this
+ * wait), or start one first.  0 with *ret_bb (NULL: the end of the stream
+ * or a failed call), or -ETIMEDOUT with the receive still pending. */
+static int stream_recv(RpcStream *s, gpr_timespec dl, grpc_byte_buffer **ret_bb) {
+        if (!s->recv_pending) {
+                grpc_op ops[2];
+                size_t n = 0;
+
+                memset(ops, 0, sizeof(ops));
+                if (!s->got_initial_md) {
+                        ops[n].op = GRPC_OP_RECV_INITIAL_METADATA;
+                        ops[n++].data.recv_initial_metadata.recv_initial_metadata = &s->recv_md;
+                }
+                ops[n].op = GRPC_OP_RECV_MESSAGE;
+                ops[n++].data.recv_message.recv_message = &s->recv_bb;
+                if (grpc_call_start_batch(s->call, ops, n, TAG_RECV, NULL) != GRPC_CALL_OK) {
+                        *ret_bb = NULL;
+                        return 0;
+                }
+                s->recv_pending = true;
+        }
+        grpc_event ev = grpc_completion_queue_pluck(s->cq, TAG_RECV, dl, NULL);
+        if (ev.type == GRPC_QUEUE_TIMEOUT)
+                return -ETIMEDOUT;
+        s->recv_pending = false;
+        if (ev.type == GRPC_OP_COMPLETE && ev.success)
+                s->got_initial_md = true;
+        *ret_bb = TAKE_PTR(s->recv_bb);
+        return 0;
+}
+
+/* Receive the final status of a stream and record the result.  A pending
+ * receive is collected first (the call is over or cancelled, so it
+ * completes). */
 static int stream_finish(RpcStream *s) {
         grpc_metadata_array md_initial, md_trailing;
         grpc_status_code code = GRPC_STATUS_UNKNOWN;
         grpc_slice details = grpc_empty_slice();
         const char *debug = NULL;
+        grpc_byte_buffer *bb = NULL;
         grpc_op ops[2];
         size_t n = 0;
 
+        if (s->recv_pending) {
+                (void) stream_recv(s, gpr_inf_future(GPR_CLOCK_MONOTONIC), &bb);
+                if (bb)
+                        grpc_byte_buffer_destroy(bb);
+        }
         grpc_metadata_array_init(&md_initial);
         grpc_metadata_array_init(&md_trailing);
         memset(ops, 0, sizeof(ops));
@@ -454,6 +508,42 @@ static int stream_result(RpcStream *s) {
         return 0;
 }
 
+/* A new stream of @md on its own queue, with deadline @dl; NULL when out
+ * of memory or the call cannot be made (err_set). */
+static RpcStream *stream_new(RpcClient *cl, const ProtobufCMethodDescriptor *md, RegisteredPath *p,
+                             gpr_timespec dl) {
+        RpcStream *s = calloc(1, sizeof(*s));
+        if (!s) {
+                err_set(-ENOMEM, "out of memory");
+                return NULL;
+        }
+        s->cl = cl;
+        s->in = md->input;
+        s->out = md->output;
+        snprintf(s->path, sizeof(s->path), "%s", p->path);
+        grpc_metadata_array_init(&s->recv_md);
+        s->cq = grpc_completion_queue_create_for_pluck(NULL);
+        s->call = client_call_create(cl, p->path, p->handle, dl, s->cq);
+        if (!s->call) {
+                rpc_stream_free(s);
+                err_set(-ENOMEM, "%s: cannot create a gRPC call", p->path);
+                return NULL;
+        }
+        return s;
+}
+
+/* Run the send batch @ops on a new stream; on failure the stream's status
+ * (the call already failed: unreachable, deadline) is returned and @s freed. */
+static int stream_start(RpcStream *s, const grpc_op *ops, size_t n) {
+        if (client_batch(s->call, s->cq, ops, n))
+                return 0;
+        int r = stream_finish(s);
+        if (r == 0)
+                r = err_set(-EPROTO, "%s: the request could not be sent", s->path);
+        rpc_stream_free(s);
+        return r;
+}
+
 int rpc_stream_open(RpcClient *cl, const ProtobufCServiceDescriptor *svc, const char *method,
                     const ProtobufCMessage *req, int64_t timeout_ms, RpcStream **ret_stream) {
         const ProtobufCMethodDescriptor *md;
@@ -466,18 +556,9 @@ int rpc_stream_open(RpcClient *cl, const ProtobufCServiceDescriptor *svc, const 
                 return r;
         if (!req || req->descriptor != md->input)
                 return err_set(-EINVAL, "%s: the request is not a %s", p->path, md->input->name);
-        RpcStream *s = calloc(1, sizeof(*s));
+        RpcStream *s = stream_new(cl, md, p, rpc_deadline_ms(client_timeout(cl, timeout_ms)));
         if (!s)
-                return err_set(-ENOMEM, "out of memory");
-        s->cl = cl;
-        s->out = md->output;
-        snprintf(s->path, sizeof(s->path), "%s", p->path);
-        s->cq = grpc_completion_queue_create_for_pluck(NULL);
-        s->call = client_call_create(cl, p->path, p->handle, rpc_deadline_ms(client_timeout(cl, timeout_ms)), s->cq);
-        if (!s->call) {
-                rpc_stream_free(s);
-                return err_set(-ENOMEM, "%s: cannot create a gRPC call", p->path);
-        }
+                return -ENOMEM;
         grpc_byte_buffer *bb = rpc_pack(req);
         memset(ops, 0, sizeof(ops));
         ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
@@ -485,38 +566,94 @@ int rpc_stream_open(RpcClient *cl, const ProtobufCServiceDescriptor *svc, const 
         ops[1].op = GRPC_OP_SEND_MESSAGE;
         ops[1].data.send_message.send_message = bb;
         ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-        bool ok = client_batch(s->call, s->cq, ops, 3);
+        r = stream_start(s, ops, 3);
         grpc_byte_buffer_destroy(bb);
-        if (!ok) {
-                /* The call already failed (unreachable, deadline): report its status. */
-                r = stream_finish(s);
-                rpc_stream_free(s);
-                return r < 0 ? r : err_set(-EPROTO, "%s: the request could not be sent", p->path);
-        }
+        if (r < 0)
+                return r;
         *ret_stream = s;
         return 0;
 }
 
-int rpc_stream_read(RpcStream *s, ProtobufCMessage **ret_msg) {
-        grpc_metadata_array md_initial;
+int rpc_bidi_open(RpcClient *cl, const ProtobufCServiceDescriptor *svc, const char *method, int64_t timeout_ms,
+                  RpcStream **ret_stream) {
+        const ProtobufCMethodDescriptor *md;
+        RegisteredPath *p;
+        grpc_op op;
+        int r;
+
+        r = client_method(cl, svc, method, &md, &p);
+        if (r < 0)
+                return r;
+        gpr_timespec dl = rpc_deadline_ms(timeout_ms < 0 ? -1 : client_timeout(cl, timeout_ms));
+        RpcStream *s = stream_new(cl, md, p, dl);
+        if (!s)
+                return -ENOMEM;
+        s->bidi = true;
+        if (cl->connect_timeout_ms > 0 && !cl->wait_for_ready) {
+                int64_t ms = timeout_ms > 0 && timeout_ms < cl->connect_timeout_ms ? timeout_ms : cl->connect_timeout_ms;
+                r = client_wait_ready(cl, s->cq, p->path, rpc_deadline_ms(ms), &s->status);
+                if (r < 0) {
+                        rpc_stream_free(s);
+                        return r;
+                }
+        }
+        memset(&op, 0, sizeof(op));
+        op.op = GRPC_OP_SEND_INITIAL_METADATA;
+        op.flags = cl->wait_for_ready ? GRPC_INITIAL_METADATA_WAIT_FOR_READY : 0;
+        r = stream_start(s, &op, 1);
+        if (r < 0)
+                return r;
+        *ret_stream = s;
+        return 0;
+}
+
+/* One send batch of a bidi stream; a failure ends the stream with its
+ * status. */
+static int bidi_batch(RpcStream *s, const grpc_op *op) {
+        if (client_batch(s->call, s->cq, op, 1))
+                return 0;
+        int r = stream_finish(s);
+        return r < 0 ? r : err_set(-EPIPE, "%s: the stream has ended", s->path);
+}
+
+int rpc_bidi_send(RpcStream *s, const ProtobufCMessage *msg) {
+        grpc_op op;
+
+        if (!s->bidi || !msg || msg->descriptor != s->in)
+                return err_set(-EINVAL, "%s: not a %s on a bidirectional stream", s->path, s->in->name);
+        if (s->done)
+                return s->result < 0 ? stream_result(s) : err_set(-EPIPE, "%s: the stream has ended", s->path);
+        if (s->closed_send)
+                return err_set(-EINVAL, "%s: send after close", s->path);
+        grpc_byte_buffer *bb = rpc_pack(msg);
+        memset(&op, 0, sizeof(op));
+        op.op = GRPC_OP_SEND_MESSAGE;
+        op.data.send_message.send_message = bb;
+        int r = bidi_batch(s, &op);
+        grpc_byte_buffer_destroy(bb);
+        return r;
+}
+
+int rpc_bidi_close_send(RpcStream *s) {
+        grpc_op op;
+
+        if (!s->bidi)
+                return err_set(-EINVAL, "%s: not a bidirectional stream", s->path);
+        if (s->done || s->closed_send)
+                return 0;
+        s->closed_send = true;
+        memset(&op, 0, sizeof(op));
+        op.op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+        return bidi_batch(s, &op);
+}
+
+int rpc_stream_read_timeout(RpcStream *s, int64_t timeout_ms, ProtobufCMessage **ret_msg) {
         grpc_byte_buffer *bb = NULL;
-        grpc_op ops[2];
-        size_t n = 0;
 
         if (s->done)
                 return stream_result(s);
-        grpc_metadata_array_init(&md_initial);
-        memset(ops, 0, sizeof(ops));
-        if (!s->got_initial_md) {
-                ops[n].op = GRPC_OP_RECV_INITIAL_METADATA;
-                ops[n++].data.recv_initial_metadata.recv_initial_metadata = &md_initial;
-        }
-        ops[n].op = GRPC_OP_RECV_MESSAGE;
-        ops[n++].data.recv_message.recv_message = &bb;
-        bool ok = client_batch(s->call, s->cq, ops, n);
-        if (ok)
-                s->got_initial_md = true;
-        grpc_metadata_array_destroy(&md_initial);
+        if (stream_recv(s, rpc_deadline_ms(timeout_ms), &bb) < 0)
+                return err_set(-ETIMEDOUT, "%s: no message within %" PRId64 " ms", s->path, timeout_ms);
         if (!bb)
                 return stream_finish(s);
 
@@ -534,6 +671,10 @@ int rpc_stream_read(RpcStream *s, ProtobufCMessage **ret_msg) {
         }
         *ret_msg = m;
         return 1;
+}
+
+int rpc_stream_read(RpcStream *s, ProtobufCMessage **ret_msg) {
+        return rpc_stream_read_timeout(s, -1, ret_msg);
 }
 
 void rpc_stream_cancel(RpcStream *s) {
@@ -561,6 +702,9 @@ void rpc_stream_free(RpcStream *s) {
                 }
                 grpc_call_unref(s->call);
         }
+        if (s->recv_bb)
+                grpc_byte_buffer_destroy(s->recv_bb);
+        grpc_metadata_array_destroy(&s->recv_md);
         if (s->cq)
                 client_cq_destroy(s->cq);
         free(s);

@@ -1,4 +1,5 @@
-/* gRPC client: blocking unary and server-streaming calls on one channel.
+/* gRPC client: blocking unary, server-streaming and bidirectional calls on
+ * one channel.
  *
  * One RpcClient holds one gRPC channel to a target and is shared by any
  * number of threads: every call gets its own completion queue, so callers
@@ -111,6 +112,36 @@ int rpc_client_unary_raw(RpcClient *cl, const char *path, const void *data, size
 int rpc_stream_open(RpcClient *cl, const ProtobufCServiceDescriptor *svc, const char *method,
                     const ProtobufCMessage *req, int64_t timeout_ms, RpcStream **ret_stream);
 
+/* Open a bidirectional stream of @method (both directions streamed; a
+ * server-streaming method can be opened this way too, its one request sent
+ * with rpc_bidi_send and rpc_bidi_close_send).  Only the headers are sent
+ * here; messages follow with rpc_bidi_send, replies come through
+ * rpc_stream_read/_read_timeout.  @timeout_ms covers the whole stream:
+ * > 0 that deadline, 0 the client's default, < 0 none (the stream lives
+ * until it is cancelled, freed or ended by the server; bound each wait with
+ * rpc_stream_read_timeout).  With a connect_timeout_ms the open first waits
+ * for a connection and, when none comes up, fails with -ECONNREFUSED or
+ * -EHOSTUNREACH as a unary call does (nothing sent).  Returns 0 and
+ * *ret_stream, or -errno as rpc_client_unary().
+ *
+ * Threads: the stream's owner thread does every send, read, close and the
+ * free (gRPC allows one batch of a kind at a time on a call); any thread
+ * may rpc_stream_cancel. */
+int rpc_bidi_open(RpcClient *cl, const ProtobufCServiceDescriptor *svc, const char *method, int64_t timeout_ms,
+                  RpcStream **ret_stream);
+
+/* Send one message (of the method's input type) on a bidi stream; blocks
+ * until gRPC has taken it (flow control, bounded by the stream's deadline
+ * or a cancel).  0, -EINVAL (wrong type, not bidi, after
+ * rpc_bidi_close_send), or the stream's end: its -errno (-ECANCELED,
+ * -EAGAIN, ...) or -EPIPE when it ended with OK.  A receive left pending by
+ * rpc_stream_read_timeout is unaffected. */
+int rpc_bidi_send(RpcStream *st, const ProtobufCMessage *msg);
+
+/* Half-close a bidi stream: no more messages from us; replies keep coming.
+ * 0 (also when already closed or ended) or -errno as rpc_bidi_send. */
+int rpc_bidi_close_send(RpcStream *st);
+
 /* Block for the next message.  Returns 1 and *ret_msg (the caller frees
  * it), 0 when the stream ended with OK, or -errno when it ended with another
  * status (err_set() detail; -ECANCELED after rpc_stream_cancel(), -ETIMEDOUT
@@ -119,7 +150,15 @@ int rpc_stream_open(RpcClient *cl, const ProtobufCServiceDescriptor *svc, const 
  * the same result.  One reader thread at a time. */
 int rpc_stream_read(RpcStream *st, ProtobufCMessage **ret_msg);
 
-/* Cancel the stream: a blocked or later rpc_stream_read() returns
+/* rpc_stream_read waiting at most @timeout_ms (< 0: no limit; 0: only what
+ * has arrived).  -ETIMEDOUT when that time ran out: the receive stays
+ * pending (the gRPC core cannot withdraw it) and the next read of either
+ * kind collects it, so no message is lost and the stream stays usable.
+ * The stream's own deadline also ends it with -ETIMEDOUT; tell the two
+ * apart with rpc_stream_status() (NULL: only the read timed out). */
+int rpc_stream_read_timeout(RpcStream *st, int64_t timeout_ms, ProtobufCMessage **ret_msg);
+
+/* Cancel the stream (either kind): a blocked or later rpc_stream_read() returns
  * -ECANCELED and the server's handler sees cancellation.  Any thread, while
  * the stream is not being freed. */
 void rpc_stream_cancel(RpcStream *st);

@@ -400,6 +400,80 @@ static void test_stream_cancel(void **state) {
         wait_counter(&fx->es.watch_cancelled, before + 1, 2000);
 }
 
+/* A read that times out leaves its receive pending; the next read (with a
+ * timeout or without) gets that very message, so none is lost or reordered. */
+static void test_stream_read_timeout_loses_nothing(void **state) {
+        Fixture *fx = *state;
+        _cleanup_(rpc_client_freep) RpcClient *cl = client(fx->tcp);
+        _cleanup_(rpc_stream_freep) RpcStream *s = NULL;
+        EchoRequest req = ECHO_REQUEST_INIT;
+        ProtobufCMessage *m = NULL;
+
+        req.text = "paced";
+        req.count = 3;
+        req.interval_ms = 300;
+        assert_int_equal(rpc_stream_open(cl, ECHOER, "Watch", &req.base, 10000, &s), 0);
+        assert_int_equal(rpc_stream_read_timeout(s, 2000, &m), 1);
+        assert_int_equal(((EchoReply *) m)->seq, 0);
+        protobuf_c_message_free_unpacked(m, NULL);
+        uint64_t t0 = now_ns();
+        assert_int_equal(rpc_stream_read_timeout(s, 50, &m), -ETIMEDOUT);
+        assert_true(ms_since(t0) < 250);
+        assert_null(rpc_stream_status(s)); /* only the read timed out */
+        assert_int_equal(rpc_stream_read_timeout(s, 0, &m), -ETIMEDOUT);
+        assert_int_equal(rpc_stream_read_timeout(s, 2000, &m), 1);
+        assert_int_equal(((EchoReply *) m)->seq, 1);
+        protobuf_c_message_free_unpacked(m, NULL);
+        assert_int_equal(rpc_stream_read_timeout(s, 10, &m), -ETIMEDOUT);
+        assert_int_equal(rpc_stream_read(s, &m), 1); /* the pending receive, plain read */
+        assert_int_equal(((EchoReply *) m)->seq, 2);
+        protobuf_c_message_free_unpacked(m, NULL);
+        assert_int_equal(rpc_stream_read_timeout(s, 2000, &m), 0);
+        assert_int_equal(rpc_stream_status(s)->code, RPC_OK);
+}
+
+/* A bidirectional stream: headers first, the request when we send it,
+ * replies while our side is half-closed; misuse refused; a stream freed
+ * with a receive pending ends cleanly. */
+static void test_bidi_stream(void **state) {
+        Fixture *fx = *state;
+        _cleanup_(rpc_client_freep) RpcClient *cl = client(fx->tcp);
+        RpcStream *s = NULL;
+        EchoRequest req = ECHO_REQUEST_INIT;
+        EchoReply wrong = DROVER__TEST__V1__ECHO_REPLY__INIT;
+        ProtobufCMessage *m = NULL;
+
+        assert_int_equal(rpc_bidi_open(cl, ECHOER, "Watch", -1, &s), 0);
+        assert_int_equal(rpc_stream_read_timeout(s, 100, &m), -ETIMEDOUT); /* nothing asked yet */
+        assert_int_equal(rpc_bidi_send(s, &wrong.base), -EINVAL);
+        req.text = "bidi";
+        req.count = 2;
+        req.interval_ms = 10;
+        assert_int_equal(rpc_bidi_send(s, &req.base), 0);
+        assert_int_equal(rpc_bidi_close_send(s), 0);
+        assert_int_equal(rpc_bidi_send(s, &req.base), -EINVAL);
+        for (int i = 0; i < 2; i++) {
+                assert_int_equal(rpc_stream_read_timeout(s, 2000, &m), 1);
+                assert_int_equal(((EchoReply *) m)->seq, i);
+                assert_string_equal(((EchoReply *) m)->text, "bidi");
+                protobuf_c_message_free_unpacked(m, NULL);
+        }
+        assert_int_equal(rpc_stream_read(s, &m), 0);
+        rpc_stream_free(s);
+
+        /* A server stream is not bidi: no sends on it. */
+        assert_int_equal(rpc_stream_open(cl, ECHOER, "Watch", &req.base, 5000, &s), 0);
+        assert_int_equal(rpc_bidi_send(s, &req.base), -EINVAL);
+        rpc_stream_free(s);
+
+        /* Freed while a receive is pending, without a deadline: no hang. */
+        assert_int_equal(rpc_bidi_open(cl, ECHOER, "Watch", -1, &s), 0);
+        assert_int_equal(rpc_stream_read_timeout(s, 20, &m), -ETIMEDOUT);
+        uint64_t t0 = now_ns();
+        rpc_stream_free(s);
+        assert_true(ms_since(t0) < 1000);
+}
+
 static void test_errno_table(void **state) {
         static const struct {
                 int err;
@@ -868,6 +942,8 @@ int main(int argc, char **argv) {
                 cmocka_unit_test_setup_teardown(test_size_cap, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_deadline, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_stream_cancel, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_stream_read_timeout_loses_nothing, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_bidi_stream, setup, teardown),
                 cmocka_unit_test(test_errno_table),
                 cmocka_unit_test_setup_teardown(test_errno_roundtrip, setup, teardown),
                 cmocka_unit_test(test_unavailable),
