@@ -518,8 +518,12 @@ static int etcd_job_create(Store *base, const StoreJob *j, const StoreSubtask *s
         EtcdCmp absent = cmp_absent(job_key);
         key_make(s, &subs_dir, "subs", j->id, "");
         key_make(s, &events_dir, "events", j->id, "");
-        ops[n_ops++] = op_delete(subs_dir.s, true);  /* what an interrupted creation left */
-        ops[n_ops++] = op_delete(events_dir.s, true);
+        /* what an interrupted creation left, in a Txn of its own: etcd
+         * refuses a put under a range deleted in the same Txn ("duplicate
+         * key given in txn request") */
+        EtcdOp clear[2] = { op_delete(subs_dir.s, true), op_delete(events_dir.s, true) };
+        if ((r = write_txn(s, "create job (clear)", &absent, 1, clear, 2)) <= 0)
+                return r < 0 ? r : err_set(-EEXIST, "job '%s' already exists", j->id);
 
         /* Chunks of sub-tasks, then the last Txn with the job key. */
         while (next < c.n) {

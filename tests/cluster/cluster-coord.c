@@ -159,11 +159,16 @@ int cluster_coord_spawn(Cluster *c, ClusterCoord *k, const char *const *env) {
         char *argv[] = { (char *) ip, (char *) "netns", (char *) "exec", k->ns[0] ? k->ns : c->net.ns[0],
                          (char *) tu_build_path("coordinator/drover-coordinator"), (char *) "--config", k->config,
                          NULL };
+        char *gdb_argv[] = { (char *) ip, (char *) "netns", (char *) "exec", k->ns[0] ? k->ns : c->net.ns[0],
+                             (char *) "gdb", (char *) "-q", (char *) "-batch", (char *) "-ex", (char *) "run",
+                             (char *) "-ex", (char *) "thread apply all bt 25", (char *) "--args",
+                             (char *) tu_build_path("coordinator/drover-coordinator"), (char *) "--config", k->config,
+                             NULL };
         int n_env = env_push(env, old);
         if (n_env < 0)
                 return n_env;
         k->starts++;
-        k->pid = tu_spawn(argv, k->log);
+        k->pid = tu_spawn(getenv("DROVER_TEST_COORD_GDB") ? gdb_argv : argv, k->log);
         env_restore(env, old, n_env);
         if (k->pid < 0) {
                 int r = (int) k->pid;

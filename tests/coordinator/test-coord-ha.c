@@ -255,14 +255,14 @@ static void test_leader_standby_failover(void **state) {
                 fail_msg("the standby does not list job %s after 5 s", id);
 
         /* droverctl: past a dead address, then the standby's NotLeader to the leader */
-        char list[1300], *out = NULL;
+        char list[2048], *out = NULL;
         snprintf(list, sizeof(list), "unix:%s,%s,%s", tu_path(dir, "nobody.sock"), addr[standby], addr[leader]);
         int code = droverctl(&out, "-v", "-c", list, "--timeout", "10", "migrate", "g2", "--to", "h2", NULL);
         if (code != 0)
                 fail_msg("droverctl exited %d: %s", code, out);
         assert_contains(out, "trying ");
         assert_contains(out, "is a standby: following the leader at ");
-        char said[640];
+        char said[1024];
         snprintf(said, sizeof(said), "answered by %s", addr[leader]);
         assert_contains(out, said);
         free(out);

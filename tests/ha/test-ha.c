@@ -233,6 +233,27 @@ static bool contains_ci(const char *hay, const char *needle) {
         return false;
 }
 
+/* `droverctl migrate spare --to host-b` fails, saying why (etcd, the
+ * quorum or the leader), and both coordinators still run. */
+static void refuse_new_job(HaCluster *h, const char *when) {
+        char *out = NULL, *err = NULL;
+        int code = cluster_ctl(&h->cl, CTL_MS, &out, &err, "migrate", "spare", "--to", "host-b", NULL);
+        printf("# droverctl migrate spare --to host-b %s: exit %d: %s", when, code, err);
+        for (int i = 0; i < HA_N_COORD; i++) {
+                int st;
+                if (tu_reap(h->co[i].pid, &st)) {
+                        h->co[i].pid = 0;
+                        fail_msg("coordinator %d died (wait status 0x%x) when a job was submitted %s", i, st, when);
+                }
+        }
+        if (code == 0)
+                fail_msg("a new job was accepted without an etcd quorum (%s): %s", when, out);
+        if (!contains_ci(err, "etcd") && !contains_ci(err, "quorum") && !contains_ci(err, "leader"))
+                fail_msg("droverctl's refusal %s does not say why (etcd, quorum or leader): %s", when, err);
+        free(out);
+        free(err);
+}
+
 static void test_etcd_one_member_lost_no_interruption_two_lost_refuses_jobs(void **state) {
         HaCluster *h = *state;
         char id[64], flying[N_GUESTS][16];
@@ -240,6 +261,8 @@ static void test_etcd_one_member_lost_no_interruption_two_lost_refuses_jobs(void
         ha_up(h, &full);
         int leader = ha_etcd_leader(h);
         assert_true(leader >= 0);
+        /* a guest outside the evacuation, for the new job refused below */
+        cluster_guest_start(&h->cl, C, "spare", "6d1d2a4e-0000-4000-8000-00000000c0ff", 64, "mib=48 rate=2");
         /* slow migrations: each phase below sees some */
         ctu_evacuate_async(&h->cl, "16", id, sizeof(id));
         json_object *mid = ctu_wait_mid_run(&h->cl, id, 120000);
@@ -285,17 +308,12 @@ static void test_etcd_one_member_lost_no_interruption_two_lost_refuses_jobs(void
         etcdproc_kill(&h->etcd, 1);
         printf("# no quorum with %d migration(s) in flight\n", n_flying);
 
-        /* a new job is refused, with a clear message */
-        char *out = NULL, *err = NULL;
-        int code = cluster_ctl(&h->cl, CTL_MS, &out, &err, "evacuate", "host-b", NULL);
-        printf("# droverctl evacuate host-b without quorum: exit %d: %s", code, err);
-        if (code == 0)
-                fail_msg("a new job was accepted without an etcd quorum: %s", out);
-        if (!contains_ci(err, "etcd") && !contains_ci(err, "quorum") && !contains_ci(err, "leader"))
-                fail_msg("droverctl's refusal does not say why (etcd, quorum or leader): %s", err);
-        free(out);
-        free(err);
-
+        /* a new job is refused with a clear message, both while the
+         * leader's lease is still valid (its store write cannot commit) and
+         * once it stopped acting (nobody leads); neither coordinator dies */
+        refuse_new_job(h, "right after the quorum was lost");
+        sleep_ms((HA_LEASE_TTL_S + 1) * 1000);
+        refuse_new_job(h, "once the lease ran out");
         /* the running migrations finish on the agents meanwhile */
         for (int i = 0; i < n_flying; i++) {
                 Deadline df = deadline_in_ms(60000);
@@ -325,13 +343,18 @@ static void test_etcd_one_member_lost_no_interruption_two_lost_refuses_jobs(void
         printf("# quorum back after %.1f s without; coordinator %d leads\n", (double) (t_back - t_two) / 1000.0,
                now_leader);
         ha_log_print_ha(h, leader, t_one, 30);
+        ha_log_print_ha(h, 1 - leader, t_one, 30);
         assert_true(now_leader >= 0);
         assert_evacuation_once(h, id);
         /* the refused job left nothing behind */
+        int code;
         json_object *jobs = cluster_ctl_json(&h->cl, CTL_MS, &code, "jobs", NULL);
         assert_int_equal(code, 0);
         assert_int_equal(cj_len(jobs), 1);
         json_object_put(jobs);
+        char why[512];
+        if (cluster_wait_single_owner(&h->cl, "spare", 10000, why, sizeof(why)) != C)
+                fail_msg("the guest of the refused job does not run once, on host c: %s", why);
         h->cl.ok = true;
 }
 
