@@ -21,7 +21,8 @@
  * It prints figures and never fails for being slow (STYLE.md); it fails
  * when a job fails or a store call errs.  Part 2 needs root and QEMU, part
  * 1 only etcd (skipped, with the reason, otherwise).  DROVER_FAILOVER_RUNS
- * changes the number of failovers.
+ * changes the number of failovers; DROVER_TEST_FILTER=test_commit_latency
+ * (or test_failover) runs one part.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -236,6 +237,8 @@ int main(void) {
         const struct CMUnitTest commit_only[] = {
                 cmocka_unit_test(test_commit_latency),
         };
+        if (getenv("DROVER_TEST_FILTER"))
+                cmocka_set_test_filter(getenv("DROVER_TEST_FILTER"));
         if (geteuid() != 0 || !tu_qemu_binary() || !tu_guest_elf()) {
                 printf("# failover: needs root and QEMU; only the commit latency here\n");
                 return cmocka_run_group_tests_name("failover", commit_only, NULL, NULL);
