@@ -29,6 +29,14 @@
  * thread itself wakes at that moment (every wait and every call's deadline
  * stops there) to tell `changed` and log it.
  *
+ * Two calls of etcd.h take no deadline: etcd_keepalive_open() and
+ * etcd_watch_open() (which waits for a connection, then for etcd's
+ * confirmation, up to the client's default timeout).  Each is made right
+ * after a read with our deadline succeeded on the client's current
+ * endpoint, so a connection is there; the confirmation is the one wait
+ * not capped by valid-until (election_leading() stays right meanwhile: it
+ * reads the clock; only `changed` could come late).
+ *
  * A lease whose validity ran out is given up for good, even if etcd later
  * shows it still alive (a single member restarted keeps its leases): it is
  * revoked as soon as etcd answers, and the candidate starts again with a
@@ -38,7 +46,9 @@
  * Threads and lock: el->lock (class "election") is a leaf; it guards what
  * other threads read (leading, key, revision, valid-until, leader, the
  * stop flag, the watch for cancelling) and is never held across an etcd
- * call or the `changed` callback.  docs/threading.md lists it and the
+ * call or the `changed` callback.  `changed` runs on this thread only,
+ * never once election_stop() has begun (one already running ends before
+ * election_stop() returns).  docs/threading.md lists the lock and the
  * thread.
  */
 #include "coord-elect.h"
@@ -300,6 +310,8 @@ static int check(Election *el, Campaign *c) {
                                 pred = &kvs[i];
         if (!mine) {
                 etcd_kvs_free(kvs, n);
+                if (is_stopping(el)) /* election_stop() revoked it */
+                        return 0;
                 log_warning("election: our key %s is gone; campaigning again with a new lease", c->key);
                 campaign_reset(el, c, true);
                 return 0;
@@ -316,10 +328,23 @@ static int check(Election *el, Campaign *c) {
         return watch_open(el, c, rev + 1);
 }
 
+/* etcd_keepalive_open() takes no deadline and waits for a connection when
+ * there is none (up to the client's connect timeout per endpoint): open
+ * the stream only right after a read with our deadline found one. */
+static int keepalive_open(Election *el, Campaign *c) {
+        EtcdKv *kvs = NULL;
+        size_t n = 0;
+        int r = etcd_range_prefix(el->etcd, el->prefix, 1, true, call_timeout_ms(el, c), &kvs, &n, NULL);
+        if (r < 0)
+                return r;
+        etcd_kvs_free(kvs, n);
+        return etcd_keepalive_open(el->etcd, &c->ka);
+}
+
 static int refresh(Election *el, Campaign *c) {
         int r = 0;
         if (!c->ka)
-                r = etcd_keepalive_open(el->etcd, &c->ka);
+                r = keepalive_open(el, c);
         uint64_t sent = now_ns();
         int64_t ttl = 0;
         if (r >= 0)
@@ -387,10 +412,28 @@ static int wait_watch(Election *el, Campaign *c) {
         return 0;
 }
 
+/* When the lease's validity has run out: say so if we led, and give the
+ * lease up for good (revoked once etcd answers). */
+static void expire(Election *el, Campaign *c) {
+        uint64_t now = now_ns();
+        if (!c->lease || now < c->valid_until_ns)
+                return;
+        int64_t since = (int64_t) (now - c->confirmed_ns);
+        int64_t left = (int64_t) (c->confirmed_ns + (uint64_t) c->ttl_s * NSEC_PER_SEC) - (int64_t) now;
+        if (c->told_leading)
+                log_warning("election: lease lost: stopped acting at %.3f s after the last refresh etcd confirmed "
+                            "was sent (TTL %" PRId64 " s minus margin %.3f s); etcd cannot expire it for another "
+                            "%.3f s",
+                            ns_to_s(since), c->ttl_s, ns_to_s((int64_t) el->margin_ns), ns_to_s(left));
+        else
+                log_info("election: lease %" PRIx64 " not refreshed for %.3f s; giving it up", (uint64_t) c->lease,
+                         ns_to_s(since));
+        campaign_reset(el, c, true);
+}
+
 /* One step of the campaign; < 0 when etcd did not answer (pause). */
 static int step(Election *el, Campaign *c) {
-        if (c->lease && now_ns() >= c->valid_until_ns)
-                campaign_reset(el, c, true);
+        expire(el, c);
         if (c->stale_lease) {
                 int r = etcd_lease_revoke(el->etcd, c->stale_lease, el->call_ms);
                 if (r == -EAGAIN || r == -ETIMEDOUT)
@@ -418,9 +461,8 @@ static int step(Election *el, Campaign *c) {
  * (no lock held).  Nothing after the stop began. */
 static void notify(Election *el, Campaign *c) {
         lock_acquire(&el->lock);
-        uint64_t now = now_ns();
         bool stopping = el->stopping;
-        bool leading = el->elected && now < el->valid_until_ns;
+        bool leading = el->elected && now_ns() < el->valid_until_ns;
         char leader[ELECTION_ID_MAX], key[ELECTION_KEY_MAX];
         snprintf(leader, sizeof(leader), "%s", el->leader);
         snprintf(key, sizeof(key), "%s", el->key);
@@ -430,13 +472,7 @@ static void notify(Election *el, Campaign *c) {
                 return;
         if (leading)
                 log_info("election: leading (key %s, revision %" PRId64 ")", key, rev);
-        else if (c->told_leading && c->lease && now >= c->valid_until_ns)
-                log_warning("election: lease lost: stopped acting at %.3f s after the last refresh etcd confirmed "
-                            "(TTL %" PRId64 " s minus margin %.3f s); etcd cannot expire it for another %.3f s",
-                            ns_to_s((int64_t) (now - c->confirmed_ns)), c->ttl_s, ns_to_s((int64_t) el->margin_ns),
-                            ns_to_s((int64_t) (c->confirmed_ns + (uint64_t) c->ttl_s * NSEC_PER_SEC) -
-                                    (int64_t) now));
-        if (!leading)
+        else
                 log_info("election: standby, leader is %s", leader[0] ? leader : "unknown");
         c->told_leading = leading;
         snprintf(c->told_leader, sizeof(c->told_leader), "%s", leader);
@@ -467,6 +503,7 @@ static void *election_thread(void *arg) {
                 int r = step(el, &c);
                 if (r < 0)
                         log_debug("election: %s", err_str(r));
+                expire(el, &c);
                 notify(el, &c);
                 if (r < 0)
                         pause_until(el, &c, now_ns() + ELECTION_BACKOFF_MS * NSEC_PER_MSEC);

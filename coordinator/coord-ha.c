@@ -311,7 +311,9 @@ int coord_ha_open(Coordinator *c) {
                 return err_set(-ENOMEM, "out of memory");
         *fw = (FenceWatch){ .base.ops = &fence_watch_ops, .inner = c->inner, .c = c };
         c->store = &fw->base;
-        return hosts_sync(c);
+        if (hosts_sync(c) < 0) /* a standby's refresh reads them again every second */
+                log_warning("standby: the hosts not read from the store yet: %s", err_msg());
+        return 0;
 }
 
 /* The election changed (its thread): the scheduler thread looks at once. */
@@ -391,7 +393,7 @@ static void leader_note(Coordinator *c) {
         lock_release(&c->lock);
         if (moved && now[0]) {
                 coord_metrics_leader_changed();
-                if (!atomic_load(&c->acting))
+                if (strcmp(now, c->cfg.advertise) != 0)
                         log_info("standby: the leader is %s", now);
                 notify_status("%s", strcmp(now, c->cfg.advertise) == 0 ? "leading" : "standby");
         }

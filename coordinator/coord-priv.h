@@ -1,7 +1,7 @@
 /* Private to drover-coordinator's job engine: the Coordinator object, its
  * host and job records, and what its modules share with each other.
  *
- * The engine is five files, one concept each (docs/coordinator.md, "Code"):
+ * The engine is six files, one concept each (docs/coordinator.md, "Code"):
  *   coord.c            the daemon object: new (the store, the seed hosts),
  *                      start (reload jobs, threads), stop, free;
  *   coord-inventory.c  hosts: the table, heartbeats and health, the API's
@@ -10,7 +10,9 @@
  *   coord-jobs.c       job and sub-task records: submit, persistence, get,
  *                      list, cancel, watch, history, reload after a restart;
  *   coord-scheduler.c  the scheduler thread: admission, starts, polls,
- *                      aborts, re-tunes, reconciliation and verification.
+ *                      aborts, re-tunes, reconciliation and verification;
+ *   coord-ha.c         the role with an etcd store: leader or standby,
+ *                      take-over, step-down, a standby's view, the fence.
  *
  * Locking (docs/threading.md): one Lock, coord->lock (class "coordinator"),
  * guards the host table and every host record, the job table and every job
@@ -291,7 +293,8 @@ void coord_ha_fenced(Coordinator *c, const char *why);
 unsigned coord_host_slots(const Coordinator *c, const CHost *h, bool out);
 /* One scheduler tick: decide under the lock, then call the agents and the
  * store without it, then verify and close the jobs whose sub-tasks all
- * ended.  *ret_freed: a migration ended (plan again at once);
+ * ended.  Only while coord_acting() (asked at the start and before each
+ * agent call; a standby's tick does nothing).  *ret_freed: a migration ended (plan again at once);
  * *ret_finishing: one is about to end.  Scheduler thread only (or a test
  * without the thread).  Returns 0 or -ENOMEM. */
 int coord_scheduler_tick(Coordinator *c, bool *ret_freed, bool *ret_finishing);

@@ -87,6 +87,16 @@ static bool standby_refuses(RpcCall *c, Coordinator *co, RpcCode *ret) {
         return true;
 }
 
+/* A change failed with @r: a write the store's fence refused (-ESTALE,
+ * coord-ha.c) means this coordinator is no longer the leader, answered as
+ * a standby answers; anything else as usual. */
+static RpcCode fail_change(RpcCall *c, Coordinator *co, int r) {
+        RpcCode refused;
+        if (r == -ESTALE && standby_refuses(c, co, &refused))
+                return refused;
+        return rpc_call_fail_errno(c, r);
+}
+
 /* Host @host changed as @what says ("added"): the log and the histories
  * of the jobs it concerns name the change and the caller. */
 static void note_host(RpcCall *c, Coordinator *co, const char *host, const char *what) {
@@ -177,7 +187,7 @@ static RpcCode h_add_host(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMes
                 r = host_view(user, h.name, &v);
         }
         if (r < 0)
-                return rpc_call_fail_errno(c, r);
+                return fail_change(c, user, r);
         *(Drover__V1__Host *) resp_ = *host_msg(c, &v);
         return RPC_OK;
 }
@@ -190,7 +200,7 @@ static RpcCode h_remove_host(RpcCall *c, const ProtobufCMessage *req_, ProtobufC
                 return refused;
         int r = coord_host_remove(user, req->host);
         if (r < 0)
-                return rpc_call_fail_errno(c, r);
+                return fail_change(c, user, r);
         note_host(c, user, req->host, "removed");
         return RPC_OK;
 }
@@ -203,7 +213,7 @@ static RpcCode h_set_state(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMe
                 return refused;
         int r = coord_host_set_state(user, req->host, (int) req->state, &v);
         if (r < 0)
-                return rpc_call_fail_errno(c, r);
+                return fail_change(c, user, r);
         char what[64];
         snprintf(what, sizeof(what), "set to %s", coord_host_state_to_string((int) req->state));
         note_host(c, user, req->host, what);
@@ -245,7 +255,7 @@ static RpcCode h_update_host(RpcCall *c, const ProtobufCMessage *req_, ProtobufC
         h.max_incoming = req->host->max_incoming;
         int r = coord_host_update(user, req->host->name, &h, fields, &v);
         if (r < 0)
-                return rpc_call_fail_errno(c, r);
+                return fail_change(c, user, r);
         note_host(c, user, req->host->name, what);
         *(Drover__V1__Host *) resp_ = *host_msg(c, &v);
         return RPC_OK;
@@ -420,7 +430,7 @@ static RpcCode submit(RpcCall *c, Coordinator *co, const CoordJobRequest *req, D
         if (r == -ENOSPC)
                 return fail_blocked(c, resp->plan, n_guests);
         if (r < 0)
-                return rpc_call_fail_errno(c, r);
+                return fail_change(c, co, r);
         if (id[0]) {
                 CoordJobView v;
                 if ((r = coord_job_get(co, id, false, &v)) < 0)
@@ -497,7 +507,7 @@ static RpcCode h_cancel_job(RpcCall *c, const ProtobufCMessage *req_, ProtobufCM
         if (r >= 0)
                 r = coord_job_get(user, req->id, false, &v);
         if (r < 0)
-                return rpc_call_fail_errno(c, r);
+                return fail_change(c, user, r);
         *(Drover__V1__Job *) resp_ = *job_msg(c, &v);
         coord_job_view_clear(&v);
         return RPC_OK;

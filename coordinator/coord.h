@@ -11,7 +11,10 @@
  * guest's dirty rate needs to converge.  A restarted coordinator reloads
  * every unfinished job and reconciles its sub-tasks with the agents by
  * operation id: a migration that finished while it was down is recorded as
- * finished, not redone.  docs/coordinator.md has the rules.
+ * finished, not redone.  With an etcd store several coordinators share the
+ * jobs: one is elected and acts, the others stand by, serve reads and
+ * refuse changes naming the leader (coord-ha.c); a standby elected takes
+ * over exactly as a restart would.  docs/coordinator.md has the rules.
  *
  * Locking: coord->lock (class "coordinator") protects the host table and
  * the in-memory jobs; it is never held across an agent call or a store

@@ -4,9 +4,11 @@
  *
  * One Etcd holds one gRPC channel to one of its endpoints at a time and is
  * shared by any number of threads.  A call that fails with UNAVAILABLE (or
- * finds no connection) moves the client to the next endpoint for the
- * following calls; the failed call is not repeated here, because a write
- * may have been applied (the caller decides, usually by reading back).
+ * finds no connection, or passes its deadline) moves the client to the
+ * next endpoint for the following calls.  A call that found no connection
+ * (nothing sent) is tried on the next endpoint within its deadline, and
+ * so is a read; a write that may have been applied is not repeated here
+ * (the caller decides, usually by reading back).
  * Every call has a deadline (@timeout_ms, <= 0: the client's default).
  *
  * Keys are NUL-terminated strings (the callers' keys are text); values are

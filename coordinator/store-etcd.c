@@ -17,7 +17,10 @@
  * the store's input checks (store-common.c) is -EIO naming the key, never a
  * crash: values come over the network and anyone with access to etcd can
  * write them.  Strings that are not valid UTF-8 are stored with U+FFFD in
- * place of the bad bytes (JSON is UTF-8; SQLite keeps the bytes).
+ * place of the bad bytes, cut to fit their field (JSON is UTF-8; SQLite
+ * keeps the bytes).  Calls that must know a revision or a record first
+ * (event_add, job_update, job_create's look for left sub-tasks) make one
+ * read before their Txn.
  *
  * Transactions.  Every write is one etcd Txn whose compares make it exact:
  * host_delete and subtask_update compare that the key exists (the -ENOENT
@@ -31,11 +34,13 @@
  * what makes a job exist: every reader looks up the job before its
  * sub-tasks or events (-ENOENT without it), so a reader sees either no job
  * or the job with all its sub-tasks (etcd reads are linearizable, and the
- * chunks' revisions precede the job key's).  The first chunk also deletes
- * whatever sub-tasks and events an earlier, interrupted creation of the
- * same id left; a creation that fails after its first chunk deletes its
- * chunks (guarded the same way).  A crash between chunks leaves sub-tasks
- * no reader sees until a creation of that id clears them.  job_prune
+ * chunks' revisions precede the job key's).  A creation that fails after
+ * its first chunk deletes its chunks (guarded the same way); a crash
+ * between chunks leaves sub-tasks no reader sees.  So a creation first
+ * looks for sub-tasks of its id (one read) and, when some were left,
+ * deletes them in a Txn of their own (etcd refuses a Txn that deletes a
+ * range and puts keys inside it).  Events are written only while their
+ * job exists and deleted with it, so none are ever left.  job_prune
  * deletes each job with its sub-tasks and events in one Txn (the job key
  * first), STORE_ETCD_PRUNE_CHUNK jobs per Txn.  Reads (get, list) are
  * single linearizable range requests; a list of a job's sub-tasks or
@@ -181,14 +186,19 @@ static const Field event_fields[] = {
 
 #define MAX_FIELDS 20
 
-/* A string member, made valid UTF-8 when it is not. */
-static int add_text(JsonValue *o, const char *name, const char *s) {
+/* A string member of a @size-byte field, made valid UTF-8 when it is not
+ * (U+FFFD for each bad sequence, cut at a character to fit the field
+ * again, so that it reads back). */
+static int add_text(JsonValue *o, const char *name, const char *s, size_t size) {
         _cleanup_free_ char *fixed = NULL;
+        char buf[STORE_TEXT_MAX];
         size_t len;
         int r = text_utf8_sanitize(s, strlen(s), &fixed, &len);
-        if (r < 0)
-                return r;
-        return json_add_string(o, name, fixed ? fixed : s);
+        if (r <= 0)
+                return r < 0 ? r : json_add_string(o, name, s);
+        assert(size <= sizeof(buf));
+        text_copy_utf8(buf, size, fixed);
+        return json_add_string(o, name, buf);
 }
 
 /* @rec (a record of @fields) as a malloc'ed JSON object text. */
@@ -200,7 +210,7 @@ static int record_encode(const Field *fields, size_t n, const void *rec, char **
                 const Field *f = &fields[i];
                 const void *p = base + f->off;
                 switch (f->type) {
-                case F_STR: r = add_text(o, f->name, p); break;
+                case F_STR: r = add_text(o, f->name, p, f->size); break;
                 case F_INT: r = json_add_i64(o, f->name, *(const int *) p); break;
                 case F_U64: r = json_add_u64(o, f->name, *(const uint64_t *) p); break;
                 case F_U32: r = json_add_u64(o, f->name, *(const uint32_t *) p); break;
@@ -293,6 +303,16 @@ static int event_decode(const EtcdKv *kv, StoreEvent *e) {
         return record_checked(kv, store_check_time("event time_unix_ms", e->time_unix_ms));
 }
 
+/* -EIO unless @kv is at the key of @name in @dir (a record copied to
+ * another key is damaged too). */
+static int key_matches(const EtcdStore *s, const EtcdKv *kv, const char *dir, const char *name, const char *what) {
+        Key k;
+        key_make(s, &k, dir, name, NULL);
+        if (strcmp(k.s, kv->key) != 0)
+                return err_set(-EIO, "store etcd: record %s is damaged: it holds %s '%s'", kv->key, what, name);
+        return 0;
+}
+
 /* ---- transactions ------------------------------------------------------- */
 
 /* Whether the fence still holds: 0 when it does, -ESTALE when the key is
@@ -381,10 +401,8 @@ static int job_read(EtcdStore *s, const char *id, StoreJob *ret, EtcdKv *ret_kv)
         int r = get_key(s, k.s, "get job", &kv);
         if (r == -ENOENT)
                 return err_set(-ENOENT, "no job '%s'", id);
-        if (r < 0 || (r = job_decode(&kv, ret)) < 0)
+        if (r < 0 || (r = job_decode(&kv, ret)) < 0 || (r = key_matches(s, &kv, "jobs", ret->id, "job")) < 0)
                 return r;
-        if (strcmp(ret->id, id) != 0)
-                return err_set(-EIO, "store etcd: record %s is damaged: it holds job '%s'", k.s, ret->id);
         if (ret_kv) {
                 *ret_kv = kv;
                 kv = (EtcdKv){ 0 };
@@ -441,15 +459,9 @@ static int etcd_host_list(Store *base, StoreHost **ret, size_t *ret_n) {
         hosts = calloc(n ? n : 1, sizeof(*hosts));
         if (!hosts)
                 r = err_set(-ENOMEM, "out of memory for %zu hosts", n);
-        for (size_t i = 0; i < n && r >= 0; i++) {
-                Key k;
-                if ((r = host_decode(&kvs[i], &hosts[i])) < 0)
-                        break;
-                key_make(s, &k, "hosts", hosts[i].name, NULL);
-                if (strcmp(k.s, kvs[i].key) != 0)
-                        r = err_set(-EIO, "store etcd: record %s is damaged: it holds host '%s'", kvs[i].key,
-                                    hosts[i].name);
-        }
+        for (size_t i = 0; i < n && r >= 0; i++)
+                if ((r = host_decode(&kvs[i], &hosts[i])) >= 0)
+                        r = key_matches(s, &kvs[i], "hosts", hosts[i].name, "host");
         etcd_kvs_free(kvs, n);
         if (r < 0)
                 return r;
@@ -504,11 +516,30 @@ static int create_kv_make(EtcdStore *s, const StoreJob *j, const StoreSubtask *s
         return r < 0 ? r : record_encode(job_fields, ELEMENTSOF(job_fields), j, &c->values[n_subs]);
 }
 
+/* Sub-tasks an interrupted creation of @id left (its job does not exist)
+ * are deleted before a new creation writes any. */
+static int job_create_clear(EtcdStore *s, const char *id, const char *job_key, const char *subs_dir) {
+        EtcdKv *kvs = NULL;
+        size_t n = 0;
+        int r = etcd_range_prefix(s->etcd, subs_dir, 1, true, 0, &kvs, &n, NULL);
+        if (r < 0)
+                return err_prefix(r, "store etcd: create job (look for sub-tasks left)");
+        etcd_kvs_free(kvs, n);
+        if (n == 0)
+                return 0;
+        EtcdCmp c = cmp_absent(job_key);
+        EtcdOp op = op_delete(subs_dir, true);
+        r = write_txn(s, "create job (delete sub-tasks left)", &c, 1, &op, 1);
+        if (r == 0)
+                return err_set(-EEXIST, "job '%s' already exists", id);
+        return r < 0 ? r : 0;
+}
+
 static int etcd_job_create(Store *base, const StoreJob *j, const StoreSubtask *subs, size_t n_subs) {
         EtcdStore *s = etcd_store(base);
         _cleanup_(create_kv_free) CreateKv c = { 0 };
         EtcdOp ops[ETCD_MAX_TXN_OPS];
-        Key subs_dir, events_dir;
+        Key subs_dir;
         size_t n_ops = 0, next = 0;
         bool first = true;
         int r = store_check_job_create(j, subs, n_subs);
@@ -517,13 +548,8 @@ static int etcd_job_create(Store *base, const StoreJob *j, const StoreSubtask *s
         const char *job_key = c.keys[n_subs].s;
         EtcdCmp absent = cmp_absent(job_key);
         key_make(s, &subs_dir, "subs", j->id, "");
-        key_make(s, &events_dir, "events", j->id, "");
-        /* what an interrupted creation left, in a Txn of its own: etcd
-         * refuses a put under a range deleted in the same Txn ("duplicate
-         * key given in txn request") */
-        EtcdOp clear[2] = { op_delete(subs_dir.s, true), op_delete(events_dir.s, true) };
-        if ((r = write_txn(s, "create job (clear)", &absent, 1, clear, 2)) <= 0)
-                return r < 0 ? r : err_set(-EEXIST, "job '%s' already exists", j->id);
+        if ((r = job_create_clear(s, j->id, job_key, subs_dir.s)) < 0)
+                return r;
 
         /* Chunks of sub-tasks, then the last Txn with the job key. */
         while (next < c.n) {
@@ -603,7 +629,8 @@ static int jobs_read(EtcdStore *s, const char *what, JobRow **ret, size_t *ret_n
         if (!rows)
                 r = err_set(-ENOMEM, "out of memory for %zu jobs", n);
         for (size_t i = 0; i < n && r >= 0; i++) {
-                r = job_decode(&kvs[i], &rows[i].job);
+                if ((r = job_decode(&kvs[i], &rows[i].job)) >= 0)
+                        r = key_matches(s, &kvs[i], "jobs", rows[i].job.id, "job");
                 rows[i].create_revision = kvs[i].create_revision;
         }
         etcd_kvs_free(kvs, n);

@@ -1,8 +1,9 @@
 /* The coordinator's job store: jobs, their sub-tasks and history, and the
  * host inventory, durable across coordinator restarts.
  *
- * An interface (a table of functions) so a replicated store can follow;
- * the one implementation today is SQLite (store-sqlite.c): one database
+ * An interface (a table of functions) with two implementations: etcd
+ * (store-etcd.c, replicated, for coordinators in HA) and SQLite
+ * (store-sqlite.c): one database
  * file, WAL mode, synchronous=FULL (every commit reaches the disk before the
  * call returns), foreign keys on, a schema version checked at open.  Every
  * call is one transaction; callers never see SQL.  All calls are safe from
@@ -13,7 +14,8 @@
  * NUL-terminated.  Enum fields hold the persisted number of their
  * coord-enums.h enum as an int (a record read back from a file may hold any
  * number; writes check the range).  Errors: -ENOENT (no such id), -EEXIST (duplicate),
- * -EIO with the SQLite message in the detail (err.h), -EINVAL for bad input.
+ * -EIO with the SQLite message in the detail (err.h), -EINVAL for bad input;
+ * on etcd also -EAGAIN and -ETIMEDOUT (store_etcd_open) and -ESTALE (fence).
  */
 #pragma once
 

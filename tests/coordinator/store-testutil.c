@@ -1,4 +1,4 @@
-/* The SQLite job store tests' shared helpers (see store-testutil.h). */
+/* The job store tests' shared helpers (see store-testutil.h). */
 #include "store-testutil.h"
 
 #include <setjmp.h>
@@ -12,16 +12,110 @@
 #include "err.h"
 #include "testutil.h"
 
-const char *stu_db_path(const char *tag) {
-        return tu_path(tu_tmpdir(tag), "store.db");
+StuBackend stu_backend = STU_SQLITE;
+
+static EtcdCluster cluster;
+static Etcd *client;
+
+/* The etcd client exists only with gRPC (STU_HAVE_ETCD); without it the
+ * program runs on SQLite only and "--etcd" skips. */
+#ifdef STU_HAVE_ETCD
+static void etcd_stop(void) {
+        etcd_close(client);
+        client = NULL;
+        etcdproc_stop(&cluster);
+}
+#endif
+
+void stu_init(int argc, char **argv) {
+        if (argc < 2 || strcmp(argv[1], "--etcd") != 0)
+                return;
+        stu_backend = STU_ETCD;
+#ifndef STU_HAVE_ETCD
+        tu_skip("built without gRPC: no etcd client");
+#else
+        if (!etcdproc_available())
+                tu_skip("etcd and etcdctl are not installed (Debian: etcd-server, etcd-client)");
+        if (etcdproc_start(&cluster, tu_tmpdir("store-etcd"), 1, NULL, NULL, false) < 0) {
+                fprintf(stderr, "cannot start etcd (see above)\n");
+                exit(1);
+        }
+        int r = etcd_open(&(EtcdOptions){ .endpoints = cluster.endpoints }, &client);
+        if (r < 0) {
+                fprintf(stderr, "etcd_open(%s): %s\n", cluster.endpoints, err_str(r));
+                exit(1);
+        }
+        atexit(etcd_stop);
+#endif
 }
 
-Store *stu_open(const char *path) {
+EtcdCluster *stu_etcd_cluster(void) {
+        assert_int_equal(stu_backend, STU_ETCD);
+        return &cluster;
+}
+
+Etcd *stu_etcd(void) {
+        assert_int_equal(stu_backend, STU_ETCD);
+        return client;
+}
+
+const char *stu_place(const char *tag) {
+        static char bufs[8][512];
+        static int next, serial;
+        char *buf = bufs[next++ % 8];
+        if (stu_sqlite())
+                snprintf(buf, sizeof(bufs[0]), "%s", tu_path(tu_tmpdir(tag), "store.db"));
+        else
+                snprintf(buf, sizeof(bufs[0]), "/t/%s-%d", tag, serial++);
+        return buf;
+}
+
+int stu_try_open(const char *place, Store **ret) {
+#ifdef STU_HAVE_ETCD
+        if (!stu_sqlite())
+                return store_etcd_open(client, place, ret);
+#endif
+        return store_sqlite_open(place, ret);
+}
+
+Store *stu_open(const char *place) {
         Store *s = NULL;
-        int r = store_sqlite_open(path, &s);
+        int r = stu_try_open(place, &s);
         if (r < 0)
-                fail_msg("store_sqlite_open(%s): %s", path, err_str(r));
+                fail_msg("open the store at %s: %s", place, err_str(r));
         return s;
+}
+
+int stu_count_records(const char *place, const char *what) {
+        if (stu_sqlite()) {
+                sqlite3 *db = stu_raw_open(place);
+                char sql[64];
+                snprintf(sql, sizeof(sql), "SELECT count(*) FROM %s", what);
+                int n = atoi(stu_raw_query(db, sql));
+                sqlite3_close(db);
+                return n;
+        }
+        size_t n = 0;
+#ifdef STU_HAVE_ETCD
+        char prefix[600];
+        EtcdKv *kvs = NULL;
+        snprintf(prefix, sizeof(prefix), "%s/%s/", place, strcmp(what, "subtasks") == 0 ? "subs" : what);
+        int r = etcd_range_prefix(client, prefix, 0, true, 0, &kvs, &n, NULL);
+        if (r < 0)
+                fail_msg("range %s: %s", prefix, err_str(r));
+        etcd_kvs_free(kvs, n);
+#endif
+        return (int) n;
+}
+
+void stu_etcd_put_raw(const char *place, const char *key, const char *value) {
+        char *args = tu_asprintf("put -- '%s/%s' '%s'", place, key, value);
+        char *out = NULL;
+        int rc = etcdproc_ctl(&cluster, &out, args);
+        if (rc != 0)
+                fail_msg("etcdctl %s: exit %d: %s", args, rc, out ? out : "");
+        free(out);
+        free(args);
 }
 
 void stu_expect_err(int r, int want, const char *detail) {

@@ -1,5 +1,9 @@
-/* What the SQLite job store's tests share (test-store-records.c,
- * test-store-durability.c): a store in a scratch folder, records filled
+/* What the job store's tests share (test-store-records.c,
+ * test-store-durability.c, test-store-retention.c, test-store-etcd.c): the
+ * backend under test, SQLite or etcd, chosen by the program's arguments
+ * (stu_init: "--etcd" starts one etcd member on loopback for the program,
+ * or skips when etcd is not installed), a store of that backend per test
+ * (a file in a scratch folder, or a key prefix of its own), records filled
  * with every field set (the longest values and the top bits where a field
  * allows them, so a round trip that loses anything shows), equality
  * checks over whole records, and raw SQLite access to the store's file
@@ -8,9 +12,12 @@
  */
 #pragma once
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <sqlite3.h>
 
+#include "etcd.h"
+#include "etcdproc.h"
 #include "store.h"
 
 #define FILL(field, ...) snprintf((field), sizeof(field), __VA_ARGS__)
@@ -34,12 +41,41 @@ enum {
         HOST_MAINTENANCE = 3,
 };
 
-/* "store.db" in the scratch folder of @tag (tu_tmpdir; a rotating static
- * buffer, see tu_path). */
-const char *stu_db_path(const char *tag);
-/* store_sqlite_open(@path) or fail the test with its error.  The caller
- * closes the store. */
-Store *stu_open(const char *path);
+typedef enum StuBackend {
+        STU_SQLITE,
+        STU_ETCD,
+} StuBackend;
+
+/* The backend under test (stu_init). */
+extern StuBackend stu_backend;
+static inline bool stu_sqlite(void) {
+        return stu_backend == STU_SQLITE;
+}
+
+/* Choose the backend from the program's arguments: none for SQLite,
+ * "--etcd" for etcd (an etcd member is started for the whole program;
+ * exits with TU_EXIT_SKIP and the reason when etcd is missing). */
+void stu_init(int argc, char **argv);
+/* The etcd member and a client of it (STU_ETCD only; the program's). */
+EtcdCluster *stu_etcd_cluster(void);
+Etcd *stu_etcd(void);
+
+/* Where a new store of test @tag lives: "store.db" in a new scratch
+ * folder of @tag (tu_tmpdir), or the etcd prefix "/t/<tag>-<n>" (n counts
+ * the calls).  A static buffer per call (up to 8 live at once). */
+const char *stu_place(const char *tag);
+/* Open the store at @place with the backend under test: 0 or its error
+ * (*ret untouched). */
+int stu_try_open(const char *place, Store **ret);
+/* The same, failing the test on error.  The caller closes the store. */
+Store *stu_open(const char *place);
+/* How many sub-task ("subtasks") or event ("events") records the store at
+ * @place holds over every job, read behind the store's back (SQL, or a
+ * count of keys in etcd): what the store's API never lists. */
+int stu_count_records(const char *place, const char *what);
+/* Write @value at @key (under the store's prefix, e.g. "jobs/x") in etcd
+ * behind the store's back. */
+void stu_etcd_put_raw(const char *place, const char *key, const char *value);
 /* Fail the test unless @r is @want and the thread's error detail
  * (err_msg) contains @detail. */
 void stu_expect_err(int r, int want, const char *detail);

@@ -1,21 +1,24 @@
-/* Two coordinators on one REAL etcd member (tests/lib/etcdproc.h, loopback,
+/* Three coordinators on one REAL etcd member (tests/lib/etcdproc.h, loopback,
  * plaintext in dev_mode): leader and standby (coordinator/coord-ha.c).
  *
  * Each coordinator is a child process of the test running the engine with
  * the FAKE agents of fake-agents.c (the same two hosts and guests in each)
  * and the real Coordinator API on a unix socket; the test talks to them
  * as a client and through droverctl.  What it proves, in order:
- *   - exactly one leads: the other refuses a change with
+ *   - exactly one leads: the others refuse a change with
  *     FAILED_PRECONDITION, the leader's address in the message and a
  *     NotLeader detail naming it;
  *   - a job submitted to the leader is listed by the standby (its view of
- *     the store) within its refresh;
+ *     the store) within its refresh, and so are the hosts;
  *   - droverctl given a dead address, the standby and the leader (in that
  *     order) moves past the dead one, follows the standby's NotLeader to
  *     the leader, and says so with -v;
- *   - kill -9 of the leader: the standby leads within the lease's TTL and
+ *   - kill -9 of the leader: a standby leads within the lease's TTL and
  *     a margin (measured), and the job is there, resumed by the new leader
- *     ("new leader: job resumed" in its history).
+ *     ("new leader: job resumed" in its history);
+ *   - SIGTERM of that leader resigns (its lease revoked): the last one
+ *     leads at once, long before the lease could have expired, and has
+ *     the job.
  * Skipped, with the reason, without /usr/bin/etcd or in a build without the
  * etcd client.
  */
@@ -49,8 +52,10 @@
 
 static const char *dir;
 static EtcdCluster etcd;
-static char addr[2][300];
-static pid_t pid[2];
+#define N 3 /* coordinators */
+
+static char addr[N][300];
+static pid_t pid[N];
 
 static void assert_contains(const char *text, const char *part) {
         if (!text || !strstr(text, part))
@@ -77,7 +82,9 @@ _Noreturn static void coordinator_main(const char *a, const char *tag) {
         snprintf(cfg.etcd_endpoints, sizeof(cfg.etcd_endpoints), "%s", etcd.endpoints);
         snprintf(cfg.etcd_prefix, sizeof(cfg.etcd_prefix), "/drover-test");
         cfg.etcd_lease_ttl_s = TTL_S;
-        snprintf(cfg.advertise, sizeof(cfg.advertise), "%s", a);
+        if (strlen(a) >= sizeof(cfg.advertise))
+                _exit(1);
+        memcpy(cfg.advertise, a, strlen(a) + 1);
         cfg.n_hosts = 2;
         for (size_t i = 0; i < 2; i++) {
                 StoreHost *h = &cfg.hosts[i];
@@ -104,17 +111,21 @@ _Noreturn static void coordinator_main(const char *a, const char *tag) {
 }
 
 static pid_t start(int i) {
-        snprintf(addr[i], sizeof(addr[i]), "unix:%s", tu_path(dir, i ? "b.sock" : "a.sock"));
+        char name[16];
+        snprintf(name, sizeof(name), "%c.sock", 'a' + i);
+        snprintf(addr[i], sizeof(addr[i]), "unix:%s", tu_path(dir, name));
         fflush(NULL);
         pid_t p = fork();
-        if (p < 0)
-                fail_msg("fork: %m");
+        if (p < 0) {
+                perror("fork");
+                exit(1);
+        }
         if (p == 0) {
-                char log[300];
-                snprintf(log, sizeof(log), "%s", tu_path(dir, i ? "b.log" : "a.log"));
-                FILE *f = freopen(log, "w", stderr);
+                snprintf(name, sizeof(name), "%c.log", 'a' + i);
+                FILE *f = freopen(tu_path(dir, name), "w", stderr);
                 (void) f;
-                coordinator_main(addr[i], i ? "b" : "a");
+                snprintf(name, sizeof(name), "%c", 'a' + i);
+                coordinator_main(addr[i], name);
         }
         return p;
 }
@@ -159,19 +170,50 @@ static Role role_of(const char *a, char *ret_leader, size_t size) {
         return ROLE_STANDBY;
 }
 
-/* Wait up to @ms until coordinator @i leads and the other (when @other)
- * names it.  Returns the time waited in ms, or fails. */
-static uint64_t wait_leader(int i, bool other, int ms) {
+/* Wait up to @ms until one of the running coordinators leads while every
+ * other running one stands by naming it.  Returns its index; the time
+ * waited in *ret_ms.  Fails when none does, or when two lead at once. */
+static int wait_leader(int ms, uint64_t *ret_ms) {
         uint64_t t0 = now_ms();
-        char named[300] = "";
         while (now_ms() - t0 < (uint64_t) ms) {
-                if (role_of(addr[i], NULL, 0) == ROLE_LEADER &&
-                    (!other || (role_of(addr[!i], named, sizeof(named)) == ROLE_STANDBY && strcmp(named, addr[i]) == 0)))
-                        return now_ms() - t0;
-                usleep(100 * 1000);
+                char named[N][300] = { "" };
+                Role role[N] = { ROLE_NONE };
+                int leader = -1, leaders = 0;
+                for (int i = 0; i < N; i++)
+                        if (pid[i] > 0 && (role[i] = role_of(addr[i], named[i], sizeof(named[i]))) == ROLE_LEADER) {
+                                leader = i;
+                                leaders++;
+                        }
+                if (leaders > 1)
+                        fail_msg("two coordinators lead at once");
+                bool agreed = leader >= 0;
+                for (int i = 0; i < N && agreed; i++)
+                        agreed = pid[i] <= 0 || i == leader ||
+                                 (role[i] == ROLE_STANDBY && strcmp(named[i], addr[leader]) == 0);
+                if (agreed) {
+                        if (ret_ms)
+                                *ret_ms = now_ms() - t0;
+                        return leader;
+                }
+                usleep(50 * 1000);
         }
-        fail_msg("coordinator %s did not lead within %d ms", addr[i], ms);
-        return 0;
+        fail_msg("no coordinator led, named by the others, within %d ms", ms);
+        return -1;
+}
+
+/* Whether job @id's history on coordinator @a has a line containing @text. */
+static bool history_has(const char *a, const char *id, const char *text) {
+        Drover__V1__JobRef ref = DROVER__V1__JOB_REF__INIT;
+        Drover__V1__Job *j = NULL;
+        RpcStatus st;
+        bool found = false;
+        ref.id = (char *) id;
+        if (call(a, "GetJob", &ref.base, &st, (ProtobufCMessage **) &j) < 0)
+                return false;
+        for (size_t i = 0; i < j->n_history; i++)
+                found |= strstr(j->history[i]->text, text) != NULL;
+        drover__v1__job__free_unpacked(j, NULL);
+        return found;
 }
 
 /* Whether coordinator @a lists job @id. */
@@ -210,22 +252,12 @@ static int droverctl(char **ret_out, ...) {
 
 static void test_leader_standby_failover(void **state) {
         (void) state;
-        /* exactly one leads; the other names it */
-        uint64_t t0 = now_ms();
-        int leader = -1;
-        while (leader < 0 && now_ms() - t0 < 15000) {
-                Role a = role_of(addr[0], NULL, 0), b = role_of(addr[1], NULL, 0);
-                assert_false(a == ROLE_LEADER && b == ROLE_LEADER);
-                leader = a == ROLE_LEADER ? 0 : b == ROLE_LEADER ? 1 : -1;
-                usleep(100 * 1000);
-        }
-        if (leader < 0)
-                fail_msg("no coordinator leads after 15 s");
-        int standby = !leader;
-        (void) wait_leader(leader, true, 5000);
+        /* exactly one leads; the others name it */
+        int leader = wait_leader(15000, NULL);
+        int standby = (leader + 1) % N;
         printf("# leader %s, standby %s\n", addr[leader], addr[standby]);
 
-        /* the standby refuses a change, naming the leader */
+        /* a standby refuses a change, naming the leader */
         Drover__V1__MigrateGuestsRequest mig = DROVER__V1__MIGRATE_GUESTS_REQUEST__INIT;
         char *g1 = (char *) "g1";
         RpcStatus st;
@@ -248,11 +280,19 @@ static void test_leader_standby_failover(void **state) {
         drover__v1__job_response__free_unpacked(jr, NULL);
 
         /* the standby lists it (its view is refreshed every second) */
-        t0 = now_ms();
+        uint64_t t0 = now_ms();
         while (!lists_job(addr[standby], id) && now_ms() - t0 < 5000)
                 usleep(100 * 1000);
         if (!lists_job(addr[standby], id))
                 fail_msg("the standby does not list job %s after 5 s", id);
+
+        /* ... and the hosts the leader wrote (the configuration's seed) */
+        Drover__V1__ListHostsRequest lh = DROVER__V1__LIST_HOSTS_REQUEST__INIT;
+        Drover__V1__ListHostsResponse *hosts = NULL;
+        if (call(addr[standby], "ListHosts", &lh.base, &st, (ProtobufCMessage **) &hosts) < 0)
+                fail_msg("ListHosts on the standby: %s", st.details);
+        assert_int_equal(hosts->n_hosts, 2);
+        drover__v1__list_hosts_response__free_unpacked(hosts, NULL);
 
         /* droverctl: past a dead address, then the standby's NotLeader to the leader */
         char list[2048], *out = NULL;
@@ -267,33 +307,38 @@ static void test_leader_standby_failover(void **state) {
         assert_contains(out, said);
         free(out);
 
-        /* kill -9 of the leader: the standby leads within the TTL and a margin */
-        uint64_t killed = now_ms();
+        /* kill -9 of the leader: a standby leads within the TTL and a margin */
+        uint64_t took;
         tu_kill(pid[leader]);
         pid[leader] = 0;
-        (void) wait_leader(standby, false, (TTL_S + 5) * 1000);
-        uint64_t took = now_ms() - killed;
-        printf("# the standby led %llu ms after the leader's kill -9 (lease TTL %d s)\n", (unsigned long long) took,
-               TTL_S);
+        int next = wait_leader((TTL_S + 5) * 1000, &took);
+        printf("# %s led %llu ms after the leader's kill -9 (lease TTL %d s)\n", addr[next],
+               (unsigned long long) took, TTL_S);
         assert_true(took <= (uint64_t) (TTL_S + 2) * 1000);
 
         /* the job is there, resumed by the new leader */
-        Drover__V1__JobRef ref = DROVER__V1__JOB_REF__INIT;
-        Drover__V1__Job *j = NULL;
-        ref.id = id;
-        bool resumed = false;
         t0 = now_ms();
-        while (!resumed && now_ms() - t0 < 5000) {
-                if (call(addr[standby], "GetJob", &ref.base, &st, (ProtobufCMessage **) &j) >= 0) {
-                        for (size_t i = 0; i < j->n_history; i++)
-                                resumed |= strstr(j->history[i]->text, "new leader: job resumed") != NULL;
-                        drover__v1__job__free_unpacked(j, NULL);
-                }
-                if (!resumed)
-                        usleep(100 * 1000);
-        }
-        assert_true(resumed);
-        assert_true(lists_job(addr[standby], id));
+        while (!history_has(addr[next], id, "new leader: job resumed") && now_ms() - t0 < 5000)
+                usleep(100 * 1000);
+        assert_true(history_has(addr[next], id, "new leader: job resumed"));
+        assert_true(lists_job(addr[next], id));
+
+        /* SIGTERM of the leader resigns: the last one leads at once, well
+         * before the lease could have expired */
+        int status;
+        uint64_t signalled = now_ms();
+        tu_signal(pid[next], SIGTERM);
+        assert_int_equal(waitpid(pid[next], &status, 0), pid[next]);
+        assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        pid[next] = 0;
+        int last = wait_leader((TTL_S + 5) * 1000, NULL);
+        took = now_ms() - signalled;
+        printf("# %s led %llu ms after the leader's SIGTERM\n", addr[last], (unsigned long long) took);
+        assert_true(took < (uint64_t) TTL_S * 1000 / 2 + 300);
+        t0 = now_ms();
+        while (!lists_job(addr[last], id) && now_ms() - t0 < 5000)
+                usleep(100 * 1000);
+        assert_true(lists_job(addr[last], id));
 }
 
 int main(void) {
@@ -309,11 +354,11 @@ int main(void) {
                 fprintf(stderr, "etcd did not start (see %s)\n", dir);
                 return 1;
         }
-        /* both coordinators before any gRPC in this process: they fork */
-        pid[0] = start(0);
-        pid[1] = start(1);
+        /* every coordinator before any gRPC in this process: they fork */
+        for (int i = 0; i < N; i++)
+                pid[i] = start(i);
         int r = cmocka_run_group_tests_name("coord-ha", tests, NULL, NULL);
-        for (int i = 0; i < 2; i++)
+        for (int i = 0; i < N; i++)
                 tu_kill(pid[i]);
         etcdproc_stop(&etcd);
         return r;

@@ -59,6 +59,9 @@ static void test_scrape_follows_the_engine(void **state) {
         double failed0 = value(t0, "drover_coordinator_migrations_total{result=\"failed\"}");
         double jobs_ok0 = value(t0, "drover_coordinator_jobs_ended_total{kind=\"migrate\",phase=\"succeeded\"}");
         double commits0 = value(t0, "drover_coordinator_store_commit_seconds_count");
+        /* SQLite: one coordinator, always the leader; no election, no change */
+        assert_int_equal(value(t0, "drover_coordinator_leader"), 1);
+        assert_int_equal(value(t0, "drover_coordinator_leader_changes_total"), 0);
 
         assert_int_equal(ch_migrate(c, "a1", "h2", m1), 0);
         assert_int_equal(ch_migrate(c, "a2", "h2", m2), 0);

@@ -1,17 +1,21 @@
-/* Unit tests of the SQLite job store (coordinator/store-sqlite.c), its
- * file and its safety: durability across close/open (the WAL folded in),
- * refusal of newer schemas, of someone else's database and of files that
- * are not databases (left untouched), 8 threads at once, and a crash test:
- * a child process writes in a loop and reports each committed call on a
- * pipe, is SIGKILLed at a random moment, and the parent checks that
- * everything reported is there and the file passes PRAGMA integrity_check.
+/* Unit tests of the job store's durability and safety, on each backend
+ * (SQLite, coordinator/store-sqlite.c; with "--etcd", etcd,
+ * coordinator/store-etcd.c on a real etcd member): durability across
+ * close/open, refusal of newer schemas (and, on SQLite, of someone else's
+ * database and of files that are not databases, left untouched), 8
+ * threads at once, and a crash test: a child process (this program run
+ * again with "--crash-child") writes in a loop and reports each committed
+ * call on a pipe, is SIGKILLed at a random moment, and the parent checks
+ * that everything reported is there (and, on SQLite, that the file passes
+ * PRAGMA integrity_check).
  *
- * The test opens the file with SQLite itself to inspect or tamper with it
- * (the store's code never exposes SQL).  Figures (commit latency, calls/s,
- * lock hold times) are printed, never asserted.
- * DROVER_STORE_CRASH_ROUNDS (default 25) and DROVER_STORE_CRASH_SEED tune
- * the crash test.  The records themselves are in test-store-records.c;
- * helpers in store-testutil.h.
+ * On SQLite the test opens the file with SQLite itself to inspect or
+ * tamper with it (the store's code never exposes SQL).  Figures (commit
+ * latency, calls/s, lock hold times) are printed, never asserted.
+ * DROVER_STORE_CRASH_ROUNDS (default 25 on SQLite, 100 on etcd; 300 for a
+ * long run) and DROVER_STORE_CRASH_SEED (default: time and pid, printed)
+ * tune the crash test.  The records themselves are in
+ * test-store-records.c; helpers in store-testutil.h.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -43,7 +47,7 @@
 /* ---- durability and the file ----------------------------------------- */
 
 static void test_reopen(void **state) {
-        const char *path = stu_db_path("store-reopen");
+        const char *path = stu_place("store-reopen");
         Store *s = stu_open(path);
         StoreHost h;
         StoreJob j[3];
@@ -70,7 +74,10 @@ static void test_reopen(void **state) {
 
         /* the WAL was folded into the file at close */
         struct stat st;
-        assert_int_equal(stat(tu_path(tu_tmpdir("store-reopen"), "store.db-wal"), &st), -1);
+        char wal[600];
+        snprintf(wal, sizeof(wal), "%s-wal", path);
+        if (stu_sqlite())
+                assert_int_equal(stat(wal, &st), -1);
 
         s = stu_open(path);
         StoreHost *hl;
@@ -102,6 +109,8 @@ static void test_reopen(void **state) {
         free(jl);
         store_close(s);
 
+        if (!stu_sqlite())
+                return;
         sqlite3 *db = stu_raw_open(path);
         assert_string_equal(stu_raw_query(db, "PRAGMA journal_mode"), "wal");
         assert_string_equal(stu_raw_query(db, "PRAGMA user_version"), "1");
@@ -110,13 +119,27 @@ static void test_reopen(void **state) {
 }
 
 static void test_newer_version(void **state) {
-        const char *path = stu_db_path("store-version");
+        const char *path = stu_place("store-version");
         Store *s = stu_open(path);
         StoreJob j;
         stu_make_job(&j, "kept", 1, PHASE_RUNNING);
         assert_int_equal(s->ops->job_create(s, &j, NULL, 0), 0);
         store_close(s);
 
+        if (!stu_sqlite()) {
+                stu_etcd_put_raw(path, "schema", "99");
+                s = NULL;
+                stu_expect_err(stu_try_open(path, &s), -EPROTONOSUPPORT, "schema version 99, newer");
+                assert_null(s);
+                stu_etcd_put_raw(path, "schema", "garbage");
+                stu_expect_err(stu_try_open(path, &s), -EPROTONOSUPPORT, "'garbage', not a store schema version");
+                stu_etcd_put_raw(path, "schema", "1");
+                s = stu_open(path);
+                StoreJob got;
+                assert_int_equal(s->ops->job_get(s, "kept", &got), 0);
+                store_close(s);
+                return;
+        }
         sqlite3 *db = stu_raw_open(path);
         stu_raw_exec(db, "PRAGMA user_version = 99");
         sqlite3_close(db);
@@ -140,6 +163,8 @@ static void test_newer_version(void **state) {
 }
 
 static void test_garbage_file(void **state) {
+        if (!stu_sqlite())
+                skip();
         const char *dir = tu_tmpdir("store-garbage");
         const char *path = tu_path(dir, "store.db");
         char junk[8192];
@@ -235,7 +260,7 @@ static const LockStats *store_lock_stats(void) {
 }
 
 static void test_threads(void **state) {
-        const char *path = stu_db_path("store-threads");
+        const char *path = stu_place("store-threads");
         Store *s = stu_open(path);
         pthread_t th[N_THREADS];
         Worker w[N_THREADS];
@@ -253,10 +278,15 @@ static void test_threads(void **state) {
                                  w[i].first_error);
         }
         double secs = (double) (now_ns() - t0) / 1e9;
+        int writes = N_THREADS * JOBS_PER_THREAD * 3;
         const LockStats *ls = store_lock_stats();
+        if (!stu_sqlite())
+                print_message("%d threads: %d jobs, %d write calls, %d read calls in %.2f s: %.0f jobs/s, "
+                              "%.0f writes/s\n", N_THREADS, N_THREADS * JOBS_PER_THREAD, writes, writes, secs,
+                              N_THREADS * JOBS_PER_THREAD / secs, writes / secs);
+        else {
         assert_non_null(ls);
         assert_true(ls->count >= (uint64_t) N_THREADS * JOBS_PER_THREAD * 6);
-        int writes = N_THREADS * JOBS_PER_THREAD * 3;
         print_message("%d threads: %d jobs, %d write calls, %d read calls in %.2f s: %.0f jobs/s, "
                       "%.0f writes/s; store lock: %" PRIu64 " holds, mean %.3f ms, max %.3f ms, "
                       "longest wait %.3f ms\n",
@@ -264,6 +294,7 @@ static void test_threads(void **state) {
                       N_THREADS * JOBS_PER_THREAD / secs, writes / secs, ls->count,
                       (double) ls->total_ns / (double) ls->count / 1e6, (double) ls->max_ns / 1e6,
                       (double) ls->wait_max_ns / 1e6);
+        }
 
         StoreJob *jl;
         size_t n;
@@ -275,6 +306,10 @@ static void test_threads(void **state) {
         free(jl);
         store_close(s);
 
+        assert_int_equal(stu_count_records(path, "subtasks"), N_THREADS * JOBS_PER_THREAD * 2);
+        assert_int_equal(stu_count_records(path, "events"), N_THREADS * JOBS_PER_THREAD);
+        if (!stu_sqlite())
+                return;
         sqlite3 *db = stu_raw_open(path);
         char want[32];
         snprintf(want, sizeof(want), "%d", N_THREADS * JOBS_PER_THREAD * 2);
@@ -286,9 +321,11 @@ static void test_threads(void **state) {
         sqlite3_close(db);
 }
 
-/* Commit latency with synchronous=FULL on this disk, one caller. */
+/* Commit latency on this machine, one caller: SQLite with
+ * synchronous=FULL on this disk, or etcd (its own WAL fsync and a gRPC
+ * round trip). */
 static void test_commit_latency(void **state) {
-        Store *s = stu_open(stu_db_path("store-latency"));
+        Store *s = stu_open(stu_place("store-latency"));
         enum { N = 200 };
         static uint64_t lat[N];
         StoreJob j;
@@ -312,9 +349,9 @@ static void test_commit_latency(void **state) {
         for (int i = 0; i < N; i++)
                 assert_int_equal(s->ops->job_get(s, "lat", &got), 0);
         double read_us = (double) (now_ns() - t0) / N / 1e3;
-        print_message("commit latency (job_update, synchronous=FULL): p50 %.3f ms, p90 %.3f ms, "
+        print_message("%s commit latency (job_update): p50 %.3f ms, p90 %.3f ms, "
                       "p99 %.3f ms, max %.3f ms; job_get %.1f us\n",
-                      lat[N / 2] / 1e6, lat[N * 9 / 10] / 1e6, lat[N * 99 / 100] / 1e6,
+                      stu_sqlite() ? "SQLite (synchronous=FULL)" : "etcd (1 member, loopback)", lat[N / 2] / 1e6, lat[N * 9 / 10] / 1e6, lat[N * 99 / 100] / 1e6,
                       lat[N - 1] / 1e6, read_us);
         store_close(s);
 }
@@ -323,12 +360,23 @@ static void test_commit_latency(void **state) {
 
 #define CRASH_SUBS 3
 
-/* The child: create jobs and update their sub-tasks until killed, writing
- * one line to @fd after each call that returned 0.  Never returns. */
-_Noreturn static void crash_child(const char *path, int round, int fd) {
+/* The child (this program with "--crash-child BACKEND PLACE ROUND FD
+ * [ENDPOINTS]"): create jobs and update their sub-tasks until killed,
+ * writing one line to FD after each call that returned 0.  A new process
+ * rather than a fork, so that the parent's gRPC state (the etcd client)
+ * is not carried across.  Never returns. */
+_Noreturn static void crash_child(char **argv) {
+        const char *path = argv[3];
+        int round = atoi(argv[4]), fd = atoi(argv[5]);
         Store *s = NULL;
+        Etcd *e = NULL;
         char line[128];
-        if (store_sqlite_open(path, &s) < 0) {
+        if (strcmp(argv[2], "etcd") == 0 &&
+            etcd_open(&(EtcdOptions){ .endpoints = argv[6] }, &e) < 0) {
+                dprintf(fd, "X etcd_open: %s\n", err_msg());
+                _exit(2);
+        }
+        if ((e ? store_etcd_open(e, path, &s) : store_sqlite_open(path, &s)) < 0) {
                 dprintf(fd, "X open: %s\n", err_msg());
                 _exit(2);
         }
@@ -440,28 +488,39 @@ static int crash_verify(Store *s, int round, char *report, int *ret_extra_jobs) 
 }
 
 static void test_crash(void **state) {
-        const char *path = stu_db_path("store-crash");
+        const char *path = stu_place("store-crash");
         const char *e = getenv("DROVER_STORE_CRASH_ROUNDS");
-        int rounds = e ? atoi(e) : 25;
+        int rounds = e ? atoi(e) : stu_sqlite() ? 25 : 100;
         e = getenv("DROVER_STORE_CRASH_SEED");
         unsigned seed = e ? (unsigned) strtoul(e, NULL, 0) : (unsigned) (time(NULL) ^ getpid());
         int total_calls = 0, early_kills = 0, extra = 0;
         print_message("crash test: %d rounds, seed %u (DROVER_STORE_CRASH_SEED)\n", rounds, seed);
+        char self[4096];
+        ssize_t len = readlink("/proc/self/exe", self, sizeof(self) - 1);
+        assert_true(len > 0);
+        self[len] = '\0';
 
         for (int round = 0; round < rounds; round++) {
                 int p[2];
                 assert_int_equal(pipe(p), 0);
+                char round_s[16], fd_s[16];
+                snprintf(round_s, sizeof(round_s), "%d", round);
+                snprintf(fd_s, sizeof(fd_s), "%d", p[1]);
+                char *argv[] = { self, "--crash-child", stu_sqlite() ? "sqlite" : "etcd", (char *) path, round_s,
+                                 fd_s, stu_sqlite() ? NULL : stu_etcd_cluster()->endpoints, NULL };
+                assert_int_equal(fcntl(p[0], F_SETFD, FD_CLOEXEC), 0);
                 pid_t pid = fork();
                 assert_true(pid >= 0);
                 if (pid == 0) {
-                        close(p[0]);
-                        crash_child(path, round, p[1]);
+                        execv(self, argv);
+                        _exit(127);
                 }
                 close(p[1]);
                 assert_int_equal(fcntl(p[0], F_SETFL, O_NONBLOCK), 0);
 
                 /* One round in five dies early (maybe inside open or WAL
-                 * recovery); the rest 0-300 ms after their first commit. */
+                 * recovery, or connecting to etcd); the rest 0-300 ms after
+                 * their first commit. */
                 bool early = rand_r(&seed) % 5 == 0;
                 int delay_ms = early ? rand_r(&seed) % 20 : rand_r(&seed) % 300;
                 Buf b = { 0 };
@@ -499,6 +558,8 @@ static void test_crash(void **state) {
                 store_close(s);
                 free(b.data);
 
+                if (!stu_sqlite())
+                        continue;
                 sqlite3 *db = stu_raw_open(path);
                 assert_string_equal(stu_raw_query(db, "PRAGMA integrity_check"), "ok");
                 assert_string_equal(stu_raw_query(db, "SELECT count(*) FROM pragma_foreign_key_check"),
@@ -507,10 +568,14 @@ static void test_crash(void **state) {
         }
         print_message("crash test: %d SIGKILLs (%d before the first commit), %d committed calls "
                       "reported, all present; %d in-flight job creations found committed but "
-                      "unreported; integrity_check ok every time\n",
-                      rounds, early_kills, total_calls, extra);
+                      "unreported%s\n",
+                      rounds, early_kills, total_calls, extra,
+                      stu_sqlite() ? "; integrity_check ok every time" : "");
 }
-int main(void) {
+int main(int argc, char **argv) {
+        if (argc >= 6 && strcmp(argv[1], "--crash-child") == 0)
+                crash_child(argv);
+        stu_init(argc, argv);
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_reopen),
                 cmocka_unit_test(test_newer_version),

@@ -1,7 +1,8 @@
 /* The store's retention of ended jobs (store.h, job_prune): ended jobs
  * older than the age limit, or beyond the newest N ended ones, are deleted
  * with their sub-tasks and history; unfinished jobs never are, however old;
- * the coordinator's defaults are the documented ones. */
+ * the coordinator's defaults are the documented ones.  On each backend
+ * (store-testutil.h: SQLite, or etcd with "--etcd"). */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -11,10 +12,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
-#include <sqlite3.h>
 
 #include "err.h"
 #include "store.h"
+#include "store-testutil.h"
 #include "testutil.h"
 
 #define DAY_MS UINT64_C(86400000)
@@ -37,28 +38,14 @@ static void add_job(Store *s, const char *id, int phase, uint64_t finished) {
                 fail_msg("event_add %s: %s", id, err_msg());
 }
 
-/* The number a one-value query answers, on a second connection. */
-static int rows(const char *path, const char *sql) {
-        sqlite3 *db = NULL;
-        sqlite3_stmt *st = NULL;
-        int n = -1;
-        if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK &&
-            sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
-                n = sqlite3_column_int(st, 0);
-        sqlite3_finalize(st);
-        sqlite3_close(db);
-        return n;
-}
-
 static bool exists(Store *s, const char *id) {
         StoreJob j;
         return s->ops->job_get(s, id, &j) == 0;
 }
 
 static void test_prune_by_age_and_count_never_unfinished(void **state) {
-        Store *s = NULL;
-        const char *path = tu_path(tu_tmpdir("store-retention"), "store.db");
-        assert_int_equal(store_sqlite_open(path, &s), 0);
+        const char *path = stu_place("store-retention");
+        Store *s = stu_open(path);
         add_job(s, "old-ok", COORD_JOB_PHASE_SUCCEEDED, NOW_MS - 40 * DAY_MS);
         add_job(s, "old-failed", COORD_JOB_PHASE_FAILED, NOW_MS - 31 * DAY_MS);
         add_job(s, "old-running", COORD_JOB_PHASE_RUNNING, 0);
@@ -71,10 +58,10 @@ static void test_prune_by_age_and_count_never_unfinished(void **state) {
         assert_false(exists(s, "old-ok"));
         assert_false(exists(s, "old-failed"));
         assert_true(exists(s, "old-running"));
-        /* their sub-tasks and history went with them (read with SQLite
-         * itself: the store refuses to list those of an unknown job) */
-        assert_int_equal(rows(path, "SELECT count(*) FROM subtasks"), 4);
-        assert_int_equal(rows(path, "SELECT count(*) FROM events"), 4);
+        /* their sub-tasks and history went with them (read behind the
+         * store's back: it refuses to list those of an unknown job) */
+        assert_int_equal(stu_count_records(path, "subtasks"), 4);
+        assert_int_equal(stu_count_records(path, "events"), 4);
 
         /* no age limit, keep 2: the oldest ended one goes, the running one stays */
         assert_int_equal(s->ops->job_prune(s, 0, 2), 1);
@@ -89,7 +76,8 @@ static void test_prune_by_age_and_count_never_unfinished(void **state) {
         store_close(s);
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+        stu_init(argc, argv);
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_prune_by_age_and_count_never_unfinished),
         };

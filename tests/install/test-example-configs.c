@@ -1,5 +1,6 @@
 /* The example configurations installed as /etc/drover/agent.json.example
- * and coordinator.json.example (docs/examples/): each passes its daemon's
+ * and coordinator.json.example (docs/examples/), and coordinator-ha.json
+ * (etcd): each passes its daemon's
  * reader and validator as written, but for the TLS files, which cannot
  * exist on a machine that is not the cluster's (the test shows that is the
  * one complaint, then points them at files that exist), and keeps the
@@ -80,10 +81,34 @@ static void test_coordinator_example_is_valid(void **state) {
         assert_int_equal(c.n_hosts, 2);
 }
 
+/* The HA example (two or more coordinators on etcd): valid once its TLS
+ * files exist, both the API's and etcd's. */
+static void test_coordinator_ha_example_is_valid(void **state) {
+        CoordConfig c;
+        (void) state;
+        if (coord_config_load(tu_source_path("docs/examples/coordinator-ha.json"), &c) < 0)
+                fail_msg("%s", err_msg());
+        assert_int_equal(c.store_kind, COORD_STORE_ETCD);
+        snprintf(c.tls_cert, sizeof(c.tls_cert), "%s", stand_in("coordinator.crt"));
+        snprintf(c.tls_key, sizeof(c.tls_key), "%s", stand_in("coordinator.key"));
+        snprintf(c.tls_ca, sizeof(c.tls_ca), "%s", stand_in("ca.crt"));
+        assert_int_not_equal(coord_config_validate(&c), 0);
+        if (!strstr(err_msg(), "etcd"))
+                fail_msg("the example's only complaint should be its etcd TLS files, not: %s", err_msg());
+        err_clear();
+        snprintf(c.etcd_cert, sizeof(c.etcd_cert), "%s", stand_in("etcd-client.crt"));
+        snprintf(c.etcd_key, sizeof(c.etcd_key), "%s", stand_in("etcd-client.key"));
+        snprintf(c.etcd_ca, sizeof(c.etcd_ca), "%s", stand_in("etcd-ca.crt"));
+        if (coord_config_validate(&c) < 0)
+                fail_msg("%s", err_msg());
+        assert_string_equal(c.advertise, "10.0.0.10:7500");
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_agent_example_is_valid),
                 cmocka_unit_test(test_coordinator_example_is_valid),
+                cmocka_unit_test(test_coordinator_ha_example_is_valid),
         };
         dir = tu_tmpdir("example-configs");
         return cmocka_run_group_tests(tests, NULL, NULL);

@@ -14,8 +14,13 @@ options:
   coordinator:
     description:
       - The coordinator's address, C(unix:/path) or C(HOST:PORT) (droverctl C(--coordinator)).
-      - Default C($DROVER_COORDINATOR), else droverctl's default C(unix:/run/drover/coordinator.sock).
-    type: str
+      - Several coordinators (on etcd, one leads and the others stand by) as a list or a comma-separated
+        string; droverctl tries them in order, moves to the next when one cannot be reached, and sends a
+        change refused by a standby to the leader it names.
+      - Default C($DROVER_COORDINATOR) (comma-separated for several), else droverctl's default
+        C(unix:/run/drover/coordinator.sock).
+    type: list
+    elements: str
   tls_cert:
     description: Client certificate (droverctl C(--tls-cert); default C($DROVER_TLS_CERT)). Needs I(tls_ca).
     type: path

@@ -60,7 +60,7 @@ QUERY_TIMEOUT_S = 120
 def connection_argument_spec():
     """Options every module takes: where the coordinator is and how to reach it."""
     return dict(
-        coordinator=dict(type="str", fallback=(env_fallback, ["DROVER_COORDINATOR"])),
+        coordinator=dict(type="list", elements="str", fallback=(env_fallback, ["DROVER_COORDINATOR"])),
         tls_cert=dict(type="path", fallback=(env_fallback, ["DROVER_TLS_CERT"])),
         tls_key=dict(type="path", no_log=False, fallback=(env_fallback, ["DROVER_TLS_KEY"])),
         tls_ca=dict(type="path", fallback=(env_fallback, ["DROVER_TLS_CA"])),
@@ -125,6 +125,18 @@ class Result(object):
         return text or EXIT_MEANING.get(self.rc, "exit code %s" % self.rc)
 
 
+def coordinator_list(value):
+    """The coordinator option as a list of addresses: a list, a comma-separated string (the environment
+    variable, or a list of one such string), or None."""
+    if not value:
+        return []
+    items = value if isinstance(value, (list, tuple)) else [value]
+    out = []
+    for item in items:
+        out += [a.strip() for a in str(item).split(",") if a.strip()]
+    return out
+
+
 class Droverctl(object):
     """droverctl for one module run."""
 
@@ -139,8 +151,10 @@ class Droverctl(object):
         else:
             self.path = module.get_bin_path(path, required=True)
         self.base = [self.path, "--json"]
-        if p.get("coordinator"):
-            self.base += ["--coordinator", p["coordinator"]]
+        coordinators = coordinator_list(p.get("coordinator"))
+        if coordinators:
+            # several: droverctl tries them in order and follows a standby to the leader
+            self.base += ["--coordinator", ",".join(coordinators)]
         for opt in ("tls_cert", "tls_key", "tls_ca"):
             if p.get(opt):
                 self.base += ["--" + opt.replace("_", "-"), p[opt]]
