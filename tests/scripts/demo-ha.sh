@@ -157,7 +157,6 @@ for k in 3 4; do
 JSON
   in_ns "$h" "$COORD" --config "$d/coordinator.json" > "$d/coordinator.log" 2>&1 &
   pids+=($!); disown $!
-  eval "coord_pid_$h=$!"
   for _ in $(seq 200); do grep -q "drover-coordinator: ready" "$d/coordinator.log" && break; sleep 0.05; done
   sleep 1   # d campaigns first: it leads, e waits as the standby
 done
@@ -176,19 +175,23 @@ ctl hosts
 say "droverctl evacuate host-a, then kill -9 of the leader ($leader) mid-way"
 job=$(ctl evacuate host-a --bandwidth 32 --json | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["job"]["id"])')
 echo "  job $job"
-( sleep 6
+( sleep 4
   lh=d; [ "$leader" = "$(ip_of 4):7500" ] && lh=e
-  pid_var=coord_pid_$lh
   printf '\n\033[1;31m>> kill -9 of the leader on host-%s (%s) at %s\033[0m\n' "$lh" "$leader" "$(date -u +%T.%3N)"
-  kill -9 "${!pid_var}" ) &
+  kill -9 $(ip netns pids "$NS-$lh") ) &   # the coordinator is all that runs there
 killer=$!
-# the live display; when the leader dies under it, watch again (droverctl then reaches the new leader)
+# the live display; when the leader dies under it, watch again, the other
+# coordinator first (droverctl's watch stays with the first address that
+# refuses it), until the new leader answers
 rc=6
-for _ in $(seq 10); do
-  set +e; ctl watch "$job"; rc=$?; set -e
+addrs=("$(ip_of 3):7500" "$(ip_of 4):7500")
+for try in $(seq 20); do
+  set +e
+  DROVER_COORDINATOR="${addrs[$((try % 2))]},${addrs[$(((try + 1) % 2))]}" ctl watch "$job" 2>/dev/null
+  rc=$?; set -e
   [ $rc -ne 6 ] && [ $rc -ne 4 ] && break
-  printf '\033[1m   (the coordinator went away: following the new leader)\033[0m\n'
-  sleep 1
+  [ "$try" -eq 1 ] && printf '\033[1m   (the coordinator went away: following the new leader)\033[0m\n'
+  sleep 0.5
 done
 wait $killer 2>/dev/null || true
 
