@@ -137,24 +137,6 @@ static void test_commit_latency(void **state) {
 
 static const ClusterCoordOptions one_at_a_time = { .max_outgoing = 1, .max_incoming = 1 };
 
-/* The first job history event after @after_ms whose text contains one of
- * @needles (NULL-terminated): its time (Unix ms), 0 when none yet. */
-static int64_t first_event_after(json_object *job, int64_t after_ms, const char *const *needles) {
-        json_object *hist = cj_get(job, "history");
-        int64_t best = 0;
-        for (size_t i = 0; i < cj_len(hist); i++) {
-                int64_t t = cj_int(cj_idx(hist, i), "time_unix_ms");
-                const char *s = cj_str(cj_idx(hist, i), "text");
-                bool match = false;
-                for (size_t k = 0; needles[k]; k++)
-                        match |= strstr(s, needles[k]) != NULL;
-                if (t > after_ms && match && (!best || t < best))
-                        best = t;
-        }
-        return best;
-}
-
-static const char *const ACTS[] = { " started:", " migrated:", NULL };
 static const char *const RESUMED[] = { "new leader: job resumed", NULL };
 
 /* `droverctl migrate ev0..ev3 --to @dest --bandwidth 32 --json`: the job id. */
@@ -211,8 +193,8 @@ static void test_failover(void **state) {
                 for (d = deadline_in_ms(60000); !t_act; sleep_ms(50)) {
                         json_object_put(job);
                         job = cluster_job_get(&h->cl, id);
-                        t_act = first_event_after(job, t_kill, ACTS);
-                        t_res = first_event_after(job, t_kill, RESUMED);
+                        t_act = ha_first_event_after(job, t_kill, HA_EVENTS_ACT, NULL, 0);
+                        t_res = ha_first_event_after(job, t_kill, RESUMED, NULL, 0);
                         if (deadline_expired(d) || (!t_act && cluster_job_ended(job)))
                                 fail_msg("run %d: no migration started or recorded after the kill", run);
                 }

@@ -443,3 +443,26 @@ int ha_fence_probe(HaCluster *h, int i, const char *key, int64_t rev, const char
                 out[--n] = '\0';
         return WIFEXITED(st) ? WEXITSTATUS(st) : 2;
 }
+
+/* ---- the job's history ------------------------------------------------------------------------ */
+
+const char *const HA_EVENTS_ACT[] = { " started:", " migrated:", NULL };
+
+int64_t ha_first_event_after(json_object *job, int64_t after_ms, const char *const *needles, char *text,
+                             size_t size) {
+        json_object *hist = cj_get(job, "history");
+        int64_t best = 0;
+        for (size_t i = 0; i < cj_len(hist); i++) {
+                int64_t t = cj_int(cj_idx(hist, i), "time_unix_ms");
+                const char *s = cj_str(cj_idx(hist, i), "text");
+                bool match = false;
+                for (size_t k = 0; needles[k]; k++)
+                        match |= strstr(s, needles[k]) != NULL;
+                if (t > after_ms && match && (!best || t < best)) {
+                        best = t;
+                        if (text)
+                                snprintf(text, size, "%s", s);
+                }
+        }
+        return best;
+}

@@ -32,6 +32,7 @@
 #pragma once
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "cluster.h"
@@ -125,6 +126,16 @@ int ha_log_fence(HaCluster *h, int i, int64_t before_ms, char key[160], int64_t 
  * coordinator's writes go.  Returns the probe's exit code (0: refused
  * with -ESTALE, 1: applied, 2: other error) and its line in @out. */
 int ha_fence_probe(HaCluster *h, int i, const char *key, int64_t rev, const char *job_id, char *out, size_t size);
+
+struct json_object;
+/* The first history event of @job (a `droverctl job --json` document)
+ * stamped after @after_ms whose text contains one of @needles
+ * (NULL-terminated): its time in Unix ms, 0 when there is none; its text
+ * into @text (may be NULL). */
+int64_t ha_first_event_after(struct json_object *job, int64_t after_ms, const char *const *needles, char *text,
+                             size_t size);
+/* A migration started or one recorded as done: the scheduling acts. */
+extern const char *const HA_EVENTS_ACT[];
 
 /* The wall clock in Unix ms (what the logs and the job history use). */
 int64_t ha_now_ms(void);

@@ -51,26 +51,6 @@ static void leads_now(HaCluster *h, int leads[HA_N_COORD]) {
                 leads[i] = ha_log_count(h, i, HA_LOG_LEADING);
 }
 
-/* The first history event of @job stamped after @after_ms that is a
- * scheduling act of a sub-task (a migration started, or one found done
- * and recorded): its time in Unix ms (0: none yet), its text in @text. */
-static int64_t first_act_after(json_object *job, int64_t after_ms, char *text, size_t size) {
-        json_object *hist = cj_get(job, "history");
-        int64_t best = 0;
-        for (size_t i = 0; i < cj_len(hist); i++) {
-                json_object *e = cj_idx(hist, i);
-                int64_t t = cj_int(e, "time_unix_ms");
-                const char *s = cj_str(e, "text");
-                if (t <= after_ms || (!strstr(s, " started:") && !strstr(s, " migrated:")))
-                        continue;
-                if (!best || t < best) {
-                        best = t;
-                        snprintf(text, size, "%s", s);
-                }
-        }
-        return best;
-}
-
 /* Follow job @id (droverctl follows the leader) until the new leader's
  * first scheduling act after @t_kill_ms; returns its delay in ms. */
 static int64_t wait_first_act(HaCluster *h, const char *id, int64_t t_kill_ms, int timeout_ms) {
@@ -79,7 +59,7 @@ static int64_t wait_first_act(HaCluster *h, const char *id, int64_t t_kill_ms, i
         for (;;) {
                 int code;
                 json_object *job = cluster_ctl_json(&h->cl, CTL_MS, &code, "job", id, NULL);
-                int64_t t = job ? first_act_after(job, t_kill_ms, text, sizeof(text)) : 0;
+                int64_t t = job ? ha_first_event_after(job, t_kill_ms, HA_EVENTS_ACT, text, sizeof(text)) : 0;
                 bool ended = job && cluster_job_ended(job);
                 json_object_put(job);
                 if (t) {
