@@ -133,7 +133,10 @@ int cluster_coord_start(Cluster *c) {
 }
 
 int cluster_coord_start_env(Cluster *c, const char *const *env) {
-        ClusterCoord *k = &c->coord;
+        return cluster_coord_spawn(c, &c->coord, env);
+}
+
+int cluster_coord_spawn(Cluster *c, ClusterCoord *k, const char *const *env) {
         char *old[COORD_ENV_MAX];
         struct stat stl;
         size_t offset = 0;
@@ -153,14 +156,19 @@ int cluster_coord_start_env(Cluster *c, const char *const *env) {
                                 offset = (size_t) stl.st_size;
                 }
         }
-        char *argv[] = { (char *) ip, (char *) "netns", (char *) "exec", c->net.ns[0],
+        char *argv[] = { (char *) ip, (char *) "netns", (char *) "exec", k->ns[0] ? k->ns : c->net.ns[0],
                          (char *) tu_build_path("coordinator/drover-coordinator"), (char *) "--config", k->config,
                          NULL };
+        char *gdb_argv[] = { (char *) ip, (char *) "netns", (char *) "exec", k->ns[0] ? k->ns : c->net.ns[0],
+                             (char *) "gdb", (char *) "-q", (char *) "-batch", (char *) "-ex", (char *) "run",
+                             (char *) "-ex", (char *) "thread apply all bt 25", (char *) "--args",
+                             (char *) tu_build_path("coordinator/drover-coordinator"), (char *) "--config", k->config,
+                             NULL };
         int n_env = env_push(env, old);
         if (n_env < 0)
                 return n_env;
         k->starts++;
-        k->pid = tu_spawn(argv, k->log);
+        k->pid = tu_spawn(getenv("DROVER_TEST_COORD_GDB") ? gdb_argv : argv, k->log);
         env_restore(env, old, n_env);
         if (k->pid < 0) {
                 int r = (int) k->pid;
@@ -181,16 +189,20 @@ int cluster_coord_start_env(Cluster *c, const char *const *env) {
                         return -ECHILD;
                 }
                 if (deadline_expired(d)) {
-                        cluster_coord_kill9(c);
+                        cluster_coord_kill9_k(k);
                         return -ETIMEDOUT;
                 }
                 sleep_ms(10);
         }
 }
 
+void cluster_coord_kill9_k(ClusterCoord *k) {
+        tu_kill(k->pid);
+        k->pid = 0;
+}
+
 void cluster_coord_kill9(Cluster *c) {
-        tu_kill(c->coord.pid);
-        c->coord.pid = 0;
+        cluster_coord_kill9_k(&c->coord);
 }
 
 int cluster_coord_stop(Cluster *c) {
@@ -224,11 +236,22 @@ RpcClient *cluster_coord_client(Cluster *c) {
 
 #define CTL_MAX_ARGS 48
 
-/* argv of droverctl with the connection options, then @args. */
+/* argv of droverctl with the connection options, then @args (behind `ip
+ * netns exec NS` with Cluster.ctl_netns). */
 static int ctl_argv(Cluster *c, const char *const *args, char **argv, char *target, size_t target_size) {
         const RpcTls *tls = cluster_client_tls();
         int n = 0;
-        snprintf(target, target_size, "unix:%s", c->coord.sock);
+        if (c->ctl_target[0])
+                snprintf(target, target_size, "%s", c->ctl_target);
+        else
+                snprintf(target, target_size, "unix:%s", c->coord.sock);
+        if (c->ctl_netns[0]) {
+                const char *ip = tu_which("ip");
+                argv[n++] = (char *) (ip ? ip : "/usr/sbin/ip");
+                argv[n++] = (char *) "netns";
+                argv[n++] = (char *) "exec";
+                argv[n++] = c->ctl_netns;
+        }
         argv[n++] = (char *) tu_build_path("coordinator/droverctl");
         argv[n++] = (char *) "-c";
         argv[n++] = target;
@@ -404,8 +427,14 @@ int cluster_ctl_wait(Cluster *c, pid_t pid, int timeout_ms) {
 
 void cluster_ctl_shell(Cluster *c, char *buf, size_t size) {
         const RpcTls *tls = cluster_client_tls();
-        snprintf(buf, size, "'%s' -c 'unix:%s' --tls-cert '%s' --tls-key '%s' --tls-ca '%s'",
-                 tu_build_path("coordinator/droverctl"), c->coord.sock, tls->cert_file, tls->key_file, tls->ca_file);
+        char target[320];
+        if (c->ctl_target[0])
+                snprintf(target, sizeof(target), "%s", c->ctl_target);
+        else
+                snprintf(target, sizeof(target), "unix:%s", c->coord.sock);
+        snprintf(buf, size, "%s%s%s'%s' -c '%s' --tls-cert '%s' --tls-key '%s' --tls-ca '%s'",
+                 c->ctl_netns[0] ? "ip netns exec " : "", c->ctl_netns, c->ctl_netns[0] ? " " : "",
+                 tu_build_path("coordinator/droverctl"), target, tls->cert_file, tls->key_file, tls->ca_file);
 }
 
 /* ---- reading droverctl --json documents ------------------------------------------------- */
@@ -458,6 +487,10 @@ void cluster_coord_up(Cluster *c, const ClusterCoordOptions *o, int guests_on_a,
         int r = cluster_coord_start_env(c, o ? o->env : NULL);
         if (r < 0)
                 fail_msg("drover-coordinator did not start: %s", strerror(-r));
+        cluster_coord_wait_hosts(c, guests_on_a, timeout_ms);
+}
+
+void cluster_coord_wait_hosts(Cluster *c, int guests_on_a, int timeout_ms) {
         Deadline d = deadline_in_ms(timeout_ms);
         for (;;) {
                 int code, healthy = 0, on_a = -1;

@@ -59,8 +59,12 @@ static void make_tls(int subnet) {
                                 .eku = "serverAuth,clientAuth" };
                 ok = tc_make_cert(tls_dir, &host) == 0;
         }
-        TcCert coord = { .name = "coordinator", .ca = "ca", .san = "IP:127.0.0.1,DNS:localhost",
-                         .roles = "coordinator", .eku = "serverAuth,clientAuth" };
+        /* the ha suite's coordinators listen on hosts d and e too */
+        char coord_san[128];
+        snprintf(coord_san, sizeof(coord_san), "IP:127.0.0.1,DNS:localhost,IP:10.77.%d.4,IP:10.77.%d.5", subnet,
+                 subnet);
+        TcCert coord = { .name = "coordinator", .ca = "ca", .san = coord_san, .roles = "coordinator",
+                         .eku = "serverAuth,clientAuth" };
         TcCert client = { .name = "test-client", .ca = "ca", .san = "DNS:drover-test-client", .roles = "operator",
                           .eku = "clientAuth" };
         ok = ok && tc_make_cert(tls_dir, &coord) == 0 && tc_make_cert(tls_dir, &client) == 0;
@@ -109,11 +113,21 @@ int cluster_fixture_teardown(void **state) {
         return 0;
 }
 
+static void cluster_up_spare_env(Cluster *c, int n_hosts, int n_spare, const char *const env[]);
+
 void cluster_up(Cluster *c, int n_hosts) {
         cluster_up_env(c, n_hosts, NULL);
 }
 
 void cluster_up_env(Cluster *c, int n_hosts, const char *const env[]) {
+        cluster_up_spare_env(c, n_hosts, 0, env);
+}
+
+void cluster_up_spare(Cluster *c, int n_hosts, int n_spare) {
+        cluster_up_spare_env(c, n_hosts, n_spare, NULL);
+}
+
+static void cluster_up_spare_env(Cluster *c, int n_hosts, int n_spare, const char *const env[]) {
         memset(c, 0, sizeof(*c));
         if (!scratch[0]) {
                 /* short paths: run_dir must fit 39 bytes */
@@ -130,7 +144,7 @@ void cluster_up_env(Cluster *c, int n_hosts, const char *const env[]) {
                 } else
                         unsetenv("TMPDIR");
         }
-        int r = netns_up(&c->net, n_hosts);
+        int r = netns_up(&c->net, n_hosts + n_spare);
         if (r < 0)
                 fail_msg("cannot build the network namespaces: %s", strerror(-r));
         c->n = n_hosts;

@@ -41,9 +41,11 @@ typedef struct ClusterHost {
 } ClusterHost;
 
 /* A drover-coordinator run by the test in host 0's namespace (see
- * cluster_coord_start below); zeroed by cluster_up. */
+ * cluster_coord_start below), or in the namespace @ns names (the ha
+ * suite's two coordinators: cluster_coord_spawn); zeroed by cluster_up. */
 typedef struct ClusterCoord {
         char dir[220];        /* <host 0's dir>/coord: coordinator.json, .db, .log, .sock, droverctl output */
+        char ns[40];          /* the namespace it runs in; "": host 0's */
         char config[260];
         char db[260];
         char sock[260];       /* the coordinator's unix socket: droverctl and the test use it */
@@ -62,6 +64,8 @@ typedef struct Cluster {
         bool ok;              /* set at the end of a test: cluster_down prints logs otherwise */
         ClusterCoord coord;
         pid_t ctl_bg[CLUSTER_MAX_CTL_BG]; /* background droverctl runs, killed by cluster_down */
+        char ctl_target[300]; /* droverctl's -c; "": unix:<coord.sock> */
+        char ctl_netns[40];   /* the namespace droverctl runs in; "": the test's */
 } Cluster;
 
 /* Namespaces, certificates (once per process), configs, agents.  Fails the
@@ -70,6 +74,11 @@ void cluster_up(Cluster *c, int n_hosts);
 /* The same, with an extra "NAME=VALUE" for some agents' first start:
  * @env[i] for host i (NULL entries: none). */
 void cluster_up_env(Cluster *c, int n_hosts, const char *const env[]);
+/* cluster_up() with @n_spare more namespaces after the hosts (hosts d, e:
+ * addresses 10.77.X.4, .5), with nothing running in them: for processes
+ * the test starts there (the ha suite's coordinators).  c->n counts the
+ * hosts with an agent only. */
+void cluster_up_spare(Cluster *c, int n_hosts, int n_spare);
 void cluster_down(Cluster *c);
 /* cmocka fixtures: a zeroed Cluster in *state before the test (-1 when out of
  * memory); cluster_down() and free after it, whatever the test did. */
@@ -166,6 +175,14 @@ int cluster_coord_start(Cluster *c);
  * once at process start, core/fault.h); the test's own environment is
  * left as it was.  0 or -errno. */
 int cluster_coord_start_env(Cluster *c, const char *const *env);
+/* Start drover-coordinator with @k's config (written by the caller) in
+ * namespace @k->ns ("": host 0's), appending to @k->log, with @env as
+ * cluster_coord_start_env; wait for its ready line.  @k is the cluster's
+ * own (cluster_coord_start) or one the test keeps (the ha suite: kill it
+ * with cluster_coord_kill9_k before cluster_down).  0 or -errno. */
+int cluster_coord_spawn(Cluster *c, ClusterCoord *k, const char *const *env);
+/* kill -9 the coordinator @k (no-op when it is not running). */
+void cluster_coord_kill9_k(ClusterCoord *k);
 /* kill -9 the coordinator (the agents and their migrations go on). */
 void cluster_coord_kill9(Cluster *c);
 /* SIGTERM and wait (10 s, then SIGKILL); returns the wait status or -1. */
@@ -176,7 +193,8 @@ RpcClient *cluster_coord_client(Cluster *c);
 /* The test client's TLS material (valid after cluster_up). */
 const RpcTls *cluster_client_tls(void);
 
-/* droverctl with -c unix:<sock> and the test client's certificate, then
+/* droverctl with -c unix:<sock> (or Cluster.ctl_target, run inside
+ * Cluster.ctl_netns when set) and the test client's certificate, then
  * the NULL-terminated arguments; stdout and stderr are captured (malloc'ed
  * into *ret_out / *ret_err when not NULL).  Waits at most @timeout_ms, then
  * kills it.  Returns its exit code, -ETIMEDOUT, or -errno. */
@@ -214,6 +232,9 @@ void cluster_coord_drop_db(Cluster *c);
  * @timeout_ms until `droverctl hosts` shows every host healthy and
  * @guests_on_a guests on host a.  Fails the test otherwise. */
 void cluster_coord_up(Cluster *c, const ClusterCoordOptions *o, int guests_on_a, int timeout_ms);
+/* Its last part: wait up to @timeout_ms until `droverctl hosts` shows every
+ * host healthy and @guests_on_a guests on host a.  Fails the test otherwise. */
+void cluster_coord_wait_hosts(Cluster *c, int guests_on_a, int timeout_ms);
 /* `droverctl job ID --json`: the job with its sub-tasks and history (free
  * with json_object_put).  Fails the test without a job document. */
 struct json_object *cluster_job_get(Cluster *c, const char *id);

@@ -174,3 +174,54 @@ void ctu_print_subtasks(json_object *job) {
         }
         fflush(stdout);
 }
+
+void ctu_evacuate_async(Cluster *c, const char *bandwidth_mib, char *id, size_t size) {
+        int code;
+        json_object *r = bandwidth_mib ? cluster_ctl_json(c, CTL_MS, &code, "evacuate", "host-a", "--bandwidth",
+                                                          bandwidth_mib, NULL)
+                                       : cluster_ctl_json(c, CTL_MS, &code, "evacuate", "host-a", NULL);
+        json_object *job = cj_get(r, "job");
+        if (code != 0 || !job)
+                fail_msg("droverctl evacuate host-a --json: exit %d", code);
+        snprintf(id, size, "%s", cj_str(job, "id"));
+        assert_int_equal(cj_len(cj_get(job, "subtasks")), N_GUESTS);
+        json_object_put(r);
+}
+
+json_object *ctu_wait_mid_run(Cluster *c, const char *id, int timeout_ms) {
+        Deadline d = deadline_in_ms(timeout_ms);
+        for (;;) {
+                json_object *j = cluster_job_get(c, id);
+                int done = ctu_count_phase(j, "done"), mig = ctu_count_phase(j, "migrating");
+                int q = ctu_count_phase(j, "queued");
+                if (done >= 1 && mig >= 1 && q >= 1)
+                        return j;
+                if (deadline_expired(d) || strcmp(cj_str(j, "phase"), "running") != 0)
+                        fail_msg("job %s never had a migrated, a migrating and a queued guest at once (phase %s, %d "
+                                 "done, %d migrating, %d queued)", id, cj_str(j, "phase"), done, mig, q);
+                json_object_put(j);
+                sleep_ms(100);
+        }
+}
+
+void ctu_assert_each_migrated_once(Cluster *c, json_object *job, int expect[N_GUESTS]) {
+        for (int i = 0; i < N_GUESTS; i++) {
+                json_object *s = ctu_sub_of(job, ctu_names[i]);
+                char p[96];
+                expect[i] = cluster_host_index(cj_str(s, "destination"));
+                if (expect[i] != B && expect[i] != C)
+                        fail_msg("%s: destination '%s', expected host-b or host-c", ctu_names[i],
+                                 cj_str(s, "destination"));
+                /* exactly one migration per guest; a re-queued one ("never ran") may start twice */
+                snprintf(p, sizeof(p), "%s migrated:", ctu_names[i]);
+                int migrated = ctu_count_events(job, p, false);
+                snprintf(p, sizeof(p), "%s started:", ctu_names[i]);
+                int started = ctu_count_events(job, p, false);
+                snprintf(p, sizeof(p), "%s: its migration never ran", ctu_names[i]);
+                int requeued = ctu_count_events(job, p, false);
+                if (migrated != 1 || started != 1 + requeued)
+                        fail_msg("%s: %d migrated, %d started, %d re-queued events", ctu_names[i], migrated, started,
+                                 requeued);
+                ctu_assert_migrated_once(c, s, false);
+        }
+}

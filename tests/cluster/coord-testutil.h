@@ -12,6 +12,7 @@
 #pragma once
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <json-c/json.h>
 
@@ -63,3 +64,15 @@ void ctu_assert_all_run_once(Cluster *c, const int expect[N_GUESTS], int n);
 void ctu_assert_migrated_once(Cluster *c, json_object *sub, bool agent_forgot);
 /* Every sub-task's op id is distinct ("<job>-<seq>"). */
 void ctu_assert_op_ids_distinct(json_object *job);
+
+/* `droverctl evacuate host-a` (no --wait; @bandwidth_mib MiB/s per
+ * migration or NULL) of the N_GUESTS guests: the job id into @id. */
+void ctu_evacuate_async(Cluster *c, const char *bandwidth_mib, char *id, size_t size);
+/* Poll job @id until at least one guest migrated while one migrates and one
+ * is queued; returns that view of the job (json_object_put).  Fails the test
+ * after @timeout_ms or when the job left "running". */
+json_object *ctu_wait_mid_run(Cluster *c, const char *id, int timeout_ms);
+/* Every guest of a succeeded evacuation of host a: its destination (b or
+ * c) into @expect[i], exactly one "migrated" and one "started" event (plus
+ * one per "never ran" re-queue), and ctu_assert_migrated_once. */
+void ctu_assert_each_migrated_once(Cluster *c, json_object *job, int expect[N_GUESTS]);

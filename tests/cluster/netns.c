@@ -302,9 +302,9 @@ int netns_up(NetnsCluster *c, int n_hosts) {
                 snprintf(c->addr[i], sizeof(c->addr[i]), "10.77.%d.%d", x, i + 1);
                 if (cmd(ip, false, "netns add %s", c->ns[i]) < 0 ||
                     cmd(ip, false, "-n %s link set lo up", c->ns[i]) < 0 ||
-                    cmd(ip, false, "-n %s link add h%c type veth peer name eth0 netns %s", c->sw, h, c->ns[i]) < 0 ||
-                    cmd(ip, false, "-n %s link set h%c master br0", c->sw, h) < 0 ||
-                    cmd(ip, false, "-n %s link set h%c up", c->sw, h) < 0 ||
+                    cmd(ip, false, "-n %s link add hp%c type veth peer name eth0 netns %s", c->sw, h, c->ns[i]) < 0 ||
+                    cmd(ip, false, "-n %s link set hp%c master br0", c->sw, h) < 0 ||
+                    cmd(ip, false, "-n %s link set hp%c up", c->sw, h) < 0 ||
                     cmd(ip, false, "-n %s addr add %s/24 dev eth0", c->ns[i], c->addr[i]) < 0 ||
                     cmd(ip, false, "-n %s link set eth0 up", c->ns[i]) < 0)
                         goto fail;

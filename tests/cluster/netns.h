@@ -3,9 +3,9 @@
  * netns_up() builds an isolated cluster for this test process (pid P):
  *
  *   drvP-sw             holds bridge br0 and nothing else
- *   drvP-a, -b, -c      one namespace per host: lo up, eth0 = a veth whose
- *                       peer (port hA, hB, hC) is enslaved to br0, address
- *                       10.77.X.1, .2, .3 /24
+ *   drvP-a, -b, -c ...  one namespace per host (up to five, a to e): lo
+ *                       up, eth0 = a veth whose peer (port hpa, hpb ...) is
+ *                       enslaved to br0, address 10.77.X.1, .2 ... /24
  *
  * Nothing is added to the root namespace; the test process reaches the
  * agents and QEMUs inside through unix sockets and files.  X (the subnet
@@ -28,7 +28,8 @@
 
 #include <stdbool.h>
 
-#define NETNS_MAX_HOSTS 3
+/* Three hosts with agents, and two more for the ha suite's coordinators. */
+#define NETNS_MAX_HOSTS 5
 
 typedef struct NetnsCluster {
         int n_hosts;
@@ -44,7 +45,7 @@ typedef struct NetnsCluster {
  * is root and `ip netns add` works. */
 void netns_require(void);
 
-/* Create the cluster with @n_hosts (1..3) hosts.  0, or -errno with the
+/* Create the cluster with @n_hosts (1..NETNS_MAX_HOSTS) hosts.  0, or -errno with the
  * failing command in err_msg()-style text on stderr; a half-built cluster
  * is torn down. */
 int netns_up(NetnsCluster *c, int n_hosts);

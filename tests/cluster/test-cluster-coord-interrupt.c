@@ -39,38 +39,6 @@
 
 /* ---- mid-run ---------------------------------------------------------------------------------- */
 
-/* Start an evacuation (no --wait) and return its job id. */
-static void evacuate_async(Cluster *c, const char *bandwidth_mib, char *id, size_t size) {
-        int code;
-        json_object *r = bandwidth_mib ? cluster_ctl_json(c, CTL_MS, &code, "evacuate", "host-a", "--bandwidth",
-                                                          bandwidth_mib, NULL)
-                                       : cluster_ctl_json(c, CTL_MS, &code, "evacuate", "host-a", NULL);
-        json_object *job = cj_get(r, "job");
-        if (code != 0 || !job)
-                fail_msg("droverctl evacuate host-a --json: exit %d", code);
-        snprintf(id, size, "%s", cj_str(job, "id"));
-        assert_int_equal(cj_len(cj_get(job, "subtasks")), N_GUESTS);
-        json_object_put(r);
-}
-
-/* Poll the job until at least one guest migrated while one migrates and one
- * is queued; returns that view of the job. */
-static json_object *wait_mid_run(Cluster *c, const char *id, int timeout_ms) {
-        Deadline d = deadline_in_ms(timeout_ms);
-        for (;;) {
-                json_object *j = cluster_job_get(c, id);
-                int done = ctu_count_phase(j, "done"), mig = ctu_count_phase(j, "migrating");
-                int q = ctu_count_phase(j, "queued");
-                if (done >= 1 && mig >= 1 && q >= 1)
-                        return j;
-                if (deadline_expired(d) || strcmp(cj_str(j, "phase"), "running") != 0)
-                        fail_msg("job %s never had a migrated, a migrating and a queued guest at once (phase %s, %d "
-                                 "done, %d migrating, %d queued)", id, cj_str(j, "phase"), done, mig, q);
-                json_object_put(j);
-                sleep_ms(100);
-        }
-}
-
 /* Follows a job after a coordinator restart (a ClusterJobSeen): when the
  * sub-tasks that were in flight at the kill have left "migrating" (and, with
  * @queued_too, "queued"). */
@@ -106,8 +74,8 @@ static json_object *coordinator_killed_mid_run(Cluster *c, const char *bandwidth
         cluster_up(c, 3);
         ctu_start_guests(c, N_GUESTS);
         cluster_coord_up(c, &ctu_limits_2x2, N_GUESTS, COORD_UP_MS);
-        evacuate_async(c, bandwidth_mib, id, 64);
-        json_object *mid = wait_mid_run(c, id, 120000);
+        ctu_evacuate_async(c, bandwidth_mib, id, 64);
+        json_object *mid = ctu_wait_mid_run(c, id, 120000);
         cluster_coord_kill9(c);
         json_object *subs = cj_get(mid, "subtasks");
         for (size_t i = 0; i < cj_len(subs); i++)
@@ -151,23 +119,7 @@ static void test_coordinator_kill9(void **state) {
         ctu_assert_op_ids_distinct(job);
 
         int expect[N_GUESTS];
-        for (int i = 0; i < N_GUESTS; i++) {
-                json_object *s = ctu_sub_of(job, ctu_names[i]);
-                char p[96];
-                expect[i] = cluster_host_index(cj_str(s, "destination"));
-                assert_true(expect[i] == B || expect[i] == C);
-                /* exactly one migration per guest; a re-queued one ("never ran") may start twice */
-                snprintf(p, sizeof(p), "%s migrated:", ctu_names[i]);
-                int migrated = ctu_count_events(job, p, false);
-                snprintf(p, sizeof(p), "%s started:", ctu_names[i]);
-                int started = ctu_count_events(job, p, false);
-                snprintf(p, sizeof(p), "%s: its migration never ran", ctu_names[i]);
-                int requeued = ctu_count_events(job, p, false);
-                if (migrated != 1 || started != 1 + requeued)
-                        fail_msg("%s: %d migrated, %d started, %d re-queued events", ctu_names[i], migrated, started,
-                                 requeued);
-                ctu_assert_migrated_once(c, s, false);
-        }
+        ctu_assert_each_migrated_once(c, job, expect);
         ctu_assert_all_run_once(c, expect, N_GUESTS);
         json_object_put(job);
         c->ok = true;
@@ -275,11 +227,11 @@ static void test_cancel(void **state) {
         cluster_up(c, 3);
         ctu_start_guests(c, N_GUESTS);
         cluster_coord_up(c, &ctu_limits_2x2, N_GUESTS, COORD_UP_MS);
-        evacuate_async(c, "32", id, sizeof(id));
+        ctu_evacuate_async(c, "32", id, sizeof(id));
         snprintf(watch_out, sizeof(watch_out), "%s/watch.out", c->coord.dir);
         pid_t watch = cluster_ctl_spawn(c, watch_out, "watch", id, NULL);
         assert_true(watch > 0);
-        json_object *mid = wait_mid_run(c, id, 120000);
+        json_object *mid = ctu_wait_mid_run(c, id, 120000);
 
         int code;
         char *out = NULL, *err = NULL;
