@@ -208,7 +208,7 @@ void cluster_dump_logs(Cluster *c, int lines) {
         fflush(stdout);
 }
 
-static void dump_file_tail(const char *path, const char *title, int lines) {
+void cluster_dump_file_tail(const char *path, const char *title, const char *tag, int lines) {
         char *log = tu_read_file(path, NULL);
         if (!log)
                 return;
@@ -222,7 +222,7 @@ static void dump_file_tail(const char *path, const char *title, int lines) {
                 next = strchr(line, '\n');
                 if (next)
                         *next++ = '\0';
-                printf("# [coord] %s\n", line);
+                printf("# %s%s\n", tag, line);
         }
         free(log);
         fflush(stdout);
@@ -242,7 +242,7 @@ void cluster_down(Cluster *c) {
         if (!c->ok) {
                 cluster_dump_logs(c, 60);
                 if (c->coord.log[0])
-                        dump_file_tail(c->coord.log, "coordinator log", 80);
+                        cluster_dump_file_tail(c->coord.log, "coordinator log", "[coord] ", 80);
         }
         for (int i = 0; i < c->n; i++) {
                 cluster_agent_kill9(c, i);

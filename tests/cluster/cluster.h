@@ -140,6 +140,9 @@ bool cluster_serial_only_on(Cluster *c, const char *name, int owner, int ms, cha
 
 /* Print the last @lines lines of every agent log. */
 void cluster_dump_logs(Cluster *c, int lines);
+/* Print the last @lines lines of the file @path under a title, each line
+ * after "# " and @tag (e.g. "[coord] "). */
+void cluster_dump_file_tail(const char *path, const char *title, const char *tag, int lines);
 
 /* ---- the coordinator and droverctl (cluster-coord.c) ------------------------------------ */
 

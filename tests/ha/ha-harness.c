@@ -139,26 +139,6 @@ void ha_up(HaCluster *h, const HaOptions *o) {
         cluster_coord_wait_hosts(c, o->n_guests, COORD_UP_MS);
 }
 
-static void dump_tail(const char *path, const char *title, int lines) {
-        char *log = tu_read_file(path, NULL);
-        if (!log)
-                return;
-        int n = 0;
-        char *p = log + strlen(log);
-        while (p > log && n <= lines)
-                if (*--p == '\n')
-                        n++;
-        printf("# ---- %s (last %d lines) ----\n", title, lines);
-        for (char *line = p == log ? p : p + 1, *next; line && *line; line = next) {
-                next = strchr(line, '\n');
-                if (next)
-                        *next++ = '\0';
-                printf("# | %s\n", line);
-        }
-        free(log);
-        fflush(stdout);
-}
-
 void ha_down(HaCluster *h) {
         for (int i = 0; i < HA_N_COORD; i++)
                 cluster_coord_kill9_k(&h->co[i]);
@@ -169,10 +149,10 @@ void ha_down(HaCluster *h) {
                         char title[64];
                         snprintf(title, sizeof(title), "coordinator %d (host %c) log", i, 'd' + i);
                         if (h->co[i].log[0])
-                                dump_tail(h->co[i].log, title, 60);
+                                cluster_dump_file_tail(h->co[i].log, title, "| ", 60);
                 }
                 for (int i = 0; h->etcd_up && i < h->etcd.n; i++)
-                        dump_tail(h->etcd.m[i].log, h->etcd.m[i].name, 8);
+                        cluster_dump_file_tail(h->etcd.m[i].log, h->etcd.m[i].name, "| ", 8);
         }
         h->etcd_up = false;
         cluster_down(&h->cl);
