@@ -199,13 +199,23 @@ static bool job_same(const CJob *j, const StoreJob *rec, const StoreSubtask *sub
         return true;
 }
 
+/* Whether the job in memory is a submission under way: PLANNING, its
+ * submitter's until stored (coord-priv.h), never replaced or shelved
+ * here.  coord->lock held. */
+static bool submitters_locked(Coordinator *c, const CJob *j) {
+        lock_assert_held(&c->lock);
+        return j && j->j.phase == COORD_JOB_PHASE_PLANNING;
+}
+
 /* Put the store's records of one job into the table: replace the record
  * in memory when they differ (a new generation), add it when new, and
- * shelve it among the ended ones when @rec has ended.  No lock held. */
+ * shelve it among the ended ones when @rec has ended.  A submission under
+ * way is left to its submitter (the next refresh reads it).  No lock
+ * held. */
 static int job_sync_one(Coordinator *c, const StoreJob *rec, const StoreSubtask *subs, size_t n) {
         lock_acquire(&c->lock);
         CJob *old = coord_job_find_locked(c, rec->id);
-        bool same = old && job_same(old, rec, subs, n);
+        bool same = old && (job_same(old, rec, subs, n) || submitters_locked(c, old));
         lock_release(&c->lock);
         if (same)
                 return 0;
@@ -214,7 +224,10 @@ static int job_sync_one(Coordinator *c, const StoreJob *rec, const StoreSubtask 
                 return err_set(-ENOMEM, "out of memory");
         int r = 0;
         lock_acquire(&c->lock);
-        if ((old = coord_job_find_locked(c, rec->id))) {
+        if ((old = coord_job_find_locked(c, rec->id)) && submitters_locked(c, old)) {
+                coord_job_free(j);
+                old = NULL;
+        } else if (old) {
                 /* the record is replaced in place: its readers find it by id */
                 for (size_t i = 0; i < c->n_jobs; i++)
                         if (c->jobs[i] == old) {
@@ -268,7 +281,7 @@ static int view_refresh(Coordinator *c) {
                         bool listed = false;
                         for (size_t k = 0; k < n && !listed; k++)
                                 listed = strcmp(jobs[k].id, c->jobs[i]->j.id) == 0;
-                        if (!listed)
+                        if (!listed && !submitters_locked(c, c->jobs[i]))
                                 snprintf(gone[ng++], STORE_ID_MAX, "%s", c->jobs[i]->j.id);
                 }
         lock_release(&c->lock);
@@ -281,7 +294,7 @@ static int view_refresh(Coordinator *c) {
                 if (q == -ENOENT) { /* pruned: gone from memory too */
                         lock_acquire(&c->lock);
                         CJob *j = coord_job_find_locked(c, gone[i]);
-                        if (j)
+                        if (j && !submitters_locked(c, j))
                                 coord_job_shelve_locked(c, j);
                         lock_release(&c->lock);
                         continue;

@@ -83,7 +83,9 @@ typedef struct CSub {
  * coord->ended (ended in this run, kept for GetJob and watchers).  Its
  * phase is PLANNING from the moment submit adds it until its record is
  * stored: the scheduler leaves it alone, yet the checks of later
- * submissions see it. */
+ * submissions see it.  Until then it is its submitter's: no clear, reload,
+ * standby view or shelving frees or replaces it (coord_jobs_clear_locked),
+ * and the submitter finds it again by id after the store call. */
 typedef struct CJob {
         StoreJob j;               /* lock: coord->lock; the persisted record */
         MigParams params;     /* immutable */
@@ -232,7 +234,9 @@ int coord_jobs_prune(Coordinator *c);
  * leader's take-over); their migrating sub-tasks are marked for
  * reconciliation and count against their hosts' slots; each job's history
  * says "@why: job resumed".  Returns the number reloaded or -errno.
- * coord->lock not held; the job table is empty (coord_jobs_clear_locked). */
+ * coord->lock not held; the job table is cleared (coord_jobs_clear_locked):
+ * it holds at most PLANNING jobs of submissions under way, and a job
+ * already in it is left as it is (its submitter's record). */
 int coord_jobs_reload(Coordinator *c, const char *why);
 /* A job record from the store's @rec and its @n sub-tasks (copied), with
  * a new generation.  @resume: as a reload does (PLANNING and VERIFYING
@@ -243,7 +247,10 @@ CJob *coord_job_from_store(Coordinator *c, const StoreJob *rec, const StoreSubta
 /* Append @j to the job table.  coord->lock held; -ENOMEM. */
 int coord_job_add_locked(Coordinator *c, CJob *j);
 /* Free every unfinished job and zero the hosts' counts of running
- * migrations (before a reload, or a standby's view).  coord->lock held. */
+ * migrations (before a reload, or a standby's view).  A PLANNING job is
+ * kept: it belongs to its submitter until its record is stored (the
+ * submitter finds it again by id after the store call, and frees it when
+ * the write failed).  coord->lock held. */
 void coord_jobs_clear_locked(Coordinator *c);
 /* Move @j to the ring of ended jobs without counting it in the metrics (a
  * standby saw it end in the store).  coord->lock held. */
