@@ -85,10 +85,12 @@ static Store *inner_of(Store *s) {
         return ((FenceWatch *) s)->inner;
 }
 
-/* A write's result: -ESTALE means the store is fenced against this term. */
+/* A write's result: -ESTALE means the store is fenced against this term
+ * (counted: drover_store_fenced_writes_total). */
 static int watched(Store *s, int r) {
         if (r == -ESTALE) {
                 char why[ERR_MSG_MAX];
+                coord_metrics_fenced_write();
                 snprintf(why, sizeof(why), "the store refused a write: %s", err_msg());
                 coord_ha_fenced(((FenceWatch *) s)->c, why);
                 err_set(-ESTALE, "%s", why);
@@ -145,6 +147,15 @@ static const StoreOps fence_watch_ops = {
         .job_prune = fw_job_prune, .subtask_update = fw_subtask_update, .subtask_list = fw_subtask_list,
         .event_add = fw_event_add, .event_list = fw_event_list, .fence = fw_fence,
 };
+
+int coord_ha_fence_watch(Coordinator *c, Store *inner, Store **ret) {
+        FenceWatch *fw = calloc(1, sizeof(*fw));
+        if (!fw)
+                return err_set(-ENOMEM, "out of memory");
+        *fw = (FenceWatch){ .base.ops = &fence_watch_ops, .inner = inner, .c = c };
+        *ret = &fw->base;
+        return 0;
+}
 
 /* ---- the inventory and the jobs from the store ---------------------------- */
 
@@ -319,11 +330,8 @@ int coord_ha_open(Coordinator *c) {
                 return err_prefix(r, "etcd %s", cfg->etcd_endpoints);
         if ((r = store_etcd_open(c->etcd, cfg->etcd_prefix, &c->inner)) < 0)
                 return err_prefix(r, "etcd store %s", cfg->etcd_endpoints);
-        FenceWatch *fw = calloc(1, sizeof(*fw));
-        if (!fw)
-                return err_set(-ENOMEM, "out of memory");
-        *fw = (FenceWatch){ .base.ops = &fence_watch_ops, .inner = c->inner, .c = c };
-        c->store = &fw->base;
+        if ((r = coord_ha_fence_watch(c, c->inner, &c->store)) < 0)
+                return r;
         if (hosts_sync(c) < 0) /* a standby's refresh reads them again every second */
                 log_warning("standby: the hosts not read from the store yet: %s", err_msg());
         return 0;

@@ -275,6 +275,12 @@ int coord_ha_start(Coordinator *c);
 /* Stop acting and resign (the lease is revoked: a standby takes over at
  * once).  coord_stop, after the threads.  Accepts SQLite (nothing). */
 void coord_ha_resign(Coordinator *c);
+/* The store c->store is with etcd: @inner behind a watch that turns a
+ * write's -ESTALE (the fence) into coord_ha_fenced() and counts it
+ * (drover_store_fenced_writes_total); reads and other results pass
+ * through.  *ret is freed by store_close(), which leaves @inner open.
+ * 0 or -ENOMEM. */
+int coord_ha_fence_watch(Coordinator *c, Store *inner, Store **ret);
 /* Free the election and the etcd client (coord_free). */
 void coord_ha_close(Coordinator *c);
 /* Whether this coordinator leads and may act NOW: always with SQLite;
