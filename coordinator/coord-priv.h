@@ -77,6 +77,9 @@ typedef struct CSub {
         uint64_t unclear_since_ms; /* lock: coord->lock; since when its outcome waits for the agents, or 0 */
         char start_error[160];    /* lock: coord->lock; the Migrate call's error, when it had one */
         bool end_unsaved;         /* lock: coord->lock; its end is not in the store yet: the job may not end */
+        char postcopy[24];        /* lock: coord->lock; "postcopy_paused" or "postcopy_recover" while the
+                                   * source says so (held: no abort, never failed or placed again), else "" */
+        bool postcopy_cancel_noted; /* lock: coord->lock; "cancel: not aborted" said in the history */
 } CSub;
 
 /* A job of coord->jobs (not ended; the scheduler walks them), or of
