@@ -17,6 +17,8 @@
  *   - no longer leading (the election says so, its lease is no longer
  *     safely valid, or the store refused a write with -ESTALE): stop
  *     acting at once, and let the store's view replace the jobs in memory.
+ *     A PLANNING job is a submission under way and its submitter's until
+ *     stored (coord-priv.h): the clear, the reload and the view leave it.
  *   - standby: every COORD_HA_REFRESH_MS the hosts and unfinished jobs
  *     are read from the store; a job whose records changed gets a new
  *     generation (WatchJob streams move), a job that left the unfinished
