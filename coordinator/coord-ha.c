@@ -17,6 +17,8 @@
  *   - no longer leading (the election says so, its lease is no longer
  *     safely valid, or the store refused a write with -ESTALE): stop
  *     acting at once, and let the store's view replace the jobs in memory.
+ *     A PLANNING job is a submission under way and its submitter's until
+ *     stored (coord-priv.h): the clear, the reload and the view leave it.
  *   - standby: every COORD_HA_REFRESH_MS the hosts and unfinished jobs
  *     are read from the store; a job whose records changed gets a new
  *     generation (WatchJob streams move), a job that left the unfinished
@@ -85,10 +87,12 @@ static Store *inner_of(Store *s) {
         return ((FenceWatch *) s)->inner;
 }
 
-/* A write's result: -ESTALE means the store is fenced against this term. */
+/* A write's result: -ESTALE means the store is fenced against this term
+ * (counted: drover_store_fenced_writes_total). */
 static int watched(Store *s, int r) {
         if (r == -ESTALE) {
                 char why[ERR_MSG_MAX];
+                coord_metrics_fenced_write();
                 snprintf(why, sizeof(why), "the store refused a write: %s", err_msg());
                 coord_ha_fenced(((FenceWatch *) s)->c, why);
                 err_set(-ESTALE, "%s", why);
@@ -146,6 +150,15 @@ static const StoreOps fence_watch_ops = {
         .event_add = fw_event_add, .event_list = fw_event_list, .fence = fw_fence,
 };
 
+int coord_ha_fence_watch(Coordinator *c, Store *inner, Store **ret) {
+        FenceWatch *fw = calloc(1, sizeof(*fw));
+        if (!fw)
+                return err_set(-ENOMEM, "out of memory");
+        *fw = (FenceWatch){ .base.ops = &fence_watch_ops, .inner = inner, .c = c };
+        *ret = &fw->base;
+        return 0;
+}
+
 /* ---- the inventory and the jobs from the store ---------------------------- */
 
 static bool host_same(const StoreHost *a, const StoreHost *b) {
@@ -199,13 +212,23 @@ static bool job_same(const CJob *j, const StoreJob *rec, const StoreSubtask *sub
         return true;
 }
 
+/* Whether the job in memory is a submission under way: PLANNING, its
+ * submitter's until stored (coord-priv.h), never replaced or shelved
+ * here.  coord->lock held. */
+static bool submitters_locked(Coordinator *c, const CJob *j) {
+        lock_assert_held(&c->lock);
+        return j && j->j.phase == COORD_JOB_PHASE_PLANNING;
+}
+
 /* Put the store's records of one job into the table: replace the record
  * in memory when they differ (a new generation), add it when new, and
- * shelve it among the ended ones when @rec has ended.  No lock held. */
+ * shelve it among the ended ones when @rec has ended.  A submission under
+ * way is left to its submitter (the next refresh reads it).  No lock
+ * held. */
 static int job_sync_one(Coordinator *c, const StoreJob *rec, const StoreSubtask *subs, size_t n) {
         lock_acquire(&c->lock);
         CJob *old = coord_job_find_locked(c, rec->id);
-        bool same = old && job_same(old, rec, subs, n);
+        bool same = old && (job_same(old, rec, subs, n) || submitters_locked(c, old));
         lock_release(&c->lock);
         if (same)
                 return 0;
@@ -214,7 +237,10 @@ static int job_sync_one(Coordinator *c, const StoreJob *rec, const StoreSubtask 
                 return err_set(-ENOMEM, "out of memory");
         int r = 0;
         lock_acquire(&c->lock);
-        if ((old = coord_job_find_locked(c, rec->id))) {
+        if ((old = coord_job_find_locked(c, rec->id)) && submitters_locked(c, old)) {
+                coord_job_free(j);
+                old = NULL;
+        } else if (old) {
                 /* the record is replaced in place: its readers find it by id */
                 for (size_t i = 0; i < c->n_jobs; i++)
                         if (c->jobs[i] == old) {
@@ -268,7 +294,7 @@ static int view_refresh(Coordinator *c) {
                         bool listed = false;
                         for (size_t k = 0; k < n && !listed; k++)
                                 listed = strcmp(jobs[k].id, c->jobs[i]->j.id) == 0;
-                        if (!listed)
+                        if (!listed && !submitters_locked(c, c->jobs[i]))
                                 snprintf(gone[ng++], STORE_ID_MAX, "%s", c->jobs[i]->j.id);
                 }
         lock_release(&c->lock);
@@ -281,7 +307,7 @@ static int view_refresh(Coordinator *c) {
                 if (q == -ENOENT) { /* pruned: gone from memory too */
                         lock_acquire(&c->lock);
                         CJob *j = coord_job_find_locked(c, gone[i]);
-                        if (j)
+                        if (j && !submitters_locked(c, j))
                                 coord_job_shelve_locked(c, j);
                         lock_release(&c->lock);
                         continue;
@@ -306,11 +332,8 @@ int coord_ha_open(Coordinator *c) {
                 return err_prefix(r, "etcd %s", cfg->etcd_endpoints);
         if ((r = store_etcd_open(c->etcd, cfg->etcd_prefix, &c->inner)) < 0)
                 return err_prefix(r, "etcd store %s", cfg->etcd_endpoints);
-        FenceWatch *fw = calloc(1, sizeof(*fw));
-        if (!fw)
-                return err_set(-ENOMEM, "out of memory");
-        *fw = (FenceWatch){ .base.ops = &fence_watch_ops, .inner = c->inner, .c = c };
-        c->store = &fw->base;
+        if ((r = coord_ha_fence_watch(c, c->inner, &c->store)) < 0)
+                return r;
         if (hosts_sync(c) < 0) /* a standby's refresh reads them again every second */
                 log_warning("standby: the hosts not read from the store yet: %s", err_msg());
         return 0;

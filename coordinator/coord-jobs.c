@@ -283,6 +283,15 @@ static bool job_unlink_locked(Coordinator *c, CJob *j) {
         return false;
 }
 
+/* The job @id while it is PLANNING, i.e. still its submitter's: nothing
+ * else frees or replaces it (coord_jobs_clear_locked, a reload and a
+ * standby's view leave it alone).  NULL otherwise.  coord->lock held. */
+static CJob *planned_find_locked(Coordinator *c, const char *id) {
+        lock_assert_held(&c->lock);
+        CJob *j = coord_job_find_locked(c, id);
+        return j && j->j.phase == COORD_JOB_PHASE_PLANNING ? j : NULL;
+}
+
 /* -ENOSPC with a short detail naming the first blocked guests of @plan
  * (as many as COORD_BLOCKED_NAMED, and as fit in one error message) and
  * how many more there are; the RPC layer sends the whole list as the
@@ -346,10 +355,12 @@ int coord_job_submit(Coordinator *c, const CoordJobRequest *req, CoordPlan *plan
          * while it is PLANNING) */
         StoreJob rec = j->j;
         rec.phase = COORD_JOB_PHASE_RUNNING;
+        j = NULL; /* not kept across the store call: found again by id (coord-priv.h) */
         r = c->store->ops->job_create(c->store, &rec, subs, nw);
         if (r < 0) {
                 lock_acquire(&c->lock);
-                (void) job_unlink_locked(c, j);
+                if ((j = planned_find_locked(c, rec.id)))
+                        (void) job_unlink_locked(c, j);
                 CHost *h = drained ? coord_host_find_locked(c, req->host) : NULL;
                 if (h && h->h.state == COORD_HOST_STATE_DRAINING)
                         h->h.state = COORD_HOST_STATE_ENABLED;
@@ -376,8 +387,10 @@ int coord_job_submit(Coordinator *c, const CoordJobRequest *req, CoordPlan *plan
                                                                   : "was already draining");
         }
         lock_acquire(&c->lock);
-        j->j.phase = COORD_JOB_PHASE_RUNNING;
-        coord_job_bump_locked(c, j);
+        if ((j = planned_find_locked(c, rec.id))) {
+                j->j.phase = COORD_JOB_PHASE_RUNNING;
+                coord_job_bump_locked(c, j);
+        }
         lock_release(&c->lock);
         snprintf(ret_id, STORE_ID_MAX, "%s", rec.id);
 out:
@@ -553,9 +566,13 @@ int coord_job_add_locked(Coordinator *c, CJob *j) {
 
 void coord_jobs_clear_locked(Coordinator *c) {
         lock_assert_held(&c->lock);
+        size_t kept = 0;
         for (size_t i = 0; i < c->n_jobs; i++)
-                coord_job_free(c->jobs[i]);
-        c->n_jobs = 0;
+                if (c->jobs[i]->j.phase == COORD_JOB_PHASE_PLANNING)
+                        c->jobs[kept++] = c->jobs[i]; /* its submitter's until stored */
+                else
+                        coord_job_free(c->jobs[i]);
+        c->n_jobs = kept;
         for (size_t i = 0; i < c->n_hosts; i++)
                 c->hosts[i]->out_running = c->hosts[i]->in_running = 0;
         cond_broadcast(&c->changed);
@@ -580,6 +597,14 @@ int coord_jobs_reload(Coordinator *c, const char *why) {
                         break;
                 }
                 lock_acquire(&c->lock);
+                if (coord_job_find_locked(c, j->j.id)) {
+                        /* a submission under way (PLANNING, kept by the
+                         * clear) whose record just reached the store: its
+                         * submitter's record stays */
+                        lock_release(&c->lock);
+                        coord_job_free(j);
+                        continue;
+                }
                 for (size_t k = 0; k < j->n; k++)
                         if (j->subs[k].t.phase == COORD_SUBTASK_PHASE_MIGRATING) {
                                 CHost *s = coord_host_find_locked(c, j->subs[k].t.source);

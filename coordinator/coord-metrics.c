@@ -3,7 +3,8 @@
  * The scrape copies counts into local arrays under coord->lock (a walk of
  * the host table and the unfinished jobs, no I/O), releases it, then
  * writes.  Counters are process-wide statics: one coordinator per process.
- * The role (drover_coordinator_leader) is read from an atomic.
+ * The role (drover_coordinator_leader) is read from an atomic; the writes
+ * the store's fence refused are counted by coord-ha.c's fence watch.
  */
 #include "coord-metrics.h"
 
@@ -16,6 +17,11 @@
 static atomic_uint_fast64_t subs_ended[COORD_SUBTASK_PHASE_MAX];
 static atomic_uint_fast64_t jobs_ended[COORD_JOB_KIND_MAX][COORD_JOB_PHASE_MAX];
 static atomic_uint_fast64_t leader_changes;
+static atomic_uint_fast64_t fenced_writes;
+
+void coord_metrics_fenced_write(void) {
+        atomic_fetch_add_explicit(&fenced_writes, 1, memory_order_relaxed);
+}
 
 void coord_metrics_leader_changed(void) {
         atomic_fetch_add_explicit(&leader_changes, 1, memory_order_relaxed);
@@ -118,6 +124,9 @@ void coord_metrics_scrape(MetricsWriter *w, void *opaque) {
         metrics_family(w, "drover_coordinator_leader_changes_total", METRICS_COUNTER,
                        "Times the leader known to this coordinator changed (it, or another, was elected).");
         metrics_sample(w, "drover_coordinator_leader_changes_total", NULL, (double) atomic_load(&leader_changes));
+        metrics_family(w, "drover_store_fenced_writes_total", METRICS_COUNTER,
+                       "Writes the store's fence refused (etcd: this coordinator was no longer the leader).");
+        metrics_sample(w, "drover_store_fenced_writes_total", NULL, (double) atomic_load(&fenced_writes));
         metrics_family(w, "drover_coordinator_store_commit_seconds", METRICS_HISTOGRAM,
                        "Latency of the job store's write transactions' COMMIT (synchronous: on disk when done).");
         metrics_histogram_write(w, "drover_coordinator_store_commit_seconds", NULL, store_commit_histogram());

@@ -20,6 +20,9 @@ void coord_metrics_job_ended(int kind, int phase);
 /* The leader known to this coordinator changed (to it, or to another).
  * Any thread, any lock held. */
 void coord_metrics_leader_changed(void);
+/* The store's fence refused a write (-ESTALE: this coordinator is not the
+ * leader).  Any thread, any lock held (an atomic). */
+void coord_metrics_fenced_write(void);
 
 /* Write the coordinator's scrape into @w (@opaque: the Coordinator).
  * Takes coord->lock once, to count; writes with no lock held. */

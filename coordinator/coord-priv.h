@@ -77,13 +77,18 @@ typedef struct CSub {
         uint64_t unclear_since_ms; /* lock: coord->lock; since when its outcome waits for the agents, or 0 */
         char start_error[160];    /* lock: coord->lock; the Migrate call's error, when it had one */
         bool end_unsaved;         /* lock: coord->lock; its end is not in the store yet: the job may not end */
+        char postcopy[24];        /* lock: coord->lock; "postcopy_paused" or "postcopy_recover" while the
+                                   * source says so (held: no abort, never failed or placed again), else "" */
+        bool postcopy_cancel_noted; /* lock: coord->lock; "cancel: not aborted" said in the history */
 } CSub;
 
 /* A job of coord->jobs (not ended; the scheduler walks them), or of
  * coord->ended (ended in this run, kept for GetJob and watchers).  Its
  * phase is PLANNING from the moment submit adds it until its record is
  * stored: the scheduler leaves it alone, yet the checks of later
- * submissions see it. */
+ * submissions see it.  Until then it is its submitter's: no clear, reload,
+ * standby view or shelving frees or replaces it (coord_jobs_clear_locked),
+ * and the submitter finds it again by id after the store call. */
 typedef struct CJob {
         StoreJob j;               /* lock: coord->lock; the persisted record */
         MigParams params;     /* immutable */
@@ -232,7 +237,9 @@ int coord_jobs_prune(Coordinator *c);
  * leader's take-over); their migrating sub-tasks are marked for
  * reconciliation and count against their hosts' slots; each job's history
  * says "@why: job resumed".  Returns the number reloaded or -errno.
- * coord->lock not held; the job table is empty (coord_jobs_clear_locked). */
+ * coord->lock not held; the job table is cleared (coord_jobs_clear_locked):
+ * it holds at most PLANNING jobs of submissions under way, and a job
+ * already in it is left as it is (its submitter's record). */
 int coord_jobs_reload(Coordinator *c, const char *why);
 /* A job record from the store's @rec and its @n sub-tasks (copied), with
  * a new generation.  @resume: as a reload does (PLANNING and VERIFYING
@@ -243,7 +250,10 @@ CJob *coord_job_from_store(Coordinator *c, const StoreJob *rec, const StoreSubta
 /* Append @j to the job table.  coord->lock held; -ENOMEM. */
 int coord_job_add_locked(Coordinator *c, CJob *j);
 /* Free every unfinished job and zero the hosts' counts of running
- * migrations (before a reload, or a standby's view).  coord->lock held. */
+ * migrations (before a reload, or a standby's view).  A PLANNING job is
+ * kept: it belongs to its submitter until its record is stored (the
+ * submitter finds it again by id after the store call, and frees it when
+ * the write failed).  coord->lock held. */
 void coord_jobs_clear_locked(Coordinator *c);
 /* Move @j to the ring of ended jobs without counting it in the metrics (a
  * standby saw it end in the store).  coord->lock held. */
@@ -268,6 +278,12 @@ int coord_ha_start(Coordinator *c);
 /* Stop acting and resign (the lease is revoked: a standby takes over at
  * once).  coord_stop, after the threads.  Accepts SQLite (nothing). */
 void coord_ha_resign(Coordinator *c);
+/* The store c->store is with etcd: @inner behind a watch that turns a
+ * write's -ESTALE (the fence) into coord_ha_fenced() and counts it
+ * (drover_store_fenced_writes_total); reads and other results pass
+ * through.  *ret is freed by store_close(), which leaves @inner open.
+ * 0 or -ENOMEM. */
+int coord_ha_fence_watch(Coordinator *c, Store *inner, Store **ret);
 /* Free the election and the etcd client (coord_free). */
 void coord_ha_close(Coordinator *c);
 /* Whether this coordinator leads and may act NOW: always with SQLite;

@@ -19,7 +19,13 @@
  * and say why).  An outcome the source agent cannot give (it does not know
  * the operation, or reports a failure) is settled from where the agents
  * say the guest runs (settle()), the same way at runtime and after a
- * restart.  Then every job whose sub-tasks all ended is verified (each
+ * restart.  A post-copy the source reports paused or recovering
+ * (postcopy_paused, postcopy_recover) still runs: its slots stay held, it
+ * is neither failed nor placed again, and a cancel sends it no abort (the
+ * agent refuses one); one the source gave up (postcopy_failed, "ALERT:")
+ * fails with the agent's text and a history line that the guest, paused on
+ * both hosts, needs an operator; nothing is destroyed (docs/coordinator.md,
+ * "Jobs").  Then every job whose sub-tasks all ended is verified (each
  * migrated guest runs on its destination; an evacuation's host is listed
  * again before it is put in maintenance), closed, and moved out of the job
  * table; the store's retention is applied.  A tick that freed a slot plans
@@ -169,7 +175,9 @@ static size_t decide_locked(Coordinator *c, Action *acts, size_t max) {
                         if (!src || !dst)
                                 continue;
                         if (s->t.phase == COORD_SUBTASK_PHASE_MIGRATING) {
-                                bool send_abort = j->cancel && !s->abort_sent;
+                                /* a paused or recovering post-copy cannot be
+                                 * aborted (the agent refuses): followed on */
+                                bool send_abort = j->cancel && !s->abort_sent && !s->postcopy[0];
                                 if (send_abort)
                                         s->abort_sent = true;
                                 Action *a = action_add(acts, &n, send_abort ? ACT_ABORT : ACT_POLL, j, s, src, dst);
@@ -449,11 +457,71 @@ static void settle(Coordinator *c, Action *a, const LinkMigResult *res) {
                                 a->guest, cause, ss, ds);
 }
 
+/* Whether a source's migration phase is a post-copy that lost its link and
+ * is held: paused, or recovering (docs/migration.md, "Post-copy
+ * recovery"). */
+static bool postcopy_held(const char *phase) {
+        return strcmp(phase, "postcopy_paused") == 0 || strcmp(phase, "postcopy_recover") == 0;
+}
+
+/* The running migration of @a reports @phase: entering or leaving a held
+ * post-copy is said in the job's history, and so is a cancel that cannot
+ * abort it.  It stays migrating with both hosts' slots either way. */
+static void postcopy_note(Coordinator *c, const Action *a, const char *phase) {
+        bool held = postcopy_held(phase), entered = false, left = false, cancel = false;
+        CJob *j;
+        lock_acquire(&c->lock);
+        CSub *s = coord_sub_find_locked(c, a->job, a->seq, &j);
+        if (s) {
+                entered = held && !s->postcopy[0];
+                left = !held && s->postcopy[0];
+                snprintf(s->postcopy, sizeof(s->postcopy), "%s", held ? phase : "");
+                cancel = held && j->cancel && !s->postcopy_cancel_noted;
+                if (cancel)
+                        s->postcopy_cancel_noted = true;
+                if (entered || left)
+                        coord_job_bump_locked(c, j);
+        }
+        lock_release(&c->lock);
+        if (entered)
+                coord_job_event(c, a->job,
+                                "%s: post-copy %s: its link broke and the agents try to recover it; the migration "
+                                "still runs (both hosts' slots held, not failed, not placed again)",
+                                a->guest, strcmp(phase, "postcopy_paused") == 0 ? "paused" : "recovering");
+        if (left)
+                coord_job_event(c, a->job, "%s: post-copy recovered: the migration goes on", a->guest);
+        if (cancel)
+                coord_job_event(c, a->job,
+                                "%s: not aborted by the cancel: its post-copy migration is %s and cannot be aborted "
+                                "(the guest's memory is on both hosts); followed until it recovers or fails",
+                                a->guest, phase);
+}
+
+/* A post-copy the source gave up recovering (phase postcopy_failed, its
+ * error an "ALERT: ..."): the guest is paused on both hosts and needs an
+ * operator.  The sub-task fails with the agent's text; nothing is settled
+ * from where the guest runs and neither side is destroyed. */
+static void postcopy_failed(Coordinator *c, const Action *a, const LinkMigResult *res) {
+        coord_sub_end(c, a->job, a->seq, COORD_SUBTASK_PHASE_FAILED, res, res->error);
+        coord_job_event(c, a->job,
+                        "%s NEEDS AN OPERATOR: its post-copy migration could not be recovered; the guest is paused "
+                        "on its source and its destination, neither is destroyed (docs/migration.md, "
+                        "\"Post-copy recovery\")",
+                        a->guest);
+}
+
 static void do_poll(Coordinator *c, Action *a) {
         LinkMigResult res;
         LinkGuestStatus gs;
         int r = agent_link_get_migration(a->src, a->guest, COORD_CALL_MS, &res);
         bool ours = r >= 0 && strcmp(res.op, a->op) == 0;
+        if (ours && !res.done)
+                postcopy_note(c, a, res.phase);
+        if (ours && res.done && !res.success &&
+            (strcmp(res.phase, "postcopy_failed") == 0 || strncmp(res.error, "ALERT:", 6) == 0)) {
+                postcopy_failed(c, a, &res); /* before a cancel's "aborted": it was not */
+                return;
+        }
         if (ours && res.done) {
                 /* a migration that ended without success after the job's
                  * cancel aborted it is cancelled (its source resumed), not
@@ -498,7 +566,8 @@ static void do_poll(Coordinator *c, Action *a) {
                 CSub *s = coord_sub_find_locked(c, a->job, a->seq, &j);
                 if (s) {
                         snprintf(s->live.mig_status, sizeof(s->live.mig_status), "%s", gs.mig_status);
-                        snprintf(s->live.mig_phase, sizeof(s->live.mig_phase), "%s", gs.phase);
+                        snprintf(s->live.mig_phase, sizeof(s->live.mig_phase), "%s",
+                                 s->postcopy[0] ? s->postcopy : gs.phase);
                         s->live.ram_total = gs.ram_total;
                         s->live.ram_remaining = gs.ram_remaining;
                         s->live.ram_transferred = gs.ram_transferred;
@@ -597,7 +666,7 @@ static void verify_job(Coordinator *c, const char *id) {
         if (coord_job_get(c, id, false, &v) < 0)
                 return;
         (void) c->store->ops->job_update(c->store, &v.job); /* "verifying"; reloaded as running either way */
-        unsigned ok = 0, bad = 0, cancelled = 0;
+        unsigned ok = 0, bad = 0, cancelled = 0, alerts = 0;
         char causes[STORE_TEXT_MAX] = "", maint[STORE_TEXT_MAX] = "";
         size_t len = 0;
         for (size_t k = 0; k < v.n_subs; k++) {
@@ -625,6 +694,7 @@ static void verify_job(Coordinator *c, const char *id) {
                         cancelled++;
                         continue;
                 }
+                alerts += strncmp(t->error, "ALERT:", 6) == 0;
                 if (bad++ < 3)
                         len = text_append(causes, sizeof(causes), len, "%s%s: %.150s", bad > 1 ? "; " : "",
                                           t->guest, t->error);
@@ -640,7 +710,12 @@ static void verify_job(Coordinator *c, const char *id) {
                 end.phase = bad || maint[0]            ? COORD_JOB_PHASE_FAILED
                             : (j->cancel || cancelled) ? COORD_JOB_PHASE_CANCELLED
                                                        : COORD_JOB_PHASE_SUCCEEDED;
-                if (bad)
+                if (alerts)
+                        snprintf(end.error, sizeof(end.error),
+                                 "ALERT: %u guests need an operator (post-copy failed: paused on both hosts); "
+                                 "%u of %zu guests did not move: %s",
+                                 alerts, bad, j->n, causes);
+                else if (bad)
                         snprintf(end.error, sizeof(end.error), "%u of %zu guests did not move: %s", bad, j->n, causes);
                 else
                         snprintf(end.error, sizeof(end.error), "%s", maint);

@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "deadline.h"
 #include "droverctl.h"
 #include "err.h"
 #include "rpc-details.h"
@@ -200,17 +201,46 @@ int dctl_call(const char *what, const char *method, const ProtobufCMessage *req,
         }
 }
 
-int dctl_watch_open(const char *id, RpcStream **ret_stream) {
+/* WatchJob on job @id at the current address.  The open sends the
+ * request: no coordinator there fails it with -EAGAIN (UNAVAILABLE) or, a
+ * connection that did not come up, -ECONNREFUSED / -EHOSTUNREACH; one
+ * that dies later shows at a read. */
+static int watch_here(const char *id, RpcStream **ret_stream) {
         Drover__V1__WatchJobRequest req = DROVER__V1__WATCH_JOB_REQUEST__INIT;
-        RpcStream *st;
         req.id = (char *) id;
         /* the stream lasts as long as the job: a week is "no deadline" */
         int r = rpc_stream_open(cl, &drover__v1__coordinator__descriptor, "WatchJob", &req.base, 7 * 24 * 3600 * 1000LL,
-                                &st);
-        if (r < 0)
-                return dctl_fail("watch", r, NULL);
-        if (dctl_opt.verbose)
+                                ret_stream);
+        if (r >= 0 && dctl_opt.verbose)
                 fprintf(stderr, "droverctl: WatchJob sent to %s\n", addr);
-        *ret_stream = st;
-        return 0;
+        return r == -ECONNREFUSED || r == -EHOSTUNREACH ? -EAGAIN : r;
+}
+
+int dctl_watch_open(const char *id, RpcStream **ret_stream) {
+        int r = watch_here(id, ret_stream);
+        if (r == -EAGAIN)
+                r = dctl_watch_next(id, false, ret_stream); /* as a unary call: the next address */
+        return r < 0 ? dctl_fail("watch", r, NULL) : 0;
+}
+
+int dctl_watch_next(const char *id, bool wrap, RpcStream **ret_stream) {
+        int r = -EAGAIN; /* err_msg() still says why the last one failed */
+        for (size_t tried = 0; tried < n_targets; tried++) {
+                size_t next = cur < n_targets ? cur + 1 : 0; /* after a followed leader: the list from its start */
+                if (next >= n_targets && !wrap)
+                        break;
+                next %= n_targets;
+                if (dctl_opt.verbose)
+                        fprintf(stderr, "droverctl: no answer from %s: trying %s\n", addr, targets[next]);
+                cur = next;
+                if (connect_to(targets[cur]) != 0)
+                        return err_set(-EINVAL, "coordinator address '%s' not usable", targets[cur]);
+                if ((r = watch_here(id, ret_stream)) != -EAGAIN)
+                        return r;
+        }
+        return r;
+}
+
+const char *dctl_address(void) {
+        return addr;
 }

@@ -9,6 +9,16 @@
  * in the job's order, whenever a phase changed; with --json every message is
  * one line of JSON.
  *
+ * Several --coordinator addresses: a stream that breaks with UNAVAILABLE
+ * before its first message (no coordinator there) moves on to the next
+ * address, as a unary call does.  One that breaks after (its coordinator
+ * died: a leader killed) is opened again on the addresses in turn, for at
+ * most DCTL_WATCH_FOLLOW_MS from the loss; when one answers, one line on
+ * stderr, "lost the coordinator; following the job on ADDR", and the job
+ * shown again from there (any coordinator answers reads; a standby's view
+ * is about a second behind the leader).  Past that the watch fails as
+ * before (exit 6).  A watch is a read: sending it again is always safe.
+ *
  * Ctrl-C (or SIGTERM) while following: a thread waits for the signal
  * (blocked in every other thread by dctl_interrupt_setup() before the gRPC
  * threads exist), cancels the stream and the watch ends with exit 130.  The
@@ -29,6 +39,7 @@
 #include "coord-enums.h"
 #include "deadline.h"
 #include "droverctl.h"
+#include "err.h"
 
 /* Every job that is not an evacuation shows as a migration. */
 const char *dctl_job_kind(int k) {
@@ -291,25 +302,79 @@ static int interrupted(const char *id) {
         return DCTL_EXIT_INTERRUPTED;
 }
 
-int dctl_watch(const char *id) {
-        RpcStream *st;
-        int r = dctl_watch_open(id, &st);
-        if (r)
-                return r;
+/* @st is the stream to follow now (the interrupt thread cancels it). */
+static void follow_stream(RpcStream *st) {
         pthread_mutex_lock(&intr.lock);
         intr.stream = st;
         if (intr.interrupted)
                 rpc_stream_cancel(st);
         pthread_mutex_unlock(&intr.lock);
+}
+
+/* Whether the watch's stream broke because there is no coordinator at its
+ * end (UNAVAILABLE: none listening, or it died), not because of an answer
+ * about the job or a Ctrl-C: worth following elsewhere. */
+static bool interrupted_now(void) {
+        pthread_mutex_lock(&intr.lock);
+        bool stopped = intr.interrupted;
+        pthread_mutex_unlock(&intr.lock);
+        return stopped;
+}
+
+static bool stream_lost(int r, RpcStream *st) {
+        const RpcStatus *s = rpc_stream_status(st);
+        return r < 0 && !interrupted_now() && (r == -EAGAIN || (s && s->code == RPC_UNAVAILABLE));
+}
+
+int dctl_watch(const char *id) {
+        RpcStream *st;
+        int r = dctl_watch_open(id, &st);
+        if (r)
+                return r;
+        follow_stream(st);
 
         bool tty = isatty(STDOUT_FILENO) && !dctl_opt.json;
+        bool got = false, ever = false; /* a message on this stream; on any */
         int lines = 0, code = DCTL_EXIT_ERROR;
-        uint64_t last = 0;
+        uint64_t last = 0, lost_at = 0;
         for (;;) {
                 Drover__V1__Job *j;
                 r = rpc_stream_read(st, (ProtobufCMessage **) &j);
+                if (r <= 0 && stream_lost(r, st)) {
+                        /* never connected: the next address, as a unary call
+                         * moves on; connected once (a leader died): any
+                         * coordinator answers reads, each in turn for
+                         * DCTL_WATCH_FOLLOW_MS from the loss */
+                        RpcStream *again = NULL;
+                        int q;
+                        if (!ever)
+                                q = dctl_watch_next(id, false, &again);
+                        else {
+                                if (got)
+                                        lost_at = now_ms();
+                                else
+                                        sleep_ms(200); /* a re-opened stream broke at once: no tight loop */
+                                while ((q = dctl_watch_next(id, true, &again)) == -EAGAIN &&
+                                       now_ms() - lost_at < DCTL_WATCH_FOLLOW_MS && !interrupted_now())
+                                        sleep_ms(200);
+                        }
+                        if (q >= 0) {
+                                follow_stream(again);
+                                rpc_stream_free(st);
+                                st = again;
+                                got = false;
+                                continue;
+                        }
+                }
                 if (r <= 0)
                         break;
+                if (lost_at) {
+                        fprintf(stderr, "droverctl: lost the coordinator; following the job on %s\n", dctl_address());
+                        lines = 0; /* the display again, below the line */
+                        last = 0;
+                        lost_at = 0;
+                }
+                got = ever = true;
                 if (dctl_opt.json)
                         dctl_print_json(dctl_job_json(j));
                 else if (tty)

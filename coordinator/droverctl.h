@@ -62,8 +62,22 @@ void dctl_disconnect(void);
  * and a hint (under @what) and returns the exit code (> 0). */
 int dctl_call(const char *what, const char *method, const ProtobufCMessage *req, ProtobufCMessage **ret_resp);
 
-/* Open WatchJob on job @id (no deadline but the job's end). */
+/* Open WatchJob on job @id (no deadline but the job's end) at the current
+ * address.  0, or the exit code with the failure printed. */
 int dctl_watch_open(const char *id, RpcStream **ret_stream);
+
+/* The watch's stream broke with UNAVAILABLE (no connection, or its
+ * coordinator died): open WatchJob on @id at the next --coordinator
+ * addresses in turn until one takes it, up to the last (or, with @wrap,
+ * once round the list).  A watch is a read, so sending it again is always
+ * safe.  0 with *ret_stream; -EAGAIN when none took it; another -errno on
+ * a refusal (err.h detail, nothing printed). */
+int dctl_watch_next(const char *id, bool wrap, RpcStream **ret_stream);
+
+/* The address the client talks to now. */
+const char *dctl_address(void);
+
+#define DCTL_WATCH_FOLLOW_MS 30000 /* a watch that lost its coordinator looks for another this long */
 
 /* Report failure @r (-errno, err.h detail; @st when known) of @what and
  * return its exit code: 5 for NOT_FOUND, 6 when the coordinator did not

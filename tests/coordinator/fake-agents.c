@@ -29,6 +29,7 @@ typedef struct FakeMig {
         char guest[64], op[64], dest[128];
         bool done, success;
         char error[256];
+        char phase[24];   /* reported by GetMigration when set (fake_mig_phase) */
         MigParams params; /* as the coordinator sent them */
 } FakeMig;
 
@@ -42,6 +43,7 @@ typedef struct FakeHost {
         FakeMig migs[FAKE_GUESTS];
         size_t n_migs;
         unsigned migrate_calls;
+        unsigned abort_calls;
 } FakeHost;
 
 struct AgentLink {
@@ -140,6 +142,40 @@ void fake_mig_end(const char *guest, bool success, const char *error, bool lands
                 }
         }
         pthread_mutex_unlock(&fake_mutex);
+}
+
+void fake_mig_phase(const char *guest, const char *phase) {
+        pthread_mutex_lock(&fake_mutex);
+        for (size_t i = 0; i < fake_n_hosts; i++) {
+                FakeMig *m = mig_of(&fake_hosts[i], guest);
+                if (m && !m->done)
+                        snprintf(m->phase, sizeof(m->phase), "%s", phase);
+        }
+        pthread_mutex_unlock(&fake_mutex);
+}
+
+void fake_mig_postcopy_failed(const char *guest, const char *alert) {
+        pthread_mutex_lock(&fake_mutex);
+        for (size_t i = 0; i < fake_n_hosts; i++) {
+                FakeMig *m = mig_of(&fake_hosts[i], guest);
+                if (!m || m->done)
+                        continue;
+                m->done = true;
+                m->success = false;
+                snprintf(m->phase, sizeof(m->phase), "postcopy_failed");
+                snprintf(m->error, sizeof(m->error), "%s", alert);
+        }
+        pthread_mutex_unlock(&fake_mutex);
+}
+
+unsigned fake_abort_calls(const char *addr) {
+        unsigned n = 0;
+        pthread_mutex_lock(&fake_mutex);
+        for (size_t i = 0; i < fake_n_hosts; i++)
+                if (!addr || strcmp(fake_hosts[i].addr, addr) == 0)
+                        n += fake_hosts[i].abort_calls;
+        pthread_mutex_unlock(&fake_mutex);
+        return n;
 }
 
 void fake_mig_forget(const char *guest) {
@@ -274,7 +310,7 @@ int agent_link_get_migration(AgentLink *l, const char *guest, int64_t timeout_ms
                 ret->done = m->done;
                 ret->success = m->success;
                 snprintf(ret->error, sizeof(ret->error), "%s", m->error);
-                snprintf(ret->phase, sizeof(ret->phase), "%s", m->done ? "done" : "perform");
+                snprintf(ret->phase, sizeof(ret->phase), "%s", m->phase[0] ? m->phase : m->done ? "done" : "perform");
         }
         pthread_mutex_unlock(&fake_mutex);
         return r;
@@ -286,7 +322,12 @@ int agent_link_abort(AgentLink *l, const char *guest, int64_t timeout_ms) {
         FakeHost *h = reach(l, &r);
         FakeMig *m = h ? mig_of(h, guest) : NULL;
         FakeGuest *g = guest_on(h, guest);
-        if (m && !m->done) {
+        if (h)
+                h->abort_calls++;
+        if (m && !m->done && (!strcmp(m->phase, "postcopy_paused") || !strcmp(m->phase, "postcopy_recover")))
+                r = err_set(-EBUSY, "agent %s: FAILED_PRECONDITION: post-copy of %s is %s (fake)", l->addr, guest,
+                            m->phase);
+        else if (m && !m->done) {
                 m->done = true;
                 snprintf(m->error, sizeof(m->error), "aborted");
                 if (g)

@@ -31,6 +31,17 @@ void fake_mig_end(const char *guest, bool success, const char *error, bool lands
  * with a lost record would): GetMigration answers NOT_FOUND; the guest
  * stays on the source, idle. */
 void fake_mig_forget(const char *guest);
+/* The source's running migration of @guest reports @phase from now on
+ * (e.g. "postcopy_paused", "postcopy_recover", "postcopy_active"); while
+ * paused or recovering MigrateAbort is refused (FAILED_PRECONDITION), as a
+ * real agent does (docs/migration.md, "Post-copy recovery"). */
+void fake_mig_phase(const char *guest, const char *phase);
+/* The source gave up recovering the post-copy of @guest: done, not
+ * successful, phase postcopy_failed, error @alert ("ALERT: ..."); the
+ * guest stays listed on its source (paused on both hosts in truth). */
+void fake_mig_postcopy_failed(const char *guest, const char *alert);
+/* MigrateAbort calls the host at @addr received (NULL: all hosts). */
+unsigned fake_abort_calls(const char *addr);
 /* Migrate calls the host at @addr received (NULL: all hosts). */
 unsigned fake_migrate_calls(const char *addr);
 /* The parameters of the last Migrate call for @guest into *@ret; false

@@ -13,6 +13,9 @@
  *   - droverctl given a dead address, the standby and the leader (in that
  *     order) moves past the dead one, follows the standby's NotLeader to
  *     the leader, and says so with -v;
+ *   - droverctl watch given a dead address first follows the job on the
+ *     leader, and keeps following it on the next address once the leader
+ *     is killed ("lost the coordinator; following the job on ADDR");
  *   - kill -9 of the leader: a standby leads within the lease's TTL and
  *     a margin (measured), and the job is there, resumed by the new leader
  *     ("new leader: job resumed" in its history);
@@ -316,10 +319,46 @@ static void test_leader_standby_failover(void **state) {
         assert_contains(out, said);
         free(out);
 
+        /* droverctl watch: past a dead first address to the leader, where
+         * it follows the job (which never ends here) */
+        snprintf(list, sizeof(list), "unix:%s,%s,%s", tu_path(dir, "nobody.sock"), addr[leader], addr[standby]);
+        char *wargv[] = { (char *) tu_build_path("coordinator/droverctl"), (char *) "-c", list, (char *) "watch", id,
+                          NULL };
+        const char *wlog = tu_path(dir, "watch.out");
+        pid_t watcher = tu_spawn(wargv, wlog);
+        assert_true(watcher > 0);
+        t0 = now_ms();
+        while (!((out = tu_read_file(wlog, NULL)) && strstr(out, "g1")) && now_ms() - t0 < 10000) {
+                free(out);
+                usleep(100 * 1000);
+        }
+        if (!out || !strstr(out, "g1"))
+                fail_msg("droverctl watch does not show the job: %s", out ? out : "(no output)");
+        free(out);
+
         /* kill -9 of the leader: a standby leads within the TTL and a margin */
         uint64_t took;
         tu_kill(pid[leader]);
         pid[leader] = 0;
+
+        /* the watch goes on, on the next address (a standby answers reads) */
+        char lost[1024];
+        snprintf(lost, sizeof(lost), "lost the coordinator; following the job on %s\n", addr[standby]);
+        const char *after = NULL;
+        t0 = now_ms();
+        for (out = NULL; now_ms() - t0 < 10000; usleep(100 * 1000)) {
+                free(out);
+                out = tu_read_file(wlog, NULL);
+                after = out ? strstr(out, lost) : NULL;
+                if (after && strstr(after + strlen(lost), "g1"))
+                        break;
+        }
+        if (!after || !strstr(after + strlen(lost), "g1"))
+                fail_msg("droverctl watch did not follow the job on %s: %s", addr[standby], out ? out : "(no output)");
+        free(out);
+        int wstatus;
+        assert_int_equal(waitpid(watcher, &wstatus, WNOHANG), 0); /* still following */
+
         int next = wait_leader((TTL_S + 5) * 1000, &took);
         printf("# %s led %llu ms after the leader's kill -9 (lease TTL %d s)\n", addr[next],
                (unsigned long long) took, TTL_S);
@@ -331,6 +370,13 @@ static void test_leader_standby_failover(void **state) {
                 usleep(100 * 1000);
         assert_true(history_has(addr[next], id, "new leader: job resumed"));
         assert_true(lists_job(addr[next], id));
+
+        /* the watch still follows; Ctrl-C (SIGTERM) ends it, the job goes on */
+        assert_int_equal(waitpid(watcher, &wstatus, WNOHANG), 0);
+        tu_signal(watcher, SIGTERM);
+        assert_int_equal(waitpid(watcher, &wstatus, 0), watcher);
+        assert_true(WIFEXITED(wstatus));
+        assert_int_equal(WEXITSTATUS(wstatus), 130);
 
         /* SIGTERM of the leader resigns: the last one leads at once, well
          * before the lease could have expired */

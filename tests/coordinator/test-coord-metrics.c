@@ -16,6 +16,7 @@
 
 #include "coord-harness.h"
 #include "coord-metrics.h"
+#include "err.h"
 
 #define GIB 1024
 
@@ -114,9 +115,56 @@ static void test_scrape_follows_the_engine(void **state) {
         ch_free(c);
 }
 
+static int fenced_job_update(Store *s, const StoreJob *j) {
+        (void) s;
+        (void) j;
+        return err_set(-ESTALE, "fenced: not the leader (test)");
+}
+
+/* drover_store_fenced_writes_total counts each write the store's fence
+ * refuses (docs/ha.md, "Fencing" 1), seen through the fence watch that
+ * wraps an etcd store (coord-ha.c): a refused write counts one, a write
+ * that succeeds and a read count nothing. */
+static void test_fenced_writes_are_counted(void **state) {
+        const uint64_t mem[] = { 16 * GIB, 16 * GIB };
+        Coordinator *c = ch_new("coord-metrics-fenced", 2, mem);
+        char id[STORE_ID_MAX];
+        (void) state;
+        ch_guest("h1", "a1", GIB);
+        ch_heartbeats(c, 1);
+        assert_int_equal(ch_migrate(c, "a1", "h2", id), 0);
+        StoreJob rec = ch_job(c, id);
+
+        StoreOps fenced_ops = *c->store->ops;
+        fenced_ops.job_update = fenced_job_update;
+        Store fenced = { .ops = &fenced_ops }, *watched;
+        assert_int_equal(coord_ha_fence_watch(c, &fenced, &watched), 0);
+
+        char *t0 = scrape(c);
+        double before = value(t0, "drover_store_fenced_writes_total");
+        assert_int_equal(watched->ops->job_update(watched, &rec), -ESTALE);
+        assert_int_equal(watched->ops->job_update(watched, &rec), -ESTALE);
+        store_close(watched); /* the wrapper only */
+        char *t1 = scrape(c);
+        assert_int_equal(value(t1, "drover_store_fenced_writes_total") - before, 2);
+
+        StoreJob got;
+        assert_int_equal(coord_ha_fence_watch(c, c->store, &watched), 0);
+        assert_int_equal(watched->ops->job_update(watched, &rec), 0);
+        assert_int_equal(watched->ops->job_get(watched, id, &got), 0);
+        store_close(watched);
+        char *t2 = scrape(c);
+        assert_int_equal(value(t2, "drover_store_fenced_writes_total") - before, 2);
+        free(t2);
+        free(t0);
+        free(t1);
+        ch_free(c);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_scrape_follows_the_engine),
+                cmocka_unit_test(test_fenced_writes_are_counted),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -7,7 +7,9 @@
  * recorded as migrated, and a real failure names its cause; the agent is
  * never asked to migrate when the sub-task's start could not be stored
  * (queued again, failed with the store's error after a few tries); ended
- * jobs leave the scheduler's table and memory stays bounded.  The store's
+ * jobs leave the scheduler's table and memory stays bounded; a paused or
+ * recovering post-copy is held, never aborted, and one the agent gave up
+ * fails with its ALERT.  The store's
  * retention is tested in test-store-retention.c.
  */
 #include <errno.h>
@@ -329,6 +331,89 @@ static void test_transport_is_passed_to_the_agent(void **state) {
         ch_free(c);
 }
 
+/* Whether job @id's history has a line containing @part. */
+static bool history_has(Coordinator *c, const char *id, const char *part) {
+        CoordJobView v;
+        bool found = false;
+        assert_int_equal(coord_job_get(c, id, true, &v), 0);
+        for (size_t i = 0; i < v.n_events && !found; i++)
+                found = strstr(v.events[i].text, part) != NULL;
+        coord_job_view_clear(&v);
+        return found;
+}
+
+static unsigned out_running(Coordinator *c, const char *host) {
+        lock_acquire(&c->lock);
+        unsigned n = coord_host_find_locked(c, host)->out_running;
+        lock_release(&c->lock);
+        return n;
+}
+
+/* docs/coordinator.md, "Jobs": a post-copy the source reports paused or
+ * recovering still runs (slots held, never failed or placed again) and a
+ * cancel sends it no abort, saying so; one that recovers goes on and
+ * lands; one the source gives up (postcopy_failed, "ALERT: ...") fails
+ * with the agent's text, the history and the job's error say the guest
+ * needs an operator, and nothing is settled or destroyed. */
+static void test_postcopy_paused_is_held_and_its_alert_kept(void **state) {
+        const uint64_t mem[] = { 16 * GIB, 16 * GIB, 16 * GIB };
+        Coordinator *c = ch_new("coord-postcopy", 3, mem);
+        char m1[STORE_ID_MAX], m2[STORE_ID_MAX];
+        const char *alert = "ALERT: post-copy of a1 could not be recovered in 300 s: guest paused on both hosts";
+        (void) state;
+        ch_guest("h1", "a1", 1 * GIB);
+        ch_guest("h3", "b1", 1 * GIB);
+        assert_int_equal(ch_migrate(c, "a1", "h2", m1), 0);
+        assert_int_equal(ch_migrate(c, "b1", "h1", m2), 0);
+        ch_tick(c);
+        assert_int_equal(ch_sub(c, m1, "a1").phase, COORD_SUBTASK_PHASE_MIGRATING);
+        assert_int_equal(ch_sub(c, m2, "b1").phase, COORD_SUBTASK_PHASE_MIGRATING);
+
+        fake_mig_phase("a1", "postcopy_paused");
+        fake_mig_phase("b1", "postcopy_paused");
+        for (int i = 0; i < 3; i++)
+                ch_tick(c);
+        assert_int_equal(ch_sub(c, m1, "a1").phase, COORD_SUBTASK_PHASE_MIGRATING);
+        assert_string_equal(ch_sub(c, m1, "a1").destination, "h2");
+        assert_int_equal(out_running(c, "h1"), 1);
+        assert_true(history_has(c, m1, "a1: post-copy paused"));
+
+        /* cancelled while paused: no abort, said in the history */
+        assert_int_equal(coord_job_cancel(c, m1, "operator:test"), 0);
+        fake_mig_phase("a1", "postcopy_recover");
+        for (int i = 0; i < 3; i++)
+                ch_tick(c);
+        assert_int_equal(fake_abort_calls(NULL), 0);
+        assert_int_equal(ch_sub(c, m1, "a1").phase, COORD_SUBTASK_PHASE_MIGRATING);
+        assert_true(history_has(c, m1, "a1: not aborted by the cancel"));
+
+        /* b1 recovers and lands */
+        fake_mig_phase("b1", "postcopy_active");
+        ch_tick(c);
+        assert_true(history_has(c, m2, "b1: post-copy recovered"));
+        fake_mig_end("b1", true, NULL, true);
+        for (int i = 0; i < 3; i++)
+                ch_tick(c);
+        assert_int_equal(ch_job(c, m2).phase, COORD_JOB_PHASE_SUCCEEDED);
+
+        /* a1: the source gives up */
+        fake_mig_postcopy_failed("a1", alert);
+        for (int i = 0; i < 3; i++)
+                ch_tick(c);
+        StoreSubtask t = ch_sub(c, m1, "a1");
+        assert_int_equal(t.phase, COORD_SUBTASK_PHASE_FAILED);
+        assert_string_equal(t.error, alert);
+        assert_int_equal(out_running(c, "h1"), 0);
+        assert_true(history_has(c, m1, "a1 NEEDS AN OPERATOR"));
+        StoreJob j = ch_job(c, m1);
+        assert_int_equal(j.phase, COORD_JOB_PHASE_FAILED);
+        assert_contains(j.error, "ALERT: 1 guests need an operator");
+        assert_contains(j.error, alert);
+        assert_int_equal(fake_abort_calls(NULL), 0);
+        assert_string_equal(fake_guest_host("a1"), ch_addr("h1")); /* nothing moved or destroyed */
+        ch_free(c);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_forgotten_migration_settles_at_runtime),
@@ -338,6 +423,7 @@ int main(void) {
                 cmocka_unit_test(test_ended_jobs_leave_memory),
                 cmocka_unit_test(test_job_ids_are_checked),
                 cmocka_unit_test(test_transport_is_passed_to_the_agent),
+                cmocka_unit_test(test_postcopy_paused_is_held_and_its_alert_kept),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

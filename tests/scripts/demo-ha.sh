@@ -180,19 +180,12 @@ echo "  job $job"
   printf '\n\033[1;31m>> kill -9 of the leader on host-%s (%s) at %s\033[0m\n' "$lh" "$leader" "$(date -u +%T.%3N)"
   kill -9 $(ip netns pids "$NS-$lh") ) &   # the coordinator is all that runs there
 killer=$!
-# the live display; when the leader dies under it, watch again, the other
-# coordinator first (droverctl's watch stays with the first address that
-# refuses it), until the new leader answers
-rc=6
-addrs=("$(ip_of 3):7500" "$(ip_of 4):7500")
-for try in $(seq 20); do
-  set +e
-  DROVER_COORDINATOR="${addrs[$((try % 2))]},${addrs[$(((try + 1) % 2))]}" ctl watch "$job" 2>/dev/null
-  rc=$?; set -e
-  [ $rc -ne 6 ] && [ $rc -ne 4 ] && break
-  [ "$try" -eq 1 ] && printf '\033[1m   (the coordinator went away: following the new leader)\033[0m\n'
-  sleep 0.5
-done
+# the live display; when the leader dies under it, droverctl says "lost the
+# coordinator; following the job on ADDR" and follows it on the other one
+set +e
+ctl watch "$job"
+rc=$?
+set -e
 wait $killer 2>/dev/null || true
 
 say "afterwards"
