@@ -304,10 +304,25 @@ static bool host_port_ok(const char *s, size_t len, bool *ret_local) {
 static int validate_etcd(const CoordConfig *c) {
         size_t n = 0;
         bool all_local = true;
+        bool tls = c->etcd_cert[0] || c->etcd_key[0] || c->etcd_ca[0];
         for (const char *p = c->etcd_endpoints;; n++) {
-                size_t len = strcspn(p, ",");
+                size_t len = strcspn(p, ","), skip = 0;
                 bool local = false;
-                if (!host_port_ok(p, len, &local))
+                /* An etcd URL: its scheme agrees with the TLS options (etcd.h). */
+                if (len >= 7 && strncmp(p, "http://", 7) == 0)
+                        skip = 7;
+                else if (len >= 8 && strncmp(p, "https://", 8) == 0)
+                        skip = 8;
+                if (skip) {
+                        if ((skip == 8) != tls)
+                                return bad("store", "endpoint %zu (\"%.*s\"): %s", n + 1, (int) MIN(len, (size_t) 64), p,
+                                           tls ? "http:// with the 'etcd' TLS files" : "https:// needs the 'etcd' TLS files");
+                }
+                const char *hp = p + skip;
+                size_t hl = len - skip;
+                if (hl > 0 && skip && hp[hl - 1] == '/')
+                        hl--;
+                if (memchr(hp, '/', hl) || !host_port_ok(hp, hl, &local)) /* another scheme, a path */
                         return bad("store", "must be \"etcd:HOST:PORT[,HOST:PORT...]\": endpoint %zu (\"%.*s\") is not "
                                    "HOST:PORT", n + 1, (int) MIN(len, (size_t) 64), p);
                 all_local &= local;
@@ -317,7 +332,6 @@ static int validate_etcd(const CoordConfig *c) {
         }
         if (n + 1 > COORD_ETCD_MAX_ENDPOINTS)
                 return bad("store", "names %zu etcd endpoints, at most %d are allowed", n + 1, COORD_ETCD_MAX_ENDPOINTS);
-        bool tls = c->etcd_cert[0] || c->etcd_key[0] || c->etcd_ca[0];
         if (tls && (!c->etcd_cert[0] || !c->etcd_key[0] || !c->etcd_ca[0]))
                 return bad("etcd", "needs cert, key and ca together");
         if (!tls && !(c->dev_mode && all_local))

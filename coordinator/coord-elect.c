@@ -29,13 +29,9 @@
  * thread itself wakes at that moment (every wait and every call's deadline
  * stops there) to tell `changed` and log it.
  *
- * Two calls of etcd.h take no deadline: etcd_keepalive_open() and
- * etcd_watch_open() (which waits for a connection, then for etcd's
- * confirmation, up to the client's default timeout).  Each is made right
- * after a read with our deadline succeeded on the client's current
- * endpoint, so a connection is there; the confirmation is the one wait
- * not capped by valid-until (election_leading() stays right meanwhile: it
- * reads the clock; only `changed` could come late).
+ * Opening a stream (etcd_keepalive_open, etcd_watch_open: a connection,
+ * then etcd's confirmation of a watch) takes the same deadline as a call,
+ * so no wait of this thread passes valid-until.
  *
  * A lease whose validity ran out is given up for good, even if etcd later
  * shows it still alive (a single member restarted keeps its leases): it is
@@ -272,7 +268,7 @@ static int campaign(Election *el, Campaign *c) {
 
 static int watch_open(Election *el, Campaign *c, int64_t from_revision) {
         EtcdWatch *w = NULL;
-        int r = etcd_watch_open(el->etcd, el->prefix, true, from_revision, &w);
+        int r = etcd_watch_open(el->etcd, el->prefix, true, from_revision, call_timeout_ms(el, c), &w);
         if (r < 0)
                 return err_prefix(r, "watching %s", el->prefix);
         lock_acquire(&el->lock);
@@ -328,23 +324,10 @@ static int check(Election *el, Campaign *c) {
         return watch_open(el, c, rev + 1);
 }
 
-/* etcd_keepalive_open() takes no deadline and waits for a connection when
- * there is none (up to the client's connect timeout per endpoint): open
- * the stream only right after a read with our deadline found one. */
-static int keepalive_open(Election *el, Campaign *c) {
-        EtcdKv *kvs = NULL;
-        size_t n = 0;
-        int r = etcd_range_prefix(el->etcd, el->prefix, 1, true, call_timeout_ms(el, c), &kvs, &n, NULL);
-        if (r < 0)
-                return r;
-        etcd_kvs_free(kvs, n);
-        return etcd_keepalive_open(el->etcd, &c->ka);
-}
-
 static int refresh(Election *el, Campaign *c) {
         int r = 0;
         if (!c->ka)
-                r = keepalive_open(el, c);
+                r = etcd_keepalive_open(el->etcd, call_timeout_ms(el, c), &c->ka);
         uint64_t sent = now_ns();
         int64_t ttl = 0;
         if (r >= 0)

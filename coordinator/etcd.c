@@ -1,8 +1,10 @@
 /* The etcd client (see etcd.h): etcd's v3 gRPC API (proto/etcd/, etcd
  * 3.4) on the project's gRPC client.
  *
- * etcd client.  The coordinator's replicated store and its leader election
- * reach etcd only through this file.  An Etcd keeps one RpcClient per
+ * The coordinator's replicated store and its leader election reach etcd
+ * only through this client: this file has the connections, the endpoints
+ * and the unary calls (KV, Txn, Lease); etcd-stream.c the streams
+ * (etcd-priv.h is what the two share).  An Etcd keeps one RpcClient per
  * endpoint, each wrapped in a refcounted EtcdConn, and an index to the one
  * in use.  A call takes a reference to the current connection under the
  * lock, runs without it, and drops it; so a connection can be replaced
@@ -17,33 +19,29 @@
  * after any UNAVAILABLE; a write that may have reached etcd is never
  * repeated here.
  *
- * Streams (LeaseKeepAlive, Watch) are bidirectional gRPC streams
- * (rpc_bidi_open) that hold their connection's reference for their
- * lifetime and bound every wait with rpc_stream_read_timeout.  A Watch
- * waits at open until etcd confirms it (created), so nothing written after
- * etcd_watch_open returns can be missed.
+ * Endpoints are "host:port" as the gRPC layer takes them; an etcd URL's
+ * "http://" or "https://" (and a trailing '/') is stripped at open, and
+ * must agree with the TLS options (etcd.h).
  *
  * etcd's refusals map once, here: NOT_FOUND -ENOENT, UNAVAILABLE (no
  * connection, no leader, etcd's own request timeout) -EAGAIN,
- * DEADLINE_EXCEEDED -ETIMEDOUT, INVALID_ARGUMENT / RESOURCE_EXHAUSTED /
- * OUT_OF_RANGE / FAILED_PRECONDITION -EINVAL, anything else -EIO.  Requests
+ * DEADLINE_EXCEEDED -ETIMEDOUT, OUT_OF_RANGE (a revision compacted or
+ * not there yet) -ERANGE, INVALID_ARGUMENT / RESOURCE_EXHAUSTED /
+ * FAILED_PRECONDITION -EINVAL, anything else -EIO.  Requests
  * larger than etcd's default --max-request-bytes (1.5 MiB) and
  * transactions with more than ETCD_MAX_TXN_OPS compares or operations are
  * refused before sending.
  */
-#include "etcd.h"
+#include "etcd-priv.h"
 
 #include <errno.h>
 #include <inttypes.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "deadline.h"
-#include "etcd/etcdserverpb/rpc.pb-c.h"
-#include "lock.h"
-#include "rpcclient.h"
 
 #define DEFAULT_TIMEOUT_MS 5000
 #define CONNECT_TIMEOUT_MS 2000
@@ -51,49 +49,12 @@
 
 #define KV_SVC (&etcdserverpb__kv__descriptor)
 #define LEASE_SVC (&etcdserverpb__lease__descriptor)
-#define WATCH_SVC (&etcdserverpb__watch__descriptor)
 
 static LockClass etcd_lock_class = LOCK_CLASS_INIT("etcd");
 
-/* One endpoint's gRPC client, shared by the calls and streams using it. */
-typedef struct EtcdConn {
-        RpcClient *cl;    /* immutable */
-        atomic_int refs;  /* atomic; the Etcd's table holds one */
-} EtcdConn;
-
-/* e->lock protects the connection table; cur is atomic so that
- * etcd_endpoint() reads it without the lock. */
-struct Etcd {
-        int n;                                     /* immutable */
-        char *endpoints[ETCD_MAX_ENDPOINTS];       /* immutable */
-        RpcClientOptions copts;                    /* immutable */
-        RpcTls tls;                                /* immutable; copts.tls points here */
-        int64_t default_timeout_ms;                /* immutable */
-        atomic_int cur;                            /* atomic: the endpoint in use */
-        Lock lock;
-        EtcdConn *conns[ETCD_MAX_ENDPOINTS];       /* lock: e->lock */
-};
-
-struct EtcdKeepAlive {
-        Etcd *e;
-        EtcdConn *conn; /* reference held */
-        int idx;
-        RpcStream *st;
-        int dead;       /* 0, or the error that ended the stream */
-};
-
-struct EtcdWatch {
-        Etcd *e;
-        EtcdConn *conn;        /* reference held */
-        int idx;
-        RpcStream *st;         /* immutable once open (etcd_watch_cancel reads it) */
-        atomic_bool cancelled; /* atomic */
-        int dead;              /* owner only: 0, or the error that ended the stream */
-};
-
 /* ---- connections --------------------------------------------------------- */
 
-static void conn_unref(EtcdConn *c) {
+void etcd_conn_unref(EtcdConn *c) {
         if (c && atomic_fetch_sub(&c->refs, 1) == 1) {
                 rpc_client_free(c->cl);
                 free(c);
@@ -116,7 +77,7 @@ static int conn_new(Etcd *e, int idx, EtcdConn **ret) {
 
 /* A reference to the current endpoint's connection (replaced first when
  * its channel has given up), and its index. */
-static int conn_get(Etcd *e, EtcdConn **ret, int *ret_idx) {
+int etcd_conn_get(Etcd *e, EtcdConn **ret, int *ret_idx) {
         int idx = atomic_load(&e->cur);
         EtcdConn *fresh = NULL, *old = NULL;
 
@@ -137,8 +98,8 @@ static int conn_get(Etcd *e, EtcdConn **ret, int *ret_idx) {
         EtcdConn *c = e->conns[idx];
         atomic_fetch_add(&c->refs, 1);
         lock_release(&e->lock);
-        conn_unref(old);
-        conn_unref(fresh);
+        etcd_conn_unref(old);
+        etcd_conn_unref(fresh);
         *ret = c;
         *ret_idx = idx;
         return 0;
@@ -146,21 +107,21 @@ static int conn_get(Etcd *e, EtcdConn **ret, int *ret_idx) {
 
 /* Endpoint @idx failed: use the next one for the following calls, unless
  * another thread has moved on already. */
-static void conn_failed(Etcd *e, int idx) {
+void etcd_conn_failed(Etcd *e, int idx) {
         int expected = idx;
         atomic_compare_exchange_strong(&e->cur, &expected, (idx + 1) % e->n);
 }
 
 /* Whether status @st (of a call or stream that failed with @r) means the
  * endpoint is not serving us. */
-static bool endpoint_failed(int r, const RpcStatus *st) {
+bool etcd_endpoint_failed(int r, const RpcStatus *st) {
         if (r == -ECONNREFUSED || r == -EHOSTUNREACH)
                 return true;
         return st && (st->code == RPC_UNAVAILABLE || st->code == RPC_DEADLINE_EXCEEDED);
 }
 
 /* The project's -errno for an etcd call that failed with @r and @st. */
-static int etcd_error(Etcd *e, int idx, const char *what, int r, const RpcStatus *st) {
+int etcd_error(Etcd *e, int idx, const char *what, int r, const RpcStatus *st) {
         const char *ep = e->endpoints[idx];
 
         if (r == -ECONNREFUSED || r == -EHOSTUNREACH || (st && st->not_sent))
@@ -172,9 +133,9 @@ static int etcd_error(Etcd *e, int idx, const char *what, int r, const RpcStatus
         case RPC_NOT_FOUND: out = -ENOENT; break;
         case RPC_UNAVAILABLE: out = -EAGAIN; break;
         case RPC_DEADLINE_EXCEEDED: out = -ETIMEDOUT; break;
+        case RPC_OUT_OF_RANGE: out = -ERANGE; break;
         case RPC_INVALID_ARGUMENT:
         case RPC_RESOURCE_EXHAUSTED:
-        case RPC_OUT_OF_RANGE:
         case RPC_FAILED_PRECONDITION: out = -EINVAL; break;
         case RPC_CANCELLED: out = -ECANCELED; break;
         default: out = -EIO; break;
@@ -198,19 +159,19 @@ static int etcd_unary(Etcd *e, const ProtobufCServiceDescriptor *svc, const char
                 int64_t left = deadline_remaining_ms(dl);
                 if (attempt > 0 && left <= 0)
                         break;
-                r = conn_get(e, &c, &idx);
+                r = etcd_conn_get(e, &c, &idx);
                 if (r < 0)
                         return r;
                 memset(&st, 0, sizeof(st));
                 r = rpc_client_unary(c->cl, svc, method, req, left > 0 ? left : 1, ret, &st);
-                conn_unref(c);
+                etcd_conn_unref(c);
                 if (r == 0)
                         return 0;
                 if (r == -EINVAL && st.code == RPC_OK)
                         return r; /* our own bad request: nothing was called */
-                bool failed = endpoint_failed(r, &st);
+                bool failed = etcd_endpoint_failed(r, &st);
                 if (failed)
-                        conn_failed(e, idx);
+                        etcd_conn_failed(e, idx);
                 bool not_sent = r == -ECONNREFUSED || r == -EHOSTUNREACH || st.not_sent;
                 r = etcd_error(e, idx, method, r, &st);
                 if (!failed || !(not_sent || (idempotent && st.code == RPC_UNAVAILABLE)))
@@ -228,13 +189,49 @@ static int copy_opt(const char *s, const char **ret) {
         return 0;
 }
 
-static int parse_endpoints(Etcd *e, const char *list) {
+/* One endpoint of @list (@s, @len bytes, trimmed) without an etcd URL's
+ * scheme and trailing '/', which must agree with @tls. */
+static int endpoint_strip(const char *list, const char **s, size_t *len, bool tls) {
+        static const struct {
+                const char *scheme;
+                bool tls;
+        } schemes[] = { { "http://", false }, { "https://", true } };
+        size_t n = *len;
+        const char *p = *s;
+
+        for (size_t i = 0; i < ELEMENTSOF(schemes); i++) {
+                size_t sl = strlen(schemes[i].scheme);
+                if (n < sl || strncasecmp(p, schemes[i].scheme, sl) != 0)
+                        continue;
+                if (schemes[i].tls != tls)
+                        return err_set(-EINVAL, "etcd: endpoint %.*s: %s", (int) n, p,
+                                       tls ? "http:// is plaintext but TLS options are given"
+                                           : "https:// needs the TLS options (client certificate, key, CA)");
+                p += sl;
+                n -= sl;
+                if (n > 0 && p[n - 1] == '/')
+                        n--;
+                break;
+        }
+        bool scheme = false;
+        for (size_t i = 0; i + 3 <= n && !scheme; i++)
+                scheme = memcmp(p + i, "://", 3) == 0;
+        if (n == 0 || scheme)
+                return err_set(-EINVAL, "etcd: endpoint %.*s in \"%s\" is not HOST:PORT, http://HOST:PORT or "
+                               "https://HOST:PORT", (int) *len, *s, list);
+        *s = p;
+        *len = n;
+        return 0;
+}
+
+static int parse_endpoints(Etcd *e, const char *list, bool tls) {
         if (!list || !*list)
                 return err_set(-EINVAL, "etcd: no endpoints");
         const char *p = list;
         while (*p) {
                 size_t len = strcspn(p, ",");
                 const char *s = p;
+                int r;
                 while (len > 0 && (*s == ' ' || *s == '\t')) {
                         s++;
                         len--;
@@ -243,6 +240,8 @@ static int parse_endpoints(Etcd *e, const char *list) {
                         len--;
                 if (len == 0)
                         return err_set(-EINVAL, "etcd: empty endpoint in \"%s\"", list);
+                if ((r = endpoint_strip(list, &s, &len, tls)) < 0)
+                        return r;
                 if (e->n == ETCD_MAX_ENDPOINTS)
                         return err_set(-EINVAL, "etcd: more than %d endpoints in \"%s\"", ETCD_MAX_ENDPOINTS, list);
                 if (!(e->endpoints[e->n] = strndup(s, len)))
@@ -266,7 +265,7 @@ int etcd_open(const EtcdOptions *o, Etcd **ret) {
         lock_init(&e->lock, &etcd_lock_class);
         atomic_init(&e->cur, 0);
         e->default_timeout_ms = o->default_timeout_ms > 0 ? o->default_timeout_ms : DEFAULT_TIMEOUT_MS;
-        r = parse_endpoints(e, o->endpoints);
+        r = parse_endpoints(e, o->endpoints, o->tls != NULL);
         if (r == 0 && o->tls) {
                 if ((r = copy_opt(o->tls->cert_file, &e->tls.cert_file)) == 0 &&
                     (r = copy_opt(o->tls->key_file, &e->tls.key_file)) == 0 &&
@@ -293,7 +292,7 @@ void etcd_close(Etcd *e) {
         if (!e)
                 return;
         for (int i = 0; i < ETCD_MAX_ENDPOINTS; i++) {
-                conn_unref(e->conns[i]);
+                etcd_conn_unref(e->conns[i]);
                 free(e->endpoints[i]);
         }
         free((char *) e->tls.cert_file);
@@ -334,7 +333,7 @@ static char *dup_bytes(const ProtobufCBinaryData *b) {
         return s;
 }
 
-static int kv_from_pb(const Mvccpb__KeyValue *pb, EtcdKv *ret) {
+int etcd_kv_from_pb(const Mvccpb__KeyValue *pb, EtcdKv *ret) {
         EtcdKv kv = { 0 };
         static const ProtobufCBinaryData none = { 0, NULL };
 
@@ -355,20 +354,20 @@ static int kv_from_pb(const Mvccpb__KeyValue *pb, EtcdKv *ret) {
         return 0;
 }
 
-static int check_key(const char *key, const char *what) {
+int etcd_check_key(const char *key, const char *what) {
         if (!key || !*key)
                 return err_set(-EINVAL, "etcd: %s: %s key", what, key ? "empty" : "no");
         return 0;
 }
 
-static ProtobufCBinaryData key_bytes(const char *key) {
+ProtobufCBinaryData etcd_key_bytes(const char *key) {
         return (ProtobufCBinaryData){ .len = strlen(key), .data = (uint8_t *) key };
 }
 
 /* The range_end that makes [key, end) every key starting with @key:
  * @key with its last byte below 0xff incremented (and what follows cut),
  * or "\0" (no upper bound) when there is none.  In @buf (strlen(key)+1). */
-static ProtobufCBinaryData prefix_end(const char *key, uint8_t *buf) {
+ProtobufCBinaryData etcd_prefix_end(const char *key, uint8_t *buf) {
         size_t n = strlen(key);
         memcpy(buf, key, n);
         while (n > 0 && buf[n - 1] == 0xff)
@@ -386,9 +385,9 @@ int etcd_get(Etcd *e, const char *key, int64_t timeout_ms, EtcdKv *ret) {
         ProtobufCMessage *m = NULL;
         int r;
 
-        if ((r = check_key(key, "get")) < 0)
+        if ((r = etcd_check_key(key, "get")) < 0)
                 return r;
-        req.key = key_bytes(key);
+        req.key = etcd_key_bytes(key);
         r = etcd_unary(e, KV_SVC, "Range", &req.base, timeout_ms, true, &m);
         if (r < 0)
                 return r;
@@ -396,27 +395,49 @@ int etcd_get(Etcd *e, const char *key, int64_t timeout_ms, EtcdKv *ret) {
         if (resp->n_kvs == 0)
                 r = err_set(-ENOENT, "etcd: no key %s", key);
         else
-                r = kv_from_pb(resp->kvs[0], ret);
+                r = etcd_kv_from_pb(resp->kvs[0], ret);
         protobuf_c_message_free_unpacked(m, NULL);
         return r;
 }
 
-int etcd_range_prefix(Etcd *e, const char *prefix, size_t limit, bool keys_only, int64_t timeout_ms,
-                      EtcdKv **ret, size_t *ret_n, int64_t *ret_revision) {
+/* Byte order of two keys (etcd's), the shorter first among equals. */
+static int bytes_cmp(ProtobufCBinaryData a, ProtobufCBinaryData b) {
+        int c = memcmp(a.data, b.data, MIN(a.len, b.len));
+        return c ? c : a.len < b.len ? -1 : a.len > b.len ? 1 : 0;
+}
+
+int etcd_range(Etcd *e, const EtcdRange *q, int64_t timeout_ms, EtcdKv **ret, size_t *ret_n,
+               int64_t *ret_revision, bool *ret_more) {
         Etcdserverpb__RangeRequest req = ETCDSERVERPB__RANGE_REQUEST__INIT;
         ProtobufCMessage *m = NULL;
         int r;
 
-        if ((r = check_key(prefix, "range")) < 0)
-                return r;
-        _cleanup_free_ uint8_t *end = malloc(strlen(prefix) + 1);
-        if (!end)
+        if (!q || (r = etcd_check_key(q->prefix, "range")) < 0)
+                return q ? r : err_set(-EINVAL, "etcd: range: no request");
+        if (q->revision < 0 || (q->before && !*q->before))
+                return err_set(-EINVAL, "etcd: range %s: revision %" PRId64 " or an empty end key", q->prefix,
+                               q->revision);
+        size_t pl = strlen(q->prefix), al = q->after ? strlen(q->after) : 0;
+        _cleanup_free_ uint8_t *end = malloc(pl + 1);
+        _cleanup_free_ uint8_t *from = malloc(al + 1);
+        if (!end || !from)
                 return err_set(-ENOMEM, "out of memory");
-        req.key = key_bytes(prefix);
-        req.range_end = prefix_end(prefix, end);
-        req.limit = (int64_t) limit;
-        req.keys_only = keys_only;
-        req.sort_order = ETCDSERVERPB__RANGE_REQUEST__SORT_ORDER__ASCEND;
+        req.key = etcd_key_bytes(q->prefix);
+        req.range_end = etcd_prefix_end(q->prefix, end);
+        bool bounded = !(req.range_end.len == 1 && req.range_end.data[0] == 0);
+        /* The first key after @after is @after and a NUL byte. */
+        if (q->after && strcmp(q->after, q->prefix) >= 0) {
+                memcpy(from, q->after, al + 1);
+                req.key = (ProtobufCBinaryData){ .len = al + 1, .data = from };
+        }
+        /* (A start at or past the end is an empty range for etcd.) */
+        if (q->before && (!bounded || bytes_cmp(etcd_key_bytes(q->before), req.range_end) < 0))
+                req.range_end = etcd_key_bytes(q->before);
+        req.revision = q->revision;
+        req.limit = (int64_t) q->limit;
+        req.keys_only = q->keys_only;
+        req.sort_order = q->descend ? ETCDSERVERPB__RANGE_REQUEST__SORT_ORDER__DESCEND
+                                    : ETCDSERVERPB__RANGE_REQUEST__SORT_ORDER__ASCEND;
         req.sort_target = ETCDSERVERPB__RANGE_REQUEST__SORT_TARGET__KEY;
         r = etcd_unary(e, KV_SVC, "Range", &req.base, timeout_ms, true, &m);
         if (r < 0)
@@ -427,12 +448,16 @@ int etcd_range_prefix(Etcd *e, const char *prefix, size_t limit, bool keys_only,
         if (!kvs)
                 r = err_set(-ENOMEM, "out of memory");
         for (; r == 0 && n < resp->n_kvs; n++)
-                r = kv_from_pb(resp->kvs[n], &kvs[n]);
+                r = etcd_kv_from_pb(resp->kvs[n], &kvs[n]);
         if (r == 0) {
                 *ret = kvs;
                 *ret_n = n;
+                /* etcd's header has the store's revision now, even for a
+                 * read at an older one. */
                 if (ret_revision)
-                        *ret_revision = resp->header ? resp->header->revision : 0;
+                        *ret_revision = q->revision > 0 ? q->revision : resp->header ? resp->header->revision : 0;
+                if (ret_more)
+                        *ret_more = resp->more;
         } else {
                 etcd_kvs_free(kvs, n);
         }
@@ -440,9 +465,15 @@ int etcd_range_prefix(Etcd *e, const char *prefix, size_t limit, bool keys_only,
         return r;
 }
 
+int etcd_range_prefix(Etcd *e, const char *prefix, size_t limit, bool keys_only, int64_t timeout_ms,
+                      EtcdKv **ret, size_t *ret_n, int64_t *ret_revision) {
+        EtcdRange q = { .prefix = prefix, .limit = limit, .keys_only = keys_only };
+        return etcd_range(e, &q, timeout_ms, ret, ret_n, ret_revision, NULL);
+}
+
 /* A put of @key and @value_len bytes fits etcd's request limit. */
 static int check_put(const char *key, const void *value, size_t value_len) {
-        int r = check_key(key, "put");
+        int r = etcd_check_key(key, "put");
         if (r < 0)
                 return r;
         if (!value && value_len > 0)
@@ -460,7 +491,7 @@ int etcd_put(Etcd *e, const char *key, const void *value, size_t value_len, int6
 
         if ((r = check_put(key, value, value_len)) < 0)
                 return r;
-        req.key = key_bytes(key);
+        req.key = etcd_key_bytes(key);
         req.value = (ProtobufCBinaryData){ .len = value_len, .data = (uint8_t *) value };
         req.lease = lease;
         r = etcd_unary(e, KV_SVC, "Put", &req.base, timeout_ms, false, &m);
@@ -475,14 +506,14 @@ int etcd_delete(Etcd *e, const char *key, bool prefix, int64_t timeout_ms) {
         ProtobufCMessage *m = NULL;
         int r;
 
-        if ((r = check_key(key, "delete")) < 0)
+        if ((r = etcd_check_key(key, "delete")) < 0)
                 return r;
         _cleanup_free_ uint8_t *end = malloc(strlen(key) + 1);
         if (!end)
                 return err_set(-ENOMEM, "out of memory");
-        req.key = key_bytes(key);
+        req.key = etcd_key_bytes(key);
         if (prefix)
-                req.range_end = prefix_end(key, end);
+                req.range_end = etcd_prefix_end(key, end);
         r = etcd_unary(e, KV_SVC, "DeleteRange", &req.base, timeout_ms, false, &m);
         if (r < 0)
                 return r;
@@ -523,13 +554,13 @@ static int txn_cmp(const EtcdCmp *c, Etcdserverpb__Compare *pb) {
                 [ETCD_CMP_LESS] = ETCDSERVERPB__COMPARE__COMPARE_RESULT__LESS,
                 [ETCD_CMP_NOT_EQUAL] = ETCDSERVERPB__COMPARE__COMPARE_RESULT__NOT_EQUAL,
         };
-        int r = check_key(c->key, "txn compare");
+        int r = etcd_check_key(c->key, "txn compare");
         if (r < 0)
                 return r;
         if ((unsigned) c->result > ETCD_CMP_NOT_EQUAL)
                 return err_set(-EINVAL, "etcd: txn compare on %s: bad result %d", c->key, (int) c->result);
         etcdserverpb__compare__init(pb);
-        pb->key = key_bytes(c->key);
+        pb->key = etcd_key_bytes(c->key);
         pb->result = results[c->result];
         switch (c->target) {
         case ETCD_CMP_VERSION:
@@ -575,7 +606,7 @@ static int txn_op(TxnBuild *b, size_t i, const EtcdOp *o, size_t *bytes) {
                 if ((r = check_put(o->key, o->value, o->value_len)) < 0)
                         return r;
                 etcdserverpb__put_request__init(&b->put[i]);
-                b->put[i].key = key_bytes(o->key);
+                b->put[i].key = etcd_key_bytes(o->key);
                 b->put[i].value = (ProtobufCBinaryData){ .len = o->value_len, .data = (uint8_t *) o->value };
                 b->put[i].lease = o->lease;
                 pb->request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_PUT;
@@ -584,14 +615,14 @@ static int txn_op(TxnBuild *b, size_t i, const EtcdOp *o, size_t *bytes) {
                 return 0;
         case ETCD_OP_DELETE:
         case ETCD_OP_DELETE_PREFIX:
-                if ((r = check_key(o->key, "txn delete")) < 0)
+                if ((r = etcd_check_key(o->key, "txn delete")) < 0)
                         return r;
                 etcdserverpb__delete_range_request__init(&b->del[i]);
-                b->del[i].key = key_bytes(o->key);
+                b->del[i].key = etcd_key_bytes(o->key);
                 if (o->kind == ETCD_OP_DELETE_PREFIX) {
                         if (!(b->ends[i] = malloc(strlen(o->key) + 1)))
                                 return err_set(-ENOMEM, "out of memory");
-                        b->del[i].range_end = prefix_end(o->key, b->ends[i]);
+                        b->del[i].range_end = etcd_prefix_end(o->key, b->ends[i]);
                 }
                 pb->request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_DELETE_RANGE;
                 pb->request_delete_range = &b->del[i];
@@ -698,251 +729,4 @@ int etcd_lease_revoke(Etcd *e, int64_t id, int64_t timeout_ms) {
                 return r;
         protobuf_c_message_free_unpacked(m, NULL);
         return 0;
-}
-
-/* ---- streams ----------------------------------------------------------------- */
-
-/* Open a bidi stream of @svc/@method on the current endpoint, trying the
- * next ones while none could be reached (nothing was sent).  The stream
- * and the connection reference it holds. */
-static int stream_open(Etcd *e, const ProtobufCServiceDescriptor *svc, const char *method, RpcStream **ret_st,
-                       EtcdConn **ret_conn, int *ret_idx) {
-        int r = -EAGAIN;
-
-        for (int attempt = 0; attempt < e->n; attempt++) {
-                EtcdConn *c;
-                int idx;
-
-                if ((r = conn_get(e, &c, &idx)) < 0)
-                        return r;
-                r = rpc_bidi_open(c->cl, svc, method, -1, ret_st);
-                if (r == 0) {
-                        *ret_conn = c;
-                        *ret_idx = idx;
-                        return 0;
-                }
-                conn_unref(c);
-                if (r != -ECONNREFUSED && r != -EHOSTUNREACH && r != -EAGAIN)
-                        return etcd_error(e, idx, method, r, NULL);
-                conn_failed(e, idx);
-                r = etcd_error(e, idx, method, r, NULL);
-        }
-        return r;
-}
-
-/* A stream read or send failed with @r: its -errno for the caller
- * (-ETIMEDOUT for a read timeout, else -EAGAIN: the stream is broken),
- * moving to the next endpoint when this one is not serving. */
-static int stream_failed(Etcd *e, int idx, RpcStream *st, const char *what, int r) {
-        const RpcStatus *status = rpc_stream_status(st);
-
-        if (r == -ETIMEDOUT && !status)
-                return err_set(-ETIMEDOUT, "etcd %s: %s: no answer in time", e->endpoints[idx], what);
-        if (endpoint_failed(r, status))
-                conn_failed(e, idx);
-        if (r == -ECANCELED)
-                return err_set(-ECANCELED, "etcd %s: %s: cancelled", e->endpoints[idx], what);
-        if (r == 0)
-                return err_set(-EAGAIN, "etcd %s: %s: the stream ended", e->endpoints[idx], what);
-        return err_prefix(-EAGAIN, "etcd %s: %s: the stream broke", e->endpoints[idx], what);
-}
-
-int etcd_keepalive_open(Etcd *e, EtcdKeepAlive **ret) {
-        EtcdKeepAlive *k = calloc(1, sizeof(*k));
-        if (!k)
-                return err_set(-ENOMEM, "out of memory");
-        k->e = e;
-        int r = stream_open(e, LEASE_SVC, "LeaseKeepAlive", &k->st, &k->conn, &k->idx);
-        if (r < 0) {
-                free(k);
-                return r;
-        }
-        *ret = k;
-        return 0;
-}
-
-int etcd_keepalive_once(EtcdKeepAlive *k, int64_t id, int64_t timeout_ms, int64_t *ret_ttl_s) {
-        Etcdserverpb__LeaseKeepAliveRequest req = ETCDSERVERPB__LEASE_KEEP_ALIVE_REQUEST__INIT;
-        ProtobufCMessage *m = NULL;
-        int r;
-
-        if (k->dead)
-                return err_set(k->dead, "etcd %s: keepalive: the stream is dead", k->e->endpoints[k->idx]);
-        req.id = id;
-        r = rpc_bidi_send(k->st, &req.base);
-        if (r == 0)
-                r = rpc_stream_read_timeout(k->st, timeout_ms > 0 ? timeout_ms : k->e->default_timeout_ms, &m);
-        if (r <= 0) {
-                r = stream_failed(k->e, k->idx, k->st, "keepalive", r);
-                k->dead = r;
-                return r;
-        }
-        Etcdserverpb__LeaseKeepAliveResponse *resp = (Etcdserverpb__LeaseKeepAliveResponse *) m;
-        if (resp->ttl <= 0) {
-                r = err_set(-ENOENT, "etcd: lease %" PRId64 " has expired or was revoked", id);
-                k->dead = r;
-        } else if (resp->id != id) {
-                r = err_set(-EIO, "etcd: keepalive of lease %" PRId64 " answered for %" PRId64, id, resp->id);
-                k->dead = r;
-        } else if (ret_ttl_s) {
-                *ret_ttl_s = resp->ttl;
-        }
-        protobuf_c_message_free_unpacked(m, NULL);
-        return r < 0 ? r : 0;
-}
-
-void etcd_keepalive_close(EtcdKeepAlive *k) {
-        if (!k)
-                return;
-        rpc_stream_free(k->st);
-        conn_unref(k->conn);
-        free(k);
-}
-
-void etcd_events_free(EtcdEvent *ev, size_t n) {
-        for (size_t i = 0; ev && i < n; i++)
-                etcd_kv_clear(&ev[i].kv);
-        free(ev);
-}
-
-/* The end of a watch told by etcd (canceled): -ERANGE when compacted. */
-static int watch_canceled(EtcdWatch *w, const Etcdserverpb__WatchResponse *resp) {
-        const char *ep = w->e->endpoints[w->idx];
-        if (resp->compact_revision > 0)
-                return err_set(-ERANGE, "etcd %s: watch: compacted up to revision %" PRId64, ep,
-                               resp->compact_revision);
-        return err_set(-EAGAIN, "etcd %s: watch cancelled by etcd: %s", ep,
-                       resp->cancel_reason && *resp->cancel_reason ? resp->cancel_reason : "no reason");
-}
-
-/* Read the next WatchResponse within @dl (NULL deadline: none). 1 and
- * *ret, 0 when the time ran out, or the stream's end (w->dead set). */
-static int watch_read(EtcdWatch *w, const Deadline *dl, Etcdserverpb__WatchResponse **ret) {
-        ProtobufCMessage *m = NULL;
-        int64_t left = dl ? deadline_remaining_ms(*dl) : -1;
-        int r = rpc_stream_read_timeout(w->st, dl && left < 0 ? 0 : left, &m);
-
-        if (r == 1) {
-                *ret = (Etcdserverpb__WatchResponse *) m;
-                return 1;
-        }
-        r = stream_failed(w->e, w->idx, w->st, "watch", r);
-        if (r == -ETIMEDOUT)
-                return 0;
-        if (atomic_load(&w->cancelled))
-                r = err_set(-ECANCELED, "etcd: watch cancelled");
-        w->dead = r;
-        return r;
-}
-
-int etcd_watch_open(Etcd *e, const char *key, bool prefix, int64_t start_revision, EtcdWatch **ret) {
-        Etcdserverpb__WatchRequest req = ETCDSERVERPB__WATCH_REQUEST__INIT;
-        Etcdserverpb__WatchCreateRequest create = ETCDSERVERPB__WATCH_CREATE_REQUEST__INIT;
-        Etcdserverpb__WatchResponse *resp = NULL;
-        int r;
-
-        if ((r = check_key(key, "watch")) < 0)
-                return r;
-        if (start_revision < 0)
-                return err_set(-EINVAL, "etcd: watch %s from revision %" PRId64, key, start_revision);
-        _cleanup_free_ uint8_t *end = malloc(strlen(key) + 1);
-        EtcdWatch *w = calloc(1, sizeof(*w));
-        if (!end || !w) {
-                free(w);
-                return err_set(-ENOMEM, "out of memory");
-        }
-        w->e = e;
-        atomic_init(&w->cancelled, false);
-        r = stream_open(e, WATCH_SVC, "Watch", &w->st, &w->conn, &w->idx);
-        if (r < 0) {
-                free(w);
-                return r;
-        }
-        create.key = key_bytes(key);
-        if (prefix)
-                create.range_end = prefix_end(key, end);
-        create.start_revision = start_revision;
-        req.request_union_case = ETCDSERVERPB__WATCH_REQUEST__REQUEST_UNION_CREATE_REQUEST;
-        req.create_request = &create;
-        r = rpc_bidi_send(w->st, &req.base);
-        if (r < 0)
-                r = stream_failed(e, w->idx, w->st, "watch", r);
-        /* Wait for etcd to confirm, so that later writes are seen. */
-        Deadline dl = deadline_in_ms(e->default_timeout_ms);
-        if (r == 0) {
-                r = watch_read(w, &dl, &resp);
-                if (r == 0)
-                        r = err_set(-ETIMEDOUT, "etcd %s: watch %s: not confirmed in time", e->endpoints[w->idx], key);
-        }
-        if (r > 0) {
-                r = 0;
-                if (resp->canceled)
-                        r = watch_canceled(w, resp);
-                else if (!resp->created)
-                        r = err_set(-EIO, "etcd %s: watch %s: no confirmation", e->endpoints[w->idx], key);
-                protobuf_c_message_free_unpacked(&resp->base, NULL);
-        }
-        if (r < 0) {
-                etcd_watch_free(w);
-                return r;
-        }
-        *ret = w;
-        return 0;
-}
-
-static int events_from_pb(const Etcdserverpb__WatchResponse *resp, EtcdEvent **ret, size_t *ret_n) {
-        EtcdEvent *ev = calloc(resp->n_events, sizeof(*ev));
-        if (!ev)
-                return err_set(-ENOMEM, "out of memory");
-        for (size_t i = 0; i < resp->n_events; i++) {
-                ev[i].deleted = resp->events[i]->type == MVCCPB__EVENT__EVENT_TYPE__DELETE;
-                int r = kv_from_pb(resp->events[i]->kv, &ev[i].kv);
-                if (r < 0) {
-                        etcd_events_free(ev, i);
-                        return r;
-                }
-        }
-        *ret = ev;
-        *ret_n = resp->n_events;
-        return (int) resp->n_events;
-}
-
-int etcd_watch_next(EtcdWatch *w, int64_t timeout_ms, EtcdEvent **ret, size_t *ret_n) {
-        Deadline dl = deadline_in_ms(timeout_ms);
-
-        for (;;) {
-                Etcdserverpb__WatchResponse *resp = NULL;
-
-                if (atomic_load(&w->cancelled))
-                        return err_set(-ECANCELED, "etcd: watch cancelled");
-                if (w->dead)
-                        return err_set(w->dead, "etcd %s: watch: the stream is dead", w->e->endpoints[w->idx]);
-                int r = watch_read(w, timeout_ms > 0 ? &dl : NULL, &resp);
-                if (r <= 0)
-                        return r;
-                if (resp->canceled) {
-                        r = w->dead = watch_canceled(w, resp);
-                } else if (resp->n_events > 0) {
-                        r = events_from_pb(resp, ret, ret_n);
-                        if (r < 0)
-                                w->dead = r;
-                }
-                protobuf_c_message_free_unpacked(&resp->base, NULL);
-                if (r != 0)
-                        return r;
-                /* A progress or confirmation reply: keep waiting. */
-        }
-}
-
-void etcd_watch_cancel(EtcdWatch *w) {
-        atomic_store(&w->cancelled, true);
-        rpc_stream_cancel(w->st);
-}
-
-void etcd_watch_free(EtcdWatch *w) {
-        if (!w)
-                return;
-        rpc_stream_free(w->st);
-        conn_unref(w->conn);
-        free(w);
 }

@@ -10,8 +10,8 @@
  *     PREFIX/jobs/<id>                    a StoreJob as JSON
  *     PREFIX/subs/<id>/<seq %06d>         a StoreSubtask as JSON
  *     PREFIX/events/<id>/<time %020>-<rev %020>-<n %06>   {time_unix_ms, text}
- * Every value is one JSON object holding every field of its record (one
- * table per record type below drives both directions).  A value read back
+ * Every value is one JSON object holding every field of its record
+ * (store-etcd-codec.c: one table per record type drives both directions).  A value read back
  * is parsed strictly: an unknown or missing member, a wrong type, a string
  * too long for its field, a number out of range, or a record that fails
  * the store's input checks (store-common.c) is -EIO naming the key, never a
@@ -42,9 +42,12 @@
  * range and puts keys inside it).  Events are written only while their
  * job exists and deleted with it, so none are ever left.  job_prune
  * deletes each job with its sub-tasks and events in one Txn (the job key
- * first), STORE_ETCD_PRUNE_CHUNK jobs per Txn.  Reads (get, list) are
- * single linearizable range requests; a list of a job's sub-tasks or
- * events is a second request after the job's, as above.
+ * first), STORE_ETCD_PRUNE_CHUNK jobs per Txn.  A get is one
+ * linearizable range request; a list (hosts, jobs, a job's sub-tasks or
+ * events) reads its prefix in pages of STORE_ETCD_PAGE keys, all at the
+ * first page's revision (records_read), so no reply nears the client's
+ * 4 MiB cap; a list of a job's sub-tasks or events comes after the job's
+ * read, as above.
  *
  * Order.  job_list sorts as SQLite does: creation time, then insertion
  * (the job key's create_revision plays SQLite's job_no), newest first;
@@ -81,6 +84,7 @@
 #include "deadline.h"
 #include "err.h"
 #include "etcd.h"
+#include "store-etcd-codec.h"
 #include "fault.h"
 #include "json.h"
 #include "lock.h"
@@ -89,10 +93,10 @@
 #define STORE_ETCD_SCHEMA_VERSION 1
 #define STORE_ETCD_PREFIX_MAX 128
 #define STORE_ETCD_KEY_MAX 512
-#define STORE_ETCD_VALUE_MAX 65536 /* a record's JSON: far above the largest (about 2.5 KiB) */
 #define STORE_ETCD_RETRIES 5
 #define STORE_ETCD_CMPS_MAX 4
 #define STORE_ETCD_PRUNE_CHUNK (ETCD_MAX_TXN_OPS / 3)
+#define STORE_ETCD_PAGE 500 /* keys per read: far below the client's 4 MiB reply (a record is < 3 KiB) */
 
 static LockClass fence_lock_class = LOCK_CLASS_INIT("store-fence");
 
@@ -131,176 +135,6 @@ static void key_make(const EtcdStore *s, Key *k, const char *dir, const char *na
         if (tail)
                 n += (size_t) snprintf(k->s + n, sizeof(k->s) - n, "/%s", tail);
         assert(n < sizeof(k->s));
-}
-
-/* ---- records as JSON ---------------------------------------------------- */
-
-typedef enum FieldType {
-        F_STR,  /* char[size] */
-        F_INT,  /* int (an enum or seq), checked by store-common.c after reading */
-        F_U64,
-        F_U32,
-        F_BOOL,
-        F_DOUBLE,
-} FieldType;
-
-typedef struct Field {
-        const char *name;
-        FieldType type;
-        size_t off, size;
-} Field;
-
-#define FIELD(T, f, type) { #f, (type), offsetof(T, f), sizeof(((T *) 0)->f) }
-
-static const Field host_fields[] = {
-        FIELD(StoreHost, name, F_STR), FIELD(StoreHost, address, F_STR),
-        FIELD(StoreHost, migration_address, F_STR), FIELD(StoreHost, state, F_INT),
-        FIELD(StoreHost, memory_mib, F_U64), FIELD(StoreHost, vcpus, F_U32),
-        FIELD(StoreHost, cpu_model, F_STR), FIELD(StoreHost, link_bytes_per_s, F_U64),
-        FIELD(StoreHost, max_outgoing, F_U32), FIELD(StoreHost, max_incoming, F_U32),
-};
-
-static const Field job_fields[] = {
-        FIELD(StoreJob, id, F_STR), FIELD(StoreJob, kind, F_INT), FIELD(StoreJob, phase, F_INT),
-        FIELD(StoreJob, host, F_STR), FIELD(StoreJob, failure_policy, F_INT),
-        FIELD(StoreJob, params_json, F_STR), FIELD(StoreJob, created_unix_ms, F_U64),
-        FIELD(StoreJob, finished_unix_ms, F_U64), FIELD(StoreJob, error, F_STR),
-        FIELD(StoreJob, maintenance, F_BOOL),
-};
-
-static const Field sub_fields[] = {
-        FIELD(StoreSubtask, job_id, F_STR), FIELD(StoreSubtask, seq, F_INT),
-        FIELD(StoreSubtask, guest, F_STR), FIELD(StoreSubtask, uuid, F_STR),
-        FIELD(StoreSubtask, source, F_STR), FIELD(StoreSubtask, destination, F_STR),
-        FIELD(StoreSubtask, phase, F_INT), FIELD(StoreSubtask, op_id, F_STR),
-        FIELD(StoreSubtask, estimated_s, F_DOUBLE), FIELD(StoreSubtask, started_unix_ms, F_U64),
-        FIELD(StoreSubtask, finished_unix_ms, F_U64), FIELD(StoreSubtask, downtime_ms, F_U64),
-        FIELD(StoreSubtask, measured_downtime_ms, F_U64), FIELD(StoreSubtask, transferred_bytes, F_U64),
-        FIELD(StoreSubtask, error, F_STR), FIELD(StoreSubtask, reason, F_STR),
-        FIELD(StoreSubtask, policy_steps, F_STR),
-};
-
-static const Field event_fields[] = {
-        FIELD(StoreEvent, time_unix_ms, F_U64), FIELD(StoreEvent, text, F_STR),
-};
-
-#define MAX_FIELDS 20
-
-/* A string member of a @size-byte field, made valid UTF-8 when it is not
- * (U+FFFD for each bad sequence, cut at a character to fit the field
- * again, so that it reads back). */
-static int add_text(JsonValue *o, const char *name, const char *s, size_t size) {
-        _cleanup_free_ char *fixed = NULL;
-        char buf[STORE_TEXT_MAX];
-        size_t len;
-        int r = text_utf8_sanitize(s, strlen(s), &fixed, &len);
-        if (r <= 0)
-                return r < 0 ? r : json_add_string(o, name, s);
-        assert(size <= sizeof(buf));
-        text_copy_utf8(buf, size, fixed);
-        return json_add_string(o, name, buf);
-}
-
-/* @rec (a record of @fields) as a malloc'ed JSON object text. */
-static int record_encode(const Field *fields, size_t n, const void *rec, char **ret) {
-        _cleanup_(json_unrefp) JsonValue *o = json_new_object();
-        const char *base = rec;
-        int r = o ? 0 : -ENOMEM;
-        for (size_t i = 0; i < n && r >= 0; i++) {
-                const Field *f = &fields[i];
-                const void *p = base + f->off;
-                switch (f->type) {
-                case F_STR: r = add_text(o, f->name, p, f->size); break;
-                case F_INT: r = json_add_i64(o, f->name, *(const int *) p); break;
-                case F_U64: r = json_add_u64(o, f->name, *(const uint64_t *) p); break;
-                case F_U32: r = json_add_u64(o, f->name, *(const uint32_t *) p); break;
-                case F_BOOL: r = json_add_bool(o, f->name, *(const bool *) p); break;
-                case F_DOUBLE: r = json_add_double(o, f->name, *(const double *) p); break;
-                }
-        }
-        if (r >= 0)
-                r = json_to_string(o, false, ret);
-        return r < 0 ? err_set(-ENOMEM, "out of memory for a store record") : 0;
-}
-
-/* -EIO "store etcd: record KEY is damaged: <the reader's detail>". */
-static int damaged(const char *key, int r) {
-        char detail[ERR_MSG_MAX];
-        snprintf(detail, sizeof(detail), "%s", err_str(r));
-        return err_set(-EIO, "store etcd: record %s is damaged: %s", key, detail);
-}
-
-/* Fill @rec (zeroed first) from the value of @kv: every member of @fields
- * present with its type and range, nothing else.  -EIO naming the key. */
-static int record_decode(const Field *fields, size_t n, const EtcdKv *kv, void *rec, size_t rec_size) {
-        _cleanup_(json_unrefp) JsonValue *root = NULL;
-        const char *known[MAX_FIELDS + 1] = { 0 };
-        JsonNode obj;
-        char *base = rec;
-        int r;
-
-        assert(n <= MAX_FIELDS);
-        memset(rec, 0, rec_size);
-        if ((r = json_parse_object(kv->value, kv->value_len, STORE_ETCD_VALUE_MAX, &root)) < 0)
-                return damaged(kv->key, r);
-        json_node_root(root, &obj);
-        for (size_t i = 0; i < n; i++)
-                known[i] = fields[i].name;
-        if ((r = json_check_members(&obj, known)) < 0)
-                return damaged(kv->key, r);
-        for (size_t i = 0; i < n && r >= 0; i++) {
-                const Field *f = &fields[i];
-                void *p = base + f->off;
-                int64_t v = 0;
-                uint64_t u = 0;
-                switch (f->type) {
-                case F_STR: r = json_get_string(&obj, f->name, true, p, f->size); break;
-                case F_INT:
-                        r = json_get_i64(&obj, f->name, true, INT32_MIN, INT32_MAX, &v);
-                        *(int *) p = (int) v;
-                        break;
-                case F_U64: r = json_get_u64(&obj, f->name, true, 0, UINT64_MAX, p); break;
-                case F_U32:
-                        r = json_get_u64(&obj, f->name, true, 0, UINT32_MAX, &u);
-                        *(uint32_t *) p = (uint32_t) u;
-                        break;
-                case F_BOOL: r = json_get_bool(&obj, f->name, true, p); break;
-                case F_DOUBLE: {
-                        JsonNode m;
-                        if ((r = json_member(&obj, f->name, true, &m)) >= 0)
-                                r = json_read_number(&m, p);
-                        break;
-                }
-                }
-        }
-        return r < 0 ? damaged(kv->key, r) : 0;
-}
-
-/* The store's own checks on a record read back: -EIO naming the key. */
-static int record_checked(const EtcdKv *kv, int r) {
-        return r < 0 ? damaged(kv->key, r) : 0;
-}
-
-static int host_decode(const EtcdKv *kv, StoreHost *h) {
-        int r = record_decode(host_fields, ELEMENTSOF(host_fields), kv, h, sizeof(*h));
-        return r < 0 ? r : record_checked(kv, store_check_host(h));
-}
-
-static int job_decode(const EtcdKv *kv, StoreJob *j) {
-        int r = record_decode(job_fields, ELEMENTSOF(job_fields), kv, j, sizeof(*j));
-        return r < 0 ? r : record_checked(kv, store_check_job(j));
-}
-
-static int sub_decode(const EtcdKv *kv, StoreSubtask *t) {
-        int r = record_decode(sub_fields, ELEMENTSOF(sub_fields), kv, t, sizeof(*t));
-        return r < 0 ? r : record_checked(kv, store_check_subtask(t));
-}
-
-static int event_decode(const EtcdKv *kv, StoreEvent *e) {
-        int r = record_decode(event_fields, ELEMENTSOF(event_fields), kv, e, sizeof(*e));
-        if (r < 0)
-                return r;
-        return record_checked(kv, store_check_time("event time_unix_ms", e->time_unix_ms));
 }
 
 /* -EIO unless @kv is at the key of @name in @dir (a record copied to
@@ -388,9 +222,65 @@ static int get_key(EtcdStore *s, const char *key, const char *what, EtcdKv *ret)
         return r < 0 && r != -ENOENT ? err_prefix(r, "store etcd: %s", what) : r;
 }
 
-static int range(EtcdStore *s, const char *prefix, size_t limit, const char *what, EtcdKv **ret, size_t *ret_n) {
-        int r = etcd_range_prefix(s->etcd, prefix, limit, false, 0, ret, ret_n, NULL);
-        return r < 0 ? err_prefix(r, "store etcd: %s", what) : 0;
+/* Turns a record into the @elem-byte element at @out (-EIO when damaged). */
+typedef int (*RecordDecode)(EtcdStore *s, const EtcdKv *kv, void *out);
+
+/* Read the last @max keys under @prefix (SIZE_MAX: all) and decode them
+ * into *ret (malloc'ed, in key order).  The keys come in pages of
+ * STORE_ETCD_PAGE, from the last one down, every page at the first one's
+ * revision: one consistent view without a reply near the client's
+ * message cap.  A compaction past that revision between two pages starts
+ * the read again (STORE_ETCD_RETRIES times).  -errno prefixed with @what. */
+static int records_read(EtcdStore *s, const char *prefix, size_t max, size_t elem, RecordDecode decode,
+                        const char *what, void **ret, size_t *ret_n) {
+        int r = -ERANGE;
+        for (int attempt = 0; attempt < STORE_ETCD_RETRIES && r == -ERANGE; attempt++) {
+                _cleanup_free_ char *arr = calloc(1, elem), *before = NULL;
+                size_t n = 0, cap = 1;
+                bool more = true;
+                EtcdRange q = { .prefix = prefix, .descend = true };
+                r = arr ? 0 : err_set(-ENOMEM, "out of memory");
+                while (r >= 0 && more && n < max) {
+                        EtcdKv *kvs = NULL;
+                        size_t got = 0;
+                        q.before = before;
+                        q.limit = MIN(max - n, (size_t) STORE_ETCD_PAGE);
+                        if ((r = etcd_range(s->etcd, &q, 0, &kvs, &got, &q.revision, &more)) < 0)
+                                break;
+                        if (n + got > cap) {
+                                cap = MAX(2 * cap, n + got);
+                                char *grown = reallocarray(arr, cap, elem);
+                                if (!grown)
+                                        r = err_set(-ENOMEM, "out of memory for %zu records", cap);
+                                else
+                                        arr = grown;
+                        }
+                        for (size_t i = 0; i < got && r >= 0; i++)
+                                r = decode(s, &kvs[i], arr + (n++) * elem);
+                        if (r >= 0 && got > 0) {
+                                free(before);
+                                if (!(before = strdup(kvs[got - 1].key)))
+                                        r = err_set(-ENOMEM, "out of memory");
+                        }
+                        more = more && got > 0;
+                        etcd_kvs_free(kvs, got);
+                }
+                if (r == -ERANGE && n == 0)
+                        break; /* not a page after the first */
+                if (r < 0)
+                        continue;
+                /* Read last to first: put them in key order. */
+                for (size_t i = 0; i < n / 2; i++)
+                        for (size_t b = 0; b < elem; b++) {
+                                char t = arr[i * elem + b];
+                                arr[i * elem + b] = arr[(n - 1 - i) * elem + b];
+                                arr[(n - 1 - i) * elem + b] = t;
+                        }
+                *ret = TAKE_PTR(arr);
+                *ret_n = n;
+                return 0;
+        }
+        return err_prefix(r, "store etcd: %s", what);
 }
 
 /* The job @id read (0, *ret and, when @ret_kv, its key-value), or -ENOENT "no job". */
@@ -401,7 +291,7 @@ static int job_read(EtcdStore *s, const char *id, StoreJob *ret, EtcdKv *ret_kv)
         int r = get_key(s, k.s, "get job", &kv);
         if (r == -ENOENT)
                 return err_set(-ENOENT, "no job '%s'", id);
-        if (r < 0 || (r = job_decode(&kv, ret)) < 0 || (r = key_matches(s, &kv, "jobs", ret->id, "job")) < 0)
+        if (r < 0 || (r = store_etcd_job_decode(&kv, ret)) < 0 || (r = key_matches(s, &kv, "jobs", ret->id, "job")) < 0)
                 return r;
         if (ret_kv) {
                 *ret_kv = kv;
@@ -417,7 +307,7 @@ static int etcd_host_put(Store *base, const StoreHost *h) {
         _cleanup_free_ char *value = NULL;
         Key k;
         int r = store_check_host(h);
-        if (r < 0 || (r = record_encode(host_fields, ELEMENTSOF(host_fields), h, &value)) < 0)
+        if (r < 0 || (r = store_etcd_host_encode(h, &value)) < 0)
                 return r;
         key_make(s, &k, "hosts", h->name, NULL);
         EtcdOp op = op_put(k.s, value);
@@ -444,29 +334,25 @@ static int host_cmp(const void *a, const void *b) {
         return strcmp(((const StoreHost *) a)->name, ((const StoreHost *) b)->name);
 }
 
+static int host_row(EtcdStore *s, const EtcdKv *kv, void *out) {
+        StoreHost *h = out;
+        int r = store_etcd_host_decode(kv, h);
+        return r < 0 ? r : key_matches(s, kv, "hosts", h->name, "host");
+}
+
 static int etcd_host_list(Store *base, StoreHost **ret, size_t *ret_n) {
         EtcdStore *s = etcd_store(base);
-        _cleanup_free_ StoreHost *hosts = NULL;
-        EtcdKv *kvs = NULL;
+        StoreHost *hosts = NULL;
         size_t n = 0;
         Key dir;
         int r = store_check_ret(ret, ret_n);
         if (r < 0)
                 return r;
         key_make(s, &dir, "hosts", NULL, NULL);
-        if ((r = range(s, dir.s, 0, "list hosts", &kvs, &n)) < 0)
-                return r;
-        hosts = calloc(n ? n : 1, sizeof(*hosts));
-        if (!hosts)
-                r = err_set(-ENOMEM, "out of memory for %zu hosts", n);
-        for (size_t i = 0; i < n && r >= 0; i++)
-                if ((r = host_decode(&kvs[i], &hosts[i])) >= 0)
-                        r = key_matches(s, &kvs[i], "hosts", hosts[i].name, "host");
-        etcd_kvs_free(kvs, n);
-        if (r < 0)
+        if ((r = records_read(s, dir.s, SIZE_MAX, sizeof(*hosts), host_row, "list hosts", (void **) &hosts, &n)) < 0)
                 return r;
         qsort(hosts, n, sizeof(*hosts), host_cmp); /* by name, as SQLite (keys are escaped) */
-        *ret = TAKE_PTR(hosts);
+        *ret = hosts;
         *ret_n = n;
         return 0;
 }
@@ -510,10 +396,10 @@ static int create_kv_make(EtcdStore *s, const StoreJob *j, const StoreSubtask *s
                 char seq[16];
                 snprintf(seq, sizeof(seq), "%06d", subs[i].seq);
                 key_make(s, &c->keys[i], "subs", j->id, seq);
-                r = record_encode(sub_fields, ELEMENTSOF(sub_fields), &subs[i], &c->values[i]);
+                r = store_etcd_sub_encode(&subs[i], &c->values[i]);
         }
         key_make(s, &c->keys[n_subs], "jobs", j->id, NULL);
-        return r < 0 ? r : record_encode(job_fields, ELEMENTSOF(job_fields), j, &c->values[n_subs]);
+        return r < 0 ? r : store_etcd_job_encode(j, &c->values[n_subs]);
 }
 
 /* Sub-tasks an interrupted creation of @id left (its job does not exist)
@@ -583,7 +469,7 @@ static int etcd_job_update(Store *base, const StoreJob *j) {
                 cur.phase = j->phase;
                 cur.finished_unix_ms = j->finished_unix_ms;
                 memcpy(cur.error, j->error, sizeof(cur.error));
-                if ((r = record_encode(job_fields, ELEMENTSOF(job_fields), &cur, &value)) < 0)
+                if ((r = store_etcd_job_encode(&cur, &value)) < 0)
                         return r;
                 EtcdCmp c = { .key = kv.key, .target = ETCD_CMP_MOD_REVISION, .result = ETCD_CMP_EQUAL,
                               .number = kv.mod_revision };
@@ -615,30 +501,18 @@ typedef struct JobRow {
         int64_t create_revision;
 } JobRow;
 
+static int job_row(EtcdStore *s, const EtcdKv *kv, void *out) {
+        JobRow *row = out;
+        int r = store_etcd_job_decode(kv, &row->job);
+        row->create_revision = kv->create_revision;
+        return r < 0 ? r : key_matches(s, kv, "jobs", row->job.id, "job");
+}
+
 /* Every job, decoded: a malloc'ed array. */
 static int jobs_read(EtcdStore *s, const char *what, JobRow **ret, size_t *ret_n) {
-        _cleanup_free_ JobRow *rows = NULL;
-        EtcdKv *kvs = NULL;
-        size_t n = 0;
         Key dir;
         key_make(s, &dir, "jobs", NULL, NULL);
-        int r = range(s, dir.s, 0, what, &kvs, &n);
-        if (r < 0)
-                return r;
-        rows = calloc(n ? n : 1, sizeof(*rows));
-        if (!rows)
-                r = err_set(-ENOMEM, "out of memory for %zu jobs", n);
-        for (size_t i = 0; i < n && r >= 0; i++) {
-                if ((r = job_decode(&kvs[i], &rows[i].job)) >= 0)
-                        r = key_matches(s, &kvs[i], "jobs", rows[i].job.id, "job");
-                rows[i].create_revision = kvs[i].create_revision;
-        }
-        etcd_kvs_free(kvs, n);
-        if (r < 0)
-                return r;
-        *ret = TAKE_PTR(rows);
-        *ret_n = n;
-        return 0;
+        return records_read(s, dir.s, SIZE_MAX, sizeof(JobRow), job_row, what, (void **) ret, ret_n);
 }
 
 static int cmp_i64_desc(int64_t a, int64_t b) {
@@ -741,7 +615,7 @@ static int etcd_subtask_update(Store *base, const StoreSubtask *t) {
         Key jk, k;
         char seq[16];
         int r = store_check_subtask(t);
-        if (r < 0 || (r = record_encode(sub_fields, ELEMENTSOF(sub_fields), t, &value)) < 0)
+        if (r < 0 || (r = store_etcd_sub_encode(t, &value)) < 0)
                 return r;
         snprintf(seq, sizeof(seq), "%06d", t->seq);
         key_make(s, &jk, "jobs", t->job_id, NULL);
@@ -761,36 +635,22 @@ static int etcd_subtask_update(Store *base, const StoreSubtask *t) {
  * most the @max last ones, decoded by @decode into a malloc'ed array of
  * @elem-byte records.  -ENOENT when the job does not exist: it is read
  * first, so the records of a job being created are never seen. */
-static int job_rows(Store *base, const char *dir, const char *job_id, size_t max, size_t elem,
-                    int (*decode)(const EtcdKv *kv, void *out), const char *what, void **ret, size_t *ret_n) {
+static int job_rows(Store *base, const char *dir, const char *job_id, size_t max, size_t elem, RecordDecode decode,
+                    const char *what, void **ret, size_t *ret_n) {
         EtcdStore *s = etcd_store(base);
-        _cleanup_free_ char *arr = NULL;
-        EtcdKv *kvs = NULL;
-        size_t n = 0;
         StoreJob j;
         Key k;
         int r = store_check_str("job id", job_id, STORE_ID_MAX, true);
         if (r < 0 || (r = store_check_ret(ret, ret_n)) < 0 || (r = job_read(s, job_id, &j, NULL)) < 0)
                 return r;
         key_make(s, &k, dir, job_id, "");
-        if ((r = range(s, k.s, 0, what, &kvs, &n)) < 0)
-                return r;
-        size_t skip = n > max ? n - max : 0;
-        if (!(arr = calloc(n - skip ? n - skip : 1, elem)))
-                r = err_set(-ENOMEM, "out of memory for %zu records", n - skip);
-        for (size_t i = skip; i < n && r >= 0; i++)
-                r = decode(&kvs[i], arr + (i - skip) * elem);
-        etcd_kvs_free(kvs, n);
-        if (r < 0)
-                return r;
-        *ret = TAKE_PTR(arr);
-        *ret_n = n - skip;
-        return 0;
+        return records_read(s, k.s, max, elem, decode, what, ret, ret_n);
 }
 
-static int sub_row(const EtcdKv *kv, void *out) {
+static int sub_row(EtcdStore *s, const EtcdKv *kv, void *out) {
         StoreSubtask *t = out;
-        int r = sub_decode(kv, t);
+        (void) s;
+        int r = store_etcd_sub_decode(kv, t);
         if (r < 0)
                 return r;
         char seq[16];
@@ -822,7 +682,7 @@ static int etcd_event_add(Store *base, const char *job_id, uint64_t time_unix_ms
                 return r;
         StoreEvent e = { .time_unix_ms = time_unix_ms };
         memcpy(e.text, text, strlen(text) + 1);
-        if ((r = record_encode(event_fields, ELEMENTSOF(event_fields), &e, &value)) < 0)
+        if ((r = store_etcd_event_encode(&e, &value)) < 0)
                 return r;
         /* The revision now: later than every write that completed before
          * this call (see the top of the file, "Order"). */
@@ -843,8 +703,9 @@ static int etcd_event_add(Store *base, const char *job_id, uint64_t time_unix_ms
         return r < 0 ? r : 0;
 }
 
-static int event_row(const EtcdKv *kv, void *out) {
-        return event_decode(kv, out);
+static int event_row(EtcdStore *s, const EtcdKv *kv, void *out) {
+        (void) s;
+        return store_etcd_event_decode(kv, out);
 }
 
 static int etcd_event_list(Store *base, const char *job_id, StoreEvent **ret, size_t *ret_n) {

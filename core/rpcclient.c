@@ -11,7 +11,8 @@
  * at the deadline (grpc-c-core.md pitfall 1).  A server stream sends its
  * request in one batch, then reads one message per batch (the first also
  * receives the initial metadata) until the end marker, then receives the
- * status.  A bidirectional stream sends its initial metadata alone, then
+ * status.  A bidirectional stream sends its initial metadata alone (with
+ * the caller's request metadata, rpc_bidi_open_meta), then
  * one message per batch (TAG_BATCH) while a read's RECV_MESSAGE batch
  * (TAG_RECV) may be in flight: the two are plucked by tag from the stream's
  * queue.  A read with a timeout that runs out leaves its batch pending
@@ -48,6 +49,7 @@
 #include "rpc-priv.h"
 
 #define DEFAULT_TIMEOUT_MS 30000
+#define RPC_CALL_META_MAX 8
 
 static LockClass client_lock_class = LOCK_CLASS_INIT("rpc-client");
 
@@ -576,31 +578,69 @@ int rpc_stream_open(RpcClient *cl, const ProtobufCServiceDescriptor *svc, const 
 
 int rpc_bidi_open(RpcClient *cl, const ProtobufCServiceDescriptor *svc, const char *method, int64_t timeout_ms,
                   RpcStream **ret_stream) {
-        const ProtobufCMethodDescriptor *md;
+        return rpc_bidi_open_meta(cl, svc, method, timeout_ms, NULL, 0, 0, ret_stream);
+}
+
+/* Whether gRPC takes @m as request metadata (checked before any call). */
+static bool meta_legal(const RpcCallMeta *m) {
+        if (!m->key || !m->value || strncmp(m->key, "grpc-", 5) == 0)
+                return false;
+        size_t kl = strlen(m->key);
+        if (kl >= 4 && strcmp(m->key + kl - 4, "-bin") == 0)
+                return false;
+        grpc_slice k = grpc_slice_from_static_string(m->key), v = grpc_slice_from_static_string(m->value);
+        return grpc_header_key_is_legal(k) && grpc_header_nonbin_value_is_legal(v);
+}
+
+int rpc_bidi_open_meta(RpcClient *cl, const ProtobufCServiceDescriptor *svc, const char *method, int64_t timeout_ms,
+                       const RpcCallMeta *meta, size_t n_meta, int64_t open_timeout_ms, RpcStream **ret_stream) {
+        grpc_metadata md[RPC_CALL_META_MAX];
+        const ProtobufCMethodDescriptor *md_desc;
         RegisteredPath *p;
         grpc_op op;
         int r;
 
-        r = client_method(cl, svc, method, &md, &p);
+        r = client_method(cl, svc, method, &md_desc, &p);
         if (r < 0)
                 return r;
+        if (n_meta > RPC_CALL_META_MAX || (n_meta && !meta))
+                return err_set(-EINVAL, "%s: %zu metadata entries (at most %d)", p->path, n_meta, RPC_CALL_META_MAX);
+        for (size_t i = 0; i < n_meta; i++)
+                if (!meta_legal(&meta[i]))
+                        return err_set(-EINVAL, "%s: metadata '%s' is not a plain gRPC header", p->path,
+                                       meta[i].key ? meta[i].key : "(null)");
         gpr_timespec dl = rpc_deadline_ms(timeout_ms < 0 ? -1 : client_timeout(cl, timeout_ms));
-        RpcStream *s = stream_new(cl, md, p, dl);
+        RpcStream *s = stream_new(cl, md_desc, p, dl);
         if (!s)
                 return -ENOMEM;
         s->bidi = true;
         if (cl->connect_timeout_ms > 0 && !cl->wait_for_ready) {
-                int64_t ms = timeout_ms > 0 && timeout_ms < cl->connect_timeout_ms ? timeout_ms : cl->connect_timeout_ms;
+                int64_t ms = cl->connect_timeout_ms;
+                if (timeout_ms > 0)
+                        ms = MIN(ms, timeout_ms);
+                if (open_timeout_ms > 0)
+                        ms = MIN(ms, open_timeout_ms);
                 r = client_wait_ready(cl, s->cq, p->path, rpc_deadline_ms(ms), &s->status);
                 if (r < 0) {
                         rpc_stream_free(s);
                         return r;
                 }
         }
+        memset(md, 0, sizeof(md));
+        for (size_t i = 0; i < n_meta; i++) {
+                md[i].key = grpc_slice_from_copied_string(meta[i].key);
+                md[i].value = grpc_slice_from_copied_string(meta[i].value);
+        }
         memset(&op, 0, sizeof(op));
         op.op = GRPC_OP_SEND_INITIAL_METADATA;
         op.flags = cl->wait_for_ready ? GRPC_INITIAL_METADATA_WAIT_FOR_READY : 0;
+        op.data.send_initial_metadata.count = n_meta;
+        op.data.send_initial_metadata.metadata = n_meta ? md : NULL;
         r = stream_start(s, &op, 1);
+        for (size_t i = 0; i < n_meta; i++) {
+                grpc_slice_unref(md[i].key);
+                grpc_slice_unref(md[i].value);
+        }
         if (r < 0)
                 return r;
         *ret_stream = s;

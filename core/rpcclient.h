@@ -130,6 +130,23 @@ int rpc_stream_open(RpcClient *cl, const ProtobufCServiceDescriptor *svc, const 
 int rpc_bidi_open(RpcClient *cl, const ProtobufCServiceDescriptor *svc, const char *method, int64_t timeout_ms,
                   RpcStream **ret_stream);
 
+/* One request metadata entry (a gRPC header) sent when a stream opens:
+ * @key lower-case ASCII ([0-9a-z_.-], not "grpc-..." nor ending in
+ * "-bin"), @value printable ASCII.  Copied at the open. */
+typedef struct RpcCallMeta {
+        const char *key;
+        const char *value;
+} RpcCallMeta;
+
+/* rpc_bidi_open with more: @meta (@n_meta entries, may be 0) sent with the
+ * headers, and @open_timeout_ms > 0 bounding the wait for a connection
+ * (never longer than the client's connect_timeout_ms; 0: that alone), for
+ * a caller whose stream lives longer than it may wait to open it.
+ * At most 8 entries; -EINVAL (nothing called) for more or for an entry
+ * gRPC would refuse. */
+int rpc_bidi_open_meta(RpcClient *cl, const ProtobufCServiceDescriptor *svc, const char *method, int64_t timeout_ms,
+                       const RpcCallMeta *meta, size_t n_meta, int64_t open_timeout_ms, RpcStream **ret_stream);
+
 /* Send one message (of the method's input type) on a bidi stream; blocks
  * until gRPC has taken it (flow control, bounded by the stream's deadline
  * or a cancel).  0, -EINVAL (wrong type, not bidi, after

@@ -130,6 +130,10 @@ static void test_store_etcd(void **state) {
         assert_int_equal(c.etcd_lease_ttl_s, 5);
         assert_string_equal(c.advertise, "10.0.0.1:7500");
         assert_int_equal(coord_config_validate(&c), 0);
+        /* etcd URLs as etcd prints them (plaintext: http://). */
+        assert_int_equal(load("{\"dev_mode\": true, \"store\": \"etcd:http://127.0.0.1:2379/,http://[::1]:2379\", "
+                              "\"advertise\": \"10.0.0.1:7500\"}", &c), 0);
+        assert_int_equal(coord_config_validate(&c), 0);
 }
 
 /* Each refusal names the member at fault. */
@@ -155,6 +159,9 @@ static void test_store_refusals(void **state) {
                 { "{\"dev_mode\": true, \"store\": \"etcd:127.0.0.1:2379\", \"advertise\": \"nowhere\"}", "'advertise'",
                   false },
                 { "{\"dev_mode\": true, \"store\": \"etcd:1:1,1:2,1:3,1:4,1:5,1:6,1:7,1:8,1:9\"}", "at most 8", false },
+                { "{\"dev_mode\": true, \"store\": \"etcd:https://127.0.0.1:2379\"}", "https:// needs", false },
+                { "{\"dev_mode\": true, \"store\": \"etcd:ftp://127.0.0.1:2379\"}", "endpoint 1", false },
+                { "{\"dev_mode\": true, \"store\": \"etcd:http://\"}", "endpoint 1", false },
         };
         (void) state;
         for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {

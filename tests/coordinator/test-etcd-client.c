@@ -15,6 +15,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "deadline.h"
 #include "err.h"
@@ -99,6 +103,71 @@ static void test_put_get_range_in_key_order(void **state) {
         assert_int_equal(etcd_range_prefix(e, "/t/nothing/", 0, false, 0, &kvs, &n, NULL), 0);
         assert_int_equal(n, 0);
         etcd_kvs_free(kvs, n);
+}
+
+/* Pages of a prefix: from after a key, before a key (descending), at a
+ * revision (one view across pages), and -ERANGE once it is compacted. */
+static void test_range_in_pages_at_one_revision(void **state) {
+        (void) state;
+        _cleanup_(etcd_closep) Etcd *e = client_for(&plain, NULL, NULL);
+        char key[32], last[32] = "";
+        EtcdKv *kvs = NULL;
+        size_t n = 0, seen = 0;
+        int64_t rev = 0;
+        bool more = true;
+
+        for (int i = 0; i < 25; i++) {
+                snprintf(key, sizeof(key), "/t/page/k%02d", i);
+                put_str(e, key, key);
+        }
+        put_str(e, "/t/pagex", "outside");
+        EtcdRange q = { .prefix = "/t/page/", .limit = 10 };
+        for (int page = 0; more; page++) {
+                q.after = last[0] ? last : NULL;
+                assert_int_equal(etcd_range(e, &q, 0, &kvs, &n, &q.revision, &more), 0);
+                assert_int_equal(n, page < 2 ? 10 : 5);
+                assert_int_equal(more, page < 2);
+                for (size_t i = 0; i < n; i++, seen++) {
+                        snprintf(key, sizeof(key), "/t/page/k%02zu", seen);
+                        assert_string_equal(kvs[i].key, key);
+                        assert_string_equal(kvs[i].value, key);
+                }
+                snprintf(last, sizeof(last), "%s", kvs[n - 1].key);
+                etcd_kvs_free(kvs, n);
+                if (page == 0) /* later pages read the first one's revision */
+                        assert_int_equal(etcd_delete(e, "/t/page/k20", false, 0), 0);
+        }
+        assert_int_equal(seen, 25);
+        rev = q.revision;
+
+        /* Descending, before a key: the keys below it, last first. */
+        EtcdRange d = { .prefix = "/t/page/", .before = "/t/page/k05", .descend = true, .limit = 3 };
+        assert_int_equal(etcd_range(e, &d, 0, &kvs, &n, NULL, &more), 0);
+        assert_int_equal(n, 3);
+        assert_true(more);
+        assert_string_equal(kvs[0].key, "/t/page/k04");
+        assert_string_equal(kvs[2].key, "/t/page/k02");
+        etcd_kvs_free(kvs, n);
+        /* Now (not at @rev) k20 is gone; the range stays inside its prefix. */
+        EtcdRange now = { .prefix = "/t/page/", .after = "/t/page/k19" };
+        assert_int_equal(etcd_range(e, &now, 0, &kvs, &n, NULL, NULL), 0);
+        assert_int_equal(n, 4);
+        assert_string_equal(kvs[0].key, "/t/page/k21");
+        etcd_kvs_free(kvs, n);
+
+        /* Compacted past the revision: -ERANGE, so the caller reads afresh. */
+        EtcdKv kv = { 0 };
+        put_str(e, "/t/page/k00", "again");
+        assert_int_equal(etcd_get(e, "/t/page/k00", 0, &kv), 0);
+        char *args = tu_asprintf("compact %" PRId64, kv.mod_revision);
+        etcd_kv_clear(&kv);
+        assert_int_equal(etcdproc_ctl(&plain, NULL, args), 0);
+        free(args);
+        q.after = NULL;
+        q.revision = rev;
+        assert_int_equal(etcd_range(e, &q, 0, &kvs, &n, NULL, NULL), -ERANGE);
+        q.revision = -1;
+        assert_int_equal(etcd_range(e, &q, 0, &kvs, &n, NULL, NULL), -EINVAL);
 }
 
 static void test_delete_one_and_prefix(void **state) {
@@ -207,7 +276,7 @@ static void test_lease_keepalive_then_expiry(void **state) {
         etcd_kv_clear(&kv);
 
         /* Kept alive for longer than its TTL, the key stays. */
-        assert_int_equal(etcd_keepalive_open(e, &k), 0);
+        assert_int_equal(etcd_keepalive_open(e, 0, &k), 0);
         uint64_t t0 = now_ns();
         while (now_ns() - t0 < 3000 * NSEC_PER_MSEC) {
                 ttl = 0;
@@ -287,7 +356,7 @@ static void test_watch_events_in_order(void **state) {
         int64_t first_rev = kv.mod_revision;
         etcd_kv_clear(&kv);
 
-        assert_int_equal(etcd_watch_open(e, "/t/w/", true, 0, &w), 0);
+        assert_int_equal(etcd_watch_open(e, "/t/w/", true, 0, 0, &w), 0);
         put_str(e, "/t/w/a", "1");
         assert_int_equal(etcd_delete(e, "/t/w/a", false, 0), 0);
         put_str(e, "/t/wx", "not in the prefix");
@@ -313,7 +382,7 @@ static void test_watch_events_in_order(void **state) {
         assert_true(waited >= 150 && waited < 1500);
 
         /* From a start revision: history replayed from there, in order. */
-        assert_int_equal(etcd_watch_open(e, "/t/w/", true, first_rev, &w2), 0);
+        assert_int_equal(etcd_watch_open(e, "/t/w/", true, first_rev, 0, &w2), 0);
         assert_int_equal(watch_collect(w2, ev, 4), 4);
         assert_string_equal(ev[0].kv.key, "/t/w/first");
         assert_int_equal(ev[0].kv.mod_revision, first_rev);
@@ -324,7 +393,7 @@ static void test_watch_events_in_order(void **state) {
 
         /* One key (not a prefix). */
         _cleanup_(etcd_watch_freep) EtcdWatch *w3 = NULL;
-        assert_int_equal(etcd_watch_open(e, "/t/w/one", false, 0, &w3), 0);
+        assert_int_equal(etcd_watch_open(e, "/t/w/one", false, 0, 0, &w3), 0);
         put_str(e, "/t/w/one2", "no");
         put_str(e, "/t/w/one", "yes");
         assert_int_equal(watch_collect(w3, ev, 1), 1);
@@ -352,7 +421,7 @@ static void test_watch_from_compacted_revision(void **state) {
         etcd_kv_clear(&kv);
         assert_int_equal(etcdproc_ctl(&plain, NULL, args), 0);
         free(args);
-        int r = etcd_watch_open(e, "/t/compact/", true, old, &w);
+        int r = etcd_watch_open(e, "/t/compact/", true, old, 0, &w);
         if (r == 0)
                 r = etcd_watch_next(w, 3000, &ev, &n);
         assert_int_equal(r, -ERANGE);
@@ -378,7 +447,7 @@ static void test_watch_cancel_from_another_thread(void **state) {
         size_t n = 0;
         pthread_t th;
 
-        assert_int_equal(etcd_watch_open(e, "/t/cancel/", true, 0, &w), 0);
+        assert_int_equal(etcd_watch_open(e, "/t/cancel/", true, 0, 0, &w), 0);
         CancelArg a = { w, 200 };
         uint64_t t0 = now_ns();
         pthread_create(&th, NULL, cancel_later, &a);
@@ -406,7 +475,7 @@ static void test_bad_input_refused(void **state) {
         assert_int_equal(etcd_delete(e, NULL, true, 0), -EINVAL);
         assert_int_equal(etcd_delete(e, "", true, 0), -EINVAL); /* never "every key" */
         assert_int_equal(etcd_range_prefix(e, "", 0, false, 0, &kvs, &n, NULL), -EINVAL);
-        assert_int_equal(etcd_watch_open(e, NULL, true, 0, &w), -EINVAL);
+        assert_int_equal(etcd_watch_open(e, NULL, true, 0, 0, &w), -EINVAL);
         EtcdOp op = { .kind = ETCD_OP_PUT, .key = NULL };
         assert_int_equal(etcd_txn(e, NULL, 0, &op, 1, 0, NULL), -EINVAL);
         EtcdCmp cmp = { .key = "/t/bad/k", .target = (EtcdCmpTarget) 42 };
@@ -435,6 +504,31 @@ static void test_bad_input_refused(void **state) {
         assert_int_equal(etcd_open(&o, &bad), -EINVAL);
         o.endpoints = "192.0.2.1:2379"; /* plaintext off loopback */
         assert_int_equal(etcd_open(&o, &bad), -EPERM);
+        o.endpoints = "http://192.0.2.1:2379";
+        assert_int_equal(etcd_open(&o, &bad), -EPERM);
+
+        /* etcd URLs: the scheme must agree with the TLS options. */
+        o.endpoints = "https://127.0.0.1:2379"; /* without TLS options */
+        assert_int_equal(etcd_open(&o, &bad), -EINVAL);
+        assert_non_null(strstr(err_msg(), "TLS"));
+        RpcTls tls = { .ca_file = "/nonexistent" };
+        o.tls = &tls;
+        o.endpoints = "http://127.0.0.1:2379"; /* with them */
+        assert_int_equal(etcd_open(&o, &bad), -EINVAL);
+        o.tls = NULL;
+        o.endpoints = "unix://run/etcd.sock";
+        assert_int_equal(etcd_open(&o, &bad), -EINVAL);
+        o.endpoints = "http://";
+        assert_int_equal(etcd_open(&o, &bad), -EINVAL);
+        char urls[600];
+        snprintf(urls, sizeof(urls), " HTTP://127.0.0.1:1/ , http://%s:%d/", plain.m[1].ip, plain.m[1].client_port);
+        o.endpoints = urls;
+        assert_int_equal(etcd_open(&o, &bad), 0);
+        assert_string_equal(etcd_endpoint(bad), "127.0.0.1:1");
+        put_str(bad, "/t/bad/url", "reached"); /* the first refuses: the second, scheme stripped */
+        assert_int_equal(etcd_get(bad, "/t/bad/url", 0, &kv), 0);
+        etcd_kv_clear(&kv);
+        etcd_close(bad);
 
         /* Nobody listening: -EAGAIN, quickly. */
         o.endpoints = "127.0.0.1:1";
@@ -463,8 +557,8 @@ static void test_failover_when_member_0_dies(void **state) {
         _cleanup_(etcd_keepalive_closep) EtcdKeepAlive *k0 = NULL;
         int64_t lease0 = 0, ttl0 = 0;
         assert_int_equal(etcd_lease_grant(e, 10, 0, &lease0, NULL), 0);
-        assert_int_equal(etcd_watch_open(e, "/t/fo/", true, 0, &w0), 0);
-        assert_int_equal(etcd_keepalive_open(e, &k0), 0);
+        assert_int_equal(etcd_watch_open(e, "/t/fo/", true, 0, 0, &w0), 0);
+        assert_int_equal(etcd_keepalive_open(e, 0, &k0), 0);
         assert_int_equal(etcd_keepalive_once(k0, lease0, 2000, &ttl0), 0);
 
         etcdproc_kill(&plain, 0);
@@ -492,7 +586,7 @@ static void test_failover_when_member_0_dies(void **state) {
         int64_t id = 0;
         assert_int_equal(etcd_lease_grant(e, 10, 0, &id, NULL), 0);
         _cleanup_(etcd_watch_freep) EtcdWatch *w = NULL;
-        assert_int_equal(etcd_watch_open(e, "/t/fo/", true, 0, &w), 0);
+        assert_int_equal(etcd_watch_open(e, "/t/fo/", true, 0, 0, &w), 0);
         put_str(e, "/t/fo/w", "seen");
         EtcdEvent ev[1];
         assert_int_equal(watch_collect(w, ev, 1), 1);
@@ -503,6 +597,75 @@ static void test_failover_when_member_0_dies(void **state) {
         _cleanup_(etcd_closep) Etcd *e2 = client_for(&plain, NULL, NULL);
         assert_int_equal(etcd_get(e2, "/t/fo/k", 0, &kv), 0);
         etcd_kv_clear(&kv);
+}
+
+/* A stream's open has a deadline: an endpoint that takes the TCP
+ * connection but never speaks HTTP/2 holds it only that long (not the
+ * client's 2 s connect timeout per endpoint). */
+static void test_stream_open_within_its_deadline(void **state) {
+        (void) state;
+        struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        socklen_t alen = sizeof(a);
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        assert_true(fd >= 0);
+        assert_int_equal(bind(fd, (struct sockaddr *) &a, sizeof(a)), 0);
+        assert_int_equal(listen(fd, 8), 0); /* never accepted: the kernel completes the handshake */
+        assert_int_equal(getsockname(fd, (struct sockaddr *) &a, &alen), 0);
+        char ep[64];
+        snprintf(ep, sizeof(ep), "127.0.0.1:%d", ntohs(a.sin_port));
+        _cleanup_(etcd_closep) Etcd *e = client_for(&plain, ep, NULL);
+        EtcdWatch *w = NULL;
+        EtcdKeepAlive *k = NULL;
+
+        uint64_t t0 = now_ns();
+        assert_int_equal(etcd_watch_open(e, "/t/dl/", true, 0, 300, &w), -EAGAIN);
+        uint64_t ms = (now_ns() - t0) / NSEC_PER_MSEC;
+        assert_true(ms >= 250 && ms < 1200);
+        t0 = now_ns();
+        assert_int_equal(etcd_keepalive_open(e, 300, &k), -EAGAIN);
+        ms = (now_ns() - t0) / NSEC_PER_MSEC;
+        assert_true(ms >= 250 && ms < 1200);
+        close(fd);
+}
+
+/* Streams require a leader (last on the plaintext cluster, after the
+ * failover: members 1 and 2 left; this kills 1).  A watch on member 2
+ * when it loses its quorum fails with -EAGAIN once etcd gives up on its
+ * leader (three election timeouts) instead of staying silent, and no new
+ * watch opens there. */
+static void test_watch_fails_when_its_member_loses_quorum(void **state) {
+        (void) state;
+        char ep[64];
+        snprintf(ep, sizeof(ep), "%s:%d", plain.m[2].ip, plain.m[2].client_port);
+        _cleanup_(etcd_closep) Etcd *e = client_for(&plain, ep, NULL);
+        _cleanup_(etcd_watch_freep) EtcdWatch *w = NULL;
+        _cleanup_(etcd_keepalive_closep) EtcdKeepAlive *k = NULL;
+        EtcdEvent *ev = NULL;
+        size_t n = 0;
+        int64_t id = 0, ttl = 0;
+        int r;
+
+        uint64_t t0 = now_ns();
+        while ((r = etcd_lease_grant(e, 30, 2000, &id, NULL)) < 0 && now_ns() - t0 < 10000 * NSEC_PER_MSEC)
+                sleep_ms(200);
+        assert_int_equal(r, 0);
+        assert_int_equal(etcd_watch_open(e, "/t/q/", true, 0, 0, &w), 0);
+        assert_int_equal(etcd_keepalive_open(e, 0, &k), 0);
+        assert_int_equal(etcd_keepalive_once(k, id, 2000, &ttl), 0);
+
+        etcdproc_kill(&plain, 1);
+        t0 = now_ns();
+        r = etcd_watch_next(w, 20000, &ev, &n);
+        uint64_t ms = (now_ns() - t0) / NSEC_PER_MSEC;
+        print_message("no quorum: the watch ended after %" PRIu64 " ms: %s\n", ms, err_msg());
+        assert_int_equal(r, -EAGAIN);
+        assert_true(ms < 12000);
+        assert_int_equal(etcd_keepalive_once(k, id, 2000, &ttl), -EAGAIN);
+
+        EtcdWatch *w2 = NULL;
+        t0 = now_ns();
+        assert_int_equal(etcd_watch_open(e, "/t/q/", true, 0, 3000, &w2), -EAGAIN);
+        assert_true((now_ns() - t0) / NSEC_PER_MSEC < 2000);
 }
 
 /* ---- TLS ----------------------------------------------------------------- */
@@ -525,10 +688,18 @@ static void test_tls_needs_a_client_certificate(void **state) {
         assert_string_equal(kv.value, "v");
         etcd_kv_clear(&kv);
         assert_int_equal(etcd_lease_grant(e, 5, 0, &id, NULL), 0);
-        assert_int_equal(etcd_keepalive_open(e, &k), 0);
+        assert_int_equal(etcd_keepalive_open(e, 0, &k), 0);
         assert_int_equal(etcd_keepalive_once(k, id, 2000, &ttl), 0);
         assert_int_equal(ttl, 5);
         etcd_keepalive_close(k);
+        etcd_close(e);
+
+        /* The member's URL as etcd prints it works too. */
+        char url[128];
+        snprintf(url, sizeof(url), "https://%s:%d/", c.m[0].ip, c.m[0].client_port);
+        e = client_for(&c, url, &tls);
+        assert_int_equal(etcd_get(e, "/t/tls/k", 0, &kv), 0);
+        etcd_kv_clear(&kv);
         etcd_close(e);
 
         /* The CA alone (no client certificate): etcd refuses the handshake. */
@@ -553,6 +724,7 @@ int main(void) {
         }
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_put_get_range_in_key_order),
+                cmocka_unit_test(test_range_in_pages_at_one_revision),
                 cmocka_unit_test(test_delete_one_and_prefix),
                 cmocka_unit_test(test_txn_compares),
                 cmocka_unit_test(test_lease_revoke_deletes_at_once),
@@ -561,7 +733,9 @@ int main(void) {
                 cmocka_unit_test(test_watch_cancel_from_another_thread),
                 cmocka_unit_test(test_watch_from_compacted_revision),
                 cmocka_unit_test(test_bad_input_refused),
+                cmocka_unit_test(test_stream_open_within_its_deadline),
                 cmocka_unit_test(test_failover_when_member_0_dies),
+                cmocka_unit_test(test_watch_fails_when_its_member_loses_quorum),
                 cmocka_unit_test(test_tls_needs_a_client_certificate),
         };
         int r = cmocka_run_group_tests(tests, NULL, NULL);

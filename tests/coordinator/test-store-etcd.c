@@ -12,6 +12,8 @@
  *   not exist) and are cleared by the next creation of that id;
  * - bytes that are not UTF-8 are stored as U+FFFD and still read back;
  * - every write Txn is counted in the store's commit histogram;
+ * - lists larger than one etcd reply (20,000 events, 1,300 sub-tasks,
+ *   1,200 jobs) are read in pages, whole and in order;
  * - with etcd down, calls fail with etcd's -EAGAIN/-ETIMEDOUT and a detail,
  *   and work again once it is back.
  *
@@ -31,6 +33,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "deadline.h"
 #include "err.h"
 #include "etcd.h"
 #include "metrics.h"
@@ -311,6 +314,106 @@ static void test_etcd_down_passes_its_errors_through(void **state) {
         store_close(s);
 }
 
+/* Record @i of a test's many (its key under the store's prefix, its value). */
+typedef void (*MakeRecord)(int i, const char *arg, char *key, size_t ksize, char *value, size_t vsize);
+
+static void make_event(int i, const char *text, char *key, size_t ksize, char *value, size_t vsize) {
+        snprintf(key, ksize, "events/big/%020d-00000000000000000001-000000", i);
+        snprintf(value, vsize, "{\"time_unix_ms\": %d, \"text\": \"%s\"}", i, text);
+}
+
+/* @json is a job record with id "big": the same under id "j<i>". */
+static void make_job(int i, const char *json, char *key, size_t ksize, char *value, size_t vsize) {
+        const char *at = strstr(json, "\"big\"");
+        assert_non_null(at);
+        snprintf(key, ksize, "jobs/j%05d", i);
+        snprintf(value, vsize, "%.*s\"j%05d\"%s", (int) (at - json), json, i, at + 5);
+}
+
+/* Put @n records made by @make under @place behind the store's back,
+ * ETCD_MAX_TXN_OPS per Txn. */
+static void put_many(const char *place, int n, MakeRecord make, const char *arg) {
+        enum { CHUNK = ETCD_MAX_TXN_OPS };
+        static char keys[CHUNK][256], values[CHUNK][1200];
+        EtcdOp ops[CHUNK];
+        for (int at = 0; at < n; at += CHUNK) {
+                int m = MIN(n - at, CHUNK);
+                for (int i = 0; i < m; i++) {
+                        char k[200];
+                        make(at + i, arg, k, sizeof(k), values[i], sizeof(values[i]));
+                        snprintf(keys[i], sizeof(keys[i]), "%s/%s", place, k);
+                        ops[i] = (EtcdOp){ .kind = ETCD_OP_PUT, .key = keys[i], .value = values[i],
+                                           .value_len = strlen(values[i]) };
+                }
+                assert_int_equal(etcd_txn(stu_etcd(), NULL, 0, ops, (size_t) m, 10000, NULL), 1);
+        }
+}
+
+/* Lists read in pages (store-etcd.c, records_read): 20,000 events of one
+ * job (over 5 MiB, more than one etcd reply may carry) list their newest
+ * STORE_EVENTS_MAX in order; 1,300 sub-tasks and 1,200 jobs list whole;
+ * job_prune reads every job to choose. */
+static void test_lists_larger_than_one_reply_read_in_pages(void **state) {
+        (void) state;
+        const char *place = stu_place("store-pages");
+        Store *s = stu_open(place);
+        enum { N_SUBS = 1300, N_EVENTS = 20000, N_JOBS = 1200, EVENTS_MAX = 10000 };
+        StoreJob j;
+        stu_make_job(&j, "big", 10, PHASE_SUCCEEDED);
+        j.finished_unix_ms = 20;
+        StoreSubtask *subs = calloc(N_SUBS, sizeof(*subs));
+        for (int i = 0; i < N_SUBS; i++)
+                stu_make_sub(&subs[i], "big", i);
+        assert_int_equal(s->ops->job_create(s, &j, subs, N_SUBS), 0);
+        free(subs);
+
+        char text[300];
+        memset(text, 'x', sizeof(text) - 1);
+        text[sizeof(text) - 1] = 0;
+        put_many(place, N_EVENTS, make_event, text);
+
+        /* Jobs: copies of "big"'s record under other ids. */
+        char key[300];
+        snprintf(key, sizeof(key), "%s/jobs/big", place);
+        EtcdKv kv = { 0 };
+        assert_int_equal(etcd_get(stu_etcd(), key, 0, &kv), 0);
+        put_many(place, N_JOBS, make_job, kv.value);
+        etcd_kv_clear(&kv);
+
+        uint64_t t0 = now_ns();
+        StoreEvent *ev = NULL;
+        size_t n = 0;
+        assert_int_equal(s->ops->event_list(s, "big", &ev, &n), 0);
+        print_message("event_list of %d events: %" PRIu64 " ms\n", N_EVENTS, (now_ns() - t0) / NSEC_PER_MSEC);
+        assert_int_equal(n, EVENTS_MAX);
+        for (size_t i = 0; i < n; i++)
+                assert_int_equal(ev[i].time_unix_ms, N_EVENTS - EVENTS_MAX + i);
+        assert_string_equal(ev[0].text, text);
+        free(ev);
+
+        StoreSubtask *sl = NULL;
+        assert_int_equal(s->ops->subtask_list(s, "big", &sl, &n), 0);
+        assert_int_equal(n, N_SUBS);
+        for (size_t i = 0; i < n; i++)
+                assert_int_equal(sl[i].seq, (int) i);
+        free(sl);
+
+        StoreJob *jl = NULL;
+        assert_int_equal(s->ops->job_list(s, false, 0, &jl, &n), 0);
+        assert_int_equal(n, N_JOBS + 1);
+        /* The same time: the last inserted first (the last Txn's jobs share a revision). */
+        assert_true(strcmp(jl[0].id, "j01152") >= 0);
+        assert_string_equal(jl[n - 1].id, "big");
+        free(jl);
+        assert_int_equal(s->ops->job_prune(s, 0, 100), N_JOBS + 1 - 100);
+        assert_int_equal(s->ops->job_list(s, false, 0, &jl, &n), 0);
+        assert_int_equal(n, 100);
+        free(jl);
+        assert_int_equal(stu_count_records(place, "events"), 0); /* "big" was the oldest: gone */
+        print_message("paged lists and prune: %" PRIu64 " ms\n", (now_ns() - t0) / NSEC_PER_MSEC);
+        store_close(s);
+}
+
 int main(int argc, char **argv) {
         char *args[] = { argv[0], "--etcd", NULL };
         (void) argc;
@@ -321,6 +424,7 @@ int main(int argc, char **argv) {
                 cmocka_unit_test(test_leftover_subtasks_are_invisible_and_cleared),
                 cmocka_unit_test(test_every_write_is_in_the_commit_histogram),
                 cmocka_unit_test(test_invalid_utf8_is_stored_repaired),
+                cmocka_unit_test(test_lists_larger_than_one_reply_read_in_pages),
                 cmocka_unit_test(test_etcd_down_passes_its_errors_through), /* last: restarts etcd */
         };
         return cmocka_run_group_tests(tests, NULL, NULL);

@@ -443,6 +443,15 @@ static void test_bidi_stream(void **state) {
         EchoReply wrong = DROVER__TEST__V1__ECHO_REPLY__INIT;
         ProtobufCMessage *m = NULL;
 
+        /* Request metadata gRPC would refuse is refused before any call. */
+        static const RpcCallMeta bad_meta[][1] = { { { "Upper", "v" } }, { { "grpc-x", "v" } },
+                                                   { { "k-bin", "v" } }, { { "k", "line\nbreak" } } };
+        for (size_t i = 0; i < ELEMENTSOF(bad_meta); i++)
+                assert_int_equal(rpc_bidi_open_meta(cl, ECHOER, "Watch", -1, bad_meta[i], 1, 0, &s), -EINVAL);
+        static const RpcCallMeta meta[] = { { "hasleader", "true" } };
+        assert_int_equal(rpc_bidi_open_meta(cl, ECHOER, "Watch", -1, meta, 1, 0, &s), 0);
+        rpc_stream_free(TAKE_PTR(s));
+
         assert_int_equal(rpc_bidi_open(cl, ECHOER, "Watch", -1, &s), 0);
         assert_int_equal(rpc_stream_read_timeout(s, 100, &m), -ETIMEDOUT); /* nothing asked yet */
         assert_int_equal(rpc_bidi_send(s, &wrong.base), -EINVAL);
