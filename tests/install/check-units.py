@@ -307,7 +307,9 @@ def check_unit(sa, tmp, verify_dir, name, path):
               all(under(r, writable) for r in cfg.get("image_roots", [])), f"{writable}")
         check(f"{name}: KillMode=process (a stop never kills the guests)", keys.get("KillMode") == ["process"])
     else:
-        check(f"{name}: the db's folder is the StateDirectory", os.path.dirname(cfg.get("db", "")) in state,
+        store = cfg.get("store", "sqlite:" + cfg.get("db", ""))
+        db = store[len("sqlite:"):] if store.startswith("sqlite:") else ""
+        check(f"{name}: the SQLite store's folder is the StateDirectory", os.path.dirname(db) in state,
               f"{state}")
 
 
