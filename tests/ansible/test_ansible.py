@@ -442,7 +442,7 @@ def test_deploy(c, inv_path):
                   {"name": "b", "address": f"127.0.0.1:{c.ports['b']}", "memory_mib": 500}]
     check("deploy: coordinator.json: hosts from the inventory group, settings merged",
           cfg.get("hosts") == want_hosts and cfg.get("listen") == [c.coordinator] and cfg.get("dev_mode") is True
-          and cfg.get("db") == f"{d}/coordinator.db" and cfg.get("heartbeat_ms") == 500, json.dumps(cfg))
+          and cfg.get("store") == f"sqlite:{d}/coordinator.db" and cfg.get("heartbeat_ms") == 500, json.dumps(cfg))
     src = os.path.join(SOURCE_ROOT, "coordinator", "systemd", "drover-coordinator.service.in")
     ok, diff = unit_matches(f"{d}/systemd/drover-coordinator.service", src,
                             [(f"{c.bin_dir('ctl')}/", unit_bin_dir(src)), (f"{d}/etc/", "/etc/drover/"),

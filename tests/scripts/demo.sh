@@ -126,7 +126,7 @@ else
   ctls="\"dev_mode\": true,"
 fi
 cat > "$work/coordinator.json" <<JSON
-{ "listen": ["unix:$work/coordinator.sock"], $ctls "db": "$work/coordinator.db",
+{ "listen": ["unix:$work/coordinator.sock"], $ctls "store": "sqlite:$work/coordinator.db",
   "heartbeat_ms": 1000, "log_level": "warning", "max_outgoing": 2, "max_incoming": 2,
   "hosts": [
     { "name": "host-a", "address": "$(addr_of 0)", "memory_mib": 4096, "vcpus": 32, "link_bytes_per_s": 1250000000 },
