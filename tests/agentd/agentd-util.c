@@ -18,7 +18,7 @@
 #include "qemuproc.h"
 #include "testutil.h"
 
-#define MAX_AGENT_DIRS 8
+#define MAX_AGENT_DIRS 128 /* every agent a test program starts (test-migrate-local starts 18) */
 static char *guest_dirs[MAX_AGENT_DIRS];
 static int n_guest_dirs;
 
@@ -96,13 +96,15 @@ static void remember_run_dir(const char *run_dir) {
                 atexit(kill_all_guests); /* runs after testutil's child cleanup */
                 registered = true;
         }
-        if (n_guest_dirs < MAX_AGENT_DIRS) {
-                bool known = false;
-                for (int i = 0; i < n_guest_dirs; i++)
-                        known |= strcmp(guest_dirs[i], run_dir) == 0;
-                if (!known)
-                        guest_dirs[n_guest_dirs++] = strdup(run_dir);
+        for (int i = 0; i < n_guest_dirs; i++)
+                if (strcmp(guest_dirs[i], run_dir) == 0)
+                        return;
+        if (n_guest_dirs >= MAX_AGENT_DIRS) {
+                /* a folder not remembered would leak its guests */
+                fprintf(stderr, "agentd-util: more than %d agent folders; raise MAX_AGENT_DIRS\n", MAX_AGENT_DIRS);
+                abort();
         }
+        guest_dirs[n_guest_dirs++] = strdup(run_dir);
 }
 
 void test_image_roots(const char *dir, const char *sep, char *buf, size_t size) {
