@@ -358,6 +358,7 @@ static int stream_answer(const Drover__V1__MigratePrepareResponse *resp, MigStre
         if (mig_stream_set(ret, resp->host ? resp->host : "", resp->port, t) < 0)
                 return err_prefix(-EPROTO, "the destination answered no usable stream address (an agent older "
                                   "than its peer?)");
+        ret->multifd_channels = resp->multifd_channels;
         return 0;
 }
 
