@@ -166,11 +166,11 @@ static int perform(Source *s) {
         r = VM_NESTED_CALL(vm, ASYNC_JOB_MIGRATION_OUT, op, "migrate-set-capabilities",
                    qmp_migrate_set_capabilities(mon_, -1, mig_source_caps(&s->p), true));
         if (r >= 0) {
-                /* Bandwidth 0 = unlimited: the link decides.  Auto-converge
+                /* Bandwidth 0 (or compression) = unlimited: the link decides.  Auto-converge
                  * starts held at 1 % so that it is a later policy step. */
                 MigrationParams mp = {
                         .has_max_bandwidth = true,
-                        .max_bandwidth = s->p.bandwidth ? s->p.bandwidth : UINT64_C(107374182400),
+                        .max_bandwidth = mig_params_qemu_bandwidth(&s->p, s->p.bandwidth),
                         .has_downtime_limit = true,
                         .downtime_limit = s->p.downtime_ms,
                 };
@@ -795,6 +795,11 @@ int agent_migrate_tune(Agent *a, Vm *vm, const char *op, uint64_t bandwidth, uin
                 return err_set(-EINVAL, "give a bandwidth, a downtime limit, or both");
         if (downtime_ms > 60000)
                 return err_set(-EINVAL, "'downtime_limit_ms' above 60000 is not allowed");
+        /* a compressed stream keeps no cap (mig_params_qemu_bandwidth()) */
+        MigResult rec;
+        if (bandwidth && agent_migtable_result_of(a->migrations, mop, false, &rec) == 0 &&
+            rec.compression != MIG_COMPRESSION_NONE)
+                bandwidth = mig_params_qemu_bandwidth(&(MigParams){ .compression = rec.compression }, bandwidth);
         MigrationParams mp = {
                 .has_max_bandwidth = bandwidth != 0, .max_bandwidth = bandwidth,
                 .has_downtime_limit = downtime_ms != 0, .downtime_limit = downtime_ms,

@@ -137,6 +137,12 @@ int mig_multifd_resolve(MigParams *p, uint64_t link_bytes_per_s, unsigned ncpus,
         return 0;
 }
 
+uint64_t mig_params_qemu_bandwidth(const MigParams *p, uint64_t bandwidth) {
+        if (!bandwidth || p->compression != MIG_COMPRESSION_NONE)
+                return MIG_QEMU_BANDWIDTH_UNLIMITED;
+        return bandwidth;
+}
+
 int mig_params_to_json(const MigParams *p, char *buf, size_t size) {
         _cleanup_(json_unrefp) JsonValue *o = json_new_object();
         _cleanup_free_ char *text = NULL;

@@ -119,6 +119,16 @@ uint32_t mig_multifd_default_channels(uint64_t link_bytes_per_s, unsigned ncpus)
  * multifd. */
 int mig_multifd_resolve(MigParams *p, uint64_t link_bytes_per_s, unsigned ncpus, bool supported);
 
+/* QEMU's max-bandwidth for a migration with @p whose cap is @bandwidth
+ * (bytes/s, 0 = none).  QEMU's own default (128 MiB/s) would throttle a
+ * fast link, so no cap becomes MIG_QEMU_BANDWIDTH_UNLIMITED.  With
+ * compression the cap is lifted too: QEMU 7.2 meters multifd pages before
+ * compression (multifd_send_pages() accounts whole pages), so a cap meant
+ * for the link would hold the guest's memory to the link's rate and the
+ * compression would gain no time; the link decides instead. */
+#define MIG_QEMU_BANDWIDTH_UNLIMITED UINT64_C(107374182400) /* 100 GiB/s */
+uint64_t mig_params_qemu_bandwidth(const MigParams *p, uint64_t bandwidth);
+
 /* The JSON form (the coordinator's stored jobs and its config "defaults"):
  *   { "bandwidth": 0, "downtime_ms": 300, "max_downtime_ms": 2000,
  *     "auto_converge": false, "postcopy": "never", "postcopy_after_s": 0,

@@ -195,6 +195,17 @@ static void test_multifd_resolve(void **state) {
         assert_int_equal(mig_multifd_resolve(&p, 0, 8, false), -EOPNOTSUPP);
 }
 
+/* A cap reaches QEMU as given, none as "unlimited", and a compressed
+ * stream keeps none (QEMU 7.2 would meter its pages before compression). */
+static void test_qemu_bandwidth(void **state) {
+        (void) state;
+        MigParams p = { 0 };
+        assert_true(mig_params_qemu_bandwidth(&p, 0) == MIG_QEMU_BANDWIDTH_UNLIMITED);
+        assert_true(mig_params_qemu_bandwidth(&p, 25000000) == 25000000);
+        p.compression = MIG_COMPRESSION_ZSTD;
+        assert_true(mig_params_qemu_bandwidth(&p, 25000000) == MIG_QEMU_BANDWIDTH_UNLIMITED);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_completion_timeout_per_started_gib),
@@ -205,6 +216,7 @@ int main(void) {
                 cmocka_unit_test(test_compression_json_round_trip_and_validation),
                 cmocka_unit_test(test_multifd_default_channels),
                 cmocka_unit_test(test_multifd_resolve),
+                cmocka_unit_test(test_qemu_bandwidth),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
