@@ -234,6 +234,27 @@ static int listen_on_free_port(Agent *a, Vm *vm, const char *op, MigTransport t,
         return err_set(r, "no free migration port in %u-%u on %s", lo, hi, host);
 }
 
+/* Multifd as the incoming QEMU offers it (vm->lock held, MIGRATION_IN job
+ * of @op): p->multifd_channels drops to 1 (the answer tells the source,
+ * which follows) when the QEMU lists no multifd capability; compression
+ * cannot do without, and is refused.  0 or -errno. */
+static int dest_multifd_locked(Vm *vm, const char *op, MigParams *p) {
+        MigrationCaps caps;
+        int r;
+
+        if (p->multifd_channels < 2)
+                return 0;
+        r = VM_NESTED_CALL(vm, ASYNC_JOB_MIGRATION_IN, op, "query-migrate-capabilities",
+                   qmp_query_migrate_capabilities(mon_, -1, &caps));
+        if (r < 0 || (caps.known & MIGRATION_CAP_BIT(MIGRATION_CAP_MULTIFD)))
+                return r;
+        if (p->compression != MIG_COMPRESSION_NONE)
+                return err_set(-EOPNOTSUPP, "compression %s needs multifd, which this host's QEMU does not offer",
+                               mig_compression_to_string(p->compression));
+        p->multifd_channels = 1;
+        return 0;
+}
+
 int agent_migrate_prepare(Agent *a, const char *op, const char *definition_json, const MigParams *p,
                           const char *source_addr, const char *source_dn, MigStream *ret) {
         GuestDef def;
@@ -324,17 +345,19 @@ int agent_migrate_prepare(Agent *a, const char *op, const char *definition_json,
         vm_lock(vm);
         vm_set_state_locked(vm, VM_STATE_PAUSED, VM_REASON_MIGRATION);
         uint64_t caps = MIGRATION_CAP_BIT(MIGRATION_CAP_EVENTS);
-        if (p->postcopy != POSTCOPY_POLICY_NEVER)
+        MigParams mp = *p; /* multifd as this QEMU offers it */
+        r = dest_multifd_locked(vm, op, &mp);
+        if (mp.postcopy != POSTCOPY_POLICY_NEVER)
                 caps |= MIGRATION_CAP_BIT(MIGRATION_CAP_POSTCOPY_RAM);
-        if (p->multifd_channels > 1)
+        if (mp.multifd_channels > 1)
                 caps |= MIGRATION_CAP_BIT(MIGRATION_CAP_MULTIFD);
-        r = VM_NESTED_CALL(vm, ASYNC_JOB_MIGRATION_IN, op, "migrate-set-capabilities",
-                   qmp_migrate_set_capabilities(mon_, -1, caps, true));
-        if (r >= 0 && p->multifd_channels > 1) {
-                MigrationParams mp = { .has_multifd_channels = true, .multifd_channels = p->multifd_channels };
+        if (r >= 0)
+                r = VM_NESTED_CALL(vm, ASYNC_JOB_MIGRATION_IN, op, "migrate-set-capabilities",
+                           qmp_migrate_set_capabilities(mon_, -1, caps, true));
+        MigrationParams mfd = { 0 };
+        if (r >= 0 && mig_multifd_params(&mp, &mfd))
                 r = VM_NESTED_CALL(vm, ASYNC_JOB_MIGRATION_IN, op, "migrate-set-parameters",
-                           qmp_migrate_set_parameters(mon_, -1, &mp));
-        }
+                           qmp_migrate_set_parameters(mon_, -1, &mfd));
         /* sealed: only the certificate that called Prepare may stream */
         if (r >= 0 && t == MIG_TRANSPORT_TLS)
                 r = agent_stream_tls_setup_locked(a, vm, ASYNC_JOB_MIGRATION_IN, op, source_dn, NULL);
@@ -343,6 +366,7 @@ int agent_migrate_prepare(Agent *a, const char *op, const char *definition_json,
         vm_unlock(vm);
         if (r < 0)
                 goto fail_job;
+        ret->multifd_channels = mp.multifd_channels > 1 ? mp.multifd_channels : 1;
         (void) vm_save_status(vm);
         if (ret->tls)
                 agent_emit(a, vm, "migration", "incoming migration %s prepared on %s (TLS, admitting only %s)", op,

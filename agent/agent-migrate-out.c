@@ -33,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "agent-peer.h"
 #include "agent-stream.h"
@@ -56,6 +57,12 @@ static void host_of(const char *addr, char *ret, size_t size) {
                 snprintf(ret, size, "%.*s", end ? (int) (end - addr - 1) : 0, addr + 1);
         } else
                 snprintf(ret, size, "%.*s", colon ? (int) (colon - addr) : (int) strlen(addr), addr);
+}
+
+/* The CPUs this host has online (at least 1). */
+static unsigned host_cpus(void) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        return n > 0 ? (unsigned) n : 1;
 }
 
 /* ---- source --------------------------------------------------------------------------- */
@@ -157,11 +164,11 @@ static int perform(Source *s) {
         r = VM_NESTED_CALL(vm, ASYNC_JOB_MIGRATION_OUT, op, "migrate-set-capabilities",
                    qmp_migrate_set_capabilities(mon_, -1, mig_source_caps(&s->p), true));
         if (r >= 0) {
-                /* Bandwidth 0 = unlimited: the link decides.  Auto-converge
+                /* Bandwidth 0 (or compression) = unlimited: the link decides.  Auto-converge
                  * starts held at 1 % so that it is a later policy step. */
                 MigrationParams mp = {
                         .has_max_bandwidth = true,
-                        .max_bandwidth = s->p.bandwidth ? s->p.bandwidth : UINT64_C(107374182400),
+                        .max_bandwidth = mig_params_qemu_bandwidth(&s->p, s->p.bandwidth),
                         .has_downtime_limit = true,
                         .downtime_limit = s->p.downtime_ms,
                 };
@@ -172,10 +179,9 @@ static int perform(Source *s) {
                 }
                 r = set_params(vm, op, &mp);
         }
-        if (r >= 0 && s->p.multifd_channels > 1) {
-                MigrationParams mp = { .has_multifd_channels = true, .multifd_channels = s->p.multifd_channels };
-                r = set_params(vm, op, &mp);
-        }
+        MigrationParams mfd = { 0 };
+        if (r >= 0 && mig_multifd_params(&s->p, &mfd))
+                r = set_params(vm, op, &mfd);
         /* the destination's certificate must carry the name its agent was
          * reached by (the name the peer channel's TLS checked) */
         if (r >= 0 && s->stream.tls)
@@ -446,6 +452,16 @@ static void *source_thread(void *arg) {
         if (r >= 0 && s->stream.transport != s->p.transport)
                 r = err_set(-EPROTO, "the destination listens for a %s stream, and this migration uses %s",
                             mig_transport_to_string(s->stream.transport), mig_transport_to_string(s->p.transport));
+        /* a destination whose QEMU offers no multifd set up one stream */
+        if (r >= 0 && s->stream.multifd_channels == 1 && s->p.multifd_channels > 1) {
+                if (s->p.compression != MIG_COMPRESSION_NONE)
+                        r = err_set(-EPROTO, "the destination prepared no multifd, which compression needs");
+                else {
+                        agent_migtable_event(t, s->m, "the destination's QEMU offers no multifd: one stream "
+                                             "instead of %u channels", s->p.multifd_channels);
+                        s->p.multifd_channels = 1;
+                }
+        }
         const char *stage = "prepare";
         if (r >= 0 && s->p.transport == MIG_TRANSPORT_SSH) {
                 stage = "the SSH tunnel to";
@@ -481,6 +497,8 @@ static void *source_thread(void *arg) {
                             vm->name, s->stream.uri);
                 agent_migtable_event(t, s->m, "destination prepared %s (plaintext: dev_mode)", s->stream.uri);
         }
+        agent_migtable_stream(t, s->m, s->mem_mib << 20, s->p.multifd_channels > 1 ? s->p.multifd_channels : 1,
+                              s->p.compression);
         agent_test_hold(JOB_PHASE_PERFORM, vm->name);
 
         /* perform */
@@ -648,7 +666,13 @@ int agent_migrate(Agent *a, Vm *vm, const char *op, const char *dest_addr, const
         snprintf(vm->mig.peer, sizeof(vm->mig.peer), "%s", dest_addr);
         memset(&vm->mig_stats, 0, sizeof(vm->mig_stats));
         vm->mig_event = MIGRATION_STATUS_NONE;
-        r = mig_save_settings_locked(vm, op);
+        uint64_t known = 0;
+        r = mig_save_settings_locked(vm, op, &known);
+        /* multifd by default (core/migparams.h): the link is the bandwidth
+         * cap when one is set, else taken as 1 Gbit/s */
+        if (r >= 0)
+                r = mig_multifd_resolve(&s->p, s->p.bandwidth, host_cpus(),
+                                        known & MIGRATION_CAP_BIT(MIGRATION_CAP_MULTIFD));
         if (r >= 0)
                 r = job_set_phase(vm, JOB_PHASE_BEGIN);
         if (r >= 0) {
@@ -765,6 +789,11 @@ int agent_migrate_tune(Agent *a, Vm *vm, const char *op, uint64_t bandwidth, uin
                 return err_set(-EINVAL, "give a bandwidth, a downtime limit, or both");
         if (downtime_ms > 60000)
                 return err_set(-EINVAL, "'downtime_limit_ms' above 60000 is not allowed");
+        /* a compressed stream keeps no cap (mig_params_qemu_bandwidth()) */
+        MigResult rec;
+        if (bandwidth && agent_migtable_result_of(a->migrations, mop, false, &rec) == 0 &&
+            rec.compression != MIG_COMPRESSION_NONE)
+                bandwidth = mig_params_qemu_bandwidth(&(MigParams){ .compression = rec.compression }, bandwidth);
         MigrationParams mp = {
                 .has_max_bandwidth = bandwidth != 0, .max_bandwidth = bandwidth,
                 .has_downtime_limit = downtime_ms != 0, .downtime_limit = downtime_ms,

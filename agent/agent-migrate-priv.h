@@ -56,10 +56,15 @@ int mig_apply_decision(Agent *a, Vm *vm, const char *op, const char *peer_addr, 
 /* (agent-migrate-settings.c) The capabilities perform() switches on for a
  * migration with @p. */
 uint64_t mig_source_caps(const MigParams *p);
+/* The multifd parameters of a migration with @p (channels, compression and
+ * its level) into @mp, for both sides: nothing when p->multifd_channels is
+ * below 2.  Returns whether it set any. */
+bool mig_multifd_params(const MigParams *p, MigrationParams *mp);
 /* begin: read QEMU's capabilities and parameters into vm->mig (persisted
  * with the phase that follows), before the source changes either.
- * vm->lock held, MIGRATION_OUT job of @op.  0 or -errno. */
-int mig_save_settings_locked(Vm *vm, const char *op);
+ * *ret_known gets the capabilities QEMU listed.  vm->lock held,
+ * MIGRATION_OUT job of @op.  0 or -errno. */
+int mig_save_settings_locked(Vm *vm, const char *op, uint64_t *ret_known);
 /* Source whose QEMU stays (vm->lock held, async job @t of @op, QEMU not
  * migrating): put back what the source changed in QEMU's migration
  * settings, from vm->mig (saved at begin, persisted): the capabilities it

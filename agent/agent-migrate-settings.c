@@ -7,7 +7,9 @@
  * capabilities and parameters into vm->mig (persisted with the phase, so a
  * restart can restore them too), and mig_restore_settings_locked() resets
  * only what the source changed: capabilities of SOURCE_CAPS that were off,
- * parameters of source_param() whose value differs, and the stream's TLS
+ * parameters of source_param() whose value differs (multifd's channels and
+ * compression among them: mig_multifd_params() is the one place both sides
+ * derive those from a MigParams), and the stream's TLS
  * parameters and objects (agent-stream.h).  docs/migration.md,
  * "QEMU's migration settings", says why.
  */
@@ -42,6 +44,21 @@ uint64_t mig_source_caps(const MigParams *p) {
         return caps;
 }
 
+bool mig_multifd_params(const MigParams *p, MigrationParams *mp) {
+        if (p->multifd_channels < 2)
+                return false;
+        mp->has_multifd_channels = true;
+        mp->multifd_channels = p->multifd_channels;
+        mp->has_multifd_compression = true;
+        snprintf(mp->multifd_compression, sizeof(mp->multifd_compression), "%s",
+                 mig_compression_to_string(p->compression));
+        if (p->compression == MIG_COMPRESSION_ZSTD) {
+                mp->has_multifd_zstd_level = true;
+                mp->multifd_zstd_level = p->zstd_level ? p->zstd_level : MIG_ZSTD_LEVEL_DEFAULT;
+        }
+        return true;
+}
+
 /* The parameters the source may change: perform(), the convergence policy
  * (tune_locked()) and MigrateTune.  Only these are put back. */
 static bool source_param(const MigrationParamInfo *i) {
@@ -52,18 +69,27 @@ static bool source_param(const MigrationParamInfo *i) {
                 offsetof(MigrationParams, cpu_throttle_increment),
                 offsetof(MigrationParams, max_cpu_throttle),
                 offsetof(MigrationParams, multifd_channels),
+                offsetof(MigrationParams, multifd_compression),
+                offsetof(MigrationParams, multifd_zstd_level),
         };
         for (size_t k = 0; k < ELEMENTSOF(changed); k++)
                 if (i->value_offset == changed[k])
-                        return i->kind == MIGRATION_PARAM_U64;
+                        return true;
         return false;
+}
+
+/* Whether member @i of @a and @b holds the same value (both set). */
+static bool param_equal(const MigrationParams *a, const MigrationParams *b, const MigrationParamInfo *i) {
+        if (i->kind == MIGRATION_PARAM_U64)
+                return migration_param_get_u64(a, i) == migration_param_get_u64(b, i);
+        return strcmp(migration_param_get_str(a, i), migration_param_get_str(b, i)) == 0;
 }
 
 /* begin: read QEMU's capabilities and parameters into vm->mig (persisted
  * with the phase that follows), before the source changes either.
  * has_orig_params says both were read.  vm->lock held, MIGRATION_OUT job
  * of @op.  0 or -errno. */
-int mig_save_settings_locked(Vm *vm, const char *op) {
+int mig_save_settings_locked(Vm *vm, const char *op, uint64_t *ret_known) {
         MigrationCaps caps;
         MigrationParams params;
         int r = VM_NESTED_CALL(vm, ASYNC_JOB_MIGRATION_OUT, op, "query-migrate-capabilities",
@@ -76,6 +102,7 @@ int mig_save_settings_locked(Vm *vm, const char *op) {
         vm->mig.orig_caps = caps.enabled;
         vm->mig.orig_params = params;
         vm->mig.has_orig_params = true;
+        *ret_known = caps.known;
         return 0;
 }
 
@@ -105,11 +132,14 @@ int mig_restore_settings_locked(Vm *vm, AsyncJobType t, const char *op) {
                 const MigrationParamInfo *i = &migration_param_table[k];
                 if (!source_param(i) || !migration_param_is_set(&orig, i))
                         continue;
-                uint64_t v = migration_param_get_u64(&orig, i);
-                if (q >= 0 && migration_param_is_set(&now, i) && migration_param_get_u64(&now, i) == v)
+                if (q >= 0 && migration_param_is_set(&now, i) && param_equal(&orig, &now, i))
                         continue;
                 *migration_param_has_ref(&put, i) = true;
-                *migration_param_u64_ref(&put, i) = v;
+                if (i->kind == MIGRATION_PARAM_U64)
+                        *migration_param_u64_ref(&put, i) = migration_param_get_u64(&orig, i);
+                else
+                        snprintf(migration_param_str_ref(&put, i), i->value_size, "%s",
+                                 migration_param_get_str(&orig, i));
                 n++;
         }
         /* the stream's TLS (agent-stream.h): its parameters back to what

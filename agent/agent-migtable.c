@@ -202,7 +202,19 @@ void agent_migtable_phase(MigrationTable *t, Migration *m, JobPhase phase, const
                 /* cumulative; a cancelled or failed reading has no RAM section */
                 if (st->ram_transferred > m->r.transferred)
                         m->r.transferred = st->ram_transferred;
+                if (st->ram_multifd_bytes > m->r.multifd_bytes)
+                        m->r.multifd_bytes = st->ram_multifd_bytes;
         }
+        changed_locked(t, m);
+        lock_release(&t->lock);
+}
+
+void agent_migtable_stream(MigrationTable *t, Migration *m, uint64_t memory_bytes, uint32_t multifd_channels,
+                           MigCompression compression) {
+        lock_acquire(&t->lock);
+        m->r.memory_bytes = memory_bytes;
+        m->r.multifd_channels = multifd_channels;
+        m->r.compression = compression;
         changed_locked(t, m);
         lock_release(&t->lock);
 }
@@ -233,6 +245,7 @@ void agent_migtable_result(MigrationTable *t, Migration *m, const MigrationStats
                 m->r.stats = *st;
         m->r.downtime_ms = m->r.stats.downtime_ms;
         m->r.transferred = m->r.stats.ram_transferred;
+        m->r.multifd_bytes = m->r.stats.ram_multifd_bytes;
         m->r.measured_downtime_ms = measured_downtime_ms;
         m->r.time_synced = synced;
         m->r.postcopy = postcopy;

@@ -28,6 +28,7 @@
 #include "agent.h"
 #include "cleanup.h"
 #include "deadline.h"
+#include "migparams.h"
 #include "migtypes.h"
 
 #define MIG_MAX_STEPS 16
@@ -49,7 +50,11 @@ typedef struct MigResult {
         uint64_t total_ms;
         uint64_t downtime_ms;
         uint64_t measured_downtime_ms;
-        uint64_t transferred;
+        uint64_t transferred;    /* bytes on the wire: QEMU's ram.transferred (multifd's included) */
+        uint64_t multifd_bytes;  /* of those, sent on multifd channels (compressed, with compression) */
+        uint64_t memory_bytes;   /* the guest's memory (its definition); the source's record only */
+        uint32_t multifd_channels; /* 1 = one stream; 0 = not known (a destination record) */
+        MigCompression compression;
         bool postcopy;
         bool time_synced;
         uint64_t finish_call_ms; /* the source's MigrateFinish round trip; 0: none made */
@@ -82,6 +87,11 @@ void agent_migtable_event(MigrationTable *t, Migration *m, const char *fmt, ...)
 void agent_migtable_step(MigrationTable *t, Migration *m, const char *fmt, ...) _printf_(3, 4);
 /* Set the phase and, with @st, the last statistics reading. */
 void agent_migtable_phase(MigrationTable *t, Migration *m, JobPhase phase, const MigrationStats *st);
+/* How the source streams: the guest's memory in bytes, the multifd
+ * channels (1 = one stream) and the compression, once settled (after
+ * prepare answered). */
+void agent_migtable_stream(MigrationTable *t, Migration *m, uint64_t memory_bytes, uint32_t multifd_channels,
+                           MigCompression compression);
 /* The migration ended: success when @r >= 0, else @error. */
 void agent_migtable_done(MigrationTable *t, Migration *m, int r, const char *error);
 /* The figures of a completed migration: QEMU's last reading @st (NULL:

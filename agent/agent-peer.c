@@ -368,6 +368,8 @@ int agent_peer_prepare(AgentPeer *p, const char *op, const char *definition_json
         if ((r = mig_stream_set(ret, resp->host ? resp->host : "", resp->port, t)) < 0)
                 r = err_prefix(-EPROTO, "the destination answered no usable stream address (an agent older "
                                "than its peer?)");
+        else
+                ret->multifd_channels = resp->multifd_channels;
         drover__v1__migrate_prepare_response__free_unpacked(resp, NULL);
         return r;
 }

@@ -41,6 +41,10 @@ static Drover__V1__MigrationResult *new_result(RpcCall *c, const MigResult *m) {
         o->downtime_ms = m->downtime_ms;
         o->measured_downtime_ms = m->measured_downtime_ms;
         o->transferred_bytes = m->transferred;
+        o->multifd_bytes = m->multifd_bytes;
+        o->guest_memory_bytes = m->memory_bytes;
+        o->multifd_channels = m->multifd_channels;
+        o->compression = (Drover__V1__MigrationCompression) m->compression; /* the same numbers */
         o->postcopy = m->postcopy;
         o->guest_time_synced = m->time_synced;
         o->finish_call_ms = m->finish_call_ms;
@@ -229,6 +233,7 @@ RpcCode h_prepare(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *re
         resp->port = s.port;
         resp->tls = s.tls;
         resp->transport = (Drover__V1__MigrationTransport) s.transport;
+        resp->multifd_channels = s.multifd_channels;
         return arpc_end(&h, RPC_OK);
 }
 

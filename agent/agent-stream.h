@@ -42,6 +42,10 @@ typedef struct MigStream {
         bool tls;        /* QEMU TLS with the Prepare caller's certificate only */
         MigTransport transport; /* never DEFAULT; SSH: host is the destination's loopback */
         char uri[96];    /* "tcp:HOST:PORT" or "tcp:[V6]:PORT" */
+        /* The multifd channels the destination set up (its prepare answer):
+         * 1 = none (its QEMU offers no multifd), 0 = not said (an older
+         * destination, or a repeated prepare: it set what it was asked). */
+        uint32_t multifd_channels;
 } MigStream;
 
 /* Fill @s from @host (an IP literal), @port and transport @t (tls is

@@ -135,10 +135,17 @@ static int op_command(const char *cmd, const char *name, const char *dest, OpOpt
                 rc = finish_op(o, resp->operation_id, 3600000, &op);
                 drover__v1__migrate_response__free_unpacked(resp, NULL);
                 if (op && op->migration && op->migration->done)
-                        printf("%s: migration %s, %llu ms, downtime %llu ms%s%s\n", name,
-                               op->migration->success ? "succeeded" : "failed",
+                        printf("%s: migration %s, %llu ms, downtime %llu ms, %.1f MiB on the wire for %.1f MiB "
+                               "of memory (%u multifd channels, compression %s)%s%s\n",
+                               name, op->migration->success ? "succeeded" : "failed",
                                (unsigned long long) op->migration->total_ms,
                                (unsigned long long) op->migration->measured_downtime_ms,
+                               (double) op->migration->transferred_bytes / 1048576.0,
+                               (double) op->migration->guest_memory_bytes / 1048576.0,
+                               op->migration->multifd_channels,
+                               op->migration->compression == DROVER__V1__MIGRATION_COMPRESSION__MIGRATION_COMPRESSION_ZSTD
+                                       ? "zstd"
+                                       : "none",
                                op->migration->success ? "" : ": ", op->migration->error);
         } else {
                 ProtobufCMessage *resp;

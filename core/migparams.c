@@ -42,6 +42,22 @@ int mig_transport_from_string(const char *s) {
         return -1;
 }
 
+static const char *const mig_compression_names[_MIG_COMPRESSION_MAX] = {
+        [MIG_COMPRESSION_NONE] = "none",
+        [MIG_COMPRESSION_ZSTD] = "zstd",
+};
+
+const char *mig_compression_to_string(MigCompression c) {
+        return c >= 0 && c < _MIG_COMPRESSION_MAX ? mig_compression_names[c] : "unknown";
+}
+
+int mig_compression_from_string(const char *s) {
+        for (int i = 0; i < _MIG_COMPRESSION_MAX; i++)
+                if (strcmp(s, mig_compression_names[i]) == 0)
+                        return i;
+        return -1;
+}
+
 void mig_params_defaults(MigParams *p) {
         if (!p->downtime_ms)
                 p->downtime_ms = 300;
@@ -55,6 +71,8 @@ void mig_params_defaults(MigParams *p) {
                 p->progress_timeout_s = 30;
         if (p->postcopy == POSTCOPY_POLICY_AFTER && !p->postcopy_after_s)
                 p->postcopy_after_s = 10;
+        if (p->compression == MIG_COMPRESSION_ZSTD && !p->zstd_level)
+                p->zstd_level = MIG_ZSTD_LEVEL_DEFAULT;
 }
 
 uint64_t mig_params_completion_ms(const MigParams *p, uint64_t mem_mib) {
@@ -75,7 +93,54 @@ int mig_params_validate(const MigParams *p) {
                 return err_set(-EINVAL, "params: timeouts out of range");
         if ((unsigned) p->transport >= _MIG_TRANSPORT_MAX)
                 return err_set(-EINVAL, "params: 'transport' must be default, tls, ssh or plain");
+        if ((unsigned) p->compression >= _MIG_COMPRESSION_MAX)
+                return err_set(-EINVAL, "params: 'compression' must be none or zstd");
+        if (p->zstd_level > MIG_ZSTD_LEVEL_MAX)
+                return err_set(-EINVAL, "params: 'zstd_level' must be at most %d", MIG_ZSTD_LEVEL_MAX);
+        if (p->compression == MIG_COMPRESSION_NONE)
+                return 0;
+        if (p->multifd_channels == 1)
+                return err_set(-EINVAL, "params: 'compression' %s needs multifd: 'multifd_channels' 1 turns it "
+                               "off (0 lets the source pick, or give 2 or more)",
+                               mig_compression_to_string(p->compression));
+        if (p->postcopy != POSTCOPY_POLICY_NEVER)
+                return err_set(-EINVAL, "params: 'compression' needs 'postcopy' never (QEMU 7.2 sends post-copy "
+                               "pages outside multifd)");
         return 0;
+}
+
+uint32_t mig_multifd_default_channels(uint64_t link_bytes_per_s, unsigned ncpus) {
+        uint64_t link = link_bytes_per_s ? link_bytes_per_s : MIG_MULTIFD_CHANNEL_BYTES_PER_S;
+        uint64_t n = link / MIG_MULTIFD_CHANNEL_BYTES_PER_S + (link % MIG_MULTIFD_CHANNEL_BYTES_PER_S != 0);
+        uint64_t cap = ncpus < MIG_MULTIFD_AUTO_MAX ? ncpus : MIG_MULTIFD_AUTO_MAX;
+
+        if (n > cap)
+                n = cap;
+        return n <= 1 ? 1 : (uint32_t) n;
+}
+
+int mig_multifd_resolve(MigParams *p, uint64_t link_bytes_per_s, unsigned ncpus, bool supported) {
+        bool compress = p->compression != MIG_COMPRESSION_NONE;
+
+        if (!supported && (compress || p->multifd_channels > 1))
+                return err_set(-EOPNOTSUPP, "%s needs multifd, which the source QEMU does not offer",
+                               compress ? "compression" : "'multifd_channels' above 1");
+        if (p->multifd_channels)
+                return 0;
+        if (!supported || p->postcopy != POSTCOPY_POLICY_NEVER) {
+                p->multifd_channels = 1;
+                return 0;
+        }
+        p->multifd_channels = mig_multifd_default_channels(link_bytes_per_s, ncpus);
+        if (compress && p->multifd_channels < 2)
+                p->multifd_channels = 2;
+        return 0;
+}
+
+uint64_t mig_params_qemu_bandwidth(const MigParams *p, uint64_t bandwidth) {
+        if (!bandwidth || p->compression != MIG_COMPRESSION_NONE)
+                return MIG_QEMU_BANDWIDTH_UNLIMITED;
+        return bandwidth;
 }
 
 int mig_params_to_json(const MigParams *p, char *buf, size_t size) {
@@ -93,6 +158,9 @@ int mig_params_to_json(const MigParams *p, char *buf, size_t size) {
             json_add_bool(o, "skip_time_sync", p->skip_time_sync) < 0 ||
             (p->transport != MIG_TRANSPORT_DEFAULT &&
              json_add_string(o, "transport", mig_transport_to_string(p->transport)) < 0) ||
+            (p->compression != MIG_COMPRESSION_NONE &&
+             json_add_string(o, "compression", mig_compression_to_string(p->compression)) < 0) ||
+            (p->zstd_level && json_add_u64(o, "zstd_level", p->zstd_level) < 0) ||
             json_to_string(o, false, &text) < 0)
                 return err_set(-ENOMEM, "out of memory");
         if (strlen(text) >= size)
@@ -143,10 +211,27 @@ static int read_transport(const JsonNode *obj, MigTransport *ret) {
         return 0;
 }
 
+static int read_compression(const JsonNode *obj, MigCompression *ret) {
+        char sh[SHOWN_MAX + 4];
+        const char *name;
+        JsonNode m;
+        int r = json_member(obj, "compression", false, &m);
+
+        if (r <= 0)
+                return r;
+        if ((r = json_read_string_ref(&m, &name, NULL)) < 0)
+                return r;
+        if ((r = mig_compression_from_string(name)) < 0)
+                return err_set(-EINVAL, "'%s' must be none or zstd, not '%s'", m.path, text_shown(name, sh));
+        *ret = (MigCompression) r;
+        return 0;
+}
+
 int mig_params_read_json(const JsonNode *obj, MigParams *p) {
         static const char *const known[] = {
                 "bandwidth", "downtime_ms", "max_downtime_ms", "auto_converge", "postcopy", "postcopy_after_s",
-                "multifd_channels", "completion_s_per_gib", "progress_timeout_s", "skip_time_sync", "transport", NULL,
+                "multifd_channels", "completion_s_per_gib", "progress_timeout_s", "skip_time_sync", "transport",
+                "compression", "zstd_level", NULL,
         };
         MigParams q = *p;
         int r;
@@ -163,7 +248,8 @@ int mig_params_read_json(const JsonNode *obj, MigParams *p) {
             (r = json_get_u32(obj, "completion_s_per_gib", false, 0, UINT32_MAX, &q.completion_s_per_gib)) < 0 ||
             (r = json_get_u32(obj, "progress_timeout_s", false, 0, UINT32_MAX, &q.progress_timeout_s)) < 0 ||
             (r = json_get_bool(obj, "skip_time_sync", false, &q.skip_time_sync)) < 0 ||
-            (r = read_transport(obj, &q.transport)) < 0)
+            (r = read_transport(obj, &q.transport)) < 0 || (r = read_compression(obj, &q.compression)) < 0 ||
+            (r = json_get_u32(obj, "zstd_level", false, 0, UINT32_MAX, &q.zstd_level)) < 0)
                 return r;
         *p = q;
         return 0;

@@ -148,6 +148,8 @@ const MigrationParamInfo migration_param_table[MIGRATION_PARAM_COUNT] = {
         PARAM("cpu-throttle-increment", MIGRATION_PARAM_U64, cpu_throttle_increment),
         PARAM("max-cpu-throttle", MIGRATION_PARAM_U64, max_cpu_throttle),
         PARAM("multifd-channels", MIGRATION_PARAM_U64, multifd_channels),
+        PARAM("multifd-compression", MIGRATION_PARAM_STR, multifd_compression),
+        PARAM("multifd-zstd-level", MIGRATION_PARAM_U64, multifd_zstd_level),
         PARAM("max-postcopy-bandwidth", MIGRATION_PARAM_U64, max_postcopy_bandwidth),
         PARAM("tls-creds", MIGRATION_PARAM_STR, tls_creds),
         PARAM("tls-hostname", MIGRATION_PARAM_STR, tls_hostname),

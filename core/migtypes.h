@@ -142,6 +142,10 @@ typedef struct MigrationParams {
         uint64_t max_cpu_throttle;
         bool has_multifd_channels;
         uint64_t multifd_channels;
+        bool has_multifd_compression;    /* "none", "zlib", "zstd" */
+        char multifd_compression[16];
+        bool has_multifd_zstd_level;     /* 0-20 */
+        uint64_t multifd_zstd_level;
         bool has_max_postcopy_bandwidth; /* bytes/s, 0 = unlimited */
         uint64_t max_postcopy_bandwidth;
         bool has_tls_creds;              /* "" disables TLS */
@@ -164,7 +168,7 @@ typedef struct MigrationParamInfo {
         size_t value_size;       /* sizeof the value (a string's buffer) */
 } MigrationParamInfo;
 
-#define MIGRATION_PARAM_COUNT 9
+#define MIGRATION_PARAM_COUNT 11
 /* Every member of MigrationParams, in struct order. */
 extern const MigrationParamInfo migration_param_table[MIGRATION_PARAM_COUNT];
 
@@ -200,6 +204,7 @@ typedef struct MigrationStats {
         double ram_mbps;                 /* megabits/s */
         uint64_t ram_dirty_sync_count;   /* iteration */
         uint64_t ram_postcopy_requests;
+        uint64_t ram_multifd_bytes;      /* of ram_transferred, sent on multifd channels (after compression) */
         bool has_error_desc;
         char error_desc[256];
 } MigrationStats;

@@ -177,6 +177,7 @@ int qmp_parse_migrate_stats(const char *return_json, MigrationStats *ret) {
                 counter(&ram, "page-size", &s.ram_page_size);
                 counter(&ram, "dirty-sync-count", &s.ram_dirty_sync_count);
                 counter(&ram, "postcopy-requests", &s.ram_postcopy_requests);
+                counter(&ram, "multifd-bytes", &s.ram_multifd_bytes);
                 /* A rate: any finite, non-negative JSON number. */
                 if (json_get_number_lenient(&ram, "mbps", &mbps) && mbps >= 0)
                         s.ram_mbps = mbps;

@@ -18,6 +18,8 @@ void mig_params_to_pb(const MigParams *in, Drover__V1__MigrationParams *out) {
         out->progress_timeout_s = in->progress_timeout_s;
         out->skip_time_sync = in->skip_time_sync;
         out->transport = (Drover__V1__MigrationTransport) in->transport; /* the same numbers */
+        out->compression = (Drover__V1__MigrationCompression) in->compression; /* likewise */
+        out->zstd_level = in->zstd_level;
 }
 
 void mig_params_from_pb(const Drover__V1__MigrationParams *in, MigParams *out) {
@@ -38,4 +40,6 @@ void mig_params_from_pb(const Drover__V1__MigrationParams *in, MigParams *out) {
         out->skip_time_sync = in->skip_time_sync;
         /* an unknown number (a newer peer) is kept: mig_params_validate() refuses it */
         out->transport = (MigTransport) in->transport;
+        out->compression = (MigCompression) in->compression; /* likewise */
+        out->zstd_level = in->zstd_level;
 }

@@ -29,6 +29,10 @@ static inline void tu_fill_every_param(MigrationParams *p) {
         p->max_cpu_throttle = 97;
         p->has_multifd_channels = true;
         p->multifd_channels = 5;
+        p->has_multifd_compression = true;
+        snprintf(p->multifd_compression, sizeof(p->multifd_compression), "zstd");
+        p->has_multifd_zstd_level = true;
+        p->multifd_zstd_level = 3;
         p->has_max_postcopy_bandwidth = true;
         p->max_postcopy_bandwidth = 123456789;
         p->has_tls_creds = true;

@@ -387,6 +387,7 @@ static void test_every_param_through_fake(void **state) {
                 "{\"max-bandwidth\": 1099511627776, \"downtime-limit\": 301, "
                 "\"cpu-throttle-initial\": 21, \"cpu-throttle-increment\": 11, "
                 "\"max-cpu-throttle\": 97, \"multifd-channels\": 5, "
+                "\"multifd-compression\": \"zstd\", \"multifd-zstd-level\": 3, "
                 "\"max-postcopy-bandwidth\": 123456789, \"tls-creds\": \"tls0\", "
                 "\"tls-hostname\": \"dst.example\"}";
         MigrationParams p, back;
@@ -405,6 +406,7 @@ static void test_every_param_through_fake(void **state) {
         fake_reply(f, "{\"return\": {\"max-bandwidth\": 1099511627776, \"downtime-limit\": 301, "
                       "\"cpu-throttle-initial\": 21, \"cpu-throttle-increment\": 11, "
                       "\"max-cpu-throttle\": 97, \"multifd-channels\": 5, "
+                      "\"multifd-compression\": \"zstd\", \"multifd-zstd-level\": 3, "
                       "\"max-postcopy-bandwidth\": 123456789, \"tls-creds\": \"tls0\", "
                       "\"tls-hostname\": \"dst.example\", \"announce-initial\": 50, "
                       "\"tls-authz\": \"\"}}");

@@ -2,7 +2,8 @@
  * timeout and MigrateFinish's limit, which the source uses as its call's
  * deadline and the destination as the bound of its own waits (the last
  * pages of a post-copy), so the two sides can never disagree about how long
- * a finish may take; and the stream transport's JSON form. */
+ * a finish may take; the stream transport's and compression's JSON form
+ * and validation; and the default count of multifd channels. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,6 +13,7 @@
 #include <cmocka.h>
 
 #include "converge.h"
+#include "err.h"
 #include "migparams.h"
 
 /* completion_s_per_gib for each started GiB; 0 means the default. */
@@ -95,6 +97,115 @@ static void test_transport_json_round_trip(void **state) {
         assert_int_equal(mig_params_validate(&p), -EINVAL);
 }
 
+/* "compression" and "zstd_level" are written only when set (older
+ * documents compare alike), read back by name; unknown names, levels above
+ * the maximum and the combinations compression cannot run with are
+ * refused with a message naming the member. */
+static void test_compression_json_round_trip_and_validation(void **state) {
+        (void) state;
+        char buf[MIG_PARAMS_JSON_MAX];
+        MigParams p = { 0 }, q;
+        assert_int_equal(mig_params_to_json(&p, buf, sizeof(buf)), 0);
+        assert_null(strstr(buf, "compression"));
+        assert_null(strstr(buf, "zstd_level"));
+        p.compression = MIG_COMPRESSION_ZSTD;
+        mig_params_defaults(&p);
+        assert_int_equal(p.zstd_level, MIG_ZSTD_LEVEL_DEFAULT);
+        p.zstd_level = 3;
+        assert_int_equal(mig_params_validate(&p), 0);
+        assert_int_equal(mig_params_to_json(&p, buf, sizeof(buf)), 0);
+        assert_non_null(strstr(buf, "\"compression\":\"zstd\""));
+        assert_int_equal(mig_params_from_json(buf, strlen(buf), &q), 0);
+        assert_int_equal(q.compression, MIG_COMPRESSION_ZSTD);
+        assert_int_equal(q.zstd_level, 3);
+        assert_memory_equal(&p, &q, sizeof(p));
+        /* every member set at once still fits the documented bound */
+        MigParams all = { .bandwidth = UINT64_MAX, .downtime_ms = UINT32_MAX, .max_downtime_ms = UINT32_MAX,
+                          .auto_converge = true, .postcopy = POSTCOPY_POLICY_ALLOWED, .postcopy_after_s = UINT32_MAX,
+                          .multifd_channels = UINT32_MAX, .completion_s_per_gib = UINT32_MAX,
+                          .progress_timeout_s = UINT32_MAX, .skip_time_sync = true, .transport = MIG_TRANSPORT_PLAIN,
+                          .compression = MIG_COMPRESSION_ZSTD, .zstd_level = UINT32_MAX };
+        assert_int_equal(mig_params_to_json(&all, buf, sizeof(buf)), 0);
+
+        assert_int_equal(mig_params_from_json("{\"compression\":\"zlib\"}", 22, &q), -EINVAL);
+        assert_string_equal(err_msg(), "params: 'compression' must be none or zstd, not 'zlib'");
+        assert_int_equal(mig_params_from_json("{\"compression\":1}", 17, &q), -EINVAL);
+
+        q = p;
+        q.zstd_level = MIG_ZSTD_LEVEL_MAX + 1;
+        assert_int_equal(mig_params_validate(&q), -EINVAL);
+        assert_non_null(strstr(err_msg(), "'zstd_level'"));
+        q = p;
+        q.multifd_channels = 1;
+        assert_int_equal(mig_params_validate(&q), -EINVAL);
+        assert_non_null(strstr(err_msg(), "needs multifd"));
+        q.multifd_channels = 4;
+        assert_int_equal(mig_params_validate(&q), 0);
+        q.postcopy = POSTCOPY_POLICY_ALLOWED;
+        assert_int_equal(mig_params_validate(&q), -EINVAL);
+        assert_non_null(strstr(err_msg(), "'postcopy' never"));
+        q = p;
+        q.compression = (MigCompression) 7; /* a newer peer's number */
+        assert_int_equal(mig_params_validate(&q), -EINVAL);
+}
+
+/* One channel per started Gbit/s, capped by the CPUs and 8; 1 = none. */
+static void test_multifd_default_channels(void **state) {
+        (void) state;
+        assert_int_equal(mig_multifd_default_channels(0, 16), 1);           /* unknown: 1 Gbit/s */
+        assert_int_equal(mig_multifd_default_channels(12500000, 16), 1);    /* 100 Mbit/s */
+        assert_int_equal(mig_multifd_default_channels(125000000, 16), 1);   /* 1 Gbit/s */
+        assert_int_equal(mig_multifd_default_channels(125000001, 16), 2);
+        assert_int_equal(mig_multifd_default_channels(1250000000, 16), 8); /* 10 Gbit/s: the cap */
+        assert_int_equal(mig_multifd_default_channels(625000000, 16), 5);
+        assert_int_equal(mig_multifd_default_channels(1250000000, 2), 2);  /* the CPUs */
+        assert_int_equal(mig_multifd_default_channels(1250000000, 1), 1);
+        assert_int_equal(mig_multifd_default_channels(1250000000, 0), 1);
+        assert_int_equal(mig_multifd_default_channels(UINT64_MAX, 64), 8);
+}
+
+/* The source settles the count before prepare: an explicit count stays,
+ * an unset one follows the link unless QEMU or post-copy rules it out, and
+ * compression always gets multifd or a clear refusal. */
+static void test_multifd_resolve(void **state) {
+        (void) state;
+        MigParams p = { .bandwidth = 500000000 };
+        assert_int_equal(mig_multifd_resolve(&p, p.bandwidth, 8, true), 0);
+        assert_int_equal(p.multifd_channels, 4);
+        p = (MigParams){ .bandwidth = 500000000 };
+        assert_int_equal(mig_multifd_resolve(&p, p.bandwidth, 8, false), 0);
+        assert_int_equal(p.multifd_channels, 1);
+        p = (MigParams){ .bandwidth = 500000000, .postcopy = POSTCOPY_POLICY_AFTER };
+        assert_int_equal(mig_multifd_resolve(&p, p.bandwidth, 8, true), 0);
+        assert_int_equal(p.multifd_channels, 1);
+        p = (MigParams){ .multifd_channels = 3, .postcopy = POSTCOPY_POLICY_ALLOWED };
+        assert_int_equal(mig_multifd_resolve(&p, 0, 8, true), 0);
+        assert_int_equal(p.multifd_channels, 3); /* explicit: kept, as before */
+        p = (MigParams){ .multifd_channels = 1 };
+        assert_int_equal(mig_multifd_resolve(&p, 10000000000, 8, true), 0);
+        assert_int_equal(p.multifd_channels, 1);
+        /* compression on a slow link still gets two channels */
+        p = (MigParams){ .compression = MIG_COMPRESSION_ZSTD };
+        assert_int_equal(mig_multifd_resolve(&p, 12500000, 8, true), 0);
+        assert_int_equal(p.multifd_channels, 2);
+        p = (MigParams){ .compression = MIG_COMPRESSION_ZSTD };
+        assert_int_equal(mig_multifd_resolve(&p, 0, 8, false), -EOPNOTSUPP);
+        assert_non_null(strstr(err_msg(), "compression needs multifd"));
+        p = (MigParams){ .multifd_channels = 4 };
+        assert_int_equal(mig_multifd_resolve(&p, 0, 8, false), -EOPNOTSUPP);
+}
+
+/* A cap reaches QEMU as given, none as "unlimited", and a compressed
+ * stream keeps none (QEMU 7.2 would meter its pages before compression). */
+static void test_qemu_bandwidth(void **state) {
+        (void) state;
+        MigParams p = { 0 };
+        assert_true(mig_params_qemu_bandwidth(&p, 0) == MIG_QEMU_BANDWIDTH_UNLIMITED);
+        assert_true(mig_params_qemu_bandwidth(&p, 25000000) == 25000000);
+        p.compression = MIG_COMPRESSION_ZSTD;
+        assert_true(mig_params_qemu_bandwidth(&p, 25000000) == MIG_QEMU_BANDWIDTH_UNLIMITED);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_completion_timeout_per_started_gib),
@@ -102,6 +213,10 @@ int main(void) {
                 cmocka_unit_test(test_finish_limit_precopy_is_the_base),
                 cmocka_unit_test(test_finish_limit_postcopy_adds_the_completion_timeout),
                 cmocka_unit_test(test_transport_json_round_trip),
+                cmocka_unit_test(test_compression_json_round_trip_and_validation),
+                cmocka_unit_test(test_multifd_default_channels),
+                cmocka_unit_test(test_multifd_resolve),
+                cmocka_unit_test(test_qemu_bandwidth),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -52,7 +52,7 @@ static void test_table_covers_every_member(void **state) {
         assert_int_equal(end, sizeof(MigrationParams));
 }
 
-/* Each of the nine parameters the agent sets is in the table, by its QAPI
+/* Each of the eleven parameters the agent sets is in the table, by its QAPI
  * name and kind. */
 static void test_table_has_every_agent_param(void **state) {
         static const struct {
@@ -65,6 +65,8 @@ static void test_table_has_every_agent_param(void **state) {
                 { "cpu-throttle-increment", MIGRATION_PARAM_U64 },
                 { "max-cpu-throttle", MIGRATION_PARAM_U64 },
                 { "multifd-channels", MIGRATION_PARAM_U64 },
+                { "multifd-compression", MIGRATION_PARAM_STR },
+                { "multifd-zstd-level", MIGRATION_PARAM_U64 },
                 { "max-postcopy-bandwidth", MIGRATION_PARAM_U64 },
                 { "tls-creds", MIGRATION_PARAM_STR },
                 { "tls-hostname", MIGRATION_PARAM_STR },
