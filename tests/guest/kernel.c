@@ -210,6 +210,7 @@ static struct {
         u32 hz;         /* PIT frequency */
         bool quiet;     /* no S lines */
         bool fill;      /* touch the working set before READY */
+        bool verify;    /* check each page holds what the last sweep wrote before writing it */
         enum pace pace;
 } cfg = {
         .mib = 32, .off = 4, .rate = 0, .rate_max = false, .wpp = 1,
@@ -285,6 +286,8 @@ static void parse_cmdline(const char *s) {
                         cfg.quiet = v != 0;
                 else if (str_eq(key, klen, "fill") && parse_u32(val, vlen, &v))
                         cfg.fill = v != 0;
+                else if (str_eq(key, klen, "verify") && parse_u32(val, vlen, &v))
+                        cfg.verify = v != 0;
                 else if (str_eq(key, klen, "pace")) {
                         if (str_eq(val, vlen, "tsc"))
                                 cfg.pace = PACE_TSC;
@@ -563,6 +566,20 @@ static u32 ws_pages;
 static u32 ws_next;             /* next page to dirty */
 static u32 ws_pass;             /* completed sweeps (fill not counted) */
 static u32 ws_stamp;            /* changes every sweep, so pages really change */
+static u32 ws_prev_stamp;       /* the stamp of the sweep before (verify=1) */
+static bool ws_known;           /* every page holds what that sweep wrote */
+static u32 ws_bad;              /* verify=1: pages found holding something else */
+
+/* verify=1: page @i must hold what the previous sweep wrote (its first
+ * and last word); a migration that lost or mixed up a page shows here. */
+static void verify_page(volatile u32 *p, u32 i) {
+        u32 want = (ws_prev_stamp ^ i) | 1, got = p[0], last = p[cfg.wpp - 1];
+
+        if (got == want && last == want + cfg.wpp - 1)
+                return;
+        if (ws_bad++ < 4)
+                kprintf("BAD page=%u want=%x got=%x\n", i, want, got);
+}
 
 /* Write cfg.wpp words into each of the next @n pages.  Returns pages done. */
 static u32 dirty_pages(u32 n) {
@@ -574,11 +591,15 @@ static u32 dirty_pages(u32 n) {
                 volatile u32 *p = (volatile u32 *) (ws_base + ws_next * PAGE_SIZE);
                 u32 v = (ws_stamp ^ ws_next) | 1;
 
+                if (cfg.verify && ws_known)
+                        verify_page(p, ws_next);
                 for (u32 w = 0; w < wpp; w++)
                         p[w] = v + w;
                 if (++ws_next == ws_pages) {
                         ws_next = 0;
                         ws_pass++;
+                        ws_prev_stamp = ws_stamp;
+                        ws_known = true;
                         ws_stamp = (ws_pass + 1) * 0x9e3779b1u;
                 }
         }
@@ -602,11 +623,14 @@ static void ws_setup(void) {
         ws_base = off;
         ws_pages = cfg.mib * PAGES_PER_MiB;
         ws_stamp = 0x5eed0000u;
+        ws_known = false;
         if (cfg.fill) {
                 dirty_pages(ws_pages);
                 ws_pass = 0;
         }
         ws_next = 0;
+        ws_prev_stamp = 0x5eed0000u;
+        ws_known = cfg.fill; /* without the fill the first sweep finds zeros */
         ws_stamp = 0x9e3779b1u;
 }
 
@@ -669,7 +693,10 @@ static void run(u32 tsc_khz, u64 t0) {
                         u32 lost = ticks_lost;
                         u32 mibps = (u32) udiv64(pages * tsc_hz + dt * 128, dt * 256);
 
-                        if (!cfg.quiet)
+                        if (!cfg.quiet && cfg.verify)
+                                kprintf("S %u pages=%U mibps=%u late=%u pass=%u bad=%u\n",
+                                        sec, pages, mibps, lost - lost_reported, ws_pass, ws_bad);
+                        else if (!cfg.quiet)
                                 kprintf("S %u pages=%U mibps=%u late=%u pass=%u\n",
                                         sec, pages, mibps, lost - lost_reported, ws_pass);
                         lost_reported = lost;
