@@ -43,6 +43,7 @@
 #include "json.h"
 #include "log.h"
 #include "metrics.h"
+#include "recovery.h"
 #include "vm.h"
 
 #define CONFIG_MAX_BYTES (64u * 1024)
@@ -90,6 +91,7 @@ static const Member members[] = {
         INT("qga_timeout_ms", MEMBER_I64, qga_timeout_ms, 1, 3600000),
         INT("start_timeout_ms", MEMBER_I64, start_timeout_ms, 1, 3600000),
         INT("finish_ask_ms", MEMBER_I64, finish_ask_ms, 1, 3600000),
+        INT("postcopy_recover_ms", MEMBER_I64, postcopy_recover_ms, 1000, 86400000),
         INT("max_guests", MEMBER_UNSIGNED, max_guests, 1, 65536),
         INT("rpc_lanes.queries", MEMBER_UNSIGNED, lane_queries, 1, 256),
         INT("rpc_lanes.peer", MEMBER_UNSIGNED, lane_peer, 1, 256),
@@ -157,6 +159,7 @@ void agent_config_defaults(AgentConfig *c) {
         c->qga_timeout_ms = 5000;
         c->start_timeout_ms = 10000;
         c->finish_ask_ms = 300000;
+        c->postcopy_recover_ms = POSTCOPY_RETRY_GIVE_UP_MS;
         c->max_guests = 512;
         c->lane_queries = 4;
         c->lane_peer = 16;

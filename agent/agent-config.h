@@ -13,6 +13,7 @@
  *     "qga_timeout_ms": 5000,
  *     "start_timeout_ms": 10000,
  *     "finish_ask_ms": 300000,                 (docs/recovery.md, "Ambiguity policy")
+ *     "postcopy_recover_ms": 600000,           (docs/migration.md, "Post-copy recovery")
  *     "max_guests": 512,
  *     "rpc_lanes": { "queries": 4, "peer": 16, "migrate": 8, "control": 8, "streams": 16 },
  *     "max_request_bytes": 4194304,
@@ -93,6 +94,7 @@ typedef struct AgentConfig {
         int64_t qga_timeout_ms;
         int64_t start_timeout_ms;
         int64_t finish_ask_ms; /* a source asks an unanswering destination this long, then alerts */
+        int64_t postcopy_recover_ms; /* a source retries a paused post-copy this long, then alerts */
         unsigned max_guests;
         /* gRPC worker lanes (docs/agent.md, "Lanes"); agent-rpc.h lists
          * which methods each serves */

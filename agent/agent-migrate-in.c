@@ -123,6 +123,7 @@ typedef struct Watchdog {
 
 #define WATCHDOG_SAFETY_MS 10000 /* the longest wait between two checks: events wake it before */
 #define WATCHDOG_ASK_MS 1000     /* past the quiet period: how often the source is asked */
+#define WATCHDOG_POSTCOPY_MS 500 /* post-copy: the longest wait between two looks at the stream */
 
 /* Wait on @vm->cond (vm->lock held) until @d: unlike vm_wait_locked() this
  * also waits for a QEMU that is gone (a deliberate destroy ends the job
@@ -148,6 +149,7 @@ static void *incoming_watchdog(void *arg) {
         Agent *agent = w->a;
         Vm *vm = w->vm;
         Deadline ask = deadline_in_ms((int64_t) w->quiet_after_ms); /* the next question to the source */
+        PcLink lk = { 0 };
         vm_lock(vm);
         while (!atomic_load(&agent->stopping)) {
                 bool still = job_async_owned_by(vm, ASYNC_JOB_MIGRATION_IN, w->op) && !vm->removed;
@@ -167,6 +169,18 @@ static void *incoming_watchdog(void *arg) {
                         vm_unlock(vm);
                         (void) mig_settle(w->a, vm, w->op, w->source);
                         goto out;
+                }
+                /* post-copy: the link watch, the pause, the end at
+                 * completion (agent-migrate-postcopy.c); a source asked
+                 * now would only answer "postcopy" */
+                if (vm->mig.postcopy_started) {
+                        vm_unlock(vm);
+                        int done = mig_postcopy_dest_watch(w->a, vm, w->op, w->source, &lk);
+                        vm_lock(vm);
+                        if (done)
+                                break;
+                        watchdog_wait_locked(vm, deadline_in_ms(WATCHDOG_POSTCOPY_MS));
+                        continue;
                 }
                 if (ph != JOB_PHASE_PREPARE || !deadline_expired(ask)) {
                         Deadline d = deadline_in_ms(WATCHDOG_SAFETY_MS);
@@ -207,10 +221,11 @@ out:
 
 /* Listen for the stream on this host's migration address (loopback for
  * transport @t SSH) and a random free port of migration_ports (vm->lock
- * held, MIGRATION_IN job of @op): the first port is random, then the range
+ * held, MIGRATION_IN job of @op), with migrate-incoming, or for a paused
+ * post-copy (@recover) with migrate-recover: the first port is random, then the range
  * is walked from there, so every port is tried once; only "in use" moves
  * on, any other failure ends it. */
-static int listen_on_free_port(Agent *a, Vm *vm, const char *op, MigTransport t, MigStream *ret) {
+static int listen_on_free_port(Agent *a, Vm *vm, const char *op, MigTransport t, bool recover, MigStream *ret) {
         char host[64] = "127.0.0.1";
         unsigned lo, hi;
         int r = t == MIG_TRANSPORT_SSH ? 0 : agent_config_migration_host(&a->cfg, host, sizeof(host));
@@ -222,7 +237,10 @@ static int listen_on_free_port(Agent *a, Vm *vm, const char *op, MigTransport t,
                 MigStream s;
                 if ((r = mig_stream_set(&s, host, lo + (first - lo + i) % n, t)) < 0)
                         return r;
-                r = VM_NESTED_CALL(vm, ASYNC_JOB_MIGRATION_IN, op, "migrate-incoming", qmp_migrate_incoming(mon_, -1, s.uri));
+                r = recover ? VM_NESTED_CALL(vm, ASYNC_JOB_MIGRATION_IN, op, "migrate-recover",
+                                             qmp_migrate_recover(mon_, -1, s.uri))
+                            : VM_NESTED_CALL(vm, ASYNC_JOB_MIGRATION_IN, op, "migrate-incoming",
+                                             qmp_migrate_incoming(mon_, -1, s.uri));
                 if (r >= 0) {
                         snprintf(vm->mig.uri, sizeof(vm->mig.uri), "%s", s.uri);
                         *ret = s;
@@ -362,7 +380,7 @@ int agent_migrate_prepare(Agent *a, const char *op, const char *definition_json,
         if (r >= 0 && t == MIG_TRANSPORT_TLS)
                 r = agent_stream_tls_setup_locked(a, vm, ASYNC_JOB_MIGRATION_IN, op, source_dn, NULL);
         if (r >= 0)
-                r = listen_on_free_port(a, vm, op, t, ret);
+                r = listen_on_free_port(a, vm, op, t, false, ret);
         vm_unlock(vm);
         if (r < 0)
                 goto fail_job;
@@ -447,7 +465,7 @@ static int finish_not_started(Agent *a, Vm *vm, const char *op, int r) {
                        " (this copy is dropped; the source keeps the guest)", why);
 }
 
-int agent_migrate_finish(Agent *a, const char *op, const char *uuid, bool postcopy,
+int agent_migrate_finish(Agent *a, const char *op, const char *uuid, bool postcopy, bool return_at_cont,
                          uint64_t source_stop_unix_ms, uint64_t *ret_resume_unix_ms, bool *ret_synced) {
         MigrationStats st = { 0 };
         int r;
@@ -520,13 +538,18 @@ int agent_migrate_finish(Agent *a, const char *op, const char *uuid, bool postco
                  * end the job; MIGRATION events wake the wait, the poll
                  * reads the status the event may have raced */
                 vm_lock(vm);
-                Deadline pd = deadline_in_ms(pages_ms);
+                /* return_at_cont: the source watches the stream (and
+                 * recovers it); the watchdog ends the job at completion */
+                Deadline pd = deadline_in_ms(return_at_cont ? 0 : pages_ms);
                 while (job_async_owned_by(vm, ASYNC_JOB_MIGRATION_IN, op) && !deadline_expired(pd)) {
                         if (VM_NESTED_CALL(vm, ASYNC_JOB_MIGRATION_IN, op, "query-migrate", qmp_query_migrate(mon_, -1, &st)) < 0 ||
                             st.status == MIGRATION_STATUS_COMPLETED || st.status == MIGRATION_STATUS_FAILED)
                                 break;
                         (void) vm_wait_locked(vm, deadline_in_ms(200));
                 }
+                if (return_at_cont &&
+                    VM_NESTED_CALL(vm, ASYNC_JOB_MIGRATION_IN, op, "query-migrate", qmp_query_migrate(mon_, -1, &st)) < 0)
+                        st.status = MIGRATION_STATUS_UNKNOWN;
                 if (job_async_owned_by(vm, ASYNC_JOB_MIGRATION_IN, op) && st.status == MIGRATION_STATUS_COMPLETED) {
                         job_end_async(vm);
                         vm_changed_locked(vm); /* the watchdog waits on vm->cond */
@@ -584,4 +607,44 @@ int agent_migrate_cancel(Agent *a, const char *op, const char *uuid) {
         if (post || running)
                 return err_set(-EBUSY, "incoming guest %s already runs here (op %s): it cannot be dropped", vm->name, op);
         return mig_kill_dest(a, vm, op, "cancelled by the source");
+}
+
+int agent_migrate_recover(Agent *a, const char *op, const char *uuid, MigStream *ret) {
+        MigrationStats st = { 0 };
+        _cleanup_(vm_unrefp) Vm *vm = find_by_uuid(a, uuid);
+        if (!vm)
+                return err_set(-ENOENT, "recover: no incoming guest %s here", uuid);
+        /* the stream is sealed as the original one: the TLS objects and
+         * the tls-creds/tls-authz parameters prepare set are still in QEMU */
+        MigTransport t = agent_stream_tls(a) ? MIG_TRANSPORT_TLS : MIG_TRANSPORT_PLAIN;
+        vm_lock(vm);
+        int r;
+        if (!job_async_owned_by(vm, ASYNC_JOB_MIGRATION_IN, op) || !vm->mig.postcopy_started) {
+                r = err_set(-EBUSY, "recover: guest %s has no post-copy migration %s here", vm->name, op);
+                goto out;
+        }
+        if ((r = mig_pc_dest_pause_locked(vm, op, &st)) < 0)
+                goto out;
+        if (st.status != MIGRATION_STATUS_POSTCOPY_PAUSED) {
+                r = err_set(-EBUSY, "recover: the incoming stream of %s is %s, not postcopy-paused", vm->name,
+                            st.status_name[0] ? st.status_name : migration_status_to_string(st.status));
+                goto out;
+        }
+        char old_uri[sizeof(vm->mig.uri)];
+        snprintf(old_uri, sizeof(old_uri), "%s", vm->mig.uri);
+        r = listen_on_free_port(a, vm, op, t, true, ret);
+        /* a listener from an earlier call still waits for the source
+         * (QEMU: "Migrate recovery is triggered already"): the same address */
+        if (r < 0 && strstr(err_msg(), "already") && vm->job.phase == JOB_PHASE_POSTCOPY_RECOVER && old_uri[0])
+                r = mig_stream_from_uri(old_uri, t, ret);
+        if (r < 0)
+                goto out;
+        if (job_set_phase(vm, JOB_PHASE_POSTCOPY_RECOVER) < 0)
+                log_warning("guest %s, migration %s: %s", vm->name, op, err_msg());
+        vm_unlock(vm);
+        agent_emit(a, vm, "migration", "post-copy recovery of migration %s: listening on %s", op, ret->uri);
+        return 0;
+out:
+        vm_unlock(vm);
+        return r;
 }

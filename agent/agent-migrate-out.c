@@ -9,7 +9,9 @@
  * to the convergence policy of core/converge.h, whose decision it executes,
  * `migrate-continue` at pre-switchover, and a liveness check of the
  * destination agent), persists perform_done, calls MigrateFinish, and
- * confirms (the source QEMU stops and the guest's record goes).  With the
+ * confirms (the source QEMU stops and the guest's record goes); in
+ * post-copy it watches the stream after finish and recovers it when the
+ * link breaks (mig_postcopy_wait(), agent-migrate-postcopy.c).  With the
  * SSH transport the thread opens the tunnel after prepare (no lock held;
  * agent-stream-ssh.c pumps it on a thread of its own) and closes it when
  * the migration ended, whatever the outcome.  A failed
@@ -319,8 +321,8 @@ static void finish_result(Source *s, const MigrationStats *st, uint64_t resume_u
 #define FINISH_ASK_MS 2000           /* after a lost finish reply: the destination is asked this often */
 
 /* MigrateFinish, with the deadline the destination itself works to
- * (mig_params_finish_limit_ms(): in post-copy the call lasts until the last
- * page arrived, up to the completion timeout).  A call that never reached
+ * (mig_params_finish_limit_ms(); in post-copy the destination answers once
+ * its vCPUs run, and the source watches the rest).  A call that never reached
  * the destination is tried again every second for FINISH_UNSENT_RETRY_MS
  * (its agent may be restarting: nothing local announces its return, so
  * this is a plain retry delay); once a call may have been seen, the series
@@ -328,7 +330,10 @@ static void finish_result(Source *s, const MigrationStats *st, uint64_t resume_u
 static int call_finish(Source *s, AgentPeer *peer, bool postcopy, uint64_t stop_ms, uint64_t *resume_ms, bool *synced,
                        PeerFinishFailure *ret_failure) {
         Deadline d = deadline_in_ms(FINISH_UNSENT_RETRY_MS);
-        int64_t limit_ms = mig_params_finish_limit_ms(&s->p, s->mem_mib, postcopy);
+        /* post-copy: the destination answers at `cont` (return_at_cont),
+         * so the base limit; an older one that answers at completion
+         * fails the call, which is sent again after completion */
+        int64_t limit_ms = mig_params_finish_limit_ms(&s->p, s->mem_mib, false);
         for (;;) {
                 PeerFinishFailure f = PEER_FINISH_MAYBE_STARTED;
                 int r = agent_peer_finish(peer, s->op, s->vm->uuid, postcopy, stop_ms, limit_ms, resume_ms, synced, &f);
@@ -554,36 +559,37 @@ static void *source_thread(void *arg) {
         finish_ns = now_ns() - finish_ns;
         /* rounded up: a call made is never 0 */
         agent_migtable_finish_call(t, s->m, (finish_ns + NSEC_PER_MSEC - 1) / NSEC_PER_MSEC);
-        if (r < 0) {
+        if (r < 0 && !postcopy) {
                 finish_failed(s, r, ff, postcopy);
                 goto out;
         }
 
         if (postcopy) {
-                /* The destination runs; the source serves the last pages
-                 * (normally all sent: finish returned at the destination's
-                 * completion).  Bounded by the completion timeout, as the
-                 * destination's wait; MIGRATION events wake the wait. */
-                vm_lock(vm);
-                Deadline d = deadline_in_ms((int64_t) mig_params_completion_ms(&s->p, s->mem_mib));
-                for (;;) {
-                        if (VM_NESTED_CALL(vm, ASYNC_JOB_MIGRATION_OUT, s->op, "query-migrate", qmp_query_migrate(mon_, -1, &st)) < 0)
-                                break;
-                        vm_set_migration_stats_locked(vm, &st);
-                        if (st.status == MIGRATION_STATUS_COMPLETED || st.status == MIGRATION_STATUS_FAILED ||
-                            deadline_expired(d))
-                                break;
-                        vm_unlock(vm);
-                        agent_migtable_phase(t, s->m, JOB_PHASE_PERFORM_DONE, &st);
-                        vm_lock(vm);
-                        (void) vm_wait_locked(vm, deadline_in_ms(POLL_MS));
-                }
-                vm_unlock(vm);
-                if (st.status != MIGRATION_STATUS_COMPLETED) {
-                        RecoveryDecision d2 = { RECOVER_POSTCOPY_FAILED, "post-copy did not complete" };
-                        (void) mig_apply_decision(a, vm, s->op, s->dest, d2);
-                        agent_migtable_done(t, s->m, -EIO, "post-copy failed: both sides paused for recovery");
+                /* The destination runs (it answers at `cont`); the source
+                 * serves the rest of the pages and watches the stream,
+                 * recovering it when the link breaks (docs/migration.md,
+                 * "Post-copy recovery").  A finish that failed is sent
+                 * again at completion: it is idempotent, and a destination
+                 * whose vCPUs never started must start them then. */
+                int wr = mig_postcopy_wait(a, vm, s->op, s->dest, s->m, mig_params_completion_ms(&s->p, s->mem_mib),
+                                           &st);
+                if (wr < 0) {
+                        char why[ERR_MSG_MAX];
+                        snprintf(why, sizeof(why), "%s", err_str(wr));
+                        if (!strstr(why, "ALERT:"))
+                                wr = mig_pc_give_up(a, vm, s->op, why);
+                        snprintf(why, sizeof(why), "%s", err_str(wr));
+                        agent_migtable_phase(t, s->m, JOB_PHASE_POSTCOPY_FAILED, &st);
+                        agent_migtable_done(t, s->m, -EIO, why);
                         goto out;
+                }
+                if (r < 0) {
+                        log_info("migration %s of %s: post-copy completed; finish failed earlier (%s): sending it "
+                                 "again", s->op, vm->name, err_msg());
+                        if ((r = call_finish(s, peer, postcopy, stop_ms, &resume_ms, &synced, &ff)) < 0) {
+                                finish_failed(s, r, ff, postcopy);
+                                goto out;
+                        }
                 }
         }
 

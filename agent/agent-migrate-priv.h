@@ -83,3 +83,51 @@ int mig_kill_dest(Agent *a, Vm *vm, const char *op, const char *why);
 /* Destination (vm->lock held, MIGRATION_IN job of @op): persist `finish`
  * and start the vCPUs.  0 or -errno. */
 int mig_finish_dest_locked(Agent *a, Vm *vm, const char *op);
+
+/* ---- post-copy recovery (agent-migrate-postcopy.c) ---- */
+
+/* The link watch's state, one per watching loop (its thread only). */
+typedef struct PcLink {
+        uint64_t asked_ns;      /* the last question to the peer agent */
+        uint64_t down_since_ns; /* the peer unreachable since (0: it answered) */
+        uint64_t progress_ns;   /* source: the last change of ram_transferred */
+        uint64_t transferred;   /* source: its value then */
+} PcLink;
+
+/* The link watch of a postcopy-active stream (no lock held): asks the
+ * peer agent at @peer_addr every 2 s (an RPC of up to 2 s).  True when it
+ * has been unreachable for 5 s and, with @st (the source's latest
+ * query-migrate), nothing was sent for as long: pause the stream. */
+bool mig_pc_link_cut(Agent *a, Vm *vm, const char *op, const char *peer_addr, PcLink *lk, const MigrationStats *st);
+/* Source (no lock held): one step of post-copy recovery of @op by the
+ * retry policy: nothing unless QEMU is postcopy-paused; persists
+ * postcopy_paused; when an attempt is due, asks the destination at
+ * @peer_addr (NULL: vm->mig.peer) for a recover address, persists
+ * postcopy_recover and sends migrate resume=true.  @now_asked (an
+ * operator): a fresh budget, an attempt at once, also after a give-up.
+ * Returns 1 when a resume was sent, 0 when nothing was due (or another
+ * thread is trying), -ETIMEDOUT when it gave up (postcopy_failed, the
+ * ALERT in the guest's error; also at once for the SSH transport), another
+ * -errno when this attempt failed (the next one follows). */
+int mig_postcopy_recover_step(Agent *a, Vm *vm, const char *op, const char *peer_addr, bool now_asked);
+/* Source, after finish in post-copy (no lock held): watch the stream
+ * until QEMU says completed: the link watch pauses a cut stream, recovery
+ * steps resume a paused one; the migration record @m shows the phase and
+ * every reading in *@st.  0 when completed; -ETIMEDOUT when recovery gave
+ * up or the stream ran longer than @completion_ms (paused time not
+ * counted); -EIO when QEMU failed it; -errno on a QMP failure. */
+int mig_postcopy_wait(Agent *a, Vm *vm, const char *op, const char *dest, Migration *m, uint64_t completion_ms,
+                      MigrationStats *st);
+/* Source: end @op's post-copy as failed for an operator (no lock held):
+ * postcopy_failed, both sides left paused, an ALERT naming @why and the
+ * command to retry.  Returns -ETIMEDOUT with the ALERT in err_msg(). */
+int mig_pc_give_up(Agent *a, Vm *vm, const char *op, const char *why);
+/* Destination, from its watchdog (no lock held): read the stream; persist
+ * postcopy_paused when QEMU is paused; pause a postcopy-active stream
+ * whose source agent the link watch cannot reach; settle at completion.
+ * Returns 1 when the job ended (the watchdog stops), else 0. */
+int mig_postcopy_dest_watch(Agent *a, Vm *vm, const char *op, const char *source, PcLink *lk);
+/* Destination (vm->lock held, MIGRATION_IN job of @op): the stream into
+ * *@st; one still postcopy-active is paused (migrate-pause) and waited for
+ * up to 5 s, and postcopy_paused persisted.  0 or -errno. */
+int mig_pc_dest_pause_locked(Vm *vm, const char *op, MigrationStats *st);

@@ -271,11 +271,17 @@ int mig_apply_decision(Agent *a, Vm *vm, const char *op, const char *peer_addr, 
                 return 1;
         }
         case RECOVER_POSTCOPY_FAILED:
+                /* a post-copy phase says more already (paused, a recovery
+                 * under way, or given up) */
                 vm_lock(vm);
-                if (vm->job.async != ASYNC_JOB_NONE && vm->job.phase != JOB_PHASE_POSTCOPY_FAILED)
+                if (vm->job.async != ASYNC_JOB_NONE && !job_phase_is_postcopy(vm->job.phase))
                         (void) job_set_phase(vm, JOB_PHASE_POSTCOPY_FAILED);
                 vm_set_state_locked(vm, vm->state, VM_REASON_POSTCOPY_FAILED);
                 vm_unlock(vm);
+                return 0;
+        case RECOVER_POSTCOPY_RESUME:
+                /* by the retry policy; settled at completion (kill-source) */
+                (void) mig_postcopy_recover_step(a, vm, op, peer_addr, false);
                 return 0;
         case RECOVER_WAIT_POSTCOPY:
         case RECOVER_KEEP_PAUSED:
@@ -305,6 +311,8 @@ static void local_facts(Vm *vm, const char *op, RecoveryInput *in) {
                 AsyncJobType t = vm->job.async;
                 int r1 = VM_NESTED_CALL(vm, t, op, "query-status", qmp_query_status(mon_, -1, &qs));
                 int r2 = VM_NESTED_CALL(vm, t, op, "query-migrate", qmp_query_migrate(mon_, -1, &st));
+                if (r2 >= 0) /* GetGuest shows what recovery sees (no migration thread polls here) */
+                        vm_set_migration_stats_locked(vm, &st);
                 if (r1 < 0 && r2 < 0 && (r1 == -ESRCH || r1 == -ECONNRESET))
                         in->qemu_alive = false;
                 else if (r1 < 0 || r2 < 0) /* an unknown, never a "no" */

@@ -42,6 +42,13 @@ int agent_migrate_abort(Agent *a, Vm *vm, const char *op);
 int agent_migrate_tune(Agent *a, Vm *vm, const char *op, uint64_t bandwidth, uint32_t downtime_ms);
 /* Switch a running outgoing migration to post-copy now. */
 int agent_migrate_start_postcopy(Agent *a, Vm *vm, const char *op);
+/* Post-copy recovery now (MigrateRecoverNow, an operator): for a source
+ * whose post-copy is paused, also after its retries gave up: a fresh
+ * retry budget and one attempt at once (docs/migration.md, "Post-copy
+ * recovery").  0 when the stream was resumed; -EBUSY when @vm has no
+ * paused post-copy out of this host; the attempt's -errno otherwise.  No
+ * lock held. */
+int agent_migrate_recover_now(Agent *a, Vm *vm, const char *op);
 /* The read side (agent_migration_get, agent_migrations_changed, ...) is in
  * agent-migtable.h. */
 
@@ -52,9 +59,20 @@ int agent_migrate_start_postcopy(Agent *a, Vm *vm, const char *op);
  * dev_mode).  *ret says where the source connects. */
 int agent_migrate_prepare(Agent *a, const char *op, const char *definition_json, const MigParams *p,
                           const char *source_addr, const char *source_dn, MigStream *ret);
-int agent_migrate_finish(Agent *a, const char *op, const char *uuid, bool postcopy,
+/* Finish: start the vCPUs.  In post-copy with @return_at_cont the call
+ * answers once they run, and the watchdog ends the job at completion;
+ * without, it waits for the last page (an older source). */
+int agent_migrate_finish(Agent *a, const char *op, const char *uuid, bool postcopy, bool return_at_cont,
                          uint64_t source_stop_unix_ms, uint64_t *ret_resume_unix_ms, bool *ret_synced);
 int agent_migrate_cancel(Agent *a, const char *op, const char *uuid);
+/* Post-copy recovery (MigrateRecover, called by the source agent that
+ * prepared @op): pause this side if it still streams, listen again with
+ * migrate-recover on this host's migration address and a random free port
+ * of its range, sealed as the original stream, and persist
+ * postcopy_recover.  While a recover listener waits, the same address.
+ * *ret as prepare's.  -EBUSY when @uuid has no paused post-copy of @op
+ * here.  No lock held. */
+int agent_migrate_recover(Agent *a, const char *op, const char *uuid, MigStream *ret);
 /* Whether @caller (the DN of the calling certificate; NULL or "" for a
  * plaintext call) may act on migration @op of guest @uuid: the one that
  * prepared it, when Prepare recorded one (not in dev_mode).  A guest or op

@@ -348,6 +348,20 @@ static int call(AgentPeer *p, const char *method, const ProtobufCMessage *req, i
         return call_status(p, method, req, timeout_ms, resp, NULL);
 }
 
+/* Where the destination listens, from a MigratePrepare (or MigrateRecover)
+ * answer: host and port as answered (an older destination sends only a
+ * URI), checked. */
+static int stream_answer(const Drover__V1__MigratePrepareResponse *resp, MigStream *ret) {
+        MigTransport t = (MigTransport) resp->transport;
+        if (t == MIG_TRANSPORT_DEFAULT) /* an agent older than the field */
+                t = resp->tls ? MIG_TRANSPORT_TLS : MIG_TRANSPORT_PLAIN;
+        if (mig_stream_set(ret, resp->host ? resp->host : "", resp->port, t) < 0)
+                return err_prefix(-EPROTO, "the destination answered no usable stream address (an agent older "
+                                  "than its peer?)");
+        ret->multifd_channels = resp->multifd_channels;
+        return 0;
+}
+
 int agent_peer_prepare(AgentPeer *p, const char *op, const char *definition_json, const MigParams *mp,
                        const char *source_addr, int64_t timeout_ms, MigStream *ret) {
         Drover__V1__MigratePrepareRequest req = DROVER__V1__MIGRATE_PREPARE_REQUEST__INIT;
@@ -361,15 +375,20 @@ int agent_peer_prepare(AgentPeer *p, const char *op, const char *definition_json
         int r = call(p, "MigratePrepare", &req.base, timeout_ms, (ProtobufCMessage **) &resp);
         if (r < 0)
                 return r;
-        /* host and port as answered: an older destination sends only a URI */
-        MigTransport t = (MigTransport) resp->transport;
-        if (t == MIG_TRANSPORT_DEFAULT) /* an agent older than the field */
-                t = resp->tls ? MIG_TRANSPORT_TLS : MIG_TRANSPORT_PLAIN;
-        if ((r = mig_stream_set(ret, resp->host ? resp->host : "", resp->port, t)) < 0)
-                r = err_prefix(-EPROTO, "the destination answered no usable stream address (an agent older "
-                               "than its peer?)");
-        else
-                ret->multifd_channels = resp->multifd_channels;
+        r = stream_answer(resp, ret);
+        drover__v1__migrate_prepare_response__free_unpacked(resp, NULL);
+        return r;
+}
+
+int agent_peer_recover(AgentPeer *p, const char *op, const char *uuid, int64_t timeout_ms, MigStream *ret) {
+        Drover__V1__MigrateRecoverRequest req = DROVER__V1__MIGRATE_RECOVER_REQUEST__INIT;
+        Drover__V1__MigratePrepareResponse *resp = NULL;
+        req.op_id = (char *) op;
+        req.guest = (char *) uuid;
+        int r = call(p, "MigrateRecover", &req.base, timeout_ms, (ProtobufCMessage **) &resp);
+        if (r < 0)
+                return r;
+        r = stream_answer(resp, ret);
         drover__v1__migrate_prepare_response__free_unpacked(resp, NULL);
         return r;
 }
@@ -383,6 +402,7 @@ int agent_peer_finish(AgentPeer *p, const char *op, const char *uuid, bool postc
         req.op_id = (char *) op;
         req.guest = (char *) uuid;
         req.postcopy = postcopy;
+        req.postcopy_return_at_cont = postcopy; /* the source watches the rest (post-copy recovery) */
         req.source_stop_unix_ms = stop_unix_ms;
         int r = call_status(p, "MigrateFinish", &req.base, timeout_ms, (ProtobufCMessage **) &resp, &st);
         if (r < 0) {

@@ -69,7 +69,11 @@ void agent_peer_close(AgentPeer *p);
  * (checked: an IP literal and a port); -EPROTO for an unusable answer. */
 int agent_peer_prepare(AgentPeer *p, const char *op, const char *definition_json, const MigParams *mp,
                        const char *source_addr, int64_t timeout_ms, MigStream *ret);
-/* MigrateFinish: 0 when the destination runs the guest.  On failure
+/* MigrateRecover: *ret is the new listener of a paused post-copy's
+ * destination (checked as prepare's answer). */
+int agent_peer_recover(AgentPeer *p, const char *op, const char *uuid, int64_t timeout_ms, MigStream *ret);
+/* MigrateFinish: 0 when the destination runs the guest (in post-copy it
+ * answers once its vCPUs run; an older destination at completion).  On failure
  * returns -errno and, when @ret_failure is not NULL, what the failure
  * proves (PEER_FINISH_MAYBE_STARTED unless the call provably never reached
  * the destination or it answered with PEER_FINISH_NOT_STARTED_MARK). */

@@ -1,7 +1,7 @@
 /* The Agent service's migration handlers (see agent-rpc-priv.h): Migrate
  * and its controls, the progress stream, the peer calls of the
  * destination side (MigratePrepare, MigrateFinish, MigrateCancel,
- * MigrationOwner) and the reads of operations (GetOperation,
+ * MigrationOwner, MigrateRecover), MigrateRecoverNow and the reads of operations (GetOperation,
  * WatchOperation), which follow a migrate operation's record in the
  * migration table.  The frame and the shared fillers are agent-rpc.c's. */
 #include "agent-rpc-priv.h"
@@ -251,7 +251,8 @@ RpcCode h_finish(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *res
         int r = caller_dn(c, "finish", dn, sizeof(dn));
         if (r < 0 || (r = agent_migrate_check_caller(a, req->op_id, req->guest, dn)) < 0)
                 return arpc_end_r(&h, r);
-        r = agent_migrate_finish(a, req->op_id, req->guest, req->postcopy, req->source_stop_unix_ms,
+        r = agent_migrate_finish(a, req->op_id, req->guest, req->postcopy, req->postcopy_return_at_cont,
+                                 req->source_stop_unix_ms,
                                      &resp->resume_unix_ms, &synced);
         resp->guest_time_synced = synced;
         return arpc_end_r(&h, r);
@@ -272,6 +273,36 @@ RpcCode h_cancel(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *res
                 return arpc_end_r(&h, r);
         r = agent_migrate_cancel(a, req->op_id, req->guest);
         return arpc_end_r(&h, r);
+}
+
+/* Bound to the preparer, as Finish and Cancel: the new listener admits
+ * only the certificate that called Prepare. */
+RpcCode h_recover(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
+        Agent *a = user;
+        Handler h;
+        const Drover__V1__MigrateRecoverRequest *req = (const void *) req_;
+        Drover__V1__MigratePrepareResponse *resp = (void *) resp_;
+        MigStream s;
+        char dn[MIG_TLS_DN_MAX];
+        arpc_enter(&h, c, user);
+        RpcCode code = peer_op_check(&h, req->op_id, false);
+        if (code != RPC_OK)
+                return code;
+        int r = caller_dn(c, "recover", dn, sizeof(dn));
+        if (r < 0 || (r = agent_migrate_check_caller(a, req->op_id, req->guest, dn)) < 0)
+                return arpc_end_r(&h, r);
+        if ((r = agent_migrate_recover(a, req->op_id, req->guest, &s)) < 0)
+                return arpc_end_r(&h, r);
+        resp->uri = rpc_call_strdup(c, s.uri);
+        resp->host = rpc_call_strdup(c, s.host);
+        resp->port = s.port;
+        resp->tls = s.tls;
+        resp->transport = (Drover__V1__MigrationTransport) s.transport;
+        return arpc_end(&h, RPC_OK);
+}
+
+RpcCode h_migrate_recover_now(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
+        return arpc_guest_op(c, user, (const void *) req_, agent_migrate_recover_now, (void *) resp_);
 }
 
 /* Any agent may ask, not only the one that prepared: the question changes

@@ -74,5 +74,7 @@ RpcCode h_prepare(RpcCall *c, const ProtobufCMessage *req, ProtobufCMessage *res
 RpcCode h_finish(RpcCall *c, const ProtobufCMessage *req, ProtobufCMessage *resp, void *user);
 RpcCode h_cancel(RpcCall *c, const ProtobufCMessage *req, ProtobufCMessage *resp, void *user);
 RpcCode h_owner(RpcCall *c, const ProtobufCMessage *req, ProtobufCMessage *resp, void *user);
+RpcCode h_recover(RpcCall *c, const ProtobufCMessage *req, ProtobufCMessage *resp, void *user);
+RpcCode h_migrate_recover_now(RpcCall *c, const ProtobufCMessage *req, ProtobufCMessage *resp, void *user);
 RpcCode h_get_operation(RpcCall *c, const ProtobufCMessage *req, ProtobufCMessage *resp, void *user);
 RpcCode h_watch_operation(RpcCall *c, const ProtobufCMessage *req, void *user);

@@ -653,10 +653,12 @@ static const RpcMethodDef agent_methods[] = {
         { "MigrateStartPostcopy", h_migrate_postcopy, NULL, AGENT_LANE_MIGRATE, CONTROL },
         { "WatchMigration", NULL, h_watch_migration, AGENT_LANE_STREAMS, QUERY },
         { "GetMigration", h_get_migration, NULL, AGENT_LANE_QUERIES, QUERY },
+        { "MigrateRecoverNow", h_migrate_recover_now, NULL, AGENT_LANE_MIGRATE, CONTROL },
         { "MigratePrepare", h_prepare, NULL, AGENT_LANE_PEER, PEER },
         { "MigrateFinish", h_finish, NULL, AGENT_LANE_PEER, PEER },
         { "MigrateCancel", h_cancel, NULL, AGENT_LANE_PEER, PEER },
         { "MigrationOwner", h_owner, NULL, AGENT_LANE_PEER, PEER },
+        { "MigrateRecover", h_recover, NULL, AGENT_LANE_PEER, PEER },
 };
 
 int agent_rpc_register(RpcServer *srv, Agent *a) {

@@ -12,8 +12,10 @@
  * MigrateFinish or a ListGuests (docs/agent.md, "Lanes"). */
 typedef enum AgentLane {
         AGENT_LANE_QUERIES, /* ListGuests, GetGuest, GetAgentStats, GetMigration, GetOperation; unknown methods */
-        AGENT_LANE_PEER,    /* MigratePrepare, MigrateFinish, MigrateCancel, MigrationOwner (agent to agent) */
-        AGENT_LANE_MIGRATE, /* Migrate, MigrateAbort, MigrateTune, MigrateStartPostcopy (a source's controls) */
+        AGENT_LANE_PEER,    /* MigratePrepare, MigrateFinish, MigrateCancel, MigrationOwner, MigrateRecover
+                               (agent to agent) */
+        AGENT_LANE_MIGRATE, /* Migrate, MigrateAbort, MigrateTune, MigrateStartPostcopy, MigrateRecoverNow
+                               (a source's controls) */
         AGENT_LANE_CONTROL, /* every other unary call: define, start, stop, suspend, guest agent, ... */
         AGENT_LANE_STREAMS, /* WatchEvents, WatchMigration, WatchOperation: a worker for a stream's life */
         AGENT_LANE_COUNT,

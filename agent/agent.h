@@ -69,6 +69,16 @@ typedef struct Agent {
         size_t n_unmanaged;           /* likewise */
 } Agent;
 
+/* A source's post-copy recovery of one guest (agent-migrate-postcopy.c):
+ * the retry policy's inputs for the current pause.  In memory only: an
+ * agent restarted during a pause starts a fresh budget. */
+typedef struct AgentPostcopy {
+        uint64_t paused_ns;   /* when this pause was first seen (0: not paused) */
+        uint64_t next_ns;     /* no attempt before this */
+        unsigned attempts;    /* attempts during this pause */
+        bool busy;            /* a thread is making an attempt */
+} AgentPostcopy;
+
 /* Per-VM agent data, VmOps.opaque of every agent VM. */
 typedef struct AgentVm {
         Agent *agent;                 /* immutable */
@@ -76,6 +86,7 @@ typedef struct AgentVm {
         GuestPaths paths;             /* immutable */
         bool def_skip_time_sync;      /* lock: vm->lock; set by an incoming migration's parameters */
         uint32_t def_completion_s_per_gib; /* lock: vm->lock; likewise (0 after a restart: the default) */
+        AgentPostcopy pc;             /* lock: vm->lock */
 } AgentVm;
 
 /* Create the agent: folders (0700), registry, event bus.  No guests yet. */

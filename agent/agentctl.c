@@ -9,6 +9,8 @@
  *                            ACPI power-down; the guest may take S s (default 60),
  *                            then the shutdown fails, or with --force the guest is destroyed
  *     migrate NAME DEST      live-migrate NAME to the agent at DEST (HOST:PORT)
+ *     recover-now NAME       post-copy recovery of NAME's paused migration now
+ *                            (MigrateRecoverNow: a fresh retry budget, one attempt at once)
  *     guest-ping NAME        ping the guest's agent (qemu-ga)
  *     destroy NAME | undefine NAME | suspend NAME | resume NAME
  *     operation ID           show an operation (with --wait: until it ends)
@@ -60,7 +62,7 @@ static const char *state(int s) {
 static int usage(FILE *f) {
         fprintf(f, "usage: drover-agentctl [-a ADDR] [--tls-cert F --tls-key F --tls-ca F] COMMAND\n"
                    "  define FILE|- | start NAME [--paused] | shutdown NAME [--power-off-timeout S] [--force]\n"
-                   "  | migrate NAME DEST | guest-ping NAME | operation ID\n"
+                   "  | migrate NAME DEST | recover-now NAME | guest-ping NAME | operation ID\n"
                    "  | destroy NAME | undefine NAME | suspend NAME | resume NAME | list | stats\n"
                    "  operations: --wait (default) | --no-wait, --timeout S (client side)\n"
                    "  --help, --version\n");
@@ -290,11 +292,14 @@ int main(int argc, char **argv) {
                 rpc_client_free(cl);
                 return rc;
         } else if ((strcmp(cmd, "destroy") == 0 || strcmp(cmd, "suspend") == 0 || strcmp(cmd, "resume") == 0 ||
-                    strcmp(cmd, "undefine") == 0) && arg) {
+                    strcmp(cmd, "undefine") == 0 || strcmp(cmd, "recover-now") == 0) && arg) {
                 Drover__V1__GuestRef req = DROVER__V1__GUEST_REF__INIT;
                 ProtobufCMessage *resp;
-                char method[16];
-                snprintf(method, sizeof(method), "%c%s", cmd[0] - 32, cmd + 1);
+                char method[24];
+                if (strcmp(cmd, "recover-now") == 0)
+                        snprintf(method, sizeof(method), "MigrateRecoverNow");
+                else
+                        snprintf(method, sizeof(method), "%c%s", cmd[0] - 32, cmd + 1);
                 req.guest = (char *) arg;
                 if ((r = call(method, &req.base, &resp)) >= 0) {
                         printf("%s: %s done\n", arg, cmd);

@@ -237,14 +237,18 @@ static int phase_rank(AsyncJobType t, JobPhase p) {
                 case JOB_PHASE_PERFORM_DONE: return 3;
                 case JOB_PHASE_CONFIRM:
                 case JOB_PHASE_CONFIRM_CANCELLED: return 4;
-                case JOB_PHASE_POSTCOPY_FAILED: return 5;
+                case JOB_PHASE_POSTCOPY_FAILED:
+                case JOB_PHASE_POSTCOPY_PAUSED:
+                case JOB_PHASE_POSTCOPY_RECOVER: return 5;
                 default: return -1;
                 }
         case ASYNC_JOB_MIGRATION_IN:
                 switch (p) {
                 case JOB_PHASE_PREPARE: return 1;
                 case JOB_PHASE_FINISH: return 2;
-                case JOB_PHASE_POSTCOPY_FAILED: return 3;
+                case JOB_PHASE_POSTCOPY_FAILED:
+                case JOB_PHASE_POSTCOPY_PAUSED:
+                case JOB_PHASE_POSTCOPY_RECOVER: return 3;
                 default: return -1;
                 }
         case ASYNC_JOB_START:
@@ -265,9 +269,12 @@ static bool phase_transition_ok(AsyncJobType t, JobPhase from, JobPhase to) {
                 return false;
         if (from == to)
                 return true;
-        /* After post-copy failed, recovery resumes the stream or ends it. */
-        if (from == JOB_PHASE_POSTCOPY_FAILED)
-                return to == JOB_PHASE_PERFORM || to == JOB_PHASE_CONFIRM || to == JOB_PHASE_FINISH;
+        /* After post-copy broke, recovery moves among the post-copy phases
+         * (paused, recover, failed: a retry that failed again, a give-up,
+         * an operator's retry) and ends the job in confirm or finish. */
+        if (job_phase_is_postcopy(from))
+                return job_phase_is_postcopy(to) || to == JOB_PHASE_PERFORM || to == JOB_PHASE_CONFIRM ||
+                       to == JOB_PHASE_FINISH;
         return rt > rf;
 }
 

@@ -17,6 +17,7 @@ static const char *const action_names[RECOVER_MAX] = {
         [RECOVER_KEEP_DEST] = "keep-destination",
         [RECOVER_WAIT_POSTCOPY] = "wait-postcopy",
         [RECOVER_POSTCOPY_FAILED] = "postcopy-failed",
+        [RECOVER_POSTCOPY_RESUME] = "recover-postcopy",
         [RECOVER_KEEP_PAUSED] = "keep-paused",
         [RECOVER_KILL_GONE] = "clean-up-dead",
 };
@@ -102,6 +103,14 @@ static RecoveryDecision decide_out(const RecoveryInput *in) {
                     in->mig_status == MIGRATION_STATUS_POSTCOPY_RECOVER ||
                     in->mig_status == MIGRATION_STATUS_POSTCOPY_RECOVER_SETUP)
                         DECIDE(RECOVER_WAIT_POSTCOPY, "post-copy still streaming: let it complete");
+                if (in->mig_status == MIGRATION_STATUS_POSTCOPY_PAUSED && in->phase == JOB_PHASE_POSTCOPY_FAILED)
+                        DECIDE(RECOVER_POSTCOPY_FAILED,
+                               "post-copy recovery gave up: keep both sides paused until an operator retries "
+                               "(MigrateRecoverNow)");
+                if (in->mig_status == MIGRATION_STATUS_POSTCOPY_PAUSED)
+                        DECIDE(RECOVER_POSTCOPY_RESUME,
+                               "post-copy paused: each side holds pages the other lacks; recover the stream "
+                               "(migrate-recover there, migrate resume here) by the retry policy");
                 DECIDE(RECOVER_POSTCOPY_FAILED,
                        "post-copy broke: the source can never resume; keep it paused for recovery");
         }
@@ -146,6 +155,8 @@ static RecoveryDecision decide_out(const RecoveryInput *in) {
         case JOB_PHASE_CONFIRM_CANCELLED:
                 DECIDE(RECOVER_RESUME_SOURCE, "the migration was cancelled before the destination ran: resume the source");
         case JOB_PHASE_POSTCOPY_FAILED:
+        case JOB_PHASE_POSTCOPY_PAUSED:
+        case JOB_PHASE_POSTCOPY_RECOVER:
                 DECIDE(RECOVER_POSTCOPY_FAILED, "post-copy failed earlier: keep paused for recovery");
         default:
                 DECIDE(RECOVER_KEEP_PAUSED, "unexpected phase for a source: keep paused");
@@ -171,7 +182,9 @@ static RecoveryDecision decide_in(const RecoveryInput *in) {
                     in->mig_status == MIGRATION_STATUS_POSTCOPY_RECOVER ||
                     in->mig_status == MIGRATION_STATUS_POSTCOPY_RECOVER_SETUP)
                         DECIDE(RECOVER_WAIT_POSTCOPY, "post-copy still streaming: let it complete");
-                DECIDE(RECOVER_POSTCOPY_FAILED, "post-copy broke: keep the destination for recovery");
+                DECIDE(RECOVER_POSTCOPY_FAILED,
+                       "post-copy paused or broke: keep the destination (it holds the only running state); "
+                       "the source drives recovery");
         }
 
         if (!in->qemu_alive)
@@ -213,6 +226,8 @@ static RecoveryDecision decide_in(const RecoveryInput *in) {
                                "the source may have resumed and cannot be asked: keep this copy paused, ask again");
                 }
         case JOB_PHASE_POSTCOPY_FAILED:
+        case JOB_PHASE_POSTCOPY_PAUSED:
+        case JOB_PHASE_POSTCOPY_RECOVER:
                 DECIDE(RECOVER_POSTCOPY_FAILED, "post-copy failed earlier: keep for recovery");
         default:
                 DECIDE(RECOVER_KEEP_PAUSED, "unexpected phase for a destination: keep paused");
@@ -221,4 +236,18 @@ static RecoveryDecision decide_in(const RecoveryInput *in) {
 
 RecoveryDecision recovery_decide(const RecoveryInput *in) {
         return in->dir == MIG_DIR_OUT ? decide_out(in) : decide_in(in);
+}
+
+PostcopyRetry postcopy_retry_next(const PostcopyRetryPolicy *p, unsigned attempts, uint64_t paused_ms) {
+        if (paused_ms >= p->give_up_ms)
+                return (PostcopyRetry){ .give_up = true };
+        uint64_t wait = p->first_ms;
+        for (unsigned i = 0; i < attempts && wait < p->max_ms; i++)
+                wait *= 2;
+        if (wait > p->max_ms)
+                wait = p->max_ms;
+        /* the last attempt falls at the end of the budget at the latest */
+        if (wait > p->give_up_ms - paused_ms)
+                wait = p->give_up_ms - paused_ms;
+        return (PostcopyRetry){ .give_up = false, .wait_ms = wait };
 }

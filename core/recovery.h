@@ -21,6 +21,7 @@
 #pragma once
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "job.h"
 #include "migtypes.h"
@@ -55,7 +56,10 @@ typedef enum RecoveryAction {
         RECOVER_FINISH_DEST,      /* destination: the stream completed and the source is paused: start the vCPUs here, then the source is killed */
         RECOVER_KEEP_DEST,        /* destination: this copy already runs; the source must be killed */
         RECOVER_WAIT_POSTCOPY,    /* post-copy still active: neither side may be resumed or killed; let it complete */
-        RECOVER_POSTCOPY_FAILED,  /* post-copy broke: keep both sides paused for post-copy recovery */
+        RECOVER_POSTCOPY_FAILED,  /* post-copy broke: keep both sides paused for post-copy recovery
+                                     (the source drives it; or it gave up and an operator retries) */
+        RECOVER_POSTCOPY_RESUME,  /* source: post-copy paused: recover the stream (a recover URI from
+                                     the destination, migrate resume=true here), by the retry policy */
         RECOVER_KEEP_PAUSED,      /* ambiguous and the peer cannot answer: keep paused, ask again later */
         RECOVER_KILL_GONE,        /* local QEMU is dead already: clean up the record (the peer decides for itself) */
         RECOVER_MAX,
@@ -85,5 +89,28 @@ typedef struct RecoveryDecision {
 RecoveryDecision recovery_decide(const RecoveryInput *in);
 
 const char *recovery_action_to_string(RecoveryAction a);
+
+/* The retry policy of post-copy recovery (docs/migration.md, "Post-copy
+ * recovery"): the source tries again after first_ms, doubling up to
+ * max_ms between attempts, and gives up once the stream has been paused
+ * for give_up_ms.  Pure: no clock, no I/O. */
+typedef struct PostcopyRetryPolicy {
+        uint32_t first_ms;   /* the wait before the first attempt */
+        uint32_t max_ms;     /* the longest wait between two attempts */
+        uint64_t give_up_ms; /* paused this long: stop trying, alert */
+} PostcopyRetryPolicy;
+
+#define POSTCOPY_RETRY_FIRST_MS 1000
+#define POSTCOPY_RETRY_MAX_MS 10000
+#define POSTCOPY_RETRY_GIVE_UP_MS 600000 /* the agent's postcopy_recover_ms default */
+
+typedef struct PostcopyRetry {
+        bool give_up;     /* the budget is spent: no more attempts */
+        uint64_t wait_ms; /* otherwise: wait this long after the last attempt (after the pause for
+                             the first one), never past the budget */
+} PostcopyRetry;
+
+/* What to do after @attempts attempts, the stream paused for @paused_ms. */
+PostcopyRetry postcopy_retry_next(const PostcopyRetryPolicy *p, unsigned attempts, uint64_t paused_ms);
 const char *peer_answer_to_string(PeerAnswer p);
 const char *mig_direction_to_string(MigDirection d);

@@ -94,9 +94,15 @@ static const char *const phase_names[JOB_PHASE_MAX] = {
         [JOB_PHASE_PREPARE] = "prepare",
         [JOB_PHASE_FINISH] = "finish",
         [JOB_PHASE_POSTCOPY_FAILED] = "postcopy_failed",
+        [JOB_PHASE_POSTCOPY_PAUSED] = "postcopy_paused",
+        [JOB_PHASE_POSTCOPY_RECOVER] = "postcopy_recover",
         [JOB_PHASE_LAUNCH] = "launch",
         [JOB_PHASE_CONNECT] = "connect",
 };
+
+bool job_phase_is_postcopy(JobPhase p) {
+        return p == JOB_PHASE_POSTCOPY_FAILED || p == JOB_PHASE_POSTCOPY_PAUSED || p == JOB_PHASE_POSTCOPY_RECOVER;
+}
 
 const char *job_type_to_string(JobType t) {
         return t >= 0 && t < JOB_MAX ? job_names[t] : "?";

@@ -88,7 +88,8 @@ typedef enum GaJobType {
 
 /* Phases of all async jobs in one persisted enum.  Within one async job a
  * phase may repeat (idempotent retries) but never go backwards, except into
- * and out of POSTCOPY_FAILED (recovery). */
+ * and out of the post-copy phases (POSTCOPY_FAILED, _PAUSED, _RECOVER move
+ * freely among themselves and end in CONFIRM or FINISH). */
 typedef enum JobPhase {
         JOB_PHASE_NONE,
         /* MIGRATION_OUT (source) */
@@ -100,8 +101,17 @@ typedef enum JobPhase {
         /* MIGRATION_IN (destination) */
         JOB_PHASE_PREPARE,
         JOB_PHASE_FINISH,
-        /* both directions, after post-copy started and then failed */
+        /* both directions, after post-copy started and then failed: kept
+         * for recovery (the source retries, docs/migration.md "Post-copy
+         * recovery"), and after the source gave up until an operator
+         * retries */
         JOB_PHASE_POSTCOPY_FAILED,
+        /* both directions: the stream broke in post-copy, both QEMUs are
+         * postcopy-paused; the source retries by its policy */
+        JOB_PHASE_POSTCOPY_PAUSED,
+        /* both directions: a recovery was started (destination:
+         * migrate-recover listens; source: migrate resume=true sent) */
+        JOB_PHASE_POSTCOPY_RECOVER,
         /* START */
         JOB_PHASE_LAUNCH,
         JOB_PHASE_CONNECT,
@@ -115,6 +125,9 @@ int async_job_from_string(const char *s);
 const char *ga_job_to_string(GaJobType t);
 const char *job_phase_to_string(JobPhase p);
 int job_phase_from_string(const char *s);
+/* postcopy_failed, postcopy_paused, postcopy_recover: post-copy broke and
+ * the job is kept for recovery. */
+bool job_phase_is_postcopy(JobPhase p);
 
 /* What the migration code records about its migration; persisted. */
 /* Longest certificate DN kept with a migration (agent-stream.h's

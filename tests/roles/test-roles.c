@@ -74,7 +74,8 @@ static const Caller callers[] = {
 };
 
 /* What agents call on each other (agent/agent-peer.c). */
-static const char *const peer_methods[] = { "MigratePrepare", "MigrateFinish", "MigrateCancel", "MigrationOwner" };
+static const char *const peer_methods[] = { "MigratePrepare", "MigrateFinish", "MigrateCancel", "MigrationOwner",
+                                            "MigrateRecover" };
 /* What the coordinator calls on agents (coordinator/coord-agents.c). */
 static const char *const coordinator_calls[] = { "GetAgentStats", "Migrate", "GetMigration", "MigrateAbort",
                                                  "MigrateTune", "GetGuest" };
@@ -363,9 +364,10 @@ static void peer_call(RpcClient *cl, const char *method, const ProtobufCMessage 
                 protobuf_c_message_free_unpacked(resp, NULL);
 }
 
-/* MigrateFinish and MigrateCancel act only for the certificate that called
- * MigratePrepare: another agent certificate is refused PERMISSION_DENIED
- * and changes nothing; the preparer's Cancel drops the copy.
+/* MigrateFinish, MigrateCancel and MigrateRecover act only for the
+ * certificate that called MigratePrepare: another agent certificate is
+ * refused PERMISSION_DENIED and changes nothing; the preparer's Cancel
+ * drops the copy.
  * MigrationOwner answers any agent. */
 static void test_peer_calls_bound_to_the_preparer(void **state) {
         char target[320];
@@ -402,6 +404,19 @@ static void test_peer_calls_bound_to_the_preparer(void **state) {
         peer_call(b, "MigrateCancel", &can.base, &st);
         if (st.code != RPC_PERMISSION_DENIED)
                 fail_msg("MigrateCancel as both: %s (%s)", rpc_code_to_string(st.code), st.details);
+
+        /* post-copy recovery is bound the same way: another certificate
+         * is refused before anything is looked at; the preparer gets
+         * past the check (and is told there is no post-copy to recover) */
+        Drover__V1__MigrateRecoverRequest rec = DROVER__V1__MIGRATE_RECOVER_REQUEST__INIT;
+        rec.op_id = (char *) "bound-op-1";
+        rec.guest = (char *) BOUND_UUID;
+        peer_call(b, "MigrateRecover", &rec.base, &st);
+        if (st.code != RPC_PERMISSION_DENIED || !strstr(st.details, "prepared by another certificate"))
+                fail_msg("MigrateRecover as both: %s (%s)", rpc_code_to_string(st.code), st.details);
+        peer_call(a, "MigrateRecover", &rec.base, &st);
+        if (st.code != RPC_FAILED_PRECONDITION || !strstr(st.details, "no post-copy migration"))
+                fail_msg("MigrateRecover as peer: %s (%s)", rpc_code_to_string(st.code), st.details);
 
         /* still prepared: MigrationOwner, which any agent may ask, says so */
         Drover__V1__MigrationOwnerRequest own = DROVER__V1__MIGRATION_OWNER_REQUEST__INIT;

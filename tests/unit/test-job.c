@@ -445,6 +445,26 @@ static void test_phases_persisted_and_ordered(void **state) {
         assert_int_equal(job_set_phase(vm, JOB_PHASE_PERFORM), 0);
         job_end_async(vm);
         assert_int_equal(job_restore_async(vm, ASYNC_JOB_START, "op-81", JOB_PHASE_FINISH), -EINVAL);
+
+        /* post-copy recovery: paused, recover and failed follow each
+         * other in any order (a failed attempt, a give-up, an operator's
+         * retry) and end in confirm; never back to a pre-copy phase; a
+         * restart restores each of them */
+        assert_int_equal(job_restore_async(vm, ASYNC_JOB_MIGRATION_OUT, "op-82", JOB_PHASE_PERFORM_DONE), 0);
+        assert_int_equal(job_set_phase(vm, JOB_PHASE_POSTCOPY_PAUSED), 0);
+        assert_int_equal(job_set_phase(vm, JOB_PHASE_POSTCOPY_RECOVER), 0);
+        assert_int_equal(job_set_phase(vm, JOB_PHASE_POSTCOPY_PAUSED), 0);
+        assert_int_equal(job_set_phase(vm, JOB_PHASE_POSTCOPY_FAILED), 0);
+        assert_int_equal(job_set_phase(vm, JOB_PHASE_POSTCOPY_PAUSED), 0);
+        assert_int_equal(job_set_phase(vm, JOB_PHASE_PERFORM_DONE), -EINVAL);
+        assert_int_equal(job_set_phase(vm, JOB_PHASE_CONFIRM), 0);
+        job_end_async(vm);
+        assert_int_equal(job_restore_async(vm, ASYNC_JOB_MIGRATION_IN, "op-83", JOB_PHASE_POSTCOPY_RECOVER), 0);
+        assert_int_equal(job_set_phase(vm, JOB_PHASE_FINISH), 0);
+        job_end_async(vm);
+        assert_int_equal(job_restore_async(vm, ASYNC_JOB_MIGRATION_IN, "op-84", JOB_PHASE_FINISH), 0);
+        assert_int_equal(job_set_phase(vm, JOB_PHASE_POSTCOPY_PAUSED), 0);
+        job_end_async(vm);
         vm_unlock(vm);
         vm_unref(vm);
 }

@@ -34,13 +34,42 @@ static void test_source_cells(void **state) {
         assert_int_equal(OUT(JOB_PHASE_PERFORM_DONE, MIGRATION_STATUS_COMPLETED, PEER_POSTCOPY), RECOVER_POSTCOPY_FAILED);
         assert_int_equal(OUT(JOB_PHASE_CONFIRM, MIGRATION_STATUS_COMPLETED, PEER_NOT_ASKED), RECOVER_KILL_SOURCE);
         assert_int_equal(OUT(JOB_PHASE_CONFIRM_CANCELLED, MIGRATION_STATUS_CANCELLED, PEER_NOT_ASKED), RECOVER_RESUME_SOURCE);
+        /* post-copy paused: the source drives recovery, unless it gave up */
         assert_int_equal(OUT(JOB_PHASE_POSTCOPY_FAILED, MIGRATION_STATUS_POSTCOPY_PAUSED, PEER_NOT_ASKED),
                          RECOVER_POSTCOPY_FAILED);
+        for (int ph = 0; ph < 3; ph++) {
+                JobPhase phase = (JobPhase[]){ JOB_PHASE_PERFORM_DONE, JOB_PHASE_POSTCOPY_PAUSED,
+                                               JOB_PHASE_POSTCOPY_RECOVER }[ph];
+                assert_int_equal(act(MIG_DIR_OUT, phase, true, false, MIGRATION_STATUS_POSTCOPY_PAUSED, true,
+                                     PEER_NOT_ASKED), RECOVER_POSTCOPY_RESUME);
+                assert_int_equal(act(MIG_DIR_OUT, phase, true, false, MIGRATION_STATUS_POSTCOPY_RECOVER, true,
+                                     PEER_NOT_ASKED), RECOVER_WAIT_POSTCOPY);
+                assert_int_equal(act(MIG_DIR_OUT, phase, true, false, MIGRATION_STATUS_COMPLETED, true,
+                                     PEER_NOT_ASKED), RECOVER_KILL_SOURCE);
+                /* the destination keeps its copy; the source drives */
+                JobPhase dphase = ph == 0 ? JOB_PHASE_FINISH : phase;
+                assert_int_equal(act(MIG_DIR_IN, dphase, true, true, MIGRATION_STATUS_POSTCOPY_PAUSED, true,
+                                     PEER_NOT_ASKED), RECOVER_POSTCOPY_FAILED);
+                assert_int_equal(act(MIG_DIR_IN, dphase, true, true, MIGRATION_STATUS_POSTCOPY_RECOVER, true,
+                                     PEER_NOT_ASKED), RECOVER_WAIT_POSTCOPY);
+                assert_int_equal(act(MIG_DIR_IN, dphase, true, true, MIGRATION_STATUS_COMPLETED, true,
+                                     PEER_NOT_ASKED), RECOVER_KEEP_DEST);
+        }
+        /* the post-copy phases are written only after post-copy started:
+         * without other facts, keep */
+        assert_int_equal(OUT(JOB_PHASE_POSTCOPY_PAUSED, MIGRATION_STATUS_NONE, PEER_NOT_ASKED), RECOVER_POSTCOPY_FAILED);
+        assert_int_equal(OUT(JOB_PHASE_POSTCOPY_RECOVER, MIGRATION_STATUS_NONE, PEER_NOT_ASKED), RECOVER_POSTCOPY_FAILED);
+        assert_int_equal(IN(JOB_PHASE_POSTCOPY_PAUSED, true, MIGRATION_STATUS_NONE, PEER_NOT_ASKED), RECOVER_POSTCOPY_FAILED);
+        assert_int_equal(IN(JOB_PHASE_POSTCOPY_RECOVER, true, MIGRATION_STATUS_NONE, PEER_NOT_ASKED), RECOVER_POSTCOPY_FAILED);
+        /* a QEMU that failed the stream (not paused) cannot be recovered */
+        assert_int_equal(act(MIG_DIR_OUT, JOB_PHASE_POSTCOPY_PAUSED, true, false, MIGRATION_STATUS_FAILED, true,
+                             PEER_NOT_ASKED), RECOVER_POSTCOPY_FAILED);
         /* post-copy */
         assert_int_equal(act(MIG_DIR_OUT, JOB_PHASE_PERFORM, true, false, MIGRATION_STATUS_POSTCOPY_ACTIVE, true,
                              PEER_NOT_ASKED), RECOVER_WAIT_POSTCOPY);
+        /* paused: recovered, whatever phase was persisted before */
         assert_int_equal(act(MIG_DIR_OUT, JOB_PHASE_PERFORM, true, false, MIGRATION_STATUS_POSTCOPY_PAUSED, true,
-                             PEER_NOT_ASKED), RECOVER_POSTCOPY_FAILED);
+                             PEER_NOT_ASKED), RECOVER_POSTCOPY_RESUME);
         assert_int_equal(act(MIG_DIR_OUT, JOB_PHASE_PERFORM_DONE, true, false, MIGRATION_STATUS_COMPLETED, true,
                              PEER_NOT_ASKED), RECOVER_KILL_SOURCE);
         /* dead source QEMU */
@@ -141,6 +170,11 @@ static void test_invariants_exhaustive(void **state) {
                                             (postcopy && ms == MIGRATION_STATUS_COMPLETED));
                         assert_false(d.action == RECOVER_KILL_DEST || d.action == RECOVER_FINISH_DEST ||
                                      d.action == RECOVER_KEEP_DEST);
+                        /* recovery only for a live, paused post-copy that
+                         * did not give up */
+                        if (d.action == RECOVER_POSTCOPY_RESUME)
+                                assert_true(postcopy && alive && !unans && ms == MIGRATION_STATUS_POSTCOPY_PAUSED &&
+                                            phase != JOB_PHASE_POSTCOPY_FAILED && phase != JOB_PHASE_CONFIRM);
                         if (alive && !postcopy && phase == JOB_PHASE_PERFORM_DONE && peer == PEER_UNREACHABLE)
                                 assert_int_equal(d.action, fns ? RECOVER_RESUME_SOURCE : RECOVER_KEEP_PAUSED);
                 } else {
@@ -158,7 +192,7 @@ static void test_invariants_exhaustive(void **state) {
                                             (phase == JOB_PHASE_PREPARE && ms == MIGRATION_STATUS_COMPLETED &&
                                              peer == PEER_DEAD));
                         assert_false(d.action == RECOVER_RESUME_SOURCE || d.action == RECOVER_KILL_SOURCE ||
-                                     d.action == RECOVER_FINISH_PEER);
+                                     d.action == RECOVER_FINISH_PEER || d.action == RECOVER_POSTCOPY_RESUME);
                         if (alive && !postcopy && phase == JOB_PHASE_FINISH && !running &&
                             ms == MIGRATION_STATUS_COMPLETED && peer == PEER_UNREACHABLE)
                                 assert_int_equal(d.action, RECOVER_KEEP_PAUSED);
@@ -211,6 +245,39 @@ static void test_unanswered_qemu_is_not_a_fact(void **state) {
         }
 }
 
+/* The retry policy of post-copy recovery: 1 s doubling to 10 s, never
+ * past the budget, then give up. */
+static void test_postcopy_retry_policy(void **state) {
+        PostcopyRetryPolicy p = { POSTCOPY_RETRY_FIRST_MS, POSTCOPY_RETRY_MAX_MS, 60000 };
+        const uint64_t want[] = { 1000, 2000, 4000, 8000, 10000, 10000, 10000 };
+        for (unsigned i = 0; i < 7; i++) {
+                PostcopyRetry r = postcopy_retry_next(&p, i, 0);
+                assert_false(r.give_up);
+                assert_int_equal(r.wait_ms, want[i]);
+        }
+        /* a huge attempt count does not overflow */
+        assert_int_equal(postcopy_retry_next(&p, 1000, 0).wait_ms, 10000);
+        /* the last wait ends at the budget, then it gives up */
+        assert_int_equal(postcopy_retry_next(&p, 5, 57000).wait_ms, 3000);
+        assert_true(postcopy_retry_next(&p, 5, 60000).give_up);
+        assert_true(postcopy_retry_next(&p, 0, 600000).give_up);
+        /* over a whole budget, simulated: the attempts are bounded, the
+         * last one lands within the budget, and the end is a give-up */
+        uint64_t t = 0;
+        unsigned n = 0;
+        for (;;) {
+                PostcopyRetry r = postcopy_retry_next(&p, n, t);
+                if (r.give_up)
+                        break;
+                assert_true(r.wait_ms > 0 && r.wait_ms <= POSTCOPY_RETRY_MAX_MS);
+                t += r.wait_ms;
+                assert_true(t <= p.give_up_ms);
+                n++;
+        }
+        assert_int_equal(t, p.give_up_ms);
+        assert_int_equal(n, 9); /* at 1, 3, 7, 15 s, then 25, 35, 45, 55 and the last at 60 s */
+}
+
 static void test_names(void **state) {
         for (int a = 0; a < RECOVER_MAX; a++)
                 assert_string_not_equal(recovery_action_to_string(a), "?");
@@ -226,6 +293,7 @@ int main(void) {
                 cmocka_unit_test(test_finish_not_started_resumes_source),
                 cmocka_unit_test(test_invariants_exhaustive),
                 cmocka_unit_test(test_unanswered_qemu_is_not_a_fact),
+                cmocka_unit_test(test_postcopy_retry_policy),
                 cmocka_unit_test(test_names),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
