@@ -336,23 +336,6 @@ int coord_host_set_state(Coordinator *c, const char *name, int state, CoordHostV
         return 0;
 }
 
-void coord_summary(Coordinator *c, CoordSummary *ret) {
-        CoordSummary s = { 0 };
-        s.standby = !coord_leading(c, s.leader, sizeof(s.leader));
-        lock_acquire(&c->lock);
-        for (size_t i = 0; i < c->n_hosts; i++) {
-                const CHost *h = c->hosts[i];
-                if (h->removed)
-                        continue;
-                s.hosts++;
-                s.hosts_up += h->health == COORD_HOST_HEALTH_HEALTHY;
-                s.migrations += h->out_running;
-        }
-        s.jobs = c->n_jobs;
-        lock_release(&c->lock);
-        *ret = s;
-}
-
 int coord_hosts(Coordinator *c, CoordHostView **ret, size_t *ret_n) {
         coord_inventory_refresh(c); /* a listing is read by people and scripts: fresh, not a heartbeat old */
         lock_acquire(&c->lock);

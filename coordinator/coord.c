@@ -152,3 +152,22 @@ void coord_free(Coordinator *c) {
         lock_destroy(&c->lock);
         free(c);
 }
+
+/* The daemon's status line (sd_notify STATUS): its role, then the host
+ * and job counts. */
+void coord_summary(Coordinator *c, CoordSummary *ret) {
+        CoordSummary s = { 0 };
+        s.standby = !coord_leading(c, s.leader, sizeof(s.leader));
+        lock_acquire(&c->lock);
+        for (size_t i = 0; i < c->n_hosts; i++) {
+                const CHost *h = c->hosts[i];
+                if (h->removed)
+                        continue;
+                s.hosts++;
+                s.hosts_up += h->health == COORD_HOST_HEALTH_HEALTHY;
+                s.migrations += h->out_running;
+        }
+        s.jobs = c->n_jobs;
+        lock_release(&c->lock);
+        *ret = s;
+}
