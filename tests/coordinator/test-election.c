@@ -184,6 +184,24 @@ static size_t leader_keys(const char *prefix, EtcdKv *ret_lowest) {
         return leader_keys_on(&cluster, prefix, ret_lowest);
 }
 
+/* @c leads as etcd sees it: its fence (key, create_revision) is the lowest
+ * of the @n_keys candidate keys under @prefix, holding its id, and it
+ * names itself the leader. */
+static void assert_leads_per_etcd(Cand *c, const char *prefix, int n_keys) {
+        char key[ELECTION_KEY_MAX];
+        int64_t rev = 0;
+        assert_true(election_leading(c->el, key, &rev));
+        EtcdKv lo = { 0 };
+        assert_int_equal(leader_keys(prefix, &lo), n_keys);
+        assert_string_equal(lo.key, key);
+        assert_int_equal(lo.create_revision, rev);
+        assert_string_equal(lo.value, c->id);
+        etcd_kv_clear(&lo);
+        char buf[ELECTION_ID_MAX];
+        election_leader(c->el, buf, sizeof(buf));
+        assert_string_equal(buf, c->id);
+}
+
 static void test_two_candidates_exactly_one_leads(void **state) {
         (void) state;
         for (int round = 0; round < 10; round++) {
@@ -195,19 +213,8 @@ static void test_two_candidates_exactly_one_leads(void **state) {
                 assert_true(wait_for(settled, &p, 10000));
                 Cand *leader = is_leading(&a) ? &a : &b, *other = leader == &a ? &b : &a;
                 /* Durable: still exactly one, and it is etcd's lowest key. */
-                char key[ELECTION_KEY_MAX];
-                int64_t rev = 0;
-                assert_true(election_leading(leader->el, key, &rev));
                 assert_false(is_leading(other));
-                EtcdKv lo = { 0 };
-                assert_int_equal(leader_keys(prefix, &lo), 2);
-                assert_string_equal(lo.key, key);
-                assert_int_equal(lo.create_revision, rev);
-                assert_string_equal(lo.value, leader->id);
-                etcd_kv_clear(&lo);
-                char buf[ELECTION_ID_MAX];
-                election_leader(leader->el, buf, sizeof(buf));
-                assert_string_equal(buf, leader->id);
+                assert_leads_per_etcd(leader, prefix, 2);
                 assert_true(settled(&p));
                 cand_stop(&a);
                 cand_stop(&b);
@@ -234,18 +241,7 @@ static void test_resigned_leader_replaced_within_a_second(void **state) {
                (double) (stopped - t0) / 1e6);
         assert_true(t1 - t0 < 1500 * NSEC_PER_MSEC);
 
-        char key[ELECTION_KEY_MAX];
-        int64_t rev = 0;
-        assert_true(election_leading(other->el, key, &rev));
-        EtcdKv lo = { 0 };
-        assert_int_equal(leader_keys(prefix, &lo), 1);
-        assert_string_equal(lo.key, key);
-        assert_int_equal(lo.create_revision, rev);
-        assert_string_equal(lo.value, other->id);
-        etcd_kv_clear(&lo);
-        char buf[ELECTION_ID_MAX];
-        election_leader(other->el, buf, sizeof(buf));
-        assert_string_equal(buf, other->id);
+        assert_leads_per_etcd(other, prefix, 1);
         etcd_close(TAKE_PTR(leader->etcd));
         cand_stop(other);
 }
