@@ -157,7 +157,8 @@ try:
     table = ["Define", "Undefine", "Start", "Shutdown", "Destroy", "Suspend", "Resume", "ListGuests", "GetGuest",
              "WatchEvents", "GuestPing", "GuestInfo", "GuestSetTime", "GuestGetTime", "GetAgentStats",
              "GetOperation", "WatchOperation", "Migrate", "MigrateAbort", "MigrateTune", "MigrateStartPostcopy",
-             "WatchMigration", "GetMigration", "MigratePrepare", "MigrateFinish", "MigrateCancel", "MigrationOwner"]
+             "WatchMigration", "GetMigration", "MigrateRecoverNow", "MigratePrepare", "MigrateFinish", "MigrateCancel",
+             "MigrationOwner", "MigrateRecover"]
     for i, name in enumerate(table):
         m = agent_pb2.__dict__[svc.methods_by_name[name].input_type.name]()
         for f in m.DESCRIPTOR.fields:
