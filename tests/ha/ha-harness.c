@@ -86,7 +86,7 @@ static void write_ha_config(HaCluster *h, int i) {
         json_object_object_add(e, "key", json_object_new_string(h->etcd.client_key));
         json_object_object_add(e, "ca", json_object_new_string(h->etcd.ca));
         json_object_object_add(e, "prefix", json_object_new_string(HA_PREFIX));
-        json_object_object_add(e, "lease_ttl_s", json_object_new_int(HA_LEASE_TTL_S));
+        json_object_object_add(e, "lease_ttl_s", json_object_new_int(h->lease_ttl_s));
         json_object_object_add(root, "etcd", e);
         if (json_object_to_file_ext(k->config, root, JSON_C_TO_STRING_PRETTY) < 0)
                 fail_msg("writing %s: %s", k->config, json_util_get_last_err());
@@ -118,6 +118,7 @@ void ha_up(HaCluster *h, const HaOptions *o) {
         if (etcdproc_start(&h->etcd, dir, 3, ips, nss, true) < 0)
                 fail_msg("the three etcd members did not start (logs in %s)", dir);
         h->etcd_up = true;
+        h->lease_ttl_s = o && o->lease_ttl_s ? o->lease_ttl_s : HA_LEASE_TTL_S;
         if (o && o->n_guests)
                 ctu_start_guests(c, o->n_guests);
         cluster_coord_config(c, o && o->coord ? o->coord : &ctu_limits_2x2);

@@ -59,12 +59,14 @@ typedef struct HaCluster {
         ClusterCoord co[HA_N_COORD];/* in hosts d, e (ns d, e) */
         char api[HA_N_COORD][40];   /* "10.77.X.4:7500" ... */
         bool etcd_up;
+        int lease_ttl_s;            /* the coordinators' lease TTL (HaOptions) */
 } HaCluster;
 
 typedef struct HaOptions {
         int n_guests;                      /* ctu guests started on host a (coord-testutil.h) */
         const ClusterCoordOptions *coord;  /* limits; NULL: ctu_limits_2x2 */
         bool start_coords;                 /* start coordinator 0, wait for it to lead, then 1 */
+        int lease_ttl_s;                   /* the coordinators' lease_ttl_s; 0: HA_LEASE_TTL_S */
 } HaOptions;
 
 /* cmocka fixtures: a zeroed HaCluster in *state; ha_down and free after

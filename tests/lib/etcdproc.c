@@ -170,6 +170,46 @@ int etcdproc_ctl(EtcdCluster *c, char **ret_out, const char *args) {
         return run_ctl(c, c->m[0].netns, c->endpoints, ret_out, args);
 }
 
+/* Member @i's own id and the leader it knows (`endpoint status -w fields`
+ * against its endpoint alone).  0 or -1. */
+static int member_status(EtcdCluster *c, int i, unsigned long long *ret_id, unsigned long long *ret_leader) {
+        EtcdMember *m = &c->m[i];
+        char ep[80], *out = NULL;
+        snprintf(ep, sizeof(ep), "%s:%d", m->ip, m->client_port);
+        int r = run_ctl(c, m->netns, ep, &out, "endpoint status -w fields");
+        const char *id = out ? strstr(out, "\"MemberID\" : ") : NULL;
+        const char *leader = out ? strstr(out, "\"Leader\" : ") : NULL;
+        r = r == 0 && id && leader && sscanf(id, "\"MemberID\" : %llu", ret_id) == 1 &&
+                            sscanf(leader, "\"Leader\" : %llu", ret_leader) == 1
+                    ? 0
+                    : -1;
+        free(out);
+        return r;
+}
+
+int etcdproc_move_leader(EtcdCluster *c, int i, int timeout_ms) {
+        struct timespec t0, t;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        for (;;) {
+                unsigned long long id = 0, leader = 0;
+                if (member_status(c, i, &id, &leader) == 0) {
+                        if (id == leader)
+                                return 0;
+                        char args[64];
+                        snprintf(args, sizeof(args), "move-leader %llx", id);
+                        (void) etcdproc_ctl(c, NULL, args);
+                }
+                clock_gettime(CLOCK_MONOTONIC, &t);
+                long ms = (t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000;
+                if (ms > timeout_ms) {
+                        fprintf(stderr, "etcdproc: %s is not etcd's leader after %d ms (log %s)\n", c->m[i].name,
+                                timeout_ms, c->m[i].log);
+                        return -1;
+                }
+                usleep(100 * 1000);
+        }
+}
+
 int etcdproc_wait_healthy(EtcdCluster *c, int i, int timeout_ms) {
         EtcdMember *m = &c->m[i];
         char ep[80];

@@ -67,5 +67,10 @@ int etcdproc_wait_healthy(EtcdCluster *c, int i, int timeout_ms);
  * (malloc'ed, may be NULL).  Returns etcdctl's exit code, or -1. */
 int etcdproc_ctl(EtcdCluster *c, char **ret_out, const char *args);
 
+/* Make member @i etcd's raft leader (`etcdctl move-leader`) and wait up
+ * to @timeout_ms until member @i reports itself the leader.  0, or -1 with
+ * the reason on stderr. */
+int etcdproc_move_leader(EtcdCluster *c, int i, int timeout_ms);
+
 /* Kill every member.  Safe to call twice. */
 void etcdproc_stop(EtcdCluster *c);
