@@ -29,7 +29,7 @@ NS=drvdemo$$
 hosts=(a b c)
 mode=netns
 
-say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+. "$here/tests/scripts/demo-lib.sh"
 
 cleanup() {
   set +e
@@ -107,17 +107,10 @@ JSON
     "$AGENT" --config "$d/agent.json" > "$d/agent.log" 2>&1 &
   fi
   pids+=($!); disown $!
-  for _ in $(seq 100); do grep -q "drover-agent: ready" "$d/agent.log" && break; sleep 0.05; done
-  grep "drover-agent: ready" "$d/agent.log" | sed 's/^/  /'
+  demo_agent_ready "$d/agent.log"
 done
 
-say "guests: $n_guests tiny real guests on host-a, dirtying memory"
-for g in $(seq 1 "$n_guests"); do
-  mem=$(( (g % 2) ? 128 : 192 )); rate=$(( 5 + (g % 3) * 5 ))
-  echo "{\"name\": \"vm$g\", \"memory_mib\": $mem, \"vcpus\": 1, \"kernel\": \"$GUEST\", \"append\": \"mib=$((mem - 16)) rate=$rate\"}" |
-    "$AGENTCTL" -a "unix:$work/a/agent.sock" "${TLSOPT[@]}" define - >/dev/null
-  "$AGENTCTL" -a "unix:$work/a/agent.sock" "${TLSOPT[@]}" start "vm$g" | sed 's/^/  /'
-done
+demo_start_guests "$n_guests" "$work/a/agent.sock"
 
 say "coordinator"
 if [ $mode = netns ]; then
