@@ -212,14 +212,16 @@ void ctu_assert_each_migrated_once(Cluster *c, json_object *job, int expect[N_GU
                 if (expect[i] != B && expect[i] != C)
                         fail_msg("%s: destination '%s', expected host-b or host-c", ctu_names[i],
                                  cj_str(s, "destination"));
-                /* exactly one migration per guest; a re-queued one ("never ran") may start twice */
+                /* exactly one migration per guest; a re-queued one ("never ran") may start twice, or
+                 * once: a coordinator killed after storing the sub-task as migrating but before the
+                 * agent's answer never logged the first "started" (the agent never got the call) */
                 snprintf(p, sizeof(p), "%s migrated:", ctu_names[i]);
                 int migrated = ctu_count_events(job, p, false);
                 snprintf(p, sizeof(p), "%s started:", ctu_names[i]);
                 int started = ctu_count_events(job, p, false);
                 snprintf(p, sizeof(p), "%s: its migration never ran", ctu_names[i]);
                 int requeued = ctu_count_events(job, p, false);
-                if (migrated != 1 || started != 1 + requeued)
+                if (migrated != 1 || started < 1 || started > 1 + requeued)
                         fail_msg("%s: %d migrated, %d started, %d re-queued events", ctu_names[i], migrated, started,
                                  requeued);
                 ctu_assert_migrated_once(c, s, false);

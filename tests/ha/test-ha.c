@@ -104,7 +104,7 @@ static void test_leader_kill9_standby_takes_over_within_5s(void **state) {
         HaCluster *h = *state;
         char id[64];
         int leads[HA_N_COORD];
-        ha_up(h, &member_loss);
+        ha_up(h, &full);
         int leader = ha_etcd_leader(h);
         assert_int_equal(leader, 0);
         ctu_evacuate_async(&h->cl, "48", id, sizeof(id));
