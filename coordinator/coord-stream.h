@@ -42,6 +42,9 @@ typedef struct CoordStreamChoice {
         char why[160];             /* one line for the job's record */
 } CoordStreamChoice;
 
+/* What precedes the choice's line at the end of a sub-task's reason. */
+#define COORD_STREAM_MARK "; stream: "
+
 /* Choose channels and compression for @in into *ret (always fills it). */
 void coord_stream_choose(const CoordStreamInput *in, CoordStreamChoice *ret);
 
