@@ -78,6 +78,7 @@ int agent_link_stats(AgentLink *l, int64_t timeout_ms, AgentHostInfo *ret) {
                 snprintf(g->async_job, sizeof(g->async_job), "%s", r->guests[i]->async_job);
                 g->dirty_pages_rate = r->guests[i]->dirty_pages_rate;
                 g->unmanaged = r->guests[i]->unmanaged;
+                g->local_disk_bytes = r->guests[i]->local_disk_bytes;
         }
         drover__v1__get_agent_stats_response__free_unpacked(r, NULL);
         return 0;
@@ -121,6 +122,12 @@ int agent_link_get_migration(AgentLink *l, const char *guest, int64_t timeout_ms
         ret->downtime_ms = m->downtime_ms;
         ret->measured_downtime_ms = m->measured_downtime_ms;
         ret->transferred = m->transferred_bytes;
+        ret->guest_memory_bytes = m->guest_memory_bytes;
+        ret->multifd_bytes = m->multifd_bytes;
+        ret->multifd_channels = m->multifd_channels;
+        int comp = (int) m->compression; /* an unknown number from a newer agent: shown as none */
+        ret->compression = comp >= 0 && comp < _MIG_COMPRESSION_MAX ? comp : MIG_COMPRESSION_NONE;
+        ret->disk_bytes = m->disk_bytes;
         size_t n = 0;
         ret->steps[0] = '\0';
         for (size_t i = 0; i < m->n_policy_steps; i++)
@@ -173,6 +180,8 @@ int agent_link_get_guest(AgentLink *l, const char *guest, int64_t timeout_ms, Li
                 ret->expected_downtime_ms = m->expected_downtime_ms;
                 ret->mbps = m->mbps;
                 ret->iteration = m->iteration;
+                ret->disk_total = m->disk_total_bytes;
+                ret->disk_transferred = m->disk_transferred_bytes;
         }
         drover__v1__get_guest_response__free_unpacked(g, NULL);
         return 0;

@@ -29,6 +29,7 @@ typedef struct AgentGuestInfo {
         char async_job[24];
         uint64_t dirty_pages_rate;
         bool unmanaged;     /* a QEMU the agent does not manage (GuestSummary.unmanaged) */
+        uint64_t local_disk_bytes; /* its local disks, copied on migration (GuestSummary.local_disk_bytes) */
 } AgentGuestInfo;
 
 typedef struct AgentHostInfo {
@@ -51,6 +52,10 @@ typedef struct LinkMigResult {
         char phase[24];
         uint64_t total_ms, downtime_ms, measured_downtime_ms, transferred;
         char steps[512];      /* newline-separated */
+        /* the stream and its bytes (MigrationResult 15-19) */
+        uint64_t guest_memory_bytes, multifd_bytes, disk_bytes;
+        uint32_t multifd_channels; /* 0 = not known */
+        int compression;           /* MigCompression */
 } LinkMigResult;
 
 /* Migrate on the source: the destination agent picks where its QEMU
@@ -73,6 +78,7 @@ typedef struct LinkGuestStatus {
         uint64_t ram_total, ram_remaining, ram_transferred, dirty_pages_rate, expected_downtime_ms;
         double mbps;
         uint64_t iteration;
+        uint64_t disk_total, disk_transferred; /* local disks' copy (MigrationStats 16-17); 0 = none */
 } LinkGuestStatus;
 
 /* -ENOENT when the guest is not defined there. */

@@ -17,6 +17,7 @@
  *                  "link_bytes_per_s": 125000000,
  *                  "max_outgoing": 2, "max_incoming": 2 } ],
  *     "anti_affinity": { "db": ["db1", "db2"] },
+ *     "compressible": ["web1", "cache2"],      (guests whose memory compresses well)
  *     "defaults": { "downtime_ms": 300, "max_downtime_ms": 2000, "postcopy": "never", ... } }
  *
  * Read through core/json: unknown and repeated members are refused and every
@@ -183,7 +184,7 @@ static int parse(const JsonNode *root, CoordConfig *c) {
         static const char *const known[] = {
                 "listen", "tls", "dev_mode", "db", "store", "etcd", "advertise", "log_level", "max_outgoing", "max_incoming", "cluster_limit",
                 "rpc_threads", "rpc_lanes", "heartbeat_ms", "default_link_bytes_per_s", "stream_bytes_per_s", "hosts",
-                "anti_affinity", "defaults", "job_retention_days", "job_retention_count", "metrics_listen", NULL,
+                "anti_affinity", "compressible", "defaults", "job_retention_days", "job_retention_count", "metrics_listen", NULL,
         };
         static const char *const tls_known[] = { "cert", "key", "ca", NULL };
         static const char *const lanes_known[] = { "queries", "control", "streams", NULL };
@@ -250,6 +251,13 @@ static int parse(const JsonNode *root, CoordConfig *c) {
                 return r;
         if (r > 0 && (r = parse_anti_affinity(&v, c)) < 0)
                 return r;
+        if ((r = json_get_array(root, "compressible", false, COORD_MAX_AA, &v, &n)) < 0)
+                return r;
+        for (size_t i = 0, given = r > 0; given && i < n; i++, c->n_compressible++) {
+                json_array_at(&v, i, &e);
+                if ((r = json_read_string(&e, c->compressible[i], sizeof(c->compressible[i]))) < 0)
+                        return r;
+        }
         if ((r = json_get_object(root, "defaults", false, &v)) < 0)
                 return r;
         if (r > 0 && (r = mig_params_read_json(&v, &c->defaults)) < 0)
@@ -378,4 +386,45 @@ int coord_config_validate(const CoordConfig *c) {
                         if (strcmp(c->hosts[i].name, c->hosts[k].name) == 0)
                                 return err_set(-EINVAL, "config: host '%s' is listed twice", c->hosts[i].name);
         return 0;
+}
+
+void coord_params_merge(const MigParams *req, const MigParams *defaults, MigParams *ret) {
+        static const MigParams none;
+        const MigParams *q = req ? req : &none, *d = defaults;
+        MigParams p = *q;
+#define TAKE(m) \
+        if (!p.m) \
+                p.m = d->m
+        TAKE(bandwidth);
+        TAKE(downtime_ms);
+        TAKE(max_downtime_ms);
+        TAKE(auto_converge);
+        TAKE(postcopy_after_s);
+        TAKE(multifd_channels);
+        TAKE(completion_s_per_gib);
+        TAKE(progress_timeout_s);
+        TAKE(skip_time_sync);
+        TAKE(zstd_level);
+#undef TAKE
+        if (p.postcopy == POSTCOPY_POLICY_NEVER)
+                p.postcopy = d->postcopy;
+        if (p.transport == MIG_TRANSPORT_DEFAULT)
+                p.transport = d->transport;
+        if (p.compression == MIG_COMPRESSION_NONE)
+                p.compression = d->compression;
+        /* the request's own choices win over a default they exclude */
+        if (q->compression == MIG_COMPRESSION_NONE && p.compression != MIG_COMPRESSION_NONE &&
+            (q->postcopy != POSTCOPY_POLICY_NEVER || q->multifd_channels == 1)) {
+                p.compression = MIG_COMPRESSION_NONE;
+                p.zstd_level = q->zstd_level;
+        }
+        if (q->compression != MIG_COMPRESSION_NONE) {
+                if (q->postcopy == POSTCOPY_POLICY_NEVER) {
+                        p.postcopy = POSTCOPY_POLICY_NEVER;
+                        p.postcopy_after_s = q->postcopy_after_s;
+                }
+                if (q->multifd_channels == 0 && p.multifd_channels == 1)
+                        p.multifd_channels = 0;
+        }
+        *ret = p;
 }

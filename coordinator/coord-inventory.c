@@ -60,6 +60,13 @@ const char *coord_guest_group(const Coordinator *c, const char *guest) {
         return "";
 }
 
+bool coord_guest_compressible(const Coordinator *c, const char *guest) {
+        for (size_t i = 0; i < c->cfg.n_compressible; i++)
+                if (strcmp(c->cfg.compressible[i], guest) == 0)
+                        return true;
+        return false;
+}
+
 int coord_host_add_locked(Coordinator *c, const StoreHost *h) {
         lock_assert_held(&c->lock);
         if (c->n_hosts >= COORD_MAX_HOSTS)
@@ -389,6 +396,7 @@ int coord_guests(Coordinator *c, const char *host, CoordGuestView **ret, size_t 
                         o->vcpus = g->vcpus;
                         o->dirty_bytes_per_s = g->dirty_pages_rate * 4096;
                         o->unmanaged = g->unmanaged;
+                        o->local_disk_bytes = g->local_disk_bytes;
                 }
         }
         lock_release(&c->lock);

@@ -148,6 +148,13 @@ void coord_sub_end(Coordinator *c, const char *job, int seq, CoordSubtaskPhase p
                 s->t.measured_downtime_ms = res->measured_downtime_ms;
                 s->t.transferred_bytes = res->transferred;
                 snprintf(s->t.policy_steps, sizeof(s->t.policy_steps), "%s", res->steps);
+                s->t.guest_memory_bytes = res->guest_memory_bytes;
+                s->t.multifd_bytes = res->multifd_bytes;
+                s->t.disk_bytes = res->disk_bytes;
+                if (res->multifd_channels) { /* 0: not known; the stream chosen at the start stays */
+                        s->t.multifd_channels = res->multifd_channels;
+                        s->t.compression = res->compression;
+                }
         }
         snprintf(s->t.error, sizeof(s->t.error), "%s", error ? error : "");
         s->reconcile = false;
@@ -228,7 +235,7 @@ static int job_build_locked(Coordinator *c, const CoordJobRequest *req, const Co
                 return err_set(-ENOMEM, "out of memory");
         }
         j->n = nw;
-        j->params = req->have_params ? req->params : c->cfg.defaults;
+        coord_params_merge(req->have_params ? &req->params : NULL, &c->cfg.defaults, &j->params);
         snprintf(j->j.id, sizeof(j->j.id), "job-%llu-%llu", (unsigned long long) coord_now_ms(),
                  (unsigned long long) atomic_fetch_add(&c->counter, 1) + 1);
         j->j.kind = req->kind;
@@ -334,6 +341,10 @@ int coord_job_submit(Coordinator *c, const CoordJobRequest *req, CoordPlan *plan
                 return err_set(-EINVAL, "'host' is required");
         if (req->failure_policy != COORD_FAILURE_POLICY_CONTINUE && req->failure_policy != COORD_FAILURE_POLICY_STOP)
                 return err_set(-EINVAL, "unknown failure policy %d", req->failure_policy);
+        MigParams merged; /* what job_build_locked() stores: refused here, before anything is planned */
+        coord_params_merge(req->have_params ? &req->params : NULL, &c->cfg.defaults, &merged);
+        if ((r = mig_params_validate(&merged)) < 0)
+                return err_prefix(r, "the request's migration parameters over the configuration's defaults");
 
         coord_inventory_refresh(c);
         /* plan, check and claim in one critical section: a concurrent

@@ -142,6 +142,7 @@ int coord_plan_locked(Coordinator *c, const CoordJobRequest *req, CoordWant **re
                                 x->memory_mib = g->memory_mib;
                                 x->vcpus = g->vcpus;
                                 x->dirty = g->dirty_pages_rate * 4096;
+                                x->disk_bytes = g->local_disk_bytes;
                         } else if (live && coord_guest_group(c, g->name)[0]) {
                                 if (nr == cap_r) {
                                         PlaceResident *nr2 = realloc(res, (cap_r *= 2) * sizeof(*res));
@@ -182,6 +183,7 @@ int coord_plan_locked(Coordinator *c, const CoordJobRequest *req, CoordWant **re
                 snprintf(pg[i].cpu_model, sizeof(pg[i].cpu_model), "%s", w[i].cpu_model[0] ? w[i].cpu_model : "qemu64");
                 snprintf(pg[i].anti_affinity, sizeof(pg[i].anti_affinity), "%s", coord_guest_group(c, w[i].name));
                 pg[i].dirty_bytes_per_s = w[i].dirty;
+                pg[i].disk_bytes = w[i].disk_bytes;
         }
         PlaceOptions po = { .default_link_bytes_per_s = c->cfg.default_link_bytes_per_s };
         /* during an evacuation its own host must not receive: placement
@@ -220,7 +222,8 @@ int coord_plan_locked(Coordinator *c, const CoordJobRequest *req, CoordWant **re
                                 if (strcmp(ph[k].name, w[i].source) == 0)
                                         flows[nf++] = (PlaceFlow){ .source = (int32_t) k, .destination = pr[i].host,
                                                                    .memory_mib = w[i].memory_mib,
-                                                                   .dirty_bytes_per_s = w[i].dirty };
+                                                                   .dirty_bytes_per_s = w[i].dirty,
+                                                                   .disk_bytes = w[i].disk_bytes };
         }
         r = plan_makespan_locked(c, ph, hosts_of, nh, flows, nf, &plan->makespan_s);
         free(flows);

@@ -163,6 +163,9 @@ uint64_t coord_host_link_rate(const Coordinator *c, const CHost *h);
 void coord_host_view_locked(Coordinator *c, const CHost *h, CoordHostView *ret);
 /* The anti-affinity group of @guest, "" for none (the configuration). */
 const char *coord_guest_group(const Coordinator *c, const char *guest);
+/* Whether the configuration lists @guest as "compressible" (its memory is
+ * known to compress well: a hint for the stream choice, coord-stream.h). */
+bool coord_guest_compressible(const Coordinator *c, const char *guest);
 /* Ask every host's agent for its figures now (before planning or a
  * listing).  coord->lock not held; takes it per host. */
 void coord_inventory_refresh(Coordinator *c);
@@ -179,6 +182,7 @@ void *coord_inventory_thread(void *arg);
 typedef struct CoordWant {
         char name[64], uuid[37], source[64];
         uint64_t memory_mib, dirty;
+        uint64_t disk_bytes;      /* local disks, copied before the memory */
         uint32_t vcpus;
         char cpu_model[64];
 } CoordWant;

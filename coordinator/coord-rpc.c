@@ -283,6 +283,7 @@ static RpcCode h_list_guests(RpcCall *c, const ProtobufCMessage *req_, ProtobufC
                 g->anti_affinity_group = rpc_call_strdup(c, v[i].group);
                 g->dirty_rate_bytes_per_s = v[i].dirty_bytes_per_s;
                 g->unmanaged = v[i].unmanaged;
+                g->local_disk_bytes = v[i].local_disk_bytes;
                 resp->guests[resp->n_guests++] = g;
         }
         free(v);
@@ -355,6 +356,8 @@ static Drover__V1__Job *job_msg(RpcCall *c, const CoordJobView *v) {
                         st->dirty_pages_rate = v->live[i].dirty_pages_rate;
                         st->iteration = v->live[i].iteration;
                         st->mbps = v->live[i].mbps;
+                        st->disk_total_bytes = v->live[i].disk_total;
+                        st->disk_transferred_bytes = v->live[i].disk_transferred;
                 } else
                         st->status = (char *) "";
                 st->error = (char *) "";
@@ -362,6 +365,11 @@ static Drover__V1__Job *job_msg(RpcCall *c, const CoordJobView *v) {
                 s->downtime_ms = t->downtime_ms;
                 s->measured_downtime_ms = t->measured_downtime_ms;
                 s->transferred_bytes = t->transferred_bytes;
+                s->guest_memory_bytes = t->guest_memory_bytes;
+                s->multifd_bytes = t->multifd_bytes;
+                s->multifd_channels = t->multifd_channels;
+                s->compression = (Drover__V1__MigrationCompression) t->compression;
+                s->disk_bytes = t->disk_bytes;
                 s->estimated_s = t->estimated_s;
                 s->started_unix_ms = t->started_unix_ms;
                 s->finished_unix_ms = t->finished_unix_ms;

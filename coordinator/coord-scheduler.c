@@ -12,8 +12,9 @@
  * longer enabled, is being evacuated or is unreachable gets the guest
  * placed again, or the sub-task fails with the reason.  Each decision is an
  * Action, copied out with what the agent call needs.  Without the lock:
- * start (the sub-task with its operation id persisted first; no Migrate
- * call when that write fails), poll (GetMigration), abort (a cancelled
+ * start (its stream chosen for its share and hosts, coord-stream.h, and
+ * recorded in the sub-task; the sub-task with its operation id persisted
+ * first; no Migrate call when that write fails), poll (GetMigration), abort (a cancelled
  * job's running migrations), re-tune (MigrateTune when a share moved by
  * more than 10 %) and notes (a sub-task changed under the lock: store it
  * and say why).  An outcome the source agent cannot give (it does not know
@@ -49,6 +50,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "coord-stream.h"
 #include "err.h"
 #include "log.h"
 #include "text.h"
@@ -76,6 +78,8 @@ typedef struct Action {
         uint64_t bw;
         bool reconcile;
         MigParams params;
+        unsigned src_cpus, dst_cpus; /* ACT_START: for the stream choice (0 = unknown) */
+        bool compressible;           /* ACT_START: the guest's memory is known to compress */
         char note[STORE_TEXT_MAX]; /* ACT_NOTE: the history line */
 } Action;
 
@@ -85,9 +89,12 @@ static uint64_t need_of(Coordinator *c, const CSub *s, const CHost *src, const C
 }
 
 /* A migration about to end: its stream is done, or what remains of this pass
- * takes less than a second at its rate (the live figures of the last poll). */
+ * takes less than a second at its rate (the live figures of the last poll).
+ * One still copying its local disks is not: its memory is still to come. */
 static bool sub_finishing(const CSub *s) {
         const CoordLive *l = &s->live;
+        if (l->disk_total && l->disk_transferred < l->disk_total)
+                return false;
         return strcmp(l->mig_phase, "perform_done") == 0 || strcmp(l->mig_phase, "finish") == 0 ||
                strcmp(l->mig_phase, "confirm") == 0 ||
                (l->mbps > 0 && l->ram_transferred > 0 && (double) l->ram_remaining * 8 < l->mbps * 1e6);
@@ -207,6 +214,9 @@ static size_t decide_locked(Coordinator *c, Action *acts, size_t max) {
                         snprintf(a->dest_addr, sizeof(a->dest_addr), "%s", dst->h.address);
                         a->bw = share;
                         a->params = j->params;
+                        a->src_cpus = src->info.cpus;
+                        a->dst_cpus = dst->info.cpus;
+                        a->compressible = coord_guest_compressible(c, s->t.guest);
                         coord_job_bump_locked(c, j);
                 }
         }
@@ -313,8 +323,47 @@ static bool migrate_refused(int r) {
                r == -ERANGE || r == -ENOMEM;
 }
 
+/* The stream of started migration @a (@p, its bandwidth set): multifd
+ * channels and compression chosen for its link share and hosts
+ * (coord_stream_choose()) where the job's parameters leave them unset, else
+ * the parameters'.  The sub-task records it (multifd_channels, compression,
+ * and "; stream: WHY" at the end of its reason, replacing an earlier
+ * start's) before its start is stored; @why gets the line for the history. */
+static void stream_choose(Coordinator *c, const Action *a, MigParams *p, char *why, size_t size) {
+        CoordStreamInput in = { .link_bytes_per_s = p->bandwidth, .source_cpus = a->src_cpus,
+                                .dest_cpus = a->dst_cpus, .compressible = a->compressible,
+                                .postcopy = p->postcopy != POSTCOPY_POLICY_NEVER };
+        CoordStreamChoice ch;
+        coord_stream_choose(&in, &ch);
+        if (coord_stream_apply(&ch, p))
+                snprintf(why, size, "%s", ch.why);
+        else
+                snprintf(why, size, "as the job's parameters ask: %u multifd channel(s)%s, compression %s",
+                         p->multifd_channels, p->multifd_channels ? "" : " (the source agent picks)",
+                         mig_compression_to_string(p->compression));
+        CJob *j;
+        lock_acquire(&c->lock);
+        CSub *s = coord_sub_find_locked(c, a->job, a->seq, &j);
+        if (s) {
+                char *old = strstr(s->t.reason, COORD_STREAM_MARK);
+                if (old)
+                        *old = '\0';
+                /* the placement's reason is cut, never the stream's line */
+                size_t keep = MIN(strlen(s->t.reason), sizeof(s->t.reason) - strlen(COORD_STREAM_MARK) - strlen(why) - 1);
+                s->t.reason[keep] = '\0';
+                text_append(s->t.reason, sizeof(s->t.reason), keep, "%s%s", COORD_STREAM_MARK, why);
+                s->t.multifd_channels = p->multifd_channels;
+                s->t.compression = p->compression;
+                coord_job_bump_locked(c, j);
+        }
+        lock_release(&c->lock);
+}
+
 static void do_start(Coordinator *c, Action *a) {
         MigParams p = a->params;
+        char stream[sizeof(((CoordStreamChoice *) 0)->why) + 96];
+        p.bandwidth = p.bandwidth ? MIN(p.bandwidth, a->bw) : a->bw;
+        stream_choose(c, a, &p, stream, sizeof(stream));
         /* the operation id is stored before the agent hears of it, so a
          * restarted coordinator can ask about it; if it cannot be, the
          * agent is not asked */
@@ -327,9 +376,8 @@ static void do_start(Coordinator *c, Action *a) {
                 start_not_stored(c, a, why);
                 return;
         }
-        coord_job_event(c, a->job, "%s started: bandwidth %.0f MB/s, op %s", a->guest, (double) a->bw / 1e6,
-                        a->op);
-        p.bandwidth = p.bandwidth ? MIN(p.bandwidth, a->bw) : a->bw;
+        coord_job_event(c, a->job, "%s started: bandwidth %.0f MB/s, op %s; stream: %s", a->guest,
+                        (double) a->bw / 1e6, a->op, stream);
         int r = agent_link_migrate(a->src, a->guest, a->op, a->dest_addr, &p, COORD_CALL_MS);
         if (r >= 0)
                 return;
@@ -574,6 +622,8 @@ static void do_poll(Coordinator *c, Action *a) {
                         s->live.dirty_pages_rate = gs.dirty_pages_rate;
                         s->live.iteration = gs.iteration;
                         s->live.mbps = gs.mbps;
+                        s->live.disk_total = gs.disk_total;
+                        s->live.disk_transferred = gs.disk_transferred;
                         coord_job_bump_locked(c, j);
                 }
                 lock_release(&c->lock);

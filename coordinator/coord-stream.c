@@ -16,17 +16,19 @@ void coord_stream_choose(const CoordStreamInput *in, CoordStreamChoice *ret) {
         uint64_t can_compress = spare * COORD_ZSTD_BYTES_PER_S_PER_CORE;
 
         ret->compression = MIG_COMPRESSION_NONE;
+        if (in->postcopy) {
+                /* one stream whatever the guest: the source agent's own rule
+                 * (mig_multifd_resolve()), now sent explicitly */
+                snprintf(ret->why, sizeof(ret->why), "one stream, no compression: post-copy may run (QEMU 7.2 "
+                         "sends its pages outside multifd)");
+                ret->multifd_channels = 1;
+                return;
+        }
         ret->multifd_channels = mig_multifd_default_channels(link, cpus);
         if (!in->compressible) {
                 snprintf(ret->why, sizeof(ret->why), "%u multifd channel(s) for %llu MB/s; no compression: "
                          "the guest is not known to compress", ret->multifd_channels,
                          (unsigned long long) (link / 1000000));
-                return;
-        }
-        if (in->postcopy) {
-                snprintf(ret->why, sizeof(ret->why), "no compression: post-copy may run (QEMU 7.2 sends its "
-                         "pages outside multifd)");
-                ret->multifd_channels = 1;
                 return;
         }
         if (link >= can_compress) {

@@ -13,7 +13,10 @@
  * The source keeps one core for the guest's vCPUs; the others compress.  So
  * compress when the guest is compressible, post-copy is not allowed
  * (QEMU 7.2 sends post-copy pages outside multifd) and the link is slower
- * than those cores can compress.  Whether memory compresses cannot be told
+ * than those cores can compress.  Channels follow the link and the smaller
+ * host's CPUs (mig_multifd_default_channels()), except that a migration
+ * that may go post-copy keeps one stream, as the source agent's own rule
+ * does.  Whether memory compresses cannot be told
  * from the dirty rate or from zero pages (QEMU sends zero pages as a flag
  * already, compressed or not): it is a hint about the guest, given by
  * whoever knows its workload.
@@ -41,6 +44,9 @@ typedef struct CoordStreamChoice {
         MigCompression compression;
         char why[160];             /* one line for the job's record */
 } CoordStreamChoice;
+
+/* What precedes the choice's line at the end of a sub-task's reason. */
+#define COORD_STREAM_MARK "; stream: "
 
 /* Choose channels and compression for @in into *ret (always fills it). */
 void coord_stream_choose(const CoordStreamInput *in, CoordStreamChoice *ret);

@@ -79,7 +79,9 @@ typedef struct CoordConfig {
         StoreHost hosts[COORD_MAX_HOSTS]; /* seed inventory */
         size_t n_aa;
         struct { char guest[64]; char group[64]; } aa[COORD_MAX_AA];
-        MigParams defaults;         /* migration parameters when a request gives none */
+        size_t n_compressible;      /* guests whose memory is known to compress ("compressible") */
+        char compressible[COORD_MAX_AA][64];
+        MigParams defaults;         /* migration parameters for members a request leaves unset */
         char log_level[16];
         char metrics_listen[64];    /* "" = no /metrics endpoint; metrics_listen_parse() (core/metrics.h) */
 } CoordConfig;
@@ -87,6 +89,14 @@ typedef struct CoordConfig {
 void coord_config_defaults(CoordConfig *c);
 int coord_config_load(const char *path, CoordConfig *ret);
 int coord_config_validate(const CoordConfig *c);
+/* A job's migration parameters: every member @req leaves unset (0, false,
+ * "never", "none", "default"; @req NULL: all) taken from the configuration's
+ * @defaults, so the precedence is request > config "defaults" > the
+ * built-in defaults (mig_params_defaults(), applied by the agents to what
+ * is still unset).  A default that cannot go with what the request set is
+ * not taken: compression with a request's post-copy or multifd_channels 1,
+ * post-copy or one channel with a request's compression.  Pure. */
+void coord_params_merge(const MigParams *req, const MigParams *defaults, MigParams *ret);
 
 typedef struct Coordinator Coordinator;
 
@@ -172,6 +182,7 @@ typedef struct CoordGuestView {
         uint32_t vcpus;
         uint64_t dirty_bytes_per_s;
         bool unmanaged;             /* the agent reports a QEMU it does not manage */
+        uint64_t local_disk_bytes;  /* its local disks, copied on migration (0 = none) */
 } CoordGuestView;
 
 int coord_guests(Coordinator *c, const char *host, CoordGuestView **ret, size_t *ret_n);
@@ -198,6 +209,7 @@ typedef struct CoordLive {
         char mig_phase[24];
         uint64_t ram_total, ram_remaining, ram_transferred, dirty_pages_rate, iteration;
         double mbps;
+        uint64_t disk_total, disk_transferred; /* local disks' copy, before the memory; 0 = none */
 } CoordLive;
 
 typedef struct CoordJobView {

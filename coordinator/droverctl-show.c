@@ -20,6 +20,7 @@
 #include "droverctl.h"
 #include "migparams-pb.h"
 #include "rpc-details.h"
+#include "text.h"
 
 int dctl_cmd_hosts(int argc, char **argv) {
         Drover__V1__ListHostsRequest req = DROVER__V1__LIST_HOSTS_REQUEST__INIT;
@@ -87,6 +88,7 @@ int dctl_cmd_vms(int argc, char **argv) {
                         json_add_bool(x, "unmanaged", g->unmanaged);
                         json_add_i64(x, "memory_mib", (int64_t) g->memory_mib);
                         json_add_i64(x, "vcpus", g->vcpus);
+                        json_add_i64(x, "local_disk_bytes", (int64_t) g->local_disk_bytes);
                         json_append(arr, x);
                 } else
                         printf("%-20s %-16s %-9s %7llu MiB %6u  %s\n", g->name, g->host, g->unmanaged ? "UNMANAGED" : state,
@@ -265,6 +267,44 @@ int dctl_cmd_jobs(int argc, char **argv) {
         return DCTL_EXIT_OK;
 }
 
+/* The stream of guest @s's migration, once it has one: the channels and
+ * compression (chosen at the start, then as the source reported them),
+ * the bytes on the wire against the guest's memory, the local disks
+ * copied, and why it was placed and streamed so. */
+static void print_stream(const Drover__V1__Subtask *s) {
+        char line[512], a[32], b[32];
+        size_t n = 0;
+        if (!s->multifd_channels && !s->transferred_bytes && !s->disk_bytes && !s->guest_memory_bytes &&
+            !(s->stats && s->stats->disk_total_bytes))
+                return;
+        if (s->multifd_channels)
+                n = text_append(line, sizeof(line), 0, "%u multifd channel%s, compression %s", s->multifd_channels,
+                                s->multifd_channels == 1 ? " (one stream)" : "s",
+                                mig_compression_to_string((MigCompression) s->compression));
+        else
+                n = text_append(line, sizeof(line), 0, "channels picked by the source agent");
+        if (s->transferred_bytes || s->guest_memory_bytes) {
+                dctl_human_bytes((double) s->transferred_bytes, a, sizeof(a));
+                dctl_human_bytes((double) s->guest_memory_bytes, b, sizeof(b));
+                n = text_append(line, sizeof(line), n, "; %s sent for %s of guest memory", a, b);
+                if (s->multifd_bytes) {
+                        dctl_human_bytes((double) s->multifd_bytes, a, sizeof(a));
+                        n = text_append(line, sizeof(line), n, " (%s on multifd channels)", a);
+                }
+        }
+        if (s->disk_bytes) {
+                dctl_human_bytes((double) s->disk_bytes, a, sizeof(a));
+                n = text_append(line, sizeof(line), n, "; local disks %s copied", a);
+        } else if (s->stats && s->stats->disk_total_bytes) {
+                dctl_human_bytes((double) s->stats->disk_transferred_bytes, a, sizeof(a));
+                dctl_human_bytes((double) s->stats->disk_total_bytes, b, sizeof(b));
+                n = text_append(line, sizeof(line), n, "; local disks %s of %s copied", a, b);
+        }
+        printf("  %-18s stream: %s\n", s->guest, line);
+        if (s->reason[0])
+                printf("  %-18s why: %s\n", s->guest, s->reason);
+}
+
 static int job_call(const char *what, const char *method, const char *id) {
         Drover__V1__JobRef req = DROVER__V1__JOB_REF__INIT;
         Drover__V1__Job *j;
@@ -276,6 +316,8 @@ static int job_call(const char *what, const char *method, const char *id) {
                 dctl_print_json(dctl_job_json(j));
         else {
                 dctl_render_plain(j);
+                for (size_t i = 0; i < j->n_subtasks; i++)
+                        print_stream(j->subtasks[i]);
                 for (size_t i = 0; i < j->n_history; i++) {
                         time_t t = (time_t) (j->history[i]->time_unix_ms / 1000);
                         struct tm tm;

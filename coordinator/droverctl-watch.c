@@ -40,6 +40,7 @@
 #include "deadline.h"
 #include "droverctl.h"
 #include "err.h"
+#include "text.h"
 
 /* Every job that is not an evacuation shows as a migration. */
 const char *dctl_job_kind(int k) {
@@ -70,6 +71,16 @@ JsonValue *dctl_job_json(const Drover__V1__Job *j) {
                 json_add_i64(y, "downtime_ms", (int64_t) s->downtime_ms);
                 json_add_i64(y, "measured_downtime_ms", (int64_t) s->measured_downtime_ms);
                 json_add_i64(y, "transferred_bytes", (int64_t) s->transferred_bytes);
+                json_add_i64(y, "guest_memory_bytes", (int64_t) s->guest_memory_bytes);
+                json_add_i64(y, "multifd_bytes", (int64_t) s->multifd_bytes);
+                json_add_i64(y, "multifd_channels", s->multifd_channels);
+                json_add_string(y, "compression", mig_compression_to_string((MigCompression) s->compression));
+                json_add_i64(y, "disk_bytes", (int64_t) s->disk_bytes);
+                if (s->stats && s->stats->disk_total_bytes) {
+                        json_add_i64(y, "disk_total_bytes", (int64_t) s->stats->disk_total_bytes);
+                        json_add_i64(y, "disk_transferred_bytes", (int64_t) s->stats->disk_transferred_bytes);
+                }
+                json_add_string(y, "reason", s->reason);
                 json_add_string(y, "error", s->error);
                 json_add_string(y, "op_id", s->op_id);
                 json_append(subs, y);
@@ -144,17 +155,26 @@ static int row_rank(int phase) {
         }
 }
 
-static void human_bytes(double b, char *buf, size_t size) {
+void dctl_human_bytes(double b, char *buf, size_t size) {
         if (b >= 1 << 30)
                 snprintf(buf, size, "%.1f GiB", b / (1 << 30));
         else
                 snprintf(buf, size, "%.0f MiB", b / (1 << 20));
 }
 
-/* The row of guest @s in @line. */
+/* The row of guest @s in @line.  A migration copying its local disks
+ * (before its memory) shows that copy's progress. */
 static void format_row(const Drover__V1__Subtask *s, char *line, size_t size) {
         char detail[160] = "";
-        if (s->phase == DROVER__V1__SUBTASK_PHASE__SUBTASK_PHASE_MIGRATING && s->stats && s->stats->ram_total_bytes) {
+        const Drover__V1__MigrationStats *st = s->stats;
+        bool migrating = s->phase == DROVER__V1__SUBTASK_PHASE__SUBTASK_PHASE_MIGRATING;
+        if (migrating && st && st->disk_total_bytes && st->disk_transferred_bytes < st->disk_total_bytes) {
+                char done[32], total[32];
+                dctl_human_bytes((double) st->disk_transferred_bytes, done, sizeof(done));
+                dctl_human_bytes((double) st->disk_total_bytes, total, sizeof(total));
+                snprintf(detail, sizeof(detail), "%-9s %5.1f%%  %s of %s copied", "disks",
+                         100.0 * (double) st->disk_transferred_bytes / (double) st->disk_total_bytes, done, total);
+        } else if (migrating && st && st->ram_total_bytes) {
                 double total = (double) s->stats->ram_total_bytes, rem = (double) s->stats->ram_remaining_bytes;
                 double pct = total > 0 ? 100.0 * (total - MIN(rem, total)) / total : 0;
                 double rate = s->stats->mbps * 1e6 / 8; /* bytes/s */
@@ -166,10 +186,15 @@ static void format_row(const Drover__V1__Subtask *s, char *line, size_t size) {
                          (unsigned long long) s->stats->iteration);
         } else if (s->phase == DROVER__V1__SUBTASK_PHASE__SUBTASK_PHASE_SUCCEEDED) {
                 char tx[32];
-                human_bytes((double) s->transferred_bytes, tx, sizeof(tx));
-                snprintf(detail, sizeof(detail), "downtime %llu ms (%llu ms measured)  %s in %.1f s",
-                         (unsigned long long) s->downtime_ms, (unsigned long long) s->measured_downtime_ms, tx,
-                         (double) (s->finished_unix_ms - s->started_unix_ms) / 1000.0);
+                dctl_human_bytes((double) s->transferred_bytes, tx, sizeof(tx));
+                size_t n = text_append(detail, sizeof(detail), 0, "downtime %llu ms (%llu ms measured)  %s in %.1f s",
+                                       (unsigned long long) s->downtime_ms,
+                                       (unsigned long long) s->measured_downtime_ms, tx,
+                                       (double) (s->finished_unix_ms - s->started_unix_ms) / 1000.0);
+                if (s->disk_bytes) {
+                        dctl_human_bytes((double) s->disk_bytes, tx, sizeof(tx));
+                        text_append(detail, sizeof(detail), n, ", disks %s", tx);
+                }
         } else if (row_rank(s->phase) == 1 || row_rank(s->phase) == 2)
                 snprintf(detail, sizeof(detail), "%.150s", s->error[0] ? s->error : s->reason);
         else if (s->phase == DROVER__V1__SUBTASK_PHASE__SUBTASK_PHASE_QUEUED)

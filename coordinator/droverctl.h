@@ -127,6 +127,8 @@ int dctl_watch(const char *id);
 
 /* Print job @j once, whole, in its guests' order (job ID, piped watch). */
 void dctl_render_plain(const Drover__V1__Job *j);
+/* @b bytes as "12 MiB" or "1.5 GiB" in @buf. */
+void dctl_human_bytes(double b, char *buf, size_t size);
 
 /* Redraw job @j on the terminal over the @prev_lines printed last; returns
  * the number of lines printed now. */

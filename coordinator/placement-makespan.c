@@ -15,10 +15,12 @@
  * The model: migrations wait in the plan's order; whenever one ends, the
  * waiting ones are admitted in that order while the source has an outgoing
  * slot, the destination an incoming one and the cluster limit allows.  A running
- * migration first sends its memory at its fair share of both links (each
- * link divided among the migrations sending over it), less its dirty rate
- * (at least a tenth of the share: place_estimate_s()'s rule), then holds
- * its slots for the fixed cost without using the links.  Time advances
+ * migration first sends its local disks at its fair share of both links
+ * (each link divided among the migrations sending over it), then its memory
+ * at that share less its dirty rate (at least a tenth of the share:
+ * place_estimate_s()'s rule), then holds its slots for the fixed cost
+ * without using the links.  A disk's bytes take the link like memory's: a
+ * guest with local disks holds its share, and its slots, that much longer.  Time advances
  * from one end of a phase to the next: O(F) steps for F migrations, each
  * O(H + R) for H hosts and R running at once, plus the waiting ones passed
  * over because their destination is full.  The scheduler's
@@ -35,13 +37,14 @@
 #include "cleanup.h"
 #include "err.h"
 
-#define FIXED_S 0.5 /* prepare + finish; placement.c's PLACE_FIXED_S */
+#define FIXED_S 0.5 /* prepare + finish */
 #define DEFAULT_LINK 125000000.0
 
 typedef struct Run {
         size_t flow;
         bool sending;      /* counted in send_out/send_in */
-        double bytes_left; /* while sending */
+        double disk_left;  /* while sending: local disk bytes, sent first */
+        double bytes_left; /* while sending: then memory */
         double fixed_left; /* then this much fixed cost */
 } Run;
 
@@ -87,7 +90,7 @@ static void admit(Sim *s) {
                         link = &s->next[f]; /* it waits; a later one may go */
                         continue;
                 }
-                bool sending = s->flows[f].memory_mib > 0;
+                bool sending = s->flows[f].memory_mib > 0 || s->flows[f].disk_bytes > 0;
                 *link = s->next[f];
                 s->queued[h]--;
                 s->out[h]++;
@@ -95,19 +98,28 @@ static void admit(Sim *s) {
                 s->send_out[h] += sending;
                 s->send_in[d] += sending;
                 s->run[s->n_run++] = (Run){ .flow = f, .sending = sending,
+                                            .disk_left = (double) s->flows[f].disk_bytes,
                                             .bytes_left = (double) s->flows[f].memory_mib * 1048576.0,
                                             .fixed_left = FIXED_S };
                 open -= !source_open(s, h);
         }
 }
 
-/* The rate at which running migration @r sends now. */
+/* The rate at which running migration @r sends now: its whole share while
+ * it copies its disks, less its dirty rate for the memory. */
 static double rate_of(const Sim *s, const Run *r) {
         const PlaceFlow *f = &s->flows[r->flow];
         double share = MIN(link_of(s, f->source) / s->send_out[f->source],
                            link_of(s, f->destination) / s->send_in[f->destination]);
         double net = share - (double) f->dirty_bytes_per_s;
-        return MAX(net, share / 10.0);
+        return r->disk_left > 0 ? share : MAX(net, share / 10.0);
+}
+
+/* Seconds until running migration @r ends its current phase. */
+static double phase_left(const Sim *s, const Run *r) {
+        if (!r->sending)
+                return r->fixed_left;
+        return (r->disk_left > 0 ? r->disk_left : r->bytes_left) / rate_of(s, r);
 }
 
 int place_makespan_s(const PlaceHost *hosts, size_t n_hosts, const PlaceFlow *flows, size_t n_flows,
@@ -136,12 +148,14 @@ int place_makespan_s(const PlaceHost *hosts, size_t n_hosts, const PlaceFlow *fl
                 double dt = INFINITY;
                 for (size_t k = 0; k < s.n_run; k++) {
                         Run *r = &s.run[k];
-                        dt = MIN(dt, r->sending ? r->bytes_left / rate_of(&s, r) : r->fixed_left);
+                        dt = MIN(dt, phase_left(&s, r));
                 }
                 /* every rate at the start of the step, then the step */
                 for (size_t k = 0; k < s.n_run; k++) {
                         Run *r = &s.run[k];
-                        if (r->sending)
+                        if (r->sending && r->disk_left > 0)
+                                r->disk_left -= rate_of(&s, r) * dt;
+                        else if (r->sending)
                                 r->bytes_left -= rate_of(&s, r) * dt;
                         else
                                 r->fixed_left -= dt;
@@ -150,7 +164,10 @@ int place_makespan_s(const PlaceHost *hosts, size_t n_hosts, const PlaceFlow *fl
                 for (size_t k = 0; k < s.n_run;) {
                         Run *r = &s.run[k];
                         const PlaceFlow *f = &flows[r->flow];
-                        if (r->sending && r->bytes_left <= 1e-9 * (double) f->memory_mib * 1048576.0) {
+                        if (r->sending && r->disk_left > 0) {
+                                if (r->disk_left <= 1e-9 * (double) f->disk_bytes)
+                                        r->disk_left = 0; /* copied: the memory follows */
+                        } else if (r->sending && r->bytes_left <= 1e-9 * (double) f->memory_mib * 1048576.0) {
                                 r->sending = false; /* sent: the links are free for the others */
                                 s.send_out[f->source]--;
                                 s.send_in[f->destination]--;
@@ -165,4 +182,16 @@ int place_makespan_s(const PlaceHost *hosts, size_t n_hosts, const PlaceFlow *fl
         }
         *ret_s = t;
         return 0;
+}
+
+double place_estimate_disk_s(uint64_t memory_mib, uint64_t disk_bytes, uint64_t dirty_bytes_per_s,
+                             uint64_t link_bytes_per_s) {
+        double rate = link_bytes_per_s ? (double) link_bytes_per_s : DEFAULT_LINK;
+        double net = rate - (double) dirty_bytes_per_s; /* <= 0 when the guest dirties faster */
+
+        return (double) disk_bytes / rate + (double) memory_mib * 1048576.0 / MAX(net, rate / 10.0) + FIXED_S;
+}
+
+double place_estimate_s(uint64_t memory_mib, uint64_t dirty_bytes_per_s, uint64_t link_bytes_per_s) {
+        return place_estimate_disk_s(memory_mib, 0, dirty_bytes_per_s, link_bytes_per_s);
 }

@@ -53,7 +53,6 @@
 #include "text.h"
 
 #define PLACE_DEFAULT_LINK_BYTES_PER_S 125000000ULL /* 1 Gbit/s */
-#define PLACE_FIXED_S 0.5                           /* prepare + finish */
 #define PLACE_MAX_ITEMS (1u << 24)                  /* per array: a bound, and int32 ids */
 #define PLACE_AA_NAMES 3                            /* hosts named in an anti-affinity reason */
 #define PLACE_VCPU_BITS 64                          /* vCPU bitsets: 0 .. this many free */
@@ -916,8 +915,8 @@ static int place_one(PlaceCtx *c, size_t gi, PlaceResult *res) {
         }
 
         res->host = h;
-        res->estimated_s = place_estimate_s(g->memory_mib, g->dirty_bytes_per_s,
-                                            MIN(host_link(c, src), host_link(c, h)));
+        res->estimated_s = place_estimate_disk_s(g->memory_mib, g->disk_bytes, g->dirty_bytes_per_s,
+                                                 MIN(host_link(c, src), host_link(c, h)));
         if (c->guest_req[gi] != GUEST_REQ_NONE) {
                 REASON_ADD(res, "requested destination; %" PRIu64 " MiB and %" PRIu32 " vCPUs free after the move",
                            c->free_mem[h], c->free_vcpus[h]);
@@ -987,11 +986,4 @@ int place_guests(const PlaceHost *hosts, size_t n_hosts, const PlaceGuest *guest
                 placed += place_one(&c, gi, &results[gi]);
         }
         return placed;
-}
-
-double place_estimate_s(uint64_t memory_mib, uint64_t dirty_bytes_per_s, uint64_t link_bytes_per_s) {
-        double rate = (double) (link_bytes_per_s ? link_bytes_per_s : PLACE_DEFAULT_LINK_BYTES_PER_S);
-        double net = rate - (double) dirty_bytes_per_s; /* <= 0 when the guest dirties faster */
-
-        return (double) memory_mib * 1048576.0 / MAX(net, rate / 10.0) + PLACE_FIXED_S;
 }

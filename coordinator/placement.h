@@ -17,9 +17,12 @@
  * largest memory first (first-fit decreasing), so big guests are not
  * stranded by small ones.
  *
- * Estimated duration of one migration: memory / max(rate - dirty, rate/10)
- * with rate = the smaller link budget of source and destination (default
- * 1 Gbit/s when unknown), plus a fixed 0.5 s for prepare/finish.  The
+ * Estimated duration of one migration: disk / rate + memory / max(rate -
+ * dirty, rate/10) with rate = the smaller link budget of source and
+ * destination (default 1 Gbit/s when unknown), plus a fixed 0.5 s for
+ * prepare/finish: a guest's local disks are copied over the same link
+ * before its memory (docs/migration.md, "Local disks"), and the guest's
+ * memory writes do not slow that copy.  The
  * plan's makespan (place_makespan_s(), placement-makespan.c) replays the
  * scheduler's admission limits on the placed migrations: they run in waves
  * of at most the hosts' slots and the cluster limit, sharing the links.
@@ -62,6 +65,7 @@ typedef struct PlaceGuest {
         char cpu_model[64];
         char anti_affinity[64];    /* "" = none */
         uint64_t dirty_bytes_per_s;
+        uint64_t disk_bytes;       /* local disks copied before the memory; 0 = none */
 } PlaceGuest;
 
 /* Guests that stay where they are, for anti-affinity (all guests of the
@@ -90,14 +94,19 @@ int place_guests(const PlaceHost *hosts, size_t n_hosts, const PlaceGuest *guest
                  PlaceResult *results);
 
 /* Estimated seconds for one migration of @memory_mib with @dirty_bytes_per_s
- * over a link of @link_bytes_per_s (see above). */
+ * over a link of @link_bytes_per_s (see above), without local disks.
+ * place_estimate_disk_s(): with @disk_bytes of local disks as well.
+ * (placement-makespan.c, with the other model of durations.) */
 double place_estimate_s(uint64_t memory_mib, uint64_t dirty_bytes_per_s, uint64_t link_bytes_per_s);
+double place_estimate_disk_s(uint64_t memory_mib, uint64_t disk_bytes, uint64_t dirty_bytes_per_s,
+                             uint64_t link_bytes_per_s);
 
 /* One placed migration, for the makespan: indices into the hosts. */
 typedef struct PlaceFlow {
         int32_t source, destination;
         uint64_t memory_mib;
         uint64_t dirty_bytes_per_s;
+        uint64_t disk_bytes;       /* local disks, sent first at the whole share */
 } PlaceFlow;
 
 /* The scheduler's admission limits.  A per-host array may be NULL, and an
@@ -111,8 +120,9 @@ typedef struct PlaceLimits {
 
 /* Estimated seconds from the start of @n_flows migrations (queued in this
  * order) to the end of the last, admitted under @lim, each sending its
- * memory at its fair share of both hosts' links less its dirty rate, then
- * paying the fixed 0.5 s while holding its slots (placement-makespan.c).
+ * local disks and then its memory at its fair share of both hosts' links
+ * (the memory less its dirty rate), then paying the fixed 0.5 s while
+ * holding its slots (placement-makespan.c).
  * Returns 0 and *ret_s, or -EINVAL (a flow names no host) / -ENOMEM with a
  * detail (err.h). */
 int place_makespan_s(const PlaceHost *hosts, size_t n_hosts, const PlaceFlow *flows, size_t n_flows,

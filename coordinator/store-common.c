@@ -17,6 +17,7 @@
 
 #include "err.h"
 #include "metrics.h"
+#include "migparams.h"
 
 int store_check_str(const char *what, const char *str, size_t size, bool required) {
         if (!str)
@@ -97,7 +98,9 @@ int store_check_subtask(const StoreSubtask *t) {
             (r = STORE_CHECK_FIELD("sub-task op_id", t->op_id, false)) < 0 ||
             (r = STORE_CHECK_FIELD("sub-task error", t->error, false)) < 0 ||
             (r = STORE_CHECK_FIELD("sub-task reason", t->reason, false)) < 0 ||
-            (r = STORE_CHECK_FIELD("sub-task policy_steps", t->policy_steps, false)) < 0)
+            (r = STORE_CHECK_FIELD("sub-task policy_steps", t->policy_steps, false)) < 0 ||
+            (r = store_check_range("sub-task compression", t->compression, MIG_COMPRESSION_NONE,
+                                   _MIG_COMPRESSION_MAX - 1)) < 0)
                 return r;
         if (!isfinite(t->estimated_s) || t->estimated_s < 0)
                 return err_set(-EINVAL, "sub-task estimated_s %g is not a finite, non-negative number",

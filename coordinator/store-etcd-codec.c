@@ -1,8 +1,10 @@
 /* The etcd store's records as JSON (store-etcd-codec.h): one table of
  * fields per record type (name, type, offset, size) drives both the
  * encoder and the strict decoder, so a field added to a record is added
- * in one place.  The decoder takes values from the network: an unknown or
- * missing member, a wrong type, a string too long for its field, a number
+ * in one place.  A field added after records were first written is
+ * optional (FIELD_OPT): a record written before it reads with 0 there, so
+ * the layout's version (PREFIX/schema) stays 1.  The decoder takes values
+ * from the network: an unknown or missing (required) member, a wrong type, a string too long for its field, a number
  * out of range, or a record that fails the store's input checks
  * (store-common.c) is -EIO naming the key, never a crash.  Strings that
  * are not valid UTF-8 are written with U+FFFD in place of the bad bytes.
@@ -35,9 +37,11 @@ typedef struct Field {
         const char *name;
         FieldType type;
         size_t off, size;
+        bool optional; /* added later: absent in older records (read as 0) */
 } Field;
 
-#define FIELD(T, f, type) { #f, (type), offsetof(T, f), sizeof(((T *) 0)->f) }
+#define FIELD(T, f, type) { #f, (type), offsetof(T, f), sizeof(((T *) 0)->f), false }
+#define FIELD_OPT(T, f, type) { #f, (type), offsetof(T, f), sizeof(((T *) 0)->f), true }
 
 static const Field host_fields[] = {
         FIELD(StoreHost, name, F_STR), FIELD(StoreHost, address, F_STR),
@@ -65,13 +69,17 @@ static const Field sub_fields[] = {
         FIELD(StoreSubtask, measured_downtime_ms, F_U64), FIELD(StoreSubtask, transferred_bytes, F_U64),
         FIELD(StoreSubtask, error, F_STR), FIELD(StoreSubtask, reason, F_STR),
         FIELD(StoreSubtask, policy_steps, F_STR),
+        /* the stream's figures (coordinator.proto Subtask 18-22) */
+        FIELD_OPT(StoreSubtask, guest_memory_bytes, F_U64), FIELD_OPT(StoreSubtask, multifd_bytes, F_U64),
+        FIELD_OPT(StoreSubtask, multifd_channels, F_U32), FIELD_OPT(StoreSubtask, compression, F_INT),
+        FIELD_OPT(StoreSubtask, disk_bytes, F_U64),
 };
 
 static const Field event_fields[] = {
         FIELD(StoreEvent, time_unix_ms, F_U64), FIELD(StoreEvent, text, F_STR),
 };
 
-#define MAX_FIELDS 20
+#define MAX_FIELDS 24
 
 /* A string member of a @size-byte field, made valid UTF-8 when it is not
  * (U+FFFD for each bad sequence, cut at a character to fit the field
@@ -118,7 +126,8 @@ static int damaged(const char *key, int r) {
 }
 
 /* Fill @rec (zeroed first) from the value of @kv: every member of @fields
- * present with its type and range, nothing else.  -EIO naming the key. */
+ * present (an optional one may be absent) with its type and range, nothing
+ * else.  -EIO naming the key. */
 static int record_decode(const Field *fields, size_t n, const EtcdKv *kv, void *rec, size_t rec_size) {
         _cleanup_(json_unrefp) JsonValue *root = NULL;
         const char *known[MAX_FIELDS + 1] = { 0 };
@@ -138,23 +147,24 @@ static int record_decode(const Field *fields, size_t n, const EtcdKv *kv, void *
         for (size_t i = 0; i < n && r >= 0; i++) {
                 const Field *f = &fields[i];
                 void *p = base + f->off;
+                bool req = !f->optional;
                 int64_t v = 0;
                 uint64_t u = 0;
                 switch (f->type) {
-                case F_STR: r = json_get_string(&obj, f->name, true, p, f->size); break;
+                case F_STR: r = json_get_string(&obj, f->name, req, p, f->size); break;
                 case F_INT:
-                        r = json_get_i64(&obj, f->name, true, INT32_MIN, INT32_MAX, &v);
+                        r = json_get_i64(&obj, f->name, req, INT32_MIN, INT32_MAX, &v);
                         *(int *) p = (int) v;
                         break;
-                case F_U64: r = json_get_u64(&obj, f->name, true, 0, UINT64_MAX, p); break;
+                case F_U64: r = json_get_u64(&obj, f->name, req, 0, UINT64_MAX, p); break;
                 case F_U32:
-                        r = json_get_u64(&obj, f->name, true, 0, UINT32_MAX, &u);
+                        r = json_get_u64(&obj, f->name, req, 0, UINT32_MAX, &u);
                         *(uint32_t *) p = (uint32_t) u;
                         break;
-                case F_BOOL: r = json_get_bool(&obj, f->name, true, p); break;
+                case F_BOOL: r = json_get_bool(&obj, f->name, req, p); break;
                 case F_DOUBLE: {
                         JsonNode m;
-                        if ((r = json_member(&obj, f->name, true, &m)) >= 0)
+                        if ((r = json_member(&obj, f->name, req, &m)) > 0)
                                 r = json_read_number(&m, p);
                         break;
                 }

@@ -14,7 +14,11 @@
  * file (an operator's sqlite3 shell) delay a call instead of failing it.
  * A new, empty file gets the schema, its application id and version in one
  * transaction, and its directory is fsync'ed so the file itself survives a
- * crash.  Last, every statement is prepared; one that does not prepare
+ * crash.  A file of an older schema version is upgraded in one write
+ * transaction (schema_upgrades[]: version 2 adds the stream figures of a
+ * sub-task, columns with a default of 0, so rows written before read as
+ * "not known"); the version is read again inside it, so two processes
+ * opening one old file upgrade it once.  Last, every statement is prepared; one that does not prepare
  * means the schema does not match.  Close finalizes the statements and
  * closes the connection, which checkpoints the WAL into the file.
  */
@@ -32,7 +36,7 @@
 #include "cleanup.h"
 #include "err.h"
 
-#define STORE_SCHEMA_VERSION 1
+#define STORE_SCHEMA_VERSION 2
 #define STORE_APPLICATION_ID 0x44525652 /* "DRVR" */
 #define STORE_BUSY_TIMEOUT_MS 5000
 
@@ -97,6 +101,16 @@ static const char schema_v1[] =
         ") STRICT;"
         "CREATE INDEX events_by_job ON events(job_id, time_unix_ms, event_no);";
 
+/* schema_upgrades[v]: from version v to v + 1.  A new file gets schema_v1
+ * and then every upgrade, so both paths end with the same tables. */
+static const char *const schema_upgrades[STORE_SCHEMA_VERSION] = {
+        [1] = "ALTER TABLE subtasks ADD COLUMN guest_memory_bytes INTEGER NOT NULL DEFAULT 0;"
+              "ALTER TABLE subtasks ADD COLUMN multifd_bytes INTEGER NOT NULL DEFAULT 0;"
+              "ALTER TABLE subtasks ADD COLUMN multifd_channels INTEGER NOT NULL DEFAULT 0;"
+              "ALTER TABLE subtasks ADD COLUMN compression INTEGER NOT NULL DEFAULT 0;"
+              "ALTER TABLE subtasks ADD COLUMN disk_bytes INTEGER NOT NULL DEFAULT 0;",
+};
+
 /* Destructor for a store in any state of construction; callers are gone. */
 void store_sqlite_close(Store *base) {
         SqliteStore *s = sqlite_store(base);
@@ -151,8 +165,9 @@ static int exec_sql(SqliteStore *s, const char *sql, const char *what) {
 
 /* Is this file ours, and of which version?  Read-only: a foreign file or a
  * newer schema is refused before anything is written to it.  Sets
- * *ret_fresh for an empty database that needs the schema. */
-static int schema_check(SqliteStore *s, bool *ret_fresh) {
+ * *ret_fresh for an empty database that needs the schema, else
+ * *ret_version. */
+static int schema_check(SqliteStore *s, bool *ret_fresh, int64_t *ret_version) {
         int64_t version = 0, app_id = 0, n_objects = 0;
         int r;
 
@@ -181,9 +196,41 @@ static int schema_check(SqliteStore *s, bool *ret_fresh) {
         if (version < 1)
                 return err_set(-EPROTONOSUPPORT, "%s has an invalid store schema version %" PRId64,
                                s->path, version);
-        /* Version 1 is the first; upgrades from older versions go here. */
         *ret_fresh = false;
+        *ret_version = version;
         return 0;
+}
+
+/* Apply schema_upgrades[] from version @from on, and set the version.
+ * Inside the caller's write transaction. */
+static int schema_upgrade_from(SqliteStore *s, int64_t from) {
+        char sql[64], what[64];
+        int r;
+        for (int64_t v = from; v < STORE_SCHEMA_VERSION; v++) {
+                snprintf(what, sizeof(what), "upgrade the schema from version %" PRId64, v);
+                if ((r = exec_sql(s, schema_upgrades[v], what)) < 0)
+                        return r;
+        }
+        snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", STORE_SCHEMA_VERSION);
+        return exec_sql(s, sql, "set schema version");
+}
+
+/* A file of an older version: upgraded in one transaction (the version is
+ * read again under the write lock: another process may have done it). */
+static int schema_upgrade(SqliteStore *s) {
+        int64_t version = 0;
+        int r;
+        if ((r = exec_sql(s, "BEGIN IMMEDIATE", "begin schema upgrade")) < 0)
+                return r;
+        if ((r = pragma(s, "PRAGMA user_version", &version, NULL, 0)) < 0)
+                goto rollback;
+        if (version < STORE_SCHEMA_VERSION && (r = schema_upgrade_from(s, version)) < 0)
+                goto rollback;
+        return exec_sql(s, "COMMIT", "commit schema upgrade");
+rollback:
+        if (!sqlite3_get_autocommit(s->db))
+                sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+        return r;
 }
 
 static int schema_create(SqliteStore *s) {
@@ -198,7 +245,10 @@ static int schema_create(SqliteStore *s) {
         if (n_objects > 0) {
                 exec_sql(s, "ROLLBACK", "rollback");
                 bool fresh = false;
-                r = schema_check(s, &fresh);
+                int64_t version = 0;
+                r = schema_check(s, &fresh, &version);
+                if (r >= 0 && version < STORE_SCHEMA_VERSION)
+                        r = schema_upgrade(s);
                 return r < 0 ? r : 0;
         }
         if ((r = exec_sql(s, schema_v1, "create schema")) < 0)
@@ -206,8 +256,7 @@ static int schema_create(SqliteStore *s) {
         snprintf(sql, sizeof(sql), "PRAGMA application_id = %d", STORE_APPLICATION_ID);
         if ((r = exec_sql(s, sql, "set application_id")) < 0)
                 goto rollback;
-        snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", STORE_SCHEMA_VERSION);
-        if ((r = exec_sql(s, sql, "set schema version")) < 0)
+        if ((r = schema_upgrade_from(s, 1)) < 0)
                 goto rollback;
         return exec_sql(s, "COMMIT", "commit schema");
 rollback:
@@ -269,6 +318,7 @@ static int statements_prepare(SqliteStore *s) {
 
 static int store_sqlite_setup(SqliteStore *s) {
         bool fresh = false;
+        int64_t version = 0;
         int r;
         int rc = sqlite3_open_v2(s->path, &s->db,
                                  SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
@@ -280,12 +330,13 @@ static int store_sqlite_setup(SqliteStore *s) {
         }
         sqlite3_extended_result_codes(s->db, 1);
         sqlite3_busy_timeout(s->db, STORE_BUSY_TIMEOUT_MS);
-        if ((r = schema_check(s, &fresh)) < 0 || (r = connection_setup(s)) < 0)
+        if ((r = schema_check(s, &fresh, &version)) < 0 || (r = connection_setup(s)) < 0)
                 return r;
         if (fresh) {
                 if ((r = schema_create(s)) < 0 || (r = fsync_parent_dir(s->path)) < 0)
                         return r;
-        }
+        } else if (version < STORE_SCHEMA_VERSION && (r = schema_upgrade(s)) < 0)
+                return r;
         return statements_prepare(s);
 }
 

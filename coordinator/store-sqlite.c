@@ -50,7 +50,9 @@ _Static_assert(COORD_JOB_PHASE_SUCCEEDED == 4 && COORD_JOB_PHASE_FAILED == 5 &&
 #define SUBTASK_COLUMNS                                                      \
         "job_id, seq, guest, uuid, source, destination, phase, op_id,"         \
         " estimated_s, started_unix_ms, finished_unix_ms, downtime_ms,"       \
-        " measured_downtime_ms, transferred_bytes, error, reason, policy_steps"
+        " measured_downtime_ms, transferred_bytes, error, reason, policy_steps,"  \
+        " guest_memory_bytes, multifd_bytes, multifd_channels, compression,"   \
+        " disk_bytes"
 #define HOST_COLUMNS                                                         \
         "name, address, migration_address, state, memory_mib, vcpus,"         \
         " cpu_model, link_bytes_per_s, max_outgoing, max_incoming"
@@ -81,12 +83,14 @@ const char *const store_sqlite_stmt_sql[_STMT_MAX] = {
                                      " ORDER BY created_unix_ms DESC, job_no DESC LIMIT ?1",
         [STMT_SUBTASK_INSERT] =
                 "INSERT INTO subtasks (" SUBTASK_COLUMNS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6,"
-                " ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+                " ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
         [STMT_SUBTASK_UPDATE] =
                 "UPDATE subtasks SET guest = ?3, uuid = ?4, source = ?5, destination = ?6,"
                 " phase = ?7, op_id = ?8, estimated_s = ?9, started_unix_ms = ?10,"
                 " finished_unix_ms = ?11, downtime_ms = ?12, measured_downtime_ms = ?13,"
-                " transferred_bytes = ?14, error = ?15, reason = ?16, policy_steps = ?17"
+                " transferred_bytes = ?14, error = ?15, reason = ?16, policy_steps = ?17,"
+                " guest_memory_bytes = ?18, multifd_bytes = ?19, multifd_channels = ?20,"
+                " compression = ?21, disk_bytes = ?22"
                 " WHERE job_id = ?1 AND seq = ?2",
         [STMT_SUBTASK_LIST] = "SELECT " SUBTASK_COLUMNS " FROM subtasks WHERE job_id = ?1"
                               " ORDER BY seq LIMIT ?2",
@@ -386,7 +390,12 @@ static int subtask_bind(sqlite3_stmt *st, const StoreSubtask *t) {
         bind_u64(st, 14, t->transferred_bytes);
         bind_text(st, 15, t->error);
         bind_text(st, 16, t->reason);
-        return bind_text(st, 17, t->policy_steps);
+        bind_text(st, 17, t->policy_steps);
+        bind_u64(st, 18, t->guest_memory_bytes);
+        bind_u64(st, 19, t->multifd_bytes);
+        bind_u64(st, 20, t->multifd_channels);
+        sqlite3_bind_int(st, 21, t->compression);
+        return bind_u64(st, 22, t->disk_bytes);
 }
 
 static int job_insert_locked(SqliteStore *s, const StoreJob *j) {
@@ -589,6 +598,11 @@ static void subtask_from_row(sqlite3_stmt *st, StoreSubtask *t) {
         COLUMN_FIELD(st, 14, t->error);
         COLUMN_FIELD(st, 15, t->reason);
         COLUMN_FIELD(st, 16, t->policy_steps);
+        t->guest_memory_bytes = column_u64(st, 17);
+        t->multifd_bytes = column_u64(st, 18);
+        t->multifd_channels = (uint32_t) column_u64(st, 19);
+        t->compression = sqlite3_column_int(st, 20);
+        t->disk_bytes = column_u64(st, 21);
 }
 
 static void subtask_row(sqlite3_stmt *st, void *out) {

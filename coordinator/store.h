@@ -69,6 +69,15 @@ typedef struct StoreSubtask {
         char error[STORE_TEXT_MAX];
         char reason[STORE_TEXT_MAX];
         char policy_steps[STORE_TEXT_MAX]; /* newline-separated */
+        /* The stream: chosen by the scheduler when it starts the migration
+         * (coord-scheduler.c; 0 channels = the source agent picks), then
+         * as the source agent's MigrationResult reports it at the end,
+         * with its byte figures (agent.proto MigrationResult 15-19). */
+        uint64_t guest_memory_bytes;
+        uint64_t multifd_bytes;     /* of transferred_bytes, sent on multifd channels */
+        uint32_t multifd_channels;  /* 1 = one stream; 0 = not known */
+        int compression;            /* MigCompression (core/migparams.h), agent.proto's numbers */
+        uint64_t disk_bytes;        /* local disks copied; 0 = none */
 } StoreSubtask;
 
 typedef struct StoreEvent {

@@ -23,6 +23,7 @@ typedef struct FakeGuest {
         uint64_t memory_mib;
         uint32_t vcpus;
         char async_job[24];
+        uint64_t disk_bytes; /* local disks (GuestSummary.local_disk_bytes) */
 } FakeGuest;
 
 typedef struct FakeMig {
@@ -31,6 +32,8 @@ typedef struct FakeMig {
         char error[256];
         char phase[24];   /* reported by GetMigration when set (fake_mig_phase) */
         MigParams params; /* as the coordinator sent them */
+        LinkMigResult figures; /* the stream's figures GetMigration reports (fake_mig_figures) */
+        uint64_t disk_total, disk_done; /* the disks' copy GetGuest reports while it runs (fake_mig_disks) */
 } FakeMig;
 
 typedef struct FakeHost {
@@ -139,6 +142,38 @@ void fake_mig_end(const char *guest, bool success, const char *error, bool lands
                 if (lands && d) {
                         guest_put(d, g);
                         guest_drop(h, g);
+                }
+        }
+        pthread_mutex_unlock(&fake_mutex);
+}
+
+void fake_guest_disks(const char *guest, uint64_t bytes) {
+        pthread_mutex_lock(&fake_mutex);
+        for (size_t i = 0; i < fake_n_hosts; i++) {
+                FakeGuest *g = guest_on(&fake_hosts[i], guest);
+                if (g)
+                        g->disk_bytes = bytes;
+        }
+        pthread_mutex_unlock(&fake_mutex);
+}
+
+void fake_mig_figures(const char *guest, const LinkMigResult *f) {
+        pthread_mutex_lock(&fake_mutex);
+        for (size_t i = 0; i < fake_n_hosts; i++) {
+                FakeMig *m = mig_of(&fake_hosts[i], guest);
+                if (m && !m->done)
+                        m->figures = *f;
+        }
+        pthread_mutex_unlock(&fake_mutex);
+}
+
+void fake_mig_disks(const char *guest, uint64_t total, uint64_t done) {
+        pthread_mutex_lock(&fake_mutex);
+        for (size_t i = 0; i < fake_n_hosts; i++) {
+                FakeMig *m = mig_of(&fake_hosts[i], guest);
+                if (m && !m->done) {
+                        m->disk_total = total;
+                        m->disk_done = done;
                 }
         }
         pthread_mutex_unlock(&fake_mutex);
@@ -259,6 +294,7 @@ int agent_link_stats(AgentLink *l, int64_t timeout_ms, AgentHostInfo *ret) {
                         g->state = COORD_GUEST_STATE_RUNNING;
                         g->memory_mib = h->guests[i].memory_mib;
                         g->vcpus = h->guests[i].vcpus;
+                        g->local_disk_bytes = h->guests[i].disk_bytes;
                         ret->guests_memory_mib += g->memory_mib;
                         ret->guests_vcpus += g->vcpus;
                 }
@@ -311,6 +347,12 @@ int agent_link_get_migration(AgentLink *l, const char *guest, int64_t timeout_ms
                 ret->success = m->success;
                 snprintf(ret->error, sizeof(ret->error), "%s", m->error);
                 snprintf(ret->phase, sizeof(ret->phase), "%s", m->phase[0] ? m->phase : m->done ? "done" : "perform");
+                ret->guest_memory_bytes = m->figures.guest_memory_bytes;
+                ret->multifd_bytes = m->figures.multifd_bytes;
+                ret->multifd_channels = m->figures.multifd_channels;
+                ret->compression = m->figures.compression;
+                ret->disk_bytes = m->figures.disk_bytes;
+                ret->transferred = m->figures.transferred;
         }
         pthread_mutex_unlock(&fake_mutex);
         return r;
@@ -357,6 +399,11 @@ int agent_link_get_guest(AgentLink *l, const char *guest, int64_t timeout_ms, Li
                 ret->state = COORD_GUEST_STATE_RUNNING;
                 snprintf(ret->async_job, sizeof(ret->async_job), "%s", g->async_job);
                 snprintf(ret->phase, sizeof(ret->phase), "%s", strcmp(g->async_job, "none") ? "perform" : "");
+                FakeMig *m = mig_of(h, g->name); /* asked by UUID */
+                if (m && !m->done) {
+                        ret->disk_total = m->disk_total;
+                        ret->disk_transferred = m->disk_done;
+                }
         }
         pthread_mutex_unlock(&fake_mutex);
         return r;

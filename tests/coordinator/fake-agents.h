@@ -27,6 +27,15 @@ void fake_host_down(const char *addr, bool down);
 /* The source's migration of @guest ends: @success or not (with @error);
  * @lands: the guest now runs on the destination (else on the source). */
 void fake_mig_end(const char *guest, bool success, const char *error, bool lands);
+/* Guest @guest has @bytes of local disks (GuestSummary.local_disk_bytes). */
+void fake_guest_disks(const char *guest, uint64_t bytes);
+/* The running migration of @guest reports the stream's figures of @f
+ * (guest_memory_bytes, transferred, multifd_bytes, multifd_channels,
+ * compression, disk_bytes) in GetMigration from now on. */
+void fake_mig_figures(const char *guest, const LinkMigResult *f);
+/* The running migration of @guest has copied @done of @total bytes of
+ * local disks (GetGuest's MigrationStats on the source). */
+void fake_mig_disks(const char *guest, uint64_t total, uint64_t done);
 /* The source agent forgets its migration of @guest (as a restarted agent
  * with a lost record would): GetMigration answers NOT_FOUND; the guest
  * stays on the source, idle. */

@@ -164,6 +164,12 @@ void stu_make_sub(StoreSubtask *t, const char *job_id, int seq) {
         t->downtime_ms = 300;
         FILL(t->reason, "most free memory after the move (%d MiB)", 1000 * seq);
         FILL(t->policy_steps, "downtime 300 ms\nauto-converge 20%%\npost-copy");
+        /* the stream's figures, at the edges of their types */
+        t->guest_memory_bytes = UINT64_MAX - (uint64_t) seq;
+        t->multifd_bytes = (UINT64_C(1) << 63) + (uint64_t) seq;
+        t->multifd_channels = UINT32_MAX - (uint32_t) seq;
+        t->compression = 1; /* zstd: agent.proto's MigrationCompression number */
+        t->disk_bytes = (UINT64_C(10) << 30) + (uint64_t) seq;
 }
 
 void stu_assert_job_equal(const StoreJob *a, const StoreJob *b) {

@@ -47,6 +47,21 @@ static void test_lanes_set(void **state) {
         assert_int_equal(c.lane_streams, 32);
 }
 
+/* "compressible": guest names for the stream choice; none by default; a
+ * name that is not a string is refused naming its place. */
+static void test_compressible(void **state) {
+        CoordConfig c;
+        (void) state;
+        assert_int_equal(load("{}", &c), 0);
+        assert_int_equal(c.n_compressible, 0);
+        assert_int_equal(load("{\"compressible\": [\"web1\", \"cache2\"]}", &c), 0);
+        assert_int_equal(c.n_compressible, 2);
+        assert_string_equal(c.compressible[0], "web1");
+        assert_string_equal(c.compressible[1], "cache2");
+        assert_int_equal(load("{\"compressible\": [\"web1\", 7]}", &c), -EINVAL);
+        assert_non_null(strstr(err_msg(), "compressible[1]"));
+}
+
 static void test_old_rpc_threads_flagged(void **state) {
         CoordConfig c;
         (void) state;
@@ -183,6 +198,7 @@ int main(void) {
                 cmocka_unit_test(test_lane_defaults),
                 cmocka_unit_test(test_lanes_set),
                 cmocka_unit_test(test_old_rpc_threads_flagged),
+                cmocka_unit_test(test_compressible),
                 cmocka_unit_test(test_lane_refusals),
                 cmocka_unit_test(test_metrics_listen),
                 cmocka_unit_test(test_store_sqlite),

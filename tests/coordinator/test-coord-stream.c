@@ -64,6 +64,13 @@ static void test_not_compressible_or_postcopy_does_not(void **state) {
                                        .postcopy = true });
         assert_int_equal(c.compression, MIG_COMPRESSION_NONE);
         assert_int_equal(c.multifd_channels, 1);
+        /* post-copy keeps one stream for any guest, however fast the link
+         * (an explicit count would turn multifd on next to post-copy) */
+        c = choose((CoordStreamInput){ .link_bytes_per_s = MBPS(10000), .source_cpus = 16, .dest_cpus = 16,
+                                       .postcopy = true });
+        assert_int_equal(c.compression, MIG_COMPRESSION_NONE);
+        assert_int_equal(c.multifd_channels, 1);
+        assert_non_null(strstr(c.why, "post-copy"));
         /* unknown link and CPUs: one stream, as the agent's own default */
         c = choose((CoordStreamInput){ 0 });
         assert_int_equal(c.multifd_channels, 1);

@@ -159,8 +159,35 @@ static RpcCode h_migrate(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMess
         return RPC_OK;
 }
 
+/* job-stream: one guest migrated with the source's stream figures, one
+ * still copying its local disks. */
+static Drover__V1__Job *job_stream(RpcCall *c) {
+        Drover__V1__Job *j = job_many_at(c, "job-stream", 0);
+        j->n_subtasks = 2;
+        Drover__V1__Subtask *done = j->subtasks[0], *disk = j->subtasks[1];
+        done->phase = DROVER__V1__SUBTASK_PHASE__SUBTASK_PHASE_SUCCEEDED;
+        done->multifd_channels = 4;
+        done->compression = DROVER__V1__MIGRATION_COMPRESSION__MIGRATION_COMPRESSION_ZSTD;
+        done->transferred_bytes = 3ULL << 30;
+        done->guest_memory_bytes = 4ULL << 30;
+        done->multifd_bytes = 1ULL << 30;
+        done->disk_bytes = 20ULL << 30;
+        done->reason = (char *) "requested destination; stream: zstd on 4 multifd channels: the link is slower";
+        Drover__V1__MigrationStats *st = rpc_call_alloc(c, sizeof(*st));
+        drover__v1__migration_stats__init(st);
+        st->disk_total_bytes = 10ULL << 30;
+        st->disk_transferred_bytes = 5ULL << 30;
+        disk->phase = DROVER__V1__SUBTASK_PHASE__SUBTASK_PHASE_MIGRATING;
+        disk->stats = st;
+        return j;
+}
+
 static RpcCode h_get_job(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *resp_, void *user) {
         const Drover__V1__JobRef *req = (const void *) req_;
+        if (strcmp(req->id, "job-stream") == 0) {
+                *(Drover__V1__Job *) resp_ = *job_stream(c);
+                return RPC_OK;
+        }
         if (strcmp(req->id, "job-1") != 0)
                 return rpc_call_fail(c, RPC_NOT_FOUND, "no job '%s'", req->id);
         Drover__V1__Job *j = (void *) resp_, *src = job_at(c, 2);
@@ -775,6 +802,49 @@ static void test_transport_option(void **state) {
         }
 }
 
+/* A migration request carries only what its command line set: every other
+ * member is 0 (unset), so the coordinator's configured defaults apply to
+ * it (docs/coordinator.md, "Migration parameters"). */
+static void test_request_carries_only_the_options_given(void **state) {
+        char *out = NULL, got[MIG_PARAMS_JSON_MAX], want[MIG_PARAMS_JSON_MAX];
+        int st = droverctl(&out, "migrate", "g1", "--downtime", "500", NULL);
+        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+                fail_msg("status %#x, output '%s'", st, out);
+        free(out);
+        assert_int_equal(mig_params_to_json(&fake.got, got, sizeof(got)), 0);
+        assert_int_equal(mig_params_to_json(&(MigParams){ .downtime_ms = 500 }, want, sizeof(want)), 0);
+        assert_string_equal(got, want);
+        st = droverctl(&out, "migrate", "g1", NULL);
+        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+                fail_msg("status %#x, output '%s'", st, out);
+        free(out);
+        assert_int_equal(mig_params_to_json(&fake.got, got, sizeof(got)), 0);
+        assert_int_equal(mig_params_to_json(&(MigParams){ 0 }, want, sizeof(want)), 0);
+        assert_string_equal(got, want);
+}
+
+/* `droverctl job` shows each migration's stream: channels, compression,
+ * bytes sent against the guest's memory, local disks, and why; the live
+ * row of a guest copying its local disks shows that copy. */
+static void test_job_shows_the_stream_and_local_disks(void **state) {
+        char *out = NULL;
+        int st = droverctl(&out, "job", "job-stream", NULL);
+        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+                fail_msg("status %#x, output '%s'", st, out);
+        assert_contains(out, "m-00               stream: 4 multifd channels, compression zstd; 3.0 GiB sent for 4.0 GiB "
+                             "of guest memory (1.0 GiB on multifd channels); local disks 20.0 GiB copied");
+        assert_contains(out, "m-00               why: requested destination; stream: zstd on 4");
+        assert_contains(out, ", disks 20.0 GiB");
+        assert_contains(out, "disks      50.0%  5.0 GiB of 10.0 GiB copied");
+        assert_contains(out, "m-01               stream: channels picked by the source agent; local disks 5.0 GiB of 10.0 GiB");
+        free(out);
+        st = droverctl(&out, "--json", "job", "job-stream", NULL);
+        assert_contains(out, "\"disk_bytes\":21474836480");
+        assert_contains(out, "\"compression\":\"zstd\"");
+        assert_contains(out, "\"disk_transferred_bytes\":5368709120");
+        free(out);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_piped_watch_of_many_long_names_prints_every_change),
@@ -791,6 +861,8 @@ int main(void) {
                 cmocka_unit_test(test_interrupt_stops_the_watch_and_cancels_when_asked),
                 cmocka_unit_test(test_host_set_sends_the_fields_given),
                 cmocka_unit_test(test_transport_option),
+                cmocka_unit_test(test_request_carries_only_the_options_given),
+                cmocka_unit_test(test_job_shows_the_stream_and_local_disks),
         };
         return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -113,7 +113,7 @@ static void test_reopen(void **state) {
                 return;
         sqlite3 *db = stu_raw_open(path);
         assert_string_equal(stu_raw_query(db, "PRAGMA journal_mode"), "wal");
-        assert_string_equal(stu_raw_query(db, "PRAGMA user_version"), "1");
+        assert_string_equal(stu_raw_query(db, "PRAGMA user_version"), "2");
         assert_string_equal(stu_raw_query(db, "PRAGMA integrity_check"), "ok");
         sqlite3_close(db);
 }
@@ -149,7 +149,7 @@ static void test_newer_version(void **state) {
         db = stu_raw_open(path);
         assert_string_equal(stu_raw_query(db, "PRAGMA user_version"), "99");
         assert_string_equal(stu_raw_query(db, "SELECT id FROM jobs"), "kept");
-        stu_raw_exec(db, "PRAGMA user_version = 1");
+        stu_raw_exec(db, "PRAGMA user_version = 2");
         sqlite3_close(db);
         s = stu_open(path);
         store_close(s);
@@ -160,6 +160,68 @@ static void test_newer_version(void **state) {
         stu_raw_exec(db, "CREATE TABLE t (x); INSERT INTO t VALUES (1)");
         sqlite3_close(db);
         stu_expect_err(store_sqlite_open(foreign, &s), -EPROTONOSUPPORT, "not a Drover store");
+}
+
+/* A store written before the stream's figures existed (SQLite schema
+ * version 1; an etcd sub-task record without those members) opens, reads
+ * its sub-tasks with the figures 0, and stores them from then on. */
+static void test_store_of_the_first_schema_is_upgraded(void **state) {
+        const char *path = stu_place("store-upgrade");
+        Store *s = stu_open(path);
+        StoreJob j;
+        StoreSubtask t, *sl;
+        size_t n;
+        stu_make_job(&j, "old", 1, PHASE_RUNNING);
+        stu_make_sub(&t, "old", 0);
+        assert_int_equal(s->ops->job_create(s, &j, &t, 1), 0);
+        store_close(s);
+
+        if (stu_sqlite()) {
+                /* the version 1 layout: the columns version 2 added dropped */
+                sqlite3 *db = stu_raw_open(path);
+                stu_raw_exec(db, "ALTER TABLE subtasks DROP COLUMN guest_memory_bytes;"
+                                 "ALTER TABLE subtasks DROP COLUMN multifd_bytes;"
+                                 "ALTER TABLE subtasks DROP COLUMN multifd_channels;"
+                                 "ALTER TABLE subtasks DROP COLUMN compression;"
+                                 "ALTER TABLE subtasks DROP COLUMN disk_bytes;"
+                                 "PRAGMA user_version = 1");
+                sqlite3_close(db);
+        } else
+                stu_etcd_put_raw(path, "subs/old/000000",
+                                 "{\"job_id\":\"old\",\"seq\":0,\"guest\":\"guest-0\",\"uuid\":\"\",\"source\":\"host-a\","
+                                 "\"destination\":\"host-b\",\"phase\":1,\"op_id\":\"\",\"estimated_s\":12.25,"
+                                 "\"started_unix_ms\":0,\"finished_unix_ms\":0,\"downtime_ms\":300,"
+                                 "\"measured_downtime_ms\":0,\"transferred_bytes\":0,\"error\":\"\",\"reason\":\"r\","
+                                 "\"policy_steps\":\"\"}");
+        s = stu_open(path);
+        assert_int_equal(s->ops->subtask_list(s, "old", &sl, &n), 0);
+        assert_int_equal(n, 1);
+        assert_string_equal(sl[0].guest, "guest-0");
+        assert_string_equal(sl[0].destination, "host-b");
+        assert_true(sl[0].guest_memory_bytes == 0 && sl[0].multifd_bytes == 0 && sl[0].multifd_channels == 0 &&
+                    sl[0].compression == 0 && sl[0].disk_bytes == 0);
+        t = sl[0];
+        free(sl);
+        t.phase = SUB_SUCCEEDED;
+        t.guest_memory_bytes = UINT64_C(4) << 30;
+        t.multifd_bytes = UINT64_C(1) << 30;
+        t.multifd_channels = 4;
+        t.compression = 1;
+        t.disk_bytes = UINT64_C(20) << 30;
+        assert_int_equal(s->ops->subtask_update(s, &t), 0);
+        store_close(s);
+        s = stu_open(path);
+        assert_int_equal(s->ops->subtask_list(s, "old", &sl, &n), 0);
+        assert_int_equal(n, 1);
+        stu_assert_sub_equal(&sl[0], &t);
+        free(sl);
+        store_close(s);
+        if (!stu_sqlite())
+                return;
+        sqlite3 *db = stu_raw_open(path);
+        assert_string_equal(stu_raw_query(db, "PRAGMA user_version"), "2");
+        assert_string_equal(stu_raw_query(db, "PRAGMA integrity_check"), "ok");
+        sqlite3_close(db);
 }
 
 static void test_garbage_file(void **state) {
@@ -579,6 +641,7 @@ int main(int argc, char **argv) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_reopen),
                 cmocka_unit_test(test_newer_version),
+                cmocka_unit_test(test_store_of_the_first_schema_is_upgraded),
                 cmocka_unit_test(test_garbage_file),
                 cmocka_unit_test(test_threads),
                 cmocka_unit_test(test_commit_latency),
