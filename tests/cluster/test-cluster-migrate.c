@@ -15,9 +15,13 @@
  *   - a guest that cannot converge completes by post-copy when allowed and
  *     aborts cleanly when not;
  *   - abort and bandwidth tuning work across hosts;
- *   - eight migrations at once all complete.
+ *   - eight migrations at once all complete;
+ *   - zstd over multifd puts less on the wire than the pages it sends.
  * Every test tears its cluster down (agents, QEMUs, namespaces) even when
- * it fails; then the agents' logs are printed.
+ * it fails; then the agents' logs are printed.  The long run
+ * (DROVER_LONG=1, README "Tests") adds shaped_link, whose promise (a
+ * migration completes over a tbf-shaped link) the zstd test and
+ * cluster-postcopy keep in CI, and whose figure is the rate it reaches.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -50,6 +54,12 @@
 
 static double secs_since(uint64_t t0_ns) {
         return (double) (now_ns() - t0_ns) / 1e9;
+}
+
+/* The long run: DROVER_LONG set and not "0". */
+static bool long_run(void) {
+        const char *v = getenv("DROVER_LONG");
+        return v && *v && strcmp(v, "0") != 0;
 }
 
 static void print_result(const char *what, const Drover__V1__MigrationResult *r) {
@@ -561,6 +571,11 @@ static void test_finish_dest_cannot_persist(void **state) {
 static void test_shaped_link(void **state) {
         Cluster *c = *state;
         const char *name = "sl";
+        if (!long_run()) {
+                printf("# shaped_link runs in the long run only (DROVER_LONG=1): a figure; test_zstd_compressed "
+                       "and cluster-postcopy migrate over shaped links in CI\n");
+                skip();
+        }
         cluster_up(c, 2);
         cluster_guest_start(c, A, name, "6d1d2a4e-0000-4000-8000-00000000c002", 64, "mib=48 rate=5");
         assert_int_equal(netns_shape(&c->net, A, "200mbit"), 0);
@@ -584,16 +599,32 @@ static void test_shaped_link(void **state) {
 
 /* ---- zstd over multifd (docs/migration.md, "Multifd and compression") ---------------------- */
 
+/* Bytes host @i's eth0 has sent (its /proc/net/dev, read through the
+ * agent, which runs in the host's namespace); 0 when unreadable. */
+static uint64_t eth0_tx_bytes(Cluster *c, int i) {
+        char path[64], *text, *line;
+        unsigned long long rx[8], tx = 0;
+        snprintf(path, sizeof(path), "/proc/%d/net/dev", (int) c->host[i].agent.pid);
+        text = tu_read_file(path, NULL);
+        line = text ? strstr(text, "eth0:") : NULL;
+        if (line && sscanf(line + 5, "%llu %llu %llu %llu %llu %llu %llu %llu %llu", &rx[0], &rx[1], &rx[2], &rx[3],
+                           &rx[4], &rx[5], &rx[6], &rx[7], &tx) != 9)
+                tx = 0;
+        free(text);
+        return tx;
+}
+
 /* The guest's working set holds one written word per page: memory zstd
  * squeezes and QEMU's zero-page check does not.  Compression without a
  * channel count gets multifd (two channels at least) on both sides, and
  * the record says so.  QEMU 7.2 counts multifd pages before compression
  * (ram.transferred and ram.multifd-bytes: whole pages), so the proof that
- * less went over the wire than the memory is the time: 112 MiB of pages
- * cross a 200 Mbit/s link (25 MB/s, at least 4.7 s raw) at more than 1.5x
- * the link's rate.  The guest's own check (verify=1: every page it
- * rewrites on b must hold what it wrote before) finds no page lost or
- * mixed up. */
+ * less went over the wire than the memory is host a's own count of what
+ * eth0 sent during the migration: less than half the pages QEMU counted
+ * (the speed over the 200 Mbit/s link is printed, a figure: on a loaded
+ * machine zstd's CPU time, not the link, sets it).  The guest's own check
+ * (verify=1: every page it rewrites on b must hold what it wrote before)
+ * finds no page lost or mixed up. */
 static void test_zstd_compressed(void **state) {
         Cluster *c = *state;
         const char *name = "zs";
@@ -603,22 +634,28 @@ static void test_zstd_compressed(void **state) {
         Drover__V1__MigrationParams p = DROVER__V1__MIGRATION_PARAMS__INIT;
         p.compression = DROVER__V1__MIGRATION_COMPRESSION__MIGRATION_COMPRESSION_ZSTD;
         RpcStatus rs;
+        uint64_t tx0 = eth0_tx_bytes(c, A);
         Drover__V1__MigrationResult *r = cluster_migrate(c, A, B, name, &p, true, &rs);
+        uint64_t wire = eth0_tx_bytes(c, A) - tx0;
         if (!r)
                 fail_msg("Migrate: %s %s", rpc_code_to_string(rs.code), rs.details);
         print_result("a->b over tbf 200mbit, zstd", r);
         double mbs = (double) r->transferred_bytes / 1e6 / ((double) r->total_ms / 1000);
         printf("#   %.2f MiB of pages (%.2f MiB on %u multifd channels) for %.0f MiB of memory: %.1f MB/s over a "
-               "25 MB/s link\n", (double) r->transferred_bytes / MIB, (double) r->multifd_bytes / MIB,
-               r->multifd_channels, (double) r->guest_memory_bytes / MIB, mbs);
+               "25 MB/s link; %.2f MiB left host a's eth0\n", (double) r->transferred_bytes / MIB,
+               (double) r->multifd_bytes / MIB, r->multifd_channels, (double) r->guest_memory_bytes / MIB, mbs,
+               (double) wire / MIB);
         fflush(stdout);
+        assert_true(tx0 > 0);
         assert_true(r->success);
         assert_int_equal(r->compression, DROVER__V1__MIGRATION_COMPRESSION__MIGRATION_COMPRESSION_ZSTD);
         assert_true(r->multifd_channels >= 2);
         assert_int_equal(r->guest_memory_bytes, 128u << 20);
         assert_true(r->multifd_bytes > 0 && r->multifd_bytes <= r->transferred_bytes);
         assert_true(r->transferred_bytes >= 100u << 20); /* the working set went over */
-        assert_true(mbs > 25 * 1.5);
+        if (wire >= r->transferred_bytes / 2)
+                fail_msg("%.1f MiB left host a for %.1f MiB of pages: not compressed", (double) wire / MIB,
+                         (double) r->transferred_bytes / MIB);
         drover__v1__migration_result__free_unpacked(r, NULL);
         assert_int_equal(assert_runs_once(c, name, B, 5000), B);
         sleep_ms(8000); /* rate 16 MiB/s: the guest rewrites (and checks) its 112 MiB in 7 s */
@@ -720,12 +757,16 @@ static void test_link_cut(void **state) {
 
 /* ---- d. non-convergence ------------------------------------------------------------------ */
 
+/* A 120 MiB working set dirtied far faster than it can be sent: a pass
+ * takes 1-3 s (the sender is CPU-bound on a busy machine), so the ladder's
+ * steps, each after two passes without a new low, come within seconds. */
+
 static void non_convergence(Cluster *c, bool postcopy) {
         const char *name = postcopy ? "ncp" : "nca";
         cluster_up(c, 2);
         cluster_guest_start(c, A, name, postcopy ? "6d1d2a4e-0000-4000-8000-00000000d001"
                                                  : "6d1d2a4e-0000-4000-8000-00000000d002",
-                            256, "mib=248 rate=400 pace=tick");
+                            128, "mib=120 rate=400 pace=tick");
         sleep_ms(1000);
         Drover__V1__MigrationParams p = DROVER__V1__MIGRATION_PARAMS__INIT;
         p.bandwidth_bytes_per_s = 128u << 20;
@@ -741,8 +782,8 @@ static void non_convergence(Cluster *c, bool postcopy) {
         double wall = secs_since(t0);
         if (!r)
                 fail_msg("Migrate: %s %s", rpc_code_to_string(rs.code), rs.details);
-        print_result(postcopy ? "256 MiB dirtying 400 MiB/s, 128 MiB/s, post-copy allowed"
-                              : "256 MiB dirtying 400 MiB/s, 128 MiB/s, pre-copy only",
+        print_result(postcopy ? "128 MiB dirtying 400 MiB/s, 128 MiB/s, post-copy allowed"
+                              : "128 MiB dirtying 400 MiB/s, 128 MiB/s, pre-copy only",
                      r);
         printf("#   Migrate(wait) returned after %.1f s\n", wall);
         fflush(stdout);

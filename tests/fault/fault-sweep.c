@@ -28,8 +28,9 @@ bool fs_full_requested(int argc, char **argv) {
                         exit(2);
                 }
         }
-        const char *f = getenv("DROVER_FAULT_FULL");
-        return full || (f && *f && strcmp(f, "0") != 0);
+        /* DROVER_LONG: the long run of every suite (README "Tests") */
+        const char *f = getenv("DROVER_FAULT_FULL"), *l = getenv("DROVER_LONG");
+        return full || (f && *f && strcmp(f, "0") != 0) || (l && *l && strcmp(l, "0") != 0);
 }
 
 int fs_env_int(const char *name, int def) {

@@ -22,7 +22,8 @@ typedef struct FsTally {
 } FsTally;
 
 /* True when the whole matrix is asked for: --full (the only argument
- * accepted; exits 2 on any other) or DROVER_FAULT_FULL set and not "0". */
+ * accepted; exits 2 on any other), or DROVER_FAULT_FULL or DROVER_LONG (the
+ * long run of every suite) set and not "0". */
 bool fs_full_requested(int argc, char **argv);
 /* Integer environment variable @name, or @def when unset or empty. */
 int fs_env_int(const char *name, int def);

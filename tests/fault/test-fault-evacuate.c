@@ -38,7 +38,7 @@
  * listed case that passed, UNREACHED when the hit did not come in that
  * run) and a summary at the end; the program fails when a case fails that
  * is not known.  CI runs a sample chosen with a fixed seed;
- * DROVER_FAULT_FULL=1 (or --full) runs every case, DROVER_FAULT_SAMPLE=N and
+ * DROVER_FAULT_FULL=1 or DROVER_LONG=1 (or --full) runs every case, DROVER_FAULT_SAMPLE=N and
  * DROVER_FAULT_SEED=S change the sample, DROVER_FAULT_ONLY=TEXT runs the
  * cases whose id contains TEXT (fault-sweep.h).  docs/recovery.md, "The
  * sweep".

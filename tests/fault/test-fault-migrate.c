@@ -25,7 +25,7 @@
  * listed in DROVER_FAULT_KNOWN with the defect it shows, UNREACHED when the
  * point was not hit in that run) and a summary at the end.  The program
  * fails when a case fails that is not known.  CI runs a sample of the
- * matrix chosen with a fixed seed; DROVER_FAULT_FULL=1 (or --full) runs all
+ * matrix chosen with a fixed seed; DROVER_FAULT_FULL=1 or DROVER_LONG=1 (or --full) runs all
  * of it, DROVER_FAULT_SAMPLE=N and DROVER_FAULT_SEED=S change the sample,
  * DROVER_FAULT_ONLY=TEXT runs the cases whose id contains TEXT.
  * docs/recovery.md ("Fault points") says how to run it.
