@@ -1,6 +1,6 @@
 /* Post-copy recovery across hosts (suite 'cluster'): the link cut while
- * the guest runs on the destination in post-copy, healed once both sides
- * have paused; the agents pause both sides, keep the phase, recover the
+ * the guest runs on the destination in post-copy, healed 10 s later (the
+ * other cases: once both sides have paused); the agents pause both sides, keep the phase, recover the
  * stream and complete the migration with no operator action
  * (docs/migration.md, "Post-copy recovery").
  *
@@ -25,9 +25,10 @@
  * It prints the time to detect the cut on each side, the time paused and
  * the time from the heal to the resumed stream and to completion.
  *
- * CI heals the link as soon as both sides are seen paused (GetGuest and
- * the status files) and lifts the shaping with the heal, so the recovered
- * stream ends in seconds; every promise above is still asserted.  The long
+ * Apart from the first case (healed 10 s after the cut, as in the long
+ * run), CI heals the link as soon as both sides are seen paused (GetGuest
+ * and the status files) and lifts the shaping with the heal, so the
+ * recovered stream ends in seconds; every promise above is still asserted.  The long
  * run (DROVER_LONG=1, README "Tests") holds each cut 10 s, through failing
  * recovery rounds, and keeps the link at 16 Mbit/s to the end.  About 2
  * minutes on 2 cores (3 in the long run).  DROVER_TEST_FILTER selects
@@ -210,17 +211,18 @@ static uint64_t postcopy_then_cut(Cluster *c, const char *name, const char *uuid
         return t_cut;
 }
 
-/* Heal a's link (@t_heal 0; else it was healed then): at once (the
- * caller saw both sides paused), in the long run 10 s after @t_cut; with
+/* Heal a's link (@t_heal 0; else it was healed then): @hold_10s or in
+ * the long run 10 s after @t_cut, else at once (the caller saw both
+ * sides paused); with
  * no operator action the stream resumes and completes.  Outside the long
  * run the shaping goes with the heal: what is left of the guest crosses
  * in seconds.  @record: the source's migration record outlived the pause
  * (no restart, no give-up): it must end successful. */
 static void heal_and_complete(Cluster *c, const char *name, uint64_t t0, uint64_t t_cut, uint64_t t_heal,
-                              bool record) {
+                              bool record, bool hold_10s) {
         char phase[64] = "", mst[64] = "", why[512];
         if (!t_heal) {
-                while (long_run() && secs_since(t_cut) < 10.0)
+                while ((hold_10s || long_run()) && secs_since(t_cut) < 10.0)
                         sleep_ms(50);
                 assert_int_equal(netns_heal(&c->net, A), 0);
                 t_heal = now_ns();
@@ -298,7 +300,8 @@ static void test_postcopy_link_cut_recovers(void **state) {
         uint64_t t0;
         cluster_up(c, 2);
         uint64_t t_cut = postcopy_then_cut(c, "pcr", "6d1d2a4e-0000-4000-8000-00000000e001", &t0);
-        heal_and_complete(c, "pcr", t0, t_cut, 0, true);
+        /* the issue's own case: healed 10 s after the cut, in CI too */
+        heal_and_complete(c, "pcr", t0, t_cut, 0, true, true);
         c->ok = true;
 }
 
@@ -330,7 +333,7 @@ static void test_postcopy_source_restart_while_paused(void **state) {
         assert_string_equal(mst, "postcopy-paused");
         int pids[4];
         assert_int_equal(cluster_qemu_pids(c, A, name, pids, 4), 1);
-        heal_and_complete(c, name, t0, t_cut, 0, false);
+        heal_and_complete(c, name, t0, t_cut, 0, false, false);
         c->ok = true;
 }
 
@@ -399,7 +402,7 @@ static void test_postcopy_gives_up_then_operator_retries(void **state) {
                 fail_msg("MigrateRecoverNow: %s %s", rpc_code_to_string(rs.code), rs.details);
         printf("# MigrateRecoverNow %.1f s after the heal: OK\n", secs_since(t_heal));
         drover__v1__guest_status__free_unpacked(gs, NULL);
-        heal_and_complete(c, name, t0, t_cut, t_heal, false);
+        heal_and_complete(c, name, t0, t_cut, t_heal, false, false);
         c->ok = true;
 }
 
