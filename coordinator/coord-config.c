@@ -426,5 +426,13 @@ void coord_params_merge(const MigParams *req, const MigParams *defaults, MigPara
                 if (q->multifd_channels == 0 && p.multifd_channels == 1)
                         p.multifd_channels = 0;
         }
+        /* several multifd channels and post-copy exclude each other
+         * (mig_params_validate): the request's choice of either wins */
+        if (q->postcopy != POSTCOPY_POLICY_NEVER && q->multifd_channels == 0 && p.multifd_channels > 1)
+                p.multifd_channels = 0;
+        if (q->multifd_channels > 1 && q->postcopy == POSTCOPY_POLICY_NEVER && p.postcopy != POSTCOPY_POLICY_NEVER) {
+                p.postcopy = POSTCOPY_POLICY_NEVER;
+                p.postcopy_after_s = q->postcopy_after_s;
+        }
         *ret = p;
 }

@@ -97,6 +97,10 @@ int mig_params_validate(const MigParams *p) {
                 return err_set(-EINVAL, "params: 'compression' must be none or zstd");
         if (p->zstd_level > MIG_ZSTD_LEVEL_MAX)
                 return err_set(-EINVAL, "params: 'zstd_level' must be at most %d", MIG_ZSTD_LEVEL_MAX);
+        if (p->multifd_channels > 1 && p->postcopy != POSTCOPY_POLICY_NEVER)
+                return err_set(-EINVAL, "params: 'multifd_channels' above 1 needs 'postcopy' never (QEMU 7.2's "
+                               "destination aborts when post-copy runs beside multifd channels; 0 lets the source "
+                               "pick one stream for post-copy)");
         if (p->compression == MIG_COMPRESSION_NONE)
                 return 0;
         if (p->multifd_channels == 1)

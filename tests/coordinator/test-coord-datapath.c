@@ -190,6 +190,16 @@ static void test_defaults_fill_only_unset_members(void **state) {
         assert_int_equal(p.postcopy_after_s, 0);
         assert_int_equal(p.multifd_channels, 0);
         assert_int_equal(mig_params_validate(&p), 0);
+        /* post-copy and several channels: the request's choice of either wins over the default of the other */
+        MigParams d3 = { .postcopy = POSTCOPY_POLICY_ALLOWED, .multifd_channels = 4 };
+        coord_params_merge(&(MigParams){ .multifd_channels = 2 }, &d3, &p);
+        assert_int_equal(p.multifd_channels, 2);
+        assert_int_equal(p.postcopy, POSTCOPY_POLICY_NEVER);
+        assert_int_equal(mig_params_validate(&p), 0);
+        coord_params_merge(&(MigParams){ .postcopy = POSTCOPY_POLICY_AFTER, .postcopy_after_s = 9 }, &d3, &p);
+        assert_int_equal(p.postcopy, POSTCOPY_POLICY_AFTER);
+        assert_int_equal(p.multifd_channels, 0);
+        assert_int_equal(mig_params_validate(&p), 0);
 }
 
 /* A request with parameters (as droverctl always sends) still gets the

@@ -144,6 +144,17 @@ static void test_compression_json_round_trip_and_validation(void **state) {
         q.postcopy = POSTCOPY_POLICY_ALLOWED;
         assert_int_equal(mig_params_validate(&q), -EINVAL);
         assert_non_null(strstr(err_msg(), "'postcopy' never"));
+        /* several channels and post-copy exclude each other, compressed or not */
+        q = p;
+        q.compression = MIG_COMPRESSION_NONE;
+        q.multifd_channels = 2;
+        q.postcopy = POSTCOPY_POLICY_AFTER;
+        assert_int_equal(mig_params_validate(&q), -EINVAL);
+        assert_non_null(strstr(err_msg(), "'multifd_channels' above 1 needs 'postcopy' never"));
+        q.multifd_channels = 1;
+        assert_int_equal(mig_params_validate(&q), 0);
+        q.multifd_channels = 0;
+        assert_int_equal(mig_params_validate(&q), 0);
         q = p;
         q.compression = (MigCompression) 7; /* a newer peer's number */
         assert_int_equal(mig_params_validate(&q), -EINVAL);
