@@ -286,10 +286,11 @@ int mig_storage_copy(Agent *a, Vm *vm, const char *op, Migration *m, MigStorage 
         }
         vm_unlock(vm);
         if (r >= 0) {
-                double s = (double) (now_ns() - start) / 1e9;
-                agent_migtable_event(a->migrations, m, "local disks in sync: %.1f MiB in %.1f s (%.1f MiB/s); "
-                                     "streaming memory", (double) st->copy_total / 1048576.0, s,
-                                     s > 0 ? (double) st->copy_total / 1048576.0 / s : 0.0);
+                double s = (double) (now_ns() - start) / 1e9, mib = (double) st->copy_total / 1048576.0;
+                agent_migtable_event(a->migrations, m, "local disks in sync: %.1f MiB in %.2f s (%.1f MiB/s); "
+                                     "streaming memory", mib, s, s > 0 ? mib / s : 0.0);
+                log_info("guest %s, migration %s: local disks in sync: %.1f MiB in %.2f s (%.1f MiB/s)", vm->name, op,
+                         mib, s, s > 0 ? mib / s : 0.0);
         }
         return r;
 }

@@ -12,7 +12,8 @@
  * the agents; it reads each host's images through the /etc/netns paths.
  *
  * What each test asserts is what the feature promises:
- *   - a raw and a qcow2 local disk arrive with the same content (sha256 of
+ *   - a raw (48 MiB of random data) and a qcow2 local disk arrive, and
+ *     come back, with the same content (sha256 of
  *     the guest-visible bytes), the source's images are gone after
  *     confirm, the guest runs once, on the destination, and the result
  *     counts the disk bytes;
@@ -232,6 +233,20 @@ static void print_result(const char *what, const Drover__V1__MigrationResult *r)
         fflush(stdout);
 }
 
+/* The copy rate the source agent @i logged last ("local disks in sync"). */
+static void print_copy_rate(Cluster *c, int i) {
+        char path[300];
+        snprintf(path, sizeof(path), "%s/agent.log", c->host[i].dir);
+        char *log = tu_read_file(path, NULL);
+        const char *last = NULL;
+        for (const char *p = log; p && (p = strstr(p, "local disks in sync: ")); p++)
+                last = p;
+        if (last)
+                printf("# copy: %.*s\n", (int) strcspn(last, "\n"), last);
+        fflush(stdout);
+        free(log);
+}
+
 static void assert_runs_once_on(Cluster *c, const char *name, int host) {
         char why[512];
         int owner = cluster_wait_single_owner(c, name, 60000, why, sizeof(why));
@@ -248,7 +263,7 @@ static void test_localdisk_migrates(void **state) {
         Cluster *c = *state;
         char d0[400], d1[400], disks[820], src[2][460], dst[2][460], sha[2][65], after[2][65];
         up(c, false);
-        make_raw("ld-raw.img", 8);
+        make_raw("ld-raw.img", 48);
         make_qcow2("ld-q.qcow2", 8);
         disk_json("ld-raw.img", "raw", d0, sizeof(d0));
         disk_json("ld-q.qcow2", "qcow2", d1, sizeof(d1));
@@ -267,10 +282,11 @@ static void test_localdisk_migrates(void **state) {
         Drover__V1__MigrationResult *r = cluster_migrate(c, A, B, "ld1", &p, true, &rs);
         if (!r)
                 fail_msg("Migrate: %s %s", rpc_code_to_string(rs.code), rs.details);
-        print_result("local disks (8 MiB raw + 8 MiB qcow2), TLS", r);
+        print_result("local disks (48 MiB raw + 8 MiB qcow2), TLS", r);
+        print_copy_rate(c, A);
         assert_true(r->success);
         /* the mirrors' length: both disks' virtual sizes */
-        assert_int_equal(r->disk_bytes, 16u << 20);
+        assert_int_equal(r->disk_bytes, 56u << 20);
         drover__v1__migration_result__free_unpacked(r, NULL);
         assert_runs_once_on(c, "ld1", B);
         for (int k = 0; k < 2; k++) {
@@ -286,6 +302,7 @@ static void test_localdisk_migrates(void **state) {
         if (!r)
                 fail_msg("Migrate back: %s %s", rpc_code_to_string(rs.code), rs.details);
         print_result("local disks, back", r);
+        print_copy_rate(c, B);
         assert_true(r->success);
         drover__v1__migration_result__free_unpacked(r, NULL);
         assert_runs_once_on(c, "ld1", A);
