@@ -818,7 +818,7 @@ out:
 
 int agent_migrate_tune(Agent *a, Vm *vm, const char *op, uint64_t bandwidth, uint32_t downtime_ms) {
         const char *mop;
-        char buf[OP_ID_MAX], what[112];
+        char buf[OP_ID_MAX], what[144];
         int r = with_outgoing(a, vm, &mop, buf);
         if (r < 0)
                 return r;
@@ -835,6 +835,7 @@ int agent_migrate_tune(Agent *a, Vm *vm, const char *op, uint64_t bandwidth, uin
                 .has_max_bandwidth = bandwidth != 0, .max_bandwidth = bandwidth,
                 .has_downtime_limit = downtime_ms != 0, .downtime_limit = downtime_ms,
         };
+        const GuestDef *def = &((AgentVm *) vm->ops.opaque)->def;
         snprintf(what, sizeof(what), "%s%.0llu%s%.0u%s", bandwidth ? "bandwidth " : "", (unsigned long long) bandwidth,
                  bandwidth && downtime_ms ? " B/s, downtime limit " : downtime_ms ? "downtime limit " : " B/s",
                  downtime_ms, downtime_ms ? " ms" : "");
@@ -843,6 +844,9 @@ int agent_migrate_tune(Agent *a, Vm *vm, const char *op, uint64_t bandwidth, uin
                 QmpMonitor *mon;
                 if ((r = vm_enter_monitor(vm, &mon)) == 0) {
                         r = qmp_migrate_set_parameters(mon, -1, &mp);
+                        /* local disks: their running mirrors follow the cap */
+                        if (r >= 0 && bandwidth && mig_storage_set_speed(def, mon, bandwidth) > 0)
+                                snprintf(what + strlen(what), sizeof(what) - strlen(what), " (also the disk mirrors)");
                         int e = vm_exit_monitor(vm, mon);
                         if (r >= 0)
                                 r = e;

@@ -380,6 +380,20 @@ void mig_storage_drop_locked(Vm *vm, AsyncJobType t, const char *op) {
         release_locked(vm, t, op, def);
 }
 
+int mig_storage_set_speed(const GuestDef *def, QmpMonitor *mon, uint64_t speed) {
+        int n = 0;
+        for (size_t i = 0; i < def->n_disks; i++) {
+                char job[32];
+                if (!def->disks[i].local)
+                        continue;
+                job_name((uint32_t) i, job);
+                /* no such job (not started yet, or completed): nothing to tune */
+                n += qmp_block_job_set_speed(mon, -1, job, speed) >= 0;
+        }
+        err_clear();
+        return n;
+}
+
 void mig_storage_remove_source_images(Agent *a, Vm *vm) {
         const GuestDef *def = def_of(vm);
         for (size_t i = 0; i < def->n_disks; i++) {

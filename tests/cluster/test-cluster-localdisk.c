@@ -20,6 +20,7 @@
  *   - a destination whose disk folder is too small (a 4 MiB tmpfs) fails
  *     the migration in prepare with a clear error, creates nothing, and
  *     the guest keeps running on the source;
+ *   - MigrateTune during the copy changes the mirror's speed;
  *   - kill -9 of the source agent, or of the destination agent, while the
  *     disks are being copied (64 MiB at 8 MiB/s), the agent started again
  *     half a second later (still during the copy), ends with the guest
@@ -387,7 +388,25 @@ static void kill_during_copy(Cluster *c, int victim) {
         assert_true(gs->migration->disk_transferred_bytes > 0);
         assert_true(gs->migration->disk_transferred_bytes < gs->migration->disk_total_bytes);
         assert_string_equal(gs->phase, "storage");
+        uint64_t copied = gs->migration->disk_transferred_bytes;
         drover__v1__guest_status__free_unpacked(gs, NULL);
+        if (victim == A) {
+                /* MigrateTune moves the mirror's speed too: 8 -> 16 MiB/s */
+                Drover__V1__MigrateTuneRequest tr = DROVER__V1__MIGRATE_TUNE_REQUEST__INIT;
+                RpcStatus ts;
+                tr.guest = (char *) name;
+                tr.bandwidth_bytes_per_s = 16u << 20;
+                if (cluster_call(c, A, "MigrateTune", &tr.base, (ProtobufCMessage **) &gs, &ts) < 0)
+                        fail_msg("MigrateTune: %s %s", rpc_code_to_string(ts.code), ts.details);
+                drover__v1__guest_status__free_unpacked(gs, NULL);
+                sleep_ms(1000);
+                assert_int_equal(cluster_guest_status(c, A, name, &gs), 0);
+                double mib = (double) (gs->migration->disk_transferred_bytes - copied) / MIB;
+                printf("# after MigrateTune to 16 MiB/s: %.1f MiB copied in the next second\n", mib);
+                assert_true(mib > 11.0);
+                assert_string_equal(gs->phase, "storage");
+                drover__v1__guest_status__free_unpacked(gs, NULL);
+        }
         assert_int_equal(access(dst, F_OK), 0); /* the destination's image exists meanwhile */
         cluster_agent_kill9(c, victim);
         /* back during the copy (its QEMU outlived it and still serves or
