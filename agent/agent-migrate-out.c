@@ -4,7 +4,8 @@
  * agent_migrate() runs `begin` in the caller's thread: it takes the
  * MIGRATION_OUT async job, saves QEMU's migration capabilities and
  * parameters and persists them with the phase, then starts the migration
- * thread.  That thread calls the destination's MigratePrepare, runs perform
+ * thread.  That thread calls the destination's MigratePrepare, copies the
+ * local disks in the `storage` phase (agent-migrate-storage.c), runs perform
  * (capabilities, parameters, `migrate`, then one query-migrate per poll fed
  * to the convergence policy of core/converge.h, whose decision it executes,
  * `migrate-continue` at pre-switchover, and a liveness check of the
@@ -85,6 +86,8 @@ typedef struct Source {
         MigParams p;            /* immutable; defaults applied, validated */
         char *definition;       /* immutable; owned */
         uint64_t mem_mib;       /* immutable */
+        MigStorage storage;     /* migration thread only: the local disks (n = 0: none) and the
+                                 * destination's NBD server (agent-migrate-storage.c) */
         bool waiter;            /* unused */
 } Source;
 
@@ -164,7 +167,7 @@ static int perform(Source *s) {
                 vm_lock(vm);
         }
         r = VM_NESTED_CALL(vm, ASYNC_JOB_MIGRATION_OUT, op, "migrate-set-capabilities",
-                   qmp_migrate_set_capabilities(mon_, -1, mig_source_caps(&s->p), true));
+                   qmp_migrate_set_capabilities(mon_, -1, mig_source_caps(&s->p, s->storage.n > 0), true));
         if (r >= 0) {
                 /* Bandwidth 0 (or compression) = unlimited: the link decides.  Auto-converge
                  * starts held at 1 % so that it is a later policy step. */
@@ -186,7 +189,7 @@ static int perform(Source *s) {
                 r = set_params(vm, op, &mfd);
         /* the destination's certificate must carry the name its agent was
          * reached by (the name the peer channel's TLS checked) */
-        if (r >= 0 && s->stream.tls)
+        if (r >= 0 && s->stream.tls && !s->storage.n) /* with local disks: set up by the storage phase */
                 r = agent_stream_tls_setup_locked(s->a, vm, ASYNC_JOB_MIGRATION_OUT, op, NULL, s->dest_name);
         if (r >= 0)
                 r = VM_NESTED_CALL(vm, ASYNC_JOB_MIGRATION_OUT, op, "migrate", qmp_migrate(mon_, -1, vm->mig.uri, false));
@@ -212,6 +215,12 @@ static int perform(Source *s) {
                 if (st.status == MIGRATION_STATUS_COMPLETED && st.total_time_ms == 0) {
                         st.status = MIGRATION_STATUS_ACTIVE; /* QEMU 7.2 race: re-poll at once */
                         repoll = true;
+                }
+                /* the mirrors keep the disks in sync meanwhile: one that
+                 * failed ends the migration now, not at switch-over */
+                if (s->storage.n && mig_storage_stats_locked(vm, op, &s->storage, &st) == -EIO) {
+                        r = -EIO;
+                        break;
                 }
                 vm_set_migration_stats_locked(vm, &st);
                 vm_unlock(vm);
@@ -239,13 +248,17 @@ static int perform(Source *s) {
                                     st.has_error_desc ? st.error_desc : "no reason given");
                         break;
                 }
-                /* pause-before-switchover, switched on by someone else:
-                 * QEMU stopped the vCPUs and waits; nothing needs doing
-                 * here (shared storage), so go on at once, once per pause
-                 * (QEMU counts every continue) */
+                /* pause-before-switchover (on for local disks, or switched
+                 * on by someone else): QEMU stopped the vCPUs and waits,
+                 * its disks still active.  The local disks' mirrors
+                 * complete here (a consistent copy); then go on, once per
+                 * pause (QEMU counts every continue) */
                 if (st.status != MIGRATION_STATUS_PRE_SWITCHOVER)
                         continued = false;
                 else if (!continued) {
+                        if (s->storage.n && !s->storage.completed &&
+                            (r = mig_storage_complete_locked(vm, op, &s->storage)) < 0)
+                                break;
                         r = VM_NESTED_CALL(vm, ASYNC_JOB_MIGRATION_OUT, op, "migrate-continue",
                                    qmp_migrate_continue(mon_, -1, "pre-switchover"));
                         if (r < 0) {
@@ -451,7 +464,8 @@ static void *source_thread(void *arg) {
         agent_migtable_phase(t, s->m, JOB_PHASE_PREPARE, NULL);
         r = agent_peer_open(a, s->dest, &peer);
         if (r >= 0)
-                r = agent_peer_prepare(peer, s->op, s->definition, &s->p, advertised_address(a), 60000, &s->stream);
+                r = agent_peer_prepare(peer, s->op, s->definition, &s->p, advertised_address(a), 60000, &s->storage,
+                                       &s->stream);
         /* both ends use the transport asked for (an older destination
          * answers TLS or plain, whatever it was asked) */
         if (r >= 0 && s->stream.transport != s->p.transport)
@@ -489,7 +503,6 @@ static void *source_thread(void *arg) {
                 snprintf(vm->mig.uri, sizeof(vm->mig.uri), "unix:%.200s", s->sock); /* at most 107 bytes: a unix socket */
         else
                 snprintf(vm->mig.uri, sizeof(vm->mig.uri), "%s", s->stream.uri);
-        r = job_set_phase(vm, JOB_PHASE_PERFORM);
         vm_unlock(vm);
         if (s->stream.tls)
                 agent_migtable_event(t, s->m, "destination prepared %s (TLS, its certificate checked for %s)",
@@ -504,6 +517,19 @@ static void *source_thread(void *arg) {
         }
         agent_migtable_stream(t, s->m, s->mem_mib << 20, s->p.multifd_channels > 1 ? s->p.multifd_channels : 1,
                               s->p.compression);
+        /* storage: the local disks are mirrored into the destination's
+         * exports (no memory sent yet); a failure settles as perform's */
+        JobPhase failed_in = JOB_PHASE_PERFORM;
+        if (s->storage.n &&
+            (r = mig_storage_copy(a, vm, s->op, s->m, &s->storage, s->stream.tls ? s->dest_name : NULL,
+                                  mig_params_qemu_bandwidth(&s->p, s->p.bandwidth),
+                                  mig_params_completion_ms(&s->p, mig_storage_bytes(&s->storage) >> 20))) < 0)
+                failed_in = JOB_PHASE_STORAGE;
+        if (r >= 0) {
+                vm_lock(vm);
+                r = job_set_phase(vm, JOB_PHASE_PERFORM);
+                vm_unlock(vm);
+        }
         agent_test_hold(JOB_PHASE_PERFORM, vm->name);
 
         /* perform */
@@ -525,8 +551,8 @@ static void *source_thread(void *arg) {
                 const char *terr = agent_stream_ssh_error(s->tunnel);
                 snprintf(why, sizeof(why), "%s%s%s", err_str(pr), terr ? "; the SSH tunnel: " : "", terr ? terr : "");
                 log_fields(LOG_LEVEL_WARNING,
-                           LOG_FIELDS(.guest = vm->name, .op = s->op, .phase = job_phase_to_string(JOB_PHASE_PERFORM)),
-                           "migration %s of %s failed in perform: %s", s->op, vm->name, why);
+                           LOG_FIELDS(.guest = vm->name, .op = s->op, .phase = job_phase_to_string(failed_in)),
+                           "migration %s of %s failed in %s: %s", s->op, vm->name, job_phase_to_string(failed_in), why);
                 int sr = mig_settle(a, vm, s->op, s->dest); /* perform: resume the source, drop the destination */
                 /* Before perform_done the destination can never have run
                  * the guest (rule 1): whoever settled, its copy goes. */
@@ -637,6 +663,11 @@ int agent_migrate(Agent *a, Vm *vm, const char *op, const char *dest_addr, const
         }
         s->p.transport = s->route.transport; /* the destination is told, never left to guess */
         s->mem_mib = ((AgentVm *) vm->ops.opaque)->def.memory_mib;
+        /* local disks: their sizes now, and what rules them out */
+        if ((r = mig_storage_plan(&((AgentVm *) vm->ops.opaque)->def, &s->p, &s->storage)) < 0) {
+                free(s);
+                return err_prefix(r, "cannot migrate %s", vm->name);
+        }
 
         /* begin: checks, the async job, original parameters, persisted */
         vm_lock(vm);
@@ -787,7 +818,7 @@ out:
 
 int agent_migrate_tune(Agent *a, Vm *vm, const char *op, uint64_t bandwidth, uint32_t downtime_ms) {
         const char *mop;
-        char buf[OP_ID_MAX], what[112];
+        char buf[OP_ID_MAX], what[144];
         int r = with_outgoing(a, vm, &mop, buf);
         if (r < 0)
                 return r;
@@ -804,6 +835,7 @@ int agent_migrate_tune(Agent *a, Vm *vm, const char *op, uint64_t bandwidth, uin
                 .has_max_bandwidth = bandwidth != 0, .max_bandwidth = bandwidth,
                 .has_downtime_limit = downtime_ms != 0, .downtime_limit = downtime_ms,
         };
+        const GuestDef *def = &((AgentVm *) vm->ops.opaque)->def;
         snprintf(what, sizeof(what), "%s%.0llu%s%.0u%s", bandwidth ? "bandwidth " : "", (unsigned long long) bandwidth,
                  bandwidth && downtime_ms ? " B/s, downtime limit " : downtime_ms ? "downtime limit " : " B/s",
                  downtime_ms, downtime_ms ? " ms" : "");
@@ -812,6 +844,9 @@ int agent_migrate_tune(Agent *a, Vm *vm, const char *op, uint64_t bandwidth, uin
                 QmpMonitor *mon;
                 if ((r = vm_enter_monitor(vm, &mon)) == 0) {
                         r = qmp_migrate_set_parameters(mon, -1, &mp);
+                        /* local disks: their running mirrors follow the cap */
+                        if (r >= 0 && bandwidth && mig_storage_set_speed(def, mon, bandwidth) > 0)
+                                snprintf(what + strlen(what), sizeof(what) - strlen(what), " (also the disk mirrors)");
                         int e = vm_exit_monitor(vm, mon);
                         if (r >= 0)
                                 r = e;
