@@ -748,7 +748,10 @@ int guest_build_argv(const GuestDef *def, const GuestPaths *paths, const GuestFi
         av_add(&a, "-cpu");
         av_add(&a, def->cpu_model);
         av_add(&a, "-m");
-        av_addf(&a, "%" PRIu64, def->memory_mib);
+        if (streq(accel, "tcg")) /* QEMU 7.2's TCG stale-page bug: GUEST_TCG_RAM_PAD_KIB */
+                av_addf(&a, "%" PRIu64 "k", def->memory_mib * 1024 + GUEST_TCG_RAM_PAD_KIB);
+        else
+                av_addf(&a, "%" PRIu64, def->memory_mib);
         av_add(&a, "-smp");
         av_addf(&a, "%u", def->vcpus);
         av_add(&a, "-nodefaults");

@@ -661,7 +661,7 @@ static void test_argv_minimal(void **state) {
                 "-accel", "tcg",
                 "-machine", "microvm,pcie=on",
                 "-cpu", "max",
-                "-m", "16",
+                "-m", "16392k", /* 16 MiB + GUEST_TCG_RAM_PAD_KIB under TCG */
                 "-smp", "1",
                 "-nodefaults",
                 "-no-user-config",
