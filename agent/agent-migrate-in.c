@@ -177,6 +177,8 @@ static void *incoming_watchdog(void *arg) {
                 if (vm->mig.postcopy_started) {
                         vm_unlock(vm);
                         int done = mig_postcopy_dest_watch(w->a, vm, w->op, w->source, &lk);
+                        if (done == PC_DEST_COMPLETED)
+                                done = mig_settle(w->a, vm, w->op, w->source) == 1;
                         vm_lock(vm);
                         if (done)
                                 break;

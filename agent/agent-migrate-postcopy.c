@@ -318,10 +318,10 @@ int mig_postcopy_dest_watch(Agent *a, Vm *vm, const char *op, const char *source
         vm_unlock(vm);
         if (r < 0)
                 return 0;
-        /* every page is here: the table starts (or keeps) this copy and
-         * ends the job */
+        /* every page is here: the caller settles it (the table starts or
+         * keeps this copy and ends the job) */
         if (st.status == MIGRATION_STATUS_COMPLETED)
-                return mig_settle(a, vm, op, source) == 1;
+                return PC_DEST_COMPLETED;
         if (st.status == MIGRATION_STATUS_POSTCOPY_ACTIVE && mig_pc_link_cut(a, vm, op, source, lk, NULL)) {
                 log_warning("guest %s, migration %s: source agent %s unreachable for %d s: pausing post-copy for "
                             "recovery", vm->name, op, source, PC_LINK_DOWN_MS / 1000);

@@ -184,8 +184,10 @@ int mig_postcopy_wait(Agent *a, Vm *vm, const char *op, const char *dest, Migrat
 int mig_pc_give_up(Agent *a, Vm *vm, const char *op, const char *why);
 /* Destination, from its watchdog (no lock held): read the stream; persist
  * postcopy_paused when QEMU is paused; pause a postcopy-active stream
- * whose source agent the link watch cannot reach; settle at completion.
- * Returns 1 when the job ended (the watchdog stops), else 0. */
+ * whose source agent the link watch cannot reach.  Returns 1 when the job
+ * ended (the watchdog stops), PC_DEST_COMPLETED when the stream completed
+ * (the caller settles it: mig_settle()), else 0. */
+#define PC_DEST_COMPLETED 2
 int mig_postcopy_dest_watch(Agent *a, Vm *vm, const char *op, const char *source, PcLink *lk);
 /* Destination (vm->lock held, MIGRATION_IN job of @op): the stream into
  * *@st; one still postcopy-active is paused (migrate-pause) and waited for

@@ -99,11 +99,13 @@ int dctl_fail(const char *what, int r, const RpcStatus *st) {
                 if (hint[0])
                         json_add_string(x, "hint", hint);
                 json_add_i64(x, "exit", exit_code);
-                dctl_blocked_details(st, x);
+                if (dctl_opt.error_details)
+                        dctl_opt.error_details(st, x);
                 dctl_print_json(x);
         } else {
                 fprintf(stderr, "droverctl: %s%s%s\n", msg, hint[0] ? "\n  hint: " : "", hint);
-                dctl_blocked_details(st, NULL);
+                if (dctl_opt.error_details)
+                        dctl_opt.error_details(st, NULL);
         }
         return exit_code;
 }

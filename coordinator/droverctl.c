@@ -289,6 +289,7 @@ int main(int argc, char **argv) {
                 log_set_level(LOG_LEVEL_ERROR);
         if (getenv("DROVER_COORDINATOR"))
                 dctl_opt.target = getenv("DROVER_COORDINATOR");
+        dctl_opt.error_details = dctl_blocked_details;
         dctl_opt.tls.cert_file = getenv("DROVER_TLS_CERT");
         dctl_opt.tls.key_file = getenv("DROVER_TLS_KEY");
         dctl_opt.tls.ca_file = getenv("DROVER_TLS_CA");

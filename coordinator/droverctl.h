@@ -46,6 +46,10 @@ typedef struct DctlOptions {
         const char *to;
         MigParams params;          /* zero members: the coordinator's defaults */
         int64_t timeout_ms;        /* each unary call */
+        /* What dctl_fail adds from a refused call's status details: set by
+         * main to dctl_blocked_details (the transport below does not call
+         * up into the printers); NULL: nothing. */
+        void (*error_details)(const RpcStatus *st, JsonValue *json);
 } DctlOptions;
 
 extern DctlOptions dctl_opt; /* droverctl-rpc.c */
@@ -91,7 +95,8 @@ void dctl_print_json(JsonValue *j);
  * status details), every one with its reason: added to @json as
  * "blocked" (entries as in a plan) and "blocked_omitted" when @json is not
  * NULL, else printed to stderr in the plan's format.  Nothing when @st
- * carries none.  In droverctl-show.c. */
+ * carries none.  In droverctl-show.c; dctl_fail reaches it through
+ * dctl_opt.error_details. */
 void dctl_blocked_details(const RpcStatus *st, JsonValue *json);
 
 /* ---- droverctl-show.c --------------------------------------------------- */
