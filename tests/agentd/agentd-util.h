@@ -77,6 +77,11 @@ typedef struct TestLinuxGuest {
 void test_linux_guest_build(TestLinuxGuest *ret, int timeout_s);
 /* Its definition: @mem_mib, one vCPU, "guest_agent": true, serial log. */
 char *test_linux_guest_json(const char *name, const TestLinuxGuest *lg, int mem_mib);
+/* The same with @append_extra added to the kernel command line (e.g.
+ * "drover.disklog=1", tests/linux-guest/README.md) and @disks_json as its
+ * "disks" member (a JSON array); either may be NULL.  Free the result. */
+char *test_linux_guest_json_ex(const char *name, const TestLinuxGuest *lg, int mem_mib, const char *append_extra,
+                               const char *disks_json);
 /* Define it as @name on @t's agent (Define RPC).  0 when the agent took it
  * and reports its guest agent configured; -1 otherwise, with the reason on
  * stderr (for a cmocka group setup). */

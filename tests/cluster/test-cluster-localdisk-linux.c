@@ -1,0 +1,325 @@
+/* Local-disk migration keeps every acknowledged write, proven by a real
+ * Linux guest (suite 'cluster', issue 15).
+ *
+ * The guest is tests/linux-guest's in its disk log mode (`drover.disklog=1`,
+ * tests/linux-guest/README.md): it writes a chained checksum record into
+ * block N of its virtio disk every 150 ms, O_DIRECT | O_DSYNC plus
+ * fdatasync, and only then prints `ACK seq=N sum=S` on its serial console.
+ * The checker (tests/lib/disklog.h) reads an image and proves that it holds
+ * records 0..K, intact and chained, nothing but zeros after them, and every
+ * acknowledged (seq, sum) of the consoles given.  The console is always
+ * copied before the image is read, so an acknowledgement printed while the
+ * image is read cannot count against it.
+ *
+ *   - disklog_single_host: no migration (the guest, the writer and the
+ *     checker on their own): start on host a with a plain raw disk, collect
+ *     ACKs, check the image while the guest runs, paused, and after it is
+ *     destroyed.
+ *   - local_disk_migration_keeps_every_ack: the disk is marked
+ *     `"storage": "local"`; the guest runs on a and writes; it migrates to b
+ *     (the disk copied over NBD before memory); afterwards the guest writes
+ *     on b (higher sequence numbers on b's console, none new on a's), runs
+ *     exactly once, a's image is gone after confirm, and b's image holds
+ *     every write acknowledged on either console, checked while running and
+ *     again with the guest paused.
+ * Host folders, agents with TLS and network namespaces are cluster.h's.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <cmocka.h>
+#include <json-c/json.h>
+
+#include "cluster.h"
+#include "deadline.h"
+#include "disklog.h"
+#include "qemuproc.h"
+#include "testutil.h"
+
+#define A 0
+#define B 1
+#define MEM_MIB 160
+#define DISK_MIB 16
+#define DISKLOG_APPEND "drover.disklog=1 drover.disklog_ms=150"
+
+static TestLinuxGuest lg;
+
+static double secs_since(uint64_t t0_ns) {
+        return (double) (now_ns() - t0_ns) / 1e9;
+}
+
+static const char *serial_path(Cluster *c, int i, const char *name) {
+        char file[128];
+        snprintf(file, sizeof(file), "run/%s.serial", name);
+        return tu_path(c->host[i].dir, file);
+}
+
+/* A sparse raw image of DISK_MIB in host @i's folder (one of its image roots). */
+static void make_image(Cluster *c, int i, const char *file, char *ret_path, size_t size) {
+        snprintf(ret_path, size, "%s/%s", c->host[i].dir, file);
+        int fd = open(ret_path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd < 0 || ftruncate(fd, (off_t) DISK_MIB << 20) < 0)
+                fail_msg("creating %s: %s", ret_path, strerror(errno));
+        close(fd);
+}
+
+/* Define and start the Linux guest in its disk log mode on host @i with
+ * the one disk @disk_path, `"storage": "local"` when @local. */
+static void guest_start(Cluster *c, int i, const char *name, const char *disk_path, bool local) {
+        RpcStatus st;
+        char disks[700];
+        snprintf(disks, sizeof(disks), "[{\"path\": \"%s\", \"format\": \"raw\"%s}]", disk_path,
+                 local ? ", \"storage\": \"local\"" : "");
+        char *json = test_linux_guest_json_ex(name, &lg, MEM_MIB, DISKLOG_APPEND, disks);
+        assert_non_null(json);
+        Drover__V1__DefineRequest d = DROVER__V1__DEFINE_REQUEST__INIT;
+        Drover__V1__GetGuestResponse *gr = NULL;
+        d.definition_json = json;
+        int r = cluster_call(c, i, "Define", &d.base, (ProtobufCMessage **) &gr, &st);
+        free(json);
+        if (r < 0)
+                fail_msg("Define %s on host %c: %s %s", name, 'a' + i, rpc_code_to_string(st.code), st.details);
+        drover__v1__get_guest_response__free_unpacked(gr, NULL);
+        Drover__V1__StartRequest s = DROVER__V1__START_REQUEST__INIT;
+        Drover__V1__GuestStatus *gs = NULL;
+        s.guest = (char *) name;
+        if (cluster_call(c, i, "Start", &s.base, (ProtobufCMessage **) &gs, &st) < 0)
+                fail_msg("Start %s on host %c: %s %s", name, 'a' + i, rpc_code_to_string(st.code), st.details);
+        assert_int_equal(gs->state, DROVER__V1__GUEST_STATE__GUEST_STATE_RUNNING);
+        drover__v1__guest_status__free_unpacked(gs, NULL);
+}
+
+/* A guest RPC taking a GuestRef and answering a GuestStatus (Suspend, Destroy). */
+static void guest_call(Cluster *c, int i, const char *method, const char *name) {
+        RpcStatus st;
+        Drover__V1__GuestRef ref = DROVER__V1__GUEST_REF__INIT;
+        Drover__V1__GuestStatus *gs = NULL;
+        ref.guest = (char *) name;
+        if (cluster_call(c, i, method, &ref.base, (ProtobufCMessage **) &gs, &st) < 0)
+                fail_msg("%s %s on host %c: %s %s", method, name, 'a' + i, rpc_code_to_string(st.code), st.details);
+        drover__v1__guest_status__free_unpacked(gs, NULL);
+}
+
+/* Scan host @i's console of @name (no image); fails the test on a
+ * DISKLOG ERROR line. */
+static DisklogAcks acks_on(Cluster *c, int i, const char *name) {
+        DisklogAcks a;
+        int r = disklog_acks_scan(serial_path(c, i, name), NULL, &a, NULL, 0);
+        if (r < 0 && r != -ENOENT)
+                fail_msg("reading host %c's console of %s: %s", 'a' + i, name, strerror(-r));
+        if (r == -ENOENT)
+                memset(&a, 0, sizeof(a));
+        if (a.errors) {
+                char *text = tu_read_file(serial_path(c, i, name), NULL);
+                fail_msg("the disk log writer of %s on host %c reports an error; console:\n%s", name, 'a' + i,
+                         text ? text : "");
+        }
+        return a;
+}
+
+/* Wait until host @i's console of @name shows an ACK with seq >= @seq. */
+static DisklogAcks wait_ack(Cluster *c, int i, const char *name, uint64_t seq, int timeout_ms) {
+        Deadline d = deadline_in_ms(timeout_ms);
+        for (;;) {
+                DisklogAcks a = acks_on(c, i, name);
+                if (a.count && a.last >= seq)
+                        return a;
+                if (deadline_expired(d)) {
+                        char *text = tu_read_file(serial_path(c, i, name), NULL);
+                        fail_msg("host %c's console of %s shows no ACK seq>=%" PRIu64 " after %d ms (%" PRIu64
+                                 " ACKs, last %" PRIu64 "); console:\n%s",
+                                 'a' + i, name, seq, timeout_ms, a.count, a.last, text ? text : "(none)");
+                }
+                sleep_ms(50);
+        }
+}
+
+/* Copy host @i's console of @name to @snap (so that the image read next is
+ * at least as new as every ACK in the copy); "" when there is none. */
+static void snapshot_console(Cluster *c, int i, const char *name, const char *snap) {
+        size_t len = 0;
+        char *text = tu_read_file(serial_path(c, i, name), &len);
+        FILE *f = fopen(snap, "w");
+        if (!f || (text && fwrite(text, 1, len, f) != len) || fclose(f) != 0)
+                fail_msg("writing %s: %s", snap, strerror(errno));
+        free(text);
+}
+
+/* The image at @image holds every write acknowledged on the consoles of
+ * @name on the hosts @hosts[0..n): consistent, and each ACK's record with
+ * its sum.  Returns the number of records; the ACKs seen in *ret_acks. */
+static uint64_t assert_image_holds_acks(Cluster *c, const char *name, const int *hosts, int n, const char *image,
+                                        const char *when, uint64_t *ret_acks) {
+        const char *dir = tu_tmpdir("disklog-snap");
+        char snaps[2][512], why[300];
+        assert_true(n <= 2);
+        for (int k = 0; k < n; k++) {
+                snprintf(snaps[k], sizeof(snaps[k]), "%s/host-%c.serial", dir, 'a' + hosts[k]);
+                snapshot_console(c, hosts[k], name, snaps[k]);
+        }
+        DisklogImage img;
+        int r = disklog_image_read(image, &img);
+        if (r < 0)
+                fail_msg("%s: reading %s: %s", when, image, strerror(-r));
+        if (img.error[0])
+                fail_msg("%s: %s is damaged: %s", when, image, img.error);
+        uint64_t acks = 0, last = 0;
+        for (int k = 0; k < n; k++) {
+                DisklogAcks a;
+                r = disklog_acks_scan(snaps[k], &img, &a, why, sizeof(why));
+                if (r == -EBADMSG)
+                        fail_msg("%s: an acknowledged write is not in %s (console of host %c): %s", when, image,
+                                 'a' + hosts[k], why);
+                if (r < 0)
+                        fail_msg("%s: reading %s: %s", when, snaps[k], strerror(-r));
+                acks += a.count;
+                last = a.count && a.last > last ? a.last : last;
+        }
+        printf("# %s: %s holds records 0..%" PRId64 " (%.1f s of writes), %" PRIu64
+               " ACKs on the console%s, the last seq=%" PRIu64 "\n",
+               when, image, (int64_t) img.records - 1, (double) (img.last_ns - img.first_ns) / 1e9, acks,
+               n > 1 ? "s" : "", last);
+        fflush(stdout);
+        assert_true(acks > 0);
+        assert_true(img.records > last);
+        uint64_t records = img.records;
+        disklog_image_done(&img);
+        if (ret_acks)
+                *ret_acks = acks;
+        return records;
+}
+
+/* disks[0].path of @name's definition on host @i. */
+static void disk_path_on(Cluster *c, int i, const char *name, char *ret, size_t size) {
+        RpcStatus st;
+        Drover__V1__GuestRef ref = DROVER__V1__GUEST_REF__INIT;
+        Drover__V1__GetGuestResponse *g = NULL;
+        ref.guest = (char *) name;
+        if (cluster_call(c, i, "GetGuest", &ref.base, (ProtobufCMessage **) &g, &st) < 0)
+                fail_msg("GetGuest %s on host %c: %s %s", name, 'a' + i, rpc_code_to_string(st.code), st.details);
+        struct json_object *def = json_tokener_parse(g->definition_json);
+        const char *path = cj_str(cj_idx(cj_get(def, "disks"), 0), "path");
+        if (!path || !*path)
+                fail_msg("host %c's definition of %s has no disks[0].path: %s", 'a' + i, name, g->definition_json);
+        snprintf(ret, size, "%s", path);
+        json_object_put(def);
+        drover__v1__get_guest_response__free_unpacked(g, NULL);
+}
+
+/* ---- the guest, the writer and the checker on one host ----------------------------------- */
+
+static void test_disklog_single_host(void **state) {
+        Cluster *c = *state;
+        const char *name = "dl1";
+        char image[300];
+        const int hosts[] = { A };
+        cluster_up(c, 1);
+        make_image(c, A, "dl1.img", image, sizeof(image));
+        uint64_t t0 = now_ns();
+        guest_start(c, A, name, image, false);
+        wait_ack(c, A, name, 0, 30000);
+        double first = secs_since(t0);
+        DisklogAcks a = wait_ack(c, A, name, 12, 30000);
+        double rate = (double) (a.last - a.first) / (secs_since(t0) - first);
+        printf("# first ACK %.2f s after Start, then %.1f records/s (%" PRIu64 " LATE lines)\n", first, rate, a.late);
+        assert_true(a.started);
+        assert_int_equal(a.gaps, 0);
+        assert_int_equal(a.first, 0);
+
+        uint64_t acks;
+        uint64_t running = assert_image_holds_acks(c, name, hosts, 1, image, "running", &acks);
+        guest_call(c, A, "Suspend", name);
+        uint64_t paused = assert_image_holds_acks(c, name, hosts, 1, image, "paused", &acks);
+        assert_true(paused >= running);
+        /* paused: every record written was acknowledged, or is the one in flight */
+        assert_true(paused <= acks + 1);
+        guest_call(c, A, "Destroy", name);
+        uint64_t destroyed = assert_image_holds_acks(c, name, hosts, 1, image, "destroyed", NULL);
+        assert_int_equal(destroyed, paused);
+        c->ok = true;
+}
+
+/* ---- local-disk migration ------------------------------------------------------------------ */
+
+static void test_local_disk_migration_keeps_every_ack(void **state) {
+        Cluster *c = *state;
+        const char *name = "ldl";
+        char src_image[300], dst_image[300], why[512];
+        cluster_up(c, 2);
+        make_image(c, A, "ldl.img", src_image, sizeof(src_image));
+        guest_start(c, A, name, src_image, true);
+        DisklogAcks before = wait_ack(c, A, name, 8, 30000);
+
+        Drover__V1__MigrationParams p = DROVER__V1__MIGRATION_PARAMS__INIT;
+        RpcStatus rs;
+        uint64_t t0 = now_ns();
+        Drover__V1__MigrationResult *res = cluster_migrate(c, A, B, name, &p, true, &rs);
+        double wall = secs_since(t0);
+        if (!res)
+                fail_msg("Migrate: %s %s", rpc_code_to_string(rs.code), rs.details);
+        printf("# a->b with a %d MiB local disk: %s in %.2f s (total %" PRIu64 " ms, downtime %" PRIu64
+               " ms), %.1f MiB of disk, %.1f MiB in all, phase %s\n",
+               DISK_MIB, res->success ? "completed" : "FAILED", wall, res->total_ms, res->measured_downtime_ms,
+               (double) res->disk_bytes / (1 << 20), (double) res->transferred_bytes / (1 << 20), res->phase);
+        fflush(stdout);
+        if (!res->success)
+                fail_msg("migration failed: %s", res->error);
+        assert_string_equal(res->phase, "confirm");
+        /* the whole disk went over (its virtual size at least) */
+        assert_true(res->disk_bytes >= (uint64_t) DISK_MIB << 20);
+        drover__v1__migration_result__free_unpacked(res, NULL);
+
+        /* the guest runs exactly once, on b, and keeps writing there only */
+        int owner = cluster_wait_single_owner(c, name, 10000, why, sizeof(why));
+        if (owner != B)
+                fail_msg("%s does not run exactly once on host b: %s", name, owner < 0 ? why : "it runs on host a");
+        DisklogAcks on_a = acks_on(c, A, name);
+        assert_true(on_a.last >= before.last);
+        DisklogAcks on_b = wait_ack(c, B, name, on_a.last + 10, 20000);
+        DisklogAcks on_a2 = acks_on(c, A, name);
+        printf("# acknowledged: seq 0..%" PRIu64 " on a (%" PRIu64 " ACKs), then %" PRIu64 "..%" PRIu64
+               " on b (%" PRIu64 " ACKs, %" PRIu64 " LATE lines)\n",
+               on_a.last, on_a.count, on_b.first, on_b.last, on_b.count, on_b.late);
+        assert_int_equal(on_a2.count, on_a.count); /* nothing new on the source */
+        assert_int_equal(on_b.first, on_a.last + 1); /* b goes on where a stopped, skipping none */
+        assert_int_equal(on_a.gaps + on_b.gaps, 0);
+
+        /* the source's image is removed after confirm; b has its own */
+        disk_path_on(c, B, name, dst_image, sizeof(dst_image));
+        if (strcmp(dst_image, src_image) != 0 && access(src_image, F_OK) == 0)
+                fail_msg("the source's image %s is still there after confirm", src_image);
+        assert_int_equal(access(dst_image, F_OK), 0);
+
+        /* b's image holds every write acknowledged on either host */
+        const int both[] = { A, B };
+        uint64_t acks;
+        uint64_t running = assert_image_holds_acks(c, name, both, 2, dst_image, "on b, running", &acks);
+        guest_call(c, B, "Suspend", name);
+        uint64_t paused = assert_image_holds_acks(c, name, both, 2, dst_image, "on b, paused", &acks);
+        assert_true(paused >= running);
+        assert_true(paused <= acks + 1);
+        guest_call(c, B, "Destroy", name);
+        c->ok = true;
+}
+
+int main(void) {
+        tu_require_qemu();
+        netns_require();
+        /* before the cluster: 0.1 s when cached, a few s to rebuild; skips without packages */
+        test_linux_guest_build(&lg, 480);
+        const struct CMUnitTest tests[] = {
+                CLUSTER_TEST(test_disklog_single_host),
+                CLUSTER_TEST(test_local_disk_migration_keeps_every_ack),
+        };
+        if (getenv("DROVER_TEST_FILTER"))
+                cmocka_set_test_filter(getenv("DROVER_TEST_FILTER"));
+        return cmocka_run_group_tests_name("cluster-localdisk-linux", tests, NULL, NULL);
+}
