@@ -113,7 +113,10 @@ void test_image_roots(const char *dir, const char *sep, char *buf, size_t size) 
         if (elf && strrchr(elf, '/') && strrchr(elf, '/') != elf && n >= 0 && (size_t) n < size)
                 n += snprintf(buf + n, size - (size_t) n, "%s%.*s", sep, (int) (strrchr(elf, '/') - elf), elf);
         if (lg && lg[0] == '/' && n >= 0 && (size_t) n < size)
-                snprintf(buf + n, size - (size_t) n, "%s%s", sep, lg);
+                n += snprintf(buf + n, size - (size_t) n, "%s%s", sep, lg);
+        const char *shared = getenv("DROVER_TEST_IMAGE_ROOT");
+        if (shared && shared[0] == '/' && n >= 0 && (size_t) n < size)
+                snprintf(buf + n, size - (size_t) n, "%s%s", sep, shared);
 }
 
 static int start_agent(TestAgent *t, const char *dir, const TestAgentOptions *o, int keep_port) {

@@ -49,7 +49,9 @@ void test_agent_kill_guests(TestAgent *t);
 /* The image roots (agent-config.h) of a test agent using @dir, joined by
  * @sep ("," for --set, "\", \"" inside a JSON array): the test guest's
  * folder ($DROVER_GUEST_ELF's), the Linux guest's ($DROVER_LINUX_GUEST_DIR)
- * when set, and @dir itself (for the disks and files tests make there). */
+ * when set, @dir itself (for the disks and files tests make there), and
+ * $DROVER_TEST_IMAGE_ROOT when the test sets it (a folder every agent may
+ * use: images at the same path on several hosts). */
 void test_image_roots(const char *dir, const char *sep, char *buf, size_t size);
 
 /* A definition of the tiny test guest. */

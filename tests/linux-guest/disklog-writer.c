@@ -29,6 +29,7 @@
 
 #include "disklog.h"
 
+static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void say(const char *fmt, ...) {
         char line[256];
         va_list ap;
@@ -116,7 +117,7 @@ int main(int argc, char **argv) {
                 next += interval;
                 uint64_t now = clock_ns(CLOCK_MONOTONIC);
                 if (now > next + interval) {
-                        say("DISKLOG LATE seq=%" PRIu64 " by=%" PRIu64 "ms", seq, (now - next) / 1000000ull);
+                        say("DISKLOG LATE seq=%" PRIu64 " by=%" PRIu64 "ms", seq, (uint64_t) ((now - next) / 1000000u));
                         next = now;
                 }
                 sleep_until(next);
