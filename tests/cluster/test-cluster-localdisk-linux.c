@@ -274,6 +274,55 @@ static void disk_path_on(Cluster *c, int i, const char *name, char *ret, size_t 
         drover__v1__get_guest_response__free_unpacked(g, NULL);
 }
 
+/* What watch_migration() saw. */
+typedef struct MigrationWatch {
+        Drover__V1__MigrationResult *result; /* done (free it) */
+        char phases[160];                    /* the source's phases in order, e.g. "begin storage perform" */
+        uint64_t acks_during;                /* new ACKs on a's console while it ran */
+        uint64_t acks_in_storage;            /* of them, while the source showed phase storage */
+} MigrationWatch;
+
+/* Follow @name's migration on source host @i every 50 ms until it is
+ * done: its phases, and the guest's ACKs meanwhile.  Fails the test after
+ * @timeout_ms. */
+static MigrationWatch watch_migration(Cluster *c, int i, const char *name, int timeout_ms) {
+        MigrationWatch w = { 0 };
+        Deadline d = deadline_in_ms(timeout_ms);
+        uint64_t start = acks_on(c, i, name).count, last = start;
+        for (;;) {
+                Drover__V1__GuestStatus *st;
+                const char *phase = "";
+                if (cluster_guest_status(c, i, name, &st) == 0) {
+                        if (strcmp(st->async_job, "migration-out") == 0) {
+                                size_t len = strlen(w.phases);
+                                const char *tail = strrchr(w.phases, ' ');
+                                tail = tail ? tail + 1 : w.phases;
+                                if (strcmp(tail, st->phase) != 0 && len + strlen(st->phase) + 2 < sizeof(w.phases))
+                                        snprintf(w.phases + len, sizeof(w.phases) - len, "%s%s", len ? " " : "",
+                                                 st->phase);
+                                phase = strcmp(st->phase, "storage") == 0 ? "storage" : "";
+                        }
+                        drover__v1__guest_status__free_unpacked(st, NULL);
+                }
+                uint64_t now = acks_on(c, i, name).count;
+                if (*phase)
+                        w.acks_in_storage += now - last;
+                last = now;
+                Drover__V1__MigrationResult *r = cluster_get_migration(c, i, name);
+                if (r && r->done) {
+                        w.result = r;
+                        w.acks_during = acks_on(c, i, name).count - start;
+                        return w;
+                }
+                if (r)
+                        drover__v1__migration_result__free_unpacked(r, NULL);
+                if (deadline_expired(d))
+                        fail_msg("the migration of %s is not done after %d ms (phases seen: %s)", name, timeout_ms,
+                                 w.phases);
+                sleep_ms(50);
+        }
+}
+
 /* ---- the guest, the writer and the checker on one host ----------------------------------- */
 
 static void test_disklog_single_host(void **state) {
@@ -324,18 +373,26 @@ static void test_local_disk_migration_keeps_every_ack(void **state) {
         Drover__V1__MigrationParams p = DROVER__V1__MIGRATION_PARAMS__INIT;
         RpcStatus rs;
         uint64_t t0 = now_ns();
-        Drover__V1__MigrationResult *res = cluster_migrate(c, A, B, name, &p, true, &rs);
-        double wall = secs_since(t0);
+        Drover__V1__MigrationResult *res = cluster_migrate(c, A, B, name, &p, false, &rs);
         if (!res)
                 fail_msg("Migrate: %s %s", rpc_code_to_string(rs.code), rs.details);
+        drover__v1__migration_result__free_unpacked(res, NULL);
+        MigrationWatch w = watch_migration(c, A, name, 120000);
+        res = w.result;
+        double wall = secs_since(t0);
         printf("# a->b with a %d MiB local disk: %s in %.2f s (total %" PRIu64 " ms, downtime %" PRIu64
-               " ms), %.1f MiB of disk, %.1f MiB in all, phase %s\n",
+               " ms), %.1f MiB of disk, %.1f MiB in all, phase %s; phases seen: %s\n",
                DISK_MIB, res->success ? "completed" : "FAILED", wall, res->total_ms, res->measured_downtime_ms,
-               (double) res->disk_bytes / (1 << 20), (double) res->transferred_bytes / (1 << 20), res->phase);
+               (double) res->disk_bytes / (1 << 20), (double) res->transferred_bytes / (1 << 20), res->phase,
+               w.phases);
+        printf("#   the guest acknowledged %" PRIu64 " writes on a while the migration ran, %" PRIu64
+               " of them while the disk was copied (phase storage)\n",
+               w.acks_during, w.acks_in_storage);
         fflush(stdout);
         if (!res->success)
                 fail_msg("migration failed: %s", res->error);
         assert_string_equal(res->phase, "confirm");
+        assert_true(w.acks_during > 0); /* the guest wrote while it migrated */
         /* the whole disk went over (its virtual size at least) */
         assert_true(res->disk_bytes >= (uint64_t) DISK_MIB << 20);
         drover__v1__migration_result__free_unpacked(res, NULL);
@@ -366,8 +423,12 @@ static void test_local_disk_migration_keeps_every_ack(void **state) {
         disk_path_on(c, B, name, dst_image, sizeof(dst_image));
         assert_string_equal(dst_image, src_image);
         snprintf(b_view, sizeof(b_view), "/proc/%d/root%s", (int) c->host[B].agent.pid, dst_image);
-        if (access(src_image, F_OK) == 0)
-                fail_msg("the source's image %s is still there after confirm", src_image);
+        Deadline gone = deadline_in_ms(10000);
+        while (access(src_image, F_OK) == 0)
+                if (deadline_expired(gone))
+                        fail_msg("the source's image %s is still there 10 s after confirm", src_image);
+                else
+                        sleep_ms(50);
         if (access(b_view, F_OK) < 0)
                 fail_msg("host b has no image at %s (%s)", dst_image, strerror(errno));
 
