@@ -71,6 +71,7 @@
 #define SUN_PATH_MAX (sizeof(((struct sockaddr_un *) 0)->sun_path) - 1)
 
 static const char *const disk_formats[] = { "raw", "qcow2" };
+static const char *const disk_storages[] = { "shared", "local" };
 static const char *const cache_modes[] = { "none", "writeback", "writethrough", "directsync", "unsafe" };
 static const char *const nic_models[] = { "virtio-net-pci", "e1000" };
 
@@ -251,6 +252,10 @@ static bool format_is_valid(const char *s) {
         return in_list(s, disk_formats, ELEMENTSOF(disk_formats));
 }
 
+static bool storage_is_valid(const char *s) {
+        return in_list(s, disk_storages, ELEMENTSOF(disk_storages));
+}
+
 static bool cache_is_valid(const char *s) {
         return in_list(s, cache_modes, ELEMENTSOF(cache_modes));
 }
@@ -293,11 +298,17 @@ static int parse_disk(const JsonNode *o, GuestDisk *d) {
                         r = json_read_bool(&v, &d->shared);
                 else if (streq(key, "readonly"))
                         r = json_read_bool(&v, &d->readonly);
-                else
+                else if (streq(key, "storage")) {
+                        char storage[8];
+                        r = get_str_as(&v, storage_is_valid, "shared or local", storage, sizeof(storage));
+                        d->local = r >= 0 && streq(storage, "local");
+                } else
                         r = unknown_member(&v);
                 if (r < 0)
                         return r;
         }
+        if (d->local && d->shared && json_member(o, "shared", false, &v) >= 0)
+                return bad(v.path, "is true, and 'storage' says the disk is local");
         return json_member(o, "path", true, &v);
 }
 
@@ -515,7 +526,8 @@ static int disk_to_json(const GuestDisk *disk, JsonValue *disks) {
         JsonValue *o = json_new_object();
         if (json_add_string(o, "path", disk->path) < 0 || json_add_string(o, "format", disk->format) < 0 ||
             json_add_string(o, "cache", disk->cache) < 0 || json_add_bool(o, "shared", disk->shared) < 0 ||
-            json_add_bool(o, "readonly", disk->readonly) < 0) {
+            json_add_bool(o, "readonly", disk->readonly) < 0 ||
+            json_add_string(o, "storage", disk->local ? "local" : "shared") < 0) {
                 json_unref(o);
                 return -ENOMEM;
         }

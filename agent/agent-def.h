@@ -14,7 +14,10 @@
  *   append (string, ≤ 4096 bytes)
  *   disks (array ≤ 16 of { path (normalised absolute, required), format ("raw"|"qcow2", default raw),
  *          cache ("none"|"writeback"|"writethrough"|"directsync"|"unsafe", default "none"),
- *          shared (bool, default false), readonly (bool) })
+ *          shared (bool, default false), readonly (bool),
+ *          storage ("shared"|"local", default "shared": a local disk is copied
+ *          to the destination on live migration, docs/migration.md "Local disks";
+ *          "storage": "local" with "shared": true is refused) })
  *   nics (array ≤ 8 of { bridge (string, required, ≤ 15 chars, netdev name rules),
  *          mac (string "52:54:00:xx:xx:xx" form, generated when absent; unicast),
  *          model ("virtio-net-pci"|"e1000", default virtio-net-pci) })
@@ -45,6 +48,7 @@ typedef struct GuestDisk {
         char cache[16];
         bool shared;
         bool readonly;
+        bool local;       /* "storage": "local": copied over NBD on migration */
 } GuestDisk;
 
 typedef struct GuestNic {

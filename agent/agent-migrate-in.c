@@ -8,7 +8,8 @@
  * certificate that called Prepare, agent-stream.h) and listens on this
  * host's migration address and a random free port of its range (for the
  * SSH transport on loopback: the source's tunnel arrives through this
- * host's sshd); a retry of
+ * host's sshd); with local disks it also creates their images and exports
+ * them over NBD (agent-migrate-storage.c); a retry of
  * the same operation gets the same answer.  Finish waits for the
  * stream, persists `finish` and starts the vCPUs (in post-copy it keeps the
  * job until the last page arrived), then sets the guest time.  Until finish,
@@ -274,7 +275,7 @@ static int dest_multifd_locked(Vm *vm, const char *op, MigParams *p) {
 }
 
 int agent_migrate_prepare(Agent *a, const char *op, const char *definition_json, const MigParams *p,
-                          const char *source_addr, const char *source_dn, MigStream *ret) {
+                          const char *source_addr, const char *source_dn, MigStorage *storage, MigStream *ret) {
         GuestDef def;
         Vm *vm;
         MigTransport t;
@@ -285,6 +286,9 @@ int agent_migrate_prepare(Agent *a, const char *op, const char *definition_json,
                 return r;
         if ((r = agent_stream_incoming_transport(a, p->transport, &t)) < 0)
                 return err_prefix(r, "prepare");
+        if (storage->n && t == MIG_TRANSPORT_SSH)
+                return err_set(-EOPNOTSUPP, "prepare: %zu local disk(s): they are not copied over the SSH "
+                               "transport; use TLS (docs/migration.md, \"Local disks\")", storage->n);
         if (t == MIG_TRANSPORT_TLS && (!source_dn || !source_dn[0]))
                 return err_set(-EACCES, "prepare: the stream is sealed with the caller's certificate, and the "
                                "call carries none");
@@ -298,6 +302,8 @@ int agent_migrate_prepare(Agent *a, const char *op, const char *definition_json,
                 /* idempotent: the same op asks again */
                 if (job_async_owned_by(vm, ASYNC_JOB_MIGRATION_IN, op) && vm->mig.uri[0]) {
                         r = mig_stream_from_uri(vm->mig.uri, t, ret);
+                        if (r >= 0)
+                                r = mig_storage_dest_answer_locked(a, vm, storage);
                         vm_unlock(vm);
                         vm_unref(vm);
                         return r;
@@ -345,6 +351,8 @@ int agent_migrate_prepare(Agent *a, const char *op, const char *definition_json,
         vm->mig.postcopy_started = false;
         vm->mig.dropping = false;
         vm->mig.resume_ns = 0;
+        vm->mig.created_disks = 0;
+        vm->mig.nbd_port = 0;
         vm->mig_event = MIGRATION_STATUS_NONE;
         memset(&vm->mig_stats, 0, sizeof(vm->mig_stats));
         QmpMonitor *old = vm_detach_monitor_locked(vm);
@@ -355,9 +363,11 @@ int agent_migrate_prepare(Agent *a, const char *op, const char *definition_json,
                 goto fail_job;
         agent_test_hold(JOB_PHASE_PREPARE, vm->name);
 
-        /* No lock: host checks, taps, exec of QEMU with -incoming defer. */
+        /* No lock: the local disks' images (checked, recorded, created),
+         * host checks, taps, exec of QEMU with -incoming defer. */
         pid_t pid = 0;
-        if ((r = agent_vm_launch_incoming(a, vm, &pid)) < 0)
+        if ((r = mig_storage_dest_create(a, vm, &def, storage)) < 0 ||
+            (r = agent_vm_launch_incoming(a, vm, &pid)) < 0)
                 goto fail_job;
 
         vm_lock(vm);
@@ -381,6 +391,9 @@ int agent_migrate_prepare(Agent *a, const char *op, const char *definition_json,
                 r = agent_stream_tls_setup_locked(a, vm, ASYNC_JOB_MIGRATION_IN, op, source_dn, NULL);
         if (r >= 0)
                 r = listen_on_free_port(a, vm, op, t, false, ret);
+        /* the local disks' exports, sealed as the stream */
+        if (r >= 0)
+                r = mig_storage_dest_export_locked(a, vm, op, t == MIG_TRANSPORT_TLS, storage);
         vm_unlock(vm);
         if (r < 0)
                 goto fail_job;
@@ -408,7 +421,9 @@ int agent_migrate_prepare(Agent *a, const char *op, const char *definition_json,
                 w->vm = vm_ref(vm);
                 snprintf(w->op, sizeof(w->op), "%s", op);
                 snprintf(w->source, sizeof(w->source), "%s", source_addr ? source_addr : "");
-                w->quiet_after_ms = mig_params_completion_ms(p, av->def.memory_mib) + 30000;
+                /* the disks are copied before memory: they count too */
+                w->quiet_after_ms = mig_params_completion_ms(p, av->def.memory_mib + (mig_storage_bytes(storage) >> 20)) +
+                                    30000;
                 atomic_fetch_add(&a->background, 1);
                 if (pthread_create(&th, NULL, incoming_watchdog, w) == 0)
                         pthread_detach(th);
@@ -426,6 +441,7 @@ fail_job: {
         char why[ERR_MSG_MAX];
         snprintf(why, sizeof(why), "%s", err_str(r));
         (void) vm_destroy(vm, op, VM_REASON_FAILED, 5000);
+        mig_storage_dest_delete(vm); /* the images this prepare made, if any */
         vm_lock(vm);
         if (job_async_owned_by(vm, ASYNC_JOB_MIGRATION_IN, op))
                 job_end_async(vm);
@@ -526,6 +542,7 @@ int agent_migrate_finish(Agent *a, const char *op, const char *uuid, bool postco
         vm->mig.resume_ns = vm->mig.resume_ns ? vm->mig.resume_ns : now_ns();
         *ret_resume_unix_ms = mig_mono_to_unix_ms(vm->mig.resume_ns);
         vm->mig.created_by_prepare = false;
+        vm->mig.created_disks = 0; /* the guest runs on them now */
         /* In post-copy the destination keeps its job until the stream
          * completes (pages still arrive); the watchdog-free wait is the
          * source's business, the job ends at completion (below). */

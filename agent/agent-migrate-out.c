@@ -4,7 +4,8 @@
  * agent_migrate() runs `begin` in the caller's thread: it takes the
  * MIGRATION_OUT async job, saves QEMU's migration capabilities and
  * parameters and persists them with the phase, then starts the migration
- * thread.  That thread calls the destination's MigratePrepare, runs perform
+ * thread.  That thread calls the destination's MigratePrepare, copies the
+ * local disks in the `storage` phase (agent-migrate-storage.c), runs perform
  * (capabilities, parameters, `migrate`, then one query-migrate per poll fed
  * to the convergence policy of core/converge.h, whose decision it executes,
  * `migrate-continue` at pre-switchover, and a liveness check of the
@@ -85,6 +86,8 @@ typedef struct Source {
         MigParams p;            /* immutable; defaults applied, validated */
         char *definition;       /* immutable; owned */
         uint64_t mem_mib;       /* immutable */
+        MigStorage storage;     /* migration thread only: the local disks (n = 0: none) and the
+                                 * destination's NBD server (agent-migrate-storage.c) */
         bool waiter;            /* unused */
 } Source;
 
@@ -164,7 +167,7 @@ static int perform(Source *s) {
                 vm_lock(vm);
         }
         r = VM_NESTED_CALL(vm, ASYNC_JOB_MIGRATION_OUT, op, "migrate-set-capabilities",
-                   qmp_migrate_set_capabilities(mon_, -1, mig_source_caps(&s->p), true));
+                   qmp_migrate_set_capabilities(mon_, -1, mig_source_caps(&s->p, s->storage.n > 0), true));
         if (r >= 0) {
                 /* Bandwidth 0 (or compression) = unlimited: the link decides.  Auto-converge
                  * starts held at 1 % so that it is a later policy step. */
@@ -186,7 +189,7 @@ static int perform(Source *s) {
                 r = set_params(vm, op, &mfd);
         /* the destination's certificate must carry the name its agent was
          * reached by (the name the peer channel's TLS checked) */
-        if (r >= 0 && s->stream.tls)
+        if (r >= 0 && s->stream.tls && !s->storage.n) /* with local disks: set up by the storage phase */
                 r = agent_stream_tls_setup_locked(s->a, vm, ASYNC_JOB_MIGRATION_OUT, op, NULL, s->dest_name);
         if (r >= 0)
                 r = VM_NESTED_CALL(vm, ASYNC_JOB_MIGRATION_OUT, op, "migrate", qmp_migrate(mon_, -1, vm->mig.uri, false));
@@ -213,6 +216,8 @@ static int perform(Source *s) {
                         st.status = MIGRATION_STATUS_ACTIVE; /* QEMU 7.2 race: re-poll at once */
                         repoll = true;
                 }
+                if (s->storage.n) /* the mirrors keep the disks in sync meanwhile */
+                        (void) mig_storage_stats_locked(vm, op, &s->storage, &st);
                 vm_set_migration_stats_locked(vm, &st);
                 vm_unlock(vm);
                 agent_migtable_phase(s->a->migrations, s->m, JOB_PHASE_PERFORM, &st);
@@ -239,13 +244,17 @@ static int perform(Source *s) {
                                     st.has_error_desc ? st.error_desc : "no reason given");
                         break;
                 }
-                /* pause-before-switchover, switched on by someone else:
-                 * QEMU stopped the vCPUs and waits; nothing needs doing
-                 * here (shared storage), so go on at once, once per pause
-                 * (QEMU counts every continue) */
+                /* pause-before-switchover (on for local disks, or switched
+                 * on by someone else): QEMU stopped the vCPUs and waits,
+                 * its disks still active.  The local disks' mirrors
+                 * complete here (a consistent copy); then go on, once per
+                 * pause (QEMU counts every continue) */
                 if (st.status != MIGRATION_STATUS_PRE_SWITCHOVER)
                         continued = false;
                 else if (!continued) {
+                        if (s->storage.n && !s->storage.completed &&
+                            (r = mig_storage_complete_locked(vm, op, &s->storage)) < 0)
+                                break;
                         r = VM_NESTED_CALL(vm, ASYNC_JOB_MIGRATION_OUT, op, "migrate-continue",
                                    qmp_migrate_continue(mon_, -1, "pre-switchover"));
                         if (r < 0) {
@@ -451,7 +460,8 @@ static void *source_thread(void *arg) {
         agent_migtable_phase(t, s->m, JOB_PHASE_PREPARE, NULL);
         r = agent_peer_open(a, s->dest, &peer);
         if (r >= 0)
-                r = agent_peer_prepare(peer, s->op, s->definition, &s->p, advertised_address(a), 60000, &s->stream);
+                r = agent_peer_prepare(peer, s->op, s->definition, &s->p, advertised_address(a), 60000, &s->storage,
+                                       &s->stream);
         /* both ends use the transport asked for (an older destination
          * answers TLS or plain, whatever it was asked) */
         if (r >= 0 && s->stream.transport != s->p.transport)
@@ -484,12 +494,19 @@ static void *source_thread(void *arg) {
                 agent_migtable_done(t, s->m, -EIO, why);
                 goto out;
         }
+        /* storage: the local disks are mirrored into the destination's
+         * exports (no memory sent yet); a failure settles as perform's */
+        if (s->storage.n)
+                r = mig_storage_copy(a, vm, s->op, s->m, &s->storage, s->stream.tls ? s->dest_name : NULL,
+                                     mig_params_qemu_bandwidth(&s->p, s->p.bandwidth),
+                                     mig_params_completion_ms(&s->p, mig_storage_bytes(&s->storage) >> 20));
         vm_lock(vm);
         if (s->tunnel)
                 snprintf(vm->mig.uri, sizeof(vm->mig.uri), "unix:%.200s", s->sock); /* at most 107 bytes: a unix socket */
         else
                 snprintf(vm->mig.uri, sizeof(vm->mig.uri), "%s", s->stream.uri);
-        r = job_set_phase(vm, JOB_PHASE_PERFORM);
+        if (r >= 0)
+                r = job_set_phase(vm, JOB_PHASE_PERFORM);
         vm_unlock(vm);
         if (s->stream.tls)
                 agent_migtable_event(t, s->m, "destination prepared %s (TLS, its certificate checked for %s)",
@@ -637,6 +654,11 @@ int agent_migrate(Agent *a, Vm *vm, const char *op, const char *dest_addr, const
         }
         s->p.transport = s->route.transport; /* the destination is told, never left to guess */
         s->mem_mib = ((AgentVm *) vm->ops.opaque)->def.memory_mib;
+        /* local disks: their sizes now, and what rules them out */
+        if ((r = mig_storage_plan(&((AgentVm *) vm->ops.opaque)->def, &s->p, &s->storage)) < 0) {
+                free(s);
+                return err_prefix(r, "cannot migrate %s", vm->name);
+        }
 
         /* begin: checks, the async job, original parameters, persisted */
         vm_lock(vm);

@@ -54,8 +54,8 @@ bool mig_mark_dropping(Vm *vm, const char *op, JobPhase phase);
 int mig_apply_decision(Agent *a, Vm *vm, const char *op, const char *peer_addr, RecoveryDecision d);
 
 /* (agent-migrate-settings.c) The capabilities perform() switches on for a
- * migration with @p. */
-uint64_t mig_source_caps(const MigParams *p);
+ * migration with @p (and @local_disks: pause-before-switchover). */
+uint64_t mig_source_caps(const MigParams *p, bool local_disks);
 /* The multifd parameters of a migration with @p (channels, compression and
  * its level) into @mp, for both sides: nothing when p->multifd_channels is
  * below 2.  Returns whether it set any. */
@@ -83,6 +83,61 @@ int mig_kill_dest(Agent *a, Vm *vm, const char *op, const char *why);
 /* Destination (vm->lock held, MIGRATION_IN job of @op): persist `finish`
  * and start the vCPUs.  0 or -errno. */
 int mig_finish_dest_locked(Agent *a, Vm *vm, const char *op);
+
+/* ---- local disks (agent-migrate-storage.c; docs/migration.md, "Local disks") ---- */
+
+/* Source, begin (no lock; @def the guest's): the local disks of @def with
+ * their virtual sizes into *@ret (n = 0: none).  -EOPNOTSUPP with the
+ * reason for a read-only local disk, the SSH transport or post-copy. */
+int mig_storage_plan(const GuestDef *def, const MigParams *p, MigStorage *ret);
+/* The virtual sizes of @st's disks, summed. */
+uint64_t mig_storage_bytes(const MigStorage *st);
+/* Source (no lock held), after prepare answered the NBD server in @st:
+ * persist `storage`, add an nbd node per export (TLS checked for
+ * @tls_hostname; NULL = plaintext, dev_mode), mirror each disk into it at
+ * @speed bytes/s at most (0: unlimited), and wait until every mirror is
+ * READY, publishing the figures in @m and the guest's snapshot; fails
+ * after @budget_ms, after 60 s without progress, on a failed job or an
+ * abort.  0 or -errno (the caller settles: phase storage resumes the
+ * source). */
+int mig_storage_copy(Agent *a, Vm *vm, const char *op, Migration *m, MigStorage *st, const char *tls_hostname,
+                     uint64_t speed, uint64_t budget_ms);
+/* Source (vm->lock held, MIGRATION_OUT of @op): the copy's figures into
+ * @io (query-block-jobs until the mirrors completed, then the last ones).
+ * 0 or the query's -errno (the figures then stay the last known). */
+int mig_storage_stats_locked(Vm *vm, const char *op, MigStorage *st, MigrationStats *io);
+/* Source at switch-over (vm->lock held, vCPUs stopped at pre-switchover):
+ * block-job-cancel every READY mirror (a consistent copy, no pivot), wait
+ * until each ended without error, then release the jobs and nodes.  0 or
+ * -errno. */
+int mig_storage_complete_locked(Vm *vm, const char *op, MigStorage *st);
+/* Source keeping its guest (vm->lock held, async job @t of @op): cancel
+ * every mirror of ours still running and delete our nbd nodes; best
+ * effort, nothing for a guest without local disks.  Also at restart. */
+void mig_storage_drop_locked(Vm *vm, AsyncJobType t, const char *op);
+/* Source after confirm (no lock held, QEMU gone): delete the guest's local
+ * disk images; they live on the destination now. */
+void mig_storage_remove_source_images(Agent *a, Vm *vm);
+/* Destination, prepare (no lock held, MIGRATION_IN job, before QEMU
+ * starts): check, claim, record (persisted) and create the images of @st
+ * as qemu-img create -f FORMAT PATH SIZE.  Refuses before anything is
+ * created when a disk is not local in @def, an image exists or a file
+ * system lacks room; on a later failure deletes what it created.  0 or
+ * -errno. */
+int mig_storage_dest_create(Agent *a, Vm *vm, const GuestDef *def, const MigStorage *st);
+/* Destination (vm->lock held, MIGRATION_IN of @op, TLS objects in place
+ * when @tls): nbd-server-start on the migration address and a free port
+ * of migration_ports (tls-creds, tls-authz), a writable export per disk;
+ * the answer into @st.  0 or -errno (the server stopped again). */
+int mig_storage_dest_export_locked(Agent *a, Vm *vm, const char *op, bool tls, MigStorage *st);
+/* Destination (vm->lock held): the answer of a repeated prepare. */
+int mig_storage_dest_answer_locked(Agent *a, Vm *vm, MigStorage *st);
+/* Destination (vm->lock held, MIGRATION_IN of @op): nbd-server-stop before
+ * `cont`; nothing without local disks.  Failures are logged. */
+void mig_storage_dest_stop_locked(Vm *vm, const char *op);
+/* Destination (no lock held, its QEMU gone or never started): delete the
+ * images vm->mig.created_disks names and persist the cleared set. */
+void mig_storage_dest_delete(Vm *vm);
 
 /* ---- post-copy recovery (agent-migrate-postcopy.c) ---- */
 

@@ -30,10 +30,15 @@
  * restore switches off only capabilities of SOURCE_CAPS that were off. */
 #define SOURCE_CAPS                                                                               \
         (MIGRATION_CAP_BIT(MIGRATION_CAP_EVENTS) | MIGRATION_CAP_BIT(MIGRATION_CAP_POSTCOPY_RAM) | \
-         MIGRATION_CAP_BIT(MIGRATION_CAP_MULTIFD) | MIGRATION_CAP_BIT(MIGRATION_CAP_AUTO_CONVERGE))
+         MIGRATION_CAP_BIT(MIGRATION_CAP_MULTIFD) | MIGRATION_CAP_BIT(MIGRATION_CAP_AUTO_CONVERGE) | \
+         MIGRATION_CAP_BIT(MIGRATION_CAP_PAUSE_BEFORE_SWITCHOVER))
 
-uint64_t mig_source_caps(const MigParams *p) {
+uint64_t mig_source_caps(const MigParams *p, bool local_disks) {
         uint64_t caps = MIGRATION_CAP_BIT(MIGRATION_CAP_EVENTS);
+        /* the local disks' mirrors complete at pre-switchover, before QEMU
+         * inactivates the disks (agent-migrate-storage.c) */
+        if (local_disks)
+                caps |= MIGRATION_CAP_BIT(MIGRATION_CAP_PAUSE_BEFORE_SWITCHOVER);
         if (p->postcopy != POSTCOPY_POLICY_NEVER)
                 caps |= MIGRATION_CAP_BIT(MIGRATION_CAP_POSTCOPY_RAM);
         if (p->multifd_channels > 1)

@@ -98,6 +98,9 @@ static int resume_source(Agent *a, Vm *vm, const char *op, const char *peer_addr
                         return 0;
                 }
         }
+        /* local disks: the mirrors go (the source keeps its own images),
+         * before the settings restore drops the TLS objects they use */
+        mig_storage_drop_locked(vm, t, op);
         /* best effort: a QEMU that refuses keeps running all the same */
         char unrestored[ERR_MSG_MAX] = "";
         if (mig_restore_settings_locked(vm, t, op) < 0)
@@ -164,12 +167,16 @@ int mig_kill_source(Agent *a, Vm *vm, const char *op) {
         vm_unlock(vm);
         qmp_monitor_close(dead);
         agent_emit(a, vm, "migrated", "op %s: the guest runs on the destination", op);
+        mig_storage_remove_source_images(a, vm);
         mig_forget_guest(a, vm, "migrated away");
         return 0;
 }
 
 int mig_kill_dest(Agent *a, Vm *vm, const char *op, const char *why) {
         (void) vm_destroy(vm, op, VM_REASON_MIGRATION_CANCELED, 5000);
+        /* the source keeps the guest on its own disks: the images made
+         * for this copy go */
+        mig_storage_dest_delete(vm);
         vm_lock(vm);
         vm_set_error_locked(vm, "incoming migration %s dropped: %s", op, why);
         bool created = vm->mig.created_by_prepare;
@@ -191,6 +198,8 @@ int mig_finish_dest_locked(Agent *a, Vm *vm, const char *op) {
         if (vm->job.phase != JOB_PHASE_FINISH && vm->job.phase != JOB_PHASE_POSTCOPY_FAILED)
                 if ((r = job_set_phase(vm, JOB_PHASE_FINISH)) < 0)
                         return r;
+        /* no NBD client may write the disks once the guest runs */
+        mig_storage_dest_stop_locked(vm, op);
         QmpStatus qs;
         r = VM_NESTED_CALL(vm, ASYNC_JOB_MIGRATION_IN, op, "query-status", qmp_query_status(mon_, -1, &qs));
         if (r >= 0 && !qs.running)
@@ -209,6 +218,7 @@ static int keep_dest(Agent *a, Vm *vm, const char *op) {
         int r = mig_finish_dest_locked(a, vm, op);
         if (r >= 0) {
                 vm->mig.created_by_prepare = false; /* the guest lives here now */
+                vm->mig.created_disks = 0;          /* on these images */
                 job_end_async(vm);
         }
         vm_unlock(vm);
@@ -260,12 +270,17 @@ int mig_apply_decision(Agent *a, Vm *vm, const char *op, const char *peer_addr, 
         case RECOVER_KILL_GONE: {
                 vm_lock(vm);
                 bool created = vm->mig.created_by_prepare && vm->job.async == ASYNC_JOB_MIGRATION_IN;
+                /* a copy that never ran (prepare): its images go; after
+                 * finish they may hold the only current disks: kept */
+                bool drop_images = vm->job.async == ASYNC_JOB_MIGRATION_IN && vm->job.phase == JOB_PHASE_PREPARE;
                 if (vm->state != VM_STATE_SHUTOFF)
                         vm_mark_shutoff_locked(vm, VM_REASON_CRASHED);
                 vm_set_error_locked(vm, "QEMU died during migration %s", op);
                 if (vm->job.async != ASYNC_JOB_NONE)
                         job_end_async(vm);
                 vm_unlock(vm);
+                if (drop_images)
+                        mig_storage_dest_delete(vm);
                 if (created)
                         mig_forget_guest(a, vm, "incoming QEMU died");
                 return 1;

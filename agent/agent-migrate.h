@@ -35,6 +35,10 @@
  * *ret holds the result so far (done=false without @wait). */
 int agent_migrate(Agent *a, Vm *vm, const char *op, const char *dest_addr, const MigParams *p, bool wait,
                   MigResult *ret);
+/* The virtual sizes of @def's disks marked "storage": "local", summed
+ * (unreadable images count 0): GuestSummary.local_disk_bytes.  Reads the
+ * image files; no lock needed. */
+uint64_t mig_storage_local_bytes(const GuestDef *def);
 /* Abort the migration of @vm (its source resumes).  -ENOENT when none runs;
  * -EBUSY once post-copy started (it can only complete). */
 int agent_migrate_abort(Agent *a, Vm *vm, const char *op);
@@ -56,9 +60,11 @@ int agent_migrate_recover_now(Agent *a, Vm *vm, const char *op);
 /* Prepare: @source_addr is the source agent's address (for recovery),
  * @source_dn the DN of the certificate that made the call (the only
  * identity the stream admits; NULL on a plaintext call, refused unless in
- * dev_mode).  *ret says where the source connects. */
+ * dev_mode).  *ret says where the source connects.  @storage lists the
+ * local disks to create and export (n = 0: none); its answer part is
+ * filled (docs/migration.md, "Local disks"). */
 int agent_migrate_prepare(Agent *a, const char *op, const char *definition_json, const MigParams *p,
-                          const char *source_addr, const char *source_dn, MigStream *ret);
+                          const char *source_addr, const char *source_dn, MigStorage *storage, MigStream *ret);
 /* Finish: start the vCPUs.  In post-copy with @return_at_cont the call
  * answers once they run, and the watchdog ends the job at completion;
  * without, it waits for the last page (an older source). */

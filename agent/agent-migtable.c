@@ -204,6 +204,8 @@ void agent_migtable_phase(MigrationTable *t, Migration *m, JobPhase phase, const
                         m->r.transferred = st->ram_transferred;
                 if (st->ram_multifd_bytes > m->r.multifd_bytes)
                         m->r.multifd_bytes = st->ram_multifd_bytes;
+                if (st->disk_total > m->r.disk_bytes)
+                        m->r.disk_bytes = st->disk_total;
         }
         changed_locked(t, m);
         lock_release(&t->lock);
@@ -246,6 +248,8 @@ void agent_migtable_result(MigrationTable *t, Migration *m, const MigrationStats
         m->r.downtime_ms = m->r.stats.downtime_ms;
         m->r.transferred = m->r.stats.ram_transferred;
         m->r.multifd_bytes = m->r.stats.ram_multifd_bytes;
+        if (m->r.stats.disk_total > m->r.disk_bytes)
+                m->r.disk_bytes = m->r.stats.disk_total;
         m->r.measured_downtime_ms = measured_downtime_ms;
         m->r.time_synced = synced;
         m->r.postcopy = postcopy;

@@ -58,6 +58,7 @@ typedef struct MigResult {
         bool postcopy;
         bool time_synced;
         uint64_t finish_call_ms; /* the source's MigrateFinish round trip; 0: none made */
+        uint64_t disk_bytes;     /* local disks copied: the mirror jobs' length, summed; 0: none */
         size_t n_steps;
         char steps[MIG_MAX_STEPS][160];
         MigrationStats stats;    /* last reading */

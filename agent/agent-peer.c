@@ -362,20 +362,52 @@ static int stream_answer(const Drover__V1__MigratePrepareResponse *resp, MigStre
         return 0;
 }
 
+/* The NBD part of a prepare answer into @st (n disks were asked for). */
+static int storage_answer(const Drover__V1__MigratePrepareResponse *resp, MigStorage *st) {
+        MigStream probe;
+        if (!st || st->n == 0)
+                return 0;
+        if (resp->n_nbd_exports != st->n || !resp->nbd_host ||
+            mig_stream_set(&probe, resp->nbd_host, resp->nbd_port, MIG_TRANSPORT_PLAIN) < 0)
+                return err_set(-EPROTO, "the destination answered no usable NBD server for the %zu local disk(s) "
+                               "(an agent that does not copy local disks?)", st->n);
+        snprintf(st->nbd_host, sizeof(st->nbd_host), "%s", resp->nbd_host);
+        st->nbd_port = resp->nbd_port;
+        for (size_t i = 0; i < st->n; i++) {
+                const char *e = resp->nbd_exports[i];
+                if (!e || !e[0] || strlen(e) >= MIG_NBD_EXPORT_MAX || id_check("nbd export", e, MIG_NBD_EXPORT_MAX - 1) < 0)
+                        return err_set(-EPROTO, "the destination answered an unusable NBD export name");
+                snprintf(st->exports[i], sizeof(st->exports[i]), "%s", e);
+        }
+        return 0;
+}
+
 int agent_peer_prepare(AgentPeer *p, const char *op, const char *definition_json, const MigParams *mp,
-                       const char *source_addr, int64_t timeout_ms, MigStream *ret) {
+                       const char *source_addr, int64_t timeout_ms, MigStorage *storage, MigStream *ret) {
         Drover__V1__MigratePrepareRequest req = DROVER__V1__MIGRATE_PREPARE_REQUEST__INIT;
         Drover__V1__MigrationParams params;
         Drover__V1__MigratePrepareResponse *resp = NULL;
+        Drover__V1__MigrateLocalDisk disks[MIG_STORAGE_MAX], *dp[MIG_STORAGE_MAX];
         mig_params_to_pb(mp, &params);
         req.op_id = (char *) op;
         req.definition_json = (char *) definition_json;
         req.params = &params;
         req.source = (char *) source_addr;
+        for (size_t i = 0; storage && i < storage->n && i < MIG_STORAGE_MAX; i++) {
+                drover__v1__migrate_local_disk__init(&disks[i]);
+                disks[i].index = storage->disks[i].index;
+                disks[i].virtual_size = storage->disks[i].virtual_size;
+                disks[i].format = storage->disks[i].format;
+                dp[i] = &disks[i];
+                req.n_local_disks = i + 1;
+        }
+        req.local_disks = req.n_local_disks ? dp : NULL;
         int r = call(p, "MigratePrepare", &req.base, timeout_ms, (ProtobufCMessage **) &resp);
         if (r < 0)
                 return r;
         r = stream_answer(resp, ret);
+        if (r >= 0)
+                r = storage_answer(resp, storage);
         drover__v1__migrate_prepare_response__free_unpacked(resp, NULL);
         return r;
 }

@@ -66,9 +66,12 @@ int agent_peer_open(Agent *a, const char *addr, AgentPeer **ret);
 void agent_peer_close(AgentPeer *p);
 
 /* MigratePrepare: *ret is where the destination listens, as it answered
- * (checked: an IP literal and a port); -EPROTO for an unusable answer. */
+ * (checked: an IP literal and a port); -EPROTO for an unusable answer.
+ * @storage (NULL or n = 0: no local disk) sends the local disks and gets
+ * the NBD server and its exports back (checked: an IP literal, a port and
+ * one export name per disk). */
 int agent_peer_prepare(AgentPeer *p, const char *op, const char *definition_json, const MigParams *mp,
-                       const char *source_addr, int64_t timeout_ms, MigStream *ret);
+                       const char *source_addr, int64_t timeout_ms, MigStorage *storage, MigStream *ret);
 /* MigrateRecover: *ret is the new listener of a paused post-copy's
  * destination (checked as prepare's answer). */
 int agent_peer_recover(AgentPeer *p, const char *op, const char *uuid, int64_t timeout_ms, MigStream *ret);

@@ -48,6 +48,7 @@ static Drover__V1__MigrationResult *new_result(RpcCall *c, const MigResult *m) {
         o->postcopy = m->postcopy;
         o->guest_time_synced = m->time_synced;
         o->finish_call_ms = m->finish_call_ms;
+        o->disk_bytes = m->disk_bytes;
         o->n_policy_steps = m->n_steps;
         o->policy_steps = rpc_call_alloc(c, (m->n_steps + 1) * sizeof(char *));
         for (size_t i = 0; i < m->n_steps; i++)
@@ -225,9 +226,32 @@ RpcCode h_prepare(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessage *re
                                                   "post-copy is unavailable on this host: QEMU runs unprivileged and "
                                                   "vm.unprivileged_userfaultfd is 0 (docs/agent.md, \"Guest files and "
                                                   "the QEMU user\")"));
-        int r = agent_migrate_prepare(a, req->op_id, req->definition_json, &p, req->source, dn[0] ? dn : NULL, &s);
+        MigStorage st = { 0 };
+        if (req->n_local_disks > MIG_STORAGE_MAX)
+                return arpc_end(&h, rpc_call_fail(c, RPC_INVALID_ARGUMENT, "prepare: %zu local disks, at most %d",
+                                                  req->n_local_disks, MIG_STORAGE_MAX));
+        for (size_t i = 0; i < req->n_local_disks; i++) {
+                const Drover__V1__MigrateLocalDisk *d = req->local_disks[i];
+                st.disks[i].index = d->index;
+                st.disks[i].virtual_size = d->virtual_size;
+                snprintf(st.disks[i].format, sizeof(st.disks[i].format), "%s", d->format ? d->format : "");
+        }
+        st.n = req->n_local_disks;
+        int r = agent_migrate_prepare(a, req->op_id, req->definition_json, &p, req->source, dn[0] ? dn : NULL,
+                                      &st, &s);
         if (r < 0)
                 return arpc_end_r(&h, r);
+        if (st.n) {
+                char **ex = rpc_call_alloc(c, st.n * sizeof(*ex));
+                if (!ex)
+                        return arpc_end(&h, rpc_call_fail(c, RPC_RESOURCE_EXHAUSTED, "out of memory"));
+                for (size_t i = 0; i < st.n; i++)
+                        ex[i] = rpc_call_strdup(c, st.exports[i]);
+                resp->nbd_host = rpc_call_strdup(c, st.nbd_host);
+                resp->nbd_port = st.nbd_port;
+                resp->nbd_exports = ex;
+                resp->n_nbd_exports = st.n;
+        }
         resp->uri = rpc_call_strdup(c, s.uri);
         resp->host = rpc_call_strdup(c, s.host);
         resp->port = s.port;

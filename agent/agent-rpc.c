@@ -585,6 +585,7 @@ static RpcCode h_stats(RpcCall *c, const ProtobufCMessage *req_, ProtobufCMessag
                 g->async_job = (char *) async_job_to_string(s.async_job);
                 g->phase = (char *) job_phase_to_string(s.phase);
                 g->dirty_pages_rate = s.migration.ram_dirty_pages_rate;
+                g->local_disk_bytes = mig_storage_local_bytes(&av->def);
                 resp->guests[resp->n_guests++] = g;
         }
         read_host_facts(c, resp);

@@ -48,6 +48,30 @@ typedef struct MigStream {
         uint32_t multifd_channels;
 } MigStream;
 
+/* Local disks of a migration (docs/migration.md, "Local disks"): what the
+ * source tells the destination's prepare (which disks, their virtual size
+ * and format), and what it answers (the NBD server and one export per
+ * disk, in the same order).  n = 0: none. */
+#define MIG_STORAGE_MAX 16   /* GUEST_MAX_DISKS */
+#define MIG_NBD_EXPORT_MAX 32
+
+typedef struct MigLocalDisk {
+        uint32_t index;        /* disks[index] of the definition */
+        uint64_t virtual_size; /* bytes */
+        char format[8];        /* raw | qcow2 */
+} MigLocalDisk;
+
+typedef struct MigStorage {
+        size_t n;
+        MigLocalDisk disks[MIG_STORAGE_MAX];
+        char nbd_host[64];     /* answer: an IP literal (the stream's host) */
+        unsigned nbd_port;     /* answer */
+        char exports[MIG_STORAGE_MAX][MIG_NBD_EXPORT_MAX]; /* answer: export of disks[i] */
+        /* source, its migration thread only: the copy's last figures */
+        uint64_t copy_total, copy_done;
+        bool completed;        /* the mirrors ended at switch-over */
+} MigStorage;
+
 /* Fill @s from @host (an IP literal), @port and transport @t (tls is
  * @t == MIG_TRANSPORT_TLS), with its URI.  0, or -EINVAL when @host is not
  * an IP literal, @port is 0 or above 65535 or @t is DEFAULT or unknown (an

@@ -207,4 +207,7 @@ typedef struct MigrationStats {
         uint64_t ram_multifd_bytes;      /* of ram_transferred, sent on multifd channels (after compression) */
         bool has_error_desc;
         char error_desc[256];
+        uint64_t disk_total;             /* local disks: the mirror jobs' len, summed (query-block-jobs,
+                                            filled by the agent, not by query-migrate) */
+        uint64_t disk_transferred;       /* their offset, summed */
 } MigrationStats;

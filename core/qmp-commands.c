@@ -473,3 +473,152 @@ int qmp_migrate_set_tls_authz(QmpMonitor *m, int64_t timeout_ms, const char *aut
                 return err_set(-EINVAL, "migrate-set-parameters: no tls-authz");
         return call_with_str(m, "migrate-set-parameters", "tls-authz", authz_id, timeout_ms);
 }
+
+/* ---- NBD and block jobs (local disks) ------------------------------------ */
+
+/* Add each non-NULL, non-empty string of @kv (key, value pairs) to @o. */
+static int add_strings(JsonValue *o, const char *const *kv) {
+        for (size_t i = 0; kv[i]; i += 2)
+                if (kv[i + 1] && kv[i + 1][0] && json_add_string(o, kv[i], kv[i + 1]) < 0)
+                        return -ENOMEM;
+        return 0;
+}
+
+int qmp_nbd_server_start(QmpMonitor *m, int64_t timeout_ms, const char *host, unsigned port, const char *tls_creds,
+                         const char *tls_authz) {
+        char p[8];
+        if (!host || !host[0] || port == 0 || port > 65535)
+                return err_set(-EINVAL, "nbd-server-start: no host or port");
+        snprintf(p, sizeof(p), "%u", port);
+        JsonValue *args = json_new_object(), *addr = json_new_object(), *data = json_new_object();
+        const char *kv[] = { "tls-creds", tls_creds, "tls-authz", tls_authz, NULL };
+        const char *dkv[] = { "host", host, "port", p, NULL };
+        bool ok = args && addr && data && add_strings(data, dkv) == 0 && json_add_string(addr, "type", "inet") == 0 &&
+                  json_add(addr, "data", data) == 0;
+        if (ok)
+                data = NULL;
+        ok = ok && json_add(args, "addr", addr) == 0;
+        if (ok)
+                addr = NULL;
+        ok = ok && add_strings(args, kv) == 0;
+        json_unref(data);
+        json_unref(addr);
+        if (!ok) {
+                json_unref(args);
+                return err_set(-ENOMEM, "out of memory");
+        }
+        return call_ms(m, "nbd-server-start", args, timeout_ms, NULL);
+}
+
+int qmp_nbd_server_stop(QmpMonitor *m, int64_t timeout_ms) {
+        return call_ms(m, "nbd-server-stop", NULL, timeout_ms, NULL);
+}
+
+int qmp_block_export_add_nbd(QmpMonitor *m, int64_t timeout_ms, const char *id, const char *node, const char *name) {
+        if (!id || !id[0] || !node || !node[0] || !name || !name[0])
+                return err_set(-EINVAL, "block-export-add: no id, node or name");
+        JsonValue *args = json_new_object();
+        const char *kv[] = { "type", "nbd", "id", id, "node-name", node, "name", name, NULL };
+        if (!args || add_strings(args, kv) < 0 || json_add_bool(args, "writable", true) < 0) {
+                json_unref(args);
+                return err_set(-ENOMEM, "out of memory");
+        }
+        return call_ms(m, "block-export-add", args, timeout_ms, NULL);
+}
+
+int qmp_blockdev_add_nbd(QmpMonitor *m, int64_t timeout_ms, const char *node, const char *host, unsigned port,
+                         const char *export_name, const char *tls_creds, const char *tls_hostname) {
+        char p[8];
+        if (!node || !node[0] || !host || !host[0] || !export_name || !export_name[0] || port == 0 || port > 65535)
+                return err_set(-EINVAL, "blockdev-add: no node, host, port or export");
+        snprintf(p, sizeof(p), "%u", port);
+        JsonValue *args = json_new_object(), *server = json_new_object();
+        const char *kv[] = { "driver", "nbd", "node-name", node, "export", export_name, "tls-creds", tls_creds,
+                             "tls-hostname", tls_creds && tls_creds[0] ? tls_hostname : NULL, NULL };
+        const char *skv[] = { "type", "inet", "host", host, "port", p, NULL };
+        bool ok = args && server && add_strings(server, skv) == 0 && json_add(args, "server", server) == 0;
+        if (ok)
+                server = NULL;
+        ok = ok && add_strings(args, kv) == 0;
+        json_unref(server);
+        if (!ok) {
+                json_unref(args);
+                return err_set(-ENOMEM, "out of memory");
+        }
+        return call_ms(m, "blockdev-add", args, timeout_ms, NULL);
+}
+
+int qmp_blockdev_del(QmpMonitor *m, int64_t timeout_ms, const char *node) {
+        if (!node || !node[0])
+                return err_set(-EINVAL, "blockdev-del: no node");
+        return call_with_str(m, "blockdev-del", "node-name", node, timeout_ms);
+}
+
+int qmp_blockdev_mirror(QmpMonitor *m, int64_t timeout_ms, const char *job_id, const char *device, const char *target,
+                        uint64_t speed) {
+        if (!job_id || !job_id[0] || !device || !device[0] || !target || !target[0])
+                return err_set(-EINVAL, "blockdev-mirror: no job id, device or target");
+        JsonValue *args = json_new_object();
+        const char *kv[] = { "job-id", job_id, "device", device, "target", target, "sync", "full", NULL };
+        if (!args || add_strings(args, kv) < 0 || json_add_bool(args, "auto-dismiss", false) < 0 ||
+            (speed && json_add_u64(args, "speed", speed) < 0)) {
+                json_unref(args);
+                return err_set(-ENOMEM, "out of memory");
+        }
+        return call_ms(m, "blockdev-mirror", args, timeout_ms, NULL);
+}
+
+int qmp_block_job_cancel(QmpMonitor *m, int64_t timeout_ms, const char *job_id, bool force) {
+        if (!job_id || !job_id[0])
+                return err_set(-EINVAL, "block-job-cancel: no job id");
+        JsonValue *args = json_new_object();
+        if (!args || json_add_string(args, "device", job_id) < 0 || (force && json_add_bool(args, "force", true) < 0)) {
+                json_unref(args);
+                return err_set(-ENOMEM, "out of memory");
+        }
+        return call_ms(m, "block-job-cancel", args, timeout_ms, NULL);
+}
+
+int qmp_job_dismiss(QmpMonitor *m, int64_t timeout_ms, const char *job_id) {
+        if (!job_id || !job_id[0])
+                return err_set(-EINVAL, "job-dismiss: no job id");
+        return call_with_str(m, "job-dismiss", "id", job_id, timeout_ms);
+}
+
+int qmp_parse_block_jobs(const char *return_json, QmpBlockJob *ret, size_t max, size_t *ret_n) {
+        static const char ctx[] = "query-block-jobs";
+        _cleanup_(json_unrefp) JsonValue *tree = NULL;
+        JsonNode arr;
+        size_t n;
+        int r = qmp_wire_parse_return(return_json, ctx, &tree, &arr);
+        if (r < 0)
+                return r;
+        if ((r = json_want_array(&arr, 1024, &n)) < 0)
+                return qmp_wire_bad_reply(r, ctx);
+        size_t k = 0;
+        for (size_t i = 0; i < n && k < max; i++) {
+                JsonNode o;
+                QmpBlockJob j = { 0 };
+                json_array_at(&arr, i, &o);
+                if ((r = json_want_object(&o)) < 0 ||
+                    (r = json_get_string(&o, "device", true, j.id, sizeof(j.id))) < 0)
+                        return qmp_wire_bad_reply(r, ctx);
+                (void) json_get_u64_lenient(&o, "len", 0, UINT64_MAX, &j.len);
+                (void) json_get_u64_lenient(&o, "offset", 0, UINT64_MAX, &j.offset);
+                (void) json_get_bool_lenient(&o, "ready", &j.ready);
+                const char *s;
+                if (json_get_string_lenient(&o, "status", &s))
+                        snprintf(j.status, sizeof(j.status), "%s", s);
+                if (json_get_string_lenient(&o, "error", &s))
+                        text_copy_utf8(j.error, sizeof(j.error), s);
+                ret[k++] = j;
+        }
+        *ret_n = k;
+        return 0;
+}
+
+int qmp_query_block_jobs(QmpMonitor *m, int64_t timeout_ms, QmpBlockJob *ret, size_t max, size_t *ret_n) {
+        _cleanup_free_ char *text = NULL;
+        int r = call_ms(m, "query-block-jobs", NULL, timeout_ms, &text);
+        return r < 0 ? r : qmp_parse_block_jobs(text, ret, max, ret_n);
+}

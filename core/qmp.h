@@ -148,6 +148,43 @@ int qmp_object_del(QmpMonitor *m, int64_t timeout_ms, const char *id);
  * MigrationParams, which the source saves and restores). */
 int qmp_migrate_set_tls_authz(QmpMonitor *m, int64_t timeout_ms, const char *authz_id);
 
+/* Local disks over NBD (docs/migration.md, "Local disks").  Destination:
+ * nbd-server-start on @host:@port (inet), sealed with @tls_creds and
+ * @tls_authz when given (NULL: plaintext); block-export-add of a writable
+ * nbd export @name of node @node (export id @id); nbd-server-stop. */
+int qmp_nbd_server_start(QmpMonitor *m, int64_t timeout_ms, const char *host, unsigned port, const char *tls_creds,
+                         const char *tls_authz);
+int qmp_block_export_add_nbd(QmpMonitor *m, int64_t timeout_ms, const char *id, const char *node, const char *name);
+int qmp_nbd_server_stop(QmpMonitor *m, int64_t timeout_ms);
+/* Source: blockdev-add of an nbd client node @node for @export_name on
+ * @host:@port, with @tls_creds (NULL: plaintext) checking the server's
+ * certificate for @tls_hostname; blockdev-mirror sync=full of @device into
+ * @target as job @job_id, at most @speed bytes/s (0: unlimited), kept
+ * after it ends (auto-dismiss off: its error stays readable) until
+ * job-dismiss;
+ * block-job-cancel (@force: also a READY mirror without completing it;
+ * without, a READY mirror ends with a consistent copy); blockdev-del. */
+int qmp_blockdev_add_nbd(QmpMonitor *m, int64_t timeout_ms, const char *node, const char *host, unsigned port,
+                         const char *export_name, const char *tls_creds, const char *tls_hostname);
+int qmp_blockdev_mirror(QmpMonitor *m, int64_t timeout_ms, const char *job_id, const char *device, const char *target,
+                        uint64_t speed);
+int qmp_block_job_cancel(QmpMonitor *m, int64_t timeout_ms, const char *job_id, bool force);
+int qmp_blockdev_del(QmpMonitor *m, int64_t timeout_ms, const char *node);
+int qmp_job_dismiss(QmpMonitor *m, int64_t timeout_ms, const char *job_id);
+
+/* One entry of query-block-jobs. */
+typedef struct QmpBlockJob {
+        char id[64];      /* "device": the job id */
+        uint64_t len;     /* bytes to copy (grows with guest writes) */
+        uint64_t offset;  /* bytes copied */
+        bool ready;       /* a mirror in sync */
+        char status[16];  /* "running", "ready", "concluded", ... */
+        char error[256];  /* set when the job failed */
+} QmpBlockJob;
+/* query-block-jobs: at most @max jobs into @ret, their count in *ret_n. */
+int qmp_query_block_jobs(QmpMonitor *m, int64_t timeout_ms, QmpBlockJob *ret, size_t max, size_t *ret_n);
+int qmp_parse_block_jobs(const char *return_json, QmpBlockJob *ret, size_t max, size_t *ret_n);
+
 /* Parsers exposed for replay tests and the status files: parse a "return"
  * member given as JSON text. */
 int qmp_parse_migrate_stats(const char *return_json, MigrationStats *ret);

@@ -55,6 +55,13 @@ const char *mig_direction_to_string(MigDirection d) {
         "no finish ever reached the destination, or it answered that it did not start the guest: " \
         "it cannot run it; resume the source"
 
+/* The source's storage phase (local disks mirrored, no memory sent): a
+ * fact of the persisted phase alone, so it also decides when QEMU did not
+ * answer (resuming then waits until it does). */
+#define STORAGE_REASON \
+        "only local disks were being copied: no memory stream was started and the destination never " \
+        "runs before perform_done; cancel the mirrors, the source keeps the guest on its own disks"
+
 static bool in_postcopy(const RecoveryInput *in) {
         return in->postcopy_started || migration_status_is_postcopy(in->mig_status);
 }
@@ -70,6 +77,8 @@ static RecoveryDecision decide_out_unanswered(const RecoveryInput *in) {
                 DECIDE(RECOVER_NONE, "nothing was sent: the guest never left the source");
         case JOB_PHASE_CONFIRM_CANCELLED:
                 DECIDE(RECOVER_RESUME_SOURCE, "the migration was cancelled before the destination ran: resume the source");
+        case JOB_PHASE_STORAGE:
+                DECIDE(RECOVER_RESUME_SOURCE, STORAGE_REASON);
         case JOB_PHASE_PERFORM_DONE:
                 if (in->finish_not_started && (in->peer == PEER_NOT_ASKED || in->peer == PEER_UNREACHABLE))
                         DECIDE(RECOVER_RESUME_SOURCE, FINISH_NOT_STARTED_REASON);
@@ -126,6 +135,10 @@ static RecoveryDecision decide_out(const RecoveryInput *in) {
         case JOB_PHASE_NONE:
         case JOB_PHASE_BEGIN:
                 DECIDE(RECOVER_NONE, "nothing was sent: the guest never left the source");
+        case JOB_PHASE_STORAGE:
+                /* Only disks were copied: no `migrate` is ever sent before
+                 * perform is persisted. */
+                DECIDE(RECOVER_RESUME_SOURCE, STORAGE_REASON);
         case JOB_PHASE_PERFORM:
                 /* The destination is never resumed before perform_done is
                  * persisted, so cancelling here cannot make two copies. */

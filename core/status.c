@@ -9,7 +9,8 @@
  *     "job": { "async": "migration-out", "phase": "perform", "op": "..." },
  *     "migration": { "peer", "uri", "postcopy_started", "orig_caps",
  *                    "orig_params": { "max-bandwidth": ..., ... },
- *                    "caller" (optional: files of older agents lack it) },
+ *                    "caller" (optional: files of older agents lack it),
+ *                    "created_disks" (optional: images a destination's prepare made) },
  *     "extra": {...} }
  */
 #define _GNU_SOURCE
@@ -103,6 +104,8 @@ int status_record_to_json(const VmStatusRecord *rec, char **ret_json) {
                 add_str(mig, "caller", rec->mig.caller);
         add_str(mig, "uri", rec->mig.uri);
         json_object_object_add(mig, "postcopy_started", json_object_new_boolean(rec->mig.postcopy_started));
+        if (rec->mig.created_disks)
+                add_u64(mig, "created_disks", rec->mig.created_disks);
         add_u64(mig, "orig_caps", rec->mig.orig_caps);
         if (rec->mig.has_orig_params)
                 json_object_object_add(mig, "orig_params", params_to_json(&rec->mig.orig_params));
@@ -235,6 +238,7 @@ static int read_migration(const JsonNode *mig, VmMigration *m) {
             (r = json_get_u64(mig, "orig_caps", false, 0, UINT64_MAX, &m->orig_caps)) < 0 ||
             (r = json_get_bool(mig, "postcopy_started", false, &m->postcopy_started)) < 0 ||
             (r = json_get_bool(mig, "created_by_prepare", false, &m->created_by_prepare)) < 0 ||
+            (r = json_get_u32(mig, "created_disks", false, 0, UINT32_MAX, &m->created_disks)) < 0 ||
             (r = json_get_object(mig, "orig_params", false, &p)) < 0)
                 return r;
         if (r > 0) {

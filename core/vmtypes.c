@@ -98,6 +98,7 @@ static const char *const phase_names[JOB_PHASE_MAX] = {
         [JOB_PHASE_POSTCOPY_RECOVER] = "postcopy_recover",
         [JOB_PHASE_LAUNCH] = "launch",
         [JOB_PHASE_CONNECT] = "connect",
+        [JOB_PHASE_STORAGE] = "storage",
 };
 
 bool job_phase_is_postcopy(JobPhase p) {

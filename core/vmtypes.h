@@ -115,6 +115,11 @@ typedef enum JobPhase {
         /* START */
         JOB_PHASE_LAUNCH,
         JOB_PHASE_CONNECT,
+        /* MIGRATION_OUT (source), between begin and perform: the local
+         * disks are mirrored into the destination's NBD exports
+         * (docs/migration.md, "Local disks"); last in the enum so that the
+         * values before it keep their numbers */
+        JOB_PHASE_STORAGE,
         JOB_PHASE_MAX,
 } JobPhase;
 
@@ -146,6 +151,10 @@ typedef struct VmMigration {
         MigrationParams orig_params; /* QEMU's parameters before we changed them */
         uint64_t orig_caps;          /* capabilities enabled before */
         bool postcopy_started;
+        uint32_t created_disks;      /* destination: bit i = the image of disks[i] was created by this
+                                        prepare (local storage): deleted when the copy is dropped */
+        unsigned nbd_port;           /* destination: its NBD server for the local disks, 0 = none (not
+                                        persisted: a restart drops such a copy) */
         uint64_t stop_ns;            /* STOP seen (source), CLOCK_MONOTONIC */
         uint64_t resume_ns;          /* RESUME seen (destination) */
         bool dropping;               /* destination: recovery decided to drop this copy while in

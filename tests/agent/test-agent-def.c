@@ -42,7 +42,7 @@ static const char full_in[] =
         "  \"kernel\": \"/srv/images/vmlinuz\", \"initrd\": \"/srv/images/initrd.img\",\n"
         "  \"append\": \"console=ttyS0 root=/dev/vda\",\n"
         "  \"disks\": [ { \"path\": \"/shared/web1.qcow2\", \"format\": \"qcow2\", \"cache\": \"none\", \"shared\": true },\n"
-        "             { \"readonly\": true, \"path\": \"/srv/data,1.img\", \"cache\": \"writethrough\" } ],\n"
+        "             { \"readonly\": true, \"path\": \"/srv/data,1.img\", \"cache\": \"writethrough\", \"storage\": \"local\" } ],\n"
         "  \"nics\": [ { \"bridge\": \"br0\", \"mac\": \"52:54:00:AB:cd:01\" },\n"
         "            { \"bridge\": \"br-lan.10\", \"model\": \"e1000\", \"mac\": \"02:00:00:00:00:01\" } ],\n"
         "  \"guest_agent\": true, \"serial_log\": false }";
@@ -51,8 +51,8 @@ static const char full_canonical[] =
         "{\"name\":\"web1\",\"uuid\":\"6d1d2a4e-0000-4000-8000-00000000c0de\",\"memory_mib\":256,\"vcpus\":2,"
         "\"machine\":\"pc-q35-7.2\",\"cpu_model\":\"Skylake-Server-v4\",\"kernel\":\"/srv/images/vmlinuz\","
         "\"initrd\":\"/srv/images/initrd.img\",\"append\":\"console=ttyS0 root=/dev/vda\","
-        "\"disks\":[{\"path\":\"/shared/web1.qcow2\",\"format\":\"qcow2\",\"cache\":\"none\",\"shared\":true,\"readonly\":false},"
-        "{\"path\":\"/srv/data,1.img\",\"format\":\"raw\",\"cache\":\"writethrough\",\"shared\":false,\"readonly\":true}],"
+        "\"disks\":[{\"path\":\"/shared/web1.qcow2\",\"format\":\"qcow2\",\"cache\":\"none\",\"shared\":true,\"readonly\":false,\"storage\":\"shared\"},"
+        "{\"path\":\"/srv/data,1.img\",\"format\":\"raw\",\"cache\":\"writethrough\",\"shared\":false,\"readonly\":true,\"storage\":\"local\"}],"
         "\"nics\":[{\"bridge\":\"br0\",\"mac\":\"52:54:00:ab:cd:01\",\"model\":\"virtio-net-pci\"},"
         "{\"bridge\":\"br-lan.10\",\"mac\":\"02:00:00:00:00:01\",\"model\":\"e1000\"}],"
         "\"guest_agent\":true,\"serial_log\":false}";
@@ -82,6 +82,8 @@ static void test_round_trip(void **state) {
         assert_string_equal(a.disks[1].cache, "writethrough");
         assert_false(a.disks[1].shared);
         assert_true(a.disks[1].readonly);
+        assert_false(a.disks[0].local);
+        assert_true(a.disks[1].local);
         assert_int_equal(a.n_nics, 2);
         assert_string_equal(a.nics[0].bridge, "br0");
         assert_string_equal(a.nics[0].mac, "52:54:00:ab:cd:01");
@@ -131,6 +133,7 @@ static void test_defaults(void **state) {
         assert_string_equal(d.disks[0].cache, "none");
         assert_false(d.disks[0].shared);
         assert_false(d.disks[0].readonly);
+        assert_false(d.disks[0].local); /* "storage": "shared" */
         assert_string_equal(d.nics[0].model, "virtio-net-pci");
         assert_false(d.guest_agent);
         assert_true(d.serial_log);
@@ -321,6 +324,14 @@ static const BadCase bad_cases[] = {
           "definition: 'disks[0].shared' must be a boolean, not a string" },
         { "{" BASE ",\"disks\":[{\"path\":\"/d0\",\"readonly\":1}]}", -EINVAL,
           "definition: 'disks[0].readonly' must be a boolean, not an integer" },
+        { "{" BASE ",\"disks\":[{\"path\":\"/d0\",\"storage\":\"nfs\"}]}", -EINVAL,
+          "definition: 'disks[0].storage' must be shared or local, not 'nfs'" },
+        { "{" BASE ",\"disks\":[{\"path\":\"/d0\",\"storage\":true}]}", -EINVAL,
+          "definition: 'disks[0].storage' must be a string, not a boolean" },
+        { "{" BASE ",\"disks\":[{\"path\":\"/d0\",\"shared\":true,\"storage\":\"local\"}]}", -EINVAL,
+          "definition: 'disks[0].shared' is true, and 'storage' says the disk is local" },
+        { "{" BASE ",\"disks\":[{\"path\":\"/d0\",\"storage\":\"local\",\"shared\":true}]}", -EINVAL,
+          "definition: 'disks[0].shared' is true, and 'storage' says the disk is local" },
         { "{" BASE ",\"disks\":[{\"path\":\"/d0\",\"size\":1}]}", -EINVAL,
           "definition: 'disks[0].size' is not a known member" },
         { "{" BASE ",\"disks\":[{\"path\":\"/d0\"},{\"path\":\"/d0\",\"readonly\":true}]}", -EINVAL,

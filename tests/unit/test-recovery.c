@@ -22,6 +22,16 @@ static RecoveryAction act(MigDirection dir, JobPhase phase, bool alive, bool run
 
 static void test_source_cells(void **state) {
         assert_int_equal(OUT(JOB_PHASE_BEGIN, MIGRATION_STATUS_NONE, PEER_NOT_ASKED), RECOVER_NONE);
+        /* storage: only disks were mirrored; whatever the peer says, the
+         * source keeps (or gets back) the guest on its own disks */
+        for (int peer = 0; peer < PEER_MAX; peer++) {
+                assert_int_equal(OUT(JOB_PHASE_STORAGE, MIGRATION_STATUS_NONE, peer), RECOVER_RESUME_SOURCE);
+                assert_int_equal(act(MIG_DIR_OUT, JOB_PHASE_STORAGE, true, true, MIGRATION_STATUS_NONE, false, peer),
+                                 RECOVER_RESUME_SOURCE);
+        }
+        /* its QEMU gone (killed with the agent's host, say): clean up */
+        assert_int_equal(act(MIG_DIR_OUT, JOB_PHASE_STORAGE, false, false, MIGRATION_STATUS_NONE, false,
+                             PEER_NOT_ASKED), RECOVER_KILL_GONE);
         assert_int_equal(OUT(JOB_PHASE_PERFORM, MIGRATION_STATUS_ACTIVE, PEER_NOT_ASKED), RECOVER_RESUME_SOURCE);
         /* even a completed stream is cancelled in perform: the destination
          * is never started before perform_done is persisted */
@@ -79,6 +89,13 @@ static void test_source_cells(void **state) {
 
 static void test_destination_cells(void **state) {
         assert_int_equal(IN(JOB_PHASE_PREPARE, false, MIGRATION_STATUS_ACTIVE, PEER_NOT_ASKED), RECOVER_KILL_DEST);
+        /* the source's storage phase seen from here: prepare, no stream yet
+         * (its NBD exports take the disks): drop the copy and its images */
+        for (int peer = 0; peer < PEER_MAX; peer++)
+                assert_int_equal(IN(JOB_PHASE_PREPARE, false, MIGRATION_STATUS_NONE, peer), RECOVER_KILL_DEST);
+        assert_int_equal(IN(JOB_PHASE_PREPARE, false, MIGRATION_STATUS_SETUP, PEER_NOT_ASKED), RECOVER_KILL_DEST);
+        /* a destination never persists storage: unexpected, keep as it is */
+        assert_int_equal(IN(JOB_PHASE_STORAGE, false, MIGRATION_STATUS_NONE, PEER_NOT_ASKED), RECOVER_KEEP_PAUSED);
         /* a whole guest arrived but finish never came: ask; run it only
          * when the source copy died */
         assert_int_equal(IN(JOB_PHASE_PREPARE, false, MIGRATION_STATUS_COMPLETED, PEER_NOT_ASKED), RECOVER_ASK_PEER);
@@ -158,6 +175,7 @@ static void test_invariants_exhaustive(void **state) {
                                 assert_false(postcopy);
                                 assert_true(alive);
                                 assert_true(phase == JOB_PHASE_PERFORM || phase == JOB_PHASE_CONFIRM_CANCELLED ||
+                                            phase == JOB_PHASE_STORAGE ||
                                             (phase == JOB_PHASE_PERFORM_DONE && (peer == PEER_GONE || peer == PEER_DEAD)) ||
                                             (phase == JOB_PHASE_PERFORM_DONE && fns &&
                                              (peer == PEER_NOT_ASKED || peer == PEER_UNREACHABLE)));
@@ -227,6 +245,8 @@ static void test_unanswered_qemu_is_not_a_fact(void **state) {
         assert_int_equal(unanswered(MIG_DIR_OUT, JOB_PHASE_PERFORM_DONE, false, PEER_UNREACHABLE), RECOVER_KEEP_PAUSED);
         assert_int_equal(unanswered(MIG_DIR_OUT, JOB_PHASE_PERFORM_DONE, true, PEER_RUNNING), RECOVER_KEEP_PAUSED);
         assert_int_equal(unanswered(MIG_DIR_OUT, JOB_PHASE_BEGIN, false, PEER_NOT_ASKED), RECOVER_NONE);
+        /* storage: no stream was ever started, the phase alone decides */
+        assert_int_equal(unanswered(MIG_DIR_OUT, JOB_PHASE_STORAGE, false, PEER_NOT_ASKED), RECOVER_RESUME_SOURCE);
         assert_int_equal(unanswered(MIG_DIR_OUT, JOB_PHASE_CONFIRM, false, PEER_NOT_ASKED), RECOVER_KILL_SOURCE);
         /* never resumes or kills on a guess, over every input */
         for (int dir = 0; dir < MIG_DIR_MAX; dir++)
@@ -235,7 +255,7 @@ static void test_unanswered_qemu_is_not_a_fact(void **state) {
         for (int peer = 0; peer < PEER_MAX; peer++) {
                 RecoveryAction a = unanswered(dir, phase, pc, peer);
                 if (a == RECOVER_RESUME_SOURCE)
-                        assert_true(!pc && (phase == JOB_PHASE_CONFIRM_CANCELLED ||
+                        assert_true(!pc && (phase == JOB_PHASE_CONFIRM_CANCELLED || phase == JOB_PHASE_STORAGE ||
                                             (phase == JOB_PHASE_PERFORM_DONE && (peer == PEER_GONE || peer == PEER_DEAD))));
                 if (a == RECOVER_KILL_SOURCE)
                         assert_true(phase == JOB_PHASE_CONFIRM || (!pc && peer == PEER_RUNNING));
