@@ -216,8 +216,12 @@ static int perform(Source *s) {
                         st.status = MIGRATION_STATUS_ACTIVE; /* QEMU 7.2 race: re-poll at once */
                         repoll = true;
                 }
-                if (s->storage.n) /* the mirrors keep the disks in sync meanwhile */
-                        (void) mig_storage_stats_locked(vm, op, &s->storage, &st);
+                /* the mirrors keep the disks in sync meanwhile: one that
+                 * failed ends the migration now, not at switch-over */
+                if (s->storage.n && mig_storage_stats_locked(vm, op, &s->storage, &st) == -EIO) {
+                        r = -EIO;
+                        break;
+                }
                 vm_set_migration_stats_locked(vm, &st);
                 vm_unlock(vm);
                 agent_migtable_phase(s->a->migrations, s->m, JOB_PHASE_PERFORM, &st);

@@ -133,7 +133,8 @@ int mig_storage_dest_export_locked(Agent *a, Vm *vm, const char *op, bool tls, M
 /* Destination (vm->lock held): the answer of a repeated prepare. */
 int mig_storage_dest_answer_locked(Agent *a, Vm *vm, MigStorage *st);
 /* Destination (vm->lock held, MIGRATION_IN of @op): nbd-server-stop before
- * `cont`; nothing without local disks.  Failures are logged. */
+ * `cont`, whenever the guest has local disks (a restarted agent no longer
+ * knows whether its server runs); nothing without.  Failures are logged. */
 void mig_storage_dest_stop_locked(Vm *vm, const char *op);
 /* Destination (no lock held, its QEMU gone or never started): delete the
  * images vm->mig.created_disks names and persist the cleared set. */

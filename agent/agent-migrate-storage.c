@@ -604,9 +604,11 @@ int mig_storage_dest_answer_locked(Agent *a, Vm *vm, MigStorage *st) {
 
 void mig_storage_dest_stop_locked(Vm *vm, const char *op) {
         vm_assert_locked(vm);
-        if (!has_local_disks(def_of(vm)) || vm->mig.nbd_port == 0)
+        /* also when nbd_port was lost with a restart of this agent */
+        if (!has_local_disks(def_of(vm)))
                 return;
-        if (VM_NESTED_CALL(vm, ASYNC_JOB_MIGRATION_IN, op, "nbd-server-stop", qmp_nbd_server_stop(mon_, -1)) < 0)
+        if (VM_NESTED_CALL(vm, ASYNC_JOB_MIGRATION_IN, op, "nbd-server-stop", qmp_nbd_server_stop(mon_, -1)) < 0 &&
+            !strstr(err_msg(), "not running"))
                 log_warning("guest %s, migration %s: nbd-server-stop: %s", vm->name, op, err_msg());
         vm->mig.nbd_port = 0;
         err_clear();

@@ -138,7 +138,7 @@ static int op_command(const char *cmd, const char *name, const char *dest, OpOpt
                 drover__v1__migrate_response__free_unpacked(resp, NULL);
                 if (op && op->migration && op->migration->done)
                         printf("%s: migration %s, %llu ms, downtime %llu ms, %.1f MiB on the wire for %.1f MiB "
-                               "of memory (%u multifd channels, compression %s)%s%s\n",
+                               "of memory (%u multifd channels, compression %s)%s%.1f%s%s%s\n",
                                name, op->migration->success ? "succeeded" : "failed",
                                (unsigned long long) op->migration->total_ms,
                                (unsigned long long) op->migration->measured_downtime_ms,
@@ -148,6 +148,9 @@ static int op_command(const char *cmd, const char *name, const char *dest, OpOpt
                                op->migration->compression == DROVER__V1__MIGRATION_COMPRESSION__MIGRATION_COMPRESSION_ZSTD
                                        ? "zstd"
                                        : "none",
+                               op->migration->disk_bytes ? ", local disks " : "",
+                               (double) op->migration->disk_bytes / 1048576.0,
+                               op->migration->disk_bytes ? " MiB copied" : "",
                                op->migration->success ? "" : ": ", op->migration->error);
         } else {
                 ProtobufCMessage *resp;

@@ -233,13 +233,14 @@ static int phase_rank(AsyncJobType t, JobPhase p) {
         case ASYNC_JOB_MIGRATION_OUT:
                 switch (p) {
                 case JOB_PHASE_BEGIN: return 1;
-                case JOB_PHASE_PERFORM: return 2;
-                case JOB_PHASE_PERFORM_DONE: return 3;
+                case JOB_PHASE_STORAGE: return 2; /* local disks copied, before any memory */
+                case JOB_PHASE_PERFORM: return 3;
+                case JOB_PHASE_PERFORM_DONE: return 4;
                 case JOB_PHASE_CONFIRM:
-                case JOB_PHASE_CONFIRM_CANCELLED: return 4;
+                case JOB_PHASE_CONFIRM_CANCELLED: return 5;
                 case JOB_PHASE_POSTCOPY_FAILED:
                 case JOB_PHASE_POSTCOPY_PAUSED:
-                case JOB_PHASE_POSTCOPY_RECOVER: return 5;
+                case JOB_PHASE_POSTCOPY_RECOVER: return 6;
                 default: return -1;
                 }
         case ASYNC_JOB_MIGRATION_IN:
