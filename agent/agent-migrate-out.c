@@ -498,19 +498,11 @@ static void *source_thread(void *arg) {
                 agent_migtable_done(t, s->m, -EIO, why);
                 goto out;
         }
-        /* storage: the local disks are mirrored into the destination's
-         * exports (no memory sent yet); a failure settles as perform's */
-        if (s->storage.n)
-                r = mig_storage_copy(a, vm, s->op, s->m, &s->storage, s->stream.tls ? s->dest_name : NULL,
-                                     mig_params_qemu_bandwidth(&s->p, s->p.bandwidth),
-                                     mig_params_completion_ms(&s->p, mig_storage_bytes(&s->storage) >> 20));
         vm_lock(vm);
         if (s->tunnel)
                 snprintf(vm->mig.uri, sizeof(vm->mig.uri), "unix:%.200s", s->sock); /* at most 107 bytes: a unix socket */
         else
                 snprintf(vm->mig.uri, sizeof(vm->mig.uri), "%s", s->stream.uri);
-        if (r >= 0)
-                r = job_set_phase(vm, JOB_PHASE_PERFORM);
         vm_unlock(vm);
         if (s->stream.tls)
                 agent_migtable_event(t, s->m, "destination prepared %s (TLS, its certificate checked for %s)",
@@ -525,6 +517,19 @@ static void *source_thread(void *arg) {
         }
         agent_migtable_stream(t, s->m, s->mem_mib << 20, s->p.multifd_channels > 1 ? s->p.multifd_channels : 1,
                               s->p.compression);
+        /* storage: the local disks are mirrored into the destination's
+         * exports (no memory sent yet); a failure settles as perform's */
+        JobPhase failed_in = JOB_PHASE_PERFORM;
+        if (s->storage.n &&
+            (r = mig_storage_copy(a, vm, s->op, s->m, &s->storage, s->stream.tls ? s->dest_name : NULL,
+                                  mig_params_qemu_bandwidth(&s->p, s->p.bandwidth),
+                                  mig_params_completion_ms(&s->p, mig_storage_bytes(&s->storage) >> 20))) < 0)
+                failed_in = JOB_PHASE_STORAGE;
+        if (r >= 0) {
+                vm_lock(vm);
+                r = job_set_phase(vm, JOB_PHASE_PERFORM);
+                vm_unlock(vm);
+        }
         agent_test_hold(JOB_PHASE_PERFORM, vm->name);
 
         /* perform */
@@ -546,8 +551,8 @@ static void *source_thread(void *arg) {
                 const char *terr = agent_stream_ssh_error(s->tunnel);
                 snprintf(why, sizeof(why), "%s%s%s", err_str(pr), terr ? "; the SSH tunnel: " : "", terr ? terr : "");
                 log_fields(LOG_LEVEL_WARNING,
-                           LOG_FIELDS(.guest = vm->name, .op = s->op, .phase = job_phase_to_string(JOB_PHASE_PERFORM)),
-                           "migration %s of %s failed in perform: %s", s->op, vm->name, why);
+                           LOG_FIELDS(.guest = vm->name, .op = s->op, .phase = job_phase_to_string(failed_in)),
+                           "migration %s of %s failed in %s: %s", s->op, vm->name, job_phase_to_string(failed_in), why);
                 int sr = mig_settle(a, vm, s->op, s->dest); /* perform: resume the source, drop the destination */
                 /* Before perform_done the destination can never have run
                  * the guest (rule 1): whoever settled, its copy goes. */
@@ -813,7 +818,7 @@ out:
 
 int agent_migrate_tune(Agent *a, Vm *vm, const char *op, uint64_t bandwidth, uint32_t downtime_ms) {
         const char *mop;
-        char buf[OP_ID_MAX], what[112];
+        char buf[OP_ID_MAX], what[144];
         int r = with_outgoing(a, vm, &mop, buf);
         if (r < 0)
                 return r;
@@ -830,6 +835,7 @@ int agent_migrate_tune(Agent *a, Vm *vm, const char *op, uint64_t bandwidth, uin
                 .has_max_bandwidth = bandwidth != 0, .max_bandwidth = bandwidth,
                 .has_downtime_limit = downtime_ms != 0, .downtime_limit = downtime_ms,
         };
+        const GuestDef *def = &((AgentVm *) vm->ops.opaque)->def;
         snprintf(what, sizeof(what), "%s%.0llu%s%.0u%s", bandwidth ? "bandwidth " : "", (unsigned long long) bandwidth,
                  bandwidth && downtime_ms ? " B/s, downtime limit " : downtime_ms ? "downtime limit " : " B/s",
                  downtime_ms, downtime_ms ? " ms" : "");
@@ -838,6 +844,9 @@ int agent_migrate_tune(Agent *a, Vm *vm, const char *op, uint64_t bandwidth, uin
                 QmpMonitor *mon;
                 if ((r = vm_enter_monitor(vm, &mon)) == 0) {
                         r = qmp_migrate_set_parameters(mon, -1, &mp);
+                        /* local disks: their running mirrors follow the cap */
+                        if (r >= 0 && bandwidth && mig_storage_set_speed(def, mon, bandwidth) > 0)
+                                snprintf(what + strlen(what), sizeof(what) - strlen(what), " (also the disk mirrors)");
                         int e = vm_exit_monitor(vm, mon);
                         if (r >= 0)
                                 r = e;

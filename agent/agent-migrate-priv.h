@@ -115,6 +115,10 @@ int mig_storage_complete_locked(Vm *vm, const char *op, MigStorage *st);
  * every mirror of ours still running and delete our nbd nodes; best
  * effort, nothing for a guest without local disks.  Also at restart. */
 void mig_storage_drop_locked(Vm *vm, AsyncJobType t, const char *op);
+/* Source, MigrateTune (the monitor @mon entered by the caller): the
+ * mirrors of @def's local disks that run now copy at most @speed bytes/s.
+ * Returns how many took it; jobs that do not exist are skipped. */
+int mig_storage_set_speed(const GuestDef *def, QmpMonitor *mon, uint64_t speed);
 /* Source after confirm (no lock held, QEMU gone): delete the guest's local
  * disk images; they live on the destination now. */
 void mig_storage_remove_source_images(Agent *a, Vm *vm);

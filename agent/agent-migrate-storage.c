@@ -286,10 +286,11 @@ int mig_storage_copy(Agent *a, Vm *vm, const char *op, Migration *m, MigStorage 
         }
         vm_unlock(vm);
         if (r >= 0) {
-                double s = (double) (now_ns() - start) / 1e9;
-                agent_migtable_event(a->migrations, m, "local disks in sync: %.1f MiB in %.1f s (%.1f MiB/s); "
-                                     "streaming memory", (double) st->copy_total / 1048576.0, s,
-                                     s > 0 ? (double) st->copy_total / 1048576.0 / s : 0.0);
+                double s = (double) (now_ns() - start) / 1e9, mib = (double) st->copy_total / 1048576.0;
+                agent_migtable_event(a->migrations, m, "local disks in sync: %.1f MiB in %.2f s (%.1f MiB/s); "
+                                     "streaming memory", mib, s, s > 0 ? mib / s : 0.0);
+                log_info("guest %s, migration %s: local disks in sync: %.1f MiB in %.2f s (%.1f MiB/s)", vm->name, op,
+                         mib, s, s > 0 ? mib / s : 0.0);
         }
         return r;
 }
@@ -377,6 +378,20 @@ void mig_storage_drop_locked(Vm *vm, AsyncJobType t, const char *op) {
                 (void) vm_wait_locked(vm, deadline_in_ms(50));
         }
         release_locked(vm, t, op, def);
+}
+
+int mig_storage_set_speed(const GuestDef *def, QmpMonitor *mon, uint64_t speed) {
+        int n = 0;
+        for (size_t i = 0; i < def->n_disks; i++) {
+                char job[32];
+                if (!def->disks[i].local)
+                        continue;
+                job_name((uint32_t) i, job);
+                /* no such job (not started yet, or completed): nothing to tune */
+                n += qmp_block_job_set_speed(mon, -1, job, speed) >= 0;
+        }
+        err_clear();
+        return n;
 }
 
 void mig_storage_remove_source_images(Agent *a, Vm *vm) {

@@ -579,6 +579,17 @@ int qmp_block_job_cancel(QmpMonitor *m, int64_t timeout_ms, const char *job_id, 
         return call_ms(m, "block-job-cancel", args, timeout_ms, NULL);
 }
 
+int qmp_block_job_set_speed(QmpMonitor *m, int64_t timeout_ms, const char *job_id, uint64_t speed) {
+        if (!job_id || !job_id[0])
+                return err_set(-EINVAL, "block-job-set-speed: no job id");
+        JsonValue *args = json_new_object();
+        if (!args || json_add_string(args, "device", job_id) < 0 || json_add_u64(args, "speed", speed) < 0) {
+                json_unref(args);
+                return err_set(-ENOMEM, "out of memory");
+        }
+        return call_ms(m, "block-job-set-speed", args, timeout_ms, NULL);
+}
+
 int qmp_job_dismiss(QmpMonitor *m, int64_t timeout_ms, const char *job_id) {
         if (!job_id || !job_id[0])
                 return err_set(-EINVAL, "job-dismiss: no job id");

@@ -171,6 +171,8 @@ int qmp_blockdev_mirror(QmpMonitor *m, int64_t timeout_ms, const char *job_id, c
 int qmp_block_job_cancel(QmpMonitor *m, int64_t timeout_ms, const char *job_id, bool force);
 int qmp_blockdev_del(QmpMonitor *m, int64_t timeout_ms, const char *node);
 int qmp_job_dismiss(QmpMonitor *m, int64_t timeout_ms, const char *job_id);
+/* block-job-set-speed of job @job_id to @speed bytes/s (0: unlimited). */
+int qmp_block_job_set_speed(QmpMonitor *m, int64_t timeout_ms, const char *job_id, uint64_t speed);
 
 /* One entry of query-block-jobs. */
 typedef struct QmpBlockJob {

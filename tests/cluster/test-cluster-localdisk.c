@@ -12,17 +12,20 @@
  * the agents; it reads each host's images through the /etc/netns paths.
  *
  * What each test asserts is what the feature promises:
- *   - a raw and a qcow2 local disk arrive with the same content (sha256 of
+ *   - a raw (48 MiB of random data) and a qcow2 local disk arrive, and
+ *     come back, with the same content (sha256 of
  *     the guest-visible bytes), the source's images are gone after
  *     confirm, the guest runs once, on the destination, and the result
  *     counts the disk bytes;
  *   - a destination whose disk folder is too small (a 4 MiB tmpfs) fails
  *     the migration in prepare with a clear error, creates nothing, and
  *     the guest keeps running on the source;
+ *   - MigrateTune during the copy changes the mirror's speed;
  *   - kill -9 of the source agent, or of the destination agent, while the
- *     disks are being copied (64 MiB at 8 MiB/s) ends, once the agent is
- *     back, with the guest running once on the source, its images intact,
- *     and the destination's images deleted.
+ *     disks are being copied (64 MiB at 8 MiB/s), the agent started again
+ *     half a second later (still during the copy), ends with the guest
+ *     running once on the source, its image intact, and the destination's
+ *     image deleted.
  * Figures (copy rate, downtime with and without local disks) are printed.
  */
 #define _GNU_SOURCE
@@ -232,6 +235,20 @@ static void print_result(const char *what, const Drover__V1__MigrationResult *r)
         fflush(stdout);
 }
 
+/* The copy rate the source agent @i logged last ("local disks in sync"). */
+static void print_copy_rate(Cluster *c, int i) {
+        char path[300];
+        snprintf(path, sizeof(path), "%s/agent.log", c->host[i].dir);
+        char *log = tu_read_file(path, NULL);
+        const char *last = NULL;
+        for (const char *p = log; p && (p = strstr(p, "local disks in sync: ")); p++)
+                last = p;
+        if (last)
+                printf("# copy: %.*s\n", (int) strcspn(last, "\n"), last);
+        fflush(stdout);
+        free(log);
+}
+
 static void assert_runs_once_on(Cluster *c, const char *name, int host) {
         char why[512];
         int owner = cluster_wait_single_owner(c, name, 60000, why, sizeof(why));
@@ -248,7 +265,7 @@ static void test_localdisk_migrates(void **state) {
         Cluster *c = *state;
         char d0[400], d1[400], disks[820], src[2][460], dst[2][460], sha[2][65], after[2][65];
         up(c, false);
-        make_raw("ld-raw.img", 8);
+        make_raw("ld-raw.img", 48);
         make_qcow2("ld-q.qcow2", 8);
         disk_json("ld-raw.img", "raw", d0, sizeof(d0));
         disk_json("ld-q.qcow2", "qcow2", d1, sizeof(d1));
@@ -267,10 +284,11 @@ static void test_localdisk_migrates(void **state) {
         Drover__V1__MigrationResult *r = cluster_migrate(c, A, B, "ld1", &p, true, &rs);
         if (!r)
                 fail_msg("Migrate: %s %s", rpc_code_to_string(rs.code), rs.details);
-        print_result("local disks (8 MiB raw + 8 MiB qcow2), TLS", r);
+        print_result("local disks (48 MiB raw + 8 MiB qcow2), TLS", r);
+        print_copy_rate(c, A);
         assert_true(r->success);
         /* the mirrors' length: both disks' virtual sizes */
-        assert_int_equal(r->disk_bytes, 16u << 20);
+        assert_int_equal(r->disk_bytes, 56u << 20);
         drover__v1__migration_result__free_unpacked(r, NULL);
         assert_runs_once_on(c, "ld1", B);
         for (int k = 0; k < 2; k++) {
@@ -286,6 +304,7 @@ static void test_localdisk_migrates(void **state) {
         if (!r)
                 fail_msg("Migrate back: %s %s", rpc_code_to_string(rs.code), rs.details);
         print_result("local disks, back", r);
+        print_copy_rate(c, B);
         assert_true(r->success);
         drover__v1__migration_result__free_unpacked(r, NULL);
         assert_runs_once_on(c, "ld1", A);
@@ -369,9 +388,32 @@ static void kill_during_copy(Cluster *c, int victim) {
         assert_true(gs->migration->disk_transferred_bytes > 0);
         assert_true(gs->migration->disk_transferred_bytes < gs->migration->disk_total_bytes);
         assert_string_equal(gs->phase, "storage");
+        uint64_t copied = gs->migration->disk_transferred_bytes;
         drover__v1__guest_status__free_unpacked(gs, NULL);
+        if (victim == A) {
+                /* MigrateTune moves the mirror's speed too: 8 -> 16 MiB/s */
+                Drover__V1__MigrateTuneRequest tr = DROVER__V1__MIGRATE_TUNE_REQUEST__INIT;
+                RpcStatus ts;
+                tr.guest = (char *) name;
+                tr.bandwidth_bytes_per_s = 16u << 20;
+                if (cluster_call(c, A, "MigrateTune", &tr.base, (ProtobufCMessage **) &gs, &ts) < 0)
+                        fail_msg("MigrateTune: %s %s", rpc_code_to_string(ts.code), ts.details);
+                drover__v1__guest_status__free_unpacked(gs, NULL);
+                sleep_ms(1000);
+                assert_int_equal(cluster_guest_status(c, A, name, &gs), 0);
+                double mib = (double) (gs->migration->disk_transferred_bytes - copied) / MIB;
+                printf("# after MigrateTune to 16 MiB/s: %.1f MiB copied in the next second\n", mib);
+                assert_true(mib > 11.0);
+                assert_string_equal(gs->phase, "storage");
+                drover__v1__guest_status__free_unpacked(gs, NULL);
+        }
         assert_int_equal(access(dst, F_OK), 0); /* the destination's image exists meanwhile */
         cluster_agent_kill9(c, victim);
+        /* back during the copy (its QEMU outlived it and still serves or
+         * mirrors): the restarted agent settles the interrupted copy */
+        sleep_ms(500);
+        uint64_t t0 = now_ns();
+        assert_int_equal(cluster_agent_start(c, victim, NULL), 0);
         RpcStatus rs;
         Drover__V1__MigrationResult *res = cluster_migrate_join(m, &rs);
         if (res) {
@@ -379,9 +421,6 @@ static void kill_during_copy(Cluster *c, int victim) {
                 assert_false(res->success);
                 drover__v1__migration_result__free_unpacked(res, NULL);
         }
-        sleep_ms(500);
-        uint64_t t0 = now_ns();
-        assert_int_equal(cluster_agent_start(c, victim, NULL), 0);
         assert_runs_once_on(c, name, A);
         printf("# settled %.2f s after the restart: the guest runs on the source only\n",
                (double) (now_ns() - t0) / 1e9);
