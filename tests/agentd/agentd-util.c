@@ -113,7 +113,10 @@ void test_image_roots(const char *dir, const char *sep, char *buf, size_t size) 
         if (elf && strrchr(elf, '/') && strrchr(elf, '/') != elf && n >= 0 && (size_t) n < size)
                 n += snprintf(buf + n, size - (size_t) n, "%s%.*s", sep, (int) (strrchr(elf, '/') - elf), elf);
         if (lg && lg[0] == '/' && n >= 0 && (size_t) n < size)
-                snprintf(buf + n, size - (size_t) n, "%s%s", sep, lg);
+                n += snprintf(buf + n, size - (size_t) n, "%s%s", sep, lg);
+        const char *shared = getenv("DROVER_TEST_IMAGE_ROOT");
+        if (shared && shared[0] == '/' && n >= 0 && (size_t) n < size)
+                snprintf(buf + n, size - (size_t) n, "%s%s", sep, shared);
 }
 
 static int start_agent(TestAgent *t, const char *dir, const TestAgentOptions *o, int keep_port) {
@@ -266,12 +269,19 @@ void test_linux_guest_build(TestLinuxGuest *ret, int timeout_s) {
 }
 
 char *test_linux_guest_json(const char *name, const TestLinuxGuest *lg, int mem_mib) {
+        return test_linux_guest_json_ex(name, lg, mem_mib, NULL, NULL);
+}
+
+char *test_linux_guest_json_ex(const char *name, const TestLinuxGuest *lg, int mem_mib, const char *append_extra,
+                               const char *disks_json) {
         char *s = NULL;
         if (asprintf(&s,
                      "{\"name\": \"%s\", \"memory_mib\": %d, \"vcpus\": 1, \"machine\": \"pc\", "
-                     "\"kernel\": \"%s\", \"initrd\": \"%s\", \"append\": \"%s\", "
-                     "\"guest_agent\": true, \"serial_log\": true}",
-                     name, mem_mib, lg->kernel, lg->initrd, TEST_LINUX_GUEST_APPEND) < 0)
+                     "\"kernel\": \"%s\", \"initrd\": \"%s\", \"append\": \"%s%s%s\", "
+                     "\"guest_agent\": true, \"serial_log\": true%s%s}",
+                     name, mem_mib, lg->kernel, lg->initrd, TEST_LINUX_GUEST_APPEND, append_extra ? " " : "",
+                     append_extra ? append_extra : "", disks_json ? ", \"disks\": " : "",
+                     disks_json ? disks_json : "") < 0)
                 return NULL;
         return s;
 }

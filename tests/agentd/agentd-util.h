@@ -49,7 +49,9 @@ void test_agent_kill_guests(TestAgent *t);
 /* The image roots (agent-config.h) of a test agent using @dir, joined by
  * @sep ("," for --set, "\", \"" inside a JSON array): the test guest's
  * folder ($DROVER_GUEST_ELF's), the Linux guest's ($DROVER_LINUX_GUEST_DIR)
- * when set, and @dir itself (for the disks and files tests make there). */
+ * when set, @dir itself (for the disks and files tests make there), and
+ * $DROVER_TEST_IMAGE_ROOT when the test sets it (a folder every agent may
+ * use: images at the same path on several hosts). */
 void test_image_roots(const char *dir, const char *sep, char *buf, size_t size);
 
 /* A definition of the tiny test guest. */
@@ -77,6 +79,11 @@ typedef struct TestLinuxGuest {
 void test_linux_guest_build(TestLinuxGuest *ret, int timeout_s);
 /* Its definition: @mem_mib, one vCPU, "guest_agent": true, serial log. */
 char *test_linux_guest_json(const char *name, const TestLinuxGuest *lg, int mem_mib);
+/* The same with @append_extra added to the kernel command line (e.g.
+ * "drover.disklog=1", tests/linux-guest/README.md) and @disks_json as its
+ * "disks" member (a JSON array); either may be NULL.  Free the result. */
+char *test_linux_guest_json_ex(const char *name, const TestLinuxGuest *lg, int mem_mib, const char *append_extra,
+                               const char *disks_json);
 /* Define it as @name on @t's agent (Define RPC).  0 when the agent took it
  * and reports its guest agent configured; -1 otherwise, with the reason on
  * stderr (for a cmocka group setup). */

@@ -6,7 +6,8 @@
 # bzImage, which QEMU boots through its PVH note, skipping the slow XZ
 # decompression under TCG) and OUTDIR/initrd.cpio.gz (busybox-static, the
 # host's qemu-ga with the libraries ldd lists, the virtio modules of the same
-# kernel, and guest-init.sh as /init).
+# kernel, guest-init.sh as /init, and the disk log writer drover-disklog
+# when ninja has built it into OUTDIR).
 #
 # The two Debian packages are fetched with `apt-get download` and unpacked
 # (only the files needed) with dpkg-deb into a cache: nothing is installed on
@@ -21,7 +22,9 @@
 #
 # Environment: DROVER_LINUX_GUEST_KERNEL_PKG names the kernel package
 # (default: what linux-image-amd64 depends on); DROVER_QEMU_GA is the qemu-ga
-# to copy (default /usr/sbin/qemu-ga).
+# to copy (default /usr/sbin/qemu-ga); DROVER_LINUX_GUEST_DISKLOG the disk
+# log writer (default OUTDIR/drover-disklog, where meson builds it; without
+# it the guest is built without the `drover.disklog=1` mode, and says so).
 #
 # Exit status: 0 built or cached; 2 a prerequisite is missing (no apt, the
 # download failed, no qemu-ga on the host), with "UNAVAILABLE: <reason>" as
@@ -29,7 +32,10 @@
 set -Eeuo pipefail
 export LC_ALL=C
 
-MODULES="virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_console"
+MODULES="virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_console virtio_blk"
+# what is taken out of the kernel package (a change unpacks it again)
+KERNEL_PARTS="./boot/vmlinuz-* ./boot/config-* ./lib/modules/*/kernel/drivers/virtio/*
+./lib/modules/*/kernel/drivers/char/virtio_console.ko ./lib/modules/*/kernel/drivers/block/virtio_blk.ko"
 AGENT_PORT=org.qemu.guest_agent.0
 
 unavailable() {
@@ -50,6 +56,9 @@ mkdir -p "$1"
 out=$(cd "$1" && pwd)
 cache=${DROVER_LINUX_GUEST_CACHE:-$out/cache}
 qga=${DROVER_QEMU_GA:-/usr/sbin/qemu-ga}
+disklog=${DROVER_LINUX_GUEST_DISKLOG:-$out/drover-disklog}
+disklog_note=
+[ -f "$disklog" ] || disklog_note=" (no disk log writer: $disklog is not built, so drover.disklog=1 will not work)"
 t0=$(now_ms)
 
 for tool in dpkg-deb tar xz gzip ldd flock sha256sum; do
@@ -139,10 +148,11 @@ key=$({
         for f in "$here/build-linux-guest.sh" "$here/guest-init.sh" "$qga" "${libs[@]}"; do
                 sha256sum <"$f"
         done
+        if [ -f "$disklog" ]; then sha256sum <"$disklog"; else echo "no disklog writer"; fi
 } | sha256sum | cut -d' ' -f1)
 if [ -f "$out/vmlinux" ] && [ -f "$out/initrd.cpio.gz" ] && [ "$(cat "$out/stamp" 2>/dev/null)" = "$key" ]; then
         echo "build-linux-guest: cached $out/vmlinux ($(stat -c %s "$out/vmlinux") bytes)," \
-             "$out/initrd.cpio.gz ($(stat -c %s "$out/initrd.cpio.gz") bytes) in $(($(now_ms) - t0)) ms"
+             "$out/initrd.cpio.gz ($(stat -c %s "$out/initrd.cpio.gz") bytes) in $(($(now_ms) - t0)) ms$disklog_note"
         exit 0
 fi
 rm -f "$out/stamp"
@@ -150,13 +160,16 @@ rm -f "$out/stamp"
 # ---- unpack only what is needed ------------------------------------------------------------
 
 kx="$cache/x-${kdeb%.deb}"
-if [ ! -f "$kx/.done" ]; then
+# .done names the parts taken out: an older unpacked copy lacking one is redone
+if [ "$(cat "$kx/.done" 2>/dev/null)" != "$KERNEL_PARTS" ]; then
         rm -rf "$kx"
         mkdir -p "$kx"
-        dpkg-deb --fsys-tarfile "$cache/debs/$kdeb" |
-                tar -x -C "$kx" --wildcards './boot/vmlinuz-*' './boot/config-*' \
-                    './lib/modules/*/kernel/drivers/virtio/*' './lib/modules/*/kernel/drivers/char/virtio_console.ko'
-        touch "$kx/.done"
+        # (the patterns are globs for tar, not for the shell)
+        set -f
+        # shellcheck disable=SC2086
+        dpkg-deb --fsys-tarfile "$cache/debs/$kdeb" | tar -x -C "$kx" --wildcards $KERNEL_PARTS
+        set +f
+        echo "$KERNEL_PARTS" >"$kx/.done"
 fi
 bx="$cache/x-${bdeb%.deb}"
 if [ ! -f "$bx/.done" ]; then
@@ -233,6 +246,9 @@ for m in $MODULES; do
         prev="$prev $m"
         cp "$ko" "$stage/lib/modules/$m.ko"
 done
+if [ -f "$disklog" ]; then
+        install -m 0755 "$disklog" "$stage/usr/bin/drover-disklog"
+fi
 install -m 0755 "$here/guest-init.sh" "$stage/init"
 grep -q "$AGENT_PORT" "$stage/init" || die "guest-init.sh does not look for $AGENT_PORT"
 echo "drover-linux-guest kernel=$kver" >"$stage/etc/drover-linux-guest"
@@ -246,4 +262,4 @@ mv "$tmp_vmlinux" "$out/vmlinux"
 mv "$out/initrd.cpio.gz.tmp" "$out/initrd.cpio.gz"
 echo "$key" >"$out/stamp"
 echo "build-linux-guest: built $out/vmlinux ($(stat -c %s "$out/vmlinux") bytes, kernel $kver)," \
-     "$out/initrd.cpio.gz ($(stat -c %s "$out/initrd.cpio.gz") bytes) in $(($(now_ms) - t0)) ms"
+     "$out/initrd.cpio.gz ($(stat -c %s "$out/initrd.cpio.gz") bytes) in $(($(now_ms) - t0)) ms$disklog_note"
