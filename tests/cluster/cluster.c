@@ -263,15 +263,19 @@ int cluster_call(Cluster *c, int i, const char *method, const ProtobufCMessage *
 }
 
 void cluster_guest_start(Cluster *c, int i, const char *name, const char *uuid, int mem_mib, const char *append) {
-        RpcStatus st;
         char *json = test_guest_json(name, uuid, mem_mib, append);
+        cluster_guest_start_def(c, i, name, json, true);
+        free(json);
+}
+
+void cluster_guest_start_def(Cluster *c, int i, const char *name, const char *json, bool wait_ready) {
+        RpcStatus st;
         Drover__V1__DefineRequest d = DROVER__V1__DEFINE_REQUEST__INIT;
         Drover__V1__GetGuestResponse *gr = NULL;
-        d.definition_json = json;
+        d.definition_json = (char *) json;
         if (cluster_call(c, i, "Define", &d.base, (ProtobufCMessage **) &gr, &st) < 0)
                 fail_msg("Define %s on host %c: %s %s", name, 'a' + i, rpc_code_to_string(st.code), st.details);
         drover__v1__get_guest_response__free_unpacked(gr, NULL);
-        free(json);
         Drover__V1__StartRequest s = DROVER__V1__START_REQUEST__INIT;
         Drover__V1__GuestStatus *gs = NULL;
         s.guest = (char *) name;
@@ -279,6 +283,8 @@ void cluster_guest_start(Cluster *c, int i, const char *name, const char *uuid, 
                 fail_msg("Start %s on host %c: %s %s", name, 'a' + i, rpc_code_to_string(st.code), st.details);
         assert_int_equal(gs->state, DROVER__V1__GUEST_STATE__GUEST_STATE_RUNNING);
         drover__v1__guest_status__free_unpacked(gs, NULL);
+        if (!wait_ready)
+                return;
         char serial[400];
         snprintf(serial, sizeof(serial), "%s/run/%s.serial", c->host[i].dir, name);
         Deadline dl = deadline_in_ms(15000);

@@ -100,6 +100,10 @@ int cluster_call(Cluster *c, int i, const char *method, const ProtobufCMessage *
 /* The tiny guest: define and start @name on host @i and wait until its serial
  * shows READY.  Fails the test on error. */
 void cluster_guest_start(Cluster *c, int i, const char *name, const char *uuid, int mem_mib, const char *append);
+/* Define the guest of definition @json (not taken) on host @i and start
+ * it; with @wait_ready wait until its serial shows READY (the tiny test
+ * guest's line).  Fails the test on error. */
+void cluster_guest_start_def(Cluster *c, int i, const char *name, const char *json, bool wait_ready);
 /* GetGuest on host @i: 0 and *ret (free with drover__v1__guest_status__free_unpacked), or the RPC code. */
 int cluster_guest_status(Cluster *c, int i, const char *name, Drover__V1__GuestStatus **ret);
 /* "S " lines in host @i's serial log of @name. */

@@ -85,27 +85,13 @@ static void make_image(const char *dir, const char *file, char *ret_path, size_t
 /* Define and start the Linux guest in its disk log mode on host @i with
  * the one disk @disk_path, `"storage": "local"` when @local. */
 static void guest_start(Cluster *c, int i, const char *name, const char *disk_path, bool local) {
-        RpcStatus st;
         char disks[700];
         snprintf(disks, sizeof(disks), "[{\"path\": \"%s\", \"format\": \"raw\"%s}]", disk_path,
                  local ? ", \"storage\": \"local\"" : "");
         char *json = test_linux_guest_json_ex(name, &lg, MEM_MIB, DISKLOG_APPEND, disks);
         assert_non_null(json);
-        Drover__V1__DefineRequest d = DROVER__V1__DEFINE_REQUEST__INIT;
-        Drover__V1__GetGuestResponse *gr = NULL;
-        d.definition_json = json;
-        int r = cluster_call(c, i, "Define", &d.base, (ProtobufCMessage **) &gr, &st);
+        cluster_guest_start_def(c, i, name, json, false);
         free(json);
-        if (r < 0)
-                fail_msg("Define %s on host %c: %s %s", name, 'a' + i, rpc_code_to_string(st.code), st.details);
-        drover__v1__get_guest_response__free_unpacked(gr, NULL);
-        Drover__V1__StartRequest s = DROVER__V1__START_REQUEST__INIT;
-        Drover__V1__GuestStatus *gs = NULL;
-        s.guest = (char *) name;
-        if (cluster_call(c, i, "Start", &s.base, (ProtobufCMessage **) &gs, &st) < 0)
-                fail_msg("Start %s on host %c: %s %s", name, 'a' + i, rpc_code_to_string(st.code), st.details);
-        assert_int_equal(gs->state, DROVER__V1__GUEST_STATE__GUEST_STATE_RUNNING);
-        drover__v1__guest_status__free_unpacked(gs, NULL);
 }
 
 /* A guest RPC taking a GuestRef and answering a GuestStatus (Suspend, Destroy). */

@@ -190,33 +190,8 @@ static void guest_start(Cluster *c, const char *name, const char *disks) {
         base[strlen(base) - 1] = '\0'; /* the closing brace */
         assert_true(asprintf(&json, "%s, \"disks\": [%s]}", base, disks) > 0);
         free(base);
-        RpcStatus st;
-        Drover__V1__DefineRequest d = DROVER__V1__DEFINE_REQUEST__INIT;
-        Drover__V1__GetGuestResponse *gr = NULL;
-        d.definition_json = json;
-        if (cluster_call(c, A, "Define", &d.base, (ProtobufCMessage **) &gr, &st) < 0)
-                fail_msg("Define %s: %s %s", name, rpc_code_to_string(st.code), st.details);
-        drover__v1__get_guest_response__free_unpacked(gr, NULL);
+        cluster_guest_start_def(c, A, name, json, true);
         free(json);
-        Drover__V1__StartRequest s = DROVER__V1__START_REQUEST__INIT;
-        Drover__V1__GuestStatus *gs = NULL;
-        s.guest = (char *) name;
-        if (cluster_call(c, A, "Start", &s.base, (ProtobufCMessage **) &gs, &st) < 0)
-                fail_msg("Start %s: %s %s", name, rpc_code_to_string(st.code), st.details);
-        drover__v1__guest_status__free_unpacked(gs, NULL);
-        char serial[400];
-        snprintf(serial, sizeof(serial), "%s/run/%s.serial", c->host[A].dir, name);
-        Deadline dl = deadline_in_ms(15000);
-        for (;;) {
-                char *s2 = tu_read_file(serial, NULL);
-                bool ready = s2 && strstr(s2, "READY");
-                free(s2);
-                if (ready)
-                        break;
-                if (deadline_expired(dl))
-                        fail_msg("guest %s printed no READY in 15 s", name);
-                sleep_ms(20);
-        }
 }
 
 static void disk_json(const char *file, const char *format, char *buf, size_t size) {
