@@ -130,6 +130,27 @@ static void qemu_proc_check_ours(const QemuScan *s, QemuProc *q) {
                             "this agent's QEMU", (int) q->pid, s->exe);
 }
 
+/* QEMU's -m value in MiB: "[size=]N[k|M|G|T]" (no suffix: MiB), up to the
+ * first comma; KiB rounded down (a TCG guest of this agent has 8 KiB more,
+ * GUEST_TCG_RAM_PAD_KIB).  0 when it does not parse. */
+static uint64_t qemu_mem_mib(const char *val) {
+        char *end;
+        if (strncmp(val, "size=", 5) == 0)
+                val += 5;
+        if (!isdigit((unsigned char) *val))
+                return 0;
+        errno = 0;
+        uint64_t n = strtoull(val, &end, 10);
+        if (errno)
+                return 0;
+        switch (*end) {
+        case 'k': case 'K': return n / 1024;
+        case 'g': case 'G': return n <= UINT64_MAX / 1024 ? n * 1024 : 0;
+        case 't': case 'T': return n <= UINT64_MAX / (1024 * 1024) ? n * 1024 * 1024 : 0;
+        default: return n; /* M, m, none, or the end of the size before ",slots=" */
+        }
+}
+
 /* Read /proc/@pid/cmdline and, when it has a -qmp option, fill @ret (with
  * ret->not_ours set when it is not this agent's QEMU).
  * Returns true for a live process with a -qmp option. */
@@ -161,7 +182,7 @@ static bool qemu_proc_read(const QemuScan *s, pid_t pid, QemuProc *ret) {
                 else if (strcmp(arg, "-cpu") == 0)
                         snprintf(ret->cpu_model, sizeof(ret->cpu_model), "%s", val);
                 else if (strcmp(arg, "-m") == 0)
-                        ret->memory_mib = strtoull(val, NULL, 10);
+                        ret->memory_mib = qemu_mem_mib(val);
                 else if (strcmp(arg, "-smp") == 0)
                         ret->vcpus = (uint32_t) strtoul(val, NULL, 10);
         }
