@@ -70,7 +70,7 @@
 #define SERIAL_MS 2000
 #define COORD_UP_MS 20000
 #define MAX_HITS 64
-#define DEFAULT_SAMPLE 4 /* plus the regression cases: CI time (docs/recovery.md) */
+#define DEFAULT_SAMPLE 2 /* plus the regression cases: CI time (docs/recovery.md) */
 
 static const char *const names[N_GUESTS] = { "cf0", "cf1", "cf2" };
 static const char *const kind_name[2] = { "fail", "crash" };

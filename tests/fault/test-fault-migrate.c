@@ -370,7 +370,7 @@ static void test_sweep_single_faults(void **state) {
         int run = n;
         if (!full) {
                 fs_sample_order(cases, n, sizeof(cases[0]));
-                run = fs_env_int("DROVER_FAULT_SAMPLE", 10) +
+                run = fs_env_int("DROVER_FAULT_SAMPLE", 6) +
                       fs_regressions_first(cases, n, sizeof(cases[0]), regression_ids, ELEMENTSOF(regression_ids));
                 if (run > n)
                         run = n;
