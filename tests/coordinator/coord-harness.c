@@ -119,3 +119,13 @@ size_t ch_active_jobs(Coordinator *c) {
         lock_release(&c->lock);
         return n;
 }
+
+bool ch_history_has(Coordinator *c, const char *id, const char *part) {
+        CoordJobView v;
+        bool found = false;
+        assert_int_equal(coord_job_get(c, id, true, &v), 0);
+        for (size_t i = 0; i < v.n_events && !found; i++)
+                found = strstr(v.events[i].text, part) != NULL;
+        coord_job_view_clear(&v);
+        return found;
+}

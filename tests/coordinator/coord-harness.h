@@ -37,3 +37,5 @@ int ch_host_state(Coordinator *c, const char *host);
 size_t ch_active_jobs(Coordinator *c);
 /* The fake agent address of host @host. */
 const char *ch_addr(const char *host);
+/* Whether job @id's history has a line containing @part. */
+bool ch_history_has(Coordinator *c, const char *id, const char *part);

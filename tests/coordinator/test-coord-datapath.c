@@ -34,16 +34,6 @@ static void assert_contains(const char *text, const char *part) {
                 fail_msg("'%s' does not contain '%s'", text, part);
 }
 
-static bool history_has(Coordinator *c, const char *id, const char *part) {
-        CoordJobView v;
-        bool found = false;
-        assert_int_equal(coord_job_get(c, id, true, &v), 0);
-        for (size_t i = 0; i < v.n_events && !found; i++)
-                found = strstr(v.events[i].text, part) != NULL;
-        coord_job_view_clear(&v);
-        return found;
-}
-
 /* The sub-task of job @id's @seq as the store has it. */
 static StoreSubtask stored_sub(Coordinator *c, const char *id, int seq) {
         StoreSubtask *l, t;
@@ -93,7 +83,7 @@ static void test_stream_is_chosen_sent_and_recorded(void **state) {
         assert_int_equal(t.compression, MIG_COMPRESSION_ZSTD);
         assert_contains(t.reason, "requested destination");
         assert_contains(t.reason, COORD_STREAM_MARK "zstd on 7 multifd channels");
-        assert_true(history_has(c, id, "stream: zstd on 7 multifd channels"));
+        assert_true(ch_history_has(c, id, "stream: zstd on 7 multifd channels"));
         fake_mig_end("z1", true, NULL, true);
         ch_tick(c);
 

@@ -331,17 +331,6 @@ static void test_transport_is_passed_to_the_agent(void **state) {
         ch_free(c);
 }
 
-/* Whether job @id's history has a line containing @part. */
-static bool history_has(Coordinator *c, const char *id, const char *part) {
-        CoordJobView v;
-        bool found = false;
-        assert_int_equal(coord_job_get(c, id, true, &v), 0);
-        for (size_t i = 0; i < v.n_events && !found; i++)
-                found = strstr(v.events[i].text, part) != NULL;
-        coord_job_view_clear(&v);
-        return found;
-}
-
 static unsigned out_running(Coordinator *c, const char *host) {
         lock_acquire(&c->lock);
         unsigned n = coord_host_find_locked(c, host)->out_running;
@@ -376,7 +365,7 @@ static void test_postcopy_paused_is_held_and_its_alert_kept(void **state) {
         assert_int_equal(ch_sub(c, m1, "a1").phase, COORD_SUBTASK_PHASE_MIGRATING);
         assert_string_equal(ch_sub(c, m1, "a1").destination, "h2");
         assert_int_equal(out_running(c, "h1"), 1);
-        assert_true(history_has(c, m1, "a1: post-copy paused"));
+        assert_true(ch_history_has(c, m1, "a1: post-copy paused"));
 
         /* cancelled while paused: no abort, said in the history */
         assert_int_equal(coord_job_cancel(c, m1, "operator:test"), 0);
@@ -385,12 +374,12 @@ static void test_postcopy_paused_is_held_and_its_alert_kept(void **state) {
                 ch_tick(c);
         assert_int_equal(fake_abort_calls(NULL), 0);
         assert_int_equal(ch_sub(c, m1, "a1").phase, COORD_SUBTASK_PHASE_MIGRATING);
-        assert_true(history_has(c, m1, "a1: not aborted by the cancel"));
+        assert_true(ch_history_has(c, m1, "a1: not aborted by the cancel"));
 
         /* b1 recovers and lands */
         fake_mig_phase("b1", "postcopy_active");
         ch_tick(c);
-        assert_true(history_has(c, m2, "b1: post-copy recovered"));
+        assert_true(ch_history_has(c, m2, "b1: post-copy recovered"));
         fake_mig_end("b1", true, NULL, true);
         for (int i = 0; i < 3; i++)
                 ch_tick(c);
@@ -404,7 +393,7 @@ static void test_postcopy_paused_is_held_and_its_alert_kept(void **state) {
         assert_int_equal(t.phase, COORD_SUBTASK_PHASE_FAILED);
         assert_string_equal(t.error, alert);
         assert_int_equal(out_running(c, "h1"), 0);
-        assert_true(history_has(c, m1, "a1 NEEDS AN OPERATOR"));
+        assert_true(ch_history_has(c, m1, "a1 NEEDS AN OPERATOR"));
         StoreJob j = ch_job(c, m1);
         assert_int_equal(j.phase, COORD_JOB_PHASE_FAILED);
         assert_contains(j.error, "ALERT: 1 guests need an operator");
